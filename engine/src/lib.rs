@@ -1,0 +1,13 @@
+//! What the master, minions and clients share: the wire protocol and its
+//! messages, block files, cluster paths, sizes, limits and the error type.
+//! Nothing here knows about a namespace or a pipeline.
+
+pub mod error;
+pub mod limits;
+pub mod msg;
+pub mod path;
+pub mod rpc;
+pub mod units;
+pub mod wire;
+
+pub use error::{Error, IoContext, Result};

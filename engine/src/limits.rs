@@ -1,0 +1,59 @@
+//! Every limit of the system in one place, each with its unit. Relations
+//! between them are checked at compile time.
+
+/// Bytes covered by one CRC32C and carried by one data frame.
+pub const CHUNK_BYTES: u32 = 64 * 1024;
+/// Largest payload of a control frame (postcard message).
+pub const CONTROL_FRAME_BYTES_MAX: u32 = 4 * 1024 * 1024;
+/// Largest payload of any frame; checked before anything is allocated.
+pub const FRAME_PAYLOAD_BYTES_MAX: u32 = CONTROL_FRAME_BYTES_MAX;
+
+/// Default block size of a file when neither the client nor the master says.
+pub const BLOCK_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Largest block size a file may ask for (2 GiB).
+pub const BLOCK_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+/// Default number of replicas of each block.
+pub const REPLICATION_DEFAULT: u8 = 3;
+/// Largest replication a file may ask for.
+pub const REPLICATION_MAX: u8 = 16;
+
+/// Longest name of one path component, in bytes.
+pub const NAME_BYTES_MAX: usize = 255;
+/// Longest whole path, in bytes.
+pub const PATH_BYTES_MAX: usize = 4096;
+/// Deepest path, in components.
+pub const PATH_DEPTH_MAX: usize = 256;
+
+/// Most directory entries returned by one listing request.
+pub const LIST_ENTRIES_MAX: u32 = 1000;
+/// Most blocks of one file (a 2 TiB file with 64 MiB blocks is 32,768).
+pub const FILE_BLOCKS_MAX: usize = 1 << 20;
+/// Most blocks one minion reports in one block-report frame.
+pub const BLOCK_REPORT_IDS_MAX: usize = 200_000;
+/// Most minions the master keeps in its registry.
+pub const MINIONS_MAX: usize = 4096;
+/// Most writes open at once on the master.
+pub const OPEN_WRITES_MAX: usize = 65_536;
+/// Most connections a daemon serves at once; further ones are refused.
+pub const CONNECTIONS_MAX: usize = 1024;
+/// Longest a host:port string may be.
+pub const ADDRESS_BYTES_MAX: usize = 256;
+/// Longest error message carried on the wire.
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// How long a peer may stay silent inside a request before we give up on it.
+pub const IO_TIMEOUT_MS: u64 = 30_000;
+/// How long a client waits for a TCP connection to a minion or the master.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+const _: () = assert!(CHUNK_BYTES <= FRAME_PAYLOAD_BYTES_MAX);
+const _: () = assert!(CONTROL_FRAME_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
+const _: () = assert!(BLOCK_BYTES_DEFAULT <= BLOCK_BYTES_MAX);
+const _: () = assert!(BLOCK_BYTES_DEFAULT % CHUNK_BYTES as u64 == 0);
+const _: () = assert!(REPLICATION_DEFAULT >= 1 && REPLICATION_DEFAULT <= REPLICATION_MAX);
+// A block report of the most ids must fit one control frame (8 bytes each + slack).
+const _: () = assert!(BLOCK_REPORT_IDS_MAX * 10 < CONTROL_FRAME_BYTES_MAX as usize);
+// A full listing page of the longest names must fit one control frame.
+const _: () = assert!(
+    (LIST_ENTRIES_MAX as usize) * (NAME_BYTES_MAX + 128) < CONTROL_FRAME_BYTES_MAX as usize
+);

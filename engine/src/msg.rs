@@ -1,0 +1,408 @@
+//! Control messages of the protocol, carried as postcard payloads of
+//! `Request`/`Response` frames (see `wire`). Every request travels in an
+//! `Envelope` with the caller's credentials, so permission checks and access
+//! tokens can be added without changing the shape of any message.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::ERROR_MESSAGE_BYTES_MAX;
+
+/// A block's id, allocated by the master, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BlockId(pub u64);
+
+impl fmt::Display for BlockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "blk_{:016x}", self.0)
+    }
+}
+
+/// A minion's id: random at its first start, kept in its data directories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MinionId(pub u64);
+
+impl fmt::Display for MinionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A cluster's id: random at the master's first start. Minions remember the
+/// cluster they joined and are refused by any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClusterId(pub u64);
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Who is asking. Carried by every request; checked once users exist.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub user: String,
+    pub groups: Vec<String>,
+    /// Reserved for block access tokens and master-issued tickets.
+    pub token: Vec<u8>,
+}
+
+/// A request and who sends it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub credentials: Credentials,
+    pub body: T,
+}
+
+/// What went wrong on the remote side, in a form a client can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    NotADirectory,
+    IsADirectory,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    /// No minion can take a new block, or a minion's disk is full.
+    NoSpace,
+    UnknownMinion,
+    DuplicateMinion,
+    WrongCluster,
+    /// Stored bytes failed their checksum.
+    Corrupted,
+    PermissionDenied,
+    /// The daemon is at a limit (connections, open writes); try later.
+    Busy,
+    Io,
+    Protocol,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    pub kind: ErrorKind,
+    /// One line naming the thing that was wrong, e.g. "/a/b: no such file or directory".
+    pub message: String,
+}
+
+impl RemoteError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        if message.len() > ERROR_MESSAGE_BYTES_MAX {
+            let mut end = ERROR_MESSAGE_BYTES_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        RemoteError { kind, message }
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// A minion as clients and other minions reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinionAddress {
+    pub id: MinionId,
+    /// host:port of its data service.
+    pub address: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Directory,
+}
+
+/// What `stat` and `ls -l` show of one namespace entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryStatus {
+    /// The last path component ("" for the root).
+    pub name: String,
+    pub kind: EntryKind,
+    /// File length in bytes; 0 for directories.
+    pub size_bytes: u64,
+    /// Target replication of a file; 0 for directories.
+    pub replication: u8,
+    /// Block size of a file; 0 for directories.
+    pub block_bytes: u64,
+    pub block_count: u64,
+    pub owner: String,
+    pub group: String,
+    /// Permission bits, as in POSIX (0o755).
+    pub mode: u32,
+    /// Milliseconds since the Unix epoch.
+    pub modified_ms: u64,
+    pub accessed_ms: u64,
+    pub changed_ms: u64,
+}
+
+/// One block of a file with the minions that hold it, best first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocatedBlock {
+    pub id: BlockId,
+    /// Offset of the block's first byte in the file.
+    pub offset_bytes: u64,
+    pub length_bytes: u64,
+    pub locations: Vec<MinionAddress>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MinionState {
+    Live,
+    /// Missed heartbeats: not chosen for new blocks, tried last for reads.
+    Stale,
+    Dead,
+    Decommissioning,
+}
+
+/// One line of `dfs df`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinionReport {
+    pub id: MinionId,
+    pub address: String,
+    pub state: MinionState,
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    pub block_count: u64,
+    /// Milliseconds since its last heartbeat.
+    pub last_heartbeat_age_ms: u64,
+}
+
+/// Requests to the master, from clients and from minions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MasterRequest {
+    // --- from minions ---
+    /// A minion (re)joins. `cluster` is None on its very first start.
+    Register {
+        minion: MinionId,
+        cluster: Option<ClusterId>,
+        address: String,
+        capacity_bytes: u64,
+        used_bytes: u64,
+        available_bytes: u64,
+    },
+    Heartbeat {
+        minion: MinionId,
+        capacity_bytes: u64,
+        used_bytes: u64,
+        available_bytes: u64,
+        block_count: u64,
+    },
+    /// The blocks a minion holds. A report may span several frames: the first
+    /// has `first` set (the master forgets what it knew of that minion), the
+    /// last has `last` set.
+    BlockReport {
+        minion: MinionId,
+        blocks: Vec<BlockId>,
+        first: bool,
+        last: bool,
+    },
+
+    // --- from clients: namespace ---
+    Stat {
+        path: String,
+    },
+    /// A page of a directory's entries in name order, after `start_after`.
+    List {
+        path: String,
+        start_after: Option<String>,
+        limit: u32,
+    },
+    Mkdir {
+        path: String,
+        parents: bool,
+        mode: u32,
+    },
+    Delete {
+        path: String,
+        recursive: bool,
+    },
+    Rename {
+        source: String,
+        target: String,
+    },
+
+    // --- from clients: writing a file ---
+    /// Starts writing a file. Nothing is visible at `path` until `CloseWrite`.
+    OpenWrite {
+        path: String,
+        /// None: the cluster default.
+        replication: Option<u8>,
+        /// None: the cluster default.
+        block_bytes: Option<u64>,
+        overwrite: bool,
+        mode: u32,
+    },
+    /// Chooses minions for the next block of an open write.
+    AllocateBlock {
+        write: u64,
+        /// Minions the client could not reach for this write.
+        excluded: Vec<MinionId>,
+    },
+    /// Records a sealed block: it is the next block of the file.
+    CommitBlock {
+        write: u64,
+        block: BlockId,
+        length_bytes: u64,
+        /// Minions that acknowledged the sealed block.
+        replicas: Vec<MinionId>,
+    },
+    /// Gives up an allocated block that was not committed.
+    AbandonBlock {
+        write: u64,
+        block: BlockId,
+    },
+    /// Makes the written file visible at its path, replacing any old version.
+    CloseWrite {
+        write: u64,
+    },
+    /// Gives up a write; its blocks are collected.
+    AbortWrite {
+        write: u64,
+    },
+
+    // --- from clients: reading and reports ---
+    /// A file's status and all its blocks with their locations.
+    GetBlocks {
+        path: String,
+    },
+    ClusterReport,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MasterResponse {
+    Ok,
+    Error(RemoteError),
+    Registered {
+        cluster: ClusterId,
+        heartbeat_interval_ms: u64,
+    },
+    Status(EntryStatus),
+    Listing {
+        entries: Vec<EntryStatus>,
+        /// More entries follow the last one returned.
+        more: bool,
+    },
+    WriteOpened {
+        write: u64,
+        replication: u8,
+        block_bytes: u64,
+    },
+    BlockAllocated {
+        block: BlockId,
+        /// The pipeline, in order. May be shorter than the replication when
+        /// fewer minions are live.
+        targets: Vec<MinionAddress>,
+    },
+    Blocks {
+        status: EntryStatus,
+        blocks: Vec<LocatedBlock>,
+    },
+    Cluster {
+        minions: Vec<MinionReport>,
+        default_replication: u8,
+        default_block_bytes: u64,
+        file_count: u64,
+        directory_count: u64,
+        block_count: u64,
+    },
+}
+
+/// Requests to a minion, from clients and from the minion before it in a pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MinionRequest {
+    /// Starts a pipeline write of a new block. The receiver forwards this to
+    /// `downstream[0]` with the rest of the list, then receives `Data` frames
+    /// (chunks, in order), each stored and forwarded as it arrives, and finally
+    /// a `SealBlock` request.
+    WriteBlock {
+        block: BlockId,
+        downstream: Vec<MinionAddress>,
+        /// Acknowledge only once the block is on stable storage.
+        sync: bool,
+    },
+    /// Ends a pipeline write; answered with `Sealed` once every member answered.
+    SealBlock { block: BlockId, length_bytes: u64 },
+    /// Streams part of a sealed block: the answer is `ReadStarted` followed by
+    /// `Data` frames of whole chunks (the last may be short) from
+    /// `ReadStarted.first_offset_bytes` to the end of the range.
+    ReadBlock {
+        block: BlockId,
+        offset_bytes: u64,
+        length_bytes: u64,
+    },
+}
+
+/// A pipeline member that could not store a block, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFailure {
+    pub minion: MinionAddress,
+    pub error: RemoteError,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MinionResponse {
+    Error(RemoteError),
+    Sealed {
+        /// Members that have the whole block sealed (durably when asked).
+        stored: Vec<MinionId>,
+        failed: Vec<ReplicaFailure>,
+    },
+    ReadStarted {
+        block_length_bytes: u64,
+        /// Chunk-aligned offset of the first data frame that follows.
+        first_offset_bytes: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode_message, write_message, FrameKind};
+
+    #[test]
+    fn messages_round_trip() {
+        let request = Envelope {
+            credentials: Credentials {
+                user: "ana".into(),
+                groups: vec!["staff".into()],
+                token: vec![],
+            },
+            body: MasterRequest::OpenWrite {
+                path: "/data/x".into(),
+                replication: Some(3),
+                block_bytes: None,
+                overwrite: false,
+                mode: 0o644,
+            },
+        };
+        let mut wire = Vec::new();
+        write_message(&mut wire, FrameKind::Request, 1, &request).expect("encode");
+        let decoded: Envelope<MasterRequest> =
+            decode_message(&wire[crate::wire::FRAME_HEADER_BYTES..]).expect("decode");
+        assert_eq!(decoded, request);
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_on_a_char_boundary() {
+        let error = RemoteError::new(ErrorKind::Io, "é".repeat(ERROR_MESSAGE_BYTES_MAX));
+        assert!(error.message.len() <= ERROR_MESSAGE_BYTES_MAX);
+    }
+
+    #[test]
+    fn ids_display_as_fixed_width_hex() {
+        assert_eq!(BlockId(255).to_string(), "blk_00000000000000ff");
+        assert_eq!(MinionId(1).to_string(), "0000000000000001");
+    }
+}

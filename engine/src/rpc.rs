@@ -1,0 +1,161 @@
+//! Blocking request/response connections over TCP, as clients and minions use
+//! them to talk to the master and to minions.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::limits::{CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS};
+use crate::msg::{Credentials, Envelope};
+use crate::wire::{self, FrameKind};
+
+/// Resolves `address` and connects with a timeout, trying each resolved address.
+pub fn connect(address: &str, timeout: Duration) -> Result<TcpStream> {
+    let resolved = address
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {address}"))?;
+    let mut last_error = None;
+    for socket_address in resolved {
+        match TcpStream::connect_timeout(&socket_address, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true).context("set TCP_NODELAY")?;
+                return Ok(stream);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(Error::io(
+        format!("connect to {address}"),
+        last_error.unwrap_or_else(|| std::io::Error::other("address resolved to nothing")),
+    ))
+}
+
+/// One connection to a daemon; requests are answered in order.
+pub struct Connection {
+    address: String,
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    next_request_id: u64,
+    buffer: Vec<u8>,
+}
+
+impl Connection {
+    pub fn open(address: &str) -> Result<Connection> {
+        Connection::open_with_timeouts(
+            address,
+            Duration::from_millis(CONNECT_TIMEOUT_MS),
+            Duration::from_millis(IO_TIMEOUT_MS),
+        )
+    }
+
+    pub fn open_with_timeouts(
+        address: &str,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Result<Connection> {
+        let stream = connect(address, connect_timeout)?;
+        Connection::from_stream(address, stream, io_timeout)
+    }
+
+    pub fn from_stream(
+        address: &str,
+        stream: TcpStream,
+        io_timeout: Duration,
+    ) -> Result<Connection> {
+        stream
+            .set_read_timeout(Some(io_timeout))
+            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
+            .context("set socket timeouts")?;
+        let reader =
+            BufReader::with_capacity(256 * 1024, stream.try_clone().context("clone socket")?);
+        let writer = BufWriter::with_capacity(256 * 1024, stream);
+        Ok(Connection {
+            address: address.to_string(),
+            reader,
+            writer,
+            next_request_id: 1,
+            buffer: Vec::new(),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Sends a request without waiting for its answer (it is buffered until
+    /// the next flush or `receive`).
+    pub fn send<Q: Serialize>(&mut self, credentials: &Credentials, body: Q) -> Result<u64> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let envelope = Envelope {
+            credentials: credentials.clone(),
+            body,
+        };
+        wire::write_message(&mut self.writer, FrameKind::Request, request_id, &envelope)?;
+        Ok(request_id)
+    }
+
+    /// Sends one data frame (a chunk) with its CRC32C.
+    pub fn send_data(&mut self, chunk: &[u8], crc: u32) -> Result<()> {
+        wire::write_frame_with_crc(&mut self.writer, FrameKind::Data, 0, 0, chunk, crc)
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.writer
+            .flush()
+            .with_context(|| format!("send to {}", self.address))
+    }
+
+    /// Waits for the response to `request_id`.
+    pub fn receive<R: DeserializeOwned>(&mut self, request_id: u64) -> Result<R> {
+        self.flush()?;
+        let (id, response) =
+            wire::read_message(&mut self.reader, FrameKind::Response, &mut self.buffer)?
+                .ok_or_else(|| {
+                    Error::Protocol(format!("{} closed the connection", self.address))
+                })?;
+        if id != request_id {
+            return Err(Error::Protocol(format!(
+                "{} answered request {id}, expected {request_id}",
+                self.address
+            )));
+        }
+        Ok(response)
+    }
+
+    /// Sends a request and waits for its response.
+    pub fn call<Q: Serialize, R: DeserializeOwned>(
+        &mut self,
+        credentials: &Credentials,
+        body: Q,
+    ) -> Result<R> {
+        let request_id = self.send(credentials, body)?;
+        self.receive(request_id)
+    }
+
+    /// The buffered reader, for callers that read data frames after a response.
+    pub fn reader(&mut self) -> &mut BufReader<TcpStream> {
+        &mut self.reader
+    }
+}
+
+/// 64 random bits from the operating system, for ids.
+pub fn random_u64() -> Result<u64> {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .context("read /dev/urandom")?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,118 @@
+//! Sizes ("64M", "1G", "4096") and durations ("10m", "5s", "250ms", "30").
+
+use crate::error::{Error, Result};
+
+/// Parses a byte size: a plain number of bytes or one with a binary suffix
+/// K, M, G, T (also KiB, MiB, KB, ...; all are powers of 1024).
+pub fn parse_bytes(text: &str) -> Result<u64> {
+    let invalid = || {
+        Error::Invalid(format!(
+            "{text:?}: invalid size (use bytes or a suffix: 4K, 64M, 1G)"
+        ))
+    };
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, suffix) = trimmed.split_at(split);
+    if digits.is_empty() {
+        return Err(invalid());
+    }
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(1u64 << shift).ok_or_else(invalid)
+}
+
+/// Parses a duration: "10m", "5s", "250ms", "1h", or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let invalid = || {
+        Error::Invalid(format!(
+            "{text:?}: invalid duration (use 250ms, 5s, 10m, 1h)"
+        ))
+    };
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, suffix) = trimmed.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    let millis_per_unit: u64 = match suffix {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(invalid()),
+    };
+    let millis = number.checked_mul(millis_per_unit).ok_or_else(invalid)?;
+    Ok(std::time::Duration::from_millis(millis))
+}
+
+/// Formats bytes for people: "1.5 GiB", "512 B".
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn sizes() {
+        for (text, want) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("4K", 4096),
+            ("64M", 64 << 20),
+            ("64MiB", 64 << 20),
+            ("1G", 1 << 30),
+            ("2g", 2 << 30),
+        ] {
+            assert_eq!(parse_bytes(text).expect(text), want, "{text}");
+        }
+        for text in ["", "M", "12X", "-1", "99999999999T"] {
+            assert!(parse_bytes(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("10m").expect("10m"),
+            Duration::from_secs(600)
+        );
+        assert_eq!(parse_duration("5s").expect("5s"), Duration::from_secs(5));
+        assert_eq!(parse_duration("30").expect("30"), Duration::from_secs(30));
+        assert_eq!(
+            parse_duration("250ms").expect("ms"),
+            Duration::from_millis(250)
+        );
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
+    }
+}
