@@ -46,11 +46,24 @@ pub const IO_TIMEOUT_MS: u64 = 30_000;
 /// How long a client waits for a TCP connection to a minion or the master.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+/// Most pipelines a client tries for one block of a write (fresh allocations
+/// after a minion failed) before it gives up on the write.
+pub const WRITE_BLOCK_ATTEMPTS_MAX: u32 = 5;
+/// How long a client waits for a minion's error answer after its connection
+/// broke, to report the minion's reason instead of a bare reset.
+pub const FAILURE_ANSWER_WAIT_MS: u64 = 1_000;
+/// How long `dfs local` waits for its master and minions to start and register.
+pub const LOCAL_CLUSTER_START_TIMEOUT_MS: u64 = 30_000;
+/// How long `dfs local` waits for a daemon to exit after SIGINT before killing it.
+pub const LOCAL_CLUSTER_STOP_TIMEOUT_MS: u64 = 15_000;
+
 const _: () = assert!(CHUNK_BYTES <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CONTROL_FRAME_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(BLOCK_BYTES_DEFAULT <= BLOCK_BYTES_MAX);
-const _: () = assert!(BLOCK_BYTES_DEFAULT % CHUNK_BYTES as u64 == 0);
+const _: () = assert!(BLOCK_BYTES_DEFAULT.is_multiple_of(CHUNK_BYTES as u64));
 const _: () = assert!(REPLICATION_DEFAULT >= 1 && REPLICATION_DEFAULT <= REPLICATION_MAX);
+const _: () = assert!(WRITE_BLOCK_ATTEMPTS_MAX >= 2);
+const _: () = assert!(FAILURE_ANSWER_WAIT_MS < IO_TIMEOUT_MS);
 // A block report of the most ids must fit one control frame (8 bytes each + slack).
 const _: () = assert!(BLOCK_REPORT_IDS_MAX * 10 < CONTROL_FRAME_BYTES_MAX as usize);
 // A full listing page of the longest names must fit one control frame.

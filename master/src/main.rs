@@ -1,1 +1,111 @@
-fn main() {}
+//! `dfs-master`: serves the namespace of one cluster.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use dfs_engine::limits::REPLICATION_DEFAULT;
+use dfs_engine::units::{parse_bytes, parse_duration};
+use dfs_master::service::{Master, MasterConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "dfs-master",
+    version,
+    about = "The master of a dfs cluster: namespace, placement, minion registry"
+)]
+struct Args {
+    /// Directory for the namespace checkpoint (created if missing).
+    #[arg(long)]
+    data: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "0.0.0.0:7070")]
+    listen: String,
+    /// Default block size of new files (e.g. 64M).
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    block_size: u64,
+    /// Default replication of new files.
+    #[arg(long, default_value_t = REPLICATION_DEFAULT)]
+    replication: u8,
+    /// How often minions should heartbeat (e.g. 3s, 200ms).
+    #[arg(long, default_value = "3s", value_parser = parse_time)]
+    heartbeat_interval: Duration,
+    /// Silence after which a minion is stale (default: 10 heartbeat intervals).
+    #[arg(long, value_parser = parse_time)]
+    stale_after: Option<Duration>,
+    /// Silence after which a minion is dead.
+    #[arg(long, default_value = "10m", value_parser = parse_time)]
+    dead_after: Duration,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    parse_bytes(text).map_err(|e| e.to_string())
+}
+
+fn parse_time(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("dfs-master: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    dfs_master::namespace::check_file_parameters(args.replication, args.block_size)
+        .map_err(|e| anyhow::anyhow!("--replication/--block-size: {e}"))?;
+    let stale_after = args.stale_after.unwrap_or(args.heartbeat_interval * 10);
+    anyhow::ensure!(
+        stale_after < args.dead_after,
+        "--stale-after ({stale_after:?}) must be shorter than --dead-after ({:?})",
+        args.dead_after
+    );
+    let config = MasterConfig {
+        default_replication: args.replication,
+        default_block_bytes: args.block_size,
+        heartbeat_interval: args.heartbeat_interval,
+        stale_after,
+        dead_after: args.dead_after,
+    };
+    let master = Arc::new(Master::open(&args.data, config).context("open master")?);
+    let (listener, address) = dfs_master::server::bind(&args.listen)?;
+    // Signals first, so a SIGINT right after the address is printed is handled.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("install signal handlers")?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on {address}")?;
+        stdout.flush()?;
+    }
+    tracing::info!(%address, cluster = %master.cluster(), "master listening");
+    let server_master = Arc::clone(&master);
+    std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || {
+            if let Err(e) = dfs_master::server::serve(server_master, listener) {
+                tracing::error!("server stopped: {e}");
+            }
+        })
+        .context("spawn accept thread")?;
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "stopping: writing checkpoint");
+    }
+    master
+        .checkpoint_and_freeze()
+        .context("write checkpoint on shutdown")?;
+    tracing::info!("checkpoint written; exiting");
+    Ok(())
+}

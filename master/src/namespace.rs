@@ -1,0 +1,891 @@
+//! The namespace state machine: directories, files and open writes, changed
+//! only by applying an `Op`. `apply` is deterministic (every time and id comes
+//! in the op) and validates an op completely before it changes anything, so
+//! the same sequence of ops rebuilds the same state: a journal or a consensus
+//! log can carry them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dfs_engine::limits::{BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, OPEN_WRITES_MAX, REPLICATION_MAX};
+use dfs_engine::msg::{BlockId, EntryKind, EntryStatus, ErrorKind, RemoteError};
+use dfs_engine::path::DfsPath;
+use serde::{Deserialize, Serialize};
+
+pub type InodeId = u64;
+pub type WriteId = u64;
+pub const ROOT_INODE: InodeId = 1;
+
+/// A sealed block of a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub id: BlockId,
+    pub length_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Node {
+    Directory {
+        children: BTreeMap<String, InodeId>,
+    },
+    File {
+        blocks: Vec<BlockMeta>,
+        size_bytes: u64,
+        replication: u8,
+        block_bytes: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub node: Node,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    pub modified_ms: u64,
+    pub accessed_ms: u64,
+    pub changed_ms: u64,
+}
+
+/// A file being written: invisible until closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenWrite {
+    pub path: DfsPathString,
+    pub replication: u8,
+    pub block_bytes: u64,
+    pub overwrite: bool,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub blocks: Vec<BlockMeta>,
+    /// Allocated, not yet committed or abandoned.
+    pub pending: BTreeSet<BlockId>,
+    pub opened_ms: u64,
+}
+
+/// Paths are stored as checked strings; `DfsPath` is rebuilt on use.
+pub type DfsPathString = String;
+
+/// One logged change of the namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Mkdir {
+        path: DfsPathString,
+        parents: bool,
+        mode: u32,
+        owner: String,
+        group: String,
+        time_ms: u64,
+    },
+    Delete {
+        path: DfsPathString,
+        recursive: bool,
+        time_ms: u64,
+    },
+    Rename {
+        source: DfsPathString,
+        target: DfsPathString,
+        time_ms: u64,
+    },
+    OpenWrite {
+        write: WriteId,
+        path: DfsPathString,
+        replication: u8,
+        block_bytes: u64,
+        overwrite: bool,
+        mode: u32,
+        owner: String,
+        group: String,
+        time_ms: u64,
+    },
+    AllocateBlock {
+        write: WriteId,
+        block: BlockId,
+    },
+    CommitBlock {
+        write: WriteId,
+        block: BlockId,
+        length_bytes: u64,
+    },
+    AbandonBlock {
+        write: WriteId,
+        block: BlockId,
+    },
+    CloseWrite {
+        write: WriteId,
+        time_ms: u64,
+    },
+    AbortWrite {
+        write: WriteId,
+    },
+}
+
+/// What an applied op freed or created, for the caller's soft state.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Blocks no longer referenced by any file or write: to delete on minions.
+    pub freed_blocks: Vec<BlockId>,
+}
+
+/// The whole namespace; the unit of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    inodes: BTreeMap<InodeId, Inode>,
+    writes: BTreeMap<WriteId, OpenWrite>,
+    next_inode: InodeId,
+    next_block: u64,
+    next_write: WriteId,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> RemoteError {
+    RemoteError::new(kind, message)
+}
+
+fn not_found(path: &DfsPath) -> RemoteError {
+    error(
+        ErrorKind::NotFound,
+        format!("{path}: no such file or directory"),
+    )
+}
+
+fn parse(path: &str) -> Result<DfsPath, RemoteError> {
+    DfsPath::parse(path).map_err(|e| error(ErrorKind::InvalidArgument, e.to_string()))
+}
+
+/// Checks replication and block size as asked by a user.
+pub fn check_file_parameters(replication: u8, block_bytes: u64) -> Result<(), RemoteError> {
+    if replication == 0 || replication > REPLICATION_MAX {
+        return Err(error(
+            ErrorKind::InvalidArgument,
+            format!("replication {replication}: must be between 1 and {REPLICATION_MAX}"),
+        ));
+    }
+    if block_bytes == 0 || block_bytes > BLOCK_BYTES_MAX {
+        return Err(error(
+            ErrorKind::InvalidArgument,
+            format!("block size {block_bytes}: must be between 1 byte and 2 GiB"),
+        ));
+    }
+    Ok(())
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Namespace::new(0)
+    }
+}
+
+impl Namespace {
+    /// An empty namespace: only the root directory, made at `time_ms`.
+    pub fn new(time_ms: u64) -> Namespace {
+        let root = Inode {
+            node: Node::Directory {
+                children: BTreeMap::new(),
+            },
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o755,
+            modified_ms: time_ms,
+            accessed_ms: time_ms,
+            changed_ms: time_ms,
+        };
+        Namespace {
+            inodes: BTreeMap::from([(ROOT_INODE, root)]),
+            writes: BTreeMap::new(),
+            next_inode: ROOT_INODE + 1,
+            next_block: 1,
+            next_write: 1,
+        }
+    }
+
+    /// The id the next `AllocateBlock` op should carry.
+    pub fn next_block_id(&self) -> BlockId {
+        BlockId(self.next_block)
+    }
+
+    /// The id the next `OpenWrite` op should carry.
+    pub fn next_write_id(&self) -> WriteId {
+        self.next_write
+    }
+
+    pub fn write(&self, write: WriteId) -> Option<&OpenWrite> {
+        self.writes.get(&write)
+    }
+
+    pub fn open_writes(&self) -> impl Iterator<Item = (&WriteId, &OpenWrite)> {
+        self.writes.iter()
+    }
+
+    /// Counts of files, directories and blocks in files.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let mut files = 0;
+        let mut directories = 0;
+        let mut blocks = 0;
+        for inode in self.inodes.values() {
+            match &inode.node {
+                Node::Directory { .. } => directories += 1,
+                Node::File { blocks: b, .. } => {
+                    files += 1;
+                    blocks += b.len() as u64;
+                }
+            }
+        }
+        (files, directories, blocks)
+    }
+
+    /// Every block a file or an open write refers to.
+    pub fn is_block_referenced(&self, block: BlockId) -> bool {
+        // Linear; used only for block reports, which are rare. An index comes
+        // with the block manager of the availability work.
+        self.inodes.values().any(|inode| match &inode.node {
+            Node::File { blocks, .. } => blocks.iter().any(|b| b.id == block),
+            Node::Directory { .. } => false,
+        }) || self
+            .writes
+            .values()
+            .any(|w| w.pending.contains(&block) || w.blocks.iter().any(|b| b.id == block))
+    }
+
+    /// All blocks referenced by files and open writes.
+    pub fn referenced_blocks(&self) -> BTreeSet<BlockId> {
+        let mut set = BTreeSet::new();
+        for inode in self.inodes.values() {
+            if let Node::File { blocks, .. } = &inode.node {
+                set.extend(blocks.iter().map(|b| b.id));
+            }
+        }
+        for write in self.writes.values() {
+            set.extend(write.pending.iter().copied());
+            set.extend(write.blocks.iter().map(|b| b.id));
+        }
+        set
+    }
+
+    fn inode(&self, id: InodeId) -> &Inode {
+        // Invariant: every id in a directory's children is in the table.
+        &self.inodes[&id]
+    }
+
+    /// Resolves a path to its inode id.
+    pub fn resolve(&self, path: &DfsPath) -> Result<InodeId, RemoteError> {
+        let mut current = ROOT_INODE;
+        for name in path.components() {
+            match &self.inode(current).node {
+                Node::Directory { children } => {
+                    current = *children.get(name).ok_or_else(|| not_found(path))?;
+                }
+                Node::File { .. } => return Err(not_found(path)),
+            }
+        }
+        Ok(current)
+    }
+
+    /// The directory that holds `path`'s last component, which must exist.
+    fn parent_directory(&self, path: &DfsPath) -> Result<InodeId, RemoteError> {
+        let parent = path
+            .parent()
+            .ok_or_else(|| error(ErrorKind::InvalidArgument, "/: is the root directory"))?;
+        let id = self.resolve(&parent)?;
+        match self.inode(id).node {
+            Node::Directory { .. } => Ok(id),
+            Node::File { .. } => Err(error(
+                ErrorKind::NotADirectory,
+                format!("{parent}: not a directory"),
+            )),
+        }
+    }
+
+    fn child(&self, directory: InodeId, name: &str) -> Option<InodeId> {
+        match &self.inode(directory).node {
+            Node::Directory { children } => children.get(name).copied(),
+            Node::File { .. } => None,
+        }
+    }
+
+    pub fn status(&self, path: &DfsPath) -> Result<EntryStatus, RemoteError> {
+        let id = self.resolve(path)?;
+        Ok(self.entry_status(path.name().unwrap_or(""), id))
+    }
+
+    pub fn entry_status(&self, name: &str, id: InodeId) -> EntryStatus {
+        let inode = self.inode(id);
+        let (kind, size_bytes, replication, block_bytes, block_count) = match &inode.node {
+            Node::Directory { .. } => (EntryKind::Directory, 0, 0, 0, 0),
+            Node::File {
+                blocks,
+                size_bytes,
+                replication,
+                block_bytes,
+            } => (
+                EntryKind::File,
+                *size_bytes,
+                *replication,
+                *block_bytes,
+                blocks.len() as u64,
+            ),
+        };
+        EntryStatus {
+            name: name.to_string(),
+            kind,
+            size_bytes,
+            replication,
+            block_bytes,
+            block_count,
+            owner: inode.owner.clone(),
+            group: inode.group.clone(),
+            mode: inode.mode,
+            modified_ms: inode.modified_ms,
+            accessed_ms: inode.accessed_ms,
+            changed_ms: inode.changed_ms,
+        }
+    }
+
+    /// The blocks of the file at `path`.
+    pub fn file_blocks(&self, path: &DfsPath) -> Result<(EntryStatus, &[BlockMeta]), RemoteError> {
+        let id = self.resolve(path)?;
+        match &self.inode(id).node {
+            Node::File { blocks, .. } => {
+                Ok((self.entry_status(path.name().unwrap_or(""), id), blocks))
+            }
+            Node::Directory { .. } => Err(error(
+                ErrorKind::IsADirectory,
+                format!("{path}: is a directory"),
+            )),
+        }
+    }
+
+    /// A page of a directory's entries after `start_after`, and whether more follow.
+    /// A file lists as itself.
+    pub fn list(
+        &self,
+        path: &DfsPath,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<EntryStatus>, bool), RemoteError> {
+        let id = self.resolve(path)?;
+        let Node::Directory { children } = &self.inode(id).node else {
+            return Ok((
+                vec![self.entry_status(path.name().unwrap_or(""), id)],
+                false,
+            ));
+        };
+        let mut range: Box<dyn Iterator<Item = (&String, &InodeId)>> =
+            match start_after {
+                Some(after) => Box::new(children.range::<str, _>((
+                    std::ops::Bound::Excluded(after),
+                    std::ops::Bound::Unbounded,
+                ))),
+                None => Box::new(children.iter()),
+            };
+        let entries: Vec<EntryStatus> = range
+            .by_ref()
+            .take(limit)
+            .map(|(name, child)| self.entry_status(name, *child))
+            .collect();
+        let more = range.next().is_some();
+        Ok((entries, more))
+    }
+
+    /// Applies one op; on error nothing changed.
+    pub fn apply(&mut self, op: &Op) -> Result<Applied, RemoteError> {
+        match op {
+            Op::Mkdir {
+                path,
+                parents,
+                mode,
+                owner,
+                group,
+                time_ms,
+            } => self.mkdir(&parse(path)?, *parents, *mode, owner, group, *time_ms),
+            Op::Delete {
+                path,
+                recursive,
+                time_ms,
+            } => self.delete(&parse(path)?, *recursive, *time_ms),
+            Op::Rename {
+                source,
+                target,
+                time_ms,
+            } => self.rename(&parse(source)?, &parse(target)?, *time_ms),
+            Op::OpenWrite {
+                write,
+                path,
+                replication,
+                block_bytes,
+                overwrite,
+                mode,
+                owner,
+                group,
+                time_ms,
+            } => {
+                let path = parse(path)?;
+                self.check_writable(&path, *overwrite)?;
+                check_file_parameters(*replication, *block_bytes)?;
+                if self.writes.len() >= OPEN_WRITES_MAX {
+                    return Err(error(ErrorKind::Busy, "too many files open for writing"));
+                }
+                if *write != self.next_write {
+                    return Err(error(
+                        ErrorKind::Internal,
+                        format!("write id {write} out of sequence"),
+                    ));
+                }
+                self.next_write += 1;
+                self.writes.insert(
+                    *write,
+                    OpenWrite {
+                        path: path.to_string(),
+                        replication: *replication,
+                        block_bytes: *block_bytes,
+                        overwrite: *overwrite,
+                        mode: *mode,
+                        owner: owner.clone(),
+                        group: group.clone(),
+                        blocks: Vec::new(),
+                        pending: BTreeSet::new(),
+                        opened_ms: *time_ms,
+                    },
+                );
+                Ok(Applied::default())
+            }
+            Op::AllocateBlock { write, block } => {
+                let next = self.next_block;
+                let open = self.open_write_mut(*write)?;
+                if block.0 != next {
+                    return Err(error(
+                        ErrorKind::Internal,
+                        format!("{block} out of sequence"),
+                    ));
+                }
+                if open.blocks.len() + open.pending.len() >= FILE_BLOCKS_MAX {
+                    return Err(error(
+                        ErrorKind::InvalidArgument,
+                        format!("{}: more than {FILE_BLOCKS_MAX} blocks", open.path),
+                    ));
+                }
+                open.pending.insert(*block);
+                self.next_block += 1;
+                Ok(Applied::default())
+            }
+            Op::CommitBlock {
+                write,
+                block,
+                length_bytes,
+            } => {
+                let open = self.open_write_mut(*write)?;
+                if !open.pending.contains(block) {
+                    return Err(error(
+                        ErrorKind::InvalidArgument,
+                        format!("{block} is not an allocated block of write {write}"),
+                    ));
+                }
+                if *length_bytes == 0 || *length_bytes > open.block_bytes {
+                    return Err(error(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "{block}: length {length_bytes} is outside 1..={} bytes",
+                            open.block_bytes
+                        ),
+                    ));
+                }
+                if let Some(last) = open.blocks.last() {
+                    // Only the last block of a file may be short.
+                    if last.length_bytes != open.block_bytes {
+                        return Err(error(
+                            ErrorKind::InvalidArgument,
+                            format!("{block}: follows a short block"),
+                        ));
+                    }
+                }
+                open.pending.remove(block);
+                open.blocks.push(BlockMeta {
+                    id: *block,
+                    length_bytes: *length_bytes,
+                });
+                Ok(Applied::default())
+            }
+            Op::AbandonBlock { write, block } => {
+                let open = self.open_write_mut(*write)?;
+                if !open.pending.remove(block) {
+                    return Err(error(
+                        ErrorKind::InvalidArgument,
+                        format!("{block} is not an allocated block of write {write}"),
+                    ));
+                }
+                Ok(Applied {
+                    freed_blocks: vec![*block],
+                })
+            }
+            Op::CloseWrite { write, time_ms } => self.close_write(*write, *time_ms),
+            Op::AbortWrite { write } => {
+                let open = self
+                    .writes
+                    .remove(write)
+                    .ok_or_else(|| unknown_write(*write))?;
+                let mut freed: Vec<BlockId> = open.blocks.iter().map(|b| b.id).collect();
+                freed.extend(open.pending.iter().copied());
+                Ok(Applied {
+                    freed_blocks: freed,
+                })
+            }
+        }
+    }
+
+    fn open_write_mut(&mut self, write: WriteId) -> Result<&mut OpenWrite, RemoteError> {
+        self.writes
+            .get_mut(&write)
+            .ok_or_else(|| unknown_write(write))
+    }
+
+    /// A file may be created at `path`: the parent is a directory, and the
+    /// path is free or (with `overwrite`) a file.
+    fn check_writable(&self, path: &DfsPath, overwrite: bool) -> Result<(), RemoteError> {
+        let parent = self.parent_directory(path)?;
+        let name = path.name().unwrap_or("");
+        if let Some(existing) = self.child(parent, name) {
+            match self.inode(existing).node {
+                Node::Directory { .. } => {
+                    return Err(error(
+                        ErrorKind::IsADirectory,
+                        format!("{path}: is a directory"),
+                    ))
+                }
+                Node::File { .. } if !overwrite => {
+                    return Err(error(
+                        ErrorKind::AlreadyExists,
+                        format!("{path}: file exists"),
+                    ))
+                }
+                Node::File { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn mkdir(
+        &mut self,
+        path: &DfsPath,
+        parents: bool,
+        mode: u32,
+        owner: &str,
+        group: &str,
+        time_ms: u64,
+    ) -> Result<Applied, RemoteError> {
+        // Validate the whole chain first, then create.
+        let mut current = ROOT_INODE;
+        let mut walked = DfsPath::root();
+        let mut missing: Vec<&str> = Vec::new();
+        for name in path.components() {
+            let next = walked
+                .join(name)
+                .map_err(|e| error(ErrorKind::InvalidArgument, e.to_string()))?;
+            if missing.is_empty() {
+                match self.child(current, name) {
+                    Some(id) => match self.inode(id).node {
+                        Node::Directory { .. } => current = id,
+                        Node::File { .. } => {
+                            let kind = if next == *path {
+                                ErrorKind::AlreadyExists
+                            } else {
+                                ErrorKind::NotADirectory
+                            };
+                            let what = if next == *path {
+                                "file exists"
+                            } else {
+                                "not a directory"
+                            };
+                            return Err(error(kind, format!("{next}: {what}")));
+                        }
+                    },
+                    None => missing.push(name),
+                }
+            } else {
+                missing.push(name);
+            }
+            walked = next;
+        }
+        if missing.is_empty() {
+            if parents {
+                return Ok(Applied::default());
+            }
+            return Err(error(
+                ErrorKind::AlreadyExists,
+                format!("{path}: file exists"),
+            ));
+        }
+        if missing.len() > 1 && !parents {
+            let parent = path.parent().unwrap_or_else(DfsPath::root);
+            return Err(not_found(&parent));
+        }
+        for name in missing {
+            let id = self.next_inode;
+            self.next_inode += 1;
+            self.inodes.insert(
+                id,
+                Inode {
+                    node: Node::Directory {
+                        children: BTreeMap::new(),
+                    },
+                    owner: owner.to_string(),
+                    group: group.to_string(),
+                    mode: mode & 0o7777,
+                    modified_ms: time_ms,
+                    accessed_ms: time_ms,
+                    changed_ms: time_ms,
+                },
+            );
+            self.link(current, name, id, time_ms);
+            current = id;
+        }
+        Ok(Applied::default())
+    }
+
+    fn link(&mut self, directory: InodeId, name: &str, child: InodeId, time_ms: u64) {
+        let inode = self.inodes.get_mut(&directory);
+        debug_assert!(inode.is_some());
+        if let Some(inode) = inode {
+            if let Node::Directory { children } = &mut inode.node {
+                let previous = children.insert(name.to_string(), child);
+                debug_assert!(previous.is_none(), "link over an existing entry");
+            }
+            inode.modified_ms = time_ms;
+            inode.changed_ms = time_ms;
+        }
+    }
+
+    fn unlink(&mut self, directory: InodeId, name: &str, time_ms: u64) -> Option<InodeId> {
+        let inode = self.inodes.get_mut(&directory)?;
+        let removed = match &mut inode.node {
+            Node::Directory { children } => children.remove(name),
+            Node::File { .. } => None,
+        };
+        inode.modified_ms = time_ms;
+        inode.changed_ms = time_ms;
+        removed
+    }
+
+    /// Removes an inode and everything below it; returns the freed blocks.
+    fn free_tree(&mut self, id: InodeId, freed: &mut Vec<BlockId>) {
+        let mut stack = vec![id];
+        while let Some(id) = stack.pop() {
+            match self.inodes.remove(&id).map(|inode| inode.node) {
+                Some(Node::Directory { children }) => stack.extend(children.values().copied()),
+                Some(Node::File { blocks, .. }) => freed.extend(blocks.iter().map(|b| b.id)),
+                None => debug_assert!(false, "dangling inode {id}"),
+            }
+        }
+    }
+
+    fn delete(
+        &mut self,
+        path: &DfsPath,
+        recursive: bool,
+        time_ms: u64,
+    ) -> Result<Applied, RemoteError> {
+        if path.is_root() {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                "/: cannot remove the root directory",
+            ));
+        }
+        let id = self.resolve(path)?;
+        if let Node::Directory { children } = &self.inode(id).node {
+            if !children.is_empty() && !recursive {
+                return Err(error(
+                    ErrorKind::DirectoryNotEmpty,
+                    format!("{path}: directory not empty"),
+                ));
+            }
+        }
+        let parent = self.parent_directory(path)?;
+        self.unlink(parent, path.name().unwrap_or(""), time_ms);
+        let mut freed = Vec::new();
+        self.free_tree(id, &mut freed);
+        Ok(Applied {
+            freed_blocks: freed,
+        })
+    }
+
+    fn rename(
+        &mut self,
+        source: &DfsPath,
+        target: &DfsPath,
+        time_ms: u64,
+    ) -> Result<Applied, RemoteError> {
+        if source.is_root() {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                "/: cannot move the root directory",
+            ));
+        }
+        let source_id = self.resolve(source)?;
+        if source == target {
+            return Ok(Applied::default());
+        }
+        if target.is_within(source) {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                format!("cannot move {source} into itself ({target})"),
+            ));
+        }
+        let target_parent = self.parent_directory(target)?;
+        let target_name = target.name().unwrap_or("");
+        let source_is_directory = matches!(self.inode(source_id).node, Node::Directory { .. });
+        let mut freed = Vec::new();
+        // POSIX rename: a file replaces a file, a directory replaces an empty directory.
+        let replaced = self.child(target_parent, target_name);
+        if let Some(existing) = replaced {
+            match (&self.inode(existing).node, source_is_directory) {
+                (Node::Directory { children }, true) if children.is_empty() => {}
+                (Node::Directory { .. }, true) => {
+                    return Err(error(
+                        ErrorKind::DirectoryNotEmpty,
+                        format!("{target}: directory not empty"),
+                    ))
+                }
+                (Node::Directory { .. }, false) => {
+                    return Err(error(
+                        ErrorKind::IsADirectory,
+                        format!("{target}: is a directory"),
+                    ))
+                }
+                (Node::File { .. }, true) => {
+                    return Err(error(
+                        ErrorKind::NotADirectory,
+                        format!("{target}: not a directory"),
+                    ))
+                }
+                (Node::File { .. }, false) => {}
+            }
+        }
+        let source_parent = self.parent_directory(source)?;
+        if let Some(existing) = replaced {
+            self.unlink(target_parent, target_name, time_ms);
+            self.free_tree(existing, &mut freed);
+        }
+        self.unlink(source_parent, source.name().unwrap_or(""), time_ms);
+        self.link(target_parent, target_name, source_id, time_ms);
+        if let Some(inode) = self.inodes.get_mut(&source_id) {
+            inode.changed_ms = time_ms;
+        }
+        Ok(Applied {
+            freed_blocks: freed,
+        })
+    }
+
+    fn close_write(&mut self, write: WriteId, time_ms: u64) -> Result<Applied, RemoteError> {
+        let open = self
+            .writes
+            .get(&write)
+            .ok_or_else(|| unknown_write(write))?;
+        if !open.pending.is_empty() {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{}: close with blocks neither committed nor abandoned",
+                    open.path
+                ),
+            ));
+        }
+        let path = parse(&open.path)?;
+        // The namespace may have changed since the write opened.
+        self.check_writable(&path, open.overwrite)?;
+        let parent = self.parent_directory(&path)?;
+        let open = self
+            .writes
+            .remove(&write)
+            .ok_or_else(|| unknown_write(write))?;
+        let name = path.name().unwrap_or("");
+        let mut freed = Vec::new();
+        if let Some(existing) = self.unlink(parent, name, time_ms) {
+            self.free_tree(existing, &mut freed);
+        }
+        let size_bytes = open.blocks.iter().map(|b| b.length_bytes).sum();
+        let id = self.next_inode;
+        self.next_inode += 1;
+        self.inodes.insert(
+            id,
+            Inode {
+                node: Node::File {
+                    blocks: open.blocks,
+                    size_bytes,
+                    replication: open.replication,
+                    block_bytes: open.block_bytes,
+                },
+                owner: open.owner,
+                group: open.group,
+                mode: open.mode & 0o7777,
+                modified_ms: time_ms,
+                accessed_ms: time_ms,
+                changed_ms: time_ms,
+            },
+        );
+        self.link(parent, name, id, time_ms);
+        Ok(Applied {
+            freed_blocks: freed,
+        })
+    }
+
+    /// Checks the structural invariants; used by tests and after loading.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![ROOT_INODE];
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                return Err(format!("inode {id} reachable twice"));
+            }
+            let inode = self
+                .inodes
+                .get(&id)
+                .ok_or_else(|| format!("dangling inode {id}"))?;
+            match &inode.node {
+                Node::Directory { children } => {
+                    for (name, child) in children {
+                        if name.is_empty() || name.contains('/') || name.contains('\0') {
+                            return Err(format!("bad name {name:?} in inode {id}"));
+                        }
+                        stack.push(*child);
+                    }
+                }
+                Node::File {
+                    blocks, size_bytes, ..
+                } => {
+                    let sum: u64 = blocks.iter().map(|b| b.length_bytes).sum();
+                    if sum != *size_bytes {
+                        return Err(format!(
+                            "inode {id}: size {size_bytes} != sum of blocks {sum}"
+                        ));
+                    }
+                    if blocks.iter().any(|b| b.id.0 >= self.next_block) {
+                        return Err(format!("inode {id}: block id at or past next_block"));
+                    }
+                }
+            }
+        }
+        if !matches!(
+            self.inodes.get(&ROOT_INODE).map(|i| &i.node),
+            Some(Node::Directory { .. })
+        ) {
+            return Err("root is not a directory".into());
+        }
+        if seen.len() != self.inodes.len() {
+            return Err(format!(
+                "{} inodes unreachable from the root",
+                self.inodes.len() - seen.len()
+            ));
+        }
+        if self.inodes.keys().any(|&id| id >= self.next_inode) {
+            return Err("inode id at or past next_inode".into());
+        }
+        Ok(())
+    }
+}
+
+fn unknown_write(write: WriteId) -> RemoteError {
+    error(
+        ErrorKind::InvalidArgument,
+        format!("write {write} is not open (closed, aborted or never opened)"),
+    )
+}
+
+#[cfg(test)]
+mod tests;

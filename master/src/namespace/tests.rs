@@ -1,0 +1,382 @@
+use super::*;
+
+fn mkdir(path: &str, parents: bool) -> Op {
+    Op::Mkdir {
+        path: path.into(),
+        parents,
+        mode: 0o755,
+        owner: "ana".into(),
+        group: "staff".into(),
+        time_ms: 10,
+    }
+}
+
+fn path(text: &str) -> DfsPath {
+    DfsPath::parse(text).expect("valid path")
+}
+
+/// Writes a file of `lengths` blocks through the ops a client causes.
+fn write_file(
+    ns: &mut Namespace,
+    at: &str,
+    lengths: &[u64],
+    overwrite: bool,
+) -> Result<Applied, RemoteError> {
+    let write = ns.next_write_id();
+    ns.apply(&Op::OpenWrite {
+        write,
+        path: at.into(),
+        replication: 3,
+        block_bytes: 4,
+        overwrite,
+        mode: 0o644,
+        owner: "ana".into(),
+        group: "staff".into(),
+        time_ms: 20,
+    })?;
+    for &length_bytes in lengths {
+        let block = ns.next_block_id();
+        ns.apply(&Op::AllocateBlock { write, block })?;
+        ns.apply(&Op::CommitBlock {
+            write,
+            block,
+            length_bytes,
+        })?;
+    }
+    ns.apply(&Op::CloseWrite { write, time_ms: 30 })
+}
+
+fn names(ns: &Namespace, dir: &str) -> Vec<String> {
+    let (entries, more) = ns.list(&path(dir), None, 1000).expect("list");
+    assert!(!more);
+    entries.into_iter().map(|e| e.name).collect()
+}
+
+fn check_error(result: Result<Applied, RemoteError>, kind: ErrorKind, message: &str) {
+    let error = result.expect_err("must fail");
+    assert_eq!(error.kind, kind, "{error}");
+    assert!(
+        error.message.contains(message),
+        "{} lacks {message}",
+        error.message
+    );
+}
+
+#[test]
+fn mkdir_with_and_without_parents() {
+    let mut ns = Namespace::new(0);
+    ns.apply(&mkdir("/a", false)).expect("mkdir /a");
+    check_error(
+        ns.apply(&mkdir("/a", false)),
+        ErrorKind::AlreadyExists,
+        "/a: file exists",
+    );
+    ns.apply(&mkdir("/a", true))
+        .expect("mkdir -p existing is fine");
+    check_error(
+        ns.apply(&mkdir("/x/y", false)),
+        ErrorKind::NotFound,
+        "/x: no such file",
+    );
+    ns.apply(&mkdir("/x/y/z", true)).expect("mkdir -p");
+    assert_eq!(names(&ns, "/"), ["a", "x"]);
+    assert_eq!(names(&ns, "/x/y"), ["z"]);
+    let status = ns.status(&path("/x/y")).expect("stat");
+    assert_eq!(
+        (status.kind, status.owner.as_str(), status.mode),
+        (EntryKind::Directory, "ana", 0o755)
+    );
+    ns.check_invariants().expect("invariants");
+}
+
+#[test]
+fn files_are_invisible_until_closed_and_replace_atomically() {
+    let mut ns = Namespace::new(0);
+    let write = ns.next_write_id();
+    ns.apply(&Op::OpenWrite {
+        write,
+        path: "/f".into(),
+        replication: 2,
+        block_bytes: 4,
+        overwrite: false,
+        mode: 0o644,
+        owner: "ana".into(),
+        group: "staff".into(),
+        time_ms: 1,
+    })
+    .expect("open");
+    let block = ns.next_block_id();
+    ns.apply(&Op::AllocateBlock { write, block })
+        .expect("allocate");
+    ns.apply(&Op::CommitBlock {
+        write,
+        block,
+        length_bytes: 4,
+    })
+    .expect("commit");
+    assert!(ns.status(&path("/f")).is_err(), "not visible before close");
+    ns.apply(&Op::CloseWrite { write, time_ms: 2 })
+        .expect("close");
+    let status = ns.status(&path("/f")).expect("visible");
+    assert_eq!(
+        (status.size_bytes, status.block_count, status.replication),
+        (4, 1, 2)
+    );
+
+    check_error(
+        write_file(&mut ns, "/f", &[1], false),
+        ErrorKind::AlreadyExists,
+        "/f: file exists",
+    );
+    let applied = write_file(&mut ns, "/f", &[4, 4, 2], true).expect("overwrite");
+    assert_eq!(
+        applied.freed_blocks,
+        vec![block],
+        "old version's blocks are freed"
+    );
+    assert_eq!(ns.status(&path("/f")).expect("stat").size_bytes, 10);
+    ns.check_invariants().expect("invariants");
+}
+
+#[test]
+fn only_the_last_block_may_be_short() {
+    let mut ns = Namespace::new(0);
+    check_error(
+        write_file(&mut ns, "/f", &[2, 4], false),
+        ErrorKind::InvalidArgument,
+        "follows a short block",
+    );
+    check_error(
+        write_file(&mut ns, "/g", &[5], false),
+        ErrorKind::InvalidArgument,
+        "outside 1..=4",
+    );
+}
+
+#[test]
+fn abort_frees_blocks_and_leaves_nothing() {
+    let mut ns = Namespace::new(0);
+    let write = ns.next_write_id();
+    ns.apply(&Op::OpenWrite {
+        write,
+        path: "/f".into(),
+        replication: 1,
+        block_bytes: 4,
+        overwrite: false,
+        mode: 0o644,
+        owner: "a".into(),
+        group: "a".into(),
+        time_ms: 1,
+    })
+    .expect("open");
+    let first = ns.next_block_id();
+    ns.apply(&Op::AllocateBlock {
+        write,
+        block: first,
+    })
+    .expect("allocate");
+    ns.apply(&Op::CommitBlock {
+        write,
+        block: first,
+        length_bytes: 4,
+    })
+    .expect("commit");
+    let second = ns.next_block_id();
+    ns.apply(&Op::AllocateBlock {
+        write,
+        block: second,
+    })
+    .expect("allocate");
+    check_error(
+        ns.apply(&Op::CloseWrite { write, time_ms: 2 }),
+        ErrorKind::InvalidArgument,
+        "neither committed",
+    );
+    let applied = ns.apply(&Op::AbortWrite { write }).expect("abort");
+    assert_eq!(applied.freed_blocks, vec![first, second]);
+    assert!(ns.status(&path("/f")).is_err());
+    assert_eq!(ns.open_writes().count(), 0);
+}
+
+#[test]
+fn delete_rules() {
+    let mut ns = Namespace::new(0);
+    ns.apply(&mkdir("/d/e", true)).expect("mkdir");
+    write_file(&mut ns, "/d/e/f", &[4, 1], false).expect("write");
+    check_error(
+        ns.apply(&Op::Delete {
+            path: "/d".into(),
+            recursive: false,
+            time_ms: 5,
+        }),
+        ErrorKind::DirectoryNotEmpty,
+        "/d: directory not empty",
+    );
+    check_error(
+        ns.apply(&Op::Delete {
+            path: "/".into(),
+            recursive: true,
+            time_ms: 5,
+        }),
+        ErrorKind::InvalidArgument,
+        "root",
+    );
+    check_error(
+        ns.apply(&Op::Delete {
+            path: "/nope".into(),
+            recursive: false,
+            time_ms: 5,
+        }),
+        ErrorKind::NotFound,
+        "/nope: no such file or directory",
+    );
+    let applied = ns
+        .apply(&Op::Delete {
+            path: "/d".into(),
+            recursive: true,
+            time_ms: 5,
+        })
+        .expect("rm -r");
+    assert_eq!(applied.freed_blocks.len(), 2);
+    assert!(names(&ns, "/").is_empty());
+    ns.check_invariants().expect("invariants");
+}
+
+#[test]
+fn rename_rules() {
+    let mut ns = Namespace::new(0);
+    ns.apply(&mkdir("/a/b", true)).expect("mkdir");
+    ns.apply(&mkdir("/empty", true)).expect("mkdir");
+    write_file(&mut ns, "/f", &[1], false).expect("write f");
+    write_file(&mut ns, "/g", &[2], false).expect("write g");
+    let rename = |source: &str, target: &str| Op::Rename {
+        source: source.into(),
+        target: target.into(),
+        time_ms: 9,
+    };
+    check_error(
+        ns.apply(&rename("/a", "/a/b/c")),
+        ErrorKind::InvalidArgument,
+        "into itself",
+    );
+    check_error(
+        ns.apply(&rename("/", "/x")),
+        ErrorKind::InvalidArgument,
+        "root",
+    );
+    check_error(
+        ns.apply(&rename("/f", "/a")),
+        ErrorKind::IsADirectory,
+        "/a: is a directory",
+    );
+    check_error(
+        ns.apply(&rename("/a", "/f")),
+        ErrorKind::NotADirectory,
+        "/f: not a directory",
+    );
+    check_error(
+        ns.apply(&rename("/nope", "/x")),
+        ErrorKind::NotFound,
+        "/nope",
+    );
+    check_error(
+        ns.apply(&rename("/f", "/nope/x")),
+        ErrorKind::NotFound,
+        "/nope",
+    );
+    // A file replaces a file and frees its blocks.
+    let applied = ns.apply(&rename("/f", "/g")).expect("mv f g");
+    assert_eq!(applied.freed_blocks.len(), 1);
+    assert_eq!(ns.status(&path("/g")).expect("g").size_bytes, 1);
+    // A directory replaces an empty directory and carries its subtree.
+    ns.apply(&rename("/a", "/empty")).expect("mv a empty");
+    assert_eq!(names(&ns, "/"), ["empty", "g"]);
+    assert_eq!(names(&ns, "/empty"), ["b"]);
+    ns.apply(&rename("/g", "/empty/b/g2")).expect("into subdir");
+    assert_eq!(names(&ns, "/empty/b"), ["g2"]);
+    ns.check_invariants().expect("invariants");
+}
+
+#[test]
+fn listing_pages_in_name_order() {
+    let mut ns = Namespace::new(0);
+    for name in ["c", "a", "b", "d"] {
+        ns.apply(&mkdir(&format!("/{name}"), false)).expect("mkdir");
+    }
+    let (page, more) = ns.list(&path("/"), None, 3).expect("list");
+    assert_eq!(
+        page.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    assert!(more);
+    let (page, more) = ns.list(&path("/"), Some("c"), 3).expect("list");
+    assert_eq!(
+        page.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["d"]
+    );
+    assert!(!more);
+}
+
+#[test]
+fn bad_parameters_are_refused() {
+    for (replication, block_bytes, message) in [
+        (0, 4, "replication 0"),
+        (17, 4, "replication 17"),
+        (3, 0, "block size 0"),
+        (3, BLOCK_BYTES_MAX + 1, "block size"),
+    ] {
+        let error = check_file_parameters(replication, block_bytes).expect_err("refused");
+        assert!(error.message.contains(message), "{}", error.message);
+    }
+}
+
+#[test]
+fn replaying_the_same_ops_rebuilds_the_same_state() {
+    let mut ns = Namespace::new(0);
+    let mut log = Vec::new();
+    let mut record = |ns: &mut Namespace, op: Op| {
+        if ns.apply(&op).is_ok() {
+            log.push(op);
+        }
+    };
+    record(&mut ns, mkdir("/a/b", true));
+    let write = ns.next_write_id();
+    record(
+        &mut ns,
+        Op::OpenWrite {
+            write,
+            path: "/a/f".into(),
+            replication: 3,
+            block_bytes: 8,
+            overwrite: false,
+            mode: 0o600,
+            owner: "u".into(),
+            group: "g".into(),
+            time_ms: 3,
+        },
+    );
+    let block = ns.next_block_id();
+    record(&mut ns, Op::AllocateBlock { write, block });
+    record(
+        &mut ns,
+        Op::CommitBlock {
+            write,
+            block,
+            length_bytes: 5,
+        },
+    );
+    record(&mut ns, Op::CloseWrite { write, time_ms: 4 });
+    record(
+        &mut ns,
+        Op::Rename {
+            source: "/a/f".into(),
+            target: "/a/b/f".into(),
+            time_ms: 5,
+        },
+    );
+    let mut replayed = Namespace::new(0);
+    for op in &log {
+        replayed.apply(op).expect("replay");
+    }
+    assert_eq!(replayed, ns);
+}
