@@ -1,1 +1,26 @@
-//! placeholder
+//! The client side of the file system: the `dfs_client` library (namespace
+//! calls to the master, pipelined block writes and verified block reads
+//! straight from minions) and the logic behind the `dfs` command.
+//!
+//! Data never passes through the master: a `Client` asks it for names, block
+//! allocations and locations, then streams chunks to and from minions itself.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+#[cfg(test)]
+mod fake;
+pub mod format;
+pub mod local;
+pub mod read;
+mod transfer;
+pub mod write;
+
+pub use client::{Client, ClusterReport, FileBlocks};
+pub use config::master_address;
+pub use read::FileReader;
+pub use write::{
+    BlockSource, FileWriter, Seekable, Unseekable, WriteOptions, WriteStats, WrittenBlock,
+};
+
+pub use dfs_engine::{Error, Result};

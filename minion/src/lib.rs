@@ -1,1 +1,142 @@
-//! placeholder
+//! A minion: stores sealed blocks in its data directories, takes part in
+//! write pipelines, serves reads, and keeps the master informed.
+//!
+//! `start` wires the parts together: the identity (`identity`), the block
+//! store (`dfs_engine::block_store`), the data service (`server`, with
+//! `pipeline` and `read`), and the master conversation (`heartbeat`). The
+//! binary only parses the command line, sets up logging and signals, and
+//! calls `start`.
+
+pub mod config;
+pub mod heartbeat;
+pub mod identity;
+mod pipeline;
+mod read;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dfs_engine::block_store::BlockStore;
+use dfs_engine::msg::MinionAddress;
+use dfs_engine::{Error, Result};
+
+use crate::config::Config;
+use crate::heartbeat::{HeartbeatConfig, StopSignal};
+use crate::identity::Identity;
+use crate::server::{DataService, ServeConfig};
+
+/// How often `run_until` looks at its stop flag.
+const STOP_POLL_INTERVAL_MS: u64 = 50;
+/// Stray files named one by one in the log at start-up; the rest are counted.
+const STRAYS_LOGGED_MAX: usize = 20;
+
+/// A started minion: its data service and its heartbeat thread.
+pub struct RunningMinion {
+    service: DataService,
+    heartbeat: Option<JoinHandle<Result<()>>>,
+    stop: StopSignal,
+}
+
+/// Checks the data directories, opens the store, starts serving and starts
+/// talking to the master. Returns once the data service is listening.
+pub fn start(config: Config) -> Result<RunningMinion> {
+    config.validate()?;
+    // The identity check comes first: it refuses another minion's directory
+    // before the store touches anything in it.
+    let identity = Identity::load_or_create(&config.data_dirs)?;
+    let store = BlockStore::open(&config.data_dirs)?;
+    log_open_report(&store);
+    let service = server::serve(
+        ServeConfig {
+            advertise: config.advertise.clone(),
+            ..ServeConfig::new(config.listen.clone(), identity.minion())
+        },
+        store.clone(),
+    )?;
+    let stop = StopSignal::new();
+    let heartbeat = heartbeat::spawn(
+        HeartbeatConfig {
+            master: config.master.clone(),
+            advertised: service.minion_address().address.clone(),
+            interval: config.heartbeat_interval,
+        },
+        identity,
+        store,
+        stop.clone(),
+    )?;
+    Ok(RunningMinion {
+        service,
+        heartbeat: Some(heartbeat),
+        stop,
+    })
+}
+
+fn log_open_report(store: &BlockStore) {
+    let report = store.open_report();
+    if !report.abandoned_removed.is_empty() {
+        tracing::info!(
+            count = report.abandoned_removed.len(),
+            "removed unfinished block writes left by an earlier run"
+        );
+    }
+    for stray in report.strays.iter().take(STRAYS_LOGGED_MAX) {
+        tracing::warn!("{}: not a block file; ignored", stray.display());
+    }
+    if report.strays.len() > STRAYS_LOGGED_MAX {
+        tracing::warn!(
+            "{} more stray files under blocks/ ignored",
+            report.strays.len() - STRAYS_LOGGED_MAX
+        );
+    }
+}
+
+impl RunningMinion {
+    /// The address the data service is bound to.
+    pub fn local_address(&self) -> SocketAddr {
+        self.service.local_address()
+    }
+
+    /// This minion's id and advertised address.
+    pub fn minion_address(&self) -> &MinionAddress {
+        self.service.minion_address()
+    }
+
+    /// Runs until `stop_requested` is set (`Ok`) or the master refuses this
+    /// minion for good (`Err`).
+    pub fn run_until(mut self, stop_requested: &AtomicBool) -> Result<()> {
+        loop {
+            if stop_requested.load(Ordering::SeqCst) {
+                tracing::info!("stopping");
+                self.stop();
+                return Ok(());
+            }
+            if self.heartbeat.as_ref().is_some_and(|h| h.is_finished()) {
+                if let Some(heartbeat) = self.heartbeat.take() {
+                    return match heartbeat.join() {
+                        Ok(result) => result,
+                        Err(_) => Err(Error::Invalid("the heartbeat thread panicked".into())),
+                    };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(STOP_POLL_INTERVAL_MS));
+        }
+    }
+
+    /// Stops the heartbeat and the data service (in-flight writes are
+    /// abandoned; their files are removed at the next start).
+    pub fn stop(mut self) {
+        self.stop.stop();
+        // The heartbeat thread may be inside a call to an unresponsive
+        // master; don't wait for it.
+        self.heartbeat = None;
+    }
+}
+
+impl Drop for RunningMinion {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}

@@ -1,1 +1,44 @@
-fn main() {}
+//! `dfs-minion`: parses the command line, sets up logging and signals, and
+//! runs the minion library until SIGINT/SIGTERM (exit 0) or a fatal refusal
+//! by the master (exit 1).
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use dfs_minion::config::Config;
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("dfs-minion: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    // Signals first, so a stop that comes during start-up still exits cleanly.
+    let stop_requested = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop_requested))
+            .context("install signal handlers")?;
+    }
+    let config = Config::from_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    // Engine errors already print their cause; `{e}` keeps it from
+    // appearing twice in the `{:#}` chain.
+    let minion = dfs_minion::start(config).map_err(|e| anyhow!("start the minion: {e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", minion.local_address())
+        .and_then(|()| stdout.flush())
+        .context("print the listening address")?;
+    drop(stdout);
+    minion
+        .run_until(&stop_requested)
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}

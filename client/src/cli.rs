@@ -1,0 +1,635 @@
+//! The `dfs` command: argument parsing (clap) and one function per
+//! subcommand. Output goes to a writer so the commands can be driven by
+//! tests; errors end as one `dfs: <message>` line and exit status 1.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use dfs_engine::limits::MINIONS_MAX;
+use dfs_engine::msg::{EntryKind, EntryStatus, ErrorKind};
+use dfs_engine::path::DfsPath;
+use dfs_engine::{units, Error, IoContext, Result};
+
+use crate::client::Client;
+use crate::config;
+use crate::format;
+use crate::local::{self, LocalOptions};
+use crate::write::{
+    check_block_bytes, check_replication, BlockSource, Seekable, Unseekable, WriteOptions,
+};
+
+/// Permission bits of directories made by `mkdir`.
+const DIRECTORY_MODE: u32 = 0o755;
+/// Permission bits of files written by `put`.
+const FILE_MODE: u32 = 0o644;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dfs",
+    version,
+    about = "Copy files into and out of the distributed file system and manage its namespace"
+)]
+pub struct Cli {
+    /// The master's address; else $DFS_MASTER, else `master` in the config
+    /// file ($DFS_CONFIG or ~/.config/dfs/config.toml)
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub master: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy a local file (`-`: standard input) into the cluster
+    Put(PutArgs),
+    /// Copy a file out of the cluster (LOCAL `-`: standard output)
+    Get { remote: OsString, local: OsString },
+    /// Write files to standard output
+    Cat {
+        #[arg(required = true)]
+        remotes: Vec<OsString>,
+    },
+    /// List a directory
+    Ls {
+        /// Long format: mode, owner, group, size, replication, time
+        #[arg(short = 'l')]
+        long: bool,
+        /// Everything below PATH, as full paths
+        #[arg(short = 'R')]
+        recursive: bool,
+        path: Option<OsString>,
+    },
+    /// Make directories
+    Mkdir {
+        /// Make missing parents; an existing directory is fine
+        #[arg(short = 'p')]
+        parents: bool,
+        #[arg(required = true)]
+        paths: Vec<OsString>,
+    },
+    /// Remove files and directories
+    Rm {
+        /// Remove directories and everything below them
+        #[arg(short = 'r')]
+        recursive: bool,
+        #[arg(required = true)]
+        paths: Vec<OsString>,
+    },
+    /// Rename or move (into TARGET when it is a directory)
+    Mv { source: OsString, target: OsString },
+    /// Show an entry's status and, for a file, its blocks
+    Stat { path: OsString },
+    /// Show the cluster's capacity and minions
+    Df,
+    /// Run a master and minions on this machine until interrupted
+    Local(LocalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Replicas of each block (1 to 16; default: the cluster's)
+    #[arg(short = 'r', long = "replication", value_name = "N")]
+    pub replication: Option<u64>,
+    /// Block size, e.g. 64M (default: the cluster's)
+    #[arg(long = "block-size", value_name = "SIZE")]
+    pub block_size: Option<String>,
+    /// Replace an existing file
+    #[arg(short = 'f', long = "force")]
+    pub force: bool,
+    /// Do not wait for blocks to reach stable storage
+    #[arg(long = "no-sync")]
+    pub no_sync: bool,
+    pub local: OsString,
+    pub remote: OsString,
+}
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Directory for the daemons' data (DIR/master, DIR/minion-<i>)
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Number of minions
+    #[arg(long, value_name = "N")]
+    pub minions: usize,
+    /// Host the daemons listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+}
+
+/// Runs the command line of this process and returns its exit status.
+pub fn main() -> ExitCode {
+    main_with_args(std::env::args_os())
+}
+
+/// Parses `args` (program name first), runs the command with standard
+/// output, and returns the exit status. Usage errors exit through clap (2).
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match run(cli, &mut out).and_then(|()| out.flush().context("write standard output")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dfs: {}", one_line(&error.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Error messages stay on one line whatever they quote.
+fn one_line(message: &str) -> String {
+    message.replace(['\n', '\r'], " ")
+}
+
+/// Runs one parsed command, printing to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let master = cli.master.as_deref();
+    match cli.command {
+        Command::Put(args) => put(master, &args),
+        Command::Get { remote, local } => get(master, &remote, &local, out),
+        Command::Cat { remotes } => cat(master, &remotes, out),
+        Command::Ls {
+            long,
+            recursive,
+            path,
+        } => ls(master, path.as_deref(), long, recursive, out),
+        Command::Mkdir { parents, paths } => {
+            let paths = remote_paths(&paths)?;
+            let mut client = connect(master)?;
+            paths
+                .iter()
+                .try_for_each(|path| client.mkdir(path, parents, DIRECTORY_MODE))
+        }
+        Command::Rm { recursive, paths } => {
+            let paths = remote_paths(&paths)?;
+            if let Some(root) = paths.iter().find(|path| path.is_root()) {
+                return Err(Error::Invalid(format!(
+                    "{root}: refusing to remove the root directory"
+                )));
+            }
+            let mut client = connect(master)?;
+            paths
+                .iter()
+                .try_for_each(|path| client.delete(path, recursive))
+        }
+        Command::Mv { source, target } => mv(master, &source, &target),
+        Command::Stat { path } => stat(master, &path, out),
+        Command::Df => {
+            let report = connect(master)?.cluster_report()?;
+            print_lines(out, &format::df_lines(&report))
+        }
+        Command::Local(args) => {
+            if args.minions > MINIONS_MAX {
+                return Err(Error::Invalid(format!(
+                    "{} minions: at most {MINIONS_MAX}",
+                    args.minions
+                )));
+            }
+            let options = LocalOptions {
+                dir: args.dir,
+                minions: args.minions,
+                host: args.host,
+            };
+            local::run(&options, out)
+        }
+    }
+}
+
+fn connect(master: Option<&str>) -> Result<Client> {
+    Client::connect(&config::master_address(master)?)
+}
+
+/// A cluster path from the command line: UTF-8 and valid.
+pub fn remote_path(raw: &OsStr) -> Result<DfsPath> {
+    DfsPath::parse_bytes(raw.as_bytes())
+}
+
+fn remote_paths(raws: &[OsString]) -> Result<Vec<DfsPath>> {
+    raws.iter().map(|raw| remote_path(raw)).collect()
+}
+
+fn print_lines(out: &mut dyn Write, lines: &[String]) -> Result<()> {
+    lines
+        .iter()
+        .try_for_each(|line| writeln!(out, "{line}"))
+        .context("write standard output")
+}
+
+fn is_not_found(error: &Error) -> bool {
+    matches!(error, Error::Remote(remote) if remote.kind == ErrorKind::NotFound)
+}
+
+/// The options of `put`, checked before anything is sent.
+pub fn write_options(args: &PutArgs) -> Result<WriteOptions> {
+    let replication = args.replication.map(check_replication).transpose()?;
+    let block_bytes = match &args.block_size {
+        Some(text) => Some(check_block_bytes(text, units::parse_bytes(text)?)?),
+        None => None,
+    };
+    Ok(WriteOptions {
+        replication,
+        block_bytes,
+        overwrite: args.force,
+        sync: !args.no_sync,
+        mode: FILE_MODE,
+    })
+}
+
+fn put(master: Option<&str>, args: &PutArgs) -> Result<()> {
+    let options = write_options(args)?;
+    let remote = remote_path(&args.remote)?;
+    let from_stdin = args.local == "-";
+    let mut source: Box<dyn BlockSource> = if from_stdin {
+        Box::new(Unseekable(io::stdin().lock()))
+    } else {
+        open_local_source(Path::new(&args.local))?
+    };
+    let local_name = if from_stdin {
+        None
+    } else {
+        Path::new(&args.local).file_name()
+    };
+    let mut client = connect(master)?;
+    let target = put_target(&mut client, &remote, local_name, args.force)?;
+    client.put(&target, options, &mut *source)?;
+    Ok(())
+}
+
+fn open_local_source(path: &Path) -> Result<Box<dyn BlockSource>> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
+    if metadata.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: is a directory",
+            path.display()
+        )));
+    }
+    if metadata.is_file() {
+        let source = Seekable::new(file).with_context(|| format!("seek {}", path.display()))?;
+        Ok(Box::new(source))
+    } else {
+        // A FIFO or a device: read once, in order.
+        Ok(Box::new(Unseekable(file)))
+    }
+}
+
+/// Where `put` writes: REMOTE, or REMOTE/<name of LOCAL> when REMOTE is a
+/// directory. Without `force`, an existing file there is refused.
+fn put_target(
+    client: &mut Client,
+    remote: &DfsPath,
+    local_name: Option<&OsStr>,
+    force: bool,
+) -> Result<DfsPath> {
+    let status = match client.stat(remote) {
+        Ok(status) => status,
+        Err(error) if is_not_found(&error) => return Ok(remote.clone()),
+        Err(error) => return Err(error),
+    };
+    if status.kind == EntryKind::File {
+        if force {
+            return Ok(remote.clone());
+        }
+        return Err(Error::Invalid(format!("{remote}: file exists")));
+    }
+    let Some(name) = local_name else {
+        return Err(Error::Invalid(format!(
+            "{remote}: is a directory (standard input needs a file name: {}/NAME)",
+            if remote.is_root() {
+                ""
+            } else {
+                remote.as_str()
+            }
+        )));
+    };
+    let name = name.to_str().ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: invalid file name: not valid UTF-8",
+            name.to_string_lossy()
+        ))
+    })?;
+    let target = remote.join(name)?;
+    match client.stat(&target) {
+        Ok(status) if status.kind == EntryKind::Directory => {
+            Err(Error::Invalid(format!("{target}: is a directory")))
+        }
+        Ok(_) if !force => Err(Error::Invalid(format!("{target}: file exists"))),
+        Ok(_) => Ok(target),
+        Err(error) if is_not_found(&error) => Ok(target),
+        Err(error) => Err(error),
+    }
+}
+
+fn get(master: Option<&str>, remote: &OsStr, local: &OsStr, out: &mut dyn Write) -> Result<()> {
+    let remote = remote_path(remote)?;
+    let mut client = connect(master)?;
+    let mut reader = client.open(&remote)?;
+    if local == "-" {
+        reader.copy_to(out, "standard output")?;
+        return Ok(());
+    }
+    let mut target = PathBuf::from(local);
+    if target.is_dir() {
+        // A file always has a name: the root is a directory.
+        target.push(remote.name().unwrap_or("file"));
+    }
+    write_replacing(&target, |file| {
+        reader.copy_to(file, &target.display().to_string())?;
+        Ok(())
+    })
+}
+
+/// Writes `target` through a temporary file in the same directory, renamed
+/// over it only when `fill` succeeded: a failed copy leaves no partial file.
+pub fn write_replacing(target: &Path, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    let directory = match target.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("{}: not a file name", target.display())))?;
+    let random = dfs_engine::rpc::random_u64()?;
+    let mut temporary_name = OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(format!(".dfs-{random:016x}"));
+    let temporary = TemporaryFile(directory.join(temporary_name));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary.0)
+        .with_context(|| format!("create a temporary file in {}", directory.display()))?;
+    fill(&mut file)?;
+    file.sync_all()
+        .with_context(|| format!("sync {}", temporary.0.display()))?;
+    drop(file);
+    std::fs::rename(&temporary.0, target)
+        .with_context(|| format!("rename {} to {}", temporary.0.display(), target.display()))?;
+    std::mem::forget(temporary);
+    Ok(())
+}
+
+/// Removes the file at its path when dropped, unless forgotten.
+struct TemporaryFile(PathBuf);
+
+impl Drop for TemporaryFile {
+    fn drop(&mut self) {
+        // Best effort: the error that made us drop it is what gets reported.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn cat(master: Option<&str>, remotes: &[OsString], out: &mut dyn Write) -> Result<()> {
+    let remotes = remote_paths(remotes)?;
+    let mut client = connect(master)?;
+    for remote in &remotes {
+        client.open(remote)?.copy_to(out, "standard output")?;
+    }
+    Ok(())
+}
+
+fn ls(
+    master: Option<&str>,
+    path: Option<&OsStr>,
+    long: bool,
+    recursive: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let path = match path {
+        Some(raw) => remote_path(raw)?,
+        None => DfsPath::root(),
+    };
+    let mut client = connect(master)?;
+    let status = client.stat(&path)?;
+    let mut print = |entry: &EntryStatus, name: &str| -> Result<()> {
+        let line = if long {
+            format::long_line(entry, name)
+        } else {
+            name.to_string()
+        };
+        writeln!(out, "{line}").context("write standard output")
+    };
+    if status.kind == EntryKind::File {
+        return print(&status, path.as_str());
+    }
+    if !recursive {
+        return client.list_each(&path, |entry| {
+            print(&entry, &format::listed_name(&entry.name, entry.kind))
+        });
+    }
+    // Depth first in name order, one directory listing per level in memory;
+    // the depth is bounded by the path depth limit.
+    let mut stack = vec![(path.clone(), client.list(&path)?.into_iter())];
+    while let Some((directory, entries)) = stack.last_mut() {
+        let Some(entry) = entries.next() else {
+            stack.pop();
+            continue;
+        };
+        let full = directory.join(&entry.name)?;
+        print(&entry, &format::listed_name(full.as_str(), entry.kind))?;
+        if entry.kind == EntryKind::Directory {
+            let children = client.list(&full)?;
+            stack.push((full, children.into_iter()));
+        }
+    }
+    Ok(())
+}
+
+fn mv(master: Option<&str>, source: &OsStr, target: &OsStr) -> Result<()> {
+    let source = remote_path(source)?;
+    let mut target = remote_path(target)?;
+    let Some(name) = source.name() else {
+        return Err(Error::Invalid("/: cannot move the root directory".into()));
+    };
+    let mut client = connect(master)?;
+    match client.stat(&target) {
+        Ok(status) if status.kind == EntryKind::Directory => target = target.join(name)?,
+        Ok(_) => {}
+        Err(error) if is_not_found(&error) => {}
+        Err(error) => return Err(error),
+    }
+    if target != source && target.is_within(&source) {
+        return Err(Error::Invalid(format!(
+            "cannot move {source} into itself ({target})"
+        )));
+    }
+    client.rename(&source, &target)
+}
+
+fn stat(master: Option<&str>, raw: &OsStr, out: &mut dyn Write) -> Result<()> {
+    let path = remote_path(raw)?;
+    let mut client = connect(master)?;
+    let status = client.stat(&path)?;
+    let lines = match status.kind {
+        EntryKind::File => format::file_stat_lines(path.as_str(), &client.get_blocks(&path)?),
+        EntryKind::Directory => format::stat_lines(path.as_str(), &status, None),
+    };
+    print_lines(out, &lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("dfs").chain(args.iter().copied()))
+    }
+
+    fn put_args(args: &[&str]) -> PutArgs {
+        match parse(args).expect("parses").command {
+            Command::Put(args) => args,
+            other => panic!("not put: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn put_options() {
+        let args = put_args(&[
+            "put",
+            "-r",
+            "2",
+            "--block-size",
+            "1M",
+            "-f",
+            "--no-sync",
+            "a",
+            "/b",
+        ]);
+        assert_eq!(
+            write_options(&args).expect("valid"),
+            WriteOptions {
+                replication: Some(2),
+                block_bytes: Some(1 << 20),
+                overwrite: true,
+                sync: false,
+                mode: 0o644,
+            }
+        );
+        assert_eq!(
+            write_options(&put_args(&["put", "a", "/b"])).expect("valid"),
+            WriteOptions::default()
+        );
+        for (args, message) in [
+            (
+                &["put", "-r", "0", "a", "/b"][..],
+                "replication 0: must be between 1 and 16",
+            ),
+            (
+                &["put", "--replication", "17", "a", "/b"][..],
+                "replication 17: must be between 1 and 16",
+            ),
+            (
+                &["put", "--block-size", "0", "a", "/b"][..],
+                "block size 0: must be between 1 byte and 2 GiB",
+            ),
+            (
+                &["put", "--block-size", "3G", "a", "/b"][..],
+                "block size 3G: must be between 1 byte and 2 GiB",
+            ),
+            (
+                &["put", "--block-size", "1X", "a", "/b"][..],
+                "invalid size",
+            ),
+        ] {
+            let error = write_options(&put_args(args)).expect_err("refused");
+            assert!(
+                error.to_string().contains(message),
+                "{error} lacks {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_clap_errors() {
+        for args in [
+            &["put", "a"][..],
+            &["put", "-r", "x", "a", "/b"],
+            &["cat"],
+            &["mkdir"],
+            &["rm"],
+            &["frobnicate"],
+            &["local", "--dir", "d"],
+        ] {
+            let error = parse(args).expect_err("usage error");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn flags_combine_and_master_is_global() {
+        let cli = parse(&["ls", "-lR", "/a", "--master", "h:1"]).expect("parses");
+        assert_eq!(cli.master.as_deref(), Some("h:1"));
+        match cli.command {
+            Command::Ls {
+                long,
+                recursive,
+                path,
+            } => {
+                assert!(long && recursive);
+                assert_eq!(path, Some(OsString::from("/a")));
+            }
+            other => panic!("not ls: {other:?}"),
+        }
+        let cli =
+            parse(&["--master", "h:2", "local", "--dir", "d", "--minions", "3"]).expect("parses");
+        match cli.command {
+            Command::Local(args) => {
+                assert_eq!((args.minions, args.host.as_str()), (3, "127.0.0.1"));
+            }
+            other => panic!("not local: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn remote_paths_are_checked() {
+        assert_eq!(
+            remote_path(OsStr::new("a/../b/")).expect("valid").as_str(),
+            "/b"
+        );
+        for (raw, message) in [
+            (&b"/a/\xff"[..], "not valid UTF-8"),
+            (b"/..", "'..' goes above the root"),
+            (b"/a//b", "empty component"),
+        ] {
+            let error = remote_path(OsStr::from_bytes(raw)).expect_err("refused");
+            assert!(error.to_string().contains(message), "{error}");
+        }
+    }
+
+    #[test]
+    fn replacing_write_leaves_nothing_on_failure() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let target = directory.path().join("out");
+        std::fs::write(&target, b"old").expect("write");
+        let failed = write_replacing(&target, |file| {
+            file.write_all(b"partial").context("write")?;
+            Err(Error::Invalid("source failed".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&target).expect("read"), b"old");
+        let names: Vec<_> = std::fs::read_dir(directory.path())
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [OsString::from("out")]);
+
+        write_replacing(&target, |file| file.write_all(b"new").context("write")).expect("replace");
+        assert_eq!(std::fs::read(&target).expect("read"), b"new");
+        assert_eq!(
+            std::fs::read_dir(directory.path()).expect("list").count(),
+            1
+        );
+    }
+}

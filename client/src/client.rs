@@ -1,0 +1,406 @@
+//! `Client`: one connection to the master and the namespace calls, each a
+//! single `MasterRequest`. Reading and writing file data live in `read` and
+//! `write`; they use the client for names and locations only.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use dfs_engine::limits::LIST_ENTRIES_MAX;
+use dfs_engine::msg::{
+    Credentials, EntryKind, EntryStatus, LocatedBlock, MasterRequest, MasterResponse, MinionReport,
+};
+use dfs_engine::path::DfsPath;
+use dfs_engine::rpc::Connection;
+use dfs_engine::{Error, Result};
+
+/// Receives warnings that do not fail an operation (a replica that could not
+/// store a block that others stored).
+pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What `ClusterReport` answers: the minions and the cluster's totals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterReport {
+    pub minions: Vec<MinionReport>,
+    pub default_replication: u8,
+    pub default_block_bytes: u64,
+    pub file_count: u64,
+    pub directory_count: u64,
+    pub block_count: u64,
+}
+
+/// A file's status with its blocks and where they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileBlocks {
+    pub status: EntryStatus,
+    pub blocks: Vec<LocatedBlock>,
+}
+
+/// A connection to the master, with the caller's credentials.
+pub struct Client {
+    master_address: String,
+    /// None after a connection error; the next call connects again.
+    connection: Option<Connection>,
+    credentials: Credentials,
+    warnings: WarningSink,
+}
+
+impl Client {
+    /// Connects to the master, as the user this process runs as.
+    pub fn connect(master_address: &str) -> Result<Client> {
+        Client::connect_as(master_address, process_credentials())
+    }
+
+    /// Connects to the master with the given credentials.
+    pub fn connect_as(master_address: &str, credentials: Credentials) -> Result<Client> {
+        let connection = Connection::open(master_address)
+            .map_err(|error| master_error(master_address, error))?;
+        Ok(Client {
+            master_address: master_address.to_string(),
+            connection: Some(connection),
+            credentials,
+            warnings: Arc::new(|message: &str| eprintln!("dfs: warning: {message}")),
+        })
+    }
+
+    pub fn master_address(&self) -> &str {
+        &self.master_address
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Where warnings go; by default a `dfs: warning: ...` line on stderr.
+    pub fn set_warning_sink(&mut self, sink: WarningSink) {
+        self.warnings = sink;
+    }
+
+    pub(crate) fn warn(&self, message: &str) {
+        (self.warnings)(message);
+    }
+
+    /// The status of one entry.
+    pub fn stat(&mut self, path: &DfsPath) -> Result<EntryStatus> {
+        let request = MasterRequest::Stat {
+            path: path.to_string(),
+        };
+        match self.call_read_only(request)? {
+            MasterResponse::Status(status) => Ok(status),
+            other => Err(unexpected("Stat", &other)),
+        }
+    }
+
+    /// All entries of a directory in name order, fetched page by page.
+    pub fn list(&mut self, path: &DfsPath) -> Result<Vec<EntryStatus>> {
+        let mut entries = Vec::new();
+        self.list_each(path, |entry| {
+            entries.push(entry);
+            Ok(())
+        })?;
+        Ok(entries)
+    }
+
+    /// Calls `visit` for each entry of a directory in name order, holding one
+    /// page in memory at a time.
+    pub fn list_each(
+        &mut self,
+        path: &DfsPath,
+        mut visit: impl FnMut(EntryStatus) -> Result<()>,
+    ) -> Result<()> {
+        let mut start_after: Option<String> = None;
+        loop {
+            let request = MasterRequest::List {
+                path: path.to_string(),
+                start_after: start_after.clone(),
+                limit: LIST_ENTRIES_MAX,
+            };
+            let (entries, more) = match self.call_read_only(request)? {
+                MasterResponse::Listing { entries, more } => (entries, more),
+                other => return Err(unexpected("List", &other)),
+            };
+            check_page(path, start_after.as_deref(), &entries, more)?;
+            start_after = entries.last().map(|entry| entry.name.clone());
+            for entry in entries {
+                visit(entry)?;
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    pub fn mkdir(&mut self, path: &DfsPath, parents: bool, mode: u32) -> Result<()> {
+        let request = MasterRequest::Mkdir {
+            path: path.to_string(),
+            parents,
+            mode,
+        };
+        self.call_expect_ok("Mkdir", request)
+    }
+
+    pub fn delete(&mut self, path: &DfsPath, recursive: bool) -> Result<()> {
+        let request = MasterRequest::Delete {
+            path: path.to_string(),
+            recursive,
+        };
+        self.call_expect_ok("Delete", request)
+    }
+
+    pub fn rename(&mut self, source: &DfsPath, target: &DfsPath) -> Result<()> {
+        let request = MasterRequest::Rename {
+            source: source.to_string(),
+            target: target.to_string(),
+        };
+        self.call_expect_ok("Rename", request)
+    }
+
+    pub fn cluster_report(&mut self) -> Result<ClusterReport> {
+        match self.call_read_only(MasterRequest::ClusterReport)? {
+            MasterResponse::Cluster {
+                minions,
+                default_replication,
+                default_block_bytes,
+                file_count,
+                directory_count,
+                block_count,
+            } => Ok(ClusterReport {
+                minions,
+                default_replication,
+                default_block_bytes,
+                file_count,
+                directory_count,
+                block_count,
+            }),
+            other => Err(unexpected("ClusterReport", &other)),
+        }
+    }
+
+    /// A file's status and blocks, checked to be consistent: the blocks
+    /// follow each other without gaps and add up to the file's size.
+    pub fn get_blocks(&mut self, path: &DfsPath) -> Result<FileBlocks> {
+        let request = MasterRequest::GetBlocks {
+            path: path.to_string(),
+        };
+        let (status, blocks) = match self.call_read_only(request)? {
+            MasterResponse::Blocks { status, blocks } => (status, blocks),
+            other => return Err(unexpected("GetBlocks", &other)),
+        };
+        if status.kind != EntryKind::File {
+            return Err(Error::Invalid(format!("{path}: is a directory")));
+        }
+        check_block_list(path, &status, &blocks)?;
+        Ok(FileBlocks { status, blocks })
+    }
+
+    /// Sends a request that changes nothing; after a connection error it is
+    /// sent once more on a fresh connection.
+    pub(crate) fn call_read_only(&mut self, request: MasterRequest) -> Result<MasterResponse> {
+        match self.call(request.clone()) {
+            Err(error) if error.is_connection_error() => self.call(request),
+            result => result,
+        }
+    }
+
+    /// Sends a request and returns the master's answer; `Error` answers
+    /// become `Error::Remote`. A connection error drops the connection so the
+    /// next call connects again, but this request is not repeated.
+    pub(crate) fn call(&mut self, request: MasterRequest) -> Result<MasterResponse> {
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => Connection::open(&self.master_address)
+                .map_err(|error| master_error(&self.master_address, error))?,
+        };
+        let connection = self.connection.insert(connection);
+        match connection.call(&self.credentials, request) {
+            Ok(MasterResponse::Error(error)) => Err(Error::Remote(error)),
+            Ok(response) => Ok(response),
+            Err(error) => {
+                if error.is_connection_error() {
+                    self.connection = None;
+                }
+                Err(master_error(&self.master_address, error))
+            }
+        }
+    }
+
+    pub(crate) fn call_expect_ok(&mut self, what: &str, request: MasterRequest) -> Result<()> {
+        match self.call(request)? {
+            MasterResponse::Ok => Ok(()),
+            other => Err(unexpected(what, &other)),
+        }
+    }
+}
+
+/// Names the master in errors of the connection to it, so that "connection
+/// refused" says what refused.
+fn master_error(address: &str, error: Error) -> Error {
+    match error {
+        Error::Io { context, source } if context == format!("connect to {address}") => Error::Io {
+            context: format!("connect to the master at {address}"),
+            source,
+        },
+        Error::Io { context, source } if !context.contains(address) => Error::Io {
+            context: format!("master {address}: {context}"),
+            source,
+        },
+        Error::Protocol(detail) => Error::Protocol(format!("master {address}: {detail}")),
+        other => other,
+    }
+}
+
+pub(crate) fn unexpected<T: std::fmt::Debug>(request: &str, response: &T) -> Error {
+    let mut shown = format!("{response:?}");
+    if shown.len() > 80 {
+        let mut end = 80;
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
+        shown.push_str("...");
+    }
+    Error::Protocol(format!("unexpected answer to {request}: {shown}"))
+}
+
+/// A listing page must move forward, or paging would never end.
+fn check_page(
+    path: &DfsPath,
+    start_after: Option<&str>,
+    entries: &[EntryStatus],
+    more: bool,
+) -> Result<()> {
+    let bad = |why: &str| Err(Error::Protocol(format!("listing of {path}: {why}")));
+    if entries.len() > LIST_ENTRIES_MAX as usize {
+        return bad(&format!("page of {} entries", entries.len()));
+    }
+    if more && entries.is_empty() {
+        return bad("empty page with more to come");
+    }
+    let mut previous = start_after;
+    for entry in entries {
+        if previous.is_some_and(|previous| entry.name.as_str() <= previous) {
+            return bad("entries out of name order");
+        }
+        previous = Some(&entry.name);
+    }
+    Ok(())
+}
+
+fn check_block_list(path: &DfsPath, status: &EntryStatus, blocks: &[LocatedBlock]) -> Result<()> {
+    let mut offset_bytes = 0u64;
+    for (index, block) in blocks.iter().enumerate() {
+        if block.offset_bytes != offset_bytes || block.length_bytes == 0 {
+            return Err(Error::Protocol(format!(
+                "block list of {path}: block {index} ({}) at offset {} with {} bytes, expected offset {offset_bytes}",
+                block.id, block.offset_bytes, block.length_bytes
+            )));
+        }
+        offset_bytes = offset_bytes
+            .checked_add(block.length_bytes)
+            .ok_or_else(|| Error::Protocol(format!("block list of {path}: lengths overflow")))?;
+    }
+    if offset_bytes != status.size_bytes {
+        return Err(Error::Protocol(format!(
+            "block list of {path}: blocks hold {offset_bytes} bytes, file size is {}",
+            status.size_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Who this process runs as: `$USER`, else `$LOGNAME`, else the numeric uid.
+pub fn process_credentials() -> Credentials {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    Credentials {
+        user: user_name(std::env::var_os("USER"), std::env::var_os("LOGNAME"), uid),
+        groups: Vec::new(),
+        token: Vec::new(),
+    }
+}
+
+fn user_name(user: Option<OsString>, logname: Option<OsString>, uid: u32) -> String {
+    [user, logname]
+        .into_iter()
+        .flatten()
+        .find(|name| !name.is_empty())
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfs_engine::msg::{BlockId, EntryKind};
+
+    #[test]
+    fn user_name_precedence() {
+        let os = |s: &str| Some(OsString::from(s));
+        for (user, logname, want) in [
+            (os("ana"), os("bob"), "ana"),
+            (None, os("bob"), "bob"),
+            (os(""), os("bob"), "bob"),
+            (None, None, "1234"),
+            (os(""), os(""), "1234"),
+        ] {
+            assert_eq!(user_name(user, logname, 1234), want);
+        }
+    }
+
+    fn entry(name: &str) -> EntryStatus {
+        EntryStatus {
+            name: name.into(),
+            kind: EntryKind::File,
+            size_bytes: 0,
+            replication: 3,
+            block_bytes: 1024,
+            block_count: 0,
+            owner: "ana".into(),
+            group: "staff".into(),
+            mode: 0o644,
+            modified_ms: 0,
+            accessed_ms: 0,
+            changed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn listing_pages_must_move_forward() {
+        let root = DfsPath::root();
+        let page = [entry("a"), entry("b")];
+        assert!(check_page(&root, None, &page, true).is_ok());
+        assert!(check_page(&root, Some("0"), &page, false).is_ok());
+        for (start_after, entries, more) in [
+            (Some("b"), &page[..], true),
+            (None, &[entry("b"), entry("a")][..], false),
+            (None, &[entry("a"), entry("a")][..], false),
+            (None, &[][..], true),
+        ] {
+            assert!(check_page(&root, start_after, entries, more).is_err());
+        }
+    }
+
+    #[test]
+    fn block_lists_must_be_contiguous_and_match_the_size() {
+        let path = DfsPath::parse("/f").expect("path");
+        let block = |offset_bytes, length_bytes| LocatedBlock {
+            id: BlockId(1),
+            offset_bytes,
+            length_bytes,
+            locations: vec![],
+        };
+        let status = |size_bytes| EntryStatus {
+            size_bytes,
+            ..entry("f")
+        };
+        assert!(check_block_list(&path, &status(0), &[]).is_ok());
+        assert!(check_block_list(&path, &status(15), &[block(0, 10), block(10, 5)]).is_ok());
+        for (size, blocks) in [
+            (16, vec![block(0, 10), block(10, 5)]),
+            (15, vec![block(0, 10), block(11, 5)]),
+            (10, vec![block(0, 10), block(10, 0)]),
+            (5, vec![block(5, 5)]),
+        ] {
+            assert!(check_block_list(&path, &status(size), &blocks).is_err());
+        }
+    }
+}

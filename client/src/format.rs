@@ -1,0 +1,441 @@
+//! The text the `dfs` command prints: `ls -l` lines, `stat` and `df`
+//! reports, UTC times. Pure functions, so every format is unit-tested.
+
+use dfs_engine::msg::{EntryKind, EntryStatus, LocatedBlock, MinionState};
+use dfs_engine::units::format_bytes;
+
+use crate::client::{ClusterReport, FileBlocks};
+
+/// A calendar time in UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CivilTime {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+/// Milliseconds since the Unix epoch as a calendar time (proleptic
+/// Gregorian, after Howard Hinnant's `civil_from_days`).
+fn civil_time(unix_ms: u64) -> CivilTime {
+    let seconds = unix_ms / 1000;
+    let days = (seconds / 86_400) as i64;
+    let second_of_day = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    CivilTime {
+        year,
+        month,
+        day,
+        hour: (second_of_day / 3600) as u32,
+        minute: (second_of_day / 60 % 60) as u32,
+        second: (second_of_day % 60) as u32,
+    }
+}
+
+/// "2026-11-25 10:01" in UTC, as `ls -l` shows times.
+pub fn time_to_minute(unix_ms: u64) -> String {
+    let t = civil_time(unix_ms);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        t.year, t.month, t.day, t.hour, t.minute
+    )
+}
+
+/// "2026-11-25 10:01:02 UTC", as `stat` shows times.
+pub fn time_to_second(unix_ms: u64) -> String {
+    let t = civil_time(unix_ms);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
+/// "drwxr-xr-x": the type and the permission bits.
+pub fn mode_string(kind: EntryKind, mode: u32) -> String {
+    let mut text = String::with_capacity(10);
+    text.push(match kind {
+        EntryKind::Directory => 'd',
+        EntryKind::File => '-',
+    });
+    for shift in [6u32, 3, 0] {
+        let bits = (mode >> shift) & 0o7;
+        text.push(if bits & 4 != 0 { 'r' } else { '-' });
+        text.push(if bits & 2 != 0 { 'w' } else { '-' });
+        text.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    text
+}
+
+/// How `ls` names an entry: directories end in `/`.
+pub fn listed_name(name: &str, kind: EntryKind) -> String {
+    match kind {
+        EntryKind::Directory if !name.ends_with('/') => format!("{name}/"),
+        _ => name.to_string(),
+    }
+}
+
+/// One `ls -l` line; `name` is the entry's name or full path, already with
+/// its trailing `/` for directories.
+pub fn long_line(entry: &EntryStatus, name: &str) -> String {
+    let replication = match entry.kind {
+        EntryKind::File => entry.replication.to_string(),
+        EntryKind::Directory => "-".to_string(),
+    };
+    format!(
+        "{} {} {} {:>12} {} {} {}",
+        mode_string(entry.kind, entry.mode),
+        or_dash(&entry.owner),
+        or_dash(&entry.group),
+        entry.size_bytes,
+        replication,
+        time_to_minute(entry.modified_ms),
+        name
+    )
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() {
+        "-"
+    } else {
+        text
+    }
+}
+
+/// The `stat` report of an entry; `blocks` for files.
+pub fn stat_lines(
+    path: &str,
+    status: &EntryStatus,
+    blocks: Option<&[LocatedBlock]>,
+) -> Vec<String> {
+    let kind = match status.kind {
+        EntryKind::File => "file",
+        EntryKind::Directory => "directory",
+    };
+    let mut lines = vec![
+        format!("path: {path}"),
+        format!("type: {kind}"),
+        format!("size: {}", status.size_bytes),
+        format!("replication: {}", status.replication),
+        format!("block size: {}", status.block_bytes),
+        format!(
+            "blocks: {}",
+            blocks.map_or(status.block_count, |b| b.len() as u64)
+        ),
+        format!("owner: {}", status.owner),
+        format!("group: {}", status.group),
+        format!("mode: {:04o}", status.mode & 0o7777),
+        format!("modified: {}", time_to_second(status.modified_ms)),
+    ];
+    for (index, block) in blocks.unwrap_or_default().iter().enumerate() {
+        lines.push(block_line(index, block, status.replication));
+    }
+    lines
+}
+
+/// The `stat` report of a file from its `GetBlocks` answer.
+pub fn file_stat_lines(path: &str, file: &FileBlocks) -> Vec<String> {
+    stat_lines(path, &file.status, Some(&file.blocks))
+}
+
+fn block_line(index: usize, block: &LocatedBlock, replication: u8) -> String {
+    let minions: Vec<String> = block
+        .locations
+        .iter()
+        .map(|minion| format!("{}@{}", minion.id, minion.address))
+        .collect();
+    let mut line = format!(
+        "block {index}: {} offset={} length={} replicas={}/{} minions={}",
+        block.id,
+        block.offset_bytes,
+        block.length_bytes,
+        block.locations.len(),
+        replication,
+        minions.join(",")
+    );
+    if block.locations.len() < usize::from(replication) {
+        line.push_str(" (under-replicated)");
+    }
+    line
+}
+
+fn state_name(state: MinionState) -> &'static str {
+    match state {
+        MinionState::Live => "live",
+        MinionState::Stale => "stale",
+        MinionState::Dead => "dead",
+        MinionState::Decommissioning => "decommissioning",
+    }
+}
+
+/// The `df` report: totals over live and stale minions, then a table of
+/// every minion, columns two spaces apart, numbers in bytes right-aligned.
+pub fn df_lines(report: &ClusterReport) -> Vec<String> {
+    let counted = report
+        .minions
+        .iter()
+        .filter(|m| matches!(m.state, MinionState::Live | MinionState::Stale));
+    let (mut capacity, mut used, mut available) = (0u64, 0u64, 0u64);
+    for minion in counted {
+        capacity = capacity.saturating_add(minion.capacity_bytes);
+        used = used.saturating_add(minion.used_bytes);
+        available = available.saturating_add(minion.available_bytes);
+    }
+    let count = |state: MinionState| report.minions.iter().filter(|m| m.state == state).count();
+    let mut lines = vec![
+        format!("capacity: {capacity} ({})", format_bytes(capacity)),
+        format!("used: {used} ({})", format_bytes(used)),
+        format!("available: {available} ({})", format_bytes(available)),
+        format!(
+            "minions: {} live, {} stale, {} dead",
+            count(MinionState::Live),
+            count(MinionState::Stale),
+            count(MinionState::Dead)
+        ),
+        String::new(),
+    ];
+    let header = [
+        "ID",
+        "ADDRESS",
+        "STATE",
+        "CAPACITY",
+        "USED",
+        "AVAILABLE",
+        "BLOCKS",
+    ];
+    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_string)];
+    for minion in &report.minions {
+        rows.push([
+            minion.id.to_string(),
+            minion.address.clone(),
+            state_name(minion.state).to_string(),
+            minion.capacity_bytes.to_string(),
+            minion.used_bytes.to_string(),
+            minion.available_bytes.to_string(),
+            minion.block_count.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(column, (cell, width))| {
+                if column >= 3 {
+                    format!("{cell:>width$}")
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect();
+        lines.push(cells.join("  ").trim_end().to_string());
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfs_engine::msg::{BlockId, MinionAddress, MinionId, MinionReport};
+
+    #[test]
+    fn times_in_utc() {
+        for (unix_ms, minute, second) in [
+            (0, "1970-01-01 00:00", "1970-01-01 00:00:00 UTC"),
+            // 2026-11-25 10:01:02.999 UTC
+            (
+                1_795_600_862_999,
+                "2026-11-25 10:01",
+                "2026-11-25 10:01:02 UTC",
+            ),
+            // Leap day and the last second of a year.
+            (
+                951_782_400_000,
+                "2000-02-29 00:00",
+                "2000-02-29 00:00:00 UTC",
+            ),
+            (
+                1_704_067_199_000,
+                "2023-12-31 23:59",
+                "2023-12-31 23:59:59 UTC",
+            ),
+        ] {
+            assert_eq!(time_to_minute(unix_ms), minute, "{unix_ms}");
+            assert_eq!(time_to_second(unix_ms), second, "{unix_ms}");
+        }
+    }
+
+    #[test]
+    fn modes() {
+        for (kind, mode, want) in [
+            (EntryKind::File, 0o644, "-rw-r--r--"),
+            (EntryKind::Directory, 0o755, "drwxr-xr-x"),
+            (EntryKind::File, 0o4777, "-rwxrwxrwx"),
+            (EntryKind::File, 0, "----------"),
+            (EntryKind::Directory, 0o710, "drwx--x---"),
+        ] {
+            assert_eq!(mode_string(kind, mode), want);
+        }
+    }
+
+    fn entry(name: &str, kind: EntryKind, size_bytes: u64, mode: u32) -> EntryStatus {
+        EntryStatus {
+            name: name.into(),
+            kind,
+            size_bytes,
+            replication: if kind == EntryKind::File { 3 } else { 0 },
+            block_bytes: if kind == EntryKind::File {
+                67_108_864
+            } else {
+                0
+            },
+            block_count: 0,
+            owner: "ana".into(),
+            group: "staff".into(),
+            mode,
+            modified_ms: 1_795_600_862_999,
+            accessed_ms: 0,
+            changed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn ls_long_lines() {
+        let file = entry("data.bin", EntryKind::File, 1_048_576, 0o644);
+        assert_eq!(
+            long_line(&file, &listed_name(&file.name, file.kind)),
+            "-rw-r--r-- ana staff      1048576 3 2026-11-25 10:01 data.bin"
+        );
+        let dir = entry("dir", EntryKind::Directory, 0, 0o755);
+        assert_eq!(
+            long_line(&dir, &listed_name(&dir.name, dir.kind)),
+            "drwxr-xr-x ana staff            0 - 2026-11-25 10:01 dir/"
+        );
+        let nobody = EntryStatus {
+            owner: String::new(),
+            group: String::new(),
+            ..entry("x", EntryKind::File, 1, 0o600)
+        };
+        assert_eq!(
+            long_line(&nobody, "/a/x"),
+            "-rw------- - -            1 3 2026-11-25 10:01 /a/x"
+        );
+    }
+
+    fn located(id: u64, offset_bytes: u64, length_bytes: u64, minions: &[u64]) -> LocatedBlock {
+        LocatedBlock {
+            id: BlockId(id),
+            offset_bytes,
+            length_bytes,
+            locations: minions
+                .iter()
+                .map(|&m| MinionAddress {
+                    id: MinionId(m),
+                    address: format!("127.0.0.1:{}", 4000 + m),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn stat_of_a_file_and_a_directory() {
+        let file = entry("b", EntryKind::File, 67_108_864 + 10, 0o644);
+        let blocks = [
+            located(1, 0, 67_108_864, &[1, 2, 3]),
+            located(2, 67_108_864, 10, &[2]),
+        ];
+        assert_eq!(
+            stat_lines("/a/b", &file, Some(&blocks)),
+            [
+                "path: /a/b",
+                "type: file",
+                "size: 67108874",
+                "replication: 3",
+                "block size: 67108864",
+                "blocks: 2",
+                "owner: ana",
+                "group: staff",
+                "mode: 0644",
+                "modified: 2026-11-25 10:01:02 UTC",
+                "block 0: blk_0000000000000001 offset=0 length=67108864 replicas=3/3 minions=0000000000000001@127.0.0.1:4001,0000000000000002@127.0.0.1:4002,0000000000000003@127.0.0.1:4003",
+                "block 1: blk_0000000000000002 offset=67108864 length=10 replicas=1/3 minions=0000000000000002@127.0.0.1:4002 (under-replicated)",
+            ]
+        );
+        let dir = entry("a", EntryKind::Directory, 0, 0o755);
+        assert_eq!(
+            stat_lines("/a", &dir, None),
+            [
+                "path: /a",
+                "type: directory",
+                "size: 0",
+                "replication: 0",
+                "block size: 0",
+                "blocks: 0",
+                "owner: ana",
+                "group: staff",
+                "mode: 0755",
+                "modified: 2026-11-25 10:01:02 UTC",
+            ]
+        );
+    }
+
+    #[test]
+    fn df_report() {
+        let minion = |id, state, capacity_bytes: u64, used_bytes: u64| MinionReport {
+            id: MinionId(id),
+            address: format!("127.0.0.1:{}", 40000 + id),
+            state,
+            capacity_bytes,
+            used_bytes,
+            available_bytes: capacity_bytes - used_bytes,
+            block_count: used_bytes / 1024,
+            last_heartbeat_age_ms: 0,
+        };
+        let report = ClusterReport {
+            minions: vec![
+                minion(1, MinionState::Live, 1 << 30, 1 << 20),
+                minion(2, MinionState::Stale, 1 << 30, 0),
+                minion(3, MinionState::Dead, 1 << 30, 1 << 30),
+            ],
+            default_replication: 3,
+            default_block_bytes: 64 << 20,
+            file_count: 1,
+            directory_count: 1,
+            block_count: 1,
+        };
+        assert_eq!(
+            df_lines(&report),
+            [
+                "capacity: 2147483648 (2.0 GiB)",
+                "used: 1048576 (1.0 MiB)",
+                "available: 2146435072 (2.0 GiB)",
+                "minions: 1 live, 1 stale, 1 dead",
+                "",
+                "ID                ADDRESS          STATE    CAPACITY        USED   AVAILABLE   BLOCKS",
+                "0000000000000001  127.0.0.1:40001  live   1073741824     1048576  1072693248     1024",
+                "0000000000000002  127.0.0.1:40002  stale  1073741824           0  1073741824        0",
+                "0000000000000003  127.0.0.1:40003  dead   1073741824  1073741824           0  1048576",
+            ]
+        );
+    }
+}

@@ -1,0 +1,476 @@
+//! Reading a file: its block list comes from the master once; each block is
+//! streamed from the first replica that works, chunk by chunk, and every
+//! chunk's CRC32C is checked before any of its bytes is handed out. When a
+//! replica fails (connection, timeout, protocol, checksum, error answer) the
+//! read goes on from the next replica at the first byte not yet handed out.
+
+use std::io::{self, Read, Write};
+
+use dfs_engine::limits::CHUNK_BYTES;
+use dfs_engine::msg::{Credentials, EntryStatus, LocatedBlock, MinionRequest, MinionResponse};
+use dfs_engine::path::DfsPath;
+use dfs_engine::rpc::Connection;
+use dfs_engine::wire::{self, FrameKind};
+use dfs_engine::{Error, Result};
+
+use crate::client::{unexpected, Client};
+use crate::transfer::{minion_message, receive_answer};
+
+const CHUNK_LENGTH_BYTES: u64 = CHUNK_BYTES as u64;
+
+impl Client {
+    /// Opens a file for reading: one `GetBlocks`, then data straight from
+    /// minions.
+    pub fn open(&mut self, path: &DfsPath) -> Result<FileReader> {
+        let blocks = self.get_blocks(path)?;
+        Ok(FileReader {
+            path: path.clone(),
+            status: blocks.status,
+            blocks: blocks.blocks,
+            credentials: self.credentials().clone(),
+            block_index: 0,
+            verified_bytes: 0,
+            chunk: Vec::with_capacity(CHUNK_BYTES as usize),
+            chunk_position: 0,
+            stream: None,
+            idle: None,
+            location_index: 0,
+            failed: None,
+            buffer: Vec::new(),
+        })
+    }
+}
+
+/// The stream of one block from one minion.
+struct BlockStream {
+    connection: Connection,
+    /// Block offset of the next data frame.
+    next_chunk_bytes: u64,
+}
+
+/// A file being read; implements `std::io::Read`, and `copy_to` writes the
+/// rest of the file to a writer without an extra copy.
+pub struct FileReader {
+    path: DfsPath,
+    status: EntryStatus,
+    blocks: Vec<LocatedBlock>,
+    credentials: Credentials,
+    /// The block being read.
+    block_index: usize,
+    /// Bytes of the current block that passed their checksum: handed out, or
+    /// waiting in `chunk`.
+    verified_bytes: u64,
+    /// The last verified chunk; bytes before `chunk_position` were handed out.
+    /// Holds nothing unverified: it is cleared whenever a chunk fails.
+    chunk: Vec<u8>,
+    chunk_position: usize,
+    stream: Option<BlockStream>,
+    /// A connection that finished a block, kept for the next block if that
+    /// one lives on the same minion.
+    idle: Option<Connection>,
+    /// The replica of the current block in use or to try next.
+    location_index: usize,
+    /// Set once every replica of a block failed; every later read fails.
+    failed: Option<String>,
+    buffer: Vec<u8>,
+}
+
+impl FileReader {
+    pub fn status(&self) -> &EntryStatus {
+        &self.status
+    }
+
+    pub fn blocks(&self) -> &[LocatedBlock] {
+        &self.blocks
+    }
+
+    pub fn length_bytes(&self) -> u64 {
+        self.status.size_bytes
+    }
+
+    /// Writes the rest of the file to `target` (named `target_name` in
+    /// errors); returns the number of bytes written.
+    pub fn copy_to(&mut self, target: &mut dyn Write, target_name: &str) -> Result<u64> {
+        let mut written_bytes = 0u64;
+        while self.fill()? {
+            let bytes = &self.chunk[self.chunk_position..];
+            target
+                .write_all(bytes)
+                .map_err(|error| Error::io(format!("write {target_name}"), error))?;
+            written_bytes += bytes.len() as u64;
+            self.chunk_position = self.chunk.len();
+        }
+        target
+            .flush()
+            .map_err(|error| Error::io(format!("write {target_name}"), error))?;
+        Ok(written_bytes)
+    }
+
+    /// Makes verified bytes available in `chunk`; false at the end of the file.
+    fn fill(&mut self) -> Result<bool> {
+        if let Some(message) = &self.failed {
+            return Err(Error::Invalid(message.clone()));
+        }
+        loop {
+            if self.chunk_position < self.chunk.len() {
+                return Ok(true);
+            }
+            let Some(block) = self.blocks.get(self.block_index) else {
+                return Ok(false);
+            };
+            if self.verified_bytes >= block.length_bytes {
+                self.next_block();
+                continue;
+            }
+            if block.locations.is_empty() {
+                return Err(self.fail(format!(
+                    "{}: block {} ({}) unreadable: no minion holds a replica",
+                    self.path, self.block_index, block.id
+                )));
+            }
+            if let Err(error) = self.read_chunk() {
+                // Nothing of a failed chunk may be handed out.
+                self.chunk.clear();
+                self.chunk_position = 0;
+                self.replica_failed(&error)?;
+            }
+        }
+    }
+
+    fn next_block(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            self.idle = Some(stream.connection);
+        }
+        self.block_index += 1;
+        self.verified_bytes = 0;
+        self.location_index = 0;
+    }
+
+    /// Records the failure of the current replica and moves to the next;
+    /// an error once none is left.
+    fn replica_failed(&mut self, error: &Error) -> Result<()> {
+        self.stream = None;
+        let Some(block) = self.blocks.get(self.block_index) else {
+            return Ok(());
+        };
+        let message = match block.locations.get(self.location_index) {
+            Some(minion) => minion_message(minion, error),
+            None => error.to_string(),
+        };
+        self.location_index += 1;
+        if self.location_index < block.locations.len() {
+            return Ok(());
+        }
+        let text = format!(
+            "{}: block {} ({}) unreadable: tried {} replicas: {message}",
+            self.path,
+            self.block_index,
+            block.id,
+            block.locations.len()
+        );
+        Err(self.fail(text))
+    }
+
+    fn fail(&mut self, message: String) -> Error {
+        self.failed = Some(message.clone());
+        Error::Invalid(message)
+    }
+
+    /// Reads and verifies the next chunk of the current block from the
+    /// current replica, starting its stream if needed.
+    fn read_chunk(&mut self) -> Result<()> {
+        if self.stream.is_none() {
+            self.stream = Some(self.start_stream()?);
+        }
+        let Some(block) = self.blocks.get(self.block_index) else {
+            return Ok(());
+        };
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        let address = stream.connection.address().to_string();
+        let header = wire::read_header(stream.connection.reader())?.ok_or_else(|| {
+            Error::Protocol(format!(
+                "{address} closed the connection in the middle of {}",
+                block.id
+            ))
+        })?;
+        if header.kind == FrameKind::Response {
+            // A minion that fails mid-stream may say why.
+            wire::read_payload(stream.connection.reader(), &header, &mut self.buffer)?;
+            return match wire::decode_message::<MinionResponse>(&self.buffer)? {
+                MinionResponse::Error(error) => Err(Error::Remote(error)),
+                other => Err(unexpected("ReadBlock", &other)),
+            };
+        }
+        let expected_bytes = CHUNK_LENGTH_BYTES.min(block.length_bytes - stream.next_chunk_bytes);
+        if header.kind != FrameKind::Data || u64::from(header.payload_bytes) != expected_bytes {
+            return Err(Error::Protocol(format!(
+                "{address} sent a {:?} frame of {} bytes at offset {} of {}, expected {expected_bytes} bytes of data",
+                header.kind, header.payload_bytes, stream.next_chunk_bytes, block.id
+            )));
+        }
+        wire::read_payload(stream.connection.reader(), &header, &mut self.chunk)?;
+        // read_payload compared the payload with the frame's CRC; check the
+        // chunk here too, so that no unverified byte can be handed out even
+        // if the frame layer changes.
+        let crc = crc32c::crc32c(&self.chunk);
+        if crc != header.payload_crc {
+            return Err(Error::corrupted(
+                format!(
+                    "chunk at offset {} of {}",
+                    stream.next_chunk_bytes, block.id
+                ),
+                format!("CRC32C {crc:#010x}, stored {:#010x}", header.payload_crc),
+            ));
+        }
+        let chunk_start_bytes = stream.next_chunk_bytes;
+        stream.next_chunk_bytes += expected_bytes;
+        // The first chunk after a resume may start before the bytes we need.
+        self.chunk_position = usize::try_from(self.verified_bytes - chunk_start_bytes)
+            .unwrap_or(usize::MAX)
+            .min(self.chunk.len());
+        self.verified_bytes = stream.next_chunk_bytes;
+        Ok(())
+    }
+
+    /// Asks the current replica for the rest of the current block.
+    fn start_stream(&mut self) -> Result<BlockStream> {
+        let Some(block) = self.blocks.get(self.block_index) else {
+            return Err(Error::Invalid("read past the last block".into()));
+        };
+        let Some(minion) = block.locations.get(self.location_index) else {
+            return Err(Error::Invalid(format!("{}: no replica left", block.id)));
+        };
+        let block = block.clone();
+        let address = minion.address.clone();
+        if let Some(connection) = self.idle.take() {
+            if connection.address() == address {
+                match self.request_range(connection, &block) {
+                    Ok(stream) => return Ok(stream),
+                    // The kept connection may have been closed by the
+                    // minion meanwhile: try once more on a fresh one.
+                    Err(error) if error.is_connection_error() => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        let connection = Connection::open(&address)?;
+        self.request_range(connection, &block)
+    }
+
+    fn request_range(
+        &mut self,
+        mut connection: Connection,
+        block: &LocatedBlock,
+    ) -> Result<BlockStream> {
+        let offset_bytes = self.verified_bytes;
+        let request_id = connection.send(
+            &self.credentials,
+            MinionRequest::ReadBlock {
+                block: block.id,
+                offset_bytes,
+                length_bytes: block.length_bytes - offset_bytes,
+            },
+        )?;
+        let (block_length_bytes, first_offset_bytes) =
+            match receive_answer(&mut connection, &[request_id], &mut self.buffer)? {
+                MinionResponse::ReadStarted {
+                    block_length_bytes,
+                    first_offset_bytes,
+                } => (block_length_bytes, first_offset_bytes),
+                other => return Err(unexpected("ReadBlock", &other)),
+            };
+        if block_length_bytes != block.length_bytes {
+            return Err(Error::corrupted(
+                block.id.to_string(),
+                format!(
+                    "the minion holds {block_length_bytes} bytes, the master recorded {}",
+                    block.length_bytes
+                ),
+            ));
+        }
+        let expected_first_bytes = offset_bytes - offset_bytes % CHUNK_LENGTH_BYTES;
+        if first_offset_bytes != expected_first_bytes {
+            return Err(Error::Protocol(format!(
+                "read of {} from offset {offset_bytes} starts at {first_offset_bytes}, expected {expected_first_bytes}",
+                block.id
+            )));
+        }
+        Ok(BlockStream {
+            connection,
+            next_chunk_bytes: first_offset_bytes,
+        })
+    }
+}
+
+impl Read for FileReader {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if buffer.is_empty() || !self.fill().map_err(io::Error::other)? {
+            return Ok(0);
+        }
+        let available = &self.chunk[self.chunk_position..];
+        let count = available.len().min(buffer.len());
+        buffer[..count].copy_from_slice(&available[..count]);
+        self.chunk_position += count;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The read path against the in-process fake master and minions.
+
+    use super::*;
+    use crate::fake::{test_bytes, unreachable_address, FakeCluster};
+    use crate::write::{Unseekable, WriteOptions};
+    use dfs_engine::msg::{MinionAddress, MinionId};
+
+    const CHUNK: usize = CHUNK_BYTES as usize;
+    const BLOCK: usize = 3 * CHUNK + 10;
+
+    fn path(text: &str) -> DfsPath {
+        DfsPath::parse(text).expect("path")
+    }
+
+    /// A cluster of three minions holding `/f`: three blocks, three replicas.
+    fn cluster_with_file() -> (FakeCluster, Vec<u8>) {
+        let cluster = FakeCluster::start(3);
+        let data = test_bytes(2 * BLOCK + 1234, 1);
+        let options = WriteOptions {
+            block_bytes: Some(BLOCK as u64),
+            ..WriteOptions::default()
+        };
+        cluster
+            .client()
+            .put(&path("/f"), options, &mut Unseekable(data.as_slice()))
+            .expect("put");
+        (cluster, data)
+    }
+
+    /// Reads `/f` to the end or the first error; returns what was read.
+    fn read_all(cluster: &FakeCluster, piece_bytes: usize) -> (Vec<u8>, Result<()>) {
+        let mut reader = cluster.client().open(&path("/f")).expect("open");
+        let mut output = Vec::new();
+        if piece_bytes == 0 {
+            let result = reader.copy_to(&mut output, "memory").map(|_| ());
+            return (output, result);
+        }
+        let mut piece = vec![0u8; piece_bytes];
+        loop {
+            match reader.read(&mut piece) {
+                Ok(0) => return (output, Ok(())),
+                Ok(n) => output.extend_from_slice(&piece[..n]),
+                Err(error) => return (output, Err(Error::Invalid(error.to_string()))),
+            }
+        }
+    }
+
+    #[test]
+    fn reads_whole_files_through_copy_and_read() {
+        let (cluster, data) = cluster_with_file();
+        for piece_bytes in [0, 1000, CHUNK, 1 << 20] {
+            let (output, result) = read_all(&cluster, piece_bytes);
+            result.expect("read");
+            assert!(output == data, "read in pieces of {piece_bytes}");
+        }
+    }
+
+    #[test]
+    fn blocks_on_the_same_minion_share_one_connection() {
+        let (cluster, data) = cluster_with_file();
+        cluster.minion(0).connections = 0;
+        let (output, result) = read_all(&cluster, 0);
+        result.expect("read");
+        assert!(output == data);
+        assert_eq!(cluster.minion(0).connections, 1);
+        assert_eq!(cluster.minion(1).connections, 0);
+    }
+
+    #[test]
+    fn falls_back_to_the_next_replica() {
+        type Setup = fn(&FakeCluster);
+        let cases: [(&str, Setup); 4] = [
+            ("corrupt chunks", |c| {
+                c.minion(0).behavior.corrupt_reads = true
+            }),
+            ("connection lost mid-block", |c| {
+                c.minion(0).behavior.break_read_after_frames = Some(1)
+            }),
+            ("block missing", |c| c.minion(0).blocks.clear()),
+            ("unreachable", |c| {
+                for (_, blocks) in c.master().files.values_mut() {
+                    for block in blocks {
+                        block.locations.insert(
+                            0,
+                            MinionAddress {
+                                id: MinionId(77),
+                                address: unreachable_address(),
+                            },
+                        );
+                    }
+                }
+            }),
+        ];
+        for (what, setup) in cases {
+            for piece_bytes in [0, 1000] {
+                let (cluster, data) = cluster_with_file();
+                setup(&cluster);
+                let (output, result) = read_all(&cluster, piece_bytes);
+                result.unwrap_or_else(|error| panic!("{what}: {error}"));
+                assert!(output == data, "{what}: bytes differ");
+            }
+        }
+    }
+
+    #[test]
+    fn resumes_on_the_next_replica_where_the_last_one_stopped() {
+        let (cluster, data) = cluster_with_file();
+        // Each replica serves two chunks of a stream, then drops it.
+        for index in 0..3 {
+            cluster.minion(index).behavior.break_read_after_frames = Some(2);
+        }
+        // Blocks of four chunks: the first two replicas are needed for each.
+        let (output, result) = read_all(&cluster, 1000);
+        result.expect("read");
+        assert!(output == data);
+    }
+
+    #[test]
+    fn no_unverified_byte_is_ever_returned() {
+        let (cluster, data) = cluster_with_file();
+        // Block 0 reads fine from minion 0; block 1 is missing there and
+        // corrupt on the other replicas.
+        let second = cluster.master().files["/f"].1[1].id;
+        cluster.minion(0).blocks.remove(&second);
+        cluster.minion(1).behavior.corrupt_reads = true;
+        cluster.minion(2).behavior.corrupt_reads = true;
+        for piece_bytes in [0, 1000] {
+            let (output, result) = read_all(&cluster, piece_bytes);
+            let error = result.expect_err("every replica fails").to_string();
+            assert!(output.len() <= data.len() && output == data[..output.len()]);
+            assert_eq!(output.len(), BLOCK, "exactly the first block");
+            let block = cluster.master().files["/f"].1[1].id;
+            let prefix = format!("/f: block 1 ({block}) unreadable: tried 3 replicas: minion ");
+            assert!(error.starts_with(&prefix), "{error}");
+            assert!(error.contains("checksum mismatch"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_block_without_locations_is_an_error() {
+        let (cluster, _) = cluster_with_file();
+        let block = {
+            let mut master = cluster.master();
+            let blocks = &mut master.files.get_mut("/f").expect("file").1;
+            blocks[0].locations.clear();
+            blocks[0].id
+        };
+        let (output, result) = read_all(&cluster, 0);
+        assert!(output.is_empty());
+        assert_eq!(
+            result.expect_err("no replica").to_string(),
+            format!("/f: block 0 ({block}) unreadable: no minion holds a replica")
+        );
+    }
+}

@@ -1,0 +1,1086 @@
+//! Writing a file: `OpenWrite`, then per block `AllocateBlock`, a pipeline
+//! write to the allocated minions (`WriteBlock`, chunks as `Data` frames,
+//! `SealBlock`), `CommitBlock`; finally `CloseWrite`. Nothing is visible at the
+//! path until `CloseWrite`, and a write that is given up is aborted.
+//!
+//! Bytes stream to the first minion as they come, a chunk at a time: memory
+//! is one chunk plus socket buffers, never a block. So a block whose pipeline
+//! fails can be sent again only if its bytes can be read again: `Client::put`
+//! takes a `BlockSource`, which a local file can rewind and a pipe cannot.
+//! `FileWriter` (`std::io::Write`) cannot go back at all; both recover from a
+//! minion that fails before the block's first byte was sent.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX};
+use dfs_engine::msg::{
+    BlockId, MasterRequest, MasterResponse, MinionAddress, MinionId, MinionRequest, MinionResponse,
+};
+use dfs_engine::path::DfsPath;
+use dfs_engine::rpc::Connection;
+use dfs_engine::{Error, Result};
+
+use crate::client::{unexpected, Client};
+use crate::transfer::{explain_send_failure, minion_message, receive_answer};
+
+const CHUNK_LENGTH_BYTES: u64 = CHUNK_BYTES as u64;
+
+/// How a file is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Replicas per block; None: the cluster default.
+    pub replication: Option<u8>,
+    /// Block size; None: the cluster default.
+    pub block_bytes: Option<u64>,
+    /// Replace a file that exists at the path.
+    pub overwrite: bool,
+    /// Minions acknowledge a block only once it is on stable storage.
+    pub sync: bool,
+    /// Permission bits of the new file.
+    pub mode: u32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            replication: None,
+            block_bytes: None,
+            overwrite: false,
+            sync: true,
+            mode: 0o644,
+        }
+    }
+}
+
+impl WriteOptions {
+    /// Refuses what the master would refuse, before anything is sent.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(replication) = self.replication {
+            check_replication(u64::from(replication))?;
+        }
+        if let Some(block_bytes) = self.block_bytes {
+            check_block_bytes(&block_bytes.to_string(), block_bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// A replication asked for by a user: 1 to `REPLICATION_MAX`.
+pub fn check_replication(replication: u64) -> Result<u8> {
+    u8::try_from(replication)
+        .ok()
+        .filter(|&r| (1..=REPLICATION_MAX).contains(&r))
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "replication {replication}: must be between 1 and {REPLICATION_MAX}"
+            ))
+        })
+}
+
+/// A block size asked for by a user (`shown` as they wrote it): 1 byte to 2 GiB.
+pub fn check_block_bytes(shown: &str, block_bytes: u64) -> Result<u64> {
+    if (1..=BLOCK_BYTES_MAX).contains(&block_bytes) {
+        Ok(block_bytes)
+    } else {
+        Err(Error::Invalid(format!(
+            "block size {shown}: must be between 1 byte and 2 GiB"
+        )))
+    }
+}
+
+/// One block of a finished write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenBlock {
+    pub id: BlockId,
+    pub length_bytes: u64,
+    /// Minions that stored the block.
+    pub replica_count: usize,
+}
+
+/// What a finished write stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub length_bytes: u64,
+    pub blocks: Vec<WrittenBlock>,
+}
+
+/// The input of `Client::put`: bytes read in order, and, when the input can,
+/// read again from an earlier offset so a block can go to a fresh pipeline.
+pub trait BlockSource {
+    /// Reads the next bytes, as `std::io::Read::read`.
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize>;
+    /// Goes back to `offset_bytes` from the start of the input, an offset
+    /// already read. `Ok(false)`: this input cannot go back.
+    fn rewind(&mut self, offset_bytes: u64) -> io::Result<bool>;
+}
+
+/// An input that can go back: a local file.
+pub struct Seekable<R> {
+    inner: R,
+    /// Where the input started in `inner`.
+    start_bytes: u64,
+}
+
+impl<R: Read + Seek> Seekable<R> {
+    pub fn new(mut inner: R) -> io::Result<Seekable<R>> {
+        let start_bytes = inner.stream_position()?;
+        Ok(Seekable { inner, start_bytes })
+    }
+}
+
+impl<R: Read + Seek> BlockSource for Seekable<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buffer)
+    }
+
+    fn rewind(&mut self, offset_bytes: u64) -> io::Result<bool> {
+        let position = self
+            .start_bytes
+            .checked_add(offset_bytes)
+            .ok_or_else(|| io::Error::other("rewind offset overflows"))?;
+        self.inner.seek(SeekFrom::Start(position))?;
+        Ok(true)
+    }
+}
+
+/// An input that cannot go back: standard input, a pipe.
+pub struct Unseekable<R>(pub R);
+
+impl<R: Read> BlockSource for Unseekable<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buffer)
+    }
+
+    fn rewind(&mut self, _offset_bytes: u64) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+impl Client {
+    /// Starts writing a file; bytes go in through `std::io::Write`, and
+    /// `FileWriter::finish` makes the file visible.
+    pub fn create(&mut self, path: &DfsPath, options: WriteOptions) -> Result<FileWriter<'_>> {
+        Ok(FileWriter {
+            session: Session::open(self, path, options)?,
+            chunk: Vec::with_capacity(CHUNK_BYTES as usize),
+            block_sent_bytes: 0,
+            attempts: 0,
+            failed: None,
+        })
+    }
+
+    /// Writes a whole file from `source` and makes it visible. A block whose
+    /// pipeline fails is sent to a fresh one if `source` can rewind.
+    pub fn put(
+        &mut self,
+        path: &DfsPath,
+        options: WriteOptions,
+        source: &mut dyn BlockSource,
+    ) -> Result<WriteStats> {
+        let mut session = Session::open(self, path, options)?;
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES as usize);
+        let mut block_start_bytes = 0u64;
+        loop {
+            let first_chunk_bytes = CHUNK_LENGTH_BYTES.min(session.block_bytes);
+            fill_chunk(source, &mut chunk, first_chunk_bytes)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let mut attempts = 0u32;
+            let length_bytes = loop {
+                attempts += 1;
+                let failure = match send_block(&mut session, source, &mut chunk) {
+                    Ok(length_bytes) => break length_bytes,
+                    Err(BlockError::Fatal(error)) => return Err(error),
+                    Err(BlockError::Minion(failure)) => failure,
+                };
+                let message = session.failure_message(&failure);
+                session.exclude(&failure.excluded);
+                if attempts >= WRITE_BLOCK_ATTEMPTS_MAX {
+                    return Err(gave_up(attempts, message));
+                }
+                if !failure.first_chunk_intact {
+                    let rewound = source
+                        .rewind(block_start_bytes)
+                        .map_err(|error| Error::io("rewind the input", error))?;
+                    if !rewound {
+                        return Err(Error::Invalid(format!(
+                            "{message}; the input cannot be read again to send the block to other minions"
+                        )));
+                    }
+                    fill_chunk(source, &mut chunk, first_chunk_bytes)?;
+                    if chunk.is_empty() {
+                        return Err(Error::Invalid(format!(
+                            "{}: the input ended early when read again",
+                            session.path
+                        )));
+                    }
+                }
+            };
+            block_start_bytes += length_bytes;
+        }
+        session.close()
+    }
+}
+
+/// Sends one block whose first chunk is in `chunk`, reading the rest from
+/// `source`; returns its length once it is committed.
+fn send_block(
+    session: &mut Session<'_>,
+    source: &mut dyn BlockSource,
+    chunk: &mut Vec<u8>,
+) -> Result<u64, BlockError> {
+    let mut length_bytes = 0u64;
+    loop {
+        if let Err(error) = session.send_chunk(chunk) {
+            return Err(error.with_first_chunk_intact(length_bytes == 0));
+        }
+        length_bytes += chunk.len() as u64;
+        let room_bytes = session.block_bytes - length_bytes;
+        if room_bytes == 0 {
+            break;
+        }
+        fill_chunk(source, chunk, CHUNK_LENGTH_BYTES.min(room_bytes)).map_err(BlockError::Fatal)?;
+        if chunk.is_empty() {
+            break;
+        }
+    }
+    // The chunk buffer no longer holds the block's first chunk.
+    session
+        .end_block()
+        .map_err(|error| error.with_first_chunk_intact(false))?;
+    Ok(length_bytes)
+}
+
+/// Reads up to `length_bytes` into `chunk` (cleared first); shorter only at
+/// the end of the input.
+fn fill_chunk(source: &mut dyn BlockSource, chunk: &mut Vec<u8>, length_bytes: u64) -> Result<()> {
+    let length = usize::try_from(length_bytes.min(CHUNK_LENGTH_BYTES)).unwrap_or(0);
+    chunk.clear();
+    chunk.resize(length, 0);
+    let mut filled = 0;
+    while filled < length {
+        match source.read(&mut chunk[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                chunk.clear();
+                return Err(Error::io("read the input", error));
+            }
+        }
+    }
+    chunk.truncate(filled);
+    Ok(())
+}
+
+fn gave_up(attempts: u32, message: String) -> Error {
+    Error::Invalid(format!("{message} (gave up after {attempts} pipelines)"))
+}
+
+/// A file being written through `std::io::Write`. `finish` makes it visible;
+/// dropping it unfinished aborts the write.
+///
+/// `flush` sends nothing early: chunks are whole (`CHUNK_BYTES`) except the
+/// last of each block, so bytes wait for their chunk to fill.
+pub struct FileWriter<'a> {
+    session: Session<'a>,
+    /// Bytes of the current chunk, not yet sent.
+    chunk: Vec<u8>,
+    /// Bytes of the current block handed to its pipeline.
+    block_sent_bytes: u64,
+    /// Pipelines that failed the current block.
+    attempts: u32,
+    /// Why the write cannot go on; every later call fails with it.
+    failed: Option<String>,
+}
+
+impl FileWriter<'_> {
+    /// Sends what is left, commits the last block and makes the file visible.
+    pub fn finish(mut self) -> Result<WriteStats> {
+        self.check_failed()?;
+        if !self.chunk.is_empty() {
+            let chunk = std::mem::take(&mut self.chunk);
+            self.send_chunk(&chunk)?;
+        }
+        if self.block_sent_bytes > 0 {
+            self.end_block()?;
+        }
+        self.session.close()
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match &self.failed {
+            Some(message) => Err(Error::Invalid(message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes that complete the current chunk: a whole chunk, or less at the
+    /// end of a block.
+    fn chunk_limit_bytes(&self) -> u64 {
+        CHUNK_LENGTH_BYTES.min(self.session.block_bytes - self.block_sent_bytes)
+    }
+
+    /// Sends one chunk of the current block, ending the block when it is
+    /// full. The block's first chunk can go to a fresh pipeline when its
+    /// minion fails; later chunks cannot, as earlier ones are gone.
+    fn send_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        loop {
+            let first_chunk = self.block_sent_bytes == 0;
+            let failure = match self.session.send_chunk(chunk) {
+                Ok(()) => break,
+                Err(BlockError::Fatal(error)) => return Err(self.fail(error)),
+                Err(BlockError::Minion(failure)) => failure,
+            };
+            self.attempts += 1;
+            let message = self.session.failure_message(&failure);
+            self.session.exclude(&failure.excluded);
+            if !first_chunk {
+                return Err(self.fail(cannot_resend(message)));
+            }
+            if self.attempts >= WRITE_BLOCK_ATTEMPTS_MAX {
+                return Err(self.fail(gave_up(self.attempts, message)));
+            }
+        }
+        self.block_sent_bytes += chunk.len() as u64;
+        if self.block_sent_bytes == self.session.block_bytes {
+            self.end_block()?;
+        }
+        Ok(())
+    }
+
+    fn end_block(&mut self) -> Result<()> {
+        self.block_sent_bytes = 0;
+        self.attempts = 0;
+        match self.session.end_block() {
+            Ok(()) => Ok(()),
+            Err(BlockError::Fatal(error)) => Err(self.fail(error)),
+            Err(BlockError::Minion(failure)) => {
+                let message = self.session.failure_message(&failure);
+                Err(self.fail(cannot_resend(message)))
+            }
+        }
+    }
+
+    fn fail(&mut self, error: Error) -> Error {
+        self.failed = Some(error.to_string());
+        error
+    }
+}
+
+fn cannot_resend(message: String) -> Error {
+    Error::Invalid(format!(
+        "{message}; the block's bytes were already sent and cannot be sent again"
+    ))
+}
+
+impl Write for FileWriter<'_> {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        self.check_failed().map_err(io::Error::other)?;
+        if buffer.is_empty() {
+            return Ok(0);
+        }
+        let limit = usize::try_from(self.chunk_limit_bytes()).unwrap_or(usize::MAX);
+        if self.chunk.is_empty() && buffer.len() >= limit {
+            // A whole chunk straight from the caller's buffer, without a copy.
+            self.send_chunk(&buffer[..limit])
+                .map_err(io::Error::other)?;
+            return Ok(limit);
+        }
+        let taken = buffer.len().min(limit - self.chunk.len());
+        self.chunk.extend_from_slice(&buffer[..taken]);
+        if self.chunk.len() == limit {
+            let chunk = std::mem::take(&mut self.chunk);
+            let result = self.send_chunk(&chunk);
+            self.chunk = chunk;
+            self.chunk.clear();
+            result.map_err(io::Error::other)?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.check_failed().map_err(io::Error::other)
+    }
+}
+
+/// A minion failed a block: the block can go to a fresh pipeline that avoids
+/// `excluded`.
+#[derive(Debug)]
+struct MinionFailure {
+    block: BlockId,
+    minion: MinionAddress,
+    error: Error,
+    excluded: Vec<MinionId>,
+    /// The chunk buffer still holds the block's first chunk, so the block can
+    /// start again without reading the input again.
+    first_chunk_intact: bool,
+}
+
+#[derive(Debug)]
+enum BlockError {
+    Minion(MinionFailure),
+    /// Anything else (the master, the input) ends the write.
+    Fatal(Error),
+}
+
+impl BlockError {
+    fn with_first_chunk_intact(self, intact: bool) -> BlockError {
+        match self {
+            BlockError::Minion(failure) => BlockError::Minion(MinionFailure {
+                first_chunk_intact: intact,
+                ..failure
+            }),
+            fatal => fatal,
+        }
+    }
+}
+
+impl From<Error> for BlockError {
+    fn from(error: Error) -> Self {
+        BlockError::Fatal(error)
+    }
+}
+
+/// The block being sent: its pipeline's first minion and the connection to it.
+struct OpenBlock {
+    block: BlockId,
+    first: MinionAddress,
+    connection: Connection,
+    write_request_id: u64,
+    sent_bytes: u64,
+}
+
+/// One open write on the master, block by block. Dropped before `close`, it
+/// aborts the write.
+struct Session<'a> {
+    client: &'a mut Client,
+    path: DfsPath,
+    write: u64,
+    block_bytes: u64,
+    sync: bool,
+    /// Minions that failed this write; never chosen again for it.
+    excluded: Vec<MinionId>,
+    current: Option<OpenBlock>,
+    stats: WriteStats,
+    closed: bool,
+    buffer: Vec<u8>,
+}
+
+impl<'a> Session<'a> {
+    fn open(client: &'a mut Client, path: &DfsPath, options: WriteOptions) -> Result<Session<'a>> {
+        options.validate()?;
+        let request = MasterRequest::OpenWrite {
+            path: path.to_string(),
+            replication: options.replication,
+            block_bytes: options.block_bytes,
+            overwrite: options.overwrite,
+            mode: options.mode,
+        };
+        let (write, replication, block_bytes) = match client.call(request)? {
+            MasterResponse::WriteOpened {
+                write,
+                replication,
+                block_bytes,
+            } => (write, replication, block_bytes),
+            other => return Err(unexpected("OpenWrite", &other)),
+        };
+        let session = Session {
+            client,
+            path: path.clone(),
+            write,
+            block_bytes,
+            sync: options.sync,
+            excluded: Vec::new(),
+            current: None,
+            stats: WriteStats::default(),
+            closed: false,
+            buffer: Vec::new(),
+        };
+        // Dropping the session here aborts the write on the master.
+        if !(1..=BLOCK_BYTES_MAX).contains(&block_bytes)
+            || !(1..=REPLICATION_MAX).contains(&replication)
+        {
+            return Err(Error::Protocol(format!(
+                "master opened a write of {path} with block size {block_bytes} and replication {replication}"
+            )));
+        }
+        Ok(session)
+    }
+
+    fn exclude(&mut self, minions: &[MinionId]) {
+        for minion in minions {
+            if !self.excluded.contains(minion) {
+                self.excluded.push(*minion);
+            }
+        }
+    }
+
+    fn failure_message(&self, failure: &MinionFailure) -> String {
+        format!(
+            "{}: block {} ({}): {}",
+            self.path,
+            self.stats.blocks.len(),
+            failure.block,
+            minion_message(&failure.minion, &failure.error)
+        )
+    }
+
+    /// Allocates the next block and connects to its first minion. A minion
+    /// that cannot be reached fails the block before its first byte.
+    fn start_block(&mut self) -> Result<(), BlockError> {
+        let request = MasterRequest::AllocateBlock {
+            write: self.write,
+            excluded: self.excluded.clone(),
+        };
+        let (block, targets) = match self.client.call(request)? {
+            MasterResponse::BlockAllocated { block, targets } => (block, targets),
+            other => return Err(unexpected("AllocateBlock", &other).into()),
+        };
+        let Some(first) = targets.first().cloned() else {
+            self.abandon(block)?;
+            return Err(Error::Protocol(format!(
+                "master allocated {block} of {} without minions",
+                self.path
+            ))
+            .into());
+        };
+        let opened = Connection::open(&first.address).and_then(|mut connection| {
+            let write_request_id = connection.send(
+                self.client.credentials(),
+                MinionRequest::WriteBlock {
+                    block,
+                    downstream: targets[1..].to_vec(),
+                    sync: self.sync,
+                },
+            )?;
+            Ok((connection, write_request_id))
+        });
+        match opened {
+            Ok((connection, write_request_id)) => {
+                self.current = Some(OpenBlock {
+                    block,
+                    first,
+                    connection,
+                    write_request_id,
+                    sent_bytes: 0,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                self.abandon(block)?;
+                Err(minion_failure(block, first, error, Vec::new()))
+            }
+        }
+    }
+
+    /// Sends one chunk of the current block, starting a block if none is open.
+    fn send_chunk(&mut self, chunk: &[u8]) -> Result<(), BlockError> {
+        if self.current.is_none() {
+            self.start_block()?;
+        }
+        let Some(open) = self.current.as_mut() else {
+            return Err(Error::Invalid("no block open".into()).into());
+        };
+        match open.connection.send_data(chunk, crc32c::crc32c(chunk)) {
+            Ok(()) => {
+                open.sent_bytes += chunk.len() as u64;
+                Ok(())
+            }
+            Err(error) => Err(self.drop_block(error)),
+        }
+    }
+
+    /// Seals the current block on its pipeline and commits it.
+    fn end_block(&mut self) -> Result<(), BlockError> {
+        let Some(mut open) = self.current.take() else {
+            return Ok(());
+        };
+        let sealed = open
+            .connection
+            .send(
+                self.client.credentials(),
+                MinionRequest::SealBlock {
+                    block: open.block,
+                    length_bytes: open.sent_bytes,
+                },
+            )
+            .and_then(|seal_request_id| open.connection.flush().map(|()| seal_request_id))
+            .and_then(|seal_request_id| {
+                receive_answer(
+                    &mut open.connection,
+                    &[open.write_request_id, seal_request_id],
+                    &mut self.buffer,
+                )
+            });
+        let (stored, failed) = match sealed {
+            Ok(MinionResponse::Sealed { stored, failed }) => (stored, failed),
+            Ok(other) => {
+                self.current = Some(open);
+                return Err(self.drop_block(unexpected("SealBlock", &other)));
+            }
+            Err(error) => {
+                self.current = Some(open);
+                return Err(self.drop_block(error));
+            }
+        };
+        if stored.is_empty() {
+            self.abandon(open.block)?;
+            let mut excluded: Vec<MinionId> = failed.iter().map(|f| f.minion.id).collect();
+            excluded.push(open.first.id);
+            let error = match failed.first() {
+                Some(failure) => Error::Remote(failure.error.clone()),
+                None => Error::Invalid("no minion of the pipeline stored the block".into()),
+            };
+            return Err(minion_failure(open.block, open.first, error, excluded));
+        }
+        // A member that failed this block is not asked again in this write,
+        // so later blocks get a full pipeline.
+        let failed_ids: Vec<MinionId> = failed.iter().map(|f| f.minion.id).collect();
+        self.exclude(&failed_ids);
+        for failure in &failed {
+            let error = Error::Remote(failure.error.clone());
+            self.client.warn(&format!(
+                "{}: {}",
+                open.block,
+                minion_message(&failure.minion, &error)
+            ));
+        }
+        let replica_count = stored.len();
+        let request = MasterRequest::CommitBlock {
+            write: self.write,
+            block: open.block,
+            length_bytes: open.sent_bytes,
+            replicas: stored,
+        };
+        self.client.call_expect_ok("CommitBlock", request)?;
+        self.stats.length_bytes += open.sent_bytes;
+        self.stats.blocks.push(WrittenBlock {
+            id: open.block,
+            length_bytes: open.sent_bytes,
+            replica_count,
+        });
+        Ok(())
+    }
+
+    /// Gives up the current block after its first minion failed with `error`.
+    fn drop_block(&mut self, error: Error) -> BlockError {
+        let Some(mut open) = self.current.take() else {
+            return BlockError::Fatal(error);
+        };
+        let error = explain_send_failure(&mut open.connection, error);
+        // Closing the connection makes the pipeline drop its partial copies.
+        drop(open.connection);
+        if let Err(master_error) = self.abandon(open.block) {
+            return BlockError::Fatal(master_error);
+        }
+        minion_failure(open.block, open.first, error, Vec::new())
+    }
+
+    fn abandon(&mut self, block: BlockId) -> Result<()> {
+        let request = MasterRequest::AbandonBlock {
+            write: self.write,
+            block,
+        };
+        self.client.call_expect_ok("AbandonBlock", request)
+    }
+
+    /// Makes the file visible.
+    fn close(mut self) -> Result<WriteStats> {
+        let request = MasterRequest::CloseWrite { write: self.write };
+        self.client.call_expect_ok("CloseWrite", request)?;
+        self.closed = true;
+        Ok(std::mem::take(&mut self.stats))
+    }
+}
+
+fn minion_failure(
+    block: BlockId,
+    minion: MinionAddress,
+    error: Error,
+    mut excluded: Vec<MinionId>,
+) -> BlockError {
+    if !excluded.contains(&minion.id) {
+        excluded.push(minion.id);
+    }
+    BlockError::Minion(MinionFailure {
+        block,
+        minion,
+        error,
+        excluded,
+        first_chunk_intact: false,
+    })
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if !self.closed {
+            // Best effort: the master also collects writes whose client vanished.
+            let _ = self
+                .client
+                .call(MasterRequest::AbortWrite { write: self.write });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_checks() {
+        assert!(check_replication(1).is_ok());
+        assert!(check_replication(16).is_ok());
+        for (value, message) in [
+            (0, "replication 0: must be between 1 and 16"),
+            (17, "replication 17: must be between 1 and 16"),
+            (300, "replication 300: must be between 1 and 16"),
+        ] {
+            assert_eq!(
+                check_replication(value).expect_err("refused").to_string(),
+                message
+            );
+        }
+        assert_eq!(check_block_bytes("1", 1).expect("ok"), 1);
+        assert_eq!(check_block_bytes("2G", 2 << 30).expect("ok"), 2 << 30);
+        for (shown, value, message) in [
+            ("0", 0, "block size 0: must be between 1 byte and 2 GiB"),
+            (
+                "3G",
+                3 << 30,
+                "block size 3G: must be between 1 byte and 2 GiB",
+            ),
+        ] {
+            assert_eq!(
+                check_block_bytes(shown, value)
+                    .expect_err("refused")
+                    .to_string(),
+                message
+            );
+        }
+        let options = WriteOptions {
+            replication: Some(0),
+            ..WriteOptions::default()
+        };
+        assert!(options.validate().is_err());
+        assert!(WriteOptions::default().validate().is_ok());
+    }
+
+    #[test]
+    fn fill_chunk_reads_whole_chunks_from_short_reads() {
+        /// Returns at most 1000 bytes per read.
+        struct Trickle(io::Cursor<Vec<u8>>);
+        impl BlockSource for Trickle {
+            fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+                let n = buffer.len().min(1000);
+                self.0.read(&mut buffer[..n])
+            }
+            fn rewind(&mut self, _offset_bytes: u64) -> io::Result<bool> {
+                Ok(false)
+            }
+        }
+        let data: Vec<u8> = (0..150_000u32).map(|i| i as u8).collect();
+        let mut source = Trickle(io::Cursor::new(data.clone()));
+        let mut chunk = Vec::new();
+        let mut lengths = Vec::new();
+        let mut collected = Vec::new();
+        loop {
+            fill_chunk(&mut source, &mut chunk, CHUNK_LENGTH_BYTES).expect("fill");
+            if chunk.is_empty() {
+                break;
+            }
+            lengths.push(chunk.len());
+            collected.extend_from_slice(&chunk);
+        }
+        assert_eq!(lengths, vec![65536, 65536, 150_000 - 131_072]);
+        assert_eq!(collected, data);
+    }
+
+    #[test]
+    fn seekable_sources_rewind_relative_to_their_start() {
+        let mut cursor = io::Cursor::new(b"xxabcdef".to_vec());
+        cursor.set_position(2);
+        let mut source = Seekable::new(cursor).expect("position");
+        let mut buffer = [0u8; 4];
+        assert_eq!(source.read(&mut buffer).expect("read"), 4);
+        assert_eq!(&buffer, b"abcd");
+        assert!(source.rewind(1).expect("rewind"));
+        assert_eq!(source.read(&mut buffer).expect("read"), 4);
+        assert_eq!(&buffer, b"bcde");
+        let mut pipe = Unseekable(&b"abc"[..]);
+        assert!(!pipe.rewind(0).expect("rewind"));
+    }
+}
+
+#[cfg(test)]
+mod pipeline_tests {
+    //! The write path against the in-process fake master and minions.
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::fake::{test_bytes, FakeCluster};
+    use dfs_engine::msg::{ErrorKind, RemoteError};
+
+    const CHUNK: usize = CHUNK_BYTES as usize;
+    /// Not a multiple of the chunk size, so blocks end in short chunks.
+    const BLOCK: usize = 2 * CHUNK + 100;
+
+    fn options() -> WriteOptions {
+        WriteOptions {
+            block_bytes: Some(BLOCK as u64),
+            ..WriteOptions::default()
+        }
+    }
+
+    fn path(text: &str) -> DfsPath {
+        DfsPath::parse(text).expect("path")
+    }
+
+    fn split(length: usize, piece: usize) -> Vec<usize> {
+        (0..length)
+            .step_by(piece)
+            .map(|start| piece.min(length - start))
+            .collect()
+    }
+
+    fn read_back(cluster: &FakeCluster, file: &str) -> Vec<u8> {
+        let mut output = Vec::new();
+        cluster
+            .client()
+            .open(&path(file))
+            .expect("open")
+            .copy_to(&mut output, "memory")
+            .expect("read");
+        output
+    }
+
+    /// Blocks have the expected lengths, every chunk is whole except the
+    /// last of each block, every replica holds the bytes, and they read back.
+    fn check_stored(cluster: &FakeCluster, file: &str, data: &[u8], stats: &WriteStats) {
+        let block_lengths = split(data.len(), BLOCK);
+        let lengths: Vec<usize> = stats
+            .blocks
+            .iter()
+            .map(|b| b.length_bytes as usize)
+            .collect();
+        assert_eq!(lengths, block_lengths, "{file}");
+        assert_eq!(stats.length_bytes, data.len() as u64);
+        let master = cluster.master();
+        let (status, blocks) = master.files.get(file).expect("file exists");
+        assert_eq!(status.size_bytes, data.len() as u64);
+        assert_eq!(blocks.len(), block_lengths.len());
+        for block in blocks {
+            let start = block.offset_bytes as usize;
+            let expected = &data[start..start + block.length_bytes as usize];
+            assert_eq!(block.locations.len(), 3, "{file}: {}", block.id);
+            for location in &block.locations {
+                let index = (location.id.0 - 1) as usize;
+                let store = cluster.minion(index);
+                assert_eq!(
+                    store.blocks.get(&block.id).map(Vec::as_slice),
+                    Some(expected)
+                );
+            }
+            let first = (block.locations[0].id.0 - 1) as usize;
+            assert_eq!(
+                cluster.minion(first).chunk_lengths.get(&block.id),
+                Some(&split(expected.len(), CHUNK)),
+                "{file}: chunks of {}",
+                block.id
+            );
+        }
+        drop(master);
+        assert_eq!(read_back(cluster, file), data, "{file}");
+    }
+
+    const SIZES: [usize; 8] = [
+        0,
+        1,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        BLOCK,
+        BLOCK + 1,
+        3 * BLOCK + 5000,
+    ];
+
+    #[test]
+    fn put_chunks_every_size_into_blocks() {
+        let cluster = FakeCluster::start(3);
+        let mut client = cluster.client();
+        for (index, size) in SIZES.into_iter().enumerate() {
+            let data = test_bytes(size, index as u64);
+            let file = format!("/put-{size}");
+            let mut source = Seekable::new(io::Cursor::new(data.clone())).expect("source");
+            let stats = client
+                .put(&path(&file), options(), &mut source)
+                .expect("put");
+            check_stored(&cluster, &file, &data, &stats);
+        }
+    }
+
+    #[test]
+    fn file_writer_chunks_every_size_whatever_the_write_sizes() {
+        let cluster = FakeCluster::start(3);
+        let mut client = cluster.client();
+        for write_bytes in [1, 1000, CHUNK, CHUNK + 7, 1 << 20] {
+            for (index, size) in SIZES.into_iter().enumerate() {
+                let data = test_bytes(size, index as u64 + 100);
+                let file = format!("/write-{write_bytes}-{size}");
+                let mut writer = client.create(&path(&file), options()).expect("create");
+                for piece in data.chunks(write_bytes) {
+                    writer.write_all(piece).expect("write");
+                }
+                let stats = writer.finish().expect("finish");
+                check_stored(&cluster, &file, &data, &stats);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreachable_first_minion_is_excluded_even_for_a_pipe() {
+        let cluster = FakeCluster::start(3);
+        let dead = cluster.prepend_unreachable_minion(99);
+        let data = test_bytes(2 * BLOCK, 7);
+        let mut client = cluster.client();
+        let stats = client
+            .put(&path("/piped"), options(), &mut Unseekable(data.as_slice()))
+            .expect("put");
+        check_stored(&cluster, "/piped", &data, &stats);
+        let mut writer = client.create(&path("/pushed"), options()).expect("create");
+        writer.write_all(&data).expect("write");
+        let stats = writer.finish().expect("finish");
+        check_stored(&cluster, "/pushed", &data, &stats);
+
+        let master = cluster.master();
+        // Each write tried the dead minion once, then excluded it.
+        assert_eq!(master.abandoned.len(), 2);
+        let excluding = master
+            .allocations
+            .iter()
+            .filter(|(_, excluded)| excluded.contains(&dead.id))
+            .count();
+        assert_eq!(excluding, master.allocations.len() - 2);
+    }
+
+    #[test]
+    fn a_first_minion_failing_mid_block_is_survived_when_the_input_rewinds() {
+        let cluster = FakeCluster::start(4);
+        cluster.minion(0).behavior.break_write_after_bytes = Some(CHUNK as u64 + 1);
+        let data = test_bytes(3 * BLOCK, 8);
+        let mut client = cluster.client();
+        let mut source = Seekable::new(io::Cursor::new(data.clone())).expect("source");
+        let stats = client
+            .put(&path("/f"), options(), &mut source)
+            .expect("put");
+        check_stored(&cluster, "/f", &data, &stats);
+        let master = cluster.master();
+        assert_eq!(master.abandoned.len(), 1);
+        assert!(master.allocations[1]
+            .1
+            .contains(&cluster.minions[0].address.id));
+        assert!(cluster.minion(0).blocks.is_empty());
+    }
+
+    #[test]
+    fn a_first_minion_failing_mid_block_fails_a_pipe_cleanly() {
+        let cluster = FakeCluster::start(4);
+        cluster.minion(0).behavior.break_write_after_bytes = Some(CHUNK as u64 + 1);
+        let first = cluster.minions[0].address.clone();
+        let data = test_bytes(3 * BLOCK, 9);
+        let mut client = cluster.client();
+        let error = client
+            .put(&path("/f"), options(), &mut Unseekable(data.as_slice()))
+            .expect_err("cannot resend");
+        let message = error.to_string();
+        for part in [
+            "/f: block 0 (blk_".to_string(),
+            format!("minion {}@{}", first.id, first.address),
+            "cannot be read again".to_string(),
+        ] {
+            assert!(message.contains(&part), "{message} lacks {part}");
+        }
+
+        let mut writer = client.create(&path("/g"), options()).expect("create");
+        let written = writer.write_all(&data).and_then(|()| writer.flush());
+        let error = match written {
+            Err(error) => {
+                drop(writer);
+                error.to_string()
+            }
+            Ok(()) => writer.finish().expect_err("cannot resend").to_string(),
+        };
+        assert!(error.contains("cannot be sent again"), "{error}");
+
+        let master = cluster.master();
+        assert_eq!(master.aborted.len(), 2, "both writes aborted");
+        assert!(master.files.is_empty());
+    }
+
+    #[test]
+    fn a_block_stored_nowhere_goes_to_other_minions() {
+        let cluster = FakeCluster::start(5);
+        cluster.minion(0).behavior.fail_seal =
+            Some(RemoteError::new(ErrorKind::NoSpace, "minion 1: disk full"));
+        let data = test_bytes(BLOCK + 1, 10);
+        let mut client = cluster.client();
+        let mut source = Seekable::new(io::Cursor::new(data.clone())).expect("source");
+        let stats = client
+            .put(&path("/f"), options(), &mut source)
+            .expect("put");
+        check_stored(&cluster, "/f", &data, &stats);
+        assert!(cluster.master().allocations[1]
+            .1
+            .contains(&cluster.minions[0].address.id));
+    }
+
+    #[test]
+    fn a_replica_that_failed_is_a_warning_when_others_stored_the_block() {
+        let cluster = FakeCluster::start(3);
+        cluster.minion(2).behavior.fail_seal = Some(RemoteError::new(ErrorKind::NoSpace, "unused"));
+        let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut client = cluster.client();
+        let sink = Arc::clone(&warnings);
+        client.set_warning_sink(Arc::new(move |line: &str| {
+            sink.lock().expect("lock").push(line.to_string())
+        }));
+        let data = test_bytes(10, 11);
+        let stats = client
+            .put(&path("/f"), options(), &mut Unseekable(data.as_slice()))
+            .expect("put");
+        assert_eq!(stats.blocks[0].replica_count, 2);
+        let third = &cluster.minions[2].address;
+        let block = stats.blocks[0].id;
+        assert_eq!(
+            *warnings.lock().expect("lock"),
+            [format!(
+                "{block}: minion {}@{}: disk full writing {block}",
+                third.id, third.address
+            )]
+        );
+    }
+
+    #[test]
+    fn gives_up_after_a_bounded_number_of_pipelines() {
+        let cluster = FakeCluster::start(0);
+        for id in 0..10 {
+            cluster.prepend_unreachable_minion(100 + id);
+        }
+        let mut client = cluster.client();
+        let error = client
+            .put(&path("/f"), options(), &mut Unseekable(&b"x"[..]))
+            .expect_err("no minion reachable");
+        assert!(
+            error.to_string().contains(&format!(
+                "gave up after {WRITE_BLOCK_ATTEMPTS_MAX} pipelines"
+            )),
+            "{error}"
+        );
+        assert_eq!(
+            cluster.master().allocations.len(),
+            WRITE_BLOCK_ATTEMPTS_MAX as usize
+        );
+    }
+}

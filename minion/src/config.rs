@@ -1,0 +1,178 @@
+//! The minion's command line and the configuration built from it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use dfs_engine::limits::ADDRESS_BYTES_MAX;
+use dfs_engine::{units, Error, Result};
+
+/// How often a minion reports to the master when nobody says otherwise.
+pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dfs-minion",
+    version,
+    about = "Stores replicated blocks on spare disks for a dfs cluster."
+)]
+struct Arguments {
+    /// The master's address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    master: String,
+    /// Data directories (one per disk), comma-separated; created when missing.
+    #[arg(
+        long,
+        value_name = "DIR[,DIR...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    data: Vec<PathBuf>,
+    /// Address to serve blocks on; port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: String,
+    /// Address clients and other minions reach this minion at (default: the
+    /// bound listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Time between heartbeats (and registration attempts), e.g. 3s, 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_interval)]
+    heartbeat_interval: Duration,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = units::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval.is_zero() {
+        return Err("the heartbeat interval must be more than zero".into());
+    }
+    Ok(interval)
+}
+
+/// Everything a minion needs to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub master: String,
+    pub data_dirs: Vec<PathBuf>,
+    pub listen: String,
+    pub advertise: Option<String>,
+    pub heartbeat_interval: Duration,
+}
+
+impl Config {
+    /// Parses a command line (the first item is the program name). A usage
+    /// error is a `clap::Error`, which prints and exits with `exit()`.
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let arguments = Arguments::try_parse_from(args)?;
+        Ok(Config {
+            master: arguments.master,
+            data_dirs: arguments.data,
+            listen: arguments.listen,
+            advertise: arguments.advertise,
+            heartbeat_interval: arguments.heartbeat_interval,
+        })
+    }
+
+    /// Checks what the parser can't: no empty directory names, addresses of a
+    /// sane shape.
+    pub fn validate(&self) -> Result<()> {
+        if self.data_dirs.is_empty() || self.data_dirs.iter().any(|d| d.as_os_str().is_empty()) {
+            return Err(Error::Invalid(
+                "--data: give one or more directories, comma-separated, none empty".into(),
+            ));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(Error::Invalid(
+                "--heartbeat-interval must be more than zero".into(),
+            ));
+        }
+        check_address("--master", &self.master)?;
+        check_address("--listen", &self.listen)?;
+        if let Some(advertise) = &self.advertise {
+            check_address("--advertise", advertise)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_address(option: &str, address: &str) -> Result<()> {
+    let well_formed = address.len() <= ADDRESS_BYTES_MAX
+        && address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if well_formed {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{option}: {address:?} is not HOST:PORT"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Config, String> {
+        let config = Config::from_args(line.split(' ')).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn command_lines_parse() {
+        let config =
+            parse("dfs-minion --master m:1 --data /a,/b --listen 127.0.0.1:0").expect("minimal");
+        assert_eq!(
+            config,
+            Config {
+                master: "m:1".into(),
+                data_dirs: vec![PathBuf::from("/a"), PathBuf::from("/b")],
+                listen: "127.0.0.1:0".into(),
+                advertise: None,
+                heartbeat_interval: HEARTBEAT_INTERVAL_DEFAULT,
+            }
+        );
+        let config = parse(
+            "dfs-minion --master m:1 --data /a --listen [::1]:4000 --advertise h:4000 \
+             --heartbeat-interval 250ms",
+        )
+        .expect("full");
+        assert_eq!(config.advertise.as_deref(), Some("h:4000"));
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_command_lines_are_refused() {
+        for (line, expected) in [
+            ("dfs-minion --data /a --listen h:1", "--master"),
+            ("dfs-minion --master m:1 --listen h:1", "--data"),
+            ("dfs-minion --master m:1 --data /a", "--listen"),
+            ("dfs-minion --master m:1 --data /a, --listen h:1", "--data"),
+            ("dfs-minion --master m --data /a --listen h:1", "--master"),
+            (
+                "dfs-minion --master m:1 --data /a --listen h:99999",
+                "--listen",
+            ),
+            (
+                "dfs-minion --master m:1 --data /a --listen h:1 --advertise :1",
+                "--advertise",
+            ),
+            (
+                "dfs-minion --master m:1 --data /a --listen h:1 --heartbeat-interval 0",
+                "zero",
+            ),
+            (
+                "dfs-minion --master m:1 --data /a --listen h:1 --heartbeat-interval 5x",
+                "invalid",
+            ),
+        ] {
+            let error = parse(line).expect_err(line);
+            assert!(error.contains(expected), "{line}: {error}");
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The minion's side of its conversation with the master: register (and
+//! learn the cluster id), send a full block report, then heartbeat every
+//! interval. When the master forgets the minion (it restarted), register and
+//! report again. The master being away is normal: keep trying; the data
+//! service serves all the while.
+//!
+//! Only two answers end the minion: the master runs another cluster, or
+//! another live minion has our id. Both are configuration errors that
+//! retrying can't fix.
+
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use dfs_engine::block_store::BlockStore;
+use dfs_engine::limits::BLOCK_REPORT_IDS_MAX;
+use dfs_engine::msg::{BlockId, Credentials, ErrorKind, MasterRequest, MasterResponse};
+use dfs_engine::rpc::Connection;
+use dfs_engine::{Error, Result};
+
+use crate::identity::Identity;
+
+/// Connection failures in a row after which another warning is logged;
+/// those in between are logged at debug level.
+const UNREACHABLE_WARNING_EVERY: u64 = 10;
+
+/// A stop request that a sleeping thread wakes up for.
+#[derive(Clone, Default)]
+pub struct StopSignal {
+    state: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl StopSignal {
+    pub fn new() -> StopSignal {
+        StopSignal::default()
+    }
+
+    pub fn stop(&self) {
+        let (stopped, wake) = &*self.state;
+        *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sleeps for `duration` or until stopped; true when stopped.
+    pub fn wait(&self, duration: Duration) -> bool {
+        let (stopped, wake) = &*self.state;
+        let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = wake
+            .wait_timeout_while(guard, duration, |stopped| !*stopped)
+            .unwrap_or_else(PoisonError::into_inner);
+        *guard
+    }
+}
+
+/// What the heartbeat loop needs to know.
+#[derive(Clone, Debug)]
+pub struct HeartbeatConfig {
+    /// The master's HOST:PORT.
+    pub master: String,
+    /// Our data service's address as others reach it.
+    pub advertised: String,
+    /// Time between heartbeats, and between attempts to reach the master.
+    pub interval: Duration,
+}
+
+/// Why a round with the master failed.
+#[derive(Debug)]
+enum Failure {
+    /// Try again next interval (with a new connection).
+    Retry(Error),
+    /// The master refused us for good.
+    Fatal(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::Retry(error)
+    }
+}
+
+/// Starts the heartbeat thread. It returns `Ok` when stopped and `Err` when
+/// the master refused this minion for good.
+pub fn spawn(
+    config: HeartbeatConfig,
+    identity: Identity,
+    store: BlockStore,
+    stop: StopSignal,
+) -> Result<JoinHandle<Result<()>>> {
+    let mut heartbeat = Heartbeat {
+        interval: config.interval,
+        config,
+        identity,
+        store,
+        connection: None,
+        registered: false,
+        credentials: Credentials {
+            user: "dfs-minion".into(),
+            ..Credentials::default()
+        },
+        failures_in_a_row: 0,
+    };
+    thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || heartbeat.run(&stop))
+        .map_err(|e| Error::io("start the heartbeat thread", e))
+}
+
+struct Heartbeat {
+    config: HeartbeatConfig,
+    identity: Identity,
+    store: BlockStore,
+    connection: Option<Connection>,
+    registered: bool,
+    credentials: Credentials,
+    /// The configured interval, or the master's when that is shorter.
+    interval: Duration,
+    failures_in_a_row: u64,
+}
+
+impl Heartbeat {
+    fn run(&mut self, stop: &StopSignal) -> Result<()> {
+        while !stop.is_stopped() {
+            match self.round() {
+                Ok(()) => self.failures_in_a_row = 0,
+                Err(Failure::Fatal(error)) => {
+                    tracing::error!(
+                        "the master at {} refused this minion: {error}",
+                        self.config.master
+                    );
+                    return Err(error);
+                }
+                Err(Failure::Retry(error)) => {
+                    self.connection = None;
+                    self.failures_in_a_row += 1;
+                    let message = format!(
+                        "master at {}: {error}; retrying every {:?}",
+                        self.config.master, self.interval
+                    );
+                    if (self.failures_in_a_row - 1).is_multiple_of(UNREACHABLE_WARNING_EVERY) {
+                        tracing::warn!("{message}");
+                    } else {
+                        tracing::debug!("{message}");
+                    }
+                }
+            }
+            if stop.wait(self.interval) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One interval's worth of work: register if needed, else heartbeat.
+    fn round(&mut self) -> Result<(), Failure> {
+        if !self.registered {
+            return self.register();
+        }
+        let usage = self.store.usage()?;
+        let request = MasterRequest::Heartbeat {
+            minion: self.identity.minion(),
+            capacity_bytes: usage.capacity_bytes,
+            used_bytes: usage.used_bytes,
+            available_bytes: usage.available_bytes,
+            block_count: usage.block_count,
+        };
+        match self.call(request)? {
+            MasterResponse::Ok => Ok(()),
+            MasterResponse::Error(error) if error.kind == ErrorKind::UnknownMinion => {
+                tracing::info!("the master forgot this minion ({error}); registering again");
+                self.registered = false;
+                self.register()
+            }
+            MasterResponse::Error(error) => Err(Failure::Retry(Error::Remote(error))),
+            other => Err(unexpected("Heartbeat", &other)),
+        }
+    }
+
+    /// Registers, remembers the cluster, and sends the full block report.
+    fn register(&mut self) -> Result<(), Failure> {
+        let usage = self.store.usage()?;
+        let request = MasterRequest::Register {
+            minion: self.identity.minion(),
+            cluster: self.identity.cluster(),
+            address: self.config.advertised.clone(),
+            capacity_bytes: usage.capacity_bytes,
+            used_bytes: usage.used_bytes,
+            available_bytes: usage.available_bytes,
+        };
+        let (cluster, interval_ms) = match self.call(request)? {
+            MasterResponse::Registered {
+                cluster,
+                heartbeat_interval_ms,
+            } => (cluster, heartbeat_interval_ms),
+            MasterResponse::Error(error)
+                if matches!(
+                    error.kind,
+                    ErrorKind::WrongCluster | ErrorKind::DuplicateMinion
+                ) =>
+            {
+                return Err(Failure::Fatal(Error::Remote(error)));
+            }
+            MasterResponse::Error(error) => return Err(Failure::Retry(Error::Remote(error))),
+            other => return Err(unexpected("Register", &other)),
+        };
+        if let Some(known) = self.identity.cluster() {
+            if known != cluster {
+                return Err(Failure::Fatal(Error::Invalid(format!(
+                    "the master registered this minion in cluster {cluster}, but its data directories belong to cluster {known}"
+                ))));
+            }
+        }
+        self.identity.set_cluster(cluster)?;
+        // Beat at least as often as the master expects.
+        if interval_ms > 0 {
+            self.interval = self.config.interval.min(Duration::from_millis(interval_ms));
+        }
+        let blocks = self.store.list()?;
+        for (blocks, first, last) in report_frames(&blocks, BLOCK_REPORT_IDS_MAX) {
+            let request = MasterRequest::BlockReport {
+                minion: self.identity.minion(),
+                blocks: blocks.to_vec(),
+                first,
+                last,
+            };
+            match self.call(request)? {
+                MasterResponse::Ok => {}
+                MasterResponse::Error(error) => return Err(Failure::Retry(Error::Remote(error))),
+                other => return Err(unexpected("BlockReport", &other)),
+            }
+        }
+        self.registered = true;
+        tracing::info!(
+            minion = %self.identity.minion(),
+            %cluster,
+            blocks = blocks.len(),
+            master = %self.config.master,
+            "registered with the master"
+        );
+        Ok(())
+    }
+
+    /// Sends one request on the kept connection, opening it when needed.
+    fn call(&mut self, request: MasterRequest) -> Result<MasterResponse> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => self
+                .connection
+                .insert(Connection::open(&self.config.master)?),
+        };
+        connection.call(&self.credentials, request)
+    }
+}
+
+fn unexpected(request: &str, response: &MasterResponse) -> Failure {
+    let name = format!("{response:?}");
+    let name = name.split(['(', ' ', '{']).next().unwrap_or_default();
+    Failure::Retry(Error::Protocol(format!(
+        "the master answered {request} with {name}"
+    )))
+}
+
+/// Cuts a block report into frames of at most `ids_max` ids, flagging the
+/// first and the last. An empty report is one empty frame.
+pub fn report_frames(
+    blocks: &[BlockId],
+    ids_max: usize,
+) -> impl Iterator<Item = (&[BlockId], bool, bool)> {
+    let ids_max = ids_max.max(1);
+    let frame_count = blocks.len().div_ceil(ids_max).max(1);
+    (0..frame_count).map(move |index| {
+        let start = (index * ids_max).min(blocks.len());
+        let end = (start + ids_max).min(blocks.len());
+        (&blocks[start..end], index == 0, index + 1 == frame_count)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_reports_are_cut_into_flagged_frames() {
+        let blocks: Vec<BlockId> = (0..7).map(BlockId).collect();
+        let check = |count: usize, ids_max: usize, expected: &[(usize, bool, bool)]| {
+            let frames: Vec<(usize, bool, bool)> = report_frames(&blocks[..count], ids_max)
+                .map(|(ids, first, last)| (ids.len(), first, last))
+                .collect();
+            assert_eq!(frames, expected, "{count} ids, {ids_max} per frame");
+            let ids: Vec<BlockId> = report_frames(&blocks[..count], ids_max)
+                .flat_map(|(ids, _, _)| ids.iter().copied())
+                .collect();
+            assert_eq!(ids, &blocks[..count]);
+        };
+        check(0, 3, &[(0, true, true)]);
+        check(1, 3, &[(1, true, true)]);
+        check(3, 3, &[(3, true, true)]);
+        check(4, 3, &[(3, true, false), (1, false, true)]);
+        check(
+            7,
+            3,
+            &[(3, true, false), (3, false, false), (1, false, true)],
+        );
+        check(
+            7,
+            1,
+            &[
+                (1, true, false),
+                (1, false, false),
+                (1, false, false),
+                (1, false, false),
+                (1, false, false),
+                (1, false, false),
+                (1, false, true),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_stop_wakes_a_waiting_thread() {
+        let stop = StopSignal::new();
+        assert!(!stop.wait(Duration::from_millis(1)));
+        let waiter = {
+            let stop = stop.clone();
+            thread::spawn(move || stop.wait(Duration::from_secs(60)))
+        };
+        stop.stop();
+        assert!(waiter.join().expect("waiter"));
+        assert!(stop.is_stopped());
+    }
+}
