@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::dir_lock::DirLock;
 use crate::error::{Error, IoContext, Result};
 use crate::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, FRAME_PAYLOAD_BYTES_MAX};
 use crate::msg::BlockId;
@@ -99,6 +100,8 @@ pub struct OpenReport {
 
 struct DataDir {
     root: PathBuf,
+    /// Held while the store is open: two minions never share a directory.
+    _lock: DirLock,
     /// Device of the root, to count each filesystem once.
     device: u64,
 }
@@ -148,12 +151,12 @@ fn parse_subdir_name(name: &str) -> Option<u64> {
 
 /// True when `error` says a block does not exist (from `open_block`).
 pub fn is_not_found(error: &Error) -> bool {
-    matches!(error, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    matches!(error, Error::Io { cause: source, .. } if source.kind() == io::ErrorKind::NotFound)
 }
 
 /// True when `error` says a block already exists or is being written (from `create`).
 pub fn is_already_exists(error: &Error) -> bool {
-    matches!(error, Error::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
+    matches!(error, Error::Io { cause: source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
 }
 
 fn sync_directory(path: &Path) -> Result<()> {
@@ -190,6 +193,8 @@ fn filesystem_space(path: &Path) -> Result<FilesystemSpace> {
 fn prepare_dir(root: &Path, report: &mut OpenReport) -> Result<DataDir> {
     fs::create_dir_all(root)
         .with_context(|| format!("create data directory {}", root.display()))?;
+    // Lock before anything is cleaned: another minion's writes live in tmp/.
+    let lock = DirLock::acquire(root, "minion")?;
     let blocks = root.join(BLOCKS_DIR);
     let tmp = root.join(TMP_DIR);
     let mut created = false;
@@ -226,6 +231,7 @@ fn prepare_dir(root: &Path, report: &mut OpenReport) -> Result<DataDir> {
     Ok(DataDir {
         root: root.to_path_buf(),
         device,
+        _lock: lock,
     })
 }
 
@@ -281,22 +287,21 @@ impl BlockStore {
         }
         let mut report = OpenReport::default();
         let mut prepared: Vec<DataDir> = Vec::with_capacity(dirs.len());
+        let mut canonicals: Vec<PathBuf> = Vec::with_capacity(dirs.len());
         for dir in dirs {
-            let data_dir = prepare_dir(dir, &mut report)?;
+            fs::create_dir_all(dir)
+                .with_context(|| format!("create data directory {}", dir.display()))?;
             let canonical = fs::canonicalize(dir)
                 .with_context(|| format!("resolve data directory {}", dir.display()))?;
-            for other in &prepared {
-                let other_canonical = fs::canonicalize(&other.root)
-                    .with_context(|| format!("resolve data directory {}", other.root.display()))?;
-                if other_canonical == canonical {
-                    return Err(Error::Invalid(format!(
-                        "data directories {} and {} are the same directory",
-                        other.root.display(),
-                        dir.display()
-                    )));
-                }
+            if let Some(index) = canonicals.iter().position(|other| *other == canonical) {
+                return Err(Error::Invalid(format!(
+                    "data directories {} and {} are the same directory",
+                    dirs[index].display(),
+                    dir.display()
+                )));
             }
-            prepared.push(data_dir);
+            canonicals.push(canonical);
+            prepared.push(prepare_dir(dir, &mut report)?);
         }
         let store = BlockStore {
             shared: Arc::new(Shared {
@@ -902,6 +907,7 @@ mod tests {
         assert!(usage.capacity_bytes > 0);
 
         // A fresh open counts the same blocks and bytes.
+        drop(store); // the store holds its directories' locks
         let reopened = BlockStore::open(&[dir.path().to_path_buf()]).expect("reopen");
         let usage_again = reopened.usage().expect("usage");
         assert_eq!(
@@ -1066,17 +1072,19 @@ mod tests {
     fn tmp_files_are_removed_on_open_and_never_listed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = BlockStore::open(&[dir.path().to_path_buf()]).expect("open");
-        let mut writer = store.create(BlockId(9)).expect("create");
-        writer
-            .write_chunk(b"abc", crc32c::crc32c(b"abc"))
-            .expect("write");
-        // A crash: the writer is never dropped.
-        std::mem::forget(writer);
+        // What a crash mid-write leaves: a partial block file in tmp/ (the
+        // name a writer uses) and, say, a directory.
+        fs::write(
+            dir.path().join(TMP_DIR).join("blk_0000000000000009.00ff"),
+            b"abc",
+        )
+        .expect("partial block");
         fs::create_dir(dir.path().join("tmp/leftover-dir")).expect("mkdir");
         assert_eq!(files_under(&dir.path().join(TMP_DIR)).len(), 1);
         assert_eq!(store.list().expect("list"), vec![]);
         assert!(!store.contains(BlockId(9)));
 
+        drop(store); // the store holds its directories' locks
         let reopened = BlockStore::open(&[dir.path().to_path_buf()]).expect("reopen");
         assert_eq!(reopened.open_report().abandoned_removed.len(), 2);
         assert!(fs::read_dir(dir.path().join(TMP_DIR))
@@ -1106,6 +1114,7 @@ mod tests {
         let scan = store.scan().expect("scan");
         assert_eq!(scan.blocks, vec![BlockId(0x01)]);
         assert_eq!(scan.strays.len(), strays.len());
+        drop(store); // the store holds its directories' locks
         let reopened = BlockStore::open(&[dir.path().to_path_buf()]).expect("reopen");
         assert_eq!(reopened.open_report().strays.len(), strays.len());
         assert_eq!(reopened.usage().expect("usage").block_count, 1);
@@ -1156,14 +1165,14 @@ mod tests {
         // opens the directories in another order.
         let mut reversed = paths.clone();
         reversed.reverse();
+        drop(store); // the store holds its directories' locks
         let reopened = BlockStore::open(&reversed).expect("reopen");
         assert_eq!(reopened.list().expect("list"), blocks);
         // Same filesystem, counted once.
+        let capacity_bytes = reopened.usage().expect("usage").capacity_bytes;
+        drop(reopened);
         let one = BlockStore::open(&paths[..1]).expect("open one");
-        assert_eq!(
-            reopened.usage().expect("usage").capacity_bytes,
-            one.usage().expect("usage").capacity_bytes
-        );
+        assert_eq!(capacity_bytes, one.usage().expect("usage").capacity_bytes);
     }
 
     #[test]

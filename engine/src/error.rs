@@ -16,12 +16,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// An operating-system call failed; `context` says what we were doing.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    /// The OS error is part of the message and not a `source()`, so error
+    /// chains print it once.
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: io::Error },
     /// The remote side answered with an error.
     #[error("{0}")]
     Remote(crate::msg::RemoteError),
@@ -31,7 +29,7 @@ impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -44,7 +42,7 @@ impl Error {
 
     /// True when the error came from the operating system saying the disk is full.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+        matches!(self, Error::Io { cause: source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
     }
 
     /// True for errors after which the connection can't be trusted or reused.

@@ -2,11 +2,11 @@
 //! file, synced and renamed over the old one, so a crash at any moment leaves
 //! either the old or the new checkpoint. Layout in docs/format.md.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use dfs_engine::dir_lock::DirLock;
 use dfs_engine::msg::ClusterId;
 use dfs_engine::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,6 @@ use crate::namespace::Namespace;
 
 pub const CHECKPOINT_FILE: &str = "namespace.checkpoint";
 const CHECKPOINT_TEMP_FILE: &str = "namespace.checkpoint.tmp";
-const LOCK_FILE: &str = "lock";
 /// "DFSC" read as a little-endian u32.
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DFSC");
 const CHECKPOINT_VERSION: u16 = 1;
@@ -141,7 +140,7 @@ fn sync_directory(dir: &Path) -> Result<()> {
 /// The master's data directory, locked for as long as this value lives.
 pub struct DataDir {
     path: PathBuf,
-    _lock: File,
+    _lock: DirLock,
 }
 
 impl DataDir {
@@ -150,24 +149,9 @@ impl DataDir {
     pub fn open(path: &Path) -> Result<DataDir> {
         fs::create_dir_all(path)
             .with_context(|| format!("create data directory {}", path.display()))?;
-        let lock_path = path.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("open {}", lock_path.display()))?;
-        // SAFETY: flock on a descriptor we own; no memory is shared with the kernel.
-        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if locked != 0 {
-            return Err(Error::Invalid(format!(
-                "data directory {} is in use by another master",
-                path.display()
-            )));
-        }
         Ok(DataDir {
             path: path.to_path_buf(),
-            _lock: lock,
+            _lock: DirLock::acquire(path, "master")?,
         })
     }
 
@@ -234,15 +218,5 @@ mod tests {
         for cut in 0..good.len() {
             assert!(decode(&good[..cut], "x").is_err());
         }
-    }
-
-    #[test]
-    fn a_locked_directory_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = DataDir::open(dir.path()).expect("first");
-        let error = DataDir::open(dir.path()).err().expect("second is refused");
-        assert!(error.to_string().contains("in use by another master"));
-        drop(first);
-        DataDir::open(dir.path()).expect("free again");
     }
 }

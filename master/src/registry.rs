@@ -88,13 +88,15 @@ impl Registry {
     }
 
     /// A minion (re)joins. Refused: another cluster's minion, an id that a
-    /// live minion at another address already has, a full registry.
+    /// live minion at another address already has (unless `takeover`: the
+    /// caller found that address no longer answers), a full registry.
     pub fn register(
         &mut self,
         id: MinionId,
         cluster: Option<ClusterId>,
         address: &str,
         capacity: Capacity,
+        takeover: bool,
         now: Instant,
     ) -> Result<(), RemoteError> {
         if let Some(cluster) = cluster {
@@ -116,7 +118,7 @@ impl Registry {
         }
         if let Some(existing) = self.minions.get(&id) {
             let live = existing.state(self.liveness, now) == MinionState::Live;
-            if live && existing.address != address {
+            if live && existing.address != address && !takeover {
                 return Err(refuse(
                     ErrorKind::DuplicateMinion,
                     format!(
@@ -167,6 +169,11 @@ impl Registry {
             ErrorKind::UnknownMinion,
             format!("minion {id} is not registered"),
         )
+    }
+
+    /// The address a registered minion registered with.
+    pub fn address_of(&self, id: MinionId) -> Option<String> {
+        self.minions.get(&id).map(|m| m.address.clone())
     }
 
     pub fn heartbeat(
@@ -366,13 +373,14 @@ mod tests {
     fn registration_rules() {
         let mut r = registry();
         let now = Instant::now();
-        r.register(MinionId(1), None, "127.0.0.1:1", capacity(10), now)
+        r.register(MinionId(1), None, "127.0.0.1:1", capacity(10), false, now)
             .expect("first start");
         r.register(
             MinionId(1),
             Some(ClusterId(7)),
             "127.0.0.1:1",
             capacity(10),
+            false,
             now,
         )
         .expect("re-register");
@@ -382,6 +390,7 @@ mod tests {
                 Some(ClusterId(8)),
                 "127.0.0.1:2",
                 capacity(10),
+                false,
                 now,
             )
             .expect_err("wrong cluster");
@@ -392,12 +401,13 @@ mod tests {
                 Some(ClusterId(7)),
                 "127.0.0.1:9",
                 capacity(10),
+                false,
                 now,
             )
             .expect_err("duplicate");
         assert_eq!(duplicate.kind, ErrorKind::DuplicateMinion);
         let bad = r
-            .register(MinionId(3), None, "nonsense", capacity(1), now)
+            .register(MinionId(3), None, "nonsense", capacity(1), false, now)
             .expect_err("address");
         assert_eq!(bad.kind, ErrorKind::InvalidArgument);
         let unknown = r
@@ -411,6 +421,7 @@ mod tests {
             Some(ClusterId(7)),
             "127.0.0.1:9",
             capacity(10),
+            false,
             later,
         )
         .expect("dead minion's id moves");
@@ -420,12 +431,12 @@ mod tests {
     fn locations_prefer_live_and_skip_dead() {
         let mut r = registry();
         let start = Instant::now();
-        r.register(MinionId(1), None, "a:1", capacity(1), start)
+        r.register(MinionId(1), None, "a:1", capacity(1), false, start)
             .expect("register");
-        r.register(MinionId(2), None, "b:1", capacity(1), start)
+        r.register(MinionId(2), None, "b:1", capacity(1), false, start)
             .expect("register");
         let later = start + Duration::from_secs(20);
-        r.register(MinionId(3), None, "c:1", capacity(1), later)
+        r.register(MinionId(3), None, "c:1", capacity(1), false, later)
             .expect("register");
         for id in [1, 2, 3] {
             assert!(r.add_location(BlockId(9), MinionId(id)));
@@ -455,7 +466,7 @@ mod tests {
     fn block_report_replaces_what_was_known() {
         let mut r = registry();
         let now = Instant::now();
-        r.register(MinionId(1), None, "a:1", capacity(1), now)
+        r.register(MinionId(1), None, "a:1", capacity(1), false, now)
             .expect("register");
         r.add_location(BlockId(1), MinionId(1));
         let unknown = r
@@ -473,11 +484,11 @@ mod tests {
     fn placement_is_distinct_and_weighted() {
         let mut r = registry();
         let now = Instant::now();
-        r.register(MinionId(1), None, "a:1", capacity(1000), now)
+        r.register(MinionId(1), None, "a:1", capacity(1000), false, now)
             .expect("register");
-        r.register(MinionId(2), None, "b:1", capacity(10), now)
+        r.register(MinionId(2), None, "b:1", capacity(10), false, now)
             .expect("register");
-        r.register(MinionId(3), None, "c:1", capacity(0), now)
+        r.register(MinionId(3), None, "c:1", capacity(0), false, now)
             .expect("register");
         let candidates = r.candidates(1 << 20, &[], now);
         assert_eq!(candidates.len(), 2, "a full minion is not a candidate");

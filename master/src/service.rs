@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use dfs_engine::limits::{BLOCK_REPORT_IDS_MAX, LIST_ENTRIES_MAX};
 use dfs_engine::msg::{
-    ClusterId, Credentials, ErrorKind, LocatedBlock, MasterRequest, MasterResponse, MinionState,
-    RemoteError,
+    ClusterId, Credentials, ErrorKind, LocatedBlock, MasterRequest, MasterResponse, MinionId,
+    MinionState, RemoteError,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
@@ -28,6 +28,10 @@ pub struct MasterConfig {
     pub stale_after: Duration,
     pub dead_after: Duration,
 }
+
+/// How long the master waits to see whether a minion's old address still
+/// answers before it lets a restarted minion take over its id.
+const TAKEOVER_PROBE_TIMEOUT_MS: u64 = 1000;
 
 /// Identifies a client connection, so its open writes end with it.
 pub type ConnectionId = u64;
@@ -173,10 +177,77 @@ impl Master {
         credentials: &Credentials,
         request: MasterRequest,
     ) -> MasterResponse {
+        if let MasterRequest::Register {
+            minion,
+            cluster,
+            address,
+            capacity_bytes,
+            used_bytes,
+            available_bytes,
+        } = request
+        {
+            let capacity = Capacity {
+                capacity_bytes,
+                used_bytes,
+                available_bytes,
+            };
+            return match self.register(minion, cluster, &address, capacity) {
+                Ok(response) => response,
+                Err(e) => MasterResponse::Error(e),
+            };
+        }
         match self.dispatch(connection, credentials, request) {
             Ok(response) => response,
             Err(e) => MasterResponse::Error(e),
         }
+    }
+
+    /// Registers a minion. An id that a live minion at another address holds
+    /// is refused, unless that address no longer answers: then it is the same
+    /// minion restarted on a new port, not a copied data directory.
+    fn register(
+        &self,
+        minion: MinionId,
+        cluster: Option<ClusterId>,
+        address: &str,
+        capacity: Capacity,
+    ) -> Result<MasterResponse, RemoteError> {
+        let first_try = self.lock().registry.register(
+            minion,
+            cluster,
+            address,
+            capacity,
+            false,
+            Instant::now(),
+        );
+        match first_try {
+            Err(e) if e.kind == ErrorKind::DuplicateMinion => {
+                let old = self.lock().registry.address_of(minion);
+                // Probe without the lock: a connect may take a while.
+                let old_answers = old.is_some_and(|old| {
+                    dfs_engine::rpc::connect(&old, Duration::from_millis(TAKEOVER_PROBE_TIMEOUT_MS))
+                        .is_ok()
+                });
+                if old_answers {
+                    tracing::warn!("refused registration: {e}");
+                    return Err(e);
+                }
+                self.lock().registry.register(
+                    minion,
+                    cluster,
+                    address,
+                    capacity,
+                    true,
+                    Instant::now(),
+                )?;
+            }
+            other => other?,
+        }
+        tracing::info!(%minion, %address, "minion registered");
+        Ok(MasterResponse::Registered {
+            cluster: self.cluster(),
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+        })
     }
 
     fn dispatch(
@@ -190,27 +261,12 @@ impl Master {
         let (owner, group) = owner_and_group(credentials);
         let mut state = self.lock();
         let response = match request {
-            MasterRequest::Register {
-                minion,
-                cluster,
-                address,
-                capacity_bytes,
-                used_bytes,
-                available_bytes,
-            } => {
-                let capacity = Capacity {
-                    capacity_bytes,
-                    used_bytes,
-                    available_bytes,
-                };
-                state
-                    .registry
-                    .register(minion, cluster, &address, capacity, now)?;
-                tracing::info!(%minion, %address, "minion registered");
-                MasterResponse::Registered {
-                    cluster: state.registry.cluster(),
-                    heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
-                }
+            MasterRequest::Register { .. } => {
+                // `handle` registers before it dispatches.
+                return Err(RemoteError::new(
+                    ErrorKind::Internal,
+                    "registration reached dispatch",
+                ));
             }
             MasterRequest::Heartbeat {
                 minion,
