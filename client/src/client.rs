@@ -235,13 +235,13 @@ impl Client {
 /// refused" says what refused.
 fn master_error(address: &str, error: Error) -> Error {
     match error {
-        Error::Io { context, source } if context == format!("connect to {address}") => Error::Io {
+        Error::Io { context, cause } if context == format!("connect to {address}") => Error::Io {
             context: format!("connect to the master at {address}"),
-            source,
+            cause,
         },
-        Error::Io { context, source } if !context.contains(address) => Error::Io {
+        Error::Io { context, cause } if !context.contains(address) => Error::Io {
             context: format!("master {address}: {context}"),
-            source,
+            cause,
         },
         Error::Protocol(detail) => Error::Protocol(format!("master {address}: {detail}")),
         other => other,

@@ -2,14 +2,21 @@
 //! `dfs df`; a heartbeat from a minion it never registered is refused with
 //! UnknownMinion; a second minion with a live minion's id is refused (as a
 //! process with a copied data directory, and as a raw Register request) and
-//! the original keeps its place. Real processes and raw protocol requests.
+//! the original keeps its place; a minion that falls silent (SIGSTOP) turns
+//! stale, is read last and gets no new blocks, and is live again once it
+//! speaks (SIGCONT). Real processes and raw protocol requests.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dfs_engine::msg::{ErrorKind, MasterRequest, MasterResponse, MinionId, MinionState};
-use dfs_testkit::{binary, utf8, ChildGuard, Cluster, ClusterOptions};
+use dfs_testkit::{
+    assert_files_equal, binary, utf8, wait_for, write_random_file, ChildGuard, Cluster,
+    ClusterOptions, LIVE_TIMEOUT,
+};
+
+const MIB: u64 = 1 << 20;
 
 /// Parses "capacity: <bytes> (<human>)" style lines of `dfs df`.
 fn df_bytes(df: &str, key: &str) -> u64 {
@@ -132,9 +139,7 @@ const WATCH: Duration = Duration::from_secs(3);
 
 #[test]
 fn a_second_minion_with_a_live_minions_id_is_refused() {
-    let mut cluster = Cluster::start(ClusterOptions::default());
-    // The refusal is an expected event; the master may log it loudly.
-    cluster.allow_error("duplicate");
+    let cluster = Cluster::start(ClusterOptions::default());
     let before = cluster.cluster_report();
     let original = before
         .iter()
@@ -224,4 +229,63 @@ fn a_second_minion_with_a_live_minions_id_is_refused() {
         .expect("minion 0 stays registered");
     assert_eq!(entry.address, original.address);
     assert_eq!(entry.state, MinionState::Live);
+}
+
+#[test]
+fn a_silent_minion_goes_stale_gets_no_new_blocks_and_returns_when_it_speaks() {
+    let cluster = Cluster::start(ClusterOptions {
+        stale_after: Some("1s"),
+        ..ClusterOptions::default()
+    });
+    let local = cluster.dir().join("source");
+    write_random_file(&local, 1, 2 * MIB + 1);
+    cluster.dfs_ok(["put", "--block-size", "1M", utf8(&local), "/before"]);
+    let frozen_address = cluster.minion_address(0).to_string();
+    let state_of_frozen = || {
+        cluster
+            .cluster_report()
+            .into_iter()
+            .find(|m| m.address == frozen_address)
+            .map(|m| m.state)
+    };
+
+    cluster.sigstop_minion(0);
+    wait_for(
+        || state_of_frozen() == Some(MinionState::Stale),
+        LIVE_TIMEOUT,
+        "the stopped minion to be reported stale",
+    );
+    assert!(
+        cluster
+            .dfs_ok(["df"])
+            .contains("minions: 2 live, 1 stale, 0 dead"),
+        "dfs df while minion 0 is stopped"
+    );
+
+    // Stale minions are tried last for reads: the frozen one (which would
+    // accept a connection and never answer) does not stall the read.
+    let copy = cluster.dir().join("copy");
+    cluster.dfs_ok(["get", "/before", utf8(&copy)]);
+    assert_files_equal(&copy, &local);
+
+    // And they are not chosen for new blocks.
+    cluster.dfs_ok(["put", "--block-size", "1M", utf8(&local), "/during"]);
+    let stat = cluster.stat("/during");
+    for block in &stat.blocks {
+        assert!(
+            !block.minion_addresses().contains(&frozen_address.as_str()),
+            "block {} was placed on the stale minion: {:?}",
+            block.index,
+            block.minions
+        );
+        assert_eq!((block.replicas, block.replication), (2, 3));
+    }
+
+    cluster.sigcont_minion(0);
+    wait_for(
+        || state_of_frozen() == Some(MinionState::Live),
+        LIVE_TIMEOUT,
+        "the resumed minion to be live again",
+    );
+    cluster.wait_for_live_minions(3);
 }

@@ -1,11 +1,11 @@
-//! The namespace survives a graceful master restart: after SIGINT (exit 0)
-//! and a start on the same port, the minions re-register and report their
-//! blocks, and the tree, every file's status and block list, and every
-//! file's bytes are what they were; new blocks get new ids. Real processes,
-//! compared through `dfs ls -R`, `dfs stat` and `dfs get`.
+//! The namespace survives graceful master restarts: after SIGINT or SIGTERM
+//! (exit 0) and a start on the same port, the minions re-register and
+//! report their blocks, and the tree, every file's status and block list,
+//! and every file's bytes are what they were; new blocks get new ids. Real
+//! processes, compared through `dfs ls -R`, `dfs stat` and `dfs get`.
 
 use dfs_testkit::{
-    assert_files_equal, utf8, wait_for, write_random_file, Cluster, ClusterOptions, Stat,
+    assert_files_equal, utf8, wait_for, write_random_file, Cluster, ClusterOptions, Signal, Stat,
     LIVE_TIMEOUT,
 };
 
@@ -64,34 +64,50 @@ fn namespace_and_contents_survive_a_graceful_restart() {
         .flat_map(|stat| stat.blocks.iter().map(|b| b.id.clone()))
         .collect();
 
-    cluster.stop_master_gracefully();
-    cluster.start_master();
-    cluster.wait_for_live_minions(3);
-    // Locations come back with the minions' block reports.
-    for (remote, _) in &files {
-        wait_for(
-            || {
-                let stat = cluster.stat(remote);
-                stat.blocks.iter().all(|b| b.replicas == 3)
-            },
-            LIVE_TIMEOUT,
-            &format!("all replicas of {remote} reported after the restart"),
-        );
-    }
+    // Both stop signals write the namespace; the second restart also
+    // proves a restarted master's own checkpoint loads.
+    for signal in [Signal::Interrupt, Signal::Terminate] {
+        cluster.stop_master_with(signal);
+        cluster.start_master();
+        cluster.wait_for_live_minions(3);
+        // Locations come back with the minions' block reports.
+        for (remote, _) in &files {
+            wait_for(
+                || {
+                    let stat = cluster.stat(remote);
+                    stat.blocks.iter().all(|b| b.replicas == 3)
+                },
+                LIVE_TIMEOUT,
+                &format!("all replicas of {remote} reported after the restart"),
+            );
+        }
 
-    assert_eq!(cluster.dfs_ok(["ls", "-R", "/"]), tree_before);
-    for (dir, before) in ["/", "/r", "/r/a", "/r/c"].iter().zip(&long_before) {
-        assert_eq!(&cluster.dfs_ok(["ls", "-l", dir]), before, "ls -l {dir}");
-    }
-    for ((remote, _), before) in files.iter().zip(&stats_before) {
-        let after = cluster.stat(remote);
-        assert_eq!(durable_view(&after), durable_view(before), "stat {remote}");
-        after.assert_fully_replicated(3);
-    }
-    for (index, (remote, _)) in files.iter().enumerate() {
-        let copy = cluster.dir().join(format!("copy-{index}"));
-        cluster.dfs_ok(["get", remote, utf8(&copy)]);
-        assert_files_equal(&copy, &cluster.dir().join(format!("source-{index}")));
+        assert_eq!(
+            cluster.dfs_ok(["ls", "-R", "/"]),
+            tree_before,
+            "after {signal:?}"
+        );
+        for (dir, before) in ["/", "/r", "/r/a", "/r/c"].iter().zip(&long_before) {
+            assert_eq!(
+                &cluster.dfs_ok(["ls", "-l", dir]),
+                before,
+                "ls -l {dir} after {signal:?}"
+            );
+        }
+        for ((remote, _), before) in files.iter().zip(&stats_before) {
+            let after = cluster.stat(remote);
+            assert_eq!(
+                durable_view(&after),
+                durable_view(before),
+                "stat {remote} after {signal:?}"
+            );
+            after.assert_fully_replicated(3);
+        }
+        for (index, (remote, _)) in files.iter().enumerate() {
+            let copy = cluster.dir().join(format!("copy-{index}-{signal:?}"));
+            cluster.dfs_ok(["get", remote, utf8(&copy)]);
+            assert_files_equal(&copy, &cluster.dir().join(format!("source-{index}")));
+        }
     }
 
     // Block ids are never reused, also across a restart.

@@ -466,7 +466,7 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            Error::Io { source, .. }
+            Error::Io { cause: source, .. }
                 if matches!(
                     source.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut

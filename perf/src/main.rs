@@ -35,7 +35,10 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> {
         dir: None,
     };
     while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{}", usage()));
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{arg} needs a value\n{}", usage()))
+        };
         match arg.as_str() {
             "--size" => options.size_bytes = parse_bytes(&value()?)?,
             "--minions" => options.minions = value()?.parse().context("--minions")?,
@@ -62,7 +65,10 @@ fn sibling(name: &str) -> Result<PathBuf> {
     let dir = exe.parent().context("executable has no directory")?;
     let path = dir.join(name);
     if !path.exists() {
-        bail!("{} not found: build the workspace first (cargo build --release)", path.display());
+        bail!(
+            "{} not found: build the workspace first (cargo build --release)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -90,7 +96,12 @@ impl LocalCluster {
         let master = line
             .trim()
             .strip_prefix("DFS_MASTER=")
-            .with_context(|| format!("dfs local said {line:?}; see {}", dir.join("cluster.log").display()))?
+            .with_context(|| {
+                format!(
+                    "dfs local said {line:?}; see {}",
+                    dir.join("cluster.log").display()
+                )
+            })?
             .to_string();
         Ok(LocalCluster { child, master })
     }
@@ -142,7 +153,10 @@ fn checksum(path: &Path) -> Result<u32> {
 
 /// Drops the page cache (needs root); says so when it can't.
 fn drop_caches() -> bool {
-    let synced = Command::new("sync").status().map(|s| s.success()).unwrap_or(false);
+    let synced = Command::new("sync")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     synced && std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
 
@@ -188,7 +202,11 @@ fn roundtrip(options: Options) -> Result<()> {
     let copy = dir.join("copy.bin");
     let source_crc = generate(&source, options.size_bytes)?;
     let cluster = LocalCluster::start(&dir.join("cluster"), options.minions)?;
-    let cache_note = if drop_caches() { "caches dropped" } else { "could not drop caches (not root?)" };
+    let cache_note = if drop_caches() {
+        "caches dropped"
+    } else {
+        "could not drop caches (not root?)"
+    };
 
     let replication = options.replication.to_string();
     let mut put_args = vec!["put", "-f", "-r", &replication];
@@ -206,8 +224,16 @@ fn roundtrip(options: Options) -> Result<()> {
     if copy_crc != source_crc {
         bail!("VERIFY FAILED: source crc32c {source_crc:08x}, read back {copy_crc:08x}");
     }
-    println!("put  {:>9.1} MiB/s  ({:.2} s, durable, {cache_note})", rate(options.size_bytes, put), put.as_secs_f64());
-    println!("get  {:>9.1} MiB/s  ({:.2} s, cold cache)", rate(options.size_bytes, get), get.as_secs_f64());
+    println!(
+        "put  {:>9.1} MiB/s  ({:.2} s, durable, {cache_note})",
+        rate(options.size_bytes, put),
+        put.as_secs_f64()
+    );
+    println!(
+        "get  {:>9.1} MiB/s  ({:.2} s, cold cache)",
+        rate(options.size_bytes, get),
+        get.as_secs_f64()
+    );
     println!("verified: crc32c {source_crc:08x} matches");
     Ok(())
 }
@@ -217,7 +243,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<TempDir> {
-        let path = std::env::temp_dir().join(format!("dfs-perf-{:016x}", dfs_engine::rpc::random_u64()?));
+        let path =
+            std::env::temp_dir().join(format!("dfs-perf-{:016x}", dfs_engine::rpc::random_u64()?));
         std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
         Ok(TempDir(path))
     }
