@@ -81,6 +81,7 @@ struct LocalCluster {
 
 impl LocalCluster {
     fn start(dir: &Path, minions: u32) -> Result<LocalCluster> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let mut child = Command::new(sibling("dfs")?)
             .args(["local", "--minions", &minions.to_string(), "--dir"])
             .arg(dir)
