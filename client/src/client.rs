@@ -307,24 +307,94 @@ fn check_block_list(path: &DfsPath, status: &EntryStatus, blocks: &[LocatedBlock
     Ok(())
 }
 
-/// Who this process runs as: `$USER`, else `$LOGNAME`, else the numeric uid.
+/// Who this process runs as: `$USER`, else `$LOGNAME`, else the name the
+/// user database gives the uid, else the numeric uid; the group is the
+/// primary group's name (or number).
 pub fn process_credentials() -> Credentials {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
+    // SAFETY: getuid and getgid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let user = user_name(
+        std::env::var_os("USER"),
+        std::env::var_os("LOGNAME"),
+        || account_name(uid, NameDatabase::Users),
+        uid,
+    );
+    let group = account_name(gid, NameDatabase::Groups).unwrap_or_else(|| gid.to_string());
     Credentials {
-        user: user_name(std::env::var_os("USER"), std::env::var_os("LOGNAME"), uid),
-        groups: Vec::new(),
+        user,
+        groups: vec![group],
         token: Vec::new(),
     }
 }
 
-fn user_name(user: Option<OsString>, logname: Option<OsString>, uid: u32) -> String {
+fn user_name(
+    user: Option<OsString>,
+    logname: Option<OsString>,
+    from_database: impl FnOnce() -> Option<String>,
+    uid: u32,
+) -> String {
     [user, logname]
         .into_iter()
         .flatten()
         .find(|name| !name.is_empty())
         .map(|name| name.to_string_lossy().into_owned())
+        .or_else(from_database)
         .unwrap_or_else(|| uid.to_string())
+}
+
+enum NameDatabase {
+    Users,
+    Groups,
+}
+
+/// The name of a uid or gid from the system's databases (files, NSS).
+fn account_name(id: u32, database: NameDatabase) -> Option<String> {
+    // Entries are small; a name that needs more than this is not worth a retry loop.
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    let name = match database {
+        NameDatabase::Users => {
+            // SAFETY: an all-zero passwd is a valid value for an out-parameter.
+            let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            // SAFETY: every pointer is valid for the call and `buffer.len()` is its size.
+            let status = unsafe {
+                libc::getpwuid_r(
+                    id,
+                    &mut entry,
+                    buffer.as_mut_ptr(),
+                    buffer.len(),
+                    &mut found,
+                )
+            };
+            if status != 0 || found.is_null() || entry.pw_name.is_null() {
+                return None;
+            }
+            // SAFETY: on success pw_name points to a NUL-terminated string inside `buffer`.
+            unsafe { std::ffi::CStr::from_ptr(entry.pw_name) }
+        }
+        NameDatabase::Groups => {
+            // SAFETY: an all-zero group is a valid value for an out-parameter.
+            let mut entry: libc::group = unsafe { std::mem::zeroed() };
+            let mut found: *mut libc::group = std::ptr::null_mut();
+            // SAFETY: every pointer is valid for the call and `buffer.len()` is its size.
+            let status = unsafe {
+                libc::getgrgid_r(
+                    id,
+                    &mut entry,
+                    buffer.as_mut_ptr(),
+                    buffer.len(),
+                    &mut found,
+                )
+            };
+            if status != 0 || found.is_null() || entry.gr_name.is_null() {
+                return None;
+            }
+            // SAFETY: on success gr_name points to a NUL-terminated string inside `buffer`.
+            unsafe { std::ffi::CStr::from_ptr(entry.gr_name) }
+        }
+    };
+    let name = name.to_string_lossy().into_owned();
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
@@ -335,15 +405,29 @@ mod tests {
     #[test]
     fn user_name_precedence() {
         let os = |s: &str| Some(OsString::from(s));
-        for (user, logname, want) in [
-            (os("ana"), os("bob"), "ana"),
-            (None, os("bob"), "bob"),
-            (os(""), os("bob"), "bob"),
-            (None, None, "1234"),
-            (os(""), os(""), "1234"),
+        for (user, logname, database, want) in [
+            (os("ana"), os("bob"), Some("carl"), "ana"),
+            (None, os("bob"), Some("carl"), "bob"),
+            (os(""), os("bob"), None, "bob"),
+            (None, None, Some("carl"), "carl"),
+            (None, None, None, "1234"),
+            (os(""), os(""), None, "1234"),
         ] {
-            assert_eq!(user_name(user, logname, 1234), want);
+            let from_database = || database.map(str::to_string);
+            assert_eq!(user_name(user, logname, from_database, 1234), want);
         }
+    }
+
+    #[test]
+    fn the_user_database_names_root() {
+        assert_eq!(
+            account_name(0, NameDatabase::Users).as_deref(),
+            Some("root")
+        );
+        assert_eq!(
+            account_name(0, NameDatabase::Groups).as_deref(),
+            Some("root")
+        );
     }
 
     fn entry(name: &str) -> EntryStatus {
