@@ -8,8 +8,6 @@
 pub mod cli;
 pub mod client;
 pub mod config;
-#[cfg(test)]
-mod fake;
 pub mod format;
 pub mod local;
 pub mod read;
