@@ -18,10 +18,7 @@ use dfs_engine::msg::LocatedBlock;
 use dfs_testkit::{
     assert_bytes_equal, random_bytes, wait_for, Cluster, ClusterOptions, LIVE_TIMEOUT,
 };
-use support::{
-    connect, connections_to_minions, kill_minion_until_unreachable, minion_index, path, patient,
-    CHUNK, MIB,
-};
+use support::{connect, connections_to_minions, minion_index, path, patient, CHUNK, MIB};
 
 /// Four chunks, the last of them 10 bytes.
 const BLOCK: usize = 3 * CHUNK + 10;
@@ -244,7 +241,7 @@ fn falls_back_when_the_first_replica_lost_its_block_file() {
 fn falls_back_when_the_first_replica_is_unreachable() {
     check_fallback("first replica unreachable", |cluster, blocks| {
         let index = minion_index(cluster, &blocks[0].locations[0].address);
-        kill_minion_until_unreachable(cluster, index);
+        cluster.kill_minion(index);
     });
 }
 
@@ -332,7 +329,7 @@ fn a_block_no_live_minion_holds_is_an_error() {
     let first = client.get_blocks(&path("/f")).expect("GetBlocks").blocks[0].clone();
     assert_eq!(first.locations.len(), 1);
     let holder = minion_index(&cluster, &first.locations[0].address);
-    kill_minion_until_unreachable(&mut cluster, holder);
+    cluster.kill_minion(holder);
     // The master leaves dead minions out of the locations.
     wait_for(
         || {

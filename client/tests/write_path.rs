@@ -21,10 +21,7 @@ use dfs_engine::msg::{BlockId, MinionAddress};
 use dfs_testkit::{
     assert_bytes_equal, random_bytes, wait_for, Cluster, ClusterOptions, LIVE_TIMEOUT,
 };
-use support::{
-    connect, connections_to_minions, kill_minion_until_unreachable, minion_index, path, patient,
-    Warnings, CHUNK, MIB,
-};
+use support::{connect, connections_to_minions, minion_index, path, patient, Warnings, CHUNK, MIB};
 
 /// A block size that is not a multiple of the chunk size, so every block
 /// ends in a short chunk.
@@ -399,7 +396,7 @@ fn an_unreachable_member_costs_a_pipeline_when_first_and_a_warning_when_downstre
     let (mut client, warnings) = connect(&cluster);
     let mut previous_id = last_block_id(&mut client, "/before");
     let dead = minion_address(&cluster, 3);
-    kill_minion_until_unreachable(&mut cluster, 3);
+    cluster.kill_minion(3);
 
     // Placement is random: write until the dead minion was the first member
     // of a pipe's write and of a FileWriter's, and a downstream member once.
@@ -522,7 +519,7 @@ fn kill_first_member(cluster: &mut Cluster) -> usize {
         "a writer mid-block talks to one minion, the first of its pipeline: {connections:?}"
     );
     let index = connections[0].minion_index;
-    kill_minion_until_unreachable(cluster, index);
+    cluster.kill_minion(index);
     index
 }
 
@@ -762,7 +759,7 @@ fn a_write_gives_up_after_a_bounded_number_of_pipelines() {
     let previous_id = last_block_id(&mut client, "/before");
     // Every minion dies and stays listed live.
     for index in 0..minions {
-        kill_minion_until_unreachable(&mut cluster, index);
+        cluster.kill_minion(index);
     }
     let error = client
         .put(

@@ -51,7 +51,9 @@ impl Default for ClusterOptions {
             block_size: None,
             replication: None,
             heartbeat_interval: "200ms",
-            stale_after: None,
+            // Ten heartbeats of 200 ms are too few on a loaded 2-core
+            // machine: live minions would go stale and lose placements.
+            stale_after: Some("5s"),
             dead_after: None,
             minion_data_overrides: Vec::new(),
         }
@@ -452,12 +454,20 @@ impl Cluster {
     // --- faults and restarts ---
 
     /// SIGKILL to minion `index`; it stays down until `start_minion`.
+    /// Returns once its port refuses connections: a dying process's
+    /// listener can accept for a few milliseconds after it was reaped.
     pub fn kill_minion(&mut self, index: usize) {
         assert!(
             self.minions[index].child.is_some(),
             "minion-{index} is not running"
         );
         self.minions[index].kill();
+        let address = self.minion_address(index).to_string();
+        self.wait_for(
+            || !crate::process::accepts_connections(&address),
+            crate::LIVE_TIMEOUT,
+            &format!("the port of the killed minion-{index} to refuse connections"),
+        );
     }
 
     /// SIGTERM to minion `index`; asserts it exits with status 0.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use dfs_client::Client;
 use dfs_engine::path::DfsPath;
-use dfs_testkit::{accepts_connections, wait_for, Cluster, ClusterOptions, LIVE_TIMEOUT};
+use dfs_testkit::{Cluster, ClusterOptions};
 
 pub const CHUNK: usize = dfs_engine::limits::CHUNK_BYTES as usize;
 pub const MIB: usize = 1 << 20;
@@ -47,19 +47,6 @@ pub fn connect(cluster: &Cluster) -> (Client, Warnings) {
         sink.0.lock().expect("warnings lock").push(line.to_string())
     }));
     (client, warnings)
-}
-
-/// SIGKILLs minion `index` and waits until its port refuses connections: the
-/// kernel may keep a killed minion's listening socket (and accept on it) for
-/// a few milliseconds after the process is gone.
-pub fn kill_minion_until_unreachable(cluster: &mut Cluster, index: usize) {
-    let address = cluster.minion_address(index).to_string();
-    cluster.kill_minion(index);
-    wait_for(
-        || !accepts_connections(&address),
-        LIVE_TIMEOUT,
-        &format!("the port of the killed minion-{index} to refuse connections"),
-    );
 }
 
 /// The index of the cluster's minion at `address`.
