@@ -57,6 +57,29 @@ pub const LOCAL_CLUSTER_START_TIMEOUT_MS: u64 = 30_000;
 /// How long `dfs local` waits for a daemon to exit after SIGINT before killing it.
 pub const LOCAL_CLUSTER_STOP_TIMEOUT_MS: u64 = 15_000;
 
+/// Largest payload (one encoded namespace op) of a master journal record.
+pub const JOURNAL_RECORD_PAYLOAD_BYTES_MAX: u32 = 64 * 1024;
+/// Most journal bytes appended but not yet known durable; an append waits
+/// beyond it. Recorded in each segment header: start-up relies on it to tell
+/// a torn tail from corruption.
+pub const JOURNAL_UNSYNCED_BYTES_MAX: u64 = 256 * 1024;
+/// Default size of a preallocated master journal segment.
+pub const JOURNAL_SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Smallest journal segment (tests use small ones).
+pub const JOURNAL_SEGMENT_BYTES_MIN: u64 = 256 * 1024;
+/// Largest journal segment.
+pub const JOURNAL_SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Journal bytes past the newest checkpoint after which the master writes a
+/// checkpoint in the background.
+pub const CHECKPOINT_JOURNAL_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+/// Checkpoints kept in a master's data directory (with the journal the oldest needs).
+pub const CHECKPOINTS_KEPT: usize = 2;
+/// Largest checkpoint file the master reads.
+pub const CHECKPOINT_BYTES_MAX: u64 = 64 << 30;
+/// How long a write left open by a crashed master may be taken up again by a
+/// client before it is aborted.
+pub const ORPHANED_WRITE_TIMEOUT_MS: u64 = 60_000;
+
 const _: () = assert!(CHUNK_BYTES <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CONTROL_FRAME_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(BLOCK_BYTES_DEFAULT <= BLOCK_BYTES_MAX);
@@ -70,3 +93,12 @@ const _: () = assert!(BLOCK_REPORT_IDS_MAX * 10 < CONTROL_FRAME_BYTES_MAX as usi
 const _: () = assert!(
     (LIST_ENTRIES_MAX as usize) * (NAME_BYTES_MAX + 128) < CONTROL_FRAME_BYTES_MAX as usize
 );
+
+const _: () = assert!(JOURNAL_SEGMENT_BYTES_MIN <= JOURNAL_SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(JOURNAL_SEGMENT_BYTES_DEFAULT <= JOURNAL_SEGMENT_BYTES_MAX);
+// A segment holds at least two records of the largest size (16-byte header + payload).
+const _: () =
+    assert!(2 * ((JOURNAL_RECORD_PAYLOAD_BYTES_MAX as u64) + 64) < JOURNAL_SEGMENT_BYTES_MIN);
+// The largest record fits the unsynced window, so an append can always make progress.
+const _: () = assert!((JOURNAL_RECORD_PAYLOAD_BYTES_MAX as u64) + 16 <= JOURNAL_UNSYNCED_BYTES_MAX);
+const _: () = assert!(CHECKPOINTS_KEPT >= 1);

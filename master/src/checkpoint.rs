@@ -1,32 +1,75 @@
-//! The checkpoint: the whole namespace in one file, written to a temporary
-//! file, synced and renamed over the old one, so a crash at any moment leaves
-//! either the old or the new checkpoint. Layout in docs/format.md.
+//! Checkpoints: the whole namespace in one file named after the last journal
+//! sequence it contains, written to a temporary file, synced and renamed, so
+//! a crash at any moment leaves the old checkpoints intact. Also the data
+//! directory: its lock, its format file, and the refusal of directories that
+//! are not ours. Layouts in docs/format.md.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use dfs_engine::dir_lock::DirLock;
+use dfs_engine::dir_lock::{DirLock, LOCK_FILE};
+use dfs_engine::limits::CHECKPOINT_BYTES_MAX;
 use dfs_engine::msg::ClusterId;
 use dfs_engine::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::failpoint;
+use crate::journal::{self, sync_directory};
 use crate::namespace::Namespace;
 
-pub const CHECKPOINT_FILE: &str = "namespace.checkpoint";
-const CHECKPOINT_TEMP_FILE: &str = "namespace.checkpoint.tmp";
+const CHECKPOINT_PREFIX: &str = "checkpoint-";
+const TEMP_SUFFIX: &str = ".tmp";
 /// "DFSC" read as a little-endian u32.
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DFSC");
-const CHECKPOINT_VERSION: u16 = 1;
+const CHECKPOINT_VERSION: u16 = 2;
 const HEADER_BYTES: usize = 24;
-/// A checkpoint larger than this is refused before it is read (64 GiB).
-const CHECKPOINT_BYTES_MAX: u64 = 64 << 30;
+
+/// The file that marks a directory as a master's, with its format version.
+pub const FORMAT_FILE: &str = "format";
+const FORMAT_TEXT: &str = "dfs-master data directory\nversion 1\n";
 
 /// What a checkpoint holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Checkpoint {
     pub cluster: ClusterId,
+    /// The last journal record whose op is in `namespace` (0: none).
+    pub last_sequence: u64,
     pub namespace: Namespace,
+}
+
+/// The same fields, borrowed, so a live namespace is written without a copy.
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    cluster: ClusterId,
+    last_sequence: u64,
+    namespace: &'a Namespace,
+}
+
+/// The file name of the checkpoint that ends at `last_sequence`.
+pub fn checkpoint_name(last_sequence: u64) -> String {
+    format!("{CHECKPOINT_PREFIX}{last_sequence:016x}")
+}
+
+/// The sequence a checkpoint file name announces, if it is one.
+pub fn parse_checkpoint_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix(CHECKPOINT_PREFIX)?;
+    if hex.len() != 16
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn is_checkpoint_file(name: &str) -> bool {
+    let base = name
+        .strip_suffix(TEMP_SUFFIX)
+        .or_else(|| name.strip_suffix(journal::CORRUPT_SUFFIX))
+        .unwrap_or(name);
+    parse_checkpoint_name(base).is_some()
 }
 
 /// Header: magic u32, version u16, reserved u16, payload_bytes u64,
@@ -40,6 +83,20 @@ fn encode_header(payload: &[u8]) -> [u8; HEADER_BYTES] {
     let crc = crc32c::crc32c(&header[..20]);
     header[20..24].copy_from_slice(&crc.to_le_bytes());
     header
+}
+
+/// A whole checkpoint file's bytes.
+pub fn encode(cluster: ClusterId, last_sequence: u64, namespace: &Namespace) -> Result<Vec<u8>> {
+    let payload = postcard::to_stdvec(&CheckpointRef {
+        cluster,
+        last_sequence,
+        namespace,
+    })
+    .map_err(|e| Error::Invalid(format!("encode checkpoint: {e}")))?;
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+    bytes.extend_from_slice(&encode_header(&payload));
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
 }
 
 fn le_u32(bytes: &[u8]) -> u32 {
@@ -90,51 +147,115 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
     Ok(checkpoint)
 }
 
-/// Loads the checkpoint in `dir`, None if there is none yet.
-pub fn load(dir: &Path) -> Result<Option<Checkpoint>> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let mut file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
-    };
+/// The checkpoints in `dir` as (last sequence, path), newest first.
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("list {}", dir.display()))?;
+        if let Some(sequence) = entry.file_name().to_str().and_then(parse_checkpoint_name) {
+            found.push((sequence, entry.path()));
+        }
+    }
+    found.sort_by_key(|(sequence, _)| std::cmp::Reverse(*sequence));
+    Ok(found)
+}
+
+/// Loads one checkpoint file; its content must match its name.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let shown = path.display().to_string();
+    let mut file = File::open(path).with_context(|| format!("open {shown}"))?;
     let length = file
         .metadata()
-        .with_context(|| format!("stat {}", path.display()))?
+        .with_context(|| format!("stat {shown}"))?
         .len();
     if length > CHECKPOINT_BYTES_MAX {
         return Err(Error::corrupted(
-            format!("checkpoint {}", path.display()),
+            format!("checkpoint {shown}"),
             format!("{length} bytes is over the limit of {CHECKPOINT_BYTES_MAX}"),
         ));
     }
     let mut bytes = Vec::with_capacity(length as usize);
     file.read_to_end(&mut bytes)
-        .with_context(|| format!("read {}", path.display()))?;
-    decode(&bytes, &path.display().to_string()).map(Some)
+        .with_context(|| format!("read {shown}"))?;
+    let checkpoint = decode(&bytes, &shown)?;
+    let named = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(parse_checkpoint_name);
+    if named != Some(checkpoint.last_sequence) {
+        return Err(Error::corrupted(
+            format!("checkpoint {shown}"),
+            format!(
+                "holds sequence {} but its name says otherwise",
+                checkpoint.last_sequence
+            ),
+        ));
+    }
+    Ok(checkpoint)
 }
 
-/// Writes `checkpoint` durably: temp file, fsync, rename, fsync directory.
-pub fn store(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
-    let payload = postcard::to_stdvec(checkpoint)
-        .map_err(|e| Error::Invalid(format!("encode checkpoint: {e}")))?;
-    let temp = dir.join(CHECKPOINT_TEMP_FILE);
+/// Writes a checkpoint durably: temp file, fsync, rename, directory fsync.
+/// Returns its path.
+pub fn store(
+    dir: &Path,
+    cluster: ClusterId,
+    last_sequence: u64,
+    namespace: &Namespace,
+) -> Result<PathBuf> {
+    let bytes = encode(cluster, last_sequence, namespace)?;
+    let name = checkpoint_name(last_sequence);
+    let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
     let mut file = File::create(&temp).with_context(|| format!("create {}", temp.display()))?;
-    file.write_all(&encode_header(&payload))
-        .and_then(|()| file.write_all(&payload))
-        .and_then(|()| file.sync_all())
+    failpoint::hit("checkpoint-temp-created");
+    file.write_all(&bytes)
         .with_context(|| format!("write {}", temp.display()))?;
+    failpoint::hit("checkpoint-before-sync");
+    file.sync_all()
+        .with_context(|| format!("sync {}", temp.display()))?;
     drop(file);
-    let target = dir.join(CHECKPOINT_FILE);
+    failpoint::hit("checkpoint-before-rename");
+    let target = dir.join(&name);
     fs::rename(&temp, &target)
         .with_context(|| format!("rename checkpoint into {}", target.display()))?;
+    failpoint::hit("checkpoint-after-rename");
+    sync_directory(dir)?;
+    failpoint::hit("checkpoint-after-directory-sync");
+    Ok(target)
+}
+
+/// Removes checkpoints beyond the newest `keep`, then the journal segments
+/// that the oldest kept one does not need. Oldest first, so a crash in
+/// between leaves a contiguous journal. Never removes the segment appended
+/// to (`active_first`).
+pub fn remove_obsolete(dir: &Path, keep: usize, active_first: Option<u64>) -> Result<()> {
+    let checkpoints = list(dir)?;
+    for (_, path) in checkpoints.iter().skip(keep).rev() {
+        fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+        failpoint::hit("checkpoint-removed-old");
+    }
+    let Some((oldest_kept, _)) = checkpoints.iter().take(keep).next_back() else {
+        return Ok(());
+    };
+    let segments = journal::list_segments(dir)?;
+    // Segment i holds sequences first_i..first_(i+1)-1; it is needed while
+    // that range reaches past the oldest kept checkpoint.
+    for pair in segments.windows(2) {
+        let (segment, next) = (&pair[0], &pair[1]);
+        if next.first_sequence > oldest_kept + 1 || active_first == Some(segment.first_sequence) {
+            break;
+        }
+        fs::remove_file(&segment.path)
+            .with_context(|| format!("remove {}", segment.path.display()))?;
+        failpoint::hit("checkpoint-removed-segment");
+    }
     sync_directory(dir)
 }
 
-fn sync_directory(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("sync directory {}", dir.display()))
+/// Whether a data directory was found ready or had to be made one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    Existing,
+    New,
 }
 
 /// The master's data directory, locked for as long as this value lives.
@@ -145,18 +266,120 @@ pub struct DataDir {
 
 impl DataDir {
     /// Creates `path` if needed and takes its lock; a directory in use by
-    /// another master is refused.
-    pub fn open(path: &Path) -> Result<DataDir> {
+    /// another master, or one that holds files that are not ours, is
+    /// refused. An empty directory becomes a master's (format file written).
+    pub fn open(path: &Path) -> Result<(DataDir, Opened)> {
         fs::create_dir_all(path)
             .with_context(|| format!("create data directory {}", path.display()))?;
-        Ok(DataDir {
+        let data_dir = DataDir {
             path: path.to_path_buf(),
             _lock: DirLock::acquire(path, "master")?,
-        })
+        };
+        if data_dir.check_contents()? {
+            return Ok((data_dir, Opened::Existing));
+        }
+        let temp = path.join(format!("{FORMAT_FILE}{TEMP_SUFFIX}"));
+        fs::write(&temp, FORMAT_TEXT)
+            .and_then(|()| File::open(&temp).and_then(|f| f.sync_all()))
+            .with_context(|| format!("write {}", temp.display()))?;
+        fs::rename(&temp, path.join(FORMAT_FILE))
+            .with_context(|| format!("rename {}", temp.display()))?;
+        sync_directory(path)?;
+        Ok((data_dir, Opened::New))
+    }
+
+    /// Locks an existing master data directory without changing it.
+    pub fn open_existing(path: &Path) -> Result<DataDir> {
+        if !path.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: no such directory",
+                path.display()
+            )));
+        }
+        let data_dir = DataDir {
+            path: path.to_path_buf(),
+            _lock: DirLock::acquire(path, "master")?,
+        };
+        if !data_dir.check_contents()? {
+            return Err(Error::Invalid(format!(
+                "{} is not a dfs-master data directory (no {FORMAT_FILE} file)",
+                path.display()
+            )));
+        }
+        Ok(data_dir)
+    }
+
+    /// True if the directory is a master's; false if it is empty (but for
+    /// our lock); an error if it holds anything else.
+    fn check_contents(&self) -> Result<bool> {
+        let mut names = Vec::new();
+        for entry in
+            fs::read_dir(&self.path).with_context(|| format!("list {}", self.path.display()))?
+        {
+            let entry = entry.with_context(|| format!("list {}", self.path.display()))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        let format_path = self.path.join(FORMAT_FILE);
+        if !names.iter().any(|n| n == FORMAT_FILE) {
+            let others: Vec<&String> = names
+                .iter()
+                .filter(|n| *n != LOCK_FILE && **n != format!("{FORMAT_FILE}{TEMP_SUFFIX}"))
+                .collect();
+            if others.is_empty() {
+                return Ok(false);
+            }
+            return Err(Error::Invalid(format!(
+                "{} is not a dfs-master data directory: it has no {FORMAT_FILE} file but holds {}",
+                self.path.display(),
+                others
+                    .iter()
+                    .take(3)
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let text =
+            fs::read(&format_path).with_context(|| format!("read {}", format_path.display()))?;
+        if text != FORMAT_TEXT.as_bytes() {
+            return Err(Error::Invalid(format!(
+                "{}: not a dfs-master format file of version 1",
+                format_path.display()
+            )));
+        }
+        for name in &names {
+            let ours = name == LOCK_FILE
+                || name == FORMAT_FILE
+                || is_checkpoint_file(name)
+                || journal::is_journal_file(name);
+            if !ours {
+                return Err(Error::Invalid(format!(
+                    "{} holds {name}, which is not a dfs-master file; refusing to use it",
+                    self.path.display()
+                )));
+            }
+        }
+        Ok(true)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Removes temporary files that an interrupted checkpoint or segment
+    /// creation left behind.
+    pub fn remove_temporary_files(&self) -> Result<()> {
+        for entry in
+            fs::read_dir(&self.path).with_context(|| format!("list {}", self.path.display()))?
+        {
+            let entry = entry.with_context(|| format!("list {}", self.path.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TEMP_SUFFIX) {
+                fs::remove_file(entry.path())
+                    .with_context(|| format!("remove {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -165,7 +388,7 @@ mod tests {
     use super::*;
     use crate::namespace::Op;
 
-    fn sample() -> Checkpoint {
+    fn sample() -> Namespace {
         let mut namespace = Namespace::new(5);
         namespace
             .apply(&Op::Mkdir {
@@ -177,26 +400,38 @@ mod tests {
                 time_ms: 6,
             })
             .expect("mkdir");
-        Checkpoint {
-            cluster: ClusterId(42),
-            namespace,
-        }
+        namespace
     }
 
     #[test]
     fn store_then_load_round_trips() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(load(dir.path()).expect("empty dir").is_none());
-        store(dir.path(), &sample()).expect("store");
-        assert_eq!(load(dir.path()).expect("load"), Some(sample()));
-        assert!(!dir.path().join(CHECKPOINT_TEMP_FILE).exists());
+        assert!(list(dir.path()).expect("empty dir").is_empty());
+        let path = store(dir.path(), ClusterId(42), 7, &sample()).expect("store");
+        assert_eq!(
+            path.file_name().and_then(|n| n.to_str()),
+            Some("checkpoint-0000000000000007")
+        );
+        let loaded = load(&path).expect("load");
+        assert_eq!(
+            loaded,
+            Checkpoint {
+                cluster: ClusterId(42),
+                last_sequence: 7,
+                namespace: sample()
+            }
+        );
+        assert_eq!(list(dir.path()).expect("list"), vec![(7, path.clone())]);
+        // A renamed checkpoint no longer matches its content.
+        let renamed = dir.path().join(checkpoint_name(8));
+        fs::rename(&path, &renamed).expect("rename");
+        let error = load(&renamed).expect_err("name mismatch");
+        assert!(error.to_string().contains("name says otherwise"), "{error}");
     }
 
     #[test]
     fn every_damage_is_refused_with_a_reason() {
-        let payload = postcard::to_stdvec(&sample()).expect("encode");
-        let mut good = encode_header(&payload).to_vec();
-        good.extend_from_slice(&payload);
+        let good = encode(ClusterId(42), 3, &sample()).expect("encode");
         decode(&good, "x").expect("good decodes");
         let check = |bytes: Vec<u8>, reason: &str| {
             let error = decode(&bytes, "x").expect_err("refused");
@@ -218,5 +453,51 @@ mod tests {
         for cut in 0..good.len() {
             assert!(decode(&good[..cut], "x").is_err());
         }
+    }
+
+    #[test]
+    fn names_round_trip_and_strangers_are_refused() {
+        assert_eq!(parse_checkpoint_name(&checkpoint_name(0xabc)), Some(0xabc));
+        for bad in [
+            "checkpoint-12",
+            "checkpoint-000000000000000G",
+            "checkpoint-000000000000000A",
+        ] {
+            assert_eq!(parse_checkpoint_name(bad), None, "{bad}");
+        }
+        let check = |files: &[&str], expected: std::result::Result<Opened, &str>| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            for name in files {
+                fs::write(dir.path().join(name), b"x").expect("write");
+            }
+            let result = DataDir::open(dir.path()).map(|(_, opened)| opened);
+            match (result, expected) {
+                (Ok(opened), Ok(want)) => assert_eq!(opened, want, "{files:?}"),
+                (Err(error), Err(reason)) => {
+                    assert!(error.to_string().contains(reason), "{files:?}: {error}")
+                }
+                (result, want) => panic!("{files:?}: got {result:?}, want {want:?}"),
+            }
+        };
+        check(&[], Ok(Opened::New));
+        check(&["lock"], Ok(Opened::New));
+        check(&["photo.jpg"], Err("is not a dfs-master data directory"));
+        check(&["namespace.checkpoint"], Err("no format file"));
+        check(&["format"], Err("not a dfs-master format file"));
+        // Once made ours, it opens as existing; a stranger inside is refused.
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(DataDir::open(dir.path()).expect("new"));
+        let (data_dir, opened) = DataDir::open(dir.path()).expect("again");
+        assert_eq!(opened, Opened::Existing);
+        // And it is locked while open.
+        let error = DataDir::open(dir.path()).err().expect("locked");
+        assert!(
+            error.to_string().contains("in use by another master"),
+            "{error}"
+        );
+        drop(data_dir);
+        fs::write(dir.path().join("notes.txt"), b"x").expect("write");
+        let error = DataDir::open(dir.path()).err().expect("stranger");
+        assert!(error.to_string().contains("notes.txt"), "{error}");
     }
 }

@@ -1,8 +1,12 @@
-//! The master: the namespace (a state machine of logged ops), the minion
-//! registry and block map (soft state), placement, and the TCP service.
+//! The master: the namespace (a state machine of logged ops), its journal
+//! and checkpoints, the minion registry and block map (soft state),
+//! placement, and the TCP service.
 
 pub mod checkpoint;
+pub mod failpoint;
+pub mod journal;
 pub mod namespace;
+pub mod recovery;
 pub mod registry;
 pub mod server;
 pub mod service;

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use dfs_engine::limits::REPLICATION_DEFAULT;
+use dfs_engine::limits::{
+    CHECKPOINT_JOURNAL_BYTES_DEFAULT, JOURNAL_SEGMENT_BYTES_DEFAULT, JOURNAL_SEGMENT_BYTES_MAX,
+    JOURNAL_SEGMENT_BYTES_MIN, ORPHANED_WRITE_TIMEOUT_MS, REPLICATION_DEFAULT,
+};
 use dfs_engine::units::{parse_bytes, parse_duration};
 use dfs_master::service::{Master, MasterConfig};
 
@@ -18,9 +21,17 @@ use dfs_master::service::{Master, MasterConfig};
     about = "The master of a dfs cluster: namespace, placement, minion registry"
 )]
 struct Args {
-    /// Directory for the namespace checkpoint (created if missing).
+    /// Directory for the namespace journal and checkpoints (created if missing).
     #[arg(long)]
     data: PathBuf,
+    /// Verify the checkpoints and journal in --data offline, print what is
+    /// found and exit (0: a start would succeed with nothing damaged).
+    #[arg(long)]
+    check: bool,
+    /// Start even if the journal is damaged before its tail: keep the state
+    /// up to the damage, set the rest aside (*.corrupt) and say what was lost.
+    #[arg(long)]
+    recover: bool,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "0.0.0.0:7070")]
     listen: String,
@@ -39,6 +50,16 @@ struct Args {
     /// Silence after which a minion is dead.
     #[arg(long, default_value = "10m", value_parser = parse_time)]
     dead_after: Duration,
+    /// Size of each preallocated journal segment (e.g. 64M).
+    #[arg(long, value_parser = parse_size)]
+    journal_segment_size: Option<u64>,
+    /// Journal growth after which a checkpoint is written in the background.
+    #[arg(long, value_parser = parse_size)]
+    checkpoint_after: Option<u64>,
+    /// How long a client may take up a write left open by a crash before it
+    /// is aborted.
+    #[arg(long, value_parser = parse_time)]
+    orphaned_write_timeout: Option<Duration>,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -62,6 +83,19 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    if args.check {
+        let report = dfs_master::recovery::check(&args.data).context("check data directory")?;
+        print!("{}", report.text);
+        std::io::stdout().flush()?;
+        std::process::exit(if report.ok { 0 } else { 1 });
+    }
+    let journal_segment_bytes = args
+        .journal_segment_size
+        .unwrap_or(JOURNAL_SEGMENT_BYTES_DEFAULT);
+    anyhow::ensure!(
+        (JOURNAL_SEGMENT_BYTES_MIN..=JOURNAL_SEGMENT_BYTES_MAX).contains(&journal_segment_bytes),
+        "--journal-segment-size must be between {JOURNAL_SEGMENT_BYTES_MIN} and {JOURNAL_SEGMENT_BYTES_MAX} bytes"
+    );
     dfs_master::namespace::check_file_parameters(args.replication, args.block_size)
         .map_err(|e| anyhow::anyhow!("--replication/--block-size: {e}"))?;
     let stale_after = args.stale_after.unwrap_or(args.heartbeat_interval * 10);
@@ -76,8 +110,17 @@ fn run() -> anyhow::Result<()> {
         heartbeat_interval: args.heartbeat_interval,
         stale_after,
         dead_after: args.dead_after,
+        journal_segment_bytes,
+        checkpoint_journal_bytes: args
+            .checkpoint_after
+            .unwrap_or(CHECKPOINT_JOURNAL_BYTES_DEFAULT),
+        orphaned_write_timeout: args
+            .orphaned_write_timeout
+            .unwrap_or(Duration::from_millis(ORPHANED_WRITE_TIMEOUT_MS)),
+        recover: args.recover,
     };
     let master = Arc::new(Master::open(&args.data, config).context("open master")?);
+    Master::spawn_maintenance(&master)?;
     let (listener, address) = dfs_master::server::bind(&args.listen)?;
     // Signals first, so a SIGINT right after the address is printed is handled.
     let mut signals = signal_hook::iterator::Signals::new([

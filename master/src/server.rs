@@ -101,7 +101,11 @@ fn serve_connection(master: &Master, connection: ConnectionId, stream: TcpStream
             header.request_id,
             &response,
         )?;
-        writer.flush().context("send response")?;
+        // A client that sent several requests at once gets their answers in
+        // one send; otherwise each answer goes out at once.
+        if reader.buffer().is_empty() {
+            writer.flush().context("send response")?;
+        }
     }
 }
 

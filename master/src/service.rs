@@ -1,22 +1,32 @@
 //! The master's request handling: turns requests into namespace ops and
-//! registry updates under one lock, and answers them. Transport-free, so
-//! tests drive it directly.
+//! registry updates, journals every op before it is acknowledged, and
+//! answers. Lookups take the namespace read lock and never wait for a flush;
+//! changes take the write lock to apply and append, then wait for the flush
+//! that covers them outside it, so concurrent changes share one flush.
+//! Transport-free, so tests drive it directly.
+//!
+//! A change is visible to lookups from the moment it is applied, a little
+//! before it is durable (as in HDFS); what is acknowledged is durable.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
-use dfs_engine::limits::{BLOCK_REPORT_IDS_MAX, LIST_ENTRIES_MAX};
+use dfs_engine::limits::{BLOCK_REPORT_IDS_MAX, CHECKPOINTS_KEPT, LIST_ENTRIES_MAX};
 use dfs_engine::msg::{
     ClusterId, Credentials, ErrorKind, LocatedBlock, MasterRequest, MasterResponse, MinionId,
     MinionState, RemoteError,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
-use dfs_engine::Result;
+use dfs_engine::{Error, IoContext, Result};
 
-use crate::checkpoint::{self, Checkpoint, DataDir};
-use crate::namespace::{check_file_parameters, Namespace, Op, WriteId};
+use crate::checkpoint::{self, DataDir};
+use crate::journal::{self, Journal, JournalConfig, Stop};
+use crate::namespace::{check_file_parameters, Applied, Namespace, Op, WriteId};
+use crate::recovery::{self, decode_op, encode_op, RecoveryOptions};
 use crate::registry::{place, Capacity, Liveness, Registry};
 
 /// Settings of a master.
@@ -27,24 +37,44 @@ pub struct MasterConfig {
     pub heartbeat_interval: Duration,
     pub stale_after: Duration,
     pub dead_after: Duration,
+    /// Size of new journal segments.
+    pub journal_segment_bytes: u64,
+    /// Journal bytes past the newest checkpoint that start a background checkpoint.
+    pub checkpoint_journal_bytes: u64,
+    /// How long a write left open by the previous run may be taken up again.
+    pub orphaned_write_timeout: Duration,
+    /// Keep the valid prefix of a damaged journal instead of refusing to start.
+    pub recover: bool,
 }
 
 /// How long the master waits to see whether a minion's old address still
 /// answers before it lets a restarted minion take over its id.
 const TAKEOVER_PROBE_TIMEOUT_MS: u64 = 1000;
+/// How often the maintenance thread looks at the journal size and at
+/// orphaned writes.
+const MAINTENANCE_INTERVAL_MS: u64 = 100;
+
+/// How long a failed background checkpoint waits before the next try.
+const CHECKPOINT_RETRY_MS: u64 = 10_000;
 
 /// Identifies a client connection, so its open writes end with it.
 pub type ConnectionId = u64;
 
-struct State {
+struct NamespaceState {
     namespace: Namespace,
-    registry: Registry,
     /// Which connection owns each open write (a lease that ends with the connection).
     write_owners: HashMap<WriteId, ConnectionId>,
+    /// Writes found open at start-up, owned by nobody: the first connection
+    /// that names one takes it up; at the deadline it is aborted.
+    orphans: HashMap<WriteId, Instant>,
+}
+
+struct RegistryState {
+    registry: Registry,
     random_state: u64,
 }
 
-impl State {
+impl RegistryState {
     fn random(&mut self) -> u64 {
         // xorshift64*: placement needs spread, not secrecy.
         let mut x = self.random_state;
@@ -54,22 +84,32 @@ impl State {
         self.random_state = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+}
 
-    fn apply(&mut self, op: &Op) -> Result<(), RemoteError> {
-        let applied = self.namespace.apply(op)?;
-        for block in applied.freed_blocks {
-            // Deleting freed blocks on minions comes with re-replication and
-            // garbage collection; until then they are only forgotten here.
-            self.registry.forget_block(block);
-        }
-        Ok(())
-    }
+/// Background checkpoints' bookkeeping; its lock also keeps two
+/// checkpoints from being written at once.
+struct Checkpoints {
+    /// Sequence of the newest checkpoint on disk.
+    newest_sequence: u64,
+    /// `journal_bytes()` when that checkpoint was taken.
+    journal_bytes_mark: u64,
+    /// After a failed background checkpoint, the next try waits until then.
+    retry_at: Option<Instant>,
 }
 
 pub struct Master {
     config: MasterConfig,
     data_dir: DataDir,
-    state: Mutex<State>,
+    cluster: ClusterId,
+    namespace: RwLock<NamespaceState>,
+    registry: Mutex<RegistryState>,
+    journal: Arc<Journal>,
+    checkpoints: Mutex<Checkpoints>,
+    /// Journal bytes replayed at start-up (not yet in a checkpoint).
+    replayed_bytes: u64,
+    /// The sequence the first record of this run got.
+    first_sequence: u64,
+    stopping: AtomicBool,
 }
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
@@ -90,73 +130,284 @@ fn owner_and_group(credentials: &Credentials) -> (String, String) {
     (owner, group)
 }
 
+fn journal_error(error: Error) -> RemoteError {
+    match error {
+        Error::Invalid(message) => RemoteError::new(ErrorKind::InvalidArgument, message),
+        other => RemoteError::new(ErrorKind::Io, other.to_string()),
+    }
+}
+
 impl Master {
-    /// Opens (and locks) the data directory and loads the checkpoint, or
-    /// starts a new cluster and writes its first checkpoint at once, so the
-    /// cluster id survives even an unclean stop.
-    pub fn open(data: &std::path::Path, config: MasterConfig) -> Result<Master> {
-        let data_dir = DataDir::open(data)?;
-        let checkpoint = match checkpoint::load(data_dir.path())? {
-            Some(checkpoint) => {
-                tracing::info!(cluster = %checkpoint.cluster, "loaded namespace from {}", data_dir.path().display());
-                checkpoint
-            }
-            None => {
-                let checkpoint = Checkpoint {
-                    cluster: ClusterId(dfs_engine::rpc::random_u64()?),
-                    namespace: Namespace::new(now_ms()),
-                };
-                checkpoint::store(data_dir.path(), &checkpoint)?;
-                tracing::info!(cluster = %checkpoint.cluster, "created a new cluster in {}", data_dir.path().display());
-                checkpoint
-            }
+    /// Opens (and locks) the data directory, rebuilds the namespace from the
+    /// newest checkpoint and the journal (or starts a new cluster), and opens
+    /// the journal for appending.
+    pub fn open(data: &Path, config: MasterConfig) -> Result<Master> {
+        let options = RecoveryOptions {
+            recover: config.recover,
         };
+        let started = Instant::now();
+        let (data_dir, recovered) = recovery::open(data, options)?;
+        let journal = Journal::open(
+            data_dir.path(),
+            JournalConfig {
+                segment_bytes: config.journal_segment_bytes,
+            },
+            recovered.append.clone(),
+        )?;
+        tracing::info!(
+            cluster = %recovered.cluster,
+            checkpoint_sequence = recovered.checkpoint_sequence,
+            replayed_records = recovered.replayed_records,
+            last_sequence = recovered.last_sequence,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded namespace from {}",
+            data_dir.path().display()
+        );
+        let orphan_deadline = Instant::now() + config.orphaned_write_timeout;
+        let orphans: HashMap<WriteId, Instant> = recovered
+            .namespace
+            .open_writes()
+            .map(|(write, _)| (*write, orphan_deadline))
+            .collect();
+        if !orphans.is_empty() {
+            tracing::info!(
+                count = orphans.len(),
+                "writes left open by the previous run: a client may take them up within {:?}, then they are aborted",
+                config.orphaned_write_timeout
+            );
+        }
         let liveness = Liveness {
             stale_after: config.stale_after,
             dead_after: config.dead_after,
         };
-        let state = State {
-            namespace: checkpoint.namespace,
-            registry: Registry::new(checkpoint.cluster, liveness),
-            write_owners: HashMap::new(),
-            random_state: dfs_engine::rpc::random_u64()? | 1,
-        };
         Ok(Master {
+            cluster: recovered.cluster,
+            namespace: RwLock::new(NamespaceState {
+                namespace: recovered.namespace,
+                write_owners: HashMap::new(),
+                orphans,
+            }),
+            registry: Mutex::new(RegistryState {
+                registry: Registry::new(recovered.cluster, liveness),
+                random_state: dfs_engine::rpc::random_u64()? | 1,
+            }),
+            journal,
+            checkpoints: Mutex::new(Checkpoints {
+                newest_sequence: recovered.checkpoint_sequence,
+                journal_bytes_mark: 0,
+                retry_at: None,
+            }),
+            replayed_bytes: recovered.replayed_bytes,
+            first_sequence: recovered.last_sequence + 1,
             config,
             data_dir,
-            state: Mutex::new(state),
+            stopping: AtomicBool::new(false),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn read(&self) -> RwLockReadGuard<'_, NamespaceState> {
         // A panic while holding the lock would leave the namespace unknown;
         // the handlers do not panic, so poisoning is not expected.
-        self.state
+        self.namespace
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, NamespaceState> {
+        self.namespace
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn registry(&self) -> MutexGuard<'_, RegistryState> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn checkpoints(&self) -> MutexGuard<'_, Checkpoints> {
+        self.checkpoints
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn cluster(&self) -> ClusterId {
-        self.lock().registry.cluster()
+        self.cluster
     }
 
-    /// Writes the whole namespace as a checkpoint and keeps the state
+    /// Applies `op` and appends it to the journal; returns its sequence, to
+    /// wait for once the lock is released. Nothing changes if the op is
+    /// invalid or the journal refuses changes.
+    fn change(&self, state: &mut NamespaceState, op: &Op) -> Result<u64, RemoteError> {
+        let payload = encode_op(op).map_err(journal_error)?;
+        journal::check_payload(&payload).map_err(journal_error)?;
+        self.journal.check_writable().map_err(journal_error)?;
+        let Applied { freed_blocks } = state.namespace.apply(op)?;
+        // Only a flush failing in between makes this fail; the journal is
+        // poisoned then and the change is never acknowledged.
+        let sequence = self.journal.append(&payload).map_err(journal_error)?;
+        if !freed_blocks.is_empty() {
+            let mut registry = self.registry();
+            for block in freed_blocks {
+                // Deleting freed blocks on minions comes with re-replication
+                // and garbage collection; until then they are only forgotten.
+                registry.registry.forget_block(block);
+            }
+        }
+        Ok(sequence)
+    }
+
+    /// Writes the whole namespace as a checkpoint and keeps the namespace
     /// locked for good: no change is made after this returns, so the process
-    /// can exit with the checkpoint as its last word.
+    /// can exit with the checkpoint as its last word. The journal is then
+    /// only needed by the older checkpoint kept beside it.
     pub fn checkpoint_and_freeze(&self) -> Result<()> {
-        let state = self.lock();
-        let checkpoint = Checkpoint {
-            cluster: state.registry.cluster(),
-            namespace: state.namespace.clone(),
-        };
-        let result = checkpoint::store(self.data_dir.path(), &checkpoint);
+        self.stopping.store(true, Ordering::Release);
+        let state = self.write();
+        let result = (|| {
+            let sequence = self.journal.appended_sequence();
+            // Poisoned: the in-memory state may hold changes the disk lost
+            // track of; the journal on disk is the truth for the next start.
+            self.journal.wait_durable(sequence)?;
+            let mut checkpoints = self.checkpoints();
+            if checkpoints.newest_sequence != sequence {
+                checkpoint::store(
+                    self.data_dir.path(),
+                    self.cluster,
+                    sequence,
+                    &state.namespace,
+                )?;
+                checkpoints.newest_sequence = sequence;
+            }
+            checkpoint::remove_obsolete(
+                self.data_dir.path(),
+                CHECKPOINTS_KEPT,
+                Some(self.journal.active_segment_first()),
+            )
+        })();
+        self.journal.close();
+        let records = (self.journal.appended_sequence() + 1).saturating_sub(self.first_sequence);
+        tracing::info!(
+            records,
+            flushes = self.journal.flushes(),
+            "journal: {records} records appended in {} flushes since start",
+            self.journal.flushes()
+        );
         std::mem::forget(state);
         result
     }
 
+    /// Journal bytes not yet covered by a checkpoint, roughly.
+    fn journal_bytes(&self) -> u64 {
+        self.replayed_bytes + self.journal.appended_bytes()
+    }
+
+    /// Writes a checkpoint of the durable journal without touching the live
+    /// namespace: the newest checkpoint on disk plus the durable records
+    /// after it, replayed into a copy. Writers go on meanwhile.
+    pub fn checkpoint_in_background(&self) -> Result<Option<u64>> {
+        let mut checkpoints = self.checkpoints();
+        let target = self.journal.durable_sequence();
+        if target <= checkpoints.newest_sequence || self.stopping.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let mark = self.journal_bytes();
+        let started = Instant::now();
+        let dir = self.data_dir.path();
+        let newest = checkpoint::list(dir)?
+            .into_iter()
+            .find(|(sequence, _)| *sequence == checkpoints.newest_sequence)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "checkpoint of sequence {} vanished",
+                    checkpoints.newest_sequence
+                ))
+            })?;
+        let mut base = checkpoint::load(&newest.1)?;
+        replay_durable(dir, &mut base.namespace, base.last_sequence, target)?;
+        checkpoint::store(dir, self.cluster, target, &base.namespace)?;
+        checkpoints.newest_sequence = target;
+        checkpoints.journal_bytes_mark = mark;
+        checkpoints.retry_at = None;
+        checkpoint::remove_obsolete(
+            dir,
+            CHECKPOINTS_KEPT,
+            Some(self.journal.active_segment_first()),
+        )?;
+        tracing::info!(
+            sequence = target,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "background checkpoint written"
+        );
+        Ok(Some(target))
+    }
+
+    /// Starts the thread that writes background checkpoints and aborts
+    /// orphaned writes whose time is up. It ends with the master.
+    pub fn spawn_maintenance(master: &Arc<Master>) -> Result<()> {
+        let weak: Weak<Master> = Arc::downgrade(master);
+        std::thread::Builder::new()
+            .name("maintenance".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(MAINTENANCE_INTERVAL_MS));
+                let Some(master) = weak.upgrade() else {
+                    return;
+                };
+                if master.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                master.abort_expired_orphans(Instant::now());
+                let due = {
+                    let checkpoints = master.checkpoints();
+                    let grown = master
+                        .journal_bytes()
+                        .saturating_sub(checkpoints.journal_bytes_mark);
+                    grown >= master.config.checkpoint_journal_bytes
+                        && checkpoints.retry_at.is_none_or(|at| Instant::now() >= at)
+                };
+                if due && !master.journal.is_poisoned() {
+                    if let Err(e) = master.checkpoint_in_background() {
+                        tracing::error!(
+                            "background checkpoint failed, next try in {CHECKPOINT_RETRY_MS} ms: {e}"
+                        );
+                        master.checkpoints().retry_at =
+                            Some(Instant::now() + Duration::from_millis(CHECKPOINT_RETRY_MS));
+                    }
+                }
+            })
+            .context("spawn maintenance thread")?;
+        Ok(())
+    }
+
+    /// Aborts writes of the previous run that nobody took up in time.
+    fn abort_expired_orphans(&self, now: Instant) {
+        if !self
+            .read()
+            .orphans
+            .values()
+            .any(|deadline| *deadline <= now)
+        {
+            return;
+        }
+        let mut state = self.write();
+        let expired: Vec<WriteId> = state
+            .orphans
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(write, _)| *write)
+            .collect();
+        for write in expired {
+            state.orphans.remove(&write);
+            match self.change(&mut state, &Op::AbortWrite { write }) {
+                Ok(_) => tracing::info!("aborted write {write}, left open by the previous run"),
+                Err(e) => tracing::warn!("abort write {write} left by the previous run: {e}"),
+            }
+        }
+    }
+
     /// Ends the writes a closed connection left open.
     pub fn connection_closed(&self, connection: ConnectionId) {
-        let mut state = self.lock();
+        let mut state = self.write();
         let orphaned: Vec<WriteId> = state
             .write_owners
             .iter()
@@ -165,7 +416,9 @@ impl Master {
             .collect();
         for write in orphaned {
             state.write_owners.remove(&write);
-            if let Err(e) = state.apply(&Op::AbortWrite { write }) {
+            // Not waited for: nobody is told; a crash before the flush
+            // leaves the write to be aborted after the next start.
+            if let Err(e) = self.change(&mut state, &Op::AbortWrite { write }) {
                 tracing::warn!("abort write {write} of a closed connection: {e}");
             }
         }
@@ -196,7 +449,22 @@ impl Master {
                 Err(e) => MasterResponse::Error(e),
             };
         }
-        match self.dispatch(connection, credentials, request) {
+        let outcome = if is_change(&request) {
+            let (outcome, sequence) = match self.dispatch_change(connection, credentials, request) {
+                Ok((response, sequence)) => (Ok(response), sequence),
+                // A refusal may rest on changes not yet durable ("exists"):
+                // it waits for them too.
+                Err(e) => (Err(e), self.journal.appended_sequence()),
+            };
+            // Outside the lock: others append meanwhile and share the flush.
+            self.journal
+                .wait_durable(sequence)
+                .map_err(journal_error)
+                .and(outcome)
+        } else {
+            self.dispatch_lookup(request)
+        };
+        match outcome {
             Ok(response) => response,
             Err(e) => MasterResponse::Error(e),
         }
@@ -212,7 +480,7 @@ impl Master {
         address: &str,
         capacity: Capacity,
     ) -> Result<MasterResponse, RemoteError> {
-        let first_try = self.lock().registry.register(
+        let first_try = self.registry().registry.register(
             minion,
             cluster,
             address,
@@ -222,7 +490,7 @@ impl Master {
         );
         match first_try {
             Err(e) if e.kind == ErrorKind::DuplicateMinion => {
-                let old = self.lock().registry.address_of(minion);
+                let old = self.registry().registry.address_of(minion);
                 // Probe without the lock: a connect may take a while.
                 let old_answers = old.is_some_and(|old| {
                     dfs_engine::rpc::connect(&old, Duration::from_millis(TAKEOVER_PROBE_TIMEOUT_MS))
@@ -232,7 +500,7 @@ impl Master {
                     tracing::warn!("refused registration: {e}");
                     return Err(e);
                 }
-                self.lock().registry.register(
+                self.registry().registry.register(
                     minion,
                     cluster,
                     address,
@@ -250,24 +518,10 @@ impl Master {
         })
     }
 
-    fn dispatch(
-        &self,
-        connection: ConnectionId,
-        credentials: &Credentials,
-        request: MasterRequest,
-    ) -> Result<MasterResponse, RemoteError> {
+    /// Requests that change no namespace state: the read lock at most.
+    fn dispatch_lookup(&self, request: MasterRequest) -> Result<MasterResponse, RemoteError> {
         let now = Instant::now();
-        let time_ms = now_ms();
-        let (owner, group) = owner_and_group(credentials);
-        let mut state = self.lock();
         let response = match request {
-            MasterRequest::Register { .. } => {
-                // `handle` registers before it dispatches.
-                return Err(RemoteError::new(
-                    ErrorKind::Internal,
-                    "registration reached dispatch",
-                ));
-            }
             MasterRequest::Heartbeat {
                 minion,
                 capacity_bytes,
@@ -280,7 +534,7 @@ impl Master {
                     used_bytes,
                     available_bytes,
                 };
-                state.registry.heartbeat(minion, capacity, now)?;
+                self.registry().registry.heartbeat(minion, capacity, now)?;
                 MasterResponse::Ok
             }
             MasterRequest::BlockReport {
@@ -298,60 +552,117 @@ impl Master {
                         ),
                     ));
                 }
+                let state = self.read();
                 let referenced = state.namespace.referenced_blocks();
-                let unknown = state
-                    .registry
-                    .block_report(minion, &blocks, first, |b| referenced.contains(&b))?;
+                let unknown =
+                    self.registry()
+                        .registry
+                        .block_report(minion, &blocks, first, |b| referenced.contains(&b))?;
                 if last {
                     tracing::info!(%minion, blocks = blocks.len(), unknown, "block report");
                 }
                 MasterResponse::Ok
             }
             MasterRequest::Stat { path } => {
-                MasterResponse::Status(state.namespace.status(&parse_path(&path)?)?)
+                let path = parse_path(&path)?;
+                MasterResponse::Status(self.read().namespace.status(&path)?)
             }
             MasterRequest::List {
                 path,
                 start_after,
                 limit,
             } => {
+                let path = parse_path(&path)?;
                 let limit = limit.clamp(1, LIST_ENTRIES_MAX) as usize;
                 let (entries, more) =
-                    state
+                    self.read()
                         .namespace
-                        .list(&parse_path(&path)?, start_after.as_deref(), limit)?;
+                        .list(&path, start_after.as_deref(), limit)?;
                 MasterResponse::Listing { entries, more }
             }
+            MasterRequest::GetBlocks { path } => {
+                let path = parse_path(&path)?;
+                let state = self.read();
+                let (status, metas) = state.namespace.file_blocks(&path)?;
+                let registry = self.registry();
+                let mut offset_bytes = 0;
+                let mut blocks = Vec::with_capacity(metas.len());
+                for meta in metas {
+                    blocks.push(LocatedBlock {
+                        id: meta.id,
+                        offset_bytes,
+                        length_bytes: meta.length_bytes,
+                        locations: registry.registry.locations(meta.id, now),
+                    });
+                    offset_bytes += meta.length_bytes;
+                }
+                MasterResponse::Blocks { status, blocks }
+            }
+            MasterRequest::ClusterReport => {
+                let (file_count, directory_count, block_count) = self.read().namespace.counts();
+                MasterResponse::Cluster {
+                    minions: self.registry().registry.reports(now),
+                    default_replication: self.config.default_replication,
+                    default_block_bytes: self.config.default_block_bytes,
+                    file_count,
+                    directory_count,
+                    block_count,
+                }
+            }
+            other => {
+                return Err(RemoteError::new(
+                    ErrorKind::Internal,
+                    format!("{} reached the lookup path", request_name(&other)),
+                ))
+            }
+        };
+        Ok(response)
+    }
+
+    /// Requests that change the namespace: applied and journaled under the
+    /// write lock; returns the response and the sequence to wait for.
+    fn dispatch_change(
+        &self,
+        connection: ConnectionId,
+        credentials: &Credentials,
+        request: MasterRequest,
+    ) -> Result<(MasterResponse, u64), RemoteError> {
+        let now = Instant::now();
+        let time_ms = now_ms();
+        let (owner, group) = owner_and_group(credentials);
+        let mut guard = self.write();
+        let state = &mut *guard;
+        let outcome = match request {
             MasterRequest::Mkdir {
                 path,
                 parents,
                 mode,
             } => {
-                state.apply(&Op::Mkdir {
+                let op = Op::Mkdir {
                     path: parse_path(&path)?.to_string(),
                     parents,
                     mode,
                     owner,
                     group,
                     time_ms,
-                })?;
-                MasterResponse::Ok
+                };
+                (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::Delete { path, recursive } => {
-                state.apply(&Op::Delete {
+                let op = Op::Delete {
                     path: parse_path(&path)?.to_string(),
                     recursive,
                     time_ms,
-                })?;
-                MasterResponse::Ok
+                };
+                (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::Rename { source, target } => {
-                state.apply(&Op::Rename {
+                let op = Op::Rename {
                     source: parse_path(&source)?.to_string(),
                     target: parse_path(&target)?.to_string(),
                     time_ms,
-                })?;
-                MasterResponse::Ok
+                };
+                (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::OpenWrite {
                 path,
@@ -364,7 +675,7 @@ impl Master {
                 let block_bytes = block_bytes.unwrap_or(self.config.default_block_bytes);
                 check_file_parameters(replication, block_bytes)?;
                 let write = state.namespace.next_write_id();
-                state.apply(&Op::OpenWrite {
+                let op = Op::OpenWrite {
                     write,
                     path: parse_path(&path)?.to_string(),
                     replication,
@@ -374,37 +685,42 @@ impl Master {
                     owner,
                     group,
                     time_ms,
-                })?;
+                };
+                let sequence = self.change(state, &op)?;
                 state.write_owners.insert(write, connection);
-                MasterResponse::WriteOpened {
+                let response = MasterResponse::WriteOpened {
                     write,
                     replication,
                     block_bytes,
-                }
+                };
+                (response, sequence)
             }
             MasterRequest::AllocateBlock { write, excluded } => {
-                check_owner(&state, write, connection)?;
+                claim(state, write, connection)?;
                 let (replication, block_bytes) = match state.namespace.write(write) {
                     Some(open) => (open.replication, open.block_bytes),
                     None => return Err(not_open(write)),
                 };
-                let candidates: Vec<_> = state
-                    .registry
-                    .candidates(block_bytes, &excluded, now)
-                    .into_iter()
-                    .cloned()
-                    .collect();
-                if candidates.is_empty() {
-                    return Err(RemoteError::new(
-                        ErrorKind::NoSpace,
-                        "no live minion can take a new block (none registered, all excluded, or all full)",
-                    ));
-                }
-                let candidate_refs: Vec<_> = candidates.iter().collect();
-                let targets = place(&candidate_refs, replication as usize, || state.random());
+                let targets = {
+                    let mut registry = self.registry();
+                    let candidates: Vec<_> = registry
+                        .registry
+                        .candidates(block_bytes, &excluded, now)
+                        .into_iter()
+                        .cloned()
+                        .collect();
+                    if candidates.is_empty() {
+                        return Err(RemoteError::new(
+                            ErrorKind::NoSpace,
+                            "no live minion can take a new block (none registered, all excluded, or all full)",
+                        ));
+                    }
+                    let candidate_refs: Vec<_> = candidates.iter().collect();
+                    place(&candidate_refs, replication as usize, || registry.random())
+                };
                 let block = state.namespace.next_block_id();
-                state.apply(&Op::AllocateBlock { write, block })?;
-                MasterResponse::BlockAllocated { block, targets }
+                let sequence = self.change(state, &Op::AllocateBlock { write, block })?;
+                (MasterResponse::BlockAllocated { block, targets }, sequence)
             }
             MasterRequest::CommitBlock {
                 write,
@@ -412,83 +728,88 @@ impl Master {
                 length_bytes,
                 replicas,
             } => {
-                check_owner(&state, write, connection)?;
+                claim(state, write, connection)?;
                 if replicas.is_empty() {
                     return Err(RemoteError::new(
                         ErrorKind::InvalidArgument,
                         format!("{block}: commit with no replica"),
                     ));
                 }
-                state.apply(&Op::CommitBlock {
+                let op = Op::CommitBlock {
                     write,
                     block,
                     length_bytes,
-                })?;
+                };
+                let sequence = self.change(state, &op)?;
+                let mut registry = self.registry();
                 for minion in replicas {
-                    if !state.registry.add_location(block, minion) {
+                    if !registry.registry.add_location(block, minion) {
                         tracing::warn!(%block, %minion, "commit names an unregistered minion; ignored");
                     }
                 }
-                MasterResponse::Ok
+                (MasterResponse::Ok, sequence)
             }
             MasterRequest::AbandonBlock { write, block } => {
-                check_owner(&state, write, connection)?;
-                state.apply(&Op::AbandonBlock { write, block })?;
-                MasterResponse::Ok
+                claim(state, write, connection)?;
+                let sequence = self.change(state, &Op::AbandonBlock { write, block })?;
+                (MasterResponse::Ok, sequence)
             }
             MasterRequest::CloseWrite { write } => {
-                check_owner(&state, write, connection)?;
-                state.apply(&Op::CloseWrite { write, time_ms })?;
+                claim(state, write, connection)?;
+                let sequence = self.change(state, &Op::CloseWrite { write, time_ms })?;
                 state.write_owners.remove(&write);
-                MasterResponse::Ok
+                (MasterResponse::Ok, sequence)
             }
             MasterRequest::AbortWrite { write } => {
-                check_owner(&state, write, connection)?;
-                state.apply(&Op::AbortWrite { write })?;
+                claim(state, write, connection)?;
+                let sequence = self.change(state, &Op::AbortWrite { write })?;
                 state.write_owners.remove(&write);
-                MasterResponse::Ok
+                (MasterResponse::Ok, sequence)
             }
-            MasterRequest::GetBlocks { path } => {
-                let path = parse_path(&path)?;
-                let (status, metas) = state.namespace.file_blocks(&path)?;
-                let mut offset_bytes = 0;
-                let mut blocks = Vec::with_capacity(metas.len());
-                for meta in metas {
-                    blocks.push(LocatedBlock {
-                        id: meta.id,
-                        offset_bytes,
-                        length_bytes: meta.length_bytes,
-                        locations: state.registry.locations(meta.id, now),
-                    });
-                    offset_bytes += meta.length_bytes;
-                }
-                MasterResponse::Blocks { status, blocks }
-            }
-            MasterRequest::ClusterReport => {
-                let (file_count, directory_count, block_count) = state.namespace.counts();
-                MasterResponse::Cluster {
-                    minions: state.registry.reports(now),
-                    default_replication: self.config.default_replication,
-                    default_block_bytes: self.config.default_block_bytes,
-                    file_count,
-                    directory_count,
-                    block_count,
-                }
+            other => {
+                return Err(RemoteError::new(
+                    ErrorKind::Internal,
+                    format!("{} reached the change path", request_name(&other)),
+                ))
             }
         };
-        Ok(response)
+        Ok(outcome)
     }
 
     /// Number of live minions, for logs and tests.
     pub fn live_minions(&self) -> usize {
-        let state = self.lock();
-        state
+        self.registry()
             .registry
             .reports(Instant::now())
             .iter()
             .filter(|m| m.state == MinionState::Live)
             .count()
     }
+}
+
+/// True for requests that change the namespace (and so are journaled).
+fn is_change(request: &MasterRequest) -> bool {
+    matches!(
+        request,
+        MasterRequest::Mkdir { .. }
+            | MasterRequest::Delete { .. }
+            | MasterRequest::Rename { .. }
+            | MasterRequest::OpenWrite { .. }
+            | MasterRequest::AllocateBlock { .. }
+            | MasterRequest::CommitBlock { .. }
+            | MasterRequest::AbandonBlock { .. }
+            | MasterRequest::CloseWrite { .. }
+            | MasterRequest::AbortWrite { .. }
+    )
+}
+
+fn request_name(request: &MasterRequest) -> String {
+    let debug = format!("{request:?}");
+    debug
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or("request")
+        .to_string()
 }
 
 fn not_open(write: WriteId) -> RemoteError {
@@ -498,14 +819,78 @@ fn not_open(write: WriteId) -> RemoteError {
     )
 }
 
-/// Only the connection that opened a write may add to it.
-fn check_owner(state: &State, write: WriteId, connection: ConnectionId) -> Result<(), RemoteError> {
+/// Only the connection that opened a write may add to it; a write the
+/// previous run left open is taken up by the first connection that names it.
+fn claim(
+    state: &mut NamespaceState,
+    write: WriteId,
+    connection: ConnectionId,
+) -> Result<(), RemoteError> {
     match state.write_owners.get(&write) {
         Some(owner) if *owner == connection => Ok(()),
         Some(_) => Err(RemoteError::new(
             ErrorKind::PermissionDenied,
             format!("write {write} belongs to another connection"),
         )),
+        None if state.orphans.remove(&write).is_some() => {
+            tracing::info!(
+                write,
+                connection,
+                "write left open by the previous run taken up"
+            );
+            state.write_owners.insert(write, connection);
+            Ok(())
+        }
         None => Err(not_open(write)),
     }
+}
+
+/// Applies the durable journal records `after + 1 ..= until` from the files
+/// in `dir` to `namespace`. Bytes past `until` may be changing under us and
+/// are not looked at.
+fn replay_durable(dir: &Path, namespace: &mut Namespace, after: u64, until: u64) -> Result<()> {
+    let segments = journal::list_segments(dir)?;
+    let start = segments
+        .iter()
+        .rposition(|s| s.first_sequence <= after + 1)
+        .unwrap_or(0);
+    let mut last = after;
+    for segment in &segments[start..] {
+        if last >= until {
+            break;
+        }
+        let bytes = journal::read_segment(&segment.path)?;
+        let scan = journal::scan_segment(&bytes, |sequence, _, payload| {
+            if sequence <= last || sequence > until {
+                return Ok(());
+            }
+            if sequence != last + 1 {
+                return Err(format!(
+                    "sequence {sequence} follows {last}: records are missing"
+                ));
+            }
+            let op = decode_op(payload)?;
+            namespace
+                .apply(&op)
+                .map_err(|e| format!("op of sequence {sequence} does not apply: {e}"))?;
+            last = sequence;
+            Ok(())
+        })
+        .map_err(|reason| {
+            Error::corrupted(format!("journal {}", segment.path.display()), reason)
+        })?;
+        if let Stop::Rejected { reason } = scan.stop {
+            return Err(Error::corrupted(
+                format!("journal {}", segment.path.display()),
+                reason,
+            ));
+        }
+    }
+    if last != until {
+        return Err(Error::corrupted(
+            format!("journal in {}", dir.display()),
+            format!("durable records end at sequence {last}, expected {until}"),
+        ));
+    }
+    Ok(())
 }

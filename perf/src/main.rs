@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dfs_engine::units::{format_bytes, parse_bytes};
 
+mod metadata;
+
 struct Options {
     size_bytes: u64,
     minions: u32,
@@ -55,6 +57,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("roundtrip") => roundtrip(parse_options(args)?),
+        Some("metadata") => metadata::run(metadata::parse_options(args)?),
         _ => bail!("{}", usage()),
     }
 }
