@@ -39,6 +39,44 @@ struct Arguments {
     /// Time between heartbeats (and registration attempts), e.g. 3s, 500ms.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_interval)]
     heartbeat_interval: Duration,
+    /// Cores serving data, each with its own io_uring runtime: a number, or
+    /// "all" for every core this process may run on.
+    #[arg(long, value_name = "N|all", default_value = "all", value_parser = parse_cores)]
+    cores: Cores,
+}
+
+/// How many cores serve data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cores {
+    /// Every core this process may run on.
+    #[default]
+    All,
+    Count(usize),
+}
+
+impl Cores {
+    /// The number of cores, at least 1.
+    pub fn resolve(self) -> usize {
+        match self {
+            Cores::All => crate::server::available_cores(),
+            Cores::Count(count) => count.max(1),
+        }
+    }
+}
+
+/// Most cores `--cores` may name.
+const CORES_MAX: usize = 1024;
+
+fn parse_cores(text: &str) -> Result<Cores, String> {
+    if text == "all" {
+        return Ok(Cores::All);
+    }
+    match text.parse::<usize>() {
+        Ok(count) if (1..=CORES_MAX).contains(&count) => Ok(Cores::Count(count)),
+        _ => Err(format!(
+            "expected \"all\" or a number from 1 to {CORES_MAX}"
+        )),
+    }
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -67,14 +105,24 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        Config::from_args_with_cores(args).map(|(config, _)| config)
+    }
+
+    /// `from_args`, with the `--cores` choice beside the configuration.
+    pub fn from_args_with_cores<I, T>(args: I) -> Result<(Config, Cores), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
         let arguments = Arguments::try_parse_from(args)?;
-        Ok(Config {
+        let config = Config {
             master: arguments.master,
             data_dirs: arguments.data,
             listen: arguments.listen,
             advertise: arguments.advertise,
             heartbeat_interval: arguments.heartbeat_interval,
-        })
+        };
+        Ok((config, arguments.cores))
     }
 
     /// Checks what the parser can't: no empty directory names, addresses of a
@@ -144,6 +192,24 @@ mod tests {
         .expect("full");
         assert_eq!(config.advertise.as_deref(), Some("h:4000"));
         assert_eq!(config.heartbeat_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn cores_parse() {
+        let cores = |extra: &str| {
+            let line = format!("dfs-minion --master m:1 --data /a --listen h:1{extra}");
+            Config::from_args_with_cores(line.split(' '))
+                .map(|(_, cores)| cores)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(cores(""), Ok(Cores::All));
+        assert_eq!(cores(" --cores all"), Ok(Cores::All));
+        assert_eq!(cores(" --cores 2"), Ok(Cores::Count(2)));
+        for bad in [" --cores 0", " --cores many", " --cores 5000"] {
+            assert!(cores(bad).is_err(), "{bad}");
+        }
+        assert!(Cores::All.resolve() >= 1);
+        assert_eq!(Cores::Count(3).resolve(), 3);
     }
 
     #[test]

@@ -12,13 +12,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use dfs_engine::block_store::BlockStore;
 use dfs_engine::limits::BLOCK_REPORT_IDS_MAX;
 use dfs_engine::msg::{BlockId, Credentials, ErrorKind, MasterRequest, MasterResponse};
 use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
 use crate::identity::Identity;
+use crate::store::Store;
 
 /// Connection failures in a row after which another warning is logged;
 /// those in between are logged at debug level.
@@ -87,7 +87,7 @@ impl From<Error> for Failure {
 pub fn spawn(
     config: HeartbeatConfig,
     identity: Identity,
-    store: BlockStore,
+    store: Arc<Store>,
     stop: StopSignal,
 ) -> Result<JoinHandle<Result<()>>> {
     let mut heartbeat = Heartbeat {
@@ -112,7 +112,7 @@ pub fn spawn(
 struct Heartbeat {
     config: HeartbeatConfig,
     identity: Identity,
-    store: BlockStore,
+    store: Arc<Store>,
     connection: Option<Connection>,
     registered: bool,
     credentials: Credentials,
@@ -218,7 +218,7 @@ impl Heartbeat {
         if interval_ms > 0 {
             self.interval = self.config.interval.min(Duration::from_millis(interval_ms));
         }
-        let blocks = self.store.list()?;
+        let blocks = self.store.block_store().list()?;
         for (blocks, first, last) in report_frames(&blocks, BLOCK_REPORT_IDS_MAX) {
             let request = MasterRequest::BlockReport {
                 minion: self.identity.minion(),

@@ -2,10 +2,11 @@
 //! write pipelines, serves reads, and keeps the master informed.
 //!
 //! `start` wires the parts together: the identity (`identity`), the block
-//! store (`dfs_engine::block_store`), the data service (`server`, with
-//! `pipeline` and `read`), and the master conversation (`heartbeat`). The
-//! binary only parses the command line, sets up logging and signals, and
-//! calls `start`.
+//! store (`dfs_engine::block_store`, written through `store` on the data
+//! path), the data service (`server`, one io_uring runtime per core, with
+//! `pipeline` and `read`; `uring` is the only module that touches io_uring),
+//! and the master conversation (`heartbeat`). The binary only parses the
+//! command line, sets up logging and signals, and calls `start_with_cores`.
 
 pub mod config;
 pub mod heartbeat;
@@ -13,9 +14,12 @@ pub mod identity;
 mod pipeline;
 mod read;
 pub mod server;
+pub mod store;
+mod uring;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,7 +27,7 @@ use dfs_engine::block_store::BlockStore;
 use dfs_engine::msg::MinionAddress;
 use dfs_engine::{Error, Result};
 
-use crate::config::Config;
+use crate::config::{Config, Cores};
 use crate::heartbeat::{HeartbeatConfig, StopSignal};
 use crate::identity::Identity;
 use crate::server::{DataService, ServeConfig};
@@ -40,9 +44,15 @@ pub struct RunningMinion {
     stop: StopSignal,
 }
 
-/// Checks the data directories, opens the store, starts serving and starts
-/// talking to the master. Returns once the data service is listening.
+/// Checks the data directories, opens the store, starts serving on every
+/// core and starts talking to the master. Returns once the data service is
+/// listening.
 pub fn start(config: Config) -> Result<RunningMinion> {
+    start_with_cores(config, Cores::All)
+}
+
+/// `start`, serving data on `cores` cores.
+pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
     config.validate()?;
     // The identity check comes first: it refuses another minion's directory
     // before the store touches anything in it.
@@ -52,9 +62,10 @@ pub fn start(config: Config) -> Result<RunningMinion> {
     let service = server::serve(
         ServeConfig {
             advertise: config.advertise.clone(),
+            cores: cores.resolve(),
             ..ServeConfig::new(config.listen.clone(), identity.minion())
         },
-        store.clone(),
+        store,
     )?;
     let stop = StopSignal::new();
     let heartbeat = heartbeat::spawn(
@@ -64,7 +75,7 @@ pub fn start(config: Config) -> Result<RunningMinion> {
             interval: config.heartbeat_interval,
         },
         identity,
-        store,
+        Arc::clone(service.store()),
         stop.clone(),
     )?;
     Ok(RunningMinion {

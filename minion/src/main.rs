@@ -23,7 +23,8 @@ fn run() -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop_requested))
             .context("install signal handlers")?;
     }
-    let config = Config::from_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
+    let (config, cores) =
+        Config::from_args_with_cores(std::env::args_os()).unwrap_or_else(|error| error.exit());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -31,7 +32,8 @@ fn run() -> anyhow::Result<()> {
         .init();
     // Engine errors already print their cause; `{e}` keeps it from
     // appearing twice in the `{:#}` chain.
-    let minion = dfs_minion::start(config).map_err(|e| anyhow!("start the minion: {e}"))?;
+    let minion = dfs_minion::start_with_cores(config, cores)
+        .map_err(|e| anyhow!("start the minion: {e}"))?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", minion.local_address())
         .and_then(|()| stdout.flush())

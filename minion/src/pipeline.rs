@@ -2,30 +2,40 @@
 //! it on to the next member as it arrives; on `SealBlock`, seal here and
 //! downstream and answer with who stored the block and who failed.
 //!
+//! Data path: the frames that one read brought in (up to
+//! `INPUT_FRAMES_MAX`) are checked in place (header, limits, CRC32C of each
+//! chunk), then written to the block file (their payloads, one vectored
+//! write) and forwarded downstream (the frames as received, one vectored
+//! send) at the same time, from the same buffer: block bytes are never
+//! copied in user space. The next read waits for both, so a slow disk or a
+//! slow downstream slows the upstream through TCP and memory stays at one
+//! input buffer per connection.
+//!
 //! A failure here (disk full, say) or downstream does not stop the others:
 //! this member keeps forwarding when its disk fails and keeps storing when
 //! its downstream fails, and the `Sealed` answer names every failure. Only
 //! the upstream can end the write early, by breaking its connection; then
 //! nothing of the block is kept here, and dropping the downstream connection
 //! makes the members after this one give up too.
-//!
-//! Memory: the session's one chunk buffer; a block is never held in memory.
 
+use std::ops::Range;
+use std::rc::Rc;
 use std::time::Duration;
 
-use dfs_engine::block_store::{self, BlockWriter};
+use dfs_engine::block_store;
 use dfs_engine::limits::{
     BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS, REPLICATION_MAX,
 };
 use dfs_engine::msg::{
-    BlockId, Credentials, ErrorKind, MinionAddress, MinionRequest, MinionResponse, RemoteError,
-    ReplicaFailure,
+    BlockId, Credentials, Envelope, ErrorKind, MinionAddress, MinionRequest, MinionResponse,
+    RemoteError, ReplicaFailure,
 };
-use dfs_engine::rpc::Connection;
-use dfs_engine::wire::FrameKind;
+use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, Result};
 
 use crate::server::{minion_name, Next, Session};
+use crate::store::UringBlockWriter;
+use crate::uring::{self, SharedPieces, Stream};
 
 /// A `WriteBlock` request as it arrived.
 pub(crate) struct WriteRequest {
@@ -36,9 +46,13 @@ pub(crate) struct WriteRequest {
     pub(crate) sync: bool,
 }
 
+fn io_wait() -> Duration {
+    Duration::from_millis(IO_TIMEOUT_MS)
+}
+
 /// Runs a pipeline write on `session` until the block is sealed (and the
 /// connection can carry the next request) or the write is abandoned.
-pub(crate) fn write_block(session: &mut Session, request: WriteRequest) -> Result<Next> {
+pub(crate) async fn write_block(session: &mut Session, request: WriteRequest) -> Result<Next> {
     let block = request.block;
     // This member plus its downstream must be a pipeline a file may ask for.
     if request.downstream.len() >= usize::from(REPLICATION_MAX) {
@@ -49,12 +63,24 @@ pub(crate) fn write_block(session: &mut Session, request: WriteRequest) -> Resul
                 request.downstream.len() + 1
             ),
         );
-        session.respond_error(request.request_id, error)?;
+        session.respond_error(request.request_id, error).await?;
         return Ok(Next::Close);
     }
-    let mut pipeline = Pipeline::start(session, &request);
-    match receive(session, &mut pipeline, &request) {
-        Ok(next) => Ok(next),
+    let mut pipeline = Pipeline::start(session, &request).await;
+    let reads_before = session.reads;
+    session.grow_input();
+    let received = receive(session, &mut pipeline, &request).await;
+    session.shrink_input();
+    match received {
+        Ok(next) => {
+            tracing::debug!(
+                "{block}: {} bytes in {} reads and {} batches",
+                pipeline.received_bytes,
+                session.reads - reads_before,
+                pipeline.batches
+            );
+            Ok(next)
+        }
         Err(error) => {
             tracing::warn!(
                 "{}: abandoned the write of {block} after {} bytes; nothing of it is kept",
@@ -69,27 +95,41 @@ pub(crate) fn write_block(session: &mut Session, request: WriteRequest) -> Resul
     }
 }
 
+fn closed_before_seal(block: BlockId) -> Error {
+    Error::io(
+        format!("receive {block}"),
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the upstream closed the connection before SealBlock",
+        ),
+    )
+}
+
 /// Reads data frames until `SealBlock`, then seals and answers.
-fn receive(session: &mut Session, pipeline: &mut Pipeline, request: &WriteRequest) -> Result<Next> {
+async fn receive(
+    session: &mut Session,
+    pipeline: &mut Pipeline,
+    request: &WriteRequest,
+) -> Result<Next> {
     let block = request.block;
     loop {
-        let Some(header) = session.read_header()? else {
-            return Err(Error::io(
-                format!("receive {block}"),
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the upstream closed the connection before SealBlock",
-                ),
-            ));
+        let Some(header) = session.next_header().await? else {
+            return Err(closed_before_seal(block));
         };
         match header.kind {
             FrameKind::Data => {
                 pipeline.check_chunk(header.payload_bytes)?;
-                session.read_payload(&header)?;
-                pipeline.store_and_forward(&session.buffer, header.payload_crc);
+                let frame_bytes = FRAME_HEADER_BYTES + header.payload_bytes as usize;
+                if !session.fill(frame_bytes).await? {
+                    return Err(closed_before_seal(block));
+                }
+                let batch = pipeline.parse_frames(session.unparsed())?;
+                let start = session.position();
+                session.consume(batch.frame_bytes);
+                pipeline.store_and_forward(session, start, batch).await;
             }
             FrameKind::Request => {
-                let envelope = session.read_request(&header)?;
+                let envelope = session.read_request(&header).await?;
                 let MinionRequest::SealBlock {
                     block: sealed,
                     length_bytes,
@@ -105,8 +145,8 @@ fn receive(session: &mut Session, pipeline: &mut Pipeline, request: &WriteReques
                         pipeline.received_bytes
                     )));
                 }
-                let response = pipeline.seal(&request.credentials);
-                session.respond(header.request_id, &response)?;
+                let response = pipeline.seal(&request.credentials).await;
+                session.respond(header.request_id, &response).await?;
                 return Ok(Next::Continue);
             }
             FrameKind::Response => {
@@ -118,11 +158,84 @@ fn receive(session: &mut Session, pipeline: &mut Pipeline, request: &WriteReques
     }
 }
 
+/// Complete data frames at the front of the unparsed input, checked.
+#[derive(Debug, PartialEq, Eq)]
+struct FrameBatch {
+    /// Bytes of the frames, headers included, from the first unparsed byte.
+    frame_bytes: usize,
+    /// Where each chunk's payload is, relative to the first unparsed byte.
+    payloads: Vec<Range<usize>>,
+    crcs: Vec<u32>,
+}
+
 /// The connection to the next member and the members it stands for.
 struct Downstream {
-    connection: Connection,
+    stream: Stream,
     /// The member connected to, then the ones after it.
     members: Vec<MinionAddress>,
+    next_request_id: u64,
+}
+
+impl Downstream {
+    async fn send(&mut self, credentials: &Credentials, body: MinionRequest) -> Result<u64> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let envelope = Envelope {
+            credentials: credentials.clone(),
+            body,
+        };
+        let mut frame = Vec::new();
+        wire::write_message(&mut frame, FrameKind::Request, request_id, &envelope)?;
+        self.stream
+            .write_all(frame, io_wait())
+            .await
+            .map_err(|e| Error::io(format!("send to {}", self.address()), e))?;
+        Ok(request_id)
+    }
+
+    async fn receive(&self, request_id: u64) -> Result<MinionResponse> {
+        let address = self.address();
+        let header_bytes = self
+            .stream
+            .read_exact(FRAME_HEADER_BYTES, io_wait())
+            .await
+            .map_err(|e| Error::io(format!("receive from {address}"), e))?;
+        let array: [u8; FRAME_HEADER_BYTES] = header_bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Protocol("short frame header".into()))?;
+        let header = FrameHeader::decode(&array)?;
+        if header.kind != FrameKind::Response {
+            return Err(Error::Protocol(format!(
+                "expected a Response frame from {address}, got {:?}",
+                header.kind
+            )));
+        }
+        // The decoder bounded payload_bytes by the control frame limit.
+        let payload = self
+            .stream
+            .read_exact(header.payload_bytes as usize, io_wait())
+            .await
+            .map_err(|e| Error::io(format!("receive from {address}"), e))?;
+        if crc32c::crc32c(&payload) != header.payload_crc {
+            return Err(Error::Protocol(format!(
+                "payload checksum mismatch in a response from {address}"
+            )));
+        }
+        if header.request_id != request_id {
+            return Err(Error::Protocol(format!(
+                "{address} answered request {}, expected {request_id}",
+                header.request_id
+            )));
+        }
+        wire::decode_message(&payload)
+    }
+
+    fn address(&self) -> &str {
+        self.members
+            .first()
+            .map_or("the downstream minion", |member| member.address.as_str())
+    }
 }
 
 struct Pipeline {
@@ -130,7 +243,7 @@ struct Pipeline {
     block: BlockId,
     sync: bool,
     /// None once the local write failed (or never started).
-    writer: Option<BlockWriter>,
+    writer: Option<UringBlockWriter>,
     own_failure: Option<ReplicaFailure>,
     downstream: Option<Downstream>,
     /// Members lost after the write started, with why.
@@ -139,6 +252,7 @@ struct Pipeline {
     connect_failures: Vec<ReplicaFailure>,
     received_bytes: u64,
     short_chunk_received: bool,
+    batches: u64,
 }
 
 fn failure(minion: &MinionAddress, kind: ErrorKind, why: String) -> ReplicaFailure {
@@ -151,8 +265,8 @@ fn failure(minion: &MinionAddress, kind: ErrorKind, why: String) -> ReplicaFailu
 impl Pipeline {
     /// Connects downstream (skipping members that can't be reached) and
     /// creates the local block file. Failures are recorded, not returned.
-    fn start(session: &Session, request: &WriteRequest) -> Pipeline {
-        let context = session.context;
+    async fn start(session: &Session, request: &WriteRequest) -> Pipeline {
+        let context = &session.context;
         let mut pipeline = Pipeline {
             me: context.me.clone(),
             block: request.block,
@@ -164,38 +278,44 @@ impl Pipeline {
             connect_failures: Vec::new(),
             received_bytes: 0,
             short_chunk_received: false,
+            batches: 0,
         };
-        pipeline.connect_downstream(&request.credentials, &request.downstream);
-        match context.store.create(request.block) {
+        let (created, ()) = uring::join(
+            context.store.create(request.block, request.sync),
+            pipeline.connect_downstream(&request.credentials, &request.downstream),
+        )
+        .await;
+        match created {
             Ok(writer) => pipeline.writer = Some(writer),
             Err(error) => pipeline.fail_locally(&error),
         }
         pipeline
     }
 
-    fn connect_downstream(&mut self, credentials: &Credentials, members: &[MinionAddress]) {
+    async fn connect_downstream(&mut self, credentials: &Credentials, members: &[MinionAddress]) {
         for (index, member) in members.iter().enumerate() {
             let forwarded = MinionRequest::WriteBlock {
                 block: self.block,
                 downstream: members[index + 1..].to_vec(),
                 sync: self.sync,
             };
-            let opened = Connection::open_with_timeouts(
-                &member.address,
-                Duration::from_millis(CONNECT_TIMEOUT_MS),
-                Duration::from_millis(IO_TIMEOUT_MS),
-            )
-            .and_then(|mut connection| {
-                connection.send(credentials, forwarded)?;
-                connection.flush()?;
-                Ok(connection)
-            });
+            let opened = async {
+                let stream =
+                    Stream::connect(&member.address, Duration::from_millis(CONNECT_TIMEOUT_MS))
+                        .await
+                        .map_err(|e| Error::io(format!("connect to {}", member.address), e))?;
+                let mut downstream = Downstream {
+                    stream,
+                    members: members[index..].to_vec(),
+                    next_request_id: 1,
+                };
+                downstream.send(credentials, forwarded).await?;
+                Ok::<_, Error>(downstream)
+            }
+            .await;
             match opened {
-                Ok(connection) => {
-                    self.downstream = Some(Downstream {
-                        connection,
-                        members: members[index..].to_vec(),
-                    });
+                Ok(downstream) => {
+                    self.downstream = Some(downstream);
                     return;
                 }
                 Err(error) => {
@@ -257,48 +377,84 @@ impl Pipeline {
     /// Refuses a data frame that is no chunk of this block, before its
     /// payload is read.
     fn check_chunk(&self, payload_bytes: u32) -> Result<()> {
-        let block = self.block;
-        if payload_bytes == 0 || payload_bytes > CHUNK_BYTES {
-            return Err(Error::Protocol(format!(
-                "a data frame of {payload_bytes} bytes in {block} (chunks have 1 to {CHUNK_BYTES})"
-            )));
-        }
-        if self.short_chunk_received {
-            return Err(Error::Protocol(format!(
-                "a chunk of {block} after a short one (only the last chunk may be shorter than {CHUNK_BYTES} bytes)"
-            )));
-        }
-        if self.received_bytes + u64::from(payload_bytes) > BLOCK_BYTES_MAX {
-            return Err(Error::Protocol(format!(
-                "{block} grows over the limit of {BLOCK_BYTES_MAX} bytes"
-            )));
-        }
-        Ok(())
+        check_chunk(
+            self.block,
+            self.received_bytes,
+            self.short_chunk_received,
+            payload_bytes,
+        )
     }
 
-    /// Writes one checked chunk here and sends it on.
-    fn store_and_forward(&mut self, chunk: &[u8], crc: u32) {
-        if let Some(writer) = &mut self.writer {
-            if let Err(error) = writer.write_chunk(chunk, crc) {
-                self.fail_locally(&error);
-            }
+    /// Takes the complete data frames at the front of `input` (at least the
+    /// first, which the caller made complete), checking each header and
+    /// CRC32C in place, and counts them as received.
+    fn parse_frames(&mut self, input: &[u8]) -> Result<FrameBatch> {
+        let batch = parse_frames(
+            self.block,
+            self.received_bytes,
+            self.short_chunk_received,
+            input,
+        )?;
+        for payload in &batch.payloads {
+            self.received_bytes += payload.len() as u64;
+            self.short_chunk_received = payload.len() < CHUNK_BYTES as usize;
         }
-        if let Some(downstream) = &mut self.downstream {
-            let sent = downstream
-                .connection
-                .send_data(chunk, crc)
-                .and_then(|()| downstream.connection.flush());
-            if let Err(error) = sent {
-                self.lose_downstream(ErrorKind::Io, &format!("forward {}: {error}", self.block));
+        Ok(batch)
+    }
+
+    /// Writes the batch's chunks here and sends its frames on, at once and
+    /// from the session's input buffer. `start` is where the batch begins
+    /// in that buffer.
+    async fn store_and_forward(&mut self, session: &mut Session, start: usize, batch: FrameBatch) {
+        let block = self.block;
+        self.batches += 1;
+        let input = session.lend_input();
+        let local_pieces = SharedPieces {
+            bytes: Rc::clone(&input),
+            ranges: batch
+                .payloads
+                .iter()
+                .map(|range| start + range.start..start + range.end)
+                .collect(),
+        };
+        let forward_pieces = SharedPieces {
+            bytes: Rc::clone(&input),
+            ranges: std::iter::once(start..start + batch.frame_bytes).collect(),
+        };
+        let Pipeline {
+            writer, downstream, ..
+        } = self;
+        let local = async {
+            match writer {
+                Some(writer) => Some(writer.write_chunks(local_pieces, &batch.crcs).await),
+                None => None,
             }
+        };
+        let forward = async {
+            match downstream {
+                Some(downstream) => Some(
+                    downstream
+                        .stream
+                        .write_vectored_all(forward_pieces, io_wait())
+                        .await
+                        .map(drop),
+                ),
+                None => None,
+            }
+        };
+        let (stored, forwarded) = uring::join(local, forward).await;
+        session.return_input(input);
+        if let Some(Err(error)) = stored {
+            self.fail_locally(&error);
         }
-        self.received_bytes += chunk.len() as u64;
-        self.short_chunk_received = chunk.len() < CHUNK_BYTES as usize;
+        if let Some(Err(error)) = forwarded {
+            self.lose_downstream(ErrorKind::Io, &format!("forward {block}: {error}"));
+        }
     }
 
     /// Seals the block here and downstream (in parallel: the request goes
     /// down first) and builds the answer for upstream.
-    fn seal(&mut self, credentials: &Credentials) -> MinionResponse {
+    async fn seal(&mut self, credentials: &Credentials) -> MinionResponse {
         let block = self.block;
         let length_bytes = self.received_bytes;
         let mut pending = None;
@@ -307,46 +463,56 @@ impl Pipeline {
                 block,
                 length_bytes,
             };
-            let sent = downstream
-                .connection
-                .send(credentials, request)
-                .and_then(|request_id| downstream.connection.flush().map(|()| request_id));
-            match sent {
+            match downstream.send(credentials, request).await {
                 Ok(request_id) => pending = Some(request_id),
                 Err(error) => {
                     self.lose_downstream(ErrorKind::Io, &format!("seal {block}: {error}"))
                 }
             }
         }
-        let mut stored = Vec::new();
-        if let Some(writer) = self.writer.take() {
-            match writer.seal(self.sync) {
-                Ok(_) => stored.push(self.me.id),
-                Err(error) => self.fail_locally(&error),
+        let writer = self.writer.take();
+        let sync = self.sync;
+        let local = async move {
+            match writer {
+                Some(writer) => Some(writer.seal(sync).await),
+                None => None,
             }
+        };
+        let downstream = &self.downstream;
+        let remote = async move {
+            match (pending, downstream) {
+                (Some(request_id), Some(downstream)) => Some(downstream.receive(request_id).await),
+                _ => None,
+            }
+        };
+        let (sealed_here, answer) = uring::join(local, remote).await;
+        let mut stored = Vec::new();
+        match sealed_here {
+            Some(Ok(_)) => stored.push(self.me.id),
+            Some(Err(error)) => self.fail_locally(&error),
+            None => {}
         }
         let mut reported_failures = Vec::new();
-        if let (Some(request_id), Some(downstream)) = (pending, &mut self.downstream) {
-            match downstream.connection.receive::<MinionResponse>(request_id) {
-                Ok(MinionResponse::Sealed {
-                    stored: stored_downstream,
-                    failed,
-                }) => {
-                    stored.extend(stored_downstream);
-                    reported_failures = failed;
-                    self.downstream = None;
-                }
-                Ok(MinionResponse::Error(error)) => {
-                    self.lose_downstream(error.kind, &error.message)
-                }
-                Ok(MinionResponse::ReadStarted { .. }) => self.lose_downstream(
-                    ErrorKind::Protocol,
-                    &format!("answered SealBlock of {block} with ReadStarted"),
-                ),
-                Err(error) => {
-                    self.lose_downstream(ErrorKind::Io, &format!("seal {block}: {error}"))
-                }
+        match answer {
+            Some(Ok(MinionResponse::Sealed {
+                stored: stored_downstream,
+                failed,
+            })) => {
+                stored.extend(stored_downstream);
+                reported_failures = failed;
+                self.downstream = None;
             }
+            Some(Ok(MinionResponse::Error(error))) => {
+                self.lose_downstream(error.kind, &error.message)
+            }
+            Some(Ok(MinionResponse::ReadStarted { .. })) => self.lose_downstream(
+                ErrorKind::Protocol,
+                &format!("answered SealBlock of {block} with ReadStarted"),
+            ),
+            Some(Err(error)) => {
+                self.lose_downstream(ErrorKind::Io, &format!("seal {block}: {error}"))
+            }
+            None => {}
         }
         if stored.first() == Some(&self.me.id) {
             tracing::debug!("stored {block} ({length_bytes} bytes)");
@@ -356,5 +522,156 @@ impl Pipeline {
         failed.append(&mut self.lost);
         failed.append(&mut self.connect_failures);
         MinionResponse::Sealed { stored, failed }
+    }
+}
+
+fn check_chunk(
+    block: BlockId,
+    received_bytes: u64,
+    short_chunk_received: bool,
+    payload_bytes: u32,
+) -> Result<()> {
+    if payload_bytes == 0 || payload_bytes > CHUNK_BYTES {
+        return Err(Error::Protocol(format!(
+            "a data frame of {payload_bytes} bytes in {block} (chunks have 1 to {CHUNK_BYTES})"
+        )));
+    }
+    if short_chunk_received {
+        return Err(Error::Protocol(format!(
+            "a chunk of {block} after a short one (only the last chunk may be shorter than {CHUNK_BYTES} bytes)"
+        )));
+    }
+    if received_bytes + u64::from(payload_bytes) > BLOCK_BYTES_MAX {
+        return Err(Error::Protocol(format!(
+            "{block} grows over the limit of {BLOCK_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The complete data frames at the front of `input`, each checked as it
+/// comes: its header, its place in the block, its CRC32C. Stops at the first
+/// frame that is incomplete or not data.
+fn parse_frames(
+    block: BlockId,
+    mut received_bytes: u64,
+    mut short_chunk_received: bool,
+    input: &[u8],
+) -> Result<FrameBatch> {
+    let mut batch = FrameBatch {
+        frame_bytes: 0,
+        payloads: Vec::new(),
+        crcs: Vec::new(),
+    };
+    let mut position = 0;
+    while let Some(header_bytes) = input.get(position..position + FRAME_HEADER_BYTES) {
+        let array: &[u8; FRAME_HEADER_BYTES] = header_bytes
+            .try_into()
+            .map_err(|_| Error::Protocol("short frame header".into()))?;
+        let header = FrameHeader::decode(array)?;
+        if header.kind != FrameKind::Data {
+            break;
+        }
+        check_chunk(
+            block,
+            received_bytes,
+            short_chunk_received,
+            header.payload_bytes,
+        )?;
+        let payload_start = position + FRAME_HEADER_BYTES;
+        let payload_end = payload_start + header.payload_bytes as usize;
+        let Some(payload) = input.get(payload_start..payload_end) else {
+            break;
+        };
+        if crc32c::crc32c(payload) != header.payload_crc {
+            return Err(Error::Protocol(format!(
+                "payload checksum mismatch in a {:?} frame of {} bytes",
+                header.kind, header.payload_bytes
+            )));
+        }
+        batch.payloads.push(payload_start..payload_end);
+        batch.crcs.push(header.payload_crc);
+        received_bytes += u64::from(header.payload_bytes);
+        short_chunk_received = header.payload_bytes < CHUNK_BYTES;
+        position = payload_end;
+        batch.frame_bytes = position;
+    }
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHUNK: usize = CHUNK_BYTES as usize;
+
+    fn data_frame(payload: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        wire::write_frame(&mut frame, FrameKind::Data, 0, 0, payload).expect("encode");
+        frame
+    }
+
+    fn request_frame() -> Vec<u8> {
+        let mut frame = Vec::new();
+        wire::write_message(&mut frame, FrameKind::Request, 2, &"seal").expect("encode");
+        frame
+    }
+
+    /// (name, input, bytes already received, payload lengths or error)
+    #[test]
+    fn frames_are_taken_while_complete_and_checked() {
+        let full = vec![7u8; CHUNK];
+        let short = vec![9u8; 100];
+        let mut corrupt = data_frame(&full);
+        corrupt[FRAME_HEADER_BYTES + 5] ^= 1;
+        let two_full = [data_frame(&full), data_frame(&full)].concat();
+        type Expected = std::result::Result<Vec<usize>, &'static str>;
+        let cases: Vec<(&str, Vec<u8>, u64, Expected)> = vec![
+            ("two full", two_full.clone(), 0, Ok(vec![CHUNK, CHUNK])),
+            (
+                "a partial second frame stays",
+                two_full[..two_full.len() - 1].to_vec(),
+                0,
+                Ok(vec![CHUNK]),
+            ),
+            (
+                "short then seal",
+                [data_frame(&full), data_frame(&short), request_frame()].concat(),
+                0,
+                Ok(vec![CHUNK, 100]),
+            ),
+            ("only a request", request_frame(), 0, Ok(vec![])),
+            ("corrupt", corrupt, 0, Err("payload checksum mismatch")),
+            (
+                "after a short one",
+                [data_frame(&short), data_frame(&short)].concat(),
+                0,
+                Err("after a short one"),
+            ),
+            (
+                "over the block limit",
+                data_frame(&full),
+                BLOCK_BYTES_MAX,
+                Err("grows over the limit"),
+            ),
+        ];
+        for (name, input, received, expected) in cases {
+            let parsed = parse_frames(BlockId(1), received, false, &input);
+            match (parsed, expected) {
+                (Ok(batch), Ok(lengths)) => {
+                    let got: Vec<usize> = batch.payloads.iter().map(|r| r.len()).collect();
+                    assert_eq!(got, lengths, "{name}");
+                    let frames: usize = lengths.iter().map(|l| l + FRAME_HEADER_BYTES).sum();
+                    assert_eq!(batch.frame_bytes, frames, "{name}");
+                    for (range, crc) in batch.payloads.iter().zip(&batch.crcs) {
+                        assert_eq!(crc32c::crc32c(&input[range.clone()]), *crc, "{name}");
+                    }
+                }
+                (Err(error), Err(text)) => {
+                    assert!(error.to_string().contains(text), "{name}: {error}")
+                }
+                (parsed, expected) => panic!("{name}: got {parsed:?}, expected {expected:?}"),
+            }
+        }
     }
 }

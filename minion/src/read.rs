@@ -1,17 +1,32 @@
 //! Serving `ReadBlock`: the whole chunks covering a byte range of a sealed
 //! block, each checked against its stored CRC32C before it is sent.
 //!
-//! A chunk that fails its check mid-stream ends the connection: the reader
-//! then sees a short stream and tries the next replica.
+//! The engine's `BlockReader` checks the footer and the checksum array; the
+//! chunks are then read through the ring `READ_BATCH_CHUNKS` at a time into
+//! one buffer, checked in place and sent from that buffer with their frame
+//! headers (one vectored send), while the next batch is read into a second
+//! buffer. Memory: two batch buffers per reading connection.
+//!
+//! A chunk that fails its check ends the connection after the good chunks
+//! before it: the reader then sees a short stream and tries the next replica.
 
-use dfs_engine::block_store;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use dfs_engine::block_store::{self, BlockReader};
+use dfs_engine::limits::IO_TIMEOUT_MS;
 use dfs_engine::msg::{BlockId, ErrorKind, MinionResponse, RemoteError};
-use dfs_engine::wire::{self, FrameKind};
+use dfs_engine::wire::{FrameHeader, FrameKind};
 use dfs_engine::{Error, Result};
 
 use crate::server::{Next, Session};
+use crate::uring::{self, FrameBatch, UringFile};
 
-pub(crate) fn read_block(
+/// Chunks read, checked and sent at once (512 KiB of standard chunks).
+const READ_BATCH_CHUNKS: u64 = 8;
+
+pub(crate) async fn read_block(
     session: &mut Session,
     request_id: u64,
     block: BlockId,
@@ -19,7 +34,7 @@ pub(crate) fn read_block(
     length_bytes: u64,
 ) -> Result<Next> {
     let name = session.context.name();
-    let reader = match session.context.store.open_block(block) {
+    let reader = match session.context.store.block_store().open_block(block) {
         Ok(reader) => reader,
         Err(error) => {
             let (kind, message) = if block_store::is_not_found(&error) {
@@ -34,7 +49,9 @@ pub(crate) fn read_block(
                 tracing::error!("{}: read {block}: {error}", session.peer);
                 (ErrorKind::Io, format!("{name}: {error}"))
             };
-            session.respond_error(request_id, RemoteError::new(kind, message))?;
+            session
+                .respond_error(request_id, RemoteError::new(kind, message))
+                .await?;
             return Ok(Next::Continue);
         }
     };
@@ -49,43 +66,204 @@ pub(crate) fn read_block(
                 "{block}: {length_bytes} bytes at offset {offset_bytes} reach past its end ({block_length_bytes} bytes)"
             ),
         );
-        session.respond_error(request_id, error)?;
+        session.respond_error(request_id, error).await?;
         return Ok(Next::Continue);
     };
     let chunk_bytes = u64::from(reader.chunk_bytes());
     let first_index = offset_bytes / chunk_bytes;
-    session.respond(
-        request_id,
-        &MinionResponse::ReadStarted {
-            block_length_bytes,
-            first_offset_bytes: first_index * chunk_bytes,
-        },
-    )?;
+    session
+        .respond(
+            request_id,
+            &MinionResponse::ReadStarted {
+                block_length_bytes,
+                first_offset_bytes: first_index * chunk_bytes,
+            },
+        )
+        .await?;
     if length_bytes == 0 {
         return Ok(Next::Continue);
     }
     let last_index = (end_bytes - 1) / chunk_bytes;
-    for index in first_index..=last_index {
-        let crc = match reader.read_chunk(index, &mut session.buffer) {
-            Ok(crc) => crc,
+    let chunks = match ChunkSource::open(&reader) {
+        Ok(chunks) => chunks,
+        Err(error) => {
+            tracing::error!(
+                "{}: read {block}: {error}; closing the connection so the reader tries another replica",
+                session.peer
+            );
+            return Ok(Next::Close);
+        }
+    };
+    // The disk starts on the whole range now, while the first chunks go out.
+    let first_byte = chunks.chunk_range(first_index).start;
+    let end_byte = chunks.chunk_range(last_index).end;
+    chunks
+        .file
+        .advise_sequential(first_byte, end_byte - first_byte);
+    send_chunks(session, &chunks, first_index..last_index + 1).await
+}
+
+/// A sealed block's file on the ring and its stored checksums.
+struct ChunkSource {
+    block: BlockId,
+    file: UringFile,
+    length_bytes: u64,
+    chunk_bytes: u64,
+    crcs: Vec<u32>,
+}
+
+impl ChunkSource {
+    /// Takes the file and checksum array of a block whose footer `reader`
+    /// checked (the footer's CRC covers the array).
+    fn open(reader: &BlockReader) -> Result<ChunkSource> {
+        let block = reader.block();
+        let context = |what: &str| format!("{what} {block}");
+        let file = reader
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io(context("reopen"), e))?;
+        // Bounded: open_block checked chunk_count against BLOCK_CHUNKS_MAX.
+        let mut crc_array = vec![0u8; reader.chunk_count() as usize * 4];
+        file.read_exact_at(&mut crc_array, reader.length_bytes())
+            .map_err(|e| Error::io(context("read the checksums of"), e))?;
+        let crcs = crc_array
+            .chunks_exact(4)
+            .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+            .collect();
+        let file = UringFile::from_std(file);
+        Ok(ChunkSource {
+            block,
+            file,
+            length_bytes: reader.length_bytes(),
+            chunk_bytes: u64::from(reader.chunk_bytes()),
+            crcs,
+        })
+    }
+
+    /// Byte range of chunk `index` in the block.
+    fn chunk_range(&self, index: u64) -> Range<u64> {
+        let start = index * self.chunk_bytes;
+        start..(start + self.chunk_bytes).min(self.length_bytes)
+    }
+
+    /// Reads chunks `indexes` into `buffer` (from its start).
+    async fn read(&self, indexes: Range<u64>, buffer: Vec<u8>) -> Result<(Range<u64>, Vec<u8>)> {
+        let start = self.chunk_range(indexes.start).start;
+        let end = self.chunk_range(indexes.end - 1).end;
+        let length = (end - start) as usize;
+        let buffer = self
+            .file
+            .read_exact_at(buffer, 0..length, start)
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Error::corrupted(format!("{}", self.block), "the file ended early")
+                } else {
+                    Error::io(format!("read {}", self.block), e)
+                }
+            })?;
+        Ok((indexes, buffer))
+    }
+
+    /// Checks the chunks `indexes` held by `buffer` and frames the good
+    /// ones; the error says which chunk failed, if one did.
+    fn frame(&self, indexes: Range<u64>, buffer: Vec<u8>) -> (FrameBatch, Option<Error>) {
+        let base = self.chunk_range(indexes.start).start;
+        let mut batch = FrameBatch {
+            headers: Vec::new(),
+            payload: buffer,
+            ranges: Vec::new(),
+        };
+        for index in indexes {
+            let chunk = self.chunk_range(index);
+            let range = (chunk.start - base) as usize..(chunk.end - base) as usize;
+            let stored = usize::try_from(index)
+                .ok()
+                .and_then(|i| self.crcs.get(i))
+                .copied();
+            let actual = batch.payload.get(range.clone()).map(crc32c::crc32c);
+            match (stored, actual) {
+                (Some(stored), Some(actual)) if stored == actual => {
+                    batch.headers.push(
+                        FrameHeader {
+                            kind: FrameKind::Data,
+                            flags: 0,
+                            request_id: 0,
+                            payload_bytes: range.len() as u32,
+                            payload_crc: stored,
+                        }
+                        .encode(),
+                    );
+                    batch.ranges.push(range);
+                }
+                (stored, actual) => {
+                    let detail = match (stored, actual) {
+                        (Some(stored), Some(actual)) => format!(
+                            "checksum {actual:#010x} does not match the stored {stored:#010x}"
+                        ),
+                        _ => "the chunk is missing".to_string(),
+                    };
+                    let error = Error::corrupted(format!("{} chunk {index}", self.block), detail);
+                    return (batch, Some(error));
+                }
+            }
+        }
+        (batch, None)
+    }
+}
+
+async fn send_chunks(
+    session: &mut Session,
+    chunks: &ChunkSource,
+    indexes: Range<u64>,
+) -> Result<Next> {
+    let wait = Duration::from_millis(IO_TIMEOUT_MS);
+    let buffer_bytes = (READ_BATCH_CHUNKS * chunks.chunk_bytes) as usize;
+    let batch_end = |start: u64| (start + READ_BATCH_CHUNKS).min(indexes.end);
+    let corrupt = |session: &Session, error: &Error| {
+        tracing::error!(
+            "{}: read: {error}; closing the connection so the reader tries another replica",
+            session.peer
+        );
+    };
+    let mut spare = vec![0u8; buffer_bytes];
+    let mut current = chunks
+        .read(
+            indexes.start..batch_end(indexes.start),
+            vec![0u8; buffer_bytes],
+        )
+        .await;
+    loop {
+        let (range, buffer) = match current {
+            Ok(read) => read,
             Err(error) => {
-                tracing::error!(
-                    "{}: read {block}: {error}; closing the connection so the reader tries another replica",
-                    session.peer
-                );
-                // The good chunks before it still go out.
+                corrupt(session, &error);
                 return Ok(Next::Close);
             }
         };
-        wire::write_frame_with_crc(
-            &mut session.writer,
-            FrameKind::Data,
-            0,
-            0,
-            &session.buffer,
-            crc,
-        )?;
+        let next_start = range.end;
+        let (batch, failed) = chunks.frame(range, buffer);
+        let next_read = async {
+            if next_start < indexes.end && failed.is_none() {
+                Some(chunks.read(next_start..batch_end(next_start), spare).await)
+            } else {
+                None
+            }
+        };
+        let (sent, next) =
+            uring::join(session.stream.write_vectored_all(batch, wait), next_read).await;
+        let batch = sent.map_err(|e| Error::io(format!("send to {}", session.peer), e))?;
+        if let Some(error) = failed {
+            // The good chunks before it went out.
+            corrupt(session, &error);
+            return Ok(Next::Close);
+        }
+        match next {
+            Some(read) => {
+                spare = batch.payload;
+                current = read;
+            }
+            None => return Ok(Next::Continue),
+        }
     }
-    session.flush()?;
-    Ok(Next::Continue)
 }

@@ -1,18 +1,29 @@
-//! The data service: accepts connections from clients and from the minion
-//! before this one in a pipeline, one thread per connection (at most
-//! `connections_max`; further ones get a `Busy` answer), and runs their
-//! requests in order.
+//! The data service, thread per core: each core runs one single-threaded
+//! io_uring runtime (`uring`) with its own listening socket on the shared
+//! address (SO_REUSEPORT: the kernel spreads connections over the cores),
+//! and serves the connections it accepted to their end. Nothing on the data
+//! path is shared between cores: a connection's buffers, block file and
+//! downstream socket belong to its core. What cores share is counted once
+//! per connection or block (the connection limit, the block claims).
+//!
+//! At most `connections_max` connections are served at once; further ones
+//! get a `Busy` answer (at most `BUSY_ANSWERS_MAX` at a time, the rest are
+//! closed unanswered).
 //!
 //! Boundary: bytes from a peer reach the rest of the minion only through
-//! `Session`, which checks every frame against its limit before reading it.
-//! A peer that breaks the protocol loses its connection, never the daemon.
+//! `Session`, which checks every frame header against its limit before it
+//! reads the payload. A peer that breaks the protocol loses its connection,
+//! never the daemon.
 
-use std::io::{self, BufReader, BufWriter, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::cell::Cell;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use dfs_engine::block_store::BlockStore;
@@ -23,24 +34,45 @@ use dfs_engine::msg::{
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
 
+use crate::store::Store;
+use crate::uring::{self, Either, Listener, Stream};
 use crate::{pipeline, read};
 
 /// Largest request frame a minion accepts. Its requests are small (a
-/// pipeline of REPLICATION_MAX addresses is a few KiB), so the one buffer of
-/// a connection never grows past a chunk for them.
+/// pipeline of REPLICATION_MAX addresses is a few KiB).
 pub const REQUEST_FRAME_BYTES_MAX: u32 = 64 * 1024;
-/// Connections over the limit waiting for their `Busy` answer; more are
-/// closed without one.
-const BUSY_QUEUE_MAX: usize = 64;
+/// Connections over the limit being told `Busy` at once; more are closed
+/// without an answer.
+const BUSY_ANSWERS_MAX: usize = 64;
 /// How long a refused connection may take to send its first frame header.
 const BUSY_ANSWER_TIMEOUT_MS: u64 = 1_000;
 /// Pause after a failed accept (out of file descriptors, say) so the loop
 /// does not spin.
 const ACCEPT_RETRY_DELAY_MS: u64 = 100;
-/// Capacity of a connection's read and write buffers: one data frame.
-const SOCKET_BUFFER_BYTES: usize = CHUNK_BYTES as usize + FRAME_HEADER_BYTES;
+/// How often an idle core looks at the stop flag.
+const STOP_POLL_INTERVAL_MS: u64 = 50;
+/// How long `DataService::stop` waits for the cores to close their listeners
+/// and finish their connections.
+const STOP_TIMEOUT_MS: u64 = 5_000;
+/// Pending connections per listening socket.
+const LISTEN_BACKLOG: libc::c_int = 1024;
+/// A data frame of one whole chunk, header included.
+pub(crate) const DATA_FRAME_BYTES: usize = FRAME_HEADER_BYTES + CHUNK_BYTES as usize;
+/// Whole data frames a connection's input buffer holds: what one read may
+/// bring in, and what one file write and one forward carry at most.
+pub(crate) const INPUT_FRAMES_MAX: usize = 16;
+/// A connection's input buffer while it writes a block (about 1 MiB).
+pub(crate) const INPUT_BUFFER_BYTES: usize = INPUT_FRAMES_MAX * DATA_FRAME_BYTES;
+/// A connection's input buffer otherwise: one data frame, which also holds
+/// the largest request. Input memory is at most `CONNECTIONS_MAX` times
+/// this plus `INPUT_BUFFER_BYTES` per block being written.
+const IDLE_INPUT_BUFFER_BYTES: usize = DATA_FRAME_BYTES;
 
 const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= dfs_engine::limits::CONTROL_FRAME_BYTES_MAX);
+const _: () =
+    assert!(IDLE_INPUT_BUFFER_BYTES >= FRAME_HEADER_BYTES + REQUEST_FRAME_BYTES_MAX as usize);
+const _: () = assert!(IDLE_INPUT_BUFFER_BYTES <= INPUT_BUFFER_BYTES);
+const _: () = assert!(BUSY_ANSWERS_MAX <= CONNECTIONS_MAX);
 
 /// How to run the data service.
 #[derive(Clone, Debug)]
@@ -52,6 +84,8 @@ pub struct ServeConfig {
     pub minion: MinionId,
     /// Connections served at once (capped at `limits::CONNECTIONS_MAX`).
     pub connections_max: usize,
+    /// Cores, each with its own io_uring runtime and listener (at least 1).
+    pub cores: usize,
 }
 
 impl ServeConfig {
@@ -61,17 +95,25 @@ impl ServeConfig {
             advertise: None,
             minion,
             connections_max: CONNECTIONS_MAX,
+            cores: available_cores(),
         }
     }
 }
 
-/// What every connection thread shares.
+/// The cores this process may run on.
+pub fn available_cores() -> usize {
+    thread::available_parallelism().map_or(1, |count| count.get())
+}
+
+/// What every core shares.
 pub(crate) struct Context {
-    pub(crate) store: BlockStore,
+    pub(crate) store: Arc<Store>,
     /// This minion as others know it, for failure messages.
     pub(crate) me: MinionAddress,
     active: AtomicUsize,
+    busy_answers: AtomicUsize,
     connections_max: usize,
+    stopping: AtomicBool,
 }
 
 impl Context {
@@ -90,15 +132,27 @@ pub(crate) fn minion_name(minion: &MinionAddress) -> String {
 pub struct DataService {
     local_address: SocketAddr,
     me: MinionAddress,
-    stopping: Arc<AtomicBool>,
-    accept_thread: Option<JoinHandle<()>>,
+    context: Arc<Context>,
+    /// One message per core once its listener is closed and its
+    /// connections ended.
+    closed: Receiver<()>,
+    cores: usize,
+    stopped: bool,
 }
 
-/// Binds `config.listen` and serves blocks of `store` on it from background threads.
+/// Binds `config.listen` on every core and serves blocks of `store`.
 pub fn serve(config: ServeConfig, store: BlockStore) -> Result<DataService> {
-    let listener = TcpListener::bind(&config.listen)
-        .with_context(|| format!("listen on {}", config.listen))?;
-    let local_address = listener.local_addr().context("read the bound address")?;
+    serve_store(config, Arc::new(Store::new(store)))
+}
+
+/// `serve` with the cores' view of the store, shared with the heartbeat.
+pub fn serve_store(config: ServeConfig, store: Arc<Store>) -> Result<DataService> {
+    let cores = config.cores.max(1);
+    let listeners = bind_listeners(&config.listen, cores)?;
+    let first = listeners
+        .first()
+        .ok_or_else(|| Error::Invalid("no listener".into()))?;
+    let local_address = first.local_addr().context("read the bound address")?;
     let me = MinionAddress {
         id: config.minion,
         address: config
@@ -109,27 +163,125 @@ pub fn serve(config: ServeConfig, store: BlockStore) -> Result<DataService> {
         store,
         me: me.clone(),
         active: AtomicUsize::new(0),
+        busy_answers: AtomicUsize::new(0),
         connections_max: config.connections_max.clamp(1, CONNECTIONS_MAX),
+        stopping: AtomicBool::new(false),
     });
-    let (busy_sender, busy_receiver) = mpsc::sync_channel(BUSY_QUEUE_MAX);
-    let busy_context = Arc::clone(&context);
-    thread::Builder::new()
-        .name("busy-answers".into())
-        .spawn(move || answer_busy_connections(busy_receiver, &busy_context))
-        .context("start the busy-answer thread")?;
-    let stopping = Arc::new(AtomicBool::new(false));
-    let accept_stopping = Arc::clone(&stopping);
-    let accept_thread = thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || accept_loop(listener, context, &accept_stopping, busy_sender))
-        .context("start the accept thread")?;
-    tracing::info!(address = %local_address, advertised = %me.address, minion = %me.id, "serving blocks");
+    let (closed_sender, closed) = mpsc::channel();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let context = Arc::clone(&context);
+        let closed_sender = closed_sender.clone();
+        thread::Builder::new()
+            .name(format!("core-{index}"))
+            .spawn(move || run_core(index, listener, context, closed_sender))
+            .context("start a core thread")?;
+    }
+    tracing::info!(address = %local_address, advertised = %me.address, minion = %me.id, cores, "serving blocks");
     Ok(DataService {
         local_address,
         me,
-        stopping,
-        accept_thread: Some(accept_thread),
+        context,
+        closed,
+        cores,
+        stopped: false,
     })
+}
+
+/// One listening socket per core on the same address (SO_REUSEPORT); the
+/// first one picks the port when `listen` says 0.
+fn bind_listeners(listen: &str, cores: usize) -> Result<Vec<std::net::TcpListener>> {
+    let context = || format!("listen on {listen}");
+    let mut last_error = None;
+    for address in listen.to_socket_addrs().with_context(context)? {
+        match bind_reuseport(address) {
+            Ok(first) => {
+                let bound = first.local_addr().with_context(context)?;
+                let mut listeners = vec![first];
+                for _ in 1..cores {
+                    listeners.push(bind_reuseport(bound).with_context(context)?);
+                }
+                return Ok(listeners);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(Error::io(
+        context(),
+        last_error.unwrap_or_else(|| io::Error::other("address resolved to nothing")),
+    ))
+}
+
+fn bind_reuseport(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let family = match address {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: the option value is a live c_int of the size given.
+        let status = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if status != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: sockaddr_storage is plain data; all zeroes is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let length = match address {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any
+            // socket address, so it can be viewed as a sockaddr_in.
+            let raw = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            raw.sin_family = libc::AF_INET as libc::sa_family_t;
+            raw.sin_port = v4.port().to_be();
+            raw.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let raw = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            raw.sin6_port = v6.port().to_be();
+            raw.sin6_addr.s6_addr = v6.ip().octets();
+            raw.sin6_flowinfo = v6.flowinfo();
+            raw.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: storage holds a valid address of `length` bytes for this family.
+    let status = unsafe {
+        libc::bind(
+            fd,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            length as libc::socklen_t,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen(2) on our bound socket.
+    if unsafe { libc::listen(fd, LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::TcpListener::from(socket))
 }
 
 impl DataService {
@@ -143,28 +295,30 @@ impl DataService {
         &self.me
     }
 
-    /// Stops accepting connections and waits for the accept thread.
+    /// The store as the cores write to it (its usage counts their blocks).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.context.store
+    }
+
+    /// Stops accepting connections and waits (a bounded time) until every
+    /// core closed its listener and finished its connections.
     pub fn stop(mut self) {
         self.stop_accepting();
     }
 
     fn stop_accepting(&mut self) {
-        let Some(accept_thread) = self.accept_thread.take() else {
+        if self.stopped {
             return;
-        };
-        self.stopping.store(true, Ordering::SeqCst);
-        // Wake the blocking accept with a connection of our own.
-        let wake = match self.local_address.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => {
-                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), self.local_address.port())
+        }
+        self.stopped = true;
+        self.context.stopping.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
+        for _ in 0..self.cores {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.closed.recv_timeout(left).is_err() {
+                tracing::warn!("a core still serves connections after the stop; leaving it");
+                return;
             }
-            IpAddr::V6(ip) if ip.is_unspecified() => {
-                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), self.local_address.port())
-            }
-            _ => self.local_address,
-        };
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
-            let _ = accept_thread.join();
         }
     }
 }
@@ -175,78 +329,122 @@ impl Drop for DataService {
     }
 }
 
-/// Gives back one connection slot when a connection thread ends.
-struct ActiveSlot(Arc<Context>);
-
-impl Drop for ActiveSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+/// The thread of one core: its runtime, its accept loop, then its
+/// remaining connections.
+fn run_core(
+    index: usize,
+    listener: std::net::TcpListener,
+    context: Arc<Context>,
+    closed: Sender<()>,
+) {
+    let core_closed = closed.clone();
+    let ran = uring::run_core(async move {
+        let listener = match Listener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!("core {index}: take over the listening socket: {error}");
+                let _ = core_closed.send(());
+                return;
+            }
+        };
+        let connections = Rc::new(Cell::new(0usize));
+        accept_loop(&listener, &context, &connections).await;
+        drop(listener);
+        // Connections finish on their own; the store (and the lock on its
+        // directories) is let go when the last one ends.
+        while connections.get() > 0 {
+            uring::sleep(Duration::from_millis(STOP_POLL_INTERVAL_MS)).await;
+        }
+        drop(context);
+        let _ = core_closed.send(());
+    });
+    if let Err(error) = ran {
+        tracing::error!("core {index}: start its io_uring runtime: {error}");
+        let _ = closed.send(());
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
+/// Gives back a connection slot when a connection ends.
+struct ActiveSlot {
     context: Arc<Context>,
-    stopping: &AtomicBool,
-    busy: SyncSender<TcpStream>,
-) {
-    for incoming in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let stream = match incoming {
-            Ok(stream) => stream,
+    connections: Rc<Cell<usize>>,
+}
+
+impl Drop for ActiveSlot {
+    fn drop(&mut self) {
+        self.context.active.fetch_sub(1, Ordering::SeqCst);
+        self.connections
+            .set(self.connections.get().saturating_sub(1));
+    }
+}
+
+async fn accept_loop(listener: &Listener, context: &Arc<Context>, connections: &Rc<Cell<usize>>) {
+    let poll = Duration::from_millis(STOP_POLL_INTERVAL_MS);
+    // One accept stays in flight across stop checks: a cancelled accept
+    // could drop a connection the kernel just handed over.
+    let mut accept = Box::pin(listener.accept());
+    while !context.stopping.load(Ordering::SeqCst) {
+        let accepted = match uring::race(&mut accept, uring::sleep(poll)).await {
+            Either::First(accepted) => accepted,
+            Either::Second(()) => continue,
+        };
+        accept = Box::pin(listener.accept());
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!("accept a connection: {error}");
-                thread::sleep(Duration::from_millis(ACCEPT_RETRY_DELAY_MS));
+                uring::sleep(Duration::from_millis(ACCEPT_RETRY_DELAY_MS)).await;
                 continue;
             }
         };
         let active = context.active.fetch_add(1, Ordering::SeqCst);
         if active >= context.connections_max {
             context.active.fetch_sub(1, Ordering::SeqCst);
-            match busy.try_send(stream) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    tracing::warn!("over the connection limit and the busy queue is full; closing a connection unanswered");
-                }
-            }
+            refuse(stream, context);
             continue;
         }
-        let slot = ActiveSlot(Arc::clone(&context));
-        let spawned = thread::Builder::new()
-            .name("connection".into())
-            .spawn(move || {
-                let slot = slot;
-                Session::run(stream, &slot.0);
-            });
-        if let Err(error) = spawned {
-            // The closure, and with it the slot, was dropped.
-            tracing::warn!("start a connection thread: {error}");
-        }
+        connections.set(connections.get() + 1);
+        let slot = ActiveSlot {
+            context: Arc::clone(context),
+            connections: Rc::clone(connections),
+        };
+        uring::spawn(async move {
+            let context = Arc::clone(&slot.context);
+            Session::run(stream, peer.to_string(), context).await;
+            drop(slot);
+        });
     }
 }
 
-/// Answers connections over the limit with `Busy`, one at a time, so they
-/// cost no thread each.
-fn answer_busy_connections(connections: Receiver<TcpStream>, context: &Context) {
-    for stream in connections {
-        let peer = peer_name(&stream);
-        if let Err(error) = answer_busy(stream, context) {
-            tracing::debug!("{peer}: answer busy: {error}");
-        }
+fn refuse(stream: Stream, context: &Arc<Context>) {
+    if context.busy_answers.fetch_add(1, Ordering::SeqCst) >= BUSY_ANSWERS_MAX {
+        context.busy_answers.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!("over the connection limit and too many busy answers pending; closing a connection unanswered");
+        return;
     }
+    let context = Arc::clone(context);
+    uring::spawn(async move {
+        let wait = Duration::from_millis(BUSY_ANSWER_TIMEOUT_MS);
+        if uring::timeout(wait, answer_busy(&stream, &context))
+            .await
+            .is_none()
+        {
+            tracing::debug!("a refused connection sent no request in time");
+        }
+        context.busy_answers.fetch_sub(1, Ordering::SeqCst);
+    });
 }
 
-fn answer_busy(stream: TcpStream, context: &Context) -> Result<()> {
-    let timeout = Some(Duration::from_millis(BUSY_ANSWER_TIMEOUT_MS));
-    stream
-        .set_read_timeout(timeout)
-        .and_then(|()| stream.set_write_timeout(timeout))
-        .context("set socket timeouts")?;
-    // The answer carries the id of the request it refuses.
-    let Some(header) = wire::read_header(&mut &stream)? else {
-        return Ok(());
+/// Tells a connection over the limit that we are busy, answering its first
+/// request by id, then reads the rest of that request before closing so the
+/// close is not a reset that could destroy the answer on its way.
+async fn answer_busy(stream: &Stream, context: &Context) {
+    let wait = Duration::from_millis(BUSY_ANSWER_TIMEOUT_MS);
+    let Ok(bytes) = stream.read_exact(FRAME_HEADER_BYTES, wait).await else {
+        return;
+    };
+    let Ok(header) = decode_header(&bytes) else {
+        return;
     };
     let error = RemoteError::new(
         ErrorKind::Busy,
@@ -256,36 +454,39 @@ fn answer_busy(stream: TcpStream, context: &Context) -> Result<()> {
             context.connections_max
         ),
     );
-    wire::write_message(
-        &mut &stream,
+    let mut answer = Vec::new();
+    if wire::write_message(
+        &mut answer,
         FrameKind::Response,
         header.request_id,
         &MinionResponse::Error(error),
-    )?;
-    // Read the rest of the request before closing, so the close is not a
-    // reset that could destroy the answer on its way; but no longer than the
-    // deadline, whatever the peer does.
-    let _ = stream.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + Duration::from_millis(BUSY_ANSWER_TIMEOUT_MS);
-    let mut unread_bytes = u64::from(header.payload_bytes);
-    let mut scratch = [0u8; 4096];
+    )
+    .is_err()
+        || stream.write_all(answer, wait).await.is_err()
+    {
+        return;
+    }
+    stream.shutdown_write().await;
+    let mut unread_bytes = header.payload_bytes as usize;
+    let mut scratch = vec![0u8; 4096];
     while unread_bytes > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        match (&stream).read(&mut scratch) {
-            Ok(0) | Err(_) => break,
-            Ok(count) => unread_bytes = unread_bytes.saturating_sub(count as u64),
+        let length = scratch.len();
+        match stream.read_into(scratch, 0..length, wait).await {
+            Ok((0, _)) | Err(_) => break,
+            Ok((count, returned)) => {
+                scratch = returned;
+                unread_bytes = unread_bytes.saturating_sub(count);
+            }
         }
     }
-    Ok(())
 }
 
-fn peer_name(stream: &TcpStream) -> String {
-    stream
-        .peer_addr()
-        .map_or_else(|_| "unknown peer".to_string(), |peer| peer.to_string())
+fn decode_header(bytes: &[u8]) -> Result<FrameHeader> {
+    let array: &[u8; FRAME_HEADER_BYTES] = bytes
+        .get(..FRAME_HEADER_BYTES)
+        .and_then(|slice| slice.try_into().ok())
+        .ok_or_else(|| Error::Protocol("short frame header".into()))?;
+    FrameHeader::decode(array)
 }
 
 /// What to do with a connection after a request.
@@ -295,123 +496,264 @@ pub(crate) enum Next {
     Close,
 }
 
-/// One connection: its socket, buffers, and the one chunk buffer it reuses.
-pub(crate) struct Session<'a> {
-    pub(crate) context: &'a Context,
-    pub(crate) peer: String,
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    pub(crate) writer: BufWriter<TcpStream>,
-    /// Payload of the last frame read; at most one chunk or one request.
-    pub(crate) buffer: Vec<u8>,
-    /// The request an error answer refers to: the last request frame read.
-    answer_to: Option<u64>,
+fn io_wait() -> Duration {
+    Duration::from_millis(IO_TIMEOUT_MS)
 }
 
-impl<'a> Session<'a> {
-    fn run(stream: TcpStream, context: &'a Context) {
-        let peer = peer_name(&stream);
-        let mut session = match Session::new(stream, context, peer.clone()) {
-            Ok(session) => session,
-            Err(error) => {
-                tracing::warn!("{peer}: set up the connection: {error}");
-                return;
-            }
+/// One connection: its socket and its input buffer. Unparsed input is
+/// `input[start..end]`; `start` is always at a frame boundary.
+pub(crate) struct Session {
+    pub(crate) context: Arc<Context>,
+    pub(crate) peer: String,
+    pub(crate) stream: Stream,
+    /// IDLE_INPUT_BUFFER_BYTES, or INPUT_BUFFER_BYTES during a block write;
+    /// always initialized; lent to operations while they run (then empty).
+    input: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The request an error answer refers to: the last request frame read.
+    answer_to: Option<u64>,
+    /// Socket reads so far, for the log.
+    pub(crate) reads: u64,
+}
+
+impl Session {
+    async fn run(stream: Stream, peer: String, context: Arc<Context>) {
+        let mut session = Session {
+            context,
+            peer,
+            stream,
+            input: vec![0u8; IDLE_INPUT_BUFFER_BYTES],
+            start: 0,
+            end: 0,
+            answer_to: None,
+            reads: 0,
         };
-        tracing::debug!("{peer}: connected");
+        tracing::debug!("{}: connected", session.peer);
         loop {
-            match session.serve_one() {
+            match session.serve_one().await {
                 Ok(Next::Continue) => {}
                 Ok(Next::Close) => {
                     // A close after an answer: end our side gracefully so the
                     // answer is not lost to a reset.
-                    if session.flush().is_ok() {
-                        let _ = session.stream.shutdown(Shutdown::Write);
-                    }
+                    session.stream.shutdown_write().await;
                     break;
                 }
                 Err(error) => {
-                    session.fail(&error);
+                    session.fail(&error).await;
                     break;
                 }
             }
         }
-        tracing::debug!("{peer}: connection closed");
-    }
-
-    fn new(stream: TcpStream, context: &'a Context, peer: String) -> Result<Session<'a>> {
-        let timeout = Some(Duration::from_millis(IO_TIMEOUT_MS));
-        stream
-            .set_read_timeout(timeout)
-            .and_then(|()| stream.set_write_timeout(timeout))
-            .and_then(|()| stream.set_nodelay(true))
-            .context("set socket options")?;
-        let reader = BufReader::with_capacity(
-            SOCKET_BUFFER_BYTES,
-            stream.try_clone().context("clone socket")?,
-        );
-        let writer = BufWriter::with_capacity(
-            SOCKET_BUFFER_BYTES,
-            stream.try_clone().context("clone socket")?,
-        );
-        Ok(Session {
-            context,
-            peer,
-            stream,
-            reader,
-            writer,
-            buffer: Vec::new(),
-            answer_to: None,
-        })
+        tracing::debug!("{}: connection closed", session.peer);
     }
 
     /// Reads and runs one request. `Close` on a clean end of the stream.
-    fn serve_one(&mut self) -> Result<Next> {
+    async fn serve_one(&mut self) -> Result<Next> {
         self.answer_to = None;
-        let Some(header) = self.read_header()? else {
+        if !self.wait_for_request().await? {
+            return Ok(Next::Close);
+        }
+        let Some(header) = self.next_header().await? else {
             return Ok(Next::Close);
         };
         let request_id = header.request_id;
-        let envelope = self.read_request(&header)?;
+        let envelope = self.read_request(&header).await?;
         match envelope.body {
             MinionRequest::WriteBlock {
                 block,
                 downstream,
                 sync,
-            } => pipeline::write_block(
-                self,
-                pipeline::WriteRequest {
-                    request_id,
-                    credentials: envelope.credentials,
-                    block,
-                    downstream,
-                    sync,
-                },
-            ),
+            } => {
+                pipeline::write_block(
+                    self,
+                    pipeline::WriteRequest {
+                        request_id,
+                        credentials: envelope.credentials,
+                        block,
+                        downstream,
+                        sync,
+                    },
+                )
+                .await
+            }
             MinionRequest::ReadBlock {
                 block,
                 offset_bytes,
                 length_bytes,
-            } => read::read_block(self, request_id, block, offset_bytes, length_bytes),
+            } => read::read_block(self, request_id, block, offset_bytes, length_bytes).await,
             MinionRequest::SealBlock { block, .. } => Err(Error::Protocol(format!(
                 "SealBlock of {block} without a WriteBlock before it"
             ))),
         }
     }
 
-    /// The next frame header; `None` at a clean end of the stream.
-    pub(crate) fn read_header(&mut self) -> Result<Option<FrameHeader>> {
-        let header = wire::read_header(&mut self.reader)?;
-        if let Some(header) = &header {
-            if header.kind == FrameKind::Request {
-                self.answer_to = Some(header.request_id);
-            }
+    /// Waits for the first bytes of the next request. `Ok(false)`: the
+    /// stream ended, or the service is stopping (an idle connection does not
+    /// keep a stopping minion, and the lock on its directories, alive).
+    async fn wait_for_request(&mut self) -> Result<bool> {
+        if self.start != self.end {
+            return Ok(true);
         }
-        Ok(header)
+        let capacity = self.input.len();
+        let buffer = std::mem::take(&mut self.input);
+        let outcome = {
+            let mut read = Box::pin(self.stream.read_into(buffer, 0..capacity, io_wait()));
+            let context = &self.context;
+            let stopping = async {
+                while !context.stopping.load(Ordering::SeqCst) {
+                    uring::sleep(Duration::from_millis(STOP_POLL_INTERVAL_MS)).await;
+                }
+            };
+            uring::race(&mut read, stopping).await
+        };
+        match outcome {
+            Either::First(read) => {
+                let (count_read, buffer) =
+                    read.map_err(|e| Error::io(format!("receive from {}", self.peer), e))?;
+                self.input = buffer;
+                self.reads += 1;
+                self.start = 0;
+                self.end = count_read;
+                Ok(count_read > 0)
+            }
+            // The cancelled read keeps the buffer; the connection closes.
+            Either::Second(()) => Ok(false),
+        }
+    }
+
+    /// Makes at least `count` unparsed bytes available. `Ok(false)` is a
+    /// clean end of the stream with nothing unparsed.
+    ///
+    /// Reads stop at whole data frames from `start`, so a stream of full
+    /// chunks fills the buffer exactly and nothing is ever moved; only a
+    /// partial frame after an odd-sized one (a request) is moved to the
+    /// front when the buffer runs out of room.
+    pub(crate) async fn fill(&mut self, count: usize) -> Result<bool> {
+        let capacity = self.input.len();
+        if count > capacity {
+            return Err(Error::Protocol(format!(
+                "a frame of {count} bytes does not fit the input buffer"
+            )));
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        while self.end - self.start < count {
+            let room = capacity - self.start;
+            let mut target = self.start + room / DATA_FRAME_BYTES * DATA_FRAME_BYTES;
+            if target < self.start + count || target <= self.end {
+                self.input.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                target = capacity;
+            }
+            let buffer = std::mem::take(&mut self.input);
+            let (count_read, buffer) = self
+                .stream
+                .read_into(buffer, self.end..target, io_wait())
+                .await
+                .map_err(|e| Error::io(format!("receive from {}", self.peer), e))?;
+            self.input = buffer;
+            self.reads += 1;
+            if count_read == 0 {
+                if self.start == self.end {
+                    return Ok(false);
+                }
+                return Err(Error::Protocol(
+                    "connection closed in the middle of a frame".into(),
+                ));
+            }
+            self.end += count_read;
+        }
+        Ok(true)
+    }
+
+    /// The unparsed bytes.
+    pub(crate) fn unparsed(&self) -> &[u8] {
+        self.input.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Marks `count` unparsed bytes as parsed.
+    pub(crate) fn consume(&mut self, count: usize) {
+        self.start = (self.start + count).min(self.end);
+    }
+
+    /// Grows the input buffer for a block write, keeping what it holds.
+    pub(crate) fn grow_input(&mut self) {
+        if self.input.len() < INPUT_BUFFER_BYTES {
+            self.input.resize(INPUT_BUFFER_BYTES, 0);
+        }
+    }
+
+    /// Shrinks the input buffer back after a block write, when nothing
+    /// unparsed is in the way.
+    pub(crate) fn shrink_input(&mut self) {
+        if self.input.len() > IDLE_INPUT_BUFFER_BYTES && self.start == self.end {
+            self.input = vec![0u8; IDLE_INPUT_BUFFER_BYTES];
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Position of the first unparsed byte in the input buffer.
+    pub(crate) fn position(&self) -> usize {
+        self.start
+    }
+
+    /// Lends the input buffer to operations that only read it (a file
+    /// write and a forward of frames that were parsed and consumed).
+    pub(crate) fn lend_input(&mut self) -> Rc<Vec<u8>> {
+        Rc::new(std::mem::take(&mut self.input))
+    }
+
+    /// Takes the input buffer back after the operations that shared it.
+    /// If one of them was cancelled and still holds it, the unparsed bytes
+    /// move to a new buffer.
+    pub(crate) fn return_input(&mut self, input: Rc<Vec<u8>>) {
+        self.input = match Rc::try_unwrap(input) {
+            Ok(buffer) => buffer,
+            Err(shared) => {
+                let mut fresh = vec![0u8; shared.len()];
+                let unparsed = self.end - self.start;
+                if let (Some(target), Some(source)) =
+                    (fresh.get_mut(..unparsed), shared.get(self.start..self.end))
+                {
+                    target.copy_from_slice(source);
+                }
+                self.start = 0;
+                self.end = unparsed;
+                fresh
+            }
+        };
+    }
+
+    /// The next frame header, without consuming it; `None` at a clean end
+    /// of the stream.
+    pub(crate) async fn next_header(&mut self) -> Result<Option<FrameHeader>> {
+        match self.fill(FRAME_HEADER_BYTES).await {
+            Ok(false) => return Ok(None),
+            Ok(true) => {}
+            Err(Error::Protocol(_)) => {
+                return Err(Error::Protocol(
+                    "connection closed in the middle of a frame header".into(),
+                ))
+            }
+            Err(error) => return Err(error),
+        }
+        let header = decode_header(self.unparsed())?;
+        if header.kind == FrameKind::Request {
+            self.answer_to = Some(header.request_id);
+        }
+        Ok(Some(header))
     }
 
     /// Reads and decodes the request frame that `header` announces.
-    pub(crate) fn read_request(&mut self, header: &FrameHeader) -> Result<Envelope<MinionRequest>> {
+    pub(crate) async fn read_request(
+        &mut self,
+        header: &FrameHeader,
+    ) -> Result<Envelope<MinionRequest>> {
         if header.kind != FrameKind::Request {
             return Err(Error::Protocol(format!(
                 "expected a request, got a {:?} frame",
@@ -424,51 +766,67 @@ impl<'a> Session<'a> {
                 header.payload_bytes
             )));
         }
-        self.read_payload(header)?;
-        wire::decode_message(&self.buffer)
+        let frame_bytes = FRAME_HEADER_BYTES + header.payload_bytes as usize;
+        if !self.fill(frame_bytes).await? {
+            return Err(Error::Protocol("connection closed before a request".into()));
+        }
+        let payload = self
+            .unparsed()
+            .get(FRAME_HEADER_BYTES..frame_bytes)
+            .unwrap_or_default();
+        if crc32c::crc32c(payload) != header.payload_crc {
+            return Err(Error::Protocol(format!(
+                "payload checksum mismatch in a {:?} frame of {} bytes",
+                header.kind, header.payload_bytes
+            )));
+        }
+        let envelope = wire::decode_message(payload)?;
+        self.consume(frame_bytes);
+        Ok(envelope)
     }
 
-    /// Reads the payload `header` announces into `buffer`, checking its CRC.
-    /// The caller checked its length against the limit for its kind.
-    pub(crate) fn read_payload(&mut self, header: &FrameHeader) -> Result<()> {
-        wire::read_payload(&mut self.reader, header, &mut self.buffer)
+    /// Sends one response.
+    pub(crate) async fn respond(
+        &mut self,
+        request_id: u64,
+        response: &MinionResponse,
+    ) -> Result<()> {
+        let mut frame = Vec::new();
+        wire::write_message(&mut frame, FrameKind::Response, request_id, response)?;
+        self.stream
+            .write_all(frame, io_wait())
+            .await
+            .map(drop)
+            .map_err(|e| Error::io(format!("send to {}", self.peer), e))
     }
 
-    /// Sends one response and flushes it.
-    pub(crate) fn respond(&mut self, request_id: u64, response: &MinionResponse) -> Result<()> {
-        wire::write_message(&mut self.writer, FrameKind::Response, request_id, response)?;
-        self.flush()
-    }
-
-    pub(crate) fn respond_error(&mut self, request_id: u64, error: RemoteError) -> Result<()> {
+    pub(crate) async fn respond_error(
+        &mut self,
+        request_id: u64,
+        error: RemoteError,
+    ) -> Result<()> {
         self.respond(request_id, &MinionResponse::Error(error))
-    }
-
-    pub(crate) fn flush(&mut self) -> Result<()> {
-        use std::io::Write;
-        self.writer
-            .flush()
-            .with_context(|| format!("send to {}", self.peer))
+            .await
     }
 
     /// Ends the connection after `error`: a peer that broke the protocol is
     /// told why (when its request is known) and logged; a broken connection
     /// is only noted.
-    fn fail(&mut self, error: &Error) {
+    async fn fail(&mut self, error: &Error) {
         match error {
             Error::Protocol(_) => {
                 tracing::warn!("{}: {error}; closing the connection", self.peer);
                 if let Some(request_id) = self.answer_to {
                     let answer = RemoteError::new(ErrorKind::Protocol, error.to_string());
-                    if self.respond_error(request_id, answer).is_ok() {
+                    if self.respond_error(request_id, answer).await.is_ok() {
                         // Let the answer arrive before the close.
-                        let _ = self.stream.shutdown(Shutdown::Write);
+                        self.stream.shutdown_write().await;
                     }
                 }
             }
-            Error::Io { cause: source, .. }
+            Error::Io { cause, .. }
                 if matches!(
-                    source.kind(),
+                    cause.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
@@ -477,5 +835,103 @@ impl<'a> Session<'a> {
             Error::Io { .. } => tracing::info!("{}: {error}; connection closed", self.peer),
             _ => tracing::warn!("{}: {error}; closing the connection", self.peer),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_core_gets_a_listener_on_the_same_port() {
+        let listeners = bind_listeners("127.0.0.1:0", 3).expect("bind");
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|listener| listener.local_addr().expect("address").port())
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert!(ports.iter().all(|&port| port == ports[0] && port != 0));
+        let error = bind_listeners("256.0.0.1:0", 1).expect_err("bad address");
+        assert!(
+            error.to_string().contains("listen on 256.0.0.1:0"),
+            "{error}"
+        );
+    }
+
+    /// A downstream that accepts and never reads must stall the upstream
+    /// (TCP back-pressure through the minion), not make the minion buffer
+    /// the block: the client can push only what socket buffers and one
+    /// input buffer hold. Then the minion serves others as before.
+    #[test]
+    fn a_stalled_downstream_stalls_the_upstream() {
+        use dfs_engine::msg::Credentials;
+        use dfs_engine::rpc::Connection;
+
+        const STALL_BOUND_BYTES: usize = 48 << 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(&[dir.path().to_path_buf()]).expect("open store");
+        let service = serve(ServeConfig::new("127.0.0.1:0", MinionId(7)), store).expect("serve");
+        let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let sink_address = sink.local_addr().expect("sink address").to_string();
+        let address = service.local_address().to_string();
+        let mut connection = Connection::open_with_timeouts(
+            &address,
+            Duration::from_secs(5),
+            Duration::from_millis(1_500),
+        )
+        .expect("connect");
+        connection
+            .send(
+                &Credentials::default(),
+                MinionRequest::WriteBlock {
+                    block: dfs_engine::msg::BlockId(1),
+                    downstream: vec![MinionAddress {
+                        id: MinionId(8),
+                        address: sink_address,
+                    }],
+                    sync: false,
+                },
+            )
+            .expect("send WriteBlock");
+        connection.flush().expect("flush WriteBlock");
+        let (_held, _) = sink.accept().expect("the minion connects downstream");
+        let chunk = vec![5u8; CHUNK_BYTES as usize];
+        let crc = crc32c::crc32c(&chunk);
+        let mut sent_bytes = 0;
+        let stalled = loop {
+            let sent = connection
+                .send_data(&chunk, crc)
+                .and_then(|()| connection.flush());
+            if sent.is_err() {
+                break true;
+            }
+            sent_bytes += chunk.len();
+            if sent_bytes > STALL_BOUND_BYTES {
+                break false;
+            }
+        };
+        assert!(stalled, "{sent_bytes} bytes went in without a stall");
+        assert!(sent_bytes > INPUT_BUFFER_BYTES, "{sent_bytes}");
+        let mut other = Connection::open(&address).expect("connect again");
+        let answer: MinionResponse = other
+            .call(
+                &Credentials::default(),
+                MinionRequest::ReadBlock {
+                    block: dfs_engine::msg::BlockId(2),
+                    offset_bytes: 0,
+                    length_bytes: 0,
+                },
+            )
+            .expect("an answer");
+        assert!(
+            matches!(&answer, MinionResponse::Error(error) if error.kind == ErrorKind::NotFound),
+            "{answer:?}"
+        );
+    }
+
+    #[test]
+    fn input_buffer_holds_whole_data_frames() {
+        assert_eq!(INPUT_BUFFER_BYTES % DATA_FRAME_BYTES, 0);
+        assert_eq!(DATA_FRAME_BYTES, 65_568);
     }
 }

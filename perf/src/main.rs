@@ -15,6 +15,8 @@ use anyhow::{bail, Context, Result};
 use dfs_engine::units::{format_bytes, parse_bytes};
 
 mod metadata;
+mod raw_chain;
+mod throughput;
 
 struct Options {
     size_bytes: u64,
@@ -57,8 +59,9 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("roundtrip") => roundtrip(parse_options(args)?),
+        Some("throughput") => throughput::run(throughput::parse_options(args)?),
         Some("metadata") => metadata::run(metadata::parse_options(args)?),
-        _ => bail!("{}", usage()),
+        _ => bail!("{}\n{}", usage(), throughput::usage()),
     }
 }
 
