@@ -25,6 +25,8 @@ use dfs_master::journal::{AppendPosition, Journal, JournalConfig};
 use dfs_master::namespace::{Namespace, Op};
 use dfs_master::recovery::encode_op;
 
+use crate::common::{sibling, work_dir};
+
 /// Files per directory in the generated namespace.
 const FILES_PER_DIRECTORY: u64 = 1000;
 /// Requests a pipelined lookup client keeps in flight.
@@ -68,17 +70,7 @@ pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> 
 }
 
 pub fn run(options: Options) -> Result<()> {
-    let temp;
-    let dir = match &options.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-            dir.clone()
-        }
-        None => {
-            temp = TempDir::new()?;
-            temp.0.clone()
-        }
-    };
+    let (dir, _scratch) = work_dir(options.dir.as_deref())?;
     let duration = Duration::from_secs(options.seconds);
     println!(
         "metadata: {} clients, {} s per step, in {}",
@@ -489,41 +481,5 @@ impl Drop for MasterProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// The directory of this executable, where cargo also puts `dfs-master`.
-fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("find own executable")?;
-    let path = exe
-        .parent()
-        .context("executable has no directory")?
-        .join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build the workspace first (cargo build --release)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// A temporary directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        let path = std::env::temp_dir().join(format!(
-            "dfs-perf-metadata-{:016x}",
-            dfs_engine::rpc::random_u64()?
-        ));
-        std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

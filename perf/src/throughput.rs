@@ -11,8 +11,6 @@
 //! minions, and writes the same as JSON with `--json PATH`.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -21,12 +19,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dfs_engine::units::{format_bytes, parse_bytes};
 
+use crate::common::{
+    self, checksum_file, checksum_reader, drop_caches, generate, sibling, work_dir,
+};
 use crate::raw_chain::{self, ChainMode};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
-/// Bytes the harness reads or generates at once.
-const IO_BUFFER_BYTES: usize = 1 << 20;
 /// Minions of the local cluster: a replication-3 pipeline needs three.
 const MINION_COUNT: u32 = 3;
 
@@ -97,17 +96,7 @@ const COMPARISONS: [(&str, &str, Option<f64>); 6] = [
 ];
 
 pub fn run(options: Options) -> Result<()> {
-    let temporary;
-    let dir = match &options.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-            dir.clone()
-        }
-        None => {
-            temporary = TempDir::new()?;
-            temporary.0.clone()
-        }
-    };
+    let (dir, _scratch) = work_dir(options.dir.as_deref())?;
     let size_bytes = options.size_bytes;
     println!(
         "throughput: {} ({size_bytes} bytes) of random data in {}; 1 master, {MINION_COUNT} minions on 127.0.0.1",
@@ -185,66 +174,26 @@ fn text(path: &Path) -> Result<&str> {
         .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
-/// The `dfs` binary next to this one.
-fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("find own executable")?;
-    let path = exe
-        .parent()
-        .context("executable has no directory")?
-        .join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build the binaries first (cargo build --release -p dfs-minion -p dfs-client -p dfs-master -p perf)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// `dfs local` and the pids of its minions; stopped (SIGINT) when dropped.
+/// `dfs local` and the pids of its minions.
 struct LocalCluster {
-    child: Child,
-    master: String,
+    local: common::LocalCluster,
     minion_pids: Vec<u32>,
 }
 
 impl LocalCluster {
     fn start(dir: &Path) -> Result<LocalCluster> {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let log = dir.join("cluster.log");
-        let mut child = Command::new(sibling("dfs")?)
-            .args(["local", "--minions", &MINION_COUNT.to_string(), "--dir"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).context("create cluster.log")?)
-            .spawn()
-            .context("start dfs local")?;
-        let stdout = child.stdout.take().context("dfs local stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .context("read dfs local output")?;
-        let master = line
-            .trim()
-            .strip_prefix("DFS_MASTER=")
-            .with_context(|| format!("dfs local said {line:?}; see {}", log.display()))?
-            .to_string();
-        let mut cluster = LocalCluster {
-            child,
-            master,
-            minion_pids: Vec::new(),
-        };
-        cluster.minion_pids = children(cluster.child.id())?
+        let local = common::LocalCluster::start(dir, MINION_COUNT)?;
+        let minion_pids: Vec<u32> = children(local.child.id())?
             .into_iter()
             .filter(|&pid| command_name(pid).is_some_and(|name| name == "dfs-minion"))
             .collect();
-        if cluster.minion_pids.len() != MINION_COUNT as usize {
+        if minion_pids.len() != MINION_COUNT as usize {
             bail!(
                 "found {} minion processes under dfs local, expected {MINION_COUNT}",
-                cluster.minion_pids.len()
+                minion_pids.len()
             );
         }
-        Ok(cluster)
+        Ok(LocalCluster { local, minion_pids })
     }
 
     fn minion_cpu_seconds(&self) -> Result<f64> {
@@ -268,7 +217,7 @@ impl LocalCluster {
             bail!("can't drop the page cache");
         }
         let mut command = Command::new(sibling("dfs")?);
-        command.arg("--master").arg(&self.master).args(args);
+        command.arg("--master").arg(&self.local.master).args(args);
         let minion_before = self.minion_cpu_seconds()?;
         let started = Instant::now();
         let (usage, read) = run_child(command, expected_crc.is_some())?;
@@ -285,14 +234,6 @@ impl LocalCluster {
             client_cpu_seconds: usage.cpu_seconds,
             minion_cpu_seconds: Some(minion_after - minion_before),
         })
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let _ = self.child.wait();
     }
 }
 
@@ -406,58 +347,6 @@ fn wait_with_usage(child: &Child) -> Result<ChildUsage> {
         status: ExitStatus::from_raw(status),
         cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
     })
-}
-
-fn checksum_reader(reader: &mut dyn Read) -> Result<(u64, u32)> {
-    let mut buffer = vec![0u8; IO_BUFFER_BYTES];
-    let mut crc = 0;
-    let mut bytes = 0u64;
-    loop {
-        let count = match reader.read(&mut buffer) {
-            Ok(0) => return Ok((bytes, crc)),
-            Ok(count) => count,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error).context("read"),
-        };
-        crc = crc32c::crc32c_append(crc, &buffer[..count]);
-        bytes += count as u64;
-    }
-}
-
-fn checksum_file(path: &Path) -> Result<(u64, u32)> {
-    let mut file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    checksum_reader(&mut file).with_context(|| format!("read {}", path.display()))
-}
-
-/// Writes `size_bytes` of xorshift random bytes; returns their CRC32C.
-fn generate(path: &Path, size_bytes: u64) -> Result<u32> {
-    let mut file = File::create(path).with_context(|| format!("create {}", path.display()))?;
-    let mut state = 0x2545_f491_4f6c_dd1du64 ^ dfs_engine::rpc::random_u64()?;
-    let mut buffer = vec![0u8; IO_BUFFER_BYTES];
-    let mut crc = 0;
-    let mut left = size_bytes;
-    while left > 0 {
-        for word in buffer.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
-        let count = left.min(buffer.len() as u64) as usize;
-        file.write_all(&buffer[..count])
-            .context("write source file")?;
-        crc = crc32c::crc32c_append(crc, &buffer[..count]);
-        left -= count as u64;
-    }
-    file.sync_all().context("sync source file")?;
-    Ok(crc)
-}
-
-/// Writes back dirty pages and drops the page cache (root only).
-fn drop_caches() -> bool {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
 
 /// `count` times `cp source target_i`, then `sync`, timed as one; each copy
@@ -675,26 +564,6 @@ fn render_json(results: &[Measurement], source_crc: u32, load: [f64; 2]) -> Stri
     out
 }
 
-/// A temporary directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        let path = std::env::temp_dir().join(format!(
-            "dfs-throughput-{:016x}",
-            dfs_engine::rpc::random_u64()?
-        ));
-        std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,17 +618,6 @@ mod tests {
     fn cpu_time_of_this_process_is_read_from_proc() {
         let seconds = process_cpu_seconds(std::process::id()).expect("own stat");
         assert!(seconds >= 0.0);
-    }
-
-    #[test]
-    fn generated_data_checksums_the_same_when_read_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("data");
-        let crc = generate(&path, 3 * IO_BUFFER_BYTES as u64 + 5).expect("generate");
-        assert_eq!(
-            checksum_file(&path).expect("checksum"),
-            (3 * IO_BUFFER_BYTES as u64 + 5, crc)
-        );
     }
 
     #[test]

@@ -1,0 +1,182 @@
+//! What every `dfs-perf` run needs: the binaries beside this one, a scratch
+//! directory, a local cluster, random source files, checksums and a way to
+//! drop the page cache.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// Bytes per read or write when generating or checksumming files.
+pub const IO_BUFFER_BYTES: usize = 1 << 20;
+
+/// A program cargo built beside this one (`dfs`, `dfs-master`, `dfs-cp`).
+pub fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("find own executable")?;
+    let path = exe
+        .parent()
+        .context("executable has no directory")?
+        .join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build the workspace first (cargo build --release)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A scratch directory under the system's temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Result<TempDir> {
+        let path =
+            std::env::temp_dir().join(format!("dfs-perf-{:016x}", dfs_engine::rpc::random_u64()?));
+        std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The directory a run works in: `--dir` if given (kept), else a `TempDir`
+/// (removed when the returned guard drops).
+pub fn work_dir(dir: Option<&Path>) -> Result<(PathBuf, Option<TempDir>)> {
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+            Ok((dir.to_path_buf(), None))
+        }
+        None => {
+            let temp = TempDir::new()?;
+            Ok((temp.0.clone(), Some(temp)))
+        }
+    }
+}
+
+/// `dfs local` with a master and `minions` minions; stopped with SIGINT
+/// (which stops its children cleanly) when dropped.
+pub struct LocalCluster {
+    pub child: Child,
+    pub master: String,
+}
+
+impl LocalCluster {
+    pub fn start(dir: &Path, minions: u32) -> Result<LocalCluster> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let log = dir.join("cluster.log");
+        let mut child = Command::new(sibling("dfs")?)
+            .args(["local", "--minions", &minions.to_string(), "--dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).context("create cluster.log")?)
+            .spawn()
+            .context("start dfs local")?;
+        let stdout = child.stdout.take().context("dfs local stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("read dfs local output")?;
+        let Some(master) = line.trim().strip_prefix("DFS_MASTER=") else {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            let _ = child.wait();
+            bail!("dfs local said {line:?}; see {}", log.display());
+        };
+        let master = master.to_string();
+        Ok(LocalCluster { child, master })
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `size_bytes` of xorshift random bytes (a fresh seed each run) and
+/// syncs them; returns their CRC32C.
+pub fn generate(path: &Path, size_bytes: u64) -> Result<u32> {
+    let mut file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut state = 0x2545_f491_4f6c_dd1du64 ^ dfs_engine::rpc::random_u64()?;
+    let mut buffer = vec![0u8; IO_BUFFER_BYTES];
+    let mut crc = 0;
+    let mut left = size_bytes;
+    while left > 0 {
+        for word in buffer.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        let count = left.min(buffer.len() as u64) as usize;
+        file.write_all(&buffer[..count])
+            .context("write source file")?;
+        crc = crc32c::crc32c_append(crc, &buffer[..count]);
+        left -= count as u64;
+    }
+    file.sync_all().context("sync source file")?;
+    Ok(crc)
+}
+
+/// Length and CRC32C of everything `reader` yields.
+pub fn checksum_reader(reader: &mut dyn Read) -> Result<(u64, u32)> {
+    let mut buffer = vec![0u8; IO_BUFFER_BYTES];
+    let mut crc = 0;
+    let mut bytes = 0u64;
+    loop {
+        let count = match reader.read(&mut buffer) {
+            Ok(0) => return Ok((bytes, crc)),
+            Ok(count) => count,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error).context("read"),
+        };
+        crc = crc32c::crc32c_append(crc, &buffer[..count]);
+        bytes += count as u64;
+    }
+}
+
+/// Length and CRC32C of a file.
+pub fn checksum_file(path: &Path) -> Result<(u64, u32)> {
+    let mut file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    checksum_reader(&mut file).with_context(|| format!("read {}", path.display()))
+}
+
+/// Writes back dirty pages and drops the page cache; false when not allowed
+/// (not root).
+pub fn drop_caches() -> bool {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+/// MiB per second.
+pub fn rate(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_files_checksum_to_what_generate_said() {
+        let (dir, _guard) = work_dir(None).expect("work dir");
+        let path = dir.join("f");
+        let crc = generate(&path, 3 * IO_BUFFER_BYTES as u64 + 5).expect("generate");
+        assert_eq!(
+            checksum_file(&path).expect("checksum"),
+            (3 * IO_BUFFER_BYTES as u64 + 5, crc)
+        );
+    }
+}
