@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dfs_engine::units::{format_bytes, parse_bytes};
 
-pub(crate) use common::{drop_caches, generate, rate, sibling, work_dir, LocalCluster, TempDir};
+pub(crate) use common::{drop_caches, generate, rate, sibling, work_dir, LocalCluster};
 
 /// CRC32C of a whole file.
 pub(crate) fn checksum(path: &Path) -> Result<u32> {
