@@ -413,6 +413,39 @@ impl BlockStore {
         self.find(block).is_some()
     }
 
+    /// Removes a sealed block (its file, in whichever data directory holds
+    /// it) and returns the bytes its file took, or None when it is not here.
+    /// A block being written is not sealed and is left alone. Readers that
+    /// opened the block before keep reading it until they close it.
+    ///
+    /// The store's counters are net: a block sealed by another writer of the
+    /// same directories (the minion's data path, which counts its own) makes
+    /// them go below what they counted, with wrapping arithmetic, and that
+    /// writer's counters added back (also wrapping) give the true totals.
+    pub fn remove(&self, block: BlockId) -> Result<Option<u64>> {
+        for dir in &self.shared.dirs {
+            let path = block_path(&dir.root, block);
+            let file_bytes = match path.symlink_metadata() {
+                Ok(metadata) if metadata.is_file() => metadata.len(),
+                Ok(_) => continue,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(Error::io(format!("stat {}", path.display()), error)),
+            };
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                // Removed by someone else meanwhile: not ours to count.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(Error::io(format!("remove {}", path.display()), error)),
+            }
+            self.shared
+                .used_bytes
+                .fetch_sub(file_bytes, Ordering::Relaxed);
+            self.shared.block_count.fetch_sub(1, Ordering::Relaxed);
+            return Ok(Some(file_bytes));
+        }
+        Ok(None)
+    }
+
     /// The sealed blocks, sorted. Stray files are left out (see `scan`).
     pub fn list(&self) -> Result<Vec<BlockId>> {
         Ok(self.scan()?.blocks)
@@ -916,6 +949,33 @@ mod tests {
         );
         assert_eq!(reopened.list().expect("list").len(), cases.len());
         assert!(files_under(&dir.path().join(TMP_DIR)).is_empty());
+    }
+
+    #[test]
+    fn removed_blocks_leave_disk_and_counters() {
+        let (dir, store) = one_dir_store();
+        let kept = BlockId(0x2001);
+        let removed = BlockId(0x2002);
+        write_block(&store, kept, &pattern(CHUNK + 3, 1), false);
+        write_block(&store, removed, &pattern(2 * CHUNK, 2), false);
+        let before = store.usage().expect("usage");
+        // A reader opened before the removal keeps its bytes.
+        let reader = store.open_block(removed).expect("open");
+        let file_bytes = fs::metadata(block_path(dir.path(), removed))
+            .expect("stat")
+            .len();
+        assert_eq!(store.remove(removed).expect("remove"), Some(file_bytes));
+        assert_eq!(store.remove(removed).expect("remove again"), None);
+        assert!(!store.contains(removed));
+        assert!(store.contains(kept));
+        let mut buffer = Vec::new();
+        reader
+            .read_chunk(1, &mut buffer)
+            .expect("read after removal");
+        let after = store.usage().expect("usage");
+        assert_eq!(after.used_bytes, before.used_bytes - file_bytes);
+        assert_eq!(after.block_count, before.block_count - 1);
+        assert_eq!(store.list().expect("list"), vec![kept]);
     }
 
     #[test]

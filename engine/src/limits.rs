@@ -80,6 +80,35 @@ pub const CHECKPOINT_BYTES_MAX: u64 = 64 << 30;
 /// client before it is aborted.
 pub const ORPHANED_WRITE_TIMEOUT_MS: u64 = 60_000;
 
+/// Most commands the master gives a minion in one heartbeat answer.
+pub const HEARTBEAT_COMMANDS_MAX: usize = 64;
+/// Most block ids in one `Delete` command.
+pub const DELETE_BLOCKS_PER_COMMAND_MAX: usize = 4096;
+/// Most blocks in one `BlockStored` report.
+pub const STORED_BLOCKS_PER_REPORT_MAX: usize = 10_000;
+/// Sealed blocks a minion keeps to report incrementally; past it, it sends a
+/// full block report instead.
+pub const STORED_BLOCKS_QUEUED_MAX: usize = 100_000;
+/// Block deletions the master keeps queued for one minion; past it, further
+/// ones are dropped and found again as orphans in the minion's next full report.
+pub const DELETES_QUEUED_PER_MINION_MAX: usize = 1_000_000;
+/// Re-replications a minion serves as the source at once.
+pub const REPLICATIONS_PER_SOURCE_MAX: usize = 2;
+/// Re-replications a minion receives at once.
+pub const REPLICATIONS_PER_TARGET_MAX: usize = 2;
+/// Replicate commands a minion keeps queued for its copy workers; more are
+/// dropped (the master's timeout queues them again).
+pub const REPLICATIONS_QUEUED_MAX: usize = 16;
+/// How long the master waits for a re-replication to land before it plans
+/// the block again.
+pub const REPLICATION_TIMEOUT_MS: u64 = 120_000;
+/// How long a block a minion reports, and no file or write references, is
+/// left alone before the minion is told to delete it (default of
+/// `--orphan-grace`): covers writes whose commit is still on its way.
+pub const ORPHAN_GRACE_MS_DEFAULT: u64 = 3_600_000;
+/// Most blocks the master keeps watching as possible orphans.
+pub const ORPHAN_CANDIDATES_MAX: usize = 1_000_000;
+
 const _: () = assert!(CHUNK_BYTES <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CONTROL_FRAME_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(BLOCK_BYTES_DEFAULT <= BLOCK_BYTES_MAX);
@@ -102,3 +131,9 @@ const _: () =
 // The largest record fits the unsynced window, so an append can always make progress.
 const _: () = assert!((JOURNAL_RECORD_PAYLOAD_BYTES_MAX as u64) + 16 <= JOURNAL_UNSYNCED_BYTES_MAX);
 const _: () = assert!(CHECKPOINTS_KEPT >= 1);
+// A heartbeat answer of the most delete commands fits one control frame.
+const _: () = assert!(
+    HEARTBEAT_COMMANDS_MAX * DELETE_BLOCKS_PER_COMMAND_MAX * 10 < CONTROL_FRAME_BYTES_MAX as usize
+);
+const _: () = assert!(STORED_BLOCKS_PER_REPORT_MAX * 20 < CONTROL_FRAME_BYTES_MAX as usize);
+const _: () = assert!(REPLICATIONS_PER_SOURCE_MAX >= 1 && REPLICATIONS_PER_TARGET_MAX >= 1);

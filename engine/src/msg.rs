@@ -278,6 +278,34 @@ pub enum MasterRequest {
         path: String,
     },
     ClusterReport,
+
+    // --- from minions, appended ---
+    /// Blocks a minion sealed since its last report (incremental block
+    /// report): written by a client's pipeline or copied by re-replication.
+    BlockStored {
+        minion: MinionId,
+        blocks: Vec<StoredBlock>,
+    },
+}
+
+/// One block a minion sealed, as `BlockStored` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBlock {
+    pub block: BlockId,
+    pub length_bytes: u64,
+}
+
+/// Work the master gives a minion in the answer to its heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MinionCommand {
+    /// Copy a sealed block of this minion to `targets` as a pipeline
+    /// (`targets[0]` first, the rest its downstream).
+    Replicate {
+        block: BlockId,
+        targets: Vec<MinionAddress>,
+    },
+    /// Remove these blocks (no file needs them here).
+    Delete { blocks: Vec<BlockId> },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -316,6 +344,11 @@ pub enum MasterResponse {
         file_count: u64,
         directory_count: u64,
         block_count: u64,
+    },
+    /// The answer to `Heartbeat` (appended; a minion also accepts `Ok`,
+    /// which means no commands).
+    HeartbeatAck {
+        commands: Vec<MinionCommand>,
     },
 }
 
@@ -392,6 +425,55 @@ mod tests {
         let decoded: Envelope<MasterRequest> =
             decode_message(&wire[crate::wire::FRAME_HEADER_BYTES..]).expect("decode");
         assert_eq!(decoded, request);
+    }
+
+    #[test]
+    fn healing_messages_are_appended_and_round_trip() {
+        // Postcard encodes the variant index first: appended variants keep
+        // every older one where it was.
+        let cases: [(Vec<u8>, u8); 4] = [
+            (
+                postcard::to_stdvec(&MasterRequest::BlockStored {
+                    minion: MinionId(1),
+                    blocks: vec![StoredBlock {
+                        block: BlockId(2),
+                        length_bytes: 3,
+                    }],
+                })
+                .expect("encode"),
+                16,
+            ),
+            (
+                postcard::to_stdvec(&MasterRequest::ClusterReport).expect("encode"),
+                15,
+            ),
+            (
+                postcard::to_stdvec(&MasterResponse::HeartbeatAck { commands: vec![] })
+                    .expect("encode"),
+                9,
+            ),
+            (postcard::to_stdvec(&MasterResponse::Ok).expect("encode"), 0),
+        ];
+        for (bytes, index) in cases {
+            assert_eq!(bytes[0], index, "{bytes:?}");
+        }
+        let ack = MasterResponse::HeartbeatAck {
+            commands: vec![
+                MinionCommand::Replicate {
+                    block: BlockId(7),
+                    targets: vec![MinionAddress {
+                        id: MinionId(9),
+                        address: "127.0.0.1:1".into(),
+                    }],
+                },
+                MinionCommand::Delete {
+                    blocks: vec![BlockId(1), BlockId(2)],
+                },
+            ],
+        };
+        let bytes = postcard::to_stdvec(&ack).expect("encode");
+        let decoded: MasterResponse = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(decoded, ack);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The master: the namespace (a state machine of logged ops), its journal
 //! and checkpoints, the minion registry and block map (soft state),
-//! placement, and the TCP service.
+//! placement, re-replication and garbage collection (`replication`), and
+//! the TCP service.
 
 pub mod checkpoint;
 pub mod failpoint;
@@ -8,5 +9,6 @@ pub mod journal;
 pub mod namespace;
 pub mod recovery;
 pub mod registry;
+pub mod replication;
 pub mod server;
 pub mod service;

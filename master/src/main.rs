@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 use dfs_engine::limits::{
     CHECKPOINT_JOURNAL_BYTES_DEFAULT, JOURNAL_SEGMENT_BYTES_DEFAULT, JOURNAL_SEGMENT_BYTES_MAX,
-    JOURNAL_SEGMENT_BYTES_MIN, ORPHANED_WRITE_TIMEOUT_MS, REPLICATION_DEFAULT,
+    JOURNAL_SEGMENT_BYTES_MIN, ORPHANED_WRITE_TIMEOUT_MS, ORPHAN_GRACE_MS_DEFAULT,
+    REPLICATION_DEFAULT, REPLICATION_TIMEOUT_MS,
 };
 use dfs_engine::units::{parse_bytes, parse_duration};
 use dfs_master::service::{Master, MasterConfig};
@@ -60,6 +61,10 @@ struct Args {
     /// is aborted.
     #[arg(long, value_parser = parse_time)]
     orphaned_write_timeout: Option<Duration>,
+    /// How long a block a minion holds, and no file references, is kept
+    /// before the minion is told to delete it (e.g. 1h, 2s).
+    #[arg(long, value_parser = parse_time)]
+    orphan_grace: Option<Duration>,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -118,9 +123,14 @@ fn run() -> anyhow::Result<()> {
             .orphaned_write_timeout
             .unwrap_or(Duration::from_millis(ORPHANED_WRITE_TIMEOUT_MS)),
         recover: args.recover,
+        orphan_grace: args
+            .orphan_grace
+            .unwrap_or(Duration::from_millis(ORPHAN_GRACE_MS_DEFAULT)),
+        replication_timeout: Duration::from_millis(REPLICATION_TIMEOUT_MS),
     };
     let master = Arc::new(Master::open(&args.data, config).context("open master")?);
     Master::spawn_maintenance(&master)?;
+    Master::spawn_replication_monitor(&master)?;
     let (listener, address) = dfs_master::server::bind(&args.listen)?;
     // Signals first, so a SIGINT right after the address is printed is handled.
     let mut signals = signal_hook::iterator::Signals::new([

@@ -119,6 +119,14 @@ pub enum Op {
     },
 }
 
+/// A sealed block and the replication its file asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockTarget {
+    pub block: BlockId,
+    pub replication: u8,
+    pub length_bytes: u64,
+}
+
 /// What an applied op freed or created, for the caller's soft state.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -243,6 +251,42 @@ impl Namespace {
             .writes
             .values()
             .any(|w| w.pending.contains(&block) || w.blocks.iter().any(|b| b.id == block))
+    }
+
+    /// True when an open write holds `block` (allocated or committed): a
+    /// cheap check, open writes being bounded.
+    pub fn is_block_in_open_write(&self, block: BlockId) -> bool {
+        self.writes
+            .values()
+            .any(|w| w.pending.contains(&block) || w.blocks.iter().any(|b| b.id == block))
+    }
+
+    /// Every sealed block of a file or an open write with the replication it
+    /// should have and its length, for the replication monitor.
+    pub fn block_targets(&self) -> Vec<BlockTarget> {
+        let mut targets = Vec::new();
+        for inode in self.inodes.values() {
+            if let Node::File {
+                blocks,
+                replication,
+                ..
+            } = &inode.node
+            {
+                targets.extend(blocks.iter().map(|b| BlockTarget {
+                    block: b.id,
+                    replication: *replication,
+                    length_bytes: b.length_bytes,
+                }));
+            }
+        }
+        for write in self.writes.values() {
+            targets.extend(write.blocks.iter().map(|b| BlockTarget {
+                block: b.id,
+                replication: write.replication,
+                length_bytes: b.length_bytes,
+            }));
+        }
+        targets
     }
 
     /// All blocks referenced by files and open writes.

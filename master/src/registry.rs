@@ -191,14 +191,15 @@ impl Registry {
     }
 
     /// Takes part of a block report; `first` forgets what was known before.
-    /// Only blocks for which `known` is true are recorded.
+    /// Only blocks for which `known` is true are recorded; the others are
+    /// returned (orphans, unless a write is about to commit them).
     pub fn block_report(
         &mut self,
         id: MinionId,
         blocks: &[BlockId],
         first: bool,
         known: impl Fn(BlockId) -> bool,
-    ) -> Result<usize, RemoteError> {
+    ) -> Result<Vec<BlockId>, RemoteError> {
         if !self.minions.contains_key(&id) {
             return Err(Self::unknown(id));
         }
@@ -212,12 +213,12 @@ impl Registry {
                 self.remove_location(block, id);
             }
         }
-        let mut unknown = 0;
+        let mut unknown = Vec::new();
         for &block in blocks {
             if known(block) {
                 self.add_location(block, id);
             } else {
-                unknown += 1;
+                unknown.push(block);
             }
         }
         Ok(unknown)
@@ -234,7 +235,11 @@ impl Registry {
         true
     }
 
-    fn remove_location(&mut self, block: BlockId, id: MinionId) {
+    /// Records that `id` no longer holds `block` (it was told to delete it).
+    pub fn remove_location(&mut self, block: BlockId, id: MinionId) {
+        if let Some(minion) = self.minions.get_mut(&id) {
+            minion.blocks.remove(&block);
+        }
         if let Some(holders) = self.locations.get_mut(&block) {
             holders.retain(|&m| m != id);
             if holders.is_empty() {
@@ -243,13 +248,30 @@ impl Registry {
         }
     }
 
-    /// Forgets a block everywhere (its file was deleted).
-    pub fn forget_block(&mut self, block: BlockId) {
-        for id in self.locations.remove(&block).unwrap_or_default() {
-            if let Some(minion) = self.minions.get_mut(&id) {
+    /// Forgets a block everywhere (its file was deleted); returns the
+    /// minions that held it, to be told to delete it.
+    pub fn forget_block(&mut self, block: BlockId) -> Vec<MinionId> {
+        let holders = self.locations.remove(&block).unwrap_or_default();
+        for id in &holders {
+            if let Some(minion) = self.minions.get_mut(id) {
                 minion.blocks.remove(&block);
             }
         }
+        holders
+    }
+
+    /// The minions known to hold `block`, in any state.
+    pub fn holders(&self, block: BlockId) -> &[MinionId] {
+        self.locations.get(&block).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn minion(&self, id: MinionId) -> Option<&Minion> {
+        self.minions.get(&id)
+    }
+
+    /// The state of a registered minion now.
+    pub fn state_of(&self, id: MinionId, now: Instant) -> Option<MinionState> {
+        self.minions.get(&id).map(|m| m.state(self.liveness, now))
     }
 
     fn forget(&mut self, id: MinionId) {
@@ -474,7 +496,7 @@ mod tests {
                 b != BlockId(3)
             })
             .expect("report");
-        assert_eq!(unknown, 1);
+        assert_eq!(unknown, [BlockId(3)]);
         assert!(r.locations(BlockId(1), now).is_empty());
         assert_eq!(r.locations(BlockId(2), now).len(), 1);
         assert!(r.block_report(MinionId(4), &[], true, |_| true).is_err());

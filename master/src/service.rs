@@ -11,13 +11,17 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
 use std::time::{Duration, Instant};
 
-use dfs_engine::limits::{BLOCK_REPORT_IDS_MAX, CHECKPOINTS_KEPT, LIST_ENTRIES_MAX};
+use dfs_engine::limits::{
+    BLOCK_REPORT_IDS_MAX, CHECKPOINTS_KEPT, LIST_ENTRIES_MAX, STORED_BLOCKS_PER_REPORT_MAX,
+};
 use dfs_engine::msg::{
     ClusterId, Credentials, ErrorKind, LocatedBlock, MasterRequest, MasterResponse, MinionId,
-    MinionState, RemoteError,
+    MinionState, RemoteError, StoredBlock,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
@@ -28,6 +32,7 @@ use crate::journal::{self, Journal, JournalConfig, Stop};
 use crate::namespace::{check_file_parameters, Applied, Namespace, Op, WriteId};
 use crate::recovery::{self, decode_op, encode_op, RecoveryOptions};
 use crate::registry::{place, Capacity, Liveness, Registry};
+use crate::replication::{Healer, PlanSummary};
 
 /// Settings of a master.
 #[derive(Clone, Debug)]
@@ -45,6 +50,11 @@ pub struct MasterConfig {
     pub orphaned_write_timeout: Duration,
     /// Keep the valid prefix of a damaged journal instead of refusing to start.
     pub recover: bool,
+    /// How long a reported block nothing references is kept before its
+    /// minion is told to delete it.
+    pub orphan_grace: Duration,
+    /// How long a re-replication may take before it is planned again.
+    pub replication_timeout: Duration,
 }
 
 /// How long the master waits to see whether a minion's old address still
@@ -53,6 +63,10 @@ const TAKEOVER_PROBE_TIMEOUT_MS: u64 = 1000;
 /// How often the maintenance thread looks at the journal size and at
 /// orphaned writes.
 const MAINTENANCE_INTERVAL_MS: u64 = 100;
+
+/// Least time between two rounds of the replication monitor when landed
+/// copies wake it early: a round looks at every block.
+const REPLICATION_ROUND_SPACING_MS: u64 = 100;
 
 /// How long a failed background checkpoint waits before the next try.
 const CHECKPOINT_RETRY_MS: u64 = 10_000;
@@ -72,18 +86,25 @@ struct NamespaceState {
 struct RegistryState {
     registry: Registry,
     random_state: u64,
+    /// Copies and deletions for minions; shares the registry's lock since
+    /// every decision reads the block map.
+    healer: Healer,
 }
 
 impl RegistryState {
     fn random(&mut self) -> u64 {
-        // xorshift64*: placement needs spread, not secrecy.
-        let mut x = self.random_state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.random_state = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        next_random(&mut self.random_state)
     }
+}
+
+/// xorshift64*: placement needs spread, not secrecy.
+fn next_random(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 /// Background checkpoints' bookkeeping; its lock also keeps two
@@ -110,6 +131,9 @@ pub struct Master {
     /// The sequence the first record of this run got.
     first_sequence: u64,
     stopping: AtomicBool,
+    /// Set when a copy landed, so the replication monitor plans the next
+    /// one without waiting out its period.
+    replan: (Mutex<bool>, Condvar),
 }
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
@@ -190,6 +214,7 @@ impl Master {
             registry: Mutex::new(RegistryState {
                 registry: Registry::new(recovered.cluster, liveness),
                 random_state: dfs_engine::rpc::random_u64()? | 1,
+                healer: Healer::new(config.replication_timeout, config.orphan_grace),
             }),
             journal,
             checkpoints: Mutex::new(Checkpoints {
@@ -202,6 +227,7 @@ impl Master {
             config,
             data_dir,
             stopping: AtomicBool::new(false),
+            replan: (Mutex::new(false), Condvar::new()),
         })
     }
 
@@ -248,10 +274,13 @@ impl Master {
         let sequence = self.journal.append(&payload).map_err(journal_error)?;
         if !freed_blocks.is_empty() {
             let mut registry = self.registry();
+            let registry = &mut *registry;
             for block in freed_blocks {
-                // Deleting freed blocks on minions comes with re-replication
-                // and garbage collection; until then they are only forgotten.
-                registry.registry.forget_block(block);
+                // The holders hear at their next heartbeat; a copy nobody
+                // knew of (an unreported pipeline member) shows up in a
+                // report later and goes as an orphan.
+                let holders = registry.registry.forget_block(block);
+                registry.healer.block_freed(block, &holders);
             }
         }
         Ok(sequence)
@@ -534,7 +563,13 @@ impl Master {
                     used_bytes,
                     available_bytes,
                 };
-                self.registry().registry.heartbeat(minion, capacity, now)?;
+                let mut registry = self.registry();
+                registry.registry.heartbeat(minion, capacity, now)?;
+                let commands = registry.healer.take_commands(minion);
+                MasterResponse::HeartbeatAck { commands }
+            }
+            MasterRequest::BlockStored { minion, blocks } => {
+                self.blocks_stored(minion, &blocks, now)?;
                 MasterResponse::Ok
             }
             MasterRequest::BlockReport {
@@ -554,12 +589,20 @@ impl Master {
                 }
                 let state = self.read();
                 let referenced = state.namespace.referenced_blocks();
-                let unknown =
-                    self.registry()
-                        .registry
-                        .block_report(minion, &blocks, first, |b| referenced.contains(&b))?;
-                if last {
-                    tracing::info!(%minion, blocks = blocks.len(), unknown, "block report");
+                let mut registry = self.registry();
+                let unknown = registry
+                    .registry
+                    .block_report(minion, &blocks, first, |b| referenced.contains(&b))?;
+                for block in &unknown {
+                    registry.healer.note_unreferenced(minion, *block, now);
+                }
+                if last || !unknown.is_empty() {
+                    tracing::info!(
+                        %minion,
+                        blocks = blocks.len(),
+                        unknown = unknown.len(),
+                        "block report"
+                    );
                 }
                 MasterResponse::Ok
             }
@@ -774,6 +817,129 @@ impl Master {
             }
         };
         Ok(outcome)
+    }
+
+    /// A minion sealed blocks: a client's pipeline or a copy landed.
+    fn blocks_stored(
+        &self,
+        minion: MinionId,
+        blocks: &[StoredBlock],
+        now: Instant,
+    ) -> Result<(), RemoteError> {
+        if blocks.len() > STORED_BLOCKS_PER_REPORT_MAX {
+            return Err(RemoteError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "report of {} stored blocks is over the limit of {STORED_BLOCKS_PER_REPORT_MAX}",
+                    blocks.len()
+                ),
+            ));
+        }
+        let state = self.read();
+        let mut registry = self.registry();
+        let registry = &mut *registry;
+        if !registry.registry.is_registered(minion) {
+            return Err(RemoteError::new(
+                ErrorKind::UnknownMinion,
+                format!("minion {minion} is not registered"),
+            ));
+        }
+        for stored in blocks {
+            let block = stored.block;
+            // Cheapest checks first: a block with known holders or in an
+            // open write is referenced; only the rest scan the namespace.
+            let referenced = !registry.registry.holders(block).is_empty()
+                || state.namespace.is_block_in_open_write(block)
+                || state.namespace.is_block_referenced(block);
+            if referenced {
+                registry.registry.add_location(block, minion);
+                if registry.healer.landed(block, minion) {
+                    self.request_replan();
+                }
+            } else {
+                registry.healer.note_unreferenced(minion, block, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn request_replan(&self) {
+        let (requested, wake) = &self.replan;
+        *requested.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_one();
+    }
+
+    /// Waits for the monitor's period or an early request; clears the request.
+    fn wait_for_replan(&self, period: Duration) {
+        let (requested, wake) = &self.replan;
+        let guard = requested.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut guard, _) = wake
+            .wait_timeout_while(guard, period, |requested| !*requested)
+            .unwrap_or_else(PoisonError::into_inner);
+        *guard = false;
+    }
+
+    /// One round of the replication monitor: collect orphans whose grace is
+    /// over, then plan copies and deletions.
+    pub fn heal_round(&self, now: Instant) -> PlanSummary {
+        let state = self.read();
+        let targets = state.namespace.block_targets();
+        let mut registry = self.registry();
+        let registry = &mut *registry;
+        registry
+            .healer
+            .collect_orphans(now, |block| state.namespace.is_block_referenced(block));
+        drop(state);
+        let RegistryState {
+            registry,
+            random_state,
+            healer,
+        } = registry;
+        healer.plan(now, &targets, registry, || next_random(random_state))
+    }
+
+    /// Starts the replication monitor: a round every heartbeat interval, or
+    /// sooner when a copy landed. It ends with the master.
+    pub fn spawn_replication_monitor(master: &Arc<Master>) -> Result<()> {
+        let weak: Weak<Master> = Arc::downgrade(master);
+        let period = master.config.heartbeat_interval;
+        // After a (re)start the block map fills as minions register and
+        // report; copying before every live minion had its say would copy
+        // blocks that are not short at all (HDFS's safe mode, in small).
+        let settle = master.config.stale_after;
+        std::thread::Builder::new()
+            .name("replication".into())
+            .spawn(move || {
+                let mut last = PlanSummary::default();
+                std::thread::sleep(settle);
+                loop {
+                    let Some(master) = weak.upgrade() else {
+                        return;
+                    };
+                    master.wait_for_replan(period);
+                    if master.stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let summary = master.heal_round(Instant::now());
+                    let changed = (summary.under_replicated, summary.missing, summary.in_flight)
+                        != (last.under_replicated, last.missing, last.in_flight);
+                    if changed || summary.replications_started > 0 || summary.excess_deleted > 0 {
+                        tracing::info!(
+                            under_replicated = summary.under_replicated,
+                            missing = summary.missing,
+                            started = summary.replications_started,
+                            in_flight = summary.in_flight,
+                            excess_deleted = summary.excess_deleted,
+                            "replication monitor"
+                        );
+                    }
+                    last = summary;
+                    drop(master);
+                    std::thread::sleep(Duration::from_millis(REPLICATION_ROUND_SPACING_MS));
+                }
+            })
+            .context("spawn replication monitor")?;
+        Ok(())
     }
 
     /// Number of live minions, for logs and tests.

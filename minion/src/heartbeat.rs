@@ -4,6 +4,10 @@
 //! report again. The master being away is normal: keep trying; the data
 //! service serves all the while.
 //!
+//! Each round also reports the blocks sealed since the last one
+//! (`BlockStored`), and carries out the master's commands from the answer:
+//! deletions here, copies on the replication workers.
+//!
 //! Only two answers end the minion: the master runs another cluster, or
 //! another live minion has our id. Both are configuration errors that
 //! retrying can't fix.
@@ -12,17 +16,25 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use dfs_engine::limits::BLOCK_REPORT_IDS_MAX;
-use dfs_engine::msg::{BlockId, Credentials, ErrorKind, MasterRequest, MasterResponse};
+use dfs_engine::limits::{BLOCK_REPORT_IDS_MAX, STORED_BLOCKS_PER_REPORT_MAX};
+use dfs_engine::msg::{
+    BlockId, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand,
+};
 use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
 use crate::identity::Identity;
-use crate::store::Store;
+use crate::replicate::{CopyJob, Replicator};
+use crate::store::{Store, StoredReport};
 
 /// Connection failures in a row after which another warning is logged;
 /// those in between are logged at debug level.
 const UNREACHABLE_WARNING_EVERY: u64 = 10;
+
+/// How often the heartbeat thread looks, between rounds, for news that
+/// should not wait for the next round: sealed blocks to report, a finished
+/// copy (the master may have the next one).
+const EARLY_ROUND_POLL_MS: u64 = 50;
 
 /// A stop request that a sleeping thread wakes up for.
 #[derive(Clone, Default)]
@@ -90,7 +102,9 @@ pub fn spawn(
     store: Arc<Store>,
     stop: StopSignal,
 ) -> Result<JoinHandle<Result<()>>> {
+    let replicator = Replicator::start(Arc::clone(&store))?;
     let mut heartbeat = Heartbeat {
+        replicator,
         interval: config.interval,
         config,
         identity,
@@ -119,6 +133,7 @@ struct Heartbeat {
     /// The configured interval, or the master's when that is shorter.
     interval: Duration,
     failures_in_a_row: u64,
+    replicator: Replicator,
 }
 
 impl Heartbeat {
@@ -147,11 +162,43 @@ impl Heartbeat {
                     }
                 }
             }
-            if stop.wait(self.interval) {
+            if self.wait_for_next_round(stop) {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Sleeps until the next round is due: after the interval, or sooner
+    /// when a copy finished (the master may have the next one). Sealed
+    /// blocks are reported as they come, without a heartbeat. True when
+    /// stopped.
+    fn wait_for_next_round(&mut self, stop: &StopSignal) -> bool {
+        let deadline = std::time::Instant::now() + self.interval;
+        loop {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let slice = (deadline - now).min(Duration::from_millis(EARLY_ROUND_POLL_MS));
+            if stop.wait(slice) {
+                return true;
+            }
+            if !self.registered || self.failures_in_a_row > 0 {
+                continue;
+            }
+            if self.replicator.take_finished() {
+                return false;
+            }
+            if self.store.has_stored() {
+                if let Err(Failure::Retry(error) | Failure::Fatal(error)) = self.report_stored() {
+                    // The round at the deadline tries again and handles it.
+                    tracing::debug!("report stored blocks: {error}");
+                    self.connection = None;
+                    return false;
+                }
+            }
+        }
     }
 
     /// One interval's worth of work: register if needed, else heartbeat.
@@ -159,6 +206,7 @@ impl Heartbeat {
         if !self.registered {
             return self.register();
         }
+        self.report_stored()?;
         let usage = self.store.usage()?;
         let request = MasterRequest::Heartbeat {
             minion: self.identity.minion(),
@@ -169,6 +217,12 @@ impl Heartbeat {
         };
         match self.call(request)? {
             MasterResponse::Ok => Ok(()),
+            MasterResponse::HeartbeatAck { commands } => {
+                for command in commands {
+                    self.execute(command);
+                }
+                Ok(())
+            }
             MasterResponse::Error(error) if error.kind == ErrorKind::UnknownMinion => {
                 tracing::info!("the master forgot this minion ({error}); registering again");
                 self.registered = false;
@@ -176,6 +230,68 @@ impl Heartbeat {
             }
             MasterResponse::Error(error) => Err(Failure::Retry(Error::Remote(error))),
             other => Err(unexpected("Heartbeat", &other)),
+        }
+    }
+
+    /// Sends the blocks sealed since the last round; on failure they are
+    /// kept for the next one.
+    fn report_stored(&mut self) -> Result<(), Failure> {
+        let blocks = match self.store.take_stored() {
+            StoredReport::Blocks(blocks) => blocks,
+            StoredReport::Full => {
+                tracing::info!("too many new blocks to list; sending a full block report");
+                return self.full_report().map(drop);
+            }
+        };
+        let mut rest = blocks.as_slice();
+        while !rest.is_empty() {
+            let count = rest.len().min(STORED_BLOCKS_PER_REPORT_MAX);
+            let request = MasterRequest::BlockStored {
+                minion: self.identity.minion(),
+                blocks: rest[..count].to_vec(),
+            };
+            let failure = match self.call(request) {
+                Ok(MasterResponse::Ok) => None,
+                Ok(MasterResponse::Error(error)) if error.kind == ErrorKind::UnknownMinion => {
+                    // Registering again sends the full report, which covers these.
+                    tracing::info!("the master forgot this minion ({error}); registering again");
+                    self.registered = false;
+                    return self.register();
+                }
+                Ok(MasterResponse::Error(error)) => Some(Failure::Retry(Error::Remote(error))),
+                Ok(other) => Some(unexpected("BlockStored", &other)),
+                Err(error) => Some(Failure::Retry(error)),
+            };
+            if let Some(failure) = failure {
+                self.store.restore_stored(rest.to_vec());
+                return Err(failure);
+            }
+            rest = &rest[count..];
+        }
+        Ok(())
+    }
+
+    /// Carries out one command of the master's.
+    fn execute(&mut self, command: MinionCommand) {
+        match command {
+            MinionCommand::Delete { blocks } => {
+                let mut removed = 0;
+                for block in &blocks {
+                    match self.store.remove(*block) {
+                        Ok(true) => removed += 1,
+                        Ok(false) => {}
+                        Err(error) => tracing::warn!(%block, "delete: {error}"),
+                    }
+                }
+                tracing::info!(
+                    asked = blocks.len(),
+                    removed,
+                    "deleted blocks the master no longer wants here"
+                );
+            }
+            MinionCommand::Replicate { block, targets } => {
+                self.replicator.submit(CopyJob { block, targets });
+            }
         }
     }
 
@@ -218,6 +334,22 @@ impl Heartbeat {
         if interval_ms > 0 {
             self.interval = self.config.interval.min(Duration::from_millis(interval_ms));
         }
+        // Everything sealed so far is in the full report.
+        let _ = self.store.take_stored();
+        let count = self.full_report()?;
+        self.registered = true;
+        tracing::info!(
+            minion = %self.identity.minion(),
+            %cluster,
+            blocks = count,
+            master = %self.config.master,
+            "registered with the master"
+        );
+        Ok(())
+    }
+
+    /// Sends the list of every block here; returns how many.
+    fn full_report(&mut self) -> Result<usize, Failure> {
         let blocks = self.store.block_store().list()?;
         for (blocks, first, last) in report_frames(&blocks, BLOCK_REPORT_IDS_MAX) {
             let request = MasterRequest::BlockReport {
@@ -232,15 +364,7 @@ impl Heartbeat {
                 other => return Err(unexpected("BlockReport", &other)),
             }
         }
-        self.registered = true;
-        tracing::info!(
-            minion = %self.identity.minion(),
-            %cluster,
-            blocks = blocks.len(),
-            master = %self.config.master,
-            "registered with the master"
-        );
-        Ok(())
+        Ok(blocks.len())
     }
 
     /// Sends one request on the kept connection, opening it when needed.

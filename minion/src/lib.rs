@@ -5,14 +5,17 @@
 //! store (`dfs_engine::block_store`, written through `store` on the data
 //! path), the data service (`server`, one io_uring runtime per core, with
 //! `pipeline` and `read`; `uring` is the only module that touches io_uring),
-//! and the master conversation (`heartbeat`). The binary only parses the
-//! command line, sets up logging and signals, and calls `start_with_cores`.
+//! and the master conversation (`heartbeat`), which also carries out the
+//! master's commands: deletions, and copies to other minions (`replicate`).
+//! The binary only parses the command line, sets up logging and signals,
+//! and calls `start_with_cores`.
 
 pub mod config;
 pub mod heartbeat;
 pub mod identity;
 mod pipeline;
 mod read;
+pub mod replicate;
 pub mod server;
 pub mod store;
 mod uring;

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use dfs_engine::block_store::{
     BlockStore, Usage, BLOCK_FOOTER_BYTES, BLOCK_FORMAT_VERSION, BLOCK_MAGIC,
 };
-use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES};
-use dfs_engine::msg::BlockId;
+use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, STORED_BLOCKS_QUEUED_MAX};
+use dfs_engine::msg::{BlockId, StoredBlock};
 use dfs_engine::{Error, Result};
 
 use crate::uring::{self, SharedPieces, UringFile};
@@ -42,6 +42,25 @@ pub struct Store {
     /// what it found at open and what its own writers sealed).
     sealed_bytes: AtomicU64,
     sealed_count: AtomicU64,
+    /// Sealed since the last incremental report to the master.
+    stored: Mutex<StoredQueue>,
+}
+
+/// Blocks to report as stored, bounded: past the bound only a flag is
+/// kept, and the heartbeat sends a full block report instead.
+#[derive(Default)]
+struct StoredQueue {
+    blocks: Vec<StoredBlock>,
+    overflowed: bool,
+}
+
+/// What the heartbeat should tell the master about new blocks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoredReport {
+    /// These blocks were sealed since the last report.
+    Blocks(Vec<StoredBlock>),
+    /// Too many to list: report everything.
+    Full,
 }
 
 impl Store {
@@ -51,6 +70,50 @@ impl Store {
             writing: Mutex::new(HashSet::new()),
             sealed_bytes: AtomicU64::new(0),
             sealed_count: AtomicU64::new(0),
+            stored: Mutex::new(StoredQueue::default()),
+        }
+    }
+
+    /// Removes a sealed block; true when it was here. Blocks being written
+    /// are left alone (they are not sealed).
+    pub fn remove(&self, block: BlockId) -> Result<bool> {
+        Ok(self.store.remove(block)?.is_some())
+    }
+
+    /// Remembers a sealed block for the next incremental report.
+    pub fn note_stored(&self, block: BlockId, length_bytes: u64) {
+        let mut queue = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.blocks.len() < STORED_BLOCKS_QUEUED_MAX {
+            queue.blocks.push(StoredBlock {
+                block,
+                length_bytes,
+            });
+        } else {
+            queue.overflowed = true;
+        }
+    }
+
+    /// True when blocks wait to be reported.
+    pub fn has_stored(&self) -> bool {
+        let queue = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        !queue.blocks.is_empty() || queue.overflowed
+    }
+
+    /// Takes what was sealed since the last call.
+    pub fn take_stored(&self) -> StoredReport {
+        let mut queue = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = std::mem::take(&mut *queue);
+        if taken.overflowed {
+            StoredReport::Full
+        } else {
+            StoredReport::Blocks(taken.blocks)
+        }
+    }
+
+    /// Puts back blocks whose report did not reach the master.
+    pub fn restore_stored(&self, blocks: Vec<StoredBlock>) {
+        for stored in blocks {
+            self.note_stored(stored.block, stored.length_bytes);
         }
     }
 
@@ -61,8 +124,14 @@ impl Store {
     /// Space and blocks, including those sealed through this `Store`.
     pub fn usage(&self) -> Result<Usage> {
         let mut usage = self.store.usage()?;
-        usage.used_bytes += self.sealed_bytes.load(Ordering::Relaxed);
-        usage.block_count += self.sealed_count.load(Ordering::Relaxed);
+        // Wrapping: the engine's counters go below zero for blocks sealed
+        // here and removed through it (see `BlockStore::remove`).
+        usage.used_bytes = usage
+            .used_bytes
+            .wrapping_add(self.sealed_bytes.load(Ordering::Relaxed));
+        usage.block_count = usage
+            .block_count
+            .wrapping_add(self.sealed_count.load(Ordering::Relaxed));
         Ok(usage)
     }
 
@@ -338,6 +407,7 @@ impl UringBlockWriter {
             .sealed_bytes
             .fetch_add(self.length_bytes + tail_bytes, Ordering::Relaxed);
         store.sealed_count.fetch_add(1, Ordering::Relaxed);
+        store.note_stored(block, self.length_bytes);
         Ok(self.length_bytes)
     }
 }
@@ -444,6 +514,44 @@ mod tests {
             .map(|(length, _, _)| (length + length.div_ceil(CHUNK) * 4 + 32) as u64)
             .sum();
         assert_eq!(usage.used_bytes, file_bytes);
+    }
+
+    #[test]
+    fn sealed_blocks_are_reported_and_removed_blocks_leave_the_usage() {
+        let (_dir, store) = open_store();
+        let empty = store.usage().expect("usage");
+        uring::run_core(async {
+            for (block, length_bytes) in [(0x700, CHUNK + 1), (0x701, 3)] {
+                write(&store, BlockId(block), &pattern(length_bytes, 1), 1, false)
+                    .await
+                    .expect("write");
+            }
+        })
+        .expect("runtime");
+        let stored = |block, length_bytes| StoredBlock {
+            block: BlockId(block),
+            length_bytes,
+        };
+        assert_eq!(
+            store.take_stored(),
+            StoredReport::Blocks(vec![stored(0x700, CHUNK as u64 + 1), stored(0x701, 3)])
+        );
+        assert!(!store.has_stored());
+        assert_eq!(store.take_stored(), StoredReport::Blocks(Vec::new()));
+        // A report that did not go through is sent again.
+        store.restore_stored(vec![stored(0x701, 3)]);
+        assert_eq!(
+            store.take_stored(),
+            StoredReport::Blocks(vec![stored(0x701, 3)])
+        );
+        let full = store.usage().expect("usage");
+        assert_eq!(full.block_count, empty.block_count + 2);
+        assert!(store.remove(BlockId(0x700)).expect("remove"));
+        assert!(!store.remove(BlockId(0x700)).expect("remove again"));
+        let after = store.usage().expect("usage");
+        assert_eq!(after.block_count, empty.block_count + 1);
+        assert_eq!(after.used_bytes, empty.used_bytes + 3 + 4 + 32);
+        assert_eq!(store.block_store().list().expect("list"), [BlockId(0x701)]);
     }
 
     #[test]

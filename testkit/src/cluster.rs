@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use dfs_engine::msg::{Credentials, MasterRequest, MasterResponse, MinionReport, MinionState};
+use dfs_engine::msg::{
+    Credentials, LocatedBlock, MasterRequest, MasterResponse, MinionReport, MinionState,
+};
 use dfs_engine::rpc::Connection;
 use tempfile::TempDir;
 
@@ -42,6 +44,8 @@ pub struct ClusterOptions {
     /// Data directories used instead of DIR/minion-<i> (minion index, dir),
     /// e.g. a small tmpfs.
     pub minion_data_overrides: Vec<(usize, PathBuf)>,
+    /// `--orphan-grace` of the master.
+    pub orphan_grace: Option<&'static str>,
 }
 
 impl Default for ClusterOptions {
@@ -56,6 +60,7 @@ impl Default for ClusterOptions {
             stale_after: Some("5s"),
             dead_after: None,
             minion_data_overrides: Vec::new(),
+            orphan_grace: None,
         }
     }
 }
@@ -244,6 +249,7 @@ impl Cluster {
             ("--replication", options.replication.map(|r| r.to_string())),
             ("--stale-after", options.stale_after.map(str::to_string)),
             ("--dead-after", options.dead_after.map(str::to_string)),
+            ("--orphan-grace", options.orphan_grace.map(str::to_string)),
         ];
         for (flag, value) in optional {
             if let Some(value) = value {
@@ -424,6 +430,15 @@ impl Cluster {
     pub fn cluster_report(&self) -> Vec<MinionReport> {
         self.try_cluster_report()
             .unwrap_or_else(|e| panic!("cluster report: {e}"))
+    }
+
+    /// A file's blocks with their locations (live first, dead left out), as
+    /// the master answers `GetBlocks`.
+    pub fn located_blocks(&self, path: &str) -> Vec<LocatedBlock> {
+        match self.master_call(MasterRequest::GetBlocks { path: path.into() }) {
+            Ok(MasterResponse::Blocks { blocks, .. }) => blocks,
+            other => panic!("GetBlocks {path}: {other:?}"),
+        }
     }
 
     /// Waits until the master lists exactly `count` live minions.

@@ -1,0 +1,184 @@
+//! Copies of sealed blocks to other minions, as the master asks
+//! (`MinionCommand::Replicate`): a few worker threads read the block with
+//! the engine's `BlockReader`, which verifies every chunk's CRC32C, and push
+//! it as a pipeline client would (`WriteBlock` to the first target with the
+//! rest downstream, `Data` frames, `SealBlock`, durable). The targets report
+//! the new copy to the master themselves (`BlockStored`).
+//!
+//! Bounded twice: the master hands a minion at most
+//! `REPLICATIONS_PER_SOURCE_MAX` copies at once, and the queue here takes at
+//! most `REPLICATIONS_QUEUED_MAX`; a command dropped for a full queue is
+//! planned again after the master's timeout.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use dfs_engine::limits::{REPLICATIONS_PER_SOURCE_MAX, REPLICATIONS_QUEUED_MAX};
+use dfs_engine::msg::{
+    BlockId, Credentials, MinionAddress, MinionRequest, MinionResponse, RemoteError,
+};
+use dfs_engine::rpc::Connection;
+use dfs_engine::wire::{self, FrameKind};
+use dfs_engine::{Error, Result};
+
+use crate::store::Store;
+
+/// One copy to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyJob {
+    pub block: BlockId,
+    pub targets: Vec<MinionAddress>,
+}
+
+/// The queue in front of the copy workers. Dropping it ends the workers
+/// once they finish their current copy.
+pub struct Replicator {
+    queue: SyncSender<CopyJob>,
+    /// Set when a copy ended (either way): the heartbeat goes early to
+    /// fetch the next one.
+    finished: Arc<AtomicBool>,
+}
+
+impl Replicator {
+    /// Starts `REPLICATIONS_PER_SOURCE_MAX` workers copying from `store`.
+    pub fn start(store: Arc<Store>) -> Result<Replicator> {
+        let (queue, jobs) = mpsc::sync_channel::<CopyJob>(REPLICATIONS_QUEUED_MAX);
+        let jobs = Arc::new(Mutex::new(jobs));
+        let finished = Arc::new(AtomicBool::new(false));
+        for index in 0..REPLICATIONS_PER_SOURCE_MAX {
+            let jobs = Arc::clone(&jobs);
+            let store = Arc::clone(&store);
+            let finished = Arc::clone(&finished);
+            thread::Builder::new()
+                .name(format!("replicate-{index}"))
+                .spawn(move || work(&store, &jobs, &finished))
+                .map_err(|e| Error::io("start a replication worker", e))?;
+        }
+        Ok(Replicator { queue, finished })
+    }
+
+    /// True once after a copy ended.
+    pub fn take_finished(&self) -> bool {
+        self.finished.swap(false, Ordering::AcqRel)
+    }
+
+    /// Queues a copy; false when the queue is full (the master plans it
+    /// again later).
+    pub fn submit(&self, job: CopyJob) -> bool {
+        match self.queue.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(job)) => {
+                tracing::warn!(block = %job.block, "replication queue full; copy dropped");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+fn work(store: &Store, jobs: &Mutex<Receiver<CopyJob>>, finished: &AtomicBool) {
+    loop {
+        // The lock is held only while waiting for the next job.
+        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let started = std::time::Instant::now();
+        match copy_block(store, &job) {
+            Ok(length_bytes) => tracing::info!(
+                block = %job.block,
+                length_bytes,
+                targets = job.targets.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "copied block to {}",
+                names(&job.targets)
+            ),
+            Err(error) => tracing::warn!(
+                block = %job.block,
+                "copy to {} failed: {error}",
+                names(&job.targets)
+            ),
+        }
+        finished.store(true, Ordering::Release);
+    }
+}
+
+fn names(targets: &[MinionAddress]) -> String {
+    targets
+        .iter()
+        .map(|t| t.address.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Pushes the sealed block through a pipeline of `job.targets`; returns its
+/// length once every target answered the seal with the block stored.
+pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
+    let block = job.block;
+    let Some(first) = job.targets.first() else {
+        return Err(Error::Invalid(format!("copy {block}: no targets")));
+    };
+    let reader = store.block_store().open_block(block)?;
+    let credentials = Credentials {
+        user: "dfs-minion".into(),
+        ..Credentials::default()
+    };
+    let mut connection = Connection::open(&first.address)?;
+    let write_id = connection.send(
+        &credentials,
+        MinionRequest::WriteBlock {
+            block,
+            downstream: job.targets[1..].to_vec(),
+            sync: true,
+        },
+    )?;
+    let mut chunk = Vec::new();
+    for index in 0..reader.chunk_count() {
+        // A corrupt chunk stops the copy: a bad replica is never spread.
+        let crc = reader.read_chunk(index, &mut chunk)?;
+        connection.send_data(&chunk, crc)?;
+    }
+    let length_bytes = reader.length_bytes();
+    let seal_id = connection.send(
+        &credentials,
+        MinionRequest::SealBlock {
+            block,
+            length_bytes,
+        },
+    )?;
+    connection.flush()?;
+    let mut buffer = Vec::new();
+    let address = first.address.clone();
+    let (id, response): (u64, MinionResponse) =
+        wire::read_message(connection.reader(), FrameKind::Response, &mut buffer)?.ok_or_else(
+            || Error::Protocol(format!("{address} closed the connection before the seal")),
+        )?;
+    if id != write_id && id != seal_id {
+        return Err(Error::Protocol(format!(
+            "{address} answered request {id}, expected {write_id} or {seal_id}"
+        )));
+    }
+    match response {
+        MinionResponse::Sealed { stored, failed } => {
+            if let Some(failure) = failed.first() {
+                return Err(Error::Remote(RemoteError::new(
+                    failure.error.kind,
+                    format!(
+                        "{} of {} targets stored {block}; {}: {}",
+                        stored.len(),
+                        job.targets.len(),
+                        failure.minion.address,
+                        failure.error.message
+                    ),
+                )));
+            }
+            Ok(length_bytes)
+        }
+        MinionResponse::Error(error) => Err(Error::Remote(error)),
+        MinionResponse::ReadStarted { .. } => Err(Error::Protocol(format!(
+            "{address} answered SealBlock with ReadStarted"
+        ))),
+    }
+}
