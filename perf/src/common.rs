@@ -104,6 +104,63 @@ impl Drop for LocalCluster {
     }
 }
 
+/// A `dfs-master` or `dfs-minion` on 127.0.0.1:0, killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub address: String,
+}
+
+impl Daemon {
+    /// Starts `command` with `--listen 127.0.0.1:0`, its stderr to `log`,
+    /// and waits for its `listening on` line.
+    pub fn start(mut command: Command, log: &Path, name: &str) -> Result<Daemon> {
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(File::create(log).with_context(|| format!("create {}", log.display()))?)
+            .spawn()
+            .with_context(|| format!("start {name}"))?;
+        let stdout = child.stdout.take().context("daemon stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .with_context(|| format!("read {name} output"))?;
+        let Some(address) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{name} said {line:?}; see {}", log.display());
+        };
+        Ok(Daemon {
+            address: address.to_string(),
+            child,
+        })
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit (a master checkpoints first).
+    pub fn stop(mut self) -> Result<()> {
+        let pid = libc::pid_t::try_from(self.child.id()).context("pid")?;
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = self.child.wait().context("wait for daemon")?;
+        if !status.success() {
+            bail!("daemon exited with {status} after SIGTERM");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Writes `size_bytes` of xorshift random bytes (a fresh seed each run) and
 /// syncs them; returns their CRC32C.
 pub fn generate(path: &Path, size_bytes: u64) -> Result<u32> {

@@ -7,10 +7,8 @@
 //! dead to the last copy landing; the detection time (`--dead-after`) is
 //! printed on its own. Finally the file is read back and checked.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,6 +16,7 @@ use dfs_engine::msg::{Credentials, LocatedBlock, MasterRequest, MasterResponse};
 use dfs_engine::rpc::Connection;
 use dfs_engine::units::{format_bytes, parse_bytes, parse_duration};
 
+use crate::common::Daemon;
 use crate::{checksum, dfs, generate, rate, sibling, work_dir};
 
 pub struct Options {
@@ -65,48 +64,6 @@ pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> 
         bail!("--minions must be at least 4: three replicas and room for a fourth");
     }
     Ok(options)
-}
-
-/// A daemon killed when dropped.
-struct Daemon {
-    child: Child,
-    address: String,
-}
-
-impl Daemon {
-    fn start(mut command: Command, log: &Path, name: &str) -> Result<Daemon> {
-        let mut child = command
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(File::create(log).with_context(|| format!("create {}", log.display()))?)
-            .spawn()
-            .with_context(|| format!("start {name}"))?;
-        let stdout = child.stdout.take().context("daemon stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .with_context(|| format!("read {name} output"))?;
-        let Some(address) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{name} said {line:?}; see {}", log.display());
-        };
-        Ok(Daemon {
-            address: address.to_string(),
-            child,
-        })
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn master_call(master: &str, request: MasterRequest) -> Result<MasterResponse> {

@@ -11,9 +11,9 @@
 //! both as a checkpoint and as journal records to replay.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use dfs_master::journal::{AppendPosition, Journal, JournalConfig};
 use dfs_master::namespace::{Namespace, Op};
 use dfs_master::recovery::encode_op;
 
-use crate::common::{sibling, work_dir};
+use crate::common::{sibling, work_dir, Daemon};
 
 /// Files per directory in the generated namespace.
 const FILES_PER_DIRECTORY: u64 = 1000;
@@ -82,7 +82,7 @@ pub fn run(options: Options) -> Result<()> {
     // durable steps, and the ratios use their mean.
     let fsync_before = fsync_rate(&dir.join("fsync-probe"), duration)?;
 
-    let master = MasterProcess::start(&dir.join("master"), &dir.join("master.log"))?;
+    let master = start_master(&dir.join("master"), &dir.join("master.log"))?;
     let mut durable_rates = Vec::new();
     // One client: every change waits for a flush of its own.
     let single = drive(&master.address, 1, duration, |_, index, connection| {
@@ -385,7 +385,7 @@ fn startup(dir: &Path, files: u64) -> Result<()> {
         built.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let master = MasterProcess::start(&from_checkpoint, &dir.join("startup-checkpoint.log"))?;
+    let master = start_master(&from_checkpoint, &dir.join("startup-checkpoint.log"))?;
     let elapsed = started.elapsed();
     drop(master);
     println!(
@@ -423,7 +423,7 @@ fn startup(dir: &Path, files: u64) -> Result<()> {
         built.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let master = MasterProcess::start(&from_journal, &dir.join("startup-journal.log"))?;
+    let master = start_master(&from_journal, &dir.join("startup-journal.log"))?;
     let elapsed = started.elapsed();
     drop(master);
     println!(
@@ -433,53 +433,9 @@ fn startup(dir: &Path, files: u64) -> Result<()> {
     Ok(())
 }
 
-/// A `dfs-master` on 127.0.0.1, killed when dropped.
-struct MasterProcess {
-    child: Child,
-    address: String,
-}
-
-impl MasterProcess {
-    /// SIGTERM and wait: the master checkpoints and exits.
-    fn stop(mut self) -> Result<()> {
-        let pid = libc::pid_t::try_from(self.child.id()).context("pid")?;
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = self.child.wait().context("wait for dfs-master")?;
-        if !status.success() {
-            bail!("dfs-master exited with {status} after SIGTERM");
-        }
-        Ok(())
-    }
-
-    fn start(data: &Path, log: &Path) -> Result<MasterProcess> {
-        let program = sibling("dfs-master")?;
-        let mut child = Command::new(program)
-            .arg("--data")
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(File::create(log).with_context(|| format!("create {}", log.display()))?)
-            .spawn()
-            .context("start dfs-master")?;
-        let stdout = child.stdout.take().context("dfs-master stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .context("read dfs-master output")?;
-        let Some(address) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("dfs-master said {line:?}; see {}", log.display());
-        };
-        let address = address.to_string();
-        Ok(MasterProcess { child, address })
-    }
-}
-
-impl Drop for MasterProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `dfs-master` on `data`, logging to `log`.
+fn start_master(data: &Path, log: &Path) -> Result<Daemon> {
+    let mut command = Command::new(sibling("dfs-master")?);
+    command.arg("--data").arg(data);
+    Daemon::start(command, log, "dfs-master")
 }
