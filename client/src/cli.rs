@@ -90,6 +90,13 @@ pub enum Command {
     Df,
     /// Run a master and minions on this machine until interrupted
     Local(LocalArgs),
+    /// Copy files and trees into, out of and within the cluster (as dfs-cp)
+    Cp(crate::cp::CpArgs),
+    /// Print each file's CRC32C (of all its bytes), length and path
+    Checksum {
+        #[arg(required = true)]
+        paths: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +208,32 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 host: args.host,
             };
             local::run(&options, out)
+        }
+        Command::Cp(args) => {
+            let summary = crate::cp::run(master, &args, out)?;
+            if summary.failed > 0 {
+                return Err(Error::Invalid(format!(
+                    "cp: {} of {} files failed",
+                    summary.failed,
+                    summary.failed + summary.files + summary.skipped
+                )));
+            }
+            Ok(())
+        }
+        Command::Checksum { paths } => {
+            let paths = remote_paths(&paths)?;
+            let mut client = connect(master)?;
+            for path in &paths {
+                let checksum = client.file_checksum(path)?;
+                // As `cksum`: checksum, length, name.
+                writeln!(
+                    out,
+                    "{:08x}  {}  {path}",
+                    checksum.crc32c, checksum.length_bytes
+                )
+                .context("write standard output")?;
+            }
+            Ok(())
         }
     }
 }

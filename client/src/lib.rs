@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod cp;
 pub mod format;
 pub mod local;
 pub mod read;
@@ -16,7 +17,7 @@ pub mod write;
 
 pub use client::{Client, ClusterReport, FileBlocks};
 pub use config::master_address;
-pub use read::FileReader;
+pub use read::{ChecksumSink, FileChecksum, FileReader};
 pub use write::{
     BlockSource, FileWriter, Seekable, Unseekable, WriteOptions, WriteStats, WrittenBlock,
 };

@@ -41,6 +41,49 @@ impl Client {
     }
 }
 
+/// A file's length and the CRC32C of all its bytes: the same number for the
+/// same bytes whatever the block size, and the same as `crc32c` of a local copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileChecksum {
+    pub length_bytes: u64,
+    pub crc32c: u32,
+}
+
+impl Client {
+    /// The checksum of a cluster file. For now the file is read through the
+    /// verifying reader and its CRC32C computed here; once the master keeps
+    /// each block's CRC this becomes a combination of those, without reading
+    /// data, and gives the same result.
+    pub fn file_checksum(&mut self, path: &DfsPath) -> Result<FileChecksum> {
+        let mut reader = self.open(path)?;
+        let mut sink = ChecksumSink::default();
+        reader.copy_to(&mut sink, "checksum")?;
+        Ok(FileChecksum {
+            length_bytes: sink.length_bytes,
+            crc32c: sink.crc32c,
+        })
+    }
+}
+
+/// A writer that only computes the CRC32C and length of what it is given.
+#[derive(Debug, Default)]
+pub struct ChecksumSink {
+    pub crc32c: u32,
+    pub length_bytes: u64,
+}
+
+impl Write for ChecksumSink {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        self.crc32c = crc32c::crc32c_append(self.crc32c, buffer);
+        self.length_bytes += buffer.len() as u64;
+        Ok(buffer.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The stream of one block from one minion.
 struct BlockStream {
     connection: Connection,
@@ -86,6 +129,31 @@ impl FileReader {
 
     pub fn length_bytes(&self) -> u64 {
         self.status.size_bytes
+    }
+
+    /// A reader of block `index` alone (its bytes only, from the block's
+    /// first byte), with the same replicas and checks, so that several
+    /// blocks of one file can be read at once.
+    pub fn block_reader(&self, index: usize) -> Option<FileReader> {
+        let block = self.blocks.get(index)?.clone();
+        let mut status = self.status.clone();
+        status.size_bytes = block.length_bytes;
+        status.block_count = 1;
+        Some(FileReader {
+            path: self.path.clone(),
+            status,
+            blocks: vec![block],
+            credentials: self.credentials.clone(),
+            block_index: 0,
+            verified_bytes: 0,
+            chunk: Vec::with_capacity(CHUNK_BYTES as usize),
+            chunk_position: 0,
+            stream: None,
+            idle: None,
+            location_index: 0,
+            failed: None,
+            buffer: Vec::new(),
+        })
     }
 
     /// Writes the rest of the file to `target` (named `target_name` in

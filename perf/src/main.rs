@@ -20,6 +20,7 @@ pub(crate) fn checksum(path: &Path) -> Result<u32> {
 }
 
 mod common;
+mod cp;
 mod heal;
 mod metadata;
 mod raw_chain;
@@ -68,6 +69,7 @@ fn main() -> Result<()> {
         Some("roundtrip") => roundtrip(parse_options(args)?),
         Some("throughput") => throughput::run(throughput::parse_options(args)?),
         Some("metadata") => metadata::run(metadata::parse_options(args)?),
+        Some("cp") => cp::run(cp::parse_options(args)?),
         Some("heal") => heal::run(heal::parse_options(args)?),
         _ => bail!("{}\n{}", usage(), throughput::usage()),
     }

@@ -1,0 +1,281 @@
+//! `dfs-cp` when things go wrong, on a real cluster: `kill -9` of dfs-cp in
+//! the middle of a copy leaves no incomplete file under its final name and
+//! a rerun finishes the job; a minion killed mid-copy costs replicas, not
+//! files; existing targets are refused, skipped or overwritten as the flags
+//! say; failures name the file, the run goes on and the exit status is 1.
+
+mod cp_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use cp_support::{
+    assert_trees_equal, cluster_files, cp, cp_command, cp_ok, is_temporary, summary_field, MIB,
+};
+use dfs_testkit::{
+    assert_bytes_equal, utf8, wait_for, write_random_file, Cluster, ClusterOptions, EXIT_TIMEOUT,
+    LIVE_TIMEOUT,
+};
+
+/// `count` files of `length_bytes` each under `root/<i % 10>/file-<i>`.
+fn make_many(root: &std::path::Path, count: u64, length_bytes: u64) {
+    for index in 0..count {
+        let path = root.join(format!("{}/file-{index:04}", index % 10));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        write_random_file(&path, 1000 + index, length_bytes);
+    }
+}
+
+/// Asserts every file visible under `/target/many` in the cluster that is
+/// not a temporary name holds exactly the bytes of its source.
+fn assert_visible_files_complete(cluster: &Cluster, source: &std::path::Path) -> usize {
+    let mut client = dfs_client::Client::connect(cluster.master_address()).expect("connect");
+    let mut complete = 0;
+    for (relative, _) in cluster_files(cluster, "/target/many") {
+        if is_temporary(&relative) {
+            continue;
+        }
+        let path =
+            dfs_engine::path::DfsPath::parse(&format!("/target/many/{relative}")).expect("path");
+        let mut bytes = Vec::new();
+        client
+            .open(&path)
+            .expect("open")
+            .copy_to(&mut bytes, "memory")
+            .expect("read");
+        let expected = std::fs::read(source.join(&relative)).expect("read the source");
+        assert_bytes_equal(&bytes, &expected, &relative);
+        complete += 1;
+    }
+    complete
+}
+
+#[test]
+fn a_killed_copy_leaves_only_complete_files_and_a_rerun_finishes_it() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let source = cluster.dir().join("many");
+    make_many(&source, 150, 96 * 1024);
+    cluster.dfs_ok(["mkdir", "/target"]);
+
+    let mut child = cp_command(&cluster)
+        .args(["-q", "-j", "2", utf8(&source), "dfs:///target"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dfs-cp");
+    wait_for(
+        || cluster_files(&cluster, "/target").len() >= 20,
+        LIVE_TIMEOUT,
+        "dfs-cp to make some files visible",
+    );
+    let _ = child.kill(); // SIGKILL
+    let status = child.wait().expect("reap dfs-cp");
+    assert!(!status.success(), "dfs-cp was killed before it finished");
+
+    let visible = cluster_files(&cluster, "/target/many");
+    let complete_before = assert_visible_files_complete(&cluster, &source);
+    assert!(
+        complete_before < 150,
+        "the copy was cut short ({} visible)",
+        visible.len()
+    );
+
+    // The same command again finishes the job and removes leftovers.
+    let json = cp_ok(&cluster, ["--json", "-q", utf8(&source), "dfs:///target"]);
+    assert_eq!(summary_field(&json, "failed"), 0.0, "{json}");
+    assert_eq!(
+        summary_field(&json, "files") + summary_field(&json, "skipped"),
+        150.0,
+        "{json}"
+    );
+    assert!(
+        summary_field(&json, "skipped") >= complete_before as f64,
+        "{json}"
+    );
+    let after = cluster_files(&cluster, "/target/many");
+    assert!(
+        after.iter().all(|(name, _)| !is_temporary(name)),
+        "temporary files are left: {after:?}"
+    );
+    assert_eq!(after.len(), 150);
+    assert_eq!(assert_visible_files_complete(&cluster, &source), 150);
+}
+
+#[test]
+fn a_minion_killed_mid_copy_costs_replicas_not_files() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        stale_after: Some("10s"),
+        ..ClusterOptions::default()
+    });
+    cluster.allow_error("connection");
+    cluster.allow_error("broken pipe");
+    cluster.allow_error("reset");
+    let source = cluster.dir().join("many");
+    make_many(&source, 120, 128 * 1024);
+    // Last in the walk, so written after the kill, block by block in parallel.
+    write_random_file(&source.join("9/zz-large"), 7, 12 * MIB + 5);
+    cluster.dfs_ok(["mkdir", "/target"]);
+
+    let mut child = cp_command(&cluster)
+        .args([
+            "-q",
+            "-j",
+            "2",
+            "--block-size",
+            "1M",
+            utf8(&source),
+            "dfs:///target",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dfs-cp");
+    wait_for(
+        || cluster_files(&cluster, "/target").len() >= 10,
+        LIVE_TIMEOUT,
+        "dfs-cp to make some files visible",
+    );
+    assert!(
+        child.try_wait().expect("poll").is_none(),
+        "the copy is still running"
+    );
+    cluster.kill_minion(0);
+    let status = dfs_testkit::wait_exit(&mut child, EXIT_TIMEOUT * 3).expect("dfs-cp ends");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(status.success(), "dfs-cp failed: {status}\n{stderr}");
+
+    let back = cluster.dir().join("back");
+    cp_ok(&cluster, ["-q", "dfs:///target/many", utf8(&back)]);
+    assert_trees_equal(&back, &source);
+    let under_replicated = cluster_files(&cluster, "/target/many")
+        .into_iter()
+        .filter(|(name, _)| {
+            cluster
+                .stat(&format!("/target/many/{name}"))
+                .blocks
+                .iter()
+                .any(|block| block.replicas < 3)
+        })
+        .count();
+    assert!(
+        under_replicated > 0,
+        "files written after the kill have fewer replicas"
+    );
+}
+
+#[test]
+fn existing_targets_failures_and_exit_codes() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let dir = cluster.dir().join("files");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let first = dir.join("first");
+    let second = dir.join("second");
+    write_random_file(&first, 1, 5000);
+    write_random_file(&second, 2, 6000);
+    cp_ok(&cluster, ["-q", utf8(&first), "dfs:///first"]);
+
+    // Same content: skipped, exit 0.
+    let json = cp_ok(&cluster, ["--json", "-q", utf8(&first), "dfs:///first"]);
+    assert_eq!(summary_field(&json, "skipped"), 1.0, "{json}");
+
+    // Different content without --force: refused, named, exit 1.
+    let output = cp(&cluster, ["-q", utf8(&second), "dfs:///first"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "dfs-cp: {}: dfs://{}/first: exists; use --force or --update",
+            utf8(&second),
+            cluster.master_address()
+        )),
+        "{stderr}"
+    );
+
+    // --force and --update overwrite.
+    cp_ok(&cluster, ["-q", "-f", utf8(&second), "dfs:///first"]);
+    assert_eq!(cluster.stat("/first").size_bytes(), 6000);
+    cp_ok(&cluster, ["-q", "-u", utf8(&first), "dfs:///first"]);
+    assert_eq!(cluster.stat("/first").size_bytes(), 5000);
+
+    // One unreadable or missing source fails alone; the others are copied.
+    let unreadable = dir.join("unreadable");
+    write_random_file(&unreadable, 3, 10);
+    std::fs::set_permissions(&unreadable, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    let running_as_root = std::fs::File::open(&unreadable).is_ok();
+    let missing = dir.join("missing");
+    let output = cp(
+        &cluster,
+        [
+            "-q",
+            "--json",
+            utf8(&missing),
+            utf8(&second),
+            utf8(&unreadable),
+            "dfs:///many/",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "dfs-cp: {}: no such file or directory",
+            utf8(&missing)
+        )),
+        "{stderr}"
+    );
+    if !running_as_root {
+        assert!(
+            stderr.contains(&format!("dfs-cp: {}: ", utf8(&unreadable))),
+            "{stderr}"
+        );
+    }
+    assert_eq!(cluster.stat("/many/second").size_bytes(), 6000);
+
+    // A file where a directory is needed; a master that is not there.
+    let output = cp(
+        &cluster,
+        ["-q", utf8(&first), utf8(&second), "dfs:///first"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/first: exists and is not a directory"),
+        "{stderr}"
+    );
+    let output = std::process::Command::new(dfs_testkit::binary("dfs-cp"))
+        .args(["--master", "127.0.0.1:1", "-q", utf8(&first), "dfs:///x"])
+        .output()
+        .expect("run dfs-cp");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("connect to the master at 127.0.0.1:1"),
+        "{stderr}"
+    );
+
+    // --fail-fast: the first failure ends the run; later files are not copied.
+    cluster.dfs_ok(["mkdir", "/ff"]);
+    cp_ok(&cluster, ["-q", utf8(&first), "dfs:///ff/second"]);
+    let output = cp(
+        &cluster,
+        [
+            "-q",
+            "-j",
+            "1",
+            "--fail-fast",
+            utf8(&second),
+            utf8(&first),
+            "dfs:///ff/",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(cluster.dfs(["stat", "/ff/first"]).status.code(), Some(1));
+
+    // Usage errors exit 2.
+    let output = cp(&cluster, ["only-one-path"]);
+    assert_eq!(output.status.code(), Some(2));
+}
