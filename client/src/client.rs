@@ -470,6 +470,7 @@ mod tests {
             id: BlockId(1),
             offset_bytes,
             length_bytes,
+            crc32c: 0,
             locations: vec![],
         };
         let status = |size_bytes| EntryStatus {

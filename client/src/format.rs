@@ -347,6 +347,7 @@ mod tests {
             id: BlockId(id),
             offset_bytes,
             length_bytes,
+            crc32c: 0,
             locations: minions
                 .iter()
                 .map(|&m| MinionAddress {

@@ -450,6 +450,8 @@ struct OpenBlock {
     connection: Connection,
     write_request_id: u64,
     sent_bytes: u64,
+    /// CRC32C of the bytes sent so far, combined from the chunks' CRCs.
+    sent_crc32c: u32,
 }
 
 /// One open write on the master, block by block. Dropped before `close`, it
@@ -565,6 +567,7 @@ impl<'a> Session<'a> {
                     connection,
                     write_request_id,
                     sent_bytes: 0,
+                    sent_crc32c: 0,
                 });
                 Ok(())
             }
@@ -583,9 +586,11 @@ impl<'a> Session<'a> {
         let Some(open) = self.current.as_mut() else {
             return Err(Error::Invalid("no block open".into()).into());
         };
-        match open.connection.send_data(chunk, crc32c::crc32c(chunk)) {
+        let chunk_crc = crc32c::crc32c(chunk);
+        match open.connection.send_data(chunk, chunk_crc) {
             Ok(()) => {
                 open.sent_bytes += chunk.len() as u64;
+                open.sent_crc32c = crc32c::crc32c_combine(open.sent_crc32c, chunk_crc, chunk.len());
                 Ok(())
             }
             Err(error) => Err(self.drop_block(error)),
@@ -653,6 +658,7 @@ impl<'a> Session<'a> {
             block: open.block,
             length_bytes: open.sent_bytes,
             replicas: stored,
+            crc32c: open.sent_crc32c,
         };
         self.client.call_expect_ok("CommitBlock", request)?;
         self.stats.length_bytes += open.sent_bytes;

@@ -154,6 +154,8 @@ pub struct LocatedBlock {
     pub offset_bytes: u64,
     pub length_bytes: u64,
     pub locations: Vec<MinionAddress>,
+    /// CRC32C of the block's bytes, as committed.
+    pub crc32c: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +259,9 @@ pub enum MasterRequest {
         length_bytes: u64,
         /// Minions that acknowledged the sealed block.
         replicas: Vec<MinionId>,
+        /// CRC32C of the block's bytes, kept by the master so a file's
+        /// checksum needs no data read.
+        crc32c: u32,
     },
     /// Gives up an allocated block that was not committed.
     AbandonBlock {

@@ -35,7 +35,7 @@ use crate::failpoint;
 
 /// "DFSJ" read as a little-endian u32.
 pub const SEGMENT_MAGIC: u32 = u32::from_le_bytes(*b"DFSJ");
-pub const JOURNAL_VERSION: u16 = 1;
+pub const JOURNAL_VERSION: u16 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 pub const RECORD_HEADER_BYTES: usize = 16;
 /// The largest record, header included.

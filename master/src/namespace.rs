@@ -20,6 +20,8 @@ pub const ROOT_INODE: InodeId = 1;
 pub struct BlockMeta {
     pub id: BlockId,
     pub length_bytes: u64,
+    /// CRC32C of the block's bytes, as the writer computed it.
+    pub crc32c: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +107,7 @@ pub enum Op {
         write: WriteId,
         block: BlockId,
         length_bytes: u64,
+        crc32c: u32,
     },
     AbandonBlock {
         write: WriteId,
@@ -514,6 +517,7 @@ impl Namespace {
                 write,
                 block,
                 length_bytes,
+                crc32c,
             } => {
                 let open = self.open_write_mut(*write)?;
                 if !open.pending.contains(block) {
@@ -544,6 +548,7 @@ impl Namespace {
                 open.blocks.push(BlockMeta {
                     id: *block,
                     length_bytes: *length_bytes,
+                    crc32c: *crc32c,
                 });
                 Ok(Applied::default())
             }

@@ -636,6 +636,7 @@ impl Master {
                         offset_bytes,
                         length_bytes: meta.length_bytes,
                         locations: registry.registry.locations(meta.id, now),
+                        crc32c: meta.crc32c,
                     });
                     offset_bytes += meta.length_bytes;
                 }
@@ -770,6 +771,7 @@ impl Master {
                 block,
                 length_bytes,
                 replicas,
+                crc32c,
             } => {
                 claim(state, write, connection)?;
                 if replicas.is_empty() {
@@ -782,6 +784,7 @@ impl Master {
                     write,
                     block,
                     length_bytes,
+                    crc32c,
                 };
                 let sequence = self.change(state, &op)?;
                 let mut registry = self.registry();

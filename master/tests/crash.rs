@@ -222,6 +222,7 @@ impl Worker {
                             block,
                             length_bytes,
                             replicas: vec![minion],
+                            crc32c: 0,
                         },
                     )
                     .map_err(|e| (e, false))?;

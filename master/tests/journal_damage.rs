@@ -273,6 +273,7 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
                     block,
                     length_bytes,
                     replicas: vec![minion],
+                    crc32c: 0,
                 },
             );
             assert!(matches!(committed, Ok(MasterResponse::Ok)), "{committed:?}");

@@ -357,6 +357,7 @@ fn build(
                 write,
                 block,
                 length_bytes: 1 << 20,
+                crc32c: 0,
             },
         )?;
         apply(namespace, Op::CloseWrite { write, time_ms: 3 })?;

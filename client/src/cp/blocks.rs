@@ -93,7 +93,8 @@ struct TaskResult {
     index: usize,
     block: BlockId,
     length_bytes: u64,
-    outcome: std::result::Result<(Vec<MinionId>, Vec<ReplicaFailure>), BlockFailure>,
+    /// Who stored the block, who failed, and the block's CRC32C.
+    outcome: std::result::Result<(Vec<MinionId>, Vec<ReplicaFailure>, u32), BlockFailure>,
 }
 
 /// Aborts the write on the master unless it was closed.
@@ -254,7 +255,7 @@ fn coordinate(
     let mut excluded: Vec<MinionId> = Vec::new();
     let mut attempts = vec![0u32; block_count];
     let mut retry: VecDeque<usize> = VecDeque::new();
-    let mut sealed: BTreeMap<usize, (BlockId, u64, Vec<MinionId>)> = BTreeMap::new();
+    let mut sealed: BTreeMap<usize, (BlockId, u64, Vec<MinionId>, u32)> = BTreeMap::new();
     let (mut next_allocate, mut next_commit, mut in_flight) = (0usize, 0usize, 0usize);
     // Sealed blocks waiting for a predecessor are bounded too.
     let window = 2 * streams;
@@ -287,7 +288,7 @@ fn coordinate(
             .map_err(|_| Error::Invalid("block threads ended early".into()))?;
         in_flight -= 1;
         match result.outcome {
-            Ok((stored, failed)) => {
+            Ok((stored, failed, crc32c)) => {
                 for failure in &failed {
                     let error = Error::Remote(failure.error.clone());
                     open.client.warn(&format!(
@@ -299,7 +300,10 @@ fn coordinate(
                         excluded.push(failure.minion.id);
                     }
                 }
-                sealed.insert(result.index, (result.block, result.length_bytes, stored));
+                sealed.insert(
+                    result.index,
+                    (result.block, result.length_bytes, stored, crc32c),
+                );
             }
             Err(BlockFailure::Fatal(error)) => return Err(error),
             Err(BlockFailure::Minion {
@@ -322,12 +326,13 @@ fn coordinate(
                 retry.push_back(result.index);
             }
         }
-        while let Some((block, length_bytes, replicas)) = sealed.remove(&next_commit) {
+        while let Some((block, length_bytes, replicas, crc32c)) = sealed.remove(&next_commit) {
             let request = MasterRequest::CommitBlock {
                 write: open.write,
                 block,
                 length_bytes,
                 replicas,
+                crc32c,
             };
             open.client.call_expect_ok("CommitBlock", request)?;
             next_commit += 1;
@@ -344,7 +349,7 @@ fn send_block(
     sync: bool,
     chunk: &mut Vec<u8>,
     buffer: &mut Vec<u8>,
-) -> std::result::Result<(Vec<MinionId>, Vec<ReplicaFailure>), BlockFailure> {
+) -> std::result::Result<(Vec<MinionId>, Vec<ReplicaFailure>, u32), BlockFailure> {
     let Some(first) = task.targets.first() else {
         return Err(BlockFailure::Fatal(Error::Invalid("no pipeline".into())));
     };
@@ -364,6 +369,7 @@ fn send_block(
         )
         .map_err(|error| minion_failed(explain_send_failure(&mut connection, error)))?;
     let mut sent_bytes = 0u64;
+    let mut block_crc = 0u32;
     while sent_bytes < task.length_bytes {
         let length = (task.length_bytes - sent_bytes).min(u64::from(CHUNK_BYTES));
         chunk.clear();
@@ -380,9 +386,11 @@ fn send_block(
                     error,
                 ))
             })?;
-        if let Err(error) = connection.send_data(chunk, crc32c::crc32c(chunk)) {
+        let chunk_crc = crc32c::crc32c(chunk);
+        if let Err(error) = connection.send_data(chunk, chunk_crc) {
             return Err(minion_failed(explain_send_failure(&mut connection, error)));
         }
+        block_crc = crc32c::crc32c_combine(block_crc, chunk_crc, chunk.len());
         sent_bytes += length;
     }
     let sealed = connection
@@ -401,7 +409,9 @@ fn send_block(
             )
         });
     match sealed {
-        Ok(MinionResponse::Sealed { stored, failed }) if !stored.is_empty() => Ok((stored, failed)),
+        Ok(MinionResponse::Sealed { stored, failed }) if !stored.is_empty() => {
+            Ok((stored, failed, block_crc))
+        }
         Ok(MinionResponse::Sealed { failed, .. }) => {
             let mut excluded: Vec<MinionId> = failed.iter().map(|f| f.minion.id).collect();
             excluded.push(first.id);

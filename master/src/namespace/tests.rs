@@ -41,6 +41,7 @@ fn write_file(
             write,
             block,
             length_bytes,
+            crc32c: 0,
         })?;
     }
     ns.apply(&Op::CloseWrite { write, time_ms: 30 })
@@ -112,6 +113,7 @@ fn files_are_invisible_until_closed_and_replace_atomically() {
         write,
         block,
         length_bytes: 4,
+        crc32c: 0,
     })
     .expect("commit");
     assert!(ns.status(&path("/f")).is_err(), "not visible before close");
@@ -179,6 +181,7 @@ fn abort_frees_blocks_and_leaves_nothing() {
         write,
         block: first,
         length_bytes: 4,
+        crc32c: 0,
     })
     .expect("commit");
     let second = ns.next_block_id();
@@ -363,6 +366,7 @@ fn replaying_the_same_ops_rebuilds_the_same_state() {
             write,
             block,
             length_bytes: 5,
+            crc32c: 0,
         },
     );
     record(&mut ns, Op::CloseWrite { write, time_ms: 4 });
