@@ -53,15 +53,7 @@ pub fn checkpoint_name(last_sequence: u64) -> String {
 
 /// The sequence a checkpoint file name announces, if it is one.
 pub fn parse_checkpoint_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix(CHECKPOINT_PREFIX)?;
-    if hex.len() != 16
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
+    crate::journal::parse_sequence_name(name, CHECKPOINT_PREFIX)
 }
 
 fn is_checkpoint_file(name: &str) -> bool {

@@ -304,7 +304,13 @@ pub fn segment_name(first_sequence: u64) -> String {
 
 /// The first sequence a segment file name announces, if it is one.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix(SEGMENT_PREFIX)?;
+    parse_sequence_name(name, SEGMENT_PREFIX)
+}
+
+/// The sequence in a file name of `prefix` and exactly 16 lower-case hex
+/// digits (segments and checkpoints are named so).
+pub fn parse_sequence_name(name: &str, prefix: &str) -> Option<u64> {
+    let hex = name.strip_prefix(prefix)?;
     if hex.len() != 16
         || !hex
             .bytes()
