@@ -470,8 +470,15 @@ struct Session<'a> {
     buffer: Vec<u8>,
 }
 
-impl<'a> Session<'a> {
-    fn open(client: &'a mut Client, path: &DfsPath, options: WriteOptions) -> Result<Session<'a>> {
+/// The master calls of a write, shared by `FileWriter` and `dfs-cp`'s
+/// block-parallel writer.
+impl Client {
+    /// Opens a write at `path`: (write id, replication, block size).
+    pub(crate) fn open_write(
+        &mut self,
+        path: &DfsPath,
+        options: &WriteOptions,
+    ) -> Result<(u64, u8, u64)> {
         options.validate()?;
         let request = MasterRequest::OpenWrite {
             path: path.to_string(),
@@ -480,14 +487,51 @@ impl<'a> Session<'a> {
             overwrite: options.overwrite,
             mode: options.mode,
         };
-        let (write, replication, block_bytes) = match client.call(request)? {
+        match self.call(request)? {
             MasterResponse::WriteOpened {
                 write,
                 replication,
                 block_bytes,
-            } => (write, replication, block_bytes),
-            other => return Err(unexpected("OpenWrite", &other)),
+            } => Ok((write, replication, block_bytes)),
+            other => Err(unexpected("OpenWrite", &other)),
+        }
+    }
+
+    /// The next block of `write` (of the file at `path`) and its pipeline,
+    /// never empty.
+    pub(crate) fn allocate_block(
+        &mut self,
+        path: &DfsPath,
+        write: u64,
+        excluded: &[MinionId],
+    ) -> Result<(BlockId, Vec<MinionAddress>)> {
+        let request = MasterRequest::AllocateBlock {
+            write,
+            excluded: excluded.to_vec(),
         };
+        let (block, targets) = match self.call(request)? {
+            MasterResponse::BlockAllocated { block, targets } => (block, targets),
+            other => return Err(unexpected("AllocateBlock", &other)),
+        };
+        if targets.is_empty() {
+            self.abandon_block(write, block)?;
+            return Err(Error::Protocol(format!(
+                "master allocated {block} of {path} without minions"
+            )));
+        }
+        Ok((block, targets))
+    }
+
+    /// Gives up an allocated block that was not committed.
+    pub(crate) fn abandon_block(&mut self, write: u64, block: BlockId) -> Result<()> {
+        let request = MasterRequest::AbandonBlock { write, block };
+        self.call_expect_ok("AbandonBlock", request)
+    }
+}
+
+impl<'a> Session<'a> {
+    fn open(client: &'a mut Client, path: &DfsPath, options: WriteOptions) -> Result<Session<'a>> {
+        let (write, replication, block_bytes) = client.open_write(path, &options)?;
         let session = Session {
             client,
             path: path.clone(),
@@ -532,21 +576,13 @@ impl<'a> Session<'a> {
     /// Allocates the next block and connects to its first minion. A minion
     /// that cannot be reached fails the block before its first byte.
     fn start_block(&mut self) -> Result<(), BlockError> {
-        let request = MasterRequest::AllocateBlock {
-            write: self.write,
-            excluded: self.excluded.clone(),
-        };
-        let (block, targets) = match self.client.call(request)? {
-            MasterResponse::BlockAllocated { block, targets } => (block, targets),
-            other => return Err(unexpected("AllocateBlock", &other).into()),
-        };
+        let (block, targets) =
+            self.client
+                .allocate_block(&self.path, self.write, &self.excluded)?;
         let Some(first) = targets.first().cloned() else {
-            self.abandon(block)?;
-            return Err(Error::Protocol(format!(
-                "master allocated {block} of {} without minions",
-                self.path
-            ))
-            .into());
+            return Err(
+                Error::Protocol(format!("master allocated {block} without minions")).into(),
+            );
         };
         let opened = Connection::open(&first.address).and_then(|mut connection| {
             let write_request_id = connection.send(
@@ -685,11 +721,7 @@ impl<'a> Session<'a> {
     }
 
     fn abandon(&mut self, block: BlockId) -> Result<()> {
-        let request = MasterRequest::AbandonBlock {
-            write: self.write,
-            block,
-        };
-        self.client.call_expect_ok("AbandonBlock", request)
+        self.client.abandon_block(self.write, block)
     }
 
     /// Makes the file visible.

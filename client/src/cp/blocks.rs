@@ -21,8 +21,8 @@ use std::sync::Mutex;
 
 use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX};
 use dfs_engine::msg::{
-    BlockId, Credentials, MasterRequest, MasterResponse, MinionAddress, MinionId, MinionRequest,
-    MinionResponse, ReplicaFailure,
+    BlockId, Credentials, MasterRequest, MinionAddress, MinionId, MinionRequest, MinionResponse,
+    ReplicaFailure,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -100,6 +100,7 @@ struct TaskResult {
 /// Aborts the write on the master unless it was closed.
 struct OpenWrite<'a> {
     client: &'a mut Client,
+    path: &'a DfsPath,
     write: u64,
     closed: bool,
 }
@@ -117,29 +118,11 @@ impl Drop for OpenWrite<'_> {
 
 impl OpenWrite<'_> {
     fn allocate(&mut self, excluded: &[MinionId]) -> Result<(BlockId, Vec<MinionAddress>)> {
-        let request = MasterRequest::AllocateBlock {
-            write: self.write,
-            excluded: excluded.to_vec(),
-        };
-        let (block, targets) = match self.client.call(request)? {
-            MasterResponse::BlockAllocated { block, targets } => (block, targets),
-            other => return Err(unexpected("AllocateBlock", &other)),
-        };
-        if targets.is_empty() {
-            self.abandon(block)?;
-            return Err(Error::Protocol(format!(
-                "master allocated {block} without minions"
-            )));
-        }
-        Ok((block, targets))
+        self.client.allocate_block(self.path, self.write, excluded)
     }
 
     fn abandon(&mut self, block: BlockId) -> Result<()> {
-        let request = MasterRequest::AbandonBlock {
-            write: self.write,
-            block,
-        };
-        self.client.call_expect_ok("AbandonBlock", request)
+        self.client.abandon_block(self.write, block)
     }
 }
 
@@ -154,25 +137,11 @@ pub fn put_parallel(
     length_bytes: u64,
     streams: usize,
 ) -> Result<u64> {
-    options.validate()?;
-    let request = MasterRequest::OpenWrite {
-        path: path.to_string(),
-        replication: options.replication,
-        block_bytes: options.block_bytes,
-        overwrite: options.overwrite,
-        mode: options.mode,
-    };
-    let (write, replication, block_bytes) = match client.call(request)? {
-        MasterResponse::WriteOpened {
-            write,
-            replication,
-            block_bytes,
-        } => (write, replication, block_bytes),
-        other => return Err(unexpected("OpenWrite", &other)),
-    };
+    let (write, replication, block_bytes) = client.open_write(path, &options)?;
     let credentials = client.credentials().clone();
     let mut open = OpenWrite {
         client,
+        path,
         write,
         closed: false,
     };
