@@ -179,6 +179,7 @@ fn state_name(state: MinionState) -> &'static str {
         MinionState::Stale => "stale",
         MinionState::Dead => "dead",
         MinionState::Decommissioning => "decommissioning",
+        MinionState::Decommissioned => "decommissioned",
     }
 }
 
@@ -411,6 +412,7 @@ mod tests {
             available_bytes: capacity_bytes - used_bytes,
             block_count: used_bytes / 1024,
             last_heartbeat_age_ms: 0,
+            failed_directories: Vec::new(),
         };
         let report = ClusterReport {
             minions: vec![

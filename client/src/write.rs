@@ -486,12 +486,14 @@ impl Client {
             block_bytes: options.block_bytes,
             overwrite: options.overwrite,
             mode: options.mode,
+            allocate_first_block: false,
         };
         match self.call(request)? {
             MasterResponse::WriteOpened {
                 write,
                 replication,
                 block_bytes,
+                first_block: _,
             } => Ok((write, replication, block_bytes)),
             other => Err(unexpected("OpenWrite", &other)),
         }
@@ -726,7 +728,11 @@ impl<'a> Session<'a> {
 
     /// Makes the file visible.
     fn close(mut self) -> Result<WriteStats> {
-        let request = MasterRequest::CloseWrite { write: self.write };
+        let request = MasterRequest::CloseWrite {
+            write: self.write,
+            last_block: None,
+            modified_ms: None,
+        };
         self.client.call_expect_ok("CloseWrite", request)?;
         self.closed = true;
         Ok(std::mem::take(&mut self.stats))

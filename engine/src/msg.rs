@@ -165,6 +165,9 @@ pub enum MinionState {
     Stale,
     Dead,
     Decommissioning,
+    /// Drained: every block it held has its full replication elsewhere, so
+    /// it can be switched off.
+    Decommissioned,
 }
 
 /// One line of `dfs df`.
@@ -179,6 +182,8 @@ pub struct MinionReport {
     pub block_count: u64,
     /// Milliseconds since its last heartbeat.
     pub last_heartbeat_age_ms: u64,
+    /// Data directories taken out of service, with why.
+    pub failed_directories: Vec<String>,
 }
 
 /// Requests to the master, from clients and from minions.
@@ -245,6 +250,9 @@ pub enum MasterRequest {
         block_bytes: Option<u64>,
         overwrite: bool,
         mode: u32,
+        /// Also allocate the first block (as `AllocateBlock` with nothing
+        /// excluded): one round trip less for a small file.
+        allocate_first_block: bool,
     },
     /// Chooses minions for the next block of an open write.
     AllocateBlock {
@@ -271,6 +279,11 @@ pub enum MasterRequest {
     /// Makes the written file visible at its path, replacing any old version.
     CloseWrite {
         write: u64,
+        /// Commits this block first (as `CommitBlock`): one round trip less
+        /// for the last block of a file.
+        last_block: Option<BlockCommit>,
+        /// The file's modification time (ms since the epoch); None: now.
+        modified_ms: Option<u64>,
     },
     /// Gives up a write; its blocks are collected.
     AbortWrite {
@@ -291,6 +304,101 @@ pub enum MasterRequest {
         minion: MinionId,
         blocks: Vec<StoredBlock>,
     },
+
+    // --- appended in protocol 3 ---
+    /// Changes attributes of an entry; None leaves one as it is.
+    SetAttributes {
+        path: String,
+        mode: Option<u32>,
+        owner: Option<String>,
+        group: Option<String>,
+        modified_ms: Option<u64>,
+        accessed_ms: Option<u64>,
+    },
+    /// The health of the blocks of the files at or under `path`, a page at a
+    /// time: files in path order after `start_after`, at most `limit` files
+    /// looked at per page.
+    Fsck {
+        path: String,
+        start_after: Option<String>,
+        limit: u32,
+    },
+    /// Starts draining a minion: its replicas stop counting towards their
+    /// blocks' targets and are copied elsewhere; it gets no new blocks.
+    Decommission {
+        minion: MinionId,
+    },
+    /// Puts a decommissioning or decommissioned minion back in service.
+    Recommission {
+        minion: MinionId,
+    },
+    /// Replicas that failed checksum verification: found by a client's read
+    /// or by a minion (its reader or scrubber). `reporter` is the minion that
+    /// sends it, None for a client.
+    ReportBadReplicas {
+        reporter: Option<MinionId>,
+        replicas: Vec<BadReplica>,
+    },
+    /// A data directory of a minion failed and is out of service; the
+    /// minion sends a full block report of what it still holds after this.
+    DataDirectoryFailed {
+        minion: MinionId,
+        directory: String,
+        reason: String,
+    },
+}
+
+/// The last block of a write, committed by `CloseWrite`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockCommit {
+    pub block: BlockId,
+    pub length_bytes: u64,
+    /// Minions that acknowledged the sealed block.
+    pub replicas: Vec<MinionId>,
+    pub crc32c: u32,
+}
+
+/// A block allocated for a write and its pipeline, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocatedBlock {
+    pub block: BlockId,
+    pub targets: Vec<MinionAddress>,
+}
+
+/// One replica that failed verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadReplica {
+    pub block: BlockId,
+    pub minion: MinionId,
+    /// What was wrong, one line ("chunk 3: CRC32C mismatch").
+    pub reason: String,
+}
+
+/// One block of a file that `Fsck` found unhealthy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsckBlock {
+    pub id: BlockId,
+    /// Position of the block in its file, from 0.
+    pub index: u64,
+    pub length_bytes: u64,
+    /// Replicas on live minions that are not known to be corrupt.
+    pub live_replicas: u8,
+    /// Replicas on stale minions.
+    pub stale_replicas: u8,
+    /// Replicas on decommissioning minions.
+    pub decommissioning_replicas: u8,
+    /// Replicas reported corrupt.
+    pub corrupt_replicas: u8,
+}
+
+/// A file with at least one unhealthy block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsckFile {
+    pub path: String,
+    pub size_bytes: u64,
+    /// Target replication.
+    pub replication: u8,
+    pub blocks: Vec<FsckBlock>,
 }
 
 /// One block a minion sealed, as `BlockStored` reports it.
@@ -331,6 +439,8 @@ pub enum MasterResponse {
         write: u64,
         replication: u8,
         block_bytes: u64,
+        /// Set when `OpenWrite` asked for the first block.
+        first_block: Option<AllocatedBlock>,
     },
     BlockAllocated {
         block: BlockId,
@@ -354,6 +464,18 @@ pub enum MasterResponse {
     /// which means no commands).
     HeartbeatAck {
         commands: Vec<MinionCommand>,
+    },
+
+    // --- appended in protocol 3 ---
+    /// A page of `Fsck`.
+    FsckPage {
+        /// Files of this page with unhealthy blocks.
+        files: Vec<FsckFile>,
+        /// Files and blocks looked at in this page.
+        scanned_files: u64,
+        scanned_blocks: u64,
+        /// Where the next page starts (its `start_after`); None at the end.
+        resume_after: Option<String>,
     },
 }
 
@@ -423,6 +545,7 @@ mod tests {
                 block_bytes: None,
                 overwrite: false,
                 mode: 0o644,
+                allocate_first_block: true,
             },
         };
         let mut wire = Vec::new();

@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dfs_engine::limits::{BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, OPEN_WRITES_MAX, REPLICATION_MAX};
+use dfs_engine::limits::{
+    BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, NAME_BYTES_MAX, OPEN_WRITES_MAX, REPLICATION_MAX,
+};
 use dfs_engine::msg::{BlockId, EntryKind, EntryStatus, ErrorKind, RemoteError};
 use dfs_engine::path::DfsPath;
 use serde::{Deserialize, Serialize};
@@ -120,6 +122,17 @@ pub enum Op {
     AbortWrite {
         write: WriteId,
     },
+    /// Changes attributes of an entry; None leaves one as it is. Every
+    /// change moves the entry's change time to `time_ms`.
+    SetAttributes {
+        path: DfsPathString,
+        mode: Option<u32>,
+        owner: Option<String>,
+        group: Option<String>,
+        modified_ms: Option<u64>,
+        accessed_ms: Option<u64>,
+        time_ms: u64,
+    },
 }
 
 /// A sealed block and the replication its file asks for.
@@ -156,6 +169,26 @@ fn not_found(path: &DfsPath) -> RemoteError {
         ErrorKind::NotFound,
         format!("{path}: no such file or directory"),
     )
+}
+
+/// Permission bits an entry may carry: setuid, setgid, sticky and rwx.
+pub const MODE_BITS_MAX: u32 = 0o7777;
+
+/// An owner or group name: 1 to `NAME_BYTES_MAX` bytes, no control
+/// characters, no ':' (it separates owner from group in listings).
+fn check_account_name(path: &DfsPath, name: &str) -> Result<(), RemoteError> {
+    if name.is_empty()
+        || name.len() > NAME_BYTES_MAX
+        || name.chars().any(|c| c.is_control() || c == ':')
+    {
+        return Err(error(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{path}: owner or group {name:?} must be 1 to {NAME_BYTES_MAX} bytes without control characters or ':'"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn parse(path: &str) -> Result<DfsPath, RemoteError> {
@@ -575,6 +608,49 @@ impl Namespace {
                 Ok(Applied {
                     freed_blocks: freed,
                 })
+            }
+            Op::SetAttributes {
+                path,
+                mode,
+                owner,
+                group,
+                modified_ms,
+                accessed_ms,
+                time_ms,
+            } => {
+                let path = parse(path)?;
+                let id = self.resolve(&path)?;
+                if let Some(mode) = mode {
+                    if *mode > MODE_BITS_MAX {
+                        return Err(error(
+                            ErrorKind::InvalidArgument,
+                            format!("{path}: mode {mode:o} has bits beyond {MODE_BITS_MAX:o}"),
+                        ));
+                    }
+                }
+                for name in [owner, group].into_iter().flatten() {
+                    check_account_name(&path, name)?;
+                }
+                let Some(inode) = self.inodes.get_mut(&id) else {
+                    return Err(not_found(&path));
+                };
+                if let Some(mode) = mode {
+                    inode.mode = *mode;
+                }
+                if let Some(owner) = owner {
+                    inode.owner.clone_from(owner);
+                }
+                if let Some(group) = group {
+                    inode.group.clone_from(group);
+                }
+                if let Some(modified_ms) = modified_ms {
+                    inode.modified_ms = *modified_ms;
+                }
+                if let Some(accessed_ms) = accessed_ms {
+                    inode.accessed_ms = *accessed_ms;
+                }
+                inode.changed_ms = *time_ms;
+                Ok(Applied::default())
             }
         }
     }

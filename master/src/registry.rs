@@ -334,6 +334,7 @@ impl Registry {
                 block_count: m.blocks.len() as u64,
                 last_heartbeat_age_ms: now.saturating_duration_since(m.last_heartbeat).as_millis()
                     as u64,
+                failed_directories: Vec::new(),
             })
             .collect();
         reports.sort_by(|a, b| a.address.cmp(&b.address).then(a.id.cmp(&b.id)));

@@ -20,8 +20,8 @@ use dfs_engine::limits::{
     BLOCK_REPORT_IDS_MAX, CHECKPOINTS_KEPT, LIST_ENTRIES_MAX, STORED_BLOCKS_PER_REPORT_MAX,
 };
 use dfs_engine::msg::{
-    ClusterId, Credentials, ErrorKind, LocatedBlock, MasterRequest, MasterResponse, MinionId,
-    MinionState, RemoteError, StoredBlock,
+    AllocatedBlock, BlockCommit, ClusterId, Credentials, ErrorKind, LocatedBlock, MasterRequest,
+    MasterResponse, MinionId, MinionState, RemoteError, StoredBlock,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
@@ -714,6 +714,7 @@ impl Master {
                 block_bytes,
                 overwrite,
                 mode,
+                allocate_first_block,
             } => {
                 let replication = replication.unwrap_or(self.config.default_replication);
                 let block_bytes = block_bytes.unwrap_or(self.config.default_block_bytes);
@@ -730,40 +731,30 @@ impl Master {
                     group,
                     time_ms,
                 };
-                let sequence = self.change(state, &op)?;
+                let mut sequence = self.change(state, &op)?;
                 state.write_owners.insert(write, connection);
+                let first_block = if allocate_first_block {
+                    // The write stays open when no minion can take the
+                    // block: the client may retry or abort it, as after a
+                    // failed `AllocateBlock`.
+                    let (allocated, allocated_sequence) = self.allocate(state, write, &[], now)?;
+                    sequence = allocated_sequence;
+                    Some(allocated)
+                } else {
+                    None
+                };
                 let response = MasterResponse::WriteOpened {
                     write,
                     replication,
                     block_bytes,
+                    first_block,
                 };
                 (response, sequence)
             }
             MasterRequest::AllocateBlock { write, excluded } => {
                 claim(state, write, connection)?;
-                let (replication, block_bytes) = match state.namespace.write(write) {
-                    Some(open) => (open.replication, open.block_bytes),
-                    None => return Err(not_open(write)),
-                };
-                let targets = {
-                    let mut registry = self.registry();
-                    let candidates: Vec<_> = registry
-                        .registry
-                        .candidates(block_bytes, &excluded, now)
-                        .into_iter()
-                        .cloned()
-                        .collect();
-                    if candidates.is_empty() {
-                        return Err(RemoteError::new(
-                            ErrorKind::NoSpace,
-                            "no live minion can take a new block (none registered, all excluded, or all full)",
-                        ));
-                    }
-                    let candidate_refs: Vec<_> = candidates.iter().collect();
-                    place(&candidate_refs, replication as usize, || registry.random())
-                };
-                let block = state.namespace.next_block_id();
-                let sequence = self.change(state, &Op::AllocateBlock { write, block })?;
+                let (AllocatedBlock { block, targets }, sequence) =
+                    self.allocate(state, write, &excluded, now)?;
                 (MasterResponse::BlockAllocated { block, targets }, sequence)
             }
             MasterRequest::CommitBlock {
@@ -774,37 +765,66 @@ impl Master {
                 crc32c,
             } => {
                 claim(state, write, connection)?;
-                if replicas.is_empty() {
-                    return Err(RemoteError::new(
-                        ErrorKind::InvalidArgument,
-                        format!("{block}: commit with no replica"),
-                    ));
-                }
-                let op = Op::CommitBlock {
-                    write,
+                let commit = BlockCommit {
                     block,
                     length_bytes,
+                    replicas,
                     crc32c,
                 };
-                let sequence = self.change(state, &op)?;
-                let mut registry = self.registry();
-                for minion in replicas {
-                    if !registry.registry.add_location(block, minion) {
-                        tracing::warn!(%block, %minion, "commit names an unregistered minion; ignored");
-                    }
-                }
-                (MasterResponse::Ok, sequence)
+                (MasterResponse::Ok, self.commit(state, write, commit)?)
             }
             MasterRequest::AbandonBlock { write, block } => {
                 claim(state, write, connection)?;
                 let sequence = self.change(state, &Op::AbandonBlock { write, block })?;
                 (MasterResponse::Ok, sequence)
             }
-            MasterRequest::CloseWrite { write } => {
+            MasterRequest::CloseWrite {
+                write,
+                last_block,
+                modified_ms,
+            } => {
                 claim(state, write, connection)?;
-                let sequence = self.change(state, &Op::CloseWrite { write, time_ms })?;
+                let path = match state.namespace.write(write) {
+                    Some(open) => open.path.clone(),
+                    None => return Err(not_open(write)),
+                };
+                if let Some(commit) = last_block {
+                    self.commit(state, write, commit)?;
+                }
+                let mut sequence = self.change(state, &Op::CloseWrite { write, time_ms })?;
                 state.write_owners.remove(&write);
+                if let Some(modified_ms) = modified_ms {
+                    let op = Op::SetAttributes {
+                        path,
+                        mode: None,
+                        owner: None,
+                        group: None,
+                        modified_ms: Some(modified_ms),
+                        accessed_ms: None,
+                        time_ms,
+                    };
+                    sequence = self.change(state, &op)?;
+                }
                 (MasterResponse::Ok, sequence)
+            }
+            MasterRequest::SetAttributes {
+                path,
+                mode,
+                owner,
+                group,
+                modified_ms,
+                accessed_ms,
+            } => {
+                let op = Op::SetAttributes {
+                    path: parse_path(&path)?.to_string(),
+                    mode,
+                    owner,
+                    group,
+                    modified_ms,
+                    accessed_ms,
+                    time_ms,
+                };
+                (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::AbortWrite { write } => {
                 claim(state, write, connection)?;
@@ -820,6 +840,76 @@ impl Master {
             }
         };
         Ok(outcome)
+    }
+
+    /// Chooses the pipeline of the next block of `write` and logs it.
+    fn allocate(
+        &self,
+        state: &mut NamespaceState,
+        write: WriteId,
+        excluded: &[MinionId],
+        now: Instant,
+    ) -> Result<(AllocatedBlock, u64), RemoteError> {
+        let (replication, block_bytes) = match state.namespace.write(write) {
+            Some(open) => (open.replication, open.block_bytes),
+            None => return Err(not_open(write)),
+        };
+        let targets = {
+            let mut registry = self.registry();
+            let candidates: Vec<_> = registry
+                .registry
+                .candidates(block_bytes, excluded, now)
+                .into_iter()
+                .cloned()
+                .collect();
+            if candidates.is_empty() {
+                return Err(RemoteError::new(
+                    ErrorKind::NoSpace,
+                    "no live minion can take a new block (none registered, all excluded, or all full)",
+                ));
+            }
+            let candidate_refs: Vec<_> = candidates.iter().collect();
+            place(&candidate_refs, replication as usize, || registry.random())
+        };
+        let block = state.namespace.next_block_id();
+        let sequence = self.change(state, &Op::AllocateBlock { write, block })?;
+        Ok((AllocatedBlock { block, targets }, sequence))
+    }
+
+    /// Logs a sealed block as the next block of `write` and records where
+    /// its replicas are.
+    fn commit(
+        &self,
+        state: &mut NamespaceState,
+        write: WriteId,
+        commit: BlockCommit,
+    ) -> Result<u64, RemoteError> {
+        let BlockCommit {
+            block,
+            length_bytes,
+            replicas,
+            crc32c,
+        } = commit;
+        if replicas.is_empty() {
+            return Err(RemoteError::new(
+                ErrorKind::InvalidArgument,
+                format!("{block}: commit with no replica"),
+            ));
+        }
+        let op = Op::CommitBlock {
+            write,
+            block,
+            length_bytes,
+            crc32c,
+        };
+        let sequence = self.change(state, &op)?;
+        let mut registry = self.registry();
+        for minion in replicas {
+            if !registry.registry.add_location(block, minion) {
+                tracing::warn!(%block, %minion, "commit names an unregistered minion; ignored");
+            }
+        }
+        Ok(sequence)
     }
 
     /// A minion sealed blocks: a client's pipeline or a copy landed.
@@ -969,6 +1059,7 @@ fn is_change(request: &MasterRequest) -> bool {
             | MasterRequest::AbandonBlock { .. }
             | MasterRequest::CloseWrite { .. }
             | MasterRequest::AbortWrite { .. }
+            | MasterRequest::SetAttributes { .. }
     )
 }
 

@@ -197,6 +197,7 @@ impl Worker {
                         block_bytes: Some(BLOCK_BYTES),
                         overwrite: false,
                         mode: 0o644,
+                        allocate_first_block: false,
                     },
                 )
                 .map_err(|e| (e, false))?;
@@ -228,8 +229,15 @@ impl Worker {
                     .map_err(|e| (e, false))?;
                     expect_ok(committed);
                 }
-                let closed =
-                    call(connection, MasterRequest::CloseWrite { write }).map_err(|e| (e, true))?;
+                let closed = call(
+                    connection,
+                    MasterRequest::CloseWrite {
+                        write,
+                        last_block: None,
+                        modified_ms: None,
+                    },
+                )
+                .map_err(|e| (e, true))?;
                 expect_ok(closed);
             }
         }

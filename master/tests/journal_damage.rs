@@ -247,6 +247,7 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
                 block_bytes: Some(100),
                 overwrite: false,
                 mode: 0o644,
+                allocate_first_block: false,
             },
         );
         match opened {
@@ -294,7 +295,14 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
     );
     // The client that had /kept open goes on where it was.
     add_block(&mut connection, kept, 40);
-    let closed = call(&mut connection, MasterRequest::CloseWrite { write: kept });
+    let closed = call(
+        &mut connection,
+        MasterRequest::CloseWrite {
+            write: kept,
+            last_block: None,
+            modified_ms: None,
+        },
+    );
     assert!(matches!(closed, Ok(MasterResponse::Ok)), "{closed:?}");
     assert_eq!(
         list(&mut connection, "/").get("kept"),
@@ -309,7 +317,14 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
         std::time::Duration::from_secs(10),
         "the orphaned write to be aborted",
     );
-    let late = call(&mut connection, MasterRequest::CloseWrite { write: left });
+    let late = call(
+        &mut connection,
+        MasterRequest::CloseWrite {
+            write: left,
+            last_block: None,
+            modified_ms: None,
+        },
+    );
     assert!(
         matches!(&late, Err(CallError::Remote(e)) if e.message.contains("not open")),
         "{late:?}"

@@ -138,14 +138,20 @@ pub fn run(options: Options) -> Result<()> {
                     block_bytes: None,
                     overwrite: false,
                     mode: 0o644,
+                    allocate_first_block: false,
                 },
             )?;
             let MasterResponse::WriteOpened { write, .. } = opened else {
                 bail!("OpenWrite answered {opened:?}");
             };
-            expect_ok(
-                connection.call(&Credentials::default(), MasterRequest::CloseWrite { write })?,
-            )
+            expect_ok(connection.call(
+                &Credentials::default(),
+                MasterRequest::CloseWrite {
+                    write,
+                    last_block: None,
+                    modified_ms: None,
+                },
+            )?)
         },
     )?;
     durable_rates.push((

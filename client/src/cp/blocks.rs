@@ -203,8 +203,14 @@ pub fn put_parallel(
             streams,
         )
     })?;
-    open.client
-        .call_expect_ok("CloseWrite", MasterRequest::CloseWrite { write })?;
+    open.client.call_expect_ok(
+        "CloseWrite",
+        MasterRequest::CloseWrite {
+            write,
+            last_block: None,
+            modified_ms: None,
+        },
+    )?;
     open.closed = true;
     Ok(length_bytes)
 }
