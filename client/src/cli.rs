@@ -275,6 +275,7 @@ pub fn write_options(args: &PutArgs) -> Result<WriteOptions> {
         overwrite: args.force,
         sync: !args.no_sync,
         mode: FILE_MODE,
+        modified_ms: None,
     })
 }
 

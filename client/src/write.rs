@@ -3,6 +3,11 @@
 //! `SealBlock`), `CommitBlock`; finally `CloseWrite`. Nothing is visible at the
 //! path until `CloseWrite`, and a write that is given up is aborted.
 //!
+//! A small file costs two master round trips, not four: `put` asks
+//! `OpenWrite` for the first block too, and a sealed block is committed
+//! lazily, by the next `AllocateBlock`'s caller or by `CloseWrite`, which
+//! carries the last block's commit.
+//!
 //! Bytes stream to the first minion as they come, a chunk at a time: memory
 //! is one chunk plus socket buffers, never a block. So a block whose pipeline
 //! fails can be sent again only if its bytes can be read again: `Client::put`
@@ -14,7 +19,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX};
 use dfs_engine::msg::{
-    BlockId, MasterRequest, MasterResponse, MinionAddress, MinionId, MinionRequest, MinionResponse,
+    AllocatedBlock, BlockCommit, BlockId, MasterRequest, MasterResponse, MinionAddress, MinionId,
+    MinionRequest, MinionResponse,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -38,6 +44,9 @@ pub struct WriteOptions {
     pub sync: bool,
     /// Permission bits of the new file.
     pub mode: u32,
+    /// The new file's modification time (ms since the epoch); None: the
+    /// time it is closed.
+    pub modified_ms: Option<u64>,
 }
 
 impl Default for WriteOptions {
@@ -48,6 +57,7 @@ impl Default for WriteOptions {
             overwrite: false,
             sync: true,
             mode: 0o644,
+            modified_ms: None,
         }
     }
 }
@@ -161,7 +171,7 @@ impl Client {
     /// `FileWriter::finish` makes the file visible.
     pub fn create(&mut self, path: &DfsPath, options: WriteOptions) -> Result<FileWriter<'_>> {
         Ok(FileWriter {
-            session: Session::open(self, path, options)?,
+            session: Session::open(self, path, options, false)?,
             chunk: Vec::with_capacity(CHUNK_BYTES as usize),
             block_sent_bytes: 0,
             attempts: 0,
@@ -177,7 +187,12 @@ impl Client {
         options: WriteOptions,
         source: &mut dyn BlockSource,
     ) -> Result<WriteStats> {
-        let mut session = Session::open(self, path, options)?;
+        // One byte is read before the write opens: an empty input needs no
+        // block, any other gets its first block with the open.
+        let mut probe = Probed::new(source)?;
+        let allocate_first_block = probe.has_data();
+        let source: &mut dyn BlockSource = &mut probe;
+        let mut session = Session::open(self, path, options, allocate_first_block)?;
         let mut chunk = Vec::with_capacity(CHUNK_BYTES as usize);
         let mut block_start_bytes = 0u64;
         loop {
@@ -220,6 +235,52 @@ impl Client {
             block_start_bytes += length_bytes;
         }
         session.close()
+    }
+}
+
+/// An input whose first byte was read ahead, to learn whether it is empty.
+struct Probed<'s> {
+    first: Option<u8>,
+    inner: &'s mut dyn BlockSource,
+}
+
+impl<'s> Probed<'s> {
+    fn new(inner: &'s mut dyn BlockSource) -> Result<Probed<'s>> {
+        let mut byte = [0u8; 1];
+        let first = loop {
+            match inner.read(&mut byte) {
+                Ok(0) => break None,
+                Ok(_) => break Some(byte[0]),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(Error::io("read the input", error)),
+            }
+        };
+        Ok(Probed { first, inner })
+    }
+
+    fn has_data(&self) -> bool {
+        self.first.is_some()
+    }
+}
+
+impl BlockSource for Probed<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match (self.first.take(), buffer.first_mut()) {
+            (Some(byte), Some(slot)) => {
+                *slot = byte;
+                Ok(1)
+            }
+            (first, _) => {
+                self.first = first;
+                self.inner.read(buffer)
+            }
+        }
+    }
+
+    fn rewind(&mut self, offset_bytes: u64) -> io::Result<bool> {
+        // Offsets count from the input's start, the probed byte included.
+        self.first = None;
+        self.inner.rewind(offset_bytes)
     }
 }
 
@@ -465,6 +526,12 @@ struct Session<'a> {
     /// Minions that failed this write; never chosen again for it.
     excluded: Vec<MinionId>,
     current: Option<OpenBlock>,
+    /// Allocated with the open, not used yet.
+    first_block: Option<AllocatedBlock>,
+    /// Sealed, not committed yet: the next block's start or the close
+    /// commits it.
+    uncommitted: Option<(BlockCommit, WrittenBlock)>,
+    modified_ms: Option<u64>,
     stats: WriteStats,
     closed: bool,
     buffer: Vec<u8>,
@@ -473,12 +540,14 @@ struct Session<'a> {
 /// The master calls of a write, shared by `FileWriter` and `dfs-cp`'s
 /// block-parallel writer.
 impl Client {
-    /// Opens a write at `path`: (write id, replication, block size).
+    /// Opens a write at `path`: (write id, replication, block size), and
+    /// the first block when asked for.
     pub(crate) fn open_write(
         &mut self,
         path: &DfsPath,
         options: &WriteOptions,
-    ) -> Result<(u64, u8, u64)> {
+        allocate_first_block: bool,
+    ) -> Result<OpenedWrite> {
         options.validate()?;
         let request = MasterRequest::OpenWrite {
             path: path.to_string(),
@@ -486,15 +555,32 @@ impl Client {
             block_bytes: options.block_bytes,
             overwrite: options.overwrite,
             mode: options.mode,
-            allocate_first_block: false,
+            allocate_first_block,
         };
         match self.call(request)? {
             MasterResponse::WriteOpened {
                 write,
                 replication,
                 block_bytes,
-                first_block: _,
-            } => Ok((write, replication, block_bytes)),
+                first_block,
+            } => {
+                let opened = OpenedWrite {
+                    write,
+                    replication,
+                    block_bytes,
+                    first_block,
+                };
+                match &opened.first_block {
+                    Some(first) if first.targets.is_empty() => Err(Error::Protocol(format!(
+                        "master allocated {} of {path} without minions",
+                        first.block
+                    ))),
+                    Some(_) if !allocate_first_block => Err(Error::Protocol(format!(
+                        "master allocated a first block of {path} that was not asked for"
+                    ))),
+                    _ => Ok(opened),
+                }
+            }
             other => Err(unexpected("OpenWrite", &other)),
         }
     }
@@ -531,9 +617,27 @@ impl Client {
     }
 }
 
+/// What `OpenWrite` answered.
+pub(crate) struct OpenedWrite {
+    pub(crate) write: u64,
+    pub(crate) replication: u8,
+    pub(crate) block_bytes: u64,
+    pub(crate) first_block: Option<AllocatedBlock>,
+}
+
 impl<'a> Session<'a> {
-    fn open(client: &'a mut Client, path: &DfsPath, options: WriteOptions) -> Result<Session<'a>> {
-        let (write, replication, block_bytes) = client.open_write(path, &options)?;
+    fn open(
+        client: &'a mut Client,
+        path: &DfsPath,
+        options: WriteOptions,
+        allocate_first_block: bool,
+    ) -> Result<Session<'a>> {
+        let OpenedWrite {
+            write,
+            replication,
+            block_bytes,
+            first_block,
+        } = client.open_write(path, &options, allocate_first_block)?;
         let session = Session {
             client,
             path: path.clone(),
@@ -542,6 +646,9 @@ impl<'a> Session<'a> {
             sync: options.sync,
             excluded: Vec::new(),
             current: None,
+            first_block,
+            uncommitted: None,
+            modified_ms: options.modified_ms,
             stats: WriteStats::default(),
             closed: false,
             buffer: Vec::new(),
@@ -578,9 +685,13 @@ impl<'a> Session<'a> {
     /// Allocates the next block and connects to its first minion. A minion
     /// that cannot be reached fails the block before its first byte.
     fn start_block(&mut self) -> Result<(), BlockError> {
-        let (block, targets) =
-            self.client
-                .allocate_block(&self.path, self.write, &self.excluded)?;
+        self.commit_sealed()?;
+        let (block, targets) = match self.first_block.take() {
+            Some(AllocatedBlock { block, targets }) => (block, targets),
+            None => self
+                .client
+                .allocate_block(&self.path, self.write, &self.excluded)?,
+        };
         let Some(first) = targets.first().cloned() else {
             return Err(
                 Error::Protocol(format!("master allocated {block} without minions")).into(),
@@ -690,22 +801,41 @@ impl<'a> Session<'a> {
                 minion_message(&failure.minion, &error)
             ));
         }
-        let replica_count = stored.len();
-        let request = MasterRequest::CommitBlock {
-            write: self.write,
+        let written = WrittenBlock {
+            id: open.block,
+            length_bytes: open.sent_bytes,
+            replica_count: stored.len(),
+        };
+        let commit = BlockCommit {
             block: open.block,
             length_bytes: open.sent_bytes,
             replicas: stored,
             crc32c: open.sent_crc32c,
         };
-        self.client.call_expect_ok("CommitBlock", request)?;
-        self.stats.length_bytes += open.sent_bytes;
-        self.stats.blocks.push(WrittenBlock {
-            id: open.block,
-            length_bytes: open.sent_bytes,
-            replica_count,
-        });
+        self.uncommitted = Some((commit, written));
         Ok(())
+    }
+
+    /// Commits the block sealed last, if it is not yet.
+    fn commit_sealed(&mut self) -> Result<()> {
+        let Some((commit, written)) = self.uncommitted.take() else {
+            return Ok(());
+        };
+        let request = MasterRequest::CommitBlock {
+            write: self.write,
+            block: commit.block,
+            length_bytes: commit.length_bytes,
+            replicas: commit.replicas,
+            crc32c: commit.crc32c,
+        };
+        self.client.call_expect_ok("CommitBlock", request)?;
+        self.note_committed(written);
+        Ok(())
+    }
+
+    fn note_committed(&mut self, written: WrittenBlock) {
+        self.stats.length_bytes += written.length_bytes;
+        self.stats.blocks.push(written);
     }
 
     /// Gives up the current block after its first minion failed with `error`.
@@ -726,15 +856,26 @@ impl<'a> Session<'a> {
         self.client.abandon_block(self.write, block)
     }
 
-    /// Makes the file visible.
+    /// Commits the last block and makes the file visible.
     fn close(mut self) -> Result<WriteStats> {
+        if let Some(first) = self.first_block.take() {
+            // Allocated with the open but never needed.
+            self.abandon(first.block)?;
+        }
+        let (last_block, written) = match self.uncommitted.take() {
+            Some((commit, written)) => (Some(commit), Some(written)),
+            None => (None, None),
+        };
         let request = MasterRequest::CloseWrite {
             write: self.write,
-            last_block: None,
-            modified_ms: None,
+            last_block,
+            modified_ms: self.modified_ms,
         };
         self.client.call_expect_ok("CloseWrite", request)?;
         self.closed = true;
+        if let Some(written) = written {
+            self.note_committed(written);
+        }
         Ok(std::mem::take(&mut self.stats))
     }
 }

@@ -91,12 +91,6 @@ struct RegistryState {
     healer: Healer,
 }
 
-impl RegistryState {
-    fn random(&mut self) -> u64 {
-        next_random(&mut self.random_state)
-    }
-}
-
 /// xorshift64*: placement needs spread, not secrecy.
 fn next_random(state: &mut u64) -> u64 {
     let mut x = *state;
@@ -855,21 +849,22 @@ impl Master {
             None => return Err(not_open(write)),
         };
         let targets = {
-            let mut registry = self.registry();
-            let candidates: Vec<_> = registry
-                .registry
-                .candidates(block_bytes, excluded, now)
-                .into_iter()
-                .cloned()
-                .collect();
+            let mut guard = self.registry();
+            // Borrowed apart, so the candidates (which own their block
+            // sets) are looked at in place, never copied.
+            let RegistryState {
+                registry,
+                random_state,
+                ..
+            } = &mut *guard;
+            let candidates = registry.candidates(block_bytes, excluded, now);
             if candidates.is_empty() {
                 return Err(RemoteError::new(
                     ErrorKind::NoSpace,
                     "no live minion can take a new block (none registered, all excluded, or all full)",
                 ));
             }
-            let candidate_refs: Vec<_> = candidates.iter().collect();
-            place(&candidate_refs, replication as usize, || registry.random())
+            place(&candidates, replication as usize, || next_random(random_state))
         };
         let block = state.namespace.next_block_id();
         let sequence = self.change(state, &Op::AllocateBlock { write, block })?;

@@ -17,6 +17,7 @@ mod pipeline;
 mod read;
 pub mod replicate;
 pub mod server;
+mod spare;
 pub mod store;
 mod uring;
 

@@ -36,7 +36,7 @@ use dfs_engine::{Error, IoContext, Result};
 
 use crate::store::Store;
 use crate::uring::{self, Either, Listener, Stream};
-use crate::{pipeline, read};
+use crate::{pipeline, read, spare};
 
 /// Largest request frame a minion accepts. Its requests are small (a
 /// pipeline of REPLICATION_MAX addresses is a few KiB).
@@ -523,7 +523,7 @@ impl Session {
             context,
             peer,
             stream,
-            input: vec![0u8; IDLE_INPUT_BUFFER_BYTES],
+            input: spare::take(IDLE_INPUT_BUFFER_BYTES),
             start: 0,
             end: 0,
             answer_to: None,
@@ -546,6 +546,7 @@ impl Session {
             }
         }
         tracing::debug!("{}: connection closed", session.peer);
+        spare::give_back(std::mem::take(&mut session.input));
     }
 
     /// Reads and runs one request. `Close` on a clean end of the stream.
@@ -683,7 +684,10 @@ impl Session {
     /// Grows the input buffer for a block write, keeping what it holds.
     pub(crate) fn grow_input(&mut self) {
         if self.input.len() < INPUT_BUFFER_BYTES {
-            self.input.resize(INPUT_BUFFER_BYTES, 0);
+            let mut grown = spare::take(INPUT_BUFFER_BYTES);
+            // Unparsed bytes keep their place.
+            grown[self.start..self.end].copy_from_slice(&self.input[self.start..self.end]);
+            spare::give_back(std::mem::replace(&mut self.input, grown));
         }
     }
 
@@ -691,7 +695,8 @@ impl Session {
     /// unparsed is in the way.
     pub(crate) fn shrink_input(&mut self) {
         if self.input.len() > IDLE_INPUT_BUFFER_BYTES && self.start == self.end {
-            self.input = vec![0u8; IDLE_INPUT_BUFFER_BYTES];
+            let idle = spare::take(IDLE_INPUT_BUFFER_BYTES);
+            spare::give_back(std::mem::replace(&mut self.input, idle));
             self.start = 0;
             self.end = 0;
         }

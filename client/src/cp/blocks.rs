@@ -137,7 +137,8 @@ pub fn put_parallel(
     length_bytes: u64,
     streams: usize,
 ) -> Result<u64> {
-    let (write, replication, block_bytes) = client.open_write(path, &options)?;
+    let opened = client.open_write(path, &options, false)?;
+    let (write, replication, block_bytes) = (opened.write, opened.replication, opened.block_bytes);
     let credentials = client.credentials().clone();
     let mut open = OpenWrite {
         client,
@@ -208,7 +209,7 @@ pub fn put_parallel(
         MasterRequest::CloseWrite {
             write,
             last_block: None,
-            modified_ms: None,
+            modified_ms: options.modified_ms,
         },
     )?;
     open.closed = true;

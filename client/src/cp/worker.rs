@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use dfs_engine::limits::NAME_BYTES_MAX;
+use dfs_engine::msg::ErrorKind;
 use dfs_engine::{Error, IoContext, Result};
 
 use crate::write::{Seekable, WriteOptions};
@@ -150,6 +151,16 @@ impl<'a> Worker<'a> {
 
     pub fn process(&mut self, job: &FileJob) -> Result<Outcome> {
         let options = self.options;
+        if job.target.is_cluster() && !options.dry_run {
+            // Optimistic: most targets do not exist yet, and an open that
+            // finds one fails with AlreadyExists before any byte is sent,
+            // so a new file costs no stat.
+            match self.write_to(job, &job.target, false) {
+                Err(Error::Remote(error)) if error.kind == ErrorKind::AlreadyExists => {}
+                written => return self.verified(job, written?),
+            }
+        }
+        let mut overwrite = false;
         if let Some(target) = self.sides.stat(&job.target)? {
             if target.kind == Kind::Directory {
                 return Err(Error::Invalid(format!("{}: is a directory", job.target)));
@@ -160,7 +171,8 @@ impl<'a> Worker<'a> {
                 options.compare_content,
                 &job.entry,
                 &target,
-                !job.target.is_cluster(),
+                // Both sides keep a copied modification time (`-p`).
+                true,
                 || Ok(sides.checksum(&job.source)? == sides.checksum(&job.target)?),
             )?;
             match decision {
@@ -171,14 +183,24 @@ impl<'a> Worker<'a> {
                         job.target
                     )))
                 }
-                Decision::Copy | Decision::Overwrite => {}
+                Decision::Copy => {}
+                Decision::Overwrite => overwrite = true,
             }
         }
         if options.dry_run {
             return Ok(Outcome::WouldCopy);
         }
-        let length_bytes = self.copy(job)?;
-        if options.verify {
+        let length_bytes = if job.target.is_cluster() {
+            self.write_to(job, &job.target, overwrite)?
+        } else {
+            self.copy(job)?
+        };
+        self.verified(job, length_bytes)
+    }
+
+    /// Checks a copy when asked to; the outcome of a copy.
+    fn verified(&mut self, job: &FileJob, length_bytes: u64) -> Result<Outcome> {
+        if self.options.verify {
             let source = self.sides.checksum(&job.source)?;
             let target = self.sides.checksum(&job.target)?;
             if source != target {
@@ -191,15 +213,17 @@ impl<'a> Worker<'a> {
         Ok(Outcome::Copied { length_bytes })
     }
 
-    /// Writes the target under a temporary name, then renames it over the
-    /// final name; a failure removes the temporary file.
+    /// Writes a local target under a temporary name, then renames it over
+    /// the final name; a failure removes the temporary file. (A cluster
+    /// file is invisible until its write closes, so cluster targets are
+    /// written under their final name.)
     fn copy(&mut self, job: &FileJob) -> Result<u64> {
         let (Some(directory), Some(name)) = (job.target.parent(), job.target.name()) else {
             return Err(Error::Invalid(format!("{}: not a file name", job.target)));
         };
         let temporary = directory.join(&temporary_name(&name, dfs_engine::rpc::random_u64()?))?;
         let written = self
-            .write_temporary(job, &temporary)
+            .write_to(job, &temporary, false)
             .and_then(|length_bytes| {
                 self.sides.rename(&temporary, &job.target)?;
                 Ok(length_bytes)
@@ -213,10 +237,12 @@ impl<'a> Worker<'a> {
         written
     }
 
-    fn write_temporary(&mut self, job: &FileJob, temporary: &Location) -> Result<u64> {
+    /// Copies the job's source to `target`; `overwrite` replaces a cluster
+    /// file that exists there.
+    fn write_to(&mut self, job: &FileJob, target: &Location, overwrite: bool) -> Result<u64> {
         let options = self.options;
         let preserve = options.preserve.then_some(&job.entry);
-        match (&job.source, temporary) {
+        match (&job.source, target) {
             (Location::Local(source), Location::Cluster { master, path }) => {
                 let file =
                     File::open(source).with_context(|| format!("open {}", source.display()))?;
@@ -224,7 +250,7 @@ impl<'a> Worker<'a> {
                     .metadata()
                     .with_context(|| format!("stat {}", source.display()))?
                     .len();
-                let write_options = self.write_options(preserve);
+                let write_options = self.write_options(preserve, overwrite);
                 let block_bytes = match options.block_bytes {
                     Some(block_bytes) => block_bytes,
                     None => self.sides.default_block_bytes(master)?,
@@ -276,7 +302,7 @@ impl<'a> Worker<'a> {
                 },
             ) => {
                 let mut reader = self.sides.client(master)?.open(path)?;
-                let write_options = self.write_options(preserve);
+                let write_options = self.write_options(preserve, overwrite);
                 let mut writer = self
                     .sides
                     .client(target_master)?
@@ -297,13 +323,14 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn write_options(&self, preserve: Option<&Entry>) -> WriteOptions {
+    fn write_options(&self, preserve: Option<&Entry>, overwrite: bool) -> WriteOptions {
         WriteOptions {
             replication: self.options.replication,
             block_bytes: self.options.block_bytes,
-            overwrite: false,
+            overwrite,
             sync: self.options.sync,
             mode: preserve.map_or(CLUSTER_FILE_MODE, |entry| entry.mode),
+            modified_ms: preserve.map(|entry| entry.modified_ms),
         }
     }
 }
