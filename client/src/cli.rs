@@ -549,6 +549,7 @@ mod tests {
                 overwrite: true,
                 sync: false,
                 mode: 0o644,
+                modified_ms: None,
             }
         );
         assert_eq!(
