@@ -13,6 +13,8 @@ use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
+use crate::pool::{self, MinionConnections};
+
 /// Receives warnings that do not fail an operation (a replica that could not
 /// store a block that others stored).
 pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
@@ -42,6 +44,8 @@ pub struct Client {
     connection: Option<Connection>,
     credentials: Credentials,
     warnings: WarningSink,
+    /// Minion connections kept between blocks.
+    pub(crate) minions: MinionConnections,
 }
 
 impl Client {
@@ -52,6 +56,7 @@ impl Client {
 
     /// Connects to the master with the given credentials.
     pub fn connect_as(master_address: &str, credentials: Credentials) -> Result<Client> {
+        let io_timeout = pool::io_timeout_from_environment()?;
         let connection = Connection::open(master_address)
             .map_err(|error| master_error(master_address, error))?;
         Ok(Client {
@@ -59,6 +64,7 @@ impl Client {
             connection: Some(connection),
             credentials,
             warnings: Arc::new(|message: &str| eprintln!("dfs: warning: {message}")),
+            minions: MinionConnections::new(io_timeout),
         })
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod cp;
 pub mod format;
 pub mod local;
+mod pool;
 pub mod read;
 mod transfer;
 pub mod write;

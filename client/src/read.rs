@@ -5,8 +5,9 @@
 //! read goes on from the next replica at the first byte not yet handed out.
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
-use dfs_engine::limits::CHUNK_BYTES;
+use dfs_engine::limits::{CHUNK_BYTES, CONNECT_TIMEOUT_MS};
 use dfs_engine::msg::{Credentials, EntryStatus, LocatedBlock, MinionRequest, MinionResponse};
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -37,6 +38,7 @@ impl Client {
             location_index: 0,
             failed: None,
             buffer: Vec::new(),
+            io_timeout: self.minions.io_timeout(),
         })
     }
 }
@@ -121,6 +123,8 @@ pub struct FileReader {
     /// Set once every replica of a block failed; every later read fails.
     failed: Option<String>,
     buffer: Vec<u8>,
+    /// Of minion connections: how long a stalled replica holds up the read.
+    io_timeout: Duration,
 }
 
 impl FileReader {
@@ -158,6 +162,7 @@ impl FileReader {
             location_index: 0,
             failed: None,
             buffer: Vec::new(),
+            io_timeout: self.io_timeout,
         })
     }
 
@@ -328,7 +333,11 @@ impl FileReader {
                 }
             }
         }
-        let connection = Connection::open(&address)?;
+        let connection = Connection::open_with_timeouts(
+            &address,
+            Duration::from_millis(CONNECT_TIMEOUT_MS),
+            self.io_timeout,
+        )?;
         self.request_range(connection, &block)
     }
 

@@ -697,7 +697,7 @@ impl<'a> Session<'a> {
                 Error::Protocol(format!("master allocated {block} without minions")).into(),
             );
         };
-        let opened = Connection::open(&first.address).and_then(|mut connection| {
+        let opened = self.client.minions.connect(&first.address).and_then(|mut connection| {
             let write_request_id = connection.send(
                 self.client.credentials(),
                 MinionRequest::WriteBlock {
@@ -789,6 +789,8 @@ impl<'a> Session<'a> {
             };
             return Err(minion_failure(open.block, open.first, error, excluded));
         }
+        // The exchange is complete: the connection can carry the next block.
+        self.client.minions.keep(open.connection);
         // A member that failed this block is not asked again in this write,
         // so later blocks get a full pipeline.
         let failed_ids: Vec<MinionId> = failed.iter().map(|f| f.minion.id).collect();

@@ -85,6 +85,26 @@ impl Connection {
         &self.address
     }
 
+    /// True when nothing is waiting to be read and the peer has not closed
+    /// the connection, as far as the socket knows without blocking: a
+    /// connection kept idle may be used for the next request.
+    pub fn is_quiet(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() || !self.writer.buffer().is_empty() {
+            return false;
+        }
+        let stream = self.reader.get_ref();
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let quiet = matches!(
+            stream.peek(&mut byte),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
+        );
+        // A socket that cannot go back to blocking is not used again.
+        stream.set_nonblocking(false).is_ok() && quiet
+    }
+
     /// Sends a request without waiting for its answer (it is buffered until
     /// the next flush or `receive`).
     pub fn send<Q: Serialize>(&mut self, credentials: &Credentials, body: Q) -> Result<u64> {

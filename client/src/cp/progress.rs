@@ -1,5 +1,5 @@
-//! Counters shared by the copy's threads, the progress line (redrawn in
-//! place on a terminal, one line every few seconds otherwise) and the final
+//! Counters shared by the copy's threads, the progress display (a live bar
+//! on a terminal, one line every few seconds otherwise) and the final
 //! summary, as text or JSON.
 
 use std::io::{IsTerminal, Write};
@@ -8,9 +8,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use dfs_engine::units::format_bytes;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// How often the line is redrawn on a terminal.
+/// How often the bar is updated on a terminal.
 const TERMINAL_INTERVAL: Duration = Duration::from_millis(250);
+/// Bytes, total found so far, throughput, time left, then the file counts.
+const BAR_TEMPLATE: &str =
+    "{wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}";
 /// How often a line is printed when standard error is not a terminal.
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -96,7 +100,6 @@ impl Summary {
 /// rate for what the walk found so far.
 pub fn line(counters: &Counters, elapsed: Duration) -> String {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let done_files = load(&counters.files) + load(&counters.skipped) + load(&counters.failed);
     let bytes = load(&counters.bytes);
     let planned_bytes = load(&counters.planned_bytes);
     let seconds = elapsed.as_secs_f64();
@@ -112,35 +115,52 @@ pub fn line(counters: &Counters, elapsed: Duration) -> String {
         String::new()
     };
     format!(
-        "{done_files}/{} files, {}/{}, {:.1} MiB/s{eta}",
-        load(&counters.planned_files),
+        "{}, {}/{}, {:.1} MiB/s{eta}",
+        files_text(counters),
         format_bytes(bytes),
         format_bytes(planned_bytes),
         rate / MIB
     )
 }
 
-/// Shows progress on standard error until `stop` is dropped.
+/// Files done (copied, skipped or failed) of files found so far.
+fn files_text(counters: &Counters) -> String {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let done_files = load(&counters.files) + load(&counters.skipped) + load(&counters.failed);
+    format!("{done_files}/{} files", load(&counters.planned_files))
+}
+
+/// Shows progress on standard error until `stop` is dropped: a bar on a
+/// terminal, a line every `LOG_INTERVAL` otherwise.
 pub fn show(counters: &Counters, started: Instant, stop: &Receiver<()>) {
+    if std::io::stderr().is_terminal() {
+        show_bar(counters, stop);
+        return;
+    }
     let mut stderr = std::io::stderr();
-    let terminal = stderr.is_terminal();
-    let interval = if terminal {
-        TERMINAL_INTERVAL
-    } else {
-        LOG_INTERVAL
-    };
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
-        let text = line(counters, started.elapsed());
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(LOG_INTERVAL) {
         // Progress is best effort: a closed stderr must not fail the copy.
-        let _ = if terminal {
-            write!(stderr, "\r\x1b[K{text}")
-        } else {
-            writeln!(stderr, "dfs-cp: {text}")
-        };
+        let _ = writeln!(stderr, "dfs-cp: {}", line(counters, started.elapsed()));
     }
-    if terminal {
-        let _ = write!(stderr, "\r\x1b[K");
+}
+
+/// The live bar: its length grows as the walk finds more to copy.
+fn show_bar(counters: &Counters, stop: &Receiver<()>) {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    // The template is a constant; should it ever fail to parse, the plain
+    // default bar still shows progress.
+    let style =
+        ProgressStyle::with_template(BAR_TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    let update = |bar: &ProgressBar| {
+        bar.set_length(counters.planned_bytes.load(Ordering::Relaxed));
+        bar.set_position(counters.bytes.load(Ordering::Relaxed));
+        bar.set_message(files_text(counters));
+    };
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(TERMINAL_INTERVAL) {
+        update(&bar);
     }
+    bar.finish_and_clear();
 }
 
 #[cfg(test)]

@@ -1,0 +1,127 @@
+//! Connections to minions kept open between blocks. A small file is one
+//! block, and a new TCP connection per block (with its socket buffers)
+//! cost the client as much as the block itself. A connection goes back to
+//! the pool only after a complete exchange (a sealed block), and is used
+//! again only while young and quiet: the minion closes idle connections.
+
+use std::time::{Duration, Instant};
+
+use dfs_engine::limits::{CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS};
+use dfs_engine::rpc::Connection;
+use dfs_engine::{units, Error, Result};
+
+/// Idle minion connections kept per client.
+const IDLE_CONNECTIONS_MAX: usize = 16;
+/// An idle connection older than this is closed rather than used: well
+/// within the minion's idle timeout (`IO_TIMEOUT_MS`).
+const IDLE_KEPT_MS: u64 = 10_000;
+const _: () = assert!(IDLE_KEPT_MS < IO_TIMEOUT_MS);
+
+/// The environment variable that sets the I/O timeout of minion
+/// connections, e.g. `DFS_IO_TIMEOUT=3s`: how long a stalled minion may
+/// hold up a read or a write before the client goes to another.
+pub const IO_TIMEOUT_VARIABLE: &str = "DFS_IO_TIMEOUT";
+
+/// The I/O timeout for minion connections: `DFS_IO_TIMEOUT` or the default.
+pub fn io_timeout_from_environment() -> Result<Duration> {
+    match std::env::var(IO_TIMEOUT_VARIABLE) {
+        Ok(text) => {
+            let timeout = units::parse_duration(&text)
+                .map_err(|error| Error::Invalid(format!("{IO_TIMEOUT_VARIABLE}: {error}")))?;
+            if timeout.is_zero() {
+                return Err(Error::Invalid(format!(
+                    "{IO_TIMEOUT_VARIABLE}: {text}: must be more than zero"
+                )));
+            }
+            Ok(timeout)
+        }
+        Err(std::env::VarError::NotPresent) => Ok(Duration::from_millis(IO_TIMEOUT_MS)),
+        Err(error) => Err(Error::Invalid(format!("{IO_TIMEOUT_VARIABLE}: {error}"))),
+    }
+}
+
+/// Idle connections to minions, newest last.
+pub(crate) struct MinionConnections {
+    idle: Vec<(Connection, Instant)>,
+    io_timeout: Duration,
+}
+
+impl MinionConnections {
+    pub(crate) fn new(io_timeout: Duration) -> MinionConnections {
+        MinionConnections {
+            idle: Vec::new(),
+            io_timeout,
+        }
+    }
+
+    pub(crate) fn io_timeout(&self) -> Duration {
+        self.io_timeout
+    }
+
+    /// A connection to `address`: an idle one if a usable one is kept,
+    /// else a new one.
+    pub(crate) fn connect(&mut self, address: &str) -> Result<Connection> {
+        let now = Instant::now();
+        let kept = Duration::from_millis(IDLE_KEPT_MS);
+        self.idle
+            .retain(|(_, since)| now.saturating_duration_since(*since) < kept);
+        while let Some(index) = self
+            .idle
+            .iter()
+            .rposition(|(connection, _)| connection.address() == address)
+        {
+            let (mut connection, _) = self.idle.remove(index);
+            if connection.is_quiet() {
+                return Ok(connection);
+            }
+        }
+        Connection::open_with_timeouts(
+            address,
+            Duration::from_millis(CONNECT_TIMEOUT_MS),
+            self.io_timeout,
+        )
+    }
+
+    /// Keeps a connection whose exchanges are all complete.
+    pub(crate) fn keep(&mut self, connection: Connection) {
+        if self.idle.len() >= IDLE_CONNECTIONS_MAX {
+            self.idle.remove(0);
+        }
+        self.idle.push((connection, Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    #[test]
+    fn quiet_connections_are_used_again_and_closed_ones_are_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let mut pool = MinionConnections::new(Duration::from_secs(5));
+        let first = pool.connect(&address).expect("connect");
+        let (mut accepted, _) = listener.accept().expect("accept");
+        pool.keep(first);
+        // Quiet and open: the same connection comes back.
+        let again = pool.connect(&address).expect("reuse");
+        accepted.write_all(b"x").expect("write");
+        accepted.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(50));
+        // Unread bytes: not quiet, so a new connection is made.
+        pool.keep(again);
+        let fresh = pool.connect(&address).expect("new connection");
+        let (mut second, _) = listener.accept().expect("a second connection was made");
+        pool.keep(fresh);
+        // The peer closes: the kept connection is not used.
+        drop(second.read(&mut [0u8; 1]).ok().map(|_| ()));
+        second.shutdown(std::net::Shutdown::Both).expect("shutdown");
+        drop(second);
+        std::thread::sleep(Duration::from_millis(50));
+        let _third = pool.connect(&address).expect("new connection");
+        listener.accept().expect("a third connection was made");
+        assert!(pool.idle.is_empty());
+    }
+}
