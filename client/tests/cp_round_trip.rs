@@ -201,4 +201,29 @@ fn globs_dry_run_preserve_verify_and_checksums() {
             "block size {block_size}"
         );
     }
+
+    // -p keeps the mtime on a cluster target too, so --update can skip by
+    // size and mtime there...
+    assert_eq!(
+        cluster.stat("/g/a1.csv").field("modified"),
+        "2017-07-14 02:40:00 UTC"
+    );
+    let a1 = source.join("a1.csv");
+    let json = cp_ok(
+        &cluster,
+        ["--json", "-q", "-u", "-p", utf8(&a1), "dfs:///g/a1.csv"],
+    );
+    assert_eq!(summary_field(&json, "skipped"), 1.0, "{json}");
+    // ...and copies a source of the same size with a newer mtime again.
+    write_random_file(&a1, 99, 10);
+    let json = cp_ok(
+        &cluster,
+        ["--json", "-q", "-u", utf8(&a1), "dfs:///g/a1.csv"],
+    );
+    assert_eq!(summary_field(&json, "files"), 1.0, "{json}");
+    let crc = crc32c::crc32c(&std::fs::read(&a1).expect("read"));
+    assert_eq!(
+        cluster.dfs_ok(["checksum", "/g/a1.csv"]),
+        format!("{crc:08x}  10  /g/a1.csv\n")
+    );
 }

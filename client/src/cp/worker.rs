@@ -126,6 +126,9 @@ pub struct Worker<'a> {
     options: &'a Options,
     /// Extra streams for the blocks of large files.
     budget: &'a StreamBudget,
+    /// The last cluster target looked at existed: a rerun, most likely, so
+    /// the next target is looked at before a write is opened.
+    target_existed: bool,
 }
 
 impl<'a> Worker<'a> {
@@ -134,6 +137,7 @@ impl<'a> Worker<'a> {
             sides,
             options,
             budget,
+            target_existed: false,
         }
     }
 
@@ -151,17 +155,19 @@ impl<'a> Worker<'a> {
 
     pub fn process(&mut self, job: &FileJob) -> Result<Outcome> {
         let options = self.options;
-        if job.target.is_cluster() && !options.dry_run {
-            // Optimistic: most targets do not exist yet, and an open that
-            // finds one fails with AlreadyExists before any byte is sent,
-            // so a new file costs no stat.
+        if job.target.is_cluster() && !options.dry_run && !self.target_existed {
+            // Optimistic: in a fresh copy targets do not exist yet, and an
+            // open that finds one fails with AlreadyExists before any byte
+            // is sent, so a new file costs no stat.
             match self.write_to(job, &job.target, false) {
                 Err(Error::Remote(error)) if error.kind == ErrorKind::AlreadyExists => {}
                 written => return self.verified(job, written?),
             }
         }
         let mut overwrite = false;
-        if let Some(target) = self.sides.stat(&job.target)? {
+        let existing = self.sides.stat(&job.target)?;
+        self.target_existed = existing.is_some();
+        if let Some(target) = existing {
             if target.kind == Kind::Directory {
                 return Err(Error::Invalid(format!("{}: is a directory", job.target)));
             }
