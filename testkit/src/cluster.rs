@@ -46,6 +46,8 @@ pub struct ClusterOptions {
     pub minion_data_overrides: Vec<(usize, PathBuf)>,
     /// `--orphan-grace` of the master.
     pub orphan_grace: Option<&'static str>,
+    /// The address every daemon listens on (and is reached at).
+    pub listen_host: String,
 }
 
 impl Default for ClusterOptions {
@@ -61,6 +63,7 @@ impl Default for ClusterOptions {
             dead_after: None,
             minion_data_overrides: Vec::new(),
             orphan_grace: None,
+            listen_host: "127.0.0.1".to_string(),
         }
     }
 }
@@ -71,6 +74,8 @@ struct Daemon {
     program: PathBuf,
     /// Every argument except `--listen`.
     arguments: Vec<OsString>,
+    /// The host part of `--listen`.
+    host: String,
     log_path: PathBuf,
     /// Zero until the first start bound a port; later starts reuse it,
     /// because peers were told this address.
@@ -85,6 +90,7 @@ impl Daemon {
             name: name.to_string(),
             program,
             arguments,
+            host: "127.0.0.1".to_string(),
             log_path,
             port: 0,
             address: String::new(),
@@ -103,7 +109,7 @@ impl Daemon {
         command
             .args(&self.arguments)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.host, self.port))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -257,12 +263,13 @@ impl Cluster {
                 master_arguments.push(value.into());
             }
         }
-        let master = Daemon::new(
+        let mut master = Daemon::new(
             "master",
             binary("dfs-master"),
             master_arguments,
             dir.path().join("master.log"),
         );
+        master.host.clone_from(&options.listen_host);
         let mut cluster = Cluster {
             master,
             minions: Vec::new(),
@@ -296,6 +303,7 @@ impl Cluster {
                 log_path,
             ));
             cluster.minion_data_dirs.push(data_dir);
+            cluster.minions[index].host.clone_from(&options.listen_host);
             cluster.minions[index].start();
         }
         cluster.wait_for_live_minions(options.minions);
