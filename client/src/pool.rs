@@ -10,6 +10,8 @@ use dfs_engine::limits::{CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS};
 use dfs_engine::rpc::Connection;
 use dfs_engine::{units, Error, Result};
 
+use crate::client::Client;
+
 /// Idle minion connections kept per client.
 const IDLE_CONNECTIONS_MAX: usize = 16;
 /// An idle connection older than this is closed rather than used: well
@@ -88,6 +90,13 @@ impl MinionConnections {
             self.idle.remove(0);
         }
         self.idle.push((connection, Instant::now()));
+    }
+}
+
+impl Client {
+    /// Closes the minion connections kept for later blocks.
+    pub fn close_idle_connections(&mut self) {
+        self.minions.idle.clear();
     }
 }
 
