@@ -227,3 +227,31 @@ fn globs_dry_run_preserve_verify_and_checksums() {
         format!("{crc:08x}  10  /g/a1.csv\n")
     );
 }
+
+#[test]
+fn large_cluster_files_copy_in_parallel_whatever_the_block_sizes() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let local = cluster.dir().join("large");
+    write_random_file(&local, 5, 5 * MIB + 3);
+    cluster.dfs_ok(["put", "--block-size", "1M", utf8(&local), "/large"]);
+    // Same block size (ranges are whole source blocks), a smaller one and a
+    // larger one (ranges start inside source blocks).
+    for block_size in ["1M", "768K", "2M"] {
+        let target = format!("/copy-{block_size}");
+        cp_ok(
+            &cluster,
+            [
+                "-q",
+                "--verify",
+                "--block-size",
+                block_size,
+                "dfs:///large",
+                &format!("dfs://{target}"),
+            ],
+        );
+        let back = cluster.dir().join(format!("back-{block_size}"));
+        cluster.dfs_ok(["get", &target, utf8(&back)]);
+        assert_files_equal(&back, &local);
+        cluster.stat(&target).assert_fully_replicated(3);
+    }
+}

@@ -3,7 +3,9 @@
 //! that opened it) and allocates blocks ahead; block threads each send one
 //! block's range of the local file (positional reads) through its pipeline
 //! and seal it; sealed blocks are committed strictly in file order, those
-//! that finish early wait for their predecessors. Reading: block threads
+//! that finish early wait for their predecessors. The bytes come from a
+//! `RangeSource`: a local file (positional reads) or a cluster file (each
+//! range through the verifying reader of the blocks it covers). Reading: block threads
 //! each stream whole blocks through the verifying reader and write them at
 //! their offsets of the local file.
 //!
@@ -13,13 +15,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX};
+use dfs_engine::limits::{
+    BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
+};
 use dfs_engine::msg::{
     BlockId, Credentials, MasterRequest, MinionAddress, MinionId, MinionRequest, MinionResponse,
     ReplicaFailure,
@@ -66,6 +71,124 @@ impl StreamBudget {
     pub fn give_back(&self, count: usize) {
         if let Ok(mut available) = self.available.lock() {
             *available += count;
+        }
+    }
+}
+
+/// The input of a block-parallel write: any range can be read on its own,
+/// by any block thread, as often as a retry needs.
+pub trait RangeSource: Sync {
+    /// A reader of `length_bytes` from `offset_bytes`; it may end early only
+    /// if the input shrank.
+    fn open_range(&self, offset_bytes: u64, length_bytes: u64) -> Result<Box<dyn Read + '_>>;
+}
+
+impl RangeSource for File {
+    fn open_range(&self, offset_bytes: u64, length_bytes: u64) -> Result<Box<dyn Read + '_>> {
+        Ok(Box::new(FileRange {
+            file: self,
+            position_bytes: offset_bytes,
+            end_bytes: offset_bytes.saturating_add(length_bytes),
+        }))
+    }
+}
+
+/// A range of a local file, read with positional reads.
+struct FileRange<'f> {
+    file: &'f File,
+    position_bytes: u64,
+    end_bytes: u64,
+}
+
+impl Read for FileRange<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end_bytes - self.position_bytes).unwrap_or(usize::MAX);
+        let wanted = buffer.len().min(left);
+        if wanted == 0 {
+            return Ok(0);
+        }
+        let count = self
+            .file
+            .read_at(&mut buffer[..wanted], self.position_bytes)?;
+        self.position_bytes += count as u64;
+        Ok(count)
+    }
+}
+
+/// A cluster file as a `RangeSource`: a range is read through a verifying
+/// reader of each block it covers, in turn.
+pub struct ClusterSource<'r> {
+    reader: &'r FileReader,
+}
+
+impl<'r> ClusterSource<'r> {
+    pub fn new(reader: &'r FileReader) -> ClusterSource<'r> {
+        ClusterSource { reader }
+    }
+}
+
+impl RangeSource for ClusterSource<'_> {
+    fn open_range(&self, offset_bytes: u64, length_bytes: u64) -> Result<Box<dyn Read + '_>> {
+        let blocks = self.reader.blocks();
+        let index = blocks
+            .iter()
+            .position(|b| offset_bytes < b.offset_bytes + b.length_bytes)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "read the input: offset {offset_bytes} is past its end"
+                ))
+            })?;
+        let skip_bytes = offset_bytes - blocks[index].offset_bytes;
+        Ok(Box::new(ClusterRange {
+            reader: self.reader,
+            index,
+            skip_bytes,
+            left_bytes: length_bytes,
+            current: None,
+        }))
+    }
+}
+
+struct ClusterRange<'r> {
+    reader: &'r FileReader,
+    /// The block read next (or now, with `current`).
+    index: usize,
+    /// Bytes of the block at `index` before the range starts.
+    skip_bytes: u64,
+    left_bytes: u64,
+    current: Option<FileReader>,
+}
+
+impl Read for ClusterRange<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.left_bytes == 0 || buffer.is_empty() {
+                return Ok(0);
+            }
+            if self.current.is_none() {
+                let Some(mut block) = self.reader.block_reader(self.index) else {
+                    return Ok(0);
+                };
+                // Ranges start on block boundaries when the block sizes
+                // match; otherwise the head of the block is read and dropped.
+                io::copy(&mut (&mut block).take(self.skip_bytes), &mut io::sink())?;
+                self.skip_bytes = 0;
+                self.current = Some(block);
+            }
+            let wanted = usize::try_from(self.left_bytes)
+                .unwrap_or(usize::MAX)
+                .min(buffer.len());
+            let count = match self.current.as_mut() {
+                Some(block) => block.read(&mut buffer[..wanted])?,
+                None => 0,
+            };
+            if count == 0 {
+                self.current = None;
+                self.index += 1;
+                continue;
+            }
+            self.left_bytes -= count as u64;
+            return Ok(count);
         }
     }
 }
@@ -133,12 +256,13 @@ pub fn put_parallel(
     client: &mut Client,
     path: &DfsPath,
     options: WriteOptions,
-    source: &File,
+    source: &dyn RangeSource,
     length_bytes: u64,
     streams: usize,
 ) -> Result<u64> {
     let opened = client.open_write(path, &options, false)?;
     let (write, replication, block_bytes) = (opened.write, opened.replication, opened.block_bytes);
+    let io_timeout = client.minions.io_timeout();
     let credentials = client.credentials().clone();
     let mut open = OpenWrite {
         client,
@@ -176,8 +300,15 @@ pub fn put_parallel(
                         Err(_) => return,
                     };
                     let Ok(task) = task else { return };
-                    let outcome =
-                        send_block(&task, source, credentials, sync, &mut chunk, &mut buffer);
+                    let outcome = send_block(
+                        &task,
+                        source,
+                        credentials,
+                        sync,
+                        io_timeout,
+                        &mut chunk,
+                        &mut buffer,
+                    );
                     let result = TaskResult {
                         index: task.index,
                         block: task.block,
@@ -320,9 +451,10 @@ fn coordinate(
 /// Sends one block's range of `source` through its pipeline and seals it.
 fn send_block(
     task: &Task,
-    source: &File,
+    source: &dyn RangeSource,
     credentials: &Credentials,
     sync: bool,
+    io_timeout: Duration,
     chunk: &mut Vec<u8>,
     buffer: &mut Vec<u8>,
 ) -> std::result::Result<(Vec<MinionId>, Vec<ReplicaFailure>, u32), BlockFailure> {
@@ -333,7 +465,25 @@ fn send_block(
         error,
         excluded: vec![first.id],
     };
-    let mut connection = Connection::open(&first.address).map_err(minion_failed)?;
+    let mut connection = Connection::open_with_timeouts(
+        &first.address,
+        Duration::from_millis(CONNECT_TIMEOUT_MS),
+        io_timeout,
+    )
+    .map_err(minion_failed)?;
+    let read_failed = |error: io::Error| {
+        BlockFailure::Fatal(Error::io(
+            if error.kind() == io::ErrorKind::UnexpectedEof {
+                "read the input: it became shorter during the copy".to_string()
+            } else {
+                "read the input".to_string()
+            },
+            error,
+        ))
+    };
+    let mut range = source
+        .open_range(task.offset_bytes, task.length_bytes)
+        .map_err(BlockFailure::Fatal)?;
     let write_request_id = connection
         .send(
             credentials,
@@ -350,18 +500,7 @@ fn send_block(
         let length = (task.length_bytes - sent_bytes).min(u64::from(CHUNK_BYTES));
         chunk.clear();
         chunk.resize(length as usize, 0);
-        source
-            .read_exact_at(chunk, task.offset_bytes + sent_bytes)
-            .map_err(|error| {
-                BlockFailure::Fatal(Error::io(
-                    if error.kind() == io::ErrorKind::UnexpectedEof {
-                        "read the input: it became shorter during the copy".to_string()
-                    } else {
-                        "read the input".to_string()
-                    },
-                    error,
-                ))
-            })?;
+        range.read_exact(chunk).map_err(read_failed)?;
         let chunk_crc = crc32c::crc32c(chunk);
         if let Err(error) = connection.send_data(chunk, chunk_crc) {
             return Err(minion_failed(explain_send_failure(&mut connection, error)));

@@ -309,6 +309,27 @@ impl<'a> Worker<'a> {
             ) => {
                 let mut reader = self.sides.client(master)?.open(path)?;
                 let write_options = self.write_options(preserve, overwrite);
+                let length_bytes = reader.length_bytes();
+                let block_bytes = match options.block_bytes {
+                    Some(block_bytes) => block_bytes,
+                    None => self.sides.default_block_bytes(target_master)?,
+                };
+                let extra = self.extra_streams(length_bytes.div_ceil(block_bytes.max(1)));
+                if extra > 0 {
+                    let client = self.sides.client(target_master);
+                    let result = client.and_then(|client| {
+                        blocks::put_parallel(
+                            client,
+                            target_path,
+                            write_options,
+                            &blocks::ClusterSource::new(&reader),
+                            length_bytes,
+                            extra + 1,
+                        )
+                    });
+                    self.budget.give_back(extra);
+                    return result;
+                }
                 let mut writer = self
                     .sides
                     .client(target_master)?
