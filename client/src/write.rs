@@ -697,17 +697,21 @@ impl<'a> Session<'a> {
                 Error::Protocol(format!("master allocated {block} without minions")).into(),
             );
         };
-        let opened = self.client.minions.connect(&first.address).and_then(|mut connection| {
-            let write_request_id = connection.send(
-                self.client.credentials(),
-                MinionRequest::WriteBlock {
-                    block,
-                    downstream: targets[1..].to_vec(),
-                    sync: self.sync,
-                },
-            )?;
-            Ok((connection, write_request_id))
-        });
+        let opened = self
+            .client
+            .minions
+            .connect(&first.address)
+            .and_then(|mut connection| {
+                let write_request_id = connection.send(
+                    self.client.credentials(),
+                    MinionRequest::WriteBlock {
+                        block,
+                        downstream: targets[1..].to_vec(),
+                        sync: self.sync,
+                    },
+                )?;
+                Ok((connection, write_request_id))
+            });
         match opened {
             Ok((connection, write_request_id)) => {
                 self.current = Some(OpenBlock {

@@ -35,7 +35,10 @@ pub(crate) fn give_back(buffer: Vec<u8>) {
     }
     SPARES.with(|spares| {
         let mut spares = spares.borrow_mut();
-        let index = match spares.iter().position(|(length, _)| *length == length_bytes) {
+        let index = match spares
+            .iter()
+            .position(|(length, _)| *length == length_bytes)
+        {
             Some(index) => index,
             None => {
                 spares.push((length_bytes, Vec::new()));
