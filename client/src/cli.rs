@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use dfs_engine::limits::MINIONS_MAX;
-use dfs_engine::msg::{EntryKind, EntryStatus, ErrorKind};
+use dfs_engine::msg::{EntryKind, EntryStatus, ErrorKind, MinionId};
 use dfs_engine::path::DfsPath;
 use dfs_engine::{units, Error, IoContext, Result};
 
@@ -97,6 +97,39 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<OsString>,
     },
+    /// Check the blocks of the files at or under PATH (default /)
+    #[command(long_about = FSCK_ABOUT)]
+    Fsck { path: Option<OsString> },
+    /// Administer the cluster's minions
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+const FSCK_ABOUT: &str = "Check the blocks of the files at or under PATH (default /).
+
+Prints one line per block that is missing (no good replica on a live, stale \
+or decommissioning minion), corrupt (a replica failed its checksum), \
+under-replicated (fewer good replicas on live minions in service than the \
+file's replication) or over-replicated, then a one-line summary last. \
+Files being written are not looked at.
+
+Exit status: 0 when no block is missing, corrupt or under-replicated (an \
+over-replicated block is reported but healthy: the master trims surplus \
+replicas), 1 otherwise or on error.";
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Show every minion: state, capacity, used and available bytes,
+    /// blocks, last heartbeat and failed data directories
+    Report,
+    /// Drain a minion (id as shown by `admin report`, or HOST:PORT): its
+    /// blocks are copied elsewhere and it gets no new ones; once it shows
+    /// as decommissioned it can be switched off
+    Decommission { minion: String },
+    /// Put a decommissioning or decommissioned minion back in service
+    Recommission { minion: String },
 }
 
 #[derive(Debug, Args)]
@@ -144,8 +177,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    match run(cli, &mut out).and_then(|()| out.flush().context("write standard output")) {
-        Ok(()) => ExitCode::SUCCESS,
+    let status = run_to_status(cli, &mut out).and_then(|status| {
+        out.flush().context("write standard output")?;
+        Ok(status)
+    });
+    match status {
+        Ok(status) => status,
         Err(error) => {
             eprintln!("dfs: {}", one_line(&error.to_string()));
             ExitCode::FAILURE
@@ -156,6 +193,30 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 /// Error messages stay on one line whatever they quote.
 fn one_line(message: &str) -> String {
     message.replace(['\n', '\r'], " ")
+}
+
+/// Runs one parsed command, printing to `out`; the exit status of a
+/// command that ran to its end (`fsck` fails when it found problems,
+/// without an error message: its summary says so).
+pub fn run_to_status(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
+    match cli.command {
+        Command::Fsck { path } => {
+            let healthy = fsck(cli.master.as_deref(), path.as_deref(), out)?;
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        command => run(
+            Cli {
+                master: cli.master,
+                command,
+            },
+            out,
+        )
+        .map(|()| ExitCode::SUCCESS),
+    }
 }
 
 /// Runs one parsed command, printing to `out`.
@@ -220,6 +281,14 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }
             Ok(())
         }
+        Command::Fsck { path } => {
+            if fsck(master, path.as_deref(), out)? {
+                Ok(())
+            } else {
+                Err(Error::Invalid("fsck: the file system is UNHEALTHY".into()))
+            }
+        }
+        Command::Admin { command } => admin(master, command, out),
         Command::Checksum { paths } => {
             let paths = remote_paths(&paths)?;
             let mut client = connect(master)?;
@@ -235,6 +304,84 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `dfs fsck`: prints the blocks to list, then the summary; true when
+/// healthy.
+fn fsck(master: Option<&str>, path: Option<&OsStr>, out: &mut dyn Write) -> Result<bool> {
+    let path = match path {
+        Some(raw) => remote_path(raw)?,
+        None => DfsPath::root(),
+    };
+    let mut client = connect(master)?;
+    let mut summary = format::FsckSummary::default();
+    let scanned = client.fsck_each(&path, |file| {
+        summary.add(&file);
+        print_lines(out, &format::fsck_file_lines(&file))
+    })?;
+    summary.files = scanned.files;
+    summary.blocks = scanned.blocks;
+    writeln!(out, "{}", format::fsck_summary_line(&summary)).context("write standard output")?;
+    Ok(summary.is_healthy())
+}
+
+fn admin(master: Option<&str>, command: AdminCommand, out: &mut dyn Write) -> Result<()> {
+    let mut client = connect(master)?;
+    match command {
+        AdminCommand::Report => {
+            let report = client.cluster_report()?;
+            print_lines(out, &format::admin_report_lines(&report))
+        }
+        AdminCommand::Decommission { minion } => {
+            let id = resolve_minion(&mut client, &minion)?;
+            client.decommission(id)?;
+            writeln!(
+                out,
+                "minion {id}: decommissioning (see `dfs admin report` for when it is decommissioned)"
+            )
+            .context("write standard output")
+        }
+        AdminCommand::Recommission { minion } => {
+            let id = resolve_minion(&mut client, &minion)?;
+            client.recommission(id)?;
+            writeln!(out, "minion {id}: back in service").context("write standard output")
+        }
+    }
+}
+
+/// A minion named on the command line: HOST:PORT as the cluster report
+/// shows it, or its id in hex.
+fn resolve_minion(client: &mut Client, text: &str) -> Result<MinionId> {
+    if text.contains(':') {
+        let report = client.cluster_report()?;
+        let found: Vec<MinionId> = report
+            .minions
+            .iter()
+            .filter(|minion| minion.address == text)
+            .map(|minion| minion.id)
+            .collect();
+        return match found.as_slice() {
+            [id] => Ok(*id),
+            [] => Err(Error::Invalid(format!(
+                "{text}: no minion registered at this address"
+            ))),
+            _ => Err(Error::Invalid(format!(
+                "{text}: several minions registered at this address; name one by id"
+            ))),
+        };
+    }
+    parse_minion_id(text)
+}
+
+/// A minion id as `admin report` shows it: up to 16 hex digits.
+pub fn parse_minion_id(text: &str) -> Result<MinionId> {
+    let valid = !text.is_empty() && text.len() <= 16 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    match u64::from_str_radix(text, 16) {
+        Ok(id) if valid => Ok(MinionId(id)),
+        _ => Err(Error::Invalid(format!(
+            "{text}: not a minion id (up to 16 hex digits) nor HOST:PORT"
+        ))),
     }
 }
 
@@ -624,6 +771,47 @@ mod tests {
                 assert_eq!((args.minions, args.host.as_str()), (3, "127.0.0.1"));
             }
             other => panic!("not local: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fsck_and_admin_arguments() {
+        match parse(&["fsck"]).expect("parses").command {
+            Command::Fsck { path } => assert_eq!(path, None),
+            other => panic!("not fsck: {other:?}"),
+        }
+        match parse(&["fsck", "/a"]).expect("parses").command {
+            Command::Fsck { path } => assert_eq!(path, Some(OsString::from("/a"))),
+            other => panic!("not fsck: {other:?}"),
+        }
+        match parse(&["admin", "decommission", "00ab"])
+            .expect("parses")
+            .command
+        {
+            Command::Admin {
+                command: AdminCommand::Decommission { minion },
+            } => assert_eq!(minion, "00ab"),
+            other => panic!("not admin decommission: {other:?}"),
+        }
+        for args in [
+            &["admin"][..],
+            &["admin", "decommission"],
+            &["admin", "frobnicate"],
+            &["fsck", "/a", "/b"],
+        ] {
+            let error = parse(args).expect_err("usage error");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+        for (text, want) in [
+            ("0000000000000001", Some(1)),
+            ("00ab12cd34ef5678", Some(0x00ab_12cd_34ef_5678)),
+            ("AB", Some(0xab)),
+            ("", None),
+            ("00000000000000001", None),
+            ("+1", None),
+            ("xyz", None),
+        ] {
+            assert_eq!(parse_minion_id(text).ok().map(|id| id.0), want, "{text:?}");
         }
     }
 

@@ -5,9 +5,10 @@
 use std::ffi::OsString;
 use std::sync::Arc;
 
-use dfs_engine::limits::LIST_ENTRIES_MAX;
+use dfs_engine::limits::{FSCK_BLOCKS_PER_PAGE_MAX, FSCK_FILES_PER_PAGE_MAX, LIST_ENTRIES_MAX};
 use dfs_engine::msg::{
-    Credentials, EntryKind, EntryStatus, LocatedBlock, MasterRequest, MasterResponse, MinionReport,
+    BadReplica, Credentials, EntryKind, EntryStatus, FsckFile, LocatedBlock, MasterRequest,
+    MasterResponse, MinionId, MinionReport,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -28,6 +29,13 @@ pub struct ClusterReport {
     pub file_count: u64,
     pub directory_count: u64,
     pub block_count: u64,
+}
+
+/// What an fsck looked at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsckScanned {
+    pub files: u64,
+    pub blocks: u64,
 }
 
 /// A file's status with its blocks and where they are.
@@ -181,6 +189,71 @@ impl Client {
         }
     }
 
+    /// Checks the blocks of the files at or under `path`, page by page:
+    /// `visit` sees each file with blocks to list (unhealthy or
+    /// over-replicated) in path order. Returns the totals looked at.
+    pub fn fsck_each(
+        &mut self,
+        path: &DfsPath,
+        mut visit: impl FnMut(FsckFile) -> Result<()>,
+    ) -> Result<FsckScanned> {
+        let mut scanned = FsckScanned::default();
+        let mut start_after: Option<String> = None;
+        loop {
+            let request = MasterRequest::Fsck {
+                path: path.to_string(),
+                start_after: start_after.clone(),
+                limit: FSCK_FILES_PER_PAGE_MAX,
+            };
+            let (files, scanned_files, scanned_blocks, resume_after) =
+                match self.call_read_only(request)? {
+                    MasterResponse::FsckPage {
+                        files,
+                        scanned_files,
+                        scanned_blocks,
+                        resume_after,
+                    } => (files, scanned_files, scanned_blocks, resume_after),
+                    other => return Err(unexpected("Fsck", &other)),
+                };
+            check_fsck_page(
+                path,
+                start_after.as_deref(),
+                &files,
+                resume_after.as_deref(),
+            )?;
+            scanned.files += scanned_files;
+            scanned.blocks += scanned_blocks;
+            for file in files {
+                visit(file)?;
+            }
+            match resume_after {
+                Some(after) => start_after = Some(after),
+                None => return Ok(scanned),
+            }
+        }
+    }
+
+    /// Starts draining a minion; it can be switched off once decommissioned.
+    pub fn decommission(&mut self, minion: MinionId) -> Result<()> {
+        self.call_expect_ok("Decommission", MasterRequest::Decommission { minion })
+    }
+
+    /// Puts a decommissioning or decommissioned minion back in service.
+    pub fn recommission(&mut self, minion: MinionId) -> Result<()> {
+        self.call_expect_ok("Recommission", MasterRequest::Recommission { minion })
+    }
+
+    /// Tells the master about replicas that failed verification.
+    pub fn report_bad_replicas(&mut self, replicas: Vec<BadReplica>) -> Result<()> {
+        self.call_expect_ok(
+            "ReportBadReplicas",
+            MasterRequest::ReportBadReplicas {
+                reporter: None,
+                replicas,
+            },
+        )
+    }
+
     /// A file's status and blocks, checked to be consistent: the blocks
     /// follow each other without gaps and add up to the file's size.
     pub fn get_blocks(&mut self, path: &DfsPath) -> Result<FileBlocks> {
@@ -265,6 +338,28 @@ pub(crate) fn unexpected<T: std::fmt::Debug>(request: &str, response: &T) -> Err
         shown.push_str("...");
     }
     Error::Protocol(format!("unexpected answer to {request}: {shown}"))
+}
+
+/// An fsck page must stay within its limits and move forward, or paging
+/// would never end.
+fn check_fsck_page(
+    path: &DfsPath,
+    start_after: Option<&str>,
+    files: &[FsckFile],
+    resume_after: Option<&str>,
+) -> Result<()> {
+    let bad = |why: &str| Err(Error::Protocol(format!("fsck of {path}: {why}")));
+    if files.len() > FSCK_FILES_PER_PAGE_MAX as usize {
+        return bad(&format!("page of {} files", files.len()));
+    }
+    let listed: usize = files.iter().map(|file| file.blocks.len()).sum();
+    if listed > FSCK_BLOCKS_PER_PAGE_MAX {
+        return bad(&format!("page of {listed} blocks"));
+    }
+    if resume_after.is_some() && resume_after == start_after {
+        return bad("the next page starts where this one did");
+    }
+    Ok(())
 }
 
 /// A listing page must move forward, or paging would never end.

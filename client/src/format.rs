@@ -1,7 +1,8 @@
-//! The text the `dfs` command prints: `ls -l` lines, `stat` and `df`
-//! reports, UTC times. Pure functions, so every format is unit-tested.
+//! The text the `dfs` command prints: `ls -l` lines, `stat`, `df`, `fsck`
+//! and `admin report` reports, UTC times. Pure functions, so every format
+//! is unit-tested.
 
-use dfs_engine::msg::{EntryKind, EntryStatus, LocatedBlock, MinionState};
+use dfs_engine::msg::{EntryKind, EntryStatus, FsckBlock, FsckFile, LocatedBlock, MinionState};
 use dfs_engine::units::format_bytes;
 
 use crate::client::{ClusterReport, FileBlocks};
@@ -218,9 +219,9 @@ pub fn df_lines(report: &ClusterReport) -> Vec<String> {
         "AVAILABLE",
         "BLOCKS",
     ];
-    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_string)];
+    let mut rows: Vec<Vec<String>> = vec![header.map(str::to_string).to_vec()];
     for minion in &report.minions {
-        rows.push([
+        rows.push(vec![
             minion.id.to_string(),
             minion.address.clone(),
             state_name(minion.state).to_string(),
@@ -230,34 +231,199 @@ pub fn df_lines(report: &ClusterReport) -> Vec<String> {
             minion.block_count.to_string(),
         ]);
     }
-    let mut widths = [0usize; 7];
-    for row in &rows {
+    lines.extend(table(&rows, 3));
+    lines
+}
+
+/// Rows as lines, columns two spaces apart, columns from `right_from` on
+/// right-aligned (numbers), trailing spaces trimmed.
+fn table(rows: &[Vec<String>], right_from: usize) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(|(column, (cell, width))| {
-                if column >= 3 {
-                    format!("{cell:>width$}")
-                } else {
-                    format!("{cell:<width$}")
-                }
-            })
-            .collect();
-        lines.push(cells.join("  ").trim_end().to_string());
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(column, (cell, &width))| {
+                    if column >= right_from {
+                        format!("{cell:>width$}")
+                    } else {
+                        format!("{cell:<width$}")
+                    }
+                })
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect()
+}
+
+/// "1.2s ago": the age of a heartbeat, to a tenth of a second.
+pub fn age(milliseconds: u64) -> String {
+    format!("{}.{}s ago", milliseconds / 1000, milliseconds % 1000 / 100)
+}
+
+/// The `admin report`: how many minions are in each state, then every
+/// minion with its space, blocks and last heartbeat, each followed by the
+/// data directories it took out of service.
+pub fn admin_report_lines(report: &ClusterReport) -> Vec<String> {
+    let count = |state: MinionState| report.minions.iter().filter(|m| m.state == state).count();
+    let mut lines = vec![
+        format!(
+            "minions: {} live, {} stale, {} dead, {} decommissioning, {} decommissioned",
+            count(MinionState::Live),
+            count(MinionState::Stale),
+            count(MinionState::Dead),
+            count(MinionState::Decommissioning),
+            count(MinionState::Decommissioned),
+        ),
+        format!(
+            "files: {}, directories: {}, blocks: {}",
+            report.file_count, report.directory_count, report.block_count
+        ),
+        String::new(),
+    ];
+    let header = [
+        "ID",
+        "ADDRESS",
+        "STATE",
+        "CAPACITY",
+        "USED",
+        "AVAILABLE",
+        "BLOCKS",
+        "HEARTBEAT",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.map(str::to_string).to_vec()];
+    for minion in &report.minions {
+        rows.push(vec![
+            minion.id.to_string(),
+            minion.address.clone(),
+            state_name(minion.state).to_string(),
+            minion.capacity_bytes.to_string(),
+            minion.used_bytes.to_string(),
+            minion.available_bytes.to_string(),
+            minion.block_count.to_string(),
+            age(minion.last_heartbeat_age_ms),
+        ]);
+    }
+    let mut table = table(&rows, 3).into_iter();
+    lines.extend(table.next());
+    for (minion, row) in report.minions.iter().zip(table) {
+        lines.push(row);
+        for failed in &minion.failed_directories {
+            lines.push(format!("  failed directory: {failed}"));
+        }
     }
     lines
+}
+
+/// What `dfs fsck` found, over every page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsckSummary {
+    pub files: u64,
+    pub blocks: u64,
+    pub missing: u64,
+    pub corrupt: u64,
+    pub under_replicated: u64,
+    pub over_replicated: u64,
+}
+
+impl FsckSummary {
+    /// Adds a listed file's counts.
+    pub fn add(&mut self, file: &FsckFile) {
+        self.missing += file.missing_blocks;
+        self.corrupt += file.corrupt_blocks;
+        self.under_replicated += file.under_replicated_blocks;
+        self.over_replicated += file.over_replicated_blocks;
+    }
+
+    /// Healthy: nothing missing, corrupt or under-replicated (a surplus is
+    /// trimmed by the master and is no harm).
+    pub fn is_healthy(&self) -> bool {
+        self.missing == 0 && self.corrupt == 0 && self.under_replicated == 0
+    }
+}
+
+/// "under-replicated (1 of 3 live replicas)": what is wrong with a block
+/// and the replicas it has.
+fn fsck_problem(block: &FsckBlock, replication: u8) -> String {
+    let health = block.health(replication);
+    let problems: Vec<&str> = [
+        (health.missing, "missing"),
+        (health.corrupt, "corrupt"),
+        (health.under_replicated, "under-replicated"),
+        (health.over_replicated, "over-replicated"),
+    ]
+    .into_iter()
+    .filter(|(present, _)| *present)
+    .map(|(_, name)| name)
+    .collect();
+    let mut details = format!("{} of {replication} live replicas", block.live_replicas);
+    for (count, name) in [
+        (block.stale_replicas, "stale"),
+        (block.decommissioning_replicas, "decommissioning"),
+        (block.corrupt_replicas, "corrupt"),
+    ] {
+        if count > 0 {
+            details.push_str(&format!(", {count} {name}"));
+        }
+    }
+    format!("{} ({details})", problems.join(", "))
+}
+
+/// One line per listed block of a file, and one more when the master
+/// listed fewer blocks than it counted.
+pub fn fsck_file_lines(file: &FsckFile) -> Vec<String> {
+    let mut lines: Vec<String> = file
+        .blocks
+        .iter()
+        .map(|block| {
+            format!(
+                "{}: block {} {}: {}",
+                file.path,
+                block.index,
+                block.id,
+                fsck_problem(block, file.replication)
+            )
+        })
+        .collect();
+    if file.unlisted_blocks > 0 {
+        lines.push(format!(
+            "{}: {} more blocks like these, not listed",
+            file.path, file.unlisted_blocks
+        ));
+    }
+    lines
+}
+
+/// The last line of `dfs fsck`.
+pub fn fsck_summary_line(summary: &FsckSummary) -> String {
+    format!(
+        "{} files, {} blocks: {} missing, {} corrupt, {} under-replicated, {} over-replicated \u{2014} {}",
+        summary.files,
+        summary.blocks,
+        summary.missing,
+        summary.corrupt,
+        summary.under_replicated,
+        summary.over_replicated,
+        if summary.is_healthy() {
+            "HEALTHY"
+        } else {
+            "UNHEALTHY"
+        }
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dfs_engine::msg::{BlockId, MinionAddress, MinionId, MinionReport};
+    use dfs_engine::msg::{BlockId, FsckBlock, FsckFile, MinionAddress, MinionId, MinionReport};
 
     #[test]
     fn times_in_utc() {
@@ -397,6 +563,131 @@ mod tests {
                 "group: staff",
                 "mode: 0755",
                 "modified: 2026-11-25 10:01:02 UTC",
+            ]
+        );
+    }
+
+    fn fsck_block(index: u64, counts: [u8; 4]) -> FsckBlock {
+        FsckBlock {
+            id: BlockId(0x10 + index),
+            index,
+            length_bytes: 1,
+            live_replicas: counts[0],
+            stale_replicas: counts[1],
+            decommissioning_replicas: counts[2],
+            corrupt_replicas: counts[3],
+        }
+    }
+
+    #[test]
+    fn fsck_lines_and_summary() {
+        let file = FsckFile {
+            path: "/a/b".into(),
+            size_bytes: 10,
+            replication: 3,
+            missing_blocks: 1,
+            corrupt_blocks: 1,
+            under_replicated_blocks: 2,
+            over_replicated_blocks: 1,
+            blocks: vec![
+                fsck_block(0, [1, 0, 0, 0]),
+                fsck_block(1, [2, 0, 1, 1]),
+                fsck_block(2, [0, 0, 0, 0]),
+                fsck_block(3, [4, 1, 0, 0]),
+            ],
+            unlisted_blocks: 2,
+        };
+        assert_eq!(
+            fsck_file_lines(&file),
+            [
+                "/a/b: block 0 blk_0000000000000010: under-replicated (1 of 3 live replicas)",
+                "/a/b: block 1 blk_0000000000000011: corrupt, under-replicated (2 of 3 live replicas, 1 decommissioning, 1 corrupt)",
+                "/a/b: block 2 blk_0000000000000012: missing (0 of 3 live replicas)",
+                "/a/b: block 3 blk_0000000000000013: over-replicated (4 of 3 live replicas, 1 stale)",
+                "/a/b: 2 more blocks like these, not listed",
+            ]
+        );
+        let mut summary = FsckSummary {
+            files: 7,
+            blocks: 20,
+            ..FsckSummary::default()
+        };
+        assert_eq!(
+            fsck_summary_line(&summary),
+            "7 files, 20 blocks: 0 missing, 0 corrupt, 0 under-replicated, 0 over-replicated \u{2014} HEALTHY"
+        );
+        let surplus_only = FsckFile {
+            missing_blocks: 0,
+            corrupt_blocks: 0,
+            under_replicated_blocks: 0,
+            ..file.clone()
+        };
+        summary.add(&surplus_only);
+        assert!(summary.is_healthy(), "a surplus is healthy");
+        summary.add(&file);
+        assert_eq!(
+            fsck_summary_line(&summary),
+            "7 files, 20 blocks: 1 missing, 1 corrupt, 2 under-replicated, 2 over-replicated \u{2014} UNHEALTHY"
+        );
+        for (missing, corrupt, under, healthy) in [
+            (1, 0, 0, false),
+            (0, 1, 0, false),
+            (0, 0, 1, false),
+            (0, 0, 0, true),
+        ] {
+            let summary = FsckSummary {
+                missing,
+                corrupt,
+                under_replicated: under,
+                over_replicated: 5,
+                ..FsckSummary::default()
+            };
+            assert_eq!(summary.is_healthy(), healthy, "{summary:?}");
+        }
+    }
+
+    #[test]
+    fn admin_report() {
+        let minion = |id, state, age_ms, failed: &[&str]| MinionReport {
+            id: MinionId(id),
+            address: format!("127.0.0.1:{}", 40000 + id),
+            state,
+            capacity_bytes: 1 << 30,
+            used_bytes: 1 << 20,
+            available_bytes: (1 << 30) - (1 << 20),
+            block_count: 16,
+            last_heartbeat_age_ms: age_ms,
+            failed_directories: failed.iter().map(|f| f.to_string()).collect(),
+        };
+        let report = ClusterReport {
+            minions: vec![
+                minion(1, MinionState::Live, 150, &[]),
+                minion(
+                    2,
+                    MinionState::Decommissioning,
+                    1_234,
+                    &["/d1: Input/output error", "/d2: gone"],
+                ),
+                minion(3, MinionState::Decommissioned, 0, &[]),
+            ],
+            default_replication: 3,
+            default_block_bytes: 64 << 20,
+            file_count: 4,
+            directory_count: 2,
+            block_count: 9,
+        };
+        assert_eq!(
+            admin_report_lines(&report),
+            [
+                "minions: 1 live, 0 stale, 0 dead, 1 decommissioning, 1 decommissioned",
+                "files: 4, directories: 2, blocks: 9",
+                "",
+                "ID                ADDRESS          STATE              CAPACITY     USED   AVAILABLE  BLOCKS  HEARTBEAT",
+                "0000000000000001  127.0.0.1:40001  live             1073741824  1048576  1072693248      16   0.1s ago",
+                "0000000000000002  127.0.0.1:40002  decommissioning  1073741824  1048576  1072693248      16   1.2s ago",
+                "  failed directory: /d1: Input/output error",
+                "  failed directory: /d2: gone",
+                "0000000000000003  127.0.0.1:40003  decommissioned   1073741824  1048576  1072693248      16   0.0s ago",
             ]
         );
     }

@@ -3,12 +3,21 @@
 //! chunk's CRC32C is checked before any of its bytes is handed out. When a
 //! replica fails (connection, timeout, protocol, checksum, error answer) the
 //! read goes on from the next replica at the first byte not yet handed out.
+//!
+//! A replica whose bytes fail a checksum (or that its minion says is
+//! corrupt) is reported to the master, best effort, so it gets replaced.
+//! As a second line of defence, the chunk CRCs of a block are combined and
+//! compared with the block CRC32C the master recorded at commit before the
+//! block's last chunk is handed out.
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use dfs_engine::limits::{CHUNK_BYTES, CONNECT_TIMEOUT_MS};
-use dfs_engine::msg::{Credentials, EntryStatus, LocatedBlock, MinionRequest, MinionResponse};
+use dfs_engine::msg::{
+    BadReplica, Credentials, EntryStatus, ErrorKind, LocatedBlock, MasterRequest, MasterResponse,
+    MinionRequest, MinionResponse,
+};
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
 use dfs_engine::wire::{self, FrameKind};
@@ -18,6 +27,18 @@ use crate::client::{unexpected, Client};
 use crate::transfer::{minion_message, receive_answer};
 
 const CHUNK_LENGTH_BYTES: u64 = CHUNK_BYTES as u64;
+/// How an error of the whole-block check names what was corrupt.
+const BLOCK_CRC_WHAT: &str = "bytes of";
+
+/// True for errors that say a replica's bytes are wrong (as opposed to a
+/// minion that is down, busy or slow).
+fn is_corruption(error: &Error) -> bool {
+    match error {
+        Error::Corrupted { .. } => true,
+        Error::Remote(remote) => remote.kind == ErrorKind::Corrupted,
+        _ => false,
+    }
+}
 
 impl Client {
     /// Opens a file for reading: one `GetBlocks`, then data straight from
@@ -39,6 +60,9 @@ impl Client {
             failed: None,
             buffer: Vec::new(),
             io_timeout: self.minions.io_timeout(),
+            master_address: self.master_address().to_string(),
+            block_crc32c: 0,
+            mixed_sources: false,
         })
     }
 }
@@ -125,6 +149,13 @@ pub struct FileReader {
     buffer: Vec<u8>,
     /// Of minion connections: how long a stalled replica holds up the read.
     io_timeout: Duration,
+    /// Where corrupt replicas are reported.
+    master_address: String,
+    /// CRC32C of the current block's bytes in `0..verified_bytes`.
+    block_crc32c: u32,
+    /// The current block's verified bytes came from more than one replica,
+    /// so a wrong block CRC cannot be blamed on one of them.
+    mixed_sources: bool,
 }
 
 impl FileReader {
@@ -163,6 +194,9 @@ impl FileReader {
             failed: None,
             buffer: Vec::new(),
             io_timeout: self.io_timeout,
+            master_address: self.master_address.clone(),
+            block_crc32c: 0,
+            mixed_sources: false,
         })
     }
 
@@ -210,6 +244,9 @@ impl FileReader {
                 // Nothing of a failed chunk may be handed out.
                 self.chunk.clear();
                 self.chunk_position = 0;
+                if is_corruption(&error) {
+                    self.report_bad_replica(&error);
+                }
                 self.replica_failed(&error)?;
             }
         }
@@ -222,12 +259,52 @@ impl FileReader {
         self.block_index += 1;
         self.verified_bytes = 0;
         self.location_index = 0;
+        self.block_crc32c = 0;
+        self.mixed_sources = false;
+    }
+
+    /// Tells the master that the current replica of the current block is
+    /// corrupt. Best effort: the read goes on whatever happens here.
+    fn report_bad_replica(&mut self, error: &Error) {
+        let Some(block) = self.blocks.get(self.block_index) else {
+            return;
+        };
+        let Some(minion) = block.locations.get(self.location_index) else {
+            return;
+        };
+        let whole_block =
+            matches!(error, Error::Corrupted { what, .. } if what.starts_with(BLOCK_CRC_WHAT));
+        if whole_block && self.mixed_sources {
+            // The bytes came from several replicas: none can be blamed.
+            return;
+        }
+        let replicas = vec![BadReplica {
+            block: block.id,
+            minion: minion.id,
+            reason: error.to_string(),
+        }];
+        let timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
+        // A report must not hold up the read for long.
+        let _ = Connection::open_with_timeouts(&self.master_address, timeout, timeout).and_then(
+            |mut connection| {
+                connection.call::<_, MasterResponse>(
+                    &self.credentials,
+                    MasterRequest::ReportBadReplicas {
+                        reporter: None,
+                        replicas,
+                    },
+                )
+            },
+        );
     }
 
     /// Records the failure of the current replica and moves to the next;
     /// an error once none is left.
     fn replica_failed(&mut self, error: &Error) -> Result<()> {
         self.stream = None;
+        if self.verified_bytes > 0 {
+            self.mixed_sources = true;
+        }
         let Some(block) = self.blocks.get(self.block_index) else {
             return Ok(());
         };
@@ -288,10 +365,16 @@ impl FileReader {
                 header.kind, header.payload_bytes, stream.next_chunk_bytes, block.id
             )));
         }
-        wire::read_payload(stream.connection.reader(), &header, &mut self.chunk)?;
-        // read_payload compared the payload with the frame's CRC; check the
-        // chunk here too, so that no unverified byte can be handed out even
-        // if the frame layer changes.
+        // Read raw and checked here: the frame carries the CRC the minion
+        // stored for the chunk, so a mismatch means a corrupt replica (to
+        // report), not a broken frame.
+        self.chunk.clear();
+        self.chunk.resize(expected_bytes as usize, 0);
+        stream
+            .connection
+            .reader()
+            .read_exact(&mut self.chunk)
+            .map_err(|error| Error::io(format!("read {} from {address}", block.id), error))?;
         let crc = crc32c::crc32c(&self.chunk);
         if crc != header.payload_crc {
             return Err(Error::corrupted(
@@ -303,12 +386,33 @@ impl FileReader {
             ));
         }
         let chunk_start_bytes = stream.next_chunk_bytes;
-        stream.next_chunk_bytes += expected_bytes;
+        let chunk_end_bytes = chunk_start_bytes + expected_bytes;
         // The first chunk after a resume may start before the bytes we need.
-        self.chunk_position = usize::try_from(self.verified_bytes - chunk_start_bytes)
+        let skip = usize::try_from(self.verified_bytes - chunk_start_bytes)
             .unwrap_or(usize::MAX)
             .min(self.chunk.len());
-        self.verified_bytes = stream.next_chunk_bytes;
+        let new_bytes = &self.chunk[skip..];
+        let new_crc = if skip == 0 {
+            crc
+        } else {
+            crc32c::crc32c(new_bytes)
+        };
+        let block_crc32c = crc32c::crc32c_combine(self.block_crc32c, new_crc, new_bytes.len());
+        if chunk_end_bytes == block.length_bytes && block_crc32c != block.crc32c {
+            // Every chunk matched its stored CRC, yet the block is not what
+            // was committed: its last chunk is held back.
+            return Err(Error::corrupted(
+                format!("{BLOCK_CRC_WHAT} {}", block.id),
+                format!(
+                    "the chunks make CRC32C {block_crc32c:#010x}, the master recorded {:#010x}",
+                    block.crc32c
+                ),
+            ));
+        }
+        stream.next_chunk_bytes = chunk_end_bytes;
+        self.block_crc32c = block_crc32c;
+        self.chunk_position = skip;
+        self.verified_bytes = chunk_end_bytes;
         Ok(())
     }
 

@@ -1,9 +1,11 @@
 //! Gray failures: a minion that is stopped (SIGSTOP) still accepts TCP
 //! connections and looks live to the master for a while, but never answers.
-//! With `DFS_IO_TIMEOUT` short, a put whose pipelines start at the stopped
+//! With `DFS_IO_TIMEOUT` short, a put whose pipeline starts at the stopped
 //! minion gives up on it after the timeout and sends the block to a fresh
-//! pipeline (the input is a file, so it can be read again), and a get reads
-//! from the other replicas: no error reaches the user, no byte is wrong.
+//! pipeline (the input is a file, so it can be read again); one whose
+//! pipeline has it further down is finished by the members before it
+//! (`--pipeline-timeout`); a get reads from the other replicas: no error
+//! reaches the user, no byte is wrong.
 
 use std::process::Command;
 
@@ -29,6 +31,10 @@ fn a_stopped_minion_costs_a_timeout_not_an_error() {
         // test: every placement may still choose it.
         stale_after: Some("60s"),
         dead_after: Some("120s"),
+        // A member gives up on a stopped one behind it after this (times
+        // the members behind it); the client waits DFS_IO_TIMEOUT times
+        // the pipeline's length, longer, so it blames the stopped minion.
+        minion_arguments: vec!["--pipeline-timeout", "500ms"],
         ..ClusterOptions::default()
     });
     let before = cluster.dir().join("before");

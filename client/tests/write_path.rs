@@ -699,11 +699,14 @@ fn assert_aborted(cluster: &Cluster, client: &mut Client, file: &str, replicas_m
 
 #[test]
 fn a_block_no_member_could_store_goes_to_other_minions() {
-    let cluster = Cluster::start(patient(ClusterOptions {
+    let mut cluster = Cluster::start(patient(ClusterOptions {
         minions: 2,
         replication: Some(1),
         ..ClusterOptions::default()
     }));
+    // The broken directory below is taken out of service, loudly.
+    cluster.allow_error("failed:");
+    cluster.allow_error("every data directory failed");
     let (mut client, warnings) = connect(&cluster);
     let mut previous_id = last_block_id(&mut client, "/before");
     // Minion 0 can no longer create block files: its tmp/ is a file now.
@@ -711,13 +714,19 @@ fn a_block_no_member_could_store_goes_to_other_minions() {
     std::fs::remove_dir_all(&tmp).expect("remove tmp/");
     std::fs::write(&tmp, b"not a directory").expect("put a file in its place");
 
-    // Placement is random: each time minion 0 is chosen and fails, the new
-    // pipeline must leave it out (were it not left out, it would be chosen
-    // again with odds of one in two).
+    // Placement is random: the first time minion 0 is chosen it fails the
+    // block, which goes to a new pipeline without it (were it not left
+    // out, it would be chosen again with odds of one in two). Its only data
+    // directory is then out of service: it reports no room, and the master
+    // stops choosing it, so no later write gives up a pipeline.
     let mut replaced = 0;
+    let mut writes_after = 0;
     for attempt in 0..PLACEMENT_TRIES_MAX {
-        if replaced == REPLACEMENTS_WANTED {
-            break;
+        if replaced > 0 {
+            writes_after += 1;
+            if writes_after > REPLACEMENTS_WANTED {
+                break;
+            }
         }
         let file = format!("/try-{attempt}");
         let data = random_bytes(attempt, 2 * RAGGED_BLOCK);
@@ -747,11 +756,31 @@ fn a_block_no_member_could_store_goes_to_other_minions() {
         }
         previous_id = stats.blocks.last().map_or(previous_id, |b| b.id.0);
         replaced += abandoned;
+        if replaced > 0 && writes_after == 0 {
+            // Not chosen again once the master heard of the failure.
+            wait_for(
+                || {
+                    cluster
+                        .cluster_report()
+                        .iter()
+                        .any(|m| m.address == cluster.minion_address(0) && m.available_bytes == 0)
+                },
+                LIVE_TIMEOUT,
+                "minion 0 to report no room",
+            );
+        }
     }
-    assert_eq!(
-        replaced, REPLACEMENTS_WANTED,
-        "in {PLACEMENT_TRIES_MAX} writes minion 0 was chosen only {replaced} times"
+    assert!(
+        replaced >= 1,
+        "in {PLACEMENT_TRIES_MAX} writes minion 0 was never chosen"
     );
+    assert!(writes_after > 0, "no write followed the failure");
+    let report = cluster.cluster_report();
+    let broken = report
+        .iter()
+        .find(|m| m.address == cluster.minion_address(0))
+        .expect("minion 0 listed");
+    assert_eq!(broken.failed_directories.len(), 1, "{broken:?}");
     assert_eq!(warnings.take(), Vec::<String>::new());
 }
 

@@ -7,6 +7,15 @@
 //! is sealed, so everything under `blocks/` is complete; whatever is left in
 //! `tmp/` at start-up was abandoned and is removed.
 //!
+//! A replica that failed verification is moved to `DIR/quarantine/`: never
+//! served again (`open_block` calls it corrupted), left out of listings, and
+//! removed when the master deletes the block or a good copy is sealed here.
+//!
+//! A data directory that failed (an I/O error, or it vanished) is taken out
+//! of service for as long as the store is open: its blocks are no longer
+//! listed, counted, found or served, and no new block goes there. A full one
+//! only gets no new blocks until it has room again.
+//!
 //! Invariant: a block id is in at most one of "being written" or "sealed" in
 //! one store, so two writers never race to the same name.
 
@@ -17,8 +26,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -41,6 +50,17 @@ pub const BLOCK_CHUNKS_MAX: u64 = BLOCK_BYTES_MAX / CHUNK_BYTES as u64;
 
 const BLOCKS_DIR: &str = "blocks";
 const TMP_DIR: &str = "tmp";
+const QUARANTINE_DIR: &str = "quarantine";
+/// What `open_block` says of a quarantined replica (see `is_quarantined`).
+const QUARANTINED_DETAIL: &str = "quarantined after it failed verification; not served";
+/// A directory with at least this much room (and free inodes) is roomy:
+/// the roomy directories take new blocks in turn. One with less gets new
+/// blocks only while none is roomy (the one with the most room), and none
+/// once it ran out of space, until it is roomy again. A default-sized
+/// block fits in it.
+pub const DIRECTORY_ROOMY_BYTES: u64 = crate::limits::BLOCK_BYTES_DEFAULT;
+/// Bytes the write probe of `check_directory` writes, syncs and reads back.
+const PROBE_BYTES: usize = 4096;
 /// The `blocks/` subdirectories: two hex digits of the low byte of the id.
 const SUBDIR_COUNT: u64 = 256;
 
@@ -96,14 +116,42 @@ pub struct OpenReport {
     /// Abandoned writes removed from `tmp/`.
     pub abandoned_removed: Vec<PathBuf>,
     pub strays: Vec<PathBuf>,
+    /// Replicas kept in `quarantine/` by an earlier run.
+    pub quarantined: Vec<BlockId>,
+}
+
+/// One data directory as the store sees it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryState {
+    pub root: PathBuf,
+    /// Why it was taken out of service; None while it serves.
+    pub failure: Option<String>,
+    /// It ran out of space and has not been roomy since.
+    pub full: bool,
+    /// Sealed blocks in it (0 once failed: they no longer count).
+    pub block_count: u64,
 }
 
 struct DataDir {
     root: PathBuf,
     /// Held while the store is open: two minions never share a directory.
     _lock: DirLock,
-    /// Device of the root, to count each filesystem once.
+    /// Device of the root, to count each filesystem once and to notice the
+    /// filesystem going away (unmounted) under the running store.
     device: u64,
+    /// Set once when the directory fails; never cleared while open.
+    failure: OnceLock<String>,
+    /// Ran out of space; cleared when a check finds it roomy again.
+    full: AtomicBool,
+    /// Its sealed block files: their bytes and their count.
+    used_bytes: AtomicU64,
+    block_count: AtomicU64,
+}
+
+impl DataDir {
+    fn in_service(&self) -> bool {
+        self.failure.get().is_none()
+    }
 }
 
 struct Shared {
@@ -111,8 +159,18 @@ struct Shared {
     /// Blocks with an open writer. Bounded by the number of writers, one per
     /// connection at most.
     writing: Mutex<HashSet<BlockId>>,
-    used_bytes: AtomicU64,
-    block_count: AtomicU64,
+    /// Turn of the roomy directories for the next new block.
+    next_dir: AtomicUsize,
+}
+
+impl Shared {
+    /// The directories in service, with their index.
+    fn serving(&self) -> impl Iterator<Item = (usize, &DataDir)> {
+        self.dirs
+            .iter()
+            .enumerate()
+            .filter(|(_, dir)| dir.in_service())
+    }
 }
 
 /// Blocks in one or more data directories ("spare disks"). Cheap to clone;
@@ -131,6 +189,10 @@ fn block_path(root: &Path, block: BlockId) -> PathBuf {
     root.join(BLOCKS_DIR)
         .join(subdir_name(block))
         .join(block.to_string())
+}
+
+fn quarantine_path(root: &Path, block: BlockId) -> PathBuf {
+    root.join(QUARANTINE_DIR).join(block.to_string())
 }
 
 /// Parses "blk_<16 lowercase hex>", the only name a block file has.
@@ -159,6 +221,12 @@ pub fn is_already_exists(error: &Error) -> bool {
     matches!(error, Error::Io { cause: source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
 }
 
+/// True when `error` is `open_block` refusing a quarantined replica (a
+/// corruption already known, not a new one).
+pub fn is_quarantined(error: &Error) -> bool {
+    matches!(error, Error::Corrupted { detail, .. } if detail == QUARANTINED_DETAIL)
+}
+
 fn sync_directory(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|directory| directory.sync_all())
@@ -168,6 +236,8 @@ fn sync_directory(path: &Path) -> Result<()> {
 struct FilesystemSpace {
     capacity_bytes: u64,
     available_bytes: u64,
+    /// False when no file can be created: out of inodes.
+    inodes_available: bool,
 }
 
 fn filesystem_space(path: &Path) -> Result<FilesystemSpace> {
@@ -186,10 +256,19 @@ fn filesystem_space(path: &Path) -> Result<FilesystemSpace> {
     Ok(FilesystemSpace {
         capacity_bytes: (stat.f_blocks as u64).saturating_mul(fragment_bytes),
         available_bytes: (stat.f_bavail as u64).saturating_mul(fragment_bytes),
+        // Some filesystems count no inodes at all (f_files is 0).
+        inodes_available: stat.f_files == 0 || stat.f_favail > 0,
     })
 }
 
-/// Creates `root/blocks/00..ff` and `root/tmp`, and empties `root/tmp`.
+impl FilesystemSpace {
+    fn is_roomy(&self) -> bool {
+        self.available_bytes >= DIRECTORY_ROOMY_BYTES && self.inodes_available
+    }
+}
+
+/// Creates `root/blocks/00..ff`, `root/tmp` and `root/quarantine`, and
+/// empties `root/tmp`.
 fn prepare_dir(root: &Path, report: &mut OpenReport) -> Result<DataDir> {
     fs::create_dir_all(root)
         .with_context(|| format!("create data directory {}", root.display()))?;
@@ -197,6 +276,7 @@ fn prepare_dir(root: &Path, report: &mut OpenReport) -> Result<DataDir> {
     let lock = DirLock::acquire(root, "minion")?;
     let blocks = root.join(BLOCKS_DIR);
     let tmp = root.join(TMP_DIR);
+    let quarantine = root.join(QUARANTINE_DIR);
     let mut created = false;
     for subdir in (0..SUBDIR_COUNT).map(|index| blocks.join(format!("{index:02x}"))) {
         if !subdir.is_dir() {
@@ -205,9 +285,12 @@ fn prepare_dir(root: &Path, report: &mut OpenReport) -> Result<DataDir> {
             created = true;
         }
     }
-    if !tmp.is_dir() {
-        fs::create_dir_all(&tmp).with_context(|| format!("create directory {}", tmp.display()))?;
-        created = true;
+    for directory in [&tmp, &quarantine] {
+        if !directory.is_dir() {
+            fs::create_dir_all(directory)
+                .with_context(|| format!("create directory {}", directory.display()))?;
+            created = true;
+        }
     }
     if created {
         sync_directory(&blocks)?;
@@ -225,6 +308,7 @@ fn prepare_dir(root: &Path, report: &mut OpenReport) -> Result<DataDir> {
         removed.with_context(|| format!("remove abandoned {}", path.display()))?;
         report.abandoned_removed.push(path);
     }
+    report.quarantined.extend(list_quarantine(root)?);
     let device = fs::metadata(root)
         .with_context(|| format!("stat {}", root.display()))?
         .dev();
@@ -232,10 +316,35 @@ fn prepare_dir(root: &Path, report: &mut OpenReport) -> Result<DataDir> {
         root: root.to_path_buf(),
         device,
         _lock: lock,
+        failure: OnceLock::new(),
+        full: AtomicBool::new(false),
+        used_bytes: AtomicU64::new(0),
+        block_count: AtomicU64::new(0),
     })
 }
 
-fn scan_dir(root: &Path, scan: &mut Scan) -> Result<()> {
+/// The replicas in `root/quarantine/`, sorted; other names are ignored.
+fn list_quarantine(root: &Path) -> Result<Vec<BlockId>> {
+    let quarantine = root.join(QUARANTINE_DIR);
+    let context = || format!("list {}", quarantine.display());
+    let mut blocks = Vec::new();
+    for entry in fs::read_dir(&quarantine).with_context(context)? {
+        let entry = entry.with_context(context)?;
+        if let Some(block) = entry.file_name().to_str().and_then(parse_block_name) {
+            blocks.push(block);
+        }
+    }
+    blocks.sort_unstable();
+    Ok(blocks)
+}
+
+/// Walks `root/blocks/`: `found` gets each block file with its size, the
+/// rest goes to `strays`.
+fn walk_blocks(
+    root: &Path,
+    found: &mut dyn FnMut(BlockId, u64),
+    strays: &mut Vec<PathBuf>,
+) -> Result<()> {
     let blocks = root.join(BLOCKS_DIR);
     for entry in fs::read_dir(&blocks).with_context(|| format!("list {}", blocks.display()))? {
         let entry = entry.with_context(|| format!("list {}", blocks.display()))?;
@@ -246,14 +355,19 @@ fn scan_dir(root: &Path, scan: &mut Scan) -> Result<()> {
             .with_context(|| format!("stat {}", path.display()))?
             .is_dir();
         match subdir {
-            Some(low_byte) if is_dir => scan_subdir(&path, low_byte, scan)?,
-            _ => scan.strays.push(path),
+            Some(low_byte) if is_dir => walk_subdir(&path, low_byte, found, strays)?,
+            _ => strays.push(path),
         }
     }
     Ok(())
 }
 
-fn scan_subdir(subdir: &Path, low_byte: u64, scan: &mut Scan) -> Result<()> {
+fn walk_subdir(
+    subdir: &Path,
+    low_byte: u64,
+    found: &mut dyn FnMut(BlockId, u64),
+    strays: &mut Vec<PathBuf>,
+) -> Result<()> {
     for entry in fs::read_dir(subdir).with_context(|| format!("list {}", subdir.display()))? {
         let entry = entry.with_context(|| format!("list {}", subdir.display()))?;
         let path = entry.path();
@@ -266,14 +380,103 @@ fn scan_subdir(subdir: &Path, low_byte: u64, scan: &mut Scan) -> Result<()> {
             .and_then(parse_block_name)
             .filter(|block| block.0 & 0xff == low_byte && metadata.is_file());
         match block {
-            Some(block) => {
-                scan.blocks.push(block);
-                scan.used_bytes += metadata.len();
-            }
-            None => scan.strays.push(path),
+            Some(block) => found(block, metadata.len()),
+            None => strays.push(path),
         }
     }
     Ok(())
+}
+
+/// Adds one directory's blocks to `scan` (not yet sorted).
+fn scan_dir(root: &Path, scan: &mut Scan) -> Result<()> {
+    let Scan {
+        blocks,
+        strays,
+        used_bytes,
+    } = scan;
+    walk_blocks(
+        root,
+        &mut |block, file_bytes| {
+            blocks.push(block);
+            *used_bytes += file_bytes;
+        },
+        strays,
+    )
+}
+
+/// True for errors that say the filesystem has no room (for us) left.
+fn is_out_of_space(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// True for errors about this process's limits (descriptors, memory) or an
+/// interrupted call: they say nothing about the disk.
+fn is_process_limit(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR | libc::EAGAIN)
+    )
+}
+
+/// Writes a small file in `root/tmp/`, syncs it, reads it back and removes it.
+fn probe_directory(root: &Path) -> io::Result<()> {
+    static PROBES: AtomicU64 = AtomicU64::new(0);
+    let number = PROBES.fetch_add(1, Ordering::Relaxed);
+    let path = root
+        .join(TMP_DIR)
+        .join(format!("probe.{:08x}.{number:08x}", std::process::id()));
+    let written: Vec<u8> = (0..PROBE_BYTES).map(|i| (i % 251) as u8).collect();
+    let probed = (|| {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.write_all_at(&written, 0)?;
+        file.sync_all()?;
+        let mut read = vec![0u8; PROBE_BYTES];
+        file.read_exact_at(&mut read, 0)?;
+        if read != written {
+            return Err(io::Error::other("the probe file read back differs"));
+        }
+        Ok(())
+    })();
+    let removed = match fs::remove_file(&path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    probed.and(removed)
+}
+
+impl Shared {
+    fn note_full(&self, index: usize) {
+        if let Some(dir) = self.dirs.get(index) {
+            dir.full.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn dir(&self, index: usize) -> Result<&DataDir> {
+        self.dirs
+            .get(index)
+            .ok_or_else(|| Error::Invalid(format!("no data directory {index}")))
+    }
+
+    /// Counts a block sealed in directory `index` and removes any
+    /// quarantined replica of it: the good copy supersedes it.
+    fn note_sealed(&self, index: usize, block: BlockId, file_bytes: u64) -> Result<()> {
+        let dir = self.dir(index)?;
+        dir.used_bytes.fetch_add(file_bytes, Ordering::Relaxed);
+        dir.block_count.fetch_add(1, Ordering::Relaxed);
+        for (_, dir) in self.serving() {
+            let path = quarantine_path(&dir.root, block);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io(format!("remove {}", path.display()), error)),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl BlockStore {
@@ -303,32 +506,27 @@ impl BlockStore {
             canonicals.push(canonical);
             prepared.push(prepare_dir(dir, &mut report)?);
         }
-        let store = BlockStore {
+        for dir in &prepared {
+            let mut scan = Scan::default();
+            scan_dir(&dir.root, &mut scan)?;
+            dir.used_bytes.store(scan.used_bytes, Ordering::Relaxed);
+            dir.block_count
+                .store(scan.blocks.len() as u64, Ordering::Relaxed);
+            report.strays.append(&mut scan.strays);
+        }
+        report.quarantined.sort_unstable();
+        report.quarantined.dedup();
+        Ok(BlockStore {
             shared: Arc::new(Shared {
                 dirs: prepared,
                 writing: Mutex::new(HashSet::new()),
-                used_bytes: AtomicU64::new(0),
-                block_count: AtomicU64::new(0),
+                next_dir: AtomicUsize::new(0),
             }),
-            report: Arc::new(OpenReport::default()),
-        };
-        let scan = store.scan()?;
-        store
-            .shared
-            .used_bytes
-            .store(scan.used_bytes, Ordering::Relaxed);
-        store
-            .shared
-            .block_count
-            .store(scan.blocks.len() as u64, Ordering::Relaxed);
-        report.strays = scan.strays;
-        Ok(BlockStore {
             report: Arc::new(report),
-            ..store
         })
     }
 
-    /// The data directories, in the order given to `open`.
+    /// The data directories, in the order given to `open` (failed ones too).
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.shared.dirs.iter().map(|dir| dir.root.as_path())
     }
@@ -338,11 +536,183 @@ impl BlockStore {
         &self.report
     }
 
-    /// Starts writing a new block in the data directory with the most
-    /// available space. Refuses an id that is sealed or being written here.
+    /// Every data directory (index as in `dirs`) and its state.
+    pub fn directory_states(&self) -> Vec<DirectoryState> {
+        self.shared
+            .dirs
+            .iter()
+            .map(|dir| DirectoryState {
+                root: dir.root.clone(),
+                failure: dir.failure.get().cloned(),
+                full: dir.full.load(Ordering::Relaxed),
+                block_count: if dir.in_service() {
+                    dir.block_count.load(Ordering::Relaxed)
+                } else {
+                    0
+                },
+            })
+            .collect()
+    }
+
+    /// The data directories still in service.
+    pub fn directories_in_service(&self) -> usize {
+        self.shared.serving().count()
+    }
+
+    /// True while directory `index` is in service.
+    pub fn is_in_service(&self, index: usize) -> bool {
+        self.shared.dirs.get(index).is_some_and(DataDir::in_service)
+    }
+
+    /// The index of the data directory `path` lies in (the innermost, should
+    /// one directory lie inside another).
+    pub fn directory_of(&self, path: &Path) -> Option<usize> {
+        self.shared
+            .dirs
+            .iter()
+            .enumerate()
+            .filter(|(_, dir)| path.starts_with(&dir.root))
+            .max_by_key(|(_, dir)| dir.root.components().count())
+            .map(|(index, _)| index)
+    }
+
+    /// Takes directory `index` out of service for good (while the store is
+    /// open): its blocks are no longer listed, counted, found or served, and
+    /// no new block goes there. True when it was in service until now.
+    pub fn fail_directory(&self, index: usize, reason: &str) -> bool {
+        self.shared
+            .dirs
+            .get(index)
+            .is_some_and(|dir| dir.failure.set(reason.to_string()).is_ok())
+    }
+
+    /// Records that directory `index` ran out of space: it gets new blocks
+    /// again only once it is roomy (`DIRECTORY_ROOMY_BYTES`).
+    pub fn note_full(&self, index: usize) {
+        self.shared.note_full(index);
+    }
+
+    /// Checks directory `index` in service: it is still the directory it was
+    /// at open (same filesystem: not unmounted) with its subdirectories; with
+    /// `probe`, a small file is also written, synced, read back and removed.
+    /// A full filesystem is not a failure (it only marks the directory full),
+    /// nor are this process's limits (descriptors, memory). `Err` says why
+    /// the directory should be taken out of service; the caller decides.
+    pub fn check_directory(&self, index: usize, probe: bool) -> Result<(), String> {
+        let Some(dir) = self.shared.dirs.get(index) else {
+            return Ok(());
+        };
+        let root = &dir.root;
+        let judge = |what: String, error: io::Error| {
+            if is_process_limit(&error) {
+                Ok(())
+            } else if is_out_of_space(&error) {
+                dir.full.store(true, Ordering::Relaxed);
+                Ok(())
+            } else {
+                Err(format!("{what}: {error}"))
+            }
+        };
+        for path in [
+            root.clone(),
+            root.join(BLOCKS_DIR),
+            root.join(TMP_DIR),
+            root.join(QUARANTINE_DIR),
+        ] {
+            match fs::metadata(&path) {
+                // The root's filesystem is the one its blocks were on.
+                Ok(metadata) if path == *root && metadata.dev() != dir.device => {
+                    return Err(format!(
+                        "{} is on another filesystem than when the minion started (unmounted?)",
+                        path.display()
+                    ))
+                }
+                Ok(metadata) if metadata.is_dir() => {}
+                Ok(_) => return Err(format!("{} is no longer a directory", path.display())),
+                Err(error) => judge(format!("stat {}", path.display()), error)?,
+            }
+        }
+        match filesystem_space(root) {
+            Ok(space) if space.is_roomy() => dir.full.store(false, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(Error::Io { context, cause }) => judge(context, cause)?,
+            Err(other) => return Err(other.to_string()),
+        }
+        if probe {
+            if let Err(error) = probe_directory(root) {
+                judge(format!("write a probe file in {}", root.display()), error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory for a new block: the roomy directories in service in
+    /// turn (spreading the writes over the disks); when none is roomy, the
+    /// one with the most room that has not run out of space. An error when
+    /// none can take a block (its `is_disk_full` is true when all are full).
+    pub fn choose_directory(&self) -> Result<(usize, &Path)> {
+        let mut roomy: Vec<usize> = Vec::with_capacity(self.shared.dirs.len());
+        let mut best: Option<(u64, usize)> = None;
+        let mut last_error = None;
+        let mut serving = 0;
+        for (index, dir) in self.shared.serving() {
+            serving += 1;
+            let space = match filesystem_space(&dir.root) {
+                Ok(space) => space,
+                Err(error) => {
+                    last_error = Some(error);
+                    continue;
+                }
+            };
+            let available_bytes = space.available_bytes;
+            if space.is_roomy() {
+                dir.full.store(false, Ordering::Relaxed);
+                roomy.push(index);
+            } else if !dir.full.load(Ordering::Relaxed)
+                && space.inodes_available
+                && available_bytes >= u64::from(CHUNK_BYTES)
+                && best.is_none_or(|(most, _)| available_bytes > most)
+            {
+                best = Some((available_bytes, index));
+            }
+        }
+        let chosen = if roomy.is_empty() {
+            best.map(|(_, index)| index)
+        } else {
+            let turn = self.shared.next_dir.fetch_add(1, Ordering::Relaxed);
+            roomy.get(turn % roomy.len()).copied()
+        };
+        if let Some((index, dir)) =
+            chosen.and_then(|index| Some((index, self.shared.dirs.get(index)?)))
+        {
+            return Ok((index, dir.root.as_path()));
+        }
+        let what = "choose a data directory for a new block";
+        match last_error {
+            _ if serving == 0 => Err(Error::io(
+                what,
+                io::Error::other("every data directory of this minion failed"),
+            )),
+            Some(error) => Err(error),
+            None => Err(Error::io(
+                format!("{what}: every data directory is full"),
+                io::Error::from_raw_os_error(libc::ENOSPC),
+            )),
+        }
+    }
+
+    /// Counts a block that another writer of these directories (the
+    /// minion's data path) sealed in directory `index`, and removes any
+    /// quarantined replica of it, which the good copy supersedes.
+    pub fn note_sealed(&self, index: usize, block: BlockId, file_bytes: u64) -> Result<()> {
+        self.shared.note_sealed(index, block, file_bytes)
+    }
+
+    /// Starts writing a new block in the directory `choose_directory`
+    /// picks. Refuses an id that is sealed or being written here.
     pub fn create(&self, block: BlockId) -> Result<BlockWriter> {
         let guard = WritingGuard::claim(&self.shared, block)?;
-        let dir = self.emptiest_dir()?;
+        let (dir_index, dir) = self.choose_directory()?;
         let suffix = crate::rpc::random_u64()?;
         let temporary_path = dir.join(TMP_DIR).join(format!("{block}.{suffix:016x}"));
         let file = File::options()
@@ -352,6 +722,7 @@ impl BlockStore {
             .with_context(|| format!("create {}", temporary_path.display()))?;
         Ok(BlockWriter {
             guard,
+            dir_index,
             root: dir.to_path_buf(),
             temporary_path,
             file,
@@ -363,36 +734,17 @@ impl BlockStore {
         })
     }
 
-    fn emptiest_dir(&self) -> Result<&Path> {
-        let mut best: Option<(u64, &Path)> = None;
-        let mut last_error = None;
-        for dir in &self.shared.dirs {
-            match filesystem_space(&dir.root) {
-                Ok(space) if best.is_none_or(|(most, _)| space.available_bytes > most) => {
-                    best = Some((space.available_bytes, &dir.root));
-                }
-                Ok(_) => {}
-                Err(error) => last_error = Some(error),
-            }
-        }
-        match (best, last_error) {
-            (Some((_, root)), _) => Ok(root),
-            (None, Some(error)) => Err(error),
-            (None, None) => Err(Error::Invalid("no data directory".into())),
-        }
-    }
-
     fn find(&self, block: BlockId) -> Option<PathBuf> {
         self.shared
-            .dirs
-            .iter()
-            .map(|dir| block_path(&dir.root, block))
+            .serving()
+            .map(|(_, dir)| block_path(&dir.root, block))
             .find(|path| path.symlink_metadata().is_ok())
     }
 
-    /// Opens a sealed block and checks its footer and checksum array.
+    /// Opens a sealed block and checks its footer and checksum array. A
+    /// quarantined replica is refused as corrupted (`is_quarantined`).
     pub fn open_block(&self, block: BlockId) -> Result<BlockReader> {
-        for dir in &self.shared.dirs {
+        for (_, dir) in self.shared.serving() {
             let path = block_path(&dir.root, block);
             match File::open(&path) {
                 Ok(file) => return BlockReader::open(file, block, path),
@@ -402,10 +754,34 @@ impl BlockStore {
                 }
             }
         }
+        if self.is_quarantined(block) {
+            return Err(Error::corrupted(block.to_string(), QUARANTINED_DETAIL));
+        }
         Err(Error::io(
             format!("open {block}: no such block"),
             io::ErrorKind::NotFound.into(),
         ))
+    }
+
+    /// The directory in service that holds `block` (or fails to say
+    /// whether it does: a stat that fails with other than "not found").
+    pub fn directory_holding(&self, block: BlockId) -> Option<usize> {
+        self.shared
+            .serving()
+            .find(
+                |(_, dir)| match block_path(&dir.root, block).symlink_metadata() {
+                    Ok(_) => true,
+                    Err(error) => error.kind() != io::ErrorKind::NotFound,
+                },
+            )
+            .map(|(index, _)| index)
+    }
+
+    /// True when a replica of `block` is in quarantine here.
+    pub fn is_quarantined(&self, block: BlockId) -> bool {
+        self.shared
+            .serving()
+            .any(|(_, dir)| quarantine_path(&dir.root, block).symlink_metadata().is_ok())
     }
 
     /// True when the block is sealed here (it may still be corrupt).
@@ -414,16 +790,27 @@ impl BlockStore {
     }
 
     /// Removes a sealed block (its file, in whichever data directory holds
-    /// it) and returns the bytes its file took, or None when it is not here.
-    /// A block being written is not sealed and is left alone. Readers that
-    /// opened the block before keep reading it until they close it.
-    ///
-    /// The store's counters are net: a block sealed by another writer of the
-    /// same directories (the minion's data path, which counts its own) makes
-    /// them go below what they counted, with wrapping arithmetic, and that
-    /// writer's counters added back (also wrapping) give the true totals.
+    /// it, and any quarantined replica of it) and returns the bytes its
+    /// file took (0 for a quarantined replica alone, which no longer
+    /// counted), or None when neither was here. A block being written is not
+    /// sealed and is left alone. Readers that opened the block before keep
+    /// reading it until they close it.
     pub fn remove(&self, block: BlockId) -> Result<Option<u64>> {
-        for dir in &self.shared.dirs {
+        let mut removed = None;
+        for (_, dir) in self.shared.serving() {
+            let quarantined = quarantine_path(&dir.root, block);
+            match fs::remove_file(&quarantined) {
+                Ok(()) => removed = removed.or(Some(0)),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(Error::io(
+                        format!("remove {}", quarantined.display()),
+                        error,
+                    ))
+                }
+            }
+        }
+        for (_, dir) in self.shared.serving() {
             let path = block_path(&dir.root, block);
             let file_bytes = match path.symlink_metadata() {
                 Ok(metadata) if metadata.is_file() => metadata.len(),
@@ -437,13 +824,51 @@ impl BlockStore {
                 Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
                 Err(error) => return Err(Error::io(format!("remove {}", path.display()), error)),
             }
-            self.shared
-                .used_bytes
-                .fetch_sub(file_bytes, Ordering::Relaxed);
-            self.shared.block_count.fetch_sub(1, Ordering::Relaxed);
+            dir.used_bytes.fetch_sub(file_bytes, Ordering::Relaxed);
+            dir.block_count.fetch_sub(1, Ordering::Relaxed);
             return Ok(Some(file_bytes));
         }
-        Ok(None)
+        Ok(removed)
+    }
+
+    /// Moves the sealed replica of `block` into `quarantine/` of its
+    /// directory, where it is never served and no longer listed. With
+    /// `inode`, only the file with that inode number moves (the one found
+    /// bad, not a good copy sealed since under the same name). True when a
+    /// file moved.
+    pub fn quarantine(&self, block: BlockId, inode: Option<u64>) -> Result<bool> {
+        for (_, dir) in self.shared.serving() {
+            let path = block_path(&dir.root, block);
+            let metadata = match path.symlink_metadata() {
+                Ok(metadata) if metadata.is_file() => metadata,
+                Ok(_) => continue,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(Error::io(format!("stat {}", path.display()), error)),
+            };
+            if inode.is_some_and(|inode| inode != metadata.ino()) {
+                continue;
+            }
+            let target = quarantine_path(&dir.root, block);
+            fs::rename(&path, &target)
+                .with_context(|| format!("move {} to {}", path.display(), target.display()))?;
+            dir.used_bytes.fetch_sub(metadata.len(), Ordering::Relaxed);
+            dir.block_count.fetch_sub(1, Ordering::Relaxed);
+            // Not durable is harmless: the replica is found bad again.
+            sync_directory(&dir.root.join(QUARANTINE_DIR))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The quarantined replicas in the directories in service, sorted.
+    pub fn quarantined(&self) -> Result<Vec<BlockId>> {
+        let mut blocks = Vec::new();
+        for (_, dir) in self.shared.serving() {
+            blocks.extend(list_quarantine(&dir.root)?);
+        }
+        blocks.sort_unstable();
+        blocks.dedup();
+        Ok(blocks)
     }
 
     /// The sealed blocks, sorted. Stray files are left out (see `scan`).
@@ -451,26 +876,66 @@ impl BlockStore {
         Ok(self.scan()?.blocks)
     }
 
-    /// Reads every `blocks/` directory.
+    /// Reads every `blocks/` directory in service.
     pub fn scan(&self) -> Result<Scan> {
+        let (scan, mut errors) = self.scan_directories();
+        match errors.pop() {
+            Some((_, error)) => Err(error),
+            None => Ok(scan),
+        }
+    }
+
+    /// `scan`, going on past a directory that can't be read: what the others
+    /// hold, and the directories (by index) that failed, with why.
+    pub fn scan_directories(&self) -> (Scan, Vec<(usize, Error)>) {
         let mut scan = Scan::default();
-        for dir in &self.shared.dirs {
-            scan_dir(&dir.root, &mut scan)?;
+        let mut errors = Vec::new();
+        for (index, dir) in self.shared.serving() {
+            let mut found = Scan::default();
+            match scan_dir(&dir.root, &mut found) {
+                Ok(()) => {
+                    scan.blocks.append(&mut found.blocks);
+                    scan.strays.append(&mut found.strays);
+                    scan.used_bytes += found.used_bytes;
+                }
+                Err(error) => errors.push((index, error)),
+            }
         }
         scan.blocks.sort_unstable();
         scan.blocks.dedup();
-        Ok(scan)
+        (scan, errors)
     }
 
-    /// Space of the filesystems (each counted once) and of our blocks.
+    /// The sealed blocks of directory `index` with the sizes of their files,
+    /// sorted by id (empty once the directory failed).
+    pub fn list_directory(&self, index: usize) -> Result<Vec<(BlockId, u64)>> {
+        let dir = self.shared.dir(index)?;
+        if !dir.in_service() {
+            return Ok(Vec::new());
+        }
+        let mut blocks = Vec::new();
+        let mut strays = Vec::new();
+        walk_blocks(
+            &dir.root,
+            &mut |block, file_bytes| blocks.push((block, file_bytes)),
+            &mut strays,
+        )?;
+        blocks.sort_unstable();
+        Ok(blocks)
+    }
+
+    /// Space of the filesystems (each counted once) and of our blocks, in
+    /// the directories in service.
     pub fn usage(&self) -> Result<Usage> {
         let mut seen_devices = Vec::with_capacity(self.shared.dirs.len());
-        let mut usage = Usage {
-            used_bytes: self.shared.used_bytes.load(Ordering::Relaxed),
-            block_count: self.shared.block_count.load(Ordering::Relaxed),
-            ..Usage::default()
-        };
-        for dir in &self.shared.dirs {
+        let mut usage = Usage::default();
+        for (_, dir) in self.shared.serving() {
+            usage.used_bytes = usage
+                .used_bytes
+                .wrapping_add(dir.used_bytes.load(Ordering::Relaxed));
+            usage.block_count = usage
+                .block_count
+                .wrapping_add(dir.block_count.load(Ordering::Relaxed));
             if seen_devices.contains(&dir.device) {
                 continue;
             }
@@ -495,11 +960,12 @@ impl WritingGuard {
             .writing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // A copy in a failed directory does not count: the block may be
+        // copied back here.
         let exists = || {
             shared
-                .dirs
-                .iter()
-                .any(|dir| block_path(&dir.root, block).symlink_metadata().is_ok())
+                .serving()
+                .any(|(_, dir)| block_path(&dir.root, block).symlink_metadata().is_ok())
         };
         if writing.contains(&block) || exists() {
             return Err(Error::io(
@@ -529,6 +995,8 @@ impl Drop for WritingGuard {
 /// file: nothing of an unsealed block is ever served.
 pub struct BlockWriter {
     guard: WritingGuard,
+    /// Index of the data directory the block goes to.
+    dir_index: usize,
     root: PathBuf,
     temporary_path: PathBuf,
     file: File,
@@ -585,6 +1053,9 @@ impl BlockWriter {
         }
         if let Err(error) = self.file.write_all_at(chunk, self.length_bytes) {
             self.failed = true;
+            if is_out_of_space(&error) {
+                self.guard.shared.note_full(self.dir_index);
+            }
             return Err(Error::io(
                 format!(
                     "write {block} chunk {index} to {}",
@@ -624,9 +1095,19 @@ impl BlockWriter {
         let mut tail = std::mem::take(&mut self.crc_array);
         tail.extend_from_slice(footer.as_bytes());
         let context = |what: &str| format!("{what} {block} in {}", self.temporary_path.display());
-        self.file
-            .write_all_at(&tail, self.length_bytes)
-            .with_context(|| context("write checksums of"))?;
+        if let Err(error) = self.file.write_all_at(&tail, self.length_bytes) {
+            if is_out_of_space(&error) {
+                self.guard.shared.note_full(self.dir_index);
+            }
+            return Err(Error::io(context("write checksums of"), error));
+        }
+        let shared = Arc::clone(&self.guard.shared);
+        if let Some(failure) = shared.dir(self.dir_index)?.failure.get() {
+            return Err(Error::io(
+                context("seal"),
+                io::Error::other(format!("its data directory failed: {failure}")),
+            ));
+        }
         if sync {
             self.file.sync_data().with_context(|| context("sync"))?;
         }
@@ -653,9 +1134,7 @@ impl BlockWriter {
         }
         self.sealed = true;
         let file_bytes = self.length_bytes + tail.len() as u64;
-        let shared = &self.guard.shared;
-        shared.used_bytes.fetch_add(file_bytes, Ordering::Relaxed);
-        shared.block_count.fetch_add(1, Ordering::Relaxed);
+        shared.note_sealed(self.dir_index, block, file_bytes)?;
         Ok(self.length_bytes)
     }
 
@@ -770,6 +1249,12 @@ impl BlockReader {
 
     pub fn block(&self) -> BlockId {
         self.block
+    }
+
+    /// Where the block file is (`BlockStore::directory_of` tells its data
+    /// directory).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn length_bytes(&self) -> u64 {
@@ -1353,5 +1838,170 @@ mod tests {
         ] {
             assert_eq!(parse_block_name(name), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn quarantined_replicas_are_refused_unlisted_and_removed() {
+        let (dir, store) = one_dir_store();
+        let block = BlockId(0x105);
+        let data = pattern(2 * CHUNK + 1, 4);
+        write_block(&store, block, &data, false);
+        let inode = fs::metadata(block_path(dir.path(), block))
+            .expect("stat")
+            .ino();
+        assert!(!store
+            .quarantine(block, Some(inode + 1))
+            .expect("other inode"));
+        assert!(store.contains(block), "a file with another inode stays");
+        assert!(store.quarantine(block, Some(inode)).expect("quarantine"));
+        assert!(quarantine_path(dir.path(), block).is_file());
+        assert!(!store.contains(block));
+        assert_eq!(store.list().expect("list"), vec![]);
+        assert_eq!(store.usage().expect("usage").block_count, 0);
+        assert_eq!(store.quarantined().expect("quarantined"), vec![block]);
+        let error = store.open_block(block).err().expect("refused");
+        assert!(matches!(error, Error::Corrupted { .. }), "{error}");
+        assert!(is_quarantined(&error), "{error}");
+        assert!(
+            !store.quarantine(block, None).expect("again"),
+            "already moved"
+        );
+
+        // Kept across a restart, still refused.
+        drop(store);
+        let store = BlockStore::open(&[dir.path().to_path_buf()]).expect("reopen");
+        assert_eq!(store.open_report().quarantined, vec![block]);
+        assert!(store.open_report().strays.is_empty());
+        assert!(is_quarantined(
+            &store.open_block(block).err().expect("refused")
+        ));
+
+        // A good copy sealed here supersedes it.
+        write_block(&store, block, &data, true);
+        assert_eq!(read_block(&store, block), data);
+        assert_eq!(store.quarantined().expect("quarantined"), vec![]);
+
+        // The master's Delete removes a quarantined replica too.
+        assert!(store.quarantine(block, None).expect("quarantine"));
+        assert_eq!(store.remove(block).expect("remove"), Some(0));
+        assert_eq!(store.quarantined().expect("quarantined"), vec![]);
+        assert!(is_not_found(&store.open_block(block).err().expect("gone")));
+        assert_eq!(store.remove(block).expect("remove again"), None);
+    }
+
+    #[test]
+    fn a_failed_directory_is_out_of_service() {
+        let dirs: Vec<tempfile::TempDir> = (0..2)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+        // One block in each directory: each written by a store of that
+        // directory alone.
+        let blocks = [BlockId(0x10), BlockId(0x11)];
+        for (path, block) in paths.iter().zip(blocks) {
+            let alone = BlockStore::open(std::slice::from_ref(path)).expect("open one");
+            write_block(&alone, block, b"x", false);
+        }
+        let store = BlockStore::open(&paths).expect("open");
+        for (index, block) in blocks.iter().enumerate() {
+            assert!(block_path(&paths[index], *block).is_file(), "{block}");
+        }
+        assert_eq!(store.usage().expect("usage").block_count, 2);
+        assert_eq!(
+            store.directory_of(&block_path(&paths[1], blocks[1])),
+            Some(1)
+        );
+        assert_eq!(store.directory_of(Path::new("/elsewhere")), None);
+
+        assert!(store.fail_directory(0, "disk on fire"));
+        assert!(!store.fail_directory(0, "again"), "fails once");
+        assert!(!store.is_in_service(0) && store.is_in_service(1));
+        assert_eq!(store.directories_in_service(), 1);
+        let states = store.directory_states();
+        assert_eq!(states[0].failure.as_deref(), Some("disk on fire"));
+        assert_eq!((states[0].block_count, states[1].block_count), (0, 1));
+        assert_eq!(store.list().expect("list"), vec![blocks[1]]);
+        assert_eq!(store.usage().expect("usage").block_count, 1);
+        assert!(is_not_found(
+            &store.open_block(blocks[0]).err().expect("gone")
+        ));
+        assert!(!store.contains(blocks[0]));
+        assert_eq!(store.remove(blocks[0]).expect("remove"), None);
+        assert_eq!(store.list_directory(0).expect("list 0"), vec![]);
+        assert_eq!(
+            store.list_directory(1).expect("list 1"),
+            vec![(blocks[1], 1 + 4 + 32)]
+        );
+        // The lost block may be copied back: it goes to the other directory.
+        write_block(&store, blocks[0], b"y", false);
+        assert!(block_path(&paths[1], blocks[0]).is_file());
+        assert_eq!(
+            store.list().expect("list"),
+            vec![blocks[0], blocks[1]],
+            "the failed directory's copy is not listed"
+        );
+
+        assert!(store.fail_directory(1, "this one too"));
+        let error = store.create(BlockId(0x12)).err().expect("nowhere to write");
+        assert!(
+            error
+                .to_string()
+                .contains("every data directory of this minion failed"),
+            "{error}"
+        );
+        assert_eq!(store.list().expect("list"), vec![]);
+        assert_eq!(store.usage().expect("usage"), Usage::default());
+    }
+
+    #[test]
+    fn directory_checks_find_what_went_away() {
+        let (dir, store) = one_dir_store();
+        write_block(&store, BlockId(1), b"kept", false);
+        assert_eq!(store.check_directory(0, true), Ok(()));
+        assert!(
+            files_under(&dir.path().join(TMP_DIR)).is_empty(),
+            "no probe left"
+        );
+        assert_eq!(store.check_directory(7, true), Ok(()), "no such directory");
+
+        fs::remove_dir(dir.path().join(QUARANTINE_DIR)).expect("rmdir");
+        let reason = store
+            .check_directory(0, false)
+            .expect_err("quarantine/ gone");
+        assert!(reason.contains("quarantine"), "{reason}");
+        fs::create_dir(dir.path().join(QUARANTINE_DIR)).expect("mkdir");
+        assert_eq!(store.check_directory(0, false), Ok(()));
+
+        // The directory replaced by an empty one (as an unmount leaves it).
+        let moved = tempfile::tempdir().expect("tempdir");
+        let aside = moved.path().join("aside");
+        fs::rename(dir.path(), &aside).expect("move the directory away");
+        fs::create_dir(dir.path()).expect("an empty directory in its place");
+        let reason = store.check_directory(0, true).expect_err("blocks/ gone");
+        assert!(reason.contains("blocks"), "{reason}");
+        fs::remove_dir(dir.path()).expect("rmdir");
+        fs::rename(&aside, dir.path()).expect("move it back");
+        assert_eq!(store.check_directory(0, true), Ok(()));
+    }
+
+    #[test]
+    fn roomy_directories_take_new_blocks_in_turn() {
+        let dirs: Vec<tempfile::TempDir> = (0..3)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+        let store = BlockStore::open(&paths).expect("open");
+        let roomy = filesystem_space(&paths[0]).expect("statvfs").is_roomy();
+        let chosen: Vec<usize> = (0..6)
+            .map(|_| store.choose_directory().expect("choose").0)
+            .collect();
+        if roomy {
+            assert_eq!(chosen, vec![0, 1, 2, 0, 1, 2]);
+        }
+        store.fail_directory(1, "gone");
+        let chosen: Vec<usize> = (0..4)
+            .map(|_| store.choose_directory().expect("choose").0)
+            .collect();
+        assert!(!chosen.contains(&1), "{chosen:?}");
     }
 }

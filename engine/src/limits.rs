@@ -109,6 +109,26 @@ pub const ORPHAN_GRACE_MS_DEFAULT: u64 = 3_600_000;
 /// Most blocks the master keeps watching as possible orphans.
 pub const ORPHAN_CANDIDATES_MAX: usize = 1_000_000;
 
+/// Most replicas one `ReportBadReplicas` names.
+pub const BAD_REPLICAS_PER_REPORT_MAX: usize = 1024;
+/// Replicas the master keeps marked corrupt at once; reports past it are
+/// dropped with a log line (a scrubber or reader reports them again).
+pub const CORRUPT_REPLICAS_MAX: usize = 100_000;
+/// Failed data directories the master keeps noted per minion (for `dfs
+/// admin report`); further ones are logged only.
+pub const FAILED_DIRECTORIES_PER_MINION_MAX: usize = 4;
+/// Longest note of one failed data directory ("directory: reason"), in bytes;
+/// longer ones are cut.
+pub const FAILED_DIRECTORY_TEXT_BYTES_MAX: usize = 160;
+/// Most files one `Fsck` page looks at.
+pub const FSCK_FILES_PER_PAGE_MAX: u32 = 500;
+/// Most unhealthy blocks one `Fsck` page lists; a file's further unhealthy
+/// blocks are only counted.
+pub const FSCK_BLOCKS_PER_PAGE_MAX: usize = 20_000;
+/// Blocks after which an `Fsck` page ends (at the end of the file being
+/// looked at), so the master's locks are held briefly.
+pub const FSCK_SCANNED_BLOCKS_PER_PAGE_MAX: u64 = 100_000;
+
 const _: () = assert!(CHUNK_BYTES <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CONTROL_FRAME_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(BLOCK_BYTES_DEFAULT <= BLOCK_BYTES_MAX);
@@ -137,3 +157,24 @@ const _: () = assert!(
 );
 const _: () = assert!(STORED_BLOCKS_PER_REPORT_MAX * 20 < CONTROL_FRAME_BYTES_MAX as usize);
 const _: () = assert!(REPLICATIONS_PER_SOURCE_MAX >= 1 && REPLICATIONS_PER_TARGET_MAX >= 1);
+// A cluster report of the most minions, each with the longest address and
+// every failed-directory note, fits one control frame.
+const _: () = assert!(
+    MINIONS_MAX
+        * (ADDRESS_BYTES_MAX
+            + 64
+            + FAILED_DIRECTORIES_PER_MINION_MAX * (FAILED_DIRECTORY_TEXT_BYTES_MAX + 2))
+        < CONTROL_FRAME_BYTES_MAX as usize
+);
+// A full fsck page fits one control frame: files with the longest paths and
+// their counts, listed blocks of at most 32 bytes each, the resume path.
+const _: () = assert!(
+    (FSCK_FILES_PER_PAGE_MAX as usize) * (PATH_BYTES_MAX + 64)
+        + FSCK_BLOCKS_PER_PAGE_MAX * 32
+        + PATH_BYTES_MAX
+        + 64
+        < CONTROL_FRAME_BYTES_MAX as usize
+);
+const _: () = assert!(
+    BAD_REPLICAS_PER_REPORT_MAX * (ERROR_MESSAGE_BYTES_MAX + 32) < CONTROL_FRAME_BYTES_MAX as usize
+);

@@ -374,7 +374,8 @@ pub struct BadReplica {
     pub reason: String,
 }
 
-/// One block of a file that `Fsck` found unhealthy.
+/// One block of a file that `Fsck` found unhealthy. The replica counts
+/// are disjoint; replicas on dead minions are in none of them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsckBlock {
     pub id: BlockId,
@@ -383,22 +384,76 @@ pub struct FsckBlock {
     pub length_bytes: u64,
     /// Replicas on live minions that are not known to be corrupt.
     pub live_replicas: u8,
-    /// Replicas on stale minions.
+    /// Replicas on stale minions, not known to be corrupt.
     pub stale_replicas: u8,
-    /// Replicas on decommissioning minions.
+    /// Replicas on decommissioning (or decommissioned) minions that are not
+    /// dead, not known to be corrupt.
     pub decommissioning_replicas: u8,
-    /// Replicas reported corrupt.
+    /// Replicas reported corrupt (on minions that are not dead).
     pub corrupt_replicas: u8,
 }
 
-/// A file with at least one unhealthy block.
+/// What is wrong with a block, as `Fsck` judges it; a block may be corrupt
+/// and under-replicated at once. Only over-replication is healthy (the
+/// master trims it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockHealth {
+    /// No good replica on a live, stale or decommissioning minion.
+    pub missing: bool,
+    /// At least one replica was reported corrupt.
+    pub corrupt: bool,
+    /// Not missing, but fewer good live replicas than the target
+    /// (replicas on decommissioning minions do not count).
+    pub under_replicated: bool,
+    /// More good live replicas than the target.
+    pub over_replicated: bool,
+}
+
+impl BlockHealth {
+    /// True when nothing is wrong but perhaps a surplus.
+    pub fn is_healthy(&self) -> bool {
+        !(self.missing || self.corrupt || self.under_replicated)
+    }
+
+    /// True when there is anything to list, a surplus included.
+    pub fn is_listed(&self) -> bool {
+        !self.is_healthy() || self.over_replicated
+    }
+}
+
+impl FsckBlock {
+    /// The block's health for a file of target `replication`.
+    pub fn health(&self, replication: u8) -> BlockHealth {
+        let good = u32::from(self.live_replicas)
+            + u32::from(self.stale_replicas)
+            + u32::from(self.decommissioning_replicas);
+        let missing = good == 0;
+        BlockHealth {
+            missing,
+            corrupt: self.corrupt_replicas > 0,
+            under_replicated: !missing && self.live_replicas < replication,
+            over_replicated: self.live_replicas > replication,
+        }
+    }
+}
+
+/// A file with at least one block to list (unhealthy or over-replicated).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsckFile {
     pub path: String,
     pub size_bytes: u64,
     /// Target replication.
     pub replication: u8,
+    /// Counts over all the file's blocks (as `BlockHealth` judges them).
+    pub missing_blocks: u64,
+    pub corrupt_blocks: u64,
+    pub under_replicated_blocks: u64,
+    pub over_replicated_blocks: u64,
+    /// The blocks to list, in file order: the first ones only when the
+    /// page's limit (`FSCK_BLOCKS_PER_PAGE_MAX`) was reached.
     pub blocks: Vec<FsckBlock>,
+    /// Blocks to list that were left out of `blocks`.
+    pub unlisted_blocks: u64,
 }
 
 /// One block a minion sealed, as `BlockStored` reports it.
@@ -602,6 +657,44 @@ mod tests {
         let bytes = postcard::to_stdvec(&ack).expect("encode");
         let decoded: MasterResponse = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(decoded, ack);
+    }
+
+    #[test]
+    fn fsck_block_health() {
+        let block = |live, stale, decommissioning, corrupt| FsckBlock {
+            id: BlockId(1),
+            index: 0,
+            length_bytes: 1,
+            live_replicas: live,
+            stale_replicas: stale,
+            decommissioning_replicas: decommissioning,
+            corrupt_replicas: corrupt,
+        };
+        let health = |missing, corrupt, under_replicated, over_replicated| BlockHealth {
+            missing,
+            corrupt,
+            under_replicated,
+            over_replicated,
+        };
+        // (live, stale, decommissioning, corrupt), target 3 -> health, healthy.
+        for (counts, want, healthy) in [
+            ((3, 0, 0, 0), health(false, false, false, false), true),
+            ((4, 0, 0, 0), health(false, false, false, true), true),
+            ((2, 1, 0, 0), health(false, false, true, false), false),
+            ((0, 0, 3, 0), health(false, false, true, false), false),
+            ((0, 1, 0, 0), health(false, false, true, false), false),
+            ((0, 0, 0, 0), health(true, false, false, false), false),
+            ((0, 0, 0, 3), health(true, true, false, false), false),
+            ((3, 0, 0, 1), health(false, true, false, false), false),
+            ((2, 0, 1, 1), health(false, true, true, false), false),
+        ] {
+            let (live, stale, decommissioning, corrupt) = counts;
+            let got = block(live, stale, decommissioning, corrupt).health(3);
+            assert_eq!(got, want, "{counts:?}");
+            assert_eq!(got.is_healthy(), healthy, "{counts:?}");
+        }
+        assert!(!health(false, false, false, false).is_listed());
+        assert!(health(false, false, false, true).is_listed());
     }
 
     #[test]

@@ -85,6 +85,16 @@ impl Connection {
         &self.address
     }
 
+    /// Changes how long a send or a receive may block.
+    pub fn set_io_timeout(&mut self, io_timeout: Duration) -> Result<()> {
+        // The reader and the writer share one socket: one setting covers both.
+        let stream = self.reader.get_ref();
+        stream
+            .set_read_timeout(Some(io_timeout))
+            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
+            .with_context(|| format!("set the timeouts of the connection to {}", self.address))
+    }
+
     /// True when nothing is waiting to be read and the peer has not closed
     /// the connection, as far as the socket knows without blocking: a
     /// connection kept idle may be used for the next request.

@@ -1,4 +1,4 @@
-//! Sizes ("64M", "1G", "4096") and durations ("10m", "5s", "250ms", "30").
+//! Sizes ("64M", "1G", "4096") and durations ("14d", "10m", "5s", "250ms", "30").
 
 use crate::error::{Error, Result};
 
@@ -30,11 +30,12 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
     number.checked_mul(1u64 << shift).ok_or_else(invalid)
 }
 
-/// Parses a duration: "10m", "5s", "250ms", "1h", or a bare number of seconds.
+/// Parses a duration: "14d", "1h", "10m", "5s", "250ms", or a bare number of
+/// seconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
     let invalid = || {
         Error::Invalid(format!(
-            "{text:?}: invalid duration (use 250ms, 5s, 10m, 1h)"
+            "{text:?}: invalid duration (use 250ms, 5s, 10m, 1h, 14d)"
         ))
     };
     let trimmed = text.trim();
@@ -48,6 +49,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
         "" | "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(invalid()),
     };
     let millis = number.checked_mul(millis_per_unit).ok_or_else(invalid)?;
@@ -105,8 +107,14 @@ mod tests {
             parse_duration("250ms").expect("ms"),
             Duration::from_millis(250)
         );
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("").is_err());
+        assert_eq!(
+            parse_duration("14d").expect("14d"),
+            Duration::from_secs(14 * 86_400)
+        );
+        assert_eq!(parse_duration("1h").expect("1h"), Duration::from_secs(3600));
+        for text in ["5x", "", "d", "1.5d", "99999999999999999d"] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -16,13 +16,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::failpoint;
 use crate::journal::{self, sync_directory};
-use crate::namespace::Namespace;
+use crate::namespace::{Namespace, NamespaceV3};
 
 const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const TEMP_SUFFIX: &str = ".tmp";
 /// "DFSC" read as a little-endian u32.
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DFSC");
-const CHECKPOINT_VERSION: u16 = 3;
+/// Version 4 added the set of decommissioning minions to the namespace.
+const CHECKPOINT_VERSION: u16 = 4;
+/// The previous version, still read (its namespace has no such set).
+const CHECKPOINT_VERSION_PREVIOUS: u16 = 3;
 const HEADER_BYTES: usize = 24;
 
 /// The file that marks a directory as a master's, with its format version.
@@ -36,6 +39,14 @@ pub struct Checkpoint {
     /// The last journal record whose op is in `namespace` (0: none).
     pub last_sequence: u64,
     pub namespace: Namespace,
+}
+
+/// A checkpoint of version 3.
+#[derive(Deserialize)]
+struct CheckpointV3 {
+    cluster: ClusterId,
+    last_sequence: u64,
+    namespace: NamespaceV3,
 }
 
 /// The same fields, borrowed, so a live namespace is written without a copy.
@@ -114,7 +125,7 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
         return Err(corrupted("header checksum mismatch".into()));
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
-    if version != CHECKPOINT_VERSION {
+    if version != CHECKPOINT_VERSION && version != CHECKPOINT_VERSION_PREVIOUS {
         return Err(corrupted(format!("unsupported version {version}")));
     }
     let mut length = [0u8; 8];
@@ -130,8 +141,19 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
     if crc32c::crc32c(payload) != le_u32(&header[16..20]) {
         return Err(corrupted("payload checksum mismatch".into()));
     }
-    let checkpoint: Checkpoint = postcard::from_bytes(payload)
-        .map_err(|e| corrupted(format!("undecodable payload: {e}")))?;
+    let undecodable = |e: postcard::Error| corrupted(format!("undecodable payload: {e}"));
+    let checkpoint: Checkpoint = if version == CHECKPOINT_VERSION_PREVIOUS {
+        let old: CheckpointV3 = postcard::from_bytes(payload).map_err(undecodable)?;
+        Checkpoint {
+            cluster: old.cluster,
+            last_sequence: old.last_sequence,
+            namespace: old.namespace.into(),
+        }
+    } else {
+        let mut checkpoint: Checkpoint = postcard::from_bytes(payload).map_err(undecodable)?;
+        checkpoint.namespace.rebuild_block_index();
+        checkpoint
+    };
     checkpoint
         .namespace
         .check_invariants()
@@ -379,6 +401,8 @@ impl DataDir {
 mod tests {
     use super::*;
     use crate::namespace::Op;
+    use dfs_engine::msg::{EntryKind, MinionId};
+    use dfs_engine::path::DfsPath;
 
     fn sample() -> Namespace {
         let mut namespace = Namespace::new(5);
@@ -419,6 +443,49 @@ mod tests {
         fs::rename(&path, &renamed).expect("rename");
         let error = load(&renamed).expect_err("name mismatch");
         assert!(error.to_string().contains("name says otherwise"), "{error}");
+    }
+
+    #[test]
+    fn a_version_3_checkpoint_still_loads() {
+        // Written by the master before version 4: /dir/sub and a 14-byte
+        // /dir/file of one block, last sequence 5.
+        let bytes = include_bytes!("../tests/fixtures/checkpoint-v3-0000000000000005");
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 3);
+        let loaded = decode(bytes, "fixture").expect("version 3 decodes");
+        assert_eq!(loaded.last_sequence, 5);
+        let namespace = &loaded.namespace;
+        assert!(namespace.draining().is_empty());
+        let file = DfsPath::parse("/dir/file").expect("path");
+        let (status, blocks) = namespace.file_blocks(&file).expect("the file is there");
+        assert_eq!((status.size_bytes, blocks.len()), (14, 1));
+        assert_eq!(
+            blocks[0].crc32c,
+            crc32c::crc32c(b"hello fixture\n"),
+            "the block CRC of version 3 is kept"
+        );
+        let sub = DfsPath::parse("/dir/sub").expect("path");
+        assert_eq!(
+            namespace.status(&sub).expect("directory").kind,
+            EntryKind::Directory
+        );
+        // Written again, it is version 4 and reads back the same.
+        let again = encode(loaded.cluster, 5, namespace).expect("encode");
+        assert_eq!(u16::from_le_bytes([again[4], again[5]]), CHECKPOINT_VERSION);
+        assert_eq!(decode(&again, "again").expect("decodes"), loaded);
+    }
+
+    #[test]
+    fn decommissioning_minions_are_checkpointed() {
+        let mut namespace = sample();
+        namespace
+            .apply(&Op::Decommission {
+                minion: MinionId(0xabc),
+            })
+            .expect("decommission");
+        let bytes = encode(ClusterId(1), 9, &namespace).expect("encode");
+        let loaded = decode(&bytes, "x").expect("decode");
+        assert!(loaded.namespace.is_draining(MinionId(0xabc)));
+        assert_eq!(loaded.namespace, namespace);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The master: the namespace (a state machine of logged ops), its journal
 //! and checkpoints, the minion registry and block map (soft state),
-//! placement, re-replication and garbage collection (`replication`), and
-//! the TCP service.
+//! placement, re-replication and garbage collection (`replication`),
+//! `fsck`, and the TCP service.
 
 pub mod checkpoint;
 pub mod failpoint;
+pub mod fsck;
 pub mod journal;
 pub mod namespace;
 pub mod recovery;

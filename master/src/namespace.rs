@@ -4,12 +4,12 @@
 //! the same sequence of ops rebuilds the same state: a journal or a consensus
 //! log can carry them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use dfs_engine::limits::{
-    BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, NAME_BYTES_MAX, OPEN_WRITES_MAX, REPLICATION_MAX,
+    BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, MINIONS_MAX, NAME_BYTES_MAX, OPEN_WRITES_MAX, REPLICATION_MAX,
 };
-use dfs_engine::msg::{BlockId, EntryKind, EntryStatus, ErrorKind, RemoteError};
+use dfs_engine::msg::{BlockId, EntryKind, EntryStatus, ErrorKind, MinionId, RemoteError};
 use dfs_engine::path::DfsPath;
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +133,15 @@ pub enum Op {
         accessed_ms: Option<u64>,
         time_ms: u64,
     },
+    /// Starts draining a minion: it gets no new blocks and its replicas stop
+    /// counting towards their targets. Already draining: no change.
+    Decommission {
+        minion: MinionId,
+    },
+    /// Puts a minion back in service. Not draining: no change.
+    Recommission {
+        minion: MinionId,
+    },
 }
 
 /// A sealed block and the replication its file asks for.
@@ -158,6 +167,52 @@ pub struct Namespace {
     next_inode: InodeId,
     next_block: u64,
     next_write: WriteId,
+    /// Minions being decommissioned: an administrator's intent, so it is
+    /// logged and survives restarts (appended in checkpoint version 4).
+    draining: BTreeSet<MinionId>,
+    /// Where every block a file or an open write refers to is: derived from
+    /// the inodes and writes, kept by `apply`, never written (rebuilt after
+    /// a checkpoint is read), so that block lookups are not scans.
+    #[serde(skip)]
+    block_index: HashMap<BlockId, BlockPlace>,
+}
+
+/// Where a referenced block is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlockPlace {
+    /// Block `index` of the file `inode`.
+    File { inode: InodeId, index: usize },
+    /// Committed block `index` of the open write `write`.
+    Written { write: WriteId, index: usize },
+    /// Allocated to the open write `write`, not committed yet.
+    Pending { write: WriteId },
+}
+
+/// The namespace as checkpoint version 3 stored it: without `draining`.
+/// Postcard is not self-describing, so the old layout needs its own type.
+#[derive(Deserialize)]
+pub struct NamespaceV3 {
+    inodes: BTreeMap<InodeId, Inode>,
+    writes: BTreeMap<WriteId, OpenWrite>,
+    next_inode: InodeId,
+    next_block: u64,
+    next_write: WriteId,
+}
+
+impl From<NamespaceV3> for Namespace {
+    fn from(old: NamespaceV3) -> Namespace {
+        let mut namespace = Namespace {
+            inodes: old.inodes,
+            writes: old.writes,
+            next_inode: old.next_inode,
+            next_block: old.next_block,
+            next_write: old.next_write,
+            draining: BTreeSet::new(),
+            block_index: HashMap::new(),
+        };
+        namespace.rebuild_block_index();
+        namespace
+    }
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> RemoteError {
@@ -238,7 +293,60 @@ impl Namespace {
             next_inode: ROOT_INODE + 1,
             next_block: 1,
             next_write: 1,
+            draining: BTreeSet::new(),
+            block_index: HashMap::new(),
         }
+    }
+
+    /// Rebuilds the block index from the inodes and writes (after a load).
+    pub fn rebuild_block_index(&mut self) {
+        self.block_index = self.built_block_index();
+    }
+
+    fn built_block_index(&self) -> HashMap<BlockId, BlockPlace> {
+        let mut index = HashMap::new();
+        for (&inode, entry) in &self.inodes {
+            if let Node::File { blocks, .. } = &entry.node {
+                for (position, block) in blocks.iter().enumerate() {
+                    index.insert(
+                        block.id,
+                        BlockPlace::File {
+                            inode,
+                            index: position,
+                        },
+                    );
+                }
+            }
+        }
+        for (&write, open) in &self.writes {
+            for (position, block) in open.blocks.iter().enumerate() {
+                index.insert(
+                    block.id,
+                    BlockPlace::Written {
+                        write,
+                        index: position,
+                    },
+                );
+            }
+            for &block in &open.pending {
+                index.insert(block, BlockPlace::Pending { write });
+            }
+        }
+        index
+    }
+
+    /// Minions being decommissioned.
+    pub fn draining(&self) -> &BTreeSet<MinionId> {
+        &self.draining
+    }
+
+    pub fn is_draining(&self, minion: MinionId) -> bool {
+        self.draining.contains(&minion)
+    }
+
+    /// The inode `id`, if there is one (for walks such as fsck's).
+    pub fn inode_at(&self, id: InodeId) -> Option<&Inode> {
+        self.inodes.get(&id)
     }
 
     /// The id the next `AllocateBlock` op should carry.
@@ -276,68 +384,43 @@ impl Namespace {
         (files, directories, blocks)
     }
 
-    /// Every block a file or an open write refers to.
+    /// True when a file or an open write refers to `block`.
     pub fn is_block_referenced(&self, block: BlockId) -> bool {
-        // Linear; used only for block reports, which are rare. An index comes
-        // with the block manager of the availability work.
-        self.inodes.values().any(|inode| match &inode.node {
-            Node::File { blocks, .. } => blocks.iter().any(|b| b.id == block),
-            Node::Directory { .. } => false,
-        }) || self
-            .writes
-            .values()
-            .any(|w| w.pending.contains(&block) || w.blocks.iter().any(|b| b.id == block))
+        self.block_index.contains_key(&block)
     }
 
-    /// True when an open write holds `block` (allocated or committed): a
-    /// cheap check, open writes being bounded.
+    /// True when an open write holds `block` (allocated or committed).
     pub fn is_block_in_open_write(&self, block: BlockId) -> bool {
-        self.writes
-            .values()
-            .any(|w| w.pending.contains(&block) || w.blocks.iter().any(|b| b.id == block))
+        matches!(
+            self.block_index.get(&block),
+            Some(BlockPlace::Written { .. } | BlockPlace::Pending { .. })
+        )
     }
 
-    /// Every sealed block of a file or an open write with the replication it
-    /// should have and its length, for the replication monitor.
-    pub fn block_targets(&self) -> Vec<BlockTarget> {
-        let mut targets = Vec::new();
-        for inode in self.inodes.values() {
-            if let Node::File {
-                blocks,
-                replication,
-                ..
-            } = &inode.node
-            {
-                targets.extend(blocks.iter().map(|b| BlockTarget {
-                    block: b.id,
-                    replication: *replication,
-                    length_bytes: b.length_bytes,
-                }));
+    /// A sealed block of a file or an open write with the replication it
+    /// should have and its length, for the replication monitor; None for a
+    /// block nothing refers to or that is not committed yet.
+    pub fn block_target(&self, block: BlockId) -> Option<BlockTarget> {
+        let (replication, meta) = match *self.block_index.get(&block)? {
+            BlockPlace::File { inode, index } => match &self.inodes.get(&inode)?.node {
+                Node::File {
+                    blocks,
+                    replication,
+                    ..
+                } => (*replication, blocks.get(index)?),
+                Node::Directory { .. } => return None,
+            },
+            BlockPlace::Written { write, index } => {
+                let open = self.writes.get(&write)?;
+                (open.replication, open.blocks.get(index)?)
             }
-        }
-        for write in self.writes.values() {
-            targets.extend(write.blocks.iter().map(|b| BlockTarget {
-                block: b.id,
-                replication: write.replication,
-                length_bytes: b.length_bytes,
-            }));
-        }
-        targets
-    }
-
-    /// All blocks referenced by files and open writes.
-    pub fn referenced_blocks(&self) -> BTreeSet<BlockId> {
-        let mut set = BTreeSet::new();
-        for inode in self.inodes.values() {
-            if let Node::File { blocks, .. } = &inode.node {
-                set.extend(blocks.iter().map(|b| b.id));
-            }
-        }
-        for write in self.writes.values() {
-            set.extend(write.pending.iter().copied());
-            set.extend(write.blocks.iter().map(|b| b.id));
-        }
-        set
+            BlockPlace::Pending { .. } => return None,
+        };
+        Some(BlockTarget {
+            block,
+            replication,
+            length_bytes: meta.length_bytes,
+        })
     }
 
     fn inode(&self, id: InodeId) -> &Inode {
@@ -467,6 +550,16 @@ impl Namespace {
 
     /// Applies one op; on error nothing changed.
     pub fn apply(&mut self, op: &Op) -> Result<Applied, RemoteError> {
+        let applied = self.apply_op(op)?;
+        // A freed block is referenced by nothing (a block belongs to one
+        // file or write only).
+        for block in &applied.freed_blocks {
+            self.block_index.remove(block);
+        }
+        Ok(applied)
+    }
+
+    fn apply_op(&mut self, op: &Op) -> Result<Applied, RemoteError> {
         match op {
             Op::Mkdir {
                 path,
@@ -544,6 +637,8 @@ impl Namespace {
                 }
                 open.pending.insert(*block);
                 self.next_block += 1;
+                self.block_index
+                    .insert(*block, BlockPlace::Pending { write: *write });
                 Ok(Applied::default())
             }
             Op::CommitBlock {
@@ -583,6 +678,14 @@ impl Namespace {
                     length_bytes: *length_bytes,
                     crc32c: *crc32c,
                 });
+                let index = open.blocks.len() - 1;
+                self.block_index.insert(
+                    *block,
+                    BlockPlace::Written {
+                        write: *write,
+                        index,
+                    },
+                );
                 Ok(Applied::default())
             }
             Op::AbandonBlock { write, block } => {
@@ -650,6 +753,20 @@ impl Namespace {
                     inode.accessed_ms = *accessed_ms;
                 }
                 inode.changed_ms = *time_ms;
+                Ok(Applied::default())
+            }
+            Op::Decommission { minion } => {
+                if !self.draining.contains(minion) && self.draining.len() >= MINIONS_MAX {
+                    return Err(error(
+                        ErrorKind::Busy,
+                        format!("{MINIONS_MAX} minions are being decommissioned already"),
+                    ));
+                }
+                self.draining.insert(*minion);
+                Ok(Applied::default())
+            }
+            Op::Recommission { minion } => {
+                self.draining.remove(minion);
                 Ok(Applied::default())
             }
         }
@@ -927,6 +1044,10 @@ impl Namespace {
         let size_bytes = open.blocks.iter().map(|b| b.length_bytes).sum();
         let id = self.next_inode;
         self.next_inode += 1;
+        for (index, block) in open.blocks.iter().enumerate() {
+            self.block_index
+                .insert(block.id, BlockPlace::File { inode: id, index });
+        }
         self.inodes.insert(
             id,
             Inode {
@@ -1000,6 +1121,10 @@ impl Namespace {
         }
         if self.inodes.keys().any(|&id| id >= self.next_inode) {
             return Err("inode id at or past next_inode".into());
+        }
+        // Checked in tests; a loaded namespace has just had it rebuilt.
+        if cfg!(debug_assertions) && self.block_index != self.built_block_index() {
+            return Err("the block index does not match the files and writes".into());
         }
         Ok(())
     }

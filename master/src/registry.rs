@@ -1,11 +1,17 @@
 //! The minion registry and the block map: soft state, rebuilt from
 //! registrations, heartbeats and block reports after a restart, and never
-//! written to disk.
+//! written to disk. Also what the master knows of each replica's health:
+//! replicas reported corrupt (soft state too: a scrubber reports them
+//! again) and the minions being decommissioned (mirrored from the
+//! namespace, where that intent is logged).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use dfs_engine::limits::{ADDRESS_BYTES_MAX, MINIONS_MAX};
+use dfs_engine::limits::{
+    ADDRESS_BYTES_MAX, CORRUPT_REPLICAS_MAX, FAILED_DIRECTORIES_PER_MINION_MAX,
+    FAILED_DIRECTORY_TEXT_BYTES_MAX, MINIONS_MAX,
+};
 use dfs_engine::msg::{
     BlockId, ClusterId, ErrorKind, MinionAddress, MinionId, MinionReport, MinionState, RemoteError,
 };
@@ -27,9 +33,13 @@ pub struct Minion {
     pub last_heartbeat: Instant,
     /// Blocks this minion holds, as far as the master knows.
     pub blocks: BTreeSet<BlockId>,
+    /// Data directories it took out of service ("directory: reason"),
+    /// since it registered.
+    pub failed_directories: Vec<String>,
 }
 
 impl Minion {
+    /// Live, stale or dead, by its heartbeats alone.
     pub fn state(&self, liveness: Liveness, now: Instant) -> MinionState {
         let age = now.saturating_duration_since(self.last_heartbeat);
         if age < liveness.stale_after {
@@ -57,12 +67,78 @@ pub struct Capacity {
     pub available_bytes: u64,
 }
 
+/// What one replica is worth, as the planner and fsck see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replica {
+    /// On a live minion in service, not known to be corrupt.
+    Live,
+    /// On a stale minion in service, not known to be corrupt.
+    Stale,
+    /// On a live or stale minion being decommissioned, not known to be corrupt.
+    Draining { live: bool },
+    /// Reported corrupt, on a minion that is not dead.
+    Corrupt,
+    /// On a dead minion.
+    Dead,
+}
+
+impl Replica {
+    /// Counts towards the block's target (for the planner: stale copies too).
+    pub fn counts(self) -> bool {
+        matches!(self, Replica::Live | Replica::Stale)
+    }
+
+    /// Can be read (and copied from, when live).
+    pub fn is_good(self) -> bool {
+        matches!(
+            self,
+            Replica::Live | Replica::Stale | Replica::Draining { .. }
+        )
+    }
+}
+
+/// A block's replicas by kind, for fsck.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaCounts {
+    pub live: usize,
+    pub stale: usize,
+    pub draining: usize,
+    pub corrupt: usize,
+}
+
+/// The answer to a report of a corrupt replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marked {
+    New,
+    Already,
+    /// The minion is not known to hold the block.
+    NotHeld,
+    /// `CORRUPT_REPLICAS_MAX` replicas are marked already.
+    Full,
+}
+
 pub struct Registry {
     cluster: ClusterId,
     liveness: Liveness,
     minions: HashMap<MinionId, Minion>,
     /// Block -> minions holding it, in the order they became known.
     locations: HashMap<BlockId, Vec<MinionId>>,
+    /// Block -> minions whose replica was reported corrupt. Kept apart from
+    /// `locations`: a full block report that still lists the replica does
+    /// not make it good again; a fresh copy stored there does.
+    corrupt: HashMap<BlockId, BTreeSet<MinionId>>,
+    /// Marks in `corrupt`, bounded by `CORRUPT_REPLICAS_MAX`.
+    corrupt_count: usize,
+    /// Minions being decommissioned, and whether each is drained (every
+    /// block it holds fully replicated elsewhere, as the last plan found).
+    draining: HashMap<MinionId, bool>,
+    /// Blocks whose replicas changed (a location came or went, a replica was
+    /// marked or cleared, its minion changed state) since the planner last
+    /// took them: the planner looks at these, not at every block. At most
+    /// one entry per block the master knows.
+    touched: HashSet<BlockId>,
+    /// Each minion's liveness when `note_liveness` last looked.
+    liveness_seen: HashMap<MinionId, MinionState>,
 }
 
 fn refuse(kind: ErrorKind, message: String) -> RemoteError {
@@ -76,6 +152,44 @@ impl Registry {
             liveness,
             minions: HashMap::new(),
             locations: HashMap::new(),
+            corrupt: HashMap::new(),
+            corrupt_count: 0,
+            draining: HashMap::new(),
+            touched: HashSet::new(),
+            liveness_seen: HashMap::new(),
+        }
+    }
+
+    /// The planner should look at `block` again.
+    pub fn touch(&mut self, block: BlockId) {
+        self.touched.insert(block);
+    }
+
+    fn touch_minion(&mut self, id: MinionId) {
+        if let Some(minion) = self.minions.get(&id) {
+            self.touched.extend(minion.blocks.iter().copied());
+        }
+    }
+
+    /// The blocks touched since the last call.
+    pub fn take_touched(&mut self) -> HashSet<BlockId> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Touches the blocks of every minion whose liveness changed (live,
+    /// stale, dead) since the last call: time alone changes it.
+    pub fn note_liveness(&mut self, now: Instant) {
+        let mut changed = Vec::new();
+        for minion in self.minions.values() {
+            let state = minion.state(self.liveness, now);
+            if self.liveness_seen.insert(minion.id, state) != Some(state) {
+                changed.push(minion.id);
+            }
+        }
+        let minions = &self.minions;
+        self.liveness_seen.retain(|id, _| minions.contains_key(id));
+        for id in changed {
+            self.touch_minion(id);
         }
     }
 
@@ -159,6 +273,8 @@ impl Registry {
                 available_bytes: capacity.available_bytes,
                 last_heartbeat: now,
                 blocks,
+                // A restarted minion says again what still fails.
+                failed_directories: Vec::new(),
             },
         );
         Ok(())
@@ -231,12 +347,14 @@ impl Registry {
         };
         if minion.blocks.insert(block) {
             self.locations.entry(block).or_default().push(id);
+            self.touched.insert(block);
         }
         true
     }
 
     /// Records that `id` no longer holds `block` (it was told to delete it).
     pub fn remove_location(&mut self, block: BlockId, id: MinionId) {
+        self.touched.insert(block);
         if let Some(minion) = self.minions.get_mut(&id) {
             minion.blocks.remove(&block);
         }
@@ -251,6 +369,10 @@ impl Registry {
     /// Forgets a block everywhere (its file was deleted); returns the
     /// minions that held it, to be told to delete it.
     pub fn forget_block(&mut self, block: BlockId) -> Vec<MinionId> {
+        if let Some(marked) = self.corrupt.remove(&block) {
+            self.corrupt_count -= marked.len();
+        }
+        self.touched.remove(&block);
         let holders = self.locations.remove(&block).unwrap_or_default();
         for id in &holders {
             if let Some(minion) = self.minions.get_mut(id) {
@@ -280,29 +402,222 @@ impl Registry {
                 self.remove_location(block, id);
             }
         }
+        self.corrupt_count -= drop_corrupt_marks(&mut self.corrupt, id, |_| false);
     }
 
-    /// Where a block can be read: live minions first, then stale ones; dead
-    /// minions are left out.
+    /// A minion's full block report ended: marks of corrupt replicas it no
+    /// longer reported (it removed them itself) are forgotten, so a fresh
+    /// copy there later starts clean.
+    pub fn finish_block_report(&mut self, id: MinionId) {
+        let Some(minion) = self.minions.get(&id) else {
+            return;
+        };
+        let held = &minion.blocks;
+        self.corrupt_count -=
+            drop_corrupt_marks(&mut self.corrupt, id, |block| held.contains(&block));
+    }
+
+    /// What `id`'s replica of `block` is worth now (`id` is assumed to
+    /// hold it; an unregistered minion counts as dead).
+    pub fn replica(&self, block: BlockId, id: MinionId, now: Instant) -> Replica {
+        let Some(minion) = self.minions.get(&id) else {
+            return Replica::Dead;
+        };
+        let state = minion.state(self.liveness, now);
+        if state == MinionState::Dead {
+            return Replica::Dead;
+        }
+        if self.is_corrupt(block, id) {
+            return Replica::Corrupt;
+        }
+        if self.draining.contains_key(&id) {
+            return Replica::Draining {
+                live: state == MinionState::Live,
+            };
+        }
+        if state == MinionState::Live {
+            Replica::Live
+        } else {
+            Replica::Stale
+        }
+    }
+
+    /// Every known replica of `block` with what it is worth.
+    pub fn replicas(&self, block: BlockId, now: Instant) -> Vec<(MinionId, Replica)> {
+        self.holders(block)
+            .iter()
+            .map(|&id| (id, self.replica(block, id, now)))
+            .collect()
+    }
+
+    /// A block's replicas counted by kind (dead ones in none).
+    pub fn replica_counts(&self, block: BlockId, now: Instant) -> ReplicaCounts {
+        let mut counts = ReplicaCounts::default();
+        for &id in self.holders(block) {
+            match self.replica(block, id, now) {
+                Replica::Live => counts.live += 1,
+                Replica::Stale => counts.stale += 1,
+                Replica::Draining { .. } => counts.draining += 1,
+                Replica::Corrupt => counts.corrupt += 1,
+                Replica::Dead => {}
+            }
+        }
+        counts
+    }
+
+    /// Where a block can be read, best first: live minions in service,
+    /// live minions being drained, then stale ones. Dead minions and
+    /// corrupt replicas are left out, unless no good replica is left: then
+    /// the corrupt ones are all there is to try.
     pub fn locations(&self, block: BlockId, now: Instant) -> Vec<MinionAddress> {
-        let mut found: Vec<(MinionState, MinionAddress)> = self
-            .locations
-            .get(&block)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.minions.get(id))
-            .map(|m| (m.state(self.liveness, now), m.address()))
-            .filter(|(state, _)| *state != MinionState::Dead)
+        let rank = |replica: Replica| match replica {
+            Replica::Live => Some(0),
+            Replica::Draining { live: true } => Some(1),
+            Replica::Stale | Replica::Draining { live: false } => Some(2),
+            Replica::Corrupt => Some(3),
+            Replica::Dead => None,
+        };
+        let mut found: Vec<(u8, MinionAddress)> = self
+            .holders(block)
+            .iter()
+            .filter_map(|&id| {
+                let rank = rank(self.replica(block, id, now))?;
+                Some((rank, self.minions.get(&id)?.address()))
+            })
             .collect();
-        found.sort_by_key(|(state, _)| *state != MinionState::Live);
+        found.sort_by_key(|(rank, _)| *rank);
+        if found.iter().any(|(rank, _)| *rank < 3) {
+            found.retain(|(rank, _)| *rank < 3);
+        }
         found.into_iter().map(|(_, address)| address).collect()
+    }
+
+    pub fn is_corrupt(&self, block: BlockId, id: MinionId) -> bool {
+        self.corrupt
+            .get(&block)
+            .is_some_and(|ids| ids.contains(&id))
+    }
+
+    /// Marks `id`'s replica of `block` corrupt: no longer handed out nor
+    /// counted, and deleted once the block is fully replicated without it.
+    pub fn mark_corrupt(&mut self, block: BlockId, id: MinionId) -> Marked {
+        if !self.holders(block).contains(&id) {
+            return Marked::NotHeld;
+        }
+        if self.is_corrupt(block, id) {
+            return Marked::Already;
+        }
+        if self.corrupt_count >= CORRUPT_REPLICAS_MAX {
+            return Marked::Full;
+        }
+        self.corrupt.entry(block).or_default().insert(id);
+        self.corrupt_count += 1;
+        self.touched.insert(block);
+        Marked::New
+    }
+
+    /// Forgets a corrupt mark: the replica was deleted, or a fresh copy was
+    /// sealed on that minion.
+    pub fn clear_corrupt(&mut self, block: BlockId, id: MinionId) {
+        if let Some(ids) = self.corrupt.get_mut(&block) {
+            if ids.remove(&id) {
+                self.corrupt_count -= 1;
+                self.touched.insert(block);
+            }
+            if ids.is_empty() {
+                self.corrupt.remove(&block);
+            }
+        }
+    }
+
+    /// The minions holding a replica of `block` marked corrupt.
+    pub fn corrupt_holders(&self, block: BlockId) -> Vec<MinionId> {
+        self.holders(block)
+            .iter()
+            .copied()
+            .filter(|&id| self.is_corrupt(block, id))
+            .collect()
+    }
+
+    /// Starts or ends the draining of `id` (registered or not: the intent
+    /// outlives a minion's absence).
+    pub fn set_draining(&mut self, id: MinionId, draining: bool) {
+        let changed = if draining {
+            !self.draining.contains_key(&id) && self.draining.insert(id, false).is_none()
+        } else {
+            self.draining.remove(&id).is_some()
+        };
+        if changed {
+            self.touch_minion(id);
+        }
+    }
+
+    pub fn is_draining(&self, id: MinionId) -> bool {
+        self.draining.contains_key(&id)
+    }
+
+    /// The minions being decommissioned.
+    pub fn draining_minions(&self) -> Vec<MinionId> {
+        let mut ids: Vec<MinionId> = self.draining.keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Records whether a draining minion is drained (a plan found it so).
+    pub fn set_drained(&mut self, id: MinionId, drained: bool) {
+        if let Some(state) = self.draining.get_mut(&id) {
+            *state = drained;
+        }
+    }
+
+    /// The state `dfs admin report` shows: a live minion being drained is
+    /// decommissioning, or decommissioned once drained; otherwise its
+    /// liveness.
+    pub fn reported_state(&self, minion: &Minion, now: Instant) -> MinionState {
+        let state = minion.state(self.liveness, now);
+        match self.draining.get(&minion.id) {
+            Some(false) if state == MinionState::Live => MinionState::Decommissioning,
+            Some(true) if state == MinionState::Live => MinionState::Decommissioned,
+            _ => state,
+        }
+    }
+
+    /// Notes that a data directory of `id` failed; the same directory again
+    /// replaces its note. Returns false when the notes are full (the
+    /// failure is only logged then).
+    pub fn directory_failed(
+        &mut self,
+        id: MinionId,
+        directory: &str,
+        reason: &str,
+    ) -> Result<bool, RemoteError> {
+        let minion = self.minions.get_mut(&id).ok_or_else(|| Self::unknown(id))?;
+        let note = cut(
+            &format!("{directory}: {reason}"),
+            FAILED_DIRECTORY_TEXT_BYTES_MAX,
+        );
+        let prefix = format!("{directory}: ");
+        if let Some(existing) = minion
+            .failed_directories
+            .iter_mut()
+            .find(|existing| existing.starts_with(&prefix))
+        {
+            *existing = note;
+            return Ok(true);
+        }
+        if minion.failed_directories.len() >= FAILED_DIRECTORIES_PER_MINION_MAX {
+            return Ok(false);
+        }
+        minion.failed_directories.push(note);
+        Ok(true)
     }
 
     pub fn is_registered(&self, id: MinionId) -> bool {
         self.minions.contains_key(&id)
     }
 
-    /// Live minions that could take a block of `block_bytes`, except `excluded`.
+    /// Live minions in service that could take a block of `block_bytes`,
+    /// except `excluded`.
     pub fn candidates(
         &self,
         block_bytes: u64,
@@ -313,6 +628,7 @@ impl Registry {
             .minions
             .values()
             .filter(|m| m.state(self.liveness, now) == MinionState::Live)
+            .filter(|m| !self.draining.contains_key(&m.id))
             .filter(|m| !excluded.contains(&m.id))
             .filter(|m| m.available_bytes >= block_bytes)
             .collect();
@@ -327,19 +643,45 @@ impl Registry {
             .map(|m| MinionReport {
                 id: m.id,
                 address: m.address.clone(),
-                state: m.state(self.liveness, now),
+                state: self.reported_state(m, now),
                 capacity_bytes: m.capacity_bytes,
                 used_bytes: m.used_bytes,
                 available_bytes: m.available_bytes,
                 block_count: m.blocks.len() as u64,
                 last_heartbeat_age_ms: now.saturating_duration_since(m.last_heartbeat).as_millis()
                     as u64,
-                failed_directories: Vec::new(),
+                failed_directories: m.failed_directories.clone(),
             })
             .collect();
         reports.sort_by(|a, b| a.address.cmp(&b.address).then(a.id.cmp(&b.id)));
         reports
     }
+}
+
+/// Forgets `id`'s marks in `corrupt` of blocks for which `keep` is false;
+/// returns how many went.
+fn drop_corrupt_marks(
+    corrupt: &mut HashMap<BlockId, BTreeSet<MinionId>>,
+    id: MinionId,
+    keep: impl Fn(BlockId) -> bool,
+) -> usize {
+    let mut dropped = 0;
+    corrupt.retain(|&block, ids| {
+        if !keep(block) && ids.remove(&id) {
+            dropped += 1;
+        }
+        !ids.is_empty()
+    });
+    dropped
+}
+
+/// `text` cut to at most `bytes_max` bytes, on a char boundary.
+pub fn cut(text: &str, bytes_max: usize) -> String {
+    let mut end = text.len().min(bytes_max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// Picks up to `count` distinct minions, each draw weighted by available
@@ -501,6 +843,150 @@ mod tests {
         assert!(r.locations(BlockId(1), now).is_empty());
         assert_eq!(r.locations(BlockId(2), now).len(), 1);
         assert!(r.block_report(MinionId(4), &[], true, |_| true).is_err());
+    }
+
+    fn addresses(found: &[MinionAddress]) -> Vec<u64> {
+        found.iter().map(|m| m.id.0).collect()
+    }
+
+    #[test]
+    fn corrupt_replicas_are_handed_out_only_when_nothing_else_is_left() {
+        let mut r = registry();
+        let now = Instant::now();
+        for (id, address) in [(1, "a:1"), (2, "b:1"), (3, "c:1"), (4, "d:1")] {
+            r.register(MinionId(id), None, address, capacity(1), false, now)
+                .expect("register");
+            assert!(r.add_location(BlockId(5), MinionId(id)));
+        }
+        r.set_draining(MinionId(2), true);
+        assert_eq!(r.mark_corrupt(BlockId(5), MinionId(3)), Marked::New);
+        assert_eq!(r.mark_corrupt(BlockId(5), MinionId(3)), Marked::Already);
+        assert_eq!(r.mark_corrupt(BlockId(6), MinionId(3)), Marked::NotHeld);
+        // In service first, then draining; the corrupt copy is left out.
+        assert_eq!(addresses(&r.locations(BlockId(5), now)), [1, 4, 2]);
+        assert_eq!(
+            r.replica_counts(BlockId(5), now),
+            ReplicaCounts {
+                live: 2,
+                stale: 0,
+                draining: 1,
+                corrupt: 1
+            }
+        );
+        for id in [1, 2, 4] {
+            r.mark_corrupt(BlockId(5), MinionId(id));
+        }
+        assert_eq!(
+            addresses(&r.locations(BlockId(5), now)).len(),
+            4,
+            "all corrupt: all of them, rather than nothing to try"
+        );
+        // A fresh copy stored on a minion clears its mark; deleting the
+        // block clears them all.
+        r.clear_corrupt(BlockId(5), MinionId(1));
+        assert_eq!(addresses(&r.locations(BlockId(5), now)), [1]);
+        r.forget_block(BlockId(5));
+        assert_eq!(r.corrupt_count, 0);
+        assert!(r.corrupt.is_empty());
+    }
+
+    #[test]
+    fn corrupt_marks_are_bounded_and_end_with_the_replica() {
+        let mut r = registry();
+        let now = Instant::now();
+        r.register(MinionId(1), None, "a:1", capacity(1), false, now)
+            .expect("register");
+        for block in 0..=CORRUPT_REPLICAS_MAX as u64 {
+            r.add_location(BlockId(block), MinionId(1));
+        }
+        for block in 0..CORRUPT_REPLICAS_MAX as u64 {
+            assert_eq!(r.mark_corrupt(BlockId(block), MinionId(1)), Marked::New);
+        }
+        let over = BlockId(CORRUPT_REPLICAS_MAX as u64);
+        assert_eq!(r.mark_corrupt(over, MinionId(1)), Marked::Full);
+        // A full report that no longer lists a block (the minion removed
+        // its copy) forgets that mark.
+        r.block_report(MinionId(1), &[BlockId(0), over], true, |_| true)
+            .expect("report");
+        r.finish_block_report(MinionId(1));
+        assert_eq!(r.corrupt_count, 1);
+        assert!(
+            r.is_corrupt(BlockId(0), MinionId(1)),
+            "still reported, still bad"
+        );
+        assert_eq!(r.mark_corrupt(over, MinionId(1)), Marked::New);
+    }
+
+    #[test]
+    fn draining_minions_take_no_new_blocks_and_report_their_progress() {
+        let mut r = registry();
+        let now = Instant::now();
+        for (id, address) in [(1, "a:1"), (2, "b:1")] {
+            r.register(MinionId(id), None, address, capacity(10), false, now)
+                .expect("register");
+        }
+        // The intent may come before the minion registers (a restart).
+        r.set_draining(MinionId(1), true);
+        r.set_draining(MinionId(9), true);
+        assert_eq!(r.draining_minions(), [MinionId(1), MinionId(9)]);
+        let candidates: Vec<MinionId> = r.candidates(1, &[], now).iter().map(|m| m.id).collect();
+        assert_eq!(candidates, [MinionId(2)]);
+        let state = |r: &Registry, id| {
+            r.reports(now)
+                .into_iter()
+                .find(|m| m.id == MinionId(id))
+                .map(|m| m.state)
+        };
+        assert_eq!(state(&r, 1), Some(MinionState::Decommissioning));
+        r.set_drained(MinionId(1), true);
+        assert_eq!(state(&r, 1), Some(MinionState::Decommissioned));
+        // A dead draining minion shows as dead.
+        let later = now + Duration::from_secs(61);
+        assert_eq!(
+            r.reported_state(r.minion(MinionId(1)).expect("known"), later),
+            MinionState::Dead
+        );
+        r.set_draining(MinionId(1), false);
+        assert_eq!(state(&r, 1), Some(MinionState::Live));
+        assert_eq!(r.candidates(1, &[], now).len(), 2);
+    }
+
+    #[test]
+    fn failed_directories_are_noted_once_each_and_bounded() {
+        let mut r = registry();
+        let now = Instant::now();
+        r.register(MinionId(1), None, "a:1", capacity(1), false, now)
+            .expect("register");
+        assert!(r
+            .directory_failed(MinionId(1), "/d0", "Input/output error")
+            .expect("known"));
+        assert!(r
+            .directory_failed(MinionId(1), "/d0", "gone")
+            .expect("known"));
+        let long = "x".repeat(1000);
+        assert!(r
+            .directory_failed(MinionId(1), "/d1", &long)
+            .expect("known"));
+        for index in 2..FAILED_DIRECTORIES_PER_MINION_MAX {
+            assert!(r
+                .directory_failed(MinionId(1), &format!("/d{index}"), "bad")
+                .expect("known"));
+        }
+        assert!(!r
+            .directory_failed(MinionId(1), "/more", "bad")
+            .expect("known"));
+        let notes = r.reports(now).remove(0).failed_directories;
+        assert_eq!(notes.len(), FAILED_DIRECTORIES_PER_MINION_MAX);
+        assert_eq!(notes[0], "/d0: gone");
+        assert_eq!(notes[1].len(), FAILED_DIRECTORY_TEXT_BYTES_MAX);
+        let unknown = r
+            .directory_failed(MinionId(2), "/d", "bad")
+            .expect_err("unknown minion");
+        assert_eq!(unknown.kind, ErrorKind::UnknownMinion);
+        // A restarted minion starts with a clean slate.
+        r.register(MinionId(1), None, "a:1", capacity(1), false, now)
+            .expect("register again");
+        assert!(r.reports(now)[0].failed_directories.is_empty());
     }
 
     #[test]

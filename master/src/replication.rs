@@ -4,23 +4,36 @@
 //! threads and I/O: the service calls `plan` every heartbeat interval and
 //! hands the queued commands out in heartbeat answers.
 //!
+//! A round looks at the blocks that needed work at the last one and at the
+//! blocks the registry touched since (a replica came or went, was marked
+//! corrupt, its minion changed state or started draining), never at every
+//! block: its cost follows what changed, not the size of the namespace.
+//!
 //! Copies go minion to minion: the master only picks a healthy source and
 //! targets, and bounds how many copies each minion serves and receives at
 //! once, so re-replication never takes a minion's whole bandwidth from
 //! clients.
+//!
+//! Replicas reported corrupt and replicas on minions being decommissioned
+//! do not count towards a block's target. A corrupt replica is never a
+//! source and is deleted once the block has its full replication without
+//! it (never while it is all there is). A draining minion is the preferred
+//! source (it serves no new writes), none of its replicas is deleted as a
+//! surplus, and it is drained once every block it holds has its full
+//! replication on live minions in service.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use dfs_engine::limits::{
     DELETES_QUEUED_PER_MINION_MAX, DELETE_BLOCKS_PER_COMMAND_MAX, HEARTBEAT_COMMANDS_MAX,
     ORPHAN_CANDIDATES_MAX, REPLICATIONS_PER_SOURCE_MAX, REPLICATIONS_PER_TARGET_MAX,
 };
-use dfs_engine::msg::{BlockId, MinionCommand, MinionId, MinionState};
+use dfs_engine::msg::{BlockId, MinionCommand, MinionId};
 
 use crate::namespace::BlockTarget;
-use crate::registry::{place, Registry};
+use crate::registry::{place, Registry, Replica};
 
 /// A copy handed to a source minion, not yet seen landing everywhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,12 +47,19 @@ struct InFlight {
 /// What the last `plan` found, for logs and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlanSummary {
-    /// Blocks with fewer live replicas than their target (some in flight).
+    /// Blocks with fewer counted replicas (good, live or stale, in
+    /// service) than their target (some in flight).
     pub under_replicated: usize,
-    /// Blocks with no live replica at all.
+    /// Blocks with no good replica on a minion that is not dead.
     pub missing: usize,
     /// Surplus replicas told to go.
     pub excess_deleted: usize,
+    /// Corrupt replicas told to go (their blocks are fully replicated).
+    pub corrupt_deleted: usize,
+    /// Minions being decommissioned that still hold blocks needed elsewhere.
+    pub draining: usize,
+    /// Blocks the next round looks at again (still needing work).
+    pub watched: usize,
     /// Copies started by this plan.
     pub replications_started: usize,
     /// Copies under way after this plan.
@@ -47,6 +67,9 @@ pub struct PlanSummary {
 }
 
 pub struct Healer {
+    /// Blocks that still needed work (short, in flight, with a corrupt or
+    /// draining replica to see to) at the last plan.
+    watch: HashSet<BlockId>,
     /// Replicate commands waiting for their source's next heartbeat.
     replications: HashMap<MinionId, VecDeque<MinionCommand>>,
     /// Blocks each minion should delete, waiting for its next heartbeat.
@@ -61,6 +84,7 @@ pub struct Healer {
 impl Healer {
     pub fn new(replication_timeout: Duration, orphan_grace: Duration) -> Healer {
         Healer {
+            watch: HashSet::new(),
             replications: HashMap::new(),
             deletes: HashMap::new(),
             in_flight: HashMap::new(),
@@ -137,6 +161,28 @@ impl Healer {
         false
     }
 
+    /// `minion`'s replica of `block` was found corrupt: a copy from it
+    /// cannot succeed (the copy reads through the CRC-checking reader), so
+    /// one planned or under way is dropped and planned again from another
+    /// source at the next round instead of after the timeout.
+    pub fn source_is_corrupt(&mut self, block: BlockId, minion: MinionId) {
+        if self
+            .in_flight
+            .get(&block)
+            .is_some_and(|flight| flight.source == minion)
+        {
+            self.in_flight.remove(&block);
+        }
+        if let Some(queue) = self.replications.get_mut(&minion) {
+            queue.retain(|command| {
+                !matches!(command, MinionCommand::Replicate { block: queued, .. } if *queued == block)
+            });
+            if queue.is_empty() {
+                self.replications.remove(&minion);
+            }
+        }
+    }
+
     /// `minion` reported `block`, which nothing references.
     pub fn note_unreferenced(&mut self, minion: MinionId, block: BlockId, now: Instant) {
         if self.orphan_candidates.len() < ORPHAN_CANDIDATES_MAX {
@@ -183,9 +229,21 @@ impl Healer {
         });
     }
 
-    /// Looks at every block: queues copies of under-replicated ones, most
-    /// endangered first, within the per-minion bounds, and deletions of
-    /// surplus replicas. `random` drives placement.
+    /// The blocks the next plan should look at, in id order: those that
+    /// needed work at the last one and those whose replicas changed since.
+    pub fn blocks_to_plan(&mut self, registry: &mut Registry, now: Instant) -> Vec<BlockId> {
+        registry.note_liveness(now);
+        self.watch.extend(registry.take_touched());
+        let mut blocks: Vec<BlockId> = self.watch.iter().copied().collect();
+        blocks.sort();
+        blocks
+    }
+
+    /// Looks at `blocks` (all that may need work, see `blocks_to_plan`):
+    /// queues copies of under-replicated ones, most endangered first, within
+    /// the per-minion bounds, deletions of surplus and of corrupt replicas,
+    /// and finds which draining minions are drained. Those that still need
+    /// work are looked at again next time. `random` drives placement.
     pub fn plan(
         &mut self,
         now: Instant,
@@ -195,38 +253,64 @@ impl Healer {
     ) -> PlanSummary {
         self.expire(now);
         let mut summary = PlanSummary::default();
-        // (live replicas, replicas short, block): most endangered first.
+        // (counted replicas, replicas short, block): most endangered first.
         let mut short: Vec<(usize, usize, BlockTarget)> = Vec::new();
         let mut surplus: Vec<(BlockId, usize, Vec<MinionId>)> = Vec::new();
+        let mut corrupt: Vec<(BlockId, Vec<MinionId>)> = Vec::new();
+        // Draining minions holding a block not yet fully replicated without them.
+        let mut undrained: HashSet<MinionId> = HashSet::new();
+        let mut watch: HashSet<BlockId> = HashSet::new();
         for need in blocks {
             let target = usize::from(need.replication);
-            let holders = registry.holders(need.block);
-            let states: Vec<(MinionId, MinionState)> = holders
+            let replicas = registry.replicas(need.block, now);
+            let counted = replicas.iter().filter(|(_, r)| r.counts()).count();
+            let live: Vec<MinionId> = replicas
                 .iter()
-                .filter_map(|&id| registry.state_of(id, now).map(|state| (id, state)))
+                .filter(|(_, r)| *r == Replica::Live)
+                .map(|(id, _)| *id)
                 .collect();
-            let counted = states
+            let in_flight = self.in_flight.contains_key(&need.block);
+            let has_corrupt = replicas.iter().any(|(_, r)| *r == Replica::Corrupt);
+            let draining: Vec<MinionId> = replicas
                 .iter()
-                .filter(|(_, state)| *state != MinionState::Dead)
-                .count();
+                .filter(|(_, r)| matches!(r, Replica::Draining { .. }))
+                .map(|(id, _)| *id)
+                .collect();
+            if counted < target || in_flight || (live.len() < target && has_corrupt) {
+                watch.insert(need.block);
+            }
+            if live.len() < target {
+                if !draining.is_empty() {
+                    watch.insert(need.block);
+                }
+                undrained.extend(draining);
+            } else if has_corrupt {
+                // Also the copies on dead minions: they hear it if they return.
+                corrupt.push((need.block, registry.corrupt_holders(need.block)));
+            }
             if counted < target {
                 summary.under_replicated += 1;
-                if counted == 0 {
+                if !replicas.iter().any(|(_, r)| r.is_good()) {
                     summary.missing += 1;
-                } else if !self.in_flight.contains_key(&need.block) {
+                } else if !in_flight {
                     short.push((counted, target - counted, *need));
                 }
                 continue;
             }
             // Only live replicas decide a surplus: a stale holder may be
             // about to die, and deleting a live copy then would hurt.
-            let live: Vec<MinionId> = states
-                .iter()
-                .filter(|(_, state)| *state == MinionState::Live)
-                .map(|(id, _)| *id)
-                .collect();
-            if live.len() > target && !self.in_flight.contains_key(&need.block) {
+            // Draining minions' copies are not live replicas in service.
+            if live.len() > target && !in_flight {
                 surplus.push((need.block, target, live));
+            }
+        }
+        for (block, holders) in corrupt {
+            for id in holders {
+                tracing::info!(%block, minion = %id, "deleting a corrupt replica: the block is fully replicated without it");
+                registry.remove_location(block, id);
+                registry.clear_corrupt(block, id);
+                self.queue_delete(id, block);
+                summary.corrupt_deleted += 1;
             }
         }
         for (block, target, mut live) in surplus {
@@ -241,6 +325,13 @@ impl Healer {
                 summary.excess_deleted += 1;
             }
         }
+        for id in registry.draining_minions() {
+            let drained = !undrained.contains(&id);
+            registry.set_drained(id, drained);
+            if !drained {
+                summary.draining += 1;
+            }
+        }
         short.sort_by_key(|(counted, missing, need)| (*counted, Reverse(*missing), need.block));
         let mut source_load: HashMap<MinionId, usize> = HashMap::new();
         let mut target_load: HashMap<MinionId, usize> = HashMap::new();
@@ -251,19 +342,26 @@ impl Healer {
             }
         }
         for (_, missing, need) in short {
-            let holders: Vec<MinionId> = registry.holders(need.block).to_vec();
-            let source = holders
+            let replicas = registry.replicas(need.block, now);
+            // Draining minions first: they take no new writes. Never a
+            // corrupt replica: a copy is read through the CRC-checking
+            // reader and would fail anyway.
+            let source = replicas
                 .iter()
-                .copied()
-                .filter(|id| registry.state_of(*id, now) == Some(MinionState::Live))
-                .filter(|id| {
+                .filter_map(|(id, replica)| match replica {
+                    Replica::Draining { live: true } => Some((0, *id)),
+                    Replica::Live => Some((1, *id)),
+                    _ => None,
+                })
+                .filter(|(_, id)| {
                     source_load.get(id).copied().unwrap_or(0) < REPLICATIONS_PER_SOURCE_MAX
                 })
-                .min_by_key(|id| (source_load.get(id).copied().unwrap_or(0), *id));
+                .min_by_key(|(rank, id)| (*rank, source_load.get(id).copied().unwrap_or(0), *id))
+                .map(|(_, id)| id);
             let Some(source) = source else {
                 continue;
             };
-            let mut excluded = holders.clone();
+            let mut excluded: Vec<MinionId> = registry.holders(need.block).to_vec();
             excluded.extend(
                 target_load
                     .iter()
@@ -297,6 +395,8 @@ impl Healer {
             summary.replications_started += 1;
         }
         summary.in_flight = self.in_flight.len();
+        summary.watched = watch.len();
+        self.watch = watch;
         summary
     }
 }
@@ -305,7 +405,7 @@ impl Healer {
 mod tests {
     use super::*;
     use crate::registry::{Capacity, Liveness};
-    use dfs_engine::msg::ClusterId;
+    use dfs_engine::msg::{ClusterId, MinionState};
 
     const STALE_AFTER: Duration = Duration::from_secs(10);
     const DEAD_AFTER: Duration = Duration::from_secs(60);
@@ -558,6 +658,242 @@ mod tests {
         );
         let again = healer.plan(start, &blocks, &mut registry, counter());
         assert_eq!(again.excess_deleted, 0);
+    }
+
+    /// The single copy command `healer` queued for `source`, as (block, target ids).
+    fn copy_from(healer: &mut Healer, source: u64) -> Option<(BlockId, Vec<u64>)> {
+        let commands = healer.take_commands(MinionId(source));
+        match commands.as_slice() {
+            [] => None,
+            [MinionCommand::Replicate { block, targets }] => {
+                Some((*block, targets.iter().map(|t| t.id.0).collect()))
+            }
+            other => panic!("one copy expected from {source}: {other:?}"),
+        }
+    }
+
+    fn deletes(healer: &mut Healer, minion: u64) -> Vec<u64> {
+        healer
+            .take_commands(MinionId(minion))
+            .into_iter()
+            .flat_map(|command| match command {
+                MinionCommand::Delete { blocks } => {
+                    blocks.into_iter().map(|b| b.0).collect::<Vec<u64>>()
+                }
+                MinionCommand::Replicate { .. } => panic!("deletes only"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_corrupt_replica_is_replaced_from_a_good_one_then_deleted() {
+        let start = Instant::now();
+        let mut registry = cluster(5, start);
+        for id in [1, 2, 3] {
+            registry.add_location(BlockId(8), MinionId(id));
+        }
+        registry.mark_corrupt(BlockId(8), MinionId(1));
+        let blocks = [target(8, 3)];
+        let mut healer = healer();
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(
+            (
+                summary.under_replicated,
+                summary.missing,
+                summary.corrupt_deleted
+            ),
+            (1, 0, 0)
+        );
+        assert_eq!(
+            copy_from(&mut healer, 1),
+            None,
+            "never from the corrupt copy"
+        );
+        let (block, targets) = copy_from(&mut healer, 2)
+            .or_else(|| copy_from(&mut healer, 3))
+            .expect("a copy from a good replica");
+        assert_eq!(block, BlockId(8));
+        assert_eq!(targets.len(), 1);
+        assert!(targets[0] == 4 || targets[0] == 5, "{targets:?}");
+        assert!(deletes(&mut healer, 1).is_empty(), "kept until replaced");
+        // The copy lands: three good replicas, so the bad one goes.
+        registry.add_location(BlockId(8), MinionId(targets[0]));
+        healer.landed(BlockId(8), MinionId(targets[0]));
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!((summary.under_replicated, summary.corrupt_deleted), (0, 1));
+        assert_eq!(deletes(&mut healer, 1), [8]);
+        assert!(!registry.holders(BlockId(8)).contains(&MinionId(1)));
+        assert!(!registry.is_corrupt(BlockId(8), MinionId(1)));
+        let again = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(again, PlanSummary::default());
+    }
+
+    #[test]
+    fn a_copy_from_a_replica_found_corrupt_is_planned_again_from_another() {
+        let start = Instant::now();
+        let mut registry = cluster(4, start);
+        for id in [1, 2] {
+            registry.add_location(BlockId(5), MinionId(id));
+        }
+        let blocks = [target(5, 3)];
+        let mut healer = healer();
+        healer.plan(start, &blocks, &mut registry, counter());
+        let source = if healer.replications.contains_key(&MinionId(1)) {
+            1
+        } else {
+            2
+        };
+        registry.mark_corrupt(BlockId(5), MinionId(source));
+        healer.source_is_corrupt(BlockId(5), MinionId(source));
+        assert!(healer.take_commands(MinionId(source)).is_empty());
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(summary.replications_started, 1);
+        let other = 3 - source;
+        let (block, targets) = copy_from(&mut healer, other).expect("from the good replica");
+        assert_eq!((block, targets.len()), (BlockId(5), 2));
+    }
+
+    #[test]
+    fn when_every_replica_is_corrupt_nothing_is_copied_or_deleted() {
+        let start = Instant::now();
+        let mut registry = cluster(4, start);
+        for id in [1, 2] {
+            registry.add_location(BlockId(9), MinionId(id));
+            registry.mark_corrupt(BlockId(9), MinionId(id));
+        }
+        let mut healer = healer();
+        let summary = healer.plan(start, &[target(9, 2)], &mut registry, counter());
+        assert_eq!(
+            (
+                summary.under_replicated,
+                summary.missing,
+                summary.corrupt_deleted
+            ),
+            (1, 1, 0)
+        );
+        assert_eq!(summary.replications_started, 0);
+        for id in 1..=4 {
+            assert!(healer.take_commands(MinionId(id)).is_empty());
+        }
+        assert_eq!(registry.holders(BlockId(9)), [MinionId(1), MinionId(2)]);
+    }
+
+    #[test]
+    fn a_draining_minion_is_copied_from_first_keeps_its_copies_and_ends_drained() {
+        let start = Instant::now();
+        let mut registry = cluster(5, start);
+        // Block 1 on 1, 2, 3; block 2 only on the draining minion 1.
+        for id in [1, 2, 3] {
+            registry.add_location(BlockId(1), MinionId(id));
+        }
+        registry.add_location(BlockId(2), MinionId(1));
+        registry.set_draining(MinionId(1), true);
+        let blocks = [target(1, 3), target(2, 2)];
+        let mut healer = healer();
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(
+            (summary.under_replicated, summary.missing, summary.draining),
+            (2, 0, 1)
+        );
+        // Both copies come from the draining minion (within its bound) and
+        // go to minions in service that do not hold the block.
+        let commands = healer.take_commands(MinionId(1));
+        assert_eq!(commands.len(), REPLICATIONS_PER_SOURCE_MAX.min(2));
+        for command in commands {
+            let MinionCommand::Replicate { block, targets } = command else {
+                panic!("copies only");
+            };
+            let wanted = if block == BlockId(2) { 2 } else { 1 };
+            assert_eq!(targets.len(), wanted, "{block}");
+            for target in targets {
+                assert_ne!(target.id, MinionId(1));
+                assert!(!registry.holders(block).contains(&target.id));
+                registry.add_location(block, target.id);
+                healer.landed(block, target.id);
+            }
+        }
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(summary.under_replicated, 0);
+        assert_eq!(summary.excess_deleted, 0, "a draining copy is no surplus");
+        assert_eq!(summary.draining, 0);
+        assert!(deletes(&mut healer, 1).is_empty());
+        assert_eq!(
+            registry.reported_state(registry.minion(MinionId(1)).expect("known"), start),
+            MinionState::Decommissioned
+        );
+        // Back in service: block 1 has four live copies and loses one.
+        registry.set_draining(MinionId(1), false);
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(summary.excess_deleted, 2, "one of block 1, one of block 2");
+    }
+
+    /// What `blocks_to_plan` gives, planned as the service does.
+    fn round(
+        healer: &mut Healer,
+        registry: &mut Registry,
+        targets: &[BlockTarget],
+        now: Instant,
+    ) -> (Vec<u64>, PlanSummary) {
+        let looked: Vec<BlockId> = healer.blocks_to_plan(registry, now);
+        let needs: Vec<BlockTarget> = targets
+            .iter()
+            .filter(|t| looked.contains(&t.block))
+            .copied()
+            .collect();
+        let summary = healer.plan(now, &needs, registry, counter());
+        (looked.iter().map(|b| b.0).collect(), summary)
+    }
+
+    #[test]
+    fn a_round_looks_only_at_blocks_that_changed_or_still_need_work() {
+        let start = Instant::now();
+        let mut registry = cluster(3, start);
+        for block in 1..=3 {
+            for id in [1, 2, 3] {
+                registry.add_location(BlockId(block), MinionId(id));
+            }
+        }
+        let targets = [target(1, 3), target(2, 3), target(3, 3)];
+        let mut planner = healer();
+        // Everything is new at first; then nothing changed.
+        let (looked, summary) = round(&mut planner, &mut registry, &targets, start);
+        assert_eq!((looked, summary.watched), (vec![1, 2, 3], 0));
+        let (looked, _) = round(&mut planner, &mut registry, &targets, start);
+        assert!(looked.is_empty());
+        // A corrupt replica: that block, until it has nowhere to be copied
+        // to and stays short, so it is looked at every round.
+        registry.mark_corrupt(BlockId(2), MinionId(1));
+        let (looked, summary) = round(&mut planner, &mut registry, &targets, start);
+        assert_eq!((looked, summary.under_replicated), (vec![2], 1));
+        let (looked, _) = round(&mut planner, &mut registry, &targets, start);
+        assert_eq!(looked, [2]);
+        // Time makes minion 3 stale, then dead: its blocks are looked at
+        // when its state changes.
+        let later = start + STALE_AFTER + Duration::from_secs(1);
+        for id in [1, 2] {
+            registry
+                .heartbeat(MinionId(id), roomy(), later)
+                .expect("beat");
+        }
+        let (looked, summary) = round(&mut planner, &mut registry, &targets, later);
+        assert_eq!((looked, summary.under_replicated), (vec![1, 2, 3], 1));
+        let much_later = start + DEAD_AFTER + Duration::from_secs(1);
+        for id in [1, 2] {
+            registry
+                .heartbeat(MinionId(id), roomy(), much_later)
+                .expect("beat");
+        }
+        let (looked, summary) = round(&mut planner, &mut registry, &targets, much_later);
+        assert_eq!((looked, summary.under_replicated), (vec![1, 2, 3], 3));
+        assert_eq!(summary.watched, 3);
+        // Draining a minion looks at its blocks.
+        let mut registry = cluster(4, start);
+        registry.add_location(BlockId(7), MinionId(4));
+        let mut planner = healer();
+        round(&mut planner, &mut registry, &[target(7, 1)], start);
+        registry.set_draining(MinionId(4), true);
+        let (looked, summary) = round(&mut planner, &mut registry, &[target(7, 1)], start);
+        assert_eq!((looked, summary.replications_started), (vec![7], 1));
     }
 
     #[test]

@@ -17,21 +17,23 @@ use std::sync::{
 use std::time::{Duration, Instant};
 
 use dfs_engine::limits::{
-    BLOCK_REPORT_IDS_MAX, CHECKPOINTS_KEPT, LIST_ENTRIES_MAX, STORED_BLOCKS_PER_REPORT_MAX,
+    BAD_REPLICAS_PER_REPORT_MAX, BLOCK_REPORT_IDS_MAX, CHECKPOINTS_KEPT, ERROR_MESSAGE_BYTES_MAX,
+    LIST_ENTRIES_MAX, PATH_BYTES_MAX, STORED_BLOCKS_PER_REPORT_MAX,
 };
 use dfs_engine::msg::{
-    AllocatedBlock, BlockCommit, ClusterId, Credentials, ErrorKind, LocatedBlock, MasterRequest,
-    MasterResponse, MinionId, MinionState, RemoteError, StoredBlock,
+    AllocatedBlock, BadReplica, BlockCommit, ClusterId, Credentials, ErrorKind, LocatedBlock,
+    MasterRequest, MasterResponse, MinionId, MinionState, RemoteError, StoredBlock,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
 use dfs_engine::{Error, IoContext, Result};
 
 use crate::checkpoint::{self, DataDir};
+use crate::fsck::{self, PageLimits};
 use crate::journal::{self, Journal, JournalConfig, Stop};
-use crate::namespace::{check_file_parameters, Applied, Namespace, Op, WriteId};
+use crate::namespace::{check_file_parameters, Applied, BlockTarget, Namespace, Op, WriteId};
 use crate::recovery::{self, decode_op, encode_op, RecoveryOptions};
-use crate::registry::{place, Capacity, Liveness, Registry};
+use crate::registry::{cut, place, Capacity, Liveness, Marked, Registry};
 use crate::replication::{Healer, PlanSummary};
 
 /// Settings of a master.
@@ -65,7 +67,7 @@ const TAKEOVER_PROBE_TIMEOUT_MS: u64 = 1000;
 const MAINTENANCE_INTERVAL_MS: u64 = 100;
 
 /// Least time between two rounds of the replication monitor when landed
-/// copies wake it early: a round looks at every block.
+/// copies wake it early: a round takes the locks for a while.
 const REPLICATION_ROUND_SPACING_MS: u64 = 100;
 
 /// How long a failed background checkpoint waits before the next try.
@@ -198,6 +200,19 @@ impl Master {
             stale_after: config.stale_after,
             dead_after: config.dead_after,
         };
+        let mut registry = Registry::new(recovered.cluster, liveness);
+        for &minion in recovered.namespace.draining() {
+            registry.set_draining(minion, true);
+        }
+        if !recovered.namespace.draining().is_empty() {
+            let ids: Vec<String> = recovered
+                .namespace
+                .draining()
+                .iter()
+                .map(MinionId::to_string)
+                .collect();
+            tracing::info!("minions being decommissioned: {}", ids.join(", "));
+        }
         Ok(Master {
             cluster: recovered.cluster,
             namespace: RwLock::new(NamespaceState {
@@ -206,7 +221,7 @@ impl Master {
                 orphans,
             }),
             registry: Mutex::new(RegistryState {
-                registry: Registry::new(recovered.cluster, liveness),
+                registry,
                 random_state: dfs_engine::rpc::random_u64()? | 1,
                 healer: Healer::new(config.replication_timeout, config.orphan_grace),
             }),
@@ -266,6 +281,18 @@ impl Master {
         // Only a flush failing in between makes this fail; the journal is
         // poisoned then and the change is never acknowledged.
         let sequence = self.journal.append(&payload).map_err(journal_error)?;
+        // The registry mirrors the logged decommissioning intent.
+        match op {
+            Op::Decommission { minion } => {
+                self.registry().registry.set_draining(*minion, true);
+                self.request_replan();
+            }
+            Op::Recommission { minion } => {
+                self.registry().registry.set_draining(*minion, false);
+                self.request_replan();
+            }
+            _ => {}
+        }
         if !freed_blocks.is_empty() {
             let mut registry = self.registry();
             let registry = &mut *registry;
@@ -582,11 +609,15 @@ impl Master {
                     ));
                 }
                 let state = self.read();
-                let referenced = state.namespace.referenced_blocks();
                 let mut registry = self.registry();
                 let unknown = registry
                     .registry
-                    .block_report(minion, &blocks, first, |b| referenced.contains(&b))?;
+                    .block_report(minion, &blocks, first, |b| {
+                        state.namespace.is_block_referenced(b)
+                    })?;
+                if last {
+                    registry.registry.finish_block_report(minion);
+                }
                 for block in &unknown {
                     registry.healer.note_unreferenced(minion, *block, now);
                 }
@@ -635,6 +666,58 @@ impl Master {
                     offset_bytes += meta.length_bytes;
                 }
                 MasterResponse::Blocks { status, blocks }
+            }
+            MasterRequest::Fsck {
+                path,
+                start_after,
+                limit,
+            } => {
+                let root = parse_path(&path)?;
+                let start_after = start_after.as_deref().map(parse_path).transpose()?;
+                let state = self.read();
+                let registry = self.registry();
+                let page = fsck::page(
+                    &state.namespace,
+                    &registry.registry,
+                    &root,
+                    start_after.as_ref(),
+                    PageLimits::for_request(limit),
+                    now,
+                )?;
+                MasterResponse::FsckPage {
+                    files: page.files,
+                    scanned_files: page.scanned_files,
+                    scanned_blocks: page.scanned_blocks,
+                    resume_after: page.resume_after,
+                }
+            }
+            MasterRequest::ReportBadReplicas { reporter, replicas } => {
+                self.bad_replicas(reporter, &replicas)?;
+                MasterResponse::Ok
+            }
+            MasterRequest::DataDirectoryFailed {
+                minion,
+                directory,
+                reason,
+            } => {
+                if directory.len() > PATH_BYTES_MAX {
+                    return Err(RemoteError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("data directory name of {} bytes", directory.len()),
+                    ));
+                }
+                let reason = cut(&reason, ERROR_MESSAGE_BYTES_MAX);
+                let noted = self
+                    .registry()
+                    .registry
+                    .directory_failed(minion, &directory, &reason)?;
+                tracing::warn!(
+                    %minion,
+                    directory = %directory,
+                    noted,
+                    "data directory out of service: {reason}; its blocks are copied again as its block report comes"
+                );
+                MasterResponse::Ok
             }
             MasterRequest::ClusterReport => {
                 let (file_count, directory_count, block_count) = self.read().namespace.counts();
@@ -826,6 +909,37 @@ impl Master {
                 state.write_owners.remove(&write);
                 (MasterResponse::Ok, sequence)
             }
+            MasterRequest::Decommission { minion } => {
+                if state.namespace.is_draining(minion) {
+                    // Already asked: the answer waits for that op's flush.
+                    (MasterResponse::Ok, self.journal.appended_sequence())
+                } else {
+                    if !self.registry().registry.is_registered(minion) {
+                        return Err(RemoteError::new(
+                            ErrorKind::UnknownMinion,
+                            format!("minion {minion} is not registered"),
+                        ));
+                    }
+                    let sequence = self.change(state, &Op::Decommission { minion })?;
+                    tracing::info!(%minion, "decommissioning: its replicas are copied elsewhere");
+                    (MasterResponse::Ok, sequence)
+                }
+            }
+            MasterRequest::Recommission { minion } => {
+                if state.namespace.is_draining(minion) {
+                    let sequence = self.change(state, &Op::Recommission { minion })?;
+                    tracing::info!(%minion, "recommissioned: back in service");
+                    (MasterResponse::Ok, sequence)
+                } else if self.registry().registry.is_registered(minion) {
+                    // In service already (or put back by a retried request).
+                    (MasterResponse::Ok, self.journal.appended_sequence())
+                } else {
+                    return Err(RemoteError::new(
+                        ErrorKind::UnknownMinion,
+                        format!("minion {minion} is neither registered nor being decommissioned"),
+                    ));
+                }
+            }
             other => {
                 return Err(RemoteError::new(
                     ErrorKind::Internal,
@@ -864,7 +978,9 @@ impl Master {
                     "no live minion can take a new block (none registered, all excluded, or all full)",
                 ));
             }
-            place(&candidates, replication as usize, || next_random(random_state))
+            place(&candidates, replication as usize, || {
+                next_random(random_state)
+            })
         };
         let block = state.namespace.next_block_id();
         let sequence = self.change(state, &Op::AllocateBlock { write, block })?;
@@ -899,6 +1015,8 @@ impl Master {
         };
         let sequence = self.change(state, &op)?;
         let mut registry = self.registry();
+        // Looked at even if no replica is known: it counts as missing then.
+        registry.registry.touch(block);
         for minion in replicas {
             if !registry.registry.add_location(block, minion) {
                 tracing::warn!(%block, %minion, "commit names an unregistered minion; ignored");
@@ -941,12 +1059,73 @@ impl Master {
                 || state.namespace.is_block_referenced(block);
             if referenced {
                 registry.registry.add_location(block, minion);
+                // A freshly sealed copy: whatever was wrong with an older
+                // replica there is gone.
+                registry.registry.clear_corrupt(block, minion);
                 if registry.healer.landed(block, minion) {
                     self.request_replan();
                 }
             } else {
                 registry.healer.note_unreferenced(minion, block, now);
             }
+        }
+        Ok(())
+    }
+
+    /// Replicas found corrupt by a client or a minion: marked, so they are
+    /// no longer handed out nor counted, and replaced; deleted once their
+    /// blocks are fully replicated without them. Reports of replicas the
+    /// master does not know are logged and ignored.
+    fn bad_replicas(
+        &self,
+        reporter: Option<MinionId>,
+        replicas: &[BadReplica],
+    ) -> Result<(), RemoteError> {
+        if replicas.len() > BAD_REPLICAS_PER_REPORT_MAX {
+            return Err(RemoteError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "report of {} bad replicas is over the limit of {BAD_REPLICAS_PER_REPORT_MAX}",
+                    replicas.len()
+                ),
+            ));
+        }
+        let reporter = reporter.map_or_else(|| "a client".to_string(), |id| format!("minion {id}"));
+        let mut marked = 0;
+        let mut registry = self.registry();
+        for BadReplica {
+            block,
+            minion,
+            reason,
+        } in replicas
+        {
+            let reason = cut(reason, ERROR_MESSAGE_BYTES_MAX);
+            if !registry.registry.is_registered(*minion) {
+                tracing::warn!(%block, %minion, "{reporter} reported a bad replica on an unknown minion; ignored: {reason}");
+                continue;
+            }
+            match registry.registry.mark_corrupt(*block, *minion) {
+                Marked::New => {
+                    marked += 1;
+                    registry.healer.source_is_corrupt(*block, *minion);
+                    tracing::warn!(%block, %minion, "{reporter} reported a corrupt replica; replacing it: {reason}");
+                }
+                Marked::Already => {}
+                Marked::NotHeld => tracing::warn!(
+                    %block,
+                    %minion,
+                    "{reporter} reported a bad replica the minion is not known to hold; ignored: {reason}"
+                ),
+                Marked::Full => tracing::warn!(
+                    %block,
+                    %minion,
+                    "{reporter} reported a corrupt replica, but too many are marked already; ignored for now: {reason}"
+                ),
+            }
+        }
+        drop(registry);
+        if marked > 0 {
+            self.request_replan();
         }
         Ok(())
     }
@@ -971,18 +1150,23 @@ impl Master {
     /// over, then plan copies and deletions.
     pub fn heal_round(&self, now: Instant) -> PlanSummary {
         let state = self.read();
-        let targets = state.namespace.block_targets();
         let mut registry = self.registry();
         let registry = &mut *registry;
         registry
             .healer
             .collect_orphans(now, |block| state.namespace.is_block_referenced(block));
-        drop(state);
         let RegistryState {
             registry,
             random_state,
             healer,
         } = registry;
+        // Blocks without a target (freed, or not committed yet) drop out.
+        let targets: Vec<BlockTarget> = healer
+            .blocks_to_plan(registry, now)
+            .into_iter()
+            .filter_map(|block| state.namespace.block_target(block))
+            .collect();
+        drop(state);
         healer.plan(now, &targets, registry, || next_random(random_state))
     }
 
@@ -1009,15 +1193,29 @@ impl Master {
                         return;
                     }
                     let summary = master.heal_round(Instant::now());
-                    let changed = (summary.under_replicated, summary.missing, summary.in_flight)
-                        != (last.under_replicated, last.missing, last.in_flight);
-                    if changed || summary.replications_started > 0 || summary.excess_deleted > 0 {
+                    let changed = (
+                        summary.under_replicated,
+                        summary.missing,
+                        summary.in_flight,
+                        summary.draining,
+                    ) != (
+                        last.under_replicated,
+                        last.missing,
+                        last.in_flight,
+                        last.draining,
+                    );
+                    let acted = summary.replications_started > 0
+                        || summary.excess_deleted > 0
+                        || summary.corrupt_deleted > 0;
+                    if changed || acted {
                         tracing::info!(
                             under_replicated = summary.under_replicated,
                             missing = summary.missing,
                             started = summary.replications_started,
                             in_flight = summary.in_flight,
                             excess_deleted = summary.excess_deleted,
+                            corrupt_deleted = summary.corrupt_deleted,
+                            draining = summary.draining,
                             "replication monitor"
                         );
                     }
@@ -1055,6 +1253,8 @@ fn is_change(request: &MasterRequest) -> bool {
             | MasterRequest::CloseWrite { .. }
             | MasterRequest::AbortWrite { .. }
             | MasterRequest::SetAttributes { .. }
+            | MasterRequest::Decommission { .. }
+            | MasterRequest::Recommission { .. }
     )
 }
 

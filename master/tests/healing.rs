@@ -193,13 +193,19 @@ fn an_unreferenced_block_file_is_deleted_after_the_grace_period() {
     let dir = cluster.dir().to_path_buf();
     put(&cluster, &dir, "real", 9, MIB / 2);
     let real = block_names(&cluster, "/real");
-    // Plant a copy of a real block under an id no file has.
+    // Plant a whole, valid block under an id no file has (a copy of a real
+    // block's file would name that block in its footer, and the scrubber
+    // would rightly quarantine it at once).
     cluster.stop_minion(0);
     let source = cluster.block_file_path(0, &real[0]);
     let planted_name = "blk_00000000deadbeef";
     let planted = cluster.block_file_path(0, planted_name);
-    std::fs::create_dir_all(planted.parent().expect("a parent")).expect("mkdir");
-    std::fs::copy(&source, &planted).expect("plant a block file");
+    dfs_testkit::plant_block(
+        cluster.minion_data_dir(0),
+        dfs_engine::msg::BlockId(0xdead_beef),
+        b"an orphan nobody references",
+    );
+    assert!(planted.exists(), "{} planted", planted.display());
     let restarted = Instant::now();
     cluster.start_minion(0);
     cluster.wait_for_live_minions(3);

@@ -10,6 +10,11 @@ use dfs_engine::{units, Error, Result};
 
 /// How often a minion reports to the master when nobody says otherwise.
 pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_secs(3);
+/// How often every block is verified when nobody says otherwise: two weeks.
+pub const SCRUB_PERIOD_DEFAULT: Duration = Duration::from_secs(14 * 24 * 3600);
+/// How long a pipeline member waits for the next one to make progress when
+/// nobody says otherwise.
+pub const PIPELINE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +48,16 @@ struct Arguments {
     /// "all" for every core this process may run on.
     #[arg(long, value_name = "N|all", default_value = "all", value_parser = parse_cores)]
     cores: Cores,
+    /// Time in which every stored block is read and its checksums verified
+    /// once, e.g. 14d, 12h, 10s; "off": no verification in the background
+    /// (nor of blocks a reader found bad).
+    #[arg(long, value_name = "DURATION|off", default_value = "14d", value_parser = parse_scrub_period)]
+    scrub_period: ScrubPeriod,
+    /// How long a pipeline member waits for the member after it to take
+    /// data or answer before it drops it and stores the block without it
+    /// (a member with k members after it waits k times this long).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive)]
+    pipeline_timeout: Duration,
 }
 
 /// How many cores serve data.
@@ -87,6 +102,28 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+/// `--scrub-period`: a duration, or no scrubbing at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScrubPeriod {
+    Every(Duration),
+    Off,
+}
+
+fn parse_scrub_period(text: &str) -> Result<ScrubPeriod, String> {
+    if text == "off" {
+        return Ok(ScrubPeriod::Off);
+    }
+    parse_positive(text).map(ScrubPeriod::Every)
+}
+
+fn parse_positive(text: &str) -> Result<Duration, String> {
+    let duration = units::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
+}
+
 /// Everything a minion needs to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -95,6 +132,8 @@ pub struct Config {
     pub listen: String,
     pub advertise: Option<String>,
     pub heartbeat_interval: Duration,
+    pub scrub_period: ScrubPeriod,
+    pub pipeline_timeout: Duration,
 }
 
 impl Config {
@@ -121,6 +160,8 @@ impl Config {
             listen: arguments.listen,
             advertise: arguments.advertise,
             heartbeat_interval: arguments.heartbeat_interval,
+            scrub_period: arguments.scrub_period,
+            pipeline_timeout: arguments.pipeline_timeout,
         };
         Ok((config, arguments.cores))
     }
@@ -133,10 +174,18 @@ impl Config {
                 "--data: give one or more directories, comma-separated, none empty".into(),
             ));
         }
-        if self.heartbeat_interval.is_zero() {
-            return Err(Error::Invalid(
-                "--heartbeat-interval must be more than zero".into(),
-            ));
+        let scrub_period = match self.scrub_period {
+            ScrubPeriod::Every(period) => period,
+            ScrubPeriod::Off => Duration::MAX,
+        };
+        for (option, duration) in [
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--scrub-period", scrub_period),
+            ("--pipeline-timeout", self.pipeline_timeout),
+        ] {
+            if duration.is_zero() {
+                return Err(Error::Invalid(format!("{option} must be more than zero")));
+            }
         }
         check_address("--master", &self.master)?;
         check_address("--listen", &self.listen)?;
@@ -183,15 +232,25 @@ mod tests {
                 listen: "127.0.0.1:0".into(),
                 advertise: None,
                 heartbeat_interval: HEARTBEAT_INTERVAL_DEFAULT,
+                scrub_period: ScrubPeriod::Every(SCRUB_PERIOD_DEFAULT),
+                pipeline_timeout: PIPELINE_TIMEOUT_DEFAULT,
             }
         );
         let config = parse(
             "dfs-minion --master m:1 --data /a --listen [::1]:4000 --advertise h:4000 \
-             --heartbeat-interval 250ms",
+             --heartbeat-interval 250ms --scrub-period 10s --pipeline-timeout 2s",
         )
         .expect("full");
         assert_eq!(config.advertise.as_deref(), Some("h:4000"));
         assert_eq!(config.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(
+            config.scrub_period,
+            ScrubPeriod::Every(Duration::from_secs(10))
+        );
+        assert_eq!(config.pipeline_timeout, Duration::from_secs(2));
+        let config = parse("dfs-minion --master m:1 --data /a --listen h:1 --scrub-period off")
+            .expect("off");
+        assert_eq!(config.scrub_period, ScrubPeriod::Off);
     }
 
     #[test]
@@ -234,6 +293,14 @@ mod tests {
             ),
             (
                 "dfs-minion --master m:1 --data /a --listen h:1 --heartbeat-interval 5x",
+                "invalid",
+            ),
+            (
+                "dfs-minion --master m:1 --data /a --listen h:1 --scrub-period 0",
+                "more than zero",
+            ),
+            (
+                "dfs-minion --master m:1 --data /a --listen h:1 --pipeline-timeout 1y",
                 "invalid",
             ),
         ] {

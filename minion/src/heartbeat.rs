@@ -6,7 +6,13 @@
 //!
 //! Each round also reports the blocks sealed since the last one
 //! (`BlockStored`), and carries out the master's commands from the answer:
-//! deletions here, copies on the replication workers.
+//! deletions here, copies on the replication workers. News that should not
+//! wait for the next round goes out as it comes: a data directory taken
+//! out of service (`DataDirectoryFailed`, then a full block report of what
+//! is left), replicas found bad and quarantined (`ReportBadReplicas`; the
+//! master has them deleted once it replaced them). A full report lists the
+//! quarantined replicas as held, and registering reports them bad again,
+//! so a master that restarted learns of them too.
 //!
 //! Only two answers end the minion: the master runs another cluster, or
 //! another live minion has our id. Both are configuration errors that
@@ -16,16 +22,18 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use dfs_engine::limits::{BLOCK_REPORT_IDS_MAX, STORED_BLOCKS_PER_REPORT_MAX};
+use dfs_engine::limits::{
+    BAD_REPLICAS_PER_REPORT_MAX, BLOCK_REPORT_IDS_MAX, STORED_BLOCKS_PER_REPORT_MAX,
+};
 use dfs_engine::msg::{
-    BlockId, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand,
+    self, BlockId, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand,
 };
 use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
 use crate::identity::Identity;
 use crate::replicate::{CopyJob, Replicator};
-use crate::store::{Store, StoredReport};
+use crate::store::{BadReport, FailedDirectory, QuarantinedReplica, Store, StoredReport};
 
 /// Connection failures in a row after which another warning is logged;
 /// those in between are logged at debug level.
@@ -190,6 +198,13 @@ impl Heartbeat {
             if self.replicator.take_finished() {
                 return false;
             }
+            if self.store.has_failed_directories() || self.store.has_bad() {
+                if let Err(Failure::Retry(error) | Failure::Fatal(error)) = self.report_news() {
+                    tracing::debug!("report failed directories and bad replicas: {error}");
+                    self.connection = None;
+                    return false;
+                }
+            }
             if self.store.has_stored() {
                 if let Err(Failure::Retry(error) | Failure::Fatal(error)) = self.report_stored() {
                     // The round at the deadline tries again and handles it.
@@ -206,6 +221,7 @@ impl Heartbeat {
         if !self.registered {
             return self.register();
         }
+        self.report_news()?;
         self.report_stored()?;
         let usage = self.store.usage()?;
         let request = MasterRequest::Heartbeat {
@@ -271,6 +287,124 @@ impl Heartbeat {
         Ok(())
     }
 
+    /// Sends what can't wait for the next round: failed data directories
+    /// (each followed by a full block report) and bad replicas. What does
+    /// not get through is kept for the next try.
+    fn report_news(&mut self) -> Result<(), Failure> {
+        let failures = self.store.take_failed_directories();
+        if !failures.is_empty() {
+            let sent = self
+                .announce_failed_directories(&failures)
+                .and_then(|()| self.full_report().map(drop));
+            if let Err(failure) = sent {
+                self.store.restore_failed_directories(failures);
+                return Err(failure);
+            }
+        }
+        let replicas = match self.store.take_bad() {
+            BadReport::Replicas(replicas) => replicas,
+            BadReport::Full => {
+                // Too many to list: report them by what is quarantined.
+                let quarantined = self.store.block_store().quarantined()?;
+                quarantined
+                    .into_iter()
+                    .map(|block| QuarantinedReplica {
+                        block,
+                        reason: "quarantined after it failed verification".into(),
+                    })
+                    .collect()
+            }
+        };
+        let mut rest = replicas.as_slice();
+        while !rest.is_empty() {
+            let count = rest.len().min(BAD_REPLICAS_PER_REPORT_MAX);
+            if let Err(failure) = self.report_bad_replicas(&rest[..count]) {
+                self.store.restore_bad(rest.to_vec());
+                return Err(failure);
+            }
+            rest = &rest[count..];
+        }
+        Ok(())
+    }
+
+    /// Tells the master which data directories are out of service.
+    fn announce_failed_directories(&mut self, failures: &[FailedDirectory]) -> Result<(), Failure> {
+        for failure in failures {
+            let request = MasterRequest::DataDirectoryFailed {
+                minion: self.identity.minion(),
+                directory: failure.directory.clone(),
+                reason: failure.reason.clone(),
+            };
+            match self.call(request)? {
+                MasterResponse::Ok => tracing::info!(
+                    "told the master that data directory {} is out of service",
+                    failure.directory
+                ),
+                MasterResponse::Error(error) if error.kind == ErrorKind::UnknownMinion => {
+                    return self.register_again(error);
+                }
+                // The block report that follows still tells it what is lost.
+                MasterResponse::Error(error) => tracing::warn!(
+                    "the master did not take the failure of data directory {}: {error}",
+                    failure.directory
+                ),
+                other => return Err(unexpected("DataDirectoryFailed", &other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one `ReportBadReplicas` of at most `BAD_REPLICAS_PER_REPORT_MAX`.
+    fn report_bad_replicas(&mut self, replicas: &[QuarantinedReplica]) -> Result<(), Failure> {
+        let minion = self.identity.minion();
+        let request = MasterRequest::ReportBadReplicas {
+            reporter: Some(minion),
+            replicas: replicas
+                .iter()
+                .map(|replica| msg::BadReplica {
+                    block: replica.block,
+                    minion,
+                    reason: replica.reason.clone(),
+                })
+                .collect(),
+        };
+        match self.call(request)? {
+            MasterResponse::Ok => {
+                tracing::info!(
+                    count = replicas.len(),
+                    "reported quarantined replicas to the master"
+                );
+                Ok(())
+            }
+            // Registering reports every quarantined replica again.
+            MasterResponse::Error(error) if error.kind == ErrorKind::UnknownMinion => {
+                self.register_again(error)
+            }
+            MasterResponse::Error(error) => {
+                // Not retried: the master would refuse it again. It learns
+                // of them when this minion registers next.
+                tracing::warn!(
+                    count = replicas.len(),
+                    "the master did not take a report of quarantined replicas: {error}"
+                );
+                Ok(())
+            }
+            other => Err(unexpected("ReportBadReplicas", &other)),
+        }
+    }
+
+    /// Registers again after the master answered `UnknownMinion`; while
+    /// registering (the master forgot us again meanwhile), the next round
+    /// tries again.
+    fn register_again(&mut self, error: msg::RemoteError) -> Result<(), Failure> {
+        if !self.registered {
+            return Err(Failure::Retry(Error::Remote(error)));
+        }
+        tracing::info!("the master forgot this minion ({error}); registering again");
+        self.registered = false;
+        self.register()
+    }
+
     /// Carries out one command of the master's.
     fn execute(&mut self, command: MinionCommand) {
         match command {
@@ -334,9 +468,28 @@ impl Heartbeat {
         if interval_ms > 0 {
             self.interval = self.config.interval.min(Duration::from_millis(interval_ms));
         }
-        // Everything sealed so far is in the full report.
+        // Everything sealed so far is in the full report, every failed
+        // directory is announced before it, and every quarantined replica
+        // is reported bad after it.
         let _ = self.store.take_stored();
+        let _ = self.store.take_failed_directories();
+        let _ = self.store.take_bad();
+        let failures = self.store.failed_directories();
+        self.announce_failed_directories(&failures)?;
         let count = self.full_report()?;
+        let quarantined: Vec<QuarantinedReplica> = self
+            .store
+            .block_store()
+            .quarantined()?
+            .into_iter()
+            .map(|block| QuarantinedReplica {
+                block,
+                reason: "quarantined after it failed verification".into(),
+            })
+            .collect();
+        for replicas in quarantined.chunks(BAD_REPLICAS_PER_REPORT_MAX) {
+            self.report_bad_replicas(replicas)?;
+        }
         self.registered = true;
         tracing::info!(
             minion = %self.identity.minion(),
@@ -350,7 +503,7 @@ impl Heartbeat {
 
     /// Sends the list of every block here; returns how many.
     fn full_report(&mut self) -> Result<usize, Failure> {
-        let blocks = self.store.block_store().list()?;
+        let blocks = self.store.list_for_report()?;
         for (blocks, first, last) in report_frames(&blocks, BLOCK_REPORT_IDS_MAX) {
             let request = MasterRequest::BlockReport {
                 minion: self.identity.minion(),

@@ -5,17 +5,28 @@
 //! store (`dfs_engine::block_store`, written through `store` on the data
 //! path), the data service (`server`, one io_uring runtime per core, with
 //! `pipeline` and `read`; `uring` is the only module that touches io_uring),
-//! and the master conversation (`heartbeat`), which also carries out the
-//! master's commands: deletions, and copies to other minions (`replicate`).
+//! a keeper thread per data directory that watches its health and scrubs
+//! its blocks (`scrub`, yielding to clients as `health` tells), and the
+//! master conversation (`heartbeat`), which reports sealed blocks, bad
+//! replicas and failed directories and carries out the master's commands:
+//! deletions, and copies to other minions (`replicate`).
+//!
+//! A data directory that fails is taken out of service while the minion
+//! runs on with the others. When every one has failed, the minion stays up
+//! (the master still sees it, with nothing), refuses writes and says so in
+//! its log; a restart with working directories brings it back.
+//!
 //! The binary only parses the command line, sets up logging and signals,
 //! and calls `start_with_cores`.
 
 pub mod config;
+mod health;
 pub mod heartbeat;
 pub mod identity;
 mod pipeline;
 mod read;
 pub mod replicate;
+pub mod scrub;
 pub mod server;
 mod spare;
 pub mod store;
@@ -31,9 +42,10 @@ use dfs_engine::block_store::BlockStore;
 use dfs_engine::msg::MinionAddress;
 use dfs_engine::{Error, Result};
 
-use crate::config::{Config, Cores};
+use crate::config::{Config, Cores, ScrubPeriod};
 use crate::heartbeat::{HeartbeatConfig, StopSignal};
 use crate::identity::Identity;
+use crate::scrub::ScrubConfig;
 use crate::server::{DataService, ServeConfig};
 
 /// How often `run_until` looks at its stop flag.
@@ -67,10 +79,17 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
         ServeConfig {
             advertise: config.advertise.clone(),
             cores: cores.resolve(),
+            pipeline_timeout: config.pipeline_timeout,
             ..ServeConfig::new(config.listen.clone(), identity.minion())
         },
         store,
     )?;
+    // The keepers end when the store's doorbell stops (see `stop`).
+    let period = match config.scrub_period {
+        ScrubPeriod::Every(period) => Some(period),
+        ScrubPeriod::Off => None,
+    };
+    scrub::spawn(Arc::clone(service.store()), ScrubConfig { period })?;
     let stop = StopSignal::new();
     let heartbeat = heartbeat::spawn(
         HeartbeatConfig {
@@ -104,6 +123,12 @@ fn log_open_report(store: &BlockStore) {
         tracing::warn!(
             "{} more stray files under blocks/ ignored",
             report.strays.len() - STRAYS_LOGGED_MAX
+        );
+    }
+    if !report.quarantined.is_empty() {
+        tracing::info!(
+            count = report.quarantined.len(),
+            "replicas in quarantine (never served; the master is told again and deletes them)"
         );
     }
 }
@@ -144,6 +169,7 @@ impl RunningMinion {
     /// abandoned; their files are removed at the next start).
     pub fn stop(mut self) {
         self.stop.stop();
+        self.service.store().doorbell.stop();
         // The heartbeat thread may be inside a call to an unresponsive
         // master; don't wait for it.
         self.heartbeat = None;
@@ -153,5 +179,6 @@ impl RunningMinion {
 impl Drop for RunningMinion {
     fn drop(&mut self) {
         self.stop.stop();
+        self.service.store().doorbell.stop();
     }
 }

@@ -17,15 +17,21 @@
 //! the upstream can end the write early, by breaking its connection; then
 //! nothing of the block is kept here, and dropping the downstream connection
 //! makes the members after this one give up too.
+//!
+//! A downstream that stalls (a gray failure: stopped, swapping, a dead
+//! link that still looks open) is a failure too: when it takes no data or
+//! gives no answer for the pipeline timeout, this member drops it and goes
+//! on alone. The wait grows with the members behind it (the timeout times
+//! their number): a member waiting on a member that itself waits on a
+//! stalled one must not give up first and blame the wrong minion. The
+//! upstream's own wait must be longer still (see `Context::pipeline_timeout`).
 
 use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
 
 use dfs_engine::block_store;
-use dfs_engine::limits::{
-    BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS, REPLICATION_MAX,
-};
+use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, REPLICATION_MAX};
 use dfs_engine::msg::{
     BlockId, Credentials, Envelope, ErrorKind, MinionAddress, MinionRequest, MinionResponse,
     RemoteError, ReplicaFailure,
@@ -44,10 +50,6 @@ pub(crate) struct WriteRequest {
     pub(crate) block: BlockId,
     pub(crate) downstream: Vec<MinionAddress>,
     pub(crate) sync: bool,
-}
-
-fn io_wait() -> Duration {
-    Duration::from_millis(IO_TIMEOUT_MS)
 }
 
 /// Runs a pipeline write on `session` until the block is sealed (and the
@@ -174,6 +176,21 @@ struct Downstream {
     /// The member connected to, then the ones after it.
     members: Vec<MinionAddress>,
     next_request_id: u64,
+    /// How long it may take any one send or answer: the pipeline timeout
+    /// for each member in `members`.
+    wait: Duration,
+}
+
+/// Says what a downstream operation that failed after `wait` means.
+fn stalled(error: std::io::Error, wait: Duration) -> std::io::Error {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no progress in {wait:?} (stalled)"),
+        )
+    } else {
+        error
+    }
 }
 
 impl Downstream {
@@ -187,19 +204,20 @@ impl Downstream {
         let mut frame = Vec::new();
         wire::write_message(&mut frame, FrameKind::Request, request_id, &envelope)?;
         self.stream
-            .write_all(frame, io_wait())
+            .write_all(frame, self.wait)
             .await
-            .map_err(|e| Error::io(format!("send to {}", self.address()), e))?;
+            .map_err(|e| Error::io(format!("send to {}", self.address()), stalled(e, self.wait)))?;
         Ok(request_id)
     }
 
     async fn receive(&self, request_id: u64) -> Result<MinionResponse> {
         let address = self.address();
+        let wait = self.wait;
         let header_bytes = self
             .stream
-            .read_exact(FRAME_HEADER_BYTES, io_wait())
+            .read_exact(FRAME_HEADER_BYTES, wait)
             .await
-            .map_err(|e| Error::io(format!("receive from {address}"), e))?;
+            .map_err(|e| Error::io(format!("receive from {address}"), stalled(e, wait)))?;
         let array: [u8; FRAME_HEADER_BYTES] = header_bytes
             .as_slice()
             .try_into()
@@ -214,9 +232,9 @@ impl Downstream {
         // The decoder bounded payload_bytes by the control frame limit.
         let payload = self
             .stream
-            .read_exact(header.payload_bytes as usize, io_wait())
+            .read_exact(header.payload_bytes as usize, wait)
             .await
-            .map_err(|e| Error::io(format!("receive from {address}"), e))?;
+            .map_err(|e| Error::io(format!("receive from {address}"), stalled(e, wait)))?;
         if crc32c::crc32c(&payload) != header.payload_crc {
             return Err(Error::Protocol(format!(
                 "payload checksum mismatch in a response from {address}"
@@ -282,7 +300,11 @@ impl Pipeline {
         };
         let (created, ()) = uring::join(
             context.store.create(request.block, request.sync),
-            pipeline.connect_downstream(&request.credentials, &request.downstream),
+            pipeline.connect_downstream(
+                &request.credentials,
+                &request.downstream,
+                context.pipeline_timeout,
+            ),
         )
         .await;
         match created {
@@ -292,8 +314,14 @@ impl Pipeline {
         pipeline
     }
 
-    async fn connect_downstream(&mut self, credentials: &Credentials, members: &[MinionAddress]) {
+    async fn connect_downstream(
+        &mut self,
+        credentials: &Credentials,
+        members: &[MinionAddress],
+        pipeline_timeout: Duration,
+    ) {
         for (index, member) in members.iter().enumerate() {
+            let behind = members.len() - index;
             let forwarded = MinionRequest::WriteBlock {
                 block: self.block,
                 downstream: members[index + 1..].to_vec(),
@@ -308,6 +336,7 @@ impl Pipeline {
                     stream,
                     members: members[index..].to_vec(),
                     next_request_id: 1,
+                    wait: pipeline_timeout.saturating_mul(behind as u32),
                 };
                 downstream.send(credentials, forwarded).await?;
                 Ok::<_, Error>(downstream)
@@ -435,9 +464,10 @@ impl Pipeline {
                 Some(downstream) => Some(
                     downstream
                         .stream
-                        .write_vectored_all(forward_pieces, io_wait())
+                        .write_vectored_all(forward_pieces, downstream.wait)
                         .await
-                        .map(drop),
+                        .map(drop)
+                        .map_err(|e| stalled(e, downstream.wait)),
                 ),
                 None => None,
             }

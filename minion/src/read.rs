@@ -9,6 +9,10 @@
 //!
 //! A chunk that fails its check ends the connection after the good chunks
 //! before it: the reader then sees a short stream and tries the next replica.
+//! The block is handed to the keepers (`Store::suspect`), which verify it
+//! in full and quarantine and report it if it is bad; a quarantined replica
+//! is refused as `Corrupted`. An I/O error is judged for its data directory
+//! (`Store::note_io_error`).
 
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -21,6 +25,7 @@ use dfs_engine::wire::{FrameHeader, FrameKind};
 use dfs_engine::{Error, Result};
 
 use crate::server::{Next, Session};
+use crate::store::Store;
 use crate::uring::{self, FrameBatch, UringFile};
 
 /// Chunks read, checked and sent at once (512 KiB of standard chunks).
@@ -34,7 +39,8 @@ pub(crate) async fn read_block(
     length_bytes: u64,
 ) -> Result<Next> {
     let name = session.context.name();
-    let reader = match session.context.store.block_store().open_block(block) {
+    let store = &session.context.store;
+    let reader = match store.block_store().open_block(block) {
         Ok(reader) => reader,
         Err(error) => {
             let (kind, message) = if block_store::is_not_found(&error) {
@@ -42,11 +48,16 @@ pub(crate) async fn read_block(
                     ErrorKind::NotFound,
                     format!("{block}: no such block on {name}"),
                 )
+            } else if block_store::is_quarantined(&error) {
+                tracing::debug!("{}: read {block}: {error}", session.peer);
+                (ErrorKind::Corrupted, format!("{name}: {error}"))
             } else if matches!(error, Error::Corrupted { .. }) {
                 tracing::error!("{}: read {block}: {error}", session.peer);
+                store.suspect(block);
                 (ErrorKind::Corrupted, format!("{name}: {error}"))
             } else {
                 tracing::error!("{}: read {block}: {error}", session.peer);
+                store.note_block_io_error(block, &error);
                 (ErrorKind::Io, format!("{name}: {error}"))
             };
             session
@@ -84,13 +95,16 @@ pub(crate) async fn read_block(
         return Ok(Next::Continue);
     }
     let last_index = (end_bytes - 1) / chunk_bytes;
-    let chunks = match ChunkSource::open(&reader) {
+    let store = &session.context.store;
+    let directory = store.block_store().directory_of(reader.path());
+    let chunks = match ChunkSource::open(&reader, directory) {
         Ok(chunks) => chunks,
         Err(error) => {
             tracing::error!(
                 "{}: read {block}: {error}; closing the connection so the reader tries another replica",
                 session.peer
             );
+            note_failure(store, directory, block, &error);
             return Ok(Next::Close);
         }
     };
@@ -103,9 +117,21 @@ pub(crate) async fn read_block(
     send_chunks(session, &chunks, first_index..last_index + 1).await
 }
 
+/// Hands a failure to read `block` on: a bad chunk to the keepers to
+/// verify, an I/O error to the judgement of its data directory.
+fn note_failure(store: &Store, directory: Option<usize>, block: BlockId, error: &Error) {
+    match (error, directory) {
+        (Error::Corrupted { .. }, _) => store.suspect(block),
+        (_, Some(index)) => store.note_io_error(index, error),
+        (_, None) => store.note_block_io_error(block, error),
+    }
+}
+
 /// A sealed block's file on the ring and its stored checksums.
 struct ChunkSource {
     block: BlockId,
+    /// The data directory the file is in.
+    directory: Option<usize>,
     file: UringFile,
     length_bytes: u64,
     chunk_bytes: u64,
@@ -115,7 +141,7 @@ struct ChunkSource {
 impl ChunkSource {
     /// Takes the file and checksum array of a block whose footer `reader`
     /// checked (the footer's CRC covers the array).
-    fn open(reader: &BlockReader) -> Result<ChunkSource> {
+    fn open(reader: &BlockReader, directory: Option<usize>) -> Result<ChunkSource> {
         let block = reader.block();
         let context = |what: &str| format!("{what} {block}");
         let file = reader
@@ -133,6 +159,7 @@ impl ChunkSource {
         let file = UringFile::from_std(file);
         Ok(ChunkSource {
             block,
+            directory,
             file,
             length_bytes: reader.length_bytes(),
             chunk_bytes: u64::from(reader.chunk_bytes()),
@@ -224,6 +251,12 @@ async fn send_chunks(
         tracing::error!(
             "{}: read: {error}; closing the connection so the reader tries another replica",
             session.peer
+        );
+        note_failure(
+            &session.context.store,
+            chunks.directory,
+            chunks.block,
+            error,
         );
     };
     let mut spare = vec![0u8; buffer_bytes];

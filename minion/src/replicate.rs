@@ -5,6 +5,9 @@
 //! rest downstream, `Data` frames, `SealBlock`, durable). The targets report
 //! the new copy to the master themselves (`BlockStored`).
 //!
+//! A replica that turns out bad while it is read is handed to the keepers
+//! (`Store::suspect`) to verify and quarantine.
+//!
 //! Bounded twice: the master hands a minion at most
 //! `REPLICATIONS_PER_SOURCE_MAX` copies at once, and the queue here takes at
 //! most `REPLICATIONS_QUEUED_MAX`; a command dropped for a full queue is
@@ -15,6 +18,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
+use dfs_engine::block_store;
 use dfs_engine::limits::{REPLICATIONS_PER_SOURCE_MAX, REPLICATIONS_QUEUED_MAX};
 use dfs_engine::msg::{
     BlockId, Credentials, MinionAddress, MinionRequest, MinionResponse, RemoteError,
@@ -113,6 +117,19 @@ fn names(targets: &[MinionAddress]) -> String {
         .join(", ")
 }
 
+/// Hands a failure to read the block to copy on: a bad one to the keepers
+/// to verify (and quarantine), an I/O error to its directory's judgement.
+fn note_read_failure(store: &Store, block: BlockId, error: &Error) {
+    if block_store::is_not_found(error) || block_store::is_quarantined(error) {
+        return;
+    }
+    if matches!(error, Error::Corrupted { .. }) {
+        store.suspect(block);
+    } else {
+        store.note_block_io_error(block, error);
+    }
+}
+
 /// Pushes the sealed block through a pipeline of `job.targets`; returns its
 /// length once every target answered the seal with the block stored.
 pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
@@ -120,7 +137,10 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
     let Some(first) = job.targets.first() else {
         return Err(Error::Invalid(format!("copy {block}: no targets")));
     };
-    let reader = store.block_store().open_block(block)?;
+    let reader = store
+        .block_store()
+        .open_block(block)
+        .inspect_err(|error| note_read_failure(store, block, error))?;
     let credentials = Credentials {
         user: "dfs-minion".into(),
         ..Credentials::default()
@@ -137,7 +157,9 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
     let mut chunk = Vec::new();
     for index in 0..reader.chunk_count() {
         // A corrupt chunk stops the copy: a bad replica is never spread.
-        let crc = reader.read_chunk(index, &mut chunk)?;
+        let crc = reader
+            .read_chunk(index, &mut chunk)
+            .inspect_err(|error| note_read_failure(store, block, error))?;
         connection.send_data(&chunk, crc)?;
     }
     let length_bytes = reader.length_bytes();

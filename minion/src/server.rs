@@ -86,6 +86,9 @@ pub struct ServeConfig {
     pub connections_max: usize,
     /// Cores, each with its own io_uring runtime and listener (at least 1).
     pub cores: usize,
+    /// How long a pipeline member waits for the next member to take data or
+    /// answer, per member after it, before it drops it (a stalled minion).
+    pub pipeline_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -96,6 +99,7 @@ impl ServeConfig {
             minion,
             connections_max: CONNECTIONS_MAX,
             cores: available_cores(),
+            pipeline_timeout: crate::config::PIPELINE_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -110,6 +114,11 @@ pub(crate) struct Context {
     pub(crate) store: Arc<Store>,
     /// This minion as others know it, for failure messages.
     pub(crate) me: MinionAddress,
+    /// A pipeline member waits this long per member after it. Whoever
+    /// feeds a pipeline of n members must wait longer than n - 1 times
+    /// this for the first one, or it gives up on a healthy first member
+    /// while that one still waits out a stalled one behind it.
+    pub(crate) pipeline_timeout: Duration,
     active: AtomicUsize,
     busy_answers: AtomicUsize,
     connections_max: usize,
@@ -162,6 +171,7 @@ pub fn serve_store(config: ServeConfig, store: Arc<Store>) -> Result<DataService
     let context = Arc::new(Context {
         store,
         me: me.clone(),
+        pipeline_timeout: config.pipeline_timeout.max(Duration::from_millis(1)),
         active: AtomicUsize::new(0),
         busy_answers: AtomicUsize::new(0),
         connections_max: config.connections_max.clamp(1, CONNECTIONS_MAX),
@@ -566,6 +576,7 @@ impl Session {
                 downstream,
                 sync,
             } => {
+                let _busy = self.context.store.activity.begin();
                 pipeline::write_block(
                     self,
                     pipeline::WriteRequest {
@@ -582,7 +593,10 @@ impl Session {
                 block,
                 offset_bytes,
                 length_bytes,
-            } => read::read_block(self, request_id, block, offset_bytes, length_bytes).await,
+            } => {
+                let _busy = self.context.store.activity.begin();
+                read::read_block(self, request_id, block, offset_bytes, length_bytes).await
+            }
             MinionRequest::SealBlock { block, .. } => Err(Error::Protocol(format!(
                 "SealBlock of {block} without a WriteBlock before it"
             ))),

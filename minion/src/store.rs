@@ -4,17 +4,21 @@
 //! footer; docs/format.md) under the same `tmp/` and `blocks/` names, so the
 //! engine's `BlockReader`, scans and start-up cleaning see no difference.
 //!
+//! `Store` is also where the data path leaves news for the background: what
+//! an I/O error said about a data directory (a full one gets no new blocks,
+//! a failed one is taken out of service), blocks a reader found bad (for the
+//! keepers in `scrub` to verify at once), and what the heartbeat must tell
+//! the master (sealed blocks, bad replicas, failed directories).
+//!
 //! Invariant: a block id is in at most one of "being written" or "sealed"
 //! on this minion, as in `BlockStore`. All writes of a minion go through
 //! one `Store`, whose claim set is the only state the cores share on the
 //! write path, touched once at the start and once at the end of a block.
 
-use std::collections::HashSet;
-use std::ffi::CString;
+use std::collections::{HashSet, VecDeque};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dfs_engine::block_store::{
@@ -24,6 +28,7 @@ use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, STORED_BLOCKS_QUEUED_MAX}
 use dfs_engine::msg::{BlockId, StoredBlock};
 use dfs_engine::{Error, Result};
 
+use crate::health::{classify, Activity, Doorbell, Fault};
 use crate::uring::{self, SharedPieces, UringFile};
 
 /// Bytes of one stored chunk checksum.
@@ -32,18 +37,36 @@ const CRC_BYTES: usize = 4;
 /// arrives, so the disk writes while the network transfers and the seal's
 /// fdatasync has at most this much left to write.
 const WRITEBACK_STEP_BYTES: u64 = 8 * 1024 * 1024;
+/// Bad replicas kept to report; past it, a full block report (which leaves
+/// the quarantined ones out) tells the master instead.
+pub const BAD_REPLICAS_QUEUED_MAX: usize = 10_000;
+/// Blocks a reader found bad waiting for a keeper to verify them; more are
+/// dropped (a scrub pass finds them later).
+pub const SUSPECTS_QUEUED_MAX: usize = 256;
+/// Longest reason kept for a bad replica (one line for the master).
+pub const BAD_REPLICA_REASON_BYTES_MAX: usize = 256;
 
 /// The block store of a minion as the cores write to it.
 pub struct Store {
     store: BlockStore,
     /// Blocks with an open writer here: at most one per connection.
     writing: Mutex<HashSet<BlockId>>,
-    /// Sealed by the cores since start (the engine's `BlockStore` counts
-    /// what it found at open and what its own writers sealed).
-    sealed_bytes: AtomicU64,
-    sealed_count: AtomicU64,
     /// Sealed since the last incremental report to the master.
     stored: Mutex<StoredQueue>,
+    /// Replicas quarantined since the last report to the master.
+    bad: Mutex<BadQueue>,
+    /// Directories that failed since the last report to the master; at
+    /// most one entry per data directory.
+    failed_directories: Mutex<Vec<FailedDirectory>>,
+    /// Blocks a reader found bad, for a keeper to verify.
+    suspects: Mutex<VecDeque<BlockId>>,
+    /// Per data directory: an operation there failed in a way that calls
+    /// for a check (with a write probe) by its keeper.
+    check_requested: Vec<AtomicBool>,
+    /// Client requests in flight, which background work yields to.
+    pub(crate) activity: Arc<Activity>,
+    /// Wakes the keepers for suspects, checks, or the stop.
+    pub(crate) doorbell: Doorbell,
 }
 
 /// Blocks to report as stored, bounded: past the bound only a flag is
@@ -63,19 +86,53 @@ pub enum StoredReport {
     Full,
 }
 
+/// A replica found bad and quarantined here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantinedReplica {
+    pub block: BlockId,
+    /// One line: what was wrong.
+    pub reason: String,
+}
+
+#[derive(Default)]
+struct BadQueue {
+    replicas: Vec<QuarantinedReplica>,
+    overflowed: bool,
+}
+
+/// What the heartbeat should tell the master about bad replicas.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadReport {
+    Replicas(Vec<QuarantinedReplica>),
+    /// Too many to list: a full block report leaves them all out.
+    Full,
+}
+
+/// A data directory taken out of service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedDirectory {
+    pub directory: String,
+    pub reason: String,
+}
+
 impl Store {
     pub fn new(store: BlockStore) -> Store {
+        let check_requested = store.dirs().map(|_| AtomicBool::new(false)).collect();
         Store {
             store,
             writing: Mutex::new(HashSet::new()),
-            sealed_bytes: AtomicU64::new(0),
-            sealed_count: AtomicU64::new(0),
             stored: Mutex::new(StoredQueue::default()),
+            bad: Mutex::new(BadQueue::default()),
+            failed_directories: Mutex::new(Vec::new()),
+            suspects: Mutex::new(VecDeque::new()),
+            check_requested,
+            activity: Arc::new(Activity::new()),
+            doorbell: Doorbell::default(),
         }
     }
 
-    /// Removes a sealed block; true when it was here. Blocks being written
-    /// are left alone (they are not sealed).
+    /// Removes a sealed block (or its quarantined replica); true when it
+    /// was here. Blocks being written are left alone (they are not sealed).
     pub fn remove(&self, block: BlockId) -> Result<bool> {
         Ok(self.store.remove(block)?.is_some())
     }
@@ -117,41 +174,246 @@ impl Store {
         }
     }
 
+    /// Remembers a quarantined replica for the next report to the master.
+    pub fn note_bad(&self, block: BlockId, reason: &str) {
+        let mut reason = reason.replace('\n', " ");
+        if reason.len() > BAD_REPLICA_REASON_BYTES_MAX {
+            let mut end = BAD_REPLICA_REASON_BYTES_MAX;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        let mut queue = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.replicas.len() < BAD_REPLICAS_QUEUED_MAX {
+            queue.replicas.push(QuarantinedReplica { block, reason });
+        } else {
+            queue.overflowed = true;
+        }
+    }
+
+    /// True when bad replicas wait to be reported.
+    pub fn has_bad(&self) -> bool {
+        let queue = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
+        !queue.replicas.is_empty() || queue.overflowed
+    }
+
+    /// Takes the bad replicas found since the last call.
+    pub fn take_bad(&self) -> BadReport {
+        let mut queue = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = std::mem::take(&mut *queue);
+        if taken.overflowed {
+            BadReport::Full
+        } else {
+            BadReport::Replicas(taken.replicas)
+        }
+    }
+
+    /// Puts back bad replicas whose report did not reach the master.
+    pub fn restore_bad(&self, replicas: Vec<QuarantinedReplica>) {
+        for replica in replicas {
+            self.note_bad(replica.block, &replica.reason);
+        }
+    }
+
+    /// True when failed directories wait to be reported.
+    pub fn has_failed_directories(&self) -> bool {
+        !self
+            .failed_directories
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Takes the directories that failed since the last call.
+    pub fn take_failed_directories(&self) -> Vec<FailedDirectory> {
+        std::mem::take(
+            &mut *self
+                .failed_directories
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Puts back failures whose report did not reach the master.
+    pub fn restore_failed_directories(&self, failures: Vec<FailedDirectory>) {
+        let mut queue = self
+            .failed_directories
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for failure in failures {
+            if !queue.contains(&failure) {
+                queue.push(failure);
+            }
+        }
+    }
+
+    /// Every directory out of service, with why (to tell a master that
+    /// forgot this minion).
+    pub fn failed_directories(&self) -> Vec<FailedDirectory> {
+        self.store
+            .directory_states()
+            .into_iter()
+            .filter_map(|state| {
+                Some(FailedDirectory {
+                    directory: state.root.display().to_string(),
+                    reason: state.failure?,
+                })
+            })
+            .collect()
+    }
+
+    /// Asks the keepers to verify `block` at once: a reader found it bad.
+    /// Dropped when too many wait (a scrub pass finds it later).
+    pub fn suspect(&self, block: BlockId) {
+        {
+            let mut suspects = self.suspects.lock().unwrap_or_else(PoisonError::into_inner);
+            if suspects.contains(&block) || suspects.len() >= SUSPECTS_QUEUED_MAX {
+                return;
+            }
+            suspects.push_back(block);
+        }
+        self.doorbell.ring();
+    }
+
+    /// The next block to verify for a reader, if any.
+    pub(crate) fn take_suspect(&self) -> Option<BlockId> {
+        self.suspects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+
+    /// True once (and clears it) when directory `index` should be checked.
+    pub(crate) fn take_check_request(&self, index: usize) -> bool {
+        self.check_requested
+            .get(index)
+            .is_some_and(|flag| flag.swap(false, Ordering::Relaxed))
+    }
+
+    /// Acts on an I/O error of an operation in data directory `index`: a
+    /// full directory gets no new blocks for a while, a failed one is taken
+    /// out of service, anything unexpected gets its directory checked.
+    pub fn note_io_error(&self, index: usize, error: &Error) {
+        match classify(error) {
+            Fault::Full => self.store.note_full(index),
+            Fault::Failed => {
+                self.fail_directory(index, &error.to_string());
+            }
+            Fault::Check => {
+                if let Some(flag) = self.check_requested.get(index) {
+                    flag.store(true, Ordering::Relaxed);
+                    self.doorbell.ring();
+                }
+            }
+            Fault::NotTheDisk => {}
+        }
+    }
+
+    /// `note_io_error` for an error about `block`, wherever it lives; when
+    /// no directory holds it, every directory is checked.
+    pub fn note_block_io_error(&self, block: BlockId, error: &Error) {
+        match self.store.directory_holding(block) {
+            Some(index) => self.note_io_error(index, error),
+            None if classify(error) != Fault::NotTheDisk => {
+                for flag in &self.check_requested {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                self.doorbell.ring();
+            }
+            None => {}
+        }
+    }
+
+    /// Takes data directory `index` out of service, logs it and queues the
+    /// report to the master. True when it was in service until now.
+    pub fn fail_directory(&self, index: usize, reason: &str) -> bool {
+        let states = self.store.directory_states();
+        let Some(state) = states.get(index) else {
+            return false;
+        };
+        if !self.store.fail_directory(index, reason) {
+            return false;
+        }
+        let directory = state.root.display().to_string();
+        tracing::error!(
+            "data directory {directory} failed: {reason}; it is out of service and its {} blocks are dropped (the master copies them again)",
+            state.block_count
+        );
+        if self.store.directories_in_service() == 0 {
+            tracing::error!(
+                "every data directory failed: this minion now stores nothing and refuses writes; it keeps running so the master sees it, until it is restarted with working directories"
+            );
+        }
+        self.restore_failed_directories(vec![FailedDirectory {
+            directory,
+            reason: reason.to_string(),
+        }]);
+        self.doorbell.ring();
+        true
+    }
+
+    /// The blocks of the directories in service, for a full block report,
+    /// sorted: the sealed ones and the quarantined ones (the master counts
+    /// those as held until it has them deleted, after they are reported
+    /// bad). A directory that can't be listed is judged
+    /// (`note_io_error`); the list is an error if that leaves it in
+    /// service, so that no healthy directory's blocks go missing from a
+    /// report.
+    pub fn list_for_report(&self) -> Result<Vec<BlockId>> {
+        let (scan, errors) = self.store.scan_directories();
+        let mut still_serving = None;
+        for (index, error) in errors {
+            self.note_io_error(index, &error);
+            if self.store.is_in_service(index) {
+                still_serving = Some(error);
+            }
+        }
+        if let Some(error) = still_serving {
+            return Err(error);
+        }
+        let mut blocks = scan.blocks;
+        blocks.extend(self.store.quarantined()?);
+        blocks.sort_unstable();
+        blocks.dedup();
+        Ok(blocks)
+    }
+
     pub fn block_store(&self) -> &BlockStore {
         &self.store
     }
 
-    /// Space and blocks, including those sealed through this `Store`.
+    /// Space and blocks of the directories in service.
     pub fn usage(&self) -> Result<Usage> {
-        let mut usage = self.store.usage()?;
-        // Wrapping: the engine's counters go below zero for blocks sealed
-        // here and removed through it (see `BlockStore::remove`).
-        usage.used_bytes = usage
-            .used_bytes
-            .wrapping_add(self.sealed_bytes.load(Ordering::Relaxed));
-        usage.block_count = usage
-            .block_count
-            .wrapping_add(self.sealed_count.load(Ordering::Relaxed));
-        Ok(usage)
+        self.store.usage()
     }
 
-    /// Starts a new block in the data directory with the most available
-    /// space. Refuses an id that is sealed or being written here. A `durable`
-    /// block starts its writeback as it arrives.
+    /// Starts a new block in the data directory `BlockStore::choose_directory`
+    /// picks. Refuses an id that is sealed or being written here. A
+    /// `durable` block starts its writeback as it arrives.
     pub(crate) async fn create(
         self: &Arc<Store>,
         block: BlockId,
         durable: bool,
     ) -> Result<UringBlockWriter> {
         let claim = Claim::take(self, block)?;
-        let root = self.emptiest_dir()?;
+        let (dir_index, root) = self
+            .store
+            .choose_directory()
+            .map(|(index, root)| (index, root.to_path_buf()))?;
         let suffix = dfs_engine::rpc::random_u64()?;
         let temporary_path = root.join("tmp").join(format!("{block}.{suffix:016x}"));
-        let file = UringFile::create_new(&temporary_path)
-            .await
-            .map_err(|e| Error::io(format!("create {}", temporary_path.display()), e))?;
+        let file = match UringFile::create_new(&temporary_path).await {
+            Ok(file) => file,
+            Err(error) => {
+                let error = Error::io(format!("create {}", temporary_path.display()), error);
+                self.note_io_error(dir_index, &error);
+                return Err(error);
+            }
+        };
         Ok(UringBlockWriter {
             claim,
+            dir_index,
             root,
             temporary_path,
             file,
@@ -164,39 +426,6 @@ impl Store {
             written_back_bytes: 0,
         })
     }
-
-    fn emptiest_dir(&self) -> Result<PathBuf> {
-        let mut best: Option<(u64, &Path)> = None;
-        let mut last_error = None;
-        for root in self.store.dirs() {
-            match available_bytes(root) {
-                Ok(available) if best.is_none_or(|(most, _)| available > most) => {
-                    best = Some((available, root));
-                }
-                Ok(_) => {}
-                Err(error) => last_error = Some(error),
-            }
-        }
-        match (best, last_error) {
-            (Some((_, root)), _) => Ok(root.to_path_buf()),
-            (None, Some(error)) => Err(error),
-            (None, None) => Err(Error::Invalid("no data directory".into())),
-        }
-    }
-}
-
-fn available_bytes(path: &Path) -> Result<u64> {
-    let context = || format!("statvfs {}", path.display());
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| Error::io(context(), io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    // SAFETY: statvfs is a plain C struct of integers; all zeroes is valid.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c_path is NUL-terminated and outlives the call; stat is a
-    // valid, writable statvfs.
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Err(Error::io(context(), io::Error::last_os_error()));
-    }
-    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 /// Marks a block as being written for as long as it lives.
@@ -250,6 +479,8 @@ fn footer(block: BlockId, length_bytes: u64, crc_array: &[u8]) -> [u8; BLOCK_FOO
 /// removes its temporary file: nothing of an unsealed block is served.
 pub(crate) struct UringBlockWriter {
     claim: Claim,
+    /// Index of the data directory the block goes to.
+    dir_index: usize,
     root: PathBuf,
     temporary_path: PathBuf,
     file: UringFile,
@@ -314,13 +545,15 @@ impl UringBlockWriter {
             .await
         {
             self.failed = true;
-            return Err(Error::io(
+            let error = Error::io(
                 format!(
                     "write {block} chunk {index} to {}",
                     self.temporary_path.display()
                 ),
                 error,
-            ));
+            );
+            self.claim.store.note_io_error(self.dir_index, &error);
+            return Err(error);
         }
         self.length_bytes += added_bytes;
         self.short_chunk_written = short;
@@ -339,7 +572,17 @@ impl UringBlockWriter {
     /// Writes the checksums and the footer, makes the file durable when
     /// `sync`, and moves it into `blocks/`. Returns the block's length. On
     /// error nothing is left under `blocks/` and the temporary file is removed.
-    pub(crate) async fn seal(mut self, sync: bool) -> Result<u64> {
+    pub(crate) async fn seal(self, sync: bool) -> Result<u64> {
+        let store = Arc::clone(&self.claim.store);
+        let dir_index = self.dir_index;
+        let sealed = self.seal_here(sync).await;
+        if let Err(error) = &sealed {
+            store.note_io_error(dir_index, error);
+        }
+        sealed
+    }
+
+    async fn seal_here(mut self, sync: bool) -> Result<u64> {
         let block = self.claim.block;
         if self.failed {
             return Err(Error::Invalid(format!(
@@ -379,6 +622,13 @@ impl UringBlockWriter {
                 .map_err(|e| Error::io(format!("create directory {}", subdir.display()), e))?;
         }
         let target = subdir.join(block.to_string());
+        let store = Arc::clone(&self.claim.store);
+        if !store.store.is_in_service(self.dir_index) {
+            return Err(Error::Invalid(format!(
+                "seal {block}: its data directory {} failed",
+                self.root.display()
+            )));
+        }
         uring::rename(&self.temporary_path, &target)
             .await
             .map_err(|e| {
@@ -402,11 +652,12 @@ impl UringBlockWriter {
             }
         }
         self.sealed = true;
-        let store = &self.claim.store;
-        store
-            .sealed_bytes
-            .fetch_add(self.length_bytes + tail_bytes, Ordering::Relaxed);
-        store.sealed_count.fetch_add(1, Ordering::Relaxed);
+        let file_bytes = self.length_bytes + tail_bytes;
+        if let Err(error) = store.store.note_sealed(self.dir_index, block, file_bytes) {
+            // Sealed all the same; a quarantined replica left over is removed
+            // by the master's Delete or the next good copy.
+            tracing::warn!("{block}: {error}");
+        }
         store.note_stored(block, self.length_bytes);
         Ok(self.length_bytes)
     }
@@ -625,5 +876,133 @@ mod tests {
         })
         .expect("runtime");
         assert_eq!(store.block_store().list().expect("list"), vec![]);
+    }
+
+    #[test]
+    fn io_errors_are_judged_for_their_directory() {
+        let dirs: Vec<tempfile::TempDir> = (0..2)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+        let store = Arc::new(Store::new(BlockStore::open(&paths).expect("open")));
+        let os = |code| Error::io("write", io::Error::from_raw_os_error(code));
+
+        store.note_io_error(0, &os(libc::ENOSPC));
+        let states = store.block_store().directory_states();
+        assert!(states[0].full && states[0].failure.is_none(), "{states:?}");
+
+        store.note_io_error(1, &os(libc::ENOENT));
+        assert!(store.take_check_request(1), "a check is asked for");
+        assert!(!store.take_check_request(1), "once");
+        assert!(!store.take_check_request(0));
+
+        store.note_io_error(0, &os(libc::EMFILE));
+        assert_eq!(store.block_store().directories_in_service(), 2);
+        assert!(!store.has_failed_directories());
+
+        store.note_io_error(0, &os(libc::EIO));
+        store.note_io_error(0, &os(libc::EIO));
+        assert!(!store.block_store().is_in_service(0));
+        let failures = store.take_failed_directories();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].directory, paths[0].display().to_string());
+        assert!(
+            failures[0].reason.contains("Input/output error"),
+            "{failures:?}"
+        );
+        assert_eq!(store.failed_directories(), failures);
+
+        // New blocks go to the other directory; with none left, writes are refused.
+        uring::run_core(async {
+            write(&store, BlockId(0x40), b"here", 1, true)
+                .await
+                .expect("write");
+        })
+        .expect("runtime");
+        assert!(paths[1].join("blocks/40/blk_0000000000000040").is_file());
+        assert_eq!(store.list_for_report().expect("list"), vec![BlockId(0x40)]);
+        assert!(store.fail_directory(1, "gone"));
+        assert!(!store.fail_directory(1, "gone again"));
+        uring::run_core(async {
+            let error = write(&store, BlockId(0x41), b"nowhere", 1, true)
+                .await
+                .expect_err("no directory left");
+            assert!(
+                error.to_string().contains("every data directory"),
+                "{error}"
+            );
+        })
+        .expect("runtime");
+        assert_eq!(store.usage().expect("usage").block_count, 0);
+    }
+
+    #[test]
+    fn bad_replicas_and_suspects_are_bounded() {
+        let (_dir, store) = open_store();
+        let long = "x".repeat(BAD_REPLICA_REASON_BYTES_MAX + 10) + "\nsecond line";
+        store.note_bad(BlockId(1), &long);
+        let BadReport::Replicas(replicas) = store.take_bad() else {
+            panic!("a full report");
+        };
+        assert_eq!(replicas[0].reason.len(), BAD_REPLICA_REASON_BYTES_MAX);
+        assert!(!store.has_bad());
+        for block in 0..=BAD_REPLICAS_QUEUED_MAX as u64 {
+            store.note_bad(BlockId(block), "bad");
+        }
+        assert_eq!(store.take_bad(), BadReport::Full);
+        store.restore_bad(vec![QuarantinedReplica {
+            block: BlockId(9),
+            reason: "bad".into(),
+        }]);
+        assert!(store.has_bad());
+
+        store.suspect(BlockId(7));
+        store.suspect(BlockId(7));
+        for block in 100..100 + SUSPECTS_QUEUED_MAX as u64 {
+            store.suspect(BlockId(block));
+        }
+        let mut taken = Vec::new();
+        while let Some(block) = store.take_suspect() {
+            taken.push(block);
+        }
+        assert_eq!(taken.len(), SUSPECTS_QUEUED_MAX);
+        assert_eq!(taken[0], BlockId(7));
+        assert_eq!(taken[1], BlockId(100), "no duplicate");
+    }
+
+    #[test]
+    fn quarantined_replicas_are_listed_for_the_master_until_a_good_copy_comes() {
+        let (_dir, store) = open_store();
+        uring::run_core(async {
+            for block in [0x50, 0x51] {
+                write(&store, BlockId(block), &pattern(CHUNK + 3, 2), 1, true)
+                    .await
+                    .expect("write");
+            }
+        })
+        .expect("runtime");
+        assert!(store
+            .block_store()
+            .quarantine(BlockId(0x51), None)
+            .expect("quarantine"));
+        assert_eq!(
+            store.list_for_report().expect("list"),
+            vec![BlockId(0x50), BlockId(0x51)],
+            "held until the master deletes it"
+        );
+        assert_eq!(store.usage().expect("usage").block_count, 1);
+        // A good copy sealed again supersedes the quarantined one.
+        uring::run_core(async {
+            write(&store, BlockId(0x51), &pattern(CHUNK + 3, 2), 1, true)
+                .await
+                .expect("write again");
+        })
+        .expect("runtime");
+        assert_eq!(
+            store.block_store().quarantined().expect("quarantined"),
+            vec![]
+        );
+        assert_eq!(read_back(&store, BlockId(0x51)), pattern(CHUNK + 3, 2));
+        assert!(store.remove(BlockId(0x51)).expect("remove"));
     }
 }

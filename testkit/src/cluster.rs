@@ -48,6 +48,8 @@ pub struct ClusterOptions {
     pub orphan_grace: Option<&'static str>,
     /// The address every daemon listens on (and is reached at).
     pub listen_host: String,
+    /// More arguments for every minion, e.g. `--scrub-period off`.
+    pub minion_arguments: Vec<&'static str>,
 }
 
 impl Default for ClusterOptions {
@@ -64,6 +66,7 @@ impl Default for ClusterOptions {
             minion_data_overrides: Vec::new(),
             orphan_grace: None,
             listen_host: "127.0.0.1".to_string(),
+            minion_arguments: Vec::new(),
         }
     }
 }
@@ -287,7 +290,7 @@ impl Cluster {
                 .unwrap_or_else(|| cluster.dir.path().join(format!("minion-{index}")));
             std::fs::create_dir_all(&data_dir).expect("create a minion directory");
             let name = format!("minion-{index}");
-            let arguments: Vec<OsString> = vec![
+            let mut arguments: Vec<OsString> = vec![
                 "--master".into(),
                 cluster.master.address.clone().into(),
                 "--data".into(),
@@ -295,6 +298,7 @@ impl Cluster {
                 "--heartbeat-interval".into(),
                 options.heartbeat_interval.into(),
             ];
+            arguments.extend(options.minion_arguments.iter().map(OsString::from));
             let log_path = cluster.dir.path().join(format!("{name}.log"));
             cluster.minions.push(Daemon::new(
                 &name,

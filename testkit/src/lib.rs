@@ -80,3 +80,209 @@ pub fn wait_for(mut condition: impl FnMut() -> bool, timeout: Duration, what: &s
         std::thread::sleep(POLL_INTERVAL);
     }
 }
+
+/// A `dfs-minion` a test starts itself, with the options it wants (several
+/// data directories, `--scrub-period`, `--pipeline-timeout`, ...): its
+/// stderr goes to `log`, and it is killed when dropped (or when the thread
+/// that started it dies).
+pub struct MinionProcess {
+    process: ChildGuard,
+    address: String,
+    log: PathBuf,
+}
+
+impl MinionProcess {
+    /// Runs `dfs-minion --master MASTER --data DIR,... --listen LISTEN
+    /// --heartbeat-interval 200ms EXTRA...` and waits for its `listening on`
+    /// line. `listen` is `127.0.0.1:0`, or an earlier run's address to come
+    /// back on the same port.
+    pub fn start(
+        master: &str,
+        dirs: &[PathBuf],
+        listen: &str,
+        extra: &[&str],
+        log: &std::path::Path,
+    ) -> MinionProcess {
+        use std::os::unix::process::CommandExt;
+        let data: Vec<&str> = dirs.iter().map(|dir| utf8(dir)).collect();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+        let mut command = std::process::Command::new(binary("dfs-minion"));
+        command
+            .args(["--master", master, "--data", &data.join(",")])
+            .args(["--listen", listen, "--heartbeat-interval", "200ms"])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log_file);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
+        // memory of the parent; the minion dies with the thread that started it.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("spawn dfs-minion");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let process = ChildGuard::new("dfs-minion started by the test", child);
+        let line = read_first_line(stdout, LISTEN_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "dfs-minion printed no first line ({e:?}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+        let address = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line {line:?} is not 'listening on HOST:PORT'"))
+            .to_string();
+        MinionProcess {
+            process,
+            address,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The address it serves data on.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        self.process.signal(signal);
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process.try_status().is_none()
+    }
+
+    /// Everything it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log has a line containing `pattern`; panics after
+    /// `timeout` with the log.
+    pub fn wait_for_log(&self, pattern: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(pattern) {
+            if Instant::now() >= deadline {
+                panic!(
+                    "no log line with {pattern:?} within {timeout:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Panics on ERROR (or panic) lines in its log that contain none of
+    /// `allowed`.
+    pub fn assert_clean_log(&self, allowed: &[&str]) {
+        let text = self.log_text();
+        let bad: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains(" ERROR ") || line.contains("panicked at"))
+            .filter(|line| !allowed.iter().any(|pattern| line.contains(pattern)))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "unexpected lines in {}:\n{}",
+            self.log.display(),
+            bad.join("\n")
+        );
+    }
+
+    /// SIGTERM; asserts a clean exit (status 0).
+    pub fn stop(mut self) {
+        self.process.signal(Signal::Terminate);
+        let status = self.process.wait_exit(EXIT_TIMEOUT);
+        assert!(
+            status.success(),
+            "dfs-minion exited with {status} after SIGTERM\n{}",
+            self.log_text()
+        );
+    }
+}
+
+/// What a minion answered to a `ReadBlock` of a whole block.
+#[derive(Debug, PartialEq)]
+pub enum MinionRead {
+    /// Every byte, each chunk's CRC32C checked.
+    Data(Vec<u8>),
+    /// An error answer instead of `ReadStarted`.
+    Refused(dfs_engine::msg::RemoteError),
+    /// The stream ended (or a chunk failed its CRC32C) after this many bytes.
+    Broken { bytes_before: usize },
+}
+
+/// Reads block `block` of `length_bytes` straight from the minion at
+/// `address`, as a client does.
+pub fn read_block_from(
+    address: &str,
+    block: dfs_engine::msg::BlockId,
+    length_bytes: u64,
+) -> MinionRead {
+    use dfs_engine::msg::{Credentials, MinionRequest, MinionResponse};
+    use dfs_engine::wire::{self, FrameKind};
+    let mut connection = dfs_engine::rpc::Connection::open(address).expect("connect to the minion");
+    let request = MinionRequest::ReadBlock {
+        block,
+        offset_bytes: 0,
+        length_bytes,
+    };
+    let answer: MinionResponse = connection
+        .call(&Credentials::default(), request)
+        .expect("an answer to ReadBlock");
+    match answer {
+        MinionResponse::ReadStarted { .. } => {}
+        MinionResponse::Error(error) => return MinionRead::Refused(error),
+        other => panic!("{block}: unexpected answer {other:?}"),
+    }
+    let mut data = Vec::new();
+    let mut chunk = Vec::new();
+    while (data.len() as u64) < length_bytes {
+        let header = match wire::read_header(connection.reader()) {
+            Ok(Some(header)) if header.kind == FrameKind::Data => header,
+            _ => {
+                return MinionRead::Broken {
+                    bytes_before: data.len(),
+                }
+            }
+        };
+        let read = wire::read_payload(connection.reader(), &header, &mut chunk);
+        if read.is_err() || crc32c::crc32c(&chunk) != header.payload_crc {
+            return MinionRead::Broken {
+                bytes_before: data.len(),
+            };
+        }
+        data.extend_from_slice(&chunk);
+    }
+    MinionRead::Data(data)
+}
+
+/// Writes a well-formed block file of `data` as block `block` into the data
+/// directory `dir` of a minion that is not running, exactly as a minion
+/// writes it (a copy of another block's file would be corrupt: its footer
+/// names the other block, and the minion's scrubber quarantines it).
+pub fn plant_block(dir: &std::path::Path, block: dfs_engine::msg::BlockId, data: &[u8]) {
+    let store = dfs_engine::block_store::BlockStore::open(&[dir.to_path_buf()])
+        .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()));
+    let mut writer = store.create(block).expect("create the block");
+    for chunk in data.chunks(dfs_engine::limits::CHUNK_BYTES as usize) {
+        writer
+            .write_chunk(chunk, crc32c::crc32c(chunk))
+            .expect("write a chunk");
+    }
+    writer.seal(true).expect("seal the block");
+}

@@ -465,10 +465,13 @@ fn send_block(
         error,
         excluded: vec![first.id],
     };
+    // Longer than the first member waits for the members behind it (see
+    // `Session::start_block`).
+    let pipeline_length = u32::try_from(task.targets.len()).unwrap_or(u32::MAX);
     let mut connection = Connection::open_with_timeouts(
         &first.address,
         Duration::from_millis(CONNECT_TIMEOUT_MS),
-        io_timeout,
+        io_timeout.saturating_mul(pipeline_length),
     )
     .map_err(minion_failed)?;
     let read_failed = |error: io::Error| {
