@@ -96,6 +96,25 @@ impl Activity {
     }
 }
 
+/// How long after the last client request a minion counts as idle, for
+/// background work (scrubbing, copies) to go at full speed again.
+pub(crate) const QUIET_MS: u64 = 1_000;
+
+/// While clients are served, background work pauses this many times as
+/// long as each step of it took, so it takes at most a quarter of the
+/// time (of the disk and the network it shares with them) whatever the
+/// hardware's speed; idle, it pauses not at all.
+const BACKGROUND_YIELD_FACTOR: u32 = 3;
+
+/// The pause after a step of background work that took `elapsed`.
+pub(crate) fn background_pause(elapsed: Duration, clients_busy: bool) -> Duration {
+    if clients_busy {
+        elapsed.saturating_mul(BACKGROUND_YIELD_FACTOR)
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// A request in flight; dropping it ends it.
 pub(crate) struct ActivityGuard {
     activity: Arc<Activity>,
@@ -209,6 +228,15 @@ mod tests {
         for (error, expected) in cases {
             assert_eq!(classify(&error), expected, "{error}");
         }
+    }
+
+    #[test]
+    fn background_work_pauses_only_while_clients_are_served() {
+        let step = Duration::from_millis(20);
+        assert_eq!(background_pause(step, false), Duration::ZERO);
+        // Three times the step: background work keeps a quarter of the time.
+        assert_eq!(background_pause(step, true), Duration::from_millis(60));
+        assert_eq!(background_pause(Duration::MAX, true), Duration::MAX);
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! A replica that turns out bad while it is read is handed to the keepers
 //! (`Store::suspect`) to verify and quarantine.
 //!
+//! Copies yield to clients: while this minion serves client reads or writes,
+//! a copy pauses after each chunk three times as long as the chunk took
+//! (`health::background_pause`), so it keeps at most a quarter of the disk
+//! and network time; idle, it runs at full speed. Copies pushed here by
+//! other minions carry `REPLICATION_USER` and do not count as clients.
+//!
 //! Bounded twice: the master hands a minion at most
 //! `REPLICATIONS_PER_SOURCE_MAX` copies at once, and the queue here takes at
 //! most `REPLICATIONS_QUEUED_MAX`; a command dropped for a full queue is
@@ -27,7 +33,12 @@ use dfs_engine::rpc::Connection;
 use dfs_engine::wire::{self, FrameKind};
 use dfs_engine::{Error, Result};
 
+use crate::health::{background_pause, QUIET_MS};
 use crate::store::Store;
+
+/// The user copies between minions are sent as: their writes are
+/// background work to the receiving minion, not client traffic.
+pub const REPLICATION_USER: &str = "dfs-minion";
 
 /// One copy to make.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,7 +153,7 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
         .open_block(block)
         .inspect_err(|error| note_read_failure(store, block, error))?;
     let credentials = Credentials {
-        user: "dfs-minion".into(),
+        user: REPLICATION_USER.into(),
         ..Credentials::default()
     };
     let mut connection = Connection::open(&first.address)?;
@@ -156,11 +167,19 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
     )?;
     let mut chunk = Vec::new();
     for index in 0..reader.chunk_count() {
+        let started = std::time::Instant::now();
         // A corrupt chunk stops the copy: a bad replica is never spread.
         let crc = reader
             .read_chunk(index, &mut chunk)
             .inspect_err(|error| note_read_failure(store, block, error))?;
         connection.send_data(&chunk, crc)?;
+        let busy = !store
+            .activity
+            .is_idle(std::time::Duration::from_millis(QUIET_MS));
+        let pause = background_pause(started.elapsed(), busy);
+        if !pause.is_zero() {
+            thread::sleep(pause);
+        }
     }
     let length_bytes = reader.length_bytes();
     let seal_id = connection.send(

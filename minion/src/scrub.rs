@@ -56,8 +56,7 @@ use crate::store::Store;
 
 /// How often a keeper checks its directory.
 const CHECK_INTERVAL_MS: u64 = 1_000;
-/// How long after the last client request the minion counts as idle.
-const QUIET_MS: u64 = 1_000;
+use crate::health::QUIET_MS;
 /// Longest a paced keeper sleeps before it looks at the clients again.
 const BUSY_POLL_MS: u64 = 100;
 /// How long a keeper that does not scrub sleeps between health checks.

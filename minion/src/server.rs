@@ -34,6 +34,7 @@ use dfs_engine::msg::{
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
 
+use crate::replicate::REPLICATION_USER;
 use crate::store::Store;
 use crate::uring::{self, Either, Listener, Stream};
 use crate::{pipeline, read, spare};
@@ -576,7 +577,9 @@ impl Session {
                 downstream,
                 sync,
             } => {
-                let _busy = self.context.store.activity.begin();
+                // Copies between minions are background work, not clients.
+                let _busy = (envelope.credentials.user != REPLICATION_USER)
+                    .then(|| self.context.store.activity.begin());
                 pipeline::write_block(
                     self,
                     pipeline::WriteRequest {
