@@ -2,7 +2,9 @@
 //! and `admin report` reports, UTC times. Pure functions, so every format
 //! is unit-tested.
 
-use dfs_engine::msg::{EntryKind, EntryStatus, FsckBlock, FsckFile, LocatedBlock, MinionState};
+use dfs_engine::msg::{
+    EntryKind, EntryStatus, FsckBlock, FsckFile, LocatedBlock, MinionReport, MinionState,
+};
 use dfs_engine::units::format_bytes;
 
 use crate::client::{ClusterReport, FileBlocks};
@@ -174,6 +176,29 @@ fn block_line(index: usize, block: &LocatedBlock, replication: u8) -> String {
     line
 }
 
+/// The columns `df` and `admin report` show of every minion.
+const MINION_HEADER: [&str; 7] = [
+    "ID",
+    "ADDRESS",
+    "STATE",
+    "CAPACITY",
+    "USED",
+    "AVAILABLE",
+    "BLOCKS",
+];
+
+fn minion_columns(minion: &MinionReport) -> Vec<String> {
+    vec![
+        minion.id.to_string(),
+        minion.address.clone(),
+        state_name(minion.state).to_string(),
+        minion.capacity_bytes.to_string(),
+        minion.used_bytes.to_string(),
+        minion.available_bytes.to_string(),
+        minion.block_count.to_string(),
+    ]
+}
+
 fn state_name(state: MinionState) -> &'static str {
     match state {
         MinionState::Live => "live",
@@ -210,27 +235,8 @@ pub fn df_lines(report: &ClusterReport) -> Vec<String> {
         ),
         String::new(),
     ];
-    let header = [
-        "ID",
-        "ADDRESS",
-        "STATE",
-        "CAPACITY",
-        "USED",
-        "AVAILABLE",
-        "BLOCKS",
-    ];
-    let mut rows: Vec<Vec<String>> = vec![header.map(str::to_string).to_vec()];
-    for minion in &report.minions {
-        rows.push(vec![
-            minion.id.to_string(),
-            minion.address.clone(),
-            state_name(minion.state).to_string(),
-            minion.capacity_bytes.to_string(),
-            minion.used_bytes.to_string(),
-            minion.available_bytes.to_string(),
-            minion.block_count.to_string(),
-        ]);
-    }
+    let mut rows: Vec<Vec<String>> = vec![MINION_HEADER.map(str::to_string).to_vec()];
+    rows.extend(report.minions.iter().map(minion_columns));
     lines.extend(table(&rows, 3));
     lines
 }
@@ -289,28 +295,13 @@ pub fn admin_report_lines(report: &ClusterReport) -> Vec<String> {
         ),
         String::new(),
     ];
-    let header = [
-        "ID",
-        "ADDRESS",
-        "STATE",
-        "CAPACITY",
-        "USED",
-        "AVAILABLE",
-        "BLOCKS",
-        "HEARTBEAT",
-    ];
-    let mut rows: Vec<Vec<String>> = vec![header.map(str::to_string).to_vec()];
+    let mut header = MINION_HEADER.map(str::to_string).to_vec();
+    header.push("HEARTBEAT".to_string());
+    let mut rows: Vec<Vec<String>> = vec![header];
     for minion in &report.minions {
-        rows.push(vec![
-            minion.id.to_string(),
-            minion.address.clone(),
-            state_name(minion.state).to_string(),
-            minion.capacity_bytes.to_string(),
-            minion.used_bytes.to_string(),
-            minion.available_bytes.to_string(),
-            minion.block_count.to_string(),
-            age(minion.last_heartbeat_age_ms),
-        ]);
+        let mut row = minion_columns(minion);
+        row.push(age(minion.last_heartbeat_age_ms));
+        rows.push(row);
     }
     let mut table = table(&rows, 3).into_iter();
     lines.extend(table.next());

@@ -170,6 +170,58 @@ struct FrameBatch {
     crcs: Vec<u32>,
 }
 
+/// Idle connections to next members, kept per core for the next block: a
+/// small file is one block, and a connection (connect, accept, a session on
+/// the other side) per block and hop cost as much as storing it. A
+/// connection is kept only after a complete exchange (the next member
+/// answered the seal) and used again only while young and quiet; the
+/// other side closes connections idle for the I/O timeout.
+mod idle_links {
+    use std::cell::RefCell;
+    use std::time::{Duration, Instant};
+
+    use dfs_engine::limits::IO_TIMEOUT_MS;
+
+    use crate::uring::Stream;
+
+    /// Idle connections kept per core.
+    const IDLE_LINKS_MAX: usize = 16;
+    /// Older idle connections are closed rather than used: well within the
+    /// other side's idle timeout.
+    const IDLE_KEPT_MS: u64 = 10_000;
+    const _: () = assert!(IDLE_KEPT_MS < IO_TIMEOUT_MS);
+
+    thread_local! {
+        static IDLE: RefCell<Vec<(String, Stream, Instant)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A quiet, young idle connection to `address`, if one is kept.
+    pub(super) fn take(address: &str) -> Option<Stream> {
+        IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let kept = Duration::from_millis(IDLE_KEPT_MS);
+            idle.retain(|(_, _, since)| since.elapsed() < kept);
+            while let Some(index) = idle.iter().rposition(|(to, _, _)| to == address) {
+                let (_, stream, _) = idle.remove(index);
+                if stream.is_quiet() {
+                    return Some(stream);
+                }
+            }
+            None
+        })
+    }
+
+    pub(super) fn keep(address: &str, stream: Stream) {
+        IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            if idle.len() >= IDLE_LINKS_MAX {
+                idle.remove(0);
+            }
+            idle.push((address.to_string(), stream, Instant::now()));
+        });
+    }
+}
+
 /// The connection to the next member and the members it stands for.
 struct Downstream {
     stream: Stream,
@@ -328,10 +380,14 @@ impl Pipeline {
                 sync: self.sync,
             };
             let opened = async {
-                let stream =
-                    Stream::connect(&member.address, Duration::from_millis(CONNECT_TIMEOUT_MS))
-                        .await
-                        .map_err(|e| Error::io(format!("connect to {}", member.address), e))?;
+                let stream = match idle_links::take(&member.address) {
+                    Some(stream) => stream,
+                    None => {
+                        Stream::connect(&member.address, Duration::from_millis(CONNECT_TIMEOUT_MS))
+                            .await
+                            .map_err(|e| Error::io(format!("connect to {}", member.address), e))?
+                    }
+                };
                 let mut downstream = Downstream {
                     stream,
                     members: members[index..].to_vec(),
@@ -530,7 +586,12 @@ impl Pipeline {
             })) => {
                 stored.extend(stored_downstream);
                 reported_failures = failed;
-                self.downstream = None;
+                // The exchange is complete: the connection can carry the
+                // next block.
+                if let Some(downstream) = self.downstream.take() {
+                    let address = downstream.address().to_string();
+                    idle_links::keep(&address, downstream.stream);
+                }
             }
             Some(Ok(MinionResponse::Error(error))) => {
                 self.lose_downstream(error.kind, &error.message)

@@ -13,12 +13,15 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use dfs_engine::limits::NAME_BYTES_MAX;
 use dfs_engine::msg::ErrorKind;
+use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, IoContext, Result};
 
 use crate::write::{Seekable, WriteOptions};
 
 use super::args::{Existing, Options};
-use super::blocks::{self, StreamBudget, BLOCK_STREAMS_PER_FILE_MAX, PARALLEL_BLOCKS_MIN};
+use super::blocks::{
+    self, RangeSource, StreamBudget, BLOCK_STREAMS_PER_FILE_MAX, PARALLEL_BLOCKS_MIN,
+};
 use super::plan::FileJob;
 use super::side::{Entry, Kind, Sides};
 use super::url::Location;
@@ -257,25 +260,10 @@ impl<'a> Worker<'a> {
                     .with_context(|| format!("stat {}", source.display()))?
                     .len();
                 let write_options = self.write_options(preserve, overwrite);
-                let block_bytes = match options.block_bytes {
-                    Some(block_bytes) => block_bytes,
-                    None => self.sides.default_block_bytes(master)?,
-                };
-                let extra = self.extra_streams(length_bytes.div_ceil(block_bytes.max(1)));
-                if extra > 0 {
-                    let client = self.sides.client(master);
-                    let result = client.and_then(|client| {
-                        blocks::put_parallel(
-                            client,
-                            path,
-                            write_options,
-                            &file,
-                            length_bytes,
-                            extra + 1,
-                        )
-                    });
-                    self.budget.give_back(extra);
-                    return result;
+                if let Some(written) =
+                    self.put_in_parallel(master, path, write_options, &file, length_bytes)?
+                {
+                    return Ok(written);
                 }
                 let mut input =
                     Seekable::new(file).with_context(|| format!("read {}", source.display()))?;
@@ -309,26 +297,16 @@ impl<'a> Worker<'a> {
             ) => {
                 let mut reader = self.sides.client(master)?.open(path)?;
                 let write_options = self.write_options(preserve, overwrite);
+                let source = blocks::ClusterSource::new(&reader);
                 let length_bytes = reader.length_bytes();
-                let block_bytes = match options.block_bytes {
-                    Some(block_bytes) => block_bytes,
-                    None => self.sides.default_block_bytes(target_master)?,
-                };
-                let extra = self.extra_streams(length_bytes.div_ceil(block_bytes.max(1)));
-                if extra > 0 {
-                    let client = self.sides.client(target_master);
-                    let result = client.and_then(|client| {
-                        blocks::put_parallel(
-                            client,
-                            target_path,
-                            write_options,
-                            &blocks::ClusterSource::new(&reader),
-                            length_bytes,
-                            extra + 1,
-                        )
-                    });
-                    self.budget.give_back(extra);
-                    return result;
+                if let Some(written) = self.put_in_parallel(
+                    target_master,
+                    target_path,
+                    write_options,
+                    &source,
+                    length_bytes,
+                )? {
+                    return Ok(written);
                 }
                 let mut writer = self
                     .sides
@@ -348,6 +326,32 @@ impl<'a> Worker<'a> {
                 Ok(length_bytes)
             }
         }
+    }
+
+    /// Writes a file of `length_bytes` to `path` on `master` with several
+    /// blocks in flight; None (nothing written) when it has too few blocks
+    /// for that or no stream is free.
+    fn put_in_parallel(
+        &mut self,
+        master: &str,
+        path: &DfsPath,
+        write_options: WriteOptions,
+        source: &dyn RangeSource,
+        length_bytes: u64,
+    ) -> Result<Option<u64>> {
+        let block_bytes = match self.options.block_bytes {
+            Some(block_bytes) => block_bytes,
+            None => self.sides.default_block_bytes(master)?,
+        };
+        let extra = self.extra_streams(length_bytes.div_ceil(block_bytes.max(1)));
+        if extra == 0 {
+            return Ok(None);
+        }
+        let result = self.sides.client(master).and_then(|client| {
+            blocks::put_parallel(client, path, write_options, source, length_bytes, extra + 1)
+        });
+        self.budget.give_back(extra);
+        result.map(Some)
     }
 
     fn write_options(&self, preserve: Option<&Entry>, overwrite: bool) -> WriteOptions {
