@@ -21,7 +21,8 @@ use crate::config;
 use crate::format;
 use crate::local::{self, LocalOptions};
 use crate::write::{
-    check_block_bytes, check_replication, BlockSource, Seekable, Unseekable, WriteOptions,
+    check_block_bytes, check_replication, temporary_spool, BlockSource, Seekable, Spooled,
+    Unseekable, WriteOptions,
 };
 
 /// Permission bits of directories made by `mkdir`.
@@ -431,7 +432,7 @@ fn put(master: Option<&str>, args: &PutArgs) -> Result<()> {
     let remote = remote_path(&args.remote)?;
     let from_stdin = args.local == "-";
     let mut source: Box<dyn BlockSource> = if from_stdin {
-        Box::new(Unseekable(io::stdin().lock()))
+        unseekable_source(io::stdin().lock())
     } else {
         open_local_source(Path::new(&args.local))?
     };
@@ -462,7 +463,17 @@ fn open_local_source(path: &Path) -> Result<Box<dyn BlockSource>> {
         Ok(Box::new(source))
     } else {
         // A FIFO or a device: read once, in order.
-        Ok(Box::new(Unseekable(file)))
+        Ok(unseekable_source(file))
+    }
+}
+
+/// An input read once, in order, whose current block is kept in a temporary
+/// file so it can go to a fresh pipeline; where no temporary file can be
+/// made, the block cannot be sent again.
+fn unseekable_source<R: io::Read + 'static>(input: R) -> Box<dyn BlockSource> {
+    match temporary_spool() {
+        Ok(spool) => Box::new(Spooled::with_spool(input, spool)),
+        Err(_) => Box::new(Unseekable(input)),
     }
 }
 

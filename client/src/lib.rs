@@ -20,7 +20,8 @@ pub use client::{Client, ClusterReport, FileBlocks};
 pub use config::master_address;
 pub use read::{ChecksumSink, FileChecksum, FileReader};
 pub use write::{
-    BlockSource, FileWriter, Seekable, Unseekable, WriteOptions, WriteStats, WrittenBlock,
+    temporary_spool, BlockSource, FileWriter, Seekable, Spooled, Unseekable, WriteOptions,
+    WriteStats, WrittenBlock,
 };
 
 pub use dfs_engine::{Error, Result};

@@ -13,9 +13,13 @@
 //! fails can be sent again only if its bytes can be read again: `Client::put`
 //! takes a `BlockSource`, which a local file can rewind and a pipe cannot.
 //! `FileWriter` (`std::io::Write`) cannot go back at all; both recover from a
-//! minion that fails before the block's first byte was sent.
+//! minion that fails before the block's first byte was sent. `Spooled`
+//! makes a pipe an input that can go back, by keeping the current block's
+//! bytes in an unlinked temporary file (`dfs put -` does).
 
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX};
 use dfs_engine::msg::{
@@ -122,6 +126,9 @@ pub trait BlockSource {
     /// Goes back to `offset_bytes` from the start of the input, an offset
     /// already read. `Ok(false)`: this input cannot go back.
     fn rewind(&mut self, offset_bytes: u64) -> io::Result<bool>;
+    /// The bytes before `offset_bytes` are stored for good and never asked
+    /// for again (a block was committed).
+    fn forget_before(&mut self, _offset_bytes: u64) {}
 }
 
 /// An input that can go back: a local file.
@@ -150,6 +157,113 @@ impl<R: Read + Seek> BlockSource for Seekable<R> {
             .ok_or_else(|| io::Error::other("rewind offset overflows"))?;
         self.inner.seek(SeekFrom::Start(position))?;
         Ok(true)
+    }
+}
+
+/// An input that can go back only because it keeps what it read: the bytes
+/// of the current block are copied to an unlinked temporary file as they
+/// are read, so a block whose first minion dies can be sent again from it.
+/// For standard input and pipes: memory stays one chunk, the block's bytes
+/// wait in the page cache (or on the temporary file's disk).
+pub struct Spooled<R> {
+    inner: R,
+    spool: File,
+    /// Input offset of the spool's first byte.
+    spool_start_bytes: u64,
+    /// Bytes in the spool.
+    spool_bytes: u64,
+    /// While replaying: the input offset read next from the spool.
+    replay_bytes: Option<u64>,
+}
+
+impl<R: Read> Spooled<R> {
+    /// Spools in a new unlinked file of the temporary directory.
+    pub fn new(inner: R) -> io::Result<Spooled<R>> {
+        Ok(Spooled::with_spool(inner, temporary_spool()?))
+    }
+
+    /// Spools in `spool`, an empty file open for reading and writing.
+    pub fn with_spool(inner: R, spool: File) -> Spooled<R> {
+        Spooled {
+            inner,
+            spool,
+            spool_start_bytes: 0,
+            spool_bytes: 0,
+            replay_bytes: None,
+        }
+    }
+}
+
+/// A new unlinked file in the temporary directory, for `Spooled`.
+pub fn temporary_spool() -> io::Result<File> {
+    let directory = std::env::temp_dir();
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(&directory)
+        .map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!(
+                    "make a temporary file in {} to keep the input's current block: {error}",
+                    directory.display()
+                ),
+            )
+        })
+}
+
+impl<R: Read> BlockSource for Spooled<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if let Some(offset) = self.replay_bytes {
+            let end = self.spool_start_bytes + self.spool_bytes;
+            if offset < end {
+                let wanted = buffer
+                    .len()
+                    .min(usize::try_from(end - offset).unwrap_or(usize::MAX));
+                let count = self
+                    .spool
+                    .read_at(&mut buffer[..wanted], offset - self.spool_start_bytes)?;
+                if count == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the temporary copy of the input ended early",
+                    ));
+                }
+                self.replay_bytes = Some(offset + count as u64);
+                return Ok(count);
+            }
+            self.replay_bytes = None;
+        }
+        let count = self.inner.read(buffer)?;
+        self.spool
+            .write_all_at(&buffer[..count], self.spool_bytes)?;
+        self.spool_bytes += count as u64;
+        Ok(count)
+    }
+
+    fn rewind(&mut self, offset_bytes: u64) -> io::Result<bool> {
+        if offset_bytes < self.spool_start_bytes
+            || offset_bytes > self.spool_start_bytes + self.spool_bytes
+        {
+            return Ok(false);
+        }
+        self.replay_bytes = Some(offset_bytes);
+        Ok(true)
+    }
+
+    fn forget_before(&mut self, offset_bytes: u64) {
+        // Only whole spools are dropped: the writer forgets at block ends,
+        // when everything read so far is stored.
+        let end = self.spool_start_bytes + self.spool_bytes;
+        if offset_bytes == end && self.replay_bytes.is_none_or(|replay| replay == end) {
+            self.replay_bytes = None;
+            self.spool_start_bytes = offset_bytes;
+            self.spool_bytes = 0;
+            // Best effort: a spool that cannot shrink only uses more disk.
+            let _ = self.spool.set_len(0);
+        }
     }
 }
 
@@ -233,6 +347,7 @@ impl Client {
                 }
             };
             block_start_bytes += length_bytes;
+            source.forget_before(block_start_bytes);
         }
         session.close()
     }
@@ -281,6 +396,10 @@ impl BlockSource for Probed<'_> {
         // Offsets count from the input's start, the probed byte included.
         self.first = None;
         self.inner.rewind(offset_bytes)
+    }
+
+    fn forget_before(&mut self, offset_bytes: u64) {
+        self.inner.forget_before(offset_bytes);
     }
 }
 
@@ -997,6 +1116,35 @@ mod tests {
         }
         assert_eq!(lengths, vec![65536, 65536, 150_000 - 131_072]);
         assert_eq!(collected, data);
+    }
+
+    #[test]
+    fn spooled_sources_replay_the_current_block_and_forget_stored_ones() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut source = Spooled::new(&data[..]).expect("a temporary file");
+        let mut buffer = [0u8; 30];
+        assert_eq!(source.read(&mut buffer).expect("read"), 30);
+        assert_eq!(source.read(&mut buffer[..10]).expect("read"), 10);
+        // Back to 5: bytes 5..40 come from the spool, then the input goes on.
+        assert!(source.rewind(5).expect("rewind"));
+        let mut replayed = Vec::new();
+        while replayed.len() < 45 {
+            let wanted = 45 - replayed.len();
+            let count = source.read(&mut buffer[..wanted.min(30)]).expect("read");
+            replayed.extend_from_slice(&buffer[..count]);
+        }
+        assert_eq!(replayed, data[5..50]);
+        // A block of 50 is stored: its bytes are gone, later ones replay.
+        source.forget_before(50);
+        assert!(!source.rewind(10).expect("rewind"), "forgotten bytes");
+        assert_eq!(source.read(&mut buffer[..20]).expect("read"), 20);
+        assert!(source.rewind(50).expect("rewind"));
+        let mut again = [0u8; 20];
+        assert_eq!(source.read(&mut again).expect("read"), 20);
+        assert_eq!(again[..], data[50..70]);
+        // Forgetting in the middle of what was read keeps everything.
+        source.forget_before(60);
+        assert!(source.rewind(50).expect("rewind"));
     }
 
     #[test]

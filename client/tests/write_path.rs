@@ -13,9 +13,9 @@
 mod support;
 
 use std::cell::Cell;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
-use dfs_client::{BlockSource, Client, Seekable, Unseekable, WriteOptions, WriteStats};
+use dfs_client::{BlockSource, Client, Seekable, Spooled, Unseekable, WriteOptions, WriteStats};
 use dfs_engine::limits::WRITE_BLOCK_ATTEMPTS_MAX;
 use dfs_engine::msg::{BlockId, MinionAddress};
 use dfs_testkit::{
@@ -512,22 +512,71 @@ impl BlockSource for Interrupting<'_> {
     }
 }
 
+/// Read once, in order, like a pipe.
+impl Read for Interrupting<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        BlockSource::read(self, buffer)
+    }
+}
+
+/// Milliseconds since this process last sent data on the socket with
+/// `socket_inode` (the kernel's TCP_INFO), None if it is not ours.
+fn since_last_send_ms(socket_inode: u64) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let wanted = format!("socket:[{socket_inode}]");
+    let entries = std::fs::read_dir("/proc/self/fd").expect("list /proc/self/fd");
+    for entry in entries.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.to_str() != Some(wanted.as_str()) {
+            continue;
+        }
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // Borrowed only for the call: the descriptor stays the owner's.
+        let file = std::mem::ManuallyDrop::new(unsafe {
+            // SAFETY: fd is open in this process (just listed) and is not
+            // closed here: ManuallyDrop never drops this File.
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        });
+        // SAFETY: tcp_info is plain integers; all zeroes is valid.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut length = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: info is writable for `length` bytes, and length says so.
+        let result = unsafe {
+            libc::getsockopt(
+                file.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                std::ptr::addr_of_mut!(info).cast(),
+                &mut length,
+            )
+        };
+        if result == 0 {
+            return Some(info.tcpi_last_data_sent);
+        }
+    }
+    None
+}
+
 /// SIGKILLs the first member of the pipeline the writer is sending to.
 /// Returns its index. A writer keeps the connection of a sealed block for
 /// the next one, so besides the connection in use it may hold one idle
-/// connection from the write's earlier block; the one in use is the newer
-/// socket (socket inode numbers only grow).
+/// connection from the write's earlier block; the one in use is the one
+/// that sent data last.
 fn kill_first_member(cluster: &mut Cluster) -> usize {
     let connections = connections_to_minions(cluster);
     assert!(
         (1..=2).contains(&connections.len()),
         "a writer mid-block talks to the first minion of its pipeline and may keep one idle connection: {connections:?}"
     );
-    let newest = connections
+    let in_use = connections
         .iter()
-        .max_by_key(|connection| connection.socket_inode)
+        .min_by_key(|connection| since_last_send_ms(connection.socket_inode).unwrap_or(u32::MAX))
         .expect("one connection at least");
-    let index = newest.minion_index;
+    let index = in_use.minion_index;
     cluster.kill_minion(index);
     index
 }
@@ -642,6 +691,49 @@ fn a_first_member_dying_mid_block_fails_a_pipe_naming_it_and_aborts_the_write() 
         assert!(message.contains(&part), "{message:?} lacks {part:?}");
     }
     assert_aborted(&cluster, &mut client, "/f", replicas_mid_write.get());
+}
+
+#[test]
+fn a_first_member_dying_mid_block_is_survived_by_a_spooled_pipe() {
+    let mut cluster = four_minions_one_may_die();
+    let (mut client, warnings) = connect(&cluster);
+    let data = random_bytes(19, 3 * MIB);
+    let killed = Cell::new(None);
+    let stats = {
+        let cluster = &mut cluster;
+        let killed = &killed;
+        // Half-way through block 1: block 0 is stored and forgotten, block
+        // 1 must come back from the spool.
+        let pipe = Interrupting::new(&data, false, MIB + MIB / 2, move || {
+            killed.set(Some(kill_first_member(cluster)))
+        });
+        let mut source = Spooled::new(pipe).expect("a temporary file");
+        client
+            .put(&path("/f"), options(MIB), &mut source)
+            .expect("block 1 goes to a new pipeline from the spool")
+    };
+    let killed = killed
+        .get()
+        .expect("the input reached the middle of block 1");
+    assert_eq!(stats.length_bytes, data.len() as u64);
+    let located = client.get_blocks(&path("/f")).expect("GetBlocks");
+    // Block 0 was stored before the kill; the blocks after avoid the dead.
+    for block in &located.blocks[1..] {
+        assert!(
+            block
+                .locations
+                .iter()
+                .all(|l| l.address != cluster.minion_address(killed)),
+            "{} was placed on the minion that died: {:?}",
+            block.id,
+            block.locations
+        );
+    }
+    let mut reader = client.open(&path("/f")).expect("open");
+    let mut back = Vec::new();
+    reader.read_to_end(&mut back).expect("read back");
+    assert_bytes_equal(&back, &data, "the file");
+    assert_eq!(warnings.take(), Vec::<String>::new());
 }
 
 #[test]
