@@ -13,6 +13,7 @@
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
+use dfs_engine::crc::{self, CrcAppender};
 use dfs_engine::limits::{CHUNK_BYTES, CONNECT_TIMEOUT_MS};
 use dfs_engine::msg::{
     BadReplica, Credentials, EntryStatus, ErrorKind, LocatedBlock, MasterRequest, MasterResponse,
@@ -61,7 +62,7 @@ impl Client {
             buffer: Vec::new(),
             io_timeout: self.minions.io_timeout(),
             master_address: self.master_address().to_string(),
-            block_crc32c: 0,
+            block_crc32c: CrcAppender::new(),
             mixed_sources: false,
         })
     }
@@ -89,7 +90,7 @@ impl Client {
         for block in &blocks.blocks {
             let length = usize::try_from(block.length_bytes)
                 .map_err(|_| Error::Invalid(format!("{path}: block {} is too long", block.id)))?;
-            checksum.crc32c = crc32c::crc32c_combine(checksum.crc32c, block.crc32c, length);
+            checksum.crc32c = crc::combine(checksum.crc32c, block.crc32c, length as u64);
             checksum.length_bytes += block.length_bytes;
         }
         Ok(checksum)
@@ -152,7 +153,7 @@ pub struct FileReader {
     /// Where corrupt replicas are reported.
     master_address: String,
     /// CRC32C of the current block's bytes in `0..verified_bytes`.
-    block_crc32c: u32,
+    block_crc32c: CrcAppender,
     /// The current block's verified bytes came from more than one replica,
     /// so a wrong block CRC cannot be blamed on one of them.
     mixed_sources: bool,
@@ -195,7 +196,7 @@ impl FileReader {
             buffer: Vec::new(),
             io_timeout: self.io_timeout,
             master_address: self.master_address.clone(),
-            block_crc32c: 0,
+            block_crc32c: CrcAppender::new(),
             mixed_sources: false,
         })
     }
@@ -259,7 +260,7 @@ impl FileReader {
         self.block_index += 1;
         self.verified_bytes = 0;
         self.location_index = 0;
-        self.block_crc32c = 0;
+        self.block_crc32c = CrcAppender::new();
         self.mixed_sources = false;
     }
 
@@ -397,7 +398,9 @@ impl FileReader {
         } else {
             crc32c::crc32c(new_bytes)
         };
-        let block_crc32c = crc32c::crc32c_combine(self.block_crc32c, new_crc, new_bytes.len());
+        let mut appended = self.block_crc32c;
+        appended.append(new_crc, new_bytes.len() as u64);
+        let block_crc32c = appended.crc();
         if chunk_end_bytes == block.length_bytes && block_crc32c != block.crc32c {
             // Every chunk matched its stored CRC, yet the block is not what
             // was committed: its last chunk is held back.
@@ -410,7 +413,7 @@ impl FileReader {
             ));
         }
         stream.next_chunk_bytes = chunk_end_bytes;
-        self.block_crc32c = block_crc32c;
+        self.block_crc32c = appended;
         self.chunk_position = skip;
         self.verified_bytes = chunk_end_bytes;
         Ok(())

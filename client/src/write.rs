@@ -21,6 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
+use dfs_engine::crc::CrcAppender;
 use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX};
 use dfs_engine::msg::{
     AllocatedBlock, BlockCommit, BlockId, MasterRequest, MasterResponse, MinionAddress, MinionId,
@@ -631,7 +632,7 @@ struct OpenBlock {
     write_request_id: u64,
     sent_bytes: u64,
     /// CRC32C of the bytes sent so far, combined from the chunks' CRCs.
-    sent_crc32c: u32,
+    sent_crc32c: CrcAppender,
 }
 
 /// One open write on the master, block by block. Dropped before `close`, it
@@ -850,7 +851,7 @@ impl<'a> Session<'a> {
                     connection,
                     write_request_id,
                     sent_bytes: 0,
-                    sent_crc32c: 0,
+                    sent_crc32c: CrcAppender::new(),
                 });
                 Ok(())
             }
@@ -873,7 +874,7 @@ impl<'a> Session<'a> {
         match open.connection.send_data(chunk, chunk_crc) {
             Ok(()) => {
                 open.sent_bytes += chunk.len() as u64;
-                open.sent_crc32c = crc32c::crc32c_combine(open.sent_crc32c, chunk_crc, chunk.len());
+                open.sent_crc32c.append(chunk_crc, chunk.len() as u64);
                 Ok(())
             }
             Err(error) => Err(self.drop_block(error)),
@@ -946,7 +947,7 @@ impl<'a> Session<'a> {
             block: open.block,
             length_bytes: open.sent_bytes,
             replicas: stored,
-            crc32c: open.sent_crc32c,
+            crc32c: open.sent_crc32c.crc(),
         };
         self.uncommitted = Some((commit, written));
         Ok(())

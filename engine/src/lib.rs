@@ -3,6 +3,7 @@
 //! Nothing here knows about a namespace or a pipeline.
 
 pub mod block_store;
+pub mod crc;
 pub mod dir_lock;
 pub mod error;
 pub mod limits;

@@ -22,6 +22,7 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use dfs_engine::crc::CrcAppender;
 use dfs_engine::limits::{
     BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
 };
@@ -498,7 +499,7 @@ fn send_block(
         )
         .map_err(|error| minion_failed(explain_send_failure(&mut connection, error)))?;
     let mut sent_bytes = 0u64;
-    let mut block_crc = 0u32;
+    let mut block_crc = CrcAppender::new();
     while sent_bytes < task.length_bytes {
         let length = (task.length_bytes - sent_bytes).min(u64::from(CHUNK_BYTES));
         chunk.clear();
@@ -508,7 +509,7 @@ fn send_block(
         if let Err(error) = connection.send_data(chunk, chunk_crc) {
             return Err(minion_failed(explain_send_failure(&mut connection, error)));
         }
-        block_crc = crc32c::crc32c_combine(block_crc, chunk_crc, chunk.len());
+        block_crc.append(chunk_crc, chunk.len() as u64);
         sent_bytes += length;
     }
     let sealed = connection
@@ -528,7 +529,7 @@ fn send_block(
         });
     match sealed {
         Ok(MinionResponse::Sealed { stored, failed }) if !stored.is_empty() => {
-            Ok((stored, failed, block_crc))
+            Ok((stored, failed, block_crc.crc()))
         }
         Ok(MinionResponse::Sealed { failed, .. }) => {
             let mut excluded: Vec<MinionId> = failed.iter().map(|f| f.minion.id).collect();
