@@ -13,36 +13,15 @@ use std::process::Output;
 use std::time::Duration;
 
 use dfs_engine::msg::{MasterRequest, MasterResponse, MinionId, MinionReport, MinionState};
-use dfs_testkit::{assert_files_equal, utf8, write_random_file, Cluster, ClusterOptions};
+mod heal_support;
+
+use heal_support::{options, put};
+
+use dfs_testkit::{assert_files_equal, utf8, Cluster};
 
 const MIB: u64 = 1 << 20;
 /// Long enough for copies and deletions on a loaded machine.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn options(minions: usize) -> ClusterOptions {
-    ClusterOptions {
-        minions,
-        heartbeat_interval: "200ms",
-        stale_after: Some("1s"),
-        dead_after: Some("3s"),
-        orphan_grace: Some("2s"),
-        ..ClusterOptions::default()
-    }
-}
-
-/// Puts a random file of 1 MiB blocks at /`name`; returns the local copy.
-fn put(cluster: &Cluster, name: &str, seed: u64, length_bytes: u64) -> PathBuf {
-    let local = cluster.dir().join(name.replace('/', "_"));
-    write_random_file(&local, seed, length_bytes);
-    cluster.dfs_ok([
-        "put",
-        "--block-size",
-        "1M",
-        utf8(&local),
-        &format!("/{name}"),
-    ]);
-    local
-}
 
 /// Reads /`name` back and compares it with `local`.
 fn assert_reads_back(cluster: &Cluster, name: &str, local: &Path, suffix: &str) {

@@ -7,25 +7,18 @@
 //! grace period, not before.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dfs_testkit::{assert_files_equal, utf8, write_random_file, Cluster, ClusterOptions};
+mod heal_support;
+
+use heal_support::{options, put};
+
+use dfs_testkit::{assert_files_equal, utf8, Cluster};
 
 const MIB: u64 = 1 << 20;
 /// Long enough for a dead minion's blocks to be copied on a loaded machine.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn options(minions: usize) -> ClusterOptions {
-    ClusterOptions {
-        minions,
-        heartbeat_interval: "200ms",
-        stale_after: Some("1s"),
-        dead_after: Some("3s"),
-        orphan_grace: Some("2s"),
-        ..ClusterOptions::default()
-    }
-}
 
 /// Block id (`blk_<hex>`) -> minions holding a file of it on disk.
 fn blocks_on_disk(cluster: &Cluster, minions: &[usize]) -> BTreeMap<String, BTreeSet<usize>> {
@@ -51,19 +44,6 @@ fn block_names(cluster: &Cluster, path: &str) -> Vec<String> {
         .collect()
 }
 
-fn put(cluster: &Cluster, dir: &Path, name: &str, seed: u64, length_bytes: u64) -> PathBuf {
-    let local = dir.join(name);
-    write_random_file(&local, seed, length_bytes);
-    cluster.dfs_ok([
-        "put",
-        "--block-size",
-        "1M",
-        utf8(&local),
-        &format!("/{name}"),
-    ]);
-    local
-}
-
 #[test]
 fn a_dead_minions_blocks_are_copied_back_and_its_surplus_goes_when_it_returns() {
     let mut cluster = Cluster::start(options(4));
@@ -75,10 +55,10 @@ fn a_dead_minions_blocks_are_copied_back_and_its_surplus_goes_when_it_returns() 
     ];
     let locals: Vec<PathBuf> = files
         .iter()
-        .map(|(name, seed, length)| put(&cluster, &dir, name, *seed, *length))
+        .map(|(name, seed, length)| put(&cluster, name, *seed, *length))
         .collect();
     // Six blocks: the minion about to die holds some of them.
-    put(&cluster, &dir, "doomed", 4, 5 * MIB + 1);
+    put(&cluster, "doomed", 4, 5 * MIB + 1);
     let dead_address = cluster.minion_address(0).to_string();
     cluster.kill_minion(0);
 
@@ -150,9 +130,8 @@ fn a_dead_minions_blocks_are_copied_back_and_its_surplus_goes_when_it_returns() 
 #[test]
 fn removed_files_leave_every_minions_disk() {
     let cluster = Cluster::start(options(3));
-    let dir = cluster.dir().to_path_buf();
-    put(&cluster, &dir, "gone", 7, 2 * MIB + 5);
-    put(&cluster, &dir, "kept", 8, MIB);
+    put(&cluster, "gone", 7, 2 * MIB + 5);
+    put(&cluster, "kept", 8, MIB);
     let kept = block_names(&cluster, "/kept");
     let gone = block_names(&cluster, "/gone");
     assert_eq!(gone.len(), 3);
@@ -191,7 +170,7 @@ fn removed_files_leave_every_minions_disk() {
 fn an_unreferenced_block_file_is_deleted_after_the_grace_period() {
     let mut cluster = Cluster::start(options(3));
     let dir = cluster.dir().to_path_buf();
-    put(&cluster, &dir, "real", 9, MIB / 2);
+    put(&cluster, "real", 9, MIB / 2);
     let real = block_names(&cluster, "/real");
     // Plant a whole, valid block under an id no file has (a copy of a real
     // block's file would name that block in its footer, and the scrubber
