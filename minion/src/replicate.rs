@@ -9,8 +9,9 @@
 //! (`Store::suspect`) to verify and quarantine.
 //!
 //! Copies yield to clients: while this minion serves client reads or writes,
-//! a copy pauses after each chunk three times as long as the chunk took
-//! (`health::background_pause`), so it keeps at most a quarter of the disk
+//! a copy pauses after each chunk, and after the seal (when the targets'
+//! disks write), three times as long as that step took
+//! (`health::background_pause`), so it keeps about a quarter of the disk
 //! and network time; idle, it runs at full speed. Copies pushed here by
 //! other minions carry `REPLICATION_USER` and do not count as clients.
 //!
@@ -182,6 +183,7 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
         }
     }
     let length_bytes = reader.length_bytes();
+    let sealing = std::time::Instant::now();
     let seal_id = connection.send(
         &credentials,
         MinionRequest::SealBlock {
@@ -196,6 +198,15 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
         wire::read_message(connection.reader(), FrameKind::Response, &mut buffer)?.ok_or_else(
             || Error::Protocol(format!("{address} closed the connection before the seal")),
         )?;
+    // The targets' disks do most of their work in the seal (the data waits
+    // in their page caches until fdatasync): that wait counts too.
+    let busy = !store
+        .activity
+        .is_idle(std::time::Duration::from_millis(QUIET_MS));
+    let pause = background_pause(sealing.elapsed(), busy);
+    if !pause.is_zero() {
+        thread::sleep(pause);
+    }
     if id != write_id && id != seal_id {
         return Err(Error::Protocol(format!(
             "{address} answered request {id}, expected {write_id} or {seal_id}"

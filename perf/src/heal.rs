@@ -6,6 +6,12 @@
 //! is the bytes the dead minion held over the time from its being declared
 //! dead to the last copy landing; the detection time (`--dead-after`) is
 //! printed on its own. Finally the file is read back and checked.
+//!
+//! With five minions or more (the default), a second round measures healing
+//! under client load: a `put` of a second file alone, as the baseline, then
+//! a second minion is killed and, once it is declared dead, the same `put`
+//! runs while its blocks are copied. The ratio of the two puts is the
+//! share of its throughput a client keeps while the cluster heals.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,7 +41,7 @@ pub fn usage() -> &'static str {
 pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> {
     let mut options = Options {
         size_bytes: 512 << 20,
-        minions: 4,
+        minions: 5,
         block_size: "16M".into(),
         dead_after: Duration::from_secs(3),
         heartbeat_interval: "200ms".into(),
@@ -181,6 +187,49 @@ pub fn run(options: Options) -> Result<()> {
     let total = killed.elapsed();
     let copying = total.saturating_sub(options.dead_after);
 
+    let mut under_load = None;
+    if options.minions >= 5 {
+        let put_load = |name: &str| {
+            dfs(
+                &master.address,
+                &[
+                    "put",
+                    "-f",
+                    "-r",
+                    "3",
+                    "--block-size",
+                    &options.block_size,
+                    &source_text,
+                    name,
+                ],
+            )
+        };
+        let alone = put_load("/load-alone.bin")?;
+        let victim = 1;
+        let victim_address = minions[victim].address.clone();
+        minions[victim].kill();
+        std::thread::sleep(options.dead_after);
+        let healing = Instant::now();
+        let during = put_load("/load-during.bin")?;
+        wait(
+            "full replication after the second kill",
+            Duration::from_secs(600),
+            || {
+                for path in ["/heal.bin", "/load-alone.bin", "/load-during.bin"] {
+                    let whole = located_blocks(&master.address, path)?.iter().all(|b| {
+                        b.locations.len() == 3
+                            && b.locations.iter().all(|l| l.address != victim_address)
+                    });
+                    if !whole {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )?;
+        under_load = Some((alone, during, healing.elapsed()));
+    }
+
     let copy = dir.join("heal-copy.bin");
     let copy_text = copy.to_string_lossy().to_string();
     dfs(&master.address, &["get", "/heal.bin", &copy_text])?;
@@ -204,6 +253,15 @@ pub fn run(options: Options) -> Result<()> {
         copying.as_secs_f64(),
         total.as_secs_f64()
     );
+    if let Some((alone, during, healing)) = under_load {
+        println!(
+            "under load: put {:.1} MiB/s alone, {:.1} MiB/s while a second dead minion's blocks were copied ({:.2}x kept); healing done {:.2} s after it was declared dead",
+            rate(options.size_bytes, alone),
+            rate(options.size_bytes, during),
+            alone.as_secs_f64() / during.as_secs_f64(),
+            healing.as_secs_f64()
+        );
+    }
     println!("verified: crc32c {source_crc:08x} matches");
     Ok(())
 }
