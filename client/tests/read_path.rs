@@ -39,8 +39,20 @@ fn put_file(cluster: &Cluster, block_bytes: usize, length_bytes: usize, seed: u6
 }
 
 /// `/f`'s blocks and where the master says they are, in the order a reader
-/// tries them.
+/// tries them. Locations are soft state: a minion's first full block report
+/// may cross a commit and drop a location its next incremental report
+/// restores, so this waits until every block lists its three replicas.
 fn blocks_of_file(cluster: &Cluster) -> Vec<LocatedBlock> {
+    wait_for(
+        || {
+            cluster
+                .located_blocks("/f")
+                .iter()
+                .all(|block| block.locations.len() == 3)
+        },
+        LIVE_TIMEOUT,
+        "every block of /f to list three replicas",
+    );
     let (mut client, _) = connect(cluster);
     let blocks = client.get_blocks(&path("/f")).expect("GetBlocks /f").blocks;
     for block in &blocks {
