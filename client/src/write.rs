@@ -660,8 +660,9 @@ struct Session<'a> {
 /// The master calls of a write, shared by `FileWriter` and `dfs-cp`'s
 /// block-parallel writer.
 impl Client {
-    /// Opens a write at `path`: (write id, replication, block size), and
-    /// the first block when asked for.
+    /// Opens a write at `path`: its id and block size, and the first block
+    /// when asked for. An answer that cannot be used
+    /// aborts the write it opened.
     pub(crate) fn open_write(
         &mut self,
         path: &DfsPath,
@@ -684,22 +685,35 @@ impl Client {
                 block_bytes,
                 first_block,
             } => {
-                let opened = OpenedWrite {
+                let unusable = if !(1..=BLOCK_BYTES_MAX).contains(&block_bytes)
+                    || !(1..=REPLICATION_MAX).contains(&replication)
+                {
+                    Some(format!(
+                        "master opened a write of {path} with block size {block_bytes} and replication {replication}"
+                    ))
+                } else {
+                    match &first_block {
+                        Some(first) if first.targets.is_empty() => Some(format!(
+                            "master allocated {} of {path} without minions",
+                            first.block
+                        )),
+                        Some(_) if !allocate_first_block => Some(format!(
+                            "master allocated a first block of {path} that was not asked for"
+                        )),
+                        _ => None,
+                    }
+                };
+                if let Some(message) = unusable {
+                    // Best effort: the master also aborts the writes of a
+                    // connection that closes.
+                    let _ = self.call(MasterRequest::AbortWrite { write });
+                    return Err(Error::Protocol(message));
+                }
+                Ok(OpenedWrite {
                     write,
-                    replication,
                     block_bytes,
                     first_block,
-                };
-                match &opened.first_block {
-                    Some(first) if first.targets.is_empty() => Err(Error::Protocol(format!(
-                        "master allocated {} of {path} without minions",
-                        first.block
-                    ))),
-                    Some(_) if !allocate_first_block => Err(Error::Protocol(format!(
-                        "master allocated a first block of {path} that was not asked for"
-                    ))),
-                    _ => Ok(opened),
-                }
+                })
             }
             other => Err(unexpected("OpenWrite", &other)),
         }
@@ -737,10 +751,9 @@ impl Client {
     }
 }
 
-/// What `OpenWrite` answered.
+/// What `OpenWrite` answered, checked.
 pub(crate) struct OpenedWrite {
     pub(crate) write: u64,
-    pub(crate) replication: u8,
     pub(crate) block_bytes: u64,
     pub(crate) first_block: Option<AllocatedBlock>,
 }
@@ -754,11 +767,10 @@ impl<'a> Session<'a> {
     ) -> Result<Session<'a>> {
         let OpenedWrite {
             write,
-            replication,
             block_bytes,
             first_block,
         } = client.open_write(path, &options, allocate_first_block)?;
-        let session = Session {
+        Ok(Session {
             client,
             path: path.clone(),
             write,
@@ -772,16 +784,7 @@ impl<'a> Session<'a> {
             stats: WriteStats::default(),
             closed: false,
             buffer: Vec::new(),
-        };
-        // Dropping the session here aborts the write on the master.
-        if !(1..=BLOCK_BYTES_MAX).contains(&block_bytes)
-            || !(1..=REPLICATION_MAX).contains(&replication)
-        {
-            return Err(Error::Protocol(format!(
-                "master opened a write of {path} with block size {block_bytes} and replication {replication}"
-            )));
-        }
-        Ok(session)
+        })
     }
 
     fn exclude(&mut self, minions: &[MinionId]) {

@@ -23,9 +23,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use dfs_engine::crc::CrcAppender;
-use dfs_engine::limits::{
-    BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
-};
+use dfs_engine::limits::{CHUNK_BYTES, CONNECT_TIMEOUT_MS, WRITE_BLOCK_ATTEMPTS_MAX};
 use dfs_engine::msg::{
     BlockId, Credentials, MasterRequest, MinionAddress, MinionId, MinionRequest, MinionResponse,
     ReplicaFailure,
@@ -262,7 +260,7 @@ pub fn put_parallel(
     streams: usize,
 ) -> Result<u64> {
     let opened = client.open_write(path, &options, false)?;
-    let (write, replication, block_bytes) = (opened.write, opened.replication, opened.block_bytes);
+    let (write, block_bytes) = (opened.write, opened.block_bytes);
     let io_timeout = client.minions.io_timeout();
     let credentials = client.credentials().clone();
     let mut open = OpenWrite {
@@ -271,13 +269,6 @@ pub fn put_parallel(
         write,
         closed: false,
     };
-    if !(1..=BLOCK_BYTES_MAX).contains(&block_bytes)
-        || !(1..=REPLICATION_MAX).contains(&replication)
-    {
-        return Err(Error::Protocol(format!(
-            "master opened a write of {path} with block size {block_bytes} and replication {replication}"
-        )));
-    }
     let block_count = usize::try_from(length_bytes.div_ceil(block_bytes))
         .map_err(|_| Error::Invalid(format!("{path}: too many blocks")))?;
     let streams = streams
