@@ -3,6 +3,7 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -31,6 +32,25 @@ pub fn connect(address: &str, timeout: Duration) -> Result<TcpStream> {
         format!("connect to {address}"),
         last_error.unwrap_or_else(|| std::io::Error::other("address resolved to nothing")),
     ))
+}
+
+/// True when nothing is waiting to be read on `socket` and its peer has not
+/// closed it, as far as the kernel knows now (a peek that never blocks):
+/// an idle connection that may carry the next request.
+pub fn is_socket_quiet(socket: &impl AsRawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the descriptor is open for the borrow of `socket` and `byte`
+    // is a writable buffer of the one byte asked for; MSG_PEEK leaves the
+    // data where it is and MSG_DONTWAIT never blocks.
+    let peeked = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            std::ptr::addr_of_mut!(byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    peeked < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// One connection to a daemon; requests are answered in order.
@@ -102,17 +122,7 @@ impl Connection {
         if !self.reader.buffer().is_empty() || !self.writer.buffer().is_empty() {
             return false;
         }
-        let stream = self.reader.get_ref();
-        if stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut byte = [0u8; 1];
-        let quiet = matches!(
-            stream.peek(&mut byte),
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
-        );
-        // A socket that cannot go back to blocking is not used again.
-        stream.set_nonblocking(false).is_ok() && quiet
+        is_socket_quiet(self.reader.get_ref())
     }
 
     /// Sends a request without waiting for its answer (it is buffered until

@@ -150,20 +150,7 @@ impl Stream {
     /// the connection, as far as the socket knows now: an idle connection
     /// that may carry the next request.
     pub(crate) fn is_quiet(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut byte = 0u8;
-        // SAFETY: the descriptor is open (owned by self.0) and `byte` is a
-        // writable buffer of the one byte asked for; MSG_PEEK leaves the
-        // socket's data where it is and MSG_DONTWAIT never blocks the core.
-        let peeked = unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                std::ptr::addr_of_mut!(byte).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        peeked < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+        dfs_engine::rpc::is_socket_quiet(&self.0)
     }
 
     /// Reads what is available into `buffer[range]` (at least one byte, or
