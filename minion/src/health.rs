@@ -85,6 +85,21 @@ impl Activity {
         }
     }
 
+    /// True while clients are served: a request in flight or one that ended
+    /// in the last `QUIET_MS`. Background work yields then.
+    pub(crate) fn clients_busy(&self) -> bool {
+        !self.is_idle(Duration::from_millis(QUIET_MS))
+    }
+
+    /// Pauses background work after a step of it that took `elapsed`, for
+    /// as long as `background_pause` says.
+    pub(crate) fn yield_after(&self, elapsed: Duration) {
+        let pause = background_pause(elapsed, self.clients_busy());
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+
     /// True when nothing is in flight and nothing ended in the last `quiet`.
     pub(crate) fn is_idle(&self, quiet: Duration) -> bool {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
@@ -98,7 +113,7 @@ impl Activity {
 
 /// How long after the last client request a minion counts as idle, for
 /// background work (scrubbing, copies) to go at full speed again.
-pub(crate) const QUIET_MS: u64 = 1_000;
+const QUIET_MS: u64 = 1_000;
 
 /// While clients are served, background work pauses this many times as
 /// long as each step of it took, so it takes at most a quarter of the
@@ -107,7 +122,7 @@ pub(crate) const QUIET_MS: u64 = 1_000;
 const BACKGROUND_YIELD_FACTOR: u32 = 3;
 
 /// The pause after a step of background work that took `elapsed`.
-pub(crate) fn background_pause(elapsed: Duration, clients_busy: bool) -> Duration {
+fn background_pause(elapsed: Duration, clients_busy: bool) -> Duration {
     if clients_busy {
         elapsed.saturating_mul(BACKGROUND_YIELD_FACTOR)
     } else {

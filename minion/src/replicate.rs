@@ -34,7 +34,6 @@ use dfs_engine::rpc::Connection;
 use dfs_engine::wire::{self, FrameKind};
 use dfs_engine::{Error, Result};
 
-use crate::health::{background_pause, QUIET_MS};
 use crate::store::Store;
 
 /// The user copies between minions are sent as: their writes are
@@ -174,13 +173,7 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
             .read_chunk(index, &mut chunk)
             .inspect_err(|error| note_read_failure(store, block, error))?;
         connection.send_data(&chunk, crc)?;
-        let busy = !store
-            .activity
-            .is_idle(std::time::Duration::from_millis(QUIET_MS));
-        let pause = background_pause(started.elapsed(), busy);
-        if !pause.is_zero() {
-            thread::sleep(pause);
-        }
+        store.activity.yield_after(started.elapsed());
     }
     let length_bytes = reader.length_bytes();
     let sealing = std::time::Instant::now();
@@ -200,13 +193,7 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
         )?;
     // The targets' disks do most of their work in the seal (the data waits
     // in their page caches until fdatasync): that wait counts too.
-    let busy = !store
-        .activity
-        .is_idle(std::time::Duration::from_millis(QUIET_MS));
-    let pause = background_pause(sealing.elapsed(), busy);
-    if !pause.is_zero() {
-        thread::sleep(pause);
-    }
+    store.activity.yield_after(sealing.elapsed());
     if id != write_id && id != seal_id {
         return Err(Error::Protocol(format!(
             "{address} answered request {id}, expected {write_id} or {seal_id}"

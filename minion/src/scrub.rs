@@ -56,7 +56,6 @@ use crate::store::Store;
 
 /// How often a keeper checks its directory.
 const CHECK_INTERVAL_MS: u64 = 1_000;
-use crate::health::QUIET_MS;
 /// Longest a paced keeper sleeps before it looks at the clients again.
 const BUSY_POLL_MS: u64 = 100;
 /// How long a keeper that does not scrub sleeps between health checks.
@@ -393,7 +392,7 @@ impl Keeper {
             }
             return Duration::ZERO;
         };
-        let busy = !self.store.activity.is_idle(Duration::from_millis(QUIET_MS));
+        let busy = self.store.activity.clients_busy();
         if busy && now < pass.paced_until {
             let wait = (pass.paced_until - now).min(Duration::from_millis(BUSY_POLL_MS));
             self.pass = Some(pass);
