@@ -468,10 +468,9 @@ impl Heartbeat {
         if interval_ms > 0 {
             self.interval = self.config.interval.min(Duration::from_millis(interval_ms));
         }
-        // Everything sealed so far is in the full report, every failed
-        // directory is announced before it, and every quarantined replica
-        // is reported bad after it.
-        let _ = self.store.take_stored();
+        // Every failed directory is announced before the full report
+        // (which covers everything sealed so far), and every quarantined
+        // replica is reported bad after it.
         let _ = self.store.take_failed_directories();
         let _ = self.store.take_bad();
         let failures = self.store.failed_directories();
@@ -503,6 +502,10 @@ impl Heartbeat {
 
     /// Sends the list of every block here; returns how many.
     fn full_report(&mut self) -> Result<usize, Failure> {
+        // Blocks sealed before the listing are in it. Their incremental
+        // reports must not follow it: one of a block in a directory that
+        // failed since would put back the location the report removes.
+        let _ = self.store.take_stored();
         let blocks = self.store.list_for_report()?;
         for (blocks, first, last) in report_frames(&blocks, BLOCK_REPORT_IDS_MAX) {
             let request = MasterRequest::BlockReport {
