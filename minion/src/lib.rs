@@ -20,6 +20,7 @@
 //! and calls `start_with_cores`.
 
 pub mod config;
+mod group_sync;
 mod health;
 pub mod heartbeat;
 pub mod identity;

@@ -28,6 +28,7 @@ use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, STORED_BLOCKS_QUEUED_MAX}
 use dfs_engine::msg::{BlockId, StoredBlock};
 use dfs_engine::{Error, Result};
 
+use crate::group_sync::GroupSync;
 use crate::health::{classify, Activity, Doorbell, Fault};
 use crate::uring::{self, SharedPieces, UringFile};
 
@@ -67,6 +68,8 @@ pub struct Store {
     pub(crate) activity: Arc<Activity>,
     /// Wakes the keepers for suspects, checks, or the stop.
     pub(crate) doorbell: Doorbell,
+    /// Shared flushes for small durable blocks, per data directory.
+    group_sync: GroupSync,
 }
 
 /// Blocks to report as stored, bounded: past the bound only a flag is
@@ -118,6 +121,7 @@ pub struct FailedDirectory {
 impl Store {
     pub fn new(store: BlockStore) -> Store {
         let check_requested = store.dirs().map(|_| AtomicBool::new(false)).collect();
+        let group_sync = GroupSync::new(store.dirs());
         Store {
             store,
             writing: Mutex::new(HashSet::new()),
@@ -128,6 +132,7 @@ impl Store {
             check_requested,
             activity: Arc::new(Activity::new()),
             doorbell: Doorbell::default(),
+            group_sync,
         }
     }
 
@@ -600,13 +605,18 @@ impl UringBlockWriter {
         let footer = footer(block, self.length_bytes, &tail);
         tail.extend_from_slice(&footer);
         let tail_bytes = tail.len() as u64;
+        // A small block shares its directory's next flush with every other
+        // one sealed meanwhile (`group_sync`); a large one, whose writeback
+        // started as it arrived, syncs its own file and name.
+        let shared_flush = sync && self.length_bytes < WRITEBACK_STEP_BYTES;
+        let own_sync = sync && !shared_flush;
         let temporary = self.temporary_path.clone();
         let context = |what: &str| format!("{what} {block} in {}", temporary.display());
         self.file
             .write_all_at(tail, self.length_bytes)
             .await
             .map_err(|e| Error::io(context("write checksums of"), e))?;
-        if sync {
+        if own_sync {
             self.file
                 .sync_data()
                 .await
@@ -637,19 +647,25 @@ impl UringBlockWriter {
                     e,
                 )
             })?;
-        if sync {
+        let synced = if shared_flush {
+            store
+                .group_sync
+                .flush(self.dir_index)
+                .await
+                .map_err(|e| Error::io(format!("flush {} for {block}", self.root.display()), e))
+        } else if own_sync {
             let synced = match UringFile::open(&subdir).await {
                 Ok(directory) => directory.sync_all().await,
                 Err(error) => Err(error),
             };
-            if let Err(error) = synced {
-                // The name may not be durable: do not pretend the block is sealed.
-                let _ = std::fs::remove_file(&target);
-                return Err(Error::io(
-                    format!("sync directory {}", subdir.display()),
-                    error,
-                ));
-            }
+            synced.map_err(|e| Error::io(format!("sync directory {}", subdir.display()), e))
+        } else {
+            Ok(())
+        };
+        if let Err(error) = synced {
+            // The block may not be durable: do not pretend it is sealed.
+            let _ = std::fs::remove_file(&target);
+            return Err(error);
         }
         self.sealed = true;
         let file_bytes = self.length_bytes + tail_bytes;

@@ -1,0 +1,244 @@
+//! Group commit for small durable blocks.
+//!
+//! A durable block needs its data, its checksums and its name on stable
+//! storage before the minion answers `Sealed`. Per block that is an
+//! `fdatasync` of the file and an `fsync` of its directory: two
+//! synchronous round trips to the disk, each a wait on a kernel worker,
+//! which for blocks of a few KiB cost far more than the write itself.
+//! Small blocks therefore share the flush instead: a block asks its data
+//! directory's syncer for a `syncfs` that starts after its file was
+//! written and renamed, and every block that asked while one flush ran is
+//! covered by the next. One flush serves all the small blocks the cores
+//! sealed in the meantime, however many clients write.
+//!
+//! `syncfs` flushes every dirty page of the directory's filesystem, other
+//! programs' too, so large blocks (which start their writeback as they
+//! arrive, see `store`) keep their own `fdatasync`. Since Linux 5.8,
+//! `syncfs` reports a writeback error anywhere on the filesystem since the
+//! directory was opened; such an error fails the blocks of that flush.
+//!
+//! Each data directory has its own syncer thread, started by the first
+//! request and ended after `IDLE_EXIT` without one, so a minion that only
+//! takes large blocks (or only `--no-sync` ones) runs none.
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::mem;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// A syncer thread without requests for this long ends.
+const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+/// The syncers of a minion's data directories.
+pub(crate) struct GroupSync {
+    directories: Vec<Arc<DirectorySync>>,
+}
+
+impl GroupSync {
+    pub(crate) fn new<'a>(roots: impl Iterator<Item = &'a Path>) -> GroupSync {
+        GroupSync {
+            directories: roots
+                .map(|root| {
+                    Arc::new(DirectorySync {
+                        root: root.to_path_buf(),
+                        state: Mutex::new(State::default()),
+                        requested: Condvar::new(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Waits until everything written to data directory `index` before
+    /// this call is on stable storage.
+    pub(crate) fn flush(&self, index: usize) -> Flushed {
+        let ticket = Arc::new(Ticket::default());
+        match self.directories.get(index) {
+            Some(directory) => DirectorySync::request(directory, &ticket),
+            None => ticket.complete(Err(libc::EINVAL)),
+        }
+        Flushed { ticket }
+    }
+}
+
+/// One data directory's syncer: the requests waiting for the next flush.
+struct DirectorySync {
+    root: PathBuf,
+    state: Mutex<State>,
+    requested: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Requests the next flush covers.
+    waiting: Vec<Arc<Ticket>>,
+    /// A syncer thread runs (it may be flushing or waiting for requests).
+    running: bool,
+}
+
+impl DirectorySync {
+    fn request(directory: &Arc<DirectorySync>, ticket: &Arc<Ticket>) {
+        let mut state = directory
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        state.waiting.push(Arc::clone(ticket));
+        if state.running {
+            directory.requested.notify_one();
+            return;
+        }
+        let syncer = Arc::clone(directory);
+        let spawned = std::thread::Builder::new()
+            .name("group-sync".into())
+            .spawn(move || syncer.run());
+        match spawned {
+            Ok(_) => state.running = true,
+            Err(error) => {
+                tracing::warn!("cannot start a syncer thread: {error}");
+                for ticket in state.waiting.drain(..) {
+                    ticket.complete(Err(error.raw_os_error().unwrap_or(libc::EAGAIN)));
+                }
+            }
+        }
+    }
+
+    /// The syncer thread: one `syncfs` per batch of requests, until idle.
+    fn run(self: Arc<DirectorySync>) {
+        let mut directory: Option<File> = None;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if state.waiting.is_empty() {
+                let (next, timeout) = self
+                    .requested
+                    .wait_timeout(state, IDLE_EXIT)
+                    .unwrap_or_else(PoisonError::into_inner);
+                state = next;
+                if timeout.timed_out() && state.waiting.is_empty() {
+                    state.running = false;
+                    return;
+                }
+                continue;
+            }
+            let batch = mem::take(&mut state.waiting);
+            drop(state);
+            let outcome = self.flush(&mut directory);
+            for ticket in batch {
+                ticket.complete(outcome);
+            }
+            state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// One `syncfs` of the directory's filesystem; the errno on failure.
+    fn flush(&self, directory: &mut Option<File>) -> Result<(), i32> {
+        let file = match directory {
+            Some(file) => file,
+            None => match File::open(&self.root) {
+                Ok(file) => directory.insert(file),
+                Err(error) => return Err(error.raw_os_error().unwrap_or(libc::EIO)),
+            },
+        };
+        // SAFETY: syncfs only reads the descriptor, which `file` keeps open.
+        if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            let error = io::Error::last_os_error();
+            // Reopen next time: the descriptor's error mark has moved past
+            // this error, and the directory may have been replaced.
+            *directory = None;
+            Err(error.raw_os_error().unwrap_or(libc::EIO))
+        }
+    }
+}
+
+/// One request's answer, and the task waiting for it.
+#[derive(Default)]
+struct Ticket {
+    slot: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    outcome: Option<Result<(), i32>>,
+    waker: Option<Waker>,
+}
+
+impl Ticket {
+    fn complete(&self, outcome: Result<(), i32>) {
+        let waker = {
+            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            slot.outcome = Some(outcome);
+            slot.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// Resolves when the flush a request joined has finished.
+pub(crate) struct Flushed {
+    ticket: Arc<Ticket>,
+}
+
+impl Future for Flushed {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut slot = self
+            .ticket
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match slot.outcome {
+            Some(outcome) => Poll::Ready(outcome.map_err(io::Error::from_raw_os_error)),
+            None => {
+                slot.waker = Some(context.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uring;
+
+    #[test]
+    fn flushes_answer_every_request_and_the_syncer_ends_when_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let group = GroupSync::new(std::iter::once(dir.path()));
+        let ran = uring::run_core(async {
+            let flushes: Vec<Flushed> = (0..50).map(|_| group.flush(0)).collect();
+            for flushed in flushes {
+                flushed.await.expect("flush");
+            }
+            group.flush(0).await.expect("a later flush");
+        });
+        ran.expect("runtime");
+        let directory = &group.directories[0];
+        assert!(directory.state.lock().expect("state").running);
+        assert!(directory.state.lock().expect("state").waiting.is_empty());
+    }
+
+    #[test]
+    fn a_missing_directory_or_index_fails_the_flush_with_its_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gone = dir.path().join("gone");
+        let group = GroupSync::new(std::iter::once(gone.as_path()));
+        let ran = uring::run_core(async {
+            let error = group.flush(0).await.expect_err("no directory");
+            assert_eq!(error.kind(), io::ErrorKind::NotFound);
+            let error = group.flush(7).await.expect_err("no such index");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        });
+        ran.expect("runtime");
+    }
+}
