@@ -41,7 +41,7 @@ use dfs_engine::{Error, Result};
 
 use crate::server::{minion_name, Next, Session};
 use crate::store::UringBlockWriter;
-use crate::uring::{self, SharedPieces, Stream};
+use crate::uring::{self, Framed, SharedPieces, Stream};
 
 /// A `WriteBlock` request as it arrived.
 pub(crate) struct WriteRequest {
@@ -128,25 +128,27 @@ async fn receive(
                 let batch = pipeline.parse_frames(session.unparsed())?;
                 let start = session.position();
                 session.consume(batch.frame_bytes);
-                pipeline.store_and_forward(session, start, batch).await;
+                // A block that arrived whole (a small one) has its SealBlock
+                // right behind the data: it goes down in the same send.
+                let seal = match session.take_buffered_request()? {
+                    Some((request_id, envelope)) => {
+                        check_seal(block, pipeline.received_bytes, envelope.body)?;
+                        Some(request_id)
+                    }
+                    None => None,
+                };
+                pipeline
+                    .store_and_forward(session, start, batch, seal.is_some(), &request.credentials)
+                    .await;
+                if let Some(request_id) = seal {
+                    let response = pipeline.seal(&request.credentials).await;
+                    session.respond(request_id, &response).await?;
+                    return Ok(Next::Continue);
+                }
             }
             FrameKind::Request => {
                 let envelope = session.read_request(&header).await?;
-                let MinionRequest::SealBlock {
-                    block: sealed,
-                    length_bytes,
-                } = envelope.body
-                else {
-                    return Err(Error::Protocol(format!(
-                        "expected data or SealBlock for {block}, got another request"
-                    )));
-                };
-                if sealed != block || length_bytes != pipeline.received_bytes {
-                    return Err(Error::Protocol(format!(
-                        "SealBlock of {sealed} with {length_bytes} bytes, but {} bytes of {block} arrived",
-                        pipeline.received_bytes
-                    )));
-                }
+                check_seal(block, pipeline.received_bytes, envelope.body)?;
                 let response = pipeline.seal(&request.credentials).await;
                 session.respond(header.request_id, &response).await?;
                 return Ok(Next::Continue);
@@ -158,6 +160,26 @@ async fn receive(
             }
         }
     }
+}
+
+/// Refuses a request in the middle of a block that is not the `SealBlock`
+/// of the bytes that arrived.
+fn check_seal(block: BlockId, received_bytes: u64, request: MinionRequest) -> Result<()> {
+    let MinionRequest::SealBlock {
+        block: sealed,
+        length_bytes,
+    } = request
+    else {
+        return Err(Error::Protocol(format!(
+            "expected data or SealBlock for {block}, got another request"
+        )));
+    };
+    if sealed != block || length_bytes != received_bytes {
+        return Err(Error::Protocol(format!(
+            "SealBlock of {sealed} with {length_bytes} bytes, but {received_bytes} bytes of {block} arrived"
+        )));
+    }
+    Ok(())
 }
 
 /// Complete data frames at the front of the unparsed input, checked.
@@ -225,6 +247,9 @@ mod idle_links {
 /// The connection to the next member and the members it stands for.
 struct Downstream {
     stream: Stream,
+    /// Request frames not sent yet: they go with the next send, so a
+    /// small block's `WriteBlock`, data and `SealBlock` travel together.
+    queued: Vec<u8>,
     /// The member connected to, then the ones after it.
     members: Vec<MinionAddress>,
     next_request_id: u64,
@@ -246,17 +271,24 @@ fn stalled(error: std::io::Error, wait: Duration) -> std::io::Error {
 }
 
 impl Downstream {
-    async fn send(&mut self, credentials: &Credentials, body: MinionRequest) -> Result<u64> {
+    /// Encodes a request behind the queued ones; returns its request id.
+    fn queue(&mut self, credentials: &Credentials, body: MinionRequest) -> Result<u64> {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         let envelope = Envelope {
             credentials: credentials.clone(),
             body,
         };
-        let mut frame = Vec::new();
-        wire::write_message(&mut frame, FrameKind::Request, request_id, &envelope)?;
+        wire::write_message(&mut self.queued, FrameKind::Request, request_id, &envelope)?;
+        Ok(request_id)
+    }
+
+    /// Sends a request, after the queued ones.
+    async fn send(&mut self, credentials: &Credentials, body: MinionRequest) -> Result<u64> {
+        let request_id = self.queue(credentials, body)?;
+        let frames = std::mem::take(&mut self.queued);
         self.stream
-            .write_all(frame, self.wait)
+            .write_all(frames, self.wait)
             .await
             .map_err(|e| Error::io(format!("send to {}", self.address()), stalled(e, self.wait)))?;
         Ok(request_id)
@@ -323,6 +355,8 @@ struct Pipeline {
     received_bytes: u64,
     short_chunk_received: bool,
     batches: u64,
+    /// The `SealBlock` went down with the last data, as this request.
+    seal_sent: Option<u64>,
 }
 
 fn failure(minion: &MinionAddress, kind: ErrorKind, why: String) -> ReplicaFailure {
@@ -349,6 +383,7 @@ impl Pipeline {
             received_bytes: 0,
             short_chunk_received: false,
             batches: 0,
+            seal_sent: None,
         };
         let (created, ()) = uring::join(
             context.store.create(request.block, request.sync),
@@ -390,11 +425,13 @@ impl Pipeline {
                 };
                 let mut downstream = Downstream {
                     stream,
+                    queued: Vec::new(),
                     members: members[index..].to_vec(),
                     next_request_id: 1,
                     wait: pipeline_timeout.saturating_mul(behind as u32),
                 };
-                downstream.send(credentials, forwarded).await?;
+                // Sent with the first data (or the seal).
+                downstream.queue(credentials, forwarded)?;
                 Ok::<_, Error>(downstream)
             }
             .await;
@@ -489,8 +526,15 @@ impl Pipeline {
 
     /// Writes the batch's chunks here and sends its frames on, at once and
     /// from the session's input buffer. `start` is where the batch begins
-    /// in that buffer.
-    async fn store_and_forward(&mut self, session: &mut Session, start: usize, batch: FrameBatch) {
+    /// in that buffer. With `seal`, the `SealBlock` goes down right after.
+    async fn store_and_forward(
+        &mut self,
+        session: &mut Session,
+        start: usize,
+        batch: FrameBatch,
+        seal: bool,
+        credentials: &Credentials,
+    ) {
         let block = self.block;
         self.batches += 1;
         let input = session.lend_input();
@@ -506,6 +550,22 @@ impl Pipeline {
             bytes: Rc::clone(&input),
             ranges: std::iter::once(start..start + batch.frame_bytes).collect(),
         };
+        let mut seal_frame = Vec::new();
+        if let (true, Some(downstream)) = (seal, &mut self.downstream) {
+            let request = MinionRequest::SealBlock {
+                block,
+                length_bytes: self.received_bytes,
+            };
+            let queued_bytes = downstream.queued.len();
+            match downstream.queue(credentials, request) {
+                Ok(request_id) => {
+                    seal_frame = downstream.queued.split_off(queued_bytes);
+                    self.seal_sent = Some(request_id);
+                }
+                // Sent the usual way by `seal`.
+                Err(error) => tracing::warn!("{block}: {error}"),
+            }
+        }
         let Pipeline {
             writer, downstream, ..
         } = self;
@@ -517,14 +577,21 @@ impl Pipeline {
         };
         let forward = async {
             match downstream {
-                Some(downstream) => Some(
-                    downstream
-                        .stream
-                        .write_vectored_all(forward_pieces, downstream.wait)
-                        .await
-                        .map(drop)
-                        .map_err(|e| stalled(e, downstream.wait)),
-                ),
+                Some(downstream) => {
+                    let framed = Framed {
+                        before: std::mem::take(&mut downstream.queued),
+                        pieces: forward_pieces,
+                        after: seal_frame,
+                    };
+                    Some(
+                        downstream
+                            .stream
+                            .write_vectored_all(framed, downstream.wait)
+                            .await
+                            .map(drop)
+                            .map_err(|e| stalled(e, downstream.wait)),
+                    )
+                }
                 None => None,
             }
         };
@@ -544,7 +611,9 @@ impl Pipeline {
         let block = self.block;
         let length_bytes = self.received_bytes;
         let mut pending = None;
-        if let Some(downstream) = &mut self.downstream {
+        if let (Some(request_id), Some(_)) = (self.seal_sent, &self.downstream) {
+            pending = Some(request_id);
+        } else if let Some(downstream) = &mut self.downstream {
             let request = MinionRequest::SealBlock {
                 block,
                 length_bytes,

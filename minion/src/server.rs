@@ -492,6 +492,24 @@ async fn answer_busy(stream: &Stream, context: &Context) {
     }
 }
 
+/// Bytes of the request frame `header` announces, header included,
+/// refused over the request limit (or when it is no request).
+fn request_frame_bytes(header: &FrameHeader) -> Result<usize> {
+    if header.kind != FrameKind::Request {
+        return Err(Error::Protocol(format!(
+            "expected a request, got a {:?} frame",
+            header.kind
+        )));
+    }
+    if header.payload_bytes > REQUEST_FRAME_BYTES_MAX {
+        return Err(Error::Protocol(format!(
+            "a request of {} bytes is over the limit of {REQUEST_FRAME_BYTES_MAX}",
+            header.payload_bytes
+        )));
+    }
+    Ok(FRAME_HEADER_BYTES + header.payload_bytes as usize)
+}
+
 fn decode_header(bytes: &[u8]) -> Result<FrameHeader> {
     let array: &[u8; FRAME_HEADER_BYTES] = bytes
         .get(..FRAME_HEADER_BYTES)
@@ -776,22 +794,42 @@ impl Session {
         &mut self,
         header: &FrameHeader,
     ) -> Result<Envelope<MinionRequest>> {
-        if header.kind != FrameKind::Request {
-            return Err(Error::Protocol(format!(
-                "expected a request, got a {:?} frame",
-                header.kind
-            )));
-        }
-        if header.payload_bytes > REQUEST_FRAME_BYTES_MAX {
-            return Err(Error::Protocol(format!(
-                "a request of {} bytes is over the limit of {REQUEST_FRAME_BYTES_MAX}",
-                header.payload_bytes
-            )));
-        }
-        let frame_bytes = FRAME_HEADER_BYTES + header.payload_bytes as usize;
+        let frame_bytes = request_frame_bytes(header)?;
         if !self.fill(frame_bytes).await? {
             return Err(Error::Protocol("connection closed before a request".into()));
         }
+        self.decode_request(header, frame_bytes)
+    }
+
+    /// The request frame at the front of the input, if all of it already
+    /// arrived (no I/O), with its request id; `None` when the input holds
+    /// less or another kind of frame.
+    pub(crate) fn take_buffered_request(
+        &mut self,
+    ) -> Result<Option<(u64, Envelope<MinionRequest>)>> {
+        let Some(header_bytes) = self.unparsed().get(..FRAME_HEADER_BYTES) else {
+            return Ok(None);
+        };
+        let header = decode_header(header_bytes)?;
+        if header.kind != FrameKind::Request {
+            return Ok(None);
+        }
+        let frame_bytes = request_frame_bytes(&header)?;
+        if self.unparsed().len() < frame_bytes {
+            return Ok(None);
+        }
+        self.answer_to = Some(header.request_id);
+        let envelope = self.decode_request(&header, frame_bytes)?;
+        Ok(Some((header.request_id, envelope)))
+    }
+
+    /// Decodes the complete request frame at the front of the input and
+    /// consumes it.
+    fn decode_request(
+        &mut self,
+        header: &FrameHeader,
+        frame_bytes: usize,
+    ) -> Result<Envelope<MinionRequest>> {
         let payload = self
             .unparsed()
             .get(FRAME_HEADER_BYTES..frame_bytes)

@@ -323,6 +323,28 @@ impl IoVectoredBuf for SharedPieces {
     }
 }
 
+/// Pieces of a shared buffer sent between bytes of our own: frames
+/// forwarded as they arrived, after the requests that must go before them
+/// and before the one that follows them.
+pub(crate) struct Framed {
+    pub(crate) before: Vec<u8>,
+    pub(crate) pieces: SharedPieces,
+    pub(crate) after: Vec<u8>,
+}
+
+impl IoVectoredBuf for Framed {
+    fn iter_slice(&self) -> impl Iterator<Item = &[u8]> {
+        let pieces = &self.pieces;
+        let shared = pieces
+            .ranges
+            .iter()
+            .map(|range| pieces.bytes.get(range.clone()).unwrap_or_default());
+        std::iter::once(self.before.as_slice())
+            .chain(shared)
+            .chain(std::iter::once(self.after.as_slice()))
+    }
+}
+
 /// Frames to send: each header followed by its piece of `payload`.
 pub(crate) struct FrameBatch {
     pub(crate) headers: Vec<[u8; dfs_engine::wire::FRAME_HEADER_BYTES]>,
