@@ -46,6 +46,12 @@ pub const IO_TIMEOUT_MS: u64 = 30_000;
 /// How long a client waits for a TCP connection to a minion or the master.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+/// Requests in one master `Batch`.
+pub const BATCH_REQUESTS_MAX: usize = 256;
+/// Blocks in one `WriteBlocks` batch.
+pub const WRITE_BATCH_BLOCKS_MAX: usize = 128;
+/// Bytes of all the blocks of one `WriteBlocks` batch.
+pub const WRITE_BATCH_BYTES_MAX: u64 = 512 * 1024;
 /// Most pipelines a client tries for one block of a write (fresh allocations
 /// after a minion failed) before it gives up on the write.
 pub const WRITE_BLOCK_ATTEMPTS_MAX: u32 = 5;

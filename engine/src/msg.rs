@@ -346,6 +346,20 @@ pub enum MasterRequest {
         directory: String,
         reason: String,
     },
+
+    // --- appended in protocol 4 ---
+    /// Several change requests (`OpenWrite`, `CloseWrite`, `AbortWrite`,
+    /// `Mkdir`, ...; no lookups, no minion reports, no nested batch) in one
+    /// round trip: applied in order, each answered on its own, and answered
+    /// together once all of them are journaled. At most
+    /// `limits::BATCH_REQUESTS_MAX`.
+    Batch {
+        requests: Vec<MasterRequest>,
+        /// Every first block the batch's `OpenWrite`s allocate goes to one
+        /// pipeline (the first one chosen), so that a client can write them
+        /// to the minions together (`MinionRequest::WriteBlocks`).
+        same_pipeline: bool,
+    },
 }
 
 /// The last block of a write, committed by `CloseWrite`.
@@ -532,6 +546,8 @@ pub enum MasterResponse {
         /// Where the next page starts (its `start_after`); None at the end.
         resume_after: Option<String>,
     },
+    /// Answers to a `Batch`, in its order (`Error` for a request that failed).
+    Batch(Vec<MasterResponse>),
 }
 
 /// Requests to a minion, from clients and from the minion before it in a pipeline.
@@ -557,6 +573,36 @@ pub enum MinionRequest {
         offset_bytes: u64,
         length_bytes: u64,
     },
+    /// Starts a pipeline write of several small blocks in one exchange (in
+    /// protocol 4). The receiver forwards this to `downstream[0]` with the
+    /// rest of the list, then receives one `Data` frame per block, in the
+    /// order of `blocks`, holding all of that block; it stores and forwards
+    /// them and, once the last one arrived, seals them all and answers
+    /// `BatchSealed`. Each block holds 1 to `CHUNK_BYTES` bytes; at most
+    /// `limits::WRITE_BATCH_BLOCKS_MAX` blocks and
+    /// `limits::WRITE_BATCH_BYTES_MAX` bytes in all.
+    WriteBlocks {
+        blocks: Vec<BatchBlock>,
+        downstream: Vec<MinionAddress>,
+        /// Acknowledge only once the blocks are on stable storage.
+        sync: bool,
+    },
+}
+
+/// A block of a `WriteBlocks` batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchBlock {
+    pub block: BlockId,
+    pub length_bytes: u64,
+}
+
+/// Who stored one block of a batch, and who failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SealedBlock {
+    pub block: BlockId,
+    /// Members that have the whole block sealed (durably when asked).
+    pub stored: Vec<MinionId>,
+    pub failed: Vec<ReplicaFailure>,
 }
 
 /// A pipeline member that could not store a block, and why.
@@ -578,6 +624,10 @@ pub enum MinionResponse {
         block_length_bytes: u64,
         /// Chunk-aligned offset of the first data frame that follows.
         first_offset_bytes: u64,
+    },
+    /// The answer to `WriteBlocks`: every block of the batch, in its order.
+    BatchSealed {
+        blocks: Vec<SealedBlock>,
     },
 }
 

@@ -19,6 +19,7 @@
 //! The binary only parses the command line, sets up logging and signals,
 //! and calls `start_with_cores`.
 
+mod batch;
 pub mod config;
 mod group_sync;
 mod health;

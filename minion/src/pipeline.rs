@@ -198,7 +198,7 @@ struct FrameBatch {
 /// connection is kept only after a complete exchange (the next member
 /// answered the seal) and used again only while young and quiet; the
 /// other side closes connections idle for the I/O timeout.
-mod idle_links {
+pub(crate) mod idle_links {
     use std::cell::RefCell;
     use std::time::{Duration, Instant};
 
@@ -218,7 +218,7 @@ mod idle_links {
     }
 
     /// A quiet, young idle connection to `address`, if one is kept.
-    pub(super) fn take(address: &str) -> Option<Stream> {
+    pub(crate) fn take(address: &str) -> Option<Stream> {
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
             let kept = Duration::from_millis(IDLE_KEPT_MS);
@@ -233,7 +233,7 @@ mod idle_links {
         })
     }
 
-    pub(super) fn keep(address: &str, stream: Stream) {
+    pub(crate) fn keep(address: &str, stream: Stream) {
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
             if idle.len() >= IDLE_LINKS_MAX {
@@ -245,21 +245,21 @@ mod idle_links {
 }
 
 /// The connection to the next member and the members it stands for.
-struct Downstream {
-    stream: Stream,
+pub(crate) struct Downstream {
+    pub(crate) stream: Stream,
     /// Request frames not sent yet: they go with the next send, so a
     /// small block's `WriteBlock`, data and `SealBlock` travel together.
-    queued: Vec<u8>,
+    pub(crate) queued: Vec<u8>,
     /// The member connected to, then the ones after it.
-    members: Vec<MinionAddress>,
+    pub(crate) members: Vec<MinionAddress>,
     next_request_id: u64,
     /// How long it may take any one send or answer: the pipeline timeout
     /// for each member in `members`.
-    wait: Duration,
+    pub(crate) wait: Duration,
 }
 
 /// Says what a downstream operation that failed after `wait` means.
-fn stalled(error: std::io::Error, wait: Duration) -> std::io::Error {
+pub(crate) fn stalled(error: std::io::Error, wait: Duration) -> std::io::Error {
     if error.kind() == std::io::ErrorKind::TimedOut {
         std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -294,7 +294,7 @@ impl Downstream {
         Ok(request_id)
     }
 
-    async fn receive(&self, request_id: u64) -> Result<MinionResponse> {
+    pub(crate) async fn receive(&self, request_id: u64) -> Result<MinionResponse> {
         let address = self.address();
         let wait = self.wait;
         let header_bytes = self
@@ -338,6 +338,97 @@ impl Downstream {
             .first()
             .map_or("the downstream minion", |member| member.address.as_str())
     }
+
+    /// The id of the request queued or sent last.
+    pub(crate) fn last_request_id(&self) -> u64 {
+        self.next_request_id - 1
+    }
+
+    /// The failures that losing this connection while writing `what`
+    /// means: the member connected to, for `why`, and every member after
+    /// it, never reached.
+    pub(crate) fn lost(&self, kind: ErrorKind, why: &str, what: &str) -> Vec<ReplicaFailure> {
+        let Some((direct, behind)) = self.members.split_first() else {
+            return Vec::new();
+        };
+        tracing::warn!(
+            "lost downstream {} while writing {what}: {why}",
+            minion_name(direct)
+        );
+        let mut lost = vec![failure(direct, kind, why.to_string())];
+        for member in behind {
+            lost.push(failure(
+                member,
+                ErrorKind::Io,
+                format!("not reached: the pipeline broke at {}", minion_name(direct)),
+            ));
+        }
+        lost
+    }
+}
+
+/// Connects to the first member of `members` that can be reached and
+/// queues for it `request(members after it)`, to go with the first data.
+/// Members that could not be reached are returned as failures; `what`
+/// names the write for the log.
+pub(crate) async fn connect_downstream(
+    me: &MinionAddress,
+    what: &str,
+    credentials: &Credentials,
+    members: &[MinionAddress],
+    pipeline_timeout: Duration,
+    request: impl Fn(Vec<MinionAddress>) -> MinionRequest,
+) -> (Option<Downstream>, Vec<ReplicaFailure>) {
+    let mut failures = Vec::new();
+    for (index, member) in members.iter().enumerate() {
+        let behind = members.len() - index;
+        let stream = match idle_links::take(&member.address) {
+            Some(stream) => Ok(stream),
+            None => Stream::connect(&member.address, Duration::from_millis(CONNECT_TIMEOUT_MS))
+                .await
+                .map_err(|e| Error::io(format!("connect to {}", member.address), e)),
+        };
+        let opened = stream.and_then(|stream| {
+            let mut downstream = Downstream {
+                stream,
+                queued: Vec::new(),
+                members: members[index..].to_vec(),
+                next_request_id: 1,
+                wait: pipeline_timeout.saturating_mul(behind as u32),
+            };
+            downstream.queue(credentials, request(members[index + 1..].to_vec()))?;
+            Ok(downstream)
+        });
+        match opened {
+            Ok(downstream) => return (Some(downstream), failures),
+            Err(error) => {
+                tracing::warn!(
+                    "{}: can't reach {} for {what}: {error}",
+                    minion_name(me),
+                    minion_name(member)
+                );
+                failures.push(failure(
+                    member,
+                    ErrorKind::Io,
+                    format!("unreachable from {}: {error}", minion_name(me)),
+                ));
+            }
+        }
+    }
+    (None, failures)
+}
+
+/// This member's failure to store `block`, for the answer upstream.
+pub(crate) fn local_failure(me: &MinionAddress, block: BlockId, error: &Error) -> ReplicaFailure {
+    let (kind, what) = if error.is_disk_full() {
+        (ErrorKind::NoSpace, "disk full writing")
+    } else if block_store::is_already_exists(error) {
+        (ErrorKind::AlreadyExists, "already has")
+    } else {
+        (ErrorKind::Io, "failed to store")
+    };
+    tracing::warn!("can't store {block}: {error}");
+    failure(me, kind, format!("{what} {block}: {error}"))
 }
 
 struct Pipeline {
@@ -407,69 +498,28 @@ impl Pipeline {
         members: &[MinionAddress],
         pipeline_timeout: Duration,
     ) {
-        for (index, member) in members.iter().enumerate() {
-            let behind = members.len() - index;
-            let forwarded = MinionRequest::WriteBlock {
-                block: self.block,
-                downstream: members[index + 1..].to_vec(),
-                sync: self.sync,
-            };
-            let opened = async {
-                let stream = match idle_links::take(&member.address) {
-                    Some(stream) => stream,
-                    None => {
-                        Stream::connect(&member.address, Duration::from_millis(CONNECT_TIMEOUT_MS))
-                            .await
-                            .map_err(|e| Error::io(format!("connect to {}", member.address), e))?
-                    }
-                };
-                let mut downstream = Downstream {
-                    stream,
-                    queued: Vec::new(),
-                    members: members[index..].to_vec(),
-                    next_request_id: 1,
-                    wait: pipeline_timeout.saturating_mul(behind as u32),
-                };
-                // Sent with the first data (or the seal).
-                downstream.queue(credentials, forwarded)?;
-                Ok::<_, Error>(downstream)
-            }
-            .await;
-            match opened {
-                Ok(downstream) => {
-                    self.downstream = Some(downstream);
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        "{}: can't reach {} for {}: {error}",
-                        minion_name(&self.me),
-                        minion_name(member),
-                        self.block
-                    );
-                    self.connect_failures.push(failure(
-                        member,
-                        ErrorKind::Io,
-                        format!("unreachable from {}: {error}", minion_name(&self.me)),
-                    ));
-                }
-            }
-        }
+        let (block, sync) = (self.block, self.sync);
+        let (downstream, failures) = connect_downstream(
+            &self.me,
+            &block.to_string(),
+            credentials,
+            members,
+            pipeline_timeout,
+            |rest| MinionRequest::WriteBlock {
+                block,
+                downstream: rest,
+                sync,
+            },
+        )
+        .await;
+        self.downstream = downstream;
+        self.connect_failures = failures;
     }
 
     /// Records that this member can't store the block and drops its file.
     fn fail_locally(&mut self, error: &Error) {
-        let block = self.block;
-        let (kind, what) = if error.is_disk_full() {
-            (ErrorKind::NoSpace, "disk full writing")
-        } else if block_store::is_already_exists(error) {
-            (ErrorKind::AlreadyExists, "already has")
-        } else {
-            (ErrorKind::Io, "failed to store")
-        };
-        tracing::warn!("can't store {block}: {error}");
         self.writer = None;
-        self.own_failure = Some(failure(&self.me, kind, format!("{what} {block}: {error}")));
+        self.own_failure = Some(local_failure(&self.me, self.block, error));
     }
 
     /// Records the downstream member (and all behind it) as failed and drops
@@ -478,22 +528,8 @@ impl Pipeline {
         let Some(downstream) = self.downstream.take() else {
             return;
         };
-        let Some((direct, behind)) = downstream.members.split_first() else {
-            return;
-        };
-        tracing::warn!(
-            "lost downstream {} while writing {}: {why}",
-            minion_name(direct),
-            self.block
-        );
-        self.lost.push(failure(direct, kind, why.to_string()));
-        for member in behind {
-            self.lost.push(failure(
-                member,
-                ErrorKind::Io,
-                format!("not reached: the pipeline broke at {}", minion_name(direct)),
-            ));
-        }
+        let lost = downstream.lost(kind, why, &self.block.to_string());
+        self.lost.extend(lost);
     }
 
     /// Refuses a data frame that is no chunk of this block, before its
@@ -665,10 +701,12 @@ impl Pipeline {
             Some(Ok(MinionResponse::Error(error))) => {
                 self.lose_downstream(error.kind, &error.message)
             }
-            Some(Ok(MinionResponse::ReadStarted { .. })) => self.lose_downstream(
-                ErrorKind::Protocol,
-                &format!("answered SealBlock of {block} with ReadStarted"),
-            ),
+            Some(Ok(MinionResponse::ReadStarted { .. } | MinionResponse::BatchSealed { .. })) => {
+                self.lose_downstream(
+                    ErrorKind::Protocol,
+                    &format!("answered SealBlock of {block} with another answer than Sealed"),
+                )
+            }
             Some(Err(error)) => {
                 self.lose_downstream(ErrorKind::Io, &format!("seal {block}: {error}"))
             }

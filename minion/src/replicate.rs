@@ -216,8 +216,10 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
             Ok(length_bytes)
         }
         MinionResponse::Error(error) => Err(Error::Remote(error)),
-        MinionResponse::ReadStarted { .. } => Err(Error::Protocol(format!(
-            "{address} answered SealBlock with ReadStarted"
-        ))),
+        MinionResponse::ReadStarted { .. } | MinionResponse::BatchSealed { .. } => {
+            Err(Error::Protocol(format!(
+                "{address} answered SealBlock with another answer than Sealed"
+            )))
+        }
     }
 }

@@ -37,7 +37,7 @@ use dfs_engine::{Error, IoContext, Result};
 use crate::replicate::REPLICATION_USER;
 use crate::store::Store;
 use crate::uring::{self, Either, Listener, Stream};
-use crate::{pipeline, read, spare};
+use crate::{batch, pipeline, read, spare};
 
 /// Largest request frame a minion accepts. Its requests are small (a
 /// pipeline of REPLICATION_MAX addresses is a few KiB).
@@ -617,6 +617,25 @@ impl Session {
             } => {
                 let _busy = self.context.store.activity.begin();
                 read::read_block(self, request_id, block, offset_bytes, length_bytes).await
+            }
+            MinionRequest::WriteBlocks {
+                blocks,
+                downstream,
+                sync,
+            } => {
+                let _busy = (envelope.credentials.user != REPLICATION_USER)
+                    .then(|| self.context.store.activity.begin());
+                batch::write_blocks(
+                    self,
+                    batch::BatchRequest {
+                        request_id,
+                        credentials: envelope.credentials,
+                        blocks,
+                        downstream,
+                        sync,
+                    },
+                )
+                .await
             }
             MinionRequest::SealBlock { block, .. } => Err(Error::Protocol(format!(
                 "SealBlock of {block} without a WriteBlock before it"

@@ -81,6 +81,31 @@ pub(crate) async fn join<A: Future, B: Future>(first: A, second: B) -> (A::Outpu
     .await
 }
 
+/// Runs all `futures` of this core at once; their outputs in their order.
+pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    poll_fn(|context| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(context) {
+                    Poll::Ready(ready) => *output = Some(ready),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    // Every output is set once the loop above saw no pending future.
+    outputs.into_iter().flatten().collect()
+}
+
 /// Which of two futures finished first.
 pub(crate) enum Either<A, B> {
     First(A),

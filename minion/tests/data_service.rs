@@ -5,7 +5,8 @@
 //! unreachable, already hold the block, or whose upstream breaks, protocol
 //! errors inside a write, reads and their errors (missing block, bad range,
 //! corrupt data and footer), garbage connections next to a good write, and
-//! the connection limit.
+//! the connection limit; batches of small blocks (`WriteBlocks`) with the
+//! same cases.
 
 use std::fs;
 use std::net::TcpListener;
@@ -15,8 +16,8 @@ use std::time::Duration;
 use dfs_engine::block_store::BlockStore;
 use dfs_engine::limits::CHUNK_BYTES;
 use dfs_engine::msg::{
-    BlockId, Credentials, ErrorKind, MinionAddress, MinionId, MinionRequest, MinionResponse,
-    RemoteError,
+    BatchBlock, BlockId, Credentials, ErrorKind, MinionAddress, MinionId, MinionRequest,
+    MinionResponse, RemoteError, SealedBlock,
 };
 use dfs_engine::rpc::Connection;
 use dfs_engine::wire::{self, FrameKind};
@@ -666,4 +667,239 @@ fn oversized_pipelines_are_refused() {
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
     assert!(minion.tmp_is_empty() && !minion.store.contains(BlockId(0xa00)));
+}
+
+/// Sends a `WriteBlocks` batch of `blocks` (id, bytes) to `targets[0]` and
+/// returns the connection and the request id; `frames` of them are sent.
+fn send_batch(
+    targets: &[MinionAddress],
+    blocks: &[(BlockId, Vec<u8>)],
+    frames: usize,
+    sync: bool,
+) -> (Connection, u64) {
+    let mut connection = Connection::open(&targets[0].address).expect("connect");
+    let request = MinionRequest::WriteBlocks {
+        blocks: blocks
+            .iter()
+            .map(|(block, data)| BatchBlock {
+                block: *block,
+                length_bytes: data.len() as u64,
+            })
+            .collect(),
+        downstream: targets[1..].to_vec(),
+        sync,
+    };
+    let request_id = connection
+        .send(&credentials(), request)
+        .expect("send WriteBlocks");
+    for (_, data) in blocks.iter().take(frames) {
+        connection
+            .send_data(data, crc32c::crc32c(data))
+            .expect("send data");
+    }
+    connection.flush().expect("flush");
+    (connection, request_id)
+}
+
+fn batch_sealed(response: MinionResponse) -> Vec<SealedBlock> {
+    match response {
+        MinionResponse::BatchSealed { blocks } => blocks,
+        other => panic!("expected BatchSealed, got {other:?}"),
+    }
+}
+
+fn small_blocks(first_id: u64, count: usize) -> Vec<(BlockId, Vec<u8>)> {
+    (0..count)
+        .map(|number| {
+            let length = [1, 100, 4096, CHUNK][number % 4];
+            (
+                BlockId(first_id + number as u64),
+                random_bytes(first_id + number as u64, length),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn batches_of_small_blocks_are_stored_by_every_member() {
+    let minions = three_minions();
+    let targets: Vec<MinionAddress> = minions.iter().map(TestMinion::address).collect();
+    let ids: Vec<MinionId> = minions.iter().map(TestMinion::id).collect();
+    // Durable and not; the connection carries a second batch after the first.
+    let batches = [small_blocks(0x700, 24), small_blocks(0x780, 3)];
+    let mut connection = None;
+    for (number, blocks) in batches.iter().enumerate() {
+        let request_id = match connection.as_mut() {
+            None => {
+                let (opened, request_id) = send_batch(&targets, blocks, blocks.len(), true);
+                connection = Some(opened);
+                request_id
+            }
+            Some(open) => {
+                let request = MinionRequest::WriteBlocks {
+                    blocks: blocks
+                        .iter()
+                        .map(|(block, data)| BatchBlock {
+                            block: *block,
+                            length_bytes: data.len() as u64,
+                        })
+                        .collect(),
+                    downstream: targets[1..].to_vec(),
+                    sync: false,
+                };
+                let request_id = open.send(&credentials(), request).expect("send");
+                for (_, data) in blocks {
+                    open.send_data(data, crc32c::crc32c(data)).expect("data");
+                }
+                open.flush().expect("flush");
+                request_id
+            }
+        };
+        let open = connection.as_mut().expect("connection");
+        let sealed = batch_sealed(open.receive(request_id).expect("answer"));
+        assert_eq!(sealed.len(), blocks.len(), "batch {number}");
+        for (answer, (block, data)) in sealed.iter().zip(blocks) {
+            assert_eq!(answer.block, *block);
+            assert_eq!(answer.stored, ids, "batch {number}, {block}");
+            assert!(answer.failed.is_empty(), "{:?}", answer.failed);
+            for minion in &minions {
+                assert_eq!(
+                    &minion.block_bytes(*block),
+                    data,
+                    "{block} on {}",
+                    minion.id()
+                );
+            }
+        }
+    }
+    for minion in &minions {
+        assert!(minion.tmp_is_empty());
+    }
+}
+
+#[test]
+fn a_batch_fails_only_the_blocks_a_member_cannot_store() {
+    let minions = three_minions();
+    let [first, second, third] = &minions;
+    let blocks = small_blocks(0x800, 5);
+    // The second member already holds a block with the id of the third one.
+    let (taken, _) = &blocks[2];
+    let old = b"an older block with the same id";
+    let mut writer = second.store.create(*taken).expect("create");
+    writer.write_chunk(old, crc32c::crc32c(old)).expect("write");
+    writer.seal(false).expect("seal");
+
+    let targets = [first.address(), second.address(), third.address()];
+    let (mut connection, request_id) = send_batch(&targets, &blocks, blocks.len(), true);
+    let sealed = batch_sealed(connection.receive(request_id).expect("answer"));
+    for (answer, (block, data)) in sealed.iter().zip(&blocks) {
+        if block == taken {
+            assert_eq!(answer.stored, vec![first.id(), third.id()]);
+            assert_eq!(answer.failed.len(), 1, "{:?}", answer.failed);
+            assert_eq!(answer.failed[0].minion.id, second.id());
+            assert_eq!(answer.failed[0].error.kind, ErrorKind::AlreadyExists);
+            assert_eq!(
+                second.block_bytes(*block),
+                old,
+                "the old block is untouched"
+            );
+        } else {
+            assert_eq!(answer.stored, vec![first.id(), second.id(), third.id()]);
+            assert!(answer.failed.is_empty(), "{:?}", answer.failed);
+            assert_eq!(&second.block_bytes(*block), data);
+        }
+        assert_eq!(&third.block_bytes(*block), data);
+    }
+}
+
+#[test]
+fn an_unreachable_member_is_named_for_every_block_of_a_batch() {
+    let minions = three_minions();
+    let [first, _, third] = &minions;
+    let dead = dead_address(0xdead);
+    let blocks = small_blocks(0x900, 4);
+    let targets = [first.address(), dead.clone(), third.address()];
+    let (mut connection, request_id) = send_batch(&targets, &blocks, blocks.len(), false);
+    let sealed = batch_sealed(connection.receive(request_id).expect("answer"));
+    for (answer, (block, data)) in sealed.iter().zip(&blocks) {
+        assert_eq!(answer.stored, vec![first.id(), third.id()], "{block}");
+        assert_eq!(answer.failed.len(), 1, "{:?}", answer.failed);
+        assert_eq!(answer.failed[0].minion.id, dead.id);
+        assert!(answer.failed[0].error.message.contains(&dead.address));
+        assert_eq!(&third.block_bytes(*block), data);
+    }
+}
+
+#[test]
+fn a_batch_cut_short_or_malformed_leaves_nothing_anywhere() {
+    let minions = three_minions();
+    let targets: Vec<MinionAddress> = minions.iter().map(TestMinion::address).collect();
+    // The upstream goes away after two of four frames.
+    let blocks = small_blocks(0xa00, 4);
+    let (connection, _) = send_batch(&targets, &blocks, 2, false);
+    drop(connection);
+    for (block, _) in &blocks {
+        wait_until_gone(&minions, *block, "a batch cut short");
+    }
+    // A frame whose length is not the announced one.
+    let mut blocks = small_blocks(0xa10, 3);
+    let (_, announced) = &mut blocks[1];
+    let sent = announced.clone();
+    announced.push(0);
+    let mut connection = Connection::open(&targets[0].address).expect("connect");
+    let request = MinionRequest::WriteBlocks {
+        blocks: blocks
+            .iter()
+            .map(|(block, data)| BatchBlock {
+                block: *block,
+                length_bytes: data.len() as u64,
+            })
+            .collect(),
+        downstream: targets[1..].to_vec(),
+        sync: false,
+    };
+    let request_id = connection.send(&credentials(), request).expect("send");
+    for (number, (_, data)) in blocks.iter().enumerate() {
+        let data = if number == 1 { &sent } else { data };
+        connection
+            .send_data(data, crc32c::crc32c(data))
+            .expect("data");
+    }
+    // Pad so that the announced byte count arrives.
+    connection
+        .send_data(&[0u8; 1], crc32c::crc32c(&[0u8; 1]))
+        .expect("pad");
+    match connection.receive::<MinionResponse>(request_id) {
+        Ok(MinionResponse::Error(error)) => {
+            assert_eq!(error.kind, ErrorKind::Protocol);
+            assert!(
+                error.message.contains("announced with"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    for (block, _) in &blocks {
+        wait_until_gone(&minions, *block, "a malformed batch");
+    }
+}
+
+#[test]
+fn batches_over_the_limits_are_refused() {
+    let minion = TestMinion::start(0xb1);
+    let too_big = vec![(BlockId(0xb00), vec![1u8; CHUNK + 1])];
+    let (mut connection, request_id) = send_batch(&[minion.address()], &too_big, 0, false);
+    match connection.receive::<MinionResponse>(request_id) {
+        Ok(MinionResponse::Error(error)) => {
+            assert_eq!(error.kind, ErrorKind::InvalidArgument);
+            assert!(
+                error.message.contains("batched blocks have 1 to"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!minion.store.contains(BlockId(0xb00)));
 }
