@@ -2,7 +2,9 @@
 //! registry updates, journals every op before it is acknowledged, and
 //! answers. Lookups take the namespace read lock and never wait for a flush;
 //! changes take the write lock to apply and append, then wait for the flush
-//! that covers them outside it, so concurrent changes share one flush.
+//! that covers them outside it, so concurrent changes share one flush. A
+//! batch of a client's changes is applied under one hold of the lock and
+//! answered after one wait, for the highest sequence it produced.
 //! Transport-free, so tests drive it directly.
 //!
 //! A change is visible to lookups from the moment it is applied, a little
@@ -17,12 +19,13 @@ use std::sync::{
 use std::time::{Duration, Instant};
 
 use dfs_engine::limits::{
-    BAD_REPLICAS_PER_REPORT_MAX, BLOCK_REPORT_IDS_MAX, CHECKPOINTS_KEPT, ERROR_MESSAGE_BYTES_MAX,
-    LIST_ENTRIES_MAX, PATH_BYTES_MAX, STORED_BLOCKS_PER_REPORT_MAX,
+    ADDRESS_BYTES_MAX, BAD_REPLICAS_PER_REPORT_MAX, BATCH_REQUESTS_MAX, BLOCK_REPORT_IDS_MAX,
+    CHECKPOINTS_KEPT, CONTROL_FRAME_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, LIST_ENTRIES_MAX,
+    PATH_BYTES_MAX, REPLICATION_MAX, STORED_BLOCKS_PER_REPORT_MAX,
 };
 use dfs_engine::msg::{
     AllocatedBlock, BadReplica, BlockCommit, ClusterId, Credentials, ErrorKind, LocatedBlock,
-    MasterRequest, MasterResponse, MinionId, MinionState, RemoteError, StoredBlock,
+    MasterRequest, MasterResponse, MinionAddress, MinionId, MinionState, RemoteError, StoredBlock,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
@@ -33,7 +36,7 @@ use crate::fsck::{self, PageLimits};
 use crate::journal::{self, Journal, JournalConfig, Stop};
 use crate::namespace::{check_file_parameters, Applied, BlockTarget, Namespace, Op, WriteId};
 use crate::recovery::{self, decode_op, encode_op, RecoveryOptions};
-use crate::registry::{cut, place, Capacity, Liveness, Marked, Registry};
+use crate::registry::{cut, place, Capacity, Liveness, Marked, Minion, Registry};
 use crate::replication::{Healer, PlanSummary};
 
 /// Settings of a master.
@@ -75,6 +78,66 @@ const CHECKPOINT_RETRY_MS: u64 = 10_000;
 
 /// Identifies a client connection, so its open writes end with it.
 pub type ConnectionId = u64;
+
+// The answer to a full batch fits one control frame: every entry an error
+// of the longest message, or a first block with the longest pipeline of the
+// longest addresses (plus slack for ids and lengths).
+const _: () =
+    assert!(BATCH_REQUESTS_MAX * (ERROR_MESSAGE_BYTES_MAX + 16) < CONTROL_FRAME_BYTES_MAX as usize);
+const _: () = assert!(
+    BATCH_REQUESTS_MAX * ((REPLICATION_MAX as usize) * (ADDRESS_BYTES_MAX + 16) + 64)
+        < CONTROL_FRAME_BYTES_MAX as usize
+);
+
+/// Who asks for a change, and when: the same for every request of a batch,
+/// so each is applied as if it came alone on that connection.
+struct ChangeContext {
+    connection: ConnectionId,
+    owner: String,
+    group: String,
+    now: Instant,
+    time_ms: u64,
+}
+
+impl ChangeContext {
+    fn new(connection: ConnectionId, credentials: &Credentials) -> ChangeContext {
+        let (owner, group) = owner_and_group(credentials);
+        ChangeContext {
+            connection,
+            owner,
+            group,
+            now: Instant::now(),
+            time_ms: now_ms(),
+        }
+    }
+}
+
+/// The pipeline a `same_pipeline` batch gives the first blocks of its
+/// `OpenWrite`s: the one chosen for the first of them, so the client can
+/// write all those blocks to the same minions in one exchange.
+#[derive(Default)]
+struct SharedPipeline {
+    /// The replication the first allocation asked for and what it chose.
+    first: Option<(u8, Vec<MinionAddress>)>,
+}
+
+impl SharedPipeline {
+    /// The targets to reuse for a first block of `replication`, if any:
+    /// a write asking another replication gets its own pipeline.
+    fn targets_for(&self, replication: u8) -> Option<&[MinionAddress]> {
+        match &self.first {
+            Some((chosen_for, targets)) if *chosen_for == replication => Some(targets),
+            _ => None,
+        }
+    }
+
+    /// Keeps the first allocation of the batch; later ones change nothing.
+    fn remember(&mut self, replication: u8, targets: &[MinionAddress]) {
+        if self.first.is_none() {
+            self.first = Some((replication, targets.to_vec()));
+        }
+    }
+}
 
 struct NamespaceState {
     namespace: Namespace,
@@ -748,11 +811,75 @@ impl Master {
         credentials: &Credentials,
         request: MasterRequest,
     ) -> Result<(MasterResponse, u64), RemoteError> {
-        let now = Instant::now();
-        let time_ms = now_ms();
-        let (owner, group) = owner_and_group(credentials);
+        let context = ChangeContext::new(connection, credentials);
+        if let MasterRequest::Batch {
+            requests,
+            same_pipeline,
+        } = request
+        {
+            return self.dispatch_batch(&context, requests, same_pipeline);
+        }
+        let mut guard = self.write();
+        self.apply_change(&mut guard, &context, request, None)
+    }
+
+    /// A batch of client changes: checked as a whole first (nothing is
+    /// applied if it is refused), then each applied in order under one hold
+    /// of the write lock, a failure answered in its place without stopping
+    /// the rest. Returns the answers and one sequence covering all of them,
+    /// so the batch shares one flush.
+    fn dispatch_batch(
+        &self,
+        context: &ChangeContext,
+        requests: Vec<MasterRequest>,
+        same_pipeline: bool,
+    ) -> Result<(MasterResponse, u64), RemoteError> {
+        check_batch(&requests)?;
+        let mut shared = same_pipeline.then(SharedPipeline::default);
         let mut guard = self.write();
         let state = &mut *guard;
+        let mut responses = Vec::with_capacity(requests.len());
+        let mut highest = 0;
+        let mut refused = false;
+        for request in requests {
+            match self.apply_change(state, context, request, shared.as_mut()) {
+                Ok((response, sequence)) => {
+                    highest = highest.max(sequence);
+                    responses.push(response);
+                }
+                Err(e) => {
+                    refused = true;
+                    responses.push(MasterResponse::Error(e));
+                }
+            }
+        }
+        // As for a single request, a refusal may rest on changes not yet
+        // durable ("exists"); read under the lock, this is also at least
+        // every sequence the batch produced.
+        let sequence = if refused {
+            self.journal.appended_sequence()
+        } else {
+            highest
+        };
+        Ok((MasterResponse::Batch(responses), sequence))
+    }
+
+    /// Applies and journals one change request; the caller holds the write
+    /// lock. `shared` is set inside a `same_pipeline` batch: first blocks
+    /// allocated by `OpenWrite` go to the pipeline it remembers.
+    fn apply_change(
+        &self,
+        state: &mut NamespaceState,
+        context: &ChangeContext,
+        request: MasterRequest,
+        shared: Option<&mut SharedPipeline>,
+    ) -> Result<(MasterResponse, u64), RemoteError> {
+        let ChangeContext {
+            connection,
+            now,
+            time_ms,
+            ..
+        } = *context;
         let outcome = match request {
             MasterRequest::Mkdir {
                 path,
@@ -763,8 +890,8 @@ impl Master {
                     path: parse_path(&path)?.to_string(),
                     parents,
                     mode,
-                    owner,
-                    group,
+                    owner: context.owner.clone(),
+                    group: context.group.clone(),
                     time_ms,
                 };
                 (MasterResponse::Ok, self.change(state, &op)?)
@@ -804,8 +931,8 @@ impl Master {
                     block_bytes,
                     overwrite,
                     mode,
-                    owner,
-                    group,
+                    owner: context.owner.clone(),
+                    group: context.group.clone(),
                     time_ms,
                 };
                 let mut sequence = self.change(state, &op)?;
@@ -814,7 +941,14 @@ impl Master {
                     // The write stays open when no minion can take the
                     // block: the client may retry or abort it, as after a
                     // failed `AllocateBlock`.
-                    let (allocated, allocated_sequence) = self.allocate(state, write, &[], now)?;
+                    let reuse = shared
+                        .as_deref()
+                        .and_then(|shared| shared.targets_for(replication));
+                    let (allocated, allocated_sequence) =
+                        self.allocate(state, write, &[], now, reuse)?;
+                    if let Some(shared) = shared {
+                        shared.remember(replication, &allocated.targets);
+                    }
                     sequence = allocated_sequence;
                     Some(allocated)
                 } else {
@@ -831,7 +965,7 @@ impl Master {
             MasterRequest::AllocateBlock { write, excluded } => {
                 claim(state, write, connection)?;
                 let (AllocatedBlock { block, targets }, sequence) =
-                    self.allocate(state, write, &excluded, now)?;
+                    self.allocate(state, write, &excluded, now, None)?;
                 (MasterResponse::BlockAllocated { block, targets }, sequence)
             }
             MasterRequest::CommitBlock {
@@ -951,12 +1085,16 @@ impl Master {
     }
 
     /// Chooses the pipeline of the next block of `write` and logs it.
+    /// `reuse` is a pipeline to take again (a `same_pipeline` batch) as long
+    /// as every member of it is still a candidate; otherwise, or without
+    /// it, one is chosen afresh.
     fn allocate(
         &self,
         state: &mut NamespaceState,
         write: WriteId,
         excluded: &[MinionId],
         now: Instant,
+        reuse: Option<&[MinionAddress]>,
     ) -> Result<(AllocatedBlock, u64), RemoteError> {
         let (replication, block_bytes) = match state.namespace.write(write) {
             Some(open) => (open.replication, open.block_bytes),
@@ -978,9 +1116,12 @@ impl Master {
                     "no live minion can take a new block (none registered, all excluded, or all full)",
                 ));
             }
-            place(&candidates, replication as usize, || {
-                next_random(random_state)
-            })
+            match reuse.filter(|targets| all_candidates(targets, &candidates)) {
+                Some(targets) => targets.to_vec(),
+                None => place(&candidates, replication as usize, || {
+                    next_random(random_state)
+                }),
+            }
         };
         let block = state.namespace.next_block_id();
         let sequence = self.change(state, &Op::AllocateBlock { write, block })?;
@@ -1241,6 +1382,19 @@ impl Master {
 
 /// True for requests that change the namespace (and so are journaled).
 fn is_change(request: &MasterRequest) -> bool {
+    is_client_change(request)
+        || matches!(
+            request,
+            MasterRequest::Decommission { .. }
+                | MasterRequest::Recommission { .. }
+                | MasterRequest::Batch { .. }
+        )
+}
+
+/// The namespace changes a client makes, the only requests a batch may
+/// carry: administrative changes, lookups and minion reports each have
+/// their own path, and a nested batch would only hide the limit.
+fn is_client_change(request: &MasterRequest) -> bool {
     matches!(
         request,
         MasterRequest::Mkdir { .. }
@@ -1253,9 +1407,46 @@ fn is_change(request: &MasterRequest) -> bool {
             | MasterRequest::CloseWrite { .. }
             | MasterRequest::AbortWrite { .. }
             | MasterRequest::SetAttributes { .. }
-            | MasterRequest::Decommission { .. }
-            | MasterRequest::Recommission { .. }
     )
+}
+
+/// Refuses a batch as a whole, before any of it is applied: too many
+/// requests, or one that is not a client's namespace change.
+fn check_batch(requests: &[MasterRequest]) -> Result<(), RemoteError> {
+    if requests.len() > BATCH_REQUESTS_MAX {
+        return Err(RemoteError::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "batch of {} requests is over the limit of {BATCH_REQUESTS_MAX}",
+                requests.len()
+            ),
+        ));
+    }
+    if let Some((index, request)) = requests
+        .iter()
+        .enumerate()
+        .find(|(_, request)| !is_client_change(request))
+    {
+        return Err(RemoteError::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "batch request {index} is {}: a batch carries only namespace changes \
+                 (no lookups, minion reports, decommissioning or nested batches)",
+                request_name(request)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// True when every member of `targets` is among `candidates`, at the same
+/// address.
+fn all_candidates(targets: &[MinionAddress], candidates: &[&Minion]) -> bool {
+    targets.iter().all(|target| {
+        candidates
+            .iter()
+            .any(|minion| minion.id == target.id && minion.address == target.address)
+    })
 }
 
 fn request_name(request: &MasterRequest) -> String {
@@ -1348,4 +1539,330 @@ fn replay_durable(dir: &Path, namespace: &mut Namespace, after: u64, until: u64)
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use dfs_engine::limits::{BLOCK_BYTES_DEFAULT, REPLICATION_DEFAULT};
+    use dfs_engine::msg::{BlockId, EntryStatus};
+
+    use super::*;
+
+    const ONE: ConnectionId = 1;
+    const OTHER: ConnectionId = 2;
+
+    fn config() -> MasterConfig {
+        MasterConfig {
+            default_replication: REPLICATION_DEFAULT,
+            default_block_bytes: BLOCK_BYTES_DEFAULT,
+            heartbeat_interval: Duration::from_secs(1),
+            stale_after: Duration::from_secs(600),
+            dead_after: Duration::from_secs(1200),
+            journal_segment_bytes: dfs_engine::limits::JOURNAL_SEGMENT_BYTES_MIN,
+            checkpoint_journal_bytes: u64::MAX,
+            orphaned_write_timeout: Duration::from_secs(60),
+            recover: false,
+            orphan_grace: Duration::from_secs(3600),
+            replication_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// A master on a fresh data directory with `minions` registered ones
+    /// that exist only on paper (nothing here contacts them).
+    fn master(minions: u64) -> (tempfile::TempDir, Master) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let master = Master::open(&dir.path().join("master"), config()).expect("open master");
+        for id in 1..=minions {
+            let response = master.handle(
+                0,
+                &Credentials::default(),
+                MasterRequest::Register {
+                    minion: MinionId(id),
+                    cluster: None,
+                    address: format!("127.0.0.1:{}", 20_000 + id),
+                    capacity_bytes: 1 << 40,
+                    used_bytes: 0,
+                    available_bytes: 1 << 40,
+                },
+            );
+            assert!(
+                matches!(response, MasterResponse::Registered { .. }),
+                "{response:?}"
+            );
+        }
+        (dir, master)
+    }
+
+    fn open(path: &str, replication: u8) -> MasterRequest {
+        MasterRequest::OpenWrite {
+            path: path.into(),
+            replication: Some(replication),
+            block_bytes: None,
+            overwrite: false,
+            mode: 0o644,
+            allocate_first_block: true,
+        }
+    }
+
+    fn mkdir(path: &str) -> MasterRequest {
+        MasterRequest::Mkdir {
+            path: path.into(),
+            parents: false,
+            mode: 0o755,
+        }
+    }
+
+    fn batch(
+        master: &Master,
+        connection: ConnectionId,
+        requests: Vec<MasterRequest>,
+        same_pipeline: bool,
+    ) -> Vec<MasterResponse> {
+        let request = MasterRequest::Batch {
+            requests,
+            same_pipeline,
+        };
+        match master.handle(connection, &Credentials::default(), request) {
+            MasterResponse::Batch(responses) => responses,
+            other => panic!("expected a batch answer, got {other:?}"),
+        }
+    }
+
+    /// The refusal of a whole batch.
+    fn refusal(master: &Master, requests: Vec<MasterRequest>) -> RemoteError {
+        let request = MasterRequest::Batch {
+            requests,
+            same_pipeline: false,
+        };
+        match master.handle(ONE, &Credentials::default(), request) {
+            MasterResponse::Error(error) => error,
+            other => panic!("expected the batch to be refused, got {other:?}"),
+        }
+    }
+
+    fn opened(response: &MasterResponse) -> (u64, AllocatedBlock) {
+        match response {
+            MasterResponse::WriteOpened {
+                write,
+                first_block: Some(first),
+                ..
+            } => (*write, first.clone()),
+            other => panic!("expected a write with its first block, got {other:?}"),
+        }
+    }
+
+    fn stat(master: &Master, path: &str) -> Result<EntryStatus, RemoteError> {
+        match master.handle(
+            ONE,
+            &Credentials::default(),
+            MasterRequest::Stat { path: path.into() },
+        ) {
+            MasterResponse::Status(status) => Ok(status),
+            MasterResponse::Error(error) => Err(error),
+            other => panic!("stat {path}: {other:?}"),
+        }
+    }
+
+    fn error_kind(response: &MasterResponse) -> Option<ErrorKind> {
+        match response {
+            MasterResponse::Error(error) => Some(error.kind),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn same_pipeline_batch_gives_first_blocks_of_one_replication_one_pipeline() {
+        let (_dir, master) = master(8);
+        let requests = vec![
+            open("/a", 3),
+            open("/b", 3),
+            open("/c", 2),
+            open("/d", 3),
+            open("/e", 2),
+        ];
+        let responses = batch(&master, ONE, requests, true);
+        let targets: Vec<Vec<MinionAddress>> = responses
+            .iter()
+            .map(|response| opened(response).1.targets)
+            .collect();
+        assert_eq!(targets[0].len(), 3);
+        assert_eq!(targets[1], targets[0]);
+        assert_eq!(targets[3], targets[0]);
+        // Another replication is placed on its own, as asked.
+        assert_eq!(targets[2].len(), 2);
+        assert_eq!(targets[4].len(), 2);
+        let blocks: std::collections::HashSet<BlockId> = responses
+            .iter()
+            .map(|response| opened(response).1.block)
+            .collect();
+        assert_eq!(blocks.len(), 5, "every first block is a new block");
+    }
+
+    #[test]
+    fn without_same_pipeline_first_blocks_are_placed_one_by_one() {
+        let (_dir, master) = master(8);
+        let requests: Vec<MasterRequest> = (0..12).map(|i| open(&format!("/f{i}"), 3)).collect();
+        let responses = batch(&master, ONE, requests, false);
+        let first = opened(&responses[0]).1.targets;
+        // 8 minions, pipelines of 3 in order: 336 choices, so twelve equal
+        // ones would mean the batch shared a pipeline nobody asked for.
+        assert!(
+            responses
+                .iter()
+                .any(|response| opened(response).1.targets != first),
+            "{responses:?}"
+        );
+    }
+
+    #[test]
+    fn a_pipeline_to_reuse_is_taken_only_while_all_its_members_are_candidates() {
+        let (_dir, master) = master(5);
+        let responses = batch(&master, ONE, vec![open("/a", 3), open("/b", 3)], false);
+        let (a, _) = opened(&responses[0]);
+        let (b, _) = opened(&responses[1]);
+        let mut guard = master.write();
+        let reuse = vec![
+            MinionAddress {
+                id: MinionId(4),
+                address: "127.0.0.1:20004".into(),
+            },
+            MinionAddress {
+                id: MinionId(2),
+                address: "127.0.0.1:20002".into(),
+            },
+        ];
+        let (kept, _) = master
+            .allocate(&mut guard, a, &[], Instant::now(), Some(&reuse))
+            .expect("allocate");
+        assert_eq!(kept.targets, reuse);
+        let mut gone = reuse.clone();
+        gone.push(MinionAddress {
+            id: MinionId(99),
+            address: "127.0.0.1:1".into(),
+        });
+        let (fresh, _) = master
+            .allocate(&mut guard, b, &[], Instant::now(), Some(&gone))
+            .expect("allocate");
+        assert_eq!(fresh.targets.len(), 3);
+        assert!(
+            fresh.targets.iter().all(|t| (1..=5).contains(&t.id.0)),
+            "{fresh:?}"
+        );
+    }
+
+    #[test]
+    fn a_failing_request_is_answered_in_its_place_and_the_rest_go_on() {
+        let (_dir, master) = master(0);
+        let responses = batch(
+            &master,
+            ONE,
+            vec![mkdir("/a"), mkdir("/a"), mkdir("/b"), mkdir("/nowhere/c")],
+            false,
+        );
+        assert_eq!(responses.len(), 4);
+        assert_eq!(responses[0], MasterResponse::Ok);
+        assert_eq!(error_kind(&responses[1]), Some(ErrorKind::AlreadyExists));
+        assert_eq!(responses[2], MasterResponse::Ok);
+        assert_eq!(error_kind(&responses[3]), Some(ErrorKind::NotFound));
+        stat(&master, "/b").expect("/b was made after the failure");
+        // Answered only once everything it appended is durable.
+        assert!(master.journal.appended_sequence() > 0);
+        assert_eq!(
+            master.journal.durable_sequence(),
+            master.journal.appended_sequence()
+        );
+        assert_eq!(batch(&master, ONE, Vec::new(), true), Vec::new());
+    }
+
+    #[test]
+    fn a_batch_is_refused_whole_when_too_long_or_holding_what_it_may_not() {
+        let (_dir, master) = master(1);
+        let too_many: Vec<MasterRequest> = (0..=BATCH_REQUESTS_MAX)
+            .map(|i| mkdir(&format!("/d{i}")))
+            .collect();
+        let error = refusal(&master, too_many);
+        assert_eq!(error.kind, ErrorKind::InvalidArgument);
+        assert_eq!(
+            error.message,
+            "batch of 257 requests is over the limit of 256"
+        );
+        for (request, name) in [
+            (MasterRequest::Stat { path: "/".into() }, "Stat"),
+            (
+                MasterRequest::Heartbeat {
+                    minion: MinionId(1),
+                    capacity_bytes: 1,
+                    used_bytes: 0,
+                    available_bytes: 1,
+                    block_count: 0,
+                },
+                "Heartbeat",
+            ),
+            (
+                MasterRequest::Decommission {
+                    minion: MinionId(1),
+                },
+                "Decommission",
+            ),
+            (
+                MasterRequest::Batch {
+                    requests: vec![mkdir("/nested")],
+                    same_pipeline: false,
+                },
+                "Batch",
+            ),
+        ] {
+            let error = refusal(&master, vec![mkdir("/first"), request]);
+            assert_eq!(error.kind, ErrorKind::InvalidArgument, "{name}");
+            assert!(
+                error
+                    .message
+                    .starts_with(&format!("batch request 1 is {name}: ")),
+                "{error:?}"
+            );
+        }
+        for path in ["/d0", "/first", "/nested"] {
+            let found = stat(&master, path);
+            assert_eq!(
+                found.map_err(|e| e.kind),
+                Err(ErrorKind::NotFound),
+                "{path}: nothing of a refused batch is applied"
+            );
+        }
+    }
+
+    #[test]
+    fn writes_in_a_batch_belong_to_the_connection_that_sent_it() {
+        let (_dir, master) = master(3);
+        let responses = batch(&master, ONE, vec![open("/f", 3), open("/g", 3)], true);
+        let (f, f_block) = opened(&responses[0]);
+        let (g, g_block) = opened(&responses[1]);
+        let close =
+            |write: u64, block: &AllocatedBlock, length_bytes: u64| MasterRequest::CloseWrite {
+                write,
+                last_block: Some(BlockCommit {
+                    block: block.block,
+                    length_bytes,
+                    replicas: block.targets.iter().map(|t| t.id).collect(),
+                    crc32c: 0,
+                }),
+                modified_ms: None,
+            };
+        let stolen = batch(&master, OTHER, vec![close(f, &f_block, 5)], false);
+        assert_eq!(error_kind(&stolen[0]), Some(ErrorKind::PermissionDenied));
+        let closed = batch(
+            &master,
+            ONE,
+            vec![close(f, &f_block, 5), close(g, &g_block, 7)],
+            false,
+        );
+        assert_eq!(closed, vec![MasterResponse::Ok, MasterResponse::Ok]);
+        assert_eq!(
+            master.journal.durable_sequence(),
+            master.journal.appended_sequence(),
+            "a batch is answered once all it appended is durable"
+        );
+        assert_eq!(stat(&master, "/f").expect("stat /f").size_bytes, 5);
+        assert_eq!(stat(&master, "/g").expect("stat /g").size_bytes, 7);
+    }
 }

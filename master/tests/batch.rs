@@ -1,0 +1,343 @@
+//! `Batch` against a real `dfs-master`: first blocks of a `same_pipeline`
+//! batch share one pipeline, a failing request is answered in its place
+//! while the others are applied, an acknowledged batch survives a kill -9,
+//! and a batch too long or holding a lookup is refused whole. The minions
+//! exist only on paper (registered, never started): the master accepts
+//! commits naming them without contacting them, which is all the namespace
+//! needs.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use dfs_engine::limits::BATCH_REQUESTS_MAX;
+use dfs_engine::msg::{
+    AllocatedBlock, BlockCommit, ErrorKind, MasterRequest, MasterResponse, MinionId, RemoteError,
+};
+use dfs_engine::rpc::Connection;
+use support::{call, list, CallError, Entry, Master, MasterDir};
+
+/// Paper minions must not go stale while a slow test runs.
+const ARGS: [&str; 2] = ["--stale-after", "5m"];
+const BLOCK_BYTES: u64 = 1024;
+
+/// A master with `minions` paper minions registered, each at an address
+/// of its own (a new id at a known address replaces the minion there).
+fn start(dir: &MasterDir, minions: u64) -> Master {
+    let master = dir.start(&ARGS, None);
+    let mut connection = master.connect();
+    for id in 1..=minions {
+        let response = call(
+            &mut connection,
+            MasterRequest::Register {
+                minion: MinionId(id),
+                cluster: None,
+                address: format!("127.0.0.1:{}", 40_000 + id),
+                capacity_bytes: 1 << 40,
+                used_bytes: 0,
+                available_bytes: 1 << 40,
+            },
+        );
+        assert!(
+            matches!(response, Ok(MasterResponse::Registered { .. })),
+            "register minion {id}: {response:?}"
+        );
+    }
+    master
+}
+
+fn open(path: &str, allocate_first_block: bool) -> MasterRequest {
+    MasterRequest::OpenWrite {
+        path: path.into(),
+        replication: Some(3),
+        block_bytes: Some(BLOCK_BYTES),
+        overwrite: false,
+        mode: 0o644,
+        allocate_first_block,
+    }
+}
+
+fn mkdir(path: &str) -> MasterRequest {
+    MasterRequest::Mkdir {
+        path: path.into(),
+        parents: false,
+        mode: 0o755,
+    }
+}
+
+/// Sends a batch; panics unless it is answered with one entry per request.
+fn batch(
+    connection: &mut Connection,
+    requests: Vec<MasterRequest>,
+    same_pipeline: bool,
+) -> Vec<MasterResponse> {
+    let count = requests.len();
+    let response = call(
+        connection,
+        MasterRequest::Batch {
+            requests,
+            same_pipeline,
+        },
+    )
+    .unwrap_or_else(|e| panic!("batch of {count}: {e:?}"));
+    let MasterResponse::Batch(responses) = response else {
+        panic!("batch of {count}: expected a batch answer, got {response:?}");
+    };
+    assert_eq!(responses.len(), count, "one answer per request");
+    responses
+}
+
+/// Sends a batch that must be refused as a whole.
+fn refused(connection: &mut Connection, requests: Vec<MasterRequest>) -> RemoteError {
+    let request = MasterRequest::Batch {
+        requests,
+        same_pipeline: false,
+    };
+    match call(connection, request) {
+        Err(CallError::Remote(error)) => error,
+        other => panic!("expected the batch to be refused, got {other:?}"),
+    }
+}
+
+/// The write id and first block of an `OpenWrite` answer.
+fn opened(response: &MasterResponse) -> (u64, AllocatedBlock) {
+    match response {
+        MasterResponse::WriteOpened {
+            write,
+            first_block: Some(first),
+            ..
+        } => (*write, first.clone()),
+        other => panic!("expected a write with its first block, got {other:?}"),
+    }
+}
+
+fn commit(block: &AllocatedBlock, length_bytes: u64) -> BlockCommit {
+    BlockCommit {
+        block: block.block,
+        length_bytes,
+        replicas: block.targets.iter().map(|target| target.id).collect(),
+        crc32c: 0,
+    }
+}
+
+fn close(write: u64, last_block: &AllocatedBlock, length_bytes: u64) -> MasterRequest {
+    MasterRequest::CloseWrite {
+        write,
+        last_block: Some(commit(last_block, length_bytes)),
+        modified_ms: None,
+    }
+}
+
+#[test]
+fn first_blocks_of_a_same_pipeline_batch_share_one_pipeline() {
+    let dir = MasterDir::new();
+    // Five minions for pipelines of three: 60 ordered choices each.
+    let master = start(&dir, 5);
+    let mut connection = master.connect();
+    let responses = batch(
+        &mut connection,
+        vec![open("/a", true), open("/b", true), open("/c", true)],
+        true,
+    );
+    let blocks: Vec<AllocatedBlock> = responses.iter().map(|r| opened(r).1).collect();
+    assert_eq!(blocks[0].targets.len(), 3, "{blocks:?}");
+    for block in &blocks[1..] {
+        assert_eq!(block.targets, blocks[0].targets, "{blocks:?}");
+    }
+    assert!(
+        blocks[0].block != blocks[1].block && blocks[1].block != blocks[2].block,
+        "every first block is a block of its own: {blocks:?}"
+    );
+    master.stop();
+    dir.assert_clean_log(&[]);
+}
+
+#[test]
+fn a_request_that_fails_is_answered_in_its_place_and_the_others_are_applied() {
+    let dir = MasterDir::new();
+    let master = start(&dir, 3);
+    let mut connection = master.connect();
+    let made = batch(&mut connection, vec![open("/exists", true)], false);
+    let (write, block) = opened(&made[0]);
+    let closed = batch(&mut connection, vec![close(write, &block, 10)], false);
+    assert_eq!(closed, vec![MasterResponse::Ok]);
+
+    let responses = batch(
+        &mut connection,
+        vec![
+            open("/new1", true),
+            open("/exists", true),
+            open("/new2", true),
+        ],
+        true,
+    );
+    let (first, first_block) = opened(&responses[0]);
+    match &responses[1] {
+        MasterResponse::Error(error) => {
+            assert_eq!(error.kind, ErrorKind::AlreadyExists, "{error:?}");
+            assert_eq!(error.message, "/exists: file exists");
+        }
+        other => panic!("/exists: expected AlreadyExists, got {other:?}"),
+    }
+    let (second, second_block) = opened(&responses[2]);
+    let closed = batch(
+        &mut connection,
+        vec![
+            close(first, &first_block, 1),
+            close(second, &second_block, 2),
+        ],
+        false,
+    );
+    assert_eq!(closed, vec![MasterResponse::Ok, MasterResponse::Ok]);
+    let expected: BTreeMap<String, Entry> = [("exists", 10), ("new1", 1), ("new2", 2)]
+        .into_iter()
+        .map(|(name, size_bytes)| {
+            let file = Entry::File {
+                size_bytes,
+                block_count: 1,
+            };
+            (name.to_string(), file)
+        })
+        .collect();
+    assert_eq!(list(&mut connection, "/"), expected);
+    master.stop();
+    dir.assert_clean_log(&[]);
+}
+
+#[test]
+fn files_closed_by_a_batch_survive_a_kill_of_the_master() {
+    let dir = MasterDir::new();
+    let master = start(&dir, 3);
+    let mut connection = master.connect();
+    assert_eq!(
+        batch(&mut connection, vec![mkdir("/dir")], false),
+        vec![MasterResponse::Ok]
+    );
+    let names = ["two-blocks", "one", "stamped"];
+    let responses = batch(
+        &mut connection,
+        names
+            .iter()
+            .map(|name| open(&format!("/dir/{name}"), true))
+            .collect(),
+        true,
+    );
+    let writes: Vec<(u64, AllocatedBlock)> = responses.iter().map(opened).collect();
+    // The first file gets a full first block and a second one.
+    let (two_blocks, first_block) = &writes[0];
+    let responses = batch(
+        &mut connection,
+        vec![
+            MasterRequest::CommitBlock {
+                write: *two_blocks,
+                block: first_block.block,
+                length_bytes: BLOCK_BYTES,
+                replicas: first_block.targets.iter().map(|t| t.id).collect(),
+                crc32c: 0,
+            },
+            MasterRequest::AllocateBlock {
+                write: *two_blocks,
+                excluded: Vec::new(),
+            },
+        ],
+        false,
+    );
+    assert_eq!(responses[0], MasterResponse::Ok);
+    let second_block = match &responses[1] {
+        MasterResponse::BlockAllocated { block, targets } => AllocatedBlock {
+            block: *block,
+            targets: targets.clone(),
+        },
+        other => panic!("expected a second block, got {other:?}"),
+    };
+    let modified_ms = 1_500_000_000_000;
+    let (one, one_block) = &writes[1];
+    let (stamped, stamped_block) = &writes[2];
+    let closed = batch(
+        &mut connection,
+        vec![
+            close(*two_blocks, &second_block, 100),
+            close(*one, one_block, 7),
+            MasterRequest::CloseWrite {
+                write: *stamped,
+                last_block: Some(commit(stamped_block, BLOCK_BYTES)),
+                modified_ms: Some(modified_ms),
+            },
+        ],
+        false,
+    );
+    assert_eq!(closed, vec![MasterResponse::Ok; 3]);
+    let expected: BTreeMap<String, Entry> = [
+        ("two-blocks", BLOCK_BYTES + 100, 2),
+        ("one", 7, 1),
+        ("stamped", BLOCK_BYTES, 1),
+    ]
+    .into_iter()
+    .map(|(name, size_bytes, block_count)| {
+        let file = Entry::File {
+            size_bytes,
+            block_count,
+        };
+        (name.to_string(), file)
+    })
+    .collect();
+    assert_eq!(list(&mut connection, "/dir"), expected);
+
+    // Acknowledged means journaled: the restarted master replays it all.
+    master.kill();
+    let master = dir.start(&ARGS, None);
+    let mut connection = master.connect();
+    assert_eq!(list(&mut connection, "/dir"), expected);
+    let stamped = call(
+        &mut connection,
+        MasterRequest::Stat {
+            path: "/dir/stamped".into(),
+        },
+    );
+    match stamped {
+        Ok(MasterResponse::Status(status)) => assert_eq!(status.modified_ms, modified_ms),
+        other => panic!("stat /dir/stamped: {other:?}"),
+    }
+    master.stop();
+    dir.assert_clean_log(&[]);
+}
+
+#[test]
+fn a_batch_too_long_or_holding_a_lookup_is_refused_whole() {
+    let dir = MasterDir::new();
+    let master = start(&dir, 0);
+    let mut connection = master.connect();
+    let too_many: Vec<MasterRequest> = (0..=BATCH_REQUESTS_MAX)
+        .map(|i| mkdir(&format!("/d{i}")))
+        .collect();
+    let error = refused(&mut connection, too_many);
+    assert_eq!(error.kind, ErrorKind::InvalidArgument, "{error:?}");
+    assert_eq!(
+        error.message,
+        format!(
+            "batch of {} requests is over the limit of {BATCH_REQUESTS_MAX}",
+            BATCH_REQUESTS_MAX + 1
+        )
+    );
+
+    let error = refused(
+        &mut connection,
+        vec![mkdir("/x"), MasterRequest::Stat { path: "/".into() }],
+    );
+    assert_eq!(error.kind, ErrorKind::InvalidArgument, "{error:?}");
+    assert!(
+        error.message.starts_with("batch request 1 is Stat: "),
+        "{error:?}"
+    );
+
+    // Nothing of either batch was applied; a full batch is fine.
+    assert_eq!(list(&mut connection, "/"), BTreeMap::new());
+    let full: Vec<MasterRequest> = (0..BATCH_REQUESTS_MAX)
+        .map(|i| mkdir(&format!("/d{i}")))
+        .collect();
+    let responses = batch(&mut connection, full, false);
+    assert!(responses.iter().all(|r| *r == MasterResponse::Ok));
+    assert_eq!(list(&mut connection, "/").len(), BATCH_REQUESTS_MAX);
+    master.stop();
+    dir.assert_clean_log(&[]);
+}
