@@ -93,6 +93,12 @@ impl Client {
         (self.warnings)(message);
     }
 
+    /// Drops the master connection; the master aborts the writes it left
+    /// open, and the next call connects again.
+    pub(crate) fn disconnect_master(&mut self) {
+        self.connection = None;
+    }
+
     /// The status of one entry.
     pub fn stat(&mut self, path: &DfsPath) -> Result<EntryStatus> {
         let request = MasterRequest::Stat {

@@ -67,7 +67,8 @@ pub struct CpArgs {
     /// Print a JSON summary on standard output at the end
     #[arg(long = "json")]
     pub json: bool,
-    /// Stop at the first file that fails
+    /// Stop at the first file that fails (small files are then not written
+    /// in batches, so no file after the failing one is copied)
     #[arg(long = "fail-fast")]
     pub fail_fast: bool,
     /// Do not wait for data to reach stable storage

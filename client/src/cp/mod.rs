@@ -5,7 +5,10 @@
 //!
 //! Threads: the walk (one thread, with its own connections) feeds file jobs
 //! through a bounded channel to `streams` workers, each with its own master
-//! connections; the calling thread prints what the others report.
+//! connections; the calling thread prints what the others report. A worker
+//! that takes a small file into the cluster also takes the small files
+//! queued behind it and writes them together (`Client::put_small_files`):
+//! a few messages for the lot instead of three exchanges each.
 
 pub mod args;
 pub mod blocks;
@@ -26,6 +29,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
+use dfs_engine::limits::{WRITE_BATCH_BLOCKS_MAX, WRITE_BATCH_BYTES_MAX};
 use dfs_engine::{Error, IoContext, Result};
 
 use crate::config;
@@ -241,7 +245,9 @@ fn walk(
     }
 }
 
-/// A worker thread: jobs until the channel closes.
+/// A worker thread: jobs until the channel closes. A small file into the
+/// cluster goes in a batch with the small files queued behind it (see
+/// `take_batch`); the jobs a batch leaves over are processed one by one.
 fn work(
     options: &Options,
     budget: &blocks::StreamBudget,
@@ -251,39 +257,106 @@ fn work(
     stop: &AtomicBool,
 ) {
     let mut worker = Worker::new(Sides::new(options.follow_symlinks), options, budget);
+    let report = |job: &FileJob, outcome: Result<Outcome>| {
+        report_outcome(options, job, outcome, lines, counters, stop)
+    };
+    // A job taken while gathering a batch that did not fit it: the next one.
+    let mut next: Option<FileJob> = None;
     loop {
-        // The lock is held only to take one job.
-        let job = match jobs.lock() {
-            Ok(receiver) => receiver.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else {
-            return;
+        let job = match next.take() {
+            Some(job) => job,
+            // The lock is held only to take one job.
+            None => match jobs.lock().map(|receiver| receiver.recv()) {
+                Ok(Ok(job)) => job,
+                _ => return,
+            },
         };
         if stop.load(Ordering::Relaxed) {
             continue;
         }
-        match worker.process(&job) {
-            Ok(Outcome::Copied { length_bytes }) => {
-                Counters::add(&counters.files, 1);
-                Counters::add(&counters.bytes, length_bytes);
+        if !worker.batchable(&job) {
+            report(&job, worker.process(&job));
+            continue;
+        }
+        let (batch, left) = take_batch(&worker, job, jobs);
+        next = left;
+        if batch.len() == 1 {
+            // Alone, a batch saves nothing.
+            report(&batch[0], worker.process(&batch[0]));
+            continue;
+        }
+        let outcomes = worker.write_batch(&batch);
+        for (job, outcome) in batch.iter().zip(outcomes) {
+            match outcome {
+                Some(outcome) => report(job, outcome),
+                None if stop.load(Ordering::Relaxed) => {}
+                None => report(job, worker.process(job)),
             }
-            Ok(Outcome::WouldCopy) => {
-                Counters::add(&counters.files, 1);
-                Counters::add(&counters.bytes, job.entry.size_bytes);
-                let _ = lines.send(format!("copy {} -> {}", job.source, job.target));
+        }
+    }
+}
+
+/// `first` and the batchable jobs queued behind it for the same master,
+/// taken without waiting while the lock is held briefly: at most
+/// `WRITE_BATCH_BLOCKS_MAX` files of `WRITE_BATCH_BYTES_MAX` bytes in all,
+/// one `WriteBlocks` exchange. The job that ended the gathering (not
+/// batchable, or too large for what is left) is returned to go next.
+fn take_batch(
+    worker: &Worker<'_>,
+    first: FileJob,
+    jobs: &Mutex<Receiver<FileJob>>,
+) -> (Vec<FileJob>, Option<FileJob>) {
+    let master = worker::cluster_master(&first.target).map(str::to_string);
+    let mut bytes = first.entry.size_bytes;
+    let mut batch = vec![first];
+    let Ok(receiver) = jobs.lock() else {
+        return (batch, None);
+    };
+    while batch.len() < WRITE_BATCH_BLOCKS_MAX {
+        let Ok(job) = receiver.try_recv() else {
+            break;
+        };
+        let fits = worker.batchable(&job)
+            && worker::cluster_master(&job.target) == master.as_deref()
+            && bytes + job.entry.size_bytes <= WRITE_BATCH_BYTES_MAX;
+        if !fits {
+            return (batch, Some(job));
+        }
+        bytes += job.entry.size_bytes;
+        batch.push(job);
+    }
+    (batch, None)
+}
+
+/// Counts and prints how one job ended.
+fn report_outcome(
+    options: &Options,
+    job: &FileJob,
+    outcome: Result<Outcome>,
+    lines: &mpsc::Sender<String>,
+    counters: &Counters,
+    stop: &AtomicBool,
+) {
+    match outcome {
+        Ok(Outcome::Copied { length_bytes }) => {
+            Counters::add(&counters.files, 1);
+            Counters::add(&counters.bytes, length_bytes);
+        }
+        Ok(Outcome::WouldCopy) => {
+            Counters::add(&counters.files, 1);
+            Counters::add(&counters.bytes, job.entry.size_bytes);
+            let _ = lines.send(format!("copy {} -> {}", job.source, job.target));
+        }
+        Ok(Outcome::Skipped { reason }) => {
+            Counters::add(&counters.skipped, 1);
+            if options.dry_run {
+                let _ = lines.send(format!("skip {} -> {} ({reason})", job.source, job.target));
             }
-            Ok(Outcome::Skipped { reason }) => {
-                Counters::add(&counters.skipped, 1);
-                if options.dry_run {
-                    let _ = lines.send(format!("skip {} -> {} ({reason})", job.source, job.target));
-                }
-            }
-            Err(error) => {
-                report_failure(counters, &format!("{}: {error}", job.source));
-                if options.fail_fast {
-                    stop.store(true, Ordering::Relaxed);
-                }
+        }
+        Err(error) => {
+            report_failure(counters, &format!("{}: {error}", job.source));
+            if options.fail_fast {
+                stop.store(true, Ordering::Relaxed);
             }
         }
     }

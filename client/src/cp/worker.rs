@@ -5,7 +5,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -16,6 +16,7 @@ use dfs_engine::msg::ErrorKind;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, IoContext, Result};
 
+use crate::batch::{SmallFile, SMALL_FILE_BYTES_MAX};
 use crate::write::{Seekable, WriteOptions};
 
 use super::args::{Existing, Options};
@@ -207,6 +208,86 @@ impl<'a> Worker<'a> {
         self.verified(job, length_bytes)
     }
 
+    /// Whether `job` may be written in a batch of small files: a regular
+    /// local file into the cluster that fits one block of one chunk, in a
+    /// copy that writes. Not while targets are being found to exist (a
+    /// rerun): there each target is looked at first, as `process` does.
+    /// Not with `--fail-fast`: a batch writes the files after one that
+    /// fails before that failure is known.
+    pub fn batchable(&self, job: &FileJob) -> bool {
+        let options = self.options;
+        let size_bytes = job.entry.size_bytes;
+        matches!(
+            (&job.source, &job.target),
+            (Location::Local(_), Location::Cluster { .. })
+        ) && job.entry.kind == Kind::File
+            && size_bytes <= SMALL_FILE_BYTES_MAX
+            && options.block_bytes.is_none_or(|block| size_bytes <= block)
+            && !options.dry_run
+            && !options.fail_fast
+            && !self.target_existed
+    }
+
+    /// Writes batchable jobs (`batchable`, all to one master) together:
+    /// for each job, in order, its outcome, or None when it is left to
+    /// `process` (its target exists, its source is no longer small or
+    /// cannot be read, the batch failed it), which then does what it does
+    /// for any job and reports the file's own error.
+    pub fn write_batch(&mut self, jobs: &[FileJob]) -> Vec<Option<Result<Outcome>>> {
+        let mut outcomes: Vec<Option<Result<Outcome>>> = jobs.iter().map(|_| None).collect();
+        let Some(master) = jobs.first().and_then(|job| cluster_master(&job.target)) else {
+            return outcomes;
+        };
+        let master = master.to_string();
+        let mut files = Vec::with_capacity(jobs.len());
+        let mut written_jobs = Vec::with_capacity(jobs.len());
+        for (index, job) in jobs.iter().enumerate() {
+            let (
+                Location::Local(source),
+                Location::Cluster {
+                    master: target_master,
+                    path,
+                },
+            ) = (&job.source, &job.target)
+            else {
+                continue;
+            };
+            if *target_master != master {
+                continue;
+            }
+            let Some(data) = read_small_file(source) else {
+                continue;
+            };
+            let preserve = self.options.preserve.then_some(&job.entry);
+            let write_options = self.write_options(preserve, false);
+            files.push(SmallFile {
+                path: path.clone(),
+                data,
+                overwrite: false,
+                mode: write_options.mode,
+                modified_ms: write_options.modified_ms,
+            });
+            written_jobs.push(index);
+        }
+        if files.is_empty() {
+            return outcomes;
+        }
+        let write_options = self.write_options(None, false);
+        let written = self
+            .sides
+            .client(&master)
+            .and_then(|client| client.put_small_files(&files, &write_options));
+        let Ok(results) = written else {
+            return outcomes;
+        };
+        for (index, result) in written_jobs.into_iter().zip(results) {
+            if let Ok(length_bytes) = result {
+                outcomes[index] = Some(self.verified(&jobs[index], length_bytes));
+            }
+        }
+        outcomes
+    }
+
     /// Checks a copy when asked to; the outcome of a copy.
     fn verified(&mut self, job: &FileJob, length_bytes: u64) -> Result<Outcome> {
         if self.options.verify {
@@ -364,6 +445,32 @@ impl<'a> Worker<'a> {
             modified_ms: preserve.map(|entry| entry.modified_ms),
         }
     }
+}
+
+/// The master of a cluster location.
+pub fn cluster_master(location: &Location) -> Option<&str> {
+    match location {
+        Location::Cluster { master, .. } => Some(master),
+        Location::Local(_) => None,
+    }
+}
+
+/// All the bytes of a regular local file of at most `SMALL_FILE_BYTES_MAX`
+/// bytes; None when it is not one (any more) or cannot be read: the normal
+/// path then copies it or reports why it cannot.
+fn read_small_file(path: &Path) -> Option<Vec<u8>> {
+    let file = File::open(path).ok()?;
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() || metadata.len() > SMALL_FILE_BYTES_MAX {
+        return None;
+    }
+    let capacity = usize::try_from(metadata.len()).ok()?;
+    let mut data = Vec::with_capacity(capacity);
+    // One byte more than allowed shows a file that grew since its stat.
+    file.take(SMALL_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut data)
+        .ok()?;
+    (data.len() as u64 <= SMALL_FILE_BYTES_MAX).then_some(data)
 }
 
 fn create_local(path: &Path) -> Result<File> {
