@@ -669,16 +669,13 @@ fn oversized_pipelines_are_refused() {
     assert!(minion.tmp_is_empty() && !minion.store.contains(BlockId(0xa00)));
 }
 
-/// Sends a `WriteBlocks` batch of `blocks` (id, bytes) to `targets[0]` and
-/// returns the connection and the request id; `frames` of them are sent.
-fn send_batch(
+/// The `WriteBlocks` request of `blocks` (id, bytes) for the pipeline `targets`.
+fn write_blocks(
     targets: &[MinionAddress],
     blocks: &[(BlockId, Vec<u8>)],
-    frames: usize,
     sync: bool,
-) -> (Connection, u64) {
-    let mut connection = Connection::open(&targets[0].address).expect("connect");
-    let request = MinionRequest::WriteBlocks {
+) -> MinionRequest {
+    MinionRequest::WriteBlocks {
         blocks: blocks
             .iter()
             .map(|(block, data)| BatchBlock {
@@ -688,7 +685,19 @@ fn send_batch(
             .collect(),
         downstream: targets[1..].to_vec(),
         sync,
-    };
+    }
+}
+
+/// Sends a `WriteBlocks` batch of `blocks` (id, bytes) to `targets[0]` and
+/// returns the connection and the request id; `frames` of them are sent.
+fn send_batch(
+    targets: &[MinionAddress],
+    blocks: &[(BlockId, Vec<u8>)],
+    frames: usize,
+    sync: bool,
+) -> (Connection, u64) {
+    let mut connection = Connection::open(&targets[0].address).expect("connect");
+    let request = write_blocks(targets, blocks, sync);
     let request_id = connection
         .send(&credentials(), request)
         .expect("send WriteBlocks");
@@ -736,17 +745,7 @@ fn batches_of_small_blocks_are_stored_by_every_member() {
                 request_id
             }
             Some(open) => {
-                let request = MinionRequest::WriteBlocks {
-                    blocks: blocks
-                        .iter()
-                        .map(|(block, data)| BatchBlock {
-                            block: *block,
-                            length_bytes: data.len() as u64,
-                        })
-                        .collect(),
-                    downstream: targets[1..].to_vec(),
-                    sync: false,
-                };
+                let request = write_blocks(&targets, blocks, false);
                 let request_id = open.send(&credentials(), request).expect("send");
                 for (_, data) in blocks {
                     open.send_data(data, crc32c::crc32c(data)).expect("data");
@@ -847,17 +846,7 @@ fn a_batch_cut_short_or_malformed_leaves_nothing_anywhere() {
     let sent = announced.clone();
     announced.push(0);
     let mut connection = Connection::open(&targets[0].address).expect("connect");
-    let request = MinionRequest::WriteBlocks {
-        blocks: blocks
-            .iter()
-            .map(|(block, data)| BatchBlock {
-                block: *block,
-                length_bytes: data.len() as u64,
-            })
-            .collect(),
-        downstream: targets[1..].to_vec(),
-        sync: false,
-    };
+    let request = write_blocks(&targets, &blocks, false);
     let request_id = connection.send(&credentials(), request).expect("send");
     for (number, (_, data)) in blocks.iter().enumerate() {
         let data = if number == 1 { &sent } else { data };
