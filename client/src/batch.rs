@@ -22,8 +22,8 @@ use dfs_engine::limits::{
     WRITE_BATCH_BYTES_MAX,
 };
 use dfs_engine::msg::{
-    AllocatedBlock, BatchBlock, BlockCommit, BlockId, ErrorKind, MasterRequest, MasterResponse,
-    MinionAddress, MinionRequest, MinionResponse, SealedBlock,
+    AllocatedBlock, BatchBlock, BlockCommit, BlockId, Encoded, ErrorKind, MasterRequest,
+    MasterResponse, MinionAddress, MinionRequest, MinionResponse, SealedBlock,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
@@ -34,6 +34,10 @@ use crate::write::WriteOptions;
 
 /// Most bytes a file written in a batch may hold: one block of one chunk.
 pub const SMALL_FILE_BYTES_MAX: u64 = CHUNK_BYTES as u64;
+
+/// The master's answer to one request of a batch: an `Err` when its entry
+/// does not decode, which the caller treats as any answer it cannot use.
+type Answer = Result<MasterResponse>;
 
 /// One file for `Client::put_small_files`: all its bytes, in memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -321,14 +325,14 @@ impl Client {
                 Step::Done(result) => result,
                 Step::Unknown(error) => Err(error),
                 Step::Ready { write, .. } => match answers.next() {
-                    Some(MasterResponse::Ok) => Ok(file.data.len() as u64),
+                    Some(Ok(MasterResponse::Ok)) => Ok(file.data.len() as u64),
                     answer => {
                         refused_closes.push(MasterRequest::AbortWrite { write });
                         Err(close_error(file, answer))
                     }
                 },
                 Step::Abort { error, .. } => {
-                    if !matches!(answers.next(), Some(MasterResponse::Ok)) {
+                    if !matches!(answers.next(), Some(Ok(MasterResponse::Ok))) {
                         // The write may still be open.
                         self.disconnect_master();
                     }
@@ -355,27 +359,36 @@ impl Client {
         let all_ok = aborted.is_ok_and(|answers| {
             answers
                 .iter()
-                .all(|answer| matches!(answer, MasterResponse::Ok))
+                .all(|answer| matches!(answer, Ok(MasterResponse::Ok)))
         });
         if !all_ok {
             self.disconnect_master();
         }
     }
 
-    /// One master `Batch`: the answers, one per request, in order.
+    /// One master `Batch`: the answers, one per request, in order, each
+    /// decoded on its own (an entry that does not decode is an `Err` in
+    /// its place, for the caller to treat as an answer it cannot use).
     fn call_batch(
         &mut self,
         what: &str,
         requests: Vec<MasterRequest>,
         same_pipeline: bool,
-    ) -> Result<Vec<MasterResponse>> {
+    ) -> Result<Vec<Answer>> {
         let count = requests.len();
         let request = MasterRequest::Batch {
-            requests,
+            requests: requests
+                .iter()
+                .map(Encoded::of)
+                .collect::<Result<Vec<Encoded>>>()?,
             same_pipeline,
         };
         match self.call(request)? {
-            MasterResponse::Batch(answers) if answers.len() == count => Ok(answers),
+            MasterResponse::Batch(answers) if answers.len() == count => Ok(answers
+                .iter()
+                .enumerate()
+                .map(|(index, answer)| decode_answer(what, index, answer))
+                .collect()),
             MasterResponse::Batch(answers) => Err(Error::Protocol(format!(
                 "master answered a batch of {count} {what} requests with {} answers",
                 answers.len()
@@ -479,23 +492,39 @@ impl Step {
     }
 }
 
-/// The step after the master answered a file's `OpenWrite`.
-fn opened_step(file: &SmallFile, answer: MasterResponse) -> Step {
+/// One entry of the master's answer to a batch of `what` requests.
+fn decode_answer(what: &str, index: usize, answer: &Encoded) -> Answer {
+    answer.decode().map_err(|error| {
+        let why = match error {
+            Error::Protocol(text) => text,
+            other => other.to_string(),
+        };
+        Error::Protocol(format!(
+            "answer {index} to a batch of {what} requests: {why}"
+        ))
+    })
+}
+
+/// The step after the master answered a file's `OpenWrite`. An answer
+/// that does not decode or is not one of an open leaves in doubt whether
+/// a write was opened.
+fn opened_step(file: &SmallFile, answer: Answer) -> Step {
     let (write, replication, block_bytes, first_block) = match answer {
-        MasterResponse::Error(error) => return Step::Done(Err(Error::Remote(error))),
-        MasterResponse::WriteOpened {
+        Ok(MasterResponse::Error(error)) => return Step::Done(Err(Error::Remote(error))),
+        Ok(MasterResponse::WriteOpened {
             write,
             replication,
             block_bytes,
             first_block,
-        } => (write, replication, block_bytes, first_block),
-        other => {
+        }) => (write, replication, block_bytes, first_block),
+        Ok(other) => {
             return Step::Unknown(Error::Protocol(format!(
                 "{}: {}",
                 file.path,
                 unexpected("OpenWrite", &other)
             )))
         }
+        Err(error) => return Step::Unknown(Error::Protocol(format!("{}: {error}", file.path))),
     };
     let path = &file.path;
     let wanted_block = !file.data.is_empty();
@@ -555,14 +584,15 @@ fn may_have_left_a_write_open(file: &SmallFile, step: &Step) -> bool {
 }
 
 /// The error of a file whose `CloseWrite` was not answered `Ok`.
-fn close_error(file: &SmallFile, answer: Option<MasterResponse>) -> Error {
+fn close_error(file: &SmallFile, answer: Option<Answer>) -> Error {
     match answer {
-        Some(MasterResponse::Error(error)) => Error::Remote(error),
-        Some(other) => Error::Protocol(format!(
+        Some(Ok(MasterResponse::Error(error))) => Error::Remote(error),
+        Some(Ok(other)) => Error::Protocol(format!(
             "{}: {}",
             file.path,
             unexpected("CloseWrite", &other)
         )),
+        Some(Err(error)) => Error::Protocol(format!("{}: {error}", file.path)),
         None => Error::Protocol(format!("{}: no answer to its CloseWrite", file.path)),
     }
 }
@@ -730,14 +760,17 @@ mod tests {
     #[test]
     fn open_answers_become_steps() {
         let exists = RemoteError::new(ErrorKind::AlreadyExists, "/a: exists");
-        let step = opened_step(&file("/a", 5), MasterResponse::Error(exists.clone()));
+        let step = opened_step(&file("/a", 5), Ok(MasterResponse::Error(exists.clone())));
         assert!(matches!(step, Step::Done(Err(Error::Remote(e))) if e == exists));
 
-        let step = opened_step(&file("/a", 5), opened(4, 1 << 20, Some(allocated(9, &[1]))));
+        let step = opened_step(
+            &file("/a", 5),
+            Ok(opened(4, 1 << 20, Some(allocated(9, &[1])))),
+        );
         assert!(
             matches!(step, Step::Opened { write: 4, block: Some(ref b) } if b.block == BlockId(9))
         );
-        let step = opened_step(&file("/e", 0), opened(5, 1 << 20, None));
+        let step = opened_step(&file("/e", 0), Ok(opened(5, 1 << 20, None)));
         assert!(matches!(
             step,
             Step::Opened {
@@ -766,19 +799,47 @@ mod tests {
             ),
             (5, opened(6, 0, Some(allocated(9, &[1]))), "block size 0"),
         ] {
-            match opened_step(&file("/f", length), answer) {
+            match opened_step(&file("/f", length), Ok(answer)) {
                 Step::Abort { write: 6, error } => {
                     assert!(error.to_string().contains(why), "{error} lacks {why:?}")
                 }
                 other => panic!("{why}: {other:?}"),
             }
         }
-        // An answer that is no answer to an open: whether a write is open
-        // is unknown.
+        // An answer that is no answer to an open, or that does not decode:
+        // whether a write is open is unknown.
         assert!(matches!(
-            opened_step(&file("/a", 5), MasterResponse::Ok),
+            opened_step(&file("/a", 5), Ok(MasterResponse::Ok)),
             Step::Unknown(Error::Protocol(_))
         ));
+        let garbled = decode_answer("OpenWrite", 3, &Encoded(vec![0xff; 4]));
+        match opened_step(&file("/a", 5), garbled) {
+            Step::Unknown(error @ Error::Protocol(_)) => assert!(
+                error
+                    .to_string()
+                    .contains("/a: protocol error: answer 3 to a batch of OpenWrite requests: "),
+                "{error}"
+            ),
+            other => panic!("expected an unknown step, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn batch_answers_decode_one_by_one() {
+        let answer = opened(4, 1 << 20, None);
+        let entry = Encoded::of(&answer).expect("encode");
+        assert_eq!(
+            decode_answer("OpenWrite", 0, &entry).expect("decodes"),
+            answer
+        );
+        let error = decode_answer("CloseWrite", 7, &Encoded(Vec::new())).expect_err("empty");
+        assert!(
+            error.to_string().starts_with(
+                "protocol error: answer 7 to a batch of CloseWrite requests: \
+                 undecodable MasterResponse of 0 bytes: "
+            ),
+            "{error}"
+        );
     }
 
     #[test]
@@ -861,11 +922,14 @@ mod tests {
     }
 
     /// A master on a loopback socket: opens get write ids from 1 (a path
-    /// ending in "exists" is refused), first blocks go to `minion`, closes
-    /// of the writes in `refused_closes` are refused; every batch is kept.
+    /// ending in "exists" is refused, one ending in "garbled" is opened
+    /// and answered with bytes that do not decode), first blocks go to
+    /// `minion`, closes of the writes in `refused_closes` are refused;
+    /// every batch and the number of connections taken are kept.
     struct FakeMaster {
         address: String,
         batches: std::sync::Arc<std::sync::Mutex<Vec<Vec<MasterRequest>>>>,
+        connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl FakeMaster {
@@ -877,11 +941,15 @@ mod tests {
             let batches: std::sync::Arc<std::sync::Mutex<Vec<Vec<MasterRequest>>>> =
                 std::sync::Arc::default();
             let kept = std::sync::Arc::clone(&batches);
+            let connections: std::sync::Arc<std::sync::atomic::AtomicUsize> =
+                std::sync::Arc::default();
+            let counted = std::sync::Arc::clone(&connections);
             std::thread::spawn(move || {
                 let mut next_write = 1u64;
                 // One connection at a time: a client that drops one makes another.
                 for stream in listener.incoming() {
                     let Ok(stream) = stream else { return };
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
                     let mut writer = stream;
                     let mut buffer = Vec::new();
@@ -893,41 +961,54 @@ mod tests {
                         let MasterRequest::Batch { requests, .. } = envelope.body else {
                             panic!("not a batch: {:?}", envelope.body);
                         };
+                        let requests: Vec<MasterRequest> = requests
+                            .iter()
+                            .map(|request| request.decode().expect("a request decodes"))
+                            .collect();
                         let answers = requests
                             .iter()
-                            .map(|request| match request {
-                                MasterRequest::OpenWrite { path, .. }
-                                    if path.ends_with("exists") =>
-                                {
-                                    MasterResponse::Error(RemoteError::new(
-                                        ErrorKind::AlreadyExists,
-                                        format!("{path}: exists"),
-                                    ))
-                                }
-                                MasterRequest::OpenWrite {
-                                    allocate_first_block,
-                                    ..
-                                } => {
-                                    let write = next_write;
-                                    next_write += 1;
-                                    opened(
-                                        write,
-                                        1 << 20,
-                                        allocate_first_block.then(|| AllocatedBlock {
-                                            block: BlockId(100 + write),
-                                            targets: vec![minion.clone()],
-                                        }),
-                                    )
-                                }
-                                MasterRequest::CloseWrite { write, .. }
-                                    if refused_closes.contains(write) =>
-                                {
-                                    MasterResponse::Error(RemoteError::new(
-                                        ErrorKind::InvalidArgument,
-                                        format!("write {write}: refused"),
-                                    ))
-                                }
-                                _ => MasterResponse::Ok,
+                            .map(|request| {
+                                let answer = match request {
+                                    MasterRequest::OpenWrite { path, .. }
+                                        if path.ends_with("garbled") =>
+                                    {
+                                        next_write += 1;
+                                        return Encoded(vec![0xff; 4]);
+                                    }
+                                    MasterRequest::OpenWrite { path, .. }
+                                        if path.ends_with("exists") =>
+                                    {
+                                        MasterResponse::Error(RemoteError::new(
+                                            ErrorKind::AlreadyExists,
+                                            format!("{path}: exists"),
+                                        ))
+                                    }
+                                    MasterRequest::OpenWrite {
+                                        allocate_first_block,
+                                        ..
+                                    } => {
+                                        let write = next_write;
+                                        next_write += 1;
+                                        opened(
+                                            write,
+                                            1 << 20,
+                                            allocate_first_block.then(|| AllocatedBlock {
+                                                block: BlockId(100 + write),
+                                                targets: vec![minion.clone()],
+                                            }),
+                                        )
+                                    }
+                                    MasterRequest::CloseWrite { write, .. }
+                                        if refused_closes.contains(write) =>
+                                    {
+                                        MasterResponse::Error(RemoteError::new(
+                                            ErrorKind::InvalidArgument,
+                                            format!("write {write}: refused"),
+                                        ))
+                                    }
+                                    _ => MasterResponse::Ok,
+                                };
+                                Encoded::of(&answer).expect("encode an answer")
                             })
                             .collect();
                         kept.lock().expect("lock").push(requests);
@@ -941,11 +1022,19 @@ mod tests {
                     }
                 }
             });
-            FakeMaster { address, batches }
+            FakeMaster {
+                address,
+                batches,
+                connections,
+            }
         }
 
         fn batches(&self) -> Vec<Vec<MasterRequest>> {
             self.batches.lock().expect("lock").clone()
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(std::sync::atomic::Ordering::SeqCst)
         }
     }
 
@@ -1164,5 +1253,47 @@ mod tests {
         );
         assert_eq!(received.recv().expect("second").len(), 3);
         assert_eq!(master.batches().len(), 4);
+    }
+
+    #[test]
+    fn an_open_answer_that_does_not_decode_gives_the_batch_up() {
+        let (minion, received) = fake_minion(true);
+        let master = FakeMaster::start(minion, vec![]);
+        let mut client = Client::connect(&master.address).expect("connect");
+        let files = vec![file("/a", 5), file("/garbled", 3), file("/exists", 2)];
+        let results = client
+            .put_small_files(&files, &WriteOptions::default())
+            .expect("options are valid");
+        let shown = outcomes(&results);
+        assert!(
+            shown[0].starts_with("err /a: batch given up: "),
+            "{shown:?}"
+        );
+        let garbled = "/garbled: protocol error: answer 1 to a batch of OpenWrite requests: \
+                       undecodable MasterResponse";
+        assert!(shown[1].contains(garbled), "{shown:?}");
+        assert_eq!(shown[2], "err /exists: exists");
+        // Nothing stored, nothing closed: the connection was dropped, so
+        // the master aborts every write the batch opened.
+        assert!(received.try_recv().is_err(), "no block was sent");
+        assert_eq!(master.batches().len(), 1, "{:?}", master.batches());
+        let again = client
+            .put_small_files(&[file("/b", 1)], &WriteOptions::default())
+            .expect("options are valid");
+        assert_eq!(outcomes(&again), vec!["ok 1"]);
+        assert_eq!(master.connections(), 2, "the next batch connected again");
+    }
+
+    #[test]
+    fn a_close_answer_that_does_not_decode_is_an_error_of_its_file() {
+        let garbled = decode_answer("CloseWrite", 0, &Encoded(vec![0xff; 4]));
+        let error = close_error(&file("/a", 1), Some(garbled));
+        assert!(matches!(error, Error::Protocol(_)), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .contains("/a: protocol error: answer 0 to a batch of CloseWrite requests: "),
+            "{error}"
+        );
     }
 }

@@ -5,8 +5,9 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::limits::ERROR_MESSAGE_BYTES_MAX;
 
 /// A block's id, allocated by the master, never reused.
@@ -47,6 +48,51 @@ pub struct Credentials {
     pub groups: Vec<String>,
     /// Reserved for block access tokens and master-issued tickets.
     pub token: Vec<u8>,
+}
+
+/// One message, postcard-encoded on its own: an entry of a `Batch`. A
+/// batch holds its entries as bytes, so decoding a batch never decodes what
+/// is inside it: the types are not recursive, and a batch nested in a batch
+/// (as deep as a frame allows) stays bytes until the receiver decodes that
+/// one entry and refuses it. Postcard has no depth limit, so a recursive
+/// message type would let any peer overflow the decoder's stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encoded(pub Vec<u8>);
+
+impl Encoded {
+    /// Encodes `value` as a control payload is encoded (see `wire`).
+    pub fn of<T: Serialize>(value: &T) -> Result<Encoded> {
+        postcard::to_stdvec(value)
+            .map(Encoded)
+            .map_err(|e| Error::Protocol(format!("encode {}: {e}", short_type_name::<T>())))
+    }
+
+    /// Decodes the one message these bytes hold; trailing bytes are an
+    /// error, as in a frame's payload.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        let (value, rest) = postcard::take_from_bytes(&self.0).map_err(|e| {
+            Error::Protocol(format!(
+                "undecodable {} of {} bytes: {e}",
+                short_type_name::<T>(),
+                self.0.len()
+            ))
+        })?;
+        if !rest.is_empty() {
+            return Err(Error::Protocol(format!(
+                "{} trailing bytes after a {}",
+                rest.len(),
+                short_type_name::<T>()
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// A type's name without its path or parameters ("MasterRequest"), for errors.
+fn short_type_name<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    let outer = name.split('<').next().unwrap_or(name);
+    outer.rsplit("::").next().unwrap_or(outer)
 }
 
 /// A request and who sends it.
@@ -354,7 +400,10 @@ pub enum MasterRequest {
     /// together once all of them are journaled. At most
     /// `limits::BATCH_REQUESTS_MAX`.
     Batch {
-        requests: Vec<MasterRequest>,
+        /// Each entry one postcard-encoded `MasterRequest`, so a batch never
+        /// nests at decode time: a batch inside a batch stays bytes until
+        /// the master decodes that entry and refuses it.
+        requests: Vec<Encoded>,
         /// Every first block the batch's `OpenWrite`s allocate goes to one
         /// pipeline (the first one chosen), so that a client can write them
         /// to the minions together (`MinionRequest::WriteBlocks`).
@@ -546,8 +595,10 @@ pub enum MasterResponse {
         /// Where the next page starts (its `start_after`); None at the end.
         resume_after: Option<String>,
     },
-    /// Answers to a `Batch`, in its order (`Error` for a request that failed).
-    Batch(Vec<MasterResponse>),
+    /// Answers to a `Batch`, in its order (`Error` for a request that
+    /// failed): each entry one postcard-encoded `MasterResponse`, so a
+    /// client's decoding never recurses either.
+    Batch(Vec<Encoded>),
 }
 
 /// Requests to a minion, from clients and from the minion before it in a pipeline.
@@ -633,8 +684,10 @@ pub enum MinionResponse {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
-    use crate::wire::{decode_message, write_message, FrameKind};
+    use crate::wire::{decode_message, read_message, write_message, FrameKind};
 
     #[test]
     fn messages_round_trip() {
@@ -707,6 +760,143 @@ mod tests {
         let bytes = postcard::to_stdvec(&ack).expect("encode");
         let decoded: MasterResponse = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(decoded, ack);
+    }
+
+    #[test]
+    fn encoded_entries_round_trip_and_bad_bytes_are_protocol_errors() {
+        let request = MasterRequest::Mkdir {
+            path: "/a".into(),
+            parents: true,
+            mode: 0o755,
+        };
+        let entry = Encoded::of(&request).expect("encode");
+        assert_eq!(entry.decode::<MasterRequest>().expect("decode"), request);
+
+        let mut trailing = entry.clone();
+        trailing.0.push(0);
+        let error = trailing
+            .decode::<MasterRequest>()
+            .expect_err("trailing byte");
+        assert!(matches!(error, Error::Protocol(_)), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "protocol error: 1 trailing bytes after a MasterRequest"
+        );
+
+        let error = Encoded(vec![0xff; 3])
+            .decode::<MasterRequest>()
+            .expect_err("garbage");
+        assert!(matches!(error, Error::Protocol(_)), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("protocol error: undecodable MasterRequest of 3 bytes: "),
+            "{error}"
+        );
+    }
+
+    /// The postcard bytes of a `MasterRequest::Batch` holding one entry, a
+    /// batch holding one entry, ... `levels` batches deep around an empty
+    /// batch. Built outside in, in time linear in the depth: each level is
+    /// the variant index, an entry count of 1 and the entry's length before
+    /// the level inside it, and `same_pipeline` after it.
+    fn nested_batch_bytes(levels: usize) -> Vec<u8> {
+        let empty = MasterRequest::Batch {
+            requests: Vec::new(),
+            same_pipeline: false,
+        };
+        let innermost = postcard::to_stdvec(&empty).expect("encode");
+        // The empty batch is its variant index, 0 entries and `false`.
+        let variant = &innermost[..innermost.len() - 2];
+        let mut bytes: VecDeque<u8> = innermost.iter().copied().collect();
+        for _ in 0..levels {
+            let length = postcard::to_stdvec(&bytes.len()).expect("encode a length");
+            for &byte in variant.iter().chain([1u8].iter()).chain(&length).rev() {
+                bytes.push_front(byte);
+            }
+            bytes.push_back(0);
+        }
+        bytes.into()
+    }
+
+    #[test]
+    fn nested_batch_bytes_are_batches_of_batches() {
+        // Where the batch variants were before their entries became bytes.
+        let empty_request = MasterRequest::Batch {
+            requests: Vec::new(),
+            same_pipeline: false,
+        };
+        assert_eq!(postcard::to_stdvec(&empty_request).expect("encode")[0], 23);
+        let empty_response = MasterResponse::Batch(Vec::new());
+        assert_eq!(postcard::to_stdvec(&empty_response).expect("encode")[0], 11);
+
+        let two = nested_batch_bytes(2);
+        let outer: MasterRequest = postcard::from_bytes(&two).expect("decode");
+        let MasterRequest::Batch { requests, .. } = outer else {
+            panic!("{outer:?}");
+        };
+        let middle: MasterRequest = requests[0].decode().expect("decode");
+        let MasterRequest::Batch { requests, .. } = middle else {
+            panic!("{middle:?}");
+        };
+        let inner: MasterRequest = requests[0].decode().expect("decode");
+        assert_eq!(
+            inner,
+            MasterRequest::Batch {
+                requests: Vec::new(),
+                same_pipeline: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_deeply_nested_batch_decodes_one_level_at_a_time() {
+        const LEVELS: usize = 100_000;
+        let entry = Encoded(nested_batch_bytes(LEVELS));
+        let request = Envelope {
+            credentials: Credentials::default(),
+            body: MasterRequest::Batch {
+                requests: vec![entry.clone()],
+                same_pipeline: true,
+            },
+        };
+        let mut wire = Vec::new();
+        write_message(&mut wire, FrameKind::Request, 7, &request).expect("encode");
+        // A small stack: decoding that recursed once per level would
+        // overflow it many times over.
+        let decoded = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let mut buffer = Vec::new();
+                let (id, envelope): (u64, Envelope<MasterRequest>) =
+                    read_message(&mut wire.as_slice(), FrameKind::Request, &mut buffer)
+                        .expect("the outer frame decodes")
+                        .expect("one frame");
+                assert_eq!(id, 7);
+                let MasterRequest::Batch { requests, .. } = &envelope.body else {
+                    panic!("not a batch");
+                };
+                // One level further down is one more batch of one entry.
+                let inner: MasterRequest = requests[0].decode().expect("one level down");
+                (envelope.body, inner)
+            })
+            .expect("spawn")
+            .join()
+            .expect("decoding did not overflow the stack");
+        let (outer, inner) = decoded;
+        let MasterRequest::Batch {
+            requests,
+            same_pipeline,
+        } = outer
+        else {
+            panic!("not a batch");
+        };
+        assert!(same_pipeline);
+        assert_eq!(requests, vec![entry], "one entry of bytes, as sent");
+        match inner {
+            MasterRequest::Batch { requests, .. } => assert_eq!(requests.len(), 1),
+            other => panic!("expected the next level's batch, got {other:?}"),
+        }
     }
 
     #[test]

@@ -24,8 +24,9 @@ use dfs_engine::limits::{
     PATH_BYTES_MAX, REPLICATION_MAX, STORED_BLOCKS_PER_REPORT_MAX,
 };
 use dfs_engine::msg::{
-    AllocatedBlock, BadReplica, BlockCommit, ClusterId, Credentials, ErrorKind, LocatedBlock,
-    MasterRequest, MasterResponse, MinionAddress, MinionId, MinionState, RemoteError, StoredBlock,
+    AllocatedBlock, BadReplica, BlockCommit, ClusterId, Credentials, Encoded, ErrorKind,
+    LocatedBlock, MasterRequest, MasterResponse, MinionAddress, MinionId, MinionState, RemoteError,
+    StoredBlock,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
@@ -79,15 +80,27 @@ const CHECKPOINT_RETRY_MS: u64 = 10_000;
 /// Identifies a client connection, so its open writes end with it.
 pub type ConnectionId = u64;
 
+/// Most bytes the length prefix of one encoded batch entry takes: a varint
+/// (7 bits to a byte) of the entry's length, which is less than a control
+/// frame of 4 MiB (2^22 bytes), so 4 bytes cover it (checked below).
+const BATCH_ENTRY_PREFIX_BYTES_MAX: usize = 4;
+
 // The answer to a full batch fits one control frame: every entry an error
 // of the longest message, or a first block with the longest pipeline of the
-// longest addresses (plus slack for ids and lengths).
-const _: () =
-    assert!(BATCH_REQUESTS_MAX * (ERROR_MESSAGE_BYTES_MAX + 16) < CONTROL_FRAME_BYTES_MAX as usize);
+// longest addresses (plus slack for ids and lengths), each behind its
+// entry's length prefix.
 const _: () = assert!(
-    BATCH_REQUESTS_MAX * ((REPLICATION_MAX as usize) * (ADDRESS_BYTES_MAX + 16) + 64)
+    BATCH_REQUESTS_MAX * (ERROR_MESSAGE_BYTES_MAX + 16 + BATCH_ENTRY_PREFIX_BYTES_MAX)
         < CONTROL_FRAME_BYTES_MAX as usize
 );
+const _: () = assert!(
+    BATCH_REQUESTS_MAX
+        * ((REPLICATION_MAX as usize) * (ADDRESS_BYTES_MAX + 16)
+            + 64
+            + BATCH_ENTRY_PREFIX_BYTES_MAX)
+        < CONTROL_FRAME_BYTES_MAX as usize
+);
+const _: () = assert!(CONTROL_FRAME_BYTES_MAX < 1 << (7 * BATCH_ENTRY_PREFIX_BYTES_MAX));
 
 /// Who asks for a change, and when: the same for every request of a batch,
 /// so each is applied as if it came alone on that connection.
@@ -823,18 +836,19 @@ impl Master {
         self.apply_change(&mut guard, &context, request, None)
     }
 
-    /// A batch of client changes: checked as a whole first (nothing is
-    /// applied if it is refused), then each applied in order under one hold
-    /// of the write lock, a failure answered in its place without stopping
-    /// the rest. Returns the answers and one sequence covering all of them,
-    /// so the batch shares one flush.
+    /// A batch of client changes: decoded and checked as a whole first
+    /// (nothing is applied if it is refused), then each applied in order
+    /// under one hold of the write lock, a failure answered in its place
+    /// without stopping the rest. Returns the answers, each encoded on its
+    /// own, and one sequence covering all of them, so the batch shares one
+    /// flush.
     fn dispatch_batch(
         &self,
         context: &ChangeContext,
-        requests: Vec<MasterRequest>,
+        requests: Vec<Encoded>,
         same_pipeline: bool,
     ) -> Result<(MasterResponse, u64), RemoteError> {
-        check_batch(&requests)?;
+        let requests = check_batch(&requests)?;
         let mut shared = same_pipeline.then(SharedPipeline::default);
         let mut guard = self.write();
         let state = &mut *guard;
@@ -861,7 +875,9 @@ impl Master {
         } else {
             highest
         };
-        Ok((MasterResponse::Batch(responses), sequence))
+        // Encoding the answers needs no lock.
+        drop(guard);
+        Ok((MasterResponse::Batch(encode_answers(&responses)?), sequence))
     }
 
     /// Applies and journals one change request; the caller holds the write
@@ -1410,9 +1426,12 @@ fn is_client_change(request: &MasterRequest) -> bool {
     )
 }
 
-/// Refuses a batch as a whole, before any of it is applied: too many
-/// requests, or one that is not a client's namespace change.
-fn check_batch(requests: &[MasterRequest]) -> Result<(), RemoteError> {
+/// Decodes a batch's requests, one level down only (an entry that is a
+/// batch holds its own entries as bytes, never decoded), or refuses the
+/// batch as a whole, before any of it is applied: too many requests
+/// (counted before anything is decoded), an entry that does not decode, or
+/// one that is not a client's namespace change.
+fn check_batch(requests: &[Encoded]) -> Result<Vec<MasterRequest>, RemoteError> {
     if requests.len() > BATCH_REQUESTS_MAX {
         return Err(RemoteError::new(
             ErrorKind::InvalidArgument,
@@ -1422,21 +1441,50 @@ fn check_batch(requests: &[MasterRequest]) -> Result<(), RemoteError> {
             ),
         ));
     }
-    if let Some((index, request)) = requests
+    let refuse = |index: usize, why: String| {
+        RemoteError::new(
+            ErrorKind::InvalidArgument,
+            format!("batch request {index} {why}"),
+        )
+    };
+    requests
         .iter()
         .enumerate()
-        .find(|(_, request)| !is_client_change(request))
-    {
-        return Err(RemoteError::new(
-            ErrorKind::InvalidArgument,
-            format!(
-                "batch request {index} is {}: a batch carries only namespace changes \
-                 (no lookups, minion reports, decommissioning or nested batches)",
-                request_name(request)
-            ),
-        ));
-    }
-    Ok(())
+        .map(|(index, entry)| {
+            let request: MasterRequest = entry
+                .decode()
+                .map_err(|e| refuse(index, format!("does not decode: {e}")))?;
+            if !is_client_change(&request) {
+                return Err(refuse(
+                    index,
+                    format!(
+                        "is {}: a batch carries only namespace changes \
+                         (no lookups, minion reports, decommissioning or nested batches)",
+                        request_name(&request)
+                    ),
+                ));
+            }
+            Ok(request)
+        })
+        .collect()
+}
+
+/// Encodes a batch's answers, each on its own. Our own messages always
+/// encode; should one not, the batch is answered with that error (its
+/// changes are applied and journaled all the same).
+fn encode_answers(responses: &[MasterResponse]) -> Result<Vec<Encoded>, RemoteError> {
+    responses
+        .iter()
+        .enumerate()
+        .map(|(index, response)| {
+            Encoded::of(response).map_err(|e| {
+                RemoteError::new(
+                    ErrorKind::Internal,
+                    format!("answer {index} of a batch does not encode: {e}"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// True when every member of `targets` is among `candidates`, at the same
@@ -1450,6 +1498,10 @@ fn all_candidates(targets: &[MinionAddress], candidates: &[&Minion]) -> bool {
 }
 
 fn request_name(request: &MasterRequest) -> String {
+    if let MasterRequest::Batch { .. } = request {
+        // Its entries may be megabytes: not worth formatting to drop.
+        return "Batch".to_string();
+    }
     let debug = format!("{request:?}");
     debug
         .split([' ', '{', '('])
@@ -1612,6 +1664,13 @@ mod tests {
         }
     }
 
+    fn encoded(requests: &[MasterRequest]) -> Vec<Encoded> {
+        requests
+            .iter()
+            .map(|request| Encoded::of(request).expect("encode"))
+            .collect()
+    }
+
     fn batch(
         master: &Master,
         connection: ConnectionId,
@@ -1619,17 +1678,20 @@ mod tests {
         same_pipeline: bool,
     ) -> Vec<MasterResponse> {
         let request = MasterRequest::Batch {
-            requests,
+            requests: encoded(&requests),
             same_pipeline,
         };
         match master.handle(connection, &Credentials::default(), request) {
-            MasterResponse::Batch(responses) => responses,
+            MasterResponse::Batch(responses) => responses
+                .iter()
+                .map(|response| response.decode().expect("an answer decodes"))
+                .collect(),
             other => panic!("expected a batch answer, got {other:?}"),
         }
     }
 
-    /// The refusal of a whole batch.
-    fn refusal(master: &Master, requests: Vec<MasterRequest>) -> RemoteError {
+    /// The refusal of a whole batch of these entries.
+    fn refusal_of(master: &Master, requests: Vec<Encoded>) -> RemoteError {
         let request = MasterRequest::Batch {
             requests,
             same_pipeline: false,
@@ -1638,6 +1700,11 @@ mod tests {
             MasterResponse::Error(error) => error,
             other => panic!("expected the batch to be refused, got {other:?}"),
         }
+    }
+
+    /// The refusal of a whole batch.
+    fn refusal(master: &Master, requests: Vec<MasterRequest>) -> RemoteError {
+        refusal_of(master, encoded(&requests))
     }
 
     fn opened(response: &MasterResponse) -> (u64, AllocatedBlock) {
@@ -1806,7 +1873,7 @@ mod tests {
             ),
             (
                 MasterRequest::Batch {
-                    requests: vec![mkdir("/nested")],
+                    requests: encoded(&[mkdir("/nested")]),
                     same_pipeline: false,
                 },
                 "Batch",
@@ -1829,6 +1896,52 @@ mod tests {
                 "{path}: nothing of a refused batch is applied"
             );
         }
+    }
+
+    #[test]
+    fn a_batch_with_an_entry_that_does_not_decode_is_refused_whole() {
+        let (_dir, master) = master(0);
+        let mut trailing = Encoded::of(&mkdir("/c")).expect("encode");
+        trailing.0.push(0);
+        for (bad, why) in [
+            (Encoded(vec![0xff, 0xff, 0xff]), "undecodable MasterRequest"),
+            (Encoded(Vec::new()), "undecodable MasterRequest"),
+            (trailing, "1 trailing bytes after a MasterRequest"),
+        ] {
+            let mut requests = encoded(&[mkdir("/a"), mkdir("/b")]);
+            requests.push(bad);
+            let error = refusal_of(&master, requests);
+            assert_eq!(error.kind, ErrorKind::InvalidArgument, "{error:?}");
+            assert!(
+                error
+                    .message
+                    .starts_with("batch request 2 does not decode: "),
+                "{error:?}"
+            );
+            assert!(error.message.contains(why), "{error:?}");
+        }
+        for path in ["/a", "/b", "/c"] {
+            assert_eq!(
+                stat(&master, path).map_err(|e| e.kind),
+                Err(ErrorKind::NotFound),
+                "{path}: nothing of a refused batch is applied"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_entries_are_refused_before_any_is_decoded() {
+        let (_dir, master) = master(0);
+        // Garbage in every entry: the count alone refuses the batch.
+        let requests = vec![Encoded(vec![0xff]); BATCH_REQUESTS_MAX + 1];
+        let error = refusal_of(&master, requests);
+        assert_eq!(
+            error.message,
+            format!(
+                "batch of {} requests is over the limit of {BATCH_REQUESTS_MAX}",
+                BATCH_REQUESTS_MAX + 1
+            )
+        );
     }
 
     #[test]

@@ -1,18 +1,21 @@
 //! `Batch` against a real `dfs-master`: first blocks of a `same_pipeline`
 //! batch share one pipeline, a failing request is answered in its place
 //! while the others are applied, an acknowledged batch survives a kill -9,
-//! and a batch too long or holding a lookup is refused whole. The minions
+//! a batch too long or holding a lookup is refused whole, and so is one
+//! holding garbage or a batch nested as deep as a frame allows (which must
+//! not crash the master: entries are decoded one level at a time). The minions
 //! exist only on paper (registered, never started): the master accepts
 //! commits naming them without contacting them, which is all the namespace
 //! needs.
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use dfs_engine::limits::BATCH_REQUESTS_MAX;
+use dfs_engine::limits::{BATCH_REQUESTS_MAX, CONTROL_FRAME_BYTES_MAX};
 use dfs_engine::msg::{
-    AllocatedBlock, BlockCommit, ErrorKind, MasterRequest, MasterResponse, MinionId, RemoteError,
+    AllocatedBlock, BlockCommit, Encoded, ErrorKind, MasterRequest, MasterResponse, MinionId,
+    RemoteError,
 };
 use dfs_engine::rpc::Connection;
 use support::{call, list, CallError, Entry, Master, MasterDir};
@@ -65,6 +68,13 @@ fn mkdir(path: &str) -> MasterRequest {
     }
 }
 
+fn encoded(requests: &[MasterRequest]) -> Vec<Encoded> {
+    requests
+        .iter()
+        .map(|request| Encoded::of(request).expect("encode a request"))
+        .collect()
+}
+
 /// Sends a batch; panics unless it is answered with one entry per request.
 fn batch(
     connection: &mut Connection,
@@ -75,7 +85,7 @@ fn batch(
     let response = call(
         connection,
         MasterRequest::Batch {
-            requests,
+            requests: encoded(&requests),
             same_pipeline,
         },
     )
@@ -85,10 +95,13 @@ fn batch(
     };
     assert_eq!(responses.len(), count, "one answer per request");
     responses
+        .iter()
+        .map(|response| response.decode().expect("an answer decodes"))
+        .collect()
 }
 
-/// Sends a batch that must be refused as a whole.
-fn refused(connection: &mut Connection, requests: Vec<MasterRequest>) -> RemoteError {
+/// Sends a batch of these entries that must be refused as a whole.
+fn refused_entries(connection: &mut Connection, requests: Vec<Encoded>) -> RemoteError {
     let request = MasterRequest::Batch {
         requests,
         same_pipeline: false,
@@ -97,6 +110,45 @@ fn refused(connection: &mut Connection, requests: Vec<MasterRequest>) -> RemoteE
         Err(CallError::Remote(error)) => error,
         other => panic!("expected the batch to be refused, got {other:?}"),
     }
+}
+
+/// Sends a batch that must be refused as a whole.
+fn refused(connection: &mut Connection, requests: Vec<MasterRequest>) -> RemoteError {
+    refused_entries(connection, encoded(&requests))
+}
+
+/// The postcard bytes of a `Batch` holding one entry, a batch holding one
+/// entry, ... `levels` batches deep around an empty batch. Built outside
+/// in, in time linear in the depth (encoding each level around the last
+/// would copy the whole so far every time): each level is the variant
+/// index, an entry count of 1 and the entry's length before the level
+/// inside it, and `same_pipeline` after it.
+fn nested_batch_bytes(levels: usize) -> Vec<u8> {
+    let empty = MasterRequest::Batch {
+        requests: Vec::new(),
+        same_pipeline: false,
+    };
+    let innermost = postcard::to_stdvec(&empty).expect("encode");
+    // The empty batch is its variant index, 0 entries and `false`.
+    let variant = &innermost[..innermost.len() - 2];
+    let mut bytes: VecDeque<u8> = innermost.iter().copied().collect();
+    for _ in 0..levels {
+        let length = postcard::to_stdvec(&bytes.len()).expect("encode a length");
+        for &byte in variant.iter().chain([1u8].iter()).chain(&length).rev() {
+            bytes.push_front(byte);
+        }
+        bytes.push_back(0);
+    }
+    bytes.into()
+}
+
+/// Stats the root; panics unless the master answers.
+fn stat_root(connection: &mut Connection) {
+    let answer = call(connection, MasterRequest::Stat { path: "/".into() });
+    assert!(
+        matches!(answer, Ok(MasterResponse::Status(_))),
+        "stat /: {answer:?}"
+    );
 }
 
 /// The write id and first block of an `OpenWrite` answer.
@@ -338,6 +390,51 @@ fn a_batch_too_long_or_holding_a_lookup_is_refused_whole() {
     let responses = batch(&mut connection, full, false);
     assert!(responses.iter().all(|r| *r == MasterResponse::Ok));
     assert_eq!(list(&mut connection, "/").len(), BATCH_REQUESTS_MAX);
+    master.stop();
+    dir.assert_clean_log(&[]);
+}
+
+#[test]
+fn a_deeply_nested_or_garbage_batch_is_refused_and_the_master_lives_on() {
+    const LEVELS: usize = 100_000;
+    let dir = MasterDir::new();
+    let master = start(&dir, 0);
+    let mut connection = master.connect();
+
+    // A batch whose one entry is a batch of a batch ... of an empty batch:
+    // 2,000 levels used to overflow the stack of the connection's thread
+    // and abort the master.
+    let nested = Encoded(nested_batch_bytes(LEVELS));
+    assert!(
+        nested.0.len() < CONTROL_FRAME_BYTES_MAX as usize / 2,
+        "{} bytes must fit a frame",
+        nested.0.len()
+    );
+    let error = refused_entries(&mut connection, vec![nested]);
+    assert_eq!(error.kind, ErrorKind::InvalidArgument, "{error:?}");
+    assert!(
+        error.message.starts_with("batch request 0 is Batch: "),
+        "{error:?}"
+    );
+    stat_root(&mut connection);
+
+    // Garbage in an entry is refused naming the entry, and nothing of the
+    // batch is applied.
+    let mut requests = encoded(&[mkdir("/a"), mkdir("/b")]);
+    requests.insert(1, Encoded(vec![0xff; 9]));
+    let error = refused_entries(&mut connection, requests);
+    assert_eq!(error.kind, ErrorKind::InvalidArgument, "{error:?}");
+    assert!(
+        error
+            .message
+            .starts_with("batch request 1 does not decode: "),
+        "{error:?}"
+    );
+    assert_eq!(list(&mut connection, "/"), BTreeMap::new());
+
+    // The same connection and a new one are served.
+    stat_root(&mut connection);
+    stat_root(&mut master.connect());
     master.stop();
     dir.assert_clean_log(&[]);
 }
