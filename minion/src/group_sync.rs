@@ -5,17 +5,25 @@
 //! `fdatasync` of the file and an `fsync` of its directory: two
 //! synchronous round trips to the disk, each a wait on a kernel worker,
 //! which for blocks of a few KiB cost far more than the write itself.
-//! Small blocks therefore share the flush instead: a block asks its data
+//! Small blocks therefore share the flushes instead: a block asks its data
 //! directory's syncer for a `syncfs` that starts after its file was
-//! written and renamed, and every block that asked while one flush ran is
-//! covered by the next. One flush serves all the small blocks the cores
-//! sealed in the meantime, however many clients write.
+//! written (and again after it was renamed into `blocks/`), and every block
+//! that asked while one flush ran is covered by the next. One flush serves
+//! all the small blocks the cores sealed in the meantime, however many
+//! clients write.
 //!
 //! `syncfs` flushes every dirty page of the directory's filesystem, other
-//! programs' too, so large blocks (which start their writeback as they
-//! arrive, see `store`) keep their own `fdatasync`. Since Linux 5.8,
-//! `syncfs` reports a writeback error anywhere on the filesystem since the
-//! directory was opened; such an error fails the blocks of that flush.
+//! programs' too (and waits for them), so large blocks (which start their
+//! writeback as they arrive, see `store`) keep their own `fdatasync`.
+//!
+//! Errors: since Linux 5.8, `syncfs` reports a writeback error anywhere on
+//! the filesystem once per open descriptor, to the first flush through it
+//! that looks. A block's pages may be written back, and fail, during a
+//! flush it did not ask for, so one failed flush is not enough to tell
+//! which blocks it hurt. Each directory therefore keeps one descriptor for
+//! the store's whole life (so no error is missed between descriptors) and
+//! counts failed flushes; a block samples the count when it starts and is
+//! failed if any flush failed before its own last one succeeded.
 //!
 //! Each data directory has its own syncer thread, started by the first
 //! request and ended after `IDLE_EXIT` without one, so a minion that only
@@ -26,8 +34,9 @@ use std::future::Future;
 use std::io;
 use std::mem;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -41,17 +50,37 @@ pub(crate) struct GroupSync {
 }
 
 impl GroupSync {
+    /// Opens each data directory for its flushes; a directory that cannot
+    /// be opened fails every flush with the reason.
     pub(crate) fn new<'a>(roots: impl Iterator<Item = &'a Path>) -> GroupSync {
         GroupSync {
             directories: roots
                 .map(|root| {
                     Arc::new(DirectorySync {
-                        root: root.to_path_buf(),
+                        directory: File::open(root)
+                            .map_err(|error| error.raw_os_error().unwrap_or(libc::EIO)),
+                        failures: AtomicU64::new(0),
                         state: Mutex::new(State::default()),
                         requested: Condvar::new(),
                     })
                 })
                 .collect(),
+        }
+    }
+
+    /// How many flushes of data directory `index` failed so far: sampled
+    /// when a block starts, compared after its last flush.
+    pub(crate) fn failures(&self, index: usize) -> u64 {
+        self.directories
+            .get(index)
+            .map_or(0, |directory| directory.failures.load(Ordering::SeqCst))
+    }
+
+    /// Counts a failed flush of data directory `index` as a flush would.
+    #[cfg(test)]
+    pub(crate) fn note_failure(&self, index: usize) {
+        if let Some(directory) = self.directories.get(index) {
+            directory.failures.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -69,7 +98,11 @@ impl GroupSync {
 
 /// One data directory's syncer: the requests waiting for the next flush.
 struct DirectorySync {
-    root: PathBuf,
+    /// Open for the store's whole life: `syncfs` reports an error once per
+    /// descriptor, so a new one could miss it. The errno if it failed.
+    directory: Result<File, i32>,
+    /// Flushes that failed so far.
+    failures: AtomicU64,
     state: Mutex<State>,
     requested: Condvar,
 }
@@ -110,7 +143,6 @@ impl DirectorySync {
 
     /// The syncer thread: one `syncfs` per batch of requests, until idle.
     fn run(self: Arc<DirectorySync>) {
-        let mut directory: Option<File> = None;
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if state.waiting.is_empty() {
@@ -127,7 +159,7 @@ impl DirectorySync {
             }
             let batch = mem::take(&mut state.waiting);
             drop(state);
-            let outcome = self.flush(&mut directory);
+            let outcome = self.flush();
             for ticket in batch {
                 ticket.complete(outcome);
             }
@@ -135,25 +167,23 @@ impl DirectorySync {
         }
     }
 
-    /// One `syncfs` of the directory's filesystem; the errno on failure.
-    fn flush(&self, directory: &mut Option<File>) -> Result<(), i32> {
-        let file = match directory {
-            Some(file) => file,
-            None => match File::open(&self.root) {
-                Ok(file) => directory.insert(file),
-                Err(error) => return Err(error.raw_os_error().unwrap_or(libc::EIO)),
+    /// One `syncfs` of the directory's filesystem; the errno on failure,
+    /// counted in `failures` before anyone hears of it.
+    fn flush(&self) -> Result<(), i32> {
+        let outcome = match &self.directory {
+            // SAFETY: syncfs only reads the descriptor, which `self` keeps open.
+            Ok(file) => match unsafe { libc::syncfs(file.as_raw_fd()) } {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO)),
             },
+            Err(errno) => Err(*errno),
         };
-        // SAFETY: syncfs only reads the descriptor, which `file` keeps open.
-        if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
-            Ok(())
-        } else {
-            let error = io::Error::last_os_error();
-            // Reopen next time: the descriptor's error mark has moved past
-            // this error, and the directory may have been replaced.
-            *directory = None;
-            Err(error.raw_os_error().unwrap_or(libc::EIO))
+        if outcome.is_err() {
+            self.failures.fetch_add(1, Ordering::SeqCst);
         }
+        outcome
     }
 }
 

@@ -418,10 +418,11 @@ impl Store {
         };
         Ok(UringBlockWriter {
             claim,
+            flush_failures: self.group_sync.failures(dir_index),
             dir_index,
             root,
             temporary_path,
-            file,
+            file: Some(file),
             length_bytes: 0,
             crc_array: Vec::new(),
             short_chunk_written: false,
@@ -488,7 +489,11 @@ pub(crate) struct UringBlockWriter {
     dir_index: usize,
     root: PathBuf,
     temporary_path: PathBuf,
-    file: UringFile,
+    /// Closed before a shared flush: blocks waiting for one hold no
+    /// descriptor.
+    file: Option<UringFile>,
+    /// `GroupSync::failures` of the directory when the block started.
+    flush_failures: u64,
     length_bytes: u64,
     /// Checksums of the chunks written so far, as stored (u32 LE each).
     crc_array: Vec<u8>,
@@ -544,11 +549,11 @@ impl UringBlockWriter {
             self.failed = true;
             return Err(error);
         }
-        if let Err(error) = self
-            .file
-            .write_vectored_all_at(pieces, self.length_bytes)
-            .await
-        {
+        let written = match self.file.as_mut() {
+            Some(file) => file.write_vectored_all_at(pieces, self.length_bytes).await,
+            None => Err(io::Error::other("the file is closed")),
+        };
+        if let Err(error) = written {
             self.failed = true;
             let error = Error::io(
                 format!(
@@ -566,9 +571,11 @@ impl UringBlockWriter {
             self.crc_array.extend_from_slice(&crc.to_le_bytes());
         }
         let pending_bytes = self.length_bytes - self.written_back_bytes;
-        if self.durable && pending_bytes >= WRITEBACK_STEP_BYTES {
-            self.file
-                .start_writeback(self.written_back_bytes, pending_bytes);
+        if let (true, Some(file)) = (
+            self.durable && pending_bytes >= WRITEBACK_STEP_BYTES,
+            &self.file,
+        ) {
+            file.start_writeback(self.written_back_bytes, pending_bytes);
             self.written_back_bytes = self.length_bytes;
         }
         Ok(())
@@ -605,22 +612,29 @@ impl UringBlockWriter {
         let footer = footer(block, self.length_bytes, &tail);
         tail.extend_from_slice(&footer);
         let tail_bytes = tail.len() as u64;
-        // A small block shares its directory's next flush with every other
-        // one sealed meanwhile (`group_sync`); a large one, whose writeback
-        // started as it arrived, syncs its own file and name.
+        // A small block shares its directory's flushes with every other one
+        // sealed meanwhile (`group_sync`): one for its data before it gets
+        // its name, one for the name. A large one, whose writeback started
+        // as it arrived, syncs its own file and name.
         let shared_flush = sync && self.length_bytes < WRITEBACK_STEP_BYTES;
         let own_sync = sync && !shared_flush;
         let temporary = self.temporary_path.clone();
         let context = |what: &str| format!("{what} {block} in {}", temporary.display());
-        self.file
-            .write_all_at(tail, self.length_bytes)
+        let Some(file) = self.file.as_mut() else {
+            return Err(Error::Invalid(format!("seal {block}: the file is closed")));
+        };
+        file.write_all_at(tail, self.length_bytes)
             .await
             .map_err(|e| Error::io(context("write checksums of"), e))?;
         if own_sync {
-            self.file
-                .sync_data()
+            file.sync_data()
                 .await
                 .map_err(|e| Error::io(context("sync"), e))?;
+        }
+        let store = Arc::clone(&self.claim.store);
+        if shared_flush {
+            self.file = None;
+            self.shared_flush().await?;
         }
         let subdir = self
             .root
@@ -632,7 +646,6 @@ impl UringBlockWriter {
                 .map_err(|e| Error::io(format!("create directory {}", subdir.display()), e))?;
         }
         let target = subdir.join(block.to_string());
-        let store = Arc::clone(&self.claim.store);
         if !store.store.is_in_service(self.dir_index) {
             return Err(Error::Invalid(format!(
                 "seal {block}: its data directory {} failed",
@@ -648,11 +661,7 @@ impl UringBlockWriter {
                 )
             })?;
         let synced = if shared_flush {
-            store
-                .group_sync
-                .flush(self.dir_index)
-                .await
-                .map_err(|e| Error::io(format!("flush {} for {block}", self.root.display()), e))
+            self.shared_flush().await
         } else if own_sync {
             let synced = match UringFile::open(&subdir).await {
                 Ok(directory) => directory.sync_all().await,
@@ -663,7 +672,7 @@ impl UringBlockWriter {
             Ok(())
         };
         if let Err(error) = synced {
-            // The block may not be durable: do not pretend it is sealed.
+            // The name may not be durable: do not pretend the block is sealed.
             let _ = std::fs::remove_file(&target);
             return Err(error);
         }
@@ -676,6 +685,28 @@ impl UringBlockWriter {
         }
         store.note_stored(block, self.length_bytes);
         Ok(self.length_bytes)
+    }
+}
+
+impl UringBlockWriter {
+    /// Waits for a flush of the block's data directory that started now,
+    /// and fails if it or any flush since the block started failed (the
+    /// block's pages may have gone to the disk in any of them).
+    async fn shared_flush(&self) -> Result<()> {
+        let block = self.claim.block;
+        let group_sync = &self.claim.store.group_sync;
+        let root = self.root.display();
+        group_sync
+            .flush(self.dir_index)
+            .await
+            .map_err(|e| Error::io(format!("flush {root} for {block}"), e))?;
+        if group_sync.failures(self.dir_index) != self.flush_failures {
+            return Err(Error::io(
+                format!("flush {root} for {block}"),
+                io::Error::other("a flush of the directory failed since the block was started"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -747,6 +778,60 @@ mod tests {
             data.extend_from_slice(&chunk);
         }
         data
+    }
+
+    #[test]
+    fn a_small_durable_block_fails_when_a_flush_failed_during_its_write() {
+        let (dir, store) = open_store();
+        let block = BlockId(0x4f0);
+        let data = pattern(1000, 3);
+        let sealed = uring::run_core(async {
+            let mut writer = store.create(block, true).await?;
+            let pieces = SharedPieces {
+                bytes: Rc::new(data.clone()),
+                ranges: std::iter::once(0..data.len()).collect(),
+            };
+            writer
+                .write_chunks(pieces, &[crc32c::crc32c(&data)])
+                .await?;
+            // A flush for other blocks failed while this one was written:
+            // its pages may have been among those that did not reach the disk.
+            store.group_sync.note_failure(0);
+            writer.seal(true).await
+        })
+        .expect("runtime");
+        let error = sealed.expect_err("not durable");
+        assert!(
+            error
+                .to_string()
+                .contains("a flush of the directory failed"),
+            "{error}"
+        );
+        assert!(!store.block_store().contains(block));
+        let leftovers: Vec<_> = walk(dir.path());
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        // A block started after the failure is sealed as usual.
+        let later = uring::run_core(write(&store, BlockId(0x4f1), &data, 1, true))
+            .expect("runtime")
+            .expect("sealed");
+        assert_eq!(later, data.len() as u64);
+    }
+
+    /// Every file under `blocks/` and `tmp/` of a data directory.
+    fn walk(root: &std::path::Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut pending = vec![root.join("blocks"), root.join("tmp")];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("list").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        found
     }
 
     #[test]
