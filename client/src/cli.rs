@@ -537,10 +537,35 @@ fn get(master: Option<&str>, remote: &OsStr, local: &OsStr, out: &mut dyn Write)
         // A file always has a name: the root is a directory.
         target.push(remote.name().unwrap_or("file"));
     }
+    let name = target.display().to_string();
+    if let Some(mut special) = open_special(&target)? {
+        reader.copy_to(&mut special, &name)?;
+        return Ok(());
+    }
     write_replacing(&target, |file| {
-        reader.copy_to(file, &target.display().to_string())?;
+        reader.copy_to(file, &name)?;
         Ok(())
     })
+}
+
+/// An existing device, FIFO or socket at `target`, opened for writing: it
+/// is written in place, as `cp` does (`dfs get /f /dev/null`), never
+/// replaced by a regular file. None when `target` is anything else.
+pub fn open_special(target: &Path) -> Result<Option<File>> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = match std::fs::metadata(target) {
+        Ok(metadata) => metadata.file_type(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(Error::io(target.display().to_string(), error)),
+    };
+    if !(kind.is_char_device() || kind.is_block_device() || kind.is_fifo() || kind.is_socket()) {
+        return Ok(None);
+    }
+    OpenOptions::new()
+        .write(true)
+        .open(target)
+        .map(Some)
+        .with_context(|| format!("open {} for writing", target.display()))
 }
 
 /// Writes `target` through a temporary file in the same directory, renamed

@@ -2,7 +2,8 @@
 //! the middle of a copy leaves no incomplete file under its final name and
 //! a rerun finishes the job; a minion killed mid-copy costs replicas, not
 //! files; existing targets are refused, skipped or overwritten as the flags
-//! say; failures name the file, the run goes on and the exit status is 1.
+//! say; failures name the file, the run goes on and the exit status is 1;
+//! a device or FIFO target is written in place, never replaced.
 
 mod cp_support;
 
@@ -278,4 +279,45 @@ fn existing_targets_failures_and_exit_codes() {
     // Usage errors exit 2.
     let output = cp(&cluster, ["only-one-path"]);
     assert_eq!(output.status.code(), Some(2));
+}
+
+/// A FIFO at `path` and a thread that reads everything written to it.
+fn fifo_reader(path: &std::path::Path) -> std::thread::JoinHandle<Vec<u8>> {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+    let path = path.to_path_buf();
+    std::thread::spawn(move || std::fs::read(&path).expect("read the FIFO"))
+}
+
+#[test]
+fn devices_and_fifos_are_written_in_place_never_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let cluster = Cluster::start(ClusterOptions::default());
+    let source = cluster.dir().join("source");
+    write_random_file(&source, 11, 300_000);
+    cp_ok(&cluster, ["-q", utf8(&source), "dfs:///f"]);
+    let expected = std::fs::read(&source).expect("read the source");
+    let fifo = cluster.dir().join("fifo");
+    // `dfs get` and `dfs-cp` (which would refuse or replace a regular file
+    // that exists) both write into the FIFO; it stays a FIFO.
+    for (number, tool) in ["get", "cp"].into_iter().enumerate() {
+        let reader = fifo_reader(&fifo);
+        match tool {
+            "get" => {
+                cluster.dfs_ok(["get", "/f", utf8(&fifo)]);
+            }
+            _ => {
+                cp_ok(&cluster, ["-q", "dfs:///f", utf8(&fifo)]);
+            }
+        }
+        // Checked first: a replaced FIFO leaves its reader waiting forever.
+        let kind = std::fs::symlink_metadata(&fifo).expect("stat").file_type();
+        assert!(kind.is_fifo(), "{tool} replaced the FIFO ({number})");
+        let received = reader.join().expect("reader thread");
+        assert!(received == expected, "{tool}: {} bytes", received.len());
+        std::fs::remove_file(&fifo).expect("remove the FIFO");
+    }
 }

@@ -175,6 +175,12 @@ impl<'a> Worker<'a> {
             if target.kind == Kind::Directory {
                 return Err(Error::Invalid(format!("{}: is a directory", job.target)));
             }
+            if let (Kind::Other, Location::Local(path)) = (target.kind, &job.target) {
+                // A device or FIFO (`dfs-cp dfs:///f /dev/null`) is written
+                // in place, as `cp` does: no temporary name, no rename over
+                // it, no skip rules (it has no size or time to compare).
+                return self.copy_into_special(job, path);
+            }
             let sides = &mut self.sides;
             let decision = decide(
                 options.existing,
@@ -286,6 +292,28 @@ impl<'a> Worker<'a> {
             }
         }
         outcomes
+    }
+
+    /// Copies a cluster file into an existing device, FIFO or socket.
+    fn copy_into_special(&mut self, job: &FileJob, target: &Path) -> Result<Outcome> {
+        let Location::Cluster { master, path } = &job.source else {
+            return Err(Error::Invalid(format!(
+                "{}: a local file cannot be copied into {}",
+                job.source, job.target
+            )));
+        };
+        if self.options.dry_run {
+            return Ok(Outcome::WouldCopy);
+        }
+        let Some(mut special) = crate::cli::open_special(target)? else {
+            return Err(Error::Invalid(format!(
+                "{}: is no longer a device or FIFO",
+                job.target
+            )));
+        };
+        let mut reader = self.sides.client(master)?.open(path)?;
+        let length_bytes = reader.copy_to(&mut special, &target.display().to_string())?;
+        Ok(Outcome::Copied { length_bytes })
     }
 
     /// Checks a copy when asked to; the outcome of a copy.
