@@ -206,16 +206,19 @@ fn state_name(state: MinionState) -> &'static str {
         MinionState::Dead => "dead",
         MinionState::Decommissioning => "decommissioning",
         MinionState::Decommissioned => "decommissioned",
+        MinionState::Joining => "joining",
     }
 }
 
-/// The `df` report: totals over live and stale minions, then a table of
+/// The `df` report: totals over live, joining and stale minions, then a table of
 /// every minion, columns two spaces apart, numbers in bytes right-aligned.
 pub fn df_lines(report: &ClusterReport) -> Vec<String> {
-    let counted = report
-        .minions
-        .iter()
-        .filter(|m| matches!(m.state, MinionState::Live | MinionState::Stale));
+    let counted = report.minions.iter().filter(|m| {
+        matches!(
+            m.state,
+            MinionState::Live | MinionState::Stale | MinionState::Joining
+        )
+    });
     let (mut capacity, mut used, mut available) = (0u64, 0u64, 0u64);
     for minion in counted {
         capacity = capacity.saturating_add(minion.capacity_bytes);
@@ -282,12 +285,13 @@ pub fn admin_report_lines(report: &ClusterReport) -> Vec<String> {
     let count = |state: MinionState| report.minions.iter().filter(|m| m.state == state).count();
     let mut lines = vec![
         format!(
-            "minions: {} live, {} stale, {} dead, {} decommissioning, {} decommissioned",
+            "minions: {} live, {} stale, {} dead, {} decommissioning, {} decommissioned, {} joining",
             count(MinionState::Live),
             count(MinionState::Stale),
             count(MinionState::Dead),
             count(MinionState::Decommissioning),
             count(MinionState::Decommissioned),
+            count(MinionState::Joining),
         ),
         format!(
             "files: {}, directories: {}, blocks: {}",
@@ -670,7 +674,7 @@ mod tests {
         assert_eq!(
             admin_report_lines(&report),
             [
-                "minions: 1 live, 0 stale, 0 dead, 1 decommissioning, 1 decommissioned",
+                "minions: 1 live, 0 stale, 0 dead, 1 decommissioning, 1 decommissioned, 0 joining",
                 "files: 4, directories: 2, blocks: 9",
                 "",
                 "ID                ADDRESS          STATE              CAPACITY     USED   AVAILABLE  BLOCKS  HEARTBEAT",

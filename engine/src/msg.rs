@@ -214,6 +214,9 @@ pub enum MinionState {
     /// Drained: every block it held has its full replication elsewhere, so
     /// it can be switched off.
     Decommissioned,
+    /// Registered and heartbeating, its block report not in yet: not chosen
+    /// for new blocks until it is (appended in protocol 4).
+    Joining,
 }
 
 /// One line of `dfs df`.

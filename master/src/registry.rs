@@ -36,6 +36,11 @@ pub struct Minion {
     /// Data directories it took out of service ("directory: reason"),
     /// since it registered.
     pub failed_directories: Vec<String>,
+    /// Its full block report since it registered is in. Only then is it
+    /// chosen for new blocks: a block placed on it before could be
+    /// committed before the report arrives, and the report, listed
+    /// earlier, would drop that location.
+    pub reported: bool,
 }
 
 impl Minion {
@@ -275,6 +280,7 @@ impl Registry {
                 blocks,
                 // A restarted minion says again what still fails.
                 failed_directories: Vec::new(),
+                reported: false,
             },
         );
         Ok(())
@@ -409,9 +415,10 @@ impl Registry {
     /// longer reported (it removed them itself) are forgotten, so a fresh
     /// copy there later starts clean.
     pub fn finish_block_report(&mut self, id: MinionId) {
-        let Some(minion) = self.minions.get(&id) else {
+        let Some(minion) = self.minions.get_mut(&id) else {
             return;
         };
+        minion.reported = true;
         let held = &minion.blocks;
         self.corrupt_count -=
             drop_corrupt_marks(&mut self.corrupt, id, |block| held.contains(&block));
@@ -578,6 +585,7 @@ impl Registry {
         match self.draining.get(&minion.id) {
             Some(false) if state == MinionState::Live => MinionState::Decommissioning,
             Some(true) if state == MinionState::Live => MinionState::Decommissioned,
+            None if state == MinionState::Live && !minion.reported => MinionState::Joining,
             _ => state,
         }
     }
@@ -616,8 +624,8 @@ impl Registry {
         self.minions.contains_key(&id)
     }
 
-    /// Live minions in service that could take a block of `block_bytes`,
-    /// except `excluded`.
+    /// Live minions in service, with their block report in, that could
+    /// take a block of `block_bytes`, except `excluded`.
     pub fn candidates(
         &self,
         block_bytes: u64,
@@ -628,6 +636,7 @@ impl Registry {
             .minions
             .values()
             .filter(|m| m.state(self.liveness, now) == MinionState::Live)
+            .filter(|m| m.reported)
             .filter(|m| !self.draining.contains_key(&m.id))
             .filter(|m| !excluded.contains(&m.id))
             .filter(|m| m.available_bytes >= block_bytes)
@@ -924,6 +933,7 @@ mod tests {
         for (id, address) in [(1, "a:1"), (2, "b:1")] {
             r.register(MinionId(id), None, address, capacity(10), false, now)
                 .expect("register");
+            r.finish_block_report(MinionId(id));
         }
         // The intent may come before the minion registers (a restart).
         r.set_draining(MinionId(1), true);
@@ -990,6 +1000,32 @@ mod tests {
     }
 
     #[test]
+    fn a_minion_takes_new_blocks_only_once_its_block_report_is_in() {
+        let now = Instant::now();
+        let mut r = registry();
+        r.register(MinionId(1), None, "a:1", capacity(10), false, now)
+            .expect("register");
+        assert!(
+            r.candidates(1, &[], now).is_empty(),
+            "registered, no report yet"
+        );
+        r.block_report(MinionId(1), &[], true, |_| true)
+            .expect("report");
+        assert!(
+            r.candidates(1, &[], now).is_empty(),
+            "a report not finished"
+        );
+        r.finish_block_report(MinionId(1));
+        assert_eq!(r.candidates(1, &[], now).len(), 1);
+        let joined = r.minion(MinionId(1)).expect("known");
+        assert_eq!(r.reported_state(joined, now), MinionState::Live);
+        // Registering again (a restart) waits for the next report.
+        r.register(MinionId(1), None, "a:1", capacity(10), false, now)
+            .expect("register again");
+        assert!(r.candidates(1, &[], now).is_empty());
+    }
+
+    #[test]
     fn placement_is_distinct_and_weighted() {
         let mut r = registry();
         let now = Instant::now();
@@ -999,6 +1035,9 @@ mod tests {
             .expect("register");
         r.register(MinionId(3), None, "c:1", capacity(0), false, now)
             .expect("register");
+        for id in 1..=3 {
+            r.finish_block_report(MinionId(id));
+        }
         let candidates = r.candidates(1 << 20, &[], now);
         assert_eq!(candidates.len(), 2, "a full minion is not a candidate");
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;

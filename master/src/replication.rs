@@ -434,6 +434,8 @@ mod tests {
                     start,
                 )
                 .expect("register");
+            // Its (empty) block report is in: it may take new blocks.
+            registry.finish_block_report(MinionId(id));
         }
         registry
     }

@@ -1641,6 +1641,18 @@ mod tests {
                 matches!(response, MasterResponse::Registered { .. }),
                 "{response:?}"
             );
+            // Its (empty) block report: only then does it take new blocks.
+            let response = master.handle(
+                0,
+                &Credentials::default(),
+                MasterRequest::BlockReport {
+                    minion: MinionId(id),
+                    blocks: vec![],
+                    first: true,
+                    last: true,
+                },
+            );
+            assert!(matches!(response, MasterResponse::Ok), "{response:?}");
         }
         (dir, master)
     }

@@ -45,6 +45,20 @@ fn start(dir: &MasterDir, minions: u64) -> Master {
             matches!(response, Ok(MasterResponse::Registered { .. })),
             "register minion {id}: {response:?}"
         );
+        // Its (empty) block report: only then does it take new blocks.
+        let response = call(
+            &mut connection,
+            MasterRequest::BlockReport {
+                minion: MinionId(id),
+                blocks: vec![],
+                first: true,
+                last: true,
+            },
+        );
+        assert!(
+            matches!(response, Ok(MasterResponse::Ok)),
+            "report of minion {id}: {response:?}"
+        );
     }
     master
 }

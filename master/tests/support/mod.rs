@@ -163,11 +163,12 @@ impl Master {
         Connection::open(&self.address).expect("connect to the master")
     }
 
-    /// Registers a minion that exists only on paper, so blocks can be
-    /// allocated; the master never contacts it.
+    /// Registers a minion that exists only on paper, with an empty block
+    /// report, so blocks can be allocated; the master never contacts it.
     pub fn register_paper_minion(&self, minion: MinionId) {
+        let mut connection = self.connect();
         let response = call(
-            &mut self.connect(),
+            &mut connection,
             MasterRequest::Register {
                 minion,
                 cluster: None,
@@ -182,6 +183,17 @@ impl Master {
             matches!(response, MasterResponse::Registered { .. }),
             "{response:?}"
         );
+        let response = call(
+            &mut connection,
+            MasterRequest::BlockReport {
+                minion,
+                blocks: vec![],
+                first: true,
+                last: true,
+            },
+        )
+        .expect("block report");
+        assert!(matches!(response, MasterResponse::Ok), "{response:?}");
     }
 }
 
