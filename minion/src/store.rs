@@ -172,10 +172,14 @@ impl Store {
         }
     }
 
-    /// Puts back blocks whose report did not reach the master.
+    /// Puts back blocks whose report did not reach the master, except
+    /// those quarantined (or removed) meanwhile: reported after the bad
+    /// replica, they would tell the master it is good again.
     pub fn restore_stored(&self, blocks: Vec<StoredBlock>) {
         for stored in blocks {
-            self.note_stored(stored.block, stored.length_bytes);
+            if self.store.contains(stored.block) {
+                self.note_stored(stored.block, stored.length_bytes);
+            }
         }
     }
 
@@ -189,6 +193,14 @@ impl Store {
             }
             reason.truncate(end);
         }
+        // A report that it was stored, still queued, is older than this:
+        // sent after the bad replica (news go first), it would tell the
+        // master the replica is good again.
+        self.stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocks
+            .retain(|stored| stored.block != block);
         let mut queue = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.replicas.len() < BAD_REPLICAS_QUEUED_MAX {
             queue.replicas.push(QuarantinedReplica { block, reason });
@@ -866,6 +878,28 @@ mod tests {
             .map(|(length, _, _)| (length + length.div_ceil(CHUNK) * 4 + 32) as u64)
             .sum();
         assert_eq!(usage.used_bytes, file_bytes);
+    }
+
+    #[test]
+    fn a_quarantined_block_is_not_reported_stored_after_it_is_reported_bad() {
+        let (_dir, store) = open_store();
+        store.note_stored(BlockId(1), 10);
+        store.note_stored(BlockId(2), 20);
+        store.note_bad(BlockId(1), "checksum mismatch");
+        assert_eq!(
+            store.take_stored(),
+            StoredReport::Blocks(vec![StoredBlock {
+                block: BlockId(2),
+                length_bytes: 20
+            }])
+        );
+        assert!(matches!(store.take_bad(), BadReport::Replicas(r) if r.len() == 1));
+        // Nor put back after a report that failed: block 2 is not held here.
+        store.restore_stored(vec![StoredBlock {
+            block: BlockId(2),
+            length_bytes: 20,
+        }]);
+        assert!(!store.has_stored());
     }
 
     #[test]
