@@ -409,13 +409,9 @@ impl Client {
         let Some(first) = targets.first() else {
             return Err(Error::Protocol("a batch's pipeline has no minion".into()));
         };
-        // As for one block: the client waits longer than the first member
-        // would for the ones behind it, so the member that stalled is blamed.
-        let pipeline_length = u32::try_from(targets.len()).unwrap_or(u32::MAX);
-        let io_timeout = self.minions.io_timeout().saturating_mul(pipeline_length);
         let mut connection = self
             .minions
-            .connect(&first.address)
+            .connect_pipeline(&first.address, targets.len())
             .map_err(|error| Error::Invalid(minion_message(first, &error)))?;
         let request = MinionRequest::WriteBlocks {
             blocks: blocks
@@ -430,8 +426,7 @@ impl Client {
         };
         let mut buffer = Vec::new();
         let answered = connection
-            .set_io_timeout(io_timeout)
-            .and_then(|()| connection.send(self.credentials(), request))
+            .send(self.credentials(), request)
             .and_then(|request_id| {
                 for (_, data) in blocks {
                     connection.send_data(data, crc32c::crc32c(data))?;

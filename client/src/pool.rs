@@ -42,6 +42,15 @@ pub fn io_timeout_from_environment() -> Result<Duration> {
     }
 }
 
+/// How long a client waits on the first member of a pipeline of
+/// `members`: its I/O timeout for each member. Each member waits the
+/// pipeline timeout for the members behind it before it names a stalled
+/// one, so the client, waiting longer than the first member would, blames
+/// the member that stalled, not the first one.
+pub(crate) fn pipeline_wait(io_timeout: Duration, members: usize) -> Duration {
+    io_timeout.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX))
+}
+
 /// Idle connections to minions, newest last.
 pub(crate) struct MinionConnections {
     idle: Vec<(Connection, Instant)>,
@@ -58,6 +67,14 @@ impl MinionConnections {
 
     pub(crate) fn io_timeout(&self) -> Duration {
         self.io_timeout
+    }
+
+    /// A connection to the first member of a pipeline of `members`, that
+    /// waits `pipeline_wait` for each answer.
+    pub(crate) fn connect_pipeline(&mut self, address: &str, members: usize) -> Result<Connection> {
+        let mut connection = self.connect(address)?;
+        connection.set_io_timeout(pipeline_wait(self.io_timeout, members))?;
+        Ok(connection)
     }
 
     /// A connection to `address`: an idle one if a usable one is kept,

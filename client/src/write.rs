@@ -820,22 +820,11 @@ impl<'a> Session<'a> {
                 Error::Protocol(format!("master allocated {block} without minions")).into(),
             );
         };
-        // Each member waits the pipeline timeout for the members behind it
-        // before it names a stalled one; the client waits longer than the
-        // first member would, so it blames the member that stalled, not
-        // the first one.
-        let pipeline_length = u32::try_from(targets.len()).unwrap_or(u32::MAX);
-        let io_timeout = self
-            .client
-            .minions
-            .io_timeout()
-            .saturating_mul(pipeline_length);
         let opened = self
             .client
             .minions
-            .connect(&first.address)
+            .connect_pipeline(&first.address, targets.len())
             .and_then(|mut connection| {
-                connection.set_io_timeout(io_timeout)?;
                 let write_request_id = connection.send(
                     self.client.credentials(),
                     MinionRequest::WriteBlock {

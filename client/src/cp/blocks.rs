@@ -33,6 +33,7 @@ use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
 use crate::client::{unexpected, Client};
+use crate::pool::pipeline_wait;
 use crate::read::FileReader;
 use crate::transfer::{explain_send_failure, minion_message, receive_answer};
 use crate::write::WriteOptions;
@@ -457,13 +458,10 @@ fn send_block(
         error,
         excluded: vec![first.id],
     };
-    // Longer than the first member waits for the members behind it (see
-    // `Session::start_block`).
-    let pipeline_length = u32::try_from(task.targets.len()).unwrap_or(u32::MAX);
     let mut connection = Connection::open_with_timeouts(
         &first.address,
         Duration::from_millis(CONNECT_TIMEOUT_MS),
-        io_timeout.saturating_mul(pipeline_length),
+        pipeline_wait(io_timeout, task.targets.len()),
     )
     .map_err(minion_failed)?;
     let read_failed = |error: io::Error| {
