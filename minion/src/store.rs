@@ -53,9 +53,9 @@ pub struct Store {
     /// Blocks with an open writer here: at most one per connection.
     writing: Mutex<HashSet<BlockId>>,
     /// Sealed since the last incremental report to the master.
-    stored: Mutex<StoredQueue>,
+    stored: Mutex<ReportQueue<StoredBlock>>,
     /// Replicas quarantined since the last report to the master.
-    bad: Mutex<BadQueue>,
+    bad: Mutex<ReportQueue<QuarantinedReplica>>,
     /// Directories that failed since the last report to the master; at
     /// most one entry per data directory.
     failed_directories: Mutex<Vec<FailedDirectory>>,
@@ -72,12 +72,42 @@ pub struct Store {
     group_sync: GroupSync,
 }
 
-/// Blocks to report as stored, bounded: past the bound only a flag is
-/// kept, and the heartbeat sends a full block report instead.
-#[derive(Default)]
-struct StoredQueue {
-    blocks: Vec<StoredBlock>,
+/// News for the next report to the master (blocks stored, replicas gone
+/// bad), bounded: past the bound only a flag is kept, and the heartbeat
+/// sends a full block report instead.
+struct ReportQueue<T> {
+    items: Vec<T>,
     overflowed: bool,
+}
+
+impl<T> Default for ReportQueue<T> {
+    fn default() -> Self {
+        ReportQueue {
+            items: Vec::new(),
+            overflowed: false,
+        }
+    }
+}
+
+impl<T> ReportQueue<T> {
+    /// Queues `item`, or notes the overflow when `max` are queued.
+    fn push(&mut self, item: T, max: usize) {
+        if self.items.len() < max {
+            self.items.push(item);
+        } else {
+            self.overflowed = true;
+        }
+    }
+
+    fn is_pending(&self) -> bool {
+        !self.items.is_empty() || self.overflowed
+    }
+
+    /// Empties the queue: what it held, or None after an overflow.
+    fn take(&mut self) -> Option<Vec<T>> {
+        let taken = std::mem::take(self);
+        (!taken.overflowed).then_some(taken.items)
+    }
 }
 
 /// What the heartbeat should tell the master about new blocks.
@@ -95,12 +125,6 @@ pub struct QuarantinedReplica {
     pub block: BlockId,
     /// One line: what was wrong.
     pub reason: String,
-}
-
-#[derive(Default)]
-struct BadQueue {
-    replicas: Vec<QuarantinedReplica>,
-    overflowed: bool,
 }
 
 /// What the heartbeat should tell the master about bad replicas.
@@ -125,8 +149,8 @@ impl Store {
         Store {
             store,
             writing: Mutex::new(HashSet::new()),
-            stored: Mutex::new(StoredQueue::default()),
-            bad: Mutex::new(BadQueue::default()),
+            stored: Mutex::new(ReportQueue::default()),
+            bad: Mutex::new(ReportQueue::default()),
             failed_directories: Mutex::new(Vec::new()),
             suspects: Mutex::new(VecDeque::new()),
             check_requested,
@@ -144,31 +168,34 @@ impl Store {
 
     /// Remembers a sealed block for the next incremental report.
     pub fn note_stored(&self, block: BlockId, length_bytes: u64) {
-        let mut queue = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.blocks.len() < STORED_BLOCKS_QUEUED_MAX {
-            queue.blocks.push(StoredBlock {
-                block,
-                length_bytes,
-            });
-        } else {
-            queue.overflowed = true;
-        }
+        let stored = StoredBlock {
+            block,
+            length_bytes,
+        };
+        self.stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(stored, STORED_BLOCKS_QUEUED_MAX);
     }
 
     /// True when blocks wait to be reported.
     pub fn has_stored(&self) -> bool {
-        let queue = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
-        !queue.blocks.is_empty() || queue.overflowed
+        self.stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_pending()
     }
 
     /// Takes what was sealed since the last call.
     pub fn take_stored(&self) -> StoredReport {
-        let mut queue = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
-        let taken = std::mem::take(&mut *queue);
-        if taken.overflowed {
-            StoredReport::Full
-        } else {
-            StoredReport::Blocks(taken.blocks)
+        match self
+            .stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            Some(blocks) => StoredReport::Blocks(blocks),
+            None => StoredReport::Full,
         }
     }
 
@@ -199,30 +226,35 @@ impl Store {
         self.stored
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .blocks
+            .items
             .retain(|stored| stored.block != block);
-        let mut queue = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.replicas.len() < BAD_REPLICAS_QUEUED_MAX {
-            queue.replicas.push(QuarantinedReplica { block, reason });
-        } else {
-            queue.overflowed = true;
-        }
+        self.bad
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(
+                QuarantinedReplica { block, reason },
+                BAD_REPLICAS_QUEUED_MAX,
+            );
     }
 
     /// True when bad replicas wait to be reported.
     pub fn has_bad(&self) -> bool {
-        let queue = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
-        !queue.replicas.is_empty() || queue.overflowed
+        self.bad
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_pending()
     }
 
     /// Takes the bad replicas found since the last call.
     pub fn take_bad(&self) -> BadReport {
-        let mut queue = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
-        let taken = std::mem::take(&mut *queue);
-        if taken.overflowed {
-            BadReport::Full
-        } else {
-            BadReport::Replicas(taken.replicas)
+        match self
+            .bad
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            Some(replicas) => BadReport::Replicas(replicas),
+            None => BadReport::Full,
         }
     }
 
