@@ -177,7 +177,7 @@ fn check_frames(blocks: &[BatchBlock], input: &[u8]) -> Result<Vec<(Range<usize>
 }
 
 /// What the rest of the pipeline said about the batch.
-struct Downstream {
+struct DownstreamAnswer {
     /// Its answer per block, when it gave one.
     sealed: Option<Vec<SealedBlock>>,
     /// Members that could not be reached or were lost, for every block.
@@ -258,7 +258,7 @@ async fn forward(
     request: &BatchRequest,
     frames: SharedPieces,
     pipeline_timeout: std::time::Duration,
-) -> Downstream {
+) -> DownstreamAnswer {
     let what = format!("a batch of {} blocks", request.blocks.len());
     let (connected, mut failed) = connect_downstream(
         me,
@@ -274,7 +274,7 @@ async fn forward(
     )
     .await;
     let Some(mut downstream) = connected else {
-        return Downstream {
+        return DownstreamAnswer {
             sealed: None,
             failed,
         };
@@ -292,7 +292,7 @@ async fn forward(
         .map_err(|e| stalled(e, downstream.wait));
     if let Err(error) = sent {
         failed.extend(downstream.lost(ErrorKind::Io, &format!("forward: {error}"), &what));
-        return Downstream {
+        return DownstreamAnswer {
             sealed: None,
             failed,
         };
@@ -331,7 +331,7 @@ async fn forward(
             idle_links::keep(&address, downstream.stream);
         }
     }
-    Downstream { sealed, failed }
+    DownstreamAnswer { sealed, failed }
 }
 
 #[cfg(test)]
