@@ -19,6 +19,7 @@
 //! Invariant: a block id is in at most one of "being written" or "sealed" in
 //! one store, so two writers never race to the same name.
 
+use crate::sync;
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -27,7 +28,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -966,10 +967,7 @@ struct WritingGuard {
 
 impl WritingGuard {
     fn claim(shared: &Arc<Shared>, block: BlockId) -> Result<WritingGuard> {
-        let mut writing = shared
-            .writing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut writing = sync::lock(&shared.writing);
         // A copy in a failed directory does not count: the block may be
         // copied back here.
         let exists = || {
@@ -993,11 +991,7 @@ impl WritingGuard {
 
 impl Drop for WritingGuard {
     fn drop(&mut self) {
-        self.shared
-            .writing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.block);
+        sync::lock(&self.shared.writing).remove(&self.block);
     }
 }
 

@@ -6,10 +6,12 @@ pub mod block_store;
 pub mod crc;
 pub mod dir_lock;
 pub mod error;
+pub mod failpoint;
 pub mod limits;
 pub mod msg;
 pub mod path;
 pub mod rpc;
+pub mod sync;
 pub mod units;
 pub mod wire;
 

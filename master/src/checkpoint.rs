@@ -14,9 +14,9 @@ use dfs_engine::msg::ClusterId;
 use dfs_engine::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::failpoint;
 use crate::journal::{self, sync_directory};
 use crate::namespace::{Namespace, NamespaceV3};
+use dfs_engine::failpoint;
 
 const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const TEMP_SUFFIX: &str = ".tmp";

@@ -16,6 +16,7 @@
 //! every non-zero byte past the first invalid record lies within that many
 //! bytes of it. Anything further is corruption, not a torn tail.
 
+use dfs_engine::sync;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
@@ -31,7 +32,7 @@ use dfs_engine::limits::{
 use dfs_engine::{Error, IoContext, Result};
 use memmap2::MmapRaw;
 
-use crate::failpoint;
+use dfs_engine::failpoint;
 
 /// "DFSJ" read as a little-endian u32.
 pub const SEGMENT_MAGIC: u32 = u32::from_le_bytes(*b"DFSJ");
@@ -600,9 +601,7 @@ pub struct Journal {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; a poisoned one still holds
-    // consistent data.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+    sync::lock(mutex)
 }
 
 fn poisoned_error(reason: &str) -> Error {
@@ -889,7 +888,7 @@ impl Journal {
                     return;
                 }
                 progress.flusher_idle = true;
-                progress = self.work.wait(progress).unwrap_or_else(|p| p.into_inner());
+                progress = sync::wait(&self.work, progress);
                 continue;
             };
             let target = progress.appended;

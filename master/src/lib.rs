@@ -4,7 +4,6 @@
 //! `fsck`, and the TCP service.
 
 pub mod checkpoint;
-pub mod failpoint;
 pub mod fsck;
 pub mod journal;
 pub mod namespace;

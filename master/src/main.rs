@@ -76,6 +76,7 @@ fn parse_time(text: &str) -> Result<Duration, String> {
 }
 
 fn main() {
+    dfs_engine::sync::abort_on_panic();
     if let Err(e) = run() {
         eprintln!("dfs-master: {e:#}");
         std::process::exit(1);

@@ -10,12 +10,11 @@
 //! A change is visible to lookups from the moment it is applied, a little
 //! before it is durable (as in HDFS); what is acknowledged is durable.
 
+use dfs_engine::sync;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
-};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use dfs_engine::limits::{
@@ -317,29 +316,21 @@ impl Master {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, NamespaceState> {
-        // A panic while holding the lock would leave the namespace unknown;
-        // the handlers do not panic, so poisoning is not expected.
-        self.namespace
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // A panic while holding the lock would leave the namespace unknown:
+        // the process aborts instead (see `dfs_engine::sync`).
+        sync::read(&self.namespace)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, NamespaceState> {
-        self.namespace
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::write(&self.namespace)
     }
 
     fn registry(&self) -> MutexGuard<'_, RegistryState> {
-        self.registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::lock(&self.registry)
     }
 
     fn checkpoints(&self) -> MutexGuard<'_, Checkpoints> {
-        self.checkpoints
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::lock(&self.checkpoints)
     }
 
     pub fn cluster(&self) -> ClusterId {
@@ -354,6 +345,9 @@ impl Master {
         journal::check_payload(&payload).map_err(journal_error)?;
         self.journal.check_writable().map_err(journal_error)?;
         let Applied { freed_blocks } = state.namespace.apply(op)?;
+        // A bug here (a panic) leaves the namespace changed but unjournaled:
+        // the process aborts rather than serve it (`dfs_engine::sync`).
+        dfs_engine::failpoint::hit("change-applied");
         // Only a flush failing in between makes this fail; the journal is
         // poisoned then and the change is never acknowledged.
         let sequence = self.journal.append(&payload).map_err(journal_error)?;
@@ -1289,17 +1283,15 @@ impl Master {
 
     fn request_replan(&self) {
         let (requested, wake) = &self.replan;
-        *requested.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        *sync::lock(requested) = true;
         wake.notify_one();
     }
 
     /// Waits for the monitor's period or an early request; clears the request.
     fn wait_for_replan(&self, period: Duration) {
         let (requested, wake) = &self.replan;
-        let guard = requested.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut guard, _) = wake
-            .wait_timeout_while(guard, period, |requested| !*requested)
-            .unwrap_or_else(PoisonError::into_inner);
+        let guard = sync::lock(requested);
+        let (mut guard, _) = sync::wait_timeout_while(wake, guard, period, |requested| !*requested);
         *guard = false;
     }
 

@@ -29,6 +29,7 @@
 //! request and ended after `IDLE_EXIT` without one, so a minion that only
 //! takes large blocks (or only `--no-sync` ones) runs none.
 
+use dfs_engine::sync;
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -37,7 +38,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -117,10 +118,7 @@ struct State {
 
 impl DirectorySync {
     fn request(directory: &Arc<DirectorySync>, ticket: &Arc<Ticket>) {
-        let mut state = directory
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut state = sync::lock(&directory.state);
         state.waiting.push(Arc::clone(ticket));
         if state.running {
             directory.requested.notify_one();
@@ -143,15 +141,12 @@ impl DirectorySync {
 
     /// The syncer thread: one `syncfs` per batch of requests, until idle.
     fn run(self: Arc<DirectorySync>) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = sync::lock(&self.state);
         loop {
             if state.waiting.is_empty() {
-                let (next, timeout) = self
-                    .requested
-                    .wait_timeout(state, IDLE_EXIT)
-                    .unwrap_or_else(PoisonError::into_inner);
+                let (next, timed_out) = sync::wait_timeout(&self.requested, state, IDLE_EXIT);
                 state = next;
-                if timeout.timed_out() && state.waiting.is_empty() {
+                if timed_out && state.waiting.is_empty() {
                     state.running = false;
                     return;
                 }
@@ -163,7 +158,7 @@ impl DirectorySync {
             for ticket in batch {
                 ticket.complete(outcome);
             }
-            state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state = sync::lock(&self.state);
         }
     }
 
@@ -202,7 +197,7 @@ struct Slot {
 impl Ticket {
     fn complete(&self, outcome: Result<(), i32>) {
         let waker = {
-            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut slot = sync::lock(&self.slot);
             slot.outcome = Some(outcome);
             slot.waker.take()
         };
@@ -221,11 +216,7 @@ impl Future for Flushed {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut slot = self
-            .ticket
-            .slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut slot = sync::lock(&self.ticket.slot);
         match slot.outcome {
             Some(outcome) => Poll::Ready(outcome.map_err(io::Error::from_raw_os_error)),
             None => {

@@ -3,8 +3,9 @@
 //! whether clients are being served (`Activity`), and a `Doorbell` that
 //! wakes the directory keepers (`scrub`) for urgent work or a stop.
 
+use dfs_engine::sync;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use dfs_engine::Error;
@@ -160,46 +161,31 @@ pub(crate) struct Doorbell {
 
 impl Doorbell {
     pub(crate) fn ring(&self) {
-        self.rings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .count += 1;
+        sync::lock(&self.rings).count += 1;
         self.wake.notify_all();
     }
 
     pub(crate) fn stop(&self) {
-        self.rings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stopped = true;
+        sync::lock(&self.rings).stopped = true;
         self.wake.notify_all();
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
-        self.rings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stopped
+        sync::lock(&self.rings).stopped
     }
 
     /// Rings so far; pass it to `wait` to sleep only if none came since.
     pub(crate) fn rings(&self) -> u64 {
-        self.rings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .count
+        sync::lock(&self.rings).count
     }
 
     /// Sleeps up to `timeout`, less if the bell rang after `seen` rings or
     /// the doorbell stopped.
     pub(crate) fn wait(&self, seen: u64, timeout: Duration) {
-        let guard = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = self
-            .wake
-            .wait_timeout_while(guard, timeout, |rings| {
-                rings.count == seen && !rings.stopped
-            })
-            .unwrap_or_else(PoisonError::into_inner);
+        let guard = sync::lock(&self.rings);
+        let _ = sync::wait_timeout_while(&self.wake, guard, timeout, |rings| {
+            rings.count == seen && !rings.stopped
+        });
     }
 }
 

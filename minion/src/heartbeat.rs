@@ -18,7 +18,8 @@
 //! another live minion has our id. Both are configuration errors that
 //! retrying can't fix.
 
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use dfs_engine::sync;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -57,21 +58,19 @@ impl StopSignal {
 
     pub fn stop(&self) {
         let (stopped, wake) = &*self.state;
-        *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        *sync::lock(stopped) = true;
         wake.notify_all();
     }
 
     pub fn is_stopped(&self) -> bool {
-        *self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
+        *sync::lock(&self.state.0)
     }
 
     /// Sleeps for `duration` or until stopped; true when stopped.
     pub fn wait(&self, duration: Duration) -> bool {
         let (stopped, wake) = &*self.state;
-        let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = wake
-            .wait_timeout_while(guard, duration, |stopped| !*stopped)
-            .unwrap_or_else(PoisonError::into_inner);
+        let guard = sync::lock(stopped);
+        let (guard, _) = sync::wait_timeout_while(wake, guard, duration, |stopped| !*stopped);
         *guard
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{anyhow, Context};
 use dfs_minion::config::Config;
 
 fn main() {
+    dfs_engine::sync::abort_on_panic();
     if let Err(error) = run() {
         eprintln!("dfs-minion: {error:#}");
         std::process::exit(1);

@@ -20,9 +20,10 @@
 //! most `REPLICATIONS_QUEUED_MAX`; a command dropped for a full queue is
 //! planned again after the master's timeout.
 
+use dfs_engine::sync;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use dfs_engine::block_store;
@@ -96,7 +97,7 @@ impl Replicator {
 fn work(store: &Store, jobs: &Mutex<Receiver<CopyJob>>, finished: &AtomicBool) {
     loop {
         // The lock is held only while waiting for the next job.
-        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+        let job = match sync::lock(jobs).recv() {
             Ok(job) => job,
             Err(_) => return,
         };

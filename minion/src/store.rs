@@ -15,11 +15,12 @@
 //! one `Store`, whose claim set is the only state the cores share on the
 //! write path, touched once at the start and once at the end of a block.
 
+use dfs_engine::sync;
 use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use dfs_engine::block_store::{
     BlockStore, Usage, BLOCK_FOOTER_BYTES, BLOCK_FORMAT_VERSION, BLOCK_MAGIC,
@@ -172,28 +173,17 @@ impl Store {
             block,
             length_bytes,
         };
-        self.stored
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(stored, STORED_BLOCKS_QUEUED_MAX);
+        sync::lock(&self.stored).push(stored, STORED_BLOCKS_QUEUED_MAX);
     }
 
     /// True when blocks wait to be reported.
     pub fn has_stored(&self) -> bool {
-        self.stored
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_pending()
+        sync::lock(&self.stored).is_pending()
     }
 
     /// Takes what was sealed since the last call.
     pub fn take_stored(&self) -> StoredReport {
-        match self
-            .stored
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        match sync::lock(&self.stored).take() {
             Some(blocks) => StoredReport::Blocks(blocks),
             None => StoredReport::Full,
         }
@@ -223,36 +213,23 @@ impl Store {
         // A report that it was stored, still queued, is older than this:
         // sent after the bad replica (news go first), it would tell the
         // master the replica is good again.
-        self.stored
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.stored)
             .items
             .retain(|stored| stored.block != block);
-        self.bad
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(
-                QuarantinedReplica { block, reason },
-                BAD_REPLICAS_QUEUED_MAX,
-            );
+        sync::lock(&self.bad).push(
+            QuarantinedReplica { block, reason },
+            BAD_REPLICAS_QUEUED_MAX,
+        );
     }
 
     /// True when bad replicas wait to be reported.
     pub fn has_bad(&self) -> bool {
-        self.bad
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_pending()
+        sync::lock(&self.bad).is_pending()
     }
 
     /// Takes the bad replicas found since the last call.
     pub fn take_bad(&self) -> BadReport {
-        match self
-            .bad
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        match sync::lock(&self.bad).take() {
             Some(replicas) => BadReport::Replicas(replicas),
             None => BadReport::Full,
         }
@@ -267,29 +244,17 @@ impl Store {
 
     /// True when failed directories wait to be reported.
     pub fn has_failed_directories(&self) -> bool {
-        !self
-            .failed_directories
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
+        !sync::lock(&self.failed_directories).is_empty()
     }
 
     /// Takes the directories that failed since the last call.
     pub fn take_failed_directories(&self) -> Vec<FailedDirectory> {
-        std::mem::take(
-            &mut *self
-                .failed_directories
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        std::mem::take(&mut *sync::lock(&self.failed_directories))
     }
 
     /// Puts back failures whose report did not reach the master.
     pub fn restore_failed_directories(&self, failures: Vec<FailedDirectory>) {
-        let mut queue = self
-            .failed_directories
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut queue = sync::lock(&self.failed_directories);
         for failure in failures {
             if !queue.contains(&failure) {
                 queue.push(failure);
@@ -316,7 +281,7 @@ impl Store {
     /// Dropped when too many wait (a scrub pass finds it later).
     pub fn suspect(&self, block: BlockId) {
         {
-            let mut suspects = self.suspects.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut suspects = sync::lock(&self.suspects);
             if suspects.contains(&block) || suspects.len() >= SUSPECTS_QUEUED_MAX {
                 return;
             }
@@ -327,10 +292,7 @@ impl Store {
 
     /// The next block to verify for a reader, if any.
     pub(crate) fn take_suspect(&self) -> Option<BlockId> {
-        self.suspects
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
+        sync::lock(&self.suspects).pop_front()
     }
 
     /// True once (and clears it) when directory `index` should be checked.
@@ -486,7 +448,7 @@ struct Claim {
 
 impl Claim {
     fn take(store: &Arc<Store>, block: BlockId) -> Result<Claim> {
-        let mut writing = store.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writing = sync::lock(&store.writing);
         if writing.contains(&block) || store.store.contains(block) {
             return Err(Error::io(
                 format!("create {block}: the block exists or is being written"),
@@ -503,11 +465,7 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.store
-            .writing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.block);
+        sync::lock(&self.store.writing).remove(&self.block);
     }
 }
 
