@@ -6,7 +6,14 @@ use benches::pattern;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dfs_engine::block_store::BlockStore;
 use dfs_engine::limits::CHUNK_BYTES;
-use dfs_engine::msg::BlockId;
+use dfs_engine::msg::{BlockId, Generation, ReplicaId};
+
+fn replica(id: u64) -> ReplicaId {
+    ReplicaId {
+        block: BlockId(id),
+        generation: Generation(id + 1),
+    }
+}
 
 /// Blocks of 4 MiB: big enough to stream, small enough to repeat often.
 const BLOCK_BYTES: usize = 4 << 20;
@@ -25,14 +32,14 @@ fn block_store(c: &mut Criterion) {
     group.bench_function("write and seal 4 MiB (no sync)", |b| {
         b.iter(|| {
             next_id += 1;
-            let mut writer = store.create(BlockId(next_id)).expect("create");
+            let mut writer = store.create(replica(next_id)).expect("create");
             for (chunk, crc) in &chunks {
                 writer.write_chunk(chunk, *crc).expect("write chunk");
             }
             writer.seal(false).expect("seal")
         })
     });
-    let reader = store.open_block(BlockId(1)).expect("open block");
+    let reader = store.open_block(replica(1)).expect("open block");
     let mut buffer = Vec::with_capacity(CHUNK_BYTES as usize);
     group.bench_function("read and check 4 MiB", |b| {
         b.iter(|| {

@@ -22,8 +22,9 @@ use dfs_engine::limits::{
     WRITE_BATCH_BYTES_MAX,
 };
 use dfs_engine::msg::{
-    AllocatedBlock, BatchBlock, BlockCommit, BlockId, Encoded, ErrorKind, MasterRequest,
-    MasterResponse, MinionAddress, MinionRequest, MinionResponse, SealedBlock,
+    AllocatedBlock, BatchBlock, BlockCommit, BlockId, Encoded, ErrorKind, Generation,
+    MasterRequest, MasterResponse, MinionAddress, MinionRequest, MinionResponse, ReplicaId,
+    SealedBlock,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
@@ -210,21 +211,27 @@ impl Client {
                 }
             }
         }
-        let blocks: Vec<(BlockId, &[u8])> = sent
+        let blocks: Vec<(ReplicaId, &[u8])> = sent
             .iter()
             .filter_map(|&index| match &steps[index] {
                 Step::Opened {
                     block: Some(block), ..
-                } => Some((block.block, files[index].data.as_slice())),
+                } => Some((
+                    ReplicaId {
+                        block: block.block,
+                        generation: block.generation,
+                    },
+                    files[index].data.as_slice(),
+                )),
                 _ => None,
             })
             .collect();
         match self.write_blocks(&targets, &blocks, sync) {
             Ok(sealed) => {
-                for (&index, sealed) in sent.iter().zip(sealed) {
+                for ((&index, sealed), (replica, _)) in sent.iter().zip(sealed).zip(&blocks) {
                     let step = &mut steps[index];
                     if let Step::Opened { write, .. } = *step {
-                        *step = self.sealed_step(files[index], write, sealed);
+                        *step = self.sealed_step(files[index], write, replica.generation, sealed);
                     }
                 }
             }
@@ -244,7 +251,13 @@ impl Client {
 
     /// The step after the pipeline answered for one block: closed with the
     /// members that stored it, or aborted when none did.
-    fn sealed_step(&self, file: &SmallFile, write: u64, sealed: SealedBlock) -> Step {
+    fn sealed_step(
+        &self,
+        file: &SmallFile,
+        write: u64,
+        generation: Generation,
+        sealed: SealedBlock,
+    ) -> Step {
         for failure in &sealed.failed {
             let error = Error::Remote(failure.error.clone());
             self.warn(&format!(
@@ -269,6 +282,7 @@ impl Client {
             write,
             last_block: Some(BlockCommit {
                 block: sealed.block,
+                generation,
                 length_bytes: file.data.len() as u64,
                 replicas: sealed.stored,
                 crc32c: crc32c::crc32c(&file.data),
@@ -403,7 +417,7 @@ impl Client {
     fn write_blocks(
         &mut self,
         targets: &[MinionAddress],
-        blocks: &[(BlockId, &[u8])],
+        blocks: &[(ReplicaId, &[u8])],
         sync: bool,
     ) -> Result<Vec<SealedBlock>> {
         let Some(first) = targets.first() else {
@@ -416,8 +430,9 @@ impl Client {
         let request = MinionRequest::WriteBlocks {
             blocks: blocks
                 .iter()
-                .map(|(block, data)| BatchBlock {
-                    block: *block,
+                .map(|(replica, data)| BatchBlock {
+                    block: replica.block,
+                    generation: replica.generation,
                     length_bytes: data.len() as u64,
                 })
                 .collect(),
@@ -595,11 +610,11 @@ fn close_error(file: &SmallFile, answer: Option<Answer>) -> Error {
 /// A pipeline's answer must name every block sent, in order.
 fn check_sealed(
     first: &MinionAddress,
-    sent: &[(BlockId, &[u8])],
+    sent: &[(ReplicaId, &[u8])],
     sealed: &[SealedBlock],
 ) -> Result<()> {
     let answered: Vec<BlockId> = sealed.iter().map(|block| block.block).collect();
-    let expected: Vec<BlockId> = sent.iter().map(|(block, _)| *block).collect();
+    let expected: Vec<BlockId> = sent.iter().map(|(replica, _)| replica.block).collect();
     if answered == expected {
         return Ok(());
     }
@@ -733,6 +748,7 @@ mod tests {
     fn allocated(block: u64, minions: &[u64]) -> AllocatedBlock {
         AllocatedBlock {
             block: BlockId(block),
+            generation: Generation(block + 1000),
             targets: minions
                 .iter()
                 .map(|&id| MinionAddress {
@@ -888,7 +904,11 @@ mod tests {
                 .collect()
         };
         let data = [1u8];
-        let sent = [(BlockId(1), &data[..]), (BlockId(2), &data[..])];
+        let replica = |id: u64| ReplicaId {
+            block: BlockId(id),
+            generation: Generation(id + 1000),
+        };
+        let sent = [(replica(1), &data[..]), (replica(2), &data[..])];
         assert!(check_sealed(&first, &sent, &sealed(&[1, 2])).is_ok());
         for wrong in [&[2u64, 1][..], &[1], &[1, 2, 3], &[]] {
             assert!(
@@ -989,6 +1009,7 @@ mod tests {
                                             1 << 20,
                                             allocate_first_block.then(|| AllocatedBlock {
                                                 block: BlockId(100 + write),
+                                                generation: Generation(1100 + write),
                                                 targets: vec![minion.clone()],
                                             }),
                                         )
@@ -1150,6 +1171,7 @@ mod tests {
         assert_eq!(batches[0].len(), 4);
         let commit = |block, data: &[u8]| BlockCommit {
             block: BlockId(block),
+            generation: Generation(1000 + block),
             length_bytes: data.len() as u64,
             replicas: vec![MinionId(1)],
             crc32c: crc32c::crc32c(data),

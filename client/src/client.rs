@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use dfs_engine::limits::{FSCK_BLOCKS_PER_PAGE_MAX, FSCK_FILES_PER_PAGE_MAX, LIST_ENTRIES_MAX};
 use dfs_engine::msg::{
-    BadReplica, Credentials, EntryKind, EntryStatus, FsckFile, LocatedBlock, MasterRequest,
-    MasterResponse, MinionId, MinionReport,
+    BadReplica, Credentials, EntryStatus, FsckFile, LocatedBlock, MasterRequest, MasterResponse,
+    MinionId, MinionReport,
 };
 use dfs_engine::path::DfsPath;
-use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
+use crate::master::{self, Answer, MasterLink, Resend};
 use crate::pool::{self, MinionConnections};
 
 /// Receives warnings that do not fail an operation (a replica that could not
@@ -47,10 +47,9 @@ pub struct FileBlocks {
 
 /// A connection to the master, with the caller's credentials.
 pub struct Client {
-    master_address: String,
-    /// None after a connection error; the next call connects again.
-    connection: Option<Connection>,
-    credentials: Credentials,
+    /// Opened again after a connection error; waits for a master that is
+    /// down or starting (`DFS_MASTER_WAIT`).
+    master: MasterLink,
     warnings: WarningSink,
     /// Minion connections kept between blocks.
     pub(crate) minions: MinionConnections,
@@ -62,26 +61,32 @@ impl Client {
         Client::connect_as(master_address, process_credentials())
     }
 
-    /// Connects to the master with the given credentials.
+    /// Connects to the master with the given credentials, waiting for it
+    /// as long as `DFS_MASTER_WAIT` says when it is down or starting.
     pub fn connect_as(master_address: &str, credentials: Credentials) -> Result<Client> {
         let io_timeout = pool::io_timeout_from_environment()?;
-        let connection = Connection::open(master_address)
-            .map_err(|error| master_error(master_address, error))?;
-        Ok(Client {
-            master_address: master_address.to_string(),
-            connection: Some(connection),
-            credentials,
+        let wait = master::master_wait_from_environment()?;
+        let mut client = Client {
+            master: MasterLink::new(master_address, credentials, wait),
             warnings: Arc::new(|message: &str| eprintln!("dfs: warning: {message}")),
             minions: MinionConnections::new(io_timeout),
-        })
+        };
+        let warnings = Arc::clone(&client.warnings);
+        client.master.connect(&|text: &str| warnings(text))?;
+        Ok(client)
     }
 
     pub fn master_address(&self) -> &str {
-        &self.master_address
+        self.master.address()
     }
 
     pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+        self.master.credentials()
+    }
+
+    /// How long calls wait for a master that is down or starting.
+    pub fn master_wait(&self) -> std::time::Duration {
+        self.master.wait()
     }
 
     /// Where warnings go; by default a `dfs: warning: ...` line on stderr.
@@ -96,7 +101,7 @@ impl Client {
     /// Drops the master connection; the master aborts the writes it left
     /// open, and the next call connects again.
     pub(crate) fn disconnect_master(&mut self) {
-        self.connection = None;
+        self.master.disconnect();
     }
 
     /// The status of one entry.
@@ -260,51 +265,54 @@ impl Client {
         )
     }
 
-    /// A file's status and blocks, checked to be consistent: the blocks
-    /// follow each other without gaps and add up to the file's size.
-    pub fn get_blocks(&mut self, path: &DfsPath) -> Result<FileBlocks> {
-        let request = MasterRequest::GetBlocks {
-            path: path.to_string(),
-        };
-        let (status, blocks) = match self.call_read_only(request)? {
-            MasterResponse::Blocks { status, blocks } => (status, blocks),
-            other => return Err(unexpected("GetBlocks", &other)),
-        };
-        if status.kind != EntryKind::File {
-            return Err(Error::Invalid(format!("{path}: is a directory")));
-        }
-        check_block_list(path, &status, &blocks)?;
-        Ok(FileBlocks { status, blocks })
+    /// The link to the master, for calls of other modules.
+    pub(crate) fn master_link(&mut self) -> &mut MasterLink {
+        &mut self.master
     }
 
-    /// Sends a request that changes nothing; after a connection error it is
-    /// sent once more on a fresh connection.
+    /// Where warnings go, for calls that outlive a borrow of the client.
+    pub(crate) fn warning_sink(&self) -> WarningSink {
+        Arc::clone(&self.warnings)
+    }
+
+    /// Sends a request that changes nothing (or that the master applies
+    /// once however often it comes), sent again as often as needed while
+    /// the master is down or starting (`DFS_MASTER_WAIT`).
     pub(crate) fn call_read_only(&mut self, request: MasterRequest) -> Result<MasterResponse> {
-        match self.call(request.clone()) {
-            Err(error) if error.is_connection_error() => self.call(request),
-            result => result,
-        }
+        remote_error(self.call_with(request, Resend::Always)?.response)
     }
 
-    /// Sends a request and returns the master's answer; `Error` answers
-    /// become `Error::Remote`. A connection error drops the connection so the
-    /// next call connects again, but this request is not repeated.
+    /// Sends a change and returns the master's answer; `Error` answers
+    /// become `Error::Remote`. It is sent again while the master is down
+    /// or starting only as long as it certainly was not applied.
     pub(crate) fn call(&mut self, request: MasterRequest) -> Result<MasterResponse> {
-        let connection = match self.connection.take() {
-            Some(connection) => connection,
-            None => Connection::open(&self.master_address)
-                .map_err(|error| master_error(&self.master_address, error))?,
-        };
-        let connection = self.connection.insert(connection);
-        match connection.call(&self.credentials, request) {
-            Ok(MasterResponse::Error(error)) => Err(Error::Remote(error)),
-            Ok(response) => Ok(response),
-            Err(error) => {
-                if error.is_connection_error() {
-                    self.connection = None;
-                }
-                Err(master_error(&self.master_address, error))
-            }
+        remote_error(self.call_with(request, Resend::UntilSent)?.response)
+    }
+
+    /// Sends a request with the given resend rule (`master::Resend`); an
+    /// `Error` answer is in the answer, not an `Err`.
+    pub(crate) fn call_with(&mut self, request: MasterRequest, resend: Resend) -> Result<Answer> {
+        let warnings = Arc::clone(&self.warnings);
+        self.master
+            .call(&request, resend, &|text: &str| warnings(text))
+    }
+
+    /// Sends a request once, not waiting for a master that is down or
+    /// starting (best effort, on the way out).
+    pub(crate) fn call_once(&mut self, request: MasterRequest) -> Result<MasterResponse> {
+        remote_error(self.master.call_once(&request)?)
+    }
+
+    /// `call_expect_ok` with the given resend rule.
+    pub(crate) fn call_expect_ok_with(
+        &mut self,
+        what: &str,
+        request: MasterRequest,
+        resend: Resend,
+    ) -> Result<()> {
+        match remote_error(self.call_with(request, resend)?.response)? {
+            MasterResponse::Ok => Ok(()),
+            other => Err(unexpected(what, &other)),
         }
     }
 
@@ -316,20 +324,11 @@ impl Client {
     }
 }
 
-/// Names the master in errors of the connection to it, so that "connection
-/// refused" says what refused.
-fn master_error(address: &str, error: Error) -> Error {
-    match error {
-        Error::Io { context, cause } if context == format!("connect to {address}") => Error::Io {
-            context: format!("connect to the master at {address}"),
-            cause,
-        },
-        Error::Io { context, cause } if !context.contains(address) => Error::Io {
-            context: format!("master {address}: {context}"),
-            cause,
-        },
-        Error::Protocol(detail) => Error::Protocol(format!("master {address}: {detail}")),
-        other => other,
+/// An `Error` answer as `Error::Remote`.
+pub(crate) fn remote_error(response: MasterResponse) -> Result<MasterResponse> {
+    match response {
+        MasterResponse::Error(error) => Err(Error::Remote(error)),
+        response => Ok(response),
     }
 }
 
@@ -388,28 +387,6 @@ fn check_page(
             return bad("entries out of name order");
         }
         previous = Some(&entry.name);
-    }
-    Ok(())
-}
-
-fn check_block_list(path: &DfsPath, status: &EntryStatus, blocks: &[LocatedBlock]) -> Result<()> {
-    let mut offset_bytes = 0u64;
-    for (index, block) in blocks.iter().enumerate() {
-        if block.offset_bytes != offset_bytes || block.length_bytes == 0 {
-            return Err(Error::Protocol(format!(
-                "block list of {path}: block {index} ({}) at offset {} with {} bytes, expected offset {offset_bytes}",
-                block.id, block.offset_bytes, block.length_bytes
-            )));
-        }
-        offset_bytes = offset_bytes
-            .checked_add(block.length_bytes)
-            .ok_or_else(|| Error::Protocol(format!("block list of {path}: lengths overflow")))?;
-    }
-    if offset_bytes != status.size_bytes {
-        return Err(Error::Protocol(format!(
-            "block list of {path}: blocks hold {offset_bytes} bytes, file size is {}",
-            status.size_bytes
-        )));
     }
     Ok(())
 }
@@ -507,7 +484,7 @@ fn account_name(id: u32, database: NameDatabase) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dfs_engine::msg::{BlockId, EntryKind};
+    use dfs_engine::msg::EntryKind;
 
     #[test]
     fn user_name_precedence() {
@@ -540,6 +517,7 @@ mod tests {
     fn entry(name: &str) -> EntryStatus {
         EntryStatus {
             name: name.into(),
+            inode: 2,
             kind: EntryKind::File,
             size_bytes: 0,
             replication: 3,
@@ -567,32 +545,6 @@ mod tests {
             (None, &[][..], true),
         ] {
             assert!(check_page(&root, start_after, entries, more).is_err());
-        }
-    }
-
-    #[test]
-    fn block_lists_must_be_contiguous_and_match_the_size() {
-        let path = DfsPath::parse("/f").expect("path");
-        let block = |offset_bytes, length_bytes| LocatedBlock {
-            id: BlockId(1),
-            offset_bytes,
-            length_bytes,
-            crc32c: 0,
-            locations: vec![],
-        };
-        let status = |size_bytes| EntryStatus {
-            size_bytes,
-            ..entry("f")
-        };
-        assert!(check_block_list(&path, &status(0), &[]).is_ok());
-        assert!(check_block_list(&path, &status(15), &[block(0, 10), block(10, 5)]).is_ok());
-        for (size, blocks) in [
-            (16, vec![block(0, 10), block(10, 5)]),
-            (15, vec![block(0, 10), block(11, 5)]),
-            (10, vec![block(0, 10), block(10, 0)]),
-            (5, vec![block(5, 5)]),
-        ] {
-            assert!(check_block_list(&path, &status(size), &blocks).is_err());
         }
     }
 }

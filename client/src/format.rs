@@ -463,6 +463,7 @@ mod tests {
     fn entry(name: &str, kind: EntryKind, size_bytes: u64, mode: u32) -> EntryStatus {
         EntryStatus {
             name: name.into(),
+            inode: 2,
             kind,
             size_bytes,
             replication: if kind == EntryKind::File { 3 } else { 0 },
@@ -507,6 +508,7 @@ mod tests {
     fn located(id: u64, offset_bytes: u64, length_bytes: u64, minions: &[u64]) -> LocatedBlock {
         LocatedBlock {
             id: BlockId(id),
+            generation: dfs_engine::msg::Generation(id),
             offset_bytes,
             length_bytes,
             crc32c: 0,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod cp;
 pub mod format;
 pub mod local;
+pub mod master;
 mod pool;
 pub mod read;
 mod transfer;

@@ -1,35 +1,44 @@
-//! Reading a file: its block list comes from the master once; each block is
-//! streamed from the first replica that works, chunk by chunk, and every
-//! chunk's CRC32C is checked before any of its bytes is handed out. When a
-//! replica fails (connection, timeout, protocol, checksum, error answer) the
-//! read goes on from the next replica at the first byte not yet handed out.
+//! Reading a file: its blocks come from the master a page at a time as the
+//! read reaches them (`BlockList`); each block is streamed from the first
+//! replica that works, and no byte is handed out before it is checked
+//! against something the master vouches for. A replica first sends the
+//! CRC32C of each of its chunks; they must combine to the block CRC32C the
+//! master recorded at commit, and only then is that list trusted: every
+//! chunk that follows must match its entry. When a replica fails
+//! (connection, timeout, protocol, checksum, error answer) the read goes on
+//! from the next replica at the first byte not yet handed out; when all
+//! failed, the block's locations are asked for once more (they may have
+//! moved) before the read gives up.
 //!
-//! A replica whose bytes fail a checksum (or that its minion says is
+//! A replica whose bytes or checksums are wrong (or that its minion says is
 //! corrupt) is reported to the master, best effort, so it gets replaced.
-//! As a second line of defence, the chunk CRCs of a block are combined and
-//! compared with the block CRC32C the master recorded at commit before the
-//! block's last chunk is handed out.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dfs_engine::crc::{self, CrcAppender};
-use dfs_engine::limits::{CHUNK_BYTES, CONNECT_TIMEOUT_MS};
+use dfs_engine::block_format;
+use dfs_engine::crc;
+use dfs_engine::limits::{CHUNK_BYTES, CONNECT_TIMEOUT_MS, GET_BLOCKS_PAGE_MAX};
 use dfs_engine::msg::{
-    BadReplica, Credentials, EntryStatus, ErrorKind, LocatedBlock, MasterRequest, MasterResponse,
-    MinionRequest, MinionResponse,
+    BadReplica, Credentials, EntryKind, EntryStatus, ErrorKind, LocatedBlock, MasterRequest,
+    MasterResponse, MinionId, MinionRequest, MinionResponse,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
+use dfs_engine::sync;
 use dfs_engine::wire::{self, FrameKind};
 use dfs_engine::{Error, Result};
 
-use crate::client::{unexpected, Client};
+use crate::client::{unexpected, Client, FileBlocks};
+use crate::master::{MasterLink, Resend};
 use crate::transfer::{minion_message, receive_answer};
 
 const CHUNK_LENGTH_BYTES: u64 = CHUNK_BYTES as u64;
-/// How an error of the whole-block check names what was corrupt.
-const BLOCK_CRC_WHAT: &str = "bytes of";
+/// Pages of block locations a reader keeps: enough for the block being
+/// read and the ones a block-parallel copy reads beside it.
+const PAGES_KEPT_MAX: usize = 4;
 
 /// True for errors that say a replica's bytes are wrong (as opposed to a
 /// minion that is down, busy or slow).
@@ -41,30 +50,260 @@ fn is_corruption(error: &Error) -> bool {
     }
 }
 
-impl Client {
-    /// Opens a file for reading: one `GetBlocks`, then data straight from
-    /// minions.
-    pub fn open(&mut self, path: &DfsPath) -> Result<FileReader> {
-        let blocks = self.get_blocks(path)?;
-        Ok(FileReader {
+/// One page of `GetBlocks`, checked against the file it must be of.
+struct Page {
+    /// Index of its first block in the file.
+    first: usize,
+    blocks: Vec<LocatedBlock>,
+}
+
+/// Asks the master for the page of `path`'s blocks from block `first` on.
+fn fetch_page(
+    link: &mut MasterLink,
+    path: &DfsPath,
+    first: usize,
+    block_bytes: u64,
+    notice: &dyn Fn(&str),
+) -> Result<(EntryStatus, Vec<LocatedBlock>, bool)> {
+    let request = MasterRequest::GetBlocks {
+        path: path.to_string(),
+        offset_bytes: (first as u64).saturating_mul(block_bytes),
+        limit: GET_BLOCKS_PAGE_MAX,
+    };
+    match crate::client::remote_error(link.call(&request, Resend::Always, notice)?.response)? {
+        MasterResponse::Blocks {
+            status,
+            blocks,
+            more,
+        } => {
+            if status.kind != EntryKind::File {
+                return Err(Error::Invalid(format!("{path}: is a directory")));
+            }
+            Ok((status, blocks, more))
+        }
+        other => Err(unexpected("GetBlocks", &other)),
+    }
+}
+
+/// A page must be of the file the read started on (the same inode: an
+/// overwrite or rename since would mix two files) and lie where its blocks
+/// are: every block the file's block size but the last, which ends the file.
+fn check_page(
+    path: &DfsPath,
+    file: &EntryStatus,
+    status: &EntryStatus,
+    first: usize,
+    blocks: &[LocatedBlock],
+    more: bool,
+) -> Result<()> {
+    let bad = |why: String| Err(Error::Protocol(format!("block list of {path}: {why}")));
+    if status.inode != file.inode {
+        return Err(Error::Invalid(format!(
+            "{path}: the file was replaced while it was read"
+        )));
+    }
+    if status.size_bytes != file.size_bytes || status.block_count != file.block_count {
+        return bad("the file changed size while it was read".into());
+    }
+    if blocks.len() > GET_BLOCKS_PAGE_MAX as usize {
+        return bad(format!("a page of {} blocks", blocks.len()));
+    }
+    let count = usize::try_from(file.block_count).unwrap_or(usize::MAX);
+    if first < count && blocks.is_empty() {
+        return bad(format!("no blocks from block {first} on"));
+    }
+    for (offset, block) in blocks.iter().enumerate() {
+        let index = first + offset;
+        let expected_offset = (index as u64).saturating_mul(file.block_bytes);
+        let expected_length = if index + 1 == count {
+            file.size_bytes.saturating_sub(expected_offset)
+        } else {
+            file.block_bytes
+        };
+        if index >= count
+            || block.offset_bytes != expected_offset
+            || block.length_bytes != expected_length
+            || block.length_bytes == 0
+        {
+            return bad(format!(
+                "block {index} ({}) at offset {} with {} bytes, expected offset {expected_offset} and {expected_length} bytes",
+                block.id, block.offset_bytes, block.length_bytes
+            ));
+        }
+    }
+    if more != (first + blocks.len() < count) {
+        return bad(format!(
+            "a page of blocks {first} to {} of {count} says {} follow",
+            first + blocks.len(),
+            if more { "more" } else { "none" }
+        ));
+    }
+    Ok(())
+}
+
+/// A file's size as its blocks make it: they must add up.
+fn check_size(path: &DfsPath, status: &EntryStatus) -> Result<()> {
+    let expected = status
+        .block_count
+        .checked_sub(1)
+        .map_or(0, |full| full.saturating_mul(status.block_bytes));
+    let fits = status.block_count == 0 && status.size_bytes == 0
+        || status.block_count > 0
+            && status.size_bytes > expected
+            && status.size_bytes - expected <= status.block_bytes;
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::Protocol(format!(
+            "block list of {path}: {} blocks of {} bytes cannot hold {} bytes",
+            status.block_count, status.block_bytes, status.size_bytes
+        )))
+    }
+}
+
+/// The blocks of a file being read, from the master a page at a time as
+/// the read reaches them, a few pages kept. Shared by the readers of one
+/// file (a block-parallel copy reads several blocks at once).
+pub(crate) struct BlockList {
+    path: DfsPath,
+    status: EntryStatus,
+    pages: Mutex<Pages>,
+}
+
+struct Pages {
+    /// Opened when a page beyond the first is needed.
+    link: Option<MasterLink>,
+    address: String,
+    credentials: Credentials,
+    wait: Duration,
+    /// Newest last, at most `PAGES_KEPT_MAX`.
+    kept: VecDeque<Page>,
+}
+
+impl BlockList {
+    /// The first page of `path`, through `client`.
+    fn open(client: &mut Client, path: &DfsPath) -> Result<BlockList> {
+        let warnings = client.warning_sink();
+        let (status, blocks, more) = {
+            let link = client.master_link();
+            // The block size is not known before the first answer: ask
+            // from offset 0.
+            fetch_page(link, path, 0, 1, &|text: &str| warnings(text))?
+        };
+        check_size(path, &status)?;
+        check_page(path, &status, &status, 0, &blocks, more)?;
+        Ok(BlockList {
             path: path.clone(),
-            status: blocks.status,
-            blocks: blocks.blocks,
-            credentials: self.credentials().clone(),
-            block_index: 0,
-            verified_bytes: 0,
-            chunk: Vec::with_capacity(CHUNK_BYTES as usize),
-            chunk_position: 0,
-            stream: None,
-            idle: None,
-            location_index: 0,
-            failed: None,
-            buffer: Vec::new(),
-            io_timeout: self.minions.io_timeout(),
-            master_address: self.master_address().to_string(),
-            block_crc32c: CrcAppender::new(),
-            mixed_sources: false,
+            pages: Mutex::new(Pages {
+                link: None,
+                address: client.master_address().to_string(),
+                credentials: client.credentials().clone(),
+                wait: client.master_wait(),
+                kept: VecDeque::from([Page { first: 0, blocks }]),
+            }),
+            status,
         })
+    }
+
+    fn count(&self) -> usize {
+        usize::try_from(self.status.block_count).unwrap_or(usize::MAX)
+    }
+
+    /// Block `index` and its locations, fetching its page if need be (or
+    /// again, with `fresh`: the locations kept may be stale).
+    fn block(&self, index: usize, fresh: bool) -> Result<LocatedBlock> {
+        if index >= self.count() {
+            return Err(Error::Invalid(format!(
+                "{}: block {index} is past the last of {}",
+                self.path,
+                self.count()
+            )));
+        }
+        let mut pages = sync::lock(&self.pages);
+        if !fresh {
+            if let Some(block) = pages.kept.iter().find_map(|page| {
+                index
+                    .checked_sub(page.first)
+                    .and_then(|offset| page.blocks.get(offset))
+            }) {
+                return Ok(block.clone());
+            }
+        }
+        let Pages {
+            link,
+            address,
+            credentials,
+            wait,
+            kept,
+        } = &mut *pages;
+        let link = link.get_or_insert_with(|| MasterLink::new(address, credentials.clone(), *wait));
+        let (status, blocks, more) = fetch_page(
+            link,
+            &self.path,
+            index,
+            self.status.block_bytes,
+            &|text: &str| eprintln!("dfs: warning: {text}"),
+        )?;
+        check_page(&self.path, &self.status, &status, index, &blocks, more)?;
+        let block = blocks
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Protocol(format!("{}: no block {index}", self.path)))?;
+        kept.retain(|page| page.first != index);
+        if kept.len() >= PAGES_KEPT_MAX {
+            kept.pop_front();
+        }
+        kept.push_back(Page {
+            first: index,
+            blocks,
+        });
+        Ok(block)
+    }
+}
+
+impl Client {
+    /// Opens a file for reading: one `GetBlocks` for the first page of its
+    /// blocks, then data straight from minions.
+    pub fn open(&mut self, path: &DfsPath) -> Result<FileReader> {
+        let list = Arc::new(BlockList::open(self, path)?);
+        let end = list.count();
+        Ok(FileReader::new(
+            list,
+            0..end,
+            self.credentials().clone(),
+            self.minions.io_timeout(),
+            self.master_address().to_string(),
+        ))
+    }
+
+    /// A file's status and all its blocks with their locations, page by
+    /// page; the pages must be of one file and add up to its size.
+    pub fn get_blocks(&mut self, path: &DfsPath) -> Result<FileBlocks> {
+        let list = BlockList::open(self, path)?;
+        let mut blocks = Vec::with_capacity(list.count());
+        for index in 0..list.count() {
+            blocks.push(list.block(index, false)?);
+        }
+        Ok(FileBlocks {
+            status: list.status,
+            blocks,
+        })
+    }
+
+    /// The checksum of a cluster file: the CRC32C of its bytes, from the
+    /// block CRCs the master recorded at commit, without reading a byte.
+    pub fn file_checksum(&mut self, path: &DfsPath) -> Result<FileChecksum> {
+        let list = BlockList::open(self, path)?;
+        let mut checksum = FileChecksum {
+            length_bytes: 0,
+            crc32c: 0,
+        };
+        for index in 0..list.count() {
+            let block = list.block(index, false)?;
+            checksum.crc32c = crc::combine(checksum.crc32c, block.crc32c, block.length_bytes);
+            checksum.length_bytes += block.length_bytes;
+        }
+        Ok(checksum)
     }
 }
 
@@ -74,27 +313,6 @@ impl Client {
 pub struct FileChecksum {
     pub length_bytes: u64,
     pub crc32c: u32,
-}
-
-impl Client {
-    /// The checksum of a cluster file: the CRC32C of its bytes, from the
-    /// block CRCs the master recorded at commit.
-    pub fn file_checksum(&mut self, path: &DfsPath) -> Result<FileChecksum> {
-        // The master keeps each block's CRC32C; combining them with their
-        // lengths gives the CRC32C of the whole file without reading a byte.
-        let blocks = self.get_blocks(path)?;
-        let mut checksum = FileChecksum {
-            length_bytes: 0,
-            crc32c: 0,
-        };
-        for block in &blocks.blocks {
-            let length = usize::try_from(block.length_bytes)
-                .map_err(|_| Error::Invalid(format!("{path}: block {} is too long", block.id)))?;
-            checksum.crc32c = crc::combine(checksum.crc32c, block.crc32c, length as u64);
-            checksum.length_bytes += block.length_bytes;
-        }
-        Ok(checksum)
-    }
 }
 
 /// A writer that only computes the CRC32C and length of what it is given.
@@ -121,17 +339,27 @@ struct BlockStream {
     connection: Connection,
     /// Block offset of the next data frame.
     next_chunk_bytes: u64,
+    /// The CRC32C of every chunk of the block, as this replica stores
+    /// them, checked to combine to the block CRC32C the master recorded.
+    trusted_crcs: Vec<u32>,
 }
 
 /// A file being read; implements `std::io::Read`, and `copy_to` writes the
 /// rest of the file to a writer without an extra copy.
 pub struct FileReader {
-    path: DfsPath,
-    status: EntryStatus,
-    blocks: Vec<LocatedBlock>,
+    list: Arc<BlockList>,
+    /// The blocks this reader reads (the whole file, or one block).
+    end_index: usize,
     credentials: Credentials,
-    /// The block being read.
+    /// The block being read and its locations.
     block_index: usize,
+    current: Option<LocatedBlock>,
+    /// The current block's locations were asked for again after every
+    /// replica failed.
+    refreshed: bool,
+    /// Minions of the current block's replicas that failed: not tried
+    /// again when the locations are asked for again.
+    tried: Vec<MinionId>,
     /// Bytes of the current block that passed their checksum: handed out, or
     /// waiting in `chunk`.
     verified_bytes: u64,
@@ -152,40 +380,24 @@ pub struct FileReader {
     io_timeout: Duration,
     /// Where corrupt replicas are reported.
     master_address: String,
-    /// CRC32C of the current block's bytes in `0..verified_bytes`.
-    block_crc32c: CrcAppender,
-    /// The current block's verified bytes came from more than one replica,
-    /// so a wrong block CRC cannot be blamed on one of them.
-    mixed_sources: bool,
 }
 
 impl FileReader {
-    pub fn status(&self) -> &EntryStatus {
-        &self.status
-    }
-
-    pub fn blocks(&self) -> &[LocatedBlock] {
-        &self.blocks
-    }
-
-    pub fn length_bytes(&self) -> u64 {
-        self.status.size_bytes
-    }
-
-    /// A reader of block `index` alone (its bytes only, from the block's
-    /// first byte), with the same replicas and checks, so that several
-    /// blocks of one file can be read at once.
-    pub fn block_reader(&self, index: usize) -> Option<FileReader> {
-        let block = self.blocks.get(index)?.clone();
-        let mut status = self.status.clone();
-        status.size_bytes = block.length_bytes;
-        status.block_count = 1;
-        Some(FileReader {
-            path: self.path.clone(),
-            status,
-            blocks: vec![block],
-            credentials: self.credentials.clone(),
-            block_index: 0,
+    fn new(
+        list: Arc<BlockList>,
+        indexes: std::ops::Range<usize>,
+        credentials: Credentials,
+        io_timeout: Duration,
+        master_address: String,
+    ) -> FileReader {
+        FileReader {
+            list,
+            end_index: indexes.end,
+            credentials,
+            block_index: indexes.start,
+            current: None,
+            refreshed: false,
+            tried: Vec::new(),
             verified_bytes: 0,
             chunk: Vec::with_capacity(CHUNK_BYTES as usize),
             chunk_position: 0,
@@ -194,10 +406,41 @@ impl FileReader {
             location_index: 0,
             failed: None,
             buffer: Vec::new(),
-            io_timeout: self.io_timeout,
-            master_address: self.master_address.clone(),
-            block_crc32c: CrcAppender::new(),
-            mixed_sources: false,
+            io_timeout,
+            master_address,
+        }
+    }
+
+    pub fn status(&self) -> &EntryStatus {
+        &self.list.status
+    }
+
+    /// Blocks of the file.
+    pub fn block_count(&self) -> usize {
+        self.list.count()
+    }
+
+    /// Offset of block `index` in the file.
+    pub fn block_offset_bytes(&self, index: usize) -> u64 {
+        (index as u64).saturating_mul(self.list.status.block_bytes)
+    }
+
+    pub fn length_bytes(&self) -> u64 {
+        self.list.status.size_bytes
+    }
+
+    /// A reader of block `index` alone (its bytes only, from the block's
+    /// first byte), with the same replicas and checks, so that several
+    /// blocks of one file can be read at once.
+    pub fn block_reader(&self, index: usize) -> Option<FileReader> {
+        (index < self.list.count()).then(|| {
+            FileReader::new(
+                Arc::clone(&self.list),
+                index..index + 1,
+                self.credentials.clone(),
+                self.io_timeout,
+                self.master_address.clone(),
+            )
         })
     }
 
@@ -219,7 +462,19 @@ impl FileReader {
         Ok(written_bytes)
     }
 
-    /// Makes verified bytes available in `chunk`; false at the end of the file.
+    /// The block being read, fetched from the block list when the read
+    /// reaches it; None past the last block of this reader.
+    fn current_block(&mut self) -> Result<Option<LocatedBlock>> {
+        if self.block_index >= self.end_index {
+            return Ok(None);
+        }
+        if self.current.is_none() {
+            self.current = Some(self.list.block(self.block_index, false)?);
+        }
+        Ok(self.current.clone())
+    }
+
+    /// Makes verified bytes available in `chunk`; false at the end.
     fn fill(&mut self) -> Result<bool> {
         if let Some(message) = &self.failed {
             return Err(Error::Invalid(message.clone()));
@@ -228,27 +483,30 @@ impl FileReader {
             if self.chunk_position < self.chunk.len() {
                 return Ok(true);
             }
-            let Some(block) = self.blocks.get(self.block_index) else {
+            let Some(block) = self.current_block()? else {
                 return Ok(false);
             };
             if self.verified_bytes >= block.length_bytes {
                 self.next_block();
                 continue;
             }
-            if block.locations.is_empty() {
+            if block.locations.is_empty() && !self.ask_again()? {
                 return Err(self.fail(format!(
                     "{}: block {} ({}) unreadable: no minion holds a replica",
-                    self.path, self.block_index, block.id
+                    self.list.path, self.block_index, block.id
                 )));
             }
-            if let Err(error) = self.read_chunk() {
+            if block.locations.is_empty() {
+                continue;
+            }
+            if let Err(error) = self.read_chunk(&block) {
                 // Nothing of a failed chunk may be handed out.
                 self.chunk.clear();
                 self.chunk_position = 0;
                 if is_corruption(&error) {
-                    self.report_bad_replica(&error);
+                    self.report_bad_replica(&block, &error);
                 }
-                self.replica_failed(&error)?;
+                self.replica_failed(&block, &error)?;
             }
         }
     }
@@ -258,29 +516,43 @@ impl FileReader {
             self.idle = Some(stream.connection);
         }
         self.block_index += 1;
+        self.current = None;
+        self.refreshed = false;
+        self.tried.clear();
         self.verified_bytes = 0;
         self.location_index = 0;
-        self.block_crc32c = CrcAppender::new();
-        self.mixed_sources = false;
     }
 
-    /// Tells the master that the current replica of the current block is
-    /// corrupt. Best effort: the read goes on whatever happens here.
-    fn report_bad_replica(&mut self, error: &Error) {
-        let Some(block) = self.blocks.get(self.block_index) else {
-            return;
-        };
+    /// Asks the master where the current block is once more, after every
+    /// replica known failed (or none was known): replicas on other minions
+    /// than those tried are tried next. False when it was asked already
+    /// for this block, or it knows no other replica.
+    fn ask_again(&mut self) -> Result<bool> {
+        if self.refreshed {
+            return Ok(false);
+        }
+        self.refreshed = true;
+        let mut block = self.list.block(self.block_index, true)?;
+        block
+            .locations
+            .retain(|location| !self.tried.contains(&location.id));
+        let fresh = !block.locations.is_empty();
+        if fresh {
+            self.current = Some(block);
+            self.location_index = 0;
+        }
+        Ok(fresh)
+    }
+
+    /// Tells the master that the current replica of `block` is corrupt.
+    /// Best effort: the read goes on whatever happens here.
+    fn report_bad_replica(&mut self, block: &LocatedBlock, error: &Error) {
         let Some(minion) = block.locations.get(self.location_index) else {
             return;
         };
-        let whole_block =
-            matches!(error, Error::Corrupted { what, .. } if what.starts_with(BLOCK_CRC_WHAT));
-        if whole_block && self.mixed_sources {
-            // The bytes came from several replicas: none can be blamed.
-            return;
-        }
         let replicas = vec![BadReplica {
             block: block.id,
+            generation: block.generation,
             minion: minion.id,
             reason: error.to_string(),
         }];
@@ -300,29 +572,26 @@ impl FileReader {
     }
 
     /// Records the failure of the current replica and moves to the next;
-    /// an error once none is left.
-    fn replica_failed(&mut self, error: &Error) -> Result<()> {
+    /// when none is left, asks where the block is once more, then fails.
+    fn replica_failed(&mut self, block: &LocatedBlock, error: &Error) -> Result<()> {
         self.stream = None;
-        if self.verified_bytes > 0 {
-            self.mixed_sources = true;
-        }
-        let Some(block) = self.blocks.get(self.block_index) else {
-            return Ok(());
-        };
         let message = match block.locations.get(self.location_index) {
-            Some(minion) => minion_message(minion, error),
+            Some(minion) => {
+                self.tried.push(minion.id);
+                minion_message(minion, error)
+            }
             None => error.to_string(),
         };
         self.location_index += 1;
-        if self.location_index < block.locations.len() {
+        if self.location_index < block.locations.len() || self.ask_again()? {
             return Ok(());
         }
         let text = format!(
             "{}: block {} ({}) unreadable: tried {} replicas: {message}",
-            self.path,
+            self.list.path,
             self.block_index,
             block.id,
-            block.locations.len()
+            self.tried.len()
         );
         Err(self.fail(text))
     }
@@ -332,15 +601,12 @@ impl FileReader {
         Error::Invalid(message)
     }
 
-    /// Reads and verifies the next chunk of the current block from the
-    /// current replica, starting its stream if needed.
-    fn read_chunk(&mut self) -> Result<()> {
+    /// Reads the next chunk of `block` from the current replica, starting
+    /// its stream if needed, and checks it against the trusted checksums.
+    fn read_chunk(&mut self, block: &LocatedBlock) -> Result<()> {
         if self.stream.is_none() {
-            self.stream = Some(self.start_stream()?);
+            self.stream = Some(self.start_stream(block)?);
         }
-        let Some(block) = self.blocks.get(self.block_index) else {
-            return Ok(());
-        };
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
@@ -366,9 +632,8 @@ impl FileReader {
                 header.kind, header.payload_bytes, stream.next_chunk_bytes, block.id
             )));
         }
-        // Read raw and checked here: the frame carries the CRC the minion
-        // stored for the chunk, so a mismatch means a corrupt replica (to
-        // report), not a broken frame.
+        // Read raw and checked here against the trusted list: a mismatch
+        // means a corrupt replica (to report), not a broken frame.
         self.chunk.clear();
         self.chunk.resize(expected_bytes as usize, 0);
         stream
@@ -376,14 +641,19 @@ impl FileReader {
             .reader()
             .read_exact(&mut self.chunk)
             .map_err(|error| Error::io(format!("read {} from {address}", block.id), error))?;
+        let index = (stream.next_chunk_bytes / CHUNK_LENGTH_BYTES) as usize;
+        let trusted = stream.trusted_crcs.get(index).copied();
         let crc = crc32c::crc32c(&self.chunk);
-        if crc != header.payload_crc {
+        if trusted != Some(crc) {
             return Err(Error::corrupted(
                 format!(
                     "chunk at offset {} of {}",
                     stream.next_chunk_bytes, block.id
                 ),
-                format!("CRC32C {crc:#010x}, stored {:#010x}", header.payload_crc),
+                format!(
+                    "CRC32C {crc:#010x}, the block's checksums say {:#010x}",
+                    trusted.unwrap_or(0)
+                ),
             ));
         }
         let chunk_start_bytes = stream.next_chunk_bytes;
@@ -392,46 +662,21 @@ impl FileReader {
         let skip = usize::try_from(self.verified_bytes - chunk_start_bytes)
             .unwrap_or(usize::MAX)
             .min(self.chunk.len());
-        let new_bytes = &self.chunk[skip..];
-        let new_crc = if skip == 0 {
-            crc
-        } else {
-            crc32c::crc32c(new_bytes)
-        };
-        let mut appended = self.block_crc32c;
-        appended.append(new_crc, new_bytes.len() as u64);
-        let block_crc32c = appended.crc();
-        if chunk_end_bytes == block.length_bytes && block_crc32c != block.crc32c {
-            // Every chunk matched its stored CRC, yet the block is not what
-            // was committed: its last chunk is held back.
-            return Err(Error::corrupted(
-                format!("{BLOCK_CRC_WHAT} {}", block.id),
-                format!(
-                    "the chunks make CRC32C {block_crc32c:#010x}, the master recorded {:#010x}",
-                    block.crc32c
-                ),
-            ));
-        }
         stream.next_chunk_bytes = chunk_end_bytes;
-        self.block_crc32c = appended;
         self.chunk_position = skip;
         self.verified_bytes = chunk_end_bytes;
         Ok(())
     }
 
-    /// Asks the current replica for the rest of the current block.
-    fn start_stream(&mut self) -> Result<BlockStream> {
-        let Some(block) = self.blocks.get(self.block_index) else {
-            return Err(Error::Invalid("read past the last block".into()));
-        };
+    /// Asks the current replica for the rest of `block`.
+    fn start_stream(&mut self, block: &LocatedBlock) -> Result<BlockStream> {
         let Some(minion) = block.locations.get(self.location_index) else {
             return Err(Error::Invalid(format!("{}: no replica left", block.id)));
         };
-        let block = block.clone();
         let address = minion.address.clone();
         if let Some(connection) = self.idle.take() {
             if connection.address() == address {
-                match self.request_range(connection, &block) {
+                match self.request_range(connection, block) {
                     Ok(stream) => return Ok(stream),
                     // The kept connection may have been closed by the
                     // minion meanwhile: try once more on a fresh one.
@@ -445,7 +690,7 @@ impl FileReader {
             Duration::from_millis(CONNECT_TIMEOUT_MS),
             self.io_timeout,
         )?;
-        self.request_range(connection, &block)
+        self.request_range(connection, block)
     }
 
     fn request_range(
@@ -458,16 +703,18 @@ impl FileReader {
             &self.credentials,
             MinionRequest::ReadBlock {
                 block: block.id,
+                generation: block.generation,
                 offset_bytes,
                 length_bytes: block.length_bytes - offset_bytes,
             },
         )?;
-        let (block_length_bytes, first_offset_bytes) =
+        let (block_length_bytes, first_offset_bytes, chunk_crcs) =
             match receive_answer(&mut connection, &[request_id], &mut self.buffer)? {
                 MinionResponse::ReadStarted {
                     block_length_bytes,
                     first_offset_bytes,
-                } => (block_length_bytes, first_offset_bytes),
+                    chunk_crcs,
+                } => (block_length_bytes, first_offset_bytes, chunk_crcs),
                 other => return Err(unexpected("ReadBlock", &other)),
             };
         if block_length_bytes != block.length_bytes {
@@ -479,6 +726,7 @@ impl FileReader {
                 ),
             ));
         }
+        trust_checksums(block, &chunk_crcs)?;
         let expected_first_bytes = offset_bytes - offset_bytes % CHUNK_LENGTH_BYTES;
         if first_offset_bytes != expected_first_bytes {
             return Err(Error::Protocol(format!(
@@ -489,8 +737,32 @@ impl FileReader {
         Ok(BlockStream {
             connection,
             next_chunk_bytes: first_offset_bytes,
+            trusted_crcs: chunk_crcs,
         })
     }
+}
+
+/// A replica's chunk checksums are trusted only if there is one per chunk
+/// and they combine to the block CRC32C the master recorded at commit.
+fn trust_checksums(block: &LocatedBlock, chunk_crcs: &[u32]) -> Result<()> {
+    let chunks = block.length_bytes.div_ceil(CHUNK_LENGTH_BYTES);
+    if chunk_crcs.len() as u64 != chunks {
+        return Err(Error::corrupted(
+            format!("checksums of {}", block.id),
+            format!("{} chunk checksums for {chunks} chunks", chunk_crcs.len()),
+        ));
+    }
+    let combined = block_format::combine_chunks(chunk_crcs, block.length_bytes, CHUNK_BYTES);
+    if combined != block.crc32c {
+        return Err(Error::corrupted(
+            format!("checksums of {}", block.id),
+            format!(
+                "the replica's chunk checksums make CRC32C {combined:#010x}, the master recorded {:#010x}",
+                block.crc32c
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Read for FileReader {
@@ -503,5 +775,98 @@ impl Read for FileReader {
         buffer[..count].copy_from_slice(&available[..count]);
         self.chunk_position += count;
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfs_engine::msg::{BlockId, Generation};
+
+    fn status(size_bytes: u64, block_bytes: u64, block_count: u64) -> EntryStatus {
+        EntryStatus {
+            name: "f".into(),
+            inode: 7,
+            kind: EntryKind::File,
+            size_bytes,
+            replication: 3,
+            block_bytes,
+            block_count,
+            owner: "ana".into(),
+            group: "staff".into(),
+            mode: 0o644,
+            modified_ms: 0,
+            accessed_ms: 0,
+            changed_ms: 0,
+        }
+    }
+
+    fn block(offset_bytes: u64, length_bytes: u64) -> LocatedBlock {
+        LocatedBlock {
+            id: BlockId(offset_bytes + 1),
+            generation: Generation(9),
+            offset_bytes,
+            length_bytes,
+            crc32c: 0,
+            locations: vec![],
+        }
+    }
+
+    #[test]
+    fn pages_must_be_of_the_file_and_where_its_blocks_are() {
+        let path = DfsPath::parse("/f").expect("path");
+        let file = status(25, 10, 3);
+        check_size(&path, &file).expect("fits");
+        let all = [block(0, 10), block(10, 10), block(20, 5)];
+        check_page(&path, &file, &file, 0, &all, false).expect("one page");
+        check_page(&path, &file, &file, 0, &all[..2], true).expect("a first page");
+        check_page(&path, &file, &file, 2, &all[2..], false).expect("a last page");
+        let replaced = EntryStatus {
+            inode: 8,
+            ..file.clone()
+        };
+        let error = check_page(&path, &file, &replaced, 2, &all[2..], false).expect_err("other");
+        assert!(
+            error.to_string().contains("replaced while it was read"),
+            "{error}"
+        );
+        for (first, blocks, more) in [
+            (0, &all[..2], false),
+            (0, &all[..], true),
+            (1, &all[..2], false),
+            (0, &[block(0, 10), block(10, 9), block(20, 5)][..], false),
+            (2, &[][..], false),
+        ] {
+            assert!(
+                check_page(&path, &file, &file, first, blocks, more).is_err(),
+                "{first} {blocks:?} {more}"
+            );
+        }
+        assert!(check_size(&path, &status(31, 10, 3)).is_err());
+        assert!(check_size(&path, &status(20, 10, 3)).is_err());
+        check_size(&path, &status(0, 10, 0)).expect("empty");
+    }
+
+    #[test]
+    fn checksums_are_trusted_only_when_they_make_the_recorded_crc() {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        let crcs: Vec<u32> = data
+            .chunks(CHUNK_BYTES as usize)
+            .map(crc32c::crc32c)
+            .collect();
+        let located = LocatedBlock {
+            crc32c: crc32c::crc32c(&data),
+            ..block(0, data.len() as u64)
+        };
+        trust_checksums(&located, &crcs).expect("the replica's own checksums");
+        let mut rewritten = crcs.clone();
+        rewritten[0] ^= 1;
+        let error = trust_checksums(&located, &rewritten).expect_err("rewritten");
+        assert!(is_corruption(&error), "{error}");
+        assert!(error.to_string().contains("the master recorded"), "{error}");
+        assert!(
+            trust_checksums(&located, &crcs[..2]).is_err(),
+            "one missing"
+        );
     }
 }

@@ -24,14 +24,15 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use dfs_engine::crc::CrcAppender;
 use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX};
 use dfs_engine::msg::{
-    AllocatedBlock, BlockCommit, BlockId, MasterRequest, MasterResponse, MinionAddress, MinionId,
-    MinionRequest, MinionResponse,
+    AllocatedBlock, BlockCommit, BlockId, Generation, MasterRequest, MasterResponse, MinionAddress,
+    MinionId, MinionRequest, MinionResponse,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
 use crate::client::{unexpected, Client};
+use crate::master::Resend;
 use crate::transfer::{explain_send_failure, minion_message, receive_answer};
 
 const CHUNK_LENGTH_BYTES: u64 = CHUNK_BYTES as u64;
@@ -627,6 +628,7 @@ impl From<Error> for BlockError {
 /// The block being sent: its pipeline's first minion and the connection to it.
 struct OpenBlock {
     block: BlockId,
+    generation: Generation,
     first: MinionAddress,
     connection: Connection,
     write_request_id: u64,
@@ -678,7 +680,9 @@ impl Client {
             mode: options.mode,
             allocate_first_block,
         };
-        match self.call(request)? {
+        // A second open after a lost answer leaves an extra write open,
+        // which the master aborts in time: harmless.
+        match self.call_read_only(request)? {
             MasterResponse::WriteOpened {
                 write,
                 replication,
@@ -706,7 +710,7 @@ impl Client {
                 if let Some(message) = unusable {
                     // Best effort: the master also aborts the writes of a
                     // connection that closes.
-                    let _ = self.call(MasterRequest::AbortWrite { write });
+                    let _ = self.call_read_only(MasterRequest::AbortWrite { write });
                     return Err(Error::Protocol(message));
                 }
                 Ok(OpenedWrite {
@@ -719,35 +723,86 @@ impl Client {
         }
     }
 
-    /// The next block of `write` (of the file at `path`) and its pipeline,
-    /// never empty.
+    /// The next block of `write` (of the file at `path`) with its
+    /// generation and its pipeline, never empty.
     pub(crate) fn allocate_block(
         &mut self,
         path: &DfsPath,
         write: u64,
         excluded: &[MinionId],
-    ) -> Result<(BlockId, Vec<MinionAddress>)> {
+    ) -> Result<AllocatedBlock> {
         let request = MasterRequest::AllocateBlock {
             write,
             excluded: excluded.to_vec(),
         };
-        let (block, targets) = match self.call(request)? {
-            MasterResponse::BlockAllocated { block, targets } => (block, targets),
+        // An allocation whose answer was lost is freed at the close.
+        let allocated = match self.call_read_only(request)? {
+            MasterResponse::BlockAllocated {
+                block,
+                generation,
+                targets,
+            } => AllocatedBlock {
+                block,
+                generation,
+                targets,
+            },
             other => return Err(unexpected("AllocateBlock", &other)),
         };
-        if targets.is_empty() {
-            self.abandon_block(write, block)?;
+        if allocated.targets.is_empty() {
+            self.abandon_block(write, allocated.block)?;
             return Err(Error::Protocol(format!(
-                "master allocated {block} of {path} without minions"
+                "master allocated {} of {path} without minions",
+                allocated.block
             )));
         }
-        Ok((block, targets))
+        Ok(allocated)
     }
 
     /// Gives up an allocated block that was not committed.
     pub(crate) fn abandon_block(&mut self, write: u64, block: BlockId) -> Result<()> {
         let request = MasterRequest::AbandonBlock { write, block };
-        self.call_expect_ok("AbandonBlock", request)
+        self.call_expect_ok_with("AbandonBlock", request, Resend::Always)
+    }
+
+    /// Closes `write` of the file at `path` (committing `last_block`
+    /// first), whose blocks were `committed` before. Sent again while the
+    /// master restarts; when an earlier copy may have closed it already
+    /// and this one is refused, the file is looked at: holding exactly
+    /// these blocks, it was closed.
+    pub(crate) fn close_write(
+        &mut self,
+        path: &DfsPath,
+        write: u64,
+        last_block: Option<BlockCommit>,
+        modified_ms: Option<u64>,
+        committed: &[BlockId],
+    ) -> Result<()> {
+        let mut expected = committed.to_vec();
+        expected.extend(last_block.as_ref().map(|commit| commit.block));
+        let request = MasterRequest::CloseWrite {
+            write,
+            last_block,
+            modified_ms,
+        };
+        let answer = self.call_with(request, Resend::Always)?;
+        match answer.response {
+            MasterResponse::Ok => Ok(()),
+            MasterResponse::Error(error) if answer.resent => {
+                let closed = self.get_blocks(path).is_ok_and(|file| {
+                    file.blocks
+                        .iter()
+                        .map(|block| block.id)
+                        .eq(expected.iter().copied())
+                });
+                if closed {
+                    Ok(())
+                } else {
+                    Err(Error::Remote(error))
+                }
+            }
+            MasterResponse::Error(error) => Err(Error::Remote(error)),
+            other => Err(unexpected("CloseWrite", &other)),
+        }
     }
 }
 
@@ -809,8 +864,12 @@ impl<'a> Session<'a> {
     /// that cannot be reached fails the block before its first byte.
     fn start_block(&mut self) -> Result<(), BlockError> {
         self.commit_sealed()?;
-        let (block, targets) = match self.first_block.take() {
-            Some(AllocatedBlock { block, targets }) => (block, targets),
+        let AllocatedBlock {
+            block,
+            generation,
+            targets,
+        } = match self.first_block.take() {
+            Some(allocated) => allocated,
             None => self
                 .client
                 .allocate_block(&self.path, self.write, &self.excluded)?,
@@ -829,6 +888,7 @@ impl<'a> Session<'a> {
                     self.client.credentials(),
                     MinionRequest::WriteBlock {
                         block,
+                        generation,
                         downstream: targets[1..].to_vec(),
                         sync: self.sync,
                     },
@@ -839,6 +899,7 @@ impl<'a> Session<'a> {
             Ok((connection, write_request_id)) => {
                 self.current = Some(OpenBlock {
                     block,
+                    generation,
                     first,
                     connection,
                     write_request_id,
@@ -937,6 +998,7 @@ impl<'a> Session<'a> {
         };
         let commit = BlockCommit {
             block: open.block,
+            generation: open.generation,
             length_bytes: open.sent_bytes,
             replicas: stored,
             crc32c: open.sent_crc32c.crc(),
@@ -953,11 +1015,15 @@ impl<'a> Session<'a> {
         let request = MasterRequest::CommitBlock {
             write: self.write,
             block: commit.block,
+            generation: commit.generation,
             length_bytes: commit.length_bytes,
             replicas: commit.replicas,
             crc32c: commit.crc32c,
         };
-        self.client.call_expect_ok("CommitBlock", request)?;
+        // Applied once however often it comes: sent again while the
+        // master restarts.
+        self.client
+            .call_expect_ok_with("CommitBlock", request, Resend::Always)?;
         self.note_committed(written);
         Ok(())
     }
@@ -995,12 +1061,14 @@ impl<'a> Session<'a> {
             Some((commit, written)) => (Some(commit), Some(written)),
             None => (None, None),
         };
-        let request = MasterRequest::CloseWrite {
-            write: self.write,
+        let committed: Vec<BlockId> = self.stats.blocks.iter().map(|block| block.id).collect();
+        self.client.close_write(
+            &self.path,
+            self.write,
             last_block,
-            modified_ms: self.modified_ms,
-        };
-        self.client.call_expect_ok("CloseWrite", request)?;
+            self.modified_ms,
+            &committed,
+        )?;
         self.closed = true;
         if let Some(written) = written {
             self.note_committed(written);
@@ -1033,7 +1101,7 @@ impl Drop for Session<'_> {
             // Best effort: the master also collects writes whose client vanished.
             let _ = self
                 .client
-                .call(MasterRequest::AbortWrite { write: self.write });
+                .call_once(MasterRequest::AbortWrite { write: self.write });
         }
     }
 }

@@ -144,19 +144,39 @@ fn an_unreachable_master_is_a_clear_error() {
     let home = tempfile::tempdir().expect("temp dir");
     for args in [vec!["ls", "/"], vec!["mkdir", "/x"], vec!["df"]] {
         let mut command = Command::new(binary("dfs"));
+        // A client waits this long for a master that is down, then says so.
         command
             .env_remove("DFS_MASTER")
             .env("HOME", home.path())
+            .env("DFS_MASTER_WAIT", "1s")
             .arg("--master")
             .arg(&address)
             .args(&args);
+        let started = std::time::Instant::now();
         let output = run(&mut command, None, Duration::from_secs(30));
         let line = expect_failure_line(&output, &format!("dfs {}", args.join(" ")));
         assert!(
             line.contains(&address),
             "the error should name the master it could not reach ({address}): {line}"
         );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "waited {:?} for a wait of 1s",
+            started.elapsed()
+        );
     }
+    // A wait that is no duration is refused, naming the variable.
+    let mut command = Command::new(binary("dfs"));
+    command
+        .env_remove("DFS_MASTER")
+        .env("HOME", home.path())
+        .env("DFS_MASTER_WAIT", "soon")
+        .arg("--master")
+        .arg(&address)
+        .args(["ls", "/"]);
+    let output = run(&mut command, None, Duration::from_secs(30));
+    let line = expect_failure_line(&output, "dfs ls / with a bad DFS_MASTER_WAIT");
+    assert!(line.contains("DFS_MASTER_WAIT"), "{line}");
 }
 
 #[test]

@@ -150,7 +150,7 @@ fn reads_whole_files_through_copy_to_and_reads_of_any_size() {
         let (mut client, _) = connect(&cluster);
         let reader = open(&mut client, "/f");
         assert_eq!(reader.length_bytes(), length_bytes as u64);
-        assert_eq!(reader.blocks().len(), length_bytes.div_ceil(block_bytes));
+        assert_eq!(reader.block_count(), length_bytes.div_ceil(block_bytes));
         for piece_bytes in [0, 1000, CHUNK, MIB] {
             let (output, result) = read_all(&cluster, "/f", piece_bytes);
             result.unwrap_or_else(|e| {
@@ -385,4 +385,49 @@ fn a_block_no_live_minion_holds_is_an_error() {
             )
         );
     }
+}
+
+/// A minion that serves rotten bytes with checksums rewritten to match
+/// them (rot plus a buggy or hostile minion; played by a failpoint) passes
+/// every check the minion's own numbers allow. A reader must still never
+/// hand out one of those bytes: it checks the replica's chunk checksums
+/// against the block CRC32C the master recorded before it trusts them,
+/// goes to a good replica, and reports the bad one.
+#[test]
+fn bytes_a_minion_rewrote_with_matching_checksums_never_reach_a_reader() {
+    let mut cluster = Cluster::start(ClusterOptions::default());
+    // Two of three minions lie about the first chunk of every read; each
+    // block keeps a replica that does not.
+    let liars = [0, 1];
+    for index in liars {
+        cluster.stop_minion(index);
+        cluster.set_minion_environment(index, "DFS_FAILPOINT", Some("read-serve-rotten:on"));
+        cluster.start_minion(index);
+    }
+    cluster.wait_for_live_minions(3);
+    let data = put_file(&cluster, 2 * CHUNK, 24 * 2 * CHUNK + 777, 31);
+    let blocks = blocks_of_file(&cluster);
+    let lying: Vec<String> = liars
+        .iter()
+        .map(|&index| cluster.minion_address(index).to_string())
+        .collect();
+    let first_lies = blocks
+        .iter()
+        .filter(|block| lying.contains(&block.locations[0].address))
+        .count();
+    assert!(first_lies > 0, "no block is read from a lying minion first");
+
+    // As users read: `dfs cat` prints exactly the file.
+    let output = cluster.dfs(["cat", "/f"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_bytes_equal(&output.stdout, &data, "dfs cat /f");
+    // And the library, in small pieces.
+    let (bytes, result) = read_all(&cluster, "/f", 1000);
+    assert_eq!(result, Ok(()));
+    assert_bytes_equal(&bytes, &data, "pieces of 1000 bytes");
+    let master_log = std::fs::read_to_string(cluster.log_path("master")).unwrap_or_default();
+    assert!(
+        master_log.contains("a client reported a corrupt replica"),
+        "the lying replicas were reported"
+    );
 }

@@ -34,7 +34,7 @@ const REPLICATION: usize = 3;
 const PLACEMENT_TRIES_MAX: u64 = 60;
 /// Times a broken minion must be chosen and left out of the next pipeline.
 const REPLACEMENTS_WANTED: u64 = 6;
-const BLOCK_FOOTER_BYTES: usize = 32;
+const BLOCK_FOOTER_BYTES: usize = 48;
 
 fn options(block_bytes: usize) -> WriteOptions {
     WriteOptions {
@@ -139,16 +139,30 @@ fn check_block_file(cluster: &Cluster, index: usize, block: BlockId, expected: &
     }
     let footer = &bytes[crc_array_end..];
     assert_eq!(&footer[0..4], b"DFSB", "{what}: footer magic");
-    assert_eq!(&footer[4..8], &[1, 0, 0, 0], "{what}: version, reserved");
+    assert_eq!(&footer[4..8], &[2, 0, 0, 0], "{what}: version, reserved");
     assert_eq!(u64_at(footer, 8), block.0, "{what}: block id");
-    assert_eq!(u64_at(footer, 16), expected.len() as u64, "{what}: length");
-    assert_eq!(u32_at(footer, 24), CHUNK as u32, "{what}: chunk size");
-    let mut covered = bytes[expected.len()..crc_array_end].to_vec();
-    covered.extend_from_slice(&footer[..28]);
+    let generation = u64_at(footer, 16);
+    assert_ne!(generation, 0, "{what}: a generation");
+    assert_eq!(u64_at(footer, 24), expected.len() as u64, "{what}: length");
+    assert_eq!(u32_at(footer, 32), CHUNK as u32, "{what}: chunk size");
     assert_eq!(
-        u32_at(footer, 28),
+        u32_at(footer, 36),
+        crc32c::crc32c(expected),
+        "{what}: block CRC"
+    );
+    let mut covered = bytes[expected.len()..crc_array_end].to_vec();
+    covered.extend_from_slice(&footer[..44]);
+    assert_eq!(
+        u32_at(footer, 44),
         crc32c::crc32c(&covered),
         "{what}: footer CRC"
+    );
+    // The name says the same.
+    let name = file_path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    assert_eq!(
+        name,
+        format!("{block}_{generation:016x}_{:08x}", crc32c::crc32c(expected)),
+        "{what}: file name"
     );
 }
 
@@ -653,9 +667,9 @@ fn a_first_member_dying_mid_block_is_survived_when_the_input_rewinds() {
             LIVE_TIMEOUT,
             &format!("minion-{index} to drop its partial copy of {abandoned}"),
         );
-        assert!(!cluster
-            .block_file_path(index, &abandoned.to_string())
-            .exists());
+        assert!(cluster
+            .block_file_of(index, &abandoned.to_string())
+            .is_none());
     }
 }
 

@@ -1,26 +1,28 @@
-//! Sealed blocks on local disks: one file per block, written once through a
-//! temporary file, checked on every read. Layout in docs/format.md.
+//! Sealed blocks on local disks: one file per replica, written once through
+//! a temporary file, checked on every read. The names and layout are those
+//! of `block_format` (docs/format.md, "Block file"); this module is their
+//! blocking driver and the store's bookkeeping.
 //!
-//! A block file is `[data][CRC32C of each chunk, u32 LE][32-byte footer]`.
-//! Data comes first so a reader can send the file from offset 0. A block is
-//! written under `DIR/tmp/` and renamed into `DIR/blocks/<xx>/` only when it
-//! is sealed, so everything under `blocks/` is complete; whatever is left in
-//! `tmp/` at start-up was abandoned and is removed.
-//!
-//! A replica that failed verification is moved to `DIR/quarantine/`: never
-//! served again (`open_block` calls it corrupted), left out of listings, and
-//! removed when the master deletes the block or a good copy is sealed here.
+//! The store keeps a catalog of the replicas in its directories, built at
+//! open from one listing (version-1 files are renamed there to the names of
+//! version 2) and kept by every seal, removal and quarantine: lookups by
+//! block id need no directory listing, and a full block report is the
+//! catalog. A replica that failed verification is moved to `quarantine/`:
+//! never served again (`open_block` calls it corrupted), and removed when
+//! the master deletes it or a good copy of its block is sealed here.
 //!
 //! A data directory that failed (an I/O error, or it vanished) is taken out
-//! of service for as long as the store is open: its blocks are no longer
-//! listed, counted, found or served, and no new block goes there. A full one
-//! only gets no new blocks until it has room again.
+//! of service for as long as the store is open: its replicas leave the
+//! catalog and no new block goes there. A full one only gets no new blocks
+//! until it has room again.
 //!
-//! Invariant: a block id is in at most one of "being written" or "sealed" in
-//! one store, so two writers never race to the same name.
+//! Invariant: a block id is in at most one of "being written" (claimed) or
+//! "sealed" in one store, with at most one sealed replica: every writer of
+//! these directories, the minion's io_uring writer included, claims the id
+//! here first, so two writers never race and a replica of another
+//! generation is never sealed beside one that is here.
 
-use crate::sync;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
@@ -28,30 +30,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use zerocopy::byteorder::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
+use crate::block_format::{
+    self, check_checksums, check_footer, parse_name, parse_subdir_name, ChunkSequence, ParsedName,
+    ReplicaName, BLOCKS_DIR, FOOTER_V1_BYTES, QUARANTINE_DIR, SUBDIR_COUNT, TMP_DIR,
+};
 use crate::dir_lock::DirLock;
 use crate::error::{Error, IoContext, Result};
-use crate::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, FRAME_PAYLOAD_BYTES_MAX};
-use crate::msg::BlockId;
+use crate::limits::CHUNK_BYTES;
+use crate::msg::{BlockId, Generation, ReplicaId, StoredBlock};
+use crate::sync;
 
-/// "DFSB" read as a little-endian u32.
-pub const BLOCK_MAGIC: u32 = u32::from_le_bytes(*b"DFSB");
-/// Version of the block file layout this build writes and reads.
-pub const BLOCK_FORMAT_VERSION: u16 = 1;
-pub const BLOCK_FOOTER_BYTES: usize = 32;
-/// Bytes of one stored chunk checksum.
-const CRC_BYTES: u64 = 4;
-/// Most chunks of one block: a largest block cut in standard chunks. Bounds
-/// the checksum array a reader loads (128 KiB), whatever a footer claims.
-pub const BLOCK_CHUNKS_MAX: u64 = BLOCK_BYTES_MAX / CHUNK_BYTES as u64;
-
-const BLOCKS_DIR: &str = "blocks";
-const TMP_DIR: &str = "tmp";
-const QUARANTINE_DIR: &str = "quarantine";
 /// What `open_block` says of a quarantined replica (see `is_quarantined`).
 const QUARANTINED_DETAIL: &str = "quarantined after it failed verification; not served";
 /// A directory with at least this much room (and free inodes) is roomy:
@@ -62,30 +52,6 @@ const QUARANTINED_DETAIL: &str = "quarantined after it failed verification; not 
 pub const DIRECTORY_ROOMY_BYTES: u64 = crate::limits::BLOCK_BYTES_DEFAULT;
 /// Bytes the write probe of `check_directory` writes, syncs and reads back.
 const PROBE_BYTES: usize = 4096;
-/// The `blocks/` subdirectories: two hex digits of the low byte of the id.
-const SUBDIR_COUNT: u64 = 256;
-
-const _: () = assert!(BLOCK_BYTES_MAX.is_multiple_of(CHUNK_BYTES as u64));
-const _: () = assert!(CHUNK_BYTES <= FRAME_PAYLOAD_BYTES_MAX);
-
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
-#[repr(C)]
-struct RawFooter {
-    magic: U32,
-    version: U16,
-    reserved: U16,
-    block: U64,
-    length_bytes: U64,
-    chunk_bytes: U32,
-    footer_crc: U32,
-}
-
-const _: () = assert!(std::mem::size_of::<RawFooter>() == BLOCK_FOOTER_BYTES);
-
-/// The footer checksum covers the checksum array and the footer before it.
-fn footer_crc(crc_array: &[u8], footer: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(crc_array), &footer[..BLOCK_FOOTER_BYTES - 4])
-}
 
 /// Space of the filesystems under a store, and what our blocks take of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,26 +65,19 @@ pub struct Usage {
     pub block_count: u64,
 }
 
-/// What a scan of the `blocks/` directories found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Scan {
-    /// Sealed blocks, sorted, each once.
-    pub blocks: Vec<BlockId>,
-    /// Files and directories that are not block files where they should be;
-    /// they are never served, only reported.
-    pub strays: Vec<PathBuf>,
-    /// Sum of the sizes of the block files.
-    pub used_bytes: u64,
-}
-
 /// What `BlockStore::open` found and cleaned, for the caller to log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenReport {
     /// Abandoned writes removed from `tmp/`.
     pub abandoned_removed: Vec<PathBuf>,
+    /// Files and directories that are not replicas where they should be
+    /// (or a second replica of a block), with why; never served, only
+    /// reported.
     pub strays: Vec<PathBuf>,
+    /// Version-1 files renamed to their version-2 names.
+    pub renamed: u64,
     /// Replicas kept in `quarantine/` by an earlier run.
-    pub quarantined: Vec<BlockId>,
+    pub quarantined: Vec<ReplicaId>,
 }
 
 /// One data directory as the store sees it now.
@@ -155,17 +114,31 @@ impl DataDir {
     }
 }
 
+/// A replica file the catalog knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Held {
+    /// Index of its data directory.
+    dir: usize,
+    name: ReplicaName,
+    file_bytes: u64,
+}
+
+/// The replicas of the directories in service, and the ids being written.
+#[derive(Default)]
+struct Catalog {
+    /// Sealed replicas: at most one per block id.
+    sealed: HashMap<BlockId, Held>,
+    /// Quarantined replicas, by block id (rarely more than one).
+    quarantined: HashMap<BlockId, Vec<Held>>,
+    /// Ids with an open writer; bounded by the writers, one per connection.
+    writing: HashSet<BlockId>,
+}
+
 struct Shared {
     dirs: Vec<DataDir>,
-    /// Blocks with an open writer. Bounded by the number of writers, one per
-    /// connection at most.
-    writing: Mutex<HashSet<BlockId>>,
+    catalog: Mutex<Catalog>,
     /// Turn of the roomy directories for the next new block.
     next_dir: AtomicUsize,
-    /// Some replica may be in quarantine: set at open when one is, and by
-    /// every quarantine, never cleared. While it is false, sealing a block
-    /// has no quarantined copy to remove (one syscall less per block).
-    maybe_quarantined: AtomicBool,
 }
 
 impl Shared {
@@ -175,6 +148,34 @@ impl Shared {
             .iter()
             .enumerate()
             .filter(|(_, dir)| dir.in_service())
+    }
+
+    fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        sync::lock(&self.catalog)
+    }
+
+    fn dir(&self, index: usize) -> Result<&DataDir> {
+        self.dirs
+            .get(index)
+            .ok_or_else(|| Error::Invalid(format!("no data directory {index}")))
+    }
+
+    fn note_full(&self, index: usize) {
+        if let Some(dir) = self.dirs.get(index) {
+            dir.full.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn count(&self, held: &Held, sign: i8) {
+        if let Some(dir) = self.dirs.get(held.dir) {
+            if sign > 0 {
+                dir.used_bytes.fetch_add(held.file_bytes, Ordering::Relaxed);
+                dir.block_count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                dir.used_bytes.fetch_sub(held.file_bytes, Ordering::Relaxed);
+                dir.block_count.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -186,42 +187,12 @@ pub struct BlockStore {
     report: Arc<OpenReport>,
 }
 
-fn subdir_name(block: BlockId) -> String {
-    format!("{:02x}", block.0 & 0xff)
-}
-
-fn block_path(root: &Path, block: BlockId) -> PathBuf {
-    root.join(BLOCKS_DIR)
-        .join(subdir_name(block))
-        .join(block.to_string())
-}
-
-fn quarantine_path(root: &Path, block: BlockId) -> PathBuf {
-    root.join(QUARANTINE_DIR).join(block.to_string())
-}
-
-/// Parses "blk_<16 lowercase hex>", the only name a block file has.
-fn parse_block_name(name: &str) -> Option<BlockId> {
-    let hex = name.strip_prefix("blk_")?;
-    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok().map(BlockId)
-}
-
-fn parse_subdir_name(name: &str) -> Option<u64> {
-    if name.len() != 2 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    u64::from_str_radix(name, 16).ok()
-}
-
 /// True when `error` says a block does not exist (from `open_block`).
 pub fn is_not_found(error: &Error) -> bool {
     matches!(error, Error::Io { cause: source, .. } if source.kind() == io::ErrorKind::NotFound)
 }
 
-/// True when `error` says a block already exists or is being written (from `create`).
+/// True when `error` says a block already exists or is being written (from `claim`).
 pub fn is_already_exists(error: &Error) -> bool {
     matches!(error, Error::Io { cause: source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
 }
@@ -236,6 +207,10 @@ fn sync_directory(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|directory| directory.sync_all())
         .with_context(|| format!("sync directory {}", path.display()))
+}
+
+fn not_found(what: String) -> Error {
+    Error::io(what, io::ErrorKind::NotFound.into())
 }
 
 struct FilesystemSpace {
@@ -270,6 +245,36 @@ impl FilesystemSpace {
     fn is_roomy(&self) -> bool {
         self.available_bytes >= DIRECTORY_ROOMY_BYTES && self.inodes_available
     }
+}
+
+/// Writes a small file in `root/tmp/`, syncs it, reads it back and removes it.
+fn probe_directory(root: &Path) -> io::Result<()> {
+    static PROBES: AtomicU64 = AtomicU64::new(0);
+    let number = PROBES.fetch_add(1, Ordering::Relaxed);
+    let path = root
+        .join(TMP_DIR)
+        .join(format!("probe.{:08x}.{number:08x}", std::process::id()));
+    let written: Vec<u8> = (0..PROBE_BYTES).map(|i| (i % 251) as u8).collect();
+    let probed = (|| {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.write_all_at(&written, 0)?;
+        file.sync_all()?;
+        let mut read = vec![0u8; PROBE_BYTES];
+        file.read_exact_at(&mut read, 0)?;
+        if read != written {
+            return Err(io::Error::other("the probe file read back differs"));
+        }
+        Ok(())
+    })();
+    let removed = match fs::remove_file(&path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    probed.and(removed)
 }
 
 /// Creates `root/blocks/00..ff`, `root/tmp` and `root/quarantine`, and
@@ -313,7 +318,6 @@ fn prepare_dir(root: &Path, report: &mut OpenReport) -> Result<DataDir> {
         removed.with_context(|| format!("remove abandoned {}", path.display()))?;
         report.abandoned_removed.push(path);
     }
-    report.quarantined.extend(list_quarantine(root)?);
     let device = fs::metadata(root)
         .with_context(|| format!("stat {}", root.display()))?
         .dev();
@@ -328,29 +332,18 @@ fn prepare_dir(root: &Path, report: &mut OpenReport) -> Result<DataDir> {
     })
 }
 
-/// The replicas in `root/quarantine/`, sorted; other names are ignored.
-fn list_quarantine(root: &Path) -> Result<Vec<BlockId>> {
-    let quarantine = root.join(QUARANTINE_DIR);
-    let context = || format!("list {}", quarantine.display());
-    let mut blocks = Vec::new();
-    for entry in fs::read_dir(&quarantine).with_context(context)? {
-        let entry = entry.with_context(context)?;
-        if let Some(block) = entry.file_name().to_str().and_then(parse_block_name) {
-            blocks.push(block);
-        }
-    }
-    blocks.sort_unstable();
-    Ok(blocks)
+/// A file the walk of `blocks/` found.
+enum Found {
+    Replica(ReplicaName, u64),
+    Stray(PathBuf),
 }
 
-/// Walks `root/blocks/`: `found` gets each block file with its size, the
-/// rest goes to `strays`.
-fn walk_blocks(
-    root: &Path,
-    found: &mut dyn FnMut(BlockId, u64),
-    strays: &mut Vec<PathBuf>,
-) -> Result<()> {
+/// Walks `root/blocks/`: each replica file with its size, the rest as
+/// strays. Version-1 files are renamed to their version-2 names first
+/// (`renamed` counts them); one that does not check out is a stray.
+fn walk_blocks(root: &Path, renamed: &mut u64) -> Result<Vec<Found>> {
     let blocks = root.join(BLOCKS_DIR);
+    let mut found = Vec::new();
     for entry in fs::read_dir(&blocks).with_context(|| format!("list {}", blocks.display()))? {
         let entry = entry.with_context(|| format!("list {}", blocks.display()))?;
         let path = entry.path();
@@ -360,53 +353,99 @@ fn walk_blocks(
             .with_context(|| format!("stat {}", path.display()))?
             .is_dir();
         match subdir {
-            Some(low_byte) if is_dir => walk_subdir(&path, low_byte, found, strays)?,
-            _ => strays.push(path),
+            Some(low_byte) if is_dir => walk_subdir(&path, low_byte, renamed, &mut found)?,
+            _ => found.push(Found::Stray(path)),
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 fn walk_subdir(
     subdir: &Path,
     low_byte: u64,
-    found: &mut dyn FnMut(BlockId, u64),
-    strays: &mut Vec<PathBuf>,
+    renamed: &mut u64,
+    found: &mut Vec<Found>,
 ) -> Result<()> {
+    let renamed_before = *renamed;
     for entry in fs::read_dir(subdir).with_context(|| format!("list {}", subdir.display()))? {
         let entry = entry.with_context(|| format!("list {}", subdir.display()))?;
         let path = entry.path();
         let metadata = entry
             .metadata()
             .with_context(|| format!("stat {}", path.display()))?;
-        let block = entry
-            .file_name()
-            .to_str()
-            .and_then(parse_block_name)
-            .filter(|block| block.0 & 0xff == low_byte && metadata.is_file());
-        match block {
-            Some(block) => found(block, metadata.len()),
-            None => strays.push(path),
+        let parsed = entry.file_name().to_str().and_then(parse_name);
+        let in_place = |block: BlockId| block.0 & 0xff == low_byte && metadata.is_file();
+        match parsed {
+            Some(ParsedName::Replica(name)) if in_place(name.block) => {
+                found.push(Found::Replica(name, metadata.len()));
+            }
+            Some(ParsedName::Version1(block)) if in_place(block) => {
+                match rename_version_1(&path, block, metadata.len()) {
+                    Some(name) => {
+                        *renamed += 1;
+                        found.push(Found::Replica(name, metadata.len()));
+                    }
+                    None => found.push(Found::Stray(path)),
+                }
+            }
+            _ => found.push(Found::Stray(path)),
         }
+    }
+    if *renamed != renamed_before {
+        sync_directory(subdir)?;
     }
     Ok(())
 }
 
-/// Adds one directory's blocks to `scan` (not yet sorted).
-fn scan_dir(root: &Path, scan: &mut Scan) -> Result<()> {
-    let Scan {
-        blocks,
-        strays,
-        used_bytes,
-    } = scan;
-    walk_blocks(
-        root,
-        &mut |block, file_bytes| {
-            blocks.push(block);
-            *used_bytes += file_bytes;
-        },
-        strays,
-    )
+/// Renames the version-1 file `path` of `block` to its version-2 name
+/// (generation 0, the CRC32C of its chunks) after checking it; None when
+/// it does not check out (it stays where it is, never served).
+fn rename_version_1(path: &Path, block: BlockId, file_bytes: u64) -> Option<ReplicaName> {
+    let file = File::open(path).ok()?;
+    let mut footer = [0u8; FOOTER_V1_BYTES];
+    file.read_exact_at(&mut footer, file_bytes.checked_sub(FOOTER_V1_BYTES as u64)?)
+        .ok()?;
+    let name = block_format::name_of_version_1(block, &footer, file_bytes, |layout| {
+        // Bounded by BLOCK_CHUNKS_MAX: check_footer checked the layout.
+        let mut crc_array = vec![0u8; layout.crc_array_bytes as usize];
+        file.read_exact_at(&mut crc_array, layout.crc_array_offset)
+            .map_err(|e| e.to_string())?;
+        Ok(crc_array)
+    })
+    .ok()?;
+    let target = path.with_file_name(name.file_name());
+    fs::rename(path, &target).ok()?;
+    Some(name)
+}
+
+/// The replicas in `root/quarantine/` with their sizes; version-1 names
+/// (quarantined by an older build) are renamed to generation 0 and CRC 0.
+fn walk_quarantine(root: &Path) -> Result<Vec<(ReplicaName, u64)>> {
+    let quarantine = root.join(QUARANTINE_DIR);
+    let context = || format!("list {}", quarantine.display());
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&quarantine).with_context(context)? {
+        let entry = entry.with_context(context)?;
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        match entry.file_name().to_str().and_then(parse_name) {
+            Some(ParsedName::Replica(name)) => found.push((name, metadata.len())),
+            Some(ParsedName::Version1(block)) => {
+                let name = ReplicaName {
+                    block,
+                    generation: Generation::LEGACY,
+                    crc32c: 0,
+                };
+                let target = quarantine.join(name.file_name());
+                if fs::rename(entry.path(), &target).is_ok() {
+                    found.push((name, metadata.len()));
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(found)
 }
 
 /// True for errors that say the filesystem has no room (for us) left.
@@ -423,73 +462,10 @@ fn is_process_limit(error: &io::Error) -> bool {
     )
 }
 
-/// Writes a small file in `root/tmp/`, syncs it, reads it back and removes it.
-fn probe_directory(root: &Path) -> io::Result<()> {
-    static PROBES: AtomicU64 = AtomicU64::new(0);
-    let number = PROBES.fetch_add(1, Ordering::Relaxed);
-    let path = root
-        .join(TMP_DIR)
-        .join(format!("probe.{:08x}.{number:08x}", std::process::id()));
-    let written: Vec<u8> = (0..PROBE_BYTES).map(|i| (i % 251) as u8).collect();
-    let probed = (|| {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        file.write_all_at(&written, 0)?;
-        file.sync_all()?;
-        let mut read = vec![0u8; PROBE_BYTES];
-        file.read_exact_at(&mut read, 0)?;
-        if read != written {
-            return Err(io::Error::other("the probe file read back differs"));
-        }
-        Ok(())
-    })();
-    let removed = match fs::remove_file(&path) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    };
-    probed.and(removed)
-}
-
-impl Shared {
-    fn note_full(&self, index: usize) {
-        if let Some(dir) = self.dirs.get(index) {
-            dir.full.store(true, Ordering::Relaxed);
-        }
-    }
-
-    fn dir(&self, index: usize) -> Result<&DataDir> {
-        self.dirs
-            .get(index)
-            .ok_or_else(|| Error::Invalid(format!("no data directory {index}")))
-    }
-
-    /// Counts a block sealed in directory `index` and removes any
-    /// quarantined replica of it: the good copy supersedes it.
-    fn note_sealed(&self, index: usize, block: BlockId, file_bytes: u64) -> Result<()> {
-        let dir = self.dir(index)?;
-        dir.used_bytes.fetch_add(file_bytes, Ordering::Relaxed);
-        dir.block_count.fetch_add(1, Ordering::Relaxed);
-        if !self.maybe_quarantined.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        for (_, dir) in self.serving() {
-            let path = quarantine_path(&dir.root, block);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(Error::io(format!("remove {}", path.display()), error)),
-            }
-        }
-        Ok(())
-    }
-}
-
 impl BlockStore {
     /// Opens (creating where missing) the data directories, removes abandoned
-    /// writes from their `tmp/` and counts the sealed blocks.
+    /// writes from their `tmp/`, renames version-1 files and catalogs the
+    /// replicas.
     pub fn open(dirs: &[PathBuf]) -> Result<BlockStore> {
         if dirs.is_empty() {
             return Err(Error::Invalid(
@@ -514,22 +490,52 @@ impl BlockStore {
             canonicals.push(canonical);
             prepared.push(prepare_dir(dir, &mut report)?);
         }
-        for dir in &prepared {
-            let mut scan = Scan::default();
-            scan_dir(&dir.root, &mut scan)?;
-            dir.used_bytes.store(scan.used_bytes, Ordering::Relaxed);
-            dir.block_count
-                .store(scan.blocks.len() as u64, Ordering::Relaxed);
-            report.strays.append(&mut scan.strays);
+        let mut catalog = Catalog::default();
+        for (index, dir) in prepared.iter().enumerate() {
+            for found in walk_blocks(&dir.root, &mut report.renamed)? {
+                match found {
+                    Found::Replica(name, file_bytes) => {
+                        if catalog.sealed.contains_key(&name.block) {
+                            // A second replica of one block: never served.
+                            report
+                                .strays
+                                .push(block_format::block_path(&dir.root, &name));
+                            continue;
+                        }
+                        dir.used_bytes.fetch_add(file_bytes, Ordering::Relaxed);
+                        dir.block_count.fetch_add(1, Ordering::Relaxed);
+                        catalog.sealed.insert(
+                            name.block,
+                            Held {
+                                dir: index,
+                                name,
+                                file_bytes,
+                            },
+                        );
+                    }
+                    Found::Stray(path) => report.strays.push(path),
+                }
+            }
+            for (name, file_bytes) in walk_quarantine(&dir.root)? {
+                report.quarantined.push(name.replica());
+                catalog
+                    .quarantined
+                    .entry(name.block)
+                    .or_default()
+                    .push(Held {
+                        dir: index,
+                        name,
+                        file_bytes,
+                    });
+            }
         }
         report.quarantined.sort_unstable();
         report.quarantined.dedup();
         Ok(BlockStore {
             shared: Arc::new(Shared {
                 dirs: prepared,
-                writing: Mutex::new(HashSet::new()),
+                catalog: Mutex::new(catalog),
                 next_dir: AtomicUsize::new(0),
-                maybe_quarantined: AtomicBool::new(!report.quarantined.is_empty()),
             }),
             report: Arc::new(report),
         })
@@ -586,13 +592,24 @@ impl BlockStore {
     }
 
     /// Takes directory `index` out of service for good (while the store is
-    /// open): its blocks are no longer listed, counted, found or served, and
-    /// no new block goes there. True when it was in service until now.
+    /// open): its replicas leave the catalog (no longer listed, counted,
+    /// found or served) and no new block goes there. True when it was in
+    /// service until now.
     pub fn fail_directory(&self, index: usize, reason: &str) -> bool {
-        self.shared
-            .dirs
-            .get(index)
-            .is_some_and(|dir| dir.failure.set(reason.to_string()).is_ok())
+        let Some(dir) = self.shared.dirs.get(index) else {
+            return false;
+        };
+        // Under the catalog's lock: no replica of it is found once it failed.
+        let mut catalog = self.shared.catalog();
+        if dir.failure.set(reason.to_string()).is_err() {
+            return false;
+        }
+        catalog.sealed.retain(|_, held| held.dir != index);
+        catalog.quarantined.retain(|_, replicas| {
+            replicas.retain(|held| held.dir != index);
+            !replicas.is_empty()
+        });
+        true
     }
 
     /// Records that directory `index` ran out of space: it gets new blocks
@@ -710,229 +727,364 @@ impl BlockStore {
         }
     }
 
-    /// Counts a block that another writer of these directories (the
-    /// minion's data path) sealed in directory `index`, and removes any
-    /// quarantined replica of it, which the good copy supersedes.
-    pub fn note_sealed(&self, index: usize, block: BlockId, file_bytes: u64) -> Result<()> {
-        self.shared.note_sealed(index, block, file_bytes)
+    /// Claims `replica`'s block id for a writer: refused while a replica of
+    /// the block is sealed here (of any generation: a fresh allocation that
+    /// finds one is a conflict, never a success) or being written. Every
+    /// writer of these directories claims here first; the claim ends when
+    /// the replica is sealed (`seal_claimed`) or the claim is dropped.
+    pub fn claim(&self, replica: ReplicaId) -> Result<Claim> {
+        let block = replica.block;
+        let mut catalog = self.shared.catalog();
+        let conflict = if catalog.writing.contains(&block) {
+            Some("it is being written here".to_string())
+        } else {
+            catalog.sealed.get(&block).map(|held| {
+                if held.name.generation == replica.generation {
+                    "it is here already".to_string()
+                } else {
+                    format!("a replica of generation {} is here", held.name.generation)
+                }
+            })
+        };
+        if let Some(why) = conflict {
+            return Err(Error::io(
+                format!("create {block} of generation {}: {why}", replica.generation),
+                io::ErrorKind::AlreadyExists.into(),
+            ));
+        }
+        catalog.writing.insert(block);
+        Ok(Claim {
+            shared: Arc::clone(&self.shared),
+            replica,
+            sealed: false,
+        })
     }
 
-    /// Starts writing a new block in the directory `choose_directory`
-    /// picks. Refuses an id that is sealed or being written here.
-    pub fn create(&self, block: BlockId) -> Result<BlockWriter> {
-        let guard = WritingGuard::claim(&self.shared, block)?;
+    /// Records the replica a claim's writer sealed in directory `dir`
+    /// (renamed to `block_format::block_path` of `name`, `file_bytes` long)
+    /// and ends the claim, in one step: the id is never neither claimed nor
+    /// sealed. A quarantined replica of the block is removed: the good copy
+    /// supersedes it. Refused when the directory failed meanwhile.
+    pub fn seal_claimed(
+        &self,
+        claim: Claim,
+        dir: usize,
+        name: ReplicaName,
+        file_bytes: u64,
+    ) -> Result<()> {
+        assert_eq!(
+            claim.replica,
+            name.replica(),
+            "a claim seals its own replica"
+        );
+        let data_dir = self.shared.dir(dir)?;
+        let superseded = {
+            let mut catalog = self.shared.catalog();
+            if let Some(failure) = data_dir.failure.get() {
+                return Err(Error::io(
+                    format!("seal {}", name.block),
+                    io::Error::other(format!(
+                        "its data directory {} failed: {failure}",
+                        data_dir.root.display()
+                    )),
+                ));
+            }
+            let held = Held {
+                dir,
+                name,
+                file_bytes,
+            };
+            let previous = catalog.sealed.insert(name.block, held);
+            assert!(previous.is_none(), "{} sealed twice", name.block);
+            catalog.writing.remove(&name.block);
+            self.shared.count(&held, 1);
+            catalog.quarantined.remove(&name.block).unwrap_or_default()
+        };
+        // The claim is over: the catalog holds the id now.
+        let mut claim = claim;
+        claim.sealed = true;
+        drop(claim);
+        for held in superseded {
+            let path = self.quarantine_file(&held)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io(format!("remove {}", path.display()), error)),
+            }
+        }
+        Ok(())
+    }
+
+    fn quarantine_file(&self, held: &Held) -> Result<PathBuf> {
+        Ok(block_format::quarantine_path(
+            &self.shared.dir(held.dir)?.root,
+            &held.name,
+        ))
+    }
+
+    fn sealed_file(&self, held: &Held) -> Result<PathBuf> {
+        Ok(block_format::block_path(
+            &self.shared.dir(held.dir)?.root,
+            &held.name,
+        ))
+    }
+
+    /// Starts writing a new replica in the directory `choose_directory`
+    /// picks (the blocking writer; the minion's data path has its own).
+    pub fn create(&self, replica: ReplicaId) -> Result<BlockWriter> {
+        let claim = self.claim(replica)?;
         let (dir_index, dir) = self.choose_directory()?;
         let suffix = crate::rpc::random_u64()?;
-        let temporary_path = dir.join(TMP_DIR).join(format!("{block}.{suffix:016x}"));
+        let temporary_path = block_format::temporary_path(dir, replica, suffix);
         let file = File::options()
             .write(true)
             .create_new(true)
             .open(&temporary_path)
             .with_context(|| format!("create {}", temporary_path.display()))?;
         Ok(BlockWriter {
-            guard,
+            store: self.clone(),
+            claim: Some(claim),
             dir_index,
             root: dir.to_path_buf(),
             temporary_path,
             file,
-            length_bytes: 0,
-            crc_array: Vec::new(),
-            short_chunk_written: false,
+            chunks: ChunkSequence::new(replica),
             failed: false,
             sealed: false,
         })
     }
 
-    fn find(&self, block: BlockId) -> Option<PathBuf> {
+    /// The sealed replica of `block` here, if any.
+    pub fn holding(&self, block: BlockId) -> Option<ReplicaName> {
         self.shared
-            .serving()
-            .map(|(_, dir)| block_path(&dir.root, block))
-            .find(|path| path.symlink_metadata().is_ok())
+            .catalog()
+            .sealed
+            .get(&block)
+            .map(|held| held.name)
     }
 
-    /// Opens a sealed block and checks its footer and checksum array. A
-    /// quarantined replica is refused as corrupted (`is_quarantined`).
-    pub fn open_block(&self, block: BlockId) -> Result<BlockReader> {
-        for (_, dir) in self.shared.serving() {
-            let path = block_path(&dir.root, block);
-            match File::open(&path) {
-                Ok(file) => return BlockReader::open(file, block, path),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    return Err(Error::io(format!("open {}", path.display()), error));
-                }
-            }
-        }
-        if self.is_quarantined(block) {
-            return Err(Error::corrupted(block.to_string(), QUARANTINED_DETAIL));
-        }
-        Err(Error::io(
-            format!("open {block}: no such block"),
-            io::ErrorKind::NotFound.into(),
-        ))
-    }
-
-    /// The directory in service that holds `block` (or fails to say
-    /// whether it does: a stat that fails with other than "not found").
-    pub fn directory_holding(&self, block: BlockId) -> Option<usize> {
-        self.shared
-            .serving()
-            .find(
-                |(_, dir)| match block_path(&dir.root, block).symlink_metadata() {
-                    Ok(_) => true,
-                    Err(error) => error.kind() != io::ErrorKind::NotFound,
-                },
-            )
-            .map(|(index, _)| index)
+    /// True when `replica` is sealed here (it may still be corrupt).
+    pub fn contains(&self, replica: ReplicaId) -> bool {
+        self.holding(replica.block)
+            .is_some_and(|name| name.generation == replica.generation)
     }
 
     /// True when a replica of `block` is in quarantine here.
     pub fn is_quarantined(&self, block: BlockId) -> bool {
-        self.shared
-            .serving()
-            .any(|(_, dir)| quarantine_path(&dir.root, block).symlink_metadata().is_ok())
+        self.shared.catalog().quarantined.contains_key(&block)
     }
 
-    /// True when the block is sealed here (it may still be corrupt).
-    pub fn contains(&self, block: BlockId) -> bool {
-        self.find(block).is_some()
+    /// Opens the sealed `replica` and checks its footer and checksums. A
+    /// replica of another generation is not found; a quarantined one is
+    /// refused as corrupted (`is_quarantined`). A file that vanished leaves
+    /// the catalog (`take_vanished` tells who lost it).
+    pub fn open_block(&self, replica: ReplicaId) -> Result<BlockReader> {
+        let block = replica.block;
+        let held = self.shared.catalog().sealed.get(&block).copied();
+        let Some(held) = held.filter(|held| held.name.generation == replica.generation) else {
+            if self.is_quarantined(block) && held.is_none() {
+                return Err(Error::corrupted(block.to_string(), QUARANTINED_DETAIL));
+            }
+            return Err(not_found(match held {
+                Some(other) => format!(
+                    "open {block} of generation {}: this minion holds generation {}",
+                    replica.generation, other.name.generation
+                ),
+                None => format!("open {block}: no such block"),
+            }));
+        };
+        let path = self.sealed_file(&held)?;
+        match File::open(&path) {
+            Ok(file) => BlockReader::open(file, held.name, path),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                self.forget_vanished(&held);
+                Err(not_found(format!(
+                    "open {block}: its file {} vanished",
+                    path.display()
+                )))
+            }
+            Err(error) => Err(Error::io(format!("open {}", path.display()), error)),
+        }
     }
 
-    /// Removes a sealed block (its file, in whichever data directory holds
-    /// it, and any quarantined replica of it) and returns the bytes its
-    /// file took (0 for a quarantined replica alone, which no longer
-    /// counted), or None when neither was here. A block being written is not
-    /// sealed and is left alone. Readers that opened the block before keep
-    /// reading it until they close it.
-    pub fn remove(&self, block: BlockId) -> Result<Option<u64>> {
-        let mut removed = None;
-        for (_, dir) in self.shared.serving() {
-            let quarantined = quarantine_path(&dir.root, block);
-            match fs::remove_file(&quarantined) {
-                Ok(()) => removed = removed.or(Some(0)),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    return Err(Error::io(
-                        format!("remove {}", quarantined.display()),
-                        error,
-                    ))
+    /// Drops a replica whose file is gone from the catalog.
+    fn forget_vanished(&self, held: &Held) {
+        let mut catalog = self.shared.catalog();
+        if catalog.sealed.get(&held.name.block) == Some(held) {
+            catalog.sealed.remove(&held.name.block);
+            self.shared.count(held, -1);
+        }
+    }
+
+    /// The directory in service that holds a replica of `block`, sealed or
+    /// quarantined.
+    pub fn directory_holding(&self, block: BlockId) -> Option<usize> {
+        let catalog = self.shared.catalog();
+        catalog.sealed.get(&block).map(|held| held.dir).or_else(|| {
+            catalog
+                .quarantined
+                .get(&block)?
+                .first()
+                .map(|held| held.dir)
+        })
+    }
+
+    /// Removes `replica`, sealed or quarantined, and returns the bytes its
+    /// sealed file took (0 for a quarantined replica alone, which no longer
+    /// counted), or None when neither was here. A replica of another
+    /// generation, or one being written, is left alone. Readers that opened
+    /// the replica before keep reading it until they close it.
+    pub fn remove(&self, replica: ReplicaId) -> Result<Option<u64>> {
+        let block = replica.block;
+        let (sealed, quarantined) = {
+            let mut catalog = self.shared.catalog();
+            let sealed = match catalog.sealed.get(&block) {
+                Some(held) if held.name.generation == replica.generation => {
+                    let held = *held;
+                    catalog.sealed.remove(&block);
+                    self.shared.count(&held, -1);
+                    Some(held)
+                }
+                _ => None,
+            };
+            let mut quarantined = Vec::new();
+            if let Some(replicas) = catalog.quarantined.get_mut(&block) {
+                replicas.retain(|held| {
+                    let ours = held.name.generation == replica.generation;
+                    if ours {
+                        quarantined.push(*held);
+                    }
+                    !ours
+                });
+                if replicas.is_empty() {
+                    catalog.quarantined.remove(&block);
                 }
             }
-        }
-        for (_, dir) in self.shared.serving() {
-            let path = block_path(&dir.root, block);
-            let file_bytes = match path.symlink_metadata() {
-                Ok(metadata) if metadata.is_file() => metadata.len(),
-                Ok(_) => continue,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-                Err(error) => return Err(Error::io(format!("stat {}", path.display()), error)),
-            };
+            (sealed, quarantined)
+        };
+        let mut removed = None;
+        for held in &quarantined {
+            let path = self.quarantine_file(held)?;
             match fs::remove_file(&path) {
-                Ok(()) => {}
-                // Removed by someone else meanwhile: not ours to count.
-                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Ok(()) => removed = Some(0),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => return Err(Error::io(format!("remove {}", path.display()), error)),
             }
-            dir.used_bytes.fetch_sub(file_bytes, Ordering::Relaxed);
-            dir.block_count.fetch_sub(1, Ordering::Relaxed);
-            return Ok(Some(file_bytes));
+        }
+        if let Some(held) = sealed {
+            let path = self.sealed_file(&held)?;
+            match fs::remove_file(&path) {
+                Ok(()) => removed = Some(held.file_bytes),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io(format!("remove {}", path.display()), error)),
+            }
         }
         Ok(removed)
     }
 
-    /// Moves the sealed replica of `block` into `quarantine/` of its
-    /// directory, where it is never served and no longer listed. With
-    /// `inode`, only the file with that inode number moves (the one found
-    /// bad, not a good copy sealed since under the same name). True when a
-    /// file moved.
-    pub fn quarantine(&self, block: BlockId, inode: Option<u64>) -> Result<bool> {
-        for (_, dir) in self.shared.serving() {
-            let path = block_path(&dir.root, block);
-            let metadata = match path.symlink_metadata() {
-                Ok(metadata) if metadata.is_file() => metadata,
-                Ok(_) => continue,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-                Err(error) => return Err(Error::io(format!("stat {}", path.display()), error)),
-            };
-            if inode.is_some_and(|inode| inode != metadata.ino()) {
-                continue;
-            }
-            let target = quarantine_path(&dir.root, block);
-            // Before the move: a seal racing with it must look for the copy.
-            self.shared.maybe_quarantined.store(true, Ordering::Release);
-            fs::rename(&path, &target)
-                .with_context(|| format!("move {} to {}", path.display(), target.display()))?;
-            dir.used_bytes.fetch_sub(metadata.len(), Ordering::Relaxed);
-            dir.block_count.fetch_sub(1, Ordering::Relaxed);
-            // Not durable is harmless: the replica is found bad again.
-            sync_directory(&dir.root.join(QUARANTINE_DIR))?;
-            return Ok(true);
+    /// Moves the sealed `replica` into `quarantine/` of its directory, where
+    /// it is never served and no longer counted. With `inode`, only the
+    /// file with that inode number moves (the one found bad, not a good
+    /// copy sealed since under the same name). True when a file moved.
+    pub fn quarantine(&self, replica: ReplicaId, inode: Option<u64>) -> Result<bool> {
+        let block = replica.block;
+        let mut catalog = self.shared.catalog();
+        let Some(held) = catalog
+            .sealed
+            .get(&block)
+            .copied()
+            .filter(|held| held.name.generation == replica.generation)
+        else {
+            return Ok(false);
+        };
+        let path = self.sealed_file(&held)?;
+        let metadata = match path.symlink_metadata() {
+            Ok(metadata) if metadata.is_file() => metadata,
+            Ok(_) => return Ok(false),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(Error::io(format!("stat {}", path.display()), error)),
+        };
+        if inode.is_some_and(|inode| inode != metadata.ino()) {
+            return Ok(false);
         }
-        Ok(false)
+        let target = self.quarantine_file(&held)?;
+        fs::rename(&path, &target)
+            .with_context(|| format!("move {} to {}", path.display(), target.display()))?;
+        catalog.sealed.remove(&block);
+        self.shared.count(&held, -1);
+        catalog.quarantined.entry(block).or_default().push(held);
+        drop(catalog);
+        // Not durable is harmless: the replica is found bad again.
+        sync_directory(&self.shared.dir(held.dir)?.root.join(QUARANTINE_DIR))?;
+        Ok(true)
     }
 
     /// The quarantined replicas in the directories in service, sorted.
-    pub fn quarantined(&self) -> Result<Vec<BlockId>> {
-        let mut blocks = Vec::new();
-        for (_, dir) in self.shared.serving() {
-            blocks.extend(list_quarantine(&dir.root)?);
-        }
-        blocks.sort_unstable();
-        blocks.dedup();
-        Ok(blocks)
+    pub fn quarantined(&self) -> Vec<StoredBlock> {
+        let catalog = self.shared.catalog();
+        let mut replicas: Vec<StoredBlock> = catalog
+            .quarantined
+            .values()
+            .flatten()
+            .map(|held| stored(&held.name, held.file_bytes))
+            .collect();
+        replicas.sort_unstable_by_key(|replica| (replica.block, replica.generation));
+        replicas.dedup();
+        replicas
     }
 
-    /// The sealed blocks, sorted. Stray files are left out (see `scan`).
-    pub fn list(&self) -> Result<Vec<BlockId>> {
-        Ok(self.scan()?.blocks)
+    /// The sealed replicas, sorted by block.
+    pub fn list(&self) -> Vec<StoredBlock> {
+        let catalog = self.shared.catalog();
+        let mut replicas: Vec<StoredBlock> = catalog
+            .sealed
+            .values()
+            .map(|held| stored(&held.name, held.file_bytes))
+            .collect();
+        replicas.sort_unstable_by_key(|replica| replica.block);
+        replicas
     }
 
-    /// Reads every `blocks/` directory in service.
-    pub fn scan(&self) -> Result<Scan> {
-        let (scan, mut errors) = self.scan_directories();
-        match errors.pop() {
-            Some((_, error)) => Err(error),
-            None => Ok(scan),
-        }
-    }
-
-    /// `scan`, going on past a directory that can't be read: what the others
-    /// hold, and the directories (by index) that failed, with why.
-    pub fn scan_directories(&self) -> (Scan, Vec<(usize, Error)>) {
-        let mut scan = Scan::default();
-        let mut errors = Vec::new();
-        for (index, dir) in self.shared.serving() {
-            let mut found = Scan::default();
-            match scan_dir(&dir.root, &mut found) {
-                Ok(()) => {
-                    scan.blocks.append(&mut found.blocks);
-                    scan.strays.append(&mut found.strays);
-                    scan.used_bytes += found.used_bytes;
+    /// Checks that the catalog still matches the directories in service:
+    /// each sealed replica's file is looked at, and one that vanished
+    /// leaves the catalog. Returns the directories (by index) where a look
+    /// failed otherwise, with why, so the caller can judge them.
+    pub fn verify_catalog(&self) -> Vec<(usize, Error)> {
+        let snapshot: Vec<Held> = self.shared.catalog().sealed.values().copied().collect();
+        let mut errors: Vec<(usize, Error)> = Vec::new();
+        for held in snapshot {
+            if errors.iter().any(|(dir, _)| *dir == held.dir) {
+                continue;
+            }
+            let Ok(path) = self.sealed_file(&held) else {
+                continue;
+            };
+            match path.symlink_metadata() {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    self.forget_vanished(&held);
                 }
-                Err(error) => errors.push((index, error)),
+                Err(error) => errors.push((
+                    held.dir,
+                    Error::io(format!("stat {}", path.display()), error),
+                )),
             }
         }
-        scan.blocks.sort_unstable();
-        scan.blocks.dedup();
-        (scan, errors)
+        errors
     }
 
-    /// The sealed blocks of directory `index` with the sizes of their files,
-    /// sorted by id (empty once the directory failed).
-    pub fn list_directory(&self, index: usize) -> Result<Vec<(BlockId, u64)>> {
-        let dir = self.shared.dir(index)?;
-        if !dir.in_service() {
-            return Ok(Vec::new());
-        }
-        let mut blocks = Vec::new();
-        let mut strays = Vec::new();
-        walk_blocks(
-            &dir.root,
-            &mut |block, file_bytes| blocks.push((block, file_bytes)),
-            &mut strays,
-        )?;
-        blocks.sort_unstable();
-        Ok(blocks)
+    /// The sealed replicas of directory `index` with the sizes of their
+    /// files, sorted by block (empty once the directory failed).
+    pub fn list_directory(&self, index: usize) -> Vec<(ReplicaName, u64)> {
+        let catalog = self.shared.catalog();
+        let mut replicas: Vec<(ReplicaName, u64)> = catalog
+            .sealed
+            .values()
+            .filter(|held| held.dir == index)
+            .map(|held| (held.name, held.file_bytes))
+            .collect();
+        replicas.sort_unstable();
+        replicas
     }
 
     /// Space of the filesystems (each counted once) and of our blocks, in
@@ -959,68 +1111,63 @@ impl BlockStore {
     }
 }
 
-/// Marks a block as being written for as long as it lives.
-struct WritingGuard {
-    shared: Arc<Shared>,
-    block: BlockId,
+/// What a report says of a replica file of `file_bytes` bytes; a size no
+/// replica can have (a file that changed under us) reports length 0.
+fn stored(name: &ReplicaName, file_bytes: u64) -> StoredBlock {
+    name.stored(file_bytes).unwrap_or(StoredBlock {
+        block: name.block,
+        generation: name.generation,
+        length_bytes: 0,
+        crc32c: name.crc32c,
+    })
 }
 
-impl WritingGuard {
-    fn claim(shared: &Arc<Shared>, block: BlockId) -> Result<WritingGuard> {
-        let mut writing = sync::lock(&shared.writing);
-        // A copy in a failed directory does not count: the block may be
-        // copied back here.
-        let exists = || {
-            shared
-                .serving()
-                .any(|(_, dir)| block_path(&dir.root, block).symlink_metadata().is_ok())
-        };
-        if writing.contains(&block) || exists() {
-            return Err(Error::io(
-                format!("create {block}: the block exists or is being written"),
-                io::ErrorKind::AlreadyExists.into(),
-            ));
-        }
-        writing.insert(block);
-        Ok(WritingGuard {
-            shared: Arc::clone(shared),
-            block,
-        })
+/// A block id claimed for a writer; dropping it gives the id up.
+pub struct Claim {
+    shared: Arc<Shared>,
+    replica: ReplicaId,
+    /// Its replica was sealed: the catalog holds the id, not the claim.
+    sealed: bool,
+}
+
+impl Claim {
+    pub fn replica(&self) -> ReplicaId {
+        self.replica
     }
 }
 
-impl Drop for WritingGuard {
+impl Drop for Claim {
     fn drop(&mut self) {
-        sync::lock(&self.shared.writing).remove(&self.block);
+        if !self.sealed {
+            self.shared.catalog().writing.remove(&self.replica.block);
+        }
     }
 }
 
 /// A block being written. Dropping it without `seal` removes its temporary
 /// file: nothing of an unsealed block is ever served.
 pub struct BlockWriter {
-    guard: WritingGuard,
+    store: BlockStore,
+    /// Taken by the seal.
+    claim: Option<Claim>,
     /// Index of the data directory the block goes to.
     dir_index: usize,
     root: PathBuf,
     temporary_path: PathBuf,
     file: File,
-    length_bytes: u64,
-    /// Checksums of the chunks written so far, as stored (u32 LE each).
-    crc_array: Vec<u8>,
-    /// A chunk shorter than CHUNK_BYTES can only be the last one.
-    short_chunk_written: bool,
+    chunks: ChunkSequence,
     /// A write failed; the block can't be sealed.
     failed: bool,
     sealed: bool,
 }
 
 impl BlockWriter {
-    pub fn block(&self) -> BlockId {
-        self.guard.block
+    pub fn replica(&self) -> ReplicaId {
+        self.chunks.replica()
     }
 
     pub fn length_bytes(&self) -> u64 {
-        self.length_bytes
+        self.chunks.length_bytes()
     }
 
     /// Appends one chunk: CHUNK_BYTES bytes, except the last one which may be
@@ -1028,37 +1175,28 @@ impl BlockWriter {
     /// whoever received it; it is checked again here because a wrong stored
     /// checksum would turn a good block into a "corrupt" one.
     pub fn write_chunk(&mut self, chunk: &[u8], crc: u32) -> Result<()> {
-        let block = self.guard.block;
-        let index = self.crc_array.len() as u64 / CRC_BYTES;
-        let refuse = |why: String| Error::Invalid(format!("write {block} chunk {index}: {why}"));
+        let block = self.chunks.replica().block;
+        let index = self.chunks.chunk_count();
+        let offset = self.chunks.length_bytes();
         let checked = if self.failed {
-            Err(refuse("an earlier write of this block failed".into()))
-        } else if self.short_chunk_written {
-            Err(refuse("a chunk after the short last chunk".into()))
-        } else if chunk.is_empty() || chunk.len() > CHUNK_BYTES as usize {
-            Err(refuse(format!(
-                "a chunk of {} bytes (chunks have 1 to {CHUNK_BYTES})",
-                chunk.len()
-            )))
-        } else if self.length_bytes + chunk.len() as u64 > BLOCK_BYTES_MAX {
-            Err(refuse(format!(
-                "the block grows over {BLOCK_BYTES_MAX} bytes"
-            )))
+            Err(format!(
+                "{block} chunk {index}: an earlier write of this block failed"
+            ))
         } else if crc32c::crc32c(chunk) != crc {
-            Err(refuse(format!(
-                "checksum {crc:#010x} does not match the data"
-            )))
+            Err(format!(
+                "{block} chunk {index}: checksum {crc:#010x} does not match the data"
+            ))
         } else {
-            Ok(())
+            self.chunks.push(chunk.len(), crc)
         };
-        if let Err(error) = checked {
+        if let Err(why) = checked {
             self.failed = true;
-            return Err(error);
+            return Err(Error::Invalid(format!("write {why}")));
         }
-        if let Err(error) = self.file.write_all_at(chunk, self.length_bytes) {
+        if let Err(error) = self.file.write_all_at(chunk, offset) {
             self.failed = true;
             if is_out_of_space(&error) {
-                self.guard.shared.note_full(self.dir_index);
+                self.store.shared.note_full(self.dir_index);
             }
             return Err(Error::io(
                 format!(
@@ -1068,9 +1206,6 @@ impl BlockWriter {
                 error,
             ));
         }
-        self.length_bytes += chunk.len() as u64;
-        self.crc_array.extend_from_slice(&crc.to_le_bytes());
-        self.short_chunk_written = chunk.len() < CHUNK_BYTES as usize;
         Ok(())
     }
 
@@ -1078,50 +1213,35 @@ impl BlockWriter {
     /// `sync`, and moves it into `blocks/`. Returns the block's length. On
     /// error nothing is left under `blocks/` and the temporary file is removed.
     pub fn seal(mut self, sync: bool) -> Result<u64> {
-        let block = self.guard.block;
+        let block = self.chunks.replica().block;
         if self.failed {
             return Err(Error::Invalid(format!(
                 "seal {block}: an earlier write of this block failed"
             )));
         }
-        let expected_chunks = self.length_bytes.div_ceil(CHUNK_BYTES as u64);
-        assert_eq!(expected_chunks * CRC_BYTES, self.crc_array.len() as u64);
-        let mut footer = RawFooter {
-            magic: BLOCK_MAGIC.into(),
-            version: BLOCK_FORMAT_VERSION.into(),
-            reserved: 0.into(),
-            block: block.0.into(),
-            length_bytes: self.length_bytes.into(),
-            chunk_bytes: CHUNK_BYTES.into(),
-            footer_crc: 0.into(),
-        };
-        footer.footer_crc = footer_crc(&self.crc_array, footer.as_bytes()).into();
-        let mut tail = std::mem::take(&mut self.crc_array);
-        tail.extend_from_slice(footer.as_bytes());
+        let length_bytes = self.chunks.length_bytes();
+        let tail = self.chunks.tail();
+        let name = self.chunks.name();
         let context = |what: &str| format!("{what} {block} in {}", self.temporary_path.display());
-        if let Err(error) = self.file.write_all_at(&tail, self.length_bytes) {
+        if let Err(error) = self.file.write_all_at(&tail, length_bytes) {
             if is_out_of_space(&error) {
-                self.guard.shared.note_full(self.dir_index);
+                self.store.shared.note_full(self.dir_index);
             }
             return Err(Error::io(context("write checksums of"), error));
-        }
-        let shared = Arc::clone(&self.guard.shared);
-        if let Some(failure) = shared.dir(self.dir_index)?.failure.get() {
-            return Err(Error::io(
-                context("seal"),
-                io::Error::other(format!("its data directory failed: {failure}")),
-            ));
         }
         if sync {
             self.file.sync_data().with_context(|| context("sync"))?;
         }
-        let subdir = self.root.join(BLOCKS_DIR).join(subdir_name(block));
+        let subdir = self
+            .root
+            .join(BLOCKS_DIR)
+            .join(block_format::subdir_name(block));
         if !subdir.is_dir() {
             // Someone removed it since open; put it back.
             fs::create_dir_all(&subdir)
                 .with_context(|| format!("create directory {}", subdir.display()))?;
         }
-        let target = subdir.join(block.to_string());
+        let target = block_format::block_path(&self.root, &name);
         fs::rename(&self.temporary_path, &target).with_context(|| {
             format!(
                 "move {} to {}",
@@ -1137,9 +1257,19 @@ impl BlockWriter {
             }
         }
         self.sealed = true;
-        let file_bytes = self.length_bytes + tail.len() as u64;
-        shared.note_sealed(self.dir_index, block, file_bytes)?;
-        Ok(self.length_bytes)
+        let file_bytes = length_bytes + tail.len() as u64;
+        let claim = self
+            .claim
+            .take()
+            .ok_or_else(|| Error::Invalid(format!("seal {block}: sealed already")))?;
+        if let Err(error) = self
+            .store
+            .seal_claimed(claim, self.dir_index, name, file_bytes)
+        {
+            let _ = fs::remove_file(&target);
+            return Err(error);
+        }
+        Ok(length_bytes)
     }
 
     /// Gives up the block and removes its temporary file.
@@ -1155,9 +1285,9 @@ impl Drop for BlockWriter {
     }
 }
 
-/// A sealed block whose footer and checksum array were checked.
+/// A sealed replica whose footer and checksum array were checked.
 pub struct BlockReader {
-    block: BlockId,
+    name: ReplicaName,
     path: PathBuf,
     file: File,
     length_bytes: u64,
@@ -1166,7 +1296,8 @@ pub struct BlockReader {
 }
 
 impl BlockReader {
-    fn open(file: File, block: BlockId, path: PathBuf) -> Result<BlockReader> {
+    fn open(file: File, name: ReplicaName, path: PathBuf) -> Result<BlockReader> {
+        let block = name.block;
         let corrupted = |detail: String| {
             Error::corrupted(format!("{block}"), format!("{detail} ({})", path.display()))
         };
@@ -1174,85 +1305,38 @@ impl BlockReader {
             .metadata()
             .with_context(|| format!("stat {}", path.display()))?
             .len();
-        if file_bytes < BLOCK_FOOTER_BYTES as u64 {
+        let footer_bytes = name.footer_bytes();
+        if file_bytes < footer_bytes as u64 {
             return Err(corrupted(format!(
                 "the file of {file_bytes} bytes is shorter than a footer"
             )));
         }
-        let mut footer_bytes = [0u8; BLOCK_FOOTER_BYTES];
-        read_exact_at(
-            &file,
-            &mut footer_bytes,
-            file_bytes - BLOCK_FOOTER_BYTES as u64,
-        )
-        .map_err(|e| e.into_error(&path, &corrupted))?;
-        let footer = RawFooter::read_from_bytes(&footer_bytes)
-            .map_err(|_| corrupted("the footer has the wrong size".into()))?;
-        if footer.magic.get() != BLOCK_MAGIC {
-            return Err(corrupted(format!(
-                "bad footer magic {:#010x} (not a block file)",
-                footer.magic.get()
-            )));
-        }
-        if footer.version.get() != BLOCK_FORMAT_VERSION || footer.reserved.get() != 0 {
-            return Err(corrupted(format!(
-                "unsupported block format version {}.{} (this build reads {BLOCK_FORMAT_VERSION}.0)",
-                footer.version.get(),
-                footer.reserved.get()
-            )));
-        }
-        if footer.block.get() != block.0 {
-            return Err(corrupted(format!(
-                "the footer names {}",
-                BlockId(footer.block.get())
-            )));
-        }
-        let length_bytes = footer.length_bytes.get();
-        let chunk_bytes = footer.chunk_bytes.get();
-        if chunk_bytes == 0 || chunk_bytes > FRAME_PAYLOAD_BYTES_MAX {
-            return Err(corrupted(format!("impossible chunk size {chunk_bytes}")));
-        }
-        let chunk_count = length_bytes.div_ceil(u64::from(chunk_bytes));
-        if length_bytes > BLOCK_BYTES_MAX || chunk_count > BLOCK_CHUNKS_MAX {
-            return Err(corrupted(format!(
-                "impossible length {length_bytes} in chunks of {chunk_bytes}"
-            )));
-        }
-        let crc_array_bytes = chunk_count * CRC_BYTES;
-        let expected_bytes = length_bytes + crc_array_bytes + BLOCK_FOOTER_BYTES as u64;
-        if file_bytes != expected_bytes {
-            return Err(corrupted(format!(
-                "the file has {file_bytes} bytes; its footer says {length_bytes} bytes of data \
-                 in {chunk_count} chunks, {expected_bytes} bytes in all"
-            )));
-        }
-        // Bounded by BLOCK_CHUNKS_MAX above.
-        let mut crc_array = vec![0u8; crc_array_bytes as usize];
-        read_exact_at(&file, &mut crc_array, length_bytes)
+        let mut footer = vec![0u8; footer_bytes];
+        read_exact_at(&file, &mut footer, file_bytes - footer_bytes as u64)
             .map_err(|e| e.into_error(&path, &corrupted))?;
-        let expected_crc = footer_crc(&crc_array, &footer_bytes);
-        if expected_crc != footer.footer_crc.get() {
-            return Err(corrupted(format!(
-                "footer checksum {:#010x} does not match {expected_crc:#010x}",
-                footer.footer_crc.get()
-            )));
-        }
-        let crcs = crc_array
-            .chunks_exact(CRC_BYTES as usize)
-            .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-            .collect();
+        let layout = check_footer(&name, &footer, file_bytes).map_err(&corrupted)?;
+        // Bounded by BLOCK_CHUNKS_MAX: check_footer checked the layout.
+        let mut crc_array = vec![0u8; layout.crc_array_bytes as usize];
+        read_exact_at(&file, &mut crc_array, layout.crc_array_offset)
+            .map_err(|e| e.into_error(&path, &corrupted))?;
+        let crcs = check_checksums(&name, &layout, &footer, &crc_array).map_err(&corrupted)?;
         Ok(BlockReader {
-            block,
+            name,
             path,
             file,
-            length_bytes,
-            chunk_bytes,
+            length_bytes: layout.length_bytes,
+            chunk_bytes: layout.chunk_bytes,
             crcs,
         })
     }
 
     pub fn block(&self) -> BlockId {
-        self.block
+        self.name.block
+    }
+
+    /// The replica: block, generation and block CRC32C.
+    pub fn name(&self) -> ReplicaName {
+        self.name
     }
 
     /// Where the block file is (`BlockStore::directory_of` tells its data
@@ -1274,6 +1358,12 @@ impl BlockReader {
         self.crcs.len() as u64
     }
 
+    /// The stored CRC32C of every chunk, checked against the footer and
+    /// against the block CRC32C of the replica's name.
+    pub fn chunk_crcs(&self) -> &[u32] {
+        &self.crcs
+    }
+
     /// The file, for callers that send data straight from it. Its data starts
     /// at offset 0; read it only after `read_chunk` checked the chunk, or
     /// check it yourself.
@@ -1284,7 +1374,7 @@ impl BlockReader {
     /// Reads chunk `index` into `buffer` (replacing its contents), checks it
     /// against its stored CRC32C, and returns that CRC.
     pub fn read_chunk(&self, index: u64, buffer: &mut Vec<u8>) -> Result<u32> {
-        let block = self.block;
+        let block = self.name.block;
         let Some(&stored_crc) = usize::try_from(index).ok().and_then(|i| self.crcs.get(i)) else {
             return Err(Error::Invalid(format!(
                 "read {block} chunk {index}: the block has {} chunks",
@@ -1294,7 +1384,7 @@ impl BlockReader {
         let offset = index * u64::from(self.chunk_bytes);
         let chunk_bytes = (self.length_bytes - offset).min(u64::from(self.chunk_bytes));
         buffer.clear();
-        // At most chunk_bytes, which open() bounded by the frame limit.
+        // At most chunk_bytes, which check_footer bounded by the frame limit.
         buffer.resize(chunk_bytes as usize, 0);
         let what = || format!("{block} chunk {index}");
         read_exact_at(&self.file, buffer, offset).map_err(|e| {
@@ -1345,6 +1435,7 @@ fn read_exact_at(file: &File, buffer: &mut [u8], offset: u64) -> Result<(), Read
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_format::{block_path, quarantine_path, FOOTER_BYTES};
 
     const CHUNK: usize = CHUNK_BYTES as usize;
 
@@ -1354,8 +1445,17 @@ mod tests {
             .collect()
     }
 
-    fn write_block(store: &BlockStore, block: BlockId, data: &[u8], sync: bool) -> u64 {
-        let mut writer = store.create(block).expect("create");
+    /// The replica of block `id` these tests write: a generation derived
+    /// from the id, never 0.
+    fn replica(id: u64) -> ReplicaId {
+        ReplicaId {
+            block: BlockId(id),
+            generation: Generation(id.wrapping_mul(0x9e37_79b9) | 1),
+        }
+    }
+
+    fn write_block(store: &BlockStore, id: u64, data: &[u8], sync: bool) -> u64 {
+        let mut writer = store.create(replica(id)).expect("create");
         for chunk in data.chunks(CHUNK) {
             writer
                 .write_chunk(chunk, crc32c::crc32c(chunk))
@@ -1364,8 +1464,8 @@ mod tests {
         writer.seal(sync).expect("seal")
     }
 
-    fn read_block(store: &BlockStore, block: BlockId) -> Vec<u8> {
-        let reader = store.open_block(block).expect("open block");
+    fn read_block(store: &BlockStore, id: u64) -> Vec<u8> {
+        let reader = store.open_block(replica(id)).expect("open block");
         let mut data = Vec::new();
         let mut buffer = Vec::new();
         for index in 0..reader.chunk_count() {
@@ -1374,7 +1474,18 @@ mod tests {
             data.extend_from_slice(&buffer);
         }
         assert_eq!(data.len() as u64, reader.length_bytes());
+        assert_eq!(reader.name().crc32c, crc32c::crc32c(&data));
         data
+    }
+
+    /// The file of the sealed replica of block `id` in `root`.
+    fn file_of(store: &BlockStore, root: &Path, id: u64) -> PathBuf {
+        let name = store.holding(BlockId(id)).expect("held");
+        block_path(root, &name)
+    }
+
+    fn ids(replicas: &[StoredBlock]) -> Vec<u64> {
+        replicas.iter().map(|replica| replica.block.0).collect()
     }
 
     fn files_under(path: &Path) -> Vec<PathBuf> {
@@ -1397,7 +1508,7 @@ mod tests {
     }
 
     #[test]
-    fn blocks_round_trip() {
+    fn blocks_round_trip_and_are_listed_with_what_reports_need() {
         let (dir, store) = one_dir_store();
         let cases = [
             (0, 0),
@@ -1408,27 +1519,35 @@ mod tests {
             (4 * CHUNK, 4),
         ];
         let mut used_bytes = 0;
+        let mut expected = Vec::new();
         for (number, (length_bytes, chunk_count)) in cases.into_iter().enumerate() {
-            let block = BlockId(0x1000 + number as u64);
+            let id = 0x1000 + number as u64;
             let data = pattern(length_bytes, number as u8);
             let sync = number % 2 == 0;
-            assert_eq!(write_block(&store, block, &data, sync), length_bytes as u64);
-            assert!(store.contains(block));
-            let reader = store.open_block(block).expect("open");
+            assert_eq!(write_block(&store, id, &data, sync), length_bytes as u64);
+            assert!(store.contains(replica(id)));
+            let reader = store.open_block(replica(id)).expect("open");
             assert_eq!(reader.chunk_count(), chunk_count, "{length_bytes}");
-            assert_eq!(read_block(&store, block), data, "{length_bytes}");
-            let file_bytes = length_bytes as u64 + 4 * chunk_count + 32;
-            let path = block_path(dir.path(), block);
+            assert_eq!(read_block(&store, id), data, "{length_bytes}");
+            let file_bytes = length_bytes as u64 + 4 * chunk_count + FOOTER_BYTES as u64;
+            let path = file_of(&store, dir.path(), id);
             assert_eq!(fs::metadata(&path).expect("stat").len(), file_bytes);
             used_bytes += file_bytes;
+            expected.push(StoredBlock {
+                block: BlockId(id),
+                generation: replica(id).generation,
+                length_bytes: length_bytes as u64,
+                crc32c: crc32c::crc32c(&data),
+            });
         }
+        assert_eq!(store.list(), expected);
         let usage = store.usage().expect("usage");
         assert_eq!(usage.used_bytes, used_bytes);
         assert_eq!(usage.block_count, cases.len() as u64);
         assert!(usage.capacity_bytes >= usage.available_bytes);
         assert!(usage.capacity_bytes > 0);
 
-        // A fresh open counts the same blocks and bytes.
+        // A fresh open catalogs the same replicas from their names alone.
         drop(store); // the store holds its directories' locks
         let reopened = BlockStore::open(&[dir.path().to_path_buf()]).expect("reopen");
         let usage_again = reopened.usage().expect("usage");
@@ -1436,27 +1555,51 @@ mod tests {
             (usage_again.used_bytes, usage_again.block_count),
             (used_bytes, cases.len() as u64)
         );
-        assert_eq!(reopened.list().expect("list").len(), cases.len());
+        assert_eq!(reopened.list(), expected);
         assert!(files_under(&dir.path().join(TMP_DIR)).is_empty());
+    }
+
+    #[test]
+    fn a_replica_of_another_generation_is_neither_served_nor_removed() {
+        let (_dir, store) = one_dir_store();
+        write_block(&store, 5, b"five", true);
+        let other = ReplicaId {
+            block: BlockId(5),
+            generation: Generation(77),
+        };
+        let error = store.open_block(other).err().expect("another generation");
+        assert!(is_not_found(&error), "{error}");
+        assert!(error.to_string().contains("holds generation"), "{error}");
+        assert!(!store.contains(other));
+        assert_eq!(store.remove(other).expect("remove"), None);
+        assert!(store.contains(replica(5)));
+        // Nor can it be written beside the one here: a conflict.
+        let error = store.create(other).err().expect("conflict");
+        assert!(is_already_exists(&error), "{error}");
+        assert!(
+            error.to_string().contains("a replica of generation"),
+            "{error}"
+        );
     }
 
     #[test]
     fn removed_blocks_leave_disk_and_counters() {
         let (dir, store) = one_dir_store();
-        let kept = BlockId(0x2001);
-        let removed = BlockId(0x2002);
-        write_block(&store, kept, &pattern(CHUNK + 3, 1), false);
-        write_block(&store, removed, &pattern(2 * CHUNK, 2), false);
+        write_block(&store, 0x2001, &pattern(CHUNK + 3, 1), false);
+        write_block(&store, 0x2002, &pattern(2 * CHUNK, 2), false);
         let before = store.usage().expect("usage");
         // A reader opened before the removal keeps its bytes.
-        let reader = store.open_block(removed).expect("open");
-        let file_bytes = fs::metadata(block_path(dir.path(), removed))
-            .expect("stat")
-            .len();
-        assert_eq!(store.remove(removed).expect("remove"), Some(file_bytes));
-        assert_eq!(store.remove(removed).expect("remove again"), None);
-        assert!(!store.contains(removed));
-        assert!(store.contains(kept));
+        let reader = store.open_block(replica(0x2002)).expect("open");
+        let path = file_of(&store, dir.path(), 0x2002);
+        let file_bytes = fs::metadata(&path).expect("stat").len();
+        assert_eq!(
+            store.remove(replica(0x2002)).expect("remove"),
+            Some(file_bytes)
+        );
+        assert_eq!(store.remove(replica(0x2002)).expect("remove again"), None);
+        assert!(!path.exists());
+        assert!(!store.contains(replica(0x2002)));
+        assert!(store.contains(replica(0x2001)));
         let mut buffer = Vec::new();
         reader
             .read_chunk(1, &mut buffer)
@@ -1464,50 +1607,72 @@ mod tests {
         let after = store.usage().expect("usage");
         assert_eq!(after.used_bytes, before.used_bytes - file_bytes);
         assert_eq!(after.block_count, before.block_count - 1);
-        assert_eq!(store.list().expect("list"), vec![kept]);
+        assert_eq!(ids(&store.list()), vec![0x2001]);
     }
 
     #[test]
-    fn footer_layout_is_as_documented() {
-        let (dir, store) = one_dir_store();
-        let block = BlockId(0x0123_4567_89ab_cdef);
-        let data = pattern(CHUNK + 5, 9);
-        write_block(&store, block, &data, false);
-        let path = dir.path().join("blocks/ef/blk_0123456789abcdef");
-        let bytes = fs::read(path).expect("read");
-        assert_eq!(&bytes[..data.len()], &data[..]);
-        let crc_array = &bytes[data.len()..data.len() + 8];
+    fn version_1_files_are_renamed_at_open_and_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(BlockStore::open(&[dir.path().to_path_buf()]).expect("create the layout"));
+        // The fixture, and a damaged copy of another id's file.
+        let fixture = include_bytes!("../tests/fixtures/blk_0123456789abcdef.v1");
+        let good = dir.path().join("blocks/ef/blk_0123456789abcdef");
+        fs::write(&good, fixture).expect("plant");
+        let mut damaged = fixture.to_vec();
+        damaged[3] ^= 0xff;
+        damaged[42] ^= 1; // its checksum array
+        let bad = dir.path().join("blocks/ee/blk_01234567890000ee");
+        fs::write(&bad, &damaged).expect("plant");
+
+        let store = BlockStore::open(&[dir.path().to_path_buf()]).expect("open");
+        assert_eq!(store.open_report().renamed, 1);
+        assert_eq!(store.open_report().strays, vec![bad.clone()]);
+        assert!(bad.is_file(), "a file that does not check out stays");
+        let data = b"a block written by block format version 1\n";
+        let legacy = ReplicaId {
+            block: BlockId(0x0123_4567_89ab_cdef),
+            generation: Generation::LEGACY,
+        };
+        let listed = store.list();
         assert_eq!(
-            &crc_array[..4],
-            &crc32c::crc32c(&data[..CHUNK]).to_le_bytes()
+            listed,
+            vec![StoredBlock {
+                block: legacy.block,
+                generation: Generation::LEGACY,
+                length_bytes: data.len() as u64,
+                crc32c: crc32c::crc32c(data),
+            }]
+        );
+        assert!(!good.exists());
+        let renamed = block_path(dir.path(), &store.holding(legacy.block).expect("held"));
+        let expected_name = format!(
+            "blk_0123456789abcdef_0000000000000000_{:08x}",
+            crc32c::crc32c(data)
         );
         assert_eq!(
-            &crc_array[4..],
-            &crc32c::crc32c(&data[CHUNK..]).to_le_bytes()
+            renamed.file_name().and_then(|n| n.to_str()),
+            Some(expected_name.as_str())
         );
-        let footer = &bytes[data.len() + 8..];
-        assert_eq!(footer.len(), 32);
-        assert_eq!(&footer[0..4], b"DFSB");
-        assert_eq!(&footer[4..8], &[1, 0, 0, 0]);
-        assert_eq!(&footer[8..16], &block.0.to_le_bytes());
-        assert_eq!(&footer[16..24], &(data.len() as u64).to_le_bytes());
-        assert_eq!(&footer[24..28], &CHUNK_BYTES.to_le_bytes());
-        let mut covered = crc_array.to_vec();
-        covered.extend_from_slice(&footer[..28]);
-        assert_eq!(&footer[28..32], &crc32c::crc32c(&covered).to_le_bytes());
+        let reader = store.open_block(legacy).expect("open the renamed file");
+        let mut buffer = Vec::new();
+        reader.read_chunk(0, &mut buffer).expect("read");
+        assert_eq!(buffer, data);
+        assert_eq!(
+            store.remove(legacy).expect("remove"),
+            Some(fixture.len() as u64)
+        );
     }
 
     #[test]
     fn a_flipped_data_byte_is_found_by_read_chunk() {
         let (dir, store) = one_dir_store();
-        let block = BlockId(7);
-        write_block(&store, block, &pattern(3 * CHUNK, 1), true);
-        let path = block_path(dir.path(), block);
+        write_block(&store, 7, &pattern(3 * CHUNK, 1), true);
+        let path = file_of(&store, dir.path(), 7);
         let mut bytes = fs::read(&path).expect("read");
         bytes[CHUNK + 10] ^= 0x40;
         fs::write(&path, &bytes).expect("write");
 
-        let reader = store.open_block(block).expect("footer is still fine");
+        let reader = store.open_block(replica(7)).expect("footer is still fine");
         let mut buffer = Vec::new();
         reader.read_chunk(0, &mut buffer).expect("chunk 0 is fine");
         let error = reader
@@ -1544,7 +1709,7 @@ mod tests {
                 "bad magic",
                 |b| {
                     let n = b.len();
-                    b[n - 32] = b'X';
+                    b[n - 48] = b'X';
                 },
                 "bad footer magic",
             ),
@@ -1552,15 +1717,15 @@ mod tests {
                 "bad version",
                 |b| {
                     let n = b.len();
-                    b[n - 28] = 2;
+                    b[n - 44] = 3;
                 },
-                "unsupported block format version 2",
+                "block format version 3.0",
             ),
             (
                 "bad checksum array",
                 |b| {
                     let n = b.len();
-                    b[n - 33] ^= 1;
+                    b[n - 49] ^= 1;
                 },
                 "footer checksum",
             ),
@@ -1568,35 +1733,42 @@ mod tests {
                 "bad length",
                 |b| {
                     let n = b.len();
-                    b[n - 16] ^= 1;
+                    b[n - 24] ^= 1;
                 },
                 "the file has",
             ),
         ];
         for (name, damage, expected) in cases {
             let (dir, store) = one_dir_store();
-            let block = BlockId(42);
-            write_block(&store, block, &pattern(2 * CHUNK + 3, 5), false);
-            let path = block_path(dir.path(), block);
+            write_block(&store, 42, &pattern(2 * CHUNK + 3, 5), false);
+            let path = file_of(&store, dir.path(), 42);
             let mut bytes = fs::read(&path).expect("read");
             damage(&mut bytes);
             fs::write(&path, &bytes).expect("write");
-            let error = store.open_block(block).err().expect(name);
+            let error = store.open_block(replica(42)).err().expect(name);
             assert!(matches!(error, Error::Corrupted { .. }), "{name}: {error}");
             assert!(error.to_string().contains(expected), "{name}: {error}");
         }
     }
 
     #[test]
-    fn a_block_file_under_another_id_is_refused() {
+    fn a_block_file_under_another_name_is_refused() {
         let (dir, store) = one_dir_store();
-        write_block(&store, BlockId(0x100), &pattern(10, 0), false);
+        write_block(&store, 0x100, &pattern(10, 0), false);
+        let name = store.holding(BlockId(0x100)).expect("held");
+        let planted = ReplicaName {
+            block: BlockId(0x200),
+            generation: replica(0x200).generation,
+            crc32c: name.crc32c,
+        };
         fs::rename(
-            block_path(dir.path(), BlockId(0x100)),
-            block_path(dir.path(), BlockId(0x200)),
+            block_path(dir.path(), &name),
+            block_path(dir.path(), &planted),
         )
         .expect("rename");
-        let error = store.open_block(BlockId(0x200)).err().expect("wrong id");
+        drop(store);
+        let store = BlockStore::open(&[dir.path().to_path_buf()]).expect("reopen");
+        let error = store.open_block(replica(0x200)).err().expect("wrong id");
         assert!(
             error
                 .to_string()
@@ -1606,15 +1778,26 @@ mod tests {
     }
 
     #[test]
-    fn missing_blocks_are_not_found() {
-        let (_dir, store) = one_dir_store();
-        let error = store.open_block(BlockId(5)).err().expect("missing");
+    fn missing_and_vanished_blocks_are_not_found() {
+        let (dir, store) = one_dir_store();
+        let error = store.open_block(replica(5)).err().expect("missing");
         assert!(is_not_found(&error), "{error}");
         assert!(
             error.to_string().contains("blk_0000000000000005"),
             "{error}"
         );
-        assert!(!store.contains(BlockId(5)));
+        assert!(!store.contains(replica(5)));
+        // A file removed behind the store's back leaves its catalog.
+        write_block(&store, 6, b"six", false);
+        write_block(&store, 8, b"eight", false);
+        fs::remove_file(file_of(&store, dir.path(), 6)).expect("rm");
+        let error = store.open_block(replica(6)).err().expect("vanished");
+        assert!(error.to_string().contains("vanished"), "{error}");
+        assert!(!store.contains(replica(6)));
+        fs::remove_file(file_of(&store, dir.path(), 8)).expect("rm");
+        assert!(store.verify_catalog().is_empty());
+        assert_eq!(store.list(), vec![]);
+        assert_eq!(store.usage().expect("usage").block_count, 0);
     }
 
     #[test]
@@ -1623,15 +1806,12 @@ mod tests {
         let store = BlockStore::open(&[dir.path().to_path_buf()]).expect("open");
         // What a crash mid-write leaves: a partial block file in tmp/ (the
         // name a writer uses) and, say, a directory.
-        fs::write(
-            dir.path().join(TMP_DIR).join("blk_0000000000000009.00ff"),
-            b"abc",
-        )
-        .expect("partial block");
+        let partial = block_format::temporary_path(dir.path(), replica(9), 0xff);
+        fs::write(&partial, b"abc").expect("partial block");
         fs::create_dir(dir.path().join("tmp/leftover-dir")).expect("mkdir");
         assert_eq!(files_under(&dir.path().join(TMP_DIR)).len(), 1);
-        assert_eq!(store.list().expect("list"), vec![]);
-        assert!(!store.contains(BlockId(9)));
+        assert_eq!(store.list(), vec![]);
+        assert!(!store.contains(replica(9)));
 
         drop(store); // the store holds its directories' locks
         let reopened = BlockStore::open(&[dir.path().to_path_buf()]).expect("reopen");
@@ -1640,47 +1820,66 @@ mod tests {
             .expect("tmp")
             .next()
             .is_none());
-        assert_eq!(reopened.list().expect("list"), vec![]);
+        assert_eq!(reopened.list(), vec![]);
         // Its id can be written again.
-        write_block(&reopened, BlockId(9), b"abc", false);
-        assert_eq!(reopened.list().expect("list"), vec![BlockId(9)]);
+        write_block(&reopened, 9, b"abc", false);
+        assert_eq!(ids(&reopened.list()), vec![9]);
     }
 
     #[test]
     fn stray_files_are_reported_not_listed() {
         let (dir, store) = one_dir_store();
-        write_block(&store, BlockId(0x01), b"x", false);
+        write_block(&store, 0x01, b"x", false);
+        let name = store.holding(BlockId(1)).expect("held");
+        let other_generation = ReplicaName {
+            generation: Generation(3),
+            ..name
+        };
+        let wrong_place = ReplicaName {
+            block: BlockId(2),
+            ..name
+        };
         let strays = [
-            "blocks/notes.txt",
-            "blocks/zz",
-            "blocks/01/blk_0000000000000002", // in the wrong subdirectory
-            "blocks/01/blk_01",
-            "blocks/01/BLK_0000000000000001",
+            "blocks/notes.txt".to_string(),
+            "blocks/zz".to_string(),
+            // In the wrong subdirectory.
+            format!("blocks/01/{}", wrong_place.file_name()),
+            "blocks/01/blk_01".to_string(),
+            "blocks/01/BLK_0000000000000001".to_string(),
+            // A second replica of one block.
+            format!("blocks/01/{}", other_generation.file_name()),
         ];
-        for stray in strays {
+        drop(store); // the store holds its directories' locks
+        for stray in &strays {
             fs::write(dir.path().join(stray), b"stray").expect("write stray");
         }
-        let scan = store.scan().expect("scan");
-        assert_eq!(scan.blocks, vec![BlockId(0x01)]);
-        assert_eq!(scan.strays.len(), strays.len());
-        drop(store); // the store holds its directories' locks
         let reopened = BlockStore::open(&[dir.path().to_path_buf()]).expect("reopen");
         assert_eq!(reopened.open_report().strays.len(), strays.len());
         assert_eq!(reopened.usage().expect("usage").block_count, 1);
+        assert_eq!(ids(&reopened.list()), vec![1]);
     }
 
     #[test]
     fn existing_or_open_ids_are_refused() {
         let (_dir, store) = one_dir_store();
-        write_block(&store, BlockId(1), b"one", true);
-        let error = store.create(BlockId(1)).err().expect("sealed id");
+        write_block(&store, 1, b"one", true);
+        let error = store.create(replica(1)).err().expect("sealed id");
         assert!(is_already_exists(&error), "{error}");
+        assert!(error.to_string().contains("is here already"), "{error}");
 
-        let writer = store.create(BlockId(2)).expect("create");
-        let error = store.create(BlockId(2)).err().expect("id being written");
+        let writer = store.create(replica(2)).expect("create");
+        let error = store.create(replica(2)).err().expect("id being written");
+        assert!(is_already_exists(&error), "{error}");
+        assert!(error.to_string().contains("being written"), "{error}");
+        // A claim of any writer (the minion's) guards the same id.
+        let error = store.claim(replica(2)).err().expect("claimed");
         assert!(is_already_exists(&error), "{error}");
         writer.abort();
-        store.create(BlockId(2)).expect("free again after abort");
+        let claim = store.claim(replica(2)).expect("free again after abort");
+        drop(claim);
+        store
+            .create(replica(2))
+            .expect("free again after the claim");
     }
 
     #[test]
@@ -1692,9 +1891,9 @@ mod tests {
         let store = BlockStore::open(&paths).expect("open");
         let mut blocks = Vec::new();
         for number in 0..12u64 {
-            let block = BlockId(number * 977);
-            write_block(&store, block, &pattern(100 + number as usize, 3), false);
-            blocks.push(block);
+            let id = number * 977;
+            write_block(&store, id, &pattern(100 + number as usize, 3), false);
+            blocks.push(id);
         }
         // Each block lands in exactly one directory, and all are found.
         let mut found = 0;
@@ -1703,12 +1902,9 @@ mod tests {
         }
         assert_eq!(found, blocks.len());
         blocks.sort();
-        assert_eq!(store.list().expect("list"), blocks);
-        for block in &blocks {
-            assert_eq!(
-                read_block(&store, *block).len(),
-                100 + (block.0 / 977) as usize
-            );
+        assert_eq!(ids(&store.list()), blocks);
+        for id in &blocks {
+            assert_eq!(read_block(&store, *id).len(), 100 + (id / 977) as usize);
         }
         // Blocks written to a second directory are found by a store that
         // opens the directories in another order.
@@ -1716,7 +1912,7 @@ mod tests {
         reversed.reverse();
         drop(store); // the store holds its directories' locks
         let reopened = BlockStore::open(&reversed).expect("reopen");
-        assert_eq!(reopened.list().expect("list"), blocks);
+        assert_eq!(ids(&reopened.list()), blocks);
         // Same filesystem, counted once.
         let capacity_bytes = reopened.usage().expect("usage").capacity_bytes;
         drop(reopened);
@@ -1742,7 +1938,7 @@ mod tests {
         let full = pattern(CHUNK, 0);
         let over = pattern(CHUNK + 1, 0);
 
-        let mut writer = store.create(BlockId(1)).expect("create");
+        let mut writer = store.create(replica(1)).expect("create");
         let error = writer.write_chunk(&over, crc(&over)).expect_err("too big");
         assert!(
             error.to_string().contains("a chunk of 65537 bytes"),
@@ -1751,7 +1947,7 @@ mod tests {
         assert!(writer.write_chunk(&full, crc(&full)).is_err(), "poisoned");
         assert!(writer.seal(false).is_err(), "a failed writer does not seal");
 
-        let mut writer = store.create(BlockId(2)).expect("create");
+        let mut writer = store.create(replica(2)).expect("create");
         writer
             .write_chunk(b"short", crc(b"short"))
             .expect("short last chunk");
@@ -1763,7 +1959,7 @@ mod tests {
             "{error}"
         );
 
-        let mut writer = store.create(BlockId(3)).expect("create");
+        let mut writer = store.create(replica(3)).expect("create");
         let error = writer
             .write_chunk(b"data", crc(b"other"))
             .expect_err("bad crc");
@@ -1772,16 +1968,16 @@ mod tests {
             "{error}"
         );
 
-        let mut writer = store.create(BlockId(4)).expect("create");
+        let mut writer = store.create(replica(4)).expect("create");
         assert!(writer.write_chunk(b"", crc(b"")).is_err(), "empty chunk");
         drop(writer);
-        assert_eq!(store.list().expect("list"), vec![]);
+        assert_eq!(store.list(), vec![]);
     }
 
     /// Points a writer at /dev/full, whose writes fail with ENOSPC, to check
     /// the disk-full path: the error says so and nothing reaches blocks/.
-    fn writer_on_full_disk(store: &BlockStore, block: BlockId) -> BlockWriter {
-        let mut writer = store.create(block).expect("create");
+    fn writer_on_full_disk(store: &BlockStore, id: u64) -> BlockWriter {
+        let mut writer = store.create(replica(id)).expect("create");
         writer.file = File::options()
             .write(true)
             .open("/dev/full")
@@ -1792,7 +1988,7 @@ mod tests {
     #[test]
     fn disk_full_while_writing_leaves_nothing() {
         let (dir, store) = one_dir_store();
-        let mut writer = writer_on_full_disk(&store, BlockId(11));
+        let mut writer = writer_on_full_disk(&store, 11);
         let error = writer
             .write_chunk(b"data", crc32c::crc32c(b"data"))
             .expect_err("full");
@@ -1805,14 +2001,14 @@ mod tests {
         assert!(!error.is_disk_full(), "{error}");
         assert!(files_under(&dir.path().join(BLOCKS_DIR)).is_empty());
         assert!(files_under(&dir.path().join(TMP_DIR)).is_empty());
-        assert!(!store.contains(BlockId(11)));
+        assert!(!store.contains(replica(11)));
         assert_eq!(store.usage().expect("usage").block_count, 0);
     }
 
     #[test]
     fn disk_full_while_sealing_leaves_nothing() {
         let (dir, store) = one_dir_store();
-        let mut writer = store.create(BlockId(12)).expect("create");
+        let mut writer = store.create(replica(12)).expect("create");
         let data = pattern(CHUNK, 2);
         writer
             .write_chunk(&data, crc32c::crc32c(&data))
@@ -1825,72 +2021,66 @@ mod tests {
         assert!(error.is_disk_full(), "{error}");
         assert!(files_under(&dir.path().join(BLOCKS_DIR)).is_empty());
         assert!(files_under(&dir.path().join(TMP_DIR)).is_empty());
-        store.create(BlockId(12)).expect("the id is free again");
-    }
-
-    #[test]
-    fn block_names_parse_strictly() {
-        for (name, expected) in [
-            ("blk_0000000000000001", Some(BlockId(1))),
-            ("blk_ffffffffffffffff", Some(BlockId(u64::MAX))),
-            ("blk_FFFFFFFFFFFFFFFF", None),
-            ("blk_000000000000001", None),
-            ("blk_00000000000000001", None),
-            ("blk_+000000000000001", None),
-            ("blk_0000000000000001.tmp", None),
-            ("xyz", None),
-        ] {
-            assert_eq!(parse_block_name(name), expected, "{name}");
-        }
+        store.create(replica(12)).expect("the id is free again");
     }
 
     #[test]
     fn quarantined_replicas_are_refused_unlisted_and_removed() {
         let (dir, store) = one_dir_store();
-        let block = BlockId(0x105);
+        let id = 0x105;
         let data = pattern(2 * CHUNK + 1, 4);
-        write_block(&store, block, &data, false);
-        let inode = fs::metadata(block_path(dir.path(), block))
+        write_block(&store, id, &data, false);
+        let name = store.holding(BlockId(id)).expect("held");
+        let inode = fs::metadata(block_path(dir.path(), &name))
             .expect("stat")
             .ino();
         assert!(!store
-            .quarantine(block, Some(inode + 1))
+            .quarantine(replica(id), Some(inode + 1))
             .expect("other inode"));
-        assert!(store.contains(block), "a file with another inode stays");
-        assert!(store.quarantine(block, Some(inode)).expect("quarantine"));
-        assert!(quarantine_path(dir.path(), block).is_file());
-        assert!(!store.contains(block));
-        assert_eq!(store.list().expect("list"), vec![]);
+        assert!(
+            store.contains(replica(id)),
+            "a file with another inode stays"
+        );
+        assert!(store
+            .quarantine(replica(id), Some(inode))
+            .expect("quarantine"));
+        assert!(quarantine_path(dir.path(), &name).is_file());
+        assert!(!store.contains(replica(id)));
+        assert_eq!(store.list(), vec![]);
         assert_eq!(store.usage().expect("usage").block_count, 0);
-        assert_eq!(store.quarantined().expect("quarantined"), vec![block]);
-        let error = store.open_block(block).err().expect("refused");
+        assert_eq!(ids(&store.quarantined()), vec![id]);
+        assert_eq!(store.quarantined()[0].length_bytes, data.len() as u64);
+        let error = store.open_block(replica(id)).err().expect("refused");
         assert!(matches!(error, Error::Corrupted { .. }), "{error}");
         assert!(is_quarantined(&error), "{error}");
         assert!(
-            !store.quarantine(block, None).expect("again"),
+            !store.quarantine(replica(id), None).expect("again"),
             "already moved"
         );
 
         // Kept across a restart, still refused.
         drop(store);
         let store = BlockStore::open(&[dir.path().to_path_buf()]).expect("reopen");
-        assert_eq!(store.open_report().quarantined, vec![block]);
+        assert_eq!(store.open_report().quarantined, vec![replica(id)]);
         assert!(store.open_report().strays.is_empty());
         assert!(is_quarantined(
-            &store.open_block(block).err().expect("refused")
+            &store.open_block(replica(id)).err().expect("refused")
         ));
 
         // A good copy sealed here supersedes it.
-        write_block(&store, block, &data, true);
-        assert_eq!(read_block(&store, block), data);
-        assert_eq!(store.quarantined().expect("quarantined"), vec![]);
+        write_block(&store, id, &data, true);
+        assert_eq!(read_block(&store, id), data);
+        assert_eq!(store.quarantined(), vec![]);
+        assert!(!quarantine_path(dir.path(), &name).exists());
 
         // The master's Delete removes a quarantined replica too.
-        assert!(store.quarantine(block, None).expect("quarantine"));
-        assert_eq!(store.remove(block).expect("remove"), Some(0));
-        assert_eq!(store.quarantined().expect("quarantined"), vec![]);
-        assert!(is_not_found(&store.open_block(block).err().expect("gone")));
-        assert_eq!(store.remove(block).expect("remove again"), None);
+        assert!(store.quarantine(replica(id), None).expect("quarantine"));
+        assert_eq!(store.remove(replica(id)).expect("remove"), Some(0));
+        assert_eq!(store.quarantined(), vec![]);
+        assert!(is_not_found(
+            &store.open_block(replica(id)).err().expect("gone")
+        ));
+        assert_eq!(store.remove(replica(id)).expect("remove again"), None);
     }
 
     #[test]
@@ -1901,18 +2091,18 @@ mod tests {
         let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
         // One block in each directory: each written by a store of that
         // directory alone.
-        let blocks = [BlockId(0x10), BlockId(0x11)];
-        for (path, block) in paths.iter().zip(blocks) {
+        let blocks = [0x10, 0x11];
+        for (path, id) in paths.iter().zip(blocks) {
             let alone = BlockStore::open(std::slice::from_ref(path)).expect("open one");
-            write_block(&alone, block, b"x", false);
+            write_block(&alone, id, b"x", false);
         }
         let store = BlockStore::open(&paths).expect("open");
-        for (index, block) in blocks.iter().enumerate() {
-            assert!(block_path(&paths[index], *block).is_file(), "{block}");
+        for (index, id) in blocks.iter().enumerate() {
+            assert!(file_of(&store, &paths[index], *id).is_file(), "{id}");
         }
         assert_eq!(store.usage().expect("usage").block_count, 2);
         assert_eq!(
-            store.directory_of(&block_path(&paths[1], blocks[1])),
+            store.directory_of(&file_of(&store, &paths[1], blocks[1])),
             Some(1)
         );
         assert_eq!(store.directory_of(Path::new("/elsewhere")), None);
@@ -1924,43 +2114,42 @@ mod tests {
         let states = store.directory_states();
         assert_eq!(states[0].failure.as_deref(), Some("disk on fire"));
         assert_eq!((states[0].block_count, states[1].block_count), (0, 1));
-        assert_eq!(store.list().expect("list"), vec![blocks[1]]);
+        assert_eq!(ids(&store.list()), vec![blocks[1]]);
         assert_eq!(store.usage().expect("usage").block_count, 1);
         assert!(is_not_found(
-            &store.open_block(blocks[0]).err().expect("gone")
+            &store.open_block(replica(blocks[0])).err().expect("gone")
         ));
-        assert!(!store.contains(blocks[0]));
-        assert_eq!(store.remove(blocks[0]).expect("remove"), None);
-        assert_eq!(store.list_directory(0).expect("list 0"), vec![]);
-        assert_eq!(
-            store.list_directory(1).expect("list 1"),
-            vec![(blocks[1], 1 + 4 + 32)]
-        );
+        assert!(!store.contains(replica(blocks[0])));
+        assert_eq!(store.remove(replica(blocks[0])).expect("remove"), None);
+        assert_eq!(store.list_directory(0), vec![]);
+        let listed = store.list_directory(1);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1, 1 + 4 + FOOTER_BYTES as u64);
         // The lost block may be copied back: it goes to the other directory.
         write_block(&store, blocks[0], b"y", false);
-        assert!(block_path(&paths[1], blocks[0]).is_file());
+        assert!(file_of(&store, &paths[1], blocks[0]).is_file());
         assert_eq!(
-            store.list().expect("list"),
+            ids(&store.list()),
             vec![blocks[0], blocks[1]],
             "the failed directory's copy is not listed"
         );
 
         assert!(store.fail_directory(1, "this one too"));
-        let error = store.create(BlockId(0x12)).err().expect("nowhere to write");
+        let error = store.create(replica(0x12)).err().expect("nowhere to write");
         assert!(
             error
                 .to_string()
                 .contains("every data directory of this minion failed"),
             "{error}"
         );
-        assert_eq!(store.list().expect("list"), vec![]);
+        assert_eq!(store.list(), vec![]);
         assert_eq!(store.usage().expect("usage"), Usage::default());
     }
 
     #[test]
     fn directory_checks_find_what_went_away() {
         let (dir, store) = one_dir_store();
-        write_block(&store, BlockId(1), b"kept", false);
+        write_block(&store, 1, b"kept", false);
         assert_eq!(store.check_directory(0, true), Ok(()));
         assert!(
             files_under(&dir.path().join(TMP_DIR)).is_empty(),

@@ -7,7 +7,9 @@
 //! - `panic`: the thread panics there (a daemon then aborts, see
 //!   `sync::abort_on_panic`);
 //! - `sleep=MS`: the thread sleeps MS milliseconds there, at the N-th time
-//!   and every time after (a slow disk, a delayed flush).
+//!   and every time after (a slow disk, a delayed flush);
+//! - `on`: the point is on (`is_on` says so) from the N-th time on: the code
+//!   behaves as a broken or hostile peer would there.
 //!
 //! Unset, a failpoint costs one atomic load.
 //!
@@ -18,6 +20,9 @@
 //! `journal-segment-renamed`, `journal-mid-append` (between a record's header
 //! and its payload), `journal-before-flush`, `journal-tail-cleared`,
 //! `change-applied` (an op applied to the namespace, not yet journaled).
+//!
+//! Points of a minion: `read-serve-rotten` (`on`: it serves the first chunk
+//! of every read rotten, with checksums rewritten to match).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -32,6 +37,7 @@ pub enum Action {
     Kill,
     Panic,
     Sleep(Duration),
+    On,
 }
 
 struct Armed {
@@ -81,11 +87,21 @@ fn parse_action(text: &str) -> Option<Action> {
     match text {
         "kill" => Some(Action::Kill),
         "panic" => Some(Action::Panic),
+        "on" => Some(Action::On),
         _ => {
             let milliseconds: u64 = text.strip_prefix("sleep=")?.parse().ok()?;
             Some(Action::Sleep(Duration::from_millis(milliseconds)))
         }
     }
+}
+
+/// True when the point `name` is armed `on` and reached its N-th time (this
+/// call counts as reaching it): the caller then misbehaves on purpose.
+pub fn is_on(name: &str) -> bool {
+    armed()
+        .iter()
+        .filter(|armed| armed.name == name && armed.action == Action::On)
+        .any(|armed| armed.hits.fetch_add(1, Ordering::AcqRel) + 1 >= armed.hits_to_act)
 }
 
 /// Marks a point where a fault test may kill, panic or slow the process.
@@ -136,6 +152,7 @@ mod tests {
         );
         check("journal-roll@3", &[("journal-roll", 3, Action::Kill)]);
         check("apply@2:panic", &[("apply", 2, Action::Panic)]);
+        check("lie:on", &[("lie", 1, Action::On)]);
         check(
             "flush:sleep=250,x:kill",
             &[

@@ -28,8 +28,8 @@ pub const PATH_DEPTH_MAX: usize = 256;
 pub const LIST_ENTRIES_MAX: u32 = 1000;
 /// Most blocks of one file (a 2 TiB file with 64 MiB blocks is 32,768).
 pub const FILE_BLOCKS_MAX: usize = 1 << 20;
-/// Most blocks one minion reports in one block-report frame.
-pub const BLOCK_REPORT_IDS_MAX: usize = 200_000;
+/// Most replicas one minion reports in one block-report frame.
+pub const BLOCK_REPORT_IDS_MAX: usize = 100_000;
 /// Most minions the master keeps in its registry.
 pub const MINIONS_MAX: usize = 4096;
 /// Most writes open at once on the master.
@@ -88,8 +88,8 @@ pub const ORPHANED_WRITE_TIMEOUT_MS: u64 = 60_000;
 
 /// Most commands the master gives a minion in one heartbeat answer.
 pub const HEARTBEAT_COMMANDS_MAX: usize = 64;
-/// Most block ids in one `Delete` command.
-pub const DELETE_BLOCKS_PER_COMMAND_MAX: usize = 4096;
+/// Most replicas in one `Delete` command.
+pub const DELETE_BLOCKS_PER_COMMAND_MAX: usize = 2048;
 /// Most blocks in one `BlockStored` report.
 pub const STORED_BLOCKS_PER_REPORT_MAX: usize = 10_000;
 /// Sealed blocks a minion keeps to report incrementally; past it, it sends a
@@ -142,8 +142,31 @@ const _: () = assert!(BLOCK_BYTES_DEFAULT.is_multiple_of(CHUNK_BYTES as u64));
 const _: () = assert!(REPLICATION_DEFAULT >= 1 && REPLICATION_DEFAULT <= REPLICATION_MAX);
 const _: () = assert!(WRITE_BLOCK_ATTEMPTS_MAX >= 2);
 const _: () = assert!(FAILURE_ANSWER_WAIT_MS < IO_TIMEOUT_MS);
-// A block report of the most ids must fit one control frame (8 bytes each + slack).
-const _: () = assert!(BLOCK_REPORT_IDS_MAX * 10 < CONTROL_FRAME_BYTES_MAX as usize);
+/// Most bytes of one encoded `StoredBlock` (varints: id and generation up
+/// to 10 each, length 10, CRC32C 5).
+pub const STORED_BLOCK_ENCODED_BYTES_MAX: usize = 35;
+/// Most bytes of one encoded `ReplicaId` (id and generation).
+pub const REPLICA_ID_ENCODED_BYTES_MAX: usize = 20;
+/// Most blocks one `GetBlocks` answer lists; a client asks for the rest
+/// page by page.
+pub const GET_BLOCKS_PAGE_MAX: u32 = 512;
+/// Most bytes of one encoded `LocatedBlock`: ids, offsets, lengths and CRC
+/// (50), and its longest list of the longest addresses.
+const LOCATED_BLOCK_ENCODED_BYTES_MAX: usize =
+    50 + (REPLICATION_MAX as usize) * (10 + ADDRESS_BYTES_MAX + 2);
+
+// A block report of the most replicas must fit one control frame.
+const _: () = assert!(
+    BLOCK_REPORT_IDS_MAX * STORED_BLOCK_ENCODED_BYTES_MAX < CONTROL_FRAME_BYTES_MAX as usize
+);
+// A page of blocks with their locations, and the file's status (its name
+// and owner's names at most a path long each), fits one control frame.
+const _: () = assert!(
+    (GET_BLOCKS_PAGE_MAX as usize) * LOCATED_BLOCK_ENCODED_BYTES_MAX + 4 * PATH_BYTES_MAX
+        < CONTROL_FRAME_BYTES_MAX as usize
+);
+// A file's blocks are read in a bounded number of pages.
+const _: () = assert!(FILE_BLOCKS_MAX.div_ceil(GET_BLOCKS_PAGE_MAX as usize) <= 4096);
 // A full listing page of the longest names must fit one control frame.
 const _: () = assert!(
     (LIST_ENTRIES_MAX as usize) * (NAME_BYTES_MAX + 128) < CONTROL_FRAME_BYTES_MAX as usize
@@ -157,11 +180,22 @@ const _: () =
 // The largest record fits the unsynced window, so an append can always make progress.
 const _: () = assert!((JOURNAL_RECORD_PAYLOAD_BYTES_MAX as u64) + 16 <= JOURNAL_UNSYNCED_BYTES_MAX);
 const _: () = assert!(CHECKPOINTS_KEPT >= 1);
-// A heartbeat answer of the most delete commands fits one control frame.
+// A heartbeat answer of the most delete commands fits one control frame,
+// and so does one of the most copies, each to the longest pipeline.
 const _: () = assert!(
-    HEARTBEAT_COMMANDS_MAX * DELETE_BLOCKS_PER_COMMAND_MAX * 10 < CONTROL_FRAME_BYTES_MAX as usize
+    HEARTBEAT_COMMANDS_MAX * DELETE_BLOCKS_PER_COMMAND_MAX * REPLICA_ID_ENCODED_BYTES_MAX
+        < CONTROL_FRAME_BYTES_MAX as usize
 );
-const _: () = assert!(STORED_BLOCKS_PER_REPORT_MAX * 20 < CONTROL_FRAME_BYTES_MAX as usize);
+const _: () = assert!(
+    HEARTBEAT_COMMANDS_MAX
+        * (STORED_BLOCK_ENCODED_BYTES_MAX
+            + (REPLICATION_MAX as usize) * (10 + ADDRESS_BYTES_MAX + 2))
+        < CONTROL_FRAME_BYTES_MAX as usize
+);
+const _: () = assert!(
+    STORED_BLOCKS_PER_REPORT_MAX * (STORED_BLOCK_ENCODED_BYTES_MAX + 1)
+        < CONTROL_FRAME_BYTES_MAX as usize
+);
 const _: () = assert!(REPLICATIONS_PER_SOURCE_MAX >= 1 && REPLICATIONS_PER_TARGET_MAX >= 1);
 // A cluster report of the most minions, each with the longest address and
 // every failed-directory note, fits one control frame.

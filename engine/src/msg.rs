@@ -20,6 +20,39 @@ impl fmt::Display for BlockId {
     }
 }
 
+/// A block's generation stamp: random, never 0, drawn by the master when it
+/// allocates the block. A replica is one of block `id` only if it carries
+/// the generation (and the length and CRC32C) the master recorded: a stale
+/// or stray file that happens to have the same id is not one. 0 is the
+/// generation of blocks written before generations existed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Generation(pub u64);
+
+impl Generation {
+    /// Blocks written before generation stamps (block format version 1).
+    pub const LEGACY: Generation = Generation(0);
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// One replica of a block, as a minion names it: the block and its
+/// generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReplicaId {
+    pub block: BlockId,
+    pub generation: Generation,
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (generation {})", self.block, self.generation)
+    }
+}
+
 /// A minion's id: random at its first start, kept in its data directories.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MinionId(pub u64);
@@ -124,6 +157,10 @@ pub enum ErrorKind {
     Io,
     Protocol,
     Internal,
+    /// The master is starting: it waits for the minions' block reports
+    /// before it answers where blocks are, or places new ones (its safe
+    /// mode); try again shortly.
+    Starting,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +211,9 @@ pub enum EntryKind {
 pub struct EntryStatus {
     /// The last path component ("" for the root).
     pub name: String,
+    /// The entry's inode number: never reused, so a reader can tell that a
+    /// path now names another file (one overwrite or rename replaced).
+    pub inode: u64,
     pub kind: EntryKind,
     /// File length in bytes; 0 for directories.
     pub size_bytes: u64,
@@ -196,12 +236,22 @@ pub struct EntryStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocatedBlock {
     pub id: BlockId,
+    pub generation: Generation,
     /// Offset of the block's first byte in the file.
     pub offset_bytes: u64,
     pub length_bytes: u64,
     pub locations: Vec<MinionAddress>,
     /// CRC32C of the block's bytes, as committed.
     pub crc32c: u32,
+}
+
+impl LocatedBlock {
+    pub fn replica(&self) -> ReplicaId {
+        ReplicaId {
+            block: self.id,
+            generation: self.generation,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,7 +310,7 @@ pub enum MasterRequest {
     /// last has `last` set.
     BlockReport {
         minion: MinionId,
-        blocks: Vec<BlockId>,
+        blocks: Vec<StoredBlock>,
         first: bool,
         last: bool,
     },
@@ -313,6 +363,8 @@ pub enum MasterRequest {
     CommitBlock {
         write: u64,
         block: BlockId,
+        /// As allocated; a commit of another generation is refused.
+        generation: Generation,
         length_bytes: u64,
         /// Minions that acknowledged the sealed block.
         replicas: Vec<MinionId>,
@@ -340,18 +392,25 @@ pub enum MasterRequest {
     },
 
     // --- from clients: reading and reports ---
-    /// A file's status and all its blocks with their locations.
+    /// A file's status and a page of its blocks with their locations: the
+    /// block holding byte `offset_bytes` (the first block when the offset is
+    /// at or past the end of the file) and at most `limit` blocks after it
+    /// (clamped to `limits::GET_BLOCKS_PAGE_MAX`).
     GetBlocks {
         path: String,
+        offset_bytes: u64,
+        limit: u32,
     },
     ClusterReport,
 
     // --- from minions, appended ---
-    /// Blocks a minion sealed since its last report (incremental block
-    /// report): written by a client's pipeline or copied by re-replication.
-    BlockStored {
+    /// What changed on a minion since its last report (incremental block
+    /// report), in the order it happened: replicas sealed (written by a
+    /// client's pipeline or copied by re-replication) and replicas deleted
+    /// (as the master asked, or found absent when asked).
+    BlockChanges {
         minion: MinionId,
-        blocks: Vec<StoredBlock>,
+        changes: Vec<ReplicaChange>,
     },
 
     // --- appended in protocol 3 ---
@@ -418,6 +477,7 @@ pub enum MasterRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockCommit {
     pub block: BlockId,
+    pub generation: Generation,
     pub length_bytes: u64,
     /// Minions that acknowledged the sealed block.
     pub replicas: Vec<MinionId>,
@@ -428,6 +488,7 @@ pub struct BlockCommit {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocatedBlock {
     pub block: BlockId,
+    pub generation: Generation,
     pub targets: Vec<MinionAddress>,
 }
 
@@ -435,6 +496,9 @@ pub struct AllocatedBlock {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BadReplica {
     pub block: BlockId,
+    /// The generation of the bad replica: a report of another generation
+    /// than the block's is about no replica the master counts.
+    pub generation: Generation,
     pub minion: MinionId,
     /// What was wrong, one line ("chunk 3: CRC32C mismatch").
     pub reason: String,
@@ -522,24 +586,50 @@ pub struct FsckFile {
     pub unlisted_blocks: u64,
 }
 
-/// One block a minion sealed, as `BlockStored` reports it.
+/// One sealed replica a minion holds, as its block reports say: what the
+/// master compares with its record of the block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBlock {
     pub block: BlockId,
+    pub generation: Generation,
     pub length_bytes: u64,
+    /// CRC32C of the replica's bytes, as its writer recorded it.
+    pub crc32c: u32,
+}
+
+impl StoredBlock {
+    pub fn replica(&self) -> ReplicaId {
+        ReplicaId {
+            block: self.block,
+            generation: self.generation,
+        }
+    }
+}
+
+/// One change of what a minion holds, in an incremental report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaChange {
+    /// A replica was sealed here.
+    Stored(StoredBlock),
+    /// The replica is gone from here (deleted as asked, or not here when
+    /// the master asked for its deletion).
+    Deleted(ReplicaId),
 }
 
 /// Work the master gives a minion in the answer to its heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MinionCommand {
-    /// Copy a sealed block of this minion to `targets` as a pipeline
-    /// (`targets[0]` first, the rest its downstream).
+    /// Copy this sealed replica to `targets` as a pipeline (`targets[0]`
+    /// first, the rest its downstream), only if the replica here is this
+    /// very one (generation, length and CRC32C) and reads back whole.
     Replicate {
-        block: BlockId,
+        replica: StoredBlock,
         targets: Vec<MinionAddress>,
     },
-    /// Remove these blocks (no file needs them here).
-    Delete { blocks: Vec<BlockId> },
+    /// Remove these replicas, sealed or quarantined (no file needs them
+    /// here), and report each as deleted. A replica of the same block with
+    /// another generation is left alone.
+    Delete { replicas: Vec<ReplicaId> },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -565,13 +655,17 @@ pub enum MasterResponse {
     },
     BlockAllocated {
         block: BlockId,
+        generation: Generation,
         /// The pipeline, in order. May be shorter than the replication when
         /// fewer minions are live.
         targets: Vec<MinionAddress>,
     },
+    /// A page of `GetBlocks`.
     Blocks {
         status: EntryStatus,
         blocks: Vec<LocatedBlock>,
+        /// Blocks follow the last one of this page.
+        more: bool,
     },
     Cluster {
         minions: Vec<MinionReport>,
@@ -613,6 +707,7 @@ pub enum MinionRequest {
     /// a `SealBlock` request.
     WriteBlock {
         block: BlockId,
+        generation: Generation,
         downstream: Vec<MinionAddress>,
         /// Acknowledge only once the block is on stable storage.
         sync: bool,
@@ -624,6 +719,9 @@ pub enum MinionRequest {
     /// `ReadStarted.first_offset_bytes` to the end of the range.
     ReadBlock {
         block: BlockId,
+        /// The generation the reader expects; a replica of another one is
+        /// refused as not found.
+        generation: Generation,
         offset_bytes: u64,
         length_bytes: u64,
     },
@@ -647,6 +745,7 @@ pub enum MinionRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchBlock {
     pub block: BlockId,
+    pub generation: Generation,
     pub length_bytes: u64,
 }
 
@@ -678,6 +777,11 @@ pub enum MinionResponse {
         block_length_bytes: u64,
         /// Chunk-aligned offset of the first data frame that follows.
         first_offset_bytes: u64,
+        /// The CRC32C of every chunk of the block, as stored: a reader
+        /// combines them and compares the result with the block CRC32C the
+        /// master recorded before it trusts any of them, then checks each
+        /// chunk it receives against this list.
+        chunk_crcs: Vec<u32>,
     },
     /// The answer to `WriteBlocks`: every block of the batch, in its order.
     BatchSealed {
@@ -717,17 +821,23 @@ mod tests {
     }
 
     #[test]
-    fn healing_messages_are_appended_and_round_trip() {
-        // Postcard encodes the variant index first: appended variants keep
-        // every older one where it was.
+    fn healing_messages_keep_their_places_and_round_trip() {
+        // Postcard encodes the variant index first: variants keep their
+        // places across protocol versions where they can.
+        let stored = StoredBlock {
+            block: BlockId(2),
+            generation: Generation(5),
+            length_bytes: 3,
+            crc32c: 4,
+        };
         let cases: [(Vec<u8>, u8); 4] = [
             (
-                postcard::to_stdvec(&MasterRequest::BlockStored {
+                postcard::to_stdvec(&MasterRequest::BlockChanges {
                     minion: MinionId(1),
-                    blocks: vec![StoredBlock {
-                        block: BlockId(2),
-                        length_bytes: 3,
-                    }],
+                    changes: vec![
+                        ReplicaChange::Stored(stored),
+                        ReplicaChange::Deleted(stored.replica()),
+                    ],
                 })
                 .expect("encode"),
                 16,
@@ -749,14 +859,14 @@ mod tests {
         let ack = MasterResponse::HeartbeatAck {
             commands: vec![
                 MinionCommand::Replicate {
-                    block: BlockId(7),
+                    replica: stored,
                     targets: vec![MinionAddress {
                         id: MinionId(9),
                         address: "127.0.0.1:1".into(),
                     }],
                 },
                 MinionCommand::Delete {
-                    blocks: vec![BlockId(1), BlockId(2)],
+                    replicas: vec![stored.replica()],
                 },
             ],
         };

@@ -18,7 +18,7 @@ use crate::limits::{CONTROL_FRAME_BYTES_MAX, FRAME_PAYLOAD_BYTES_MAX};
 
 /// "DFSW" read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"DFSW");
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 pub const FRAME_HEADER_BYTES: usize = 32;
 
 /// What the payload of a frame is.

@@ -15,17 +15,19 @@ use dfs_engine::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, sync_directory};
-use crate::namespace::{Namespace, NamespaceV3};
+use crate::namespace::{Namespace, NamespaceV3, NamespaceV4};
 use dfs_engine::failpoint;
 
 const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const TEMP_SUFFIX: &str = ".tmp";
 /// "DFSC" read as a little-endian u32.
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DFSC");
-/// Version 4 added the set of decommissioning minions to the namespace.
-const CHECKPOINT_VERSION: u16 = 4;
-/// The previous version, still read (its namespace has no such set).
-const CHECKPOINT_VERSION_PREVIOUS: u16 = 3;
+/// Version 5 gave every block its generation (older blocks: 0); version 4
+/// added the set of decommissioning minions to the namespace.
+const CHECKPOINT_VERSION: u16 = 5;
+/// Older versions, still read.
+const CHECKPOINT_VERSION_4: u16 = 4;
+const CHECKPOINT_VERSION_3: u16 = 3;
 const HEADER_BYTES: usize = 24;
 
 /// The file that marks a directory as a master's, with its format version.
@@ -41,12 +43,22 @@ pub struct Checkpoint {
     pub namespace: Namespace,
 }
 
-/// A checkpoint of version 3.
+/// A checkpoint of an older version, whose namespace has layout `N`.
 #[derive(Deserialize)]
-struct CheckpointV3 {
+struct CheckpointOf<N> {
     cluster: ClusterId,
     last_sequence: u64,
-    namespace: NamespaceV3,
+    namespace: N,
+}
+
+impl<N: Into<Namespace>> CheckpointOf<N> {
+    fn upgrade(self) -> Checkpoint {
+        Checkpoint {
+            cluster: self.cluster,
+            last_sequence: self.last_sequence,
+            namespace: self.namespace.into(),
+        }
+    }
 }
 
 /// The same fields, borrowed, so a live namespace is written without a copy.
@@ -125,7 +137,13 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
         return Err(corrupted("header checksum mismatch".into()));
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
-    if version != CHECKPOINT_VERSION && version != CHECKPOINT_VERSION_PREVIOUS {
+    if ![
+        CHECKPOINT_VERSION,
+        CHECKPOINT_VERSION_4,
+        CHECKPOINT_VERSION_3,
+    ]
+    .contains(&version)
+    {
         return Err(corrupted(format!("unsupported version {version}")));
     }
     let mut length = [0u8; 8];
@@ -142,13 +160,14 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
         return Err(corrupted("payload checksum mismatch".into()));
     }
     let undecodable = |e: postcard::Error| corrupted(format!("undecodable payload: {e}"));
-    let checkpoint: Checkpoint = if version == CHECKPOINT_VERSION_PREVIOUS {
-        let old: CheckpointV3 = postcard::from_bytes(payload).map_err(undecodable)?;
-        Checkpoint {
-            cluster: old.cluster,
-            last_sequence: old.last_sequence,
-            namespace: old.namespace.into(),
-        }
+    let checkpoint: Checkpoint = if version == CHECKPOINT_VERSION_3 {
+        postcard::from_bytes::<CheckpointOf<NamespaceV3>>(payload)
+            .map_err(undecodable)?
+            .upgrade()
+    } else if version == CHECKPOINT_VERSION_4 {
+        postcard::from_bytes::<CheckpointOf<NamespaceV4>>(payload)
+            .map_err(undecodable)?
+            .upgrade()
     } else {
         let mut checkpoint: Checkpoint = postcard::from_bytes(payload).map_err(undecodable)?;
         checkpoint.namespace.rebuild_block_index();
@@ -468,8 +487,46 @@ mod tests {
             namespace.status(&sub).expect("directory").kind,
             EntryKind::Directory
         );
-        // Written again, it is version 4 and reads back the same.
+        // Written again, it is the current version and reads back the same.
         let again = encode(loaded.cluster, 5, namespace).expect("encode");
+        assert_eq!(u16::from_le_bytes([again[4], again[5]]), CHECKPOINT_VERSION);
+        assert_eq!(decode(&again, "again").expect("decodes"), loaded);
+    }
+
+    #[test]
+    fn a_version_4_checkpoint_loads_with_generation_0() {
+        // Written by the master before version 5 (block generations): the
+        // 14-byte /dir/file of one block, the open write 2 of /dir/open with
+        // a committed 4-byte block 2 and an allocated block 3, and minion
+        // abc decommissioning; last sequence 10.
+        let bytes = include_bytes!("../tests/fixtures/checkpoint-v4-000000000000000a");
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 4);
+        let loaded = decode(bytes, "fixture").expect("version 4 decodes");
+        assert_eq!(loaded.last_sequence, 10);
+        let namespace = &loaded.namespace;
+        assert!(namespace.is_draining(dfs_engine::msg::MinionId(0xabc)));
+        let file = DfsPath::parse("/dir/file").expect("path");
+        let (status, blocks) = namespace.file_blocks(&file).expect("the file is there");
+        assert_eq!((status.size_bytes, blocks.len()), (14, 1));
+        assert_eq!(blocks[0].generation, dfs_engine::msg::Generation::LEGACY);
+        assert_eq!(blocks[0].crc32c, crc32c::crc32c(b"hello fixture\n"));
+        let open = namespace.write(2).expect("the open write is there");
+        assert_eq!(open.path, "/dir/open");
+        assert_eq!(open.blocks.len(), 1);
+        assert_eq!(
+            open.blocks[0].generation,
+            dfs_engine::msg::Generation::LEGACY
+        );
+        assert_eq!(
+            open.pending.iter().collect::<Vec<_>>(),
+            vec![(
+                &dfs_engine::msg::BlockId(3),
+                &dfs_engine::msg::Generation::LEGACY
+            )]
+        );
+        assert_eq!(namespace.next_block_id(), dfs_engine::msg::BlockId(4));
+        // Written again, it is the current version and reads back the same.
+        let again = encode(loaded.cluster, 10, namespace).expect("encode");
         assert_eq!(u16::from_le_bytes([again[4], again[5]]), CHECKPOINT_VERSION);
         assert_eq!(decode(&again, "again").expect("decodes"), loaded);
     }

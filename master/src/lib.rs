@@ -9,6 +9,7 @@ pub mod journal;
 pub mod namespace;
 pub mod recovery;
 pub mod registry;
+pub mod release;
 pub mod replication;
 pub mod server;
 pub mod service;

@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use dfs_engine::limits::{
     BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, MINIONS_MAX, NAME_BYTES_MAX, OPEN_WRITES_MAX, REPLICATION_MAX,
 };
-use dfs_engine::msg::{BlockId, EntryKind, EntryStatus, ErrorKind, MinionId, RemoteError};
+use dfs_engine::msg::{
+    BlockId, EntryKind, EntryStatus, ErrorKind, Generation, MinionId, RemoteError, ReplicaId,
+    StoredBlock,
+};
 use dfs_engine::path::DfsPath;
 use serde::{Deserialize, Serialize};
 
@@ -17,13 +20,33 @@ pub type InodeId = u64;
 pub type WriteId = u64;
 pub const ROOT_INODE: InodeId = 1;
 
-/// A sealed block of a file.
+/// A sealed block of a file: what a replica must match to be one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockMeta {
     pub id: BlockId,
+    /// As allocated (checkpoint version 5; 0 for blocks of older versions).
+    pub generation: Generation,
     pub length_bytes: u64,
     /// CRC32C of the block's bytes, as the writer computed it.
     pub crc32c: u32,
+}
+
+impl BlockMeta {
+    pub fn replica(&self) -> ReplicaId {
+        ReplicaId {
+            block: self.id,
+            generation: self.generation,
+        }
+    }
+
+    /// True when a replica's report matches this record: same generation,
+    /// length and CRC32C. Anything else is not a replica of this block.
+    pub fn matches(&self, stored: &StoredBlock) -> bool {
+        stored.block == self.id
+            && stored.generation == self.generation
+            && stored.length_bytes == self.length_bytes
+            && stored.crc32c == self.crc32c
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +84,8 @@ pub struct OpenWrite {
     pub owner: String,
     pub group: String,
     pub blocks: Vec<BlockMeta>,
-    /// Allocated, not yet committed or abandoned.
-    pub pending: BTreeSet<BlockId>,
+    /// Allocated, not yet committed or abandoned, with their generations.
+    pub pending: BTreeMap<BlockId, Generation>,
     pub opened_ms: u64,
 }
 
@@ -101,6 +124,8 @@ pub enum Op {
         group: String,
         time_ms: u64,
     },
+    /// An allocation journaled before block generations: generation 0.
+    /// Only replayed; `AllocateBlockStamped` is what is written now.
     AllocateBlock {
         write: WriteId,
         block: BlockId,
@@ -142,21 +167,56 @@ pub enum Op {
     Recommission {
         minion: MinionId,
     },
+    /// Allocates the next block of an open write with its generation
+    /// (appended with block generations).
+    AllocateBlockStamped {
+        write: WriteId,
+        block: BlockId,
+        generation: Generation,
+    },
+    /// Moves the block and write id spaces on by the given counts: applied
+    /// when `--recover` dropped part of the journal, so that ids handed out
+    /// in the lost records (which minions and clients may still hold) are
+    /// never handed out again.
+    SkipIds {
+        block_ids: u64,
+        write_ids: u64,
+    },
 }
 
 /// A sealed block and the replication its file asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockTarget {
-    pub block: BlockId,
+    /// The block as committed: what its replicas must match.
+    pub stored: StoredBlock,
     pub replication: u8,
-    pub length_bytes: u64,
+}
+
+impl BlockTarget {
+    pub fn block(&self) -> BlockId {
+        self.stored.block
+    }
+
+    pub fn length_bytes(&self) -> u64 {
+        self.stored.length_bytes
+    }
+}
+
+/// What the namespace knows of a block a replica names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockRecord {
+    /// Committed (to a file or an open write): replicas must match it.
+    Committed(StoredBlock),
+    /// Allocated to an open write, not committed yet.
+    Pending { generation: Generation },
 }
 
 /// What an applied op freed or created, for the caller's soft state.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Blocks no longer referenced by any file or write: to delete on minions.
-    pub freed_blocks: Vec<BlockId>,
+    /// Replicas no file or write references any more: to delete on
+    /// minions, once the op is durable.
+    pub freed_blocks: Vec<ReplicaId>,
 }
 
 /// The whole namespace; the unit of a checkpoint.
@@ -186,33 +246,6 @@ enum BlockPlace {
     Written { write: WriteId, index: usize },
     /// Allocated to the open write `write`, not committed yet.
     Pending { write: WriteId },
-}
-
-/// The namespace as checkpoint version 3 stored it: without `draining`.
-/// Postcard is not self-describing, so the old layout needs its own type.
-#[derive(Deserialize)]
-pub struct NamespaceV3 {
-    inodes: BTreeMap<InodeId, Inode>,
-    writes: BTreeMap<WriteId, OpenWrite>,
-    next_inode: InodeId,
-    next_block: u64,
-    next_write: WriteId,
-}
-
-impl From<NamespaceV3> for Namespace {
-    fn from(old: NamespaceV3) -> Namespace {
-        let mut namespace = Namespace {
-            inodes: old.inodes,
-            writes: old.writes,
-            next_inode: old.next_inode,
-            next_block: old.next_block,
-            next_write: old.next_write,
-            draining: BTreeSet::new(),
-            block_index: HashMap::new(),
-        };
-        namespace.rebuild_block_index();
-        namespace
-    }
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> RemoteError {
@@ -328,7 +361,7 @@ impl Namespace {
                     },
                 );
             }
-            for &block in &open.pending {
+            for &block in open.pending.keys() {
                 index.insert(block, BlockPlace::Pending { write });
             }
         }
@@ -401,26 +434,62 @@ impl Namespace {
     /// should have and its length, for the replication monitor; None for a
     /// block nothing refers to or that is not committed yet.
     pub fn block_target(&self, block: BlockId) -> Option<BlockTarget> {
-        let (replication, meta) = match *self.block_index.get(&block)? {
+        let (replication, meta) = self.committed(block)?;
+        Some(BlockTarget {
+            stored: stored_of(meta),
+            replication,
+        })
+    }
+
+    /// A committed block's record and its file's (or write's) replication.
+    fn committed(&self, block: BlockId) -> Option<(u8, &BlockMeta)> {
+        match *self.block_index.get(&block)? {
             BlockPlace::File { inode, index } => match &self.inodes.get(&inode)?.node {
                 Node::File {
                     blocks,
                     replication,
                     ..
-                } => (*replication, blocks.get(index)?),
-                Node::Directory { .. } => return None,
+                } => Some((*replication, blocks.get(index)?)),
+                Node::Directory { .. } => None,
             },
             BlockPlace::Written { write, index } => {
                 let open = self.writes.get(&write)?;
-                (open.replication, open.blocks.get(index)?)
+                Some((open.replication, open.blocks.get(index)?))
             }
-            BlockPlace::Pending { .. } => return None,
-        };
-        Some(BlockTarget {
-            block,
-            replication,
-            length_bytes: meta.length_bytes,
-        })
+            BlockPlace::Pending { .. } => None,
+        }
+    }
+
+    /// What the namespace knows of `block`: its committed record, or the
+    /// generation it was allocated with; None for a block nothing references.
+    pub fn block_record(&self, block: BlockId) -> Option<BlockRecord> {
+        if let Some((_, meta)) = self.committed(block) {
+            return Some(BlockRecord::Committed(stored_of(meta)));
+        }
+        match *self.block_index.get(&block)? {
+            BlockPlace::Pending { write } => Some(BlockRecord::Pending {
+                generation: *self.writes.get(&write)?.pending.get(&block)?,
+            }),
+            _ => None,
+        }
+    }
+
+    /// True when `stored` is a replica of a block a file or open write
+    /// references: committed with its generation, length and CRC32C, or
+    /// allocated with its generation and not committed yet.
+    pub fn is_replica_referenced(&self, stored: &StoredBlock) -> bool {
+        match self.block_record(stored.block) {
+            Some(BlockRecord::Committed(record)) => record == *stored,
+            Some(BlockRecord::Pending { generation }) => generation == stored.generation,
+            None => false,
+        }
+    }
+
+    /// Committed blocks (in files and open writes): those a starting master
+    /// waits to see located.
+    pub fn committed_block_count(&self) -> usize {
+        let pending: usize = self.writes.values().map(|open| open.pending.len()).sum();
+        self.block_index.len().saturating_sub(pending)
     }
 
     fn inode(&self, id: InodeId) -> &Inode {
@@ -488,6 +557,7 @@ impl Namespace {
         };
         EntryStatus {
             name: name.to_string(),
+            inode: id,
             kind,
             size_bytes,
             replication,
@@ -553,8 +623,8 @@ impl Namespace {
         let applied = self.apply_op(op)?;
         // A freed block is referenced by nothing (a block belongs to one
         // file or write only).
-        for block in &applied.freed_blocks {
-            self.block_index.remove(block);
+        for replica in &applied.freed_blocks {
+            self.block_index.remove(&replica.block);
         }
         Ok(applied)
     }
@@ -614,31 +684,41 @@ impl Namespace {
                         owner: owner.clone(),
                         group: group.clone(),
                         blocks: Vec::new(),
-                        pending: BTreeSet::new(),
+                        pending: BTreeMap::new(),
                         opened_ms: *time_ms,
                     },
                 );
                 Ok(Applied::default())
             }
-            Op::AllocateBlock { write, block } => {
-                let next = self.next_block;
-                let open = self.open_write_mut(*write)?;
-                if block.0 != next {
+            Op::AllocateBlock { write, block } => self.allocate(*write, *block, Generation::LEGACY),
+            Op::AllocateBlockStamped {
+                write,
+                block,
+                generation,
+            } => {
+                if *generation == Generation::LEGACY {
                     return Err(error(
                         ErrorKind::Internal,
-                        format!("{block} out of sequence"),
+                        format!("{block}: generation 0 is for blocks of older versions"),
                     ));
                 }
-                if open.blocks.len() + open.pending.len() >= FILE_BLOCKS_MAX {
+                self.allocate(*write, *block, *generation)
+            }
+            Op::SkipIds {
+                block_ids,
+                write_ids,
+            } => {
+                let (Some(next_block), Some(next_write)) = (
+                    self.next_block.checked_add(*block_ids),
+                    self.next_write.checked_add(*write_ids),
+                ) else {
                     return Err(error(
-                        ErrorKind::InvalidArgument,
-                        format!("{}: more than {FILE_BLOCKS_MAX} blocks", open.path),
+                        ErrorKind::Internal,
+                        "skipping ids would overflow the id space",
                     ));
-                }
-                open.pending.insert(*block);
-                self.next_block += 1;
-                self.block_index
-                    .insert(*block, BlockPlace::Pending { write: *write });
+                };
+                self.next_block = next_block;
+                self.next_write = next_write;
                 Ok(Applied::default())
             }
             Op::CommitBlock {
@@ -648,12 +728,12 @@ impl Namespace {
                 crc32c,
             } => {
                 let open = self.open_write_mut(*write)?;
-                if !open.pending.contains(block) {
+                let Some(&generation) = open.pending.get(block) else {
                     return Err(error(
                         ErrorKind::InvalidArgument,
                         format!("{block} is not an allocated block of write {write}"),
                     ));
-                }
+                };
                 if *length_bytes == 0 || *length_bytes > open.block_bytes {
                     return Err(error(
                         ErrorKind::InvalidArgument,
@@ -675,6 +755,7 @@ impl Namespace {
                 open.pending.remove(block);
                 open.blocks.push(BlockMeta {
                     id: *block,
+                    generation,
                     length_bytes: *length_bytes,
                     crc32c: *crc32c,
                 });
@@ -690,14 +771,17 @@ impl Namespace {
             }
             Op::AbandonBlock { write, block } => {
                 let open = self.open_write_mut(*write)?;
-                if !open.pending.remove(block) {
+                let Some(generation) = open.pending.remove(block) else {
                     return Err(error(
                         ErrorKind::InvalidArgument,
                         format!("{block} is not an allocated block of write {write}"),
                     ));
-                }
+                };
                 Ok(Applied {
-                    freed_blocks: vec![*block],
+                    freed_blocks: vec![ReplicaId {
+                        block: *block,
+                        generation,
+                    }],
                 })
             }
             Op::CloseWrite { write, time_ms } => self.close_write(*write, *time_ms),
@@ -706,8 +790,13 @@ impl Namespace {
                     .writes
                     .remove(write)
                     .ok_or_else(|| unknown_write(*write))?;
-                let mut freed: Vec<BlockId> = open.blocks.iter().map(|b| b.id).collect();
-                freed.extend(open.pending.iter().copied());
+                let mut freed: Vec<ReplicaId> =
+                    open.blocks.iter().map(BlockMeta::replica).collect();
+                freed.extend(
+                    open.pending
+                        .iter()
+                        .map(|(&block, &generation)| ReplicaId { block, generation }),
+                );
                 Ok(Applied {
                     freed_blocks: freed,
                 })
@@ -770,6 +859,34 @@ impl Namespace {
                 Ok(Applied::default())
             }
         }
+    }
+
+    /// Allocates `block` (the next id) of generation `generation` to `write`.
+    fn allocate(
+        &mut self,
+        write: WriteId,
+        block: BlockId,
+        generation: Generation,
+    ) -> Result<Applied, RemoteError> {
+        let next = self.next_block;
+        let open = self.open_write_mut(write)?;
+        if block.0 != next {
+            return Err(error(
+                ErrorKind::Internal,
+                format!("{block} out of sequence"),
+            ));
+        }
+        if open.blocks.len() + open.pending.len() >= FILE_BLOCKS_MAX {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                format!("{}: more than {FILE_BLOCKS_MAX} blocks", open.path),
+            ));
+        }
+        open.pending.insert(block, generation);
+        self.next_block += 1;
+        self.block_index
+            .insert(block, BlockPlace::Pending { write });
+        Ok(Applied::default())
     }
 
     fn open_write_mut(&mut self, write: WriteId) -> Result<&mut OpenWrite, RemoteError> {
@@ -906,12 +1023,14 @@ impl Namespace {
     }
 
     /// Removes an inode and everything below it; returns the freed blocks.
-    fn free_tree(&mut self, id: InodeId, freed: &mut Vec<BlockId>) {
+    fn free_tree(&mut self, id: InodeId, freed: &mut Vec<ReplicaId>) {
         let mut stack = vec![id];
         while let Some(id) = stack.pop() {
             match self.inodes.remove(&id).map(|inode| inode.node) {
                 Some(Node::Directory { children }) => stack.extend(children.values().copied()),
-                Some(Node::File { blocks, .. }) => freed.extend(blocks.iter().map(|b| b.id)),
+                Some(Node::File { blocks, .. }) => {
+                    freed.extend(blocks.iter().map(BlockMeta::replica))
+                }
                 None => debug_assert!(false, "dangling inode {id}"),
             }
         }
@@ -1019,15 +1138,6 @@ impl Namespace {
             .writes
             .get(&write)
             .ok_or_else(|| unknown_write(write))?;
-        if !open.pending.is_empty() {
-            return Err(error(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "{}: close with blocks neither committed nor abandoned",
-                    open.path
-                ),
-            ));
-        }
         let path = parse(&open.path)?;
         // The namespace may have changed since the write opened.
         self.check_writable(&path, open.overwrite)?;
@@ -1037,7 +1147,13 @@ impl Namespace {
             .remove(&write)
             .ok_or_else(|| unknown_write(write))?;
         let name = path.name().unwrap_or("");
-        let mut freed = Vec::new();
+        // Blocks allocated and never committed (an allocation whose answer
+        // the client lost, say) are not the file's: freed.
+        let mut freed: Vec<ReplicaId> = open
+            .pending
+            .iter()
+            .map(|(&block, &generation)| ReplicaId { block, generation })
+            .collect();
         if let Some(existing) = self.unlink(parent, name, time_ms) {
             self.free_tree(existing, &mut freed);
         }
@@ -1130,12 +1246,25 @@ impl Namespace {
     }
 }
 
+/// A committed block as a replica of it must be.
+fn stored_of(meta: &BlockMeta) -> StoredBlock {
+    StoredBlock {
+        block: meta.id,
+        generation: meta.generation,
+        length_bytes: meta.length_bytes,
+        crc32c: meta.crc32c,
+    }
+}
+
 fn unknown_write(write: WriteId) -> RemoteError {
     error(
         ErrorKind::InvalidArgument,
         format!("write {write} is not open (closed, aborted or never opened)"),
     )
 }
+
+mod legacy;
+pub use legacy::{NamespaceV3, NamespaceV4};
 
 #[cfg(test)]
 mod tests;

@@ -351,6 +351,25 @@ pub fn open(path: &Path, options: RecoveryOptions) -> Result<(DataDir, Recovered
         }
     }
     if let Some((_, set_aside)) = &recovered.cut {
+        // Ids handed out in the records set aside may live on in minions
+        // (blocks) and clients (writes): never hand them out again.
+        let set_aside_bytes: u64 = set_aside
+            .iter()
+            .filter_map(|segment| fs::metadata(segment).ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        let skipped = ids_to_skip(set_aside_bytes);
+        recovered
+            .namespace
+            .apply(&Op::SkipIds {
+                block_ids: skipped,
+                write_ids: skipped,
+            })
+            .map_err(|e| Error::Invalid(format!("--recover: skip ids: {e}")))?;
+        tracing::warn!(
+            "--recover: block and write ids move on by {skipped}, past any the lost records could have handed out (next block {})",
+            recovered.namespace.next_block_id()
+        );
         let path = checkpoint::store(
             &dir,
             recovered.cluster,
@@ -383,6 +402,17 @@ pub fn open(path: &Path, options: RecoveryOptions) -> Result<(DataDir, Recovered
         recovered.checkpoint_sequence = recovered.last_sequence;
     }
     Ok((data_dir, recovered))
+}
+
+/// Fewest ids `--recover` skips.
+const RECOVER_IDS_SKIPPED_MIN: u64 = 1 << 32;
+
+/// How far `--recover` moves the id spaces when `set_aside_bytes` of
+/// journal are dropped: every id was handed out by a record of its own, of
+/// at least a record header, so no more ids than that can have been handed
+/// out in them; and at least `RECOVER_IDS_SKIPPED_MIN`.
+fn ids_to_skip(set_aside_bytes: u64) -> u64 {
+    (set_aside_bytes / journal::RECORD_HEADER_BYTES as u64 + 1).max(RECOVER_IDS_SKIPPED_MIN)
 }
 
 /// What `--check` found, printable, and whether all is well.
@@ -626,6 +656,14 @@ mod tests {
     }
 
     #[test]
+    fn recover_skips_more_ids_than_the_lost_records_can_hold() {
+        assert_eq!(ids_to_skip(0), RECOVER_IDS_SKIPPED_MIN);
+        let segment = dfs_engine::limits::JOURNAL_SEGMENT_BYTES_MAX;
+        let most_records = 100 * segment / journal::RECORD_HEADER_BYTES as u64;
+        assert!(ids_to_skip(100 * segment) > most_records);
+    }
+
+    #[test]
     fn recover_keeps_the_prefix_and_sets_the_rest_aside() {
         let dir = journaled(3000);
         let segments = journal::list_segments(dir.path()).expect("list");
@@ -634,8 +672,20 @@ mod tests {
         let (data_dir, recovered) =
             open(dir.path(), RecoveryOptions { recover: true }).expect("recover");
         assert_eq!(recovered.last_sequence, kept);
-        assert_eq!(recovered.namespace, state(kept));
+        // The kept state, with its id spaces moved past the lost records.
+        let mut expected = state(kept);
+        let skipped = ids_to_skip(0);
+        assert_eq!(skipped, RECOVER_IDS_SKIPPED_MIN);
+        expected
+            .apply(&Op::SkipIds {
+                block_ids: skipped,
+                write_ids: skipped,
+            })
+            .expect("skip");
+        assert_eq!(recovered.namespace, expected);
+        assert!(recovered.namespace.next_block_id().0 > RECOVER_IDS_SKIPPED_MIN);
         drop(data_dir);
+        let expected_again = expected;
         // What is left is one checkpoint, no segment, and the set-aside ones.
         assert_eq!(
             checkpoint::list(dir.path()).expect("list").len(),
@@ -650,7 +700,10 @@ mod tests {
             .count();
         assert_eq!(aside, segments.len() - 2);
         let again = recover(dir.path(), RecoveryOptions::default()).expect("plain start");
-        assert_eq!(again.namespace, state(kept));
+        assert_eq!(
+            again.namespace, expected_again,
+            "the skip is in the checkpoint"
+        );
         assert_eq!(again.append.next_sequence, kept + 1);
     }
 }

@@ -14,7 +14,13 @@ use dfs_engine::limits::{
 };
 use dfs_engine::msg::{
     BlockId, ClusterId, ErrorKind, MinionAddress, MinionId, MinionReport, MinionState, RemoteError,
+    StoredBlock,
 };
+
+/// Reports of replicas of blocks not committed yet kept until their
+/// commit; further ones are dropped (the replica shows up as a candidate
+/// orphan, then in the minion's next full report).
+pub const EARLY_REPORTS_MAX: usize = 65_536;
 
 /// How the registry tells live from stale from dead.
 #[derive(Clone, Copy, Debug)]
@@ -144,6 +150,11 @@ pub struct Registry {
     touched: HashSet<BlockId>,
     /// Each minion's liveness when `note_liveness` last looked.
     liveness_seen: HashMap<MinionId, MinionState>,
+    /// Replicas reported before their block was committed (a minion's
+    /// report can overtake the client's commit), by block: located at the
+    /// commit if they match what it records. At most `EARLY_REPORTS_MAX`.
+    early: HashMap<BlockId, Vec<(MinionId, StoredBlock)>>,
+    early_count: usize,
 }
 
 fn refuse(kind: ErrorKind, message: String) -> RemoteError {
@@ -162,7 +173,30 @@ impl Registry {
             draining: HashMap::new(),
             touched: HashSet::new(),
             liveness_seen: HashMap::new(),
+            early: HashMap::new(),
+            early_count: 0,
         }
+    }
+
+    /// Keeps the report of a replica of a block not committed yet, for its
+    /// commit. False when too many are kept.
+    pub fn note_early(&mut self, minion: MinionId, stored: StoredBlock) -> bool {
+        if self.early_count >= EARLY_REPORTS_MAX {
+            return false;
+        }
+        let reports = self.early.entry(stored.block).or_default();
+        if !reports.iter().any(|(id, _)| *id == minion) {
+            reports.push((minion, stored));
+            self.early_count += 1;
+        }
+        true
+    }
+
+    /// The replicas of `block` reported before its commit (forgotten here).
+    pub fn take_early(&mut self, block: BlockId) -> Vec<(MinionId, StoredBlock)> {
+        let reports = self.early.remove(&block).unwrap_or_default();
+        self.early_count -= reports.len();
+        reports
     }
 
     /// The planner should look at `block` again.
@@ -312,16 +346,15 @@ impl Registry {
         Ok(())
     }
 
-    /// Takes part of a block report; `first` forgets what was known before.
-    /// Only blocks for which `known` is true are recorded; the others are
-    /// returned (orphans, unless a write is about to commit them).
+    /// Takes part of a block report: `replicas` are the reported blocks the
+    /// caller found to be replicas of referenced blocks; `first` forgets
+    /// what was known of the minion before.
     pub fn block_report(
         &mut self,
         id: MinionId,
-        blocks: &[BlockId],
+        replicas: &[BlockId],
         first: bool,
-        known: impl Fn(BlockId) -> bool,
-    ) -> Result<Vec<BlockId>, RemoteError> {
+    ) -> Result<(), RemoteError> {
         if !self.minions.contains_key(&id) {
             return Err(Self::unknown(id));
         }
@@ -335,15 +368,10 @@ impl Registry {
                 self.remove_location(block, id);
             }
         }
-        let mut unknown = Vec::new();
-        for &block in blocks {
-            if known(block) {
-                self.add_location(block, id);
-            } else {
-                unknown.push(block);
-            }
+        for &block in replicas {
+            self.add_location(block, id);
         }
-        Ok(unknown)
+        Ok(())
     }
 
     /// Records that `id` holds `block` (from a commit or a report).
@@ -379,7 +407,12 @@ impl Registry {
             self.corrupt_count -= marked.len();
         }
         self.touched.remove(&block);
-        let holders = self.locations.remove(&block).unwrap_or_default();
+        let mut holders = self.locations.remove(&block).unwrap_or_default();
+        for (minion, _) in self.take_early(block) {
+            if !holders.contains(&minion) {
+                holders.push(minion);
+            }
+        }
         for id in &holders {
             if let Some(minion) = self.minions.get_mut(id) {
                 minion.blocks.remove(&block);
@@ -843,15 +876,42 @@ mod tests {
         r.register(MinionId(1), None, "a:1", capacity(1), false, now)
             .expect("register");
         r.add_location(BlockId(1), MinionId(1));
-        let unknown = r
-            .block_report(MinionId(1), &[BlockId(2), BlockId(3)], true, |b| {
-                b != BlockId(3)
-            })
+        r.block_report(MinionId(1), &[BlockId(2)], true)
             .expect("report");
-        assert_eq!(unknown, [BlockId(3)]);
         assert!(r.locations(BlockId(1), now).is_empty());
         assert_eq!(r.locations(BlockId(2), now).len(), 1);
-        assert!(r.block_report(MinionId(4), &[], true, |_| true).is_err());
+        assert!(r.block_report(MinionId(4), &[], true).is_err());
+    }
+
+    #[test]
+    fn early_reports_wait_for_their_commit_and_are_bounded() {
+        let mut r = registry();
+        let stored = |block: u64| StoredBlock {
+            block: BlockId(block),
+            generation: dfs_engine::msg::Generation(block + 1),
+            length_bytes: 5,
+            crc32c: 6,
+        };
+        assert!(r.note_early(MinionId(1), stored(1)));
+        assert!(
+            r.note_early(MinionId(1), stored(1)),
+            "a repeat is kept once"
+        );
+        assert!(r.note_early(MinionId(2), stored(1)));
+        assert_eq!(
+            r.take_early(BlockId(1)),
+            vec![(MinionId(1), stored(1)), (MinionId(2), stored(1))]
+        );
+        assert_eq!(r.take_early(BlockId(1)), vec![]);
+        for block in 0..EARLY_REPORTS_MAX as u64 {
+            assert!(r.note_early(MinionId(1), stored(block)));
+        }
+        assert!(!r.note_early(MinionId(2), stored(0)), "over the bound");
+        // A freed block's early reporters are told to delete it too.
+        r.register(MinionId(1), None, "a:1", capacity(1), false, Instant::now())
+            .expect("register");
+        assert_eq!(r.forget_block(BlockId(3)), vec![MinionId(1)]);
+        assert!(r.note_early(MinionId(2), stored(0)), "room again");
     }
 
     fn addresses(found: &[MinionAddress]) -> Vec<u64> {
@@ -915,7 +975,7 @@ mod tests {
         assert_eq!(r.mark_corrupt(over, MinionId(1)), Marked::Full);
         // A full report that no longer lists a block (the minion removed
         // its copy) forgets that mark.
-        r.block_report(MinionId(1), &[BlockId(0), over], true, |_| true)
+        r.block_report(MinionId(1), &[BlockId(0), over], true)
             .expect("report");
         r.finish_block_report(MinionId(1));
         assert_eq!(r.corrupt_count, 1);
@@ -1009,8 +1069,7 @@ mod tests {
             r.candidates(1, &[], now).is_empty(),
             "registered, no report yet"
         );
-        r.block_report(MinionId(1), &[], true, |_| true)
-            .expect("report");
+        r.block_report(MinionId(1), &[], true).expect("report");
         assert!(
             r.candidates(1, &[], now).is_empty(),
             "a report not finished"

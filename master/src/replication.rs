@@ -1,7 +1,7 @@
 //! The replication monitor's state: which blocks to copy where, which
-//! replicas to delete, and which reported blocks may be orphans. Soft state
-//! like the registry (rebuilt from reports after a restart) and free of
-//! threads and I/O: the service calls `plan` every heartbeat interval and
+//! replicas to delete, and which reported replicas may be orphans. Soft
+//! state like the registry (rebuilt from reports after a restart) and free
+//! of threads and I/O: the service calls `plan` every heartbeat interval and
 //! hands the queued commands out in heartbeat answers.
 //!
 //! A round looks at the blocks that needed work at the last one and at the
@@ -17,10 +17,22 @@
 //! Replicas reported corrupt and replicas on minions being decommissioned
 //! do not count towards a block's target. A corrupt replica is never a
 //! source and is deleted once the block has its full replication without
-//! it (never while it is all there is). A draining minion is the preferred
-//! source (it serves no new writes), none of its replicas is deleted as a
-//! surplus, and it is drained once every block it holds has its full
-//! replication on live minions in service.
+//! it (never while it is all there is), or sooner when its minion is the
+//! only one left that could take a good copy (a small cluster): then the
+//! corrupt replica goes first and a good one is copied there once its
+//! deletion is confirmed. A draining minion is the preferred source (it
+//! serves no new writes), none of its replicas is deleted as a surplus,
+//! and it is drained once every block it holds has its full replication on
+//! live minions in service.
+//!
+//! Invariant: a deletion names one replica (block and generation), and
+//! until the minion confirms it (`deleted`), the minion is never chosen as
+//! a copy target for that block: a copy landing before the deletion would
+//! be deleted with it. Unconfirmed deletions are sent again after a while.
+//!
+//! Invariant: only replicas on live minions whose full block report is in
+//! decide a surplus; a minion that came back and has not reported yet may
+//! still list blocks it lost long ago.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -30,7 +42,7 @@ use dfs_engine::limits::{
     DELETES_QUEUED_PER_MINION_MAX, DELETE_BLOCKS_PER_COMMAND_MAX, HEARTBEAT_COMMANDS_MAX,
     ORPHAN_CANDIDATES_MAX, REPLICATIONS_PER_SOURCE_MAX, REPLICATIONS_PER_TARGET_MAX,
 };
-use dfs_engine::msg::{BlockId, MinionCommand, MinionId};
+use dfs_engine::msg::{BlockId, Generation, MinionCommand, MinionId, ReplicaId, StoredBlock};
 
 use crate::namespace::BlockTarget;
 use crate::registry::{place, Registry, Replica};
@@ -39,9 +51,18 @@ use crate::registry::{place, Registry, Replica};
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct InFlight {
     source: MinionId,
-    /// Targets whose `BlockStored` has not come yet.
+    /// Targets whose `Stored` report has not come yet.
     targets: Vec<MinionId>,
     deadline: Instant,
+}
+
+/// A deletion not yet confirmed by its minion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Unconfirmed {
+    generation: Generation,
+    /// When it was handed out, it is sent again at this time unless
+    /// confirmed; None while it waits in the queue.
+    resend_at: Option<Instant>,
 }
 
 /// What the last `plan` found, for logs and tests.
@@ -54,7 +75,8 @@ pub struct PlanSummary {
     pub missing: usize,
     /// Surplus replicas told to go.
     pub excess_deleted: usize,
-    /// Corrupt replicas told to go (their blocks are fully replicated).
+    /// Corrupt replicas told to go (their blocks are fully replicated, or
+    /// their minions are the only places left for a good copy).
     pub corrupt_deleted: usize,
     /// Minions being decommissioned that still hold blocks needed elsewhere.
     pub draining: usize,
@@ -72,11 +94,21 @@ pub struct Healer {
     watch: HashSet<BlockId>,
     /// Replicate commands waiting for their source's next heartbeat.
     replications: HashMap<MinionId, VecDeque<MinionCommand>>,
-    /// Blocks each minion should delete, waiting for its next heartbeat.
-    deletes: HashMap<MinionId, BTreeSet<BlockId>>,
+    /// Replicas each minion should delete, waiting for its next heartbeat.
+    deletes: HashMap<MinionId, BTreeSet<ReplicaId>>,
+    /// Deletions queued or handed out that the minion has not confirmed,
+    /// by minion and block: at most one per pair (a minion holds one
+    /// replica of a block), bounded with `deletes`.
+    unconfirmed: HashMap<(MinionId, BlockId), Unconfirmed>,
     in_flight: HashMap<BlockId, InFlight>,
-    /// Reported blocks no file or write referenced, and when first seen so.
-    orphan_candidates: HashMap<(MinionId, BlockId), Instant>,
+    /// Reported replicas no file or write references (or not as those
+    /// replicas), when they may be deleted, and what was reported.
+    orphan_candidates: HashMap<(MinionId, ReplicaId), (Instant, StoredBlock)>,
+    /// The minions holding a file of a block that is no replica the master
+    /// counts (a candidate orphan, until its deletion is confirmed or it
+    /// turns out referenced): no copy target for that block, since the
+    /// file there would refuse the copy. Bounded with `orphan_candidates`.
+    strays: HashMap<BlockId, BTreeSet<MinionId>>,
     replication_timeout: Duration,
     orphan_grace: Duration,
 }
@@ -87,35 +119,84 @@ impl Healer {
             watch: HashSet::new(),
             replications: HashMap::new(),
             deletes: HashMap::new(),
+            unconfirmed: HashMap::new(),
             in_flight: HashMap::new(),
             orphan_candidates: HashMap::new(),
+            strays: HashMap::new(),
             replication_timeout,
             orphan_grace,
         }
     }
 
-    /// Tells `minion` to delete `block` at its next heartbeat.
-    pub fn queue_delete(&mut self, minion: MinionId, block: BlockId) {
+    /// Tells `minion` to delete `replica` at its next heartbeat; until it
+    /// confirms, it is no copy target for the block.
+    pub fn queue_delete(&mut self, minion: MinionId, replica: ReplicaId) {
         let queued = self.deletes.entry(minion).or_default();
-        if queued.len() < DELETES_QUEUED_PER_MINION_MAX {
-            queued.insert(block);
-        } else {
-            // Dropped: the minion's next full report shows it as an orphan.
-            tracing::debug!(%minion, %block, "delete queue full; left for the next block report");
+        if queued.len() >= DELETES_QUEUED_PER_MINION_MAX {
+            // Dropped: the minion's next full report shows it again.
+            tracing::debug!(%minion, %replica, "delete queue full; left for the next block report");
+            return;
+        }
+        queued.insert(replica);
+        self.unconfirmed.insert(
+            (minion, replica.block),
+            Unconfirmed {
+                generation: replica.generation,
+                resend_at: None,
+            },
+        );
+    }
+
+    /// True while `minion` has a deletion of a replica of `block` it has
+    /// not confirmed.
+    pub fn has_pending_delete(&self, minion: MinionId, block: BlockId) -> bool {
+        self.unconfirmed.contains_key(&(minion, block))
+    }
+
+    /// `minion` says `replica` is gone from it: a deletion it was asked
+    /// for is done (or it was not there).
+    pub fn deleted(&mut self, minion: MinionId, replica: ReplicaId) {
+        let key = (minion, replica.block);
+        if self
+            .unconfirmed
+            .get(&key)
+            .is_some_and(|pending| pending.generation == replica.generation)
+        {
+            self.unconfirmed.remove(&key);
+        }
+        if let Some(queued) = self.deletes.get_mut(&minion) {
+            queued.remove(&replica);
+            if queued.is_empty() {
+                self.deletes.remove(&minion);
+            }
+        }
+        self.orphan_candidates.remove(&(minion, replica));
+        self.forget_stray(minion, replica.block);
+    }
+
+    fn forget_stray(&mut self, minion: MinionId, block: BlockId) {
+        if let Some(minions) = self.strays.get_mut(&block) {
+            minions.remove(&minion);
+            if minions.is_empty() {
+                self.strays.remove(&block);
+            }
         }
     }
 
-    /// A block was freed by the namespace: no copy of it is wanted any more.
-    pub fn block_freed(&mut self, block: BlockId, holders: &[MinionId]) {
-        self.in_flight.remove(&block);
+    /// A replica no file references any more, durably: no copy of it is
+    /// wanted; `holders` are told to delete it.
+    pub fn block_freed(&mut self, replica: ReplicaId, holders: &[MinionId]) {
+        self.in_flight.remove(&replica.block);
         for &holder in holders {
-            self.queue_delete(holder, block);
+            self.queue_delete(holder, replica);
         }
     }
 
     /// The commands for `minion`'s heartbeat answer: copies first (they
     /// restore safety), then deletions, at most `HEARTBEAT_COMMANDS_MAX`.
-    pub fn take_commands(&mut self, minion: MinionId) -> Vec<MinionCommand> {
+    /// Deletions handed out are sent again at `now` plus the replication
+    /// timeout unless confirmed by then.
+    pub fn take_commands(&mut self, minion: MinionId, now: Instant) -> Vec<MinionCommand> {
         let mut commands = Vec::new();
         if let Some(queue) = self.replications.get_mut(&minion) {
             while commands.len() < HEARTBEAT_COMMANDS_MAX {
@@ -128,17 +209,21 @@ impl Healer {
                 self.replications.remove(&minion);
             }
         }
+        let resend_at = now + self.replication_timeout;
         if let Some(queued) = self.deletes.get_mut(&minion) {
             while commands.len() < HEARTBEAT_COMMANDS_MAX && !queued.is_empty() {
-                let blocks: Vec<BlockId> = queued
+                let replicas: Vec<ReplicaId> = queued
                     .iter()
                     .copied()
                     .take(DELETE_BLOCKS_PER_COMMAND_MAX)
                     .collect();
-                for block in &blocks {
-                    queued.remove(block);
+                for replica in &replicas {
+                    queued.remove(replica);
+                    if let Some(pending) = self.unconfirmed.get_mut(&(minion, replica.block)) {
+                        pending.resend_at = Some(resend_at);
+                    }
                 }
-                commands.push(MinionCommand::Delete { blocks });
+                commands.push(MinionCommand::Delete { replicas });
             }
             if queued.is_empty() {
                 self.deletes.remove(&minion);
@@ -175,7 +260,7 @@ impl Healer {
         }
         if let Some(queue) = self.replications.get_mut(&minion) {
             queue.retain(|command| {
-                !matches!(command, MinionCommand::Replicate { block: queued, .. } if *queued == block)
+                !matches!(command, MinionCommand::Replicate { replica, .. } if replica.block == block)
             });
             if queue.is_empty() {
                 self.replications.remove(&minion);
@@ -183,37 +268,64 @@ impl Healer {
         }
     }
 
-    /// `minion` reported `block`, which nothing references.
-    pub fn note_unreferenced(&mut self, minion: MinionId, block: BlockId, now: Instant) {
-        if self.orphan_candidates.len() < ORPHAN_CANDIDATES_MAX {
-            self.orphan_candidates.entry((minion, block)).or_insert(now);
+    /// `minion` reported `stored`, which nothing references (or not as
+    /// this replica: another generation, length or CRC32C, when `mismatch`
+    /// says so). An unknown one may still be committed by a write on its
+    /// way, so it waits out the grace period; a mismatch never becomes a
+    /// replica and goes at the next round.
+    pub fn note_unreferenced(
+        &mut self,
+        minion: MinionId,
+        stored: StoredBlock,
+        mismatch: bool,
+        now: Instant,
+    ) {
+        if self.orphan_candidates.len() >= ORPHAN_CANDIDATES_MAX {
+            return;
         }
+        let due = if mismatch {
+            now
+        } else {
+            now + self.orphan_grace
+        };
+        self.orphan_candidates
+            .entry((minion, stored.replica()))
+            .or_insert((due, stored));
+        self.strays.entry(stored.block).or_default().insert(minion);
     }
 
-    /// Queues the deletion of candidates unreferenced for the whole grace
-    /// period; `referenced` is asked again at the end of it. Returns how
-    /// many were queued.
-    pub fn collect_orphans(&mut self, now: Instant, referenced: impl Fn(BlockId) -> bool) -> usize {
-        let due: Vec<(MinionId, BlockId)> = self
+    /// The candidates unreferenced for the whole grace period and still
+    /// unreferenced now (`referenced` is asked again), forgotten here: the
+    /// caller has them deleted once everything it applied is durable.
+    pub fn collect_orphans(
+        &mut self,
+        now: Instant,
+        referenced: impl Fn(&StoredBlock) -> bool,
+    ) -> Vec<(MinionId, ReplicaId)> {
+        let due: Vec<(MinionId, ReplicaId)> = self
             .orphan_candidates
             .iter()
-            .filter(|(_, seen)| now.saturating_duration_since(**seen) >= self.orphan_grace)
+            .filter(|(_, (due, _))| *due <= now)
             .map(|(key, _)| *key)
             .collect();
-        let mut queued = 0;
-        for (minion, block) in due {
-            self.orphan_candidates.remove(&(minion, block));
-            if !referenced(block) {
-                tracing::info!(%minion, %block, "orphan block: telling its minion to delete it");
-                self.queue_delete(minion, block);
-                queued += 1;
+        let mut orphans = Vec::new();
+        for key in due {
+            if let Some((_, stored)) = self.orphan_candidates.remove(&key) {
+                if referenced(&stored) {
+                    // A replica after all: its minion is a holder.
+                    self.forget_stray(key.0, key.1.block);
+                } else {
+                    // A stray until its deletion is confirmed.
+                    orphans.push(key);
+                }
             }
         }
-        queued
+        orphans
     }
 
     /// Forgets copies past their deadline, so the next plan picks the block
-    /// again (with another source or targets if those were the trouble).
+    /// again (with another source or targets if those were the trouble),
+    /// and queues again deletions handed out and not confirmed in time.
     fn expire(&mut self, now: Instant) {
         let replication_timeout = self.replication_timeout;
         self.in_flight.retain(|block, flight| {
@@ -227,6 +339,23 @@ impl Healer {
             }
             alive
         });
+        let mut again = Vec::new();
+        for (&(minion, block), pending) in &mut self.unconfirmed {
+            if pending.resend_at.is_some_and(|at| at <= now) {
+                pending.resend_at = None;
+                again.push((
+                    minion,
+                    ReplicaId {
+                        block,
+                        generation: pending.generation,
+                    },
+                ));
+            }
+        }
+        for (minion, replica) in again {
+            tracing::debug!(%minion, %replica, "deletion not confirmed in time; sending it again");
+            self.deletes.entry(minion).or_default().insert(replica);
+        }
     }
 
     /// The blocks the next plan should look at, in id order: those that
@@ -237,6 +366,21 @@ impl Healer {
         let mut blocks: Vec<BlockId> = self.watch.iter().copied().collect();
         blocks.sort();
         blocks
+    }
+
+    /// Minions that may not receive a copy of `block`: its holders, those
+    /// with a deletion of it not yet confirmed, and those holding a stray
+    /// file of it.
+    fn not_targets(&self, registry: &Registry, block: BlockId) -> Vec<MinionId> {
+        let mut excluded: Vec<MinionId> = registry.holders(block).to_vec();
+        excluded.extend(self.strays.get(&block).into_iter().flatten().copied());
+        excluded.extend(
+            self.unconfirmed
+                .keys()
+                .filter(|(_, pending)| *pending == block)
+                .map(|(minion, _)| *minion),
+        );
+        excluded
     }
 
     /// Looks at `blocks` (all that may need work, see `blocks_to_plan`):
@@ -255,21 +399,23 @@ impl Healer {
         let mut summary = PlanSummary::default();
         // (counted replicas, replicas short, block): most endangered first.
         let mut short: Vec<(usize, usize, BlockTarget)> = Vec::new();
-        let mut surplus: Vec<(BlockId, usize, Vec<MinionId>)> = Vec::new();
-        let mut corrupt: Vec<(BlockId, Vec<MinionId>)> = Vec::new();
+        let mut surplus: Vec<(ReplicaId, usize, Vec<MinionId>)> = Vec::new();
+        let mut corrupt: Vec<(ReplicaId, Vec<MinionId>)> = Vec::new();
         // Draining minions holding a block not yet fully replicated without them.
         let mut undrained: HashSet<MinionId> = HashSet::new();
         let mut watch: HashSet<BlockId> = HashSet::new();
         for need in blocks {
+            let block = need.block();
+            let replica = need.stored.replica();
             let target = usize::from(need.replication);
-            let replicas = registry.replicas(need.block, now);
+            let replicas = registry.replicas(block, now);
             let counted = replicas.iter().filter(|(_, r)| r.counts()).count();
             let live: Vec<MinionId> = replicas
                 .iter()
                 .filter(|(_, r)| *r == Replica::Live)
                 .map(|(id, _)| *id)
                 .collect();
-            let in_flight = self.in_flight.contains_key(&need.block);
+            let in_flight = self.in_flight.contains_key(&block);
             let has_corrupt = replicas.iter().any(|(_, r)| *r == Replica::Corrupt);
             let draining: Vec<MinionId> = replicas
                 .iter()
@@ -277,16 +423,16 @@ impl Healer {
                 .map(|(id, _)| *id)
                 .collect();
             if counted < target || in_flight || (live.len() < target && has_corrupt) {
-                watch.insert(need.block);
+                watch.insert(block);
             }
             if live.len() < target {
                 if !draining.is_empty() {
-                    watch.insert(need.block);
+                    watch.insert(block);
                 }
                 undrained.extend(draining);
             } else if has_corrupt {
                 // Also the copies on dead minions: they hear it if they return.
-                corrupt.push((need.block, registry.corrupt_holders(need.block)));
+                corrupt.push((replica, registry.corrupt_holders(block)));
             }
             if counted < target {
                 summary.under_replicated += 1;
@@ -297,31 +443,34 @@ impl Healer {
                 }
                 continue;
             }
-            // Only live replicas decide a surplus: a stale holder may be
-            // about to die, and deleting a live copy then would hurt.
-            // Draining minions' copies are not live replicas in service.
-            if live.len() > target && !in_flight {
-                surplus.push((need.block, target, live));
+            // Only live replicas on minions whose report is in decide a
+            // surplus: a stale holder may be about to die, and a minion
+            // that came back may list blocks it lost. Draining minions'
+            // copies are not live replicas in service.
+            let deciding: Vec<MinionId> = live
+                .into_iter()
+                .filter(|id| registry.minion(*id).is_some_and(|minion| minion.reported))
+                .collect();
+            if deciding.len() > target && !in_flight {
+                surplus.push((replica, target, deciding));
             }
         }
-        for (block, holders) in corrupt {
+        for (replica, holders) in corrupt {
             for id in holders {
-                tracing::info!(%block, minion = %id, "deleting a corrupt replica: the block is fully replicated without it");
-                registry.remove_location(block, id);
-                registry.clear_corrupt(block, id);
-                self.queue_delete(id, block);
+                tracing::info!(block = %replica.block, minion = %id, "deleting a corrupt replica: the block is fully replicated without it");
+                self.delete_corrupt(registry, id, replica);
                 summary.corrupt_deleted += 1;
             }
         }
-        for (block, target, mut live) in surplus {
+        for (replica, target, mut live) in surplus {
             let excess = live.len() - target;
             // The fullest minions give up their copy.
             live.sort_by_key(|id| {
                 Reverse(registry.minion(*id).map_or(0, |minion| minion.used_bytes))
             });
             for id in live.into_iter().take(excess) {
-                registry.remove_location(block, id);
-                self.queue_delete(id, block);
+                registry.remove_location(replica.block, id);
+                self.queue_delete(id, replica);
                 summary.excess_deleted += 1;
             }
         }
@@ -332,7 +481,7 @@ impl Healer {
                 summary.draining += 1;
             }
         }
-        short.sort_by_key(|(counted, missing, need)| (*counted, Reverse(*missing), need.block));
+        short.sort_by_key(|(counted, missing, need)| (*counted, Reverse(*missing), need.block()));
         let mut source_load: HashMap<MinionId, usize> = HashMap::new();
         let mut target_load: HashMap<MinionId, usize> = HashMap::new();
         for flight in self.in_flight.values() {
@@ -342,7 +491,10 @@ impl Healer {
             }
         }
         for (_, missing, need) in short {
-            let replicas = registry.replicas(need.block, now);
+            let block = need.block();
+            let excluded = self.not_targets(registry, block);
+            summary.corrupt_deleted += self.make_room(registry, &need, missing, &excluded, now);
+            let replicas = registry.replicas(block, now);
             // Draining minions first: they take no new writes. Never a
             // corrupt replica: a copy is read through the CRC-checking
             // reader and would fail anyway.
@@ -361,14 +513,14 @@ impl Healer {
             let Some(source) = source else {
                 continue;
             };
-            let mut excluded: Vec<MinionId> = registry.holders(need.block).to_vec();
+            let mut excluded = excluded;
             excluded.extend(
                 target_load
                     .iter()
                     .filter(|(_, load)| **load >= REPLICATIONS_PER_TARGET_MAX)
                     .map(|(id, _)| *id),
             );
-            let candidates = registry.candidates(need.length_bytes, &excluded, now);
+            let candidates = registry.candidates(need.length_bytes(), &excluded, now);
             if candidates.is_empty() {
                 continue;
             }
@@ -378,7 +530,7 @@ impl Healer {
                 *target_load.entry(target.id).or_default() += 1;
             }
             self.in_flight.insert(
-                need.block,
+                block,
                 InFlight {
                     source,
                     targets: targets.iter().map(|t| t.id).collect(),
@@ -389,7 +541,7 @@ impl Healer {
                 .entry(source)
                 .or_default()
                 .push_back(MinionCommand::Replicate {
-                    block: need.block,
+                    replica: need.stored,
                     targets,
                 });
             summary.replications_started += 1;
@@ -398,6 +550,61 @@ impl Healer {
         summary.watched = watch.len();
         self.watch = watch;
         summary
+    }
+
+    /// Deletes `minion`'s corrupt replica: no longer a location, no longer
+    /// marked (the replica is going), and the minion is no copy target for
+    /// the block until it confirms.
+    fn delete_corrupt(&mut self, registry: &mut Registry, minion: MinionId, replica: ReplicaId) {
+        registry.remove_location(replica.block, minion);
+        registry.clear_corrupt(replica.block, minion);
+        self.queue_delete(minion, replica);
+    }
+
+    /// A block is `missing` replicas short, and fewer minions than that
+    /// could take a copy (whatever their load): when some of those that
+    /// cannot hold a corrupt replica of it (a small cluster), as many of
+    /// those as needed delete theirs first, so that a good copy can be
+    /// copied there once the deletion is confirmed. Never while no good
+    /// replica is left to copy from. Returns how many were told.
+    fn make_room(
+        &mut self,
+        registry: &mut Registry,
+        need: &BlockTarget,
+        missing: usize,
+        excluded: &[MinionId],
+        now: Instant,
+    ) -> usize {
+        let block = need.block();
+        let possible = registry
+            .candidates(need.length_bytes(), excluded, now)
+            .len();
+        if possible >= missing {
+            return 0;
+        }
+        let good_source = registry.replicas(block, now).iter().any(|(_, replica)| {
+            matches!(replica, Replica::Live | Replica::Draining { live: true })
+        });
+        if !good_source {
+            return 0;
+        }
+        // Corrupt holders that could take a good copy once theirs is gone:
+        // live, in service, reported.
+        let ready: Vec<MinionId> = registry
+            .corrupt_holders(block)
+            .into_iter()
+            .filter(|id| {
+                registry.state_of(*id, now) == Some(dfs_engine::msg::MinionState::Live)
+                    && !registry.is_draining(*id)
+                    && registry.minion(*id).is_some_and(|minion| minion.reported)
+            })
+            .take(missing - possible)
+            .collect();
+        for &id in &ready {
+            tracing::info!(%block, minion = %id, "deleting a corrupt replica first: its minion is the only place left for a good copy");
+            self.delete_corrupt(registry, id, need.stored.replica());
+        }
+        ready.len()
     }
 }
 
@@ -448,11 +655,27 @@ mod tests {
         }
     }
 
+    /// The generation these tests give block `block`.
+    fn generation(block: u64) -> Generation {
+        Generation(block + 1000)
+    }
+
+    fn replica(block: u64) -> ReplicaId {
+        ReplicaId {
+            block: BlockId(block),
+            generation: generation(block),
+        }
+    }
+
     fn target(block: u64, replication: u8) -> BlockTarget {
         BlockTarget {
-            block: BlockId(block),
+            stored: StoredBlock {
+                block: BlockId(block),
+                generation: generation(block),
+                length_bytes: 1 << 20,
+                crc32c: 0,
+            },
             replication,
-            length_bytes: 1 << 20,
         }
     }
 
@@ -474,7 +697,7 @@ mod tests {
         commands
             .iter()
             .filter_map(|c| match c {
-                MinionCommand::Replicate { block, .. } => Some(block.0),
+                MinionCommand::Replicate { replica, .. } => Some(replica.block.0),
                 MinionCommand::Delete { .. } => None,
             })
             .collect()
@@ -502,9 +725,9 @@ mod tests {
         // Blocks 11 and 12 have one copy left: they go first (11 lacks more);
         // block 10 waits for minion 1 to have a free source slot... unless
         // minion 2 can serve it, which it can.
-        let from_one = replicated_blocks(&healer.take_commands(MinionId(1)));
+        let from_one = replicated_blocks(&healer.take_commands(MinionId(1), Instant::now()));
         assert_eq!(from_one, [11, 12]);
-        let from_two = replicated_blocks(&healer.take_commands(MinionId(2)));
+        let from_two = replicated_blocks(&healer.take_commands(MinionId(2), Instant::now()));
         assert_eq!(from_two, [10]);
         assert_eq!(summary.replications_started, 3);
         // Nothing is planned twice while in flight.
@@ -526,10 +749,11 @@ mod tests {
         let mut received: HashMap<MinionId, usize> = HashMap::new();
         let mut sent: HashMap<MinionId, usize> = HashMap::new();
         for source in 1..=4 {
-            for command in healer.take_commands(MinionId(source)) {
-                let MinionCommand::Replicate { block, targets } = command else {
+            for command in healer.take_commands(MinionId(source), Instant::now()) {
+                let MinionCommand::Replicate { replica, targets } = command else {
                     panic!("only copies expected");
                 };
+                let block = replica.block;
                 *sent.entry(MinionId(source)).or_default() += 1;
                 assert!(registry.holders(block).contains(&MinionId(source)));
                 for t in targets {
@@ -581,9 +805,9 @@ mod tests {
         assert_eq!(dead.under_replicated, 1);
         assert_eq!(dead.replications_started, 1);
         // The copy lands: the target's report ends the flight.
-        let commands = healer.take_commands(MinionId(1));
+        let commands = healer.take_commands(MinionId(1), Instant::now());
         let commands = if commands.is_empty() {
-            healer.take_commands(MinionId(2))
+            healer.take_commands(MinionId(2), Instant::now())
         } else {
             commands
         };
@@ -612,7 +836,7 @@ mod tests {
                 .replications_started,
             1
         );
-        let _ = healer.take_commands(MinionId(1));
+        let _ = healer.take_commands(MinionId(1), Instant::now());
         let before = start + Duration::from_secs(29);
         assert_eq!(
             healer
@@ -648,9 +872,9 @@ mod tests {
         // Minions 1 and 2 use the most space.
         for id in [1, 2] {
             assert_eq!(
-                healer.take_commands(MinionId(id)),
+                healer.take_commands(MinionId(id), Instant::now()),
                 [MinionCommand::Delete {
-                    blocks: vec![BlockId(3)]
+                    replicas: vec![replica(3)]
                 }]
             );
         }
@@ -664,11 +888,11 @@ mod tests {
 
     /// The single copy command `healer` queued for `source`, as (block, target ids).
     fn copy_from(healer: &mut Healer, source: u64) -> Option<(BlockId, Vec<u64>)> {
-        let commands = healer.take_commands(MinionId(source));
+        let commands = healer.take_commands(MinionId(source), Instant::now());
         match commands.as_slice() {
             [] => None,
-            [MinionCommand::Replicate { block, targets }] => {
-                Some((*block, targets.iter().map(|t| t.id.0).collect()))
+            [MinionCommand::Replicate { replica, targets }] => {
+                Some((replica.block, targets.iter().map(|t| t.id.0).collect()))
             }
             other => panic!("one copy expected from {source}: {other:?}"),
         }
@@ -676,12 +900,13 @@ mod tests {
 
     fn deletes(healer: &mut Healer, minion: u64) -> Vec<u64> {
         healer
-            .take_commands(MinionId(minion))
+            .take_commands(MinionId(minion), Instant::now())
             .into_iter()
             .flat_map(|command| match command {
-                MinionCommand::Delete { blocks } => {
-                    blocks.into_iter().map(|b| b.0).collect::<Vec<u64>>()
-                }
+                MinionCommand::Delete { replicas } => replicas
+                    .into_iter()
+                    .map(|r| r.block.0)
+                    .collect::<Vec<u64>>(),
                 MinionCommand::Replicate { .. } => panic!("deletes only"),
             })
             .collect()
@@ -747,7 +972,9 @@ mod tests {
         };
         registry.mark_corrupt(BlockId(5), MinionId(source));
         healer.source_is_corrupt(BlockId(5), MinionId(source));
-        assert!(healer.take_commands(MinionId(source)).is_empty());
+        assert!(healer
+            .take_commands(MinionId(source), Instant::now())
+            .is_empty());
         let summary = healer.plan(start, &blocks, &mut registry, counter());
         assert_eq!(summary.replications_started, 1);
         let other = 3 - source;
@@ -775,7 +1002,9 @@ mod tests {
         );
         assert_eq!(summary.replications_started, 0);
         for id in 1..=4 {
-            assert!(healer.take_commands(MinionId(id)).is_empty());
+            assert!(healer
+                .take_commands(MinionId(id), Instant::now())
+                .is_empty());
         }
         assert_eq!(registry.holders(BlockId(9)), [MinionId(1), MinionId(2)]);
     }
@@ -799,12 +1028,13 @@ mod tests {
         );
         // Both copies come from the draining minion (within its bound) and
         // go to minions in service that do not hold the block.
-        let commands = healer.take_commands(MinionId(1));
+        let commands = healer.take_commands(MinionId(1), Instant::now());
         assert_eq!(commands.len(), REPLICATIONS_PER_SOURCE_MAX.min(2));
         for command in commands {
-            let MinionCommand::Replicate { block, targets } = command else {
+            let MinionCommand::Replicate { replica, targets } = command else {
                 panic!("copies only");
             };
+            let block = replica.block;
             let wanted = if block == BlockId(2) { 2 } else { 1 };
             assert_eq!(targets.len(), wanted, "{block}");
             for target in targets {
@@ -839,7 +1069,7 @@ mod tests {
         let looked: Vec<BlockId> = healer.blocks_to_plan(registry, now);
         let needs: Vec<BlockTarget> = targets
             .iter()
-            .filter(|t| looked.contains(&t.block))
+            .filter(|t| looked.contains(&t.block()))
             .copied()
             .collect();
         let summary = healer.plan(now, &needs, registry, counter());
@@ -902,23 +1132,26 @@ mod tests {
     fn orphans_wait_for_the_grace_period_and_a_second_look() {
         let start = Instant::now();
         let mut healer = healer();
-        healer.note_unreferenced(MinionId(1), BlockId(1), start);
-        healer.note_unreferenced(MinionId(1), BlockId(2), start);
+        healer.note_unreferenced(MinionId(1), target(1, 1).stored, false, start);
+        healer.note_unreferenced(MinionId(1), target(2, 1).stored, false, start);
         // Seen again later: the first sighting counts.
-        healer.note_unreferenced(MinionId(1), BlockId(1), start + Duration::from_secs(3));
+        healer.note_unreferenced(
+            MinionId(1),
+            target(1, 1).stored,
+            false,
+            start + Duration::from_secs(3),
+        );
         assert_eq!(
             healer.collect_orphans(start + Duration::from_secs(4), |_| false),
-            0
+            vec![]
         );
         // Block 2 became referenced meanwhile (a commit arrived): kept.
-        let queued = healer.collect_orphans(start + Duration::from_secs(5), |b| b == BlockId(2));
-        assert_eq!(queued, 1);
-        assert_eq!(
-            healer.take_commands(MinionId(1)),
-            [MinionCommand::Delete {
-                blocks: vec![BlockId(1)]
-            }]
-        );
+        let due = healer.collect_orphans(start + Duration::from_secs(5), |stored| {
+            stored.block == BlockId(2)
+        });
+        assert_eq!(due, vec![(MinionId(1), replica(1))]);
+        // The caller queues them once durable.
+        assert!(healer.take_commands(MinionId(1), Instant::now()).is_empty());
         assert!(healer.orphan_candidates.is_empty());
     }
 
@@ -927,25 +1160,25 @@ mod tests {
         let mut healer = healer();
         let count = (HEARTBEAT_COMMANDS_MAX + 3) * DELETE_BLOCKS_PER_COMMAND_MAX;
         for block in 0..count as u64 {
-            healer.queue_delete(MinionId(1), BlockId(block));
+            healer.queue_delete(MinionId(1), replica(block));
         }
-        let first = healer.take_commands(MinionId(1));
+        let first = healer.take_commands(MinionId(1), Instant::now());
         assert_eq!(first.len(), HEARTBEAT_COMMANDS_MAX);
         let mut deleted = 0;
         for command in first {
-            let MinionCommand::Delete { blocks } = command else {
+            let MinionCommand::Delete { replicas } = command else {
                 panic!("deletes only");
             };
-            assert!(blocks.len() <= DELETE_BLOCKS_PER_COMMAND_MAX);
-            deleted += blocks.len();
+            assert!(replicas.len() <= DELETE_BLOCKS_PER_COMMAND_MAX);
+            deleted += replicas.len();
         }
-        let rest = healer.take_commands(MinionId(1));
+        let rest = healer.take_commands(MinionId(1), Instant::now());
         assert_eq!(rest.len(), 3);
         assert_eq!(
             deleted,
             HEARTBEAT_COMMANDS_MAX * DELETE_BLOCKS_PER_COMMAND_MAX
         );
-        assert!(healer.take_commands(MinionId(1)).is_empty());
+        assert!(healer.take_commands(MinionId(1), Instant::now()).is_empty());
     }
 
     #[test]
@@ -955,14 +1188,14 @@ mod tests {
         registry.add_location(BlockId(4), MinionId(1));
         let mut healer = healer();
         healer.plan(start, &[target(4, 2)], &mut registry, counter());
-        let _ = healer.take_commands(MinionId(1));
+        let _ = healer.take_commands(MinionId(1), Instant::now());
         let holders = registry.forget_block(BlockId(4));
-        healer.block_freed(BlockId(4), &holders);
+        healer.block_freed(replica(4), &holders);
         assert!(healer.in_flight.is_empty());
         assert_eq!(
-            healer.take_commands(MinionId(1)),
+            healer.take_commands(MinionId(1), Instant::now()),
             [MinionCommand::Delete {
-                blocks: vec![BlockId(4)]
+                replicas: vec![replica(4)]
             }]
         );
     }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
+use dfs_engine::limits::GET_BLOCKS_PAGE_MAX;
 use dfs_engine::limits::{
     ADDRESS_BYTES_MAX, BAD_REPLICAS_PER_REPORT_MAX, BATCH_REQUESTS_MAX, BLOCK_REPORT_IDS_MAX,
     CHECKPOINTS_KEPT, CONTROL_FRAME_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, LIST_ENTRIES_MAX,
@@ -24,8 +25,8 @@ use dfs_engine::limits::{
 };
 use dfs_engine::msg::{
     AllocatedBlock, BadReplica, BlockCommit, ClusterId, Credentials, Encoded, ErrorKind,
-    LocatedBlock, MasterRequest, MasterResponse, MinionAddress, MinionId, MinionState, RemoteError,
-    StoredBlock,
+    Generation, LocatedBlock, MasterRequest, MasterResponse, MinionAddress, MinionId, MinionState,
+    RemoteError, ReplicaChange, ReplicaId, StoredBlock,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
@@ -34,9 +35,12 @@ use dfs_engine::{Error, IoContext, Result};
 use crate::checkpoint::{self, DataDir};
 use crate::fsck::{self, PageLimits};
 use crate::journal::{self, Journal, JournalConfig, Stop};
-use crate::namespace::{check_file_parameters, Applied, BlockTarget, Namespace, Op, WriteId};
+use crate::namespace::{
+    check_file_parameters, Applied, BlockRecord, BlockTarget, Namespace, Op, WriteId,
+};
 use crate::recovery::{self, decode_op, encode_op, RecoveryOptions};
 use crate::registry::{cut, place, Capacity, Liveness, Marked, Minion, Registry};
+use crate::release::{DurableGate, Freed};
 use crate::replication::{Healer, PlanSummary};
 
 /// Settings of a master.
@@ -205,6 +209,10 @@ pub struct Master {
     /// Set when a copy landed, so the replication monitor plans the next
     /// one without waiting out its period.
     replan: (Mutex<bool>, Condvar),
+    /// Replicas freed by ops (and orphans found) that may be deleted once
+    /// the journal is durable past them. Taken innermost: never held while
+    /// another of the master's locks is taken.
+    frees: Mutex<DurableGate>,
 }
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
@@ -312,6 +320,7 @@ impl Master {
             data_dir,
             stopping: AtomicBool::new(false),
             replan: (Mutex::new(false), Condvar::new()),
+            frees: Mutex::new(DurableGate::default()),
         })
     }
 
@@ -363,18 +372,39 @@ impl Master {
             }
             _ => {}
         }
-        if !freed_blocks.is_empty() {
-            let mut registry = self.registry();
-            let registry = &mut *registry;
-            for block in freed_blocks {
-                // The holders hear at their next heartbeat; a copy nobody
-                // knew of (an unreported pipeline member) shows up in a
-                // report later and goes as an orphan.
-                let holders = registry.registry.forget_block(block);
-                registry.healer.block_freed(block, &holders);
+        // Deleted on minions only once this op is durable: a crash before
+        // would bring the file back without its blocks.
+        sync::lock(&self.frees).hold(
+            sequence,
+            freed_blocks.into_iter().map(Freed::Block).collect(),
+        );
+        Ok(sequence)
+    }
+
+    /// Hands the replicas whose freeing ops are durable to the healer: the
+    /// holders hear at their next heartbeat. A copy nobody knew of (an
+    /// unreported pipeline member) shows up in a report later and goes as
+    /// an orphan.
+    pub fn release_durable(&self) {
+        let durable = self.journal.durable_sequence();
+        let released = sync::lock(&self.frees).release(durable);
+        if released.is_empty() {
+            return;
+        }
+        let mut registry = self.registry();
+        let registry = &mut *registry;
+        for freed in released {
+            match freed {
+                Freed::Block(replica) => {
+                    let holders = registry.registry.forget_block(replica.block);
+                    registry.healer.block_freed(replica, &holders);
+                }
+                Freed::Orphan(minion, replica) => {
+                    tracing::info!(%minion, %replica, "orphan replica: telling its minion to delete it");
+                    registry.healer.queue_delete(minion, replica);
+                }
             }
         }
-        Ok(sequence)
     }
 
     /// Writes the whole namespace as a checkpoint and keeps the namespace
@@ -477,6 +507,7 @@ impl Master {
                     return;
                 }
                 master.abort_expired_orphans(Instant::now());
+                master.release_durable();
                 let due = {
                     let checkpoints = master.checkpoints();
                     let grown = master
@@ -577,10 +608,11 @@ impl Master {
                 Err(e) => (Err(e), self.journal.appended_sequence()),
             };
             // Outside the lock: others append meanwhile and share the flush.
-            self.journal
-                .wait_durable(sequence)
-                .map_err(journal_error)
-                .and(outcome)
+            let durable = self.journal.wait_durable(sequence).map_err(journal_error);
+            if durable.is_ok() {
+                self.release_durable();
+            }
+            durable.and(outcome)
         } else {
             self.dispatch_lookup(request)
         };
@@ -656,11 +688,11 @@ impl Master {
                 };
                 let mut registry = self.registry();
                 registry.registry.heartbeat(minion, capacity, now)?;
-                let commands = registry.healer.take_commands(minion);
+                let commands = registry.healer.take_commands(minion, now);
                 MasterResponse::HeartbeatAck { commands }
             }
-            MasterRequest::BlockStored { minion, blocks } => {
-                self.blocks_stored(minion, &blocks, now)?;
+            MasterRequest::BlockChanges { minion, changes } => {
+                self.block_changes(minion, &changes, now)?;
                 MasterResponse::Ok
             }
             MasterRequest::BlockReport {
@@ -680,22 +712,25 @@ impl Master {
                 }
                 let state = self.read();
                 let mut registry = self.registry();
-                let unknown = registry
-                    .registry
-                    .block_report(minion, &blocks, first, |b| {
-                        state.namespace.is_block_referenced(b)
-                    })?;
+                let registry = &mut *registry;
+                let mut replicas = Vec::with_capacity(blocks.len());
+                let mut unknown = 0;
+                for stored in &blocks {
+                    match note_reported(&state.namespace, registry, minion, stored, now) {
+                        Judged::Replica => replicas.push(stored.block),
+                        Judged::Early => {}
+                        Judged::NotAReplica { .. } => unknown += 1,
+                    }
+                }
+                registry.registry.block_report(minion, &replicas, first)?;
                 if last {
                     registry.registry.finish_block_report(minion);
                 }
-                for block in &unknown {
-                    registry.healer.note_unreferenced(minion, *block, now);
-                }
-                if last || !unknown.is_empty() {
+                if last || unknown > 0 {
                     tracing::info!(
                         %minion,
                         blocks = blocks.len(),
-                        unknown = unknown.len(),
+                        unknown,
                         "block report"
                     );
                 }
@@ -718,24 +753,39 @@ impl Master {
                         .list(&path, start_after.as_deref(), limit)?;
                 MasterResponse::Listing { entries, more }
             }
-            MasterRequest::GetBlocks { path } => {
+            MasterRequest::GetBlocks {
+                path,
+                offset_bytes,
+                limit,
+            } => {
                 let path = parse_path(&path)?;
                 let state = self.read();
                 let (status, metas) = state.namespace.file_blocks(&path)?;
+                // Every block is the file's block size but the last.
+                let first = offset_bytes
+                    .checked_div(status.block_bytes)
+                    .and_then(|index| usize::try_from(index).ok())
+                    .map_or(metas.len(), |index| index.min(metas.len()));
+                let limit = limit.clamp(1, GET_BLOCKS_PAGE_MAX) as usize;
+                let end = first.saturating_add(limit).min(metas.len());
                 let registry = self.registry();
-                let mut offset_bytes = 0;
-                let mut blocks = Vec::with_capacity(metas.len());
-                for meta in metas {
-                    blocks.push(LocatedBlock {
+                let blocks = metas[first..end]
+                    .iter()
+                    .enumerate()
+                    .map(|(index, meta)| LocatedBlock {
                         id: meta.id,
-                        offset_bytes,
+                        generation: meta.generation,
+                        offset_bytes: (first + index) as u64 * status.block_bytes,
                         length_bytes: meta.length_bytes,
                         locations: registry.registry.locations(meta.id, now),
                         crc32c: meta.crc32c,
-                    });
-                    offset_bytes += meta.length_bytes;
+                    })
+                    .collect();
+                MasterResponse::Blocks {
+                    status,
+                    blocks,
+                    more: end < metas.len(),
                 }
-                MasterResponse::Blocks { status, blocks }
             }
             MasterRequest::Fsck {
                 path,
@@ -974,13 +1024,25 @@ impl Master {
             }
             MasterRequest::AllocateBlock { write, excluded } => {
                 claim(state, write, connection)?;
-                let (AllocatedBlock { block, targets }, sequence) =
-                    self.allocate(state, write, &excluded, now, None)?;
-                (MasterResponse::BlockAllocated { block, targets }, sequence)
+                let (
+                    AllocatedBlock {
+                        block,
+                        generation,
+                        targets,
+                    },
+                    sequence,
+                ) = self.allocate(state, write, &excluded, now, None)?;
+                let response = MasterResponse::BlockAllocated {
+                    block,
+                    generation,
+                    targets,
+                };
+                (response, sequence)
             }
             MasterRequest::CommitBlock {
                 write,
                 block,
+                generation,
                 length_bytes,
                 replicas,
                 crc32c,
@@ -988,6 +1050,7 @@ impl Master {
                 claim(state, write, connection)?;
                 let commit = BlockCommit {
                     block,
+                    generation,
                     length_bytes,
                     replicas,
                     crc32c,
@@ -996,8 +1059,18 @@ impl Master {
             }
             MasterRequest::AbandonBlock { write, block } => {
                 claim(state, write, connection)?;
-                let sequence = self.change(state, &Op::AbandonBlock { write, block })?;
-                (MasterResponse::Ok, sequence)
+                let gone = state.namespace.write(write).is_some_and(|open| {
+                    !open.pending.contains_key(&block)
+                        && !open.blocks.iter().any(|meta| meta.id == block)
+                });
+                if gone {
+                    // Abandoned already: a retry whose first answer was
+                    // lost. Its answer waits for that change's flush.
+                    (MasterResponse::Ok, self.journal.appended_sequence())
+                } else {
+                    let sequence = self.change(state, &Op::AbandonBlock { write, block })?;
+                    (MasterResponse::Ok, sequence)
+                }
             }
             MasterRequest::CloseWrite {
                 write,
@@ -1134,8 +1207,34 @@ impl Master {
             }
         };
         let block = state.namespace.next_block_id();
-        let sequence = self.change(state, &Op::AllocateBlock { write, block })?;
-        Ok((AllocatedBlock { block, targets }, sequence))
+        let generation = self.new_generation();
+        let op = Op::AllocateBlockStamped {
+            write,
+            block,
+            generation,
+        };
+        let sequence = self.change(state, &op)?;
+        Ok((
+            AllocatedBlock {
+                block,
+                generation,
+                targets,
+            },
+            sequence,
+        ))
+    }
+
+    /// A generation for a new block: random and never 0, so that no stale
+    /// or stray replica of the same id (from a journal cut by `--recover`,
+    /// or an old backup of the data directory) can pass for it.
+    fn new_generation(&self) -> Generation {
+        let mut registry = self.registry();
+        loop {
+            let drawn = next_random(&mut registry.random_state);
+            if drawn != 0 {
+                return Generation(drawn);
+            }
+        }
     }
 
     /// Logs a sealed block as the next block of `write` and records where
@@ -1148,6 +1247,7 @@ impl Master {
     ) -> Result<u64, RemoteError> {
         let BlockCommit {
             block,
+            generation,
             length_bytes,
             replicas,
             crc32c,
@@ -1157,6 +1257,37 @@ impl Master {
                 ErrorKind::InvalidArgument,
                 format!("{block}: commit with no replica"),
             ));
+        }
+        let committed = StoredBlock {
+            block,
+            generation,
+            length_bytes,
+            crc32c,
+        };
+        let Some(open) = state.namespace.write(write) else {
+            return Err(not_open(write));
+        };
+        match open.pending.get(&block) {
+            Some(&allocated) if allocated == generation => {}
+            Some(&allocated) => {
+                return Err(RemoteError::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{block}: a commit of generation {generation}, allocated as generation {allocated}"
+                    ),
+                ))
+            }
+            None if open
+                .blocks
+                .iter()
+                .any(|meta| meta.matches(&committed)) =>
+            {
+                // Committed already, the same way: a retry whose first
+                // answer was lost. Its answer waits for that commit's flush.
+                return Ok(self.journal.appended_sequence());
+            }
+            // Not allocated to this write: `apply` refuses it and says so.
+            None => {}
         }
         let op = Op::CommitBlock {
             write,
@@ -1173,22 +1304,35 @@ impl Master {
                 tracing::warn!(%block, %minion, "commit names an unregistered minion; ignored");
             }
         }
+        // Replicas whose reports came before the commit count if they are
+        // of what was committed.
+        for (minion, reported) in registry.registry.take_early(block) {
+            if reported == committed {
+                registry.registry.add_location(block, minion);
+            } else {
+                let now = Instant::now();
+                registry
+                    .healer
+                    .note_unreferenced(minion, reported, true, now);
+            }
+        }
         Ok(sequence)
     }
 
-    /// A minion sealed blocks: a client's pipeline or a copy landed.
-    fn blocks_stored(
+    /// What changed on a minion, in order: replicas sealed (a client's
+    /// pipeline or a copy landed) and replicas gone (deletions done).
+    fn block_changes(
         &self,
         minion: MinionId,
-        blocks: &[StoredBlock],
+        changes: &[ReplicaChange],
         now: Instant,
     ) -> Result<(), RemoteError> {
-        if blocks.len() > STORED_BLOCKS_PER_REPORT_MAX {
+        if changes.len() > STORED_BLOCKS_PER_REPORT_MAX {
             return Err(RemoteError::new(
                 ErrorKind::InvalidArgument,
                 format!(
-                    "report of {} stored blocks is over the limit of {STORED_BLOCKS_PER_REPORT_MAX}",
-                    blocks.len()
+                    "report of {} changed replicas is over the limit of {STORED_BLOCKS_PER_REPORT_MAX}",
+                    changes.len()
                 ),
             ));
         }
@@ -1201,26 +1345,48 @@ impl Master {
                 format!("minion {minion} is not registered"),
             ));
         }
-        for stored in blocks {
-            let block = stored.block;
-            // Cheapest checks first: a block with known holders or in an
-            // open write is referenced; only the rest scan the namespace.
-            let referenced = !registry.registry.holders(block).is_empty()
-                || state.namespace.is_block_in_open_write(block)
-                || state.namespace.is_block_referenced(block);
-            if referenced {
-                registry.registry.add_location(block, minion);
-                // A freshly sealed copy: whatever was wrong with an older
-                // replica there is gone.
-                registry.registry.clear_corrupt(block, minion);
-                if registry.healer.landed(block, minion) {
-                    self.request_replan();
+        let mut landed = false;
+        for change in changes {
+            match change {
+                ReplicaChange::Stored(stored) => {
+                    if note_reported(&state.namespace, registry, minion, stored, now)
+                        == Judged::Replica
+                    {
+                        registry.registry.add_location(stored.block, minion);
+                        landed |= registry.healer.landed(stored.block, minion);
+                    }
                 }
-            } else {
-                registry.healer.note_unreferenced(minion, block, now);
+                ReplicaChange::Deleted(replica) => {
+                    self.replica_deleted(&state.namespace, registry, minion, *replica);
+                }
             }
         }
+        if landed {
+            self.request_replan();
+        }
         Ok(())
+    }
+
+    /// `minion` no longer holds `replica`: if it was the replica the master
+    /// counted there, the location (and any corrupt mark) goes; a deletion
+    /// asked for is confirmed.
+    fn replica_deleted(
+        &self,
+        namespace: &Namespace,
+        registry: &mut RegistryState,
+        minion: MinionId,
+        replica: ReplicaId,
+    ) {
+        let counted = match namespace.block_record(replica.block) {
+            Some(BlockRecord::Committed(record)) => record.generation == replica.generation,
+            Some(BlockRecord::Pending { generation }) => generation == replica.generation,
+            None => true,
+        };
+        if counted && registry.registry.holders(replica.block).contains(&minion) {
+            registry.registry.remove_location(replica.block, minion);
+            registry.registry.clear_corrupt(replica.block, minion);
+        }
+        registry.healer.deleted(minion, replica);
     }
 
     /// Replicas found corrupt by a client or a minion: marked, so they are
@@ -1243,9 +1409,11 @@ impl Master {
         }
         let reporter = reporter.map_or_else(|| "a client".to_string(), |id| format!("minion {id}"));
         let mut marked = 0;
+        let state = self.read();
         let mut registry = self.registry();
         for BadReplica {
             block,
+            generation,
             minion,
             reason,
         } in replicas
@@ -1253,6 +1421,16 @@ impl Master {
             let reason = cut(reason, ERROR_MESSAGE_BYTES_MAX);
             if !registry.registry.is_registered(*minion) {
                 tracing::warn!(%block, %minion, "{reporter} reported a bad replica on an unknown minion; ignored: {reason}");
+                continue;
+            }
+            let recorded = match state.namespace.block_record(*block) {
+                Some(BlockRecord::Committed(record)) => Some(record.generation),
+                Some(BlockRecord::Pending { generation }) => Some(generation),
+                None => None,
+            };
+            if recorded != Some(*generation) {
+                // Not a replica the master counts: it goes as an orphan.
+                tracing::info!(%block, %minion, %generation, "{reporter} reported a bad replica of no block's generation; ignored: {reason}");
                 continue;
             }
             match registry.registry.mark_corrupt(*block, *minion) {
@@ -1275,6 +1453,7 @@ impl Master {
             }
         }
         drop(registry);
+        drop(state);
         if marked > 0 {
             self.request_replan();
         }
@@ -1301,9 +1480,20 @@ impl Master {
         let state = self.read();
         let mut registry = self.registry();
         let registry = &mut *registry;
-        registry
+        let orphans = registry
             .healer
-            .collect_orphans(now, |block| state.namespace.is_block_referenced(block));
+            .collect_orphans(now, |stored| state.namespace.is_replica_referenced(stored));
+        if !orphans.is_empty() {
+            // Judged on every op applied so far: deleted once those are
+            // durable, or a crash could bring back a file that uses them.
+            sync::lock(&self.frees).hold(
+                self.journal.appended_sequence(),
+                orphans
+                    .into_iter()
+                    .map(|(minion, replica)| Freed::Orphan(minion, replica))
+                    .collect(),
+            );
+        }
         let RegistryState {
             registry,
             random_state,
@@ -1386,6 +1576,62 @@ impl Master {
             .filter(|m| m.state == MinionState::Live)
             .count()
     }
+}
+
+/// What a minion's report of a replica is to the namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Judged {
+    /// A replica of a committed block: generation, length and CRC32C match.
+    Replica,
+    /// Of a block allocated and not committed yet, with its generation:
+    /// kept for the commit.
+    Early,
+    /// Of no block, or (`mismatch`) not the one recorded: a candidate
+    /// orphan, and a mismatch never becomes a replica.
+    NotAReplica { mismatch: bool },
+}
+
+fn judge_report(namespace: &Namespace, stored: &StoredBlock) -> Judged {
+    match namespace.block_record(stored.block) {
+        Some(BlockRecord::Committed(record)) if record == *stored => Judged::Replica,
+        Some(BlockRecord::Pending { generation }) if generation == stored.generation => {
+            Judged::Early
+        }
+        Some(_) => Judged::NotAReplica { mismatch: true },
+        None => Judged::NotAReplica { mismatch: false },
+    }
+}
+
+/// Judges a replica `minion` reported and keeps what is not a replica for
+/// later: an early one for its commit, the rest as candidate orphans. The
+/// caller locates the replicas.
+fn note_reported(
+    namespace: &Namespace,
+    registry: &mut RegistryState,
+    minion: MinionId,
+    stored: &StoredBlock,
+    now: Instant,
+) -> Judged {
+    let judged = judge_report(namespace, stored);
+    match judged {
+        Judged::Replica => {}
+        Judged::Early => {
+            if !registry.registry.note_early(minion, *stored) {
+                registry
+                    .healer
+                    .note_unreferenced(minion, *stored, false, now);
+            }
+        }
+        Judged::NotAReplica { mismatch } => {
+            if mismatch {
+                tracing::warn!(%minion, block = %stored.block, generation = %stored.generation, length_bytes = stored.length_bytes, crc32c = stored.crc32c, "a reported replica is not the block that was committed; it is no replica and goes");
+            }
+            registry
+                .healer
+                .note_unreferenced(minion, *stored, mismatch, now);
+        }
+    }
+    judged
 }
 
 /// True for requests that change the namespace (and so are journaled).
@@ -1959,6 +2205,7 @@ mod tests {
                 write,
                 last_block: Some(BlockCommit {
                     block: block.block,
+                    generation: block.generation,
                     length_bytes,
                     replicas: block.targets.iter().map(|t| t.id).collect(),
                     crc32c: 0,

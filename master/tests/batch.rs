@@ -180,6 +180,7 @@ fn opened(response: &MasterResponse) -> (u64, AllocatedBlock) {
 fn commit(block: &AllocatedBlock, length_bytes: u64) -> BlockCommit {
     BlockCommit {
         block: block.block,
+        generation: block.generation,
         length_bytes,
         replicas: block.targets.iter().map(|target| target.id).collect(),
         crc32c: 0,
@@ -297,6 +298,7 @@ fn files_closed_by_a_batch_survive_a_kill_of_the_master() {
             MasterRequest::CommitBlock {
                 write: *two_blocks,
                 block: first_block.block,
+                generation: first_block.generation,
                 length_bytes: BLOCK_BYTES,
                 replicas: first_block.targets.iter().map(|t| t.id).collect(),
                 crc32c: 0,
@@ -310,7 +312,12 @@ fn files_closed_by_a_batch_survive_a_kill_of_the_master() {
     );
     assert_eq!(responses[0], MasterResponse::Ok);
     let second_block = match &responses[1] {
-        MasterResponse::BlockAllocated { block, targets } => AllocatedBlock {
+        MasterResponse::BlockAllocated {
+            block,
+            generation,
+            targets,
+        } => AllocatedBlock {
+            generation: *generation,
             block: *block,
             targets: targets.clone(),
         },

@@ -213,7 +213,10 @@ impl Worker {
                         },
                     )
                     .map_err(|e| (e, false))?;
-                    let MasterResponse::BlockAllocated { block, .. } = allocated else {
+                    let MasterResponse::BlockAllocated {
+                        block, generation, ..
+                    } = allocated
+                    else {
                         panic!("AllocateBlock answered {allocated:?}");
                     };
                     let committed = call(
@@ -221,6 +224,7 @@ impl Worker {
                         MasterRequest::CommitBlock {
                             write,
                             block,
+                            generation,
                             length_bytes,
                             replicas: vec![minion],
                             crc32c: 0,

@@ -25,9 +25,10 @@ fn blocks_on_disk(cluster: &Cluster, minions: &[usize]) -> BTreeMap<String, BTre
     let mut found: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for &index in minions {
         for path in cluster.block_files(index) {
+            // blk_<id>_<generation>_<crc>: the block is its first 20.
             let name = path
                 .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+                .map(|n| n.to_string_lossy().chars().take(20).collect())
                 .unwrap_or_default();
             found.entry(name).or_default().insert(index);
         }
@@ -177,13 +178,15 @@ fn an_unreferenced_block_file_is_deleted_after_the_grace_period() {
     // would rightly quarantine it at once).
     cluster.stop_minion(0);
     let source = cluster.block_file_path(0, &real[0]);
-    let planted_name = "blk_00000000deadbeef";
-    let planted = cluster.block_file_path(0, planted_name);
     dfs_testkit::plant_block(
         cluster.minion_data_dir(0),
-        dfs_engine::msg::BlockId(0xdead_beef),
+        dfs_engine::msg::ReplicaId {
+            block: dfs_engine::msg::BlockId(0xdead_beef),
+            generation: dfs_engine::msg::Generation(7),
+        },
         b"an orphan nobody references",
     );
+    let planted = cluster.block_file_path(0, "blk_00000000deadbeef");
     assert!(planted.exists(), "{} planted", planted.display());
     let restarted = Instant::now();
     cluster.start_minion(0);

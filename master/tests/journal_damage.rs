@@ -264,7 +264,10 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
                     excluded: Vec::new(),
                 },
             );
-            let Ok(MasterResponse::BlockAllocated { block, .. }) = allocated else {
+            let Ok(MasterResponse::BlockAllocated {
+                block, generation, ..
+            }) = allocated
+            else {
                 panic!("allocate: {allocated:?}");
             };
             let committed = call(
@@ -272,6 +275,7 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
                 MasterRequest::CommitBlock {
                     write,
                     block,
+                    generation,
                     length_bytes,
                     replicas: vec![minion],
                     crc32c: 0,

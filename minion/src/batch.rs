@@ -22,8 +22,8 @@ use dfs_engine::limits::{
     CHUNK_BYTES, REPLICATION_MAX, WRITE_BATCH_BLOCKS_MAX, WRITE_BATCH_BYTES_MAX,
 };
 use dfs_engine::msg::{
-    BatchBlock, BlockId, Credentials, ErrorKind, MinionAddress, MinionRequest, MinionResponse,
-    RemoteError, ReplicaFailure, SealedBlock,
+    BatchBlock, Credentials, ErrorKind, MinionAddress, MinionRequest, MinionResponse, RemoteError,
+    ReplicaFailure, ReplicaId, SealedBlock,
 };
 use dfs_engine::wire::{FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, Result};
@@ -112,6 +112,7 @@ fn check_request(request: &BatchRequest) -> std::result::Result<(), String> {
     for BatchBlock {
         block,
         length_bytes,
+        ..
     } in &request.blocks
     {
         if *length_bytes == 0 || *length_bytes > u64::from(CHUNK_BYTES) {
@@ -141,6 +142,7 @@ fn check_frames(blocks: &[BatchBlock], input: &[u8]) -> Result<Vec<(Range<usize>
     for BatchBlock {
         block,
         length_bytes,
+        ..
     } in blocks
     {
         let header: &[u8; FRAME_HEADER_BYTES] = input
@@ -205,7 +207,11 @@ async fn store_and_forward(
                 ranges: std::iter::once(frames.start + payload.start..frames.start + payload.end)
                     .collect(),
             };
-            store_block(&context.store, block.block, pieces, *crc, request.sync)
+            let replica = ReplicaId {
+                block: block.block,
+                generation: block.generation,
+            };
+            store_block(&context.store, replica, pieces, *crc, request.sync)
         });
     let local = uring::join_all(stores.collect());
     let forwarded = SharedPieces {
@@ -241,12 +247,12 @@ async fn store_and_forward(
 /// Creates, writes and seals one block of the batch here.
 async fn store_block(
     store: &Arc<Store>,
-    block: BlockId,
+    replica: ReplicaId,
     pieces: SharedPieces,
     crc: u32,
     sync: bool,
 ) -> Result<u64> {
-    let mut writer = store.create(block, sync).await?;
+    let mut writer = store.create(replica, sync).await?;
     writer.write_chunks(pieces, &[crc]).await?;
     writer.seal(sync).await
 }
@@ -368,7 +374,8 @@ mod tests {
 
     fn batch_block(id: u64, length_bytes: u64) -> BatchBlock {
         BatchBlock {
-            block: BlockId(id),
+            block: dfs_engine::msg::BlockId(id),
+            generation: dfs_engine::msg::Generation(id + 1),
             length_bytes,
         }
     }

@@ -26,15 +26,13 @@ use std::time::Duration;
 use dfs_engine::limits::{
     BAD_REPLICAS_PER_REPORT_MAX, BLOCK_REPORT_IDS_MAX, STORED_BLOCKS_PER_REPORT_MAX,
 };
-use dfs_engine::msg::{
-    self, BlockId, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand,
-};
+use dfs_engine::msg::{self, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand};
 use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
 use crate::identity::Identity;
 use crate::replicate::{CopyJob, Replicator};
-use crate::store::{BadReport, FailedDirectory, QuarantinedReplica, Store, StoredReport};
+use crate::store::{BadReport, ChangeReport, FailedDirectory, QuarantinedReplica, Store};
 
 /// Connection failures in a row after which another warning is logged;
 /// those in between are logged at debug level.
@@ -204,8 +202,8 @@ impl Heartbeat {
                     return false;
                 }
             }
-            if self.store.has_stored() {
-                if let Err(Failure::Retry(error) | Failure::Fatal(error)) = self.report_stored() {
+            if self.store.has_changes() {
+                if let Err(Failure::Retry(error) | Failure::Fatal(error)) = self.report_changes() {
                     // The round at the deadline tries again and handles it.
                     tracing::debug!("report stored blocks: {error}");
                     self.connection = None;
@@ -221,7 +219,7 @@ impl Heartbeat {
             return self.register();
         }
         self.report_news()?;
-        self.report_stored()?;
+        self.report_changes()?;
         let usage = self.store.usage()?;
         let request = MasterRequest::Heartbeat {
             minion: self.identity.minion(),
@@ -248,37 +246,38 @@ impl Heartbeat {
         }
     }
 
-    /// Sends the blocks sealed since the last round; on failure they are
-    /// kept for the next one.
-    fn report_stored(&mut self) -> Result<(), Failure> {
-        let blocks = match self.store.take_stored() {
-            StoredReport::Blocks(blocks) => blocks,
-            StoredReport::Full => {
-                tracing::info!("too many new blocks to list; sending a full block report");
+    /// Sends the replicas sealed and deleted since the last round, in
+    /// order; on failure they are kept for the next one.
+    fn report_changes(&mut self) -> Result<(), Failure> {
+        let changes = match self.store.take_changes() {
+            ChangeReport::Changes(changes) => changes,
+            ChangeReport::Full => {
+                tracing::info!("too many changed replicas to list; sending a full block report");
                 return self.full_report().map(drop);
             }
         };
-        let mut rest = blocks.as_slice();
+        let mut rest = changes.as_slice();
         while !rest.is_empty() {
             let count = rest.len().min(STORED_BLOCKS_PER_REPORT_MAX);
-            let request = MasterRequest::BlockStored {
+            let request = MasterRequest::BlockChanges {
                 minion: self.identity.minion(),
-                blocks: rest[..count].to_vec(),
+                changes: rest[..count].to_vec(),
             };
             let failure = match self.call(request) {
                 Ok(MasterResponse::Ok) => None,
                 Ok(MasterResponse::Error(error)) if error.kind == ErrorKind::UnknownMinion => {
-                    // Registering again sends the full report, which covers these.
+                    // Registering again sends the full report, which covers
+                    // what was sealed; deletions are asked for again.
                     tracing::info!("the master forgot this minion ({error}); registering again");
                     self.registered = false;
                     return self.register();
                 }
                 Ok(MasterResponse::Error(error)) => Some(Failure::Retry(Error::Remote(error))),
-                Ok(other) => Some(unexpected("BlockStored", &other)),
+                Ok(other) => Some(unexpected("BlockChanges", &other)),
                 Err(error) => Some(Failure::Retry(error)),
             };
             if let Some(failure) = failure {
-                self.store.restore_stored(rest.to_vec());
+                self.store.restore_changes(rest.to_vec());
                 return Err(failure);
             }
             rest = &rest[count..];
@@ -304,14 +303,7 @@ impl Heartbeat {
             BadReport::Replicas(replicas) => replicas,
             BadReport::Full => {
                 // Too many to list: report them by what is quarantined.
-                let quarantined = self.store.block_store().quarantined()?;
-                quarantined
-                    .into_iter()
-                    .map(|block| QuarantinedReplica {
-                        block,
-                        reason: "quarantined after it failed verification".into(),
-                    })
-                    .collect()
+                quarantined_replicas(&self.store)
             }
         };
         let mut rest = replicas.as_slice();
@@ -361,7 +353,8 @@ impl Heartbeat {
             replicas: replicas
                 .iter()
                 .map(|replica| msg::BadReplica {
-                    block: replica.block,
+                    block: replica.replica.block,
+                    generation: replica.replica.generation,
                     minion,
                     reason: replica.reason.clone(),
                 })
@@ -407,23 +400,23 @@ impl Heartbeat {
     /// Carries out one command of the master's.
     fn execute(&mut self, command: MinionCommand) {
         match command {
-            MinionCommand::Delete { blocks } => {
+            MinionCommand::Delete { replicas } => {
                 let mut removed = 0;
-                for block in &blocks {
-                    match self.store.remove(*block) {
+                for replica in &replicas {
+                    match self.store.remove(*replica) {
                         Ok(true) => removed += 1,
                         Ok(false) => {}
-                        Err(error) => tracing::warn!(%block, "delete: {error}"),
+                        Err(error) => tracing::warn!(%replica, "delete: {error}"),
                     }
                 }
                 tracing::info!(
-                    asked = blocks.len(),
+                    asked = replicas.len(),
                     removed,
-                    "deleted blocks the master no longer wants here"
+                    "deleted replicas the master no longer wants here"
                 );
             }
-            MinionCommand::Replicate { block, targets } => {
-                self.replicator.submit(CopyJob { block, targets });
+            MinionCommand::Replicate { replica, targets } => {
+                self.replicator.submit(CopyJob { replica, targets });
             }
         }
     }
@@ -475,16 +468,7 @@ impl Heartbeat {
         let failures = self.store.failed_directories();
         self.announce_failed_directories(&failures)?;
         let count = self.full_report()?;
-        let quarantined: Vec<QuarantinedReplica> = self
-            .store
-            .block_store()
-            .quarantined()?
-            .into_iter()
-            .map(|block| QuarantinedReplica {
-                block,
-                reason: "quarantined after it failed verification".into(),
-            })
-            .collect();
+        let quarantined = quarantined_replicas(&self.store);
         for replicas in quarantined.chunks(BAD_REPLICAS_PER_REPORT_MAX) {
             self.report_bad_replicas(replicas)?;
         }
@@ -504,7 +488,8 @@ impl Heartbeat {
         // Blocks sealed before the listing are in it. Their incremental
         // reports must not follow it: one of a block in a directory that
         // failed since would put back the location the report removes.
-        let _ = self.store.take_stored();
+        // Deletions stay queued: the master waits for them.
+        self.store.forget_stored_changes();
         let blocks = self.store.list_for_report()?;
         for (blocks, first, last) in report_frames(&blocks, BLOCK_REPORT_IDS_MAX) {
             let request = MasterRequest::BlockReport {
@@ -534,6 +519,19 @@ impl Heartbeat {
     }
 }
 
+/// Every quarantined replica, as a report of a bad one.
+fn quarantined_replicas(store: &Store) -> Vec<QuarantinedReplica> {
+    store
+        .block_store()
+        .quarantined()
+        .into_iter()
+        .map(|stored| QuarantinedReplica {
+            replica: stored.replica(),
+            reason: "quarantined after it failed verification".into(),
+        })
+        .collect()
+}
+
 fn unexpected(request: &str, response: &MasterResponse) -> Failure {
     let name = format!("{response:?}");
     let name = name.split(['(', ' ', '{']).next().unwrap_or_default();
@@ -544,10 +542,7 @@ fn unexpected(request: &str, response: &MasterResponse) -> Failure {
 
 /// Cuts a block report into frames of at most `ids_max` ids, flagging the
 /// first and the last. An empty report is one empty frame.
-pub fn report_frames(
-    blocks: &[BlockId],
-    ids_max: usize,
-) -> impl Iterator<Item = (&[BlockId], bool, bool)> {
+pub fn report_frames<T>(blocks: &[T], ids_max: usize) -> impl Iterator<Item = (&[T], bool, bool)> {
     let ids_max = ids_max.max(1);
     let frame_count = blocks.len().div_ceil(ids_max).max(1);
     (0..frame_count).map(move |index| {
@@ -563,6 +558,7 @@ mod tests {
 
     #[test]
     fn block_reports_are_cut_into_flagged_frames() {
+        use dfs_engine::msg::BlockId;
         let blocks: Vec<BlockId> = (0..7).map(BlockId).collect();
         let check = |count: usize, ids_max: usize, expected: &[(usize, bool, bool)]| {
             let frames: Vec<(usize, bool, bool)> = report_frames(&blocks[..count], ids_max)

@@ -33,8 +33,8 @@ use std::time::Duration;
 use dfs_engine::block_store;
 use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, REPLICATION_MAX};
 use dfs_engine::msg::{
-    BlockId, Credentials, Envelope, ErrorKind, MinionAddress, MinionRequest, MinionResponse,
-    RemoteError, ReplicaFailure,
+    BlockId, Credentials, Envelope, ErrorKind, Generation, MinionAddress, MinionRequest,
+    MinionResponse, RemoteError, ReplicaFailure, ReplicaId,
 };
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, Result};
@@ -47,7 +47,7 @@ use crate::uring::{self, Framed, SharedPieces, Stream};
 pub(crate) struct WriteRequest {
     pub(crate) request_id: u64,
     pub(crate) credentials: Credentials,
-    pub(crate) block: BlockId,
+    pub(crate) replica: ReplicaId,
     pub(crate) downstream: Vec<MinionAddress>,
     pub(crate) sync: bool,
 }
@@ -55,7 +55,7 @@ pub(crate) struct WriteRequest {
 /// Runs a pipeline write on `session` until the block is sealed (and the
 /// connection can carry the next request) or the write is abandoned.
 pub(crate) async fn write_block(session: &mut Session, request: WriteRequest) -> Result<Next> {
-    let block = request.block;
+    let block = request.replica.block;
     // This member plus its downstream must be a pipeline a file may ask for.
     if request.downstream.len() >= usize::from(REPLICATION_MAX) {
         let error = RemoteError::new(
@@ -113,7 +113,7 @@ async fn receive(
     pipeline: &mut Pipeline,
     request: &WriteRequest,
 ) -> Result<Next> {
-    let block = request.block;
+    let block = request.replica.block;
     loop {
         let Some(header) = session.next_header().await? else {
             return Err(closed_before_seal(block));
@@ -434,6 +434,7 @@ pub(crate) fn local_failure(me: &MinionAddress, block: BlockId, error: &Error) -
 struct Pipeline {
     me: MinionAddress,
     block: BlockId,
+    generation: Generation,
     sync: bool,
     /// None once the local write failed (or never started).
     writer: Option<UringBlockWriter>,
@@ -464,7 +465,8 @@ impl Pipeline {
         let context = &session.context;
         let mut pipeline = Pipeline {
             me: context.me.clone(),
-            block: request.block,
+            block: request.replica.block,
+            generation: request.replica.generation,
             sync: request.sync,
             writer: None,
             own_failure: None,
@@ -477,7 +479,7 @@ impl Pipeline {
             seal_sent: None,
         };
         let (created, ()) = uring::join(
-            context.store.create(request.block, request.sync),
+            context.store.create(request.replica, request.sync),
             pipeline.connect_downstream(
                 &request.credentials,
                 &request.downstream,
@@ -498,7 +500,7 @@ impl Pipeline {
         members: &[MinionAddress],
         pipeline_timeout: Duration,
     ) {
-        let (block, sync) = (self.block, self.sync);
+        let (block, generation, sync) = (self.block, self.generation, self.sync);
         let (downstream, failures) = connect_downstream(
             &self.me,
             &block.to_string(),
@@ -507,6 +509,7 @@ impl Pipeline {
             pipeline_timeout,
             |rest| MinionRequest::WriteBlock {
                 block,
+                generation,
                 downstream: rest,
                 sync,
             },

@@ -1,5 +1,8 @@
 //! Serving `ReadBlock`: the whole chunks covering a byte range of a sealed
-//! block, each checked against its stored CRC32C before it is sent.
+//! replica of the generation asked for, each checked against its stored
+//! CRC32C before it is sent. `ReadStarted` carries every chunk CRC32C of
+//! the replica, so that the reader can check them against the block CRC32C
+//! the master recorded before it trusts any byte.
 //!
 //! The engine's `BlockReader` checks the footer and the checksum array; the
 //! chunks are then read through the ring `READ_BATCH_CHUNKS` at a time into
@@ -15,12 +18,11 @@
 //! (`Store::note_io_error`).
 
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use dfs_engine::block_store::{self, BlockReader};
 use dfs_engine::limits::IO_TIMEOUT_MS;
-use dfs_engine::msg::{BlockId, ErrorKind, MinionResponse, RemoteError};
+use dfs_engine::msg::{BlockId, ErrorKind, MinionResponse, RemoteError, ReplicaId};
 use dfs_engine::wire::{FrameHeader, FrameKind};
 use dfs_engine::{Error, Result};
 
@@ -34,20 +36,22 @@ const READ_BATCH_CHUNKS: u64 = 8;
 pub(crate) async fn read_block(
     session: &mut Session,
     request_id: u64,
-    block: BlockId,
+    replica: ReplicaId,
     offset_bytes: u64,
     length_bytes: u64,
 ) -> Result<Next> {
+    let block = replica.block;
     let name = session.context.name();
     let store = &session.context.store;
-    let reader = match store.block_store().open_block(block) {
+    let reader = match store.block_store().open_block(replica) {
         Ok(reader) => reader,
         Err(error) => {
             let (kind, message) = if block_store::is_not_found(&error) {
-                (
-                    ErrorKind::NotFound,
-                    format!("{block}: no such block on {name}"),
-                )
+                let what = match &error {
+                    Error::Io { context, .. } => context.clone(),
+                    other => other.to_string(),
+                };
+                (ErrorKind::NotFound, format!("{name}: {what}"))
             } else if block_store::is_quarantined(&error) {
                 tracing::debug!("{}: read {block}: {error}", session.peer);
                 (ErrorKind::Corrupted, format!("{name}: {error}"))
@@ -82,12 +86,15 @@ pub(crate) async fn read_block(
     };
     let chunk_bytes = u64::from(reader.chunk_bytes());
     let first_index = offset_bytes / chunk_bytes;
+    let mut chunk_crcs = reader.chunk_crcs().to_vec();
+    let rotten = rotten_first_chunk(&reader, &mut chunk_crcs);
     session
         .respond(
             request_id,
             &MinionResponse::ReadStarted {
                 block_length_bytes,
                 first_offset_bytes: first_index * chunk_bytes,
+                chunk_crcs,
             },
         )
         .await?;
@@ -97,7 +104,7 @@ pub(crate) async fn read_block(
     let last_index = (end_bytes - 1) / chunk_bytes;
     let store = &session.context.store;
     let directory = store.block_store().directory_of(reader.path());
-    let chunks = match ChunkSource::open(&reader, directory) {
+    let chunks = match ChunkSource::open(&reader, directory, rotten) {
         Ok(chunks) => chunks,
         Err(error) => {
             tracing::error!(
@@ -115,6 +122,24 @@ pub(crate) async fn read_block(
         .file
         .advise_sequential(first_byte, end_byte - first_byte);
     send_chunks(session, &chunks, first_index..last_index + 1).await
+}
+
+/// Under the failpoint `read-serve-rotten` (fault tests only), this minion
+/// plays one that serves rotten bytes with checksums rewritten to match
+/// them, as rot plus a buggy or hostile minion would: the first chunk gets
+/// a flipped bit and the CRC32C of the flipped bytes, in `chunk_crcs` and
+/// in its frame. Only the block CRC32C the master recorded can tell a
+/// reader. Returns the lying CRC32C of chunk 0.
+fn rotten_first_chunk(reader: &BlockReader, chunk_crcs: &mut [u32]) -> Option<u32> {
+    if chunk_crcs.is_empty() || !dfs_engine::failpoint::is_on("read-serve-rotten") {
+        return None;
+    }
+    let mut first = Vec::new();
+    reader.read_chunk(0, &mut first).ok()?;
+    *first.first_mut()? ^= 0x01;
+    let crc = crc32c::crc32c(&first);
+    chunk_crcs[0] = crc;
+    Some(crc)
 }
 
 /// Hands a failure to read `block` on: a bad chunk to the keepers to
@@ -136,34 +161,31 @@ struct ChunkSource {
     length_bytes: u64,
     chunk_bytes: u64,
     crcs: Vec<u32>,
+    /// Chunk 0 is sent rotten with this CRC32C (`rotten_first_chunk`).
+    rotten_first_crc: Option<u32>,
 }
 
 impl ChunkSource {
-    /// Takes the file and checksum array of a block whose footer `reader`
-    /// checked (the footer's CRC covers the array).
-    fn open(reader: &BlockReader, directory: Option<usize>) -> Result<ChunkSource> {
+    /// Takes the file and checksums of a replica that `reader` opened (its
+    /// footer and checksums checked, against each other and the name).
+    fn open(
+        reader: &BlockReader,
+        directory: Option<usize>,
+        rotten_first_crc: Option<u32>,
+    ) -> Result<ChunkSource> {
         let block = reader.block();
-        let context = |what: &str| format!("{what} {block}");
         let file = reader
             .file()
             .try_clone()
-            .map_err(|e| Error::io(context("reopen"), e))?;
-        // Bounded: open_block checked chunk_count against BLOCK_CHUNKS_MAX.
-        let mut crc_array = vec![0u8; reader.chunk_count() as usize * 4];
-        file.read_exact_at(&mut crc_array, reader.length_bytes())
-            .map_err(|e| Error::io(context("read the checksums of"), e))?;
-        let crcs = crc_array
-            .chunks_exact(4)
-            .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-            .collect();
-        let file = UringFile::from_std(file);
+            .map_err(|e| Error::io(format!("reopen {block}"), e))?;
         Ok(ChunkSource {
             block,
             directory,
-            file,
+            file: UringFile::from_std(file),
             length_bytes: reader.length_bytes(),
             chunk_bytes: u64::from(reader.chunk_bytes()),
-            crcs,
+            crcs: reader.chunk_crcs().to_vec(),
+            rotten_first_crc,
         })
     }
 
@@ -211,13 +233,22 @@ impl ChunkSource {
             let actual = batch.payload.get(range.clone()).map(crc32c::crc32c);
             match (stored, actual) {
                 (Some(stored), Some(actual)) if stored == actual => {
+                    let sent_crc = match self.rotten_first_crc {
+                        Some(lie) if index == 0 => {
+                            if let Some(byte) = batch.payload.get_mut(range.start) {
+                                *byte ^= 0x01;
+                            }
+                            lie
+                        }
+                        _ => stored,
+                    };
                     batch.headers.push(
                         FrameHeader {
                             kind: FrameKind::Data,
                             flags: 0,
                             request_id: 0,
                             payload_bytes: range.len() as u32,
-                            payload_crc: stored,
+                            payload_crc: sent_crc,
                         }
                         .encode(),
                     );

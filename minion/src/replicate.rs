@@ -1,9 +1,11 @@
-//! Copies of sealed blocks to other minions, as the master asks
-//! (`MinionCommand::Replicate`): a few worker threads read the block with
-//! the engine's `BlockReader`, which verifies every chunk's CRC32C, and push
-//! it as a pipeline client would (`WriteBlock` to the first target with the
-//! rest downstream, `Data` frames, `SealBlock`, durable). The targets report
-//! the new copy to the master themselves (`BlockStored`).
+//! Copies of sealed replicas to other minions, as the master asks
+//! (`MinionCommand::Replicate`): a few worker threads read the replica with
+//! the engine's `BlockReader`, which verifies its checksums against its
+//! footer and name and every chunk's CRC32C, check that it is the replica
+//! the master asked for (generation, length and CRC32C as committed), and
+//! push it as a pipeline client would (`WriteBlock` of that generation to
+//! the first target with the rest downstream, `Data` frames, `SealBlock`,
+//! durable). The targets report the new copy to the master themselves.
 //!
 //! A replica that turns out bad while it is read is handed to the keepers
 //! (`Store::suspect`) to verify and quarantine.
@@ -29,7 +31,7 @@ use std::thread;
 use dfs_engine::block_store;
 use dfs_engine::limits::{REPLICATIONS_PER_SOURCE_MAX, REPLICATIONS_QUEUED_MAX};
 use dfs_engine::msg::{
-    BlockId, Credentials, MinionAddress, MinionRequest, MinionResponse, RemoteError,
+    BlockId, Credentials, MinionAddress, MinionRequest, MinionResponse, RemoteError, StoredBlock,
 };
 use dfs_engine::rpc::Connection;
 use dfs_engine::wire::{self, FrameKind};
@@ -44,7 +46,8 @@ pub const REPLICATION_USER: &str = "dfs-minion";
 /// One copy to make.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CopyJob {
-    pub block: BlockId,
+    /// The replica as the master recorded it.
+    pub replica: StoredBlock,
     pub targets: Vec<MinionAddress>,
 }
 
@@ -86,7 +89,7 @@ impl Replicator {
         match self.queue.try_send(job) {
             Ok(()) => true,
             Err(TrySendError::Full(job)) => {
-                tracing::warn!(block = %job.block, "replication queue full; copy dropped");
+                tracing::warn!(block = %job.replica.block, "replication queue full; copy dropped");
                 false
             }
             Err(TrySendError::Disconnected(_)) => false,
@@ -104,7 +107,7 @@ fn work(store: &Store, jobs: &Mutex<Receiver<CopyJob>>, finished: &AtomicBool) {
         let started = std::time::Instant::now();
         match copy_block(store, &job) {
             Ok(length_bytes) => tracing::info!(
-                block = %job.block,
+                block = %job.replica.block,
                 length_bytes,
                 targets = job.targets.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -112,7 +115,7 @@ fn work(store: &Store, jobs: &Mutex<Receiver<CopyJob>>, finished: &AtomicBool) {
                 names(&job.targets)
             ),
             Err(error) => tracing::warn!(
-                block = %job.block,
+                block = %job.replica.block,
                 "copy to {} failed: {error}",
                 names(&job.targets)
             ),
@@ -145,14 +148,29 @@ fn note_read_failure(store: &Store, block: BlockId, error: &Error) {
 /// Pushes the sealed block through a pipeline of `job.targets`; returns its
 /// length once every target answered the seal with the block stored.
 pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
-    let block = job.block;
+    let wanted = job.replica;
+    let block = wanted.block;
     let Some(first) = job.targets.first() else {
         return Err(Error::Invalid(format!("copy {block}: no targets")));
     };
     let reader = store
         .block_store()
-        .open_block(block)
+        .open_block(wanted.replica())
         .inspect_err(|error| note_read_failure(store, block, error))?;
+    let name = reader.name();
+    if reader.length_bytes() != wanted.length_bytes || name.crc32c != wanted.crc32c {
+        // Its own checksums agree with it, yet it is not the block that was
+        // committed: never spread it. The master hears it is bad.
+        let reason = format!(
+            "{} bytes of CRC32C {:#010x}, the master recorded {} bytes of CRC32C {:#010x}",
+            reader.length_bytes(),
+            name.crc32c,
+            wanted.length_bytes,
+            wanted.crc32c
+        );
+        store.condemn(wanted.replica(), None, &reason);
+        return Err(Error::corrupted(block.to_string(), reason));
+    }
     let credentials = Credentials {
         user: REPLICATION_USER.into(),
         ..Credentials::default()
@@ -162,6 +180,7 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
         &credentials,
         MinionRequest::WriteBlock {
             block,
+            generation: wanted.generation,
             downstream: job.targets[1..].to_vec(),
             sync: true,
         },

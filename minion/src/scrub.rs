@@ -47,8 +47,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use dfs_engine::block_format::ReplicaName;
 use dfs_engine::block_store::{self, BlockReader};
-use dfs_engine::msg::BlockId;
+use dfs_engine::msg::{BlockId, ReplicaId};
 use dfs_engine::rpc::now_ms;
 use dfs_engine::{Error, Result};
 
@@ -175,7 +176,7 @@ struct Pass {
     /// When this run took it up, for the summary.
     taken_up: Instant,
     /// The blocks to do, sorted by id, with the sizes of their files.
-    blocks: Vec<(BlockId, u64)>,
+    blocks: Vec<(ReplicaName, u64)>,
     position: usize,
     current: Option<Verifying>,
     /// While clients are served, `pace_bytes` take `pace_time`.
@@ -297,10 +298,14 @@ impl Keeper {
 
     /// Verifies a block a reader found bad, in full and at once.
     fn verify_suspect(&mut self, block: BlockId) {
-        let reader = match self.store.block_store().open_block(block) {
+        let Some(name) = self.store.block_store().holding(block) else {
+            // Deleted or quarantined meanwhile.
+            return;
+        };
+        let reader = match self.store.block_store().open_block(name.replica()) {
             Ok(reader) => reader,
             Err(error) => {
-                self.judge_open_error(block, error);
+                self.judge_open_error(name.replica(), error);
                 return;
             }
         };
@@ -321,14 +326,15 @@ impl Keeper {
         tracing::info!("{block}: verified again after a reader found it bad; it is good and kept");
     }
 
-    /// Acts on a failure to open a block to verify.
-    fn judge_open_error(&self, block: BlockId, error: Error) -> bool {
+    /// Acts on a failure to open a replica to verify.
+    fn judge_open_error(&self, replica: ReplicaId, error: Error) -> bool {
+        let block = replica.block;
         if block_store::is_not_found(&error) || block_store::is_quarantined(&error) {
             // Deleted meanwhile, or already known bad.
             return false;
         }
         if matches!(error, Error::Corrupted { .. }) {
-            return self.condemn(block, None, &error);
+            return self.store.condemn(replica, None, &error.to_string());
         }
         tracing::warn!("verify {block}: {error}");
         self.store.note_block_io_error(block, &error);
@@ -340,7 +346,9 @@ impl Keeper {
     fn judge_read_error(&self, reader: &BlockReader, inode: u64, error: Error) -> bool {
         let block = reader.block();
         if matches!(error, Error::Corrupted { .. }) {
-            return self.condemn(block, Some(inode), &error);
+            return self
+                .store
+                .condemn(reader.name().replica(), Some(inode), &error.to_string());
         }
         tracing::warn!("verify {block}: {error}");
         match self.store.block_store().directory_of(reader.path()) {
@@ -348,27 +356,6 @@ impl Keeper {
             None => self.store.note_block_io_error(block, &error),
         }
         false
-    }
-
-    /// Quarantines a replica that failed verification and queues the
-    /// report to the master. True when it was quarantined (not removed or
-    /// replaced meanwhile).
-    fn condemn(&self, block: BlockId, inode: Option<u64>, error: &Error) -> bool {
-        match self.store.block_store().quarantine(block, inode) {
-            Ok(true) => {
-                tracing::warn!(
-                    "{error}; quarantined: the replica is never served again and is reported to the master"
-                );
-                self.store.note_bad(block, &error.to_string());
-                true
-            }
-            Ok(false) => false,
-            Err(quarantine_error) => {
-                tracing::warn!("{error}; quarantine it: {quarantine_error}");
-                self.store.note_block_io_error(block, &quarantine_error);
-                false
-            }
-        }
     }
 
     /// Does at most one chunk of scrubbing; returns how long to wait before
@@ -417,13 +404,13 @@ impl Keeper {
     /// Lists the directory and starts a pass, or takes up the one the
     /// cursor file names.
     fn start_pass(&mut self, period: Duration) -> Result<Pass> {
-        let mut blocks = self.store.block_store().list_directory(self.index)?;
+        let mut blocks = self.store.block_store().list_directory(self.index);
         let now = Instant::now();
         let now_ms = now_ms();
         let resumed_after = self.resume.and_then(|cursor| cursor.after);
         let (started, started_ms) = match self.resume.take() {
             Some(cursor) => {
-                blocks.retain(|(block, _)| cursor.after.is_none_or(|after| *block > after));
+                blocks.retain(|(name, _)| cursor.after.is_none_or(|after| name.block > after));
                 let age = Duration::from_millis(now_ms.saturating_sub(cursor.pass_started_ms));
                 let started = now.checked_sub(age).unwrap_or(now);
                 tracing::info!(
@@ -461,9 +448,9 @@ impl Keeper {
     /// chunk of the open one. The bytes read, or None when the pass is done.
     fn verify_next(&mut self, pass: &mut Pass) -> Option<u64> {
         let Some(verifying) = pass.current.as_mut() else {
-            let &(block, file_bytes) = pass.blocks.get(pass.position)?;
+            let &(name, file_bytes) = pass.blocks.get(pass.position)?;
             pass.position += 1;
-            return Some(self.open_next(pass, block, file_bytes));
+            return Some(self.open_next(pass, name, file_bytes));
         };
         let block = verifying.reader.block();
         if verifying.next_chunk >= verifying.reader.chunk_count() {
@@ -495,11 +482,12 @@ impl Keeper {
 
     /// Opens the next block of a pass (its footer and checksums are checked
     /// here); returns the bytes read.
-    fn open_next(&mut self, pass: &mut Pass, block: BlockId, file_bytes: u64) -> u64 {
-        let reader = match self.store.block_store().open_block(block) {
+    fn open_next(&mut self, pass: &mut Pass, name: ReplicaName, file_bytes: u64) -> u64 {
+        let block = name.block;
+        let reader = match self.store.block_store().open_block(name.replica()) {
             Ok(reader) => reader,
             Err(error) => {
-                if self.judge_open_error(block, error) {
+                if self.judge_open_error(name.replica(), error) {
                     pass.bad += 1;
                 }
                 pass.last_done = Some(block);
@@ -684,8 +672,19 @@ mod tests {
         assert_eq!(pass.pause(100), Duration::ZERO, "nothing to do");
     }
 
+    fn rid(block: BlockId) -> ReplicaId {
+        ReplicaId {
+            block,
+            generation: dfs_engine::msg::Generation(block.0 + 5),
+        }
+    }
+
+    fn ids(replicas: &[dfs_engine::msg::StoredBlock]) -> Vec<BlockId> {
+        replicas.iter().map(|replica| replica.block).collect()
+    }
+
     fn write_block(store: &BlockStore, block: BlockId, data: &[u8]) {
-        let mut writer = store.create(block).expect("create");
+        let mut writer = store.create(rid(block)).expect("create");
         for chunk in data.chunks(dfs_engine::limits::CHUNK_BYTES as usize) {
             writer
                 .write_chunk(chunk, crc32c::crc32c(chunk))
@@ -716,10 +715,8 @@ mod tests {
             write_block(&engine, block, &data);
         }
         let path = |block: BlockId| {
-            dir.path()
-                .join("blocks")
-                .join(format!("{:02x}", block.0 & 0xff))
-                .join(block.to_string())
+            let name = engine.holding(block).expect("held");
+            dfs_engine::block_format::block_path(dir.path(), &name)
         };
         flip_byte(&path(flipped), 2 * chunk as u64 + 7);
         let footer_length = fs::metadata(path(footer)).expect("stat").len();
@@ -746,19 +743,19 @@ mod tests {
             "the next pass waits for the period"
         );
 
-        let quarantined = store.block_store().quarantined().expect("quarantined");
-        assert_eq!(quarantined, vec![flipped, footer]);
-        assert_eq!(store.block_store().list().expect("list"), vec![good]);
+        let quarantined = store.block_store().quarantined();
+        assert_eq!(ids(&quarantined), vec![flipped, footer]);
+        assert_eq!(ids(&store.block_store().list()), vec![good]);
         let error = store
             .block_store()
-            .open_block(flipped)
+            .open_block(rid(flipped))
             .err()
             .expect("refused");
         assert!(block_store::is_quarantined(&error), "{error}");
         let crate::store::BadReport::Replicas(bad) = store.take_bad() else {
             panic!("a full report instead of the replicas");
         };
-        let blocks: Vec<BlockId> = bad.iter().map(|replica| replica.block).collect();
+        let blocks: Vec<BlockId> = bad.iter().map(|replica| replica.replica.block).collect();
         assert_eq!(blocks, vec![flipped, footer]);
         assert!(bad[0].reason.contains("chunk 2"), "{}", bad[0].reason);
         let cursor = read_cursor(dir.path()).expect("a cursor");
@@ -767,7 +764,7 @@ mod tests {
         // A reader's suspicion of a good block changes nothing.
         store.suspect(good);
         assert!(keeper.keep_house());
-        assert_eq!(store.block_store().list().expect("list"), vec![good]);
+        assert_eq!(ids(&store.block_store().list()), vec![good]);
         assert!(!store.has_bad());
 
         // A new keeper takes up the finished pass and waits for the period.
@@ -812,7 +809,8 @@ mod tests {
         let engine = BlockStore::open(&[dir.path().to_path_buf()]).expect("open");
         let block = BlockId(0x77);
         write_block(&engine, block, &[3u8; 100]);
-        flip_byte(&dir.path().join("blocks/77").join(block.to_string()), 5);
+        let name = engine.holding(block).expect("held");
+        flip_byte(&dfs_engine::block_format::block_path(dir.path(), &name), 5);
         let store = Arc::new(Store::new(engine));
         let mut keeper = Keeper::new(Arc::clone(&store), 0, dir.path().to_path_buf(), None);
         store.suspect(block);
@@ -822,7 +820,7 @@ mod tests {
             "nothing to do"
         );
         assert!(keeper.pass.is_none());
-        assert_eq!(store.block_store().list().expect("list"), vec![block]);
+        assert_eq!(ids(&store.block_store().list()), vec![block]);
         assert!(!store.has_bad());
         assert!(!dir.path().join(CURSOR_FILE_NAME).exists());
         fs::remove_dir(dir.path().join("quarantine")).expect("rmdir");

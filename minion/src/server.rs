@@ -30,6 +30,7 @@ use dfs_engine::block_store::BlockStore;
 use dfs_engine::limits::{CHUNK_BYTES, CONNECTIONS_MAX, IO_TIMEOUT_MS};
 use dfs_engine::msg::{
     Envelope, ErrorKind, MinionAddress, MinionId, MinionRequest, MinionResponse, RemoteError,
+    ReplicaId,
 };
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
@@ -592,6 +593,7 @@ impl Session {
         match envelope.body {
             MinionRequest::WriteBlock {
                 block,
+                generation,
                 downstream,
                 sync,
             } => {
@@ -603,7 +605,7 @@ impl Session {
                     pipeline::WriteRequest {
                         request_id,
                         credentials: envelope.credentials,
-                        block,
+                        replica: ReplicaId { block, generation },
                         downstream,
                         sync,
                     },
@@ -612,11 +614,13 @@ impl Session {
             }
             MinionRequest::ReadBlock {
                 block,
+                generation,
                 offset_bytes,
                 length_bytes,
             } => {
                 let _busy = self.context.store.activity.begin();
-                read::read_block(self, request_id, block, offset_bytes, length_bytes).await
+                let replica = ReplicaId { block, generation };
+                read::read_block(self, request_id, replica, offset_bytes, length_bytes).await
             }
             MinionRequest::WriteBlocks {
                 blocks,
@@ -964,6 +968,7 @@ mod tests {
                 &Credentials::default(),
                 MinionRequest::WriteBlock {
                     block: dfs_engine::msg::BlockId(1),
+                    generation: dfs_engine::msg::Generation(1),
                     downstream: vec![MinionAddress {
                         id: MinionId(8),
                         address: sink_address,
@@ -997,6 +1002,7 @@ mod tests {
                 &Credentials::default(),
                 MinionRequest::ReadBlock {
                     block: dfs_engine::msg::BlockId(2),
+                    generation: dfs_engine::msg::Generation(2),
                     offset_bytes: 0,
                     length_bytes: 0,
                 },

@@ -1,8 +1,9 @@
 //! Writing blocks on the data path through io_uring: the counterpart of
-//! `BlockStore::create` and `BlockWriter` for the cores. It writes exactly
-//! the block file layout of `dfs_engine::block_store` (data, CRC32C array,
-//! footer; docs/format.md) under the same `tmp/` and `blocks/` names, so the
-//! engine's `BlockReader`, scans and start-up cleaning see no difference.
+//! `BlockStore::create` and `BlockWriter` for the cores. Its chunk rules,
+//! names and tail (checksums and footer) come from the engine's
+//! `block_format`, which the blocking writer and every reader use too, and
+//! it claims and seals its blocks through the engine's `BlockStore`, so the
+//! store's catalog, scans and start-up cleaning see no difference.
 //!
 //! `Store` is also where the data path leaves news for the background: what
 //! an I/O error said about a data directory (a full one gets no new blocks,
@@ -11,30 +12,27 @@
 //! the master (sealed blocks, bad replicas, failed directories).
 //!
 //! Invariant: a block id is in at most one of "being written" or "sealed"
-//! on this minion, as in `BlockStore`. All writes of a minion go through
-//! one `Store`, whose claim set is the only state the cores share on the
-//! write path, touched once at the start and once at the end of a block.
+//! on this minion: every writer claims it in the one `BlockStore`, whose
+//! catalog is the only state the cores share on the write path, touched
+//! once at the start and once at the end of a block.
 
 use dfs_engine::sync;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dfs_engine::block_store::{
-    BlockStore, Usage, BLOCK_FOOTER_BYTES, BLOCK_FORMAT_VERSION, BLOCK_MAGIC,
-};
-use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, STORED_BLOCKS_QUEUED_MAX};
-use dfs_engine::msg::{BlockId, StoredBlock};
+use dfs_engine::block_format::{self, ChunkSequence};
+use dfs_engine::block_store::{BlockStore, Claim, Usage};
+use dfs_engine::limits::STORED_BLOCKS_QUEUED_MAX;
+use dfs_engine::msg::{BlockId, ReplicaChange, ReplicaId, StoredBlock};
 use dfs_engine::{Error, Result};
 
 use crate::group_sync::GroupSync;
 use crate::health::{classify, Activity, Doorbell, Fault};
 use crate::uring::{self, SharedPieces, UringFile};
 
-/// Bytes of one stored chunk checksum.
-const CRC_BYTES: usize = 4;
 /// A durable block's data is handed to the disk every this many bytes as it
 /// arrives, so the disk writes while the network transfers and the seal's
 /// fdatasync has at most this much left to write.
@@ -51,10 +49,9 @@ pub const BAD_REPLICA_REASON_BYTES_MAX: usize = 256;
 /// The block store of a minion as the cores write to it.
 pub struct Store {
     store: BlockStore,
-    /// Blocks with an open writer here: at most one per connection.
-    writing: Mutex<HashSet<BlockId>>,
-    /// Sealed since the last incremental report to the master.
-    stored: Mutex<ReportQueue<StoredBlock>>,
+    /// Replicas sealed or deleted since the last incremental report to the
+    /// master, in order.
+    changes: Mutex<ReportQueue<ReplicaChange>>,
     /// Replicas quarantined since the last report to the master.
     bad: Mutex<ReportQueue<QuarantinedReplica>>,
     /// Directories that failed since the last report to the master; at
@@ -111,11 +108,11 @@ impl<T> ReportQueue<T> {
     }
 }
 
-/// What the heartbeat should tell the master about new blocks.
+/// What the heartbeat should tell the master about what changed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum StoredReport {
-    /// These blocks were sealed since the last report.
-    Blocks(Vec<StoredBlock>),
+pub enum ChangeReport {
+    /// These replicas were sealed or deleted since the last report, in order.
+    Changes(Vec<ReplicaChange>),
     /// Too many to list: report everything.
     Full,
 }
@@ -123,7 +120,7 @@ pub enum StoredReport {
 /// A replica found bad and quarantined here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuarantinedReplica {
-    pub block: BlockId,
+    pub replica: ReplicaId,
     /// One line: what was wrong.
     pub reason: String,
 }
@@ -149,8 +146,7 @@ impl Store {
         let group_sync = GroupSync::new(store.dirs());
         Store {
             store,
-            writing: Mutex::new(HashSet::new()),
-            stored: Mutex::new(ReportQueue::default()),
+            changes: Mutex::new(ReportQueue::default()),
             bad: Mutex::new(ReportQueue::default()),
             failed_directories: Mutex::new(Vec::new()),
             suspects: Mutex::new(VecDeque::new()),
@@ -161,47 +157,92 @@ impl Store {
         }
     }
 
-    /// Removes a sealed block (or its quarantined replica); true when it
-    /// was here. Blocks being written are left alone (they are not sealed).
-    pub fn remove(&self, block: BlockId) -> Result<bool> {
-        Ok(self.store.remove(block)?.is_some())
+    /// Removes `replica`, sealed or quarantined, and queues its deletion
+    /// for the master's next report whether or not it was here (the master
+    /// waits for that before it copies the block here again); true when it
+    /// was here. A replica being written is left alone (it is not sealed).
+    pub fn remove(&self, replica: ReplicaId) -> Result<bool> {
+        let removed = self.store.remove(replica)?.is_some();
+        self.note_change(ReplicaChange::Deleted(replica));
+        Ok(removed)
     }
 
-    /// Remembers a sealed block for the next incremental report.
-    pub fn note_stored(&self, block: BlockId, length_bytes: u64) {
-        let stored = StoredBlock {
-            block,
-            length_bytes,
-        };
-        sync::lock(&self.stored).push(stored, STORED_BLOCKS_QUEUED_MAX);
+    fn note_change(&self, change: ReplicaChange) {
+        sync::lock(&self.changes).push(change, STORED_BLOCKS_QUEUED_MAX);
     }
 
-    /// True when blocks wait to be reported.
-    pub fn has_stored(&self) -> bool {
-        sync::lock(&self.stored).is_pending()
+    /// Drops the sealed replicas queued for the incremental report (a full
+    /// report covers them), keeping the deletions.
+    pub fn forget_stored_changes(&self) {
+        sync::lock(&self.changes)
+            .items
+            .retain(|change| matches!(change, ReplicaChange::Deleted(_)));
     }
 
-    /// Takes what was sealed since the last call.
-    pub fn take_stored(&self) -> StoredReport {
-        match sync::lock(&self.stored).take() {
-            Some(blocks) => StoredReport::Blocks(blocks),
-            None => StoredReport::Full,
+    /// Remembers a sealed replica for the next incremental report.
+    pub fn note_stored(&self, stored: StoredBlock) {
+        self.note_change(ReplicaChange::Stored(stored));
+    }
+
+    /// True when changes wait to be reported.
+    pub fn has_changes(&self) -> bool {
+        sync::lock(&self.changes).is_pending()
+    }
+
+    /// Takes what changed since the last call.
+    pub fn take_changes(&self) -> ChangeReport {
+        match sync::lock(&self.changes).take() {
+            Some(changes) => ChangeReport::Changes(changes),
+            None => ChangeReport::Full,
         }
     }
 
-    /// Puts back blocks whose report did not reach the master, except
-    /// those quarantined (or removed) meanwhile: reported after the bad
+    /// Puts back changes whose report did not reach the master, in front
+    /// of newer ones (the master applies them in order), except sealed
+    /// replicas quarantined (or removed) meanwhile: reported after the bad
     /// replica, they would tell the master it is good again.
-    pub fn restore_stored(&self, blocks: Vec<StoredBlock>) {
-        for stored in blocks {
-            if self.store.contains(stored.block) {
-                self.note_stored(stored.block, stored.length_bytes);
+    pub fn restore_changes(&self, changes: Vec<ReplicaChange>) {
+        let mut queue = sync::lock(&self.changes);
+        let newer = std::mem::take(&mut *queue);
+        for change in changes {
+            let still_true = match change {
+                ReplicaChange::Stored(stored) => self.store.contains(stored.replica()),
+                ReplicaChange::Deleted(_) => true,
+            };
+            if still_true {
+                queue.push(change, STORED_BLOCKS_QUEUED_MAX);
+            }
+        }
+        queue.overflowed |= newer.overflowed;
+        for change in newer.items {
+            queue.push(change, STORED_BLOCKS_QUEUED_MAX);
+        }
+    }
+
+    /// Quarantines `replica`, which failed verification for `reason` (with
+    /// `inode`, only that file: the one found bad, not a good copy sealed
+    /// since), and queues its report to the master. True when it was
+    /// quarantined (not removed or replaced meanwhile).
+    pub fn condemn(&self, replica: ReplicaId, inode: Option<u64>, reason: &str) -> bool {
+        match self.store.quarantine(replica, inode) {
+            Ok(true) => {
+                tracing::warn!(
+                    "{replica}: {reason}; quarantined: the replica is never served again and is reported to the master"
+                );
+                self.note_bad(replica, reason);
+                true
+            }
+            Ok(false) => false,
+            Err(quarantine_error) => {
+                tracing::warn!("{replica}: {reason}; quarantine it: {quarantine_error}");
+                self.note_block_io_error(replica.block, &quarantine_error);
+                false
             }
         }
     }
 
     /// Remembers a quarantined replica for the next report to the master.
-    pub fn note_bad(&self, block: BlockId, reason: &str) {
+    pub fn note_bad(&self, replica: ReplicaId, reason: &str) {
         let mut reason = reason.replace('\n', " ");
         if reason.len() > BAD_REPLICA_REASON_BYTES_MAX {
             let mut end = BAD_REPLICA_REASON_BYTES_MAX;
@@ -213,11 +254,11 @@ impl Store {
         // A report that it was stored, still queued, is older than this:
         // sent after the bad replica (news go first), it would tell the
         // master the replica is good again.
-        sync::lock(&self.stored)
-            .items
-            .retain(|stored| stored.block != block);
+        sync::lock(&self.changes).items.retain(|change| {
+            !matches!(change, ReplicaChange::Stored(stored) if stored.replica() == replica)
+        });
         sync::lock(&self.bad).push(
-            QuarantinedReplica { block, reason },
+            QuarantinedReplica { replica, reason },
             BAD_REPLICAS_QUEUED_MAX,
         );
     }
@@ -238,7 +279,7 @@ impl Store {
     /// Puts back bad replicas whose report did not reach the master.
     pub fn restore_bad(&self, replicas: Vec<QuarantinedReplica>) {
         for replica in replicas {
-            self.note_bad(replica.block, &replica.reason);
+            self.note_bad(replica.replica, &replica.reason);
         }
     }
 
@@ -364,17 +405,17 @@ impl Store {
         true
     }
 
-    /// The blocks of the directories in service, for a full block report,
-    /// sorted: the sealed ones and the quarantined ones (the master counts
-    /// those as held until it has them deleted, after they are reported
-    /// bad). A directory that can't be listed is judged
-    /// (`note_io_error`); the list is an error if that leaves it in
+    /// The replicas of the directories in service, for a full block
+    /// report, sorted: the sealed ones and the quarantined ones (the master
+    /// counts those as held until it has them deleted, after they are
+    /// reported bad). The catalog is checked against the disks first: a
+    /// file that vanished is dropped, and a directory where a look fails is
+    /// judged (`note_io_error`); the list is an error if that leaves it in
     /// service, so that no healthy directory's blocks go missing from a
     /// report.
-    pub fn list_for_report(&self) -> Result<Vec<BlockId>> {
-        let (scan, errors) = self.store.scan_directories();
+    pub fn list_for_report(&self) -> Result<Vec<StoredBlock>> {
         let mut still_serving = None;
-        for (index, error) in errors {
+        for (index, error) in self.store.verify_catalog() {
             self.note_io_error(index, &error);
             if self.store.is_in_service(index) {
                 still_serving = Some(error);
@@ -383,11 +424,11 @@ impl Store {
         if let Some(error) = still_serving {
             return Err(error);
         }
-        let mut blocks = scan.blocks;
-        blocks.extend(self.store.quarantined()?);
-        blocks.sort_unstable();
-        blocks.dedup();
-        Ok(blocks)
+        let mut replicas = self.store.list();
+        replicas.extend(self.store.quarantined());
+        replicas.sort_unstable_by_key(|replica| (replica.block, replica.generation));
+        replicas.dedup();
+        Ok(replicas)
     }
 
     pub fn block_store(&self) -> &BlockStore {
@@ -399,21 +440,23 @@ impl Store {
         self.store.usage()
     }
 
-    /// Starts a new block in the data directory `BlockStore::choose_directory`
-    /// picks. Refuses an id that is sealed or being written here. A
-    /// `durable` block starts its writeback as it arrives.
+    /// Starts writing `replica` in the data directory
+    /// `BlockStore::choose_directory` picks. Refused while a replica of the
+    /// block is sealed or being written here (a conflict: see
+    /// `BlockStore::claim`). A `durable` block starts its writeback as it
+    /// arrives.
     pub(crate) async fn create(
         self: &Arc<Store>,
-        block: BlockId,
+        replica: ReplicaId,
         durable: bool,
     ) -> Result<UringBlockWriter> {
-        let claim = Claim::take(self, block)?;
+        let claim = self.store.claim(replica)?;
         let (dir_index, root) = self
             .store
             .choose_directory()
             .map(|(index, root)| (index, root.to_path_buf()))?;
         let suffix = dfs_engine::rpc::random_u64()?;
-        let temporary_path = root.join("tmp").join(format!("{block}.{suffix:016x}"));
+        let temporary_path = block_format::temporary_path(&root, replica, suffix);
         let file = match UringFile::create_new(&temporary_path).await {
             Ok(file) => file,
             Err(error) => {
@@ -423,15 +466,14 @@ impl Store {
             }
         };
         Ok(UringBlockWriter {
-            claim,
+            store: Arc::clone(self),
+            claim: Some(claim),
             flush_failures: self.group_sync.failures(dir_index),
             dir_index,
             root,
             temporary_path,
             file: Some(file),
-            length_bytes: 0,
-            crc_array: Vec::new(),
-            short_chunk_written: false,
+            chunks: ChunkSequence::new(replica),
             failed: false,
             sealed: false,
             durable,
@@ -440,53 +482,12 @@ impl Store {
     }
 }
 
-/// Marks a block as being written for as long as it lives.
-struct Claim {
-    store: Arc<Store>,
-    block: BlockId,
-}
-
-impl Claim {
-    fn take(store: &Arc<Store>, block: BlockId) -> Result<Claim> {
-        let mut writing = sync::lock(&store.writing);
-        if writing.contains(&block) || store.store.contains(block) {
-            return Err(Error::io(
-                format!("create {block}: the block exists or is being written"),
-                io::ErrorKind::AlreadyExists.into(),
-            ));
-        }
-        writing.insert(block);
-        Ok(Claim {
-            store: Arc::clone(store),
-            block,
-        })
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        sync::lock(&self.store.writing).remove(&self.block);
-    }
-}
-
-/// The 32-byte footer of a block file, as `dfs_engine::block_store` reads it.
-fn footer(block: BlockId, length_bytes: u64, crc_array: &[u8]) -> [u8; BLOCK_FOOTER_BYTES] {
-    let mut footer = [0u8; BLOCK_FOOTER_BYTES];
-    footer[0..4].copy_from_slice(&BLOCK_MAGIC.to_le_bytes());
-    footer[4..6].copy_from_slice(&BLOCK_FORMAT_VERSION.to_le_bytes());
-    // 6..8: reserved, zero.
-    footer[8..16].copy_from_slice(&block.0.to_le_bytes());
-    footer[16..24].copy_from_slice(&length_bytes.to_le_bytes());
-    footer[24..28].copy_from_slice(&CHUNK_BYTES.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(crc_array), &footer[..28]);
-    footer[28..32].copy_from_slice(&crc.to_le_bytes());
-    footer
-}
-
 /// A block being written through the ring. Dropping it without `seal`
 /// removes its temporary file: nothing of an unsealed block is served.
 pub(crate) struct UringBlockWriter {
-    claim: Claim,
+    store: Arc<Store>,
+    /// The block id claimed in the store; taken by the seal.
+    claim: Option<Claim>,
     /// Index of the data directory the block goes to.
     dir_index: usize,
     root: PathBuf,
@@ -496,10 +497,8 @@ pub(crate) struct UringBlockWriter {
     file: Option<UringFile>,
     /// `GroupSync::failures` of the directory when the block started.
     flush_failures: u64,
-    length_bytes: u64,
-    /// Checksums of the chunks written so far, as stored (u32 LE each).
-    crc_array: Vec<u8>,
-    short_chunk_written: bool,
+    /// The chunks written so far, their checksums, and the block's CRC32C.
+    chunks: ChunkSequence,
     /// A write failed; the block can't be sealed.
     failed: bool,
     sealed: bool,
@@ -510,49 +509,36 @@ pub(crate) struct UringBlockWriter {
 }
 
 impl UringBlockWriter {
+    fn block(&self) -> BlockId {
+        self.chunks.replica().block
+    }
+
     /// Appends chunks: `pieces` holds their bytes, `crcs` their CRC32C, which
     /// the caller checked against these very bytes when they arrived. Every
     /// chunk is `CHUNK_BYTES` long but the last of the block.
     pub(crate) async fn write_chunks(&mut self, pieces: SharedPieces, crcs: &[u32]) -> Result<()> {
-        let block = self.claim.block;
-        let index = self.crc_array.len() / CRC_BYTES;
-        let refuse = |why: String| Error::Invalid(format!("write {block} chunk {index}: {why}"));
-        let mut added_bytes = 0u64;
-        let mut short = self.short_chunk_written;
-        let mut checked = if self.failed {
-            Err(refuse("an earlier write of this block failed".into()))
+        let block = self.block();
+        let index = self.chunks.chunk_count();
+        let refusal = if self.failed {
+            Some(format!(
+                "{block} chunk {index}: an earlier write of this block failed"
+            ))
         } else if pieces.ranges.len() != crcs.len() {
-            Err(refuse("a checksum per chunk is needed".into()))
+            Some(format!(
+                "{block} chunk {index}: a checksum per chunk is needed"
+            ))
         } else {
-            Ok(())
+            self.chunks
+                .refusal_of_run(pieces.ranges.iter().map(|range| range.len()))
         };
-        for range in &pieces.ranges {
-            if checked.is_err() {
-                break;
-            }
-            let length = range.len();
-            checked = if short {
-                Err(refuse("a chunk after the short last chunk".into()))
-            } else if length == 0 || length > CHUNK_BYTES as usize {
-                Err(refuse(format!(
-                    "a chunk of {length} bytes (chunks have 1 to {CHUNK_BYTES})"
-                )))
-            } else if self.length_bytes + added_bytes + length as u64 > BLOCK_BYTES_MAX {
-                Err(refuse(format!(
-                    "the block grows over {BLOCK_BYTES_MAX} bytes"
-                )))
-            } else {
-                Ok(())
-            };
-            added_bytes += length as u64;
-            short = length < CHUNK_BYTES as usize;
-        }
-        if let Err(error) = checked {
+        if let Some(why) = refusal {
             self.failed = true;
-            return Err(error);
+            return Err(Error::Invalid(format!("write {why}")));
         }
+        let ranges = pieces.ranges.clone();
+        let offset = self.chunks.length_bytes();
         let written = match self.file.as_mut() {
-            Some(file) => file.write_vectored_all_at(pieces, self.length_bytes).await,
+            Some(file) => file.write_vectored_all_at(pieces, offset).await,
             None => Err(io::Error::other("the file is closed")),
         };
         if let Err(error) = written {
@@ -564,21 +550,24 @@ impl UringBlockWriter {
                 ),
                 error,
             );
-            self.claim.store.note_io_error(self.dir_index, &error);
+            self.store.note_io_error(self.dir_index, &error);
             return Err(error);
         }
-        self.length_bytes += added_bytes;
-        self.short_chunk_written = short;
-        for crc in crcs {
-            self.crc_array.extend_from_slice(&crc.to_le_bytes());
+        for (range, crc) in ranges.iter().zip(crcs) {
+            // Checked as a run above: it cannot be refused now.
+            if let Err(why) = self.chunks.push(range.len(), *crc) {
+                self.failed = true;
+                return Err(Error::Invalid(format!("write {why}")));
+            }
         }
-        let pending_bytes = self.length_bytes - self.written_back_bytes;
+        let length_bytes = self.chunks.length_bytes();
+        let pending_bytes = length_bytes - self.written_back_bytes;
         if let (true, Some(file)) = (
             self.durable && pending_bytes >= WRITEBACK_STEP_BYTES,
             &self.file,
         ) {
             file.start_writeback(self.written_back_bytes, pending_bytes);
-            self.written_back_bytes = self.length_bytes;
+            self.written_back_bytes = length_bytes;
         }
         Ok(())
     }
@@ -587,7 +576,7 @@ impl UringBlockWriter {
     /// `sync`, and moves it into `blocks/`. Returns the block's length. On
     /// error nothing is left under `blocks/` and the temporary file is removed.
     pub(crate) async fn seal(self, sync: bool) -> Result<u64> {
-        let store = Arc::clone(&self.claim.store);
+        let store = Arc::clone(&self.store);
         let dir_index = self.dir_index;
         let sealed = self.seal_here(sync).await;
         if let Err(error) = &sealed {
@@ -597,35 +586,28 @@ impl UringBlockWriter {
     }
 
     async fn seal_here(mut self, sync: bool) -> Result<u64> {
-        let block = self.claim.block;
+        let block = self.block();
         if self.failed {
             return Err(Error::Invalid(format!(
                 "seal {block}: an earlier write of this block failed"
             )));
         }
-        let expected_chunks = self.length_bytes.div_ceil(u64::from(CHUNK_BYTES));
-        if expected_chunks * CRC_BYTES as u64 != self.crc_array.len() as u64 {
-            return Err(Error::Invalid(format!(
-                "seal {block}: {} checksums for {expected_chunks} chunks",
-                self.crc_array.len() / CRC_BYTES
-            )));
-        }
-        let mut tail = std::mem::take(&mut self.crc_array);
-        let footer = footer(block, self.length_bytes, &tail);
-        tail.extend_from_slice(&footer);
+        let length_bytes = self.chunks.length_bytes();
+        let tail = self.chunks.tail();
+        let name = self.chunks.name();
         let tail_bytes = tail.len() as u64;
         // A small block shares its directory's flushes with every other one
         // sealed meanwhile (`group_sync`): one for its data before it gets
         // its name, one for the name. A large one, whose writeback started
         // as it arrived, syncs its own file and name.
-        let shared_flush = sync && self.length_bytes < WRITEBACK_STEP_BYTES;
+        let shared_flush = sync && length_bytes < WRITEBACK_STEP_BYTES;
         let own_sync = sync && !shared_flush;
         let temporary = self.temporary_path.clone();
         let context = |what: &str| format!("{what} {block} in {}", temporary.display());
         let Some(file) = self.file.as_mut() else {
             return Err(Error::Invalid(format!("seal {block}: the file is closed")));
         };
-        file.write_all_at(tail, self.length_bytes)
+        file.write_all_at(tail, length_bytes)
             .await
             .map_err(|e| Error::io(context("write checksums of"), e))?;
         if own_sync {
@@ -633,22 +615,21 @@ impl UringBlockWriter {
                 .await
                 .map_err(|e| Error::io(context("sync"), e))?;
         }
-        let store = Arc::clone(&self.claim.store);
         if shared_flush {
             self.file = None;
             self.shared_flush().await?;
         }
         let subdir = self
             .root
-            .join("blocks")
-            .join(format!("{:02x}", block.0 & 0xff));
+            .join(block_format::BLOCKS_DIR)
+            .join(block_format::subdir_name(block));
         if !subdir.is_dir() {
             // Someone removed it since open; put it back.
             std::fs::create_dir_all(&subdir)
                 .map_err(|e| Error::io(format!("create directory {}", subdir.display()), e))?;
         }
-        let target = subdir.join(block.to_string());
-        if !store.store.is_in_service(self.dir_index) {
+        let target = block_format::block_path(&self.root, &name);
+        if !self.store.store.is_in_service(self.dir_index) {
             return Err(Error::Invalid(format!(
                 "seal {block}: its data directory {} failed",
                 self.root.display()
@@ -679,14 +660,24 @@ impl UringBlockWriter {
             return Err(error);
         }
         self.sealed = true;
-        let file_bytes = self.length_bytes + tail_bytes;
-        if let Err(error) = store.store.note_sealed(self.dir_index, block, file_bytes) {
-            // Sealed all the same; a quarantined replica left over is removed
-            // by the master's Delete or the next good copy.
-            tracing::warn!("{block}: {error}");
+        let file_bytes = length_bytes + tail_bytes;
+        let claim = self
+            .claim
+            .take()
+            .ok_or_else(|| Error::Invalid(format!("seal {block}: sealed already")))?;
+        if let Err(error) = self
+            .store
+            .store
+            .seal_claimed(claim, self.dir_index, name, file_bytes)
+        {
+            // Its directory failed meanwhile: not sealed after all.
+            let _ = std::fs::remove_file(&target);
+            return Err(error);
         }
-        store.note_stored(block, self.length_bytes);
-        Ok(self.length_bytes)
+        if let Some(stored) = name.stored(file_bytes) {
+            self.store.note_stored(stored);
+        }
+        Ok(length_bytes)
     }
 }
 
@@ -695,8 +686,8 @@ impl UringBlockWriter {
     /// and fails if it or any flush since the block started failed (the
     /// block's pages may have gone to the disk in any of them).
     async fn shared_flush(&self) -> Result<()> {
-        let block = self.claim.block;
-        let group_sync = &self.claim.store.group_sync;
+        let block = self.block();
+        let group_sync = &self.store.group_sync;
         let root = self.root.display();
         group_sync
             .flush(self.dir_index)
@@ -729,7 +720,28 @@ mod tests {
 
     use super::*;
 
+    use dfs_engine::limits::CHUNK_BYTES;
+    use dfs_engine::msg::Generation;
+
     const CHUNK: usize = CHUNK_BYTES as usize;
+
+    /// The replica of block `id` these tests write.
+    fn rid(id: u64) -> ReplicaId {
+        ReplicaId {
+            block: BlockId(id),
+            generation: Generation(id + 0x100),
+        }
+    }
+
+    /// What a report says of the replica of block `id` holding `data`.
+    fn stored_of(id: u64, data: &[u8]) -> StoredBlock {
+        StoredBlock {
+            block: BlockId(id),
+            generation: rid(id).generation,
+            length_bytes: data.len() as u64,
+            crc32c: crc32c::crc32c(data),
+        }
+    }
 
     fn pattern(length_bytes: usize, seed: u8) -> Vec<u8> {
         (0..length_bytes)
@@ -751,7 +763,7 @@ mod tests {
         chunks_per_write: usize,
         sync: bool,
     ) -> Result<u64> {
-        let mut writer = store.create(block, sync).await?;
+        let mut writer = store.create(rid(block.0), sync).await?;
         let bytes = Rc::new(data.to_vec());
         let ranges: Vec<_> = (0..data.len())
             .step_by(CHUNK)
@@ -772,7 +784,10 @@ mod tests {
     }
 
     fn read_back(store: &Store, block: BlockId) -> Vec<u8> {
-        let reader = store.block_store().open_block(block).expect("open block");
+        let reader = store
+            .block_store()
+            .open_block(rid(block.0))
+            .expect("open block");
         let mut data = Vec::new();
         let mut chunk = Vec::new();
         for index in 0..reader.chunk_count() {
@@ -788,7 +803,7 @@ mod tests {
         let block = BlockId(0x4f0);
         let data = pattern(1000, 3);
         let sealed = uring::run_core(async {
-            let mut writer = store.create(block, true).await?;
+            let mut writer = store.create(rid(block.0), true).await?;
             let pieces = SharedPieces {
                 bytes: Rc::new(data.clone()),
                 ranges: std::iter::once(0..data.len()).collect(),
@@ -809,7 +824,7 @@ mod tests {
                 .contains("a flush of the directory failed"),
             "{error}"
         );
-        assert!(!store.block_store().contains(block));
+        assert!(!store.block_store().contains(rid(block.0)));
         let leftovers: Vec<_> = walk(dir.path());
         assert!(leftovers.is_empty(), "{leftovers:?}");
         // A block started after the failure is sealed as usual.
@@ -865,7 +880,7 @@ mod tests {
         assert_eq!(usage.block_count, cases.len() as u64);
         let file_bytes: u64 = cases
             .iter()
-            .map(|(length, _, _)| (length + length.div_ceil(CHUNK) * 4 + 32) as u64)
+            .map(|(length, _, _)| (length + length.div_ceil(CHUNK) * 4 + 48) as u64)
             .sum();
         assert_eq!(usage.used_bytes, file_bytes);
     }
@@ -873,23 +888,61 @@ mod tests {
     #[test]
     fn a_quarantined_block_is_not_reported_stored_after_it_is_reported_bad() {
         let (_dir, store) = open_store();
-        store.note_stored(BlockId(1), 10);
-        store.note_stored(BlockId(2), 20);
-        store.note_bad(BlockId(1), "checksum mismatch");
+        store.note_stored(stored_of(1, b"one"));
+        store.note_stored(stored_of(2, b"two"));
+        store.note_bad(rid(1), "checksum mismatch");
         assert_eq!(
-            store.take_stored(),
-            StoredReport::Blocks(vec![StoredBlock {
-                block: BlockId(2),
-                length_bytes: 20
-            }])
+            store.take_changes(),
+            ChangeReport::Changes(vec![ReplicaChange::Stored(stored_of(2, b"two"))])
         );
         assert!(matches!(store.take_bad(), BadReport::Replicas(r) if r.len() == 1));
         // Nor put back after a report that failed: block 2 is not held here.
-        store.restore_stored(vec![StoredBlock {
-            block: BlockId(2),
-            length_bytes: 20,
-        }]);
-        assert!(!store.has_stored());
+        store.restore_changes(vec![ReplicaChange::Stored(stored_of(2, b"two"))]);
+        assert!(!store.has_changes());
+    }
+
+    #[test]
+    fn deletions_are_reported_in_order_with_what_was_sealed() {
+        let (_dir, store) = open_store();
+        let data = pattern(10, 1);
+        uring::run_core(async {
+            write(&store, BlockId(0x900), &data, 1, false)
+                .await
+                .expect("write");
+        })
+        .expect("runtime");
+        // Deleted as asked, and a deletion of a replica that is not here:
+        // both confirmed, after the seal, in order.
+        assert!(store.remove(rid(0x900)).expect("remove"));
+        assert!(!store.remove(rid(0x901)).expect("remove"));
+        let expected = vec![
+            ReplicaChange::Stored(stored_of(0x900, &data)),
+            ReplicaChange::Deleted(rid(0x900)),
+            ReplicaChange::Deleted(rid(0x901)),
+        ];
+        assert_eq!(
+            store.take_changes(),
+            ChangeReport::Changes(expected.clone())
+        );
+        // A report that failed goes back before newer changes, and the
+        // stored replica that is gone since is dropped from it.
+        store.note_stored(stored_of(0x902, b"x"));
+        store.restore_changes(expected[..2].to_vec());
+        assert_eq!(
+            store.take_changes(),
+            ChangeReport::Changes(vec![
+                ReplicaChange::Deleted(rid(0x900)),
+                ReplicaChange::Stored(stored_of(0x902, b"x")),
+            ])
+        );
+        // A full report covers what was sealed, not what was deleted.
+        store.note_stored(stored_of(0x903, b"y"));
+        assert!(!store.remove(rid(0x904)).expect("remove"));
+        store.forget_stored_changes();
+        assert_eq!(
+            store.take_changes(),
+            ChangeReport::Changes(vec![ReplicaChange::Deleted(rid(0x904))])
+        );
     }
 
     #[test]
@@ -904,30 +957,32 @@ mod tests {
             }
         })
         .expect("runtime");
-        let stored = |block, length_bytes| StoredBlock {
-            block: BlockId(block),
-            length_bytes,
+        let stored = |block, length_bytes| {
+            ReplicaChange::Stored(stored_of(block, &pattern(length_bytes, 1)))
         };
         assert_eq!(
-            store.take_stored(),
-            StoredReport::Blocks(vec![stored(0x700, CHUNK as u64 + 1), stored(0x701, 3)])
+            store.take_changes(),
+            ChangeReport::Changes(vec![stored(0x700, CHUNK + 1), stored(0x701, 3)])
         );
-        assert!(!store.has_stored());
-        assert_eq!(store.take_stored(), StoredReport::Blocks(Vec::new()));
+        assert!(!store.has_changes());
+        assert_eq!(store.take_changes(), ChangeReport::Changes(Vec::new()));
         // A report that did not go through is sent again.
-        store.restore_stored(vec![stored(0x701, 3)]);
+        store.restore_changes(vec![stored(0x701, 3)]);
         assert_eq!(
-            store.take_stored(),
-            StoredReport::Blocks(vec![stored(0x701, 3)])
+            store.take_changes(),
+            ChangeReport::Changes(vec![stored(0x701, 3)])
         );
         let full = store.usage().expect("usage");
         assert_eq!(full.block_count, empty.block_count + 2);
-        assert!(store.remove(BlockId(0x700)).expect("remove"));
-        assert!(!store.remove(BlockId(0x700)).expect("remove again"));
+        assert!(store.remove(rid(0x700)).expect("remove"));
+        assert!(!store.remove(rid(0x700)).expect("remove again"));
         let after = store.usage().expect("usage");
         assert_eq!(after.block_count, empty.block_count + 1);
-        assert_eq!(after.used_bytes, empty.used_bytes + 3 + 4 + 32);
-        assert_eq!(store.block_store().list().expect("list"), [BlockId(0x701)]);
+        assert_eq!(after.used_bytes, empty.used_bytes + 3 + 4 + 48);
+        assert_eq!(
+            store.block_store().list(),
+            [stored_of(0x701, &pattern(3, 1))]
+        );
     }
 
     #[test]
@@ -937,24 +992,16 @@ mod tests {
             write(&store, BlockId(1), b"one", 1, false)
                 .await
                 .expect("write");
-            let error = store
-                .create(BlockId(1), false)
-                .await
-                .err()
-                .expect("sealed id");
+            let error = store.create(rid(1), false).await.err().expect("sealed id");
             assert!(block_store::is_already_exists(&error), "{error}");
 
-            let writer = store.create(BlockId(2), false).await.expect("create");
-            let error = store
-                .create(BlockId(2), false)
-                .await
-                .err()
-                .expect("open id");
+            let writer = store.create(rid(2), false).await.expect("create");
+            let error = store.create(rid(2), false).await.err().expect("open id");
             assert!(block_store::is_already_exists(&error), "{error}");
             drop(writer);
             let tmp = std::fs::read_dir(dir.path().join("tmp")).expect("tmp");
             assert_eq!(tmp.count(), 0, "an abandoned block leaves no file");
-            store.create(BlockId(2), false).await.expect("free again");
+            store.create(rid(2), false).await.expect("free again");
         })
         .expect("runtime");
     }
@@ -970,7 +1017,7 @@ mod tests {
             ];
             for (number, (lengths, expected)) in cases.into_iter().enumerate() {
                 let mut writer = store
-                    .create(BlockId(10 + number as u64), true)
+                    .create(rid(10 + number as u64), true)
                     .await
                     .expect("create");
                 let data = pattern(lengths.iter().sum(), 1);
@@ -1000,7 +1047,7 @@ mod tests {
             }
         })
         .expect("runtime");
-        assert_eq!(store.block_store().list().expect("list"), vec![]);
+        assert_eq!(store.block_store().list(), vec![]);
     }
 
     #[test]
@@ -1044,8 +1091,12 @@ mod tests {
                 .expect("write");
         })
         .expect("runtime");
-        assert!(paths[1].join("blocks/40/blk_0000000000000040").is_file());
-        assert_eq!(store.list_for_report().expect("list"), vec![BlockId(0x40)]);
+        let name = store.block_store().holding(BlockId(0x40)).expect("held");
+        assert!(dfs_engine::block_format::block_path(&paths[1], &name).is_file());
+        assert_eq!(
+            store.list_for_report().expect("list"),
+            vec![stored_of(0x40, b"here")]
+        );
         assert!(store.fail_directory(1, "gone"));
         assert!(!store.fail_directory(1, "gone again"));
         uring::run_core(async {
@@ -1065,18 +1116,18 @@ mod tests {
     fn bad_replicas_and_suspects_are_bounded() {
         let (_dir, store) = open_store();
         let long = "x".repeat(BAD_REPLICA_REASON_BYTES_MAX + 10) + "\nsecond line";
-        store.note_bad(BlockId(1), &long);
+        store.note_bad(rid(1), &long);
         let BadReport::Replicas(replicas) = store.take_bad() else {
             panic!("a full report");
         };
         assert_eq!(replicas[0].reason.len(), BAD_REPLICA_REASON_BYTES_MAX);
         assert!(!store.has_bad());
         for block in 0..=BAD_REPLICAS_QUEUED_MAX as u64 {
-            store.note_bad(BlockId(block), "bad");
+            store.note_bad(rid(block), "bad");
         }
         assert_eq!(store.take_bad(), BadReport::Full);
         store.restore_bad(vec![QuarantinedReplica {
-            block: BlockId(9),
+            replica: rid(9),
             reason: "bad".into(),
         }]);
         assert!(store.has_bad());
@@ -1108,11 +1159,12 @@ mod tests {
         .expect("runtime");
         assert!(store
             .block_store()
-            .quarantine(BlockId(0x51), None)
+            .quarantine(rid(0x51), None)
             .expect("quarantine"));
+        let data = pattern(CHUNK + 3, 2);
         assert_eq!(
             store.list_for_report().expect("list"),
-            vec![BlockId(0x50), BlockId(0x51)],
+            vec![stored_of(0x50, &data), stored_of(0x51, &data)],
             "held until the master deletes it"
         );
         assert_eq!(store.usage().expect("usage").block_count, 1);
@@ -1123,11 +1175,8 @@ mod tests {
                 .expect("write again");
         })
         .expect("runtime");
-        assert_eq!(
-            store.block_store().quarantined().expect("quarantined"),
-            vec![]
-        );
+        assert_eq!(store.block_store().quarantined(), vec![]);
         assert_eq!(read_back(&store, BlockId(0x51)), pattern(CHUNK + 3, 2));
-        assert!(store.remove(BlockId(0x51)).expect("remove"));
+        assert!(store.remove(rid(0x51)).expect("remove"));
     }
 }

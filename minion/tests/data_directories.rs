@@ -17,7 +17,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use dfs_engine::msg::{
-    BlockId, Credentials, ErrorKind, MinionReport, MinionRequest, MinionResponse, MinionState,
+    BlockId, Credentials, ErrorKind, Generation, MinionReport, MinionRequest, MinionResponse,
+    MinionState, ReplicaId,
 };
 use dfs_engine::rpc::Connection;
 use dfs_testkit::{
@@ -67,9 +68,11 @@ fn block_names(dir: &Path) -> BTreeSet<String> {
     names
 }
 
-fn parse_block(name: &str) -> BlockId {
-    let hex = name.strip_prefix("blk_").expect("a block file name");
-    BlockId(u64::from_str_radix(hex, 16).expect("hex"))
+fn parse_block(name: &str) -> ReplicaId {
+    match dfs_engine::block_format::parse_name(name) {
+        Some(dfs_engine::block_format::ParsedName::Replica(replica)) => replica.replica(),
+        other => panic!("{name} is no replica's name: {other:?}"),
+    }
 }
 
 fn put(cluster: &Cluster, name: &str, seed: u64, length_bytes: u64) -> PathBuf {
@@ -175,7 +178,7 @@ fn a_full_directory_gets_no_new_blocks_and_stays_readable() {
         let located = cluster
             .located_blocks("/before")
             .into_iter()
-            .find(|b| b.id == block)
+            .find(|b| b.id == block.block)
             .expect("a block of /before");
         let offset = located.offset_bytes as usize;
         let expected = std::fs::read(&before).expect("read the source")
@@ -253,7 +256,9 @@ fn an_unmounted_directory_is_failed_and_its_blocks_are_copied_again() {
                         block.locations.len() == 3
                             && block.locations.iter().all(|l| {
                                 l.address != address
-                                    || block_names(&kept_dir).contains(&block.id.to_string())
+                                    || block_names(&kept_dir)
+                                        .iter()
+                                        .any(|n| n.starts_with(&format!("{}_", block.id)))
                             })
                     })
             })
@@ -279,7 +284,7 @@ fn an_unmounted_directory_is_failed_and_its_blocks_are_copied_again() {
     let length_bytes = files
         .iter()
         .flat_map(|(file, _)| cluster.located_blocks(&format!("/{file}")))
-        .find(|b| b.id == block)
+        .find(|b| b.id == block.block)
         .expect("a block of a file")
         .length_bytes;
     assert!(matches!(
@@ -328,6 +333,7 @@ fn a_minion_whose_every_directory_failed_stays_up_and_refuses_writes() {
             &credentials,
             MinionRequest::WriteBlock {
                 block,
+                generation: Generation(1),
                 downstream: Vec::new(),
                 sync: true,
             },

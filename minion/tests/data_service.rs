@@ -16,8 +16,8 @@ use std::time::Duration;
 use dfs_engine::block_store::BlockStore;
 use dfs_engine::limits::CHUNK_BYTES;
 use dfs_engine::msg::{
-    BatchBlock, BlockId, Credentials, ErrorKind, MinionAddress, MinionId, MinionRequest,
-    MinionResponse, RemoteError, SealedBlock,
+    BatchBlock, BlockId, Credentials, ErrorKind, Generation, MinionAddress, MinionId,
+    MinionRequest, MinionResponse, RemoteError, ReplicaId, SealedBlock,
 };
 use dfs_engine::rpc::Connection;
 use dfs_engine::wire::{self, FrameKind};
@@ -27,6 +27,18 @@ use dfs_testkit::{random_bytes, wait_for};
 
 const CHUNK: usize = CHUNK_BYTES as usize;
 const WAIT: Duration = Duration::from_secs(20);
+
+/// The generation these tests write block `block` with.
+fn generation(block: BlockId) -> Generation {
+    Generation(block.0 ^ 0x6e6e)
+}
+
+fn replica(block: BlockId) -> ReplicaId {
+    ReplicaId {
+        block,
+        generation: generation(block),
+    }
+}
 
 struct TestMinion {
     dir: tempfile::TempDir,
@@ -64,7 +76,7 @@ impl TestMinion {
     }
 
     fn block_bytes(&self, block: BlockId) -> Vec<u8> {
-        let reader = self.store.open_block(block).expect("open block");
+        let reader = self.store.open_block(replica(block)).expect("open block");
         let mut bytes = Vec::new();
         let mut chunk = Vec::new();
         for index in 0..reader.chunk_count() {
@@ -74,12 +86,23 @@ impl TestMinion {
         bytes
     }
 
+    /// The file of the sealed replica of `block` on disk (found by its
+    /// name's prefix), or where none is.
     fn block_path(&self, block: BlockId) -> PathBuf {
-        self.dir
+        let subdir = self
+            .dir
             .path()
             .join("blocks")
-            .join(format!("{:02x}", block.0 & 0xff))
-            .join(block.to_string())
+            .join(dfs_engine::block_format::subdir_name(block));
+        let prefix = format!("{block}_");
+        fs::read_dir(&subdir)
+            .ok()
+            .and_then(|entries| {
+                entries
+                    .flatten()
+                    .find(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+            })
+            .map_or_else(|| subdir.join(block.to_string()), |entry| entry.path())
     }
 
     fn tmp_is_empty(&self) -> bool {
@@ -117,6 +140,7 @@ fn begin_write(targets: &[MinionAddress], block: BlockId, sync: bool) -> (Connec
             &credentials(),
             MinionRequest::WriteBlock {
                 block,
+                generation: generation(block),
                 downstream: targets[1..].to_vec(),
                 sync,
             },
@@ -187,17 +211,19 @@ fn read_on(
 ) -> ReadOutcome {
     let request = MinionRequest::ReadBlock {
         block,
+        generation: generation(block),
         offset_bytes,
         length_bytes,
     };
-    let (block_length_bytes, first_offset_bytes) = match connection
+    let (block_length_bytes, first_offset_bytes, chunk_crcs) = match connection
         .call(&credentials(), request)
         .expect("ReadBlock answer")
     {
         MinionResponse::ReadStarted {
             block_length_bytes,
             first_offset_bytes,
-        } => (block_length_bytes, first_offset_bytes),
+            chunk_crcs,
+        } => (block_length_bytes, first_offset_bytes, chunk_crcs),
         MinionResponse::Error(error) => return ReadOutcome::Refused(error),
         other => panic!("unexpected answer {other:?}"),
     };
@@ -216,6 +242,9 @@ fn read_on(
         };
         assert_eq!(header.kind, FrameKind::Data);
         wire::read_payload(connection.reader(), &header, &mut payload).expect("data payload");
+        // Every chunk is the one its checksum in `ReadStarted` says.
+        let index = ((first_offset_bytes + bytes.len() as u64) / CHUNK as u64) as usize;
+        assert_eq!(chunk_crcs.get(index), Some(&crc32c::crc32c(&payload)));
         bytes.extend_from_slice(&payload);
     }
     ReadOutcome::Data {
@@ -293,6 +322,7 @@ fn one_connection_carries_several_writes_and_reads() {
                 &credentials(),
                 MinionRequest::WriteBlock {
                     block,
+                    generation: generation(block),
                     downstream: targets[1..].to_vec(),
                     sync: false,
                 },
@@ -344,7 +374,7 @@ fn unreachable_members_are_skipped_and_reported() {
             if expected_stored.contains(&minion.id()) {
                 assert_eq!(minion.block_bytes(block), data, "{name}");
             } else {
-                assert!(!minion.store.contains(block), "{name}");
+                assert!(!minion.store.contains(replica(block)), "{name}");
             }
         }
     }
@@ -357,7 +387,7 @@ fn a_member_that_cannot_store_still_forwards() {
     let block = BlockId(0x400);
     // The second member already holds a block with this id.
     let old = b"an older block with the same id";
-    let mut writer = second.store.create(block).expect("create");
+    let mut writer = second.store.create(replica(block)).expect("create");
     writer.write_chunk(old, crc32c::crc32c(old)).expect("write");
     writer.seal(false).expect("seal");
 
@@ -381,7 +411,7 @@ fn wait_until_gone(minions: &[TestMinion], block: BlockId, what: &str) {
         || {
             minions
                 .iter()
-                .all(|m| m.tmp_is_empty() && !m.store.contains(block))
+                .all(|m| m.tmp_is_empty() && !m.store.contains(replica(block)))
         },
         WAIT,
         what,
@@ -450,6 +480,7 @@ fn protocol_errors_inside_a_write_abandon_it_everywhere() {
             |connection, block| {
                 let request = MinionRequest::WriteBlock {
                     block,
+                    generation: generation(block),
                     downstream: vec![],
                     sync: false,
                 };
@@ -497,7 +528,8 @@ fn reads_report_missing_blocks_and_bad_ranges() {
     let (kind, message) = refused(read(&address, BlockId(0x701), 0, 1));
     assert_eq!(kind, ErrorKind::NotFound);
     assert!(
-        message.contains("blk_0000000000000701: no such block on minion 00000000000000b1@"),
+        message.starts_with("minion 00000000000000b1@")
+            && message.ends_with(": open blk_0000000000000701: no such block"),
         "{message}"
     );
     for (offset, count) in [(0, length + 1), (length, 1), (length - 1, 2), (u64::MAX, 2)] {
@@ -652,6 +684,7 @@ fn oversized_pipelines_are_refused() {
     let mut connection = Connection::open(&minion.address().address).expect("connect");
     let request = MinionRequest::WriteBlock {
         block: BlockId(0xa00),
+        generation: generation(BlockId(0xa00)),
         downstream,
         sync: false,
     };
@@ -666,7 +699,7 @@ fn oversized_pipelines_are_refused() {
         }
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
-    assert!(minion.tmp_is_empty() && !minion.store.contains(BlockId(0xa00)));
+    assert!(minion.tmp_is_empty() && !minion.store.contains(replica(BlockId(0xa00))));
 }
 
 /// The `WriteBlocks` request of `blocks` (id, bytes) for the pipeline `targets`.
@@ -680,6 +713,7 @@ fn write_blocks(
             .iter()
             .map(|(block, data)| BatchBlock {
                 block: *block,
+                generation: generation(*block),
                 length_bytes: data.len() as u64,
             })
             .collect(),
@@ -784,7 +818,7 @@ fn a_batch_fails_only_the_blocks_a_member_cannot_store() {
     // The second member already holds a block with the id of the third one.
     let (taken, _) = &blocks[2];
     let old = b"an older block with the same id";
-    let mut writer = second.store.create(*taken).expect("create");
+    let mut writer = second.store.create(replica(*taken)).expect("create");
     writer.write_chunk(old, crc32c::crc32c(old)).expect("write");
     writer.seal(false).expect("seal");
 
@@ -890,5 +924,5 @@ fn batches_over_the_limits_are_refused() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert!(!minion.store.contains(BlockId(0xb00)));
+    assert!(!minion.store.contains(replica(BlockId(0xb00))));
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use dfs_engine::limits::CHUNK_BYTES;
 use dfs_engine::msg::{
-    BlockId, Credentials, MinionAddress, MinionId, MinionRequest, MinionResponse,
+    BlockId, Credentials, Generation, MinionAddress, MinionId, MinionRequest, MinionResponse,
+    ReplicaId,
 };
 use dfs_engine::rpc::Connection;
 use dfs_testkit::{
@@ -75,6 +76,10 @@ fn a_stopped_middle_member_is_dropped_and_the_block_is_stored_before_it() {
     let (cluster, minions) = start(3);
     let targets = addresses(&cluster, &minions);
     let block = BlockId(0x57a11);
+    let replica = ReplicaId {
+        block,
+        generation: Generation(0x57a),
+    };
     // Far more than the socket buffers between two members hold, so the
     // first member's forwards stall mid-block.
     let data = random_bytes(5, 24 * MIB as usize);
@@ -86,6 +91,7 @@ fn a_stopped_middle_member_is_dropped_and_the_block_is_stored_before_it() {
             &credentials,
             MinionRequest::WriteBlock {
                 block,
+                generation: replica.generation,
                 downstream: targets[1..].to_vec(),
                 sync: true,
             },
@@ -125,7 +131,7 @@ fn a_stopped_middle_member_is_dropped_and_the_block_is_stored_before_it() {
     assert_eq!(failed[1].0, targets[2].id, "{failed:?}");
     assert!(failed[1].1.contains("not reached"), "{failed:?}");
     assert_eq!(
-        read_block_from(&targets[0].address, block, data.len() as u64),
+        read_block_from(&targets[0].address, replica, data.len() as u64),
         MinionRead::Data(data.clone()),
         "the first member has the whole block"
     );
@@ -142,7 +148,7 @@ fn a_stopped_middle_member_is_dropped_and_the_block_is_stored_before_it() {
         );
         assert!(
             matches!(
-                read_block_from(&targets[index].address, block, data.len() as u64),
+                read_block_from(&targets[index].address, replica, data.len() as u64),
                 MinionRead::Refused(error) if error.kind == dfs_engine::msg::ErrorKind::NotFound
             ),
             "minion {index} has no copy"

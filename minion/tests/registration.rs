@@ -16,7 +16,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use dfs_engine::limits::MINIONS_MAX;
 use dfs_engine::msg::{
     BlockId, ClusterId, Credentials, ErrorKind, LocatedBlock, MasterRequest, MasterResponse,
-    MinionId, MinionReport, MinionRequest, MinionResponse, MinionState,
+    MinionId, MinionReport, MinionRequest, MinionResponse, MinionState, ReplicaId,
 };
 use dfs_engine::rpc::Connection;
 use dfs_engine::wire::{self, FrameKind};
@@ -201,13 +201,7 @@ fn wait_for_live(cluster: &Cluster, address: &str, block_count: u64) -> MinionRe
 
 /// `path`'s blocks with their locations, as the master answers `GetBlocks`.
 fn located_blocks(cluster: &Cluster, path: &str) -> Vec<LocatedBlock> {
-    let request = MasterRequest::GetBlocks {
-        path: path.to_string(),
-    };
-    match cluster.master_call(request) {
-        Ok(MasterResponse::Blocks { blocks, .. }) => blocks,
-        other => panic!("GetBlocks {path}: {other:?}"),
-    }
+    cluster.located_blocks(path)
 }
 
 /// Every block file under the `blocks/` of `dirs`, with its size.
@@ -507,10 +501,12 @@ fn a_refusal_for_now_is_retried() {
 
 /// Reads a whole block from a minion's data port, checking each chunk's
 /// CRC32C, as a client does.
-fn read_block(address: &str, block: BlockId, length_bytes: u64) -> Vec<u8> {
+fn read_block(address: &str, replica: ReplicaId, length_bytes: u64) -> Vec<u8> {
+    let block = replica.block;
     let mut connection = Connection::open(address).expect("connect to the minion");
     let request = MinionRequest::ReadBlock {
         block,
+        generation: replica.generation,
         offset_bytes: 0,
         length_bytes,
     };
@@ -519,7 +515,7 @@ fn read_block(address: &str, block: BlockId, length_bytes: u64) -> Vec<u8> {
         .expect("send ReadBlock");
     let answer: MinionResponse = connection.receive(request_id).expect("answer");
     assert!(
-        matches!(answer, MinionResponse::ReadStarted { block_length_bytes, first_offset_bytes: 0 } if block_length_bytes == length_bytes),
+        matches!(answer, MinionResponse::ReadStarted { block_length_bytes, first_offset_bytes: 0, .. } if block_length_bytes == length_bytes),
         "{block}: {answer:?}"
     );
     let mut data = Vec::new();
@@ -570,6 +566,7 @@ fn an_absent_master_is_retried_while_blocks_are_served() {
             &Credentials::default(),
             MinionRequest::ReadBlock {
                 block: BlockId(0x7777_7777),
+                generation: dfs_engine::msg::Generation(1),
                 offset_bytes: 0,
                 length_bytes: 0,
             },
@@ -583,7 +580,7 @@ fn an_absent_master_is_retried_while_blocks_are_served() {
     for block in &blocks {
         let start = block.offset_bytes as usize;
         assert_bytes_equal(
-            &read_block(&minion.address, block.id, block.length_bytes),
+            &read_block(&minion.address, block.replica(), block.length_bytes),
             &expected[start..start + block.length_bytes as usize],
             &block.id.to_string(),
         );

@@ -50,10 +50,9 @@ fn data_dir(cluster: &Cluster, index: usize) -> PathBuf {
     cluster.dir().join(format!("own-minion-{index}"))
 }
 
+/// The file of `dir`'s sealed replica of `block` (or where none is).
 fn block_path(dir: &Path, block: BlockId) -> PathBuf {
-    dir.join("blocks")
-        .join(format!("{:02x}", block.0 & 0xff))
-        .join(block.to_string())
+    dfs_testkit::sealed_replica_file(dir, block).unwrap_or_else(|| dir.join("blocks/none"))
 }
 
 /// Puts a six-block file with three replicas; returns its local copy.
@@ -96,13 +95,15 @@ fn assert_quarantined_reported_and_replaced(
     block: &LocatedBlock,
     local: &Path,
 ) {
-    let quarantined = dir.join("quarantine").join(block.id.to_string());
     cluster.wait_for(
-        || quarantined.is_file() && !block_path(dir, block.id).exists(),
+        || {
+            dfs_testkit::quarantined_replica_file(dir, block.id).is_some()
+                && !block_path(dir, block.id).exists()
+        },
         WAIT,
         "the bad replica to be quarantined",
     );
-    match read_block_from(minion.address(), block.id, block.length_bytes) {
+    match read_block_from(minion.address(), block.replica(), block.length_bytes) {
         MinionRead::Refused(error) => {
             assert_eq!(error.kind, ErrorKind::Corrupted, "{}", error.message);
             assert!(error.message.contains("quarantined"), "{}", error.message);
@@ -128,7 +129,7 @@ fn assert_quarantined_reported_and_replaced(
         "three good replicas of the block, none on the minion that found it bad",
     );
     cluster.wait_for(
-        || !quarantined.exists(),
+        || dfs_testkit::quarantined_replica_file(dir, block.id).is_none(),
         WAIT,
         "the master to have the quarantined replica deleted",
     );
@@ -165,7 +166,7 @@ fn a_rotten_replica_a_reader_finds_is_verified_and_quarantined() {
     rot(&block_path(&dir, block.id));
 
     assert_eq!(
-        read_block_from(minions[0].address(), block.id, block.length_bytes),
+        read_block_from(minions[0].address(), block.replica(), block.length_bytes),
         MinionRead::Broken {
             bytes_before: CHUNK_BYTES as usize
         },

@@ -77,10 +77,27 @@ fn master_call(master: &str, request: MasterRequest) -> Result<MasterResponse> {
     Ok(connection.call(&Credentials::default(), request)?)
 }
 
+/// Every block of `path` with its locations, page by page.
 fn located_blocks(master: &str, path: &str) -> Result<Vec<LocatedBlock>> {
-    match master_call(master, MasterRequest::GetBlocks { path: path.into() })? {
-        MasterResponse::Blocks { blocks, .. } => Ok(blocks),
-        other => bail!("GetBlocks {path}: {other:?}"),
+    let mut found: Vec<LocatedBlock> = Vec::new();
+    loop {
+        let offset_bytes = found
+            .last()
+            .map_or(0, |block| block.offset_bytes + block.length_bytes);
+        let request = MasterRequest::GetBlocks {
+            path: path.into(),
+            offset_bytes,
+            limit: u32::MAX,
+        };
+        match master_call(master, request)? {
+            MasterResponse::Blocks { blocks, more, .. } => {
+                found.extend(blocks);
+                if !more {
+                    return Ok(found);
+                }
+            }
+            other => bail!("GetBlocks {path}: {other:?}"),
+        }
     }
 }
 

@@ -77,6 +77,8 @@ struct Daemon {
     program: PathBuf,
     /// Every argument except `--listen`.
     arguments: Vec<OsString>,
+    /// Environment variables set for the next start (failpoints, say).
+    environment: Vec<(String, String)>,
     /// The host part of `--listen`.
     host: String,
     log_path: PathBuf,
@@ -93,6 +95,7 @@ impl Daemon {
             name: name.to_string(),
             program,
             arguments,
+            environment: Vec::new(),
             host: "127.0.0.1".to_string(),
             log_path,
             port: 0,
@@ -111,6 +114,7 @@ impl Daemon {
         let mut command = Command::new(&self.program);
         command
             .args(&self.arguments)
+            .envs(self.environment.iter().map(|(name, value)| (name, value)))
             .arg("--listen")
             .arg(format!("{}:{}", self.host, self.port))
             .stdin(Stdio::null())
@@ -223,6 +227,13 @@ impl Daemon {
         self.child
             .as_mut()
             .and_then(|child| child.try_wait().ok().flatten())
+    }
+}
+
+fn set_environment(environment: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
+    environment.retain(|(existing, _)| existing != name);
+    if let Some(value) = value {
+        environment.push((name.to_string(), value.to_string()));
     }
 }
 
@@ -447,9 +458,25 @@ impl Cluster {
     /// A file's blocks with their locations (live first, dead left out), as
     /// the master answers `GetBlocks`.
     pub fn located_blocks(&self, path: &str) -> Vec<LocatedBlock> {
-        match self.master_call(MasterRequest::GetBlocks { path: path.into() }) {
-            Ok(MasterResponse::Blocks { blocks, .. }) => blocks,
-            other => panic!("GetBlocks {path}: {other:?}"),
+        let mut found: Vec<LocatedBlock> = Vec::new();
+        loop {
+            let offset_bytes = found
+                .last()
+                .map_or(0, |block| block.offset_bytes + block.length_bytes);
+            let request = MasterRequest::GetBlocks {
+                path: path.into(),
+                offset_bytes,
+                limit: u32::MAX,
+            };
+            match self.master_call(request) {
+                Ok(MasterResponse::Blocks { blocks, more, .. }) => {
+                    found.extend(blocks);
+                    if !more {
+                        return found;
+                    }
+                }
+                other => panic!("GetBlocks {path}: {other:?}"),
+            }
         }
     }
 
@@ -513,6 +540,17 @@ impl Cluster {
         self.minions[index].start();
     }
 
+    /// Sets (or with None, unsets) an environment variable for minion
+    /// `index` from its next start on, e.g. `DFS_FAILPOINT`.
+    pub fn set_minion_environment(&mut self, index: usize, name: &str, value: Option<&str>) {
+        set_environment(&mut self.minions[index].environment, name, value);
+    }
+
+    /// `set_minion_environment` for the master.
+    pub fn set_master_environment(&mut self, name: &str, value: Option<&str>) {
+        set_environment(&mut self.master.environment, name, value);
+    }
+
     pub fn sigstop_minion(&self, index: usize) {
         self.minions[index].signal(Signal::Stop);
     }
@@ -571,14 +609,19 @@ impl Cluster {
         files
     }
 
-    /// Where minion `index` keeps block `id` (`blk_<16 hex>`) by the layout
-    /// `DIR/blocks/<low byte in hex>/blk_<16 hex>`.
+    /// The file of minion `index`'s sealed replica of block `id`
+    /// (`blk_<16 hex>`), found by the layout `DIR/blocks/<low byte in
+    /// hex>/blk_<16 hex>_<generation>_<crc>`; panics when there is none.
     pub fn block_file_path(&self, index: usize, id: &str) -> PathBuf {
-        let low_byte = &id[id.len() - 2..];
-        self.minion_data_dirs[index]
-            .join("blocks")
-            .join(low_byte)
-            .join(id)
+        self.block_file_of(index, id)
+            .unwrap_or_else(|| panic!("minion {index} holds no sealed file of {id}"))
+    }
+
+    /// The file of minion `index`'s sealed replica of block `id`, if any.
+    pub fn block_file_of(&self, index: usize, id: &str) -> Option<PathBuf> {
+        let hex = id.strip_prefix("blk_")?;
+        let block = dfs_engine::msg::BlockId(u64::from_str_radix(hex, 16).ok()?);
+        crate::sealed_replica_file(&self.minion_data_dirs[index], block)
     }
 
     // --- logs ---

@@ -226,18 +226,20 @@ pub enum MinionRead {
     Broken { bytes_before: usize },
 }
 
-/// Reads block `block` of `length_bytes` straight from the minion at
-/// `address`, as a client does.
+/// Reads `replica` of `length_bytes` straight from the minion at `address`,
+/// as a client does.
 pub fn read_block_from(
     address: &str,
-    block: dfs_engine::msg::BlockId,
+    replica: dfs_engine::msg::ReplicaId,
     length_bytes: u64,
 ) -> MinionRead {
     use dfs_engine::msg::{Credentials, MinionRequest, MinionResponse};
     use dfs_engine::wire::{self, FrameKind};
+    let block = replica.block;
     let mut connection = dfs_engine::rpc::Connection::open(address).expect("connect to the minion");
     let request = MinionRequest::ReadBlock {
         block,
+        generation: replica.generation,
         offset_bytes: 0,
         length_bytes,
     };
@@ -271,18 +273,97 @@ pub fn read_block_from(
     MinionRead::Data(data)
 }
 
-/// Writes a well-formed block file of `data` as block `block` into the data
+/// Writes a well-formed block file of `data` as `replica` into the data
 /// directory `dir` of a minion that is not running, exactly as a minion
 /// writes it (a copy of another block's file would be corrupt: its footer
 /// names the other block, and the minion's scrubber quarantines it).
-pub fn plant_block(dir: &std::path::Path, block: dfs_engine::msg::BlockId, data: &[u8]) {
+pub fn plant_block(dir: &std::path::Path, replica: dfs_engine::msg::ReplicaId, data: &[u8]) {
     let store = dfs_engine::block_store::BlockStore::open(&[dir.to_path_buf()])
         .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()));
-    let mut writer = store.create(block).expect("create the block");
+    let mut writer = store.create(replica).expect("create the block");
     for chunk in data.chunks(dfs_engine::limits::CHUNK_BYTES as usize) {
         writer
             .write_chunk(chunk, crc32c::crc32c(chunk))
             .expect("write a chunk");
     }
     writer.seal(true).expect("seal the block");
+}
+
+/// Flips a bit of data byte `offset` of the sealed replica file at `path`
+/// and rewrites everything that checks it to match: the chunk's CRC32C,
+/// the footer's block CRC32C and checksum, and the file's name (which
+/// carries the block CRC32C; docs/format.md, block file). What is left is
+/// a replica whose minion finds nothing wrong with it, as rot and a buggy
+/// or hostile minion would leave it: only the block CRC32C the master
+/// recorded can tell. Returns the file's new path.
+pub fn corrupt_consistently(path: &std::path::Path, offset: usize) -> std::path::PathBuf {
+    use dfs_engine::block_format::{self, ParsedName, FOOTER_BYTES};
+    const CHUNK: usize = dfs_engine::limits::CHUNK_BYTES as usize;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let Some(ParsedName::Replica(mut name)) = block_format::parse_name(file_name) else {
+        panic!("{} is no replica of this block format", path.display());
+    };
+    let mut bytes = std::fs::read(path).expect("read the block file");
+    let footer_start = bytes.len() - FOOTER_BYTES;
+    let le_u64 = |at: usize, bytes: &[u8]| {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let length = le_u64(footer_start + 24, &bytes) as usize;
+    let chunks = length.div_ceil(CHUNK);
+    assert_eq!(
+        length + 4 * chunks + FOOTER_BYTES,
+        bytes.len(),
+        "block file layout"
+    );
+    bytes[offset] ^= 0x01;
+    let chunk = offset / CHUNK;
+    let data_end = ((chunk + 1) * CHUNK).min(length);
+    let crc = crc32c::crc32c(&bytes[chunk * CHUNK..data_end]);
+    let entry = length + 4 * chunk;
+    bytes[entry..entry + 4].copy_from_slice(&crc.to_le_bytes());
+    let crcs: Vec<u32> = bytes[length..length + 4 * chunks]
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    name.crc32c = block_format::combine_chunks(&crcs, length as u64, CHUNK as u32);
+    bytes[footer_start + 36..footer_start + 40].copy_from_slice(&name.crc32c.to_le_bytes());
+    let footer_crc = crc32c::crc32c(&bytes[length..footer_start + 44]);
+    bytes[footer_start + 44..].copy_from_slice(&footer_crc.to_le_bytes());
+    std::fs::write(path, &bytes).expect("write the block file back");
+    let renamed = path.with_file_name(name.file_name());
+    std::fs::rename(path, &renamed).expect("rename the block file");
+    renamed
+}
+
+/// The file in `directory` whose name starts with `block`'s
+/// (`blk_<id>_<generation>_<crc>`), if any.
+fn replica_file_in(directory: &std::path::Path, block: &str) -> Option<std::path::PathBuf> {
+    let prefix = format!("{block}_");
+    std::fs::read_dir(directory)
+        .ok()?
+        .flatten()
+        .find(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|entry| entry.path())
+}
+
+/// The file of the sealed replica of `block` in the data directory `dir`.
+pub fn sealed_replica_file(
+    dir: &std::path::Path,
+    block: dfs_engine::msg::BlockId,
+) -> Option<std::path::PathBuf> {
+    let subdir = dir
+        .join(dfs_engine::block_format::BLOCKS_DIR)
+        .join(dfs_engine::block_format::subdir_name(block));
+    replica_file_in(&subdir, &block.to_string())
+}
+
+/// The file of a quarantined replica of `block` in the data directory `dir`.
+pub fn quarantined_replica_file(
+    dir: &std::path::Path,
+    block: dfs_engine::msg::BlockId,
+) -> Option<std::path::PathBuf> {
+    replica_file_in(
+        &dir.join(dfs_engine::block_format::QUARANTINE_DIR),
+        &block.to_string(),
+    )
 }

@@ -25,14 +25,15 @@ use std::time::Duration;
 use dfs_engine::crc::CrcAppender;
 use dfs_engine::limits::{CHUNK_BYTES, CONNECT_TIMEOUT_MS, WRITE_BLOCK_ATTEMPTS_MAX};
 use dfs_engine::msg::{
-    BlockId, Credentials, MasterRequest, MinionAddress, MinionId, MinionRequest, MinionResponse,
-    ReplicaFailure,
+    AllocatedBlock, BlockId, Credentials, MasterRequest, MinionAddress, MinionId, MinionRequest,
+    MinionResponse, ReplicaFailure, ReplicaId,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
 use crate::client::{unexpected, Client};
+use crate::master::Resend;
 use crate::pool::pipeline_wait;
 use crate::read::FileReader;
 use crate::transfer::{explain_send_failure, minion_message, receive_answer};
@@ -129,16 +130,14 @@ impl<'r> ClusterSource<'r> {
 
 impl RangeSource for ClusterSource<'_> {
     fn open_range(&self, offset_bytes: u64, length_bytes: u64) -> Result<Box<dyn Read + '_>> {
-        let blocks = self.reader.blocks();
-        let index = blocks
-            .iter()
-            .position(|b| offset_bytes < b.offset_bytes + b.length_bytes)
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "read the input: offset {offset_bytes} is past its end"
-                ))
-            })?;
-        let skip_bytes = offset_bytes - blocks[index].offset_bytes;
+        if offset_bytes >= self.reader.length_bytes() {
+            return Err(Error::Invalid(format!(
+                "read the input: offset {offset_bytes} is past its end"
+            )));
+        }
+        let block_bytes = self.reader.status().block_bytes.max(1);
+        let index = usize::try_from(offset_bytes / block_bytes).unwrap_or(usize::MAX);
+        let skip_bytes = offset_bytes - self.reader.block_offset_bytes(index);
         Ok(Box::new(ClusterRange {
             reader: self.reader,
             index,
@@ -196,7 +195,7 @@ impl Read for ClusterRange<'_> {
 /// One block to send: which range of the file, to which pipeline.
 struct Task {
     index: usize,
-    block: BlockId,
+    replica: ReplicaId,
     targets: Vec<MinionAddress>,
     offset_bytes: u64,
     length_bytes: u64,
@@ -214,7 +213,7 @@ enum BlockFailure {
 
 struct TaskResult {
     index: usize,
-    block: BlockId,
+    replica: ReplicaId,
     length_bytes: u64,
     /// Who stored the block, who failed, and the block's CRC32C.
     outcome: std::result::Result<(Vec<MinionId>, Vec<ReplicaFailure>, u32), BlockFailure>,
@@ -234,13 +233,13 @@ impl Drop for OpenWrite<'_> {
             // Best effort: the master also collects writes whose client vanished.
             let _ = self
                 .client
-                .call(MasterRequest::AbortWrite { write: self.write });
+                .call_once(MasterRequest::AbortWrite { write: self.write });
         }
     }
 }
 
 impl OpenWrite<'_> {
-    fn allocate(&mut self, excluded: &[MinionId]) -> Result<(BlockId, Vec<MinionAddress>)> {
+    fn allocate(&mut self, excluded: &[MinionId]) -> Result<AllocatedBlock> {
         self.client.allocate_block(self.path, self.write, excluded)
     }
 
@@ -280,7 +279,7 @@ pub fn put_parallel(
     let (task_sender, task_receiver) = mpsc::sync_channel::<Task>(streams);
     let task_receiver = Mutex::new(task_receiver);
     let (result_sender, result_receiver) = mpsc::channel::<TaskResult>();
-    std::thread::scope(|scope| -> Result<()> {
+    let committed = std::thread::scope(|scope| -> Result<Vec<BlockId>> {
         for _ in 0..streams {
             let results = result_sender.clone();
             let (tasks, credentials) = (&task_receiver, &credentials);
@@ -304,7 +303,7 @@ pub fn put_parallel(
                     );
                     let result = TaskResult {
                         index: task.index,
-                        block: task.block,
+                        replica: task.replica,
                         length_bytes: task.length_bytes,
                         outcome,
                     };
@@ -328,19 +327,14 @@ pub fn put_parallel(
             streams,
         )
     })?;
-    open.client.call_expect_ok(
-        "CloseWrite",
-        MasterRequest::CloseWrite {
-            write,
-            last_block: None,
-            modified_ms: options.modified_ms,
-        },
-    )?;
+    open.client
+        .close_write(path, write, None, options.modified_ms, &committed)?;
     open.closed = true;
     Ok(length_bytes)
 }
 
-/// Allocates, hands out, retries and commits blocks in order.
+/// Allocates, hands out, retries and commits blocks in order; returns the
+/// blocks committed, in order.
 #[allow(clippy::too_many_arguments)]
 fn coordinate(
     open: &mut OpenWrite<'_>,
@@ -351,11 +345,12 @@ fn coordinate(
     block_bytes: u64,
     length_bytes: u64,
     streams: usize,
-) -> Result<()> {
+) -> Result<Vec<BlockId>> {
+    let mut committed = Vec::with_capacity(block_count);
     let mut excluded: Vec<MinionId> = Vec::new();
     let mut attempts = vec![0u32; block_count];
     let mut retry: VecDeque<usize> = VecDeque::new();
-    let mut sealed: BTreeMap<usize, (BlockId, u64, Vec<MinionId>, u32)> = BTreeMap::new();
+    let mut sealed: BTreeMap<usize, (ReplicaId, u64, Vec<MinionId>, u32)> = BTreeMap::new();
     let (mut next_allocate, mut next_commit, mut in_flight) = (0usize, 0usize, 0usize);
     // Sealed blocks waiting for a predecessor are bounded too.
     let window = 2 * streams;
@@ -369,12 +364,15 @@ fn coordinate(
                 }
                 None => break,
             };
-            let (block, targets) = open.allocate(&excluded)?;
+            let allocated = open.allocate(&excluded)?;
             let offset_bytes = index as u64 * block_bytes;
             let task = Task {
                 index,
-                block,
-                targets,
+                replica: ReplicaId {
+                    block: allocated.block,
+                    generation: allocated.generation,
+                },
+                targets: allocated.targets,
                 offset_bytes,
                 length_bytes: block_bytes.min(length_bytes - offset_bytes),
             };
@@ -393,7 +391,7 @@ fn coordinate(
                     let error = Error::Remote(failure.error.clone());
                     open.client.warn(&format!(
                         "{}: {}",
-                        result.block,
+                        result.replica.block,
                         minion_message(&failure.minion, &error)
                     ));
                     if !excluded.contains(&failure.minion.id) {
@@ -402,7 +400,7 @@ fn coordinate(
                 }
                 sealed.insert(
                     result.index,
-                    (result.block, result.length_bytes, stored, crc32c),
+                    (result.replica, result.length_bytes, stored, crc32c),
                 );
             }
             Err(BlockFailure::Fatal(error)) => return Err(error),
@@ -410,7 +408,7 @@ fn coordinate(
                 error,
                 excluded: failed,
             }) => {
-                open.abandon(result.block)?;
+                open.abandon(result.replica.block)?;
                 for minion in failed {
                     if !excluded.contains(&minion) {
                         excluded.push(minion);
@@ -426,19 +424,22 @@ fn coordinate(
                 retry.push_back(result.index);
             }
         }
-        while let Some((block, length_bytes, replicas, crc32c)) = sealed.remove(&next_commit) {
+        while let Some((replica, length_bytes, replicas, crc32c)) = sealed.remove(&next_commit) {
             let request = MasterRequest::CommitBlock {
                 write: open.write,
-                block,
+                block: replica.block,
+                generation: replica.generation,
                 length_bytes,
                 replicas,
                 crc32c,
             };
-            open.client.call_expect_ok("CommitBlock", request)?;
+            open.client
+                .call_expect_ok_with("CommitBlock", request, Resend::Always)?;
+            committed.push(replica.block);
             next_commit += 1;
         }
     }
-    Ok(())
+    Ok(committed)
 }
 
 /// Sends one block's range of `source` through its pipeline and seals it.
@@ -481,7 +482,8 @@ fn send_block(
         .send(
             credentials,
             MinionRequest::WriteBlock {
-                block: task.block,
+                block: task.replica.block,
+                generation: task.replica.generation,
                 downstream: task.targets[1..].to_vec(),
                 sync,
             },
@@ -505,7 +507,7 @@ fn send_block(
         .send(
             credentials,
             MinionRequest::SealBlock {
-                block: task.block,
+                block: task.replica.block,
                 length_bytes: sent_bytes,
             },
         )
@@ -560,7 +562,7 @@ pub fn get_parallel(
     target_name: &str,
     streams: usize,
 ) -> Result<u64> {
-    let block_count = reader.blocks().len();
+    let block_count = reader.block_count();
     let streams = streams
         .clamp(1, BLOCK_STREAMS_PER_FILE_MAX)
         .min(block_count.max(1));
@@ -582,7 +584,7 @@ pub fn get_parallel(
                 };
                 let mut writer = PositionedWriter {
                     file: target,
-                    offset_bytes: block_reader.blocks()[0].offset_bytes,
+                    offset_bytes: reader.block_offset_bytes(index),
                 };
                 if let Err(error) = block_reader.copy_to(&mut writer, target_name) {
                     if let Ok(mut failure) = failure.lock() {

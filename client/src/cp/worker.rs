@@ -386,7 +386,7 @@ impl<'a> Worker<'a> {
                 let mut reader = self.sides.client(master)?.open(path)?;
                 let mut file = create_local(target)?;
                 let name = target.display().to_string();
-                let extra = self.extra_streams(reader.blocks().len() as u64);
+                let extra = self.extra_streams(reader.block_count() as u64);
                 let length_bytes = if extra > 0 {
                     let result = blocks::get_parallel(&reader, &file, &name, extra + 1);
                     self.budget.give_back(extra);

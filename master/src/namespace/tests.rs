@@ -11,6 +11,26 @@ fn mkdir(path: &str, parents: bool) -> Op {
     }
 }
 
+/// The generation these tests allocate `block` with: never 0.
+fn generation_of(block: BlockId) -> Generation {
+    Generation(block.0 * 1000 + 7)
+}
+
+fn replica(block: BlockId) -> ReplicaId {
+    ReplicaId {
+        block,
+        generation: generation_of(block),
+    }
+}
+
+fn allocate(write: WriteId, block: BlockId) -> Op {
+    Op::AllocateBlockStamped {
+        write,
+        block,
+        generation: generation_of(block),
+    }
+}
+
 fn path(text: &str) -> DfsPath {
     DfsPath::parse(text).expect("valid path")
 }
@@ -36,7 +56,7 @@ fn write_file(
     })?;
     for &length_bytes in lengths {
         let block = ns.next_block_id();
-        ns.apply(&Op::AllocateBlock { write, block })?;
+        ns.apply(&allocate(write, block))?;
         ns.apply(&Op::CommitBlock {
             write,
             block,
@@ -107,8 +127,7 @@ fn files_are_invisible_until_closed_and_replace_atomically() {
     })
     .expect("open");
     let block = ns.next_block_id();
-    ns.apply(&Op::AllocateBlock { write, block })
-        .expect("allocate");
+    ns.apply(&allocate(write, block)).expect("allocate");
     ns.apply(&Op::CommitBlock {
         write,
         block,
@@ -133,7 +152,7 @@ fn files_are_invisible_until_closed_and_replace_atomically() {
     let applied = write_file(&mut ns, "/f", &[4, 4, 2], true).expect("overwrite");
     assert_eq!(
         applied.freed_blocks,
-        vec![block],
+        vec![replica(block)],
         "old version's blocks are freed"
     );
     assert_eq!(ns.status(&path("/f")).expect("stat").size_bytes, 10);
@@ -172,11 +191,7 @@ fn abort_frees_blocks_and_leaves_nothing() {
     })
     .expect("open");
     let first = ns.next_block_id();
-    ns.apply(&Op::AllocateBlock {
-        write,
-        block: first,
-    })
-    .expect("allocate");
+    ns.apply(&allocate(write, first)).expect("allocate");
     ns.apply(&Op::CommitBlock {
         write,
         block: first,
@@ -185,20 +200,49 @@ fn abort_frees_blocks_and_leaves_nothing() {
     })
     .expect("commit");
     let second = ns.next_block_id();
-    ns.apply(&Op::AllocateBlock {
-        write,
-        block: second,
-    })
-    .expect("allocate");
-    check_error(
-        ns.apply(&Op::CloseWrite { write, time_ms: 2 }),
-        ErrorKind::InvalidArgument,
-        "neither committed",
-    );
+    ns.apply(&allocate(write, second)).expect("allocate");
     let applied = ns.apply(&Op::AbortWrite { write }).expect("abort");
-    assert_eq!(applied.freed_blocks, vec![first, second]);
+    assert_eq!(applied.freed_blocks, vec![replica(first), replica(second)]);
     assert!(ns.status(&path("/f")).is_err());
     assert_eq!(ns.open_writes().count(), 0);
+}
+
+#[test]
+fn a_close_frees_the_blocks_allocated_and_never_committed() {
+    let mut ns = Namespace::new(0);
+    let write = ns.next_write_id();
+    ns.apply(&Op::OpenWrite {
+        write,
+        path: "/f".into(),
+        replication: 1,
+        block_bytes: 4,
+        overwrite: false,
+        mode: 0o644,
+        owner: "a".into(),
+        group: "a".into(),
+        time_ms: 1,
+    })
+    .expect("open");
+    let committed = ns.next_block_id();
+    ns.apply(&allocate(write, committed)).expect("allocate");
+    ns.apply(&Op::CommitBlock {
+        write,
+        block: committed,
+        length_bytes: 3,
+        crc32c: 0,
+    })
+    .expect("commit");
+    // An allocation whose answer the client lost, then the one it used.
+    let lost = ns.next_block_id();
+    ns.apply(&allocate(write, lost)).expect("allocate");
+    let applied = ns
+        .apply(&Op::CloseWrite { write, time_ms: 2 })
+        .expect("close");
+    assert_eq!(applied.freed_blocks, vec![replica(lost)]);
+    assert!(!ns.is_block_referenced(lost));
+    let (_, blocks) = ns.file_blocks(&path("/f")).expect("the file");
+    assert_eq!(blocks.len(), 1);
+    ns.check_invariants().expect("invariants");
 }
 
 #[test]
@@ -359,7 +403,7 @@ fn replaying_the_same_ops_rebuilds_the_same_state() {
         },
     );
     let block = ns.next_block_id();
-    record(&mut ns, Op::AllocateBlock { write, block });
+    record(&mut ns, allocate(write, block));
     record(
         &mut ns,
         Op::CommitBlock {
@@ -457,10 +501,170 @@ fn appended_ops_keep_the_indexes_of_older_ones() {
             },
             11,
         ),
+        (allocate(1, BlockId(2)), 12),
+        (
+            Op::SkipIds {
+                block_ids: 1,
+                write_ids: 1,
+            },
+            13,
+        ),
     ] {
         let bytes = postcard::to_stdvec(&op).expect("encode");
         assert_eq!(bytes[0], index, "{op:?}");
     }
+    // The allocation of journals before block generations, byte for byte.
+    let legacy = Op::AllocateBlock {
+        write: 1,
+        block: BlockId(2),
+    };
+    assert_eq!(postcard::to_stdvec(&legacy).expect("encode"), [4, 1, 2]);
+    assert_eq!(
+        postcard::from_bytes::<Op>(&[4, 1, 2]).expect("decode"),
+        legacy
+    );
+    let stamped = Op::AllocateBlockStamped {
+        write: 1,
+        block: BlockId(2),
+        generation: Generation(3),
+    };
+    assert_eq!(
+        postcard::to_stdvec(&stamped).expect("encode"),
+        [12, 1, 2, 3]
+    );
+}
+
+#[test]
+fn allocations_of_old_journals_replay_with_generation_0() {
+    let mut ns = Namespace::new(0);
+    write_file(&mut ns, "/new", &[4], false).expect("a file of this version");
+    let write = ns.next_write_id();
+    ns.apply(&Op::OpenWrite {
+        write,
+        path: "/old".into(),
+        replication: 1,
+        block_bytes: 4,
+        overwrite: false,
+        mode: 0o644,
+        owner: "ana".into(),
+        group: "staff".into(),
+        time_ms: 1,
+    })
+    .expect("open");
+    let block = ns.next_block_id();
+    ns.apply(&Op::AllocateBlock { write, block })
+        .expect("an allocation of an old journal");
+    assert_eq!(
+        ns.block_record(block),
+        Some(BlockRecord::Pending {
+            generation: Generation::LEGACY
+        })
+    );
+    ns.apply(&Op::CommitBlock {
+        write,
+        block,
+        length_bytes: 3,
+        crc32c: 9,
+    })
+    .expect("commit");
+    ns.apply(&Op::CloseWrite { write, time_ms: 2 })
+        .expect("close");
+    let (_, blocks) = ns.file_blocks(&path("/old")).expect("the file");
+    assert_eq!(blocks[0].generation, Generation::LEGACY);
+    // New allocations must carry a generation.
+    check_error(
+        ns.apply(&Op::AllocateBlockStamped {
+            write: 99,
+            block: ns.next_block_id(),
+            generation: Generation::LEGACY,
+        }),
+        ErrorKind::Internal,
+        "generation 0",
+    );
+    ns.check_invariants().expect("invariants");
+}
+
+#[test]
+fn replicas_match_only_what_was_committed() {
+    let mut ns = Namespace::new(0);
+    let write = ns.next_write_id();
+    ns.apply(&Op::OpenWrite {
+        write,
+        path: "/f".into(),
+        replication: 1,
+        block_bytes: 4,
+        overwrite: false,
+        mode: 0o644,
+        owner: "ana".into(),
+        group: "staff".into(),
+        time_ms: 1,
+    })
+    .expect("open");
+    let block = ns.next_block_id();
+    ns.apply(&allocate(write, block)).expect("allocate");
+    let stored = StoredBlock {
+        block,
+        generation: generation_of(block),
+        length_bytes: 4,
+        crc32c: 0xabc,
+    };
+    // Allocated: its generation is all there is to match.
+    assert!(ns.is_replica_referenced(&stored));
+    let other = StoredBlock {
+        generation: Generation(1),
+        ..stored
+    };
+    assert!(!ns.is_replica_referenced(&other));
+    ns.apply(&Op::CommitBlock {
+        write,
+        block,
+        length_bytes: 4,
+        crc32c: 0xabc,
+    })
+    .expect("commit");
+    assert_eq!(ns.block_record(block), Some(BlockRecord::Committed(stored)));
+    assert!(ns.is_replica_referenced(&stored));
+    for wrong in [
+        other,
+        StoredBlock {
+            length_bytes: 3,
+            ..stored
+        },
+        StoredBlock {
+            crc32c: 0xabd,
+            ..stored
+        },
+        StoredBlock {
+            block: BlockId(99),
+            ..stored
+        },
+    ] {
+        assert!(!ns.is_replica_referenced(&wrong), "{wrong:?}");
+    }
+    assert_eq!(ns.committed_block_count(), 1);
+}
+
+#[test]
+fn skipping_ids_moves_both_spaces_on() {
+    let mut ns = Namespace::new(0);
+    write_file(&mut ns, "/f", &[4], false).expect("write");
+    let (block, write) = (ns.next_block_id(), ns.next_write_id());
+    ns.apply(&Op::SkipIds {
+        block_ids: 1 << 32,
+        write_ids: 1 << 32,
+    })
+    .expect("skip");
+    assert_eq!(ns.next_block_id(), BlockId(block.0 + (1 << 32)));
+    assert_eq!(ns.next_write_id(), write + (1 << 32));
+    check_error(
+        ns.apply(&Op::SkipIds {
+            block_ids: u64::MAX,
+            write_ids: 0,
+        }),
+        ErrorKind::Internal,
+        "overflow",
+    );
+    ns.check_invariants().expect("invariants");
 }
 
 #[test]
@@ -468,7 +672,7 @@ fn the_block_index_follows_every_op() {
     let mut ns = Namespace::new(0);
     let target = |ns: &Namespace, block: BlockId| {
         ns.block_target(block)
-            .map(|t| (t.replication, t.length_bytes))
+            .map(|t| (t.replication, t.length_bytes()))
     };
     // A write: allocated blocks are referenced but have no target yet.
     let write = ns.next_write_id();
@@ -485,11 +689,7 @@ fn the_block_index_follows_every_op() {
     })
     .expect("open");
     let first = ns.next_block_id();
-    ns.apply(&Op::AllocateBlock {
-        write,
-        block: first,
-    })
-    .expect("allocate");
+    ns.apply(&allocate(write, first)).expect("allocate");
     assert!(ns.is_block_referenced(first) && ns.is_block_in_open_write(first));
     assert_eq!(target(&ns, first), None);
     ns.apply(&Op::CommitBlock {
@@ -501,11 +701,7 @@ fn the_block_index_follows_every_op() {
     .expect("commit");
     assert_eq!(target(&ns, first), Some((2, 4)));
     let abandoned = ns.next_block_id();
-    ns.apply(&Op::AllocateBlock {
-        write,
-        block: abandoned,
-    })
-    .expect("allocate");
+    ns.apply(&allocate(write, abandoned)).expect("allocate");
     ns.apply(&Op::AbandonBlock {
         write,
         block: abandoned,
@@ -556,11 +752,7 @@ fn the_block_index_follows_every_op() {
     })
     .expect("open");
     let pending = ns.next_block_id();
-    ns.apply(&Op::AllocateBlock {
-        write,
-        block: pending,
-    })
-    .expect("allocate");
+    ns.apply(&allocate(write, pending)).expect("allocate");
     ns.apply(&Op::AbortWrite { write }).expect("abort");
     assert!(!ns.is_block_referenced(pending));
     ns.check_invariants().expect("invariants");
