@@ -11,5 +11,7 @@ pub mod recovery;
 pub mod registry;
 pub mod release;
 pub mod replication;
+pub mod safe_mode;
 pub mod server;
 pub mod service;
+pub mod timing;

@@ -13,7 +13,9 @@ use dfs_engine::limits::{
     REPLICATION_DEFAULT, REPLICATION_TIMEOUT_MS,
 };
 use dfs_engine::units::{parse_bytes, parse_duration};
+use dfs_master::safe_mode::SAFE_MODE_TIMEOUT_DEFAULT;
 use dfs_master::service::{Master, MasterConfig};
+use dfs_master::timing::TimingFlags;
 
 #[derive(Parser)]
 #[command(
@@ -42,15 +44,21 @@ struct Args {
     /// Default replication of new files.
     #[arg(long, default_value_t = REPLICATION_DEFAULT)]
     replication: u8,
-    /// How often minions should heartbeat (e.g. 3s, 200ms).
-    #[arg(long, default_value = "3s", value_parser = parse_time)]
-    heartbeat_interval: Duration,
-    /// Silence after which a minion is stale (default: 10 heartbeat intervals).
+    /// How often minions should heartbeat (e.g. 3s, 200ms; default 3s, or
+    /// less when a short --stale-after or --dead-after needs it).
+    #[arg(long, value_parser = parse_time)]
+    heartbeat_interval: Option<Duration>,
+    /// Silence after which a minion is stale (default: 10 heartbeat
+    /// intervals, at most half of --dead-after).
     #[arg(long, value_parser = parse_time)]
     stale_after: Option<Duration>,
-    /// Silence after which a minion is dead.
-    #[arg(long, default_value = "10m", value_parser = parse_time)]
-    dead_after: Duration,
+    /// Silence after which a minion is dead (default 10m).
+    #[arg(long, value_parser = parse_time)]
+    dead_after: Option<Duration>,
+    /// How long a starting master waits at most for the minions' block
+    /// reports before it answers block lookups as final (0: not at all).
+    #[arg(long, value_parser = parse_time)]
+    safe_mode_timeout: Option<Duration>,
     /// Size of each preallocated journal segment (e.g. 64M).
     #[arg(long, value_parser = parse_size)]
     journal_segment_size: Option<u64>,
@@ -104,18 +112,19 @@ fn run() -> anyhow::Result<()> {
     );
     dfs_master::namespace::check_file_parameters(args.replication, args.block_size)
         .map_err(|e| anyhow::anyhow!("--replication/--block-size: {e}"))?;
-    let stale_after = args.stale_after.unwrap_or(args.heartbeat_interval * 10);
-    anyhow::ensure!(
-        stale_after < args.dead_after,
-        "--stale-after ({stale_after:?}) must be shorter than --dead-after ({:?})",
-        args.dead_after
-    );
+    let timing = TimingFlags {
+        heartbeat_interval: args.heartbeat_interval,
+        stale_after: args.stale_after,
+        dead_after: args.dead_after,
+    }
+    .resolve()
+    .map_err(anyhow::Error::msg)?;
     let config = MasterConfig {
         default_replication: args.replication,
         default_block_bytes: args.block_size,
-        heartbeat_interval: args.heartbeat_interval,
-        stale_after,
-        dead_after: args.dead_after,
+        heartbeat_interval: timing.heartbeat_interval,
+        stale_after: timing.stale_after,
+        dead_after: timing.dead_after,
         journal_segment_bytes,
         checkpoint_journal_bytes: args
             .checkpoint_after
@@ -128,6 +137,7 @@ fn run() -> anyhow::Result<()> {
             .orphan_grace
             .unwrap_or(Duration::from_millis(ORPHAN_GRACE_MS_DEFAULT)),
         replication_timeout: Duration::from_millis(REPLICATION_TIMEOUT_MS),
+        safe_mode_timeout: args.safe_mode_timeout.unwrap_or(SAFE_MODE_TIMEOUT_DEFAULT),
     };
     let master = Arc::new(Master::open(&args.data, config).context("open master")?);
     Master::spawn_maintenance(&master)?;

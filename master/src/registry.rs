@@ -678,6 +678,26 @@ impl Registry {
         found
     }
 
+    /// Blocks with at least one known location.
+    pub fn located_block_count(&self) -> usize {
+        self.locations.len()
+    }
+
+    /// Live minions whose full block report is in, and those whose is not.
+    pub fn report_counts(&self, now: Instant) -> (usize, usize) {
+        let live = self
+            .minions
+            .values()
+            .filter(|m| m.state(self.liveness, now) == MinionState::Live);
+        live.fold((0, 0), |(reported, joining), minion| {
+            if minion.reported {
+                (reported + 1, joining)
+            } else {
+                (reported, joining + 1)
+            }
+        })
+    }
+
     pub fn reports(&self, now: Instant) -> Vec<MinionReport> {
         let mut reports: Vec<MinionReport> = self
             .minions

@@ -42,6 +42,7 @@ use crate::recovery::{self, decode_op, encode_op, RecoveryOptions};
 use crate::registry::{cut, place, Capacity, Liveness, Marked, Minion, Registry};
 use crate::release::{DurableGate, Freed};
 use crate::replication::{Healer, PlanSummary};
+use crate::safe_mode::{Progress, SafeMode};
 
 /// Settings of a master.
 #[derive(Clone, Debug)]
@@ -64,6 +65,9 @@ pub struct MasterConfig {
     pub orphan_grace: Duration,
     /// How long a re-replication may take before it is planned again.
     pub replication_timeout: Duration,
+    /// How long a starting master waits for block reports at most before
+    /// it answers lookups as final (`safe_mode`).
+    pub safe_mode_timeout: Duration,
 }
 
 /// How long the master waits to see whether a minion's old address still
@@ -213,6 +217,7 @@ pub struct Master {
     /// the journal is durable past them. Taken innermost: never held while
     /// another of the master's locks is taken.
     frees: Mutex<DurableGate>,
+    safe_mode: SafeMode,
 }
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
@@ -296,6 +301,8 @@ impl Master {
                 .collect();
             tracing::info!("minions being decommissioned: {}", ids.join(", "));
         }
+        // The wait for block reports starts once the namespace is loaded.
+        let safe_mode = SafeMode::new(Instant::now(), config.safe_mode_timeout);
         Ok(Master {
             cluster: recovered.cluster,
             namespace: RwLock::new(NamespaceState {
@@ -321,6 +328,7 @@ impl Master {
             stopping: AtomicBool::new(false),
             replan: (Mutex::new(false), Condvar::new()),
             frees: Mutex::new(DurableGate::default()),
+            safe_mode,
         })
     }
 
@@ -344,6 +352,25 @@ impl Master {
 
     pub fn cluster(&self) -> ClusterId {
         self.cluster
+    }
+
+    /// Why the master is still in safe mode (`safe_mode`), if it is; the
+    /// caller holds the namespace (read) and registry locks.
+    fn starting(&self, now: Instant, namespace: &Namespace, registry: &Registry) -> Option<String> {
+        self.safe_mode.check(now, || {
+            let (reported_minions, joining_minions) = registry.report_counts(now);
+            Progress {
+                committed_blocks: namespace.committed_block_count(),
+                located_blocks: registry.located_block_count(),
+                reported_minions,
+                joining_minions,
+            }
+        })
+    }
+
+    /// True once safe mode is over.
+    pub fn is_started(&self) -> bool {
+        self.safe_mode.is_over()
     }
 
     /// Applies `op` and appends it to the journal; returns its sequence, to
@@ -780,7 +807,13 @@ impl Master {
                         locations: registry.registry.locations(meta.id, now),
                         crc32c: meta.crc32c,
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
+                // A block without a location may only be short of reports.
+                if blocks.iter().any(|block| block.locations.is_empty()) {
+                    if let Some(why) = self.starting(now, &state.namespace, &registry.registry) {
+                        return Err(RemoteError::new(ErrorKind::Starting, why));
+                    }
+                }
                 MasterResponse::Blocks {
                     status,
                     blocks,
@@ -796,6 +829,9 @@ impl Master {
                 let start_after = start_after.as_deref().map(parse_path).transpose()?;
                 let state = self.read();
                 let registry = self.registry();
+                if let Some(why) = self.starting(now, &state.namespace, &registry.registry) {
+                    return Err(RemoteError::new(ErrorKind::Starting, why));
+                }
                 let page = fsck::page(
                     &state.namespace,
                     &registry.registry,
@@ -1194,6 +1230,9 @@ impl Master {
             } = &mut *guard;
             let candidates = registry.candidates(block_bytes, excluded, now);
             if candidates.is_empty() {
+                if let Some(why) = self.starting(now, &state.namespace, registry) {
+                    return Err(RemoteError::new(ErrorKind::Starting, why));
+                }
                 return Err(RemoteError::new(
                     ErrorKind::NoSpace,
                     "no live minion can take a new block (none registered, all excluded, or all full)",
@@ -1480,6 +1519,14 @@ impl Master {
         let state = self.read();
         let mut registry = self.registry();
         let registry = &mut *registry;
+        // Until the reports are in, short blocks may only be unreported and
+        // replicas that look surplus may be the only good ones.
+        if self
+            .starting(now, &state.namespace, &registry.registry)
+            .is_some()
+        {
+            return PlanSummary::default();
+        }
         let orphans = registry
             .healer
             .collect_orphans(now, |stored| state.namespace.is_replica_referenced(stored));
@@ -1854,6 +1901,7 @@ mod tests {
             recover: false,
             orphan_grace: Duration::from_secs(3600),
             replication_timeout: Duration::from_secs(120),
+            safe_mode_timeout: Duration::ZERO,
         }
     }
 
