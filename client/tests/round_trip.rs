@@ -121,3 +121,33 @@ fn chosen_replication_and_no_sync_writes_round_trip() {
         assert_files_equal(&copy, &local);
     }
 }
+
+/// A file of more blocks than one block lookup answers (`GetBlocks` pages
+/// of `GET_BLOCKS_PAGE_MAX` by offset): `get` and `cat` fetch the pages as
+/// they read, across every page boundary.
+#[test]
+fn files_of_more_blocks_than_one_lookup_page_read_back() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let block_bytes = 4 * 1024;
+    let blocks = 2 * u64::from(dfs_engine::limits::GET_BLOCKS_PAGE_MAX) + 7;
+    let length_bytes = blocks * block_bytes - 100;
+    let local = cluster.dir().join("paged.source");
+    write_random_file(&local, 41, length_bytes);
+    cluster.dfs_ok([
+        "put",
+        "-r",
+        "1",
+        "--block-size",
+        "4K",
+        utf8(&local),
+        "/paged",
+    ]);
+    assert_eq!(cluster.stat("/paged").number("blocks"), blocks);
+    let copy = cluster.dir().join("paged.copy");
+    cluster.dfs_ok(["get", "/paged", utf8(&copy)]);
+    assert_files_equal(&copy, &local);
+    let output = cluster.dfs(["cat", "/paged"]);
+    assert!(output.status.success(), "dfs cat /paged");
+    let expected = std::fs::read(&local).expect("read the source");
+    assert_bytes_equal(&output.stdout, &expected, "dfs cat /paged");
+}
