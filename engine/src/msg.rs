@@ -393,9 +393,9 @@ pub enum MasterRequest {
 
     // --- from clients: reading and reports ---
     /// A file's status and a page of its blocks with their locations: the
-    /// block holding byte `offset_bytes` (the first block when the offset is
-    /// at or past the end of the file) and at most `limit` blocks after it
-    /// (clamped to `limits::GET_BLOCKS_PAGE_MAX`).
+    /// blocks from the one holding byte `offset_bytes` on, at most `limit`
+    /// of them (clamped to `limits::GET_BLOCKS_PAGE_MAX`); none when the
+    /// offset is at or past the end of the file.
     GetBlocks {
         path: String,
         offset_bytes: u64,
