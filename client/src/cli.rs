@@ -92,6 +92,7 @@ pub enum Command {
     /// Run a master and minions on this machine until interrupted
     Local(LocalArgs),
     /// Copy files and trees into, out of and within the cluster (as dfs-cp)
+    #[command(after_help = crate::cp::args::PLACEMENT_HELP)]
     Cp(crate::cp::CpArgs),
     /// Print each file's CRC32C (of all its bytes), length and path
     Checksum {

@@ -112,7 +112,7 @@ fn small_trees_go_in_and_out_byte_for_byte() {
     let back = cluster.dir().join("back");
     let json = cp_ok(
         &cluster,
-        ["--json", "-q", "--verify", "dfs:///small", utf8(&back)],
+        ["--json", "-q", "--verify", "dfs:///small/", utf8(&back)],
     );
     assert_eq!(summary_field(&json, "files"), files.len() as f64, "{json}");
     assert_trees_equal(&back, &source);
@@ -172,7 +172,7 @@ fn existing_targets_are_refused_updated_and_forced_as_one_by_one() {
     assert_eq!(summary_field(&json, "files"), 6.0, "{json}");
     assert_eq!(summary_field(&json, "skipped"), 54.0, "{json}");
     let back = cluster.dir().join("back-1");
-    cp_ok(&cluster, ["-q", "dfs:///tree", utf8(&back)]);
+    cp_ok(&cluster, ["-q", "dfs:///tree/", utf8(&back)]);
     assert_trees_equal(&back, &source.join("tree"));
 
     // --force: three sources change (same sizes); only they are replaced.
@@ -184,7 +184,7 @@ fn existing_targets_are_refused_updated_and_forced_as_one_by_one() {
     assert_eq!(summary_field(&json, "files"), 3.0, "{json}");
     assert_eq!(summary_field(&json, "skipped"), 57.0, "{json}");
     let back = cluster.dir().join("back-2");
-    cp_ok(&cluster, ["-q", "dfs:///tree", utf8(&back)]);
+    cp_ok(&cluster, ["-q", "dfs:///tree/", utf8(&back)]);
     assert_trees_equal(&back, &source.join("tree"));
 }
 
@@ -223,7 +223,7 @@ fn preserve_keeps_mode_and_mtime_on_batched_files() {
     }
     // And back out with -p: the local copies have them too.
     let back = cluster.dir().join("back");
-    cp_ok(&cluster, ["-q", "-p", "dfs:///kept", utf8(&back)]);
+    cp_ok(&cluster, ["-q", "-p", "dfs:///kept/", utf8(&back)]);
     assert_trees_equal(&back, &source);
     for (name, mode, modified_ms) in &expected {
         let metadata = std::fs::metadata(back.join(name)).expect("stat");

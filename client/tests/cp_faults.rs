@@ -1,6 +1,7 @@
 //! `dfs-cp` when things go wrong, on a real cluster: `kill -9` of dfs-cp in
-//! the middle of a copy leaves no incomplete file under its final name and
-//! a rerun finishes the job; a minion killed mid-copy costs replicas, not
+//! the middle of a copy into a target it made leaves no incomplete file
+//! under its final name, and the same command run again finishes the job
+//! in the same place, nothing nested; a minion killed mid-copy costs replicas, not
 //! files; existing targets are refused, skipped or overwritten as the flags
 //! say; failures name the file, the run goes on and the exit status is 1;
 //! a device or FIFO target is written in place, never replaced.
@@ -11,7 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use cp_support::{
-    assert_trees_equal, cluster_files, cp, cp_command, cp_ok, is_temporary, summary_field, MIB,
+    assert_trees_equal, cluster_files, cluster_files_if_any, cluster_names, cp, cp_command, cp_ok,
+    is_temporary, summary_field, MIB,
 };
 use dfs_testkit::{
     assert_bytes_equal, utf8, wait_for, write_random_file, Cluster, ClusterOptions, EXIT_TIMEOUT,
@@ -32,7 +34,7 @@ fn make_many(root: &std::path::Path, count: u64, length_bytes: u64) {
 fn assert_visible_files_complete(cluster: &Cluster, source: &std::path::Path) -> usize {
     let mut client = dfs_client::Client::connect(cluster.master_address()).expect("connect");
     let mut complete = 0;
-    for (relative, _) in cluster_files(cluster, "/target/many") {
+    for (relative, _) in cluster_files_if_any(cluster, "/target/many") {
         if is_temporary(&relative) {
             continue;
         }
@@ -56,16 +58,18 @@ fn a_killed_copy_leaves_only_complete_files_and_a_rerun_finishes_it() {
     let cluster = Cluster::start(ClusterOptions::default());
     let source = cluster.dir().join("many");
     make_many(&source, 150, 96 * 1024);
-    cluster.dfs_ok(["mkdir", "/target"]);
+    // `/target` does not exist: the first run makes it, so the rerun finds
+    // it there and must still copy into `/target/many`, not nest.
+    let command = ["-q", "-j", "2", utf8(&source), "dfs:///target"];
 
     let mut child = cp_command(&cluster)
-        .args(["-q", "-j", "2", utf8(&source), "dfs:///target"])
+        .args(command)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start dfs-cp");
     wait_for(
-        || cluster_files(&cluster, "/target").len() >= 20,
+        || cluster_files_if_any(&cluster, "/target").len() >= 20,
         LIVE_TIMEOUT,
         "dfs-cp to make some files visible",
     );
@@ -73,16 +77,14 @@ fn a_killed_copy_leaves_only_complete_files_and_a_rerun_finishes_it() {
     let status = child.wait().expect("reap dfs-cp");
     assert!(!status.success(), "dfs-cp was killed before it finished");
 
-    let visible = cluster_files(&cluster, "/target/many");
     let complete_before = assert_visible_files_complete(&cluster, &source);
     assert!(
         complete_before < 150,
-        "the copy was cut short ({} visible)",
-        visible.len()
+        "the copy was cut short ({complete_before} complete)"
     );
 
     // The same command again finishes the job and removes leftovers.
-    let json = cp_ok(&cluster, ["--json", "-q", utf8(&source), "dfs:///target"]);
+    let json = cp_ok(&cluster, std::iter::once("--json").chain(command));
     assert_eq!(summary_field(&json, "failed"), 0.0, "{json}");
     assert_eq!(
         summary_field(&json, "files") + summary_field(&json, "skipped"),
@@ -93,13 +95,18 @@ fn a_killed_copy_leaves_only_complete_files_and_a_rerun_finishes_it() {
         summary_field(&json, "skipped") >= complete_before as f64,
         "{json}"
     );
-    let after = cluster_files(&cluster, "/target/many");
-    assert!(
-        after.iter().all(|(name, _)| !is_temporary(name)),
-        "temporary files are left: {after:?}"
-    );
-    assert_eq!(after.len(), 150);
     assert_eq!(assert_visible_files_complete(&cluster, &source), 150);
+
+    // Exactly the source tree, at `/target/many`: nothing beside it, nothing
+    // nested in it, no temporary file.
+    assert_eq!(cluster_names(&cluster, "/target"), vec!["many".to_string()]);
+    let mut expected: Vec<(String, u64)> = (0..150)
+        .map(|index| (format!("many/{}/file-{index:04}", index % 10), 96 * 1024))
+        .collect();
+    expected.sort();
+    assert_eq!(cluster_files(&cluster, "/target"), expected);
+    let directories: Vec<String> = (0..10).map(|index| index.to_string()).collect();
+    assert_eq!(cluster_names(&cluster, "/target/many"), directories);
 }
 
 #[test]
@@ -150,7 +157,7 @@ fn a_minion_killed_mid_copy_costs_replicas_not_files() {
     assert!(status.success(), "dfs-cp failed: {status}\n{stderr}");
 
     let back = cluster.dir().join("back");
-    cp_ok(&cluster, ["-q", "dfs:///target/many", utf8(&back)]);
+    cp_ok(&cluster, ["-q", "dfs:///target/many/", utf8(&back)]);
     assert_trees_equal(&back, &source);
     let under_replicated = cluster_files(&cluster, "/target/many")
         .into_iter()

@@ -1,9 +1,10 @@
 //! `dfs-cp` on a real three-minion cluster: a tree with empty files, deep
 //! directories, unicode names and files at block-size edges goes local ->
 //! cluster -> cluster -> local and comes back byte for byte; a rerun skips
-//! everything; globs, `--dry-run`, `--json`, `-p`, `--verify`, `dfs cp` and
-//! `dfs checksum` (equal to the CRC32C of the local bytes at several block
-//! sizes) behave as documented.
+//! everything and lands in the same place (`SRC` goes to `DST/SRC`, `SRC/`
+//! into `DST`, whether DST exists or not); globs, `--dry-run`, `--json`,
+//! `-p`, `--verify`, `dfs cp` and `dfs checksum` (equal to the CRC32C of
+//! the local bytes at several block sizes) behave as documented.
 
 mod cp_support;
 
@@ -63,18 +64,41 @@ fn trees_round_trip_through_the_cluster_and_reruns_skip_everything() {
         "{json}"
     );
 
-    // Cluster -> cluster: one source directory, DST missing: DST is the copy.
-    cp_ok(&cluster, ["-q", "dfs:///source", "dfs:///copy"]);
-    assert_eq!(cluster_files(&cluster, "/copy"), expected);
+    // Cluster -> cluster: a directory named without a trailing slash goes
+    // into DST under its own name, DST made if missing; run again, it
+    // skips everything and nests nothing.
+    let nested: Vec<(String, u64)> = expected
+        .iter()
+        .map(|(name, length)| (format!("source/{name}"), *length))
+        .collect();
+    for _ in 0..2 {
+        cp_ok(&cluster, ["-q", "dfs:///source", "dfs:///copy"]);
+        assert_eq!(cluster_files(&cluster, "/copy"), nested);
+    }
 
-    // Cluster -> local, through `dfs cp`; bytes and `diff -r` agree.
+    // Cluster -> local, through `dfs cp`; bytes and `diff -r` agree. A
+    // trailing slash copies the directory's contents into DST.
     let back = cluster.dir().join("back");
-    cluster.dfs_ok(["cp", "-q", "dfs:///copy", utf8(&back)]);
-    assert_trees_equal(&back, &source);
+    for _ in 0..2 {
+        cluster.dfs_ok(["cp", "-q", "dfs:///copy/source/", utf8(&back)]);
+        assert_trees_equal(&back, &source);
+    }
     assert!(
         back.join("empty-dir").is_dir(),
         "empty directories are copied"
     );
+    // Without the slash, twice: DST/<name>, nothing nested.
+    let named = cluster.dir().join("named");
+    for _ in 0..2 {
+        cp_ok(&cluster, ["-q", "dfs:///source", utf8(&named)]);
+        assert_eq!(
+            std::fs::read_dir(&named).expect("list").count(),
+            1,
+            "only {}/source",
+            named.display()
+        );
+        assert_trees_equal(&named.join("source"), &source);
+    }
 }
 
 #[test]

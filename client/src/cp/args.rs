@@ -16,12 +16,23 @@ pub const STREAMS_MAX: usize = 64;
 /// on minions' disks far more than on this machine's cores.
 const STREAMS_PER_CORE: usize = 4;
 
+/// Where sources land, for `--help` of `dfs-cp` and `dfs cp`.
+pub const PLACEMENT_HELP: &str = "\
+Paths are local, dfs://HOST:PORT/path or dfs:///path (the default master).
+Where things land follows rsync, whether DST exists or not, so the same
+command run again resumes a copy and never nests:
+  dfs-cp dir DST       copies to DST/dir (DST made if missing)
+  dfs-cp dir/ DST      copies the contents of dir into DST
+  dfs-cp file DST      copies to DST, or to DST/file when DST is a directory or ends in /
+  dfs-cp a b DST       several sources, or a glob ('dfs:///data/*.csv'), go into DST/";
+
 /// `dfs-cp [OPTIONS] SRC... DST`.
 #[derive(Debug, Parser)]
 #[command(
     name = "dfs-cp",
     version,
-    about = "Copy files and directory trees into, out of and within the distributed file system"
+    about = "Copy files and directory trees into, out of and within the distributed file system",
+    after_help = PLACEMENT_HELP
 )]
 pub struct CpCommand {
     /// The master's address for dfs:///path; else $DFS_MASTER, else the config file
@@ -80,7 +91,7 @@ pub struct CpArgs {
     /// Block size of files written into the cluster, e.g. 64M
     #[arg(long = "block-size", value_name = "SIZE")]
     pub block_size: Option<String>,
-    /// SRC... DST
+    /// SRC... DST: a directory SRC goes to DST/SRC, SRC/ copies its contents into DST
     #[arg(required = true, num_args = 2.., value_name = "PATH")]
     pub paths: Vec<OsString>,
 }

@@ -37,7 +37,7 @@ use crate::config;
 pub use args::{CpArgs, CpCommand, Options};
 pub use progress::Summary;
 
-use plan::{FileJob, Note, Planner};
+use plan::{Destination, FileJob, Named, Note, Planner, Source};
 use progress::Counters;
 use side::Sides;
 use url::{Argument, Location};
@@ -103,57 +103,20 @@ pub fn run(master: Option<&str>, args: &CpArgs, out: &mut dyn Write) -> Result<S
     let counters = Counters::default();
     let mut planner = Planner::new(Sides::new(options.follow_symlinks), &options);
 
-    // Sources, expanded; one that is missing fails alone.
-    let mut sources = Vec::new();
-    for argument in &source_arguments {
-        let expanded = match plan::expand(argument, &mut planner.sides) {
-            Ok(expanded) => expanded,
-            Err(error) => {
-                report_failure(&counters, &error.to_string());
-                continue;
-            }
-        };
-        for location in expanded {
-            match planner.sides.stat(&location) {
-                Ok(Some(entry)) => sources.push((location, entry)),
-                Ok(None) => {
-                    report_failure(&counters, &format!("{location}: no such file or directory"))
-                }
-                Err(error) => report_failure(&counters, &format!("{location}: {error}")),
-            }
-        }
-    }
-    let destination = match plan::expand(&destination_argument, &mut planner.sides)? {
-        mut one if one.len() == 1 => one.remove(0),
-        many => {
-            return Err(Error::Invalid(format!(
-                "the destination matches {} paths; it must name one",
-                many.len()
-            )))
-        }
-    };
-    let destination_kind = planner.sides.stat(&destination)?.map(|entry| entry.kind);
-    let source_count = source_arguments.len().max(sources.len());
-    let mut pairs = Vec::new();
-    let mut make_destination = false;
-    for (source, entry) in sources {
-        let (target, make) = plan::target_of(
-            &source,
-            entry.kind,
-            source_count,
-            &destination,
-            destination_kind,
-            destination_argument.names_directory(),
-        )?;
-        make_destination |= make;
-        pairs.push((source, entry, target));
-    }
-    if make_destination && !options.dry_run {
+    let sources = expand_sources(&source_arguments, &mut planner.sides, &counters);
+    let destination = find_destination(&destination_argument, &mut planner.sides)?;
+    let placement = plan::place(&sources, Named::of(&source_arguments), &destination)?;
+    if placement.make_destination && !options.dry_run {
         planner
             .sides
-            .make_directory(&destination, 0o755)
-            .map_err(|error| Error::Invalid(format!("{destination}: {error}")))?;
+            .make_directory(&destination.location, 0o755)
+            .map_err(|error| Error::Invalid(format!("{}: {error}", destination.location)))?;
     }
+    let pairs: Vec<(Location, side::Entry, Location)> = sources
+        .into_iter()
+        .zip(placement.targets)
+        .map(|(source, target)| (source.location, source.entry, target))
+        .collect();
 
     let stop = AtomicBool::new(false);
     let budget = blocks::StreamBudget::new(options.streams);
@@ -199,6 +162,54 @@ pub fn run(master: Option<&str>, args: &CpArgs, out: &mut dyn Write) -> Result<S
         eprintln!("dfs-cp: {}", summary.text());
     }
     Ok(summary)
+}
+
+/// The sources the arguments name, globs expanded; one that is missing
+/// fails alone.
+fn expand_sources(arguments: &[Argument], sides: &mut Sides, counters: &Counters) -> Vec<Source> {
+    let mut sources = Vec::new();
+    for argument in arguments {
+        let expanded = match plan::expand(argument, sides) {
+            Ok(expanded) => expanded,
+            Err(error) => {
+                report_failure(counters, &error.to_string());
+                continue;
+            }
+        };
+        for location in expanded {
+            match sides.stat(&location) {
+                Ok(Some(entry)) => sources.push(Source {
+                    location,
+                    entry,
+                    contents: argument.names_contents(),
+                }),
+                Ok(None) => {
+                    report_failure(counters, &format!("{location}: no such file or directory"))
+                }
+                Err(error) => report_failure(counters, &format!("{location}: {error}")),
+            }
+        }
+    }
+    sources
+}
+
+/// The one place the destination argument names, and what is there now.
+fn find_destination(argument: &Argument, sides: &mut Sides) -> Result<Destination> {
+    let location = match plan::expand(argument, sides)? {
+        mut one if one.len() == 1 => one.remove(0),
+        many => {
+            return Err(Error::Invalid(format!(
+                "the destination matches {} paths; it must name one",
+                many.len()
+            )))
+        }
+    };
+    let kind = sides.stat(&location)?.map(|entry| entry.kind);
+    Ok(Destination {
+        location,
+        kind,
+        names_directory: argument.names_directory(),
+    })
 }
 
 fn report_failure(counters: &Counters, message: &str) {

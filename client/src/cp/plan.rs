@@ -1,5 +1,5 @@
 //! What to copy where: sources expanded (globs, component by component, on
-//! either side), the destination chosen by the rules of `cp -r`, and
+//! either side), the destination of each chosen by the rule of rsync, and
 //! directory trees walked into one stream of file jobs. Target directories
 //! are made as the walk reaches them, and temporary files an interrupted run
 //! left in them are removed first.
@@ -45,10 +45,10 @@ pub enum Note {
 pub fn expand(argument: &Argument, sides: &mut Sides) -> Result<Vec<Location>> {
     let (base, components, shown): (Location, Vec<String>, String) = match argument {
         Argument::Local(raw) => {
-            let text = raw.to_string_lossy();
-            if !glob::is_pattern(&text) || raw.to_str().is_none() {
+            if !argument.is_pattern() {
                 return Ok(vec![Location::Local(PathBuf::from(raw))]);
             }
+            let text = raw.to_string_lossy();
             let base = if raw.as_bytes().starts_with(b"/") {
                 PathBuf::from("/")
             } else {
@@ -63,7 +63,7 @@ pub fn expand(argument: &Argument, sides: &mut Sides) -> Result<Vec<Location>> {
         }
         Argument::Cluster { master, path } => {
             let shown = format!("dfs://{master}{path}");
-            if !glob::is_pattern(path) {
+            if !argument.is_pattern() {
                 return Ok(vec![Location::Cluster {
                     master: master.clone(),
                     path: DfsPath::parse(path)?,
@@ -121,37 +121,99 @@ fn strip_dot(location: Location) -> Location {
     }
 }
 
-/// Where one source goes, and whether the destination directory must be
-/// made first. The rules of `cp -r`: several sources, or a destination that
-/// is a directory or ends in `/`, go into it under their own names; one
-/// source and a missing destination becomes it.
-pub fn target_of(
-    source: &Location,
-    source_kind: Kind,
-    source_count: usize,
-    destination: &Location,
-    destination_kind: Option<Kind>,
-    destination_names_directory: bool,
-) -> Result<(Location, bool)> {
-    let into = |make: bool| -> Result<(Location, bool)> {
-        match source.name() {
-            Some(name) => Ok((destination.join(&name)?, make)),
-            // The root or `.`: its contents go into the destination.
-            None => Ok((destination.clone(), make)),
+/// One source as the destination plan sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub location: Location,
+    pub entry: Entry,
+    /// Named with a trailing slash (`dir/`, `dir/.`): a directory's
+    /// contents are copied, not the directory itself.
+    pub contents: bool,
+}
+
+/// How many sources the command line names. A glob names several however
+/// many paths it matches, so its target is a directory either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Named {
+    One,
+    Several,
+}
+
+impl Named {
+    pub fn of(arguments: &[Argument]) -> Named {
+        if arguments.len() > 1 || arguments.iter().any(Argument::is_pattern) {
+            Named::Several
+        } else {
+            Named::One
         }
-    };
-    let not_a_directory = || {
-        Err(Error::Invalid(format!(
-            "{destination}: exists and is not a directory"
-        )))
-    };
-    match destination_kind {
-        Some(Kind::Directory) => into(false),
-        Some(_) if source_count > 1 || destination_names_directory => not_a_directory(),
-        Some(_) if source_kind == Kind::Directory => not_a_directory(),
-        Some(_) => Ok((destination.clone(), false)),
-        None if source_count > 1 || destination_names_directory => into(true),
-        None => Ok((destination.clone(), false)),
+    }
+}
+
+/// The destination as typed and as found before the copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub location: Location,
+    /// None when nothing is there yet.
+    pub kind: Option<Kind>,
+    /// Typed with a trailing `/`: a directory even when it does not exist.
+    pub names_directory: bool,
+}
+
+/// Where each source goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// One target per source, in the order of the sources.
+    pub targets: Vec<Location>,
+    /// The destination is a directory that does not exist yet: make it
+    /// before the walk, which makes only the directories below it.
+    pub make_destination: bool,
+}
+
+/// Where the sources go, by the rule of rsync: a directory named without
+/// a trailing slash goes into the destination under its own name, `dir/`
+/// puts its contents there; one file goes onto a destination that is
+/// missing or not a directory, and into one that is a directory or ends in
+/// `/`; several sources go into a directory. The result never depends on
+/// whether the destination exists, so the same command run again, after a
+/// run that was killed at any moment, copies to the same places (no I/O
+/// here: `kind` is what the caller found).
+pub fn place(sources: &[Source], named: Named, destination: &Destination) -> Result<Placement> {
+    let into_directory = named == Named::Several
+        || destination.names_directory
+        || destination.kind == Some(Kind::Directory)
+        || sources
+            .iter()
+            .any(|source| source.entry.kind == Kind::Directory);
+    if !into_directory {
+        // One file (or a link or device, which the walk reports) onto a name.
+        return Ok(Placement {
+            targets: vec![destination.location.clone(); sources.len()],
+            make_destination: false,
+        });
+    }
+    if destination.kind.is_some_and(|kind| kind != Kind::Directory) {
+        return Err(Error::Invalid(format!(
+            "{}: exists and is not a directory",
+            destination.location
+        )));
+    }
+    let targets = sources
+        .iter()
+        .map(|source| target_in(source, &destination.location))
+        .collect::<Result<Vec<Location>>>()?;
+    Ok(Placement {
+        targets,
+        make_destination: destination.kind.is_none() && !sources.is_empty(),
+    })
+}
+
+/// Where `source` goes in the directory `directory`.
+fn target_in(source: &Source, directory: &Location) -> Result<Location> {
+    let contents = source.contents && source.entry.kind == Kind::Directory;
+    match source.location.name() {
+        Some(name) if !contents => directory.join(&name),
+        // `dir/`, the root or `.`: its contents go into the directory.
+        _ => Ok(directory.clone()),
     }
 }
 
@@ -322,48 +384,174 @@ mod tests {
         Location::Local(PathBuf::from(text))
     }
 
-    #[test]
-    fn destinations_follow_cp_r() {
-        use Kind::{Directory, File};
-        let exists = "exists and is not a directory";
-        for (source, kind, count, destination_kind, names_directory, expected) in [
-            ("a/f", File, 1, None, false, Ok(("d", false))),
-            ("a/f", File, 1, Some(File), false, Ok(("d", false))),
-            ("a/f", File, 1, Some(Directory), false, Ok(("d/f", false))),
-            ("a/f", File, 1, None, true, Ok(("d/f", true))),
-            ("a/s", Directory, 1, None, false, Ok(("d", false))),
-            (
-                "a/s",
-                Directory,
-                1,
-                Some(Directory),
-                false,
-                Ok(("d/s", false)),
-            ),
-            ("a/s", Directory, 1, Some(File), false, Err(exists)),
-            ("a/f", File, 2, None, false, Ok(("d/f", true))),
-            ("a/f", File, 2, Some(Directory), false, Ok(("d/f", false))),
-            ("a/f", File, 2, Some(File), false, Err(exists)),
-            ("a/f", File, 1, Some(File), true, Err(exists)),
-            (".", Directory, 1, Some(Directory), false, Ok(("d", false))),
-        ] {
-            let got = target_of(
-                &local(source),
+    /// The side a path of a placement test is on.
+    #[derive(Clone, Copy, Debug)]
+    enum Side {
+        Local,
+        Cluster,
+    }
+
+    fn on(side: Side, text: &str) -> Location {
+        match side {
+            Side::Local => local(text),
+            Side::Cluster => Location::Cluster {
+                master: "m:1".into(),
+                path: DfsPath::parse(&format!("/{text}")).expect("path"),
+            },
+        }
+    }
+
+    /// A source written as `f:PATH` (a file) or `d:PATH` (a directory;
+    /// `d:PATH/` names its contents).
+    fn source(side: Side, spec: &str) -> Source {
+        let (kind, path) = match spec.split_once(':') {
+            Some(("f", path)) => (Kind::File, path),
+            Some(("d", path)) => (Kind::Directory, path),
+            _ => panic!("bad source spec {spec}"),
+        };
+        Source {
+            location: on(side, path),
+            entry: Entry {
                 kind,
-                count,
-                &local("d"),
-                destination_kind,
-                names_directory,
-            );
-            match (got, expected) {
-                (Ok((target, make)), Ok((want, want_make))) => {
-                    assert_eq!((target, make), (local(want), want_make), "{source} {count}")
+                size_bytes: 0,
+                mode: 0o644,
+                modified_ms: 0,
+            },
+            contents: path.ends_with('/') || path.ends_with("/."),
+        }
+    }
+
+    /// Places `sources` (as `source` reads them) named as `named` onto the
+    /// target `t` (`t/` when `slash`), which is `target_exists` before the
+    /// copy, on every pair of sides: `expected` is the targets and whether
+    /// `t` is made first, or the error.
+    fn check(
+        sources: &[&str],
+        named: Named,
+        slash: bool,
+        target_exists: Option<Kind>,
+        expected: std::result::Result<(&[&str], bool), &str>,
+    ) {
+        let sides = [Side::Local, Side::Cluster];
+        for (from, to) in sides
+            .into_iter()
+            .flat_map(|from| sides.map(|to| (from, to)))
+        {
+            let what =
+                format!("{sources:?} {named:?} slash={slash} {target_exists:?} {from:?}->{to:?}");
+            let sources: Vec<Source> = sources.iter().map(|spec| source(from, spec)).collect();
+            let destination = Destination {
+                location: on(to, "t"),
+                kind: target_exists,
+                names_directory: slash,
+            };
+            match (place(&sources, named, &destination), expected) {
+                (Ok(placement), Ok((targets, make))) => {
+                    let want: Vec<Location> = targets.iter().map(|path| on(to, path)).collect();
+                    assert_eq!(placement.targets, want, "{what}");
+                    assert_eq!(placement.make_destination, make, "{what}");
                 }
-                (Err(error), Err(want)) => {
-                    assert_eq!(error.to_string(), format!("d: {want}"), "{source} {count}")
+                (Err(error), Err(message)) => {
+                    assert_eq!(
+                        error.to_string(),
+                        format!("{}: {message}", on(to, "t")),
+                        "{what}"
+                    )
                 }
-                (got, want) => panic!("{source} {count}: got {got:?}, want {want:?}"),
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn placement_follows_rsync_whether_the_target_exists_or_not() {
+        use Kind::{Directory, File, Other};
+        use Named::{One, Several};
+        let not_a_directory = "exists and is not a directory";
+        // A directory without a trailing slash: always t/<name>.
+        check(&["d:a/s"], One, false, None, Ok((&["t/s"], true)));
+        check(
+            &["d:a/s"],
+            One,
+            false,
+            Some(Directory),
+            Ok((&["t/s"], false)),
+        );
+        check(&["d:a/s"], One, true, None, Ok((&["t/s"], true)));
+        check(&["d:a/s"], One, false, Some(File), Err(not_a_directory));
+        // With one: its contents into t.
+        check(&["d:a/s/"], One, false, None, Ok((&["t"], true)));
+        check(
+            &["d:a/s/"],
+            One,
+            false,
+            Some(Directory),
+            Ok((&["t"], false)),
+        );
+        check(
+            &["d:a/s/."],
+            One,
+            true,
+            Some(Directory),
+            Ok((&["t"], false)),
+        );
+        check(&["d:a/s/"], One, false, Some(File), Err(not_a_directory));
+        // The root has no name: its contents.
+        check(&["d:"], One, false, None, Ok((&["t"], true)));
+        // One file: onto t when t is missing or not a directory...
+        check(&["f:a/f"], One, false, None, Ok((&["t"], false)));
+        check(&["f:a/f"], One, false, Some(File), Ok((&["t"], false)));
+        check(&["f:a/f"], One, false, Some(Other), Ok((&["t"], false)));
+        // ...into it when it is one or ends in `/`.
+        check(
+            &["f:a/f"],
+            One,
+            false,
+            Some(Directory),
+            Ok((&["t/f"], false)),
+        );
+        check(&["f:a/f"], One, true, None, Ok((&["t/f"], true)));
+        check(&["f:a/f"], One, true, Some(File), Err(not_a_directory));
+        // Several sources (or a glob): into a directory, made if missing,
+        // each by the same rule.
+        let several: &[&str] = &["f:a/f", "d:a/s", "d:b/u/"];
+        check(
+            several,
+            Several,
+            false,
+            None,
+            Ok((&["t/f", "t/s", "t"], true)),
+        );
+        check(
+            several,
+            Several,
+            true,
+            Some(Directory),
+            Ok((&["t/f", "t/s", "t"], false)),
+        );
+        check(several, Several, false, Some(File), Err(not_a_directory));
+        // A glob that matched one file still names a directory.
+        check(&["f:a/f"], Several, false, None, Ok((&["t/f"], true)));
+        // Every source failed: nothing to place, nothing made.
+        check(&[], Several, false, None, Ok((&[], false)));
+    }
+
+    #[test]
+    fn globs_name_several_sources() {
+        let master = || Ok("m:1".to_string());
+        for (arguments, expected) in [
+            (vec!["a"], Named::One),
+            (vec!["a/"], Named::One),
+            (vec!["a", "b"], Named::Several),
+            (vec!["a*"], Named::Several),
+            (vec!["dfs:///x/[ab]"], Named::Several),
+            (vec!["a\\*"], Named::One),
+        ] {
+            let parsed: Vec<Argument> = arguments
+                .iter()
+                .map(|raw| Argument::parse(OsStr::new(raw), &master).expect("argument"))
+                .collect();
+            assert_eq!(Named::of(&parsed), expected, "{arguments:?}");
         }
     }
 

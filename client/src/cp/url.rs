@@ -11,6 +11,8 @@ use dfs_engine::limits::ADDRESS_BYTES_MAX;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
 
+use super::glob;
+
 const SCHEME: &str = "dfs://";
 
 /// One argument as typed: the path part may still hold glob patterns.
@@ -53,6 +55,25 @@ impl Argument {
             master,
             path: path.to_string(),
         })
+    }
+
+    /// Holds glob patterns that `plan::expand` matches against names.
+    pub fn is_pattern(&self) -> bool {
+        match self {
+            // Patterns match names as text; other bytes are taken as they are.
+            Argument::Local(path) => path.to_str().is_some_and(glob::is_pattern),
+            Argument::Cluster { path, .. } => glob::is_pattern(path),
+        }
+    }
+
+    /// Ends with `/` or `/.`: a directory source whose contents are copied,
+    /// as in rsync, rather than the directory itself.
+    pub fn names_contents(&self) -> bool {
+        let bytes = match self {
+            Argument::Local(path) => path.as_bytes(),
+            Argument::Cluster { path, .. } => path.as_bytes(),
+        };
+        bytes.ends_with(b"/") || bytes.ends_with(b"/.")
     }
 
     /// Ends with `/`: names a directory even when it does not exist yet.
@@ -162,6 +183,29 @@ mod tests {
             let parsed = Argument::parse(OsStr::new(raw), &default_master).expect(raw);
             assert_eq!(parsed, expected, "{raw}");
             assert_eq!(parsed.names_directory(), directory, "{raw}");
+        }
+    }
+
+    #[test]
+    fn sources_name_contents_or_patterns() {
+        for (raw, contents, pattern) in [
+            ("dir", false, false),
+            ("dir/", true, false),
+            ("dir/.", true, false),
+            ("dir/..", false, false),
+            ("dir.d", false, false),
+            ("/", true, false),
+            ("d*/", true, true),
+            ("a\\*", false, false),
+            ("dfs:///dir", false, false),
+            ("dfs:///dir/", true, false),
+            ("dfs://m:1/dir/.", true, false),
+            ("dfs:///", true, false),
+            ("dfs:///data/*.csv", false, true),
+        ] {
+            let parsed = Argument::parse(OsStr::new(raw), &default_master).expect(raw);
+            assert_eq!(parsed.names_contents(), contents, "{raw}");
+            assert_eq!(parsed.is_pattern(), pattern, "{raw}");
         }
     }
 

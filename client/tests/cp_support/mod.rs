@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use dfs_client::Client;
-use dfs_engine::msg::EntryKind;
+use dfs_engine::msg::{EntryKind, ErrorKind};
 use dfs_engine::path::DfsPath;
 use dfs_testkit::{assert_files_equal, binary, run, write_random_file, Cluster, COMMAND_TIMEOUT};
 
@@ -164,6 +164,27 @@ pub fn cluster_files(cluster: &Cluster, root: &str) -> Vec<(String, u64)> {
     }
     found.sort();
     found
+}
+
+/// Like `cluster_files`, and empty when `root` does not exist (yet).
+pub fn cluster_files_if_any(cluster: &Cluster, root: &str) -> Vec<(String, u64)> {
+    let mut client = Client::connect(cluster.master_address()).expect("connect");
+    match client.stat(&DfsPath::parse(root).expect("path")) {
+        Ok(_) => cluster_files(cluster, root),
+        Err(dfs_client::Error::Remote(remote)) if remote.kind == ErrorKind::NotFound => Vec::new(),
+        Err(error) => panic!("stat {root}: {error}"),
+    }
+}
+
+/// The names in the cluster directory `directory`, in listing order.
+pub fn cluster_names(cluster: &Cluster, directory: &str) -> Vec<String> {
+    let mut client = Client::connect(cluster.master_address()).expect("connect");
+    client
+        .list(&DfsPath::parse(directory).expect("path"))
+        .unwrap_or_else(|error| panic!("list {directory}: {error}"))
+        .into_iter()
+        .map(|entry| entry.name)
+        .collect()
 }
 
 /// Whether a name is one of dfs-cp's temporary names.
