@@ -169,7 +169,12 @@ impl MasterLink {
             resent |= sent_before;
             match connection.call::<_, MasterResponse>(&self.credentials, request.clone()) {
                 Ok(MasterResponse::Error(error)) if is_transient(error.kind) => {
-                    // Not applied: the master refused it as a whole.
+                    // Not applied: the master refused it as a whole. A busy
+                    // master may have refused the connection itself (and
+                    // closed it): the next try opens a new one.
+                    if error.kind == ErrorKind::Busy {
+                        self.connection = None;
+                    }
                     self.pause_or_fail(started, wait, &mut pause, Error::Remote(error), notice)?;
                 }
                 Ok(response) => return Ok(Answer { response, resent }),
@@ -271,6 +276,80 @@ mod tests {
             .call(&MasterRequest::ClusterReport, Resend::Always, &|_: &str| {})
             .is_err());
         assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    /// What a master at its connection limit does with a new connection:
+    /// answers the connection as a whole (request id 0) with `Busy`, and
+    /// closes it once the peer has sent its request.
+    fn refuse_as_busy(listener: &std::net::TcpListener) {
+        use dfs_engine::msg::RemoteError;
+        use dfs_engine::wire::{self, FrameKind, CONNECTION_REQUEST_ID};
+        use std::io::Read;
+
+        let busy = MasterResponse::Error(RemoteError::new(
+            ErrorKind::Busy,
+            "master busy: 1024 connections open",
+        ));
+        let (mut refused, _) = listener.accept().expect("accept the refused connection");
+        wire::write_message(
+            &mut refused,
+            FrameKind::Response,
+            CONNECTION_REQUEST_ID,
+            &busy,
+        )
+        .expect("refuse");
+        refused
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut down");
+        let mut drained = Vec::new();
+        let _ = refused.read_to_end(&mut drained);
+    }
+
+    /// A refusal answered with request id 0 is "master busy", not a
+    /// mismatched answer: the client tries again on a new connection, and
+    /// one that may not wait says the master is busy.
+    #[test]
+    fn a_connection_refused_as_busy_is_tried_again() {
+        use dfs_engine::wire::{self, FrameKind};
+        use std::io::Write;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let master = std::thread::spawn(move || {
+            refuse_as_busy(&listener);
+            let (mut served, _) = listener.accept().expect("accept the next connection");
+            let mut buffer = Vec::new();
+            let (request_id, _): (u64, dfs_engine::msg::Envelope<MasterRequest>) =
+                wire::read_message(&mut served, FrameKind::Request, &mut buffer)
+                    .expect("read the request")
+                    .expect("a request");
+            wire::write_message(
+                &mut served,
+                FrameKind::Response,
+                request_id,
+                &MasterResponse::Ok,
+            )
+            .expect("answer");
+            served.flush().expect("flush");
+        });
+        let mut link = MasterLink::new(&address, Credentials::default(), Duration::from_secs(10));
+        let answer = link
+            .call(&MasterRequest::ClusterReport, Resend::Always, &|_: &str| {})
+            .expect("answered on the second connection");
+        assert!(matches!(answer.response, MasterResponse::Ok));
+        master.join().expect("the fake master");
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let master = std::thread::spawn(move || refuse_as_busy(&listener));
+        let mut impatient = MasterLink::new(&address, Credentials::default(), Duration::ZERO);
+        let error = impatient
+            .call(&MasterRequest::ClusterReport, Resend::Always, &|_: &str| {})
+            .err()
+            .expect("busy");
+        assert!(error.to_string().contains("master busy"), "{error}");
+        drop(impatient);
+        master.join().expect("the fake master");
     }
 
     #[test]

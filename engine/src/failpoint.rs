@@ -22,7 +22,10 @@
 //! `change-applied` (an op applied to the namespace, not yet journaled).
 //!
 //! Points of a minion: `read-serve-rotten` (`on`: it serves the first chunk
-//! of every read rotten, with checksums rewritten to match).
+//! of every read rotten, with checksums rewritten to match),
+//! `block-report-delay` (before each full block report, registering
+//! included: `sleep=MS` keeps the master waiting for it), `delete-delay`
+//! (before the replicas of each `Delete` command are removed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

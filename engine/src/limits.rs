@@ -46,6 +46,48 @@ pub const IO_TIMEOUT_MS: u64 = 30_000;
 /// How long a client waits for a TCP connection to a minion or the master.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+// Slow and idle peers: what one peer may hold of a daemon. A frame must
+// arrive at a rate an honest link clears by far, a connection that sends
+// nothing is closed, and one address holds at most a share of the
+// connections.
+/// How long a peer may take to send a frame, from its first byte to its
+/// last (default of the daemons' `--frame-deadline`). A frame gets one
+/// deadline per `FRAME_DEADLINE_BYTES` of payload or part of it: a floor
+/// of 64 KiB per 20 s (3.2 KiB/s), which a chunk on a slow but honest
+/// link meets easily, while a peer that trickles bytes loses its connection.
+pub const FRAME_DEADLINE_MS_DEFAULT: u64 = 20_000;
+/// Payload bytes one frame deadline covers.
+pub const FRAME_DEADLINE_BYTES: u32 = CHUNK_BYTES;
+/// How long a master connection may wait for its next request before the
+/// master closes it (default of `dfs-master --idle-timeout`): far above a
+/// minion's heartbeat interval; clients reconnect when they find it closed,
+/// and a connection that owns open writes is never closed for idling.
+pub const MASTER_IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+/// How long a minion connection may wait for its next request (default of
+/// `dfs-minion --idle-timeout`): the I/O timeout, which the idle minion
+/// connections that clients and pipelines keep are made for.
+pub const MINION_IDLE_TIMEOUT_MS_DEFAULT: u64 = IO_TIMEOUT_MS;
+/// Most connections one peer address holds at once (a quarter of
+/// `CONNECTIONS_MAX`, or all of a minion's smaller `connections_max`);
+/// further ones are answered `Busy`.
+pub const PEER_CONNECTIONS_MAX: usize = CONNECTIONS_MAX / 4;
+/// Refused connections a daemon answers `Busy` at once; more are closed
+/// without an answer.
+pub const BUSY_ANSWERS_MAX: usize = 64;
+/// How long a refused connection is given to take its `Busy` answer.
+pub const BUSY_ANSWER_TIMEOUT_MS: u64 = 1_000;
+/// Bytes a frame reader sets aside for a payload before any of it arrived;
+/// it grows by at most what arrived since, so memory follows the bytes
+/// received, never what a header only announces.
+pub const PAYLOAD_READ_STEP_BYTES: usize = 64 * 1024;
+/// Largest payload buffer a master connection keeps between frames; a
+/// larger one (after a large frame) is let go.
+pub const IDLE_PAYLOAD_BUFFER_BYTES_MAX: usize = 64 * 1024;
+const _: () = assert!(PEER_CONNECTIONS_MAX >= 1 && PEER_CONNECTIONS_MAX < CONNECTIONS_MAX);
+const _: () = assert!(BUSY_ANSWERS_MAX <= CONNECTIONS_MAX);
+const _: () = assert!(FRAME_DEADLINE_BYTES > 0);
+const _: () = assert!(BUSY_ANSWER_TIMEOUT_MS < IO_TIMEOUT_MS);
+
 /// Requests in one master `Batch`.
 pub const BATCH_REQUESTS_MAX: usize = 256;
 /// Blocks in one `WriteBlocks` batch.

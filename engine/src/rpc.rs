@@ -149,7 +149,8 @@ impl Connection {
             .with_context(|| format!("send to {}", self.address))
     }
 
-    /// Waits for the response to `request_id`.
+    /// Waits for the response to `request_id`, or to the connection as a
+    /// whole (`wire::CONNECTION_REQUEST_ID`: a daemon that refused it).
     pub fn receive<R: DeserializeOwned>(&mut self, request_id: u64) -> Result<R> {
         self.flush()?;
         let (id, response) =
@@ -157,7 +158,9 @@ impl Connection {
                 .ok_or_else(|| {
                     Error::Protocol(format!("{} closed the connection", self.address))
                 })?;
-        if id != request_id {
+        // An answer to the connection as a whole (a refusal sent when it
+        // was accepted) stands for whatever request was sent on it.
+        if id != request_id && id != wire::CONNECTION_REQUEST_ID {
             return Err(Error::Protocol(format!(
                 "{} answered request {id}, expected {request_id}",
                 self.address

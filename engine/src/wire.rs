@@ -8,18 +8,25 @@
 //! allocates anything.
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::error::{Error, Result};
-use crate::limits::{CONTROL_FRAME_BYTES_MAX, FRAME_PAYLOAD_BYTES_MAX};
+use crate::limits::{
+    CONTROL_FRAME_BYTES_MAX, FRAME_DEADLINE_BYTES, FRAME_PAYLOAD_BYTES_MAX, PAYLOAD_READ_STEP_BYTES,
+};
 
 /// "DFSW" read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"DFSW");
 pub const PROTOCOL_VERSION: u16 = 5;
 pub const FRAME_HEADER_BYTES: usize = 32;
+/// The request id of an answer to a connection as a whole, sent before any
+/// request on it was read (a `Busy` refusal when it was accepted). Requests
+/// never carry it: their ids start at 1.
+pub const CONNECTION_REQUEST_ID: u64 = 0;
 
 /// What the payload of a frame is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +138,16 @@ impl FrameHeader {
     }
 }
 
+/// How long a frame of `frame_bytes` may take to arrive from its first
+/// byte: one `deadline` per `FRAME_DEADLINE_BYTES` or part of them, so a
+/// large frame on an honest link is not cut while a trickle is.
+pub fn frame_deadline(deadline: Duration, frame_bytes: usize) -> Duration {
+    let periods = frame_bytes
+        .div_ceil(FRAME_DEADLINE_BYTES as usize)
+        .clamp(1, u32::MAX as usize);
+    deadline.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX))
+}
+
 fn io_error(context: &str, error: std::io::Error) -> Error {
     Error::io(context, error)
 }
@@ -158,16 +175,32 @@ pub fn read_header(reader: &mut impl Read) -> Result<Option<FrameHeader>> {
 
 /// Reads the payload that `header` announces into `buffer` (cleared first) and
 /// checks its CRC. The length was checked against the limit by the decoder.
+///
+/// The buffer grows as bytes arrive, never to the announced size up front:
+/// first by `PAYLOAD_READ_STEP_BYTES`, then each time by at most what
+/// arrived before, so a peer that announces the largest payload and sends
+/// nothing holds one step of memory, and one that sends holds at most twice
+/// what it sent.
 pub fn read_payload(
     reader: &mut impl Read,
     header: &FrameHeader,
     buffer: &mut Vec<u8>,
 ) -> Result<()> {
     buffer.clear();
-    buffer.resize(header.payload_bytes as usize, 0);
-    reader
-        .read_exact(buffer)
-        .map_err(|e| io_error("read frame payload", e))?;
+    let payload_bytes = header.payload_bytes as usize;
+    while buffer.len() < payload_bytes {
+        let filled = buffer.len();
+        let step_bytes = (payload_bytes - filled).min(filled.max(PAYLOAD_READ_STEP_BYTES));
+        buffer.resize(filled + step_bytes, 0);
+        let read = match buffer.get_mut(filled..) {
+            Some(room) => reader.read_exact(room),
+            None => Ok(()),
+        };
+        if let Err(e) = read {
+            buffer.truncate(filled);
+            return Err(io_error("read frame payload", e));
+        }
+    }
     if crc32c::crc32c(buffer) != header.payload_crc {
         return Err(Error::Protocol(format!(
             "payload checksum mismatch in a {:?} frame of {} bytes",
@@ -346,6 +379,56 @@ mod tests {
             read_message::<(String, u32)>(&mut wire.as_slice(), FrameKind::Request, &mut buffer)
                 .expect_err("corrupt payload");
         assert!(error.to_string().contains("payload checksum mismatch"));
+    }
+
+    #[test]
+    fn payload_memory_follows_the_bytes_that_arrived() {
+        let announced = FRAME_PAYLOAD_BYTES_MAX;
+        let sent = vec![7u8; 100_000];
+        let header = FrameHeader {
+            kind: FrameKind::Data,
+            flags: 0,
+            request_id: 1,
+            payload_bytes: announced,
+            payload_crc: 0,
+        };
+        let mut buffer = Vec::new();
+        let error =
+            read_payload(&mut sent.as_slice(), &header, &mut buffer).expect_err("cut short");
+        assert!(error.to_string().contains("read frame payload"), "{error}");
+        assert!(
+            buffer.capacity() <= 2 * sent.len() + PAYLOAD_READ_STEP_BYTES,
+            "{} bytes set aside for {} that arrived",
+            buffer.capacity(),
+            sent.len()
+        );
+
+        let payload: Vec<u8> = (0..1_000_003u32).map(|n| n as u8).collect();
+        let mut wire = Vec::new();
+        write_frame(&mut wire, FrameKind::Data, 3, 0, &payload).expect("write");
+        let mut reader = wire.as_slice();
+        let header = read_header(&mut reader).expect("read").expect("a header");
+        read_payload(&mut reader, &header, &mut buffer).expect("whole payload");
+        assert_eq!(buffer, payload);
+    }
+
+    #[test]
+    fn frame_deadlines_grow_with_the_frame() {
+        let second = Duration::from_secs(1);
+        let step = FRAME_DEADLINE_BYTES as usize;
+        for (frame_bytes, expected) in [
+            (0, 1),
+            (1, 1),
+            (step, 1),
+            (step + 1, 2),
+            (FRAME_PAYLOAD_BYTES_MAX as usize, 64),
+        ] {
+            assert_eq!(
+                frame_deadline(second, frame_bytes),
+                second * expected,
+                "{frame_bytes}"
+            );
+        }
     }
 
     #[test]

@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use dfs_engine::limits::{
-    CHECKPOINT_JOURNAL_BYTES_DEFAULT, JOURNAL_SEGMENT_BYTES_DEFAULT, JOURNAL_SEGMENT_BYTES_MAX,
-    JOURNAL_SEGMENT_BYTES_MIN, ORPHANED_WRITE_TIMEOUT_MS, ORPHAN_GRACE_MS_DEFAULT,
-    REPLICATION_DEFAULT, REPLICATION_TIMEOUT_MS,
+    CHECKPOINT_JOURNAL_BYTES_DEFAULT, FRAME_DEADLINE_MS_DEFAULT, JOURNAL_SEGMENT_BYTES_DEFAULT,
+    JOURNAL_SEGMENT_BYTES_MAX, JOURNAL_SEGMENT_BYTES_MIN, MASTER_IDLE_TIMEOUT_MS_DEFAULT,
+    ORPHANED_WRITE_TIMEOUT_MS, ORPHAN_GRACE_MS_DEFAULT, REPLICATION_DEFAULT,
+    REPLICATION_TIMEOUT_MS,
 };
 use dfs_engine::units::{parse_bytes, parse_duration};
 use dfs_master::safe_mode::SAFE_MODE_TIMEOUT_DEFAULT;
+use dfs_master::server::ServerConfig;
 use dfs_master::service::{Master, MasterConfig};
 use dfs_master::timing::TimingFlags;
 
@@ -73,6 +75,17 @@ struct Args {
     /// before the minion is told to delete it (e.g. 1h, 2s).
     #[arg(long, value_parser = parse_time)]
     orphan_grace: Option<Duration>,
+    /// How long a peer may take to send a frame of up to 64 KiB, from its
+    /// first byte to its last (a larger frame gets this per 64 KiB); a
+    /// peer slower than that loses its connection (default 20s).
+    #[arg(long, value_parser = parse_positive_time)]
+    frame_deadline: Option<Duration>,
+    /// How long a connection may wait for its next request before it is
+    /// closed, unless writes opened on it are still open (default 5m).
+    /// At its connection limit the master also closes the longest-idle
+    /// connection to admit a new one.
+    #[arg(long, value_parser = parse_positive_time)]
+    idle_timeout: Option<Duration>,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -81,6 +94,14 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_time(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_positive_time(text: &str) -> Result<Duration, String> {
+    let duration = parse_time(text)?;
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
 }
 
 fn main() {
@@ -139,6 +160,15 @@ fn run() -> anyhow::Result<()> {
         replication_timeout: Duration::from_millis(REPLICATION_TIMEOUT_MS),
         safe_mode_timeout: args.safe_mode_timeout.unwrap_or(SAFE_MODE_TIMEOUT_DEFAULT),
     };
+    let server_config = ServerConfig {
+        frame_deadline: args
+            .frame_deadline
+            .unwrap_or(Duration::from_millis(FRAME_DEADLINE_MS_DEFAULT)),
+        idle_timeout: args
+            .idle_timeout
+            .unwrap_or(Duration::from_millis(MASTER_IDLE_TIMEOUT_MS_DEFAULT)),
+    };
+    raise_open_file_limit();
     let master = Arc::new(Master::open(&args.data, config).context("open master")?);
     Master::spawn_maintenance(&master)?;
     Master::spawn_replication_monitor(&master)?;
@@ -159,7 +189,7 @@ fn run() -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("accept".into())
         .spawn(move || {
-            if let Err(e) = dfs_master::server::serve(server_master, listener) {
+            if let Err(e) = dfs_master::server::serve(server_master, listener, server_config) {
                 tracing::error!("server stopped: {e}");
             }
         })
@@ -172,4 +202,28 @@ fn run() -> anyhow::Result<()> {
         .context("write checkpoint on shutdown")?;
     tracing::info!("checkpoint written; exiting");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, as servers do: the
+/// master holds a socket per connection (`CONNECTIONS_MAX` of them, plus
+/// refused ones being answered), beyond the usual soft limit of 1024.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            tracing::warn!(
+                "raise the open file limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }

@@ -583,6 +583,15 @@ impl Master {
         }
     }
 
+    /// True while writes opened on `connection` are open: closing it would
+    /// abort them, so the server never closes it for idling.
+    pub fn connection_owns_writes(&self, connection: ConnectionId) -> bool {
+        self.read()
+            .write_owners
+            .values()
+            .any(|owner| *owner == connection)
+    }
+
     /// Ends the writes a closed connection left open.
     pub fn connection_closed(&self, connection: ConnectionId) {
         let mut state = self.write();

@@ -13,139 +13,12 @@ use std::time::Duration;
 use dfs_engine::msg::{MinionReport, MinionState};
 use dfs_testkit::{
     assert_files_equal, binary, read_first_line, utf8, write_random_file, ChildGuard, Cluster,
-    ClusterOptions, LISTEN_TIMEOUT,
+    ClusterOptions, NetworkNamespace, LISTEN_TIMEOUT,
 };
 
 const MIB: u64 = 1 << 20;
 /// Long enough for the healing of a loaded 2-core machine.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A network namespace joined to this one by a veth pair, removed on drop.
-struct Namespace {
-    name: String,
-    inside_link: String,
-    host_link: String,
-    host_ip: String,
-    inside_ip: String,
-}
-
-/// Runs `ip` with `args`; the error names the command.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-impl Namespace {
-    /// None (with the reason printed) where namespaces cannot be made.
-    fn create() -> Option<Namespace> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            println!("skipped: network namespaces need root");
-            return None;
-        }
-        let id = std::process::id();
-        let subnet = (id % 16_000) * 4;
-        let namespace = Namespace {
-            name: format!("dfs-part-{id}"),
-            inside_link: format!("dfsn{}", id % 100_000),
-            host_link: format!("dfsh{}", id % 100_000),
-            host_ip: format!(
-                "10.{}.{}.{}",
-                200 + subnet / 65_536,
-                (subnet / 256) % 256,
-                subnet % 256 + 1
-            ),
-            inside_ip: format!(
-                "10.{}.{}.{}",
-                200 + subnet / 65_536,
-                (subnet / 256) % 256,
-                subnet % 256 + 2
-            ),
-        };
-        let setup = || -> Result<(), String> {
-            ip(&["netns", "add", &namespace.name])?;
-            ip(&[
-                "link",
-                "add",
-                &namespace.host_link,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &namespace.inside_link,
-            ])?;
-            ip(&[
-                "link",
-                "set",
-                &namespace.inside_link,
-                "netns",
-                &namespace.name,
-            ])?;
-            ip(&[
-                "addr",
-                "add",
-                &format!("{}/30", namespace.host_ip),
-                "dev",
-                &namespace.host_link,
-            ])?;
-            ip(&["link", "set", &namespace.host_link, "up"])?;
-            namespace.inside(&[
-                "addr",
-                "add",
-                &format!("{}/30", namespace.inside_ip),
-                "dev",
-                &namespace.inside_link,
-            ])?;
-            namespace.inside(&["link", "set", &namespace.inside_link, "up"])?;
-            namespace.inside(&["link", "set", "lo", "up"])
-        };
-        match setup() {
-            Ok(()) => Some(namespace),
-            Err(error) => {
-                println!("skipped: cannot make a network namespace: {error}");
-                None
-            }
-        }
-    }
-
-    /// Runs `ip` inside the namespace.
-    fn inside(&self, args: &[&str]) -> Result<(), String> {
-        let mut all = vec!["netns", "exec", &self.name, "ip"];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-
-    /// Cuts the namespace off: its end of the link goes down.
-    fn cut(&self) {
-        self.inside(&["link", "set", &self.inside_link, "down"])
-            .expect("take the link down");
-    }
-
-    fn heal(&self) {
-        self.inside(&["link", "set", &self.inside_link, "up"])
-            .expect("bring the link up");
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the pair, and with it
-        // the other end.
-        let _ = ip(&["netns", "del", &self.name]);
-        let _ = ip(&["link", "del", &self.host_link]);
-    }
-}
 
 fn report_of<'a>(reports: &'a [MinionReport], address: &str) -> Option<&'a MinionReport> {
     reports.iter().find(|m| m.address == address)
@@ -153,12 +26,16 @@ fn report_of<'a>(reports: &'a [MinionReport], address: &str) -> Option<&'a Minio
 
 #[test]
 fn a_partitioned_minion_is_healed_around_and_rejoins() {
-    let Some(namespace) = Namespace::create() else {
-        return;
+    let namespace = match NetworkNamespace::create() {
+        Ok(namespace) => namespace,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
     };
     let mut cluster = Cluster::start(ClusterOptions {
         minions: 3,
-        listen_host: namespace.host_ip.clone(),
+        listen_host: namespace.host_ip().to_string(),
         dead_after: Some("8s"),
         ..ClusterOptions::default()
     });
@@ -166,10 +43,10 @@ fn a_partitioned_minion_is_healed_around_and_rejoins() {
     let data: PathBuf = cluster.dir().join("minion-inside");
     std::fs::create_dir_all(&data).expect("mkdir");
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &namespace.name])
+        .args(["netns", "exec", namespace.name()])
         .arg(binary("dfs-minion"))
         .args(["--master", cluster.master_address()])
-        .args(["--listen", &format!("{}:0", namespace.inside_ip)])
+        .args(["--listen", &format!("{}:0", namespace.inside_ip())])
         .args(["--heartbeat-interval", "200ms", "--data"])
         .arg(&data)
         .stdin(Stdio::null())

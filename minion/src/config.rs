@@ -58,6 +58,15 @@ struct Arguments {
     /// (a member with k members after it waits k times this long).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive)]
     pipeline_timeout: Duration,
+    /// How long a peer may take to send a frame of up to 64 KiB (a data
+    /// chunk), from its first byte to its last (a larger frame gets this
+    /// per 64 KiB); a peer slower than that loses its connection.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_positive)]
+    frame_deadline: Duration,
+    /// How long a connection may wait for its next request before it is
+    /// closed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive)]
+    idle_timeout: Duration,
 }
 
 /// How many cores serve data.
@@ -134,6 +143,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub scrub_period: ScrubPeriod,
     pub pipeline_timeout: Duration,
+    pub frame_deadline: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Config {
@@ -162,6 +173,8 @@ impl Config {
             heartbeat_interval: arguments.heartbeat_interval,
             scrub_period: arguments.scrub_period,
             pipeline_timeout: arguments.pipeline_timeout,
+            frame_deadline: arguments.frame_deadline,
+            idle_timeout: arguments.idle_timeout,
         };
         Ok((config, arguments.cores))
     }
@@ -182,6 +195,8 @@ impl Config {
             ("--heartbeat-interval", self.heartbeat_interval),
             ("--scrub-period", scrub_period),
             ("--pipeline-timeout", self.pipeline_timeout),
+            ("--frame-deadline", self.frame_deadline),
+            ("--idle-timeout", self.idle_timeout),
         ] {
             if duration.is_zero() {
                 return Err(Error::Invalid(format!("{option} must be more than zero")));
@@ -220,6 +235,8 @@ mod tests {
         Ok(config)
     }
 
+    use dfs_engine::limits::{FRAME_DEADLINE_MS_DEFAULT, MINION_IDLE_TIMEOUT_MS_DEFAULT};
+
     #[test]
     fn command_lines_parse() {
         let config =
@@ -234,11 +251,14 @@ mod tests {
                 heartbeat_interval: HEARTBEAT_INTERVAL_DEFAULT,
                 scrub_period: ScrubPeriod::Every(SCRUB_PERIOD_DEFAULT),
                 pipeline_timeout: PIPELINE_TIMEOUT_DEFAULT,
+                frame_deadline: Duration::from_millis(FRAME_DEADLINE_MS_DEFAULT),
+                idle_timeout: Duration::from_millis(MINION_IDLE_TIMEOUT_MS_DEFAULT),
             }
         );
         let config = parse(
             "dfs-minion --master m:1 --data /a --listen [::1]:4000 --advertise h:4000 \
-             --heartbeat-interval 250ms --scrub-period 10s --pipeline-timeout 2s",
+             --heartbeat-interval 250ms --scrub-period 10s --pipeline-timeout 2s \
+             --frame-deadline 1s --idle-timeout 3s",
         )
         .expect("full");
         assert_eq!(config.advertise.as_deref(), Some("h:4000"));
@@ -248,6 +268,8 @@ mod tests {
             ScrubPeriod::Every(Duration::from_secs(10))
         );
         assert_eq!(config.pipeline_timeout, Duration::from_secs(2));
+        assert_eq!(config.frame_deadline, Duration::from_secs(1));
+        assert_eq!(config.idle_timeout, Duration::from_secs(3));
         let config = parse("dfs-minion --master m:1 --data /a --listen h:1 --scrub-period off")
             .expect("off");
         assert_eq!(config.scrub_period, ScrubPeriod::Off);

@@ -401,6 +401,9 @@ impl Heartbeat {
     fn execute(&mut self, command: MinionCommand) {
         match command {
             MinionCommand::Delete { replicas } => {
+                // A slow deletion (a busy disk, a long round) lets copies
+                // land before it: fault tests stretch that here.
+                dfs_engine::failpoint::hit("delete-delay");
                 let mut removed = 0;
                 for replica in &replicas {
                     match self.store.remove(*replica) {
@@ -485,6 +488,10 @@ impl Heartbeat {
 
     /// Sends the list of every block here; returns how many.
     fn full_report(&mut self) -> Result<usize, Failure> {
+        // A report that is late (a slow disk to list, a busy master) leaves
+        // the master with what it knew of this minion before: fault tests
+        // stretch that window here.
+        dfs_engine::failpoint::hit("block-report-delay");
         // Blocks sealed before the listing are in it. Their incremental
         // reports must not follow it: one of a block in a directory that
         // failed since would put back the location the report removes.
@@ -509,6 +516,15 @@ impl Heartbeat {
 
     /// Sends one request on the kept connection, opening it when needed.
     fn call(&mut self, request: MasterRequest) -> Result<MasterResponse> {
+        // A kept connection the master closed (idle, or to make room for
+        // another) is replaced before a request is lost on it.
+        if self
+            .connection
+            .as_mut()
+            .is_some_and(|connection| !connection.is_quiet())
+        {
+            self.connection = None;
+        }
         let connection = match &mut self.connection {
             Some(connection) => connection,
             None => self

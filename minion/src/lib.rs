@@ -82,6 +82,8 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
             advertise: config.advertise.clone(),
             cores: cores.resolve(),
             pipeline_timeout: config.pipeline_timeout,
+            frame_deadline: config.frame_deadline,
+            idle_timeout: config.idle_timeout,
             ..ServeConfig::new(config.listen.clone(), identity.minion())
         },
         store,

@@ -6,9 +6,13 @@
 //! downstream socket belong to its core. What cores share is counted once
 //! per connection or block (the connection limit, the block claims).
 //!
-//! At most `connections_max` connections are served at once; further ones
-//! get a `Busy` answer (at most `BUSY_ANSWERS_MAX` at a time, the rest are
-//! closed unanswered).
+//! At most `connections_max` connections are served at once, at most
+//! `peer_connections_max` of them from one address; further ones get a
+//! `Busy` answer (at most `BUSY_ANSWERS_MAX` at a time, the rest are closed
+//! unanswered). A connection that waits longer than `idle_timeout` for its
+//! next request is closed, and so is one whose frame is not whole
+//! `frame_deadline` (per `FRAME_DEADLINE_BYTES`) after its first byte: a
+//! peer that trickles bytes cannot hold a connection.
 //!
 //! Boundary: bytes from a peer reach the rest of the minion only through
 //! `Session`, which checks every frame header against its limit before it
@@ -16,18 +20,22 @@
 //! never the daemon.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use dfs_engine::block_store::BlockStore;
-use dfs_engine::limits::{CHUNK_BYTES, CONNECTIONS_MAX, IO_TIMEOUT_MS};
+use dfs_engine::limits::{
+    BUSY_ANSWERS_MAX, BUSY_ANSWER_TIMEOUT_MS, CHUNK_BYTES, CONNECTIONS_MAX,
+    FRAME_DEADLINE_MS_DEFAULT, IO_TIMEOUT_MS, MINION_IDLE_TIMEOUT_MS_DEFAULT, PEER_CONNECTIONS_MAX,
+};
 use dfs_engine::msg::{
     Envelope, ErrorKind, MinionAddress, MinionId, MinionRequest, MinionResponse, RemoteError,
     ReplicaId,
@@ -43,11 +51,6 @@ use crate::{batch, pipeline, read, spare};
 /// Largest request frame a minion accepts. Its requests are small (a
 /// pipeline of REPLICATION_MAX addresses is a few KiB).
 pub const REQUEST_FRAME_BYTES_MAX: u32 = 64 * 1024;
-/// Connections over the limit being told `Busy` at once; more are closed
-/// without an answer.
-const BUSY_ANSWERS_MAX: usize = 64;
-/// How long a refused connection may take to send its first frame header.
-const BUSY_ANSWER_TIMEOUT_MS: u64 = 1_000;
 /// Pause after a failed accept (out of file descriptors, say) so the loop
 /// does not spin.
 const ACCEPT_RETRY_DELAY_MS: u64 = 100;
@@ -74,7 +77,6 @@ const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= dfs_engine::limits::CONTROL_FRA
 const _: () =
     assert!(IDLE_INPUT_BUFFER_BYTES >= FRAME_HEADER_BYTES + REQUEST_FRAME_BYTES_MAX as usize);
 const _: () = assert!(IDLE_INPUT_BUFFER_BYTES <= INPUT_BUFFER_BYTES);
-const _: () = assert!(BUSY_ANSWERS_MAX <= CONNECTIONS_MAX);
 
 /// How to run the data service.
 #[derive(Clone, Debug)]
@@ -91,6 +93,14 @@ pub struct ServeConfig {
     /// How long a pipeline member waits for the next member to take data or
     /// answer, per member after it, before it drops it (a stalled minion).
     pub pipeline_timeout: Duration,
+    /// Connections one peer address may hold at once (at least 1, at most
+    /// `connections_max`).
+    pub peer_connections_max: usize,
+    /// How long a frame of up to `FRAME_DEADLINE_BYTES` may take from its
+    /// first byte to its last (larger frames get one per such part).
+    pub frame_deadline: Duration,
+    /// How long a connection may wait for its next request.
+    pub idle_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -102,6 +112,9 @@ impl ServeConfig {
             connections_max: CONNECTIONS_MAX,
             cores: available_cores(),
             pipeline_timeout: crate::config::PIPELINE_TIMEOUT_DEFAULT,
+            peer_connections_max: PEER_CONNECTIONS_MAX,
+            frame_deadline: Duration::from_millis(FRAME_DEADLINE_MS_DEFAULT),
+            idle_timeout: Duration::from_millis(MINION_IDLE_TIMEOUT_MS_DEFAULT),
         }
     }
 }
@@ -124,6 +137,12 @@ pub(crate) struct Context {
     active: AtomicUsize,
     busy_answers: AtomicUsize,
     connections_max: usize,
+    /// Connections served per peer address (taken once per connection,
+    /// like `active`), at most `peer_connections_max` each.
+    peers: Mutex<HashMap<IpAddr, usize>>,
+    peer_connections_max: usize,
+    frame_deadline: Duration,
+    idle_timeout: Duration,
     stopping: AtomicBool,
 }
 
@@ -170,13 +189,18 @@ pub fn serve_store(config: ServeConfig, store: Arc<Store>) -> Result<DataService
             .advertise
             .unwrap_or_else(|| local_address.to_string()),
     };
+    let connections_max = config.connections_max.clamp(1, CONNECTIONS_MAX);
     let context = Arc::new(Context {
         store,
         me: me.clone(),
         pipeline_timeout: config.pipeline_timeout.max(Duration::from_millis(1)),
         active: AtomicUsize::new(0),
         busy_answers: AtomicUsize::new(0),
-        connections_max: config.connections_max.clamp(1, CONNECTIONS_MAX),
+        connections_max,
+        peers: Mutex::new(HashMap::new()),
+        peer_connections_max: config.peer_connections_max.clamp(1, connections_max),
+        frame_deadline: config.frame_deadline.max(Duration::from_millis(1)),
+        idle_timeout: config.idle_timeout.max(Duration::from_millis(1)),
         stopping: AtomicBool::new(false),
     });
     let (closed_sender, closed) = mpsc::channel();
@@ -376,17 +400,45 @@ fn run_core(
     }
 }
 
-/// Gives back a connection slot when a connection ends.
+/// Gives back a connection slot (and its address's) when a connection ends.
 struct ActiveSlot {
     context: Arc<Context>,
     connections: Rc<Cell<usize>>,
+    address: IpAddr,
 }
 
 impl Drop for ActiveSlot {
     fn drop(&mut self) {
+        release_peer(&self.context, self.address);
         self.context.active.fetch_sub(1, Ordering::SeqCst);
         self.connections
             .set(self.connections.get().saturating_sub(1));
+    }
+}
+
+/// Counts a connection from `address`; the reason it is refused when the
+/// address holds its share of the connections already.
+fn claim_peer(context: &Context, address: IpAddr) -> std::result::Result<(), String> {
+    let mut peers = dfs_engine::sync::lock(&context.peers);
+    let held = peers.entry(address).or_insert(0);
+    if *held >= context.peer_connections_max {
+        return Err(format!(
+            "{} is serving its limit of {} connections from {address}; try again later",
+            context.name(),
+            context.peer_connections_max
+        ));
+    }
+    *held += 1;
+    Ok(())
+}
+
+fn release_peer(context: &Context, address: IpAddr) {
+    let mut peers = dfs_engine::sync::lock(&context.peers);
+    if let Some(held) = peers.get_mut(&address) {
+        *held = held.saturating_sub(1);
+        if *held == 0 {
+            peers.remove(&address);
+        }
     }
 }
 
@@ -412,13 +464,24 @@ async fn accept_loop(listener: &Listener, context: &Arc<Context>, connections: &
         let active = context.active.fetch_add(1, Ordering::SeqCst);
         if active >= context.connections_max {
             context.active.fetch_sub(1, Ordering::SeqCst);
-            refuse(stream, context);
+            let reason = format!(
+                "{} is serving its limit of {} connections; try again later",
+                context.name(),
+                context.connections_max
+            );
+            refuse(stream, context, reason);
+            continue;
+        }
+        if let Err(reason) = claim_peer(context, peer.ip()) {
+            context.active.fetch_sub(1, Ordering::SeqCst);
+            refuse(stream, context, reason);
             continue;
         }
         connections.set(connections.get() + 1);
         let slot = ActiveSlot {
             context: Arc::clone(context),
             connections: Rc::clone(connections),
+            address: peer.ip(),
         };
         uring::spawn(async move {
             let context = Arc::clone(&slot.context);
@@ -428,7 +491,8 @@ async fn accept_loop(listener: &Listener, context: &Arc<Context>, connections: &
     }
 }
 
-fn refuse(stream: Stream, context: &Arc<Context>) {
+fn refuse(stream: Stream, context: &Arc<Context>, reason: String) {
+    tracing::debug!("refusing a connection: {reason}");
     if context.busy_answers.fetch_add(1, Ordering::SeqCst) >= BUSY_ANSWERS_MAX {
         context.busy_answers.fetch_sub(1, Ordering::SeqCst);
         tracing::warn!("over the connection limit and too many busy answers pending; closing a connection unanswered");
@@ -437,7 +501,7 @@ fn refuse(stream: Stream, context: &Arc<Context>) {
     let context = Arc::clone(context);
     uring::spawn(async move {
         let wait = Duration::from_millis(BUSY_ANSWER_TIMEOUT_MS);
-        if uring::timeout(wait, answer_busy(&stream, &context))
+        if uring::timeout(wait, answer_busy(&stream, reason))
             .await
             .is_none()
         {
@@ -450,7 +514,7 @@ fn refuse(stream: Stream, context: &Arc<Context>) {
 /// Tells a connection over the limit that we are busy, answering its first
 /// request by id, then reads the rest of that request before closing so the
 /// close is not a reset that could destroy the answer on its way.
-async fn answer_busy(stream: &Stream, context: &Context) {
+async fn answer_busy(stream: &Stream, reason: String) {
     let wait = Duration::from_millis(BUSY_ANSWER_TIMEOUT_MS);
     let Ok(bytes) = stream.read_exact(FRAME_HEADER_BYTES, wait).await else {
         return;
@@ -458,14 +522,7 @@ async fn answer_busy(stream: &Stream, context: &Context) {
     let Ok(header) = decode_header(&bytes) else {
         return;
     };
-    let error = RemoteError::new(
-        ErrorKind::Busy,
-        format!(
-            "{} is serving its limit of {} connections; try again later",
-            context.name(),
-            context.connections_max
-        ),
-    );
+    let error = RemoteError::new(ErrorKind::Busy, reason);
     let mut answer = Vec::new();
     if wire::write_message(
         &mut answer,
@@ -543,6 +600,11 @@ pub(crate) struct Session {
     end: usize,
     /// The request an error answer refers to: the last request frame read.
     answer_to: Option<u64>,
+    /// Since when the frame at `start` is awaited: its first byte's
+    /// arrival, or when reading resumed after this side's own work (a disk
+    /// write, a forward) if bytes of it came meanwhile. `None` at a frame
+    /// boundary with nothing of the next frame waited for yet.
+    frame_started: Option<Instant>,
     /// Socket reads so far, for the log.
     pub(crate) reads: u64,
 }
@@ -557,6 +619,7 @@ impl Session {
             start: 0,
             end: 0,
             answer_to: None,
+            frame_started: None,
             reads: 0,
         };
         tracing::debug!("{}: connected", session.peer);
@@ -657,7 +720,8 @@ impl Session {
         let capacity = self.input.len();
         let buffer = std::mem::take(&mut self.input);
         let outcome = {
-            let mut read = Box::pin(self.stream.read_into(buffer, 0..capacity, io_wait()));
+            let idle_timeout = self.context.idle_timeout;
+            let mut read = Box::pin(self.stream.read_into(buffer, 0..capacity, idle_timeout));
             let context = &self.context;
             let stopping = async {
                 while !context.stopping.load(Ordering::SeqCst) {
@@ -674,6 +738,7 @@ impl Session {
                 self.reads += 1;
                 self.start = 0;
                 self.end = count_read;
+                self.frame_started = Some(Instant::now());
                 Ok(count_read > 0)
             }
             // The cancelled read keeps the buffer; the connection closes.
@@ -699,6 +764,11 @@ impl Session {
             self.start = 0;
             self.end = 0;
         }
+        // Bytes of the frame that came while this side worked started no
+        // clock: the peer's time runs from now.
+        if self.frame_started.is_none() && self.start != self.end {
+            self.frame_started = Some(Instant::now());
+        }
         while self.end - self.start < count {
             let room = capacity - self.start;
             let mut target = self.start + room / DATA_FRAME_BYTES * DATA_FRAME_BYTES;
@@ -708,14 +778,18 @@ impl Session {
                 self.start = 0;
                 target = capacity;
             }
+            let wait = self.frame_wait(count)?;
             let buffer = std::mem::take(&mut self.input);
             let (count_read, buffer) = self
                 .stream
-                .read_into(buffer, self.end..target, io_wait())
+                .read_into(buffer, self.end..target, wait)
                 .await
-                .map_err(|e| Error::io(format!("receive from {}", self.peer), e))?;
+                .map_err(|e| self.read_error(e, count))?;
             self.input = buffer;
             self.reads += 1;
+            if self.frame_started.is_none() {
+                self.frame_started = Some(Instant::now());
+            }
             if count_read == 0 {
                 if self.start == self.end {
                     return Ok(false);
@@ -729,6 +803,41 @@ impl Session {
         Ok(true)
     }
 
+    /// How long the next read for a frame of `count` bytes may wait: the
+    /// I/O timeout for its first byte, then what is left of its deadline.
+    fn frame_wait(&self, count: usize) -> Result<Duration> {
+        let Some(started) = self.frame_started else {
+            return Ok(io_wait());
+        };
+        let deadline = started + wire::frame_deadline(self.context.frame_deadline, count);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.too_slow(count));
+        }
+        Ok(left.min(io_wait()))
+    }
+
+    fn read_error(&self, error: io::Error, count: usize) -> Error {
+        let timed_out = matches!(
+            error.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        );
+        let past_deadline = self.frame_started.is_some_and(|started| {
+            started.elapsed() >= wire::frame_deadline(self.context.frame_deadline, count)
+        });
+        if timed_out && past_deadline {
+            return self.too_slow(count);
+        }
+        Error::io(format!("receive from {}", self.peer), error)
+    }
+
+    fn too_slow(&self, count: usize) -> Error {
+        Error::Protocol(format!(
+            "a frame of {count} bytes was not whole {:?} after its first byte; closing a connection that sends too slowly",
+            wire::frame_deadline(self.context.frame_deadline, count)
+        ))
+    }
+
     /// The unparsed bytes.
     pub(crate) fn unparsed(&self) -> &[u8] {
         self.input.get(self.start..self.end).unwrap_or_default()
@@ -737,6 +846,9 @@ impl Session {
     /// Marks `count` unparsed bytes as parsed.
     pub(crate) fn consume(&mut self, count: usize) {
         self.start = (self.start + count).min(self.end);
+        // A frame boundary: the next frame's clock starts when it is
+        // waited for.
+        self.frame_started = None;
     }
 
     /// Grows the input buffer for a block write, keeping what it holds.

@@ -8,10 +8,10 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dfs_engine::msg::{
-    Credentials, LocatedBlock, MasterRequest, MasterResponse, MinionReport, MinionState,
+    Credentials, ErrorKind, LocatedBlock, MasterRequest, MasterResponse, MinionReport, MinionState,
 };
 use dfs_engine::rpc::Connection;
 use tempfile::TempDir;
@@ -23,6 +23,8 @@ use crate::process::{
 use crate::stat::Stat;
 use crate::{binary, wait_for, COMMAND_TIMEOUT, EXIT_TIMEOUT, LISTEN_TIMEOUT, LIVE_TIMEOUT};
 
+/// How often `located_blocks` asks a starting master again.
+const STARTING_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Lines of each daemon log shown when a test fails.
 const LOG_TAIL_LINES: usize = 40;
 /// Log lines that fail a test unless allowed.
@@ -50,6 +52,20 @@ pub struct ClusterOptions {
     pub listen_host: String,
     /// More arguments for every minion, e.g. `--scrub-period off`.
     pub minion_arguments: Vec<&'static str>,
+    /// More arguments for the master, e.g. `--frame-deadline 1s`.
+    pub master_arguments: Vec<&'static str>,
+    /// Minions started through a command prefix and listening on another
+    /// host (minion index, wrapper), e.g. inside a network namespace.
+    pub minion_wrappers: Vec<(usize, MinionWrapper)>,
+}
+
+/// How a minion is started other than directly: `prefix` runs before the
+/// program (it must exec it, keeping the process id, as `ip netns exec`
+/// does), and the minion listens on `listen_host`.
+#[derive(Clone, Debug)]
+pub struct MinionWrapper {
+    pub prefix: Vec<OsString>,
+    pub listen_host: String,
 }
 
 impl Default for ClusterOptions {
@@ -67,6 +83,8 @@ impl Default for ClusterOptions {
             orphan_grace: None,
             listen_host: "127.0.0.1".to_string(),
             minion_arguments: Vec::new(),
+            master_arguments: Vec::new(),
+            minion_wrappers: Vec::new(),
         }
     }
 }
@@ -74,6 +92,8 @@ impl Default for ClusterOptions {
 /// One daemon process, restartable on the same port.
 struct Daemon {
     name: String,
+    /// Command words run before `program` (empty: the program itself).
+    prefix: Vec<OsString>,
     program: PathBuf,
     /// Every argument except `--listen`.
     arguments: Vec<OsString>,
@@ -93,6 +113,7 @@ impl Daemon {
     fn new(name: &str, program: PathBuf, arguments: Vec<OsString>, log_path: PathBuf) -> Daemon {
         Daemon {
             name: name.to_string(),
+            prefix: Vec::new(),
             program,
             arguments,
             environment: Vec::new(),
@@ -111,7 +132,14 @@ impl Daemon {
             .append(true)
             .open(&self.log_path)
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path.display()));
-        let mut command = Command::new(&self.program);
+        let mut command = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(&self.program);
+                command
+            }
+            None => Command::new(&self.program),
+        };
         command
             .args(&self.arguments)
             .envs(self.environment.iter().map(|(name, value)| (name, value)))
@@ -244,6 +272,9 @@ pub struct Cluster {
     minions: Vec<Daemon>,
     minion_data_dirs: Vec<PathBuf>,
     allowed_errors: Vec<String>,
+    /// Set once `shut_down` has stopped everything and handed its problems
+    /// over: `Drop` has nothing left to check.
+    stopped: bool,
     // Last field, so dropped last: `Drop` has stopped the processes by then.
     dir: TempDir,
 }
@@ -277,6 +308,7 @@ impl Cluster {
                 master_arguments.push(value.into());
             }
         }
+        master_arguments.extend(options.master_arguments.iter().map(OsString::from));
         let mut master = Daemon::new(
             "master",
             binary("dfs-master"),
@@ -289,6 +321,7 @@ impl Cluster {
             minions: Vec::new(),
             minion_data_dirs: Vec::new(),
             allowed_errors: Vec::new(),
+            stopped: false,
             dir,
         };
         cluster.master.start();
@@ -319,6 +352,10 @@ impl Cluster {
             ));
             cluster.minion_data_dirs.push(data_dir);
             cluster.minions[index].host.clone_from(&options.listen_host);
+            if let Some((_, wrapper)) = options.minion_wrappers.iter().find(|(i, _)| *i == index) {
+                cluster.minions[index].prefix.clone_from(&wrapper.prefix);
+                cluster.minions[index].host.clone_from(&wrapper.listen_host);
+            }
             cluster.minions[index].start();
         }
         cluster.wait_for_live_minions(options.minions);
@@ -458,6 +495,7 @@ impl Cluster {
     /// A file's blocks with their locations (live first, dead left out), as
     /// the master answers `GetBlocks`.
     pub fn located_blocks(&self, path: &str) -> Vec<LocatedBlock> {
+        let started = Instant::now();
         let mut found: Vec<LocatedBlock> = Vec::new();
         loop {
             let offset_bytes = found
@@ -474,6 +512,13 @@ impl Cluster {
                     if !more {
                         return found;
                     }
+                }
+                // A restarted master waiting for block reports: wait too,
+                // as clients do.
+                Ok(MasterResponse::Error(error))
+                    if error.kind == ErrorKind::Starting && started.elapsed() < LIVE_TIMEOUT =>
+                {
+                    std::thread::sleep(STARTING_POLL_INTERVAL);
                 }
                 other => panic!("GetBlocks {path}: {other:?}"),
             }
@@ -632,6 +677,33 @@ impl Cluster {
         self.allowed_errors.push(pattern.to_lowercase());
     }
 
+    /// Keeps the cluster's directory (logs, data) after the cluster is
+    /// dropped, for a failure to be looked into.
+    pub fn keep_dir(&mut self) {
+        self.dir.disable_cleanup(true);
+    }
+
+    /// Kills every daemon and returns what `Drop` would fail on (daemons
+    /// that exited on their own, log lines no `allow_error` pattern
+    /// covers) instead of panicking, for a caller that reports them.
+    pub fn shut_down(mut self) -> Vec<String> {
+        let problems = self.stop_all();
+        self.stopped = true;
+        problems
+    }
+
+    fn stop_all(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for daemon in self.all_daemons() {
+            if let Some(status) = daemon.exited_on_its_own() {
+                problems.push(format!("{} exited on its own with {status}", daemon.name));
+            }
+            daemon.kill();
+        }
+        problems.extend(self.log_problems());
+        problems
+    }
+
     /// Panics on daemon log lines with ERROR (or a panic) that no
     /// `allow_error` pattern covers.
     pub fn assert_clean_logs(&self) {
@@ -676,20 +748,19 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let mut problems = Vec::new();
-        for daemon in self.all_daemons() {
-            if let Some(status) = daemon.exited_on_its_own() {
-                problems.push(format!("{} exited on its own with {status}", daemon.name));
-            }
-            daemon.kill();
+        if self.stopped {
+            return;
         }
         if std::thread::panicking() {
+            for daemon in self.all_daemons() {
+                daemon.kill();
+            }
             for path in self.log_paths() {
                 eprintln!("{}", log_tail(&path));
             }
             return;
         }
-        problems.extend(self.log_problems());
+        let problems = self.stop_all();
         if !problems.is_empty() {
             panic!(
                 "cluster problems:\n{}\n\n{}",

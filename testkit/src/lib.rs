@@ -10,18 +10,22 @@ pub mod bad_wire;
 mod cluster;
 mod data;
 mod mount;
+pub mod nemesis;
+mod netns;
 mod process;
+pub mod slow_peer;
 mod stat;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, MinionWrapper};
 pub use data::{
     assert_bytes_equal, assert_file_matches, assert_files_equal, random_bytes, write_random_file,
     RandomReader,
 };
 pub use mount::TmpfsMount;
+pub use netns::NetworkNamespace;
 pub use process::{
     accepts_connections, expect_failure_line, expect_success, processes_mentioning,
     read_first_line, run, send_signal, wait_exit, ChildGuard, FirstLineError, Signal,
