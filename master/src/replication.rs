@@ -31,7 +31,8 @@
 //! be deleted with it. Unconfirmed deletions are sent again after a while.
 //!
 //! Invariant: only replicas on live minions whose full block report is in
-//! decide a surplus; a minion that came back and has not reported yet may
+//! decide a surplus, that a corrupt replica may go, or that a draining
+//! minion is drained; a minion that came back and has not reported yet may
 //! still list blocks it lost long ago.
 
 use std::cmp::Reverse;
@@ -410,10 +411,16 @@ impl Healer {
             let target = usize::from(need.replication);
             let replicas = registry.replicas(block, now);
             let counted = replicas.iter().filter(|(_, r)| r.counts()).count();
-            let live: Vec<MinionId> = replicas
+            // Only live replicas on minions whose report is in decide that
+            // a block has enough without a corrupt or draining copy, or
+            // more than enough: a stale holder may be about to die, and a
+            // minion that came back may list blocks it lost. Draining
+            // minions' copies are not live replicas in service.
+            let deciding: Vec<MinionId> = replicas
                 .iter()
                 .filter(|(_, r)| *r == Replica::Live)
                 .map(|(id, _)| *id)
+                .filter(|id| registry.minion(*id).is_some_and(|minion| minion.reported))
                 .collect();
             let in_flight = self.in_flight.contains_key(&block);
             let has_corrupt = replicas.iter().any(|(_, r)| *r == Replica::Corrupt);
@@ -422,10 +429,10 @@ impl Healer {
                 .filter(|(_, r)| matches!(r, Replica::Draining { .. }))
                 .map(|(id, _)| *id)
                 .collect();
-            if counted < target || in_flight || (live.len() < target && has_corrupt) {
+            if counted < target || in_flight || (deciding.len() < target && has_corrupt) {
                 watch.insert(block);
             }
-            if live.len() < target {
+            if deciding.len() < target {
                 if !draining.is_empty() {
                     watch.insert(block);
                 }
@@ -443,14 +450,6 @@ impl Healer {
                 }
                 continue;
             }
-            // Only live replicas on minions whose report is in decide a
-            // surplus: a stale holder may be about to die, and a minion
-            // that came back may list blocks it lost. Draining minions'
-            // copies are not live replicas in service.
-            let deciding: Vec<MinionId> = live
-                .into_iter()
-                .filter(|id| registry.minion(*id).is_some_and(|minion| minion.reported))
-                .collect();
             if deciding.len() > target && !in_flight {
                 surplus.push((replica, target, deciding));
             }
@@ -1198,5 +1197,89 @@ mod tests {
                 replicas: vec![replica(4)]
             }]
         );
+    }
+
+    #[test]
+    fn a_minion_whose_report_is_not_in_decides_no_surplus_and_no_corrupt_deletion() {
+        let start = Instant::now();
+        let mut registry = cluster(5, start);
+        // Block 1 on 1, 2, 3 and 4; block 2 (target 2) on 4 and 5, and
+        // corrupt on 1.
+        for id in [1, 2, 3, 4] {
+            registry.add_location(BlockId(1), MinionId(id));
+        }
+        for id in [1, 4, 5] {
+            registry.add_location(BlockId(2), MinionId(id));
+        }
+        registry.mark_corrupt(BlockId(2), MinionId(1));
+        // Minion 4 comes back: its old list stands until its report is in.
+        registry
+            .register(MinionId(4), None, "m4:1", roomy(), false, start)
+            .expect("register again");
+        let blocks = [target(1, 3), target(2, 2)];
+        let mut healer = healer();
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!((summary.excess_deleted, summary.corrupt_deleted), (0, 0));
+        for id in 1..=5 {
+            assert!(deletes(&mut healer, id).is_empty(), "minion {id}");
+        }
+        // Its report: it lost both. Block 1 has its three, block 2 is short
+        // and copied from 5; the corrupt replica stays until then.
+        registry
+            .block_report(MinionId(4), &[], true)
+            .expect("report");
+        registry.finish_block_report(MinionId(4));
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(
+            (
+                summary.excess_deleted,
+                summary.corrupt_deleted,
+                summary.replications_started
+            ),
+            (0, 0, 1)
+        );
+        assert_eq!(
+            copy_from(&mut healer, 5).map(|(block, _)| block),
+            Some(BlockId(2))
+        );
+        assert!(deletes(&mut healer, 1).is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_replica_on_the_only_target_goes_first_and_the_copy_waits_for_its_confirmation() {
+        let start = Instant::now();
+        let mut registry = cluster(3, start);
+        for id in [1, 2, 3] {
+            registry.add_location(BlockId(6), MinionId(id));
+        }
+        registry.mark_corrupt(BlockId(6), MinionId(1));
+        let blocks = [target(6, 3)];
+        let mut healer = healer();
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(
+            (summary.corrupt_deleted, summary.replications_started),
+            (1, 0)
+        );
+        assert_eq!(deletes(&mut healer, 1), [6]);
+        // Until minion 1 confirms (this replica, not another generation),
+        // no copy goes there: it would land before the deletion.
+        healer.deleted(
+            MinionId(1),
+            ReplicaId {
+                block: BlockId(6),
+                generation: Generation(1),
+            },
+        );
+        for _ in 0..3 {
+            let summary = healer.plan(start, &blocks, &mut registry, counter());
+            assert_eq!(summary.replications_started, 0);
+            assert!(healer.has_pending_delete(MinionId(1), BlockId(6)));
+        }
+        healer.deleted(MinionId(1), replica(6));
+        assert!(!healer.has_pending_delete(MinionId(1), BlockId(6)));
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(summary.replications_started, 1);
+        let copy = copy_from(&mut healer, 2).or_else(|| copy_from(&mut healer, 3));
+        assert_eq!(copy, Some((BlockId(6), vec![1])));
     }
 }
