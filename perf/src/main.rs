@@ -23,6 +23,7 @@ mod common;
 mod cp;
 mod heal;
 mod metadata;
+mod nemesis;
 mod raw_chain;
 mod throughput;
 
@@ -71,6 +72,7 @@ fn main() -> Result<()> {
         Some("metadata") => metadata::run(metadata::parse_options(args)?),
         Some("cp") => cp::run(cp::parse_options(args)?),
         Some("heal") => heal::run(heal::parse_options(args)?),
+        Some("nemesis") => nemesis::run(nemesis::parse_options(args)?),
         _ => bail!("{}\n{}", usage(), throughput::usage()),
     }
 }
