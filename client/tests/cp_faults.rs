@@ -12,12 +12,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use cp_support::{
-    assert_trees_equal, cluster_files, cluster_files_if_any, cluster_names, cp, cp_command, cp_ok,
-    is_temporary, summary_field, MIB,
+    assert_cluster_files_match, assert_trees_equal, cluster_files, cluster_files_if_any,
+    cluster_names, cp, cp_command, cp_ok, summary_field, MIB,
 };
 use dfs_testkit::{
-    assert_bytes_equal, utf8, wait_for, write_random_file, Cluster, ClusterOptions, EXIT_TIMEOUT,
-    LIVE_TIMEOUT,
+    utf8, wait_for, write_random_file, Cluster, ClusterOptions, EXIT_TIMEOUT, LIVE_TIMEOUT,
 };
 
 /// `count` files of `length_bytes` each under `root/<i % 10>/file-<i>`.
@@ -32,25 +31,7 @@ fn make_many(root: &std::path::Path, count: u64, length_bytes: u64) {
 /// Asserts every file visible under `/target/many` in the cluster that is
 /// not a temporary name holds exactly the bytes of its source.
 fn assert_visible_files_complete(cluster: &Cluster, source: &std::path::Path) -> usize {
-    let mut client = dfs_client::Client::connect(cluster.master_address()).expect("connect");
-    let mut complete = 0;
-    for (relative, _) in cluster_files_if_any(cluster, "/target/many") {
-        if is_temporary(&relative) {
-            continue;
-        }
-        let path =
-            dfs_engine::path::DfsPath::parse(&format!("/target/many/{relative}")).expect("path");
-        let mut bytes = Vec::new();
-        client
-            .open(&path)
-            .expect("open")
-            .copy_to(&mut bytes, "memory")
-            .expect("read");
-        let expected = std::fs::read(source.join(&relative)).expect("read the source");
-        assert_bytes_equal(&bytes, &expected, &relative);
-        complete += 1;
-    }
-    complete
+    assert_cluster_files_match(cluster, "/target/many", source)
 }
 
 #[test]

@@ -11,10 +11,9 @@ mod cp_support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use cp_support::{cluster_files, cp_command, MIB};
+use cp_support::{assert_cluster_files_match, cluster_files, cp_command, MIB};
 use dfs_testkit::{
-    assert_bytes_equal, utf8, wait_exit, wait_for, write_random_file, Cluster, ClusterOptions,
-    LIVE_TIMEOUT,
+    utf8, wait_exit, wait_for, write_random_file, Cluster, ClusterOptions, LIVE_TIMEOUT,
 };
 
 /// How long the master stays down: several client retries long.
@@ -74,18 +73,10 @@ fn a_copy_goes_on_across_a_master_kill_and_restart() {
 
     let files = cluster_files(&cluster, "/target");
     assert_eq!(files.len() as u64, SMALL_FILES + 1, "{files:?}");
-    let mut client = dfs_client::Client::connect(cluster.master_address()).expect("connect");
-    for (relative, _) in files {
-        let path = dfs_engine::path::DfsPath::parse(&format!("/target/{relative}")).expect("path");
-        let mut bytes = Vec::new();
-        client
-            .open(&path)
-            .expect("open")
-            .copy_to(&mut bytes, "memory")
-            .expect("read");
-        let expected = std::fs::read(source.join(&relative)).expect("read the source");
-        assert_bytes_equal(&bytes, &expected, &relative);
-    }
+    assert_eq!(
+        assert_cluster_files_match(&cluster, "/target", &source) as u64,
+        SMALL_FILES + 1
+    );
     cluster.allow_error("connection");
     cluster.assert_clean_logs();
 }

@@ -11,6 +11,7 @@ pub mod failpoint;
 pub mod limits;
 pub mod msg;
 pub mod path;
+pub mod rlimit;
 pub mod rpc;
 pub mod sync;
 pub mod units;

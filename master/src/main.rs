@@ -168,7 +168,9 @@ fn run() -> anyhow::Result<()> {
             .idle_timeout
             .unwrap_or(Duration::from_millis(MASTER_IDLE_TIMEOUT_MS_DEFAULT)),
     };
-    raise_open_file_limit();
+    if let Err(e) = dfs_engine::rlimit::raise_open_file_limit() {
+        tracing::warn!("raise the open file limit: {e}");
+    }
     let master = Arc::new(Master::open(&args.data, config).context("open master")?);
     Master::spawn_maintenance(&master)?;
     Master::spawn_replication_monitor(&master)?;
@@ -202,28 +204,4 @@ fn run() -> anyhow::Result<()> {
         .context("write checkpoint on shutdown")?;
     tracing::info!("checkpoint written; exiting");
     Ok(())
-}
-
-/// Raises the soft limit on open files to the hard one, as servers do: the
-/// master holds a socket per connection (`CONNECTIONS_MAX` of them, plus
-/// refused ones being answered), beyond the usual soft limit of 1024.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write `limit`.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
-        {
-            return;
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            tracing::warn!(
-                "raise the open file limit: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
 }

@@ -187,6 +187,26 @@ fn damage_in_the_middle_refuses_the_start_unless_recover_keeps_the_prefix() {
     let log = dir.log_text();
     assert!(log.contains("--recover") && log.contains("lost"), "{log}");
     mkdir(&mut recovered.connect(), "/after-recover");
+    // Ids the lost records may have handed out (to writes and blocks that
+    // minions may still hold) are never handed out again: the id spaces
+    // moved past 2^32.
+    let opened = call(
+        &mut recovered.connect(),
+        MasterRequest::OpenWrite {
+            path: "/after-recover/file".into(),
+            replication: Some(1),
+            block_bytes: None,
+            overwrite: false,
+            mode: 0o644,
+            allocate_first_block: false,
+        },
+    );
+    match opened {
+        Ok(MasterResponse::WriteOpened { write, .. }) => {
+            assert!(write > 1 << 32, "write id {write} after --recover")
+        }
+        other => panic!("open a write after --recover: {other:?}"),
+    }
     recovered.kill();
     // The damaged segments are set aside; a plain start now works.
     let plain = dir.start(&ARGS, None);

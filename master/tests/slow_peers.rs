@@ -14,8 +14,8 @@ use dfs_engine::limits::{CONNECTIONS_MAX, FRAME_PAYLOAD_BYTES_MAX, PEER_CONNECTI
 use dfs_engine::msg::{ErrorKind, MasterResponse};
 use dfs_engine::wire::{self, FrameKind, CONNECTION_REQUEST_ID};
 use dfs_testkit::slow_peer::{
-    connect_from, is_closed, loopback, request_header, resident_bytes, thread_names,
-    trickle_until_closed,
+    assert_idle_connection_closed, assert_trickling_connections_closed, connect_from, is_closed,
+    loopback, request_header, resident_bytes, thread_names,
 };
 use dfs_testkit::{utf8, wait_for, write_random_file, Cluster, ClusterOptions};
 
@@ -160,30 +160,8 @@ fn trickling_and_idle_connections_are_closed() {
         ..ClusterOptions::default()
     });
     let master = cluster.master_address().to_string();
-    let deadline = Duration::from_secs(1);
-
-    let mut tricklers: Vec<TcpStream> =
-        (0..3).map(|_| connect_from(loopback(2), &master)).collect();
-    let handles: Vec<_> = tricklers
-        .drain(..)
-        .map(|mut stream| std::thread::spawn(move || trickle_until_closed(&mut stream, WAIT)))
-        .collect();
-    for handle in handles {
-        let held = handle.join().expect("a trickling peer");
-        assert!(
-            held >= deadline - Duration::from_millis(100) && held < deadline * 5,
-            "a trickling connection was held {held:?} with a frame deadline of {deadline:?}"
-        );
-    }
-
-    let idle = connect_from(loopback(3), &master);
-    let opened = Instant::now();
-    wait_for(
-        || is_closed(&idle),
-        WAIT,
-        "the master to close an idle connection",
-    );
-    assert!(opened.elapsed() >= Duration::from_millis(900));
+    assert_trickling_connections_closed(&master, Duration::from_secs(1));
+    assert_idle_connection_closed(&master, Duration::from_secs(1));
 
     // Clients and minions whose kept connections were closed go on.
     put_and_get(&cluster, "after-idle");

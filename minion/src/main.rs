@@ -31,7 +31,9 @@ fn run() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(tracing::Level::INFO)
         .init();
-    raise_open_file_limit();
+    if let Err(e) = dfs_engine::rlimit::raise_open_file_limit() {
+        tracing::warn!("raise the open file limit: {e}");
+    }
     // Engine errors already print their cause; `{e}` keeps it from
     // appearing twice in the `{:#}` chain.
     let minion = dfs_minion::start_with_cores(config, cores)
@@ -45,31 +47,4 @@ fn run() -> anyhow::Result<()> {
         .run_until(&stop_requested)
         .map_err(|e| anyhow!("{e}"))?;
     Ok(())
-}
-
-/// Raises the soft limit on open files to the hard one, as servers do: a
-/// minion holds a socket per connection and, while a batch of small blocks
-/// is written, a file per block, and the usual soft limit of 1024 would
-/// fail writes long before memory or the disk ran out.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write `limit`.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
-        {
-            return;
-        }
-        let soft = limit.rlim_cur;
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            tracing::info!(
-                from = soft,
-                to = limit.rlim_max,
-                "raised the open file limit"
-            );
-        }
-    }
 }

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use dfs_engine::limits::{CONNECTIONS_MAX, PEER_CONNECTIONS_MAX};
 use dfs_engine::msg::{BlockId, Credentials, ErrorKind, Generation, MinionRequest, MinionResponse};
 use dfs_engine::rpc::Connection;
-use dfs_testkit::slow_peer::{connect_from, is_closed, loopback, trickle_until_closed};
+use dfs_testkit::slow_peer::{
+    assert_idle_connection_closed, assert_trickling_connections_closed, connect_from, is_closed,
+    loopback,
+};
 use dfs_testkit::{utf8, wait_for, write_random_file, Cluster, ClusterOptions};
 
 /// How long a cluster command may take while the minions are under attack.
@@ -40,30 +43,8 @@ fn trickling_and_idle_connections_are_closed() {
         ..ClusterOptions::default()
     });
     let minion = cluster.minion_address(0).to_string();
-    let deadline = Duration::from_secs(1);
-
-    let handles: Vec<_> = (0..3)
-        .map(|_| {
-            let mut stream = connect_from(loopback(2), &minion);
-            std::thread::spawn(move || trickle_until_closed(&mut stream, WAIT))
-        })
-        .collect();
-    for handle in handles {
-        let held = handle.join().expect("a trickling peer");
-        assert!(
-            held >= deadline - Duration::from_millis(100) && held < deadline * 5,
-            "a trickling connection was held {held:?} with a frame deadline of {deadline:?}"
-        );
-    }
-
-    let idle = connect_from(loopback(3), &minion);
-    let opened = Instant::now();
-    wait_for(
-        || is_closed(&idle),
-        WAIT,
-        "the minion to close an idle connection",
-    );
-    assert!(opened.elapsed() >= Duration::from_millis(1_900));
+    assert_trickling_connections_closed(&minion, Duration::from_secs(1));
+    assert_idle_connection_closed(&minion, Duration::from_secs(2));
 
     // Honest chunk frames meet the same deadline with room to spare.
     put_and_get(&cluster, "whole-chunks", 3 << 20);

@@ -123,6 +123,42 @@ pub fn trickle_until_closed(stream: &mut TcpStream, timeout: Duration) -> Durati
     }
 }
 
+/// Three connections from 127.0.0.2 to `daemon` trickle a header one byte
+/// at a time; asserts each is closed about `frame_deadline` after its first
+/// byte (not before, and well before five deadlines).
+pub fn assert_trickling_connections_closed(daemon: &str, frame_deadline: Duration) {
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let mut stream = connect_from(loopback(2), daemon);
+            std::thread::spawn(move || trickle_until_closed(&mut stream, frame_deadline * 10))
+        })
+        .collect();
+    for handle in handles {
+        let held = handle.join().expect("a trickling peer");
+        assert!(
+            held >= frame_deadline - Duration::from_millis(100) && held < frame_deadline * 5,
+            "a trickling connection to {daemon} was held {held:?} with a frame deadline of {frame_deadline:?}"
+        );
+    }
+}
+
+/// A connection from 127.0.0.3 to `daemon` that sends nothing; asserts it
+/// is closed, not before `idle_timeout` (less a tenth for clocks).
+pub fn assert_idle_connection_closed(daemon: &str, idle_timeout: Duration) {
+    let idle = connect_from(loopback(3), daemon);
+    let opened = Instant::now();
+    crate::wait_for(
+        || is_closed(&idle),
+        idle_timeout * 10,
+        &format!("{daemon} to close an idle connection"),
+    );
+    assert!(
+        opened.elapsed() >= idle_timeout - idle_timeout / 10,
+        "{daemon} closed an idle connection after {:?}, before its idle timeout of {idle_timeout:?}",
+        opened.elapsed()
+    );
+}
+
 /// A field of /proc/PID/status, as the number before its unit.
 fn status_number(pid: u32, field: &str) -> u64 {
     let path = format!("/proc/{pid}/status");

@@ -12,7 +12,10 @@ use std::process::{Command, Output};
 use dfs_client::Client;
 use dfs_engine::msg::{EntryKind, ErrorKind};
 use dfs_engine::path::DfsPath;
-use dfs_testkit::{assert_files_equal, binary, run, write_random_file, Cluster, COMMAND_TIMEOUT};
+use dfs_testkit::{
+    assert_bytes_equal, assert_files_equal, binary, run, write_random_file, Cluster,
+    COMMAND_TIMEOUT,
+};
 
 pub const MIB: u64 = 1 << 20;
 
@@ -191,4 +194,28 @@ pub fn cluster_names(cluster: &Cluster, directory: &str) -> Vec<String> {
 pub fn is_temporary(relative: &str) -> bool {
     let name = relative.rsplit('/').next().unwrap_or(relative);
     name.starts_with('.') && name.contains(".dfs-cp-")
+}
+
+/// Reads every file below `root` in the cluster that is not a temporary
+/// name and asserts it holds exactly the bytes of `source/<its path below
+/// root>`; returns how many it compared.
+pub fn assert_cluster_files_match(cluster: &Cluster, root: &str, source: &Path) -> usize {
+    let mut client = Client::connect(cluster.master_address()).expect("connect");
+    let mut compared = 0;
+    for (relative, _) in cluster_files(cluster, root) {
+        if is_temporary(&relative) {
+            continue;
+        }
+        let path = DfsPath::parse(&format!("{root}/{relative}")).expect("path");
+        let mut bytes = Vec::new();
+        client
+            .open(&path)
+            .expect("open")
+            .copy_to(&mut bytes, "memory")
+            .expect("read");
+        let expected = std::fs::read(source.join(&relative)).expect("read the source");
+        assert_bytes_equal(&bytes, &expected, &relative);
+        compared += 1;
+    }
+    compared
 }
