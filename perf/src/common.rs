@@ -1,12 +1,12 @@
 //! What every `dfs-perf` run needs: the binaries beside this one, a scratch
-//! directory, a local cluster, random source files, checksums and a way to
-//! drop the page cache.
+//! directory, a local cluster, random source files, checksums, a way to
+//! drop the page cache and one to wait for the writeback to settle.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -217,6 +217,73 @@ pub fn drop_caches() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
 }
 
+/// Dirty + Writeback bytes at or below which the page cache counts as
+/// settled: what a quiet machine's daemons and logs keep dirty.
+pub const SETTLED_DIRTY_BYTES_MAX: u64 = 16 << 20;
+/// Longest wait for the dirty pages to drain; past it the step runs anyway
+/// and the bytes still dirty are reported with it.
+pub const SETTLE_TIMEOUT_MS: u64 = 60_000;
+/// How often /proc/meminfo is read while waiting.
+pub const SETTLE_POLL_MS: u64 = 100;
+/// Pause once the page cache is clean: the device may still be busy with
+/// what it already acknowledged (its own cache, discards of removed files),
+/// which the kernel does not show.
+pub const SETTLE_PAUSE_MS: u64 = 1_000;
+
+/// What `settle` found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settled {
+    /// Time from the `sync` to the end of the pause.
+    pub waited: Duration,
+    /// Dirty + Writeback bytes when the wait ended.
+    pub dirty_bytes: u64,
+}
+
+/// `sync`, then waits (bounded) until Dirty + Writeback in /proc/meminfo is
+/// near zero, then pauses, so a step does not pay for the writeback of the
+/// one before it.
+pub fn settle() -> Result<Settled> {
+    let started = Instant::now();
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let mut dirty_bytes = dirty_bytes_now()?;
+    while dirty_bytes > SETTLED_DIRTY_BYTES_MAX
+        && started.elapsed() < Duration::from_millis(SETTLE_TIMEOUT_MS)
+    {
+        std::thread::sleep(Duration::from_millis(SETTLE_POLL_MS));
+        dirty_bytes = dirty_bytes_now()?;
+    }
+    if dirty_bytes > SETTLED_DIRTY_BYTES_MAX {
+        eprintln!(
+            "settle: {} MiB still dirty or under writeback after {SETTLE_TIMEOUT_MS} ms",
+            dirty_bytes >> 20
+        );
+    }
+    std::thread::sleep(Duration::from_millis(SETTLE_PAUSE_MS));
+    Ok(Settled {
+        waited: started.elapsed(),
+        dirty_bytes,
+    })
+}
+
+/// Dirty + Writeback bytes now.
+fn dirty_bytes_now() -> Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
+    dirty_bytes_in(&meminfo).context("/proc/meminfo has no Dirty or Writeback line")
+}
+
+/// Dirty + Writeback bytes in the text of /proc/meminfo (lines such as
+/// `Dirty:   1234 kB`); None when either line is missing or unreadable.
+pub fn dirty_bytes_in(meminfo: &str) -> Option<u64> {
+    let kilobytes = |key: &str| -> Option<u64> {
+        meminfo.lines().find_map(|line| {
+            let value = line.strip_prefix(key)?.strip_prefix(':')?;
+            value.trim().strip_suffix("kB")?.trim().parse().ok()
+        })
+    };
+    Some((kilobytes("Dirty")? + kilobytes("Writeback")?) * 1024)
+}
+
 /// MiB per second.
 pub fn rate(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64().max(1e-9)
@@ -235,5 +302,13 @@ mod tests {
             checksum_file(&path).expect("checksum"),
             (3 * IO_BUFFER_BYTES as u64 + 5, crc)
         );
+    }
+
+    #[test]
+    fn dirty_bytes_add_dirty_and_writeback_but_not_their_lookalikes() {
+        let meminfo = "MemFree:  100 kB\nDirty:  3 kB\nWriteback:  5 kB\nWritebackTmp:  7 kB\n";
+        assert_eq!(dirty_bytes_in(meminfo), Some(8 * 1024));
+        assert_eq!(dirty_bytes_in("Dirty:  3 kB\n"), None);
+        assert_eq!(dirty_bytes_in("Dirty: x kB\nWriteback: 1 kB\n"), None);
     }
 }

@@ -1,47 +1,96 @@
 //! `dfs-perf throughput`: the data path against what the same disk and
-//! loopback do without dfs, measured in one run.
+//! loopback do without dfs, measured side by side in one run.
 //!
-//! It starts `dfs local` (1 master, 3 minions on 127.0.0.1), writes a file of
-//! random bytes and, with the page cache dropped before each step, times:
-//! `dfs put` with replication 3 (durable and `--no-sync`) and replication 1,
-//! `dfs get` cold and warm, and the baselines: `cp` + `sync`, three `cp` +
-//! `sync`, a cold local `cat`, and the raw chain (`raw_chain`). Every result
-//! is checked by CRC32C against the source. It prints a table with MiB/s,
-//! ratios to the baselines and CPU seconds per GiB of the client and the
-//! minions, and writes the same as JSON with `--json PATH`.
+//! It starts `dfs local` (1 master, 3 minions on 127.0.0.1) and, for each
+//! `--size`, compares four pairs (ours, baseline): durable `dfs put -r 3`
+//! with three `cp` + `sync`, `dfs put -r 3 --no-sync` with the raw chain
+//! (`raw_chain`, splice/tee), and cold `dfs get -` and cold `dfs cat` with
+//! a cold local `cat` (all three read into a pipe that this harness
+//! counts and checksums) of a local copy written just after the cluster's
+//! file.
+//!
+//! Each pair runs `--rounds` rounds of both sides, and the order alternates
+//! (ours then baseline, then baseline then ours, ...): whatever a step
+//! leaves behind that the settle below does not catch (the device's own
+//! cache, discards of removed files) then weighs on each side as often,
+//! instead of always on the second. Every step starts from the same state:
+//! the outputs of both sides removed first (a removed cluster file's
+//! replicas gone from the minions' disks), `sync`, the page cache dropped,
+//! for writes the source read once (warm source), then `common::settle`
+//! (Dirty + Writeback near zero, bounded, and a pause). Results are the
+//! median of each side, the ratio of the medians and the spread (min-max)
+//! of each side and of the per-round ratios (`stats`), with the median CPU
+//! seconds per GiB of the client and of the minions.
+//!
+//! A disk check runs `dd ... oflag=direct conv=fsync` and `dd ...
+//! iflag=direct` at the start and at the end; the run fails when a
+//! baseline's median moved its bytes on or off the disk at less than a
+//! third of the better dd figure for its direction: such a baseline ran
+//! in a worse state than the disk allows, and would flatter us. Every result
+//! is checked by CRC32C against the source. `--json PATH` writes every
+//! round's raw numbers.
 
-use std::fmt::Write as _;
-use std::os::unix::process::ExitStatusExt;
+mod process;
+mod render;
+mod stats;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dfs_engine::units::{format_bytes, parse_bytes};
 
 use crate::common::{
-    self, checksum_file, checksum_reader, drop_caches, generate, sibling, work_dir,
+    self, checksum_file, drop_caches, generate, settle, sibling, work_dir, Settled,
 };
-use crate::raw_chain::{self, ChainMode};
+use crate::raw_chain;
+use process::{children, command_name, process_cpu_seconds, self_cpu_seconds, timed_child, Timed};
+use render::{render_disk_checks, render_json, render_table, JsonRun};
+use stats::{compare, spread, Comparison};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
 /// Minions of the local cluster: a replication-3 pipeline needs three.
 const MINION_COUNT: u32 = 3;
+/// Copies each write baseline makes, as a replication-3 put does.
+const COPY_COUNT: usize = 3;
+const ROUNDS_DEFAULT: usize = 3;
+const SIZE_BYTES_DEFAULT: u64 = 1 << 30;
+/// dd's block size for the disk check (`bs=4M`); also the least `--size`.
+const DISK_CHECK_BLOCK_BYTES: u64 = 4 << 20;
+/// Most bytes the disk check writes and reads each time.
+const DISK_CHECK_BYTES_MAX: u64 = 1 << 30;
+/// A baseline moving bytes to or from the disk at less than this share of
+/// what dd measured fails the run.
+const BASELINE_DISK_SHARE_MIN: f64 = 1.0 / 3.0;
+/// A cold read baseline faster than this many times dd's direct read was
+/// served by a cache below this machine (a VM host's page cache): worth a
+/// note, since both sides' cold reads may then be the cache's.
+const READ_ABOVE_DISK_FACTOR: f64 = 1.5;
+/// Longest wait for the minions to delete the replicas of a removed file.
+const REPLICA_DELETION_TIMEOUT_MS: u64 = 120_000;
+const REPLICA_DELETION_POLL_MS: u64 = 100;
+/// The cluster file each put writes, and the one the reads read.
+const PUT_REMOTE: &str = "/put.bin";
+const READ_REMOTE: &str = "/read.bin";
 
 pub struct Options {
-    size_bytes: u64,
+    sizes_bytes: Vec<u64>,
+    rounds: usize,
     dir: Option<PathBuf>,
     json: Option<PathBuf>,
 }
 
 pub fn usage() -> &'static str {
-    "usage: dfs-perf throughput [--size SIZE] [--dir DIR] [--json PATH]"
+    "usage: dfs-perf throughput [--size SIZE ...] [--rounds N] [--dir DIR] [--json PATH]\n  \
+     --size may repeat (default 1G); --rounds is odd (default 3)"
 }
 
 pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> {
     let mut options = Options {
-        size_bytes: 2 << 30,
+        sizes_bytes: Vec::new(),
+        rounds: ROUNDS_DEFAULT,
         dir: None,
         json: None,
     };
@@ -51,122 +100,317 @@ pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> 
                 .with_context(|| format!("{arg} needs a value\n{}", usage()))
         };
         match arg.as_str() {
-            "--size" => options.size_bytes = parse_bytes(&value()?)?,
+            "--size" => options.sizes_bytes.push(parse_bytes(&value()?)?),
+            "--rounds" => options.rounds = value()?.parse().context("--rounds")?,
             "--dir" => options.dir = Some(PathBuf::from(value()?)),
             "--json" => options.json = Some(PathBuf::from(value()?)),
             other => bail!("unknown option {other}\n{}", usage()),
         }
     }
-    if options.size_bytes == 0 {
-        bail!("--size must be more than zero");
+    if options.sizes_bytes.is_empty() {
+        options.sizes_bytes.push(SIZE_BYTES_DEFAULT);
+    }
+    if options
+        .sizes_bytes
+        .iter()
+        .any(|&size| size < DISK_CHECK_BLOCK_BYTES)
+    {
+        bail!(
+            "--size must be at least {}",
+            format_bytes(DISK_CHECK_BLOCK_BYTES)
+        );
+    }
+    if options.rounds.is_multiple_of(2) {
+        bail!("--rounds must be odd, so that a median is one round's number");
     }
     Ok(options)
 }
 
-/// One timed step.
-#[derive(Clone, Debug)]
-struct Measurement {
-    name: &'static str,
-    elapsed: Duration,
-    size_bytes: u64,
+/// One timed step of a pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    PutDurable,
+    PutNoSync,
+    CopiesAndSync,
+    RawChain,
+    Get,
+    Cat,
+    LocalCat,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::PutDurable => "put r=3 durable",
+            Step::PutNoSync => "put r=3 --no-sync",
+            Step::CopiesAndSync => "3x cp + sync",
+            Step::RawChain => "raw chain (splice/tee)",
+            Step::Get => "get cold",
+            Step::Cat => "dfs cat cold",
+            Step::LocalCat => "cat cold",
+        }
+    }
+
+    /// Writes start from a warm source; reads from a cold cache.
+    fn writes(self) -> bool {
+        matches!(
+            self,
+            Step::PutDurable | Step::PutNoSync | Step::CopiesAndSync | Step::RawChain
+        )
+    }
+
+    /// Ours: the cluster's minions work for it.
+    fn uses_cluster(self) -> bool {
+        matches!(
+            self,
+            Step::PutDurable | Step::PutNoSync | Step::Get | Step::Cat
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Pair {
+    ours: Step,
+    baseline: Step,
+    /// The ratio of medians the issue asks for.
+    target: f64,
+}
+
+impl Pair {
+    fn name(self) -> String {
+        format!("{} / {}", self.ours.name(), self.baseline.name())
+    }
+
+    /// Bytes the baseline moves to (writes) or from (reads) the disk per
+    /// byte of the file.
+    fn baseline_disk_bytes_per_byte(self) -> f64 {
+        if self.baseline.writes() {
+            COPY_COUNT as f64
+        } else {
+            1.0
+        }
+    }
+}
+
+const PAIRS: [Pair; 4] = [
+    Pair {
+        ours: Step::PutDurable,
+        baseline: Step::CopiesAndSync,
+        target: 1.0,
+    },
+    Pair {
+        ours: Step::PutNoSync,
+        baseline: Step::RawChain,
+        target: 0.8,
+    },
+    Pair {
+        ours: Step::Get,
+        baseline: Step::LocalCat,
+        target: 0.9,
+    },
+    Pair {
+        ours: Step::Cat,
+        baseline: Step::LocalCat,
+        target: 0.9,
+    },
+];
+
+/// One run of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sample {
+    seconds: f64,
     /// CPU seconds of the client process (or of the baseline's processes).
     client_cpu_seconds: f64,
     /// CPU seconds of all minions together; None for baselines.
     minion_cpu_seconds: Option<f64>,
+    settled: Settled,
 }
 
-impl Measurement {
-    fn mib_per_second(&self) -> f64 {
-        self.size_bytes as f64 / MIB / self.elapsed.as_secs_f64().max(1e-9)
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Round {
+    ours_first: bool,
+    ours: Sample,
+    baseline: Sample,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct PairReport {
+    pair: Pair,
+    rounds: Vec<Round>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct SizeReport {
+    size_bytes: u64,
+    source_crc: u32,
+    pairs: Vec<PairReport>,
+}
+
+fn mib_per_second(size_bytes: u64, seconds: f64) -> f64 {
+    size_bytes as f64 / MIB / seconds.max(1e-9)
+}
+
+fn per_gib(size_bytes: u64, seconds: f64) -> f64 {
+    seconds / (size_bytes as f64 / GIB)
+}
+
+impl PairReport {
+    fn comparison(&self, size_bytes: u64) -> Option<Comparison> {
+        let rates = |side: fn(&Round) -> Sample| -> Vec<f64> {
+            self.rounds
+                .iter()
+                .map(|round| mib_per_second(size_bytes, side(round).seconds))
+                .collect()
+        };
+        compare(&rates(|round| round.ours), &rates(|round| round.baseline))
     }
 
-    fn per_gib(&self, seconds: f64) -> f64 {
-        seconds / (self.size_bytes as f64 / GIB)
+    /// Median CPU seconds per GiB over the rounds.
+    fn cpu_per_gib(&self, size_bytes: u64, cpu: impl Fn(&Round) -> Option<f64>) -> Option<f64> {
+        let values: Vec<f64> = self
+            .rounds
+            .iter()
+            .filter_map(|round| cpu(round).map(|seconds| per_gib(size_bytes, seconds)))
+            .collect();
+        spread(&values).map(|spread| spread.median)
     }
 }
 
-/// Which result is compared with which baseline, and the issue's target.
-const COMPARISONS: [(&str, &str, Option<f64>); 6] = [
-    ("put r=3 durable", "3x cp + sync", Some(1.0)),
-    ("put r=3 --no-sync", "raw chain (splice/tee)", Some(0.8)),
-    ("put r=1 durable", "cp + sync", None),
-    ("get cold", "cat cold", Some(0.9)),
-    ("get warm", "cat warm", None),
-    ("raw chain (buffers)", "raw chain (splice/tee)", None),
-];
+/// What dd did with direct I/O, in MiB/s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct DiskRates {
+    write: f64,
+    read: f64,
+}
+
+/// A baseline's median against the disk check.
+#[derive(Clone, Debug, PartialEq)]
+struct DiskCheck {
+    pair: Pair,
+    size_bytes: u64,
+    /// Bytes the baseline's median moved to or from the disk per second.
+    baseline_disk_mib_per_second: f64,
+    /// The better of the two dd figures for the same direction.
+    disk_mib_per_second: f64,
+}
+
+impl DiskCheck {
+    fn passed(&self) -> bool {
+        self.baseline_disk_mib_per_second >= self.disk_mib_per_second * BASELINE_DISK_SHARE_MIN
+    }
+
+    fn read_above_disk(&self) -> bool {
+        !self.pair.baseline.writes()
+            && self.baseline_disk_mib_per_second > self.disk_mib_per_second * READ_ABOVE_DISK_FACTOR
+    }
+}
+
+/// The random file every step of one size starts from.
+struct Source {
+    path: PathBuf,
+    size_bytes: u64,
+    crc: u32,
+}
+
+impl Source {
+    fn text(&self) -> Result<&str> {
+        text(&self.path)
+    }
+}
 
 pub fn run(options: Options) -> Result<()> {
     let (dir, _scratch) = work_dir(options.dir.as_deref())?;
-    let size_bytes = options.size_bytes;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
     println!(
-        "throughput: {} ({size_bytes} bytes) of random data in {}; 1 master, {MINION_COUNT} minions on 127.0.0.1",
-        format_bytes(size_bytes),
-        dir.display()
+        "throughput: {} in {}; 1 master, {MINION_COUNT} minions on 127.0.0.1; {} rounds, order alternating",
+        options
+            .sizes_bytes
+            .iter()
+            .map(|&size| format_bytes(size))
+            .collect::<Vec<_>>()
+            .join(", "),
+        dir.display(),
+        options.rounds
     );
     if !drop_caches() {
         bail!("can't drop the page cache (needs root): the cold numbers would be lies");
     }
     let load_before = load_average();
-    let source = dir.join("source.bin");
-    let source_crc = generate(&source, size_bytes)?;
-    let mut results = Vec::new();
-
-    let cluster = LocalCluster::start(&dir.join("cluster"))?;
-    let source_text = text(&source)?;
-    for (name, remote, extra) in [
-        ("put r=3 durable", "/r3.bin", &["-r", "3"][..]),
-        (
-            "put r=3 --no-sync",
-            "/r3-nosync.bin",
-            &["-r", "3", "--no-sync"][..],
-        ),
-        ("put r=1 durable", "/r1.bin", &["-r", "1"][..]),
-    ] {
-        let mut args = vec!["put", "-f"];
-        args.extend_from_slice(extra);
-        args.extend([source_text, remote]);
-        results.push(cluster.measure(name, size_bytes, &args, None)?);
+    let mut sources = Vec::new();
+    for (index, &size_bytes) in options.sizes_bytes.iter().enumerate() {
+        let path = dir.join(format!("source-{index}.bin"));
+        let crc = generate(&path, size_bytes)?;
+        sources.push(Source {
+            path,
+            size_bytes,
+            crc,
+        });
     }
-    for (name, remote) in [
-        ("get cold", "/r3.bin"),
-        ("get warm", "/r3.bin"),
-        ("check r=3 --no-sync", "/r3-nosync.bin"),
-        ("check r=1", "/r1.bin"),
-    ] {
-        let measurement =
-            cluster.measure(name, size_bytes, &["get", remote, "-"], Some(source_crc))?;
-        if name.starts_with("get") {
-            results.push(measurement);
-        }
-    }
-    drop(cluster);
+    let first = sources.first().context("no --size")?;
+    let disk_start = disk_check(&dir, first)?;
+    print_disk("start", disk_start);
 
-    results.push(copies(&dir, &source, source_crc, 1, "cp + sync")?);
-    results.push(copies(&dir, &source, source_crc, 3, "3x cp + sync")?);
-    results.push(cat(&source, size_bytes, source_crc, true)?);
-    results.push(cat(&source, size_bytes, source_crc, false)?);
-    for (name, mode) in [
-        ("raw chain (splice/tee)", ChainMode::SpliceTee),
-        ("raw chain (buffers)", ChainMode::Buffers),
-    ] {
-        results.push(chain(&dir, &source, size_bytes, source_crc, name, mode)?);
+    let mut bench = Bench::start(&dir)?;
+    let mut reports = Vec::new();
+    for source in &sources {
+        reports.push(bench.measure_size(source, options.rounds)?);
     }
+    drop(bench);
 
+    let disk_end = disk_check(&dir, first)?;
+    print_disk("end", disk_end);
     let load_after = load_average();
-    let table = render_table(&results);
-    print!("{table}");
+    let disk = DiskRates {
+        write: disk_start.write.max(disk_end.write),
+        read: disk_start.read.max(disk_end.read),
+    };
+    println!();
+    for report in &reports {
+        print!("{}", render_table(report));
+    }
+    let checks = disk_checks(&reports, disk);
+    print!("{}", render_disk_checks(&checks));
     // Other work on the machine skews every number: say how busy it was.
     println!("load average (1 min): {load_before:.2} at the start, {load_after:.2} at the end");
-    println!("verified: every result matches the source's crc32c {source_crc:08x}");
+    println!("verified: every result matches its source's crc32c");
+    println!("command: {command}");
     if let Some(path) = &options.json {
-        std::fs::write(
-            path,
-            render_json(&results, source_crc, [load_before, load_after]),
-        )
-        .with_context(|| format!("write {}", path.display()))?;
+        let json = render_json(&JsonRun {
+            command: &command,
+            rounds: options.rounds,
+            disk: [disk_start, disk_end],
+            load: [load_before, load_after],
+            reports: &reports,
+            checks: &checks,
+        });
+        std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
         println!("wrote {}", path.display());
     }
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|check| !check.passed())
+        .map(|check| {
+            format!(
+                "{} at {}",
+                check.pair.baseline.name(),
+                format_bytes(check.size_bytes)
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "DISK CHECK FAILED: {} ran below a third of what dd measured on the same disk; the ratios are not honest",
+            failed.join(", ")
+        );
+    }
     Ok(())
+}
+
+fn print_disk(when: &str, rates: DiskRates) {
+    println!(
+        "disk at the {when} (dd, direct I/O): write {:.1} MiB/s, read {:.1} MiB/s",
+        rates.write, rates.read
+    );
 }
 
 fn text(path: &Path) -> Result<&str> {
@@ -174,9 +418,292 @@ fn text(path: &Path) -> Result<&str> {
         .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
+/// The local cluster and the state of its files and the outputs between
+/// steps.
+struct Bench {
+    dir: PathBuf,
+    cluster: LocalCluster,
+    /// `PUT_REMOTE` exists (a put wrote it and it was not removed since).
+    put_written: bool,
+    /// Replica files the minions hold when no put output exists (those of
+    /// `READ_REMOTE` while the reads run).
+    replica_files_kept: usize,
+}
+
+impl Bench {
+    fn start(dir: &Path) -> Result<Bench> {
+        Ok(Bench {
+            dir: dir.to_path_buf(),
+            cluster: LocalCluster::start(&dir.join("cluster"))?,
+            put_written: false,
+            replica_files_kept: 0,
+        })
+    }
+
+    /// Every pair at one size: the writes first, then the reads of a
+    /// file written once; nothing of this size is left afterwards.
+    fn measure_size(&mut self, source: &Source, rounds: usize) -> Result<SizeReport> {
+        println!(
+            "\n{} ({} bytes), source crc32c {:08x}",
+            format_bytes(source.size_bytes),
+            source.size_bytes,
+            source.crc
+        );
+        let mut pairs = Vec::new();
+        for pair in PAIRS.iter().filter(|pair| pair.ours.writes()) {
+            pairs.push(self.measure_pair(source, *pair, rounds)?);
+        }
+        self.remove_outputs()?;
+        // Both sides read files written just now, the local one last: a
+        // cache below this machine (a VM host's) that still holds recent
+        // writes then favours the baseline, never us.
+        self.dfs(&["put", "-r", "3", source.text()?, READ_REMOTE], false)?;
+        self.replica_files_kept = replica_file_count(&self.cluster.dir)?;
+        let read_local = read_local_path(&self.dir);
+        copies(&source.path, std::slice::from_ref(&read_local))?;
+        for pair in PAIRS.iter().filter(|pair| !pair.ours.writes()) {
+            pairs.push(self.measure_pair(source, *pair, rounds)?);
+        }
+        std::fs::remove_file(&read_local)
+            .with_context(|| format!("remove {}", read_local.display()))?;
+        self.dfs(&["rm", READ_REMOTE], false)?;
+        self.replica_files_kept = 0;
+        self.wait_for_replica_files()?;
+        Ok(SizeReport {
+            size_bytes: source.size_bytes,
+            source_crc: source.crc,
+            pairs,
+        })
+    }
+
+    fn measure_pair(&mut self, source: &Source, pair: Pair, rounds: usize) -> Result<PairReport> {
+        let mut report = PairReport {
+            pair,
+            rounds: Vec::new(),
+        };
+        for index in 0..rounds {
+            let ours_first = index.is_multiple_of(2);
+            let (ours, baseline) = if ours_first {
+                let ours = self.measure(source, pair.ours)?;
+                (ours, self.measure(source, pair.baseline)?)
+            } else {
+                let baseline = self.measure(source, pair.baseline)?;
+                (self.measure(source, pair.ours)?, baseline)
+            };
+            println!(
+                "  round {}/{rounds} ({} first): {} {:.1} MiB/s, {} {:.1} MiB/s",
+                index + 1,
+                if ours_first { "ours" } else { "baseline" },
+                pair.ours.name(),
+                mib_per_second(source.size_bytes, ours.seconds),
+                pair.baseline.name(),
+                mib_per_second(source.size_bytes, baseline.seconds),
+            );
+            report.rounds.push(Round {
+                ours_first,
+                ours,
+                baseline,
+            });
+        }
+        Ok(report)
+    }
+
+    /// Brings the machine to the common start state, runs `step` timed and
+    /// checks its result against the source.
+    fn measure(&mut self, source: &Source, step: Step) -> Result<Sample> {
+        self.remove_outputs()?;
+        cold()?;
+        if step.writes() {
+            warm(source)?;
+        }
+        let settled = settle()?;
+        let minions_before = self.cluster.minion_cpu_seconds()?;
+        let timed = self.run_timed(source, step)?;
+        let minions_after = self.cluster.minion_cpu_seconds()?;
+        self.verify(source, step, timed.read)?;
+        Ok(Sample {
+            seconds: timed.elapsed.as_secs_f64(),
+            client_cpu_seconds: timed.cpu_seconds,
+            minion_cpu_seconds: step
+                .uses_cluster()
+                .then_some(minions_after - minions_before),
+            settled,
+        })
+    }
+
+    fn run_timed(&mut self, source: &Source, step: Step) -> Result<Timed> {
+        match step {
+            Step::PutDurable | Step::PutNoSync => {
+                let mut args = vec!["put", "-r", "3"];
+                if step == Step::PutNoSync {
+                    args.push("--no-sync");
+                }
+                args.extend([source.text()?, PUT_REMOTE]);
+                self.put_written = true;
+                self.dfs(&args, false)
+            }
+            Step::CopiesAndSync => copies(&source.path, &copy_targets(&self.dir)),
+            Step::RawChain => chain(&source.path, &chain_targets(&self.dir)),
+            Step::Get => self.dfs(&["get", READ_REMOTE, "-"], true),
+            Step::Cat => self.dfs(&["cat", READ_REMOTE], true),
+            Step::LocalCat => {
+                let mut command = Command::new("cat");
+                command.arg(read_local_path(&self.dir));
+                timed_child(command, true)
+            }
+        }
+    }
+
+    /// Every byte of the step's result against the source's CRC32C
+    /// (untimed).
+    fn verify(&mut self, source: &Source, step: Step, read: Option<(u64, u32)>) -> Result<()> {
+        let name = step.name();
+        match step {
+            Step::PutDurable | Step::PutNoSync => {
+                let read_back = self.dfs(&["get", PUT_REMOTE, "-"], true)?;
+                verify(name, source, read_back.read)
+            }
+            Step::CopiesAndSync => verify_files(name, source, &copy_targets(&self.dir)),
+            Step::RawChain => verify_files(name, source, &chain_targets(&self.dir)),
+            Step::Get | Step::Cat | Step::LocalCat => verify(name, source, read),
+        }
+    }
+
+    /// Removes what any write step left: local copies, and the put's cluster
+    /// file once its replicas are gone from the minions' disks, so no
+    /// deletion runs during the next step.
+    fn remove_outputs(&mut self) -> Result<()> {
+        for target in copy_targets(&self.dir)
+            .iter()
+            .chain(&chain_targets(&self.dir))
+        {
+            match std::fs::remove_file(target) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error).with_context(|| format!("remove {}", target.display()))
+                }
+                _ => {}
+            }
+        }
+        if self.put_written {
+            self.dfs(&["rm", PUT_REMOTE], false)?;
+            self.put_written = false;
+            self.wait_for_replica_files()?;
+        }
+        Ok(())
+    }
+
+    fn wait_for_replica_files(&self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let count = replica_file_count(&self.cluster.dir)?;
+            if count == self.replica_files_kept {
+                return Ok(());
+            }
+            if started.elapsed() >= Duration::from_millis(REPLICA_DELETION_TIMEOUT_MS) {
+                bail!(
+                    "the minions hold {count} replica files {REPLICA_DELETION_TIMEOUT_MS} ms after dfs rm, expected {}",
+                    self.replica_files_kept
+                );
+            }
+            std::thread::sleep(Duration::from_millis(REPLICA_DELETION_POLL_MS));
+        }
+    }
+
+    /// Runs one `dfs` command, timed; with `checksum_stdout` its standard
+    /// output is checksummed as it arrives.
+    fn dfs(&self, args: &[&str], checksum_stdout: bool) -> Result<Timed> {
+        let mut command = Command::new(sibling("dfs")?);
+        command
+            .arg("--master")
+            .arg(&self.cluster.local.master)
+            .args(args);
+        timed_child(command, checksum_stdout).with_context(|| format!("dfs {}", args.join(" ")))
+    }
+}
+
+/// The local file the cold `cat` baseline reads: a copy of the source
+/// written next to the cluster's file, as recent as it.
+fn read_local_path(dir: &Path) -> PathBuf {
+    dir.join("read-local.bin")
+}
+
+fn copy_targets(dir: &Path) -> Vec<PathBuf> {
+    (0..COPY_COUNT)
+        .map(|index| dir.join(format!("copy-{index}.bin")))
+        .collect()
+}
+
+fn chain_targets(dir: &Path) -> Vec<PathBuf> {
+    (0..COPY_COUNT)
+        .map(|index| dir.join(format!("chain-{index}.bin")))
+        .collect()
+}
+
+/// `sync` and an empty page cache.
+fn cold() -> Result<()> {
+    if !drop_caches() {
+        bail!("can't drop the page cache");
+    }
+    Ok(())
+}
+
+/// Reads the source once into the page cache, checking it is unchanged.
+fn warm(source: &Source) -> Result<()> {
+    let (bytes, crc) = checksum_file(&source.path)?;
+    verify_read("source", source, bytes, crc)
+}
+
+/// Files named `blk_...` (sealed replicas) below `dir`, at any depth.
+fn replica_file_count(dir: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A directory removed while we walk (a minion's tmp/) holds nothing.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(error).with_context(|| format!("list {}", dir.display())),
+    };
+    let mut count = 0;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("list {}", dir.display()))?;
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            count += replica_file_count(&entry.path())?;
+        } else if entry.file_name().to_string_lossy().starts_with("blk_") {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+fn verify(name: &str, source: &Source, read: Option<(u64, u32)>) -> Result<()> {
+    let (bytes, crc) = read.with_context(|| format!("{name}: no output was read"))?;
+    verify_read(name, source, bytes, crc)
+}
+
+fn verify_read(name: &str, source: &Source, bytes: u64, crc: u32) -> Result<()> {
+    if bytes != source.size_bytes || crc != source.crc {
+        bail!(
+            "VERIFY FAILED in {name}: {bytes} bytes with crc32c {crc:08x}, expected {} bytes with {:08x}",
+            source.size_bytes,
+            source.crc
+        );
+    }
+    Ok(())
+}
+
+fn verify_files(name: &str, source: &Source, targets: &[PathBuf]) -> Result<()> {
+    for target in targets {
+        let (bytes, crc) = checksum_file(target)?;
+        verify_read(name, source, bytes, crc)?;
+    }
+    Ok(())
+}
+
 /// `dfs local` and the pids of its minions.
 struct LocalCluster {
     local: common::LocalCluster,
+    dir: PathBuf,
     minion_pids: Vec<u32>,
 }
 
@@ -193,7 +720,11 @@ impl LocalCluster {
                 minion_pids.len()
             );
         }
-        Ok(LocalCluster { local, minion_pids })
+        Ok(LocalCluster {
+            local,
+            dir: dir.to_path_buf(),
+            minion_pids,
+        })
     }
 
     fn minion_cpu_seconds(&self) -> Result<f64> {
@@ -202,316 +733,93 @@ impl LocalCluster {
             .map(|&pid| process_cpu_seconds(pid))
             .sum()
     }
-
-    /// Drops the caches, runs one `dfs` command and times it. With
-    /// `expected_crc` its standard output is checksummed as it arrives.
-    fn measure(
-        &self,
-        name: &'static str,
-        size_bytes: u64,
-        args: &[&str],
-        expected_crc: Option<u32>,
-    ) -> Result<Measurement> {
-        // A warm read reads what the cold one left in the page cache.
-        if name != "get warm" && !drop_caches() {
-            bail!("can't drop the page cache");
-        }
-        let mut command = Command::new(sibling("dfs")?);
-        command.arg("--master").arg(&self.local.master).args(args);
-        let minion_before = self.minion_cpu_seconds()?;
-        let started = Instant::now();
-        let (usage, read) = run_child(command, expected_crc.is_some())?;
-        let elapsed = started.elapsed();
-        let minion_after = self.minion_cpu_seconds()?;
-        check_status(&format!("dfs {}", args.join(" ")), usage.status)?;
-        if let (Some(expected), Some((bytes, crc))) = (expected_crc, read) {
-            verify(name, expected, size_bytes, crc, bytes)?;
-        }
-        Ok(Measurement {
-            name,
-            elapsed,
-            size_bytes,
-            client_cpu_seconds: usage.cpu_seconds,
-            minion_cpu_seconds: Some(minion_after - minion_before),
-        })
-    }
 }
 
-fn verify(name: &str, expected_crc: u32, size_bytes: u64, crc: u32, bytes: u64) -> Result<()> {
-    if bytes != size_bytes || crc != expected_crc {
-        bail!(
-            "VERIFY FAILED in {name}: {bytes} bytes with crc32c {crc:08x}, expected {size_bytes} bytes with {expected_crc:08x}"
-        );
-    }
-    Ok(())
-}
-
-fn check_status(what: &str, status: ExitStatus) -> Result<()> {
-    if !status.success() {
-        bail!("{what} failed: {status}");
-    }
-    Ok(())
-}
-
-/// The pids listed in /proc/PID/task/PID/children.
-fn children(pid: u32) -> Result<Vec<u32>> {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    let list = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    Ok(list
-        .split_whitespace()
-        .filter_map(|word| word.parse().ok())
-        .collect())
-}
-
-fn command_name(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|name| name.trim().to_string())
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
-}
-
-/// User + system CPU seconds of a running process, from /proc/PID/stat.
-fn process_cpu_seconds(pid: u32) -> Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    // The command name is in parentheses and may contain spaces: fields
-    // start after the last ')'. utime and stime are fields 14 and 15.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .with_context(|| format!("{path}: no ')'"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |index: usize| -> Result<f64> {
-        fields
-            .get(index)
-            .and_then(|field| field.parse::<u64>().ok())
-            .map(|ticks| ticks as f64)
-            .with_context(|| format!("{path}: field {} missing", index + 3))
-    };
-    // Field n (1-based) is fields[n - 3] here: pid and comm are cut off.
-    Ok((tick(11)? + tick(12)?) / clock_ticks_per_second())
-}
-
-struct ChildUsage {
-    status: ExitStatus,
-    cpu_seconds: f64,
-}
-
-/// Runs `command` to its end; returns its status and CPU time (wait4), and
-/// with `checksum_stdout` the byte count and CRC32C of its standard output.
-fn run_child(
-    mut command: Command,
-    checksum_stdout: bool,
-) -> Result<(ChildUsage, Option<(u64, u32)>)> {
-    if checksum_stdout {
-        command.stdout(Stdio::piped());
-    }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("run {command:?}"))?;
-    let read = match child.stdout.take() {
-        Some(mut stdout) => Some(checksum_reader(&mut stdout)?),
-        None => None,
-    };
-    let usage = wait_with_usage(&child)?;
-    Ok((usage, read))
-}
-
-fn wait_with_usage(child: &Child) -> Result<ChildUsage> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is a plain C struct of integers; all zeroes is valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: status and usage are valid, writable locals; the pid is our
-        // own unreaped child (std's Child is never waited on after this).
-        let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-        if pid >= 0 {
-            break;
-        }
-        let error = std::io::Error::last_os_error();
-        if error.kind() != std::io::ErrorKind::Interrupted {
-            return Err(error).context("wait for a child");
-        }
-    }
-    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
-    Ok(ChildUsage {
-        status: ExitStatus::from_raw(status),
-        cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-    })
-}
-
-/// `count` times `cp source target_i`, then `sync`, timed as one; each copy
-/// is checked and removed afterwards.
-fn copies(
-    dir: &Path,
-    source: &Path,
-    source_crc: u32,
-    count: usize,
-    name: &'static str,
-) -> Result<Measurement> {
-    if !drop_caches() {
-        bail!("can't drop the page cache");
-    }
-    let targets: Vec<PathBuf> = (0..count)
-        .map(|i| dir.join(format!("copy-{i}.bin")))
-        .collect();
-    let size_bytes = std::fs::metadata(source).context("stat source")?.len();
+/// `cp source target` for each target, then `sync`, timed as one.
+fn copies(source: &Path, targets: &[PathBuf]) -> Result<Timed> {
     let started = Instant::now();
     let mut cpu_seconds = 0.0;
-    for target in &targets {
+    for target in targets {
         let mut command = Command::new("cp");
         command.arg(source).arg(target);
-        let (usage, _) = run_child(command, false)?;
-        check_status("cp", usage.status)?;
-        cpu_seconds += usage.cpu_seconds;
+        cpu_seconds += timed_child(command, false)?.cpu_seconds;
     }
-    let (usage, _) = run_child(Command::new("sync"), false)?;
-    check_status("sync", usage.status)?;
-    let elapsed = started.elapsed();
-    cpu_seconds += usage.cpu_seconds;
-    for target in &targets {
-        let (bytes, crc) = checksum_file(target)?;
-        verify(name, source_crc, size_bytes, crc, bytes)?;
-        std::fs::remove_file(target).with_context(|| format!("remove {}", target.display()))?;
-    }
-    Ok(Measurement {
-        name,
-        elapsed,
-        size_bytes,
-        client_cpu_seconds: cpu_seconds,
-        minion_cpu_seconds: None,
+    cpu_seconds += timed_child(Command::new("sync"), false)?.cpu_seconds;
+    Ok(Timed {
+        elapsed: started.elapsed(),
+        cpu_seconds,
+        read: None,
     })
 }
 
-/// `cat source`, read and checksummed by the harness as `dfs get -` is.
-fn cat(source: &Path, size_bytes: u64, source_crc: u32, cold: bool) -> Result<Measurement> {
-    if cold && !drop_caches() {
-        bail!("can't drop the page cache");
-    }
-    let name = if cold { "cat cold" } else { "cat warm" };
-    let mut command = Command::new("cat");
-    command.arg(source);
-    let started = Instant::now();
-    let (usage, read) = run_child(command, true)?;
-    let elapsed = started.elapsed();
-    check_status("cat", usage.status)?;
-    let (bytes, crc) = read.context("cat output")?;
-    verify(name, source_crc, size_bytes, crc, bytes)?;
-    Ok(Measurement {
-        name,
-        elapsed,
-        size_bytes,
-        client_cpu_seconds: usage.cpu_seconds,
-        minion_cpu_seconds: None,
-    })
-}
-
-fn chain(
-    dir: &Path,
-    source: &Path,
-    size_bytes: u64,
-    source_crc: u32,
-    name: &'static str,
-    mode: ChainMode,
-) -> Result<Measurement> {
-    if !drop_caches() {
-        bail!("can't drop the page cache");
-    }
-    let targets: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("chain-{i}.bin"))).collect();
+/// The raw chain into `targets` (not synced, as `--no-sync`).
+fn chain(source: &Path, targets: &[PathBuf]) -> Result<Timed> {
     let cpu_before = self_cpu_seconds();
     let started = Instant::now();
-    raw_chain::run(source, &targets, mode)?;
-    let elapsed = started.elapsed();
-    let cpu_seconds = self_cpu_seconds() - cpu_before;
-    for target in &targets {
-        let (bytes, crc) = checksum_file(target)?;
-        verify(name, source_crc, size_bytes, crc, bytes)?;
-        std::fs::remove_file(target).with_context(|| format!("remove {}", target.display()))?;
-    }
-    Ok(Measurement {
-        name,
-        elapsed,
-        size_bytes,
-        client_cpu_seconds: cpu_seconds,
-        minion_cpu_seconds: None,
+    raw_chain::run(source, targets)?;
+    Ok(Timed {
+        elapsed: started.elapsed(),
+        cpu_seconds: self_cpu_seconds() - cpu_before,
+        read: None,
     })
 }
 
-fn self_cpu_seconds() -> f64 {
-    // SAFETY: rusage is a plain C struct of integers; all zeroes is valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: usage is a valid, writable local.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+/// dd's sequential write (direct, then fsync) and read (direct) of up to
+/// `DISK_CHECK_BYTES_MAX` of the source, each from the start state of a
+/// step: warm source for the write, cold cache for the read.
+fn disk_check(dir: &Path, source: &Source) -> Result<DiskRates> {
+    let target = dir.join("disk-check.bin");
+    let blocks = source.size_bytes.min(DISK_CHECK_BYTES_MAX) / DISK_CHECK_BLOCK_BYTES;
+    let bytes = blocks * DISK_CHECK_BLOCK_BYTES;
+    let dd = |input: &Path, output: &Path, flags: &[&str]| -> Result<f64> {
+        let mut command = Command::new("dd");
+        command
+            .arg(format!("if={}", text(input)?))
+            .arg(format!("of={}", text(output)?))
+            .arg(format!("bs={DISK_CHECK_BLOCK_BYTES}"))
+            .arg(format!("count={blocks}"))
+            .args(flags)
+            .arg("status=none");
+        Ok(mib_per_second(
+            bytes,
+            timed_child(command, false)?.elapsed.as_secs_f64(),
+        ))
+    };
+    cold()?;
+    warm(source)?;
+    settle()?;
+    // conv=fsync: the device's cache is flushed too, as `sync` does after cp.
+    let write = dd(&source.path, &target, &["oflag=direct", "conv=fsync"])?;
+    cold()?;
+    settle()?;
+    let read = dd(&target, Path::new("/dev/null"), &["iflag=direct"])?;
+    std::fs::remove_file(&target).with_context(|| format!("remove {}", target.display()))?;
+    Ok(DiskRates { write, read })
 }
 
-fn find<'a>(results: &'a [Measurement], name: &str) -> Option<&'a Measurement> {
-    results.iter().find(|m| m.name == name)
-}
-
-fn render_table(results: &[Measurement]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<24} {:>8} {:>9} {:>11} {:>11}",
-        "", "seconds", "MiB/s", "client s/GiB", "minions s/GiB"
-    );
-    for m in results {
-        let minions = m
-            .minion_cpu_seconds
-            .map_or_else(|| "-".to_string(), |s| format!("{:.2}", m.per_gib(s)));
-        let _ = writeln!(
-            out,
-            "{:<24} {:>8.2} {:>9.1} {:>11.2} {:>11}",
-            m.name,
-            m.elapsed.as_secs_f64(),
-            m.mib_per_second(),
-            m.per_gib(m.client_cpu_seconds),
-            minions
-        );
-    }
-    let _ = writeln!(out, "\nratios (same run):");
-    for (result, baseline, target) in COMPARISONS {
-        if let (Some(r), Some(b)) = (find(results, result), find(results, baseline)) {
-            let ratio = r.mib_per_second() / b.mib_per_second();
-            let verdict = match target {
-                Some(target) if ratio >= target => format!("target {target:.1}x: met"),
-                Some(target) => format!("target {target:.1}x: NOT met"),
-                None => String::new(),
+/// Each baseline's median against what dd did in the same direction.
+fn disk_checks(reports: &[SizeReport], disk: DiskRates) -> Vec<DiskCheck> {
+    let mut checks = Vec::new();
+    for report in reports {
+        for pair_report in &report.pairs {
+            let Some(comparison) = pair_report.comparison(report.size_bytes) else {
+                continue;
             };
-            let _ = writeln!(
-                out,
-                "  {result:<20} / {baseline:<24} {ratio:>5.2}x  {verdict}"
-            );
+            let pair = pair_report.pair;
+            checks.push(DiskCheck {
+                pair,
+                size_bytes: report.size_bytes,
+                baseline_disk_mib_per_second: comparison.baseline.median
+                    * pair.baseline_disk_bytes_per_byte(),
+                disk_mib_per_second: if pair.baseline.writes() {
+                    disk.write
+                } else {
+                    disk.read
+                },
+            });
         }
     }
-    out
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    checks
 }
 
 /// The 1-minute load average, from /proc/loadavg (NaN when unreadable).
@@ -522,96 +830,154 @@ fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn render_json(results: &[Measurement], source_crc: u32, load: [f64; 2]) -> String {
-    let mut out = String::from("{\n  \"results\": [\n");
-    for (index, m) in results.iter().enumerate() {
-        let minions = m
-            .minion_cpu_seconds
-            .map_or_else(|| "null".to_string(), |s| format!("{:.4}", m.per_gib(s)));
-        let _ = writeln!(
-            out,
-            "    {{\"name\": {}, \"size_bytes\": {}, \"seconds\": {:.4}, \"mib_per_second\": {:.2}, \
-             \"client_cpu_seconds_per_gib\": {:.4}, \"minion_cpu_seconds_per_gib\": {minions}}}{}",
-            json_string(m.name),
-            m.size_bytes,
-            m.elapsed.as_secs_f64(),
-            m.mib_per_second(),
-            m.per_gib(m.client_cpu_seconds),
-            if index + 1 < results.len() { "," } else { "" }
-        );
-    }
-    out.push_str("  ],\n  \"ratios\": [\n");
-    let ratios: Vec<String> = COMPARISONS
-        .iter()
-        .filter_map(|(result, baseline, target)| {
-            let (r, b) = (find(results, result)?, find(results, baseline)?);
-            Some(format!(
-                "    {{\"result\": {}, \"baseline\": {}, \"ratio\": {:.4}, \"target\": {}}}",
-                json_string(result),
-                json_string(baseline),
-                r.mib_per_second() / b.mib_per_second(),
-                target.map_or_else(|| "null".to_string(), |t| format!("{t:.2}"))
-            ))
-        })
-        .collect();
-    out.push_str(&ratios.join(",\n"));
-    let _ = write!(
-        out,
-        "\n  ],\n  \"load_average_start_end\": [{:.2}, {:.2}],\n  \"verified_crc32c\": \"{source_crc:08x}\"\n}}\n",
-        load[0],
-        load[1]
-    );
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn measurement(name: &'static str, seconds: f64) -> Measurement {
-        Measurement {
-            name,
-            elapsed: Duration::from_secs_f64(seconds),
-            size_bytes: 1 << 30,
+    fn sample(seconds: f64) -> Sample {
+        Sample {
+            seconds,
             client_cpu_seconds: 0.5,
             minion_cpu_seconds: Some(1.0),
+            settled: Settled {
+                waited: Duration::from_secs(1),
+                dirty_bytes: 4096,
+            },
+        }
+    }
+
+    /// A 1 GiB report: the first pair's ours ran at 512, 256 and 1024 MiB/s
+    /// against a baseline at 256 MiB/s; the reads at `cat_seconds`.
+    fn report(cat_seconds: f64) -> SizeReport {
+        let round = |ours_first, ours, baseline| Round {
+            ours_first,
+            ours: sample(ours),
+            baseline: sample(baseline),
+        };
+        SizeReport {
+            size_bytes: 1 << 30,
+            source_crc: 0xabcd,
+            pairs: vec![
+                PairReport {
+                    pair: PAIRS[0],
+                    rounds: vec![
+                        round(true, 2.0, 4.0),
+                        round(false, 4.0, 4.0),
+                        round(true, 1.0, 4.0),
+                    ],
+                },
+                PairReport {
+                    pair: PAIRS[2],
+                    rounds: vec![round(true, 2.0, cat_seconds)],
+                },
+            ],
         }
     }
 
     #[test]
     fn options_parse() {
         let parse = |line: &str| parse_options(line.split_whitespace().map(String::from));
-        let options = parse("--size 512M --json out.json").expect("parse");
-        assert_eq!(options.size_bytes, 512 << 20);
+        let options = parse("--size 1G --size 4G --rounds 5 --json out.json").expect("parse");
+        assert_eq!(options.sizes_bytes, vec![1 << 30, 4 << 30]);
+        assert_eq!(options.rounds, 5);
         assert_eq!(options.json, Some(PathBuf::from("out.json")));
-        assert_eq!(parse("").expect("defaults").size_bytes, 2 << 30);
-        for bad in ["--size", "--size 0", "--bogus"] {
+        let defaults = parse("").expect("defaults");
+        assert_eq!(defaults.sizes_bytes, vec![1 << 30]);
+        assert_eq!(defaults.rounds, 3);
+        for bad in [
+            "--size",
+            "--size 0",
+            "--size 1M",
+            "--rounds 2",
+            "--rounds x",
+            "--bogus",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn ratios_compare_rates_and_judge_targets() {
-        let results = [
-            measurement("put r=3 durable", 2.0),
-            measurement("3x cp + sync", 4.0),
-            measurement("get cold", 2.0),
-            measurement("cat cold", 1.0),
-        ];
-        let table = render_table(&results);
-        assert!(table.contains("2.00x  target 1.0x: met"), "{table}");
-        assert!(table.contains("0.50x  target 0.9x: NOT met"), "{table}");
-        let json = render_json(&results, 0xabcd, [0.5, 1.25]);
+    fn the_table_shows_medians_spreads_and_the_ratio_of_medians() {
+        let table = render_table(&report(1.0));
+        // Ours 512 (256-1024), baseline 256 (256-256): ratio 2.00, rounds 1.00-4.00.
+        assert!(table.contains("512.0 (256-1024)"), "{table}");
+        assert!(table.contains("256.0 (256-256)"), "{table}");
+        assert!(table.contains("2.00x (1.00-4.00)"), "{table}");
+        assert!(table.contains("1.0x met"), "{table}");
+        // get at 512 against cat at 1024: 0.50x.
+        assert!(table.contains("0.50x (0.50-0.50)"), "{table}");
+        assert!(table.contains("0.9x NOT met"), "{table}");
+        // CPU: 0.5 s of client and 1.0 s of minions per GiB.
+        assert!(table.contains("0.50    1.00"), "{table}");
+    }
+
+    #[test]
+    fn a_baseline_far_below_the_disk_fails_the_check() {
+        let disk = DiskRates {
+            write: 800.0,
+            read: 900.0,
+        };
+        // Three copies at 256 MiB/s put 768 MiB/s on the disk: fine. A cat
+        // at 1024 MiB/s is fine, one at 256 is under 900 / 3.
+        let passed = |checks: Vec<DiskCheck>| -> Vec<bool> {
+            checks.iter().map(DiskCheck::passed).collect()
+        };
+        assert_eq!(passed(disk_checks(&[report(1.0)], disk)), [true, true]);
+        assert_eq!(passed(disk_checks(&[report(4.0)], disk)), [true, false]);
+        let rendered = render_disk_checks(&disk_checks(&[report(4.0)], disk));
+        assert!(rendered.contains("FAILED"), "{rendered}");
+        // A cold cat at 1024 MiB/s is not above 1.5 x 900; at 2048 it is.
+        let fast = |cat_seconds| -> Vec<bool> {
+            disk_checks(&[report(cat_seconds)], disk)
+                .iter()
+                .map(DiskCheck::read_above_disk)
+                .collect()
+        };
+        assert_eq!(fast(1.0), [false, false]);
+        assert_eq!(fast(0.5), [false, true]);
+    }
+
+    #[test]
+    fn the_json_keeps_every_round() {
+        let reports = [report(1.0)];
+        let disk = DiskRates {
+            write: 800.0,
+            read: 900.0,
+        };
+        let checks = disk_checks(&reports, disk);
+        let json = render_json(&JsonRun {
+            command: "dfs-perf throughput",
+            rounds: 3,
+            disk: [disk, disk],
+            load: [0.5, 1.25],
+            reports: &reports,
+            checks: &checks,
+        });
+        assert_eq!(json.matches("\"ours_first\"").count(), 4, "{json}");
+        assert!(json.contains("\"ratio_of_medians\": 2.0000"), "{json}");
+        assert!(json.contains("\"mib_per_second\": 1024.0000"), "{json}");
         assert!(
-            json.contains("\"load_average_start_end\": [0.50, 1.25]"),
+            json.contains("\"load_average_start_end\": [0.5000, 1.2500]"),
             "{json}"
         );
-        assert!(
-            json.contains("\"ratio\": 2.0000, \"target\": 1.00"),
-            "{json}"
+        assert!(json.contains("\"source_crc32c\": \"0000abcd\""), "{json}");
+        assert!(json.contains("\"passed\": true"), "{json}");
+    }
+
+    #[test]
+    fn replica_files_are_counted_at_any_depth() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nested = dir.path().join("minion-0/blocks/00");
+        std::fs::create_dir_all(&nested).expect("mkdir");
+        for name in ["blk_1_2_3", "blk_4_5_6", "scrub.cursor"] {
+            std::fs::write(nested.join(name), b"x").expect("write");
+        }
+        std::fs::write(dir.path().join("blk_7_8_9"), b"x").expect("write");
+        assert_eq!(replica_file_count(dir.path()).expect("count"), 3);
+        assert_eq!(
+            replica_file_count(&dir.path().join("absent")).expect("count"),
+            0
         );
-        assert!(json.contains("\"mib_per_second\": 512.00"), "{json}");
-        assert!(json.contains("\"verified_crc32c\": \"0000abcd\""), "{json}");
     }
 
     #[test]
@@ -622,6 +988,6 @@ mod tests {
 
     #[test]
     fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+        assert_eq!(render::json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
     }
 }
