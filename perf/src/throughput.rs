@@ -22,11 +22,12 @@
 //! of each side and of the per-round ratios (`stats`), with the median CPU
 //! seconds per GiB of the client and of the minions.
 //!
-//! A disk check runs `dd ... oflag=direct conv=fsync` and `dd ...
-//! iflag=direct` at the start and at the end; the run fails when a
-//! baseline's median moved its bytes on or off the disk at less than a
-//! third of the better dd figure for its direction: such a baseline ran
-//! in a worse state than the disk allows, and would flatter us. Every result
+//! A disk check runs `dd ... oflag=direct conv=fsync` and a cold buffered
+//! `dd` read (a sequential reader through the page cache, as `cat` is) at
+//! the start and at the end; the run fails when a baseline's median moved
+//! its bytes on or off the disk at less than a third of the better dd
+//! figure for its direction: such a baseline ran in a worse state than the
+//! disk allows, and would flatter us. Every result
 //! is checked by CRC32C against the source. `--json PATH` writes every
 //! round's raw numbers.
 
@@ -196,7 +197,7 @@ const PAIRS: [Pair; 4] = [
     Pair {
         ours: Step::PutDurable,
         baseline: Step::CopiesAndSync,
-        target: 1.0,
+        target: 1.2,
     },
     Pair {
         ours: Step::PutNoSync,
@@ -206,12 +207,12 @@ const PAIRS: [Pair; 4] = [
     Pair {
         ours: Step::Get,
         baseline: Step::LocalCat,
-        target: 0.9,
+        target: 1.0,
     },
     Pair {
         ours: Step::Cat,
         baseline: Step::LocalCat,
-        target: 0.9,
+        target: 1.0,
     },
 ];
 
@@ -764,7 +765,8 @@ fn chain(source: &Path, targets: &[PathBuf]) -> Result<Timed> {
     })
 }
 
-/// dd's sequential write (direct, then fsync) and read (direct) of up to
+/// dd's sequential write (direct, then fsync) and read (buffered, as a
+/// local `cat` reads, so the check compares like with like) of up to
 /// `DISK_CHECK_BYTES_MAX` of the source, each from the start state of a
 /// step: warm source for the write, cold cache for the read.
 fn disk_check(dir: &Path, source: &Source) -> Result<DiskRates> {
@@ -792,7 +794,7 @@ fn disk_check(dir: &Path, source: &Source) -> Result<DiskRates> {
     let write = dd(&source.path, &target, &["oflag=direct", "conv=fsync"])?;
     cold()?;
     settle()?;
-    let read = dd(&target, Path::new("/dev/null"), &["iflag=direct"])?;
+    let read = dd(&target, Path::new("/dev/null"), &[])?;
     std::fs::remove_file(&target).with_context(|| format!("remove {}", target.display()))?;
     Ok(DiskRates { write, read })
 }
@@ -903,10 +905,10 @@ mod tests {
         assert!(table.contains("512.0 (256-1024)"), "{table}");
         assert!(table.contains("256.0 (256-256)"), "{table}");
         assert!(table.contains("2.00x (1.00-4.00)"), "{table}");
-        assert!(table.contains("1.0x met"), "{table}");
+        assert!(table.contains("1.2x met"), "{table}");
         // get at 512 against cat at 1024: 0.50x.
         assert!(table.contains("0.50x (0.50-0.50)"), "{table}");
-        assert!(table.contains("0.9x NOT met"), "{table}");
+        assert!(table.contains("1.0x NOT met"), "{table}");
         // CPU: 0.5 s of client and 1.0 s of minions per GiB.
         assert!(table.contains("0.50    1.00"), "{table}");
     }
