@@ -20,9 +20,10 @@ use crate::client::Client;
 use crate::config;
 use crate::format;
 use crate::local::{self, LocalOptions};
+use crate::parallel_write::LocalFile;
 use crate::write::{
-    check_block_bytes, check_replication, temporary_spool, BlockSource, Seekable, Spooled,
-    Unseekable, WriteOptions,
+    check_block_bytes, check_blocks_in_flight, check_replication, temporary_spool, BlockSource,
+    Spooled, Unseekable, WriteOptions,
 };
 
 /// Permission bits of directories made by `mkdir`.
@@ -148,6 +149,10 @@ pub struct PutArgs {
     /// Do not wait for blocks to reach stable storage
     #[arg(long = "no-sync")]
     pub no_sync: bool,
+    /// Blocks of a local file sent at once, each through its own pipeline
+    /// (1 to 16; default 4)
+    #[arg(long = "blocks-in-flight", value_name = "N")]
+    pub blocks_in_flight: Option<u64>,
     pub local: OsString,
     pub remote: OsString,
 }
@@ -425,6 +430,10 @@ pub fn write_options(args: &PutArgs) -> Result<WriteOptions> {
         sync: !args.no_sync,
         mode: FILE_MODE,
         modified_ms: None,
+        blocks_in_flight: match args.blocks_in_flight {
+            Some(blocks) => check_blocks_in_flight(blocks)?,
+            None => WriteOptions::default().blocks_in_flight,
+        },
     })
 }
 
@@ -460,7 +469,8 @@ fn open_local_source(path: &Path) -> Result<Box<dyn BlockSource>> {
         )));
     }
     if metadata.is_file() {
-        let source = Seekable::new(file).with_context(|| format!("seek {}", path.display()))?;
+        // Read by ranges, several blocks at once.
+        let source = LocalFile::new(file).with_context(|| format!("seek {}", path.display()))?;
         Ok(Box::new(source))
     } else {
         // A FIFO or a device: read once, in order.
@@ -722,6 +732,8 @@ mod tests {
             "1M",
             "-f",
             "--no-sync",
+            "--blocks-in-flight",
+            "2",
             "a",
             "/b",
         ]);
@@ -734,6 +746,7 @@ mod tests {
                 sync: false,
                 mode: 0o644,
                 modified_ms: None,
+                blocks_in_flight: 2,
             }
         );
         assert_eq!(
@@ -756,6 +769,10 @@ mod tests {
             (
                 &["put", "--block-size", "3G", "a", "/b"][..],
                 "block size 3G: must be between 1 byte and 2 GiB",
+            ),
+            (
+                &["put", "--blocks-in-flight", "0", "a", "/b"][..],
+                "blocks in flight 0: must be between 1 and 16",
             ),
             (
                 &["put", "--block-size", "1X", "a", "/b"][..],

@@ -13,13 +13,16 @@ pub mod cp;
 pub mod format;
 pub mod local;
 pub mod master;
+pub mod parallel_write;
 mod pool;
 pub mod read;
+mod readahead;
 mod transfer;
 pub mod write;
 
 pub use client::{Client, ClusterReport, FileBlocks};
 pub use config::master_address;
+pub use parallel_write::{put_parallel, LocalFile, RangeSource};
 pub use read::{ChecksumSink, FileChecksum, FileReader};
 pub use write::{
     temporary_spool, BlockSource, FileWriter, Seekable, Spooled, Unseekable, WriteOptions,

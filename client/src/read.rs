@@ -12,6 +12,10 @@
 //!
 //! A replica whose bytes or checksums are wrong (or that its minion says is
 //! corrupt) is reported to the master, best effort, so it gets replaced.
+//!
+//! A reader of a whole file reads ahead (`readahead`) once it has handed
+//! out a few MiB: the blocks after the one it hands out stream meanwhile,
+//! each through a one-block reader of its own with these same rules.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -20,7 +24,9 @@ use std::time::Duration;
 
 use dfs_engine::block_format;
 use dfs_engine::crc;
-use dfs_engine::limits::{CHUNK_BYTES, CONNECT_TIMEOUT_MS, GET_BLOCKS_PAGE_MAX};
+use dfs_engine::limits::{
+    CHUNK_BYTES, CONNECT_TIMEOUT_MS, GET_BLOCKS_PAGE_MAX, READ_AHEAD_AFTER_BYTES,
+};
 use dfs_engine::msg::{
     BadReplica, Credentials, EntryKind, EntryStatus, ErrorKind, LocatedBlock, MasterRequest,
     MasterResponse, MinionId, MinionRequest, MinionResponse,
@@ -33,6 +39,7 @@ use dfs_engine::{Error, Result};
 
 use crate::client::{unexpected, Client, FileBlocks};
 use crate::master::{MasterLink, Resend};
+use crate::readahead::{self, Piece, ReadAhead};
 use crate::transfer::{minion_message, receive_answer};
 
 const CHUNK_LENGTH_BYTES: u64 = CHUNK_BYTES as u64;
@@ -265,15 +272,18 @@ impl Client {
     /// Opens a file for reading: one `GetBlocks` for the first page of its
     /// blocks, then data straight from minions.
     pub fn open(&mut self, path: &DfsPath) -> Result<FileReader> {
+        let blocks_ahead = readahead::blocks_ahead_from_environment()?;
         let list = Arc::new(BlockList::open(self, path)?);
         let end = list.count();
-        Ok(FileReader::new(
+        let mut reader = FileReader::new(
             list,
             0..end,
             self.credentials().clone(),
             self.minions.io_timeout(),
             self.master_address().to_string(),
-        ))
+        );
+        reader.blocks_ahead = blocks_ahead;
+        Ok(reader)
     }
 
     /// A file's status and all its blocks with their locations, page by
@@ -380,6 +390,10 @@ pub struct FileReader {
     io_timeout: Duration,
     /// Where corrupt replicas are reported.
     master_address: String,
+    /// Blocks to fetch ahead of the one handed out (0: none).
+    blocks_ahead: usize,
+    /// The blocks fetched ahead, once the read went far enough.
+    ahead: Option<ReadAhead>,
 }
 
 impl FileReader {
@@ -408,6 +422,8 @@ impl FileReader {
             buffer: Vec::new(),
             io_timeout,
             master_address,
+            blocks_ahead: 0,
+            ahead: None,
         }
     }
 
@@ -483,6 +499,11 @@ impl FileReader {
             if self.chunk_position < self.chunk.len() {
                 return Ok(true);
             }
+            self.keep_ahead()?;
+            if self.ahead.as_ref().and_then(ReadAhead::front_index) == Some(self.block_index) {
+                self.take_ahead()?;
+                continue;
+            }
             let Some(block) = self.current_block()? else {
                 return Ok(false);
             };
@@ -509,6 +530,119 @@ impl FileReader {
                 self.replica_failed(&block, &error)?;
             }
         }
+    }
+
+    /// Starts reading ahead once the read went `READ_AHEAD_AFTER_BYTES`
+    /// into the file, then keeps `blocks_ahead` blocks past the one handed
+    /// out streaming.
+    fn keep_ahead(&mut self) -> Result<()> {
+        if self.ahead.is_none() {
+            let position_bytes = self
+                .block_offset_bytes(self.block_index)
+                .saturating_add(self.verified_bytes);
+            if self.blocks_ahead == 0
+                || position_bytes < READ_AHEAD_AFTER_BYTES
+                || self.block_index + 1 >= self.end_index
+            {
+                return Ok(());
+            }
+            // The block in progress goes on from its own stream.
+            self.ahead = Some(ReadAhead::new(
+                self.block_index + 1,
+                self.end_index,
+                self.blocks_ahead,
+            ));
+        }
+        let Some(mut ahead) = self.ahead.take() else {
+            return Ok(());
+        };
+        let started = self.fill_window(&mut ahead);
+        self.ahead = Some(ahead);
+        started
+    }
+
+    /// Starts a stream for every block the window of `ahead` lacks, each on
+    /// the replica whose minion has the fewest of this reader's streams.
+    fn fill_window(&self, ahead: &mut ReadAhead) -> Result<()> {
+        while let Some(index) = ahead.wanted(self.block_index) {
+            let mut busy: Vec<MinionId> = ahead.minions().collect();
+            // The block this reader streams itself, if any.
+            busy.extend(
+                self.current
+                    .as_ref()
+                    .and_then(|block| block.locations.get(self.location_index))
+                    .map(|location| location.id),
+            );
+            let block = readahead::spread(self.list.block(index, false)?, &busy);
+            let reader = self.ahead_reader(index, block.clone());
+            ahead.start(index, &block, reader)?;
+        }
+        Ok(())
+    }
+
+    /// A reader of block `index` alone that tries the replicas of `block`
+    /// (its locations, reordered) in their order.
+    fn ahead_reader(&self, index: usize, block: LocatedBlock) -> FileReader {
+        let mut reader = FileReader::new(
+            Arc::clone(&self.list),
+            index..index + 1,
+            self.credentials.clone(),
+            self.io_timeout,
+            self.master_address.clone(),
+        );
+        reader.current = Some(block);
+        reader
+    }
+
+    /// Hands out the next piece the oldest read-ahead stream verified, or
+    /// moves to the next block once that stream's block was handed out.
+    fn take_ahead(&mut self) -> Result<()> {
+        let Some(ahead) = self.ahead.as_mut() else {
+            return Ok(());
+        };
+        match ahead.next_piece() {
+            Ok(Some(Piece { bytes, start })) => {
+                // Blocks come from the streams from now on.
+                self.idle = None;
+                self.verified_bytes += bytes.len().saturating_sub(start) as u64;
+                let spent = std::mem::replace(&mut self.chunk, bytes);
+                self.chunk_position = start;
+                if let Some(ahead) = self.ahead.as_mut() {
+                    ahead.give_back(spent);
+                }
+                Ok(())
+            }
+            Ok(None) => {
+                self.next_block();
+                Ok(())
+            }
+            // The stream tried every replica (and asked where the block is
+            // again) as this reader would have: its error is final.
+            Err(error) => Err(self.fail(error.to_string())),
+        }
+    }
+
+    /// The next verified piece of this reader, its buffer taken whole so
+    /// that read-ahead passes it to the reading thread without a copy;
+    /// None at the end.
+    /// `spare`, a buffer the reading thread is done with, if any, holds the
+    /// next chunk.
+    pub(crate) fn take_piece(&mut self, spare: Option<Vec<u8>>) -> Result<Option<Piece>> {
+        if !self.fill()? {
+            return Ok(None);
+        }
+        let mut next = spare.unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES as usize));
+        // What it held was handed out: it must not read as a chunk again.
+        next.clear();
+        let bytes = std::mem::replace(&mut self.chunk, next);
+        let start = std::mem::take(&mut self.chunk_position);
+        Ok(Some(Piece { bytes, start }))
+    }
+
+    /// Drops the current stream (not the replica): the next chunk is asked
+    /// for again from the same replica, from the first byte not handed out.
+    pub(crate) fn reopen_stream(&mut self) {
+        self.stream = None;
     }
 
     fn next_block(&mut self) {

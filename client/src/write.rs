@@ -16,13 +16,23 @@
 //! minion that fails before the block's first byte was sent. `Spooled`
 //! makes a pipe an input that can go back, by keeping the current block's
 //! bytes in an unlinked temporary file (`dfs put -` does).
+//!
+//! An input that can be read at any offset (`BlockSource::ranges`: a
+//! `LocalFile`) of more than one block is written with several blocks in
+//! flight by `parallel_write`. Pipes and `FileWriter` keep one block in
+//! flight: a second block under way would need a second spool (a pipe) or
+//! give up the resend of the first chunk (`FileWriter`), for a gain the
+//! callers that need speed (`dfs put FILE`, `dfs-cp`) already get.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use dfs_engine::crc::CrcAppender;
-use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCK_ATTEMPTS_MAX};
+use dfs_engine::limits::{
+    BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCKS_IN_FLIGHT_DEFAULT,
+    WRITE_BLOCKS_IN_FLIGHT_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
+};
 use dfs_engine::msg::{
     AllocatedBlock, BlockCommit, BlockId, Generation, MasterRequest, MasterResponse, MinionAddress,
     MinionId, MinionRequest, MinionResponse,
@@ -33,6 +43,7 @@ use dfs_engine::{Error, Result};
 
 use crate::client::{unexpected, Client};
 use crate::master::Resend;
+use crate::parallel_write::{self, RangeSource};
 use crate::transfer::{explain_send_failure, minion_message, receive_answer};
 
 const CHUNK_LENGTH_BYTES: u64 = CHUNK_BYTES as u64;
@@ -53,6 +64,10 @@ pub struct WriteOptions {
     /// The new file's modification time (ms since the epoch); None: the
     /// time it is closed.
     pub modified_ms: Option<u64>,
+    /// Blocks `Client::put` streams at once, each through its own pipeline,
+    /// when the input can be read at any offset (`BlockSource::ranges`);
+    /// 1 to `WRITE_BLOCKS_IN_FLIGHT_MAX`. Other inputs send one at a time.
+    pub blocks_in_flight: usize,
 }
 
 impl Default for WriteOptions {
@@ -64,6 +79,7 @@ impl Default for WriteOptions {
             sync: true,
             mode: 0o644,
             modified_ms: None,
+            blocks_in_flight: WRITE_BLOCKS_IN_FLIGHT_DEFAULT,
         }
     }
 }
@@ -77,6 +93,7 @@ impl WriteOptions {
         if let Some(block_bytes) = self.block_bytes {
             check_block_bytes(&block_bytes.to_string(), block_bytes)?;
         }
+        check_blocks_in_flight(self.blocks_in_flight as u64)?;
         Ok(())
     }
 }
@@ -89,6 +106,18 @@ pub fn check_replication(replication: u64) -> Result<u8> {
         .ok_or_else(|| {
             Error::Invalid(format!(
                 "replication {replication}: must be between 1 and {REPLICATION_MAX}"
+            ))
+        })
+}
+
+/// Blocks in flight asked for by a user: 1 to `WRITE_BLOCKS_IN_FLIGHT_MAX`.
+pub fn check_blocks_in_flight(blocks: u64) -> Result<usize> {
+    usize::try_from(blocks)
+        .ok()
+        .filter(|&b| (1..=WRITE_BLOCKS_IN_FLIGHT_MAX).contains(&b))
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "blocks in flight {blocks}: must be between 1 and {WRITE_BLOCKS_IN_FLIGHT_MAX}"
             ))
         })
 }
@@ -131,6 +160,13 @@ pub trait BlockSource {
     /// The bytes before `offset_bytes` are stored for good and never asked
     /// for again (a block was committed).
     fn forget_before(&mut self, _offset_bytes: u64) {}
+    /// The whole input as ranges any thread can read at once, and its
+    /// length, when it can be read that way (a local regular file):
+    /// `Client::put` then keeps several blocks in flight. Asked before the
+    /// first read.
+    fn ranges(&self) -> Option<(&dyn RangeSource, u64)> {
+        None
+    }
 }
 
 /// An input that can go back: a local file.
@@ -296,63 +332,94 @@ impl Client {
     }
 
     /// Writes a whole file from `source` and makes it visible. A block whose
-    /// pipeline fails is sent to a fresh one if `source` can rewind.
+    /// pipeline fails is sent to a fresh one if `source` can rewind. A
+    /// source read by ranges keeps `options.blocks_in_flight` blocks in
+    /// flight.
     pub fn put(
         &mut self,
         path: &DfsPath,
         options: WriteOptions,
         source: &mut dyn BlockSource,
     ) -> Result<WriteStats> {
-        // One byte is read before the write opens: an empty input needs no
-        // block, any other gets its first block with the open.
-        let mut probe = Probed::new(source)?;
-        let allocate_first_block = probe.has_data();
-        let source: &mut dyn BlockSource = &mut probe;
-        let mut session = Session::open(self, path, options, allocate_first_block)?;
-        let mut chunk = Vec::with_capacity(CHUNK_BYTES as usize);
-        let mut block_start_bytes = 0u64;
-        loop {
-            let first_chunk_bytes = CHUNK_LENGTH_BYTES.min(session.block_bytes);
-            fill_chunk(source, &mut chunk, first_chunk_bytes)?;
-            if chunk.is_empty() {
-                break;
+        let length_bytes = match source.ranges() {
+            Some((_, length_bytes)) if options.blocks_in_flight > 1 && length_bytes > 0 => {
+                length_bytes
             }
-            let mut attempts = 0u32;
-            let length_bytes = loop {
-                attempts += 1;
-                let failure = match send_block(&mut session, source, &mut chunk) {
-                    Ok(length_bytes) => break length_bytes,
-                    Err(BlockError::Fatal(error)) => return Err(error),
-                    Err(BlockError::Minion(failure)) => failure,
-                };
-                let message = session.failure_message(&failure);
-                session.exclude(&failure.excluded);
-                if attempts >= WRITE_BLOCK_ATTEMPTS_MAX {
-                    return Err(gave_up(attempts, message));
-                }
-                if !failure.first_chunk_intact {
-                    let rewound = source
-                        .rewind(block_start_bytes)
-                        .map_err(|error| Error::io("rewind the input", error))?;
-                    if !rewound {
-                        return Err(Error::Invalid(format!(
-                            "{message}; the input cannot be read again to send the block to other minions"
-                        )));
-                    }
-                    fill_chunk(source, &mut chunk, first_chunk_bytes)?;
-                    if chunk.is_empty() {
-                        return Err(Error::Invalid(format!(
-                            "{}: the input ended early when read again",
-                            session.path
-                        )));
-                    }
-                }
-            };
-            block_start_bytes += length_bytes;
-            source.forget_before(block_start_bytes);
+            _ => {
+                // One byte is read before the write opens: an empty input
+                // needs no block, any other gets its first block with the open.
+                let mut probe = Probed::new(source)?;
+                let allocate_first_block = probe.has_data();
+                let session = Session::open(self, path, options, allocate_first_block)?;
+                return send_blocks(session, &mut probe);
+            }
+        };
+        let opened = self.open_write(path, &options, true)?;
+        if length_bytes <= opened.block_bytes {
+            // One block: nothing to overlap, and the sequential writer
+            // keeps its minion connection for the next file.
+            let session = Session::with_opened(self, path, options, opened);
+            return send_blocks(session, source);
         }
-        session.close()
+        match source.ranges() {
+            Some((ranges, _)) => {
+                parallel_write::put_opened(self, path, options, opened, ranges, length_bytes)
+            }
+            None => {
+                let session = Session::with_opened(self, path, options, opened);
+                send_blocks(session, source)
+            }
+        }
     }
+}
+
+/// Sends `source` block by block, one block in flight, through `session`,
+/// and closes it. A block whose pipeline fails is sent to a fresh one if
+/// `source` can rewind.
+fn send_blocks(mut session: Session<'_>, source: &mut dyn BlockSource) -> Result<WriteStats> {
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES as usize);
+    let mut block_start_bytes = 0u64;
+    loop {
+        let first_chunk_bytes = CHUNK_LENGTH_BYTES.min(session.block_bytes);
+        fill_chunk(source, &mut chunk, first_chunk_bytes)?;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut attempts = 0u32;
+        let length_bytes = loop {
+            attempts += 1;
+            let failure = match send_block(&mut session, source, &mut chunk) {
+                Ok(length_bytes) => break length_bytes,
+                Err(BlockError::Fatal(error)) => return Err(error),
+                Err(BlockError::Minion(failure)) => failure,
+            };
+            let message = session.failure_message(&failure);
+            session.exclude(&failure.excluded);
+            if attempts >= WRITE_BLOCK_ATTEMPTS_MAX {
+                return Err(gave_up(attempts, message));
+            }
+            if !failure.first_chunk_intact {
+                let rewound = source
+                    .rewind(block_start_bytes)
+                    .map_err(|error| Error::io("rewind the input", error))?;
+                if !rewound {
+                    return Err(Error::Invalid(format!(
+                        "{message}; the input cannot be read again to send the block to other minions"
+                    )));
+                }
+                fill_chunk(source, &mut chunk, first_chunk_bytes)?;
+                if chunk.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "{}: the input ended early when read again",
+                        session.path
+                    )));
+                }
+            }
+        };
+        block_start_bytes += length_bytes;
+        source.forget_before(block_start_bytes);
+    }
+    session.close()
 }
 
 /// An input whose first byte was read ahead, to learn whether it is empty.
@@ -659,8 +726,8 @@ struct Session<'a> {
     buffer: Vec<u8>,
 }
 
-/// The master calls of a write, shared by `FileWriter` and `dfs-cp`'s
-/// block-parallel writer.
+/// The master calls of a write, shared by `FileWriter`, `put` and the
+/// block-parallel writer (`parallel_write`).
 impl Client {
     /// Opens a write at `path`: its id and block size, and the first block
     /// when asked for. An answer that cannot be used
@@ -759,6 +826,20 @@ impl Client {
     }
 
     /// Gives up an allocated block that was not committed.
+    /// Logs a sealed block as the next block of `write`. Applied once
+    /// however often it comes: sent again while the master restarts.
+    pub(crate) fn commit_block(&mut self, write: u64, commit: &BlockCommit) -> Result<()> {
+        let request = MasterRequest::CommitBlock {
+            write,
+            block: commit.block,
+            generation: commit.generation,
+            length_bytes: commit.length_bytes,
+            replicas: commit.replicas.clone(),
+            crc32c: commit.crc32c,
+        };
+        self.call_expect_ok_with("CommitBlock", request, Resend::Always)
+    }
+
     pub(crate) fn abandon_block(&mut self, write: u64, block: BlockId) -> Result<()> {
         let request = MasterRequest::AbandonBlock { write, block };
         self.call_expect_ok_with("AbandonBlock", request, Resend::Always)
@@ -820,12 +901,23 @@ impl<'a> Session<'a> {
         options: WriteOptions,
         allocate_first_block: bool,
     ) -> Result<Session<'a>> {
+        let opened = client.open_write(path, &options, allocate_first_block)?;
+        Ok(Session::with_opened(client, path, options, opened))
+    }
+
+    /// The session of a write `client` opened.
+    fn with_opened(
+        client: &'a mut Client,
+        path: &DfsPath,
+        options: WriteOptions,
+        opened: OpenedWrite,
+    ) -> Session<'a> {
         let OpenedWrite {
             write,
             block_bytes,
             first_block,
-        } = client.open_write(path, &options, allocate_first_block)?;
-        Ok(Session {
+        } = opened;
+        Session {
             client,
             path: path.clone(),
             write,
@@ -839,7 +931,7 @@ impl<'a> Session<'a> {
             stats: WriteStats::default(),
             closed: false,
             buffer: Vec::new(),
-        })
+        }
     }
 
     fn exclude(&mut self, minions: &[MinionId]) {
@@ -1012,18 +1104,7 @@ impl<'a> Session<'a> {
         let Some((commit, written)) = self.uncommitted.take() else {
             return Ok(());
         };
-        let request = MasterRequest::CommitBlock {
-            write: self.write,
-            block: commit.block,
-            generation: commit.generation,
-            length_bytes: commit.length_bytes,
-            replicas: commit.replicas,
-            crc32c: commit.crc32c,
-        };
-        // Applied once however often it comes: sent again while the
-        // master restarts.
-        self.client
-            .call_expect_ok_with("CommitBlock", request, Resend::Always)?;
+        self.client.commit_block(self.write, &commit)?;
         self.note_committed(written);
         Ok(())
     }

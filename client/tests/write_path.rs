@@ -6,16 +6,25 @@
 //! unreachable, dies mid-block or stores nothing is replaced when the input
 //! allows it, else the write fails naming the minion and is aborted; a
 //! member lost downstream is a warning; a write gives up after a bounded
-//! number of pipelines. Proved on a real dfs-master and dfs-minions whose
-//! failures are SIGKILLs and a broken data directory, checked through
-//! `GetBlocks`, the master's block ids and counts, and the block files.
+//! number of pipelines. An input read by ranges keeps several blocks in
+//! flight (block 0 cannot finish until blocks 1 to 3 were read) and still
+//! commits them in file order; a minion killed while four blocks are in
+//! flight costs only the pipelines it headed. Proved on a real dfs-master
+//! and dfs-minions whose failures are SIGKILLs and a broken data directory,
+//! checked through `GetBlocks`, the master's block ids and counts, and the
+//! block files.
 
 mod support;
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use dfs_client::{BlockSource, Client, Seekable, Spooled, Unseekable, WriteOptions, WriteStats};
+use dfs_client::{
+    BlockSource, Client, RangeSource, Seekable, Spooled, Unseekable, WriteOptions, WriteStats,
+};
 use dfs_engine::limits::WRITE_BLOCK_ATTEMPTS_MAX;
 use dfs_engine::msg::{BlockId, MinionAddress};
 use dfs_testkit::{
@@ -942,4 +951,291 @@ fn a_write_gives_up_after_a_bounded_number_of_pipelines() {
         previous_id + u64::from(WRITE_BLOCK_ATTEMPTS_MAX) + 1,
         "block ids allocated by the write that gave up"
     );
+}
+
+/// How far each range of a `RangeInput` was read, by its start offset.
+#[derive(Default)]
+struct Progress {
+    read: Mutex<BTreeMap<u64, u64>>,
+    changed: Condvar,
+}
+
+/// How long a range waits for the others in the tests below: long enough
+/// for a loaded machine, short enough that a writer with one block in
+/// flight fails them quickly.
+const RANGE_WAIT: Duration = Duration::from_secs(20);
+
+impl Progress {
+    fn advance(&self, start_bytes: u64, end_bytes: u64) {
+        let mut read = self.read.lock().expect("progress lock");
+        let reached = read.entry(start_bytes).or_insert(start_bytes);
+        *reached = (*reached).max(end_bytes);
+        self.changed.notify_all();
+    }
+
+    /// Waits until `done` holds for the ranges read so far; an input error
+    /// naming `what` after `RANGE_WAIT`.
+    fn wait_until(&self, what: &str, done: impl Fn(&BTreeMap<u64, u64>) -> bool) -> io::Result<()> {
+        let deadline = Instant::now() + RANGE_WAIT;
+        let mut read = self.read.lock().expect("progress lock");
+        while !done(&read) {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or_else(|| io::Error::other(format!("waited in vain for {what}")))?;
+            read = self
+                .changed
+                .wait_timeout(read, left)
+                .expect("progress lock")
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Ranges starting at `starts` each read to `end(start)` at least.
+    fn reached(read: &BTreeMap<u64, u64>, starts: &[u64], end: impl Fn(u64) -> u64) -> bool {
+        starts.iter().all(|&start| {
+            read.get(&start)
+                .is_some_and(|&reached| reached >= end(start))
+        })
+    }
+}
+
+type BeforeRead<'a> = Box<dyn Fn(&Progress, u64, u64) -> io::Result<()> + Sync + 'a>;
+
+/// An input read by ranges (as a local file is) whose reads can wait for
+/// each other: `before_read(progress, range start, offset)` runs before
+/// every read. Read in order (one block in flight), it is one range from 0.
+struct RangeInput<'a> {
+    data: &'a [u8],
+    in_order_bytes: u64,
+    progress: Progress,
+    before_read: BeforeRead<'a>,
+}
+
+impl<'a> RangeInput<'a> {
+    fn new(data: &'a [u8], before_read: BeforeRead<'a>) -> RangeInput<'a> {
+        RangeInput {
+            data,
+            in_order_bytes: 0,
+            progress: Progress::default(),
+            before_read,
+        }
+    }
+
+    fn read_at(&self, start: u64, offset: u64, end: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        (self.before_read)(&self.progress, start, offset)?;
+        let count = buffer.len().min((end - offset) as usize);
+        let at = offset as usize;
+        buffer[..count].copy_from_slice(&self.data[at..at + count]);
+        self.progress.advance(start, offset + count as u64);
+        Ok(count)
+    }
+}
+
+impl BlockSource for RangeInput<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let offset = self.in_order_bytes;
+        let count = self.read_at(0, offset, self.data.len() as u64, buffer)?;
+        self.in_order_bytes += count as u64;
+        Ok(count)
+    }
+
+    fn rewind(&mut self, offset_bytes: u64) -> io::Result<bool> {
+        self.in_order_bytes = offset_bytes;
+        Ok(true)
+    }
+
+    fn ranges(&self) -> Option<(&dyn RangeSource, u64)> {
+        Some((self, self.data.len() as u64))
+    }
+}
+
+impl RangeSource for RangeInput<'_> {
+    fn open_range(
+        &self,
+        offset_bytes: u64,
+        length_bytes: u64,
+    ) -> dfs_client::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(InputRange {
+            input: self,
+            start_bytes: offset_bytes,
+            offset_bytes,
+            end_bytes: offset_bytes + length_bytes,
+        }))
+    }
+}
+
+struct InputRange<'i, 'a> {
+    input: &'i RangeInput<'a>,
+    start_bytes: u64,
+    offset_bytes: u64,
+    end_bytes: u64,
+}
+
+impl Read for InputRange<'_, '_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let count =
+            self.input
+                .read_at(self.start_bytes, self.offset_bytes, self.end_bytes, buffer)?;
+        self.offset_bytes += count as u64;
+        Ok(count)
+    }
+}
+
+fn in_flight_options(blocks_in_flight: usize) -> WriteOptions {
+    WriteOptions {
+        blocks_in_flight,
+        ..options(MIB)
+    }
+}
+
+#[test]
+fn put_keeps_several_blocks_in_flight_and_commits_them_in_file_order() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 4,
+        ..ClusterOptions::default()
+    });
+    let (mut client, warnings) = connect(&cluster);
+    let data = random_bytes(21, 6 * MIB + 5000);
+    let later_blocks = [MIB as u64, 2 * MIB as u64, 3 * MIB as u64];
+    // Block 0 sends its last chunk only once blocks 1 to 3 were read whole:
+    // a writer with one block in flight never gets there, and blocks 1 to
+    // 3 are sealed before block 0, so they wait for it to be committed.
+    let mut source = RangeInput::new(
+        &data,
+        Box::new(move |progress, start, offset| {
+            if start != 0 || offset + CHUNK as u64 != MIB as u64 {
+                return Ok(());
+            }
+            progress.wait_until("blocks 1 to 3 while block 0 was in flight", |read| {
+                Progress::reached(read, &later_blocks, |start| start + MIB as u64)
+            })
+        }),
+    );
+    let stats = client
+        .put(&path("/f"), in_flight_options(4), &mut source)
+        .expect("put with four blocks in flight");
+
+    assert_eq!(stats.length_bytes, data.len() as u64);
+    let located = client.get_blocks(&path("/f")).expect("GetBlocks");
+    let offsets: Vec<(u64, u64)> = located
+        .blocks
+        .iter()
+        .map(|block| (block.offset_bytes, block.length_bytes))
+        .collect();
+    let expected: Vec<(u64, u64)> = split(data.len(), MIB)
+        .iter()
+        .enumerate()
+        .map(|(index, &length)| ((index * MIB) as u64, length as u64))
+        .collect();
+    assert_eq!(offsets, expected);
+    // Blocks are allocated in file order, so the file's blocks in offset
+    // order carry increasing ids: each at its own place, none swapped.
+    let ids: Vec<BlockId> = located.blocks.iter().map(|block| block.id).collect();
+    let stats_ids: Vec<BlockId> = stats.blocks.iter().map(|block| block.id).collect();
+    assert_eq!(ids, stats_ids);
+    assert!(ids.windows(2).all(|pair| pair[0].0 < pair[1].0), "{ids:?}");
+    check_stored(
+        &cluster,
+        &mut client,
+        "/f",
+        &data,
+        &stats,
+        MIB,
+        &[REPLICATION; 7],
+    );
+    assert_eq!(warnings.take(), Vec::<String>::new());
+}
+
+#[test]
+fn a_minion_killed_with_several_blocks_in_flight_costs_only_its_pipelines() {
+    let cluster = Mutex::new(four_minions_one_may_die());
+    let (mut client, _warnings) = connect(&cluster.lock().expect("cluster"));
+    let previous_id = last_block_id(&mut client, "/before");
+    let data = random_bytes(22, 8 * MIB);
+    let first_blocks = [0, MIB as u64, 2 * MIB as u64, 3 * MIB as u64];
+    let killed: Mutex<Option<usize>> = Mutex::new(None);
+    let stats = {
+        let (cluster, killed) = (&cluster, &killed);
+        // Blocks 0 to 3 meet half a block in; the last to arrive kills the
+        // minion most of them stream to first, then all go on.
+        let mut source = RangeInput::new(
+            &data,
+            Box::new(move |progress, start, offset| {
+                let half = start + MIB as u64 / 2;
+                if !first_blocks.contains(&start) || offset != half {
+                    return Ok(());
+                }
+                let half_sent = |read: &BTreeMap<u64, u64>| {
+                    Progress::reached(read, &first_blocks, |start| start + MIB as u64 / 2)
+                };
+                let arrived = half_sent(&progress.read.lock().expect("progress lock"));
+                if arrived {
+                    {
+                        let mut killed = killed.lock().expect("killed");
+                        if killed.is_none() {
+                            *killed = Some(kill_busiest_first_member(
+                                &mut cluster.lock().expect("cluster"),
+                            ));
+                        }
+                    }
+                    // Under the lock the waiters check under: none misses it.
+                    let _read = progress.read.lock().expect("progress lock");
+                    progress.changed.notify_all();
+                }
+                // The minion dies before any of them goes on.
+                progress.wait_until("blocks 0 to 3 to be half sent and the kill", |read| {
+                    half_sent(read) && killed.lock().is_ok_and(|killed| killed.is_some())
+                })
+            }),
+        );
+        client
+            .put(&path("/f"), in_flight_options(4), &mut source)
+            .expect("the blocks of the dead minion go to new pipelines")
+    };
+    let killed = killed
+        .into_inner()
+        .expect("killed")
+        .expect("blocks 0 to 3 met");
+    let cluster = cluster.into_inner().expect("cluster");
+
+    // At least one of blocks 0 to 3 (ids previous + 1 to 4) lost its
+    // pipeline and went to a new one with a later id.
+    let ids: Vec<u64> = stats.blocks.iter().map(|block| block.id.0).collect();
+    assert!(
+        (previous_id + 1..=previous_id + 4).any(|id| !ids.contains(&id)),
+        "no pipeline was given up: {ids:?} after {previous_id}"
+    );
+    assert_eq!(read_back(&mut client, "/f"), data);
+    let located = client.get_blocks(&path("/f")).expect("GetBlocks");
+    let offsets: Vec<u64> = located.blocks.iter().map(|b| b.offset_bytes).collect();
+    assert_eq!(offsets, (0..8).map(|i| i * MIB as u64).collect::<Vec<_>>());
+    for block in &located.blocks {
+        assert!(
+            block
+                .locations
+                .iter()
+                .all(|l| l.address != cluster.minion_address(killed)),
+            "{} is placed on the minion that died: {:?}",
+            block.id,
+            block.locations
+        );
+        assert!(!block.locations.is_empty(), "{} has no replica", block.id);
+    }
+}
+
+/// Kills the minion this process streams the most blocks to (the first
+/// member of their pipelines); returns its index.
+fn kill_busiest_first_member(cluster: &mut Cluster) -> usize {
+    let connections = connections_to_minions(cluster);
+    let mut counts = BTreeMap::<usize, usize>::new();
+    for connection in &connections {
+        *counts.entry(connection.minion_index).or_default() += 1;
+    }
+    let (&index, _) = counts
+        .iter()
+        .max_by_key(|(_, &count)| count)
+        .unwrap_or_else(|| panic!("no connection to a minion mid-write: {connections:?}"));
+    cluster.kill_minion(index);
+    index
 }

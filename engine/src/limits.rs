@@ -87,6 +87,10 @@ const _: () = assert!(PEER_CONNECTIONS_MAX >= 1 && PEER_CONNECTIONS_MAX < CONNEC
 const _: () = assert!(BUSY_ANSWERS_MAX <= CONNECTIONS_MAX);
 const _: () = assert!(FRAME_DEADLINE_BYTES > 0);
 const _: () = assert!(BUSY_ANSWER_TIMEOUT_MS < IO_TIMEOUT_MS);
+const _: () = assert!(
+    WRITE_BLOCKS_IN_FLIGHT_DEFAULT >= 1
+        && WRITE_BLOCKS_IN_FLIGHT_DEFAULT <= WRITE_BLOCKS_IN_FLIGHT_MAX
+);
 
 /// Requests in one master `Batch`.
 pub const BATCH_REQUESTS_MAX: usize = 256;
@@ -97,6 +101,14 @@ pub const WRITE_BATCH_BYTES_MAX: u64 = 512 * 1024;
 /// Most pipelines a client tries for one block of a write (fresh allocations
 /// after a minion failed) before it gives up on the write.
 pub const WRITE_BLOCK_ATTEMPTS_MAX: u32 = 5;
+/// Blocks of one write a client streams at once by default, each through
+/// its own pipeline (one chunk of memory each), when its input can be read
+/// at any offset: enough to overlap one block's final flush with the next
+/// blocks' streaming.
+pub const WRITE_BLOCKS_IN_FLIGHT_DEFAULT: usize = 4;
+/// Most blocks of one write in flight at once (threads, connections and
+/// chunk buffers of the client).
+pub const WRITE_BLOCKS_IN_FLIGHT_MAX: usize = 16;
 /// How long a client waits for a minion's error answer after its connection
 /// broke, to report the minion's reason instead of a bare reset.
 pub const FAILURE_ANSWER_WAIT_MS: u64 = 1_000;
@@ -259,4 +271,43 @@ const _: () = assert!(
 );
 const _: () = assert!(
     BAD_REPLICAS_PER_REPORT_MAX * (ERROR_MESSAGE_BYTES_MAX + 32) < CONTROL_FRAME_BYTES_MAX as usize
+);
+
+// Read-ahead of a client's sequential read (`client::readahead`).
+/// Blocks a reader fetches ahead of the one it hands out by default, each
+/// on its own connection: with the block being read, four streams keep
+/// more than one minion and disk busy.
+pub const READ_AHEAD_BLOCKS_DEFAULT: usize = 3;
+/// Most blocks a reader may fetch ahead (threads and connections of one
+/// reader).
+pub const READ_AHEAD_BLOCKS_MAX: usize = 8;
+/// Verified bytes one read-ahead stream holds before it stops reading its
+/// socket (TCP flow control then stalls its minion): a whole number of
+/// chunks, enough for a few of the minion's 512 KiB disk reads.
+pub const READ_AHEAD_STREAM_BYTES: u64 = 4 * 1024 * 1024;
+/// Bytes a reader hands out from the start of its file before it reads
+/// ahead: a small file or a short read never pays for streams it does not
+/// use.
+pub const READ_AHEAD_AFTER_BYTES: u64 = 4 * 1024 * 1024;
+/// Chunks a read-ahead stream passes to its reader at once (one wake-up):
+/// one disk read of the minion's.
+pub const READ_AHEAD_MESSAGE_CHUNKS: usize = 8;
+/// How long a read-ahead stream may wait for its reader to take a chunk
+/// before it reopens its stream on the same replica: a minion gives up a
+/// reader that takes nothing for `IO_TIMEOUT_MS`, and a stream that waited
+/// for its turn must not count that against the replica.
+pub const READ_AHEAD_STALL_MS: u64 = IO_TIMEOUT_MS / 2;
+const _: () = assert!(READ_AHEAD_STALL_MS < IO_TIMEOUT_MS);
+const _: () = assert!(READ_AHEAD_BLOCKS_DEFAULT <= READ_AHEAD_BLOCKS_MAX);
+const _: () = assert!(READ_AHEAD_STREAM_BYTES.is_multiple_of(CHUNK_BYTES as u64));
+const _: () = assert!(
+    READ_AHEAD_STREAM_BYTES >= 2 * (READ_AHEAD_MESSAGE_CHUNKS as u64) * (CHUNK_BYTES as u64)
+);
+// What a reader buffers (the block handed out and those ahead, one stream
+// each) stays below one default block at most, and a quarter of one by
+// default.
+const _: () =
+    assert!((READ_AHEAD_BLOCKS_MAX as u64 + 1) * READ_AHEAD_STREAM_BYTES <= BLOCK_BYTES_DEFAULT);
+const _: () = assert!(
+    (READ_AHEAD_BLOCKS_DEFAULT as u64 + 1) * READ_AHEAD_STREAM_BYTES <= BLOCK_BYTES_DEFAULT / 4
 );

@@ -471,6 +471,9 @@ impl<'a> Worker<'a> {
             sync: self.options.sync,
             mode: preserve.map_or(CLUSTER_FILE_MODE, |entry| entry.mode),
             modified_ms: preserve.map(|entry| entry.modified_ms),
+            // Blocks of large files share the run's stream budget
+            // (`put_in_parallel`); other inputs go one block at a time.
+            blocks_in_flight: 1,
         }
     }
 }
