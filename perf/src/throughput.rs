@@ -277,7 +277,7 @@ impl PairReport {
     }
 }
 
-/// What dd did with direct I/O, in MiB/s.
+/// What dd did (a direct write, a cold buffered read), in MiB/s.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct DiskRates {
     write: f64,
@@ -409,7 +409,7 @@ pub fn run(options: Options) -> Result<()> {
 
 fn print_disk(when: &str, rates: DiskRates) {
     println!(
-        "disk at the {when} (dd, direct I/O): write {:.1} MiB/s, read {:.1} MiB/s",
+        "disk at the {when} (dd): direct write {:.1} MiB/s, cold buffered read {:.1} MiB/s",
         rates.write, rates.read
     );
 }
