@@ -47,6 +47,9 @@ pub struct Minion {
     /// committed before the report arrives, and the report, listed
     /// earlier, would drop that location.
     pub reported: bool,
+    /// When it last registered: work it had in hand before (copies it
+    /// sent or received) died with its previous run.
+    pub registered_at: Instant,
 }
 
 impl Minion {
@@ -315,6 +318,7 @@ impl Registry {
                 // A restarted minion says again what still fails.
                 failed_directories: Vec::new(),
                 reported: false,
+                registered_at: now,
             },
         );
         Ok(())

@@ -43,7 +43,9 @@ use dfs_engine::limits::{
     DELETES_QUEUED_PER_MINION_MAX, DELETE_BLOCKS_PER_COMMAND_MAX, HEARTBEAT_COMMANDS_MAX,
     ORPHAN_CANDIDATES_MAX, REPLICATIONS_PER_SOURCE_MAX, REPLICATIONS_PER_TARGET_MAX,
 };
-use dfs_engine::msg::{BlockId, Generation, MinionCommand, MinionId, ReplicaId, StoredBlock};
+use dfs_engine::msg::{
+    BlockId, Generation, MinionCommand, MinionId, MinionState, ReplicaId, StoredBlock,
+};
 
 use crate::namespace::BlockTarget;
 use crate::registry::{place, Registry, Replica};
@@ -54,6 +56,7 @@ struct InFlight {
     source: MinionId,
     /// Targets whose `Stored` report has not come yet.
     targets: Vec<MinionId>,
+    started: Instant,
     deadline: Instant,
 }
 
@@ -324,6 +327,32 @@ impl Healer {
         orphans
     }
 
+    /// Forgets copies whose source or a target still to land is dead or
+    /// gone, or registered again since the copy was planned: the copy died
+    /// with that minion's run and would otherwise hold its block until the
+    /// timeout. A stale minion (stopped, swapping) may still finish it.
+    fn forget_lost_copies(&mut self, registry: &Registry, now: Instant) {
+        let lost = |id: MinionId, started: Instant| match registry.minion(id) {
+            None => true,
+            Some(minion) => {
+                minion.registered_at > started
+                    || minion.state(registry.liveness(), now) == MinionState::Dead
+            }
+        };
+        self.in_flight.retain(|block, flight| {
+            let kept = !lost(flight.source, flight.started)
+                && !flight.targets.iter().any(|&id| lost(id, flight.started));
+            if !kept {
+                tracing::info!(
+                    %block,
+                    source = %flight.source,
+                    "a copy under way was lost with a minion that died or restarted; planning it again"
+                );
+            }
+            kept
+        });
+    }
+
     /// Forgets copies past their deadline, so the next plan picks the block
     /// again (with another source or targets if those were the trouble),
     /// and queues again deletions handed out and not confirmed in time.
@@ -397,6 +426,7 @@ impl Healer {
         mut random: impl FnMut() -> u64,
     ) -> PlanSummary {
         self.expire(now);
+        self.forget_lost_copies(registry, now);
         let mut summary = PlanSummary::default();
         // (counted replicas, replicas short, block): most endangered first.
         let mut short: Vec<(usize, usize, BlockTarget)> = Vec::new();
@@ -533,6 +563,7 @@ impl Healer {
                 InFlight {
                     source,
                     targets: targets.iter().map(|t| t.id).collect(),
+                    started: now,
                     deadline: now + self.replication_timeout,
                 },
             );
@@ -1281,5 +1312,48 @@ mod tests {
         assert_eq!(summary.replications_started, 1);
         let copy = copy_from(&mut healer, 2).or_else(|| copy_from(&mut healer, 3));
         assert_eq!(copy, Some((BlockId(6), vec![1])));
+    }
+
+    #[test]
+    fn a_copy_whose_minion_restarted_is_planned_again_at_once() {
+        let start = Instant::now();
+        let mut registry = cluster(4, start);
+        for id in [1, 2] {
+            registry.add_location(BlockId(7), MinionId(id));
+        }
+        let blocks = [target(7, 3)];
+        let mut healer = healer();
+        let summary = healer.plan(start, &blocks, &mut registry, counter());
+        assert_eq!(summary.replications_started, 1);
+        let (source, first) = [1, 2]
+            .into_iter()
+            .find_map(|id| copy_from(&mut healer, id).map(|copy| (id, copy)))
+            .expect("a copy from 1 or 2");
+        assert_eq!(first.0, BlockId(7));
+
+        // Nothing new while the copy is under way.
+        let later = start + Duration::from_secs(1);
+        let summary = healer.plan(later, &blocks, &mut registry, counter());
+        assert_eq!((summary.replications_started, summary.in_flight), (0, 1));
+
+        // Its source restarts: the copy died with it, and is planned again
+        // now rather than after the 30 s timeout.
+        let restarted = start + Duration::from_secs(2);
+        registry
+            .register(
+                MinionId(source),
+                None,
+                &format!("m{source}:1"),
+                roomy(),
+                false,
+                restarted,
+            )
+            .expect("register again");
+        registry
+            .block_report(MinionId(source), &[BlockId(7)], true)
+            .expect("report");
+        registry.finish_block_report(MinionId(source));
+        let summary = healer.plan(restarted, &blocks, &mut registry, counter());
+        assert_eq!(summary.replications_started, 1);
     }
 }
