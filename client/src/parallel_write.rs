@@ -484,7 +484,7 @@ fn note_failed_members(
             "{block}: {}",
             minion_message(&failure.minion, &error)
         ));
-        if !excluded.contains(&failure.minion.id) {
+        if failure.is_own_failure() && !excluded.contains(&failure.minion.id) {
             excluded.push(failure.minion.id);
         }
     }
@@ -570,7 +570,11 @@ fn send_block(
             crc32c: block_crc.crc(),
         }),
         Ok(MinionResponse::Sealed { failed, .. }) => {
-            let mut excluded: Vec<MinionId> = failed.iter().map(|f| f.minion.id).collect();
+            let mut excluded: Vec<MinionId> = failed
+                .iter()
+                .filter(|f| f.is_own_failure())
+                .map(|f| f.minion.id)
+                .collect();
             excluded.push(first.id);
             let error = match failed.first() {
                 Some(failure) => Error::Remote(failure.error.clone()),

@@ -1061,7 +1061,11 @@ impl<'a> Session<'a> {
         };
         if stored.is_empty() {
             self.abandon(open.block)?;
-            let mut excluded: Vec<MinionId> = failed.iter().map(|f| f.minion.id).collect();
+            let mut excluded: Vec<MinionId> = failed
+                .iter()
+                .filter(|f| f.is_own_failure())
+                .map(|f| f.minion.id)
+                .collect();
             excluded.push(open.first.id);
             let error = match failed.first() {
                 Some(failure) => Error::Remote(failure.error.clone()),
@@ -1073,7 +1077,11 @@ impl<'a> Session<'a> {
         self.client.minions.keep(open.connection);
         // A member that failed this block is not asked again in this write,
         // so later blocks get a full pipeline.
-        let failed_ids: Vec<MinionId> = failed.iter().map(|f| f.minion.id).collect();
+        let failed_ids: Vec<MinionId> = failed
+            .iter()
+            .filter(|f| f.is_own_failure())
+            .map(|f| f.minion.id)
+            .collect();
         self.exclude(&failed_ids);
         for failure in &failed {
             let error = Error::Remote(failure.error.clone());

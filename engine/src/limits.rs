@@ -101,11 +101,13 @@ pub const WRITE_BATCH_BYTES_MAX: u64 = 512 * 1024;
 /// Most pipelines a client tries for one block of a write (fresh allocations
 /// after a minion failed) before it gives up on the write.
 pub const WRITE_BLOCK_ATTEMPTS_MAX: u32 = 5;
-/// Blocks of one write a client streams at once by default, each through
-/// its own pipeline (one chunk of memory each), when its input can be read
-/// at any offset: enough to overlap one block's final flush with the next
-/// blocks' streaming.
-pub const WRITE_BLOCKS_IN_FLIGHT_DEFAULT: usize = 4;
+/// Blocks of one write a client streams at once by default (`dfs put
+/// --blocks-in-flight N` streams up to N, each through its own pipeline,
+/// when the input can be read at any offset). One: on a single machine
+/// more gained nothing measurable, and a put with several in flight around
+/// a stopped minion was seen to run out of pipelines; more is for clusters
+/// of separate machines, once that is understood.
+pub const WRITE_BLOCKS_IN_FLIGHT_DEFAULT: usize = 1;
 /// Most blocks of one write in flight at once (threads, connections and
 /// chunk buffers of the client).
 pub const WRITE_BLOCKS_IN_FLIGHT_MAX: usize = 16;

@@ -765,6 +765,18 @@ pub struct ReplicaFailure {
     pub error: RemoteError,
 }
 
+/// How a minion's message for a member behind a broken link begins: that
+/// member did not fail, the pipeline broke before it.
+pub const NOT_REACHED_PREFIX: &str = "not reached: ";
+
+impl ReplicaFailure {
+    /// True when the member itself failed, false when it was only not
+    /// reached: a writer excludes from its later pipelines only the first.
+    pub fn is_own_failure(&self) -> bool {
+        !self.error.message.starts_with(NOT_REACHED_PREFIX)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum MinionResponse {
     Error(RemoteError),

@@ -34,7 +34,7 @@ use dfs_engine::block_store;
 use dfs_engine::limits::{BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, REPLICATION_MAX};
 use dfs_engine::msg::{
     BlockId, Credentials, Envelope, ErrorKind, Generation, MinionAddress, MinionRequest,
-    MinionResponse, RemoteError, ReplicaFailure, ReplicaId,
+    MinionResponse, RemoteError, ReplicaFailure, ReplicaId, NOT_REACHED_PREFIX,
 };
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, Result};
@@ -360,7 +360,10 @@ impl Downstream {
             lost.push(failure(
                 member,
                 ErrorKind::Io,
-                format!("not reached: the pipeline broke at {}", minion_name(direct)),
+                format!(
+                    "{NOT_REACHED_PREFIX}the pipeline broke at {}",
+                    minion_name(direct)
+                ),
             ));
         }
         lost
