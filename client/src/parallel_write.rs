@@ -32,8 +32,8 @@ use dfs_engine::limits::{
     CHUNK_BYTES, CONNECT_TIMEOUT_MS, WRITE_BLOCKS_IN_FLIGHT_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
 };
 use dfs_engine::msg::{
-    AllocatedBlock, BlockCommit, BlockId, Credentials, MasterRequest, MinionAddress, MinionId,
-    MinionRequest, MinionResponse, ReplicaFailure, ReplicaId,
+    AllocatedBlock, BlockCommit, BlockId, Credentials, MinionAddress, MinionId, MinionRequest,
+    MinionResponse, ReplicaFailure, ReplicaId,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -309,10 +309,7 @@ struct OpenWrite<'a> {
 impl Drop for OpenWrite<'_> {
     fn drop(&mut self) {
         if !self.closed {
-            // Best effort: the master also collects writes whose client vanished.
-            let _ = self
-                .client
-                .call_once(MasterRequest::AbortWrite { write: self.write });
+            self.client.abort_write_quietly(self.write);
         }
     }
 }

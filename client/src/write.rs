@@ -840,6 +840,12 @@ impl Client {
         self.call_expect_ok_with("CommitBlock", request, Resend::Always)
     }
 
+    /// Aborts `write`, best effort, for a writer given up or dropped: the
+    /// master also collects writes whose client vanished.
+    pub(crate) fn abort_write_quietly(&mut self, write: u64) {
+        let _ = self.call_once(MasterRequest::AbortWrite { write });
+    }
+
     pub(crate) fn abandon_block(&mut self, write: u64, block: BlockId) -> Result<()> {
         let request = MasterRequest::AbandonBlock { write, block };
         self.call_expect_ok_with("AbandonBlock", request, Resend::Always)
@@ -1187,10 +1193,7 @@ fn minion_failure(
 impl Drop for Session<'_> {
     fn drop(&mut self) {
         if !self.closed {
-            // Best effort: the master also collects writes whose client vanished.
-            let _ = self
-                .client
-                .call_once(MasterRequest::AbortWrite { write: self.write });
+            self.client.abort_write_quietly(self.write);
         }
     }
 }

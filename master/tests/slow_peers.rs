@@ -14,29 +14,14 @@ use dfs_engine::limits::{CONNECTIONS_MAX, FRAME_PAYLOAD_BYTES_MAX, PEER_CONNECTI
 use dfs_engine::msg::{ErrorKind, MasterResponse};
 use dfs_engine::wire::{self, FrameKind, CONNECTION_REQUEST_ID};
 use dfs_testkit::slow_peer::{
-    assert_idle_connection_closed, assert_trickling_connections_closed, connect_from, is_closed,
-    loopback, request_header, resident_bytes, thread_names,
+    assert_idle_connection_closed, assert_put_and_get, assert_trickling_connections_closed,
+    connect_from, is_closed, loopback, request_header, resident_bytes, thread_names,
 };
-use dfs_testkit::{utf8, wait_for, write_random_file, Cluster, ClusterOptions};
+use dfs_testkit::{wait_for, Cluster, ClusterOptions};
 
 /// How long a cluster command may take while the master is under attack.
 const PROMPT: Duration = Duration::from_secs(15);
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Puts a file and reads it back through the cluster.
-fn put_and_get(cluster: &Cluster, name: &str) {
-    let local = cluster.dir().join(name);
-    write_random_file(&local, 7, 300_000);
-    let path = format!("/{name}");
-    cluster.dfs_ok(["put", utf8(&local), &path]);
-    let back = cluster.dir().join(format!("{name}.back"));
-    cluster.dfs_ok(["get", &path, utf8(&back)]);
-    assert_eq!(
-        std::fs::read(&local).expect("read the source"),
-        std::fs::read(&back).expect("read the copy"),
-        "{name} came back different"
-    );
-}
 
 #[test]
 fn idle_connections_up_to_the_limit_do_not_keep_clients_out() {
@@ -80,7 +65,7 @@ fn idle_connections_up_to_the_limit_do_not_keep_clients_out() {
     let started = Instant::now();
     cluster.dfs_ok(["mkdir", "/in"]);
     assert_eq!(cluster.dfs_ok(["ls", "/"]), "in/\n");
-    put_and_get(&cluster, "in-spite-of-idlers");
+    assert_put_and_get(&cluster, "in-spite-of-idlers", 7, 300_000);
     assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
     // Room was made by closing the longest-idle connections (the first
     // ones opened), not by refusing or dropping the rest.
@@ -164,7 +149,7 @@ fn trickling_and_idle_connections_are_closed() {
     assert_idle_connection_closed(&master, Duration::from_secs(1));
 
     // Clients and minions whose kept connections were closed go on.
-    put_and_get(&cluster, "after-idle");
+    assert_put_and_get(&cluster, "after-idle", 7, 300_000);
     let heartbeats_closed = || {
         std::fs::read_to_string(cluster.log_path("master"))
             .expect("read the master log")

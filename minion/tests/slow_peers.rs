@@ -12,29 +12,14 @@ use dfs_engine::limits::{CONNECTIONS_MAX, PEER_CONNECTIONS_MAX};
 use dfs_engine::msg::{BlockId, Credentials, ErrorKind, Generation, MinionRequest, MinionResponse};
 use dfs_engine::rpc::Connection;
 use dfs_testkit::slow_peer::{
-    assert_idle_connection_closed, assert_trickling_connections_closed, connect_from, is_closed,
-    loopback,
+    assert_idle_connection_closed, assert_put_and_get, assert_trickling_connections_closed,
+    connect_from, is_closed, loopback,
 };
-use dfs_testkit::{utf8, wait_for, write_random_file, Cluster, ClusterOptions};
+use dfs_testkit::{wait_for, Cluster, ClusterOptions};
 
 /// How long a cluster command may take while the minions are under attack.
 const PROMPT: Duration = Duration::from_secs(15);
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Puts a file of `bytes` (several chunk frames) and reads it back.
-fn put_and_get(cluster: &Cluster, name: &str, bytes: u64) {
-    let local = cluster.dir().join(name);
-    write_random_file(&local, 11, bytes);
-    let path = format!("/{name}");
-    cluster.dfs_ok(["put", utf8(&local), &path]);
-    let back = cluster.dir().join(format!("{name}.back"));
-    cluster.dfs_ok(["get", &path, utf8(&back)]);
-    assert_eq!(
-        std::fs::read(&local).expect("read the source"),
-        std::fs::read(&back).expect("read the copy"),
-        "{name} came back different"
-    );
-}
 
 #[test]
 fn trickling_and_idle_connections_are_closed() {
@@ -47,7 +32,7 @@ fn trickling_and_idle_connections_are_closed() {
     assert_idle_connection_closed(&minion, Duration::from_secs(2));
 
     // Honest chunk frames meet the same deadline with room to spare.
-    put_and_get(&cluster, "whole-chunks", 3 << 20);
+    assert_put_and_get(&cluster, "whole-chunks", 11, 3 << 20);
 }
 
 #[test]
@@ -100,7 +85,7 @@ fn one_address_gets_a_share_of_the_connections() {
     }
     // The cluster's own clients, on another address, write and read.
     let started = Instant::now();
-    put_and_get(&cluster, "in-spite-of-idlers", 1 << 20);
+    assert_put_and_get(&cluster, "in-spite-of-idlers", 11, 1 << 20);
     assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
     assert_eq!(open_count(&held[0]), PEER_CONNECTIONS_MAX);
 }

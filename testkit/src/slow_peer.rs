@@ -159,6 +159,23 @@ pub fn assert_idle_connection_closed(daemon: &str, idle_timeout: Duration) {
     );
 }
 
+/// Puts a random file of `length_bytes` (from `seed`) at `/<name>` through
+/// `dfs` and asserts `dfs get` brings back the same bytes: the cluster
+/// still serves clients while peers misbehave.
+pub fn assert_put_and_get(cluster: &crate::Cluster, name: &str, seed: u64, length_bytes: u64) {
+    let local = cluster.dir().join(name);
+    crate::write_random_file(&local, seed, length_bytes);
+    let path = format!("/{name}");
+    cluster.dfs_ok(["put", crate::utf8(&local), &path]);
+    let back = cluster.dir().join(format!("{name}.back"));
+    cluster.dfs_ok(["get", &path, crate::utf8(&back)]);
+    assert_eq!(
+        std::fs::read(&local).expect("read the source"),
+        std::fs::read(&back).expect("read the copy"),
+        "{name} came back different"
+    );
+}
+
 /// A field of /proc/PID/status, as the number before its unit.
 fn status_number(pid: u32, field: &str) -> u64 {
     let path = format!("/proc/{pid}/status");
