@@ -108,9 +108,19 @@ impl Peers {
         }
     }
 
-    fn set_idle(&mut self, connection: ConnectionId, idle_since: Option<Instant>) {
+    /// A request arrives or is served on `connection`: not idle.
+    fn mark_busy(&mut self, connection: ConnectionId) {
         if let Some(peer) = self.connections.get_mut(&connection) {
-            peer.idle_since = idle_since;
+            peer.idle_since = None;
+        }
+    }
+
+    /// `connection` waits for a request from `now` on, unless it was idle
+    /// already: a new connection is idle from its accept, not from when its
+    /// thread got to run, so the longest idle is the one accepted first.
+    fn mark_idle(&mut self, connection: ConnectionId, now: Instant) {
+        if let Some(peer) = self.connections.get_mut(&connection) {
+            peer.idle_since.get_or_insert(now);
         }
     }
 }
@@ -276,7 +286,7 @@ impl Server {
         if !reader.buffer().is_empty() {
             return Ok(true);
         }
-        lock(&self.peers).set_idle(connection, Some(Instant::now()));
+        lock(&self.peers).mark_idle(connection, Instant::now());
         let outcome = loop {
             reader.get_mut().deadline = Instant::now() + self.config.idle_timeout;
             match reader.fill_buf() {
@@ -294,7 +304,7 @@ impl Server {
                 Err(e) => break Err(Error::io("wait for a request", e)),
             }
         };
-        lock(&self.peers).set_idle(connection, None);
+        lock(&self.peers).mark_busy(connection);
         outcome
     }
 
