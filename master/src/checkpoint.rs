@@ -15,7 +15,7 @@ use dfs_engine::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, sync_directory};
-use crate::namespace::{Namespace, NamespaceV3, NamespaceV4};
+use crate::namespace::{Namespace, NamespaceRecord, NamespaceV3, NamespaceV4, NamespaceWriter};
 use dfs_engine::failpoint;
 
 const CHECKPOINT_PREFIX: &str = "checkpoint-";
@@ -35,7 +35,7 @@ pub const FORMAT_FILE: &str = "format";
 const FORMAT_TEXT: &str = "dfs-master data directory\nversion 1\n";
 
 /// What a checkpoint holds.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     pub cluster: ClusterId,
     /// The last journal record whose op is in `namespace` (0: none).
@@ -43,7 +43,8 @@ pub struct Checkpoint {
     pub namespace: Namespace,
 }
 
-/// A checkpoint of an older version, whose namespace has layout `N`.
+/// A checkpoint as read, whose namespace has the layout `N` of its version
+/// (`NamespaceRecord` for this one, the types of `legacy.rs` for older).
 #[derive(Deserialize)]
 struct CheckpointOf<N> {
     cluster: ClusterId,
@@ -61,12 +62,13 @@ impl<N: Into<Namespace>> CheckpointOf<N> {
     }
 }
 
-/// The same fields, borrowed, so a live namespace is written without a copy.
+/// The same fields as written, the namespace converted entry by entry, so a
+/// live namespace is written without a copy.
 #[derive(Serialize)]
 struct CheckpointRef<'a> {
     cluster: ClusterId,
     last_sequence: u64,
-    namespace: &'a Namespace,
+    namespace: NamespaceWriter<'a>,
 }
 
 /// The file name of the checkpoint that ends at `last_sequence`.
@@ -105,7 +107,7 @@ pub fn encode(cluster: ClusterId, last_sequence: u64, namespace: &Namespace) -> 
     let payload = postcard::to_stdvec(&CheckpointRef {
         cluster,
         last_sequence,
-        namespace,
+        namespace: NamespaceWriter(namespace),
     })
     .map_err(|e| Error::Invalid(format!("encode checkpoint: {e}")))?;
     let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
@@ -169,9 +171,9 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
             .map_err(undecodable)?
             .upgrade()
     } else {
-        let mut checkpoint: Checkpoint = postcard::from_bytes(payload).map_err(undecodable)?;
-        checkpoint.namespace.rebuild_block_index();
-        checkpoint
+        postcard::from_bytes::<CheckpointOf<NamespaceRecord>>(payload)
+            .map_err(undecodable)?
+            .upgrade()
     };
     checkpoint
         .namespace
@@ -529,6 +531,99 @@ mod tests {
         let again = encode(loaded.cluster, 10, namespace).expect("encode");
         assert_eq!(u16::from_le_bytes([again[4], again[5]]), CHECKPOINT_VERSION);
         assert_eq!(decode(&again, "again").expect("decodes"), loaded);
+    }
+
+    /// The namespace of the version 5 fixture: /dir/file of one 14-byte
+    /// block (generation 77), the open write 2 of /dir/open with a
+    /// committed 4-byte block 2 and an allocated block 3, and minion abc
+    /// decommissioning.
+    fn version_5_namespace() -> Namespace {
+        let mut namespace = Namespace::new(1);
+        let ops = [
+            Op::Mkdir {
+                path: "/dir".into(),
+                parents: false,
+                mode: 0o755,
+                owner: "ann".into(),
+                group: "lab".into(),
+                time_ms: 2,
+            },
+            Op::OpenWrite {
+                write: 1,
+                path: "/dir/file".into(),
+                replication: 3,
+                block_bytes: 1 << 20,
+                overwrite: false,
+                mode: 0o644,
+                owner: "ann".into(),
+                group: "lab".into(),
+                time_ms: 3,
+            },
+            Op::AllocateBlockStamped {
+                write: 1,
+                block: dfs_engine::msg::BlockId(1),
+                generation: dfs_engine::msg::Generation(77),
+            },
+            Op::CommitBlock {
+                write: 1,
+                block: dfs_engine::msg::BlockId(1),
+                length_bytes: 14,
+                crc32c: crc32c::crc32c(b"hello fixture\n"),
+            },
+            Op::CloseWrite {
+                write: 1,
+                time_ms: 4,
+            },
+            Op::OpenWrite {
+                write: 2,
+                path: "/dir/open".into(),
+                replication: 2,
+                block_bytes: 1 << 20,
+                overwrite: false,
+                mode: 0o600,
+                owner: "bob".into(),
+                group: "lab".into(),
+                time_ms: 5,
+            },
+            Op::AllocateBlockStamped {
+                write: 2,
+                block: dfs_engine::msg::BlockId(2),
+                generation: dfs_engine::msg::Generation(78),
+            },
+            Op::CommitBlock {
+                write: 2,
+                block: dfs_engine::msg::BlockId(2),
+                length_bytes: 4,
+                crc32c: crc32c::crc32c(b"open"),
+            },
+            Op::AllocateBlockStamped {
+                write: 2,
+                block: dfs_engine::msg::BlockId(3),
+                generation: dfs_engine::msg::Generation(79),
+            },
+            Op::Decommission {
+                minion: MinionId(0xabc),
+            },
+        ];
+        for op in ops {
+            namespace.apply(&op).expect("apply");
+        }
+        namespace
+    }
+
+    #[test]
+    fn a_version_5_checkpoint_loads_and_is_written_byte_for_byte() {
+        let bytes = include_bytes!("../tests/fixtures/checkpoint-v5-000000000000000a");
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 5);
+        let loaded = decode(bytes, "fixture").expect("version 5 decodes");
+        assert_eq!(loaded.cluster, ClusterId(0x5eed));
+        assert_eq!(loaded.last_sequence, 10);
+        assert_eq!(loaded.namespace, version_5_namespace());
+        let open = loaded.namespace.write(2).expect("the open write is there");
+        assert_eq!(open.blocks[0].generation, dfs_engine::msg::Generation(78));
+        // While version 5 is the one written, it is written to the byte.
+        let again = encode(loaded.cluster, 10, &loaded.namespace).expect("encode");
+        assert!(again == bytes, "checkpoint version 5 changed on disk");
     }
 
     #[test]

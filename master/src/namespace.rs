@@ -14,14 +14,13 @@ use dfs_engine::msg::{
     StoredBlock,
 };
 use dfs_engine::path::DfsPath;
-use serde::{Deserialize, Serialize};
 
 pub type InodeId = u64;
 pub type WriteId = u64;
 pub const ROOT_INODE: InodeId = 1;
 
 /// A sealed block of a file: what a replica must match to be one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockMeta {
     pub id: BlockId,
     /// As allocated (checkpoint version 5; 0 for blocks of older versions).
@@ -49,7 +48,7 @@ impl BlockMeta {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
     Directory {
         children: BTreeMap<String, InodeId>,
@@ -62,7 +61,7 @@ pub enum Node {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inode {
     pub node: Node,
     pub owner: String,
@@ -74,7 +73,7 @@ pub struct Inode {
 }
 
 /// A file being written: invisible until closed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenWrite {
     pub path: DfsPathString,
     pub replication: u8,
@@ -93,7 +92,7 @@ pub struct OpenWrite {
 pub type DfsPathString = String;
 
 /// One logged change of the namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Mkdir {
         path: DfsPathString,
@@ -220,7 +219,7 @@ pub struct Applied {
 }
 
 /// The whole namespace; the unit of a checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Namespace {
     inodes: BTreeMap<InodeId, Inode>,
     writes: BTreeMap<WriteId, OpenWrite>,
@@ -233,7 +232,6 @@ pub struct Namespace {
     /// Where every block a file or an open write refers to is: derived from
     /// the inodes and writes, kept by `apply`, never written (rebuilt after
     /// a checkpoint is read), so that block lookups are not scans.
-    #[serde(skip)]
     block_index: HashMap<BlockId, BlockPlace>,
 }
 
@@ -1264,7 +1262,9 @@ fn unknown_write(write: WriteId) -> RemoteError {
 }
 
 mod legacy;
+mod records;
 pub use legacy::{NamespaceV3, NamespaceV4};
+pub use records::{decode_op, encode_op, NamespaceRecord, NamespaceWriter};
 
 #[cfg(test)]
 mod tests;

@@ -16,20 +16,16 @@ use crate::checkpoint::{self, Checkpoint, DataDir, Opened};
 use crate::journal::{
     self, scan_segment, AppendPosition, ReusableSegment, SegmentFile, Stop, CORRUPT_SUFFIX,
 };
-use crate::namespace::{Namespace, Op};
+use crate::namespace::{self, Namespace, Op};
 
-/// Encodes an op as a journal record payload.
+/// Encodes an op as a journal record payload (`namespace::OpRecord`).
 pub fn encode_op(op: &Op) -> Result<Vec<u8>> {
-    postcard::to_stdvec(op).map_err(|e| Error::Invalid(format!("encode op: {e}")))
+    namespace::encode_op(op).map_err(Error::Invalid)
 }
 
 /// Decodes a journal record payload; every byte must belong to the op.
 pub fn decode_op(payload: &[u8]) -> std::result::Result<Op, String> {
-    match postcard::take_from_bytes::<Op>(payload) {
-        Ok((op, [])) => Ok(op),
-        Ok((_, rest)) => Err(format!("{} bytes after the op", rest.len())),
-        Err(e) => Err(format!("undecodable op: {e}")),
-    }
+    namespace::decode_op(payload)
 }
 
 /// How start-up treats corruption.

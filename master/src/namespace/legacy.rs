@@ -1,6 +1,7 @@
 //! The namespace as older checkpoint versions stored it, decoded into the
 //! current one. Postcard is not self-describing, so each old layout needs
-//! its own types; they are only ever read, never written.
+//! its own types; they are only ever read, never written. Ids are plain
+//! integers, as in `records.rs`.
 //!
 //! - Version 3: no set of decommissioning minions.
 //! - Version 4: blocks without generations (they become generation 0, as
@@ -15,7 +16,7 @@ use super::{BlockMeta, Inode, InodeId, Namespace, Node, OpenWrite, WriteId};
 
 #[derive(Deserialize)]
 struct BlockMetaV4 {
-    id: BlockId,
+    id: u64,
     length_bytes: u64,
     crc32c: u32,
 }
@@ -54,7 +55,7 @@ struct OpenWriteV4 {
     owner: String,
     group: String,
     blocks: Vec<BlockMetaV4>,
-    pending: BTreeSet<BlockId>,
+    pending: BTreeSet<u64>,
     opened_ms: u64,
 }
 
@@ -76,13 +77,13 @@ pub struct NamespaceV4 {
     next_inode: InodeId,
     next_block: u64,
     next_write: WriteId,
-    draining: BTreeSet<MinionId>,
+    draining: BTreeSet<u64>,
 }
 
 impl From<BlockMetaV4> for BlockMeta {
     fn from(old: BlockMetaV4) -> BlockMeta {
         BlockMeta {
-            id: old.id,
+            id: BlockId(old.id),
             generation: Generation::LEGACY,
             length_bytes: old.length_bytes,
             crc32c: old.crc32c,
@@ -136,7 +137,7 @@ impl From<OpenWriteV4> for OpenWrite {
             pending: old
                 .pending
                 .into_iter()
-                .map(|block| (block, Generation::LEGACY))
+                .map(|block| (BlockId(block), Generation::LEGACY))
                 .collect(),
             opened_ms: old.opened_ms,
         }
@@ -159,7 +160,7 @@ impl From<NamespaceV4> for Namespace {
             next_inode: old.next_inode,
             next_block: old.next_block,
             next_write: old.next_write,
-            draining: old.draining,
+            draining: old.draining.into_iter().map(MinionId).collect(),
             block_index: HashMap::new(),
         };
         namespace.rebuild_block_index();
