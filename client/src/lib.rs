@@ -1,17 +1,13 @@
-//! The client side of the file system: the `dfs_client` library (namespace
-//! calls to the master, pipelined block writes and verified block reads
-//! straight from minions) and the logic behind the `dfs` command.
+//! The client library of the file system: namespace calls to the master,
+//! pipelined block writes and verified block reads straight from minions.
+//! The `dfs` and `dfs-cp` commands (crate `dfs_cli`) are built on it.
 //!
 //! Data never passes through the master: a `Client` asks it for names, block
 //! allocations and locations, then streams chunks to and from minions itself.
 
 pub mod batch;
-pub mod cli;
 pub mod client;
 pub mod config;
-pub mod cp;
-pub mod format;
-pub mod local;
 pub mod master;
 pub mod parallel_write;
 mod pool;

@@ -13,8 +13,7 @@ use std::time::UNIX_EPOCH;
 use dfs_engine::msg::{EntryKind, EntryStatus, ErrorKind};
 use dfs_engine::{Error, IoContext, Result};
 
-use crate::client::Client;
-use crate::read::FileChecksum;
+use dfs_client::{Client, FileChecksum};
 
 use super::url::Location;
 

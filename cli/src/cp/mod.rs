@@ -32,7 +32,7 @@ use clap::Parser;
 use dfs_engine::limits::{WRITE_BATCH_BLOCKS_MAX, WRITE_BATCH_BYTES_MAX};
 use dfs_engine::{Error, IoContext, Result};
 
-use crate::config;
+use dfs_client::config;
 
 pub use args::{CpArgs, CpCommand, Options};
 pub use progress::Summary;

@@ -17,7 +17,7 @@ use dfs_engine::limits::{LOCAL_CLUSTER_START_TIMEOUT_MS, LOCAL_CLUSTER_STOP_TIME
 use dfs_engine::msg::MinionState;
 use dfs_engine::{Error, IoContext, Result};
 
-use crate::client::Client;
+use dfs_client::Client;
 
 /// How often we look at the children, the signal flag and the master's
 /// minion count while waiting.

@@ -16,8 +16,8 @@ use dfs_engine::msg::ErrorKind;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, IoContext, Result};
 
-use crate::batch::{SmallFile, SMALL_FILE_BYTES_MAX};
-use crate::write::{Seekable, WriteOptions};
+use dfs_client::batch::{SmallFile, SMALL_FILE_BYTES_MAX};
+use dfs_client::{Seekable, WriteOptions};
 
 use super::args::{Existing, Options};
 use super::blocks::{

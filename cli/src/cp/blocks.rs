@@ -20,11 +20,9 @@ use dfs_engine::limits::WRITE_BLOCKS_IN_FLIGHT_MAX;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
 
-use crate::client::Client;
-use crate::parallel_write;
-pub use crate::parallel_write::RangeSource;
-use crate::read::FileReader;
-use crate::write::WriteOptions;
+use dfs_client::parallel_write;
+pub use dfs_client::RangeSource;
+use dfs_client::{Client, FileReader, WriteOptions};
 
 /// Most block streams one file uses at once.
 pub const BLOCK_STREAMS_PER_FILE_MAX: usize = WRITE_BLOCKS_IN_FLIGHT_MAX;

@@ -7,7 +7,7 @@ use dfs_engine::msg::{
 };
 use dfs_engine::units::format_bytes;
 
-use crate::client::{ClusterReport, FileBlocks};
+use dfs_client::{ClusterReport, FileBlocks};
 
 /// A calendar time in UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

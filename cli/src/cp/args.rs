@@ -8,7 +8,7 @@ use clap::{Args, Parser};
 use dfs_engine::units;
 use dfs_engine::{Error, Result};
 
-use crate::write::{check_block_bytes, check_replication};
+use dfs_client::write::{check_block_bytes, check_replication};
 
 /// Most parallel streams `-j` may ask for.
 pub const STREAMS_MAX: usize = 64;

@@ -1,6 +1,6 @@
 //! `dfs-cp`: bulk copy into, out of and within the cluster; the logic is
-//! `dfs_client::cp`.
+//! `dfs_cli::cp`.
 
 fn main() -> std::process::ExitCode {
-    dfs_client::cp::main()
+    dfs_cli::cp::main()
 }

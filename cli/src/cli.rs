@@ -16,15 +16,14 @@ use dfs_engine::msg::{EntryKind, EntryStatus, ErrorKind, MinionId};
 use dfs_engine::path::DfsPath;
 use dfs_engine::{units, Error, IoContext, Result};
 
-use crate::client::Client;
-use crate::config;
+use dfs_client::config;
+use dfs_client::write::{check_block_bytes, check_blocks_in_flight, check_replication};
+use dfs_client::{
+    temporary_spool, BlockSource, Client, LocalFile, Spooled, Unseekable, WriteOptions,
+};
+
 use crate::format;
 use crate::local::{self, LocalOptions};
-use crate::parallel_write::LocalFile;
-use crate::write::{
-    check_block_bytes, check_blocks_in_flight, check_replication, temporary_spool, BlockSource,
-    Spooled, Unseekable, WriteOptions,
-};
 
 /// Permission bits of directories made by `mkdir`.
 const DIRECTORY_MODE: u32 = 0o755;
