@@ -14,11 +14,24 @@
 //! corrupt) is reported to the master, best effort, so it gets replaced.
 //!
 //! A reader of a whole file reads ahead (`readahead`) once it has handed
-//! out a few MiB: the blocks after the one it hands out stream meanwhile,
-//! each through a one-block reader of its own with these same rules.
+//! out a few MiB in one run: the blocks after the one it hands out stream
+//! meanwhile, each through a one-block reader of its own with these same
+//! rules.
+//!
+//! A reader also reads at any offset (`FileReader::read_at`, `Seek`): a
+//! move drops the stream and the read-ahead and sets the reader on the
+//! block and byte it lands on, as if every byte before it had been handed
+//! out; from there the same code streams, checks and falls back as for a
+//! read from the start (a stream starts mid-block as a resume on the next
+//! replica does). A `read_at` that lands elsewhere than where the reader
+//! stands asks its replica for the chunks its range covers only; one that
+//! goes on where the last one ended asks for the rest of the block, as a
+//! front-to-back read does, and keeps that stream for the calls after it.
+//! Only the bytes handed out in one run (since the last move) start the
+//! read-ahead, so reads here and there never fetch whole blocks ahead.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -344,21 +357,26 @@ impl Write for ChecksumSink {
     }
 }
 
-/// The stream of one block from one minion.
+/// The stream of one block (or of a range of it) from one minion.
 struct BlockStream {
     connection: Connection,
     /// Block offset of the next data frame.
     next_chunk_bytes: u64,
+    /// Block offset where the range asked for ends: a chunk's end or the
+    /// block's. The connection is free for another request from there.
+    end_bytes: u64,
     /// The CRC32C of every chunk of the block, as this replica stores
     /// them, checked to combine to the block CRC32C the master recorded.
     trusted_crcs: Vec<u32>,
 }
 
-/// A file being read; implements `std::io::Read`, and `copy_to` writes the
-/// rest of the file to a writer without an extra copy.
+/// A file being read; implements `std::io::Read` and `std::io::Seek`,
+/// `read_at` reads at any offset, and `copy_to` writes the rest of the file
+/// to a writer without an extra copy.
 pub struct FileReader {
     list: Arc<BlockList>,
     /// The blocks this reader reads (the whole file, or one block).
+    first_index: usize,
     end_index: usize,
     credentials: Credentials,
     /// The block being read and its locations.
@@ -394,6 +412,20 @@ pub struct FileReader {
     blocks_ahead: usize,
     /// The blocks fetched ahead, once the read went far enough.
     ahead: Option<ReadAhead>,
+    /// File offset where the run of reads in progress started (the last
+    /// move, or the reader's first byte): read-ahead waits for
+    /// `READ_AHEAD_AFTER_BYTES` handed out from there.
+    run_start_bytes: u64,
+    /// While set, the end (file offset) of the range a `read_at` that moved
+    /// the reader asked for: streams opened before it ask for the chunks up
+    /// to there only, and nothing is read ahead.
+    range_end_bytes: Option<u64>,
+    /// The position a move to or past the reader's end set: nothing is
+    /// read there.
+    past_end_bytes: Option<u64>,
+    /// The reader was read from or moved: a `read_at` where it stands
+    /// continues a run.
+    started: bool,
 }
 
 impl FileReader {
@@ -404,8 +436,10 @@ impl FileReader {
         io_timeout: Duration,
         master_address: String,
     ) -> FileReader {
+        let run_start_bytes = (indexes.start as u64).saturating_mul(list.status.block_bytes);
         FileReader {
             list,
+            first_index: indexes.start,
             end_index: indexes.end,
             credentials,
             block_index: indexes.start,
@@ -424,6 +458,10 @@ impl FileReader {
             master_address,
             blocks_ahead: 0,
             ahead: None,
+            run_start_bytes,
+            range_end_bytes: None,
+            past_end_bytes: None,
+            started: false,
         }
     }
 
@@ -478,6 +516,126 @@ impl FileReader {
         Ok(written_bytes)
     }
 
+    /// Reads up to `buffer.len()` bytes at file offset `offset_bytes` into
+    /// `buffer` and returns how many. It returns fewer than asked only at
+    /// the end of the reader's bytes (the file's end; a `block_reader`'s
+    /// block's end), and 0 at or past it or for an empty `buffer`: a range
+    /// across blocks is read whole, and a caller loops only to reach the
+    /// end. Each byte is checked, and a failing replica left for the next,
+    /// exactly as `Read` does.
+    ///
+    /// A call at the offset where the reader stands (where the last call,
+    /// `Read` or `Seek` left it) goes on with the stream open there, to its
+    /// block's end: a run of calls costs one request per block. A call
+    /// elsewhere drops that stream and the read-ahead, and asks a replica
+    /// for the chunks its range covers only (bytes of the last chunk
+    /// verified are handed out again from memory). Read-ahead starts only
+    /// once a run handed out `READ_AHEAD_AFTER_BYTES`.
+    ///
+    /// An error fails this call (what it put in `buffer` is not to be
+    /// used); the next call tries the block's replicas again. Offsets are
+    /// of the file, also for a `block_reader`, which refuses one before its
+    /// block.
+    pub fn read_at(&mut self, offset_bytes: u64, buffer: &mut [u8]) -> Result<usize> {
+        let end_bytes = self.end_bytes();
+        if buffer.is_empty() || offset_bytes >= end_bytes {
+            return Ok(0);
+        }
+        if self.started && self.failed.is_none() && offset_bytes == self.position_bytes() {
+            // A run: its stream goes on to its block's end.
+            self.range_end_bytes = None;
+        } else {
+            let range_end_bytes = offset_bytes
+                .saturating_add(buffer.len() as u64)
+                .min(end_bytes);
+            self.move_to(offset_bytes, Some(range_end_bytes))?;
+        }
+        let mut filled = 0;
+        while filled < buffer.len() && self.fill()? {
+            let available = &self.chunk[self.chunk_position..];
+            let count = available.len().min(buffer.len() - filled);
+            buffer[filled..filled + count].copy_from_slice(&available[..count]);
+            self.chunk_position += count;
+            filled += count;
+        }
+        Ok(filled)
+    }
+
+    /// The file offset of the next byte this reader hands out.
+    fn position_bytes(&self) -> u64 {
+        if let Some(position_bytes) = self.past_end_bytes {
+            return position_bytes;
+        }
+        let unread_bytes = self.chunk.len().saturating_sub(self.chunk_position) as u64;
+        self.block_offset_bytes(self.block_index)
+            .saturating_add(self.verified_bytes)
+            .saturating_sub(unread_bytes)
+    }
+
+    /// The file offset where this reader's bytes end.
+    fn end_bytes(&self) -> u64 {
+        if self.end_index >= self.list.count() {
+            self.length_bytes()
+        } else {
+            self.block_offset_bytes(self.end_index)
+        }
+    }
+
+    /// Moves the reader to file offset `target_bytes`, with
+    /// `range_end_bytes` as the end of the range wanted there (None: read
+    /// on to the block's end). Bytes of the last verified chunk are handed
+    /// out again from memory; otherwise the stream in flight and the
+    /// read-ahead are dropped and the block `target_bytes` is in streams
+    /// from there when read. A reader that failed tries the replicas of
+    /// its block again.
+    fn move_to(&mut self, target_bytes: u64, range_end_bytes: Option<u64>) -> Result<()> {
+        let start_bytes = self.block_offset_bytes(self.first_index);
+        if target_bytes < start_bytes {
+            return Err(Error::Invalid(format!(
+                "{}: offset {target_bytes} is before this reader's first byte, {start_bytes}",
+                self.list.path
+            )));
+        }
+        self.started = true;
+        self.range_end_bytes = range_end_bytes;
+        let retry = self.failed.take().is_some();
+        let past_end = target_bytes >= self.end_bytes();
+        let (index, within_bytes) = if past_end {
+            (self.end_index, 0)
+        } else {
+            // The reader has bytes, so its blocks have a size.
+            let index = target_bytes
+                .checked_div(self.list.status.block_bytes)
+                .and_then(|index| usize::try_from(index).ok())
+                .unwrap_or(self.first_index);
+            (index, target_bytes - self.block_offset_bytes(index))
+        };
+        if !retry && !past_end && index == self.block_index {
+            if let Some(position) =
+                position_in_chunk(self.verified_bytes, self.chunk.len(), within_bytes)
+            {
+                self.past_end_bytes = None;
+                self.chunk_position = position;
+                return Ok(());
+            }
+        }
+        self.past_end_bytes = past_end.then_some(target_bytes);
+        self.run_start_bytes = target_bytes;
+        self.ahead = None;
+        self.stream = None;
+        if retry || index != self.block_index {
+            self.current = None;
+            self.refreshed = false;
+            self.tried.clear();
+            self.location_index = 0;
+        }
+        self.block_index = index;
+        self.verified_bytes = within_bytes;
+        self.chunk.clear();
+        self.chunk_position = 0;
+        Ok(())
+    }
+
     /// The block being read, fetched from the block list when the read
     /// reaches it; None past the last block of this reader.
     fn current_block(&mut self) -> Result<Option<LocatedBlock>> {
@@ -495,9 +653,18 @@ impl FileReader {
         if let Some(message) = &self.failed {
             return Err(Error::Invalid(message.clone()));
         }
+        self.started = true;
         loop {
             if self.chunk_position < self.chunk.len() {
                 return Ok(true);
+            }
+            if self
+                .range_end_bytes
+                .is_some_and(|end_bytes| self.position_bytes() >= end_bytes)
+            {
+                // The range a move asked for was handed out: reading on
+                // past it is a run.
+                self.range_end_bytes = None;
             }
             self.keep_ahead()?;
             if self.ahead.as_ref().and_then(ReadAhead::front_index) == Some(self.block_index) {
@@ -532,16 +699,18 @@ impl FileReader {
         }
     }
 
-    /// Starts reading ahead once the read went `READ_AHEAD_AFTER_BYTES`
-    /// into the file, then keeps `blocks_ahead` blocks past the one handed
-    /// out streaming.
+    /// Starts reading ahead once a run of reads (from the first byte or
+    /// the last move) handed out `READ_AHEAD_AFTER_BYTES`, never within a
+    /// range a move asked for, then keeps `blocks_ahead` blocks past the
+    /// one handed out streaming.
     fn keep_ahead(&mut self) -> Result<()> {
         if self.ahead.is_none() {
             let position_bytes = self
                 .block_offset_bytes(self.block_index)
                 .saturating_add(self.verified_bytes);
             if self.blocks_ahead == 0
-                || position_bytes < READ_AHEAD_AFTER_BYTES
+                || self.range_end_bytes.is_some()
+                || position_bytes.saturating_sub(self.run_start_bytes) < READ_AHEAD_AFTER_BYTES
                 || self.block_index + 1 >= self.end_index
             {
                 return Ok(());
@@ -646,9 +815,8 @@ impl FileReader {
     }
 
     fn next_block(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            self.idle = Some(stream.connection);
-        }
+        // A stream that sent its whole range left its connection in `idle`.
+        self.stream = None;
         self.block_index += 1;
         self.current = None;
         self.refreshed = false;
@@ -797,12 +965,21 @@ impl FileReader {
             .unwrap_or(usize::MAX)
             .min(self.chunk.len());
         stream.next_chunk_bytes = chunk_end_bytes;
+        let range_done = chunk_end_bytes >= stream.end_bytes;
         self.chunk_position = skip;
         self.verified_bytes = chunk_end_bytes;
+        if range_done {
+            // Every chunk asked for came: the connection is free for the
+            // next request (the rest of the block, or the next block).
+            if let Some(stream) = self.stream.take() {
+                self.idle = Some(stream.connection);
+            }
+        }
         Ok(())
     }
 
-    /// Asks the current replica for the rest of `block`.
+    /// Asks the current replica for the rest of `block`, or for the chunks
+    /// up to the end of the range a move asked for.
     fn start_stream(&mut self, block: &LocatedBlock) -> Result<BlockStream> {
         let Some(minion) = block.locations.get(self.location_index) else {
             return Err(Error::Invalid(format!("{}: no replica left", block.id)));
@@ -833,13 +1010,18 @@ impl FileReader {
         block: &LocatedBlock,
     ) -> Result<BlockStream> {
         let offset_bytes = self.verified_bytes;
+        let end_bytes =
+            match stream_end_bytes(block.offset_bytes, block.length_bytes, self.range_end_bytes) {
+                end_bytes if end_bytes > offset_bytes => end_bytes,
+                _ => block.length_bytes,
+            };
         let request_id = connection.send(
             &self.credentials,
             MinionRequest::ReadBlock {
                 block: block.id,
                 generation: block.generation,
                 offset_bytes,
-                length_bytes: block.length_bytes - offset_bytes,
+                length_bytes: end_bytes - offset_bytes,
             },
         )?;
         let (block_length_bytes, first_offset_bytes, chunk_crcs) =
@@ -871,8 +1053,49 @@ impl FileReader {
         Ok(BlockStream {
             connection,
             next_chunk_bytes: first_offset_bytes,
+            end_bytes,
             trusted_crcs: chunk_crcs,
         })
+    }
+}
+
+/// Where the stream of a block at file offset `block_offset_bytes` of
+/// `block_length_bytes` ends (a block offset) for a range wanted up to file
+/// offset `range_end_bytes`: at the end of the chunk that holds the range's
+/// last byte in the block, or at the block's end (also with no range, or
+/// one that ends before the block).
+fn stream_end_bytes(
+    block_offset_bytes: u64,
+    block_length_bytes: u64,
+    range_end_bytes: Option<u64>,
+) -> u64 {
+    match range_end_bytes.and_then(|end_bytes| end_bytes.checked_sub(block_offset_bytes)) {
+        Some(wanted_bytes) if wanted_bytes > 0 => wanted_bytes
+            .div_ceil(CHUNK_LENGTH_BYTES)
+            .saturating_mul(CHUNK_LENGTH_BYTES)
+            .min(block_length_bytes),
+        _ => block_length_bytes,
+    }
+}
+
+/// Where block offset `within_bytes` is in the last verified chunk, which
+/// holds `chunk_bytes` and ends at block offset `verified_bytes`; None when
+/// it is not there.
+fn position_in_chunk(verified_bytes: u64, chunk_bytes: usize, within_bytes: u64) -> Option<usize> {
+    let start_bytes = verified_bytes.checked_sub(chunk_bytes as u64)?;
+    (start_bytes..verified_bytes)
+        .contains(&within_bytes)
+        .then(|| usize::try_from(within_bytes - start_bytes).ok())
+        .flatten()
+}
+
+/// The file offset `position` names, from `current_bytes` in a file of
+/// `length_bytes`; None before offset 0 (or past `u64::MAX`).
+fn seek_target(position: SeekFrom, current_bytes: u64, length_bytes: u64) -> Option<u64> {
+    match position {
+        SeekFrom::Start(offset_bytes) => Some(offset_bytes),
+        SeekFrom::End(delta_bytes) => length_bytes.checked_add_signed(delta_bytes),
+        SeekFrom::Current(delta_bytes) => current_bytes.checked_add_signed(delta_bytes),
     }
 }
 
@@ -909,6 +1132,42 @@ impl Read for FileReader {
         buffer[..count].copy_from_slice(&available[..count]);
         self.chunk_position += count;
         Ok(count)
+    }
+}
+
+/// Offsets are of the file, also for a `block_reader` (which refuses one
+/// before its block). A seek to or past the end is allowed (reads there
+/// return 0). A seek elsewhere than where the reader stands drops its
+/// stream and read-ahead as `read_at` does, and reads after it stream from
+/// there to their block's end; after a failure, any seek lets the next read
+/// try the replicas of its block again.
+impl Seek for FileReader {
+    fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
+        let current_bytes = self.position_bytes();
+        let target_bytes = seek_target(position, current_bytes, self.length_bytes())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: seek to {position:?} from offset {current_bytes} of {} bytes leaves the file's offsets",
+                        self.list.path,
+                        self.length_bytes()
+                    ),
+                )
+            })?;
+        if self.failed.is_some() || target_bytes != current_bytes {
+            self.move_to(target_bytes, None)
+                .map_err(|error| match error {
+                    Error::Invalid(_) => io::Error::new(io::ErrorKind::InvalidInput, error),
+                    other => io::Error::other(other),
+                })?;
+        }
+        self.started = true;
+        Ok(target_bytes)
+    }
+
+    fn stream_position(&mut self) -> io::Result<u64> {
+        Ok(self.position_bytes())
     }
 }
 
@@ -1002,5 +1261,53 @@ mod tests {
             trust_checksums(&located, &crcs[..2]).is_err(),
             "one missing"
         );
+    }
+
+    #[test]
+    fn a_range_streams_the_chunks_that_cover_it_and_no_range_the_rest_of_the_block() {
+        let chunk = CHUNK_LENGTH_BYTES;
+        let block = 3 * chunk + 10;
+        // Block 1 of a file of such blocks starts at `block`.
+        for (range_end, expected) in [
+            (None, block),
+            (Some(block + 1), chunk),
+            (Some(block + chunk), chunk),
+            (Some(block + chunk + 1), 2 * chunk),
+            (Some(block + 3 * chunk + 1), block),
+            (Some(2 * block + 5), block),
+            // A range that ended before the block asks for all of it.
+            (Some(block), block),
+            (Some(3), block),
+        ] {
+            assert_eq!(
+                stream_end_bytes(block, block, range_end),
+                expected,
+                "range to {range_end:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn moves_within_the_last_verified_chunk_are_served_from_memory() {
+        // A chunk of 100 bytes that ends at block offset 300.
+        assert_eq!(position_in_chunk(300, 100, 200), Some(0));
+        assert_eq!(position_in_chunk(300, 100, 299), Some(99));
+        assert_eq!(position_in_chunk(300, 100, 300), None);
+        assert_eq!(position_in_chunk(300, 100, 199), None);
+        assert_eq!(position_in_chunk(300, 0, 299), None, "no chunk");
+        // Left over from the previous block: the new one has 0 bytes verified.
+        assert_eq!(position_in_chunk(0, 100, 0), None);
+    }
+
+    #[test]
+    fn seeks_name_offsets_from_the_start_the_end_or_the_position() {
+        assert_eq!(seek_target(SeekFrom::Start(7), 3, 10), Some(7));
+        assert_eq!(seek_target(SeekFrom::Start(70), 3, 10), Some(70));
+        assert_eq!(seek_target(SeekFrom::End(-4), 3, 10), Some(6));
+        assert_eq!(seek_target(SeekFrom::End(5), 3, 10), Some(15));
+        assert_eq!(seek_target(SeekFrom::End(-11), 3, 10), None);
+        assert_eq!(seek_target(SeekFrom::Current(-3), 3, 10), Some(0));
+        assert_eq!(seek_target(SeekFrom::Current(-4), 3, 10), None);
+        assert_eq!(seek_target(SeekFrom::Current(1), u64::MAX, 10), None);
     }
 }

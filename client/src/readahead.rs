@@ -10,8 +10,10 @@
 //! handed out strictly in order: only the oldest stream is drained.
 //!
 //! Read-ahead starts only once a reader has handed out
-//! `READ_AHEAD_AFTER_BYTES`, so a small file or a short read opens no
-//! stream it does not use.
+//! `READ_AHEAD_AFTER_BYTES` in one run (from its first byte, or from where
+//! `read_at` or `Seek` last moved it), and never while it reads the range a
+//! `read_at` that moved it asked for, so a small file, a short read or
+//! reads here and there open no stream they do not use.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, RecvError, SyncSender};
