@@ -102,6 +102,16 @@ pub enum Command {
     /// Check the blocks of the files at or under PATH (default /)
     #[command(long_about = FSCK_ABOUT)]
     Fsck { path: Option<OsString> },
+    /// Mount the cluster at MOUNTPOINT (FUSE; runs `dfs-mount` in the
+    /// foreground until SIGINT or SIGTERM, or until unmounted)
+    Mount {
+        mountpoint: OsString,
+        /// Mount options, comma-separated: allow_other, ro, rw
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Option<String>,
+    },
+    /// Unmount a mounted cluster (as `fusermount3 -u`, or `umount` as root)
+    Umount { mountpoint: OsString },
     /// Administer the cluster's minions
     Admin {
         #[command(subcommand)]
@@ -295,6 +305,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }
         }
         Command::Admin { command } => admin(master, command, out),
+        Command::Mount {
+            mountpoint,
+            options,
+        } => mount(master, &mountpoint, options.as_deref()),
+        Command::Umount { mountpoint } => umount(&mountpoint),
         Command::Checksum { paths } => {
             let paths = remote_paths(&paths)?;
             let mut client = connect(master)?;
@@ -704,6 +719,44 @@ fn stat(master: Option<&str>, raw: &OsStr, out: &mut dyn Write) -> Result<()> {
         EntryKind::Directory => format::stat_lines(path.as_str(), &status, None),
     };
     print_lines(out, &lines)
+}
+
+/// `dfs mount`: the mount program, in this process's place.
+fn mount(master: Option<&str>, mountpoint: &OsStr, options: Option<&str>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let program = crate::local::find_program("dfs-mount")?;
+    let mut command = std::process::Command::new(&program);
+    command.arg(mountpoint);
+    if let Some(master) = master {
+        command.args(["--master", master]);
+    }
+    if let Some(options) = options {
+        command.args(["-o", options]);
+    }
+    let error = command.exec();
+    Err(Error::io(format!("run {}", program.display()), error))
+}
+
+/// `dfs umount`: `fusermount3 -u`, which any user may run on their own
+/// mount, else `umount` (root).
+fn umount(mountpoint: &OsStr) -> Result<()> {
+    let mut tried = Vec::new();
+    for (program, args) in [("fusermount3", &["-u"][..]), ("umount", &[][..])] {
+        match std::process::Command::new(program)
+            .args(args)
+            .arg(mountpoint)
+            .status()
+        {
+            Ok(status) if status.success() => return Ok(()),
+            Ok(status) => tried.push(format!("{program}: {status}")),
+            Err(error) => tried.push(format!("{program}: {error}")),
+        }
+    }
+    Err(Error::Invalid(format!(
+        "unmount {}: {}",
+        Path::new(mountpoint).display(),
+        tried.join("; ")
+    )))
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ fn listen_address(host: &str) -> String {
 
 /// The daemon program: next to this executable (a build or install
 /// directory), else on PATH.
-fn find_program(name: &str) -> Result<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Result<PathBuf> {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf));

@@ -31,6 +31,18 @@ pub struct ClusterReport {
     pub block_count: u64,
 }
 
+/// What `Client::set_attributes` changes: `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttributeChange {
+    /// Permission bits, as in POSIX (0o7777 at most).
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub modified_ms: Option<u64>,
+    pub accessed_ms: Option<u64>,
+}
+
 /// What an fsck looked at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FsckScanned {
@@ -177,6 +189,19 @@ impl Client {
             target: target.to_string(),
         };
         self.call_expect_ok("Rename", request)
+    }
+
+    /// Changes an entry's attributes; a field left `None` stays as it is.
+    pub fn set_attributes(&mut self, path: &DfsPath, change: AttributeChange) -> Result<()> {
+        let request = MasterRequest::SetAttributes {
+            path: path.to_string(),
+            mode: change.mode,
+            owner: change.owner,
+            group: change.group,
+            modified_ms: change.modified_ms,
+            accessed_ms: change.accessed_ms,
+        };
+        self.call_expect_ok("SetAttributes", request)
     }
 
     pub fn cluster_report(&mut self) -> Result<ClusterReport> {

@@ -1,0 +1,252 @@
+//! What the kernel sees of an entry: the master's status as a `FileAttr`,
+//! owner and group names as this machine's user and group ids (as NFS
+//! `sec=sys` maps them: by name, through the local password and group
+//! databases; a name this machine does not know is `nobody`).
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dfs_engine::msg::{EntryKind, EntryStatus};
+use fuser::{FileAttr, FileType, INodeNo};
+
+/// The id of a name this machine does not know.
+pub const NOBODY: u32 = 65534;
+/// `st_blksize`: what `cp` and friends read and write at a time.
+const PREFERRED_IO_BYTES: u32 = 1 << 20;
+
+pub fn system_time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+pub fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+pub fn file_type(kind: EntryKind) -> FileType {
+    match kind {
+        EntryKind::Directory => FileType::Directory,
+        EntryKind::File => FileType::RegularFile,
+    }
+}
+
+/// User and group names to ids and back, looked up once each.
+#[derive(Default)]
+pub struct Ids {
+    users: HashMap<String, u32>,
+    groups: HashMap<String, u32>,
+    user_names: HashMap<u32, String>,
+    group_names: HashMap<u32, String>,
+}
+
+impl Ids {
+    pub fn uid(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.users.get(name) {
+            return id;
+        }
+        let id = name
+            .parse()
+            .ok()
+            .or_else(|| lookup_user(name))
+            .unwrap_or(NOBODY);
+        self.users.insert(name.to_string(), id);
+        id
+    }
+
+    pub fn gid(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.groups.get(name) {
+            return id;
+        }
+        let id = name
+            .parse()
+            .ok()
+            .or_else(|| lookup_group(name))
+            .unwrap_or(NOBODY);
+        self.groups.insert(name.to_string(), id);
+        id
+    }
+
+    /// The name the cluster stores for a uid: the local name, or the number.
+    pub fn user_name(&mut self, uid: u32) -> String {
+        self.user_names
+            .entry(uid)
+            .or_insert_with(|| user_name(uid).unwrap_or_else(|| uid.to_string()))
+            .clone()
+    }
+
+    pub fn group_name(&mut self, gid: u32) -> String {
+        self.group_names
+            .entry(gid)
+            .or_insert_with(|| group_name(gid).unwrap_or_else(|| gid.to_string()))
+            .clone()
+    }
+
+    /// The kernel's view of `status`.
+    pub fn attr(&mut self, status: &EntryStatus) -> FileAttr {
+        let (nlink, size) = match status.kind {
+            EntryKind::Directory => (2, 0),
+            EntryKind::File => (1, status.size_bytes),
+        };
+        FileAttr {
+            ino: INodeNo(status.inode),
+            size,
+            blocks: size.div_ceil(512),
+            atime: system_time(status.accessed_ms),
+            mtime: system_time(status.modified_ms),
+            ctime: system_time(status.changed_ms),
+            crtime: system_time(status.changed_ms),
+            kind: file_type(status.kind),
+            perm: (status.mode & 0o7777) as u16,
+            nlink,
+            uid: self.uid(&status.owner),
+            gid: self.gid(&status.group),
+            rdev: 0,
+            blksize: PREFERRED_IO_BYTES,
+            flags: 0,
+        }
+    }
+}
+
+/// A buffer for the reentrant lookups, as large as the system suggests.
+fn lookup_buffer(which: libc::c_int) -> Vec<libc::c_char> {
+    // SAFETY: sysconf only reads a configuration value.
+    let suggested = unsafe { libc::sysconf(which) };
+    vec![
+        0;
+        usize::try_from(suggested)
+            .unwrap_or(16 * 1024)
+            .clamp(1024, 1 << 20)
+    ]
+}
+
+fn lookup_user(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    let mut buffer = lookup_buffer(libc::_SC_GETPW_R_SIZE_MAX);
+    // SAFETY: all-zero is a valid passwd (null pointers, zero ids).
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and the buffer's length
+    // is its own.
+    let status = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    (status == 0 && !found.is_null()).then_some(entry.pw_uid)
+}
+
+fn lookup_group(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    let mut buffer = lookup_buffer(libc::_SC_GETGR_R_SIZE_MAX);
+    // SAFETY: all-zero is a valid group (null pointers, zero id).
+    let mut entry: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in lookup_user.
+    let status = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    (status == 0 && !found.is_null()).then_some(entry.gr_gid)
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let mut buffer = lookup_buffer(libc::_SC_GETPW_R_SIZE_MAX);
+    // SAFETY: as in lookup_user.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: as in lookup_user.
+    let status = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if status != 0 || found.is_null() || entry.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: getpwuid_r filled pw_name with a NUL-terminated string in
+    // `buffer`, which is still alive.
+    let name = unsafe { CStr::from_ptr(entry.pw_name) };
+    name.to_str().ok().map(str::to_string)
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    let mut buffer = lookup_buffer(libc::_SC_GETGR_R_SIZE_MAX);
+    // SAFETY: as in lookup_group.
+    let mut entry: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in lookup_group.
+    let status = unsafe {
+        libc::getgrgid_r(
+            gid,
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if status != 0 || found.is_null() || entry.gr_name.is_null() {
+        return None;
+    }
+    // SAFETY: as in user_name.
+    let name = unsafe { CStr::from_ptr(entry.gr_name) };
+    name.to_str().ok().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_ids_and_back_and_strangers_are_nobody() {
+        let mut ids = Ids::default();
+        assert_eq!(ids.uid("root"), 0);
+        assert_eq!(ids.gid("root"), 0);
+        assert_eq!(ids.uid("1234"), 1234, "a number is its own id");
+        assert_eq!(ids.uid("no-such-user-here"), NOBODY);
+        assert_eq!(ids.user_name(0), "root");
+        assert_eq!(ids.group_name(0), "root");
+        assert_eq!(ids.user_name(4_000_000), "4000000");
+    }
+
+    #[test]
+    fn status_becomes_attributes() {
+        let mut ids = Ids::default();
+        let status = EntryStatus {
+            name: "f".into(),
+            inode: 7,
+            kind: EntryKind::File,
+            size_bytes: 1025,
+            replication: 3,
+            block_bytes: 1 << 26,
+            block_count: 1,
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o4755,
+            modified_ms: 1_500,
+            accessed_ms: 1_000,
+            changed_ms: 2_000,
+        };
+        let attr = ids.attr(&status);
+        assert_eq!(attr.ino, INodeNo(7));
+        assert_eq!((attr.size, attr.blocks), (1025, 3));
+        assert_eq!(attr.perm, 0o4755);
+        assert_eq!(attr.kind, FileType::RegularFile);
+        assert_eq!(millis(attr.mtime), 1_500);
+        assert_eq!((attr.uid, attr.gid, attr.nlink), (0, 0, 1));
+    }
+}

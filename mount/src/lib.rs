@@ -1,0 +1,59 @@
+//! `dfs mount`: the cluster as a POSIX directory, through FUSE (`fuser`),
+//! on the client library alone. See `fs` for what it serves and how.
+//!
+//! This first mount serves the namespace as it is: directories, files
+//! written front to back and read at any offset, renames that replace,
+//! modes, owners and times. Writing into the middle of a file, hard and
+//! symbolic links, and locks wait for the namespace's inodes and extent
+//! maps; the mount answers them with `EOPNOTSUPP`/`EPERM`.
+
+pub mod attr;
+pub mod fs;
+pub mod inodes;
+pub mod writer;
+
+use std::path::Path;
+
+use dfs_engine::msg::Credentials;
+use dfs_engine::{Error, Result};
+use fuser::{Config, MountOption, SessionACL};
+
+pub use fs::DfsFs;
+
+/// What `mount` needs.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub master: String,
+    pub credentials: Credentials,
+    /// Let other users than the one mounting in (`-o allow_other`).
+    pub allow_other: bool,
+    pub read_only: bool,
+}
+
+/// The FUSE configuration of a mount: the kernel checks permissions
+/// against the modes and owners the master keeps.
+pub fn fuse_config(options: &MountOptions) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("dfs@{}", options.master)),
+        MountOption::Subtype("dfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if options.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
+    if options.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config
+}
+
+/// Mounts the cluster at `mountpoint` in the background; dropping or
+/// `umount_and_join` of the session unmounts it.
+pub fn spawn(mountpoint: &Path, options: &MountOptions) -> Result<fuser::BackgroundSession> {
+    let filesystem = DfsFs::new(&options.master, options.credentials.clone())?;
+    fuser::spawn_mount(filesystem, mountpoint, &fuse_config(options))
+        .map_err(|e| Error::io(format!("mount at {}", mountpoint.display()), e))
+}

@@ -1,0 +1,231 @@
+//! A file being written through the mount: a thread that owns its own
+//! client (its own master connection, so the write's lease does not hang on
+//! the mount's) and a `FileWriter`, fed the kernel's writes through a
+//! bounded channel. The file appears in the namespace, whole, when it is
+//! committed: when its last descriptor is closed (`release`) or at
+//! `fsync`. A `flush` (every `close`, also of a duplicate descriptor that
+//! leaves the file open) waits until the writer has taken every write so
+//! far and answers its error, if it had one.
+//!
+//! Writes must come in order: a file is written front to back until it is
+//! committed (random writes need the extent maps of the namespace to come).
+
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::{self, JoinHandle};
+
+use dfs_client::{Client, WriteOptions};
+use dfs_engine::msg::Credentials;
+use dfs_engine::path::DfsPath;
+use dfs_engine::{Error, Result};
+
+/// Writes queued for a file's thread: with the kernel's writes of at most
+/// 128 KiB, 8 MiB at most per open file.
+const QUEUED_WRITES_MAX: usize = 64;
+
+enum Command {
+    Data(Vec<u8>),
+    /// Answers once every write before it was taken: the first error, if any.
+    Check(SyncSender<std::result::Result<(), String>>),
+    Commit(SyncSender<Result<()>>),
+}
+
+/// An open file being written.
+pub struct WriteHandle {
+    path: DfsPath,
+    commands: Option<SyncSender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    written_bytes: u64,
+    /// Set once committed (or failed): later writes are refused.
+    done: bool,
+}
+
+impl WriteHandle {
+    /// Opens `path` for writing (replacing a file there with `overwrite`);
+    /// returns once the master has accepted the write.
+    pub fn open(
+        master: &str,
+        credentials: Credentials,
+        path: DfsPath,
+        options: WriteOptions,
+    ) -> Result<WriteHandle> {
+        let (commands, inbox) = mpsc::sync_channel(QUEUED_WRITES_MAX);
+        let (opened_tx, opened) = mpsc::sync_channel(1);
+        let master = master.to_string();
+        let thread_path = path.clone();
+        let thread = thread::Builder::new()
+            .name("write".into())
+            .spawn(move || {
+                write_file(
+                    &master,
+                    credentials,
+                    &thread_path,
+                    options,
+                    opened_tx,
+                    inbox,
+                )
+            })
+            .map_err(|e| Error::io("start a writer thread", e))?;
+        let handle = WriteHandle {
+            path,
+            commands: Some(commands),
+            thread: Some(thread),
+            written_bytes: 0,
+            done: false,
+        };
+        match opened.recv() {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(Error::Invalid(format!(
+                "{}: the writer ended before it opened the file",
+                handle.path
+            ))),
+        }
+    }
+
+    pub fn written_bytes(&self) -> u64 {
+        self.written_bytes
+    }
+
+    pub fn path(&self) -> &DfsPath {
+        &self.path
+    }
+
+    pub fn is_committed(&self) -> bool {
+        self.done
+    }
+
+    /// Appends `data`, which the kernel wants at `offset_bytes`.
+    pub fn write(&mut self, offset_bytes: u64, data: &[u8]) -> Result<()> {
+        if self.done {
+            return Err(Error::Invalid(format!(
+                "{}: written and committed already; a file is written once, front to back",
+                self.path
+            )));
+        }
+        if offset_bytes != self.written_bytes {
+            return Err(Error::Invalid(format!(
+                "{}: a write at offset {offset_bytes}, but {} bytes were written: files are written front to back",
+                self.path, self.written_bytes
+            )));
+        }
+        let sent = self
+            .commands
+            .as_ref()
+            .map(|commands| commands.send(Command::Data(data.to_vec())));
+        if !matches!(sent, Some(Ok(()))) {
+            // The thread stopped: its error comes with the commit.
+            self.done = true;
+            return self.commit();
+        }
+        self.written_bytes += data.len() as u64;
+        Ok(())
+    }
+
+    /// Waits until the writer took every write so far; its error if one
+    /// failed.
+    pub fn check(&mut self) -> Result<()> {
+        let Some(commands) = self.commands.as_ref() else {
+            return Ok(());
+        };
+        let (answer_tx, answer) = mpsc::sync_channel(1);
+        let answered = commands
+            .send(Command::Check(answer_tx))
+            .ok()
+            .and_then(|()| answer.recv().ok());
+        match answered {
+            Some(Ok(())) => Ok(()),
+            Some(Err(message)) => Err(Error::Invalid(message)),
+            // The thread stopped: its error comes with the commit.
+            None => self.commit(),
+        }
+    }
+
+    /// Commits the file: its blocks sealed, the file in the namespace.
+    /// Committing again does nothing.
+    pub fn commit(&mut self) -> Result<()> {
+        let Some(commands) = self.commands.take() else {
+            return Ok(());
+        };
+        self.done = true;
+        let (answer_tx, answer) = mpsc::sync_channel(1);
+        let result = match commands.send(Command::Commit(answer_tx)) {
+            Ok(()) => answer.recv().unwrap_or_else(|_| {
+                Err(Error::Invalid(format!(
+                    "{}: the writer ended without committing",
+                    self.path
+                )))
+            }),
+            Err(_) => Err(Error::Invalid(format!(
+                "{}: the writer ended without committing",
+                self.path
+            ))),
+        };
+        drop(commands);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        result
+    }
+}
+
+impl Drop for WriteHandle {
+    fn drop(&mut self) {
+        // Never committed: closing the channel abandons the write.
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: opens the file, appends what arrives, commits on
+/// request. A failed append is kept and answered at the commit.
+fn write_file(
+    master: &str,
+    credentials: Credentials,
+    path: &DfsPath,
+    options: WriteOptions,
+    opened: SyncSender<Result<()>>,
+    inbox: Receiver<Command>,
+) {
+    let mut client = match Client::connect_as(master, credentials) {
+        Ok(client) => client,
+        Err(error) => {
+            let _ = opened.send(Err(error));
+            return;
+        }
+    };
+    let mut writer = match client.create(path, options) {
+        Ok(writer) => writer,
+        Err(error) => {
+            let _ = opened.send(Err(error));
+            return;
+        }
+    };
+    if opened.send(Ok(())).is_err() {
+        return;
+    }
+    let mut failed: Option<Error> = None;
+    while let Ok(command) = inbox.recv() {
+        match command {
+            Command::Data(data) => {
+                if failed.is_none() {
+                    if let Err(error) = std::io::Write::write_all(&mut writer, &data) {
+                        failed = Some(Error::io(format!("write {path}"), error));
+                    }
+                }
+            }
+            Command::Check(answer) => {
+                let _ = answer.send(failed.as_ref().map_or(Ok(()), |e| Err(e.to_string())));
+            }
+            Command::Commit(answer) => {
+                let result = match failed {
+                    Some(error) => Err(error),
+                    None => writer.finish().map(drop),
+                };
+                let _ = answer.send(result);
+                return;
+            }
+        }
+    }
+}

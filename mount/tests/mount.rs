@@ -1,0 +1,319 @@
+//! `dfs-mount` on a real cluster: ordinary programs and the standard library
+//! work in the mounted directory, two mounts of the same cluster (two
+//! workstations) see each other's files once they are closed, what the
+//! mount cannot do yet fails with a clear errno, and SIGTERM unmounts.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dfs_testkit::{
+    assert_files_equal, binary, random_bytes, utf8, wait_for, write_random_file, ChildGuard,
+    Cluster, ClusterOptions, Signal,
+};
+
+const MOUNT_WAIT: Duration = Duration::from_secs(20);
+
+fn is_mounted(mountpoint: &Path) -> bool {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let wanted = mountpoint.to_string_lossy();
+    mounts
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(wanted.as_ref()))
+}
+
+/// A running `dfs-mount`; unmounts (lazily, if it must) when dropped.
+struct Mounted {
+    mountpoint: PathBuf,
+    process: Option<ChildGuard>,
+}
+
+impl Mounted {
+    /// Mounts with `dfs-mount`, or with `via_dfs` through `dfs mount`.
+    fn start(cluster: &Cluster, mountpoint: &Path) -> Mounted {
+        Mounted::start_with(cluster, mountpoint, false)
+    }
+
+    fn start_with(cluster: &Cluster, mountpoint: &Path, via_dfs: bool) -> Mounted {
+        fs::create_dir_all(mountpoint).expect("create the mountpoint");
+        let log = File::create(cluster.dir().join(format!(
+            "mount-{}.log",
+            mountpoint.file_name().map_or("x".into(), |n| n.to_string_lossy())
+        )))
+        .expect("create the mount log");
+        let mut command = if via_dfs {
+            let mut command = Command::new(binary("dfs"));
+            command.args(["--master", cluster.master_address(), "mount"]);
+            command.arg(mountpoint);
+            command
+        } else {
+            let mut command = Command::new(binary("dfs-mount"));
+            command.arg(mountpoint);
+            command.args(["--master", cluster.master_address()]);
+            command
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dfs-mount");
+        let mounted = Mounted {
+            mountpoint: mountpoint.to_path_buf(),
+            process: Some(ChildGuard::new("dfs-mount", child)),
+        };
+        wait_for(|| is_mounted(mountpoint), MOUNT_WAIT, "the mount to appear");
+        mounted
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.mountpoint.join(relative)
+    }
+
+    /// Stops the mount with SIGTERM; returns whether it exited cleanly.
+    fn terminate(&mut self) -> bool {
+        let Some(mut process) = self.process.take() else {
+            return true;
+        };
+        process.signal(Signal::Terminate);
+        process.wait_exit(MOUNT_WAIT).success()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.signal(Signal::Terminate);
+            let _ = dfs_testkit::wait_exit(process.child(), MOUNT_WAIT);
+        }
+        if is_mounted(&self.mountpoint) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .status();
+        }
+    }
+}
+
+fn errno(error: &std::io::Error) -> i32 {
+    error.raw_os_error().unwrap_or(0)
+}
+
+#[test]
+fn programs_work_in_the_mounted_cluster_and_a_second_mount_sees_closed_files() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 3,
+        block_size: Some("1M"),
+        ..ClusterOptions::default()
+    });
+    let mut here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start_with(&cluster, &cluster.dir().join("there"), true);
+
+    // Directories, and a file of several blocks written with std::fs.
+    fs::create_dir_all(here.path("home/ann/data")).expect("mkdir -p");
+    let source = cluster.dir().join("source");
+    write_random_file(&source, 18, 3 * 1024 * 1024 + 4321);
+    fs::copy(&source, here.path("home/ann/data/big")).expect("copy into the mount");
+    assert_files_equal(&here.path("home/ann/data/big"), &source);
+    let metadata = fs::metadata(here.path("home/ann/data/big")).expect("stat");
+    assert_eq!(metadata.len(), 3 * 1024 * 1024 + 4321);
+    assert!(metadata.is_file());
+
+    // The other workstation sees it, and so does `dfs` itself.
+    wait_for(
+        || there.path("home/ann/data/big").exists(),
+        Duration::from_secs(10),
+        "the copy to reach the other mount",
+    );
+    assert_files_equal(&there.path("home/ann/data/big"), &source);
+    let listed = cluster.dfs_ok(["ls", "/home/ann/data"]);
+    assert!(listed.contains("big"), "{listed}");
+
+    // Reads at any offset, across block boundaries.
+    let expected = fs::read(&source).expect("read the source");
+    let mut file = File::open(there.path("home/ann/data/big")).expect("open");
+    for offset in [0u64, 1_048_575, 2_097_000, 3 * 1024 * 1024 + 4000] {
+        file.seek(SeekFrom::Start(offset)).expect("seek");
+        let mut buffer = vec![0u8; 5000];
+        let read = file.read(&mut buffer).expect("read");
+        let start = offset as usize;
+        let end = (start + 5000).min(expected.len());
+        assert!(read > 0, "a read at {offset}");
+        assert_eq!(buffer[..read], expected[start..start + read], "at {offset}");
+        assert!(start + read <= end);
+    }
+
+    // A file written with the shell's redirection (its descriptor is
+    // duplicated and the first copy closed before the write).
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo hello > {}",
+            utf8(&here.path("home/ann/note"))
+        ))
+        .status()
+        .expect("run sh");
+    assert!(status.success(), "echo > file in the mount");
+    assert_eq!(
+        fs::read_to_string(here.path("home/ann/note")).expect("read the note here"),
+        "hello\n"
+    );
+    // Committed when the writer's last descriptor is released, which the
+    // kernel sends just after close returns: the other mount sees it then.
+    wait_for(
+        || there.path("home/ann/note").exists(),
+        Duration::from_secs(10),
+        "the note to reach the other mount",
+    );
+    assert_eq!(
+        fs::read_to_string(there.path("home/ann/note")).expect("read the note there"),
+        "hello\n"
+    );
+
+    // Rewriting a file (open with O_TRUNC) replaces it and keeps its mode.
+    fs::set_permissions(
+        here.path("home/ann/note"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    fs::write(here.path("home/ann/note"), b"again\n").expect("rewrite");
+    assert_eq!(
+        fs::read(here.path("home/ann/note")).expect("read"),
+        b"again\n"
+    );
+    let mode = fs::metadata(here.path("home/ann/note"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600);
+
+    // rename replaces its target; listings show what is there.
+    fs::write(here.path("home/ann/old"), b"old").expect("write old");
+    fs::rename(here.path("home/ann/note"), here.path("home/ann/old")).expect("rename over");
+    assert_eq!(
+        fs::read(here.path("home/ann/old")).expect("read"),
+        b"again\n"
+    );
+    let mut names: Vec<String> = fs::read_dir(here.path("home/ann"))
+        .expect("list")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["data", "old"]);
+
+    // tar in and out.
+    let tree = cluster.dir().join("tree");
+    fs::create_dir_all(tree.join("a/b")).expect("mkdir tree");
+    fs::write(tree.join("a/b/c.txt"), random_bytes(7, 10_000)).expect("write tree");
+    fs::write(tree.join("a/d.bin"), random_bytes(8, 70_000)).expect("write tree");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -cf - a | tar -C {} -xf -",
+            utf8(&tree),
+            utf8(&here.path("home/ann"))
+        ))
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "tar into the mount");
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(tree.join("a"))
+        .arg(here.path("home/ann/a"))
+        .output()
+        .expect("run diff");
+    assert!(
+        diff.status.success(),
+        "diff -r: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+
+    // What needs the namespace's extent maps fails plainly, changing nothing.
+    let mut append = OpenOptions::new()
+        .append(true)
+        .open(here.path("home/ann/old"));
+    let appended = append
+        .as_mut()
+        .map_err(|e| errno(e))
+        .and_then(|file| file.write_all(b"more").map_err(|e| errno(&e)));
+    assert_eq!(appended, Err(libc::EOPNOTSUPP), "append to a file");
+    assert_eq!(
+        fs::read(here.path("home/ann/old")).expect("read"),
+        b"again\n"
+    );
+
+    // rmdir of a directory with entries, and removal.
+    let error = fs::remove_dir(here.path("home/ann/a")).expect_err("rmdir of a full directory");
+    assert_eq!(errno(&error), libc::ENOTEMPTY);
+    fs::remove_dir_all(here.path("home/ann/a")).expect("rm -r");
+    fs::remove_file(here.path("home/ann/old")).expect("rm");
+    assert!(
+        !there.path("home/ann/old").exists() || {
+            // The other mount may hold the name for its entry time.
+            std::thread::sleep(Duration::from_millis(1500));
+            !there.path("home/ann/old").exists()
+        }
+    );
+
+    // statfs reports the cluster's capacity.
+    let df = Command::new("df")
+        .arg("-k")
+        .arg(&here.mountpoint)
+        .output()
+        .expect("run df");
+    assert!(df.status.success(), "df on the mount");
+
+    // SIGTERM unmounts and exits cleanly.
+    assert!(here.terminate(), "dfs-mount exits cleanly on SIGTERM");
+    assert!(!is_mounted(&here.mountpoint), "unmounted after SIGTERM");
+    drop(there);
+    cluster.assert_clean_logs();
+}
+
+#[test]
+fn a_file_being_written_is_there_for_its_writer_before_it_is_closed() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 2,
+        replication: Some(2),
+        ..ClusterOptions::default()
+    });
+    let mut mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let path = mounted.path("growing");
+    let mut file = File::create(&path).expect("create");
+    file.write_all(&random_bytes(3, 100_000)).expect("write");
+    file.flush().expect("flush");
+    // By path, through a lookup, while the descriptor is open.
+    let metadata = fs::metadata(&path).expect("stat a file being written");
+    assert!(metadata.is_file());
+    // Not in the namespace until closed.
+    let output = cluster.dfs(["stat", "/growing"]);
+    assert!(
+        !output.status.success(),
+        "the open file is not committed yet"
+    );
+    drop(file);
+    wait_for(
+        || cluster.dfs(["stat", "/growing"]).status.success(),
+        Duration::from_secs(10),
+        "the closed file to be committed",
+    );
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 100_000);
+    let output = cluster.dfs_ok(["stat", "/growing"]);
+    assert!(output.contains("100000"), "{output}");
+
+    // `dfs umount` unmounts, and the mount program then ends by itself.
+    cluster.dfs_ok(["umount", utf8(&mounted.mountpoint)]);
+    assert!(!is_mounted(&mounted.mountpoint));
+    let process = mounted.process.as_mut().expect("the mount process");
+    assert!(process.wait_exit(MOUNT_WAIT).success(), "dfs-mount after umount");
+    mounted.process = None;
+}
