@@ -85,6 +85,15 @@ pub enum Command {
     },
     /// Rename or move (into TARGET when it is a directory)
     Mv { source: OsString, target: OsString },
+    /// Make a hard link LINK to the file TARGET, or with -s a symbolic
+    /// link LINK whose target is the text TARGET
+    Ln {
+        /// A symbolic link (TARGET is kept as text, resolved by readers)
+        #[arg(short = 's')]
+        symbolic: bool,
+        target: OsString,
+        link: OsString,
+    },
     /// Show an entry's status and, for a file, its blocks
     Stat { path: OsString },
     /// Show the cluster's capacity and minions
@@ -267,6 +276,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 .try_for_each(|path| client.delete(path, recursive))
         }
         Command::Mv { source, target } => mv(master, &source, &target),
+        Command::Ln {
+            symbolic,
+            target,
+            link,
+        } => ln(master, symbolic, &target, &link),
         Command::Stat { path } => stat(master, &path, out),
         Command::Df => {
             let report = connect(master)?.cluster_report()?;
@@ -717,8 +731,30 @@ fn stat(master: Option<&str>, raw: &OsStr, out: &mut dyn Write) -> Result<()> {
     let lines = match status.kind {
         EntryKind::File => format::file_stat_lines(path.as_str(), &client.get_blocks(&path)?),
         EntryKind::Directory => format::stat_lines(path.as_str(), &status, None),
+        EntryKind::Symlink => {
+            let mut lines = format::stat_lines(path.as_str(), &status, None);
+            lines.push(format!("target: {}", client.read_link(&path)?));
+            lines
+        }
     };
     print_lines(out, &lines)
+}
+
+/// `dfs ln [-s] TARGET LINK`.
+fn ln(master: Option<&str>, symbolic: bool, target: &OsStr, link: &OsStr) -> Result<()> {
+    let link = remote_path(link)?;
+    let mut client = connect(master)?;
+    if symbolic {
+        let target = target.to_str().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: a symbolic link's target must be valid UTF-8",
+                target.to_string_lossy()
+            ))
+        })?;
+        client.symlink(&link, target)
+    } else {
+        client.link(&remote_path(target)?, &link)
+    }
 }
 
 /// `dfs mount`: the mount program, in this process's place.

@@ -74,6 +74,7 @@ pub fn mode_string(kind: EntryKind, mode: u32) -> String {
     text.push(match kind {
         EntryKind::Directory => 'd',
         EntryKind::File => '-',
+        EntryKind::Symlink => 'l',
     });
     for shift in [6u32, 3, 0] {
         let bits = (mode >> shift) & 0o7;
@@ -97,7 +98,7 @@ pub fn listed_name(name: &str, kind: EntryKind) -> String {
 pub fn long_line(entry: &EntryStatus, name: &str) -> String {
     let replication = match entry.kind {
         EntryKind::File => entry.replication.to_string(),
-        EntryKind::Directory => "-".to_string(),
+        EntryKind::Directory | EntryKind::Symlink => "-".to_string(),
     };
     format!(
         "{} {} {} {:>12} {} {} {}",
@@ -128,6 +129,7 @@ pub fn stat_lines(
     let kind = match status.kind {
         EntryKind::File => "file",
         EntryKind::Directory => "directory",
+        EntryKind::Symlink => "symbolic link",
     };
     let mut lines = vec![
         format!("path: {path}"),
@@ -455,6 +457,7 @@ mod tests {
             (EntryKind::File, 0o4777, "-rwxrwxrwx"),
             (EntryKind::File, 0, "----------"),
             (EntryKind::Directory, 0o710, "drwx--x---"),
+            (EntryKind::Symlink, 0o777, "lrwxrwxrwx"),
         ] {
             assert_eq!(mode_string(kind, mode), want);
         }
@@ -479,6 +482,7 @@ mod tests {
             modified_ms: 1_795_600_862_999,
             accessed_ms: 0,
             changed_ms: 0,
+            links: 1,
         }
     }
 

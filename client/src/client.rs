@@ -191,6 +191,35 @@ impl Client {
         self.call_expect_ok("Rename", request)
     }
 
+    /// Makes a symbolic link at `path` to the text `target`.
+    pub fn symlink(&mut self, path: &DfsPath, target: &str) -> Result<()> {
+        let request = MasterRequest::Symlink {
+            path: path.to_string(),
+            target: target.to_string(),
+        };
+        self.call_expect_ok("Symlink", request)
+    }
+
+    /// Gives the file or symbolic link at `source` the name `target` too.
+    pub fn link(&mut self, source: &DfsPath, target: &DfsPath) -> Result<()> {
+        let request = MasterRequest::Link {
+            source: source.to_string(),
+            target: target.to_string(),
+        };
+        self.call_expect_ok("Link", request)
+    }
+
+    /// The target of the symbolic link at `path`.
+    pub fn read_link(&mut self, path: &DfsPath) -> Result<String> {
+        let request = MasterRequest::ReadLink {
+            path: path.to_string(),
+        };
+        match self.call_read_only(request)? {
+            MasterResponse::LinkTarget { target } => Ok(target),
+            other => Err(unexpected("ReadLink", &other)),
+        }
+    }
+
     /// Changes an entry's attributes; a field left `None` stays as it is.
     pub fn set_attributes(&mut self, path: &DfsPath, change: AttributeChange) -> Result<()> {
         let request = MasterRequest::SetAttributes {
@@ -554,6 +583,7 @@ mod tests {
             modified_ms: 0,
             accessed_ms: 0,
             changed_ms: 0,
+            links: 1,
         }
     }
 

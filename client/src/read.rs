@@ -1191,6 +1191,7 @@ mod tests {
             modified_ms: 0,
             accessed_ms: 0,
             changed_ms: 0,
+            links: 1,
         }
     }
 

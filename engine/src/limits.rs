@@ -21,6 +21,10 @@ pub const REPLICATION_MAX: u8 = 16;
 pub const NAME_BYTES_MAX: usize = 255;
 /// Longest whole path, in bytes.
 pub const PATH_BYTES_MAX: usize = 4096;
+/// Longest target of a symbolic link (Linux's PATH_MAX less its NUL).
+pub const SYMLINK_TARGET_BYTES_MAX: usize = 4095;
+/// Most names one file may have (ext4's bound on hard links).
+pub const LINKS_MAX: u32 = 65_000;
 /// Deepest path, in components.
 pub const PATH_DEPTH_MAX: usize = 256;
 
@@ -34,6 +38,12 @@ pub const BLOCK_REPORT_IDS_MAX: usize = 100_000;
 pub const MINIONS_MAX: usize = 4096;
 /// Most writes open at once on the master.
 pub const OPEN_WRITES_MAX: usize = 65_536;
+/// Most file locks (`flock` and POSIX byte ranges) the master holds at once,
+/// in all; a lock that merges or splits counts as the ranges it leaves.
+pub const LOCKS_MAX: usize = 1_000_000;
+/// Most file locks one client session (a mount) holds at once.
+pub const SESSION_LOCKS_MAX: usize = 10_000;
+const _: () = assert!(SESSION_LOCKS_MAX >= 1 && SESSION_LOCKS_MAX <= LOCKS_MAX);
 /// Most connections a daemon serves at once; further ones are refused.
 pub const CONNECTIONS_MAX: usize = 1024;
 /// Longest a host:port string may be.

@@ -204,6 +204,9 @@ pub struct MinionAddress {
 pub enum EntryKind {
     File,
     Directory,
+    /// A symbolic link: its target (`ReadLink`) is text, resolved by the
+    /// reader (the mount's kernel), never by the master.
+    Symlink,
 }
 
 /// What `stat` and `ls -l` show of one namespace entry.
@@ -230,6 +233,8 @@ pub struct EntryStatus {
     pub modified_ms: u64,
     pub accessed_ms: u64,
     pub changed_ms: u64,
+    /// Names the entry has (hard links); 1 for a directory.
+    pub links: u32,
 }
 
 /// One block of a file with the minions that hold it, best first.
@@ -471,6 +476,24 @@ pub enum MasterRequest {
         /// to the minions together (`MinionRequest::WriteBlocks`).
         same_pipeline: bool,
     },
+
+    // --- appended in protocol 6 ---
+    /// Makes a symbolic link at `path` whose target is the text `target`
+    /// (at most `limits::SYMLINK_TARGET_BYTES_MAX` bytes, never empty).
+    Symlink {
+        path: String,
+        target: String,
+    },
+    /// Gives the file or symbolic link at `source` another name, `target`
+    /// (a hard link); directories have one name only.
+    Link {
+        source: String,
+        target: String,
+    },
+    /// The target of the symbolic link at `path`: `LinkTarget`.
+    ReadLink {
+        path: String,
+    },
 }
 
 /// The last block of a write, committed by `CloseWrite`.
@@ -696,6 +719,10 @@ pub enum MasterResponse {
     /// failed): each entry one postcard-encoded `MasterResponse`, so a
     /// client's decoding never recurses either.
     Batch(Vec<Encoded>),
+    /// Answers `ReadLink` (appended in protocol 6).
+    LinkTarget {
+        target: String,
+    },
 }
 
 /// Requests to a minion, from clients and from the minion before it in a pipeline.

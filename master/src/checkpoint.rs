@@ -22,10 +22,13 @@ const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const TEMP_SUFFIX: &str = ".tmp";
 /// "DFSC" read as a little-endian u32.
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DFSC");
-/// Version 5 gave every block its generation (older blocks: 0); version 4
-/// added the set of decommissioning minions to the namespace.
-const CHECKPOINT_VERSION: u16 = 5;
-/// Older versions, still read.
+/// Version 6 added symbolic links and several names (hard links) of one
+/// file; version 5 gave every block its generation (older blocks: 0);
+/// version 4 added the set of decommissioning minions to the namespace.
+const CHECKPOINT_VERSION: u16 = 6;
+/// Older versions, still read. Version 5 is version 6 without symbolic
+/// links or hard links: the same records read it.
+const CHECKPOINT_VERSION_5: u16 = 5;
 const CHECKPOINT_VERSION_4: u16 = 4;
 const CHECKPOINT_VERSION_3: u16 = 3;
 const HEADER_BYTES: usize = 24;
@@ -141,6 +144,7 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
     let version = u16::from_le_bytes([header[4], header[5]]);
     if ![
         CHECKPOINT_VERSION,
+        CHECKPOINT_VERSION_5,
         CHECKPOINT_VERSION_4,
         CHECKPOINT_VERSION_3,
     ]
@@ -612,7 +616,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_5_checkpoint_loads_and_is_written_byte_for_byte() {
+    fn a_version_5_checkpoint_still_loads() {
         let bytes = include_bytes!("../tests/fixtures/checkpoint-v5-000000000000000a");
         assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 5);
         let loaded = decode(bytes, "fixture").expect("version 5 decodes");
@@ -621,9 +625,49 @@ mod tests {
         assert_eq!(loaded.namespace, version_5_namespace());
         let open = loaded.namespace.write(2).expect("the open write is there");
         assert_eq!(open.blocks[0].generation, dfs_engine::msg::Generation(78));
-        // While version 5 is the one written, it is written to the byte.
+        // Written again, it is the current version and reads back the same.
         let again = encode(loaded.cluster, 10, &loaded.namespace).expect("encode");
-        assert!(again == bytes, "checkpoint version 5 changed on disk");
+        assert_eq!(u16::from_le_bytes([again[4], again[5]]), CHECKPOINT_VERSION);
+        assert_eq!(decode(&again, "again").expect("decodes"), loaded);
+    }
+
+    /// The version 5 namespace with a symbolic link /dir/link to "file"
+    /// and a second name /dir/hard of /dir/file.
+    fn version_6_namespace() -> Namespace {
+        let mut namespace = version_5_namespace();
+        for op in [
+            Op::Symlink {
+                path: "/dir/link".into(),
+                target: "file".into(),
+                owner: "ann".into(),
+                group: "lab".into(),
+                time_ms: 6,
+            },
+            Op::Link {
+                source: "/dir/file".into(),
+                target: "/dir/hard".into(),
+                time_ms: 7,
+            },
+        ] {
+            namespace.apply(&op).expect("apply");
+        }
+        namespace
+    }
+
+    #[test]
+    fn a_version_6_checkpoint_loads_and_is_written_byte_for_byte() {
+        let bytes = include_bytes!("../tests/fixtures/checkpoint-v6-000000000000000c");
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 6);
+        let loaded = decode(bytes, "fixture").expect("version 6 decodes");
+        assert_eq!(loaded.last_sequence, 12);
+        assert_eq!(loaded.namespace, version_6_namespace());
+        let file = DfsPath::parse("/dir/hard").expect("path");
+        assert_eq!(loaded.namespace.status(&file).expect("stat").links, 2);
+        let link = DfsPath::parse("/dir/link").expect("path");
+        assert_eq!(loaded.namespace.read_link(&link).expect("a link"), "file");
+        // While version 6 is the one written, it is written to the byte.
+        let again = encode(loaded.cluster, 12, &loaded.namespace).expect("encode");
+        assert!(again == bytes, "checkpoint version 6 changed on disk");
     }
 
     #[test]

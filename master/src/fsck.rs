@@ -95,7 +95,8 @@ pub fn page(
             }
             return Ok(page);
         }
-        None => return Ok(page),
+        // A symbolic link has no blocks.
+        Some(Node::Symlink { .. }) | None => return Ok(page),
     };
     while let Some(level) = stack.last_mut() {
         let Some(Node::Directory { children }) =
@@ -150,7 +151,7 @@ pub fn page(
                     return Ok(page);
                 }
             }
-            None => {}
+            Some(Node::Symlink { .. }) | None => {}
         }
     }
     Ok(page)

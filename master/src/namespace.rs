@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use dfs_engine::limits::{
-    BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, MINIONS_MAX, NAME_BYTES_MAX, OPEN_WRITES_MAX, REPLICATION_MAX,
+    BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, LINKS_MAX, MINIONS_MAX, NAME_BYTES_MAX, OPEN_WRITES_MAX,
+    REPLICATION_MAX, SYMLINK_TARGET_BYTES_MAX,
 };
 use dfs_engine::msg::{
     BlockId, EntryKind, EntryStatus, ErrorKind, Generation, MinionId, RemoteError, ReplicaId,
@@ -59,6 +60,16 @@ pub enum Node {
         replication: u8,
         block_bytes: u64,
     },
+    /// A symbolic link: text the reader resolves (checkpoint version 6).
+    Symlink {
+        target: String,
+    },
+}
+
+impl Node {
+    pub fn is_directory(&self) -> bool {
+        matches!(self, Node::Directory { .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +81,11 @@ pub struct Inode {
     pub modified_ms: u64,
     pub accessed_ms: u64,
     pub changed_ms: u64,
+    /// The names the inode has: more than one for a file or symbolic link
+    /// with hard links, always one for a directory. Derived from the
+    /// directories (never written; counted again after a checkpoint is
+    /// read); the inode goes when its last name does.
+    pub links: u32,
 }
 
 /// A file being written: invisible until closed.
@@ -180,6 +196,21 @@ pub enum Op {
     SkipIds {
         block_ids: u64,
         write_ids: u64,
+    },
+    /// Makes a symbolic link (journal records of this op are version 2
+    /// segments too: an older master refuses them as an unknown op).
+    Symlink {
+        path: DfsPathString,
+        target: String,
+        owner: String,
+        group: String,
+        time_ms: u64,
+    },
+    /// Gives the file or symbolic link at `source` the name `target` too.
+    Link {
+        source: DfsPathString,
+        target: DfsPathString,
+        time_ms: u64,
     },
 }
 
@@ -317,6 +348,7 @@ impl Namespace {
             modified_ms: time_ms,
             accessed_ms: time_ms,
             changed_ms: time_ms,
+            links: 1,
         };
         Namespace {
             inodes: BTreeMap::from([(ROOT_INODE, root)]),
@@ -329,9 +361,27 @@ impl Namespace {
         }
     }
 
-    /// Rebuilds the block index from the inodes and writes (after a load).
-    pub fn rebuild_block_index(&mut self) {
+    /// Rebuilds what is derived, not written, after a load: the block
+    /// index and every inode's count of names.
+    pub fn rebuild_derived(&mut self) {
         self.block_index = self.built_block_index();
+        let counted = self.counted_links();
+        for (id, inode) in &mut self.inodes {
+            inode.links = counted.get(id).copied().unwrap_or(0);
+        }
+    }
+
+    /// How many directory entries name each inode (the root: one).
+    fn counted_links(&self) -> HashMap<InodeId, u32> {
+        let mut counted = HashMap::from([(ROOT_INODE, 1)]);
+        for inode in self.inodes.values() {
+            if let Node::Directory { children } = &inode.node {
+                for child in children.values() {
+                    *counted.entry(*child).or_insert(0) += 1;
+                }
+            }
+        }
+        counted
     }
 
     fn built_block_index(&self) -> HashMap<BlockId, BlockPlace> {
@@ -410,6 +460,7 @@ impl Namespace {
                     files += 1;
                     blocks += b.len() as u64;
                 }
+                Node::Symlink { .. } => files += 1,
             }
         }
         (files, directories, blocks)
@@ -448,7 +499,7 @@ impl Namespace {
                     replication,
                     ..
                 } => Some((*replication, blocks.get(index)?)),
-                Node::Directory { .. } => None,
+                Node::Directory { .. } | Node::Symlink { .. } => None,
             },
             BlockPlace::Written { write, index } => {
                 let open = self.writes.get(&write)?;
@@ -503,7 +554,7 @@ impl Namespace {
                 Node::Directory { children } => {
                     current = *children.get(name).ok_or_else(|| not_found(path))?;
                 }
-                Node::File { .. } => return Err(not_found(path)),
+                Node::File { .. } | Node::Symlink { .. } => return Err(not_found(path)),
             }
         }
         Ok(current)
@@ -517,7 +568,7 @@ impl Namespace {
         let id = self.resolve(&parent)?;
         match self.inode(id).node {
             Node::Directory { .. } => Ok(id),
-            Node::File { .. } => Err(error(
+            Node::File { .. } | Node::Symlink { .. } => Err(error(
                 ErrorKind::NotADirectory,
                 format!("{parent}: not a directory"),
             )),
@@ -527,7 +578,7 @@ impl Namespace {
     fn child(&self, directory: InodeId, name: &str) -> Option<InodeId> {
         match &self.inode(directory).node {
             Node::Directory { children } => children.get(name).copied(),
-            Node::File { .. } => None,
+            Node::File { .. } | Node::Symlink { .. } => None,
         }
     }
 
@@ -552,6 +603,7 @@ impl Namespace {
                 *block_bytes,
                 blocks.len() as u64,
             ),
+            Node::Symlink { target } => (EntryKind::Symlink, target.len() as u64, 0, 0, 0),
         };
         EntryStatus {
             name: name.to_string(),
@@ -567,6 +619,18 @@ impl Namespace {
             modified_ms: inode.modified_ms,
             accessed_ms: inode.accessed_ms,
             changed_ms: inode.changed_ms,
+            links: inode.links,
+        }
+    }
+
+    /// The target of the symbolic link at `path`.
+    pub fn read_link(&self, path: &DfsPath) -> Result<&str, RemoteError> {
+        match &self.inode(self.resolve(path)?).node {
+            Node::Symlink { target } => Ok(target),
+            _ => Err(error(
+                ErrorKind::InvalidArgument,
+                format!("{path}: not a symbolic link"),
+            )),
         }
     }
 
@@ -580,6 +644,10 @@ impl Namespace {
             Node::Directory { .. } => Err(error(
                 ErrorKind::IsADirectory,
                 format!("{path}: is a directory"),
+            )),
+            Node::Symlink { .. } => Err(error(
+                ErrorKind::InvalidArgument,
+                format!("{path}: is a symbolic link (read its target instead)"),
             )),
         }
     }
@@ -856,6 +924,18 @@ impl Namespace {
                 self.draining.remove(minion);
                 Ok(Applied::default())
             }
+            Op::Symlink {
+                path,
+                target,
+                owner,
+                group,
+                time_ms,
+            } => self.symlink(&parse(path)?, target, owner, group, *time_ms),
+            Op::Link {
+                source,
+                target,
+                time_ms,
+            } => self.hard_link(&parse(source)?, &parse(target)?, *time_ms),
         }
     }
 
@@ -906,13 +986,13 @@ impl Namespace {
                         format!("{path}: is a directory"),
                     ))
                 }
-                Node::File { .. } if !overwrite => {
+                Node::File { .. } | Node::Symlink { .. } if !overwrite => {
                     return Err(error(
                         ErrorKind::AlreadyExists,
                         format!("{path}: file exists"),
                     ))
                 }
-                Node::File { .. } => {}
+                Node::File { .. } | Node::Symlink { .. } => {}
             }
         }
         Ok(())
@@ -939,7 +1019,7 @@ impl Namespace {
                 match self.child(current, name) {
                     Some(id) => match self.inode(id).node {
                         Node::Directory { .. } => current = id,
-                        Node::File { .. } => {
+                        Node::File { .. } | Node::Symlink { .. } => {
                             let kind = if next == *path {
                                 ErrorKind::AlreadyExists
                             } else {
@@ -988,6 +1068,7 @@ impl Namespace {
                     modified_ms: time_ms,
                     accessed_ms: time_ms,
                     changed_ms: time_ms,
+                    links: 1,
                 },
             );
             self.link(current, name, id, time_ms);
@@ -1013,23 +1094,33 @@ impl Namespace {
         let inode = self.inodes.get_mut(&directory)?;
         let removed = match &mut inode.node {
             Node::Directory { children } => children.remove(name),
-            Node::File { .. } => None,
+            Node::File { .. } | Node::Symlink { .. } => None,
         };
         inode.modified_ms = time_ms;
         inode.changed_ms = time_ms;
         removed
     }
 
-    /// Removes an inode and everything below it; returns the freed blocks.
-    fn free_tree(&mut self, id: InodeId, freed: &mut Vec<ReplicaId>) {
+    /// One name of `id` is gone (already unlinked from its directory): a
+    /// directory goes with everything below it, a file or symbolic link
+    /// when it was its last name. Adds the blocks of files gone to `freed`.
+    fn drop_name(&mut self, id: InodeId, freed: &mut Vec<ReplicaId>) {
         let mut stack = vec![id];
         while let Some(id) = stack.pop() {
+            let Some(inode) = self.inodes.get_mut(&id) else {
+                debug_assert!(false, "dangling inode {id}");
+                continue;
+            };
+            if !inode.node.is_directory() && inode.links > 1 {
+                inode.links -= 1;
+                continue;
+            }
             match self.inodes.remove(&id).map(|inode| inode.node) {
                 Some(Node::Directory { children }) => stack.extend(children.values().copied()),
                 Some(Node::File { blocks, .. }) => {
                     freed.extend(blocks.iter().map(BlockMeta::replica))
                 }
-                None => debug_assert!(false, "dangling inode {id}"),
+                Some(Node::Symlink { .. }) | None => {}
             }
         }
     }
@@ -1058,7 +1149,7 @@ impl Namespace {
         let parent = self.parent_directory(path)?;
         self.unlink(parent, path.name().unwrap_or(""), time_ms);
         let mut freed = Vec::new();
-        self.free_tree(id, &mut freed);
+        self.drop_name(id, &mut freed);
         Ok(Applied {
             freed_blocks: freed,
         })
@@ -1092,6 +1183,10 @@ impl Namespace {
         let mut freed = Vec::new();
         // POSIX rename: a file replaces a file, a directory replaces an empty directory.
         let replaced = self.child(target_parent, target_name);
+        if replaced == Some(source_id) {
+            // Two names of one file: POSIX leaves both as they are.
+            return Ok(Applied::default());
+        }
         if let Some(existing) = replaced {
             match (&self.inode(existing).node, source_is_directory) {
                 (Node::Directory { children }, true) if children.is_empty() => {}
@@ -1107,19 +1202,19 @@ impl Namespace {
                         format!("{target}: is a directory"),
                     ))
                 }
-                (Node::File { .. }, true) => {
+                (Node::File { .. } | Node::Symlink { .. }, true) => {
                     return Err(error(
                         ErrorKind::NotADirectory,
                         format!("{target}: not a directory"),
                     ))
                 }
-                (Node::File { .. }, false) => {}
+                (Node::File { .. } | Node::Symlink { .. }, false) => {}
             }
         }
         let source_parent = self.parent_directory(source)?;
         if let Some(existing) = replaced {
             self.unlink(target_parent, target_name, time_ms);
-            self.free_tree(existing, &mut freed);
+            self.drop_name(existing, &mut freed);
         }
         self.unlink(source_parent, source.name().unwrap_or(""), time_ms);
         self.link(target_parent, target_name, source_id, time_ms);
@@ -1153,7 +1248,7 @@ impl Namespace {
             .map(|(&block, &generation)| ReplicaId { block, generation })
             .collect();
         if let Some(existing) = self.unlink(parent, name, time_ms) {
-            self.free_tree(existing, &mut freed);
+            self.drop_name(existing, &mut freed);
         }
         let size_bytes = open.blocks.iter().map(|b| b.length_bytes).sum();
         let id = self.next_inode;
@@ -1177,6 +1272,7 @@ impl Namespace {
                 modified_ms: time_ms,
                 accessed_ms: time_ms,
                 changed_ms: time_ms,
+                links: 1,
             },
         );
         self.link(parent, name, id, time_ms);
@@ -1185,18 +1281,114 @@ impl Namespace {
         })
     }
 
+    /// The name `path` must be free for a new entry; returns its directory.
+    fn free_name(&self, path: &DfsPath) -> Result<InodeId, RemoteError> {
+        let parent = self.parent_directory(path)?;
+        if self.child(parent, path.name().unwrap_or("")).is_some() {
+            return Err(error(
+                ErrorKind::AlreadyExists,
+                format!("{path}: file exists"),
+            ));
+        }
+        Ok(parent)
+    }
+
+    fn symlink(
+        &mut self,
+        path: &DfsPath,
+        target: &str,
+        owner: &str,
+        group: &str,
+        time_ms: u64,
+    ) -> Result<Applied, RemoteError> {
+        if target.is_empty() || target.len() > SYMLINK_TARGET_BYTES_MAX || target.contains('\0') {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{path}: a symbolic link's target has 1 to {SYMLINK_TARGET_BYTES_MAX} bytes and no NUL ({} given)",
+                    target.len()
+                ),
+            ));
+        }
+        check_account_name(path, owner)?;
+        check_account_name(path, group)?;
+        let parent = self.free_name(path)?;
+        let id = self.next_inode;
+        self.next_inode += 1;
+        self.inodes.insert(
+            id,
+            Inode {
+                node: Node::Symlink {
+                    target: target.to_string(),
+                },
+                owner: owner.to_string(),
+                group: group.to_string(),
+                mode: 0o777,
+                modified_ms: time_ms,
+                accessed_ms: time_ms,
+                changed_ms: time_ms,
+                links: 1,
+            },
+        );
+        self.link(parent, path.name().unwrap_or(""), id, time_ms);
+        Ok(Applied::default())
+    }
+
+    /// A hard link: `target` becomes another name of the file or symbolic
+    /// link at `source`.
+    fn hard_link(
+        &mut self,
+        source: &DfsPath,
+        target: &DfsPath,
+        time_ms: u64,
+    ) -> Result<Applied, RemoteError> {
+        let id = self.resolve(source)?;
+        let inode = self.inode(id);
+        if inode.node.is_directory() {
+            return Err(error(
+                ErrorKind::IsADirectory,
+                format!("{source}: is a directory (a directory has one name)"),
+            ));
+        }
+        if inode.links >= LINKS_MAX {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                format!("{source}: has {LINKS_MAX} names already (too many links)"),
+            ));
+        }
+        let parent = self.free_name(target)?;
+        if let Some(inode) = self.inodes.get_mut(&id) {
+            inode.links += 1;
+            inode.changed_ms = time_ms;
+        }
+        self.link(parent, target.name().unwrap_or(""), id, time_ms);
+        Ok(Applied::default())
+    }
+
     /// Checks the structural invariants; used by tests and after loading.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut seen = BTreeSet::new();
         let mut stack = vec![ROOT_INODE];
+        let counted = self.counted_links();
         while let Some(id) = stack.pop() {
-            if !seen.insert(id) {
-                return Err(format!("inode {id} reachable twice"));
-            }
             let inode = self
                 .inodes
                 .get(&id)
                 .ok_or_else(|| format!("dangling inode {id}"))?;
+            if !seen.insert(id) {
+                if inode.node.is_directory() {
+                    return Err(format!("directory inode {id} reachable twice"));
+                }
+                // Another name of a file or link: looked at already.
+                continue;
+            }
+            let names = counted.get(&id).copied().unwrap_or(0);
+            if inode.links != names {
+                return Err(format!(
+                    "inode {id} counts {} names but has {names}",
+                    inode.links
+                ));
+            }
             match &inode.node {
                 Node::Directory { children } => {
                     for (name, child) in children {
@@ -1217,6 +1409,14 @@ impl Namespace {
                     }
                     if blocks.iter().any(|b| b.id.0 >= self.next_block) {
                         return Err(format!("inode {id}: block id at or past next_block"));
+                    }
+                }
+                Node::Symlink { target } => {
+                    if target.is_empty() || target.len() > SYMLINK_TARGET_BYTES_MAX {
+                        return Err(format!(
+                            "inode {id}: a symbolic link of {} bytes",
+                            target.len()
+                        ));
                     }
                 }
             }

@@ -776,6 +776,11 @@ impl Master {
                 let path = parse_path(&path)?;
                 MasterResponse::Status(self.read().namespace.status(&path)?)
             }
+            MasterRequest::ReadLink { path } => {
+                let path = parse_path(&path)?;
+                let target = self.read().namespace.read_link(&path)?.to_string();
+                MasterResponse::LinkTarget { target }
+            }
             MasterRequest::List {
                 path,
                 start_after,
@@ -1011,6 +1016,24 @@ impl Master {
             }
             MasterRequest::Rename { source, target } => {
                 let op = Op::Rename {
+                    source: parse_path(&source)?.to_string(),
+                    target: parse_path(&target)?.to_string(),
+                    time_ms,
+                };
+                (MasterResponse::Ok, self.change(state, &op)?)
+            }
+            MasterRequest::Symlink { path, target } => {
+                let op = Op::Symlink {
+                    path: parse_path(&path)?.to_string(),
+                    target,
+                    owner: context.owner.clone(),
+                    group: context.group.clone(),
+                    time_ms,
+                };
+                (MasterResponse::Ok, self.change(state, &op)?)
+            }
+            MasterRequest::Link { source, target } => {
+                let op = Op::Link {
                     source: parse_path(&source)?.to_string(),
                     target: parse_path(&target)?.to_string(),
                     time_ms,
@@ -1717,6 +1740,8 @@ fn is_client_change(request: &MasterRequest) -> bool {
             | MasterRequest::CloseWrite { .. }
             | MasterRequest::AbortWrite { .. }
             | MasterRequest::SetAttributes { .. }
+            | MasterRequest::Symlink { .. }
+            | MasterRequest::Link { .. }
     )
 }
 

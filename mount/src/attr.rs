@@ -29,6 +29,7 @@ pub fn file_type(kind: EntryKind) -> FileType {
     match kind {
         EntryKind::Directory => FileType::Directory,
         EntryKind::File => FileType::RegularFile,
+        EntryKind::Symlink => FileType::Symlink,
     }
 }
 
@@ -85,9 +86,11 @@ impl Ids {
 
     /// The kernel's view of `status`.
     pub fn attr(&mut self, status: &EntryStatus) -> FileAttr {
+        // A directory reports one link, as btrfs does: "unknown" to
+        // programs (find) that would count subdirectories from it.
         let (nlink, size) = match status.kind {
-            EntryKind::Directory => (2, 0),
-            EntryKind::File => (1, status.size_bytes),
+            EntryKind::Directory => (1, 0),
+            EntryKind::File | EntryKind::Symlink => (status.links.max(1), status.size_bytes),
         };
         FileAttr {
             ino: INodeNo(status.inode),
@@ -240,6 +243,7 @@ mod tests {
             modified_ms: 1_500,
             accessed_ms: 1_000,
             changed_ms: 2_000,
+            links: 2,
         };
         let attr = ids.attr(&status);
         assert_eq!(attr.ino, INodeNo(7));
@@ -247,6 +251,6 @@ mod tests {
         assert_eq!(attr.perm, 0o4755);
         assert_eq!(attr.kind, FileType::RegularFile);
         assert_eq!(millis(attr.mtime), 1_500);
-        assert_eq!((attr.uid, attr.gid, attr.nlink), (0, 0, 1));
+        assert_eq!((attr.uid, attr.gid, attr.nlink), (0, 0, 2));
     }
 }

@@ -375,7 +375,9 @@ impl Filesystem for DfsFs {
             .child(parent, name)
             .and_then(|path| match state.stat(&path)?.kind {
                 EntryKind::Directory => Err(Errno::EISDIR),
-                EntryKind::File => state.client.delete(&path, false).map_err(|e| errno(&e)),
+                EntryKind::File | EntryKind::Symlink => {
+                    state.client.delete(&path, false).map_err(|e| errno(&e))
+                }
             });
         match result {
             Ok(()) => reply.ok(),
@@ -388,11 +390,77 @@ impl Filesystem for DfsFs {
         let result = state
             .child(parent, name)
             .and_then(|path| match state.stat(&path)?.kind {
-                EntryKind::File => Err(Errno::ENOTDIR),
+                EntryKind::File | EntryKind::Symlink => Err(Errno::ENOTDIR),
                 EntryKind::Directory => state.client.delete(&path, false).map_err(|e| errno(&e)),
             });
         match result {
             Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let mut state = self.state();
+        let path = match state.child(parent, link_name) {
+            Ok(path) => path,
+            Err(error) => return reply.error(error),
+        };
+        let Some(target) = target.to_str() else {
+            return reply.error(Errno::EINVAL);
+        };
+        if let Err(error) = state.client.symlink(&path, target) {
+            return reply.error(errno(&error));
+        }
+        match state.entry(path) {
+            Ok(attr) => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let mut state = self.state();
+        let result = state
+            .path(ino)
+            .and_then(|path| state.client.read_link(&path).map_err(|e| errno(&e)));
+        match result {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let mut state = self.state();
+        let paths = state
+            .path(ino)
+            .and_then(|source| Ok((source, state.child(newparent, newname)?)));
+        let (source, target) = match paths {
+            Ok(paths) => paths,
+            Err(error) => return reply.error(error),
+        };
+        if let Err(error) = state.client.link(&source, &target) {
+            // A directory has one name: link(2) answers EPERM.
+            let errno = match &error {
+                Error::Remote(remote) if remote.kind == ErrorKind::IsADirectory => Errno::EPERM,
+                other => errno(other),
+            };
+            return reply.error(errno);
+        }
+        match state.entry(target) {
+            Ok(attr) => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
             Err(error) => reply.error(error),
         }
     }

@@ -2,10 +2,10 @@
 //! on the client library alone. See `fs` for what it serves and how.
 //!
 //! This first mount serves the namespace as it is: directories, files
-//! written front to back and read at any offset, renames that replace,
-//! modes, owners and times. Writing into the middle of a file, hard and
-//! symbolic links, and locks wait for the namespace's inodes and extent
-//! maps; the mount answers them with `EOPNOTSUPP`/`EPERM`.
+//! written front to back and read at any offset, symbolic and hard links,
+//! renames that replace, modes, owners and times. Writing into the middle
+//! of a file and locks wait for the namespace's extent maps and the
+//! master's lock table; the mount answers them with `EOPNOTSUPP`.
 
 pub mod attr;
 pub mod fs;

@@ -314,6 +314,80 @@ fn a_file_being_written_is_there_for_its_writer_before_it_is_closed() {
     cluster.dfs_ok(["umount", utf8(&mounted.mountpoint)]);
     assert!(!is_mounted(&mounted.mountpoint));
     let process = mounted.process.as_mut().expect("the mount process");
-    assert!(process.wait_exit(MOUNT_WAIT).success(), "dfs-mount after umount");
+    assert!(
+        process.wait_exit(MOUNT_WAIT).success(),
+        "dfs-mount after umount"
+    );
     mounted.process = None;
+}
+
+#[test]
+fn symbolic_and_hard_links_work_through_the_mount_and_dfs() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 2,
+        replication: Some(2),
+        ..ClusterOptions::default()
+    });
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    fs::create_dir(mounted.path("d")).expect("mkdir");
+    fs::write(mounted.path("d/file"), b"contents\n").expect("write");
+
+    // A symbolic link the kernel follows, relative to its directory.
+    std::os::unix::fs::symlink("file", mounted.path("d/link")).expect("ln -s");
+    assert_eq!(
+        fs::read_link(mounted.path("d/link")).expect("readlink"),
+        PathBuf::from("file")
+    );
+    assert_eq!(
+        fs::read(mounted.path("d/link")).expect("read through"),
+        b"contents\n"
+    );
+    assert!(fs::symlink_metadata(mounted.path("d/link"))
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    let stat = cluster.dfs_ok(["stat", "/d/link"]);
+    assert!(
+        stat.contains("symbolic link") && stat.contains("target: file"),
+        "{stat}"
+    );
+
+    // A hard link: one inode, two names; the data stays until both go.
+    fs::hard_link(mounted.path("d/file"), mounted.path("hard")).expect("ln");
+    let first = fs::metadata(mounted.path("d/file")).expect("stat");
+    let second = fs::metadata(mounted.path("hard")).expect("stat");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(first.ino(), second.ino());
+    assert_eq!(second.nlink(), 2);
+    fs::remove_file(mounted.path("d/file")).expect("rm one name");
+    assert_eq!(fs::read(mounted.path("hard")).expect("read"), b"contents\n");
+    assert_eq!(fs::metadata(mounted.path("hard")).expect("stat").nlink(), 1);
+    // The symbolic link now dangles.
+    assert!(fs::read(mounted.path("d/link")).is_err());
+
+    // A directory has one name.
+    let error = fs::hard_link(mounted.path("d"), mounted.path("d2")).expect_err("ln of a dir");
+    assert_eq!(errno(&error), libc::EPERM);
+
+    // The same through dfs ln.
+    cluster.dfs_ok(["ln", "-s", "/hard", "/abs"]);
+    assert!(
+        fs::read(mounted.path("abs")).is_err(),
+        "an absolute target is the workstation's own path"
+    );
+    cluster.dfs_ok(["ln", "/hard", "/d/again"]);
+    wait_for(
+        || {
+            fs::metadata(mounted.path("hard"))
+                .map(|m| m.nlink())
+                .unwrap_or(0)
+                == 2
+        },
+        Duration::from_secs(5),
+        "the new name to show",
+    );
+    assert_eq!(
+        fs::read(mounted.path("d/again")).expect("read"),
+        b"contents\n"
+    );
 }

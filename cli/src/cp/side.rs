@@ -46,6 +46,7 @@ impl Entry {
             kind: match status.kind {
                 EntryKind::File => Kind::File,
                 EntryKind::Directory => Kind::Directory,
+                EntryKind::Symlink => Kind::Symlink,
             },
             size_bytes: status.size_bytes,
             mode: status.mode & 0o7777,

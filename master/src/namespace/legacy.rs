@@ -119,6 +119,8 @@ impl From<InodeV4> for Inode {
             modified_ms: old.modified_ms,
             accessed_ms: old.accessed_ms,
             changed_ms: old.changed_ms,
+            // Counted by `rebuild_derived`.
+            links: 0,
         }
     }
 }
@@ -163,7 +165,7 @@ impl From<NamespaceV4> for Namespace {
             draining: old.draining.into_iter().map(MinionId).collect(),
             block_index: HashMap::new(),
         };
-        namespace.rebuild_block_index();
+        namespace.rebuild_derived();
         namespace
     }
 }

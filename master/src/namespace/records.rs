@@ -1,5 +1,6 @@
 //! The namespace as it is written: journal op records (journal version 2)
-//! and the namespace of a checkpoint (checkpoint version 5), as record
+//! and the namespace of a checkpoint (checkpoint versions 5 and 6: 6
+//! appended symbolic links and allows several names of one file), as record
 //! types of their own, apart from the in-memory `Op`, `Inode`, `OpenWrite`
 //! and `Namespace`. Postcard is not self-describing: the order of fields
 //! and variants and the integer types *are* the format, so the in-memory
@@ -98,6 +99,18 @@ pub enum OpRecord {
     SkipIds {
         block_ids: u64,
         write_ids: u64,
+    },
+    Symlink {
+        path: String,
+        target: String,
+        owner: String,
+        group: String,
+        time_ms: u64,
+    },
+    Link {
+        source: String,
+        target: String,
+        time_ms: u64,
     },
 }
 
@@ -213,6 +226,28 @@ impl From<&Op> for OpRecord {
             } => OpRecord::SkipIds {
                 block_ids,
                 write_ids,
+            },
+            Op::Symlink {
+                path,
+                target,
+                owner,
+                group,
+                time_ms,
+            } => OpRecord::Symlink {
+                path,
+                target,
+                owner,
+                group,
+                time_ms,
+            },
+            Op::Link {
+                source,
+                target,
+                time_ms,
+            } => OpRecord::Link {
+                source,
+                target,
+                time_ms,
             },
         }
     }
@@ -335,6 +370,28 @@ impl From<OpRecord> for Op {
                 block_ids,
                 write_ids,
             },
+            OpRecord::Symlink {
+                path,
+                target,
+                owner,
+                group,
+                time_ms,
+            } => Op::Symlink {
+                path,
+                target,
+                owner,
+                group,
+                time_ms,
+            },
+            OpRecord::Link {
+                source,
+                target,
+                time_ms,
+            } => Op::Link {
+                source,
+                target,
+                time_ms,
+            },
         }
     }
 }
@@ -403,6 +460,10 @@ enum NodeRecord {
         replication: u8,
         block_bytes: u64,
     },
+    /// Appended in checkpoint version 6.
+    Symlink {
+        target: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -433,6 +494,9 @@ impl From<&Inode> for InodeRecord {
                 replication: *replication,
                 block_bytes: *block_bytes,
             },
+            Node::Symlink { target } => NodeRecord::Symlink {
+                target: target.clone(),
+            },
         };
         InodeRecord {
             node,
@@ -461,6 +525,7 @@ impl From<InodeRecord> for Inode {
                 replication,
                 block_bytes,
             },
+            NodeRecord::Symlink { target } => Node::Symlink { target },
         };
         Inode {
             node,
@@ -470,6 +535,8 @@ impl From<InodeRecord> for Inode {
             modified_ms: record.modified_ms,
             accessed_ms: record.accessed_ms,
             changed_ms: record.changed_ms,
+            // Counted by `rebuild_derived`: names are the directories'.
+            links: 0,
         }
     }
 }
@@ -531,7 +598,7 @@ impl From<OpenWriteRecord> for OpenWrite {
     }
 }
 
-/// The namespace of checkpoint version 5, as read. Written by
+/// The namespace of checkpoint versions 5 and 6, as read. Written by
 /// `NamespaceWriter`, which produces the same bytes from a live namespace
 /// one entry at a time.
 #[derive(Debug, Deserialize)]
@@ -563,7 +630,7 @@ impl From<NamespaceRecord> for Namespace {
             draining: record.draining.into_iter().map(MinionId).collect(),
             block_index: HashMap::new(),
         };
-        namespace.rebuild_block_index();
+        namespace.rebuild_derived();
         namespace
     }
 }
@@ -630,10 +697,12 @@ mod tests {
             Op::Recommission { .. } => "Recommission",
             Op::AllocateBlockStamped { .. } => "AllocateBlockStamped",
             Op::SkipIds { .. } => "SkipIds",
+            Op::Symlink { .. } => "Symlink",
+            Op::Link { .. } => "Link",
         }
     }
 
-    const VARIANTS: usize = 14;
+    const VARIANTS: usize = 16;
 
     /// Every op once, with the bytes journal version 2 stores for it.
     fn golden_ops() -> Vec<(Op, &'static str)> {
@@ -748,6 +817,24 @@ mod tests {
                     write_ids: 1 << 32,
                 },
                 "0d80808080108080808010",
+            ),
+            (
+                Op::Symlink {
+                    path: "/l".into(),
+                    target: "../t".into(),
+                    owner: "ann".into(),
+                    group: "lab".into(),
+                    time_ms: 13,
+                },
+                "0e022f6c042e2e2f7403616e6e036c61620d",
+            ),
+            (
+                Op::Link {
+                    source: "/f".into(),
+                    target: "/g".into(),
+                    time_ms: 14,
+                },
+                "0f022f66022f670e",
             ),
         ]
     }

@@ -221,6 +221,9 @@ pub fn call(
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Entry {
     Directory,
+    Symlink {
+        length_bytes: u64,
+    },
     File { size_bytes: u64, block_count: u64 },
 }
 
@@ -252,6 +255,9 @@ pub fn list(connection: &mut Connection, directory: &str) -> BTreeMap<String, En
                 EntryKind::File => Entry::File {
                     size_bytes: status.size_bytes,
                     block_count: status.block_count,
+                },
+                EntryKind::Symlink => Entry::Symlink {
+                    length_bytes: status.size_bytes,
                 },
             };
             entries.insert(status.name, entry);
