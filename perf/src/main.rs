@@ -23,6 +23,7 @@ mod common;
 mod cp;
 mod heal;
 mod metadata;
+mod mount;
 mod nemesis;
 mod raw_chain;
 mod throughput;
@@ -73,7 +74,8 @@ fn main() -> Result<()> {
         Some("cp") => cp::run(cp::parse_options(args)?),
         Some("heal") => heal::run(heal::parse_options(args)?),
         Some("nemesis") => nemesis::run(nemesis::parse_options(args)?),
-        _ => bail!("{}\n{}", usage(), throughput::usage()),
+        Some("mount") => mount::run(mount::parse_options(args)?),
+        _ => bail!("{}\n{}\n{}", usage(), throughput::usage(), mount::usage()),
     }
 }
 

@@ -31,9 +31,9 @@
 //! is checked by CRC32C against the source. `--json PATH` writes every
 //! round's raw numbers.
 
-mod process;
-mod render;
-mod stats;
+pub(crate) mod process;
+pub(crate) mod render;
+pub(crate) mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,7 +53,7 @@ use stats::{compare, spread, Comparison};
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
 /// Minions of the local cluster: a replication-3 pipeline needs three.
-const MINION_COUNT: u32 = 3;
+pub(crate) const MINION_COUNT: u32 = 3;
 /// Copies each write baseline makes, as a replication-3 put does.
 const COPY_COUNT: usize = 3;
 const ROUNDS_DEFAULT: usize = 3;
@@ -73,8 +73,8 @@ const READ_ABOVE_DISK_FACTOR: f64 = 1.5;
 const REPLICA_DELETION_TIMEOUT_MS: u64 = 120_000;
 const REPLICA_DELETION_POLL_MS: u64 = 100;
 /// The cluster file each put writes, and the one the reads read.
-const PUT_REMOTE: &str = "/put.bin";
-const READ_REMOTE: &str = "/read.bin";
+pub(crate) const PUT_REMOTE: &str = "/put.bin";
+pub(crate) const READ_REMOTE: &str = "/read.bin";
 
 pub struct Options {
     sizes_bytes: Vec<u64>,
@@ -247,11 +247,11 @@ struct SizeReport {
     pairs: Vec<PairReport>,
 }
 
-fn mib_per_second(size_bytes: u64, seconds: f64) -> f64 {
+pub(crate) fn mib_per_second(size_bytes: u64, seconds: f64) -> f64 {
     size_bytes as f64 / MIB / seconds.max(1e-9)
 }
 
-fn per_gib(size_bytes: u64, seconds: f64) -> f64 {
+pub(crate) fn per_gib(size_bytes: u64, seconds: f64) -> f64 {
     seconds / (size_bytes as f64 / GIB)
 }
 
@@ -307,14 +307,14 @@ impl DiskCheck {
 }
 
 /// The random file every step of one size starts from.
-struct Source {
-    path: PathBuf,
-    size_bytes: u64,
-    crc: u32,
+pub(crate) struct Source {
+    pub(crate) path: PathBuf,
+    pub(crate) size_bytes: u64,
+    pub(crate) crc: u32,
 }
 
 impl Source {
-    fn text(&self) -> Result<&str> {
+    pub(crate) fn text(&self) -> Result<&str> {
         text(&self.path)
     }
 }
@@ -421,18 +421,18 @@ fn text(path: &Path) -> Result<&str> {
 
 /// The local cluster and the state of its files and the outputs between
 /// steps.
-struct Bench {
+pub(crate) struct Bench {
     dir: PathBuf,
-    cluster: LocalCluster,
+    pub(crate) cluster: LocalCluster,
     /// `PUT_REMOTE` exists (a put wrote it and it was not removed since).
-    put_written: bool,
+    pub(crate) put_written: bool,
     /// Replica files the minions hold when no put output exists (those of
     /// `READ_REMOTE` while the reads run).
-    replica_files_kept: usize,
+    pub(crate) replica_files_kept: usize,
 }
 
 impl Bench {
-    fn start(dir: &Path) -> Result<Bench> {
+    pub(crate) fn start(dir: &Path) -> Result<Bench> {
         Ok(Bench {
             dir: dir.to_path_buf(),
             cluster: LocalCluster::start(&dir.join("cluster"))?,
@@ -573,7 +573,7 @@ impl Bench {
     /// Removes what any write step left: local copies, and the put's cluster
     /// file once its replicas are gone from the minions' disks, so no
     /// deletion runs during the next step.
-    fn remove_outputs(&mut self) -> Result<()> {
+    pub(crate) fn remove_outputs(&mut self) -> Result<()> {
         for target in copy_targets(&self.dir)
             .iter()
             .chain(&chain_targets(&self.dir))
@@ -593,7 +593,7 @@ impl Bench {
         Ok(())
     }
 
-    fn wait_for_replica_files(&self) -> Result<()> {
+    pub(crate) fn wait_for_replica_files(&self) -> Result<()> {
         let started = Instant::now();
         loop {
             let count = replica_file_count(&self.cluster.dir)?;
@@ -612,7 +612,7 @@ impl Bench {
 
     /// Runs one `dfs` command, timed; with `checksum_stdout` its standard
     /// output is checksummed as it arrives.
-    fn dfs(&self, args: &[&str], checksum_stdout: bool) -> Result<Timed> {
+    pub(crate) fn dfs(&self, args: &[&str], checksum_stdout: bool) -> Result<Timed> {
         let mut command = Command::new(sibling("dfs")?);
         command
             .arg("--master")
@@ -641,7 +641,7 @@ fn chain_targets(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `sync` and an empty page cache.
-fn cold() -> Result<()> {
+pub(crate) fn cold() -> Result<()> {
     if !drop_caches() {
         bail!("can't drop the page cache");
     }
@@ -649,13 +649,13 @@ fn cold() -> Result<()> {
 }
 
 /// Reads the source once into the page cache, checking it is unchanged.
-fn warm(source: &Source) -> Result<()> {
+pub(crate) fn warm(source: &Source) -> Result<()> {
     let (bytes, crc) = checksum_file(&source.path)?;
     verify_read("source", source, bytes, crc)
 }
 
 /// Files named `blk_...` (sealed replicas) below `dir`, at any depth.
-fn replica_file_count(dir: &Path) -> Result<usize> {
+pub(crate) fn replica_file_count(dir: &Path) -> Result<usize> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         // A directory removed while we walk (a minion's tmp/) holds nothing.
@@ -677,7 +677,7 @@ fn replica_file_count(dir: &Path) -> Result<usize> {
     Ok(count)
 }
 
-fn verify(name: &str, source: &Source, read: Option<(u64, u32)>) -> Result<()> {
+pub(crate) fn verify(name: &str, source: &Source, read: Option<(u64, u32)>) -> Result<()> {
     let (bytes, crc) = read.with_context(|| format!("{name}: no output was read"))?;
     verify_read(name, source, bytes, crc)
 }
@@ -702,9 +702,9 @@ fn verify_files(name: &str, source: &Source, targets: &[PathBuf]) -> Result<()> 
 }
 
 /// `dfs local` and the pids of its minions.
-struct LocalCluster {
-    local: common::LocalCluster,
-    dir: PathBuf,
+pub(crate) struct LocalCluster {
+    pub(crate) local: common::LocalCluster,
+    pub(crate) dir: PathBuf,
     minion_pids: Vec<u32>,
 }
 
@@ -728,7 +728,7 @@ impl LocalCluster {
         })
     }
 
-    fn minion_cpu_seconds(&self) -> Result<f64> {
+    pub(crate) fn minion_cpu_seconds(&self) -> Result<f64> {
         self.minion_pids
             .iter()
             .map(|&pid| process_cpu_seconds(pid))
@@ -825,7 +825,7 @@ fn disk_checks(reports: &[SizeReport], disk: DiskRates) -> Vec<DiskCheck> {
 }
 
 /// The 1-minute load average, from /proc/loadavg (NaN when unreadable).
-fn load_average() -> f64 {
+pub(crate) fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse().ok())

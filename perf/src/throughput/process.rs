@@ -36,7 +36,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// User + system CPU seconds of a running process, from /proc/PID/stat.
-pub(super) fn process_cpu_seconds(pid: u32) -> Result<f64> {
+pub(crate) fn process_cpu_seconds(pid: u32) -> Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     // The command name is in parentheses and may contain spaces: fields
@@ -59,14 +59,14 @@ pub(super) fn process_cpu_seconds(pid: u32) -> Result<f64> {
 
 /// A timed step: wall time, CPU seconds of its processes and, when its
 /// output was read, that output's length and CRC32C.
-pub(super) struct Timed {
-    pub(super) elapsed: Duration,
-    pub(super) cpu_seconds: f64,
-    pub(super) read: Option<(u64, u32)>,
+pub(crate) struct Timed {
+    pub(crate) elapsed: Duration,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) read: Option<(u64, u32)>,
 }
 
 /// Runs `command` to its end, timed, and fails unless it succeeded.
-pub(super) fn timed_child(command: Command, checksum_stdout: bool) -> Result<Timed> {
+pub(crate) fn timed_child(command: Command, checksum_stdout: bool) -> Result<Timed> {
     let started = Instant::now();
     let (usage, read) = run_child(command, checksum_stdout)?;
     let elapsed = started.elapsed();

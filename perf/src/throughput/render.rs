@@ -85,7 +85,7 @@ pub(super) fn render_table(report: &SizeReport) -> String {
     out
 }
 
-pub(super) fn json_string(text: &str) -> String {
+pub(crate) fn json_string(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {
@@ -112,7 +112,7 @@ pub(super) struct JsonRun<'a> {
     pub(super) checks: &'a [DiskCheck],
 }
 
-fn json_number(value: f64) -> String {
+pub(crate) fn json_number(value: f64) -> String {
     if value.is_finite() {
         format!("{value:.4}")
     } else {
@@ -120,7 +120,7 @@ fn json_number(value: f64) -> String {
     }
 }
 
-fn json_option(value: Option<f64>) -> String {
+pub(crate) fn json_option(value: Option<f64>) -> String {
     value.map_or_else(|| "null".to_string(), json_number)
 }
 
