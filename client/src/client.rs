@@ -146,16 +146,7 @@ impl Client {
     ) -> Result<()> {
         let mut start_after: Option<String> = None;
         loop {
-            let request = MasterRequest::List {
-                path: path.to_string(),
-                start_after: start_after.clone(),
-                limit: LIST_ENTRIES_MAX,
-            };
-            let (entries, more) = match self.call_read_only(request)? {
-                MasterResponse::Listing { entries, more } => (entries, more),
-                other => return Err(unexpected("List", &other)),
-            };
-            check_page(path, start_after.as_deref(), &entries, more)?;
+            let (entries, more) = self.list_page(path, start_after.as_deref())?;
             start_after = entries.last().map(|entry| entry.name.clone());
             for entry in entries {
                 visit(entry)?;
@@ -164,6 +155,26 @@ impl Client {
                 return Ok(());
             }
         }
+    }
+
+    /// One page of a directory's entries in name order, after the name
+    /// `start_after` (from the first without), and whether more follow.
+    pub fn list_page(
+        &mut self,
+        path: &DfsPath,
+        start_after: Option<&str>,
+    ) -> Result<(Vec<EntryStatus>, bool)> {
+        let request = MasterRequest::List {
+            path: path.to_string(),
+            start_after: start_after.map(str::to_string),
+            limit: LIST_ENTRIES_MAX,
+        };
+        let (entries, more) = match self.call_read_only(request)? {
+            MasterResponse::Listing { entries, more } => (entries, more),
+            other => return Err(unexpected("List", &other)),
+        };
+        check_page(path, start_after, &entries, more)?;
+        Ok((entries, more))
     }
 
     pub fn mkdir(&mut self, path: &DfsPath, parents: bool, mode: u32) -> Result<()> {

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod client;
 pub mod config;
+pub mod locks;
 pub mod master;
 pub mod parallel_write;
 mod pool;
@@ -18,6 +19,7 @@ pub mod write;
 
 pub use client::{Client, ClusterReport, FileBlocks};
 pub use config::master_address;
+pub use locks::LockConflict;
 pub use parallel_write::{put_parallel, LocalFile, RangeSource};
 pub use read::{ChecksumSink, FileChecksum, FileReader};
 pub use write::{

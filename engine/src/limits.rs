@@ -44,6 +44,13 @@ pub const LOCKS_MAX: usize = 1_000_000;
 /// Most file locks one client session (a mount) holds at once.
 pub const SESSION_LOCKS_MAX: usize = 10_000;
 const _: () = assert!(SESSION_LOCKS_MAX >= 1 && SESSION_LOCKS_MAX <= LOCKS_MAX);
+/// Files one mount writes at once: each has a thread, a master connection
+/// and up to 8 MiB of queued writes; one more is refused (`EMFILE`).
+pub const MOUNT_OPEN_WRITES_MAX: usize = 64;
+/// Lock sessions open at once (one per mount).
+pub const SESSIONS_MAX: usize = 10_000;
+/// How long a lock session lasts unrenewed by default (`--lock-lease`).
+pub const LOCK_LEASE_MS_DEFAULT: u64 = 30_000;
 /// Most connections a daemon serves at once; further ones are refused.
 pub const CONNECTIONS_MAX: usize = 1024;
 /// Longest a host:port string may be.

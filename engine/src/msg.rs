@@ -494,6 +494,59 @@ pub enum MasterRequest {
     ReadLink {
         path: String,
     },
+    /// Starts a lock session (one per mount): answered with `Session`. Its
+    /// locks last while it is renewed within its lease.
+    OpenSession,
+    /// Keeps a session's locks: `Ok`, or `InvalidArgument` when it expired
+    /// (its locks are gone).
+    RenewSession {
+        session: u64,
+    },
+    /// Ends a session and drops its locks.
+    CloseSession {
+        session: u64,
+    },
+    /// Takes (`kind` Some) or drops (None) a byte-range lock of `owner` on
+    /// the file `inode`: `Ok`, or `LockConflict` naming a lock in the way.
+    /// POSIX rules: an owner's new lock replaces its own where they
+    /// overlap; adjacent locks of one kind merge.
+    Lock {
+        session: u64,
+        inode: u64,
+        owner: u64,
+        kind: Option<LockKind>,
+        range: LockRange,
+    },
+    /// The first lock that would stop `Lock` with this kind and range:
+    /// `LockConflict`, or `Ok` when there is none (F_GETLK).
+    TestLock {
+        session: u64,
+        inode: u64,
+        owner: u64,
+        kind: LockKind,
+        range: LockRange,
+    },
+    /// Drops every lock of `owner` on `inode` (a close: POSIX drops a
+    /// process's locks on a file when it closes any descriptor of it).
+    ReleaseLocks {
+        session: u64,
+        inode: u64,
+        owner: u64,
+    },
+}
+
+/// A lock's kind: shared (read) or exclusive (write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    Read,
+    Write,
+}
+
+/// Bytes `start..end` of a file; `end` u64::MAX: to its end and beyond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRange {
+    pub start: u64,
+    pub end: u64,
 }
 
 /// The last block of a write, committed by `CloseWrite`.
@@ -722,6 +775,19 @@ pub enum MasterResponse {
     /// Answers `ReadLink` (appended in protocol 6).
     LinkTarget {
         target: String,
+    },
+    /// Answers `OpenSession`: the session and how long it lasts unrenewed.
+    Session {
+        session: u64,
+        lease_ms: u64,
+    },
+    /// A lock in the way of a `Lock` or `TestLock`: its holder's session
+    /// and owner, kind and range.
+    LockConflict {
+        session: u64,
+        owner: u64,
+        kind: LockKind,
+        range: LockRange,
     },
 }
 

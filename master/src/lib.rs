@@ -1,11 +1,13 @@
 //! The master: the namespace (a state machine of logged ops), its journal
 //! and checkpoints, the minion registry and block map (soft state),
 //! placement, re-replication and garbage collection (`replication`),
-//! `fsck`, and the TCP service.
+//! `fsck`, file locks and their sessions (soft state: `locks`,
+//! `sessions`), and the TCP service.
 
 pub mod checkpoint;
 pub mod fsck;
 pub mod journal;
+pub mod locks;
 pub mod namespace;
 pub mod recovery;
 pub mod registry;
@@ -14,4 +16,5 @@ pub mod replication;
 pub mod safe_mode;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod timing;

@@ -9,9 +9,9 @@ use anyhow::Context;
 use clap::Parser;
 use dfs_engine::limits::{
     CHECKPOINT_JOURNAL_BYTES_DEFAULT, FRAME_DEADLINE_MS_DEFAULT, JOURNAL_SEGMENT_BYTES_DEFAULT,
-    JOURNAL_SEGMENT_BYTES_MAX, JOURNAL_SEGMENT_BYTES_MIN, MASTER_IDLE_TIMEOUT_MS_DEFAULT,
-    ORPHANED_WRITE_TIMEOUT_MS, ORPHAN_GRACE_MS_DEFAULT, REPLICATION_DEFAULT,
-    REPLICATION_TIMEOUT_MS,
+    JOURNAL_SEGMENT_BYTES_MAX, JOURNAL_SEGMENT_BYTES_MIN, LOCK_LEASE_MS_DEFAULT,
+    MASTER_IDLE_TIMEOUT_MS_DEFAULT, ORPHANED_WRITE_TIMEOUT_MS, ORPHAN_GRACE_MS_DEFAULT,
+    REPLICATION_DEFAULT, REPLICATION_TIMEOUT_MS,
 };
 use dfs_engine::units::{parse_bytes, parse_duration};
 use dfs_master::safe_mode::SAFE_MODE_TIMEOUT_DEFAULT;
@@ -61,6 +61,10 @@ struct Args {
     /// reports before it answers block lookups as final (0: not at all).
     #[arg(long, value_parser = parse_time)]
     safe_mode_timeout: Option<Duration>,
+    /// How long a client's lock session lasts unrenewed (default 30s): a
+    /// mount that dies loses its locks after this.
+    #[arg(long, value_parser = parse_time)]
+    lock_lease: Option<Duration>,
     /// Size of each preallocated journal segment (e.g. 64M).
     #[arg(long, value_parser = parse_size)]
     journal_segment_size: Option<u64>,
@@ -159,6 +163,9 @@ fn run() -> anyhow::Result<()> {
             .unwrap_or(Duration::from_millis(ORPHAN_GRACE_MS_DEFAULT)),
         replication_timeout: Duration::from_millis(REPLICATION_TIMEOUT_MS),
         safe_mode_timeout: args.safe_mode_timeout.unwrap_or(SAFE_MODE_TIMEOUT_DEFAULT),
+        lock_lease: args
+            .lock_lease
+            .unwrap_or(Duration::from_millis(LOCK_LEASE_MS_DEFAULT)),
     };
     let server_config = ServerConfig {
         frame_deadline: args

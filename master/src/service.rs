@@ -43,6 +43,7 @@ use crate::registry::{cut, place, Capacity, Liveness, Marked, Minion, Registry};
 use crate::release::{DurableGate, Freed};
 use crate::replication::{Healer, PlanSummary};
 use crate::safe_mode::{Progress, SafeMode};
+use crate::sessions::Sessions;
 
 /// Settings of a master.
 #[derive(Clone, Debug)]
@@ -68,6 +69,8 @@ pub struct MasterConfig {
     /// How long a starting master waits for block reports at most before
     /// it answers lookups as final (`safe_mode`).
     pub safe_mode_timeout: Duration,
+    /// How long a lock session lasts unrenewed (`sessions`).
+    pub lock_lease: Duration,
 }
 
 /// How long the master waits to see whether a minion's old address still
@@ -218,6 +221,9 @@ pub struct Master {
     /// another of the master's locks is taken.
     frees: Mutex<DurableGate>,
     safe_mode: SafeMode,
+    /// Lock sessions and the lock table: soft state, taken alone (never
+    /// with another of the master's locks).
+    sessions: Mutex<Sessions>,
 }
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
@@ -303,6 +309,7 @@ impl Master {
         }
         // The wait for block reports starts once the namespace is loaded.
         let safe_mode = SafeMode::new(Instant::now(), config.safe_mode_timeout);
+        let sessions = Mutex::new(Sessions::new(config.lock_lease));
         Ok(Master {
             cluster: recovered.cluster,
             namespace: RwLock::new(NamespaceState {
@@ -329,6 +336,7 @@ impl Master {
             replan: (Mutex::new(false), Condvar::new()),
             frees: Mutex::new(DurableGate::default()),
             safe_mode,
+            sessions,
         })
     }
 
@@ -780,6 +788,54 @@ impl Master {
                 let path = parse_path(&path)?;
                 let target = self.read().namespace.read_link(&path)?.to_string();
                 MasterResponse::LinkTarget { target }
+            }
+            MasterRequest::OpenSession => {
+                let drawn = self.new_generation().0;
+                sync::lock(&self.sessions).open(drawn, Instant::now())?
+            }
+            MasterRequest::RenewSession { session } => {
+                sync::lock(&self.sessions).renew(session, Instant::now())?;
+                MasterResponse::Ok
+            }
+            MasterRequest::CloseSession { session } => {
+                sync::lock(&self.sessions).close(session);
+                MasterResponse::Ok
+            }
+            MasterRequest::Lock {
+                session,
+                inode,
+                owner,
+                kind,
+                range,
+            } => sync::lock(&self.sessions).lock(
+                session,
+                inode,
+                owner,
+                kind,
+                range,
+                Instant::now(),
+            )?,
+            MasterRequest::TestLock {
+                session,
+                inode,
+                owner,
+                kind,
+                range,
+            } => sync::lock(&self.sessions).test(
+                session,
+                inode,
+                owner,
+                kind,
+                range,
+                Instant::now(),
+            )?,
+            MasterRequest::ReleaseLocks {
+                session,
+                inode,
+                owner,
+            } => {
+                sync::lock(&self.sessions).release(session, inode, owner, Instant::now())?;
+                MasterResponse::Ok
             }
             MasterRequest::List {
                 path,
@@ -1936,6 +1992,7 @@ mod tests {
             orphan_grace: Duration::from_secs(3600),
             replication_timeout: Duration::from_secs(120),
             safe_mode_timeout: Duration::ZERO,
+            lock_lease: Duration::from_secs(30),
         }
     }
 

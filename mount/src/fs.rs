@@ -9,25 +9,29 @@
 //! Requests are served one at a time (one session thread), under one lock
 //! of the mount's state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use dfs_client::client::AttributeChange;
 use dfs_client::{Client, FileReader, WriteOptions};
+use dfs_engine::limits::MOUNT_OPEN_WRITES_MAX;
 use dfs_engine::msg::{Credentials, EntryKind, EntryStatus, ErrorKind};
 use dfs_engine::path::DfsPath;
 use dfs_engine::Error;
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::attr::{self, Ids};
+use crate::dirs::{DirEntry, Listing, PageSource};
 use crate::inodes::{Inodes, PENDING_INODE_BASE};
+use crate::locks::{self, LockSession};
+use crate::rewrite::Rewrite;
 use crate::writer::WriteHandle;
 
 /// How long the kernel may keep a name or an attribute without asking
@@ -40,7 +44,10 @@ const STATFS_BLOCK_BYTES: u32 = 4096;
 
 enum Handle {
     Read(Box<FileReader>),
+    /// A new file, or one opened with `O_TRUNC`: written front to back.
     Write(WriteHandle),
+    /// An existing file opened for writing without `O_TRUNC`.
+    Rewrite(Box<Rewrite>),
 }
 
 struct State {
@@ -48,9 +55,12 @@ struct State {
     inodes: Inodes,
     ids: Ids,
     handles: HashMap<u64, Handle>,
-    /// Open directories: their entries as listed at opendir.
-    directories: HashMap<u64, Vec<(u64, FileType, String)>>,
+    /// Open directories: their paths and the page of entries held.
+    directories: HashMap<u64, (DfsPath, Listing)>,
     next_handle: u64,
+    /// Files this mount ever locked: a close of one drops its owner's
+    /// locks (POSIX), a close of another costs no master call.
+    locked: HashSet<u64>,
 }
 
 /// The mounted cluster.
@@ -58,6 +68,7 @@ pub struct DfsFs {
     master: String,
     credentials: Credentials,
     state: Mutex<State>,
+    locks: LockSession,
 }
 
 /// The errno the kernel gets for `error`.
@@ -87,8 +98,10 @@ fn is_not_found(error: &Error) -> bool {
 impl DfsFs {
     pub fn new(master: &str, credentials: Credentials) -> dfs_engine::Result<DfsFs> {
         let client = Client::connect_as(master, credentials.clone())?;
+        let locks = LockSession::open(master, credentials.clone())?;
         Ok(DfsFs {
             master: master.to_string(),
+            locks,
             credentials,
             state: Mutex::new(State {
                 client,
@@ -97,6 +110,7 @@ impl DfsFs {
                 handles: HashMap::new(),
                 directories: HashMap::new(),
                 next_handle: 1,
+                locked: HashSet::new(),
             }),
         })
     }
@@ -129,6 +143,37 @@ impl State {
         id
     }
 
+    /// Refuses one more file being written past the mount's bound.
+    fn check_write_room(&self) -> Result<(), Errno> {
+        let writing = self
+            .handles
+            .values()
+            .filter(|handle| matches!(handle, Handle::Write(_) | Handle::Rewrite(_)))
+            .count();
+        if writing >= MOUNT_OPEN_WRITES_MAX {
+            eprintln!("dfs-mount: {MOUNT_OPEN_WRITES_MAX} files are being written at once already");
+            return Err(Errno::EMFILE);
+        }
+        Ok(())
+    }
+
+    /// True when a file at or under `path` is being written here.
+    fn writes_under(&self, path: &DfsPath) -> bool {
+        self.handles.values().any(|handle| match handle {
+            Handle::Write(write) => write.path().is_within(path),
+            _ => false,
+        })
+    }
+
+    /// The handle writing the new file `inode` (a number of its own).
+    fn pending_handle(&mut self, inode: u64) -> Option<&mut WriteHandle> {
+        let path = self.inodes.path(inode)?;
+        self.handles.values_mut().find_map(|handle| match handle {
+            Handle::Write(write) if write.path() == path => Some(write),
+            _ => None,
+        })
+    }
+
     /// The attributes of a file being written, from its handle.
     fn pending_attr(&mut self, inode: u64) -> Option<FileAttr> {
         let handle = self.handles.values().find_map(|handle| match handle {
@@ -146,7 +191,7 @@ impl State {
             ctime: now,
             crtime: now,
             kind: FileType::RegularFile,
-            perm: 0o644,
+            perm: (handle.mode() & 0o7777) as u16,
             nlink: 1,
             uid: self.ids.uid(&handle_owner(&self.client)),
             gid: self.ids.gid(&handle_group(&self.client)),
@@ -165,6 +210,16 @@ impl State {
 
     fn stat(&mut self, path: &DfsPath) -> Result<EntryStatus, Errno> {
         self.client.stat(path).map_err(|e| errno(&e))
+    }
+
+    /// Drops `owner`'s locks on `inode`, if this mount ever locked it.
+    fn release_locks(&mut self, session: u64, inode: u64, owner: u64) {
+        if !self.locked.contains(&inode) {
+            return;
+        }
+        if let Err(error) = self.client.release_locks(session, inode, owner) {
+            eprintln!("dfs-mount: release the locks on inode {inode}: {error}");
+        }
     }
 }
 
@@ -201,6 +256,13 @@ impl Filesystem for DfsFs {
             .is_err()
         {
             eprintln!("dfs-mount: the kernel has no atomic O_TRUNC; rewriting a file needs it");
+        }
+        // Locks go to the master, so they hold across workstations.
+        if config
+            .add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS)
+            .is_err()
+        {
+            eprintln!("dfs-mount: the kernel keeps locks local: they hold on this machine only");
         }
         // The kernel's largest writes: fewer, larger pieces for the writer.
         let _ = config.set_max_write(1 << 20);
@@ -281,21 +343,46 @@ impl Filesystem for DfsFs {
     ) {
         let mut state = self.state();
         if ino.0 >= PENDING_INODE_BASE {
-            // A file being written: only a size it already has is possible
-            // (`open(O_TRUNC)` of a new file, say).
-            let attr = state.pending_attr(ino.0);
-            return match (attr, size) {
-                (Some(attr), None) => reply.attr(&ENTRY_TTL, &attr),
-                (Some(attr), Some(size)) if size == attr.size => reply.attr(&ENTRY_TTL, &attr),
-                (Some(_), Some(_)) => reply.error(Errno::EOPNOTSUPP),
-                (None, _) => reply.error(Errno::ESTALE),
+            // A file being written: attributes are kept for its commit
+            // (`cp -p`, `tar` set them before they close), and it may grow
+            // (zeros) but not shrink below what was written.
+            let change = AttributeChange {
+                mode: mode.map(|mode| mode & 0o7777),
+                owner: uid.map(|uid| state.ids.user_name(uid)),
+                group: gid.map(|gid| state.ids.group_name(gid)),
+                modified_ms: mtime.map(time_ms),
+                accessed_ms: atime.map(time_ms),
+            };
+            let Some(write) = state.pending_handle(ino.0) else {
+                return reply.error(Errno::ESTALE);
+            };
+            if let Some(size) = size {
+                if size < write.written_bytes() {
+                    return reply.error(Errno::EOPNOTSUPP);
+                }
+                if let Err(error) = write.write(size, &[]) {
+                    return reply.error(errno(&error));
+                }
+            }
+            write.change_after_commit(change);
+            return match state.pending_attr(ino.0) {
+                Some(attr) => reply.attr(&Duration::ZERO, &attr),
+                None => reply.error(Errno::ESTALE),
             };
         }
         let path = match state.path(ino) {
             Ok(path) => path,
             Err(error) => return reply.error(error),
         };
-        if let Some(size) = size {
+        let rewrite = fh.and_then(|fh| match state.handles.get_mut(&fh.0) {
+            Some(Handle::Rewrite(rewrite)) => Some(rewrite),
+            _ => None,
+        });
+        if let (Some(size), Some(rewrite)) = (size, rewrite) {
+            if let Err(error) = rewrite.truncate(&self.master, &self.credentials, size) {
+                return reply.error(error);
+            }
+        } else if let Some(size) = size {
             let status = match state.stat(&path) {
                 Ok(status) => status,
                 Err(error) => return reply.error(error),
@@ -340,10 +427,18 @@ impl Filesystem for DfsFs {
                 return reply.error(errno(&error));
             }
         }
-        match state.entry(path) {
-            Ok(attr) => reply.attr(&ENTRY_TTL, &attr),
-            Err(error) => reply.error(error),
+        // No lookup comes with this answer: nothing to remember.
+        let mut attr = match state.stat(&path) {
+            Ok(status) => state.ids.attr(&status),
+            Err(error) => return reply.error(error),
+        };
+        // A file being rewritten through `fh` has the size it will have.
+        if let Some(Handle::Rewrite(rewrite)) = fh.and_then(|fh| state.handles.get(&fh.0)) {
+            attr.size = rewrite.size();
+            attr.blocks = attr.size.div_ceil(512);
+            return reply.attr(&Duration::ZERO, &attr);
         }
+        reply.attr(&ENTRY_TTL, &attr)
     }
 
     fn mkdir(
@@ -391,6 +486,9 @@ impl Filesystem for DfsFs {
             .child(parent, name)
             .and_then(|path| match state.stat(&path)?.kind {
                 EntryKind::File | EntryKind::Symlink => Err(Errno::ENOTDIR),
+                // New files being written here are in it, though the
+                // master does not know them yet.
+                EntryKind::Directory if state.writes_under(&path) => Err(Errno::ENOTEMPTY),
                 EntryKind::Directory => state.client.delete(&path, false).map_err(|e| errno(&e)),
             });
         match result {
@@ -486,6 +584,10 @@ impl Filesystem for DfsFs {
         if flags.bits() & libc::RENAME_EXCHANGE != 0 {
             return reply.error(Errno::EINVAL);
         }
+        // A file being written commits to the path it was opened at.
+        if state.writes_under(&source) {
+            return reply.error(Errno::EBUSY);
+        }
         if flags.bits() & libc::RENAME_NOREPLACE != 0 {
             match state.client.stat(&target) {
                 Ok(_) => return reply.error(Errno::EEXIST),
@@ -509,13 +611,20 @@ impl Filesystem for DfsFs {
             Err(error) => return reply.error(error),
         };
         let handle = if is_write(flags) {
+            if let Err(error) = state.check_write_room() {
+                return reply.error(error);
+            }
             let status = match state.stat(&path) {
                 Ok(status) => status,
                 Err(error) => return reply.error(error),
             };
-            // Only a file written anew: truncated on open, or empty.
-            if flags.0 & libc::O_TRUNC == 0 && status.size_bytes != 0 {
-                return reply.error(Errno::EOPNOTSUPP);
+            if flags.0 & libc::O_TRUNC == 0 {
+                // Read as it is until a write starts a rewrite.
+                let keep = self.keep_owner(&status);
+                let rewrite = Rewrite::new(path, status.size_bytes, status.mode, keep);
+                let id = state.handle_id();
+                state.handles.insert(id, Handle::Rewrite(Box::new(rewrite)));
+                return reply.opened(FileHandle(id), FopenFlags::empty());
             }
             let options = WriteOptions {
                 overwrite: true,
@@ -523,7 +632,11 @@ impl Filesystem for DfsFs {
                 ..WriteOptions::default()
             };
             match WriteHandle::open(&self.master, self.credentials.clone(), path, options) {
-                Ok(write) => Handle::Write(write),
+                Ok(mut write) => {
+                    // The new file keeps the old one's owner and group.
+                    write.change_after_commit(self.keep_owner(&status));
+                    Handle::Write(write)
+                }
                 Err(error) => return reply.error(errno(&error)),
             }
         } else {
@@ -544,7 +657,7 @@ impl Filesystem for DfsFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let mut state = self.state();
@@ -552,8 +665,13 @@ impl Filesystem for DfsFs {
             Ok(path) => path,
             Err(error) => return reply.error(error),
         };
+        if let Err(error) = state.check_write_room() {
+            return reply.error(error);
+        }
+        // Without O_EXCL, a file another workstation made meanwhile is
+        // replaced at the commit (as this open would have truncated it).
         let options = WriteOptions {
-            overwrite: false,
+            overwrite: flags & libc::O_EXCL == 0,
             mode: mode & !umask & 0o7777,
             ..WriteOptions::default()
         };
@@ -597,19 +715,27 @@ impl Filesystem for DfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let mut state = self.state();
-        let reader = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Read(reader)) => reader,
-            Some(Handle::Write(_)) => return reply.error(Errno::EBADF),
-            None => return reply.error(Errno::EBADF),
-        };
+        let mut guard = self.state();
+        let state = &mut *guard;
         let mut buffer = vec![0u8; size as usize];
         let mut filled = 0;
         while filled < buffer.len() {
-            match reader.read_at(offset + filled as u64, &mut buffer[filled..]) {
+            let at = offset + filled as u64;
+            let read = match state.handles.get_mut(&fh.0) {
+                Some(Handle::Read(reader)) => reader
+                    .read_at(at, &mut buffer[filled..])
+                    .map_err(|e| errno(&e)),
+                Some(Handle::Rewrite(rewrite)) => {
+                    rewrite.read_at(&mut state.client, at, &mut buffer[filled..])
+                }
+                // Reading back a file being written needs extent maps.
+                Some(Handle::Write(_)) => Err(Errno::EOPNOTSUPP),
+                None => Err(Errno::EBADF),
+            };
+            match read {
                 Ok(0) => break,
                 Ok(read) => filled += read,
-                Err(error) => return reply.error(errno(&error)),
+                Err(error) => return reply.error(error),
             }
         }
         reply.data(&buffer[..filled]);
@@ -628,11 +754,20 @@ impl Filesystem for DfsFs {
         reply: ReplyWrite,
     ) {
         let mut state = self.state();
-        let Some(Handle::Write(write)) = state.handles.get_mut(&fh.0) else {
-            return reply.error(Errno::EBADF);
+        let write = match state.handles.get_mut(&fh.0) {
+            Some(Handle::Write(write)) => write,
+            Some(Handle::Rewrite(rewrite)) => {
+                return match rewrite.write(&self.master, &self.credentials, offset, data) {
+                    Ok(()) => reply.written(data.len() as u32),
+                    Err(error) => reply.error(error),
+                };
+            }
+            _ => return reply.error(Errno::EBADF),
         };
-        if write.is_committed() || offset != write.written_bytes() {
-            // Rewriting or writing out of order needs extent maps.
+        if write.is_committed() || offset < write.written_bytes() {
+            // Rewriting what was written needs extent maps; the file is
+            // then abandoned, not committed half-written.
+            write.poison();
             return reply.error(Errno::EOPNOTSUPP);
         }
         match write.write(offset, data) {
@@ -644,14 +779,17 @@ impl Filesystem for DfsFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let mut state = self.state();
+        // POSIX: a close drops the process's locks on the file.
+        state.release_locks(self.locks.id(), ino.0, lock_owner.0);
         let result = match state.handles.get_mut(&fh.0) {
             Some(Handle::Write(write)) => write.check(),
+            Some(Handle::Rewrite(rewrite)) => rewrite.check(),
             _ => Ok(()),
         };
         match result {
@@ -674,18 +812,28 @@ impl Filesystem for DfsFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let handle = self.state().handles.remove(&fh.0);
-        if let Some(Handle::Write(mut write)) = handle {
-            if let Err(error) = write.commit() {
-                eprintln!("dfs-mount: {error}");
+        let handle = {
+            let mut state = self.state();
+            // A flock goes with the last close of its open file.
+            if let Some(owner) = lock_owner {
+                state.release_locks(self.locks.id(), ino.0, owner.0);
             }
+            state.handles.remove(&fh.0)
+        };
+        let committed = match handle {
+            Some(Handle::Write(mut write)) => write.commit(),
+            Some(Handle::Rewrite(mut rewrite)) => rewrite.commit(&mut self.state().client),
+            _ => Ok(()),
+        };
+        if let Err(error) = committed {
+            eprintln!("dfs-mount: {error}");
         }
         reply.ok();
     }
@@ -696,23 +844,17 @@ impl Filesystem for DfsFs {
             Ok(path) => path,
             Err(error) => return reply.error(error),
         };
-        let entries = match state.client.list(&path) {
-            Ok(entries) => entries,
+        // A directory that is not there (or not a directory) fails here.
+        match state.client.stat(&path) {
+            Ok(status) if status.kind == EntryKind::Directory => {}
+            Ok(_) => return reply.error(Errno::ENOTDIR),
             Err(error) => return reply.error(errno(&error)),
-        };
+        }
         let parent = path
             .parent()
             .and_then(|parent| state.client.stat(&parent).ok())
             .map_or(ino.0, |status| status.inode);
-        let mut listed = vec![
-            (ino.0, FileType::Directory, ".".to_string()),
-            (parent, FileType::Directory, "..".to_string()),
-        ];
-        listed.extend(
-            entries
-                .into_iter()
-                .map(|entry| (entry.inode, attr::file_type(entry.kind), entry.name)),
-        );
+        let listed = (path, Listing::new(ino.0, parent));
         let id = state.handle_id();
         state.directories.insert(id, listed);
         reply.opened(FileHandle(id), FopenFlags::empty());
@@ -726,17 +868,22 @@ impl Filesystem for DfsFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let state = self.state();
-        let Some(entries) = state.directories.get(&fh.0) else {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let Some((path, listing)) = state.directories.get_mut(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (index, (inode, kind, name)) in entries.iter().enumerate().skip(start) {
-            if reply.add(INodeNo(*inode), index as u64 + 1, *kind, name) {
-                break;
-            }
+        let mut source = ClientPages {
+            client: &mut state.client,
+            path,
+        };
+        let filled = listing.fill(&mut source, offset, |next, (inode, kind, name)| {
+            reply.add(INodeNo(*inode), next, *kind, name)
+        });
+        match filled {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(errno(&error)),
         }
-        reply.ok();
     }
 
     fn releasedir(
@@ -773,18 +920,139 @@ impl Filesystem for DfsFs {
         );
     }
 
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        let Ok(Some(kind)) = locks::kind(typ) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let range = locks::range(start, end);
+        let mut state = self.state();
+        let found = state
+            .client
+            .test_lock(self.locks.id(), ino.0, lock_owner.0, kind, range);
+        match found {
+            // The holder may be on another machine: no pid to give.
+            Ok(Some(conflict)) => {
+                let (start, end) = locks::fuse_range(conflict.range);
+                reply.locked(start, end, locks::fcntl_type(conflict.kind), 0)
+            }
+            Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let wanted = match locks::kind(typ) {
+            Ok(wanted) => wanted,
+            Err(error) => return reply.error(error),
+        };
+        let range = locks::range(start, end);
+        let session = self.locks.id();
+        let mut state = self.state();
+        if wanted.is_some() {
+            state.locked.insert(ino.0);
+        }
+        let answer = state
+            .client
+            .lock(session, ino.0, lock_owner.0, wanted, range);
+        match (answer, wanted) {
+            (Ok(None), _) => reply.ok(),
+            (Ok(Some(_)), Some(kind)) if sleep => {
+                // Waits in a thread of its own: the mount goes on serving.
+                let client = match self.locks.client() {
+                    Ok(client) => client,
+                    Err(error) => return reply.error(errno(&error)),
+                };
+                let shared = self.locks.shared_id();
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("lock-wait".into())
+                        .spawn(move || {
+                            match locks::wait_for_lock(
+                                client,
+                                &shared,
+                                ino.0,
+                                lock_owner.0,
+                                kind,
+                                range,
+                            ) {
+                                Ok(()) => reply.ok(),
+                                Err(error) => reply.error(errno(&error)),
+                            }
+                        });
+                if let Err(error) = spawned {
+                    eprintln!("dfs-mount: start a lock waiter: {error}");
+                }
+            }
+            (Ok(Some(_)), _) => reply.error(Errno::EAGAIN),
+            (Err(error), _) => reply.error(errno(&error)),
+        }
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // The kernel checks modes itself (`default_permissions`).
         reply.ok();
     }
 }
 
+/// The master's listing of one directory, a page at a time.
+struct ClientPages<'a> {
+    client: &'a mut Client,
+    path: &'a DfsPath,
+}
+
+impl PageSource for ClientPages<'_> {
+    fn page(&mut self, after: Option<&str>) -> dfs_engine::Result<(Vec<DirEntry>, bool)> {
+        let (entries, more) = self.client.list_page(self.path, after)?;
+        let page = entries
+            .into_iter()
+            .map(|entry| (entry.inode, attr::file_type(entry.kind), entry.name))
+            .collect();
+        Ok((page, more))
+    }
+}
+
 impl DfsFs {
+    /// The change that gives a rewritten file its old owner and group back
+    /// (none when they are this mount's user's).
+    fn keep_owner(&self, status: &EntryStatus) -> AttributeChange {
+        let group = self.credentials.groups.first();
+        AttributeChange {
+            owner: (status.owner != self.credentials.user).then(|| status.owner.clone()),
+            group: (Some(&status.group) != group).then(|| status.group.clone()),
+            ..AttributeChange::default()
+        }
+    }
+
     /// Commits the file written through `fh`, if it is one being written.
     fn commit(&self, fh: FileHandle, reply: ReplyEmpty) {
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let result = match state.handles.get_mut(&fh.0) {
             Some(Handle::Write(write)) => write.commit(),
+            Some(Handle::Rewrite(rewrite)) => rewrite.commit(&mut state.client),
             _ => Ok(()),
         };
         match result {

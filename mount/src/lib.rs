@@ -8,8 +8,11 @@
 //! master's lock table; the mount answers them with `EOPNOTSUPP`.
 
 pub mod attr;
+pub mod dirs;
 pub mod fs;
 pub mod inodes;
+pub mod locks;
+pub mod rewrite;
 pub mod writer;
 
 use std::path::Path;

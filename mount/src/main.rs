@@ -79,9 +79,24 @@ fn run() -> Result<()> {
     );
     loop {
         if signals.pending().next().is_some() {
-            session
-                .umount_and_join()
-                .map_err(|e| Error::io(format!("unmount {}", mountpoint.display()), e))?;
+            // Detached at once; files still open finish (and are committed
+            // at their last close) before the session ends.
+            if detach(&mountpoint) {
+                eprintln!(
+                    "dfs-mount: detached {}; serving open files until they are closed",
+                    mountpoint.display()
+                );
+                while !session.guard.is_finished() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                session
+                    .join()
+                    .map_err(|e| Error::io(format!("serve {}", mountpoint.display()), e))?;
+            } else {
+                session
+                    .umount_and_join()
+                    .map_err(|e| Error::io(format!("unmount {}", mountpoint.display()), e))?;
+            }
             eprintln!("dfs-mount: unmounted {}", mountpoint.display());
             return Ok(());
         }
@@ -93,6 +108,16 @@ fn run() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A lazy unmount (`umount -l`); false when not allowed (not root).
+fn detach(mountpoint: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string for the call.
+    unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) == 0 }
 }
 
 fn main() -> ExitCode {

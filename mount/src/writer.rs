@@ -13,20 +13,24 @@
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
 
+use dfs_client::client::AttributeChange;
 use dfs_client::{Client, WriteOptions};
 use dfs_engine::msg::Credentials;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
 
 /// Writes queued for a file's thread: with the kernel's writes of at most
-/// 128 KiB, 8 MiB at most per open file.
-const QUEUED_WRITES_MAX: usize = 64;
+/// 1 MiB (`max_write`), 8 MiB at most per open file.
+const QUEUED_WRITES_MAX: usize = 8;
+/// The largest piece of zeros sent for a gap a write leaves.
+const ZEROS_BYTES: usize = 1 << 20;
 
 enum Command {
     Data(Vec<u8>),
     /// Answers once every write before it was taken: the first error, if any.
     Check(SyncSender<std::result::Result<(), String>>),
-    Commit(SyncSender<Result<()>>),
+    /// Commits, then applies the attribute change (if it changes any).
+    Commit(AttributeChange, SyncSender<Result<()>>),
 }
 
 /// An open file being written.
@@ -37,6 +41,12 @@ pub struct WriteHandle {
     written_bytes: u64,
     /// Set once committed (or failed): later writes are refused.
     done: bool,
+    /// A write was refused (out of order, or failed): the file is not
+    /// what its writer meant, so it is abandoned rather than committed.
+    poisoned: bool,
+    mode: u32,
+    /// Attributes set while the file is written: applied once committed.
+    after_commit: AttributeChange,
 }
 
 impl WriteHandle {
@@ -52,6 +62,7 @@ impl WriteHandle {
         let (opened_tx, opened) = mpsc::sync_channel(1);
         let master = master.to_string();
         let thread_path = path.clone();
+        let mode = options.mode;
         let thread = thread::Builder::new()
             .name("write".into())
             .spawn(move || {
@@ -71,6 +82,9 @@ impl WriteHandle {
             thread: Some(thread),
             written_bytes: 0,
             done: false,
+            poisoned: false,
+            mode,
+            after_commit: AttributeChange::default(),
         };
         match opened.recv() {
             Ok(Ok(())) => Ok(handle),
@@ -94,6 +108,34 @@ impl WriteHandle {
         self.done
     }
 
+    /// The permission bits the file will have.
+    pub fn mode(&self) -> u32 {
+        self.after_commit.mode.unwrap_or(self.mode)
+    }
+
+    /// Marks the file as not to be committed: a write was refused.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    /// Attributes set while the file is written, applied once committed;
+    /// a later change of one replaces an earlier.
+    pub fn change_after_commit(&mut self, change: AttributeChange) {
+        let AttributeChange {
+            mode,
+            owner,
+            group,
+            modified_ms,
+            accessed_ms,
+        } = change;
+        let kept = &mut self.after_commit;
+        kept.mode = mode.or(kept.mode.take());
+        kept.owner = owner.or(kept.owner.take());
+        kept.group = group.or(kept.group.take());
+        kept.modified_ms = modified_ms.or(kept.modified_ms.take());
+        kept.accessed_ms = accessed_ms.or(kept.accessed_ms.take());
+    }
+
     /// Appends `data`, which the kernel wants at `offset_bytes`.
     pub fn write(&mut self, offset_bytes: u64, data: &[u8]) -> Result<()> {
         if self.done {
@@ -102,22 +144,35 @@ impl WriteHandle {
                 self.path
             )));
         }
-        if offset_bytes != self.written_bytes {
+        if offset_bytes < self.written_bytes {
+            self.poisoned = true;
             return Err(Error::Invalid(format!(
                 "{}: a write at offset {offset_bytes}, but {} bytes were written: files are written front to back",
                 self.path, self.written_bytes
             )));
         }
+        // A write past the end leaves a gap that reads as zeros.
+        while self.written_bytes < offset_bytes {
+            let gap = usize::try_from(offset_bytes - self.written_bytes)
+                .unwrap_or(usize::MAX)
+                .min(ZEROS_BYTES);
+            self.send(vec![0u8; gap])?;
+        }
+        self.send(data.to_vec())
+    }
+
+    fn send(&mut self, data: Vec<u8>) -> Result<()> {
+        let length = data.len() as u64;
         let sent = self
             .commands
             .as_ref()
-            .map(|commands| commands.send(Command::Data(data.to_vec())));
+            .map(|commands| commands.send(Command::Data(data)));
         if !matches!(sent, Some(Ok(()))) {
             // The thread stopped: its error comes with the commit.
             self.done = true;
             return self.commit();
         }
-        self.written_bytes += data.len() as u64;
+        self.written_bytes += length;
         Ok(())
     }
 
@@ -147,8 +202,20 @@ impl WriteHandle {
             return Ok(());
         };
         self.done = true;
+        if self.poisoned {
+            // Closing the channel abandons the write.
+            drop(commands);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+            return Err(Error::Invalid(format!(
+                "{}: not written: a write to it was refused or failed, so it is left as it was",
+                self.path
+            )));
+        }
         let (answer_tx, answer) = mpsc::sync_channel(1);
-        let result = match commands.send(Command::Commit(answer_tx)) {
+        let change = std::mem::take(&mut self.after_commit);
+        let result = match commands.send(Command::Commit(change, answer_tx)) {
             Ok(()) => answer.recv().unwrap_or_else(|_| {
                 Err(Error::Invalid(format!(
                     "{}: the writer ended without committing",
@@ -206,7 +273,11 @@ fn write_file(
         return;
     }
     let mut failed: Option<Error> = None;
-    while let Ok(command) = inbox.recv() {
+    let (change, answer) = loop {
+        let Ok(command) = inbox.recv() else {
+            // The handle went without committing: the write is abandoned.
+            return;
+        };
         match command {
             Command::Data(data) => {
                 if failed.is_none() {
@@ -218,14 +289,22 @@ fn write_file(
             Command::Check(answer) => {
                 let _ = answer.send(failed.as_ref().map_or(Ok(()), |e| Err(e.to_string())));
             }
-            Command::Commit(answer) => {
-                let result = match failed {
-                    Some(error) => Err(error),
-                    None => writer.finish().map(drop),
-                };
-                let _ = answer.send(result);
-                return;
-            }
+            Command::Commit(change, answer) => break (change, answer),
         }
-    }
+    };
+    let result = match failed {
+        Some(error) => {
+            drop(writer);
+            Err(error)
+        }
+        None => writer.finish().map(drop),
+    };
+    let result = result.and_then(|()| {
+        if change == AttributeChange::default() {
+            Ok(())
+        } else {
+            client.set_attributes(path, change)
+        }
+    });
+    let _ = answer.send(result);
 }

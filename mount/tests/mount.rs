@@ -135,6 +135,7 @@ fn programs_work_in_the_mounted_cluster_and_a_second_mount_sees_closed_files() {
     // Reads at any offset, across block boundaries.
     let expected = fs::read(&source).expect("read the source");
     let mut file = File::open(there.path("home/ann/data/big")).expect("open");
+    // (closed below, before the mounts end: an open file keeps a mount)
     for offset in [0u64, 1_048_575, 2_097_000, 3 * 1024 * 1024 + 4000] {
         file.seek(SeekFrom::Start(offset)).expect("seek");
         let mut buffer = vec![0u8; 5000];
@@ -145,6 +146,7 @@ fn programs_work_in_the_mounted_cluster_and_a_second_mount_sees_closed_files() {
         assert_eq!(buffer[..read], expected[start..start + read], "at {offset}");
         assert!(start + read <= end);
     }
+    drop(file);
 
     // A file written with the shell's redirection (its descriptor is
     // duplicated and the first copy closed before the write).
@@ -237,25 +239,71 @@ fn programs_work_in_the_mounted_cluster_and_a_second_mount_sees_closed_files() {
         String::from_utf8_lossy(&diff.stdout)
     );
 
-    // What needs the namespace's extent maps fails plainly, changing nothing.
-    let mut append = OpenOptions::new()
+    // An append rewrites the file with the new bytes after the old.
+    OpenOptions::new()
         .append(true)
-        .open(here.path("home/ann/old"));
-    let appended = append
-        .as_mut()
-        .map_err(|e| errno(e))
-        .and_then(|file| file.write_all(b"more").map_err(|e| errno(&e)));
-    assert_eq!(appended, Err(libc::EOPNOTSUPP), "append to a file");
+        .open(here.path("home/ann/old"))
+        .and_then(|mut file| file.write_all(b"more\n"))
+        .expect("append");
     assert_eq!(
         fs::read(here.path("home/ann/old")).expect("read"),
-        b"again\n"
+        b"again\nmore\n"
     );
+
+    // cp -p: mode and times set while the copy is open are kept.
+    let preserved = cluster.dir().join("preserved");
+    fs::write(&preserved, b"keep my attributes").expect("write");
+    fs::set_permissions(&preserved, fs::Permissions::from_mode(0o640)).expect("chmod");
+    let status = Command::new("touch")
+        .args(["-d", "2001-02-03 04:05:06"])
+        .arg(&preserved)
+        .status()
+        .expect("touch");
+    assert!(status.success());
+    let status = Command::new("cp")
+        .arg("-p")
+        .arg(&preserved)
+        .arg(here.path("home/ann/preserved"))
+        .status()
+        .expect("cp -p");
+    assert!(status.success(), "cp -p into the mount");
+    let seconds = |path: &Path| {
+        fs::metadata(path)
+            .and_then(|metadata| metadata.modified())
+            .map(|time| {
+                time.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs())
+            })
+            .expect("mtime")
+    };
+    let copied = fs::metadata(here.path("home/ann/preserved")).expect("stat");
+    assert_eq!(copied.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(
+        seconds(&here.path("home/ann/preserved")),
+        seconds(&preserved)
+    );
+
+    // A sparse file: the hole reads as zeros.
+    {
+        let mut sparse = File::create(here.path("home/ann/sparse")).expect("create");
+        sparse.write_all(b"head").expect("write");
+        sparse
+            .seek(SeekFrom::Start(100_000))
+            .expect("seek past the end");
+        sparse.write_all(b"tail").expect("write after the hole");
+    }
+    let sparse = fs::read(here.path("home/ann/sparse")).expect("read");
+    assert_eq!(sparse.len(), 100_004);
+    assert!(sparse[4..100_000].iter().all(|&byte| byte == 0));
+    assert_eq!(&sparse[100_000..], b"tail");
 
     // rmdir of a directory with entries, and removal.
     let error = fs::remove_dir(here.path("home/ann/a")).expect_err("rmdir of a full directory");
     assert_eq!(errno(&error), libc::ENOTEMPTY);
     fs::remove_dir_all(here.path("home/ann/a")).expect("rm -r");
     fs::remove_file(here.path("home/ann/old")).expect("rm");
+    fs::remove_file(here.path("home/ann/preserved")).expect("rm");
+    fs::remove_file(here.path("home/ann/sparse")).expect("rm");
     assert!(
         !there.path("home/ann/old").exists() || {
             // The other mount may hold the name for its entry time.
@@ -389,5 +437,251 @@ fn symbolic_and_hard_links_work_through_the_mount_and_dfs() {
     assert_eq!(
         fs::read(mounted.path("d/again")).expect("read"),
         b"contents\n"
+    );
+}
+
+/// A python3 process that takes a lock on `path` (`how`: "lockf" for an
+/// fcntl lock, "flock" for flock), prints "locked" once it holds it, and
+/// keeps it until killed.
+fn lock_holder(path: &Path, how: &str) -> ChildGuard {
+    let script = format!(
+        "import fcntl, sys, time\n\
+         f = open(sys.argv[1], 'r+')\n\
+         fcntl.{how}(f, fcntl.LOCK_EX)\n\
+         print('locked', flush=True)\n\
+         time.sleep(600)\n"
+    );
+    let child = Command::new("python3")
+        .args(["-c", &script])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start python3");
+    let mut guard = ChildGuard::new("lock holder", child);
+    let stdout = guard.child().stdout.take().expect("stdout");
+    let line = dfs_testkit::read_first_line(stdout, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the lock holder did not lock: {e:?}"));
+    assert_eq!(line.trim(), "locked");
+    guard
+}
+
+/// Tries a lock without waiting: Ok(true) taken (and dropped again),
+/// Ok(false) held elsewhere.
+fn try_lock(path: &Path, how: &str) -> bool {
+    let script = format!(
+        "import fcntl, sys\n\
+         f = open(sys.argv[1], 'r+')\n\
+         try:\n    fcntl.{how}(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n    print('free')\n\
+         except BlockingIOError:\n    print('held')\n"
+    );
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .arg(path)
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "try {how}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text.trim() == "free"
+}
+
+#[test]
+fn locks_hold_across_mounts_and_die_with_their_holder() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 2,
+        replication: Some(2),
+        master_arguments: vec!["--lock-lease", "2s"],
+        ..ClusterOptions::default()
+    });
+    let mut here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    fs::write(here.path("db"), b"database").expect("write");
+    wait_for(
+        || there.path("db").exists(),
+        Duration::from_secs(10),
+        "the file on the other mount",
+    );
+
+    for how in ["lockf", "flock"] {
+        // Held on one workstation: refused on the other, and free again
+        // once its holder exits.
+        let mut holder = lock_holder(&here.path("db"), how);
+        assert!(
+            !try_lock(&there.path("db"), how),
+            "{how} held on the other mount"
+        );
+        holder.signal(Signal::Kill);
+        holder.wait_exit(Duration::from_secs(10));
+        wait_for(
+            || try_lock(&there.path("db"), how),
+            Duration::from_secs(10),
+            "the lock to be free once its holder exited",
+        );
+    }
+
+    // A waiting lock is granted when the holder lets go.
+    let mut holder = lock_holder(&here.path("db"), "lockf");
+    let waiter_script = "import fcntl, sys\n\
+         f = open(sys.argv[1], 'r+')\n\
+         fcntl.lockf(f, fcntl.LOCK_EX)\n\
+         print('granted', flush=True)\n";
+    let waiter = Command::new("python3")
+        .args(["-c", waiter_script])
+        .arg(there.path("db"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the waiter");
+    let mut waiter = ChildGuard::new("lock waiter", waiter);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(waiter.try_status().is_none(), "the waiter waits");
+    holder.signal(Signal::Kill);
+    holder.wait_exit(Duration::from_secs(10));
+    assert!(
+        waiter.wait_exit(Duration::from_secs(20)).success(),
+        "the waiter got the lock"
+    );
+
+    // A mount that dies holding a lock loses it when its lease runs out.
+    let _holder = lock_holder(&here.path("db"), "lockf");
+    assert!(!try_lock(&there.path("db"), "lockf"));
+    if let Some(mut process) = here.process.take() {
+        process.signal(Signal::Kill);
+        process.wait_exit(MOUNT_WAIT);
+    }
+    wait_for(
+        || try_lock(&there.path("db"), "lockf"),
+        Duration::from_secs(20),
+        "the dead mount's lock to expire with its lease",
+    );
+}
+
+#[test]
+fn an_existing_file_opened_for_writing_is_rewritten_from_its_head() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 2,
+        replication: Some(2),
+        ..ClusterOptions::default()
+    });
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let path = mounted.path("f");
+    fs::write(&path, b"0123456789").expect("write");
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&path).expect("stat").ino()
+    };
+
+    // Opened read-write and only read (a lock file, say): nothing changes.
+    {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("r+");
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("read");
+        assert_eq!(text, "0123456789");
+    }
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&path).expect("stat").ino(), inode, "untouched");
+    }
+
+    // A write at the head keeps the tail.
+    {
+        let mut file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all(b"ab").expect("write the head");
+    }
+    assert_eq!(fs::read(&path).expect("read"), b"ab23456789");
+
+    // Rewritten and truncated to what was written (as editors save).
+    {
+        let mut file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all(b"xyz").expect("write");
+        file.set_len(3).expect("ftruncate");
+    }
+    assert_eq!(fs::read(&path).expect("read"), b"xyz");
+
+    // truncate(1) opens without O_TRUNC and cuts to nothing.
+    let status = Command::new("truncate")
+        .args(["-s", "0"])
+        .arg(&path)
+        .status()
+        .expect("run truncate");
+    assert!(status.success());
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 0);
+
+    // A rewrite keeps the file's owner and group.
+    fs::write(&path, b"0123456789").expect("write");
+    let status = Command::new("chown")
+        .arg("1234:2345")
+        .arg(&path)
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    fs::write(&path, b"rewritten").expect("rewrite");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = fs::metadata(&path).expect("stat");
+        assert_eq!((metadata.uid(), metadata.gid()), (1234, 2345));
+    }
+
+    // Writing back into what was written needs extent maps: refused, and
+    // the file stays as it was.
+    fs::write(&path, b"0123456789").expect("write");
+    let result = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut file| {
+            file.write_all(b"01234")?;
+            file.seek(SeekFrom::Start(2))?;
+            file.write_all(b"x")
+        });
+    assert_eq!(result.map_err(|e| errno(&e)), Err(libc::EOPNOTSUPP));
+    assert_eq!(fs::read(&path).expect("read"), b"0123456789");
+}
+
+#[test]
+fn a_directory_larger_than_a_listing_page_lists_whole() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        ..ClusterOptions::default()
+    });
+    // More than two pages of the master's listing (1,000 entries a page).
+    let count = 2_345;
+    let mut expected: Vec<String> = (0..count).map(|i| format!("d{i:05}")).collect();
+    let mut arguments = vec!["mkdir".to_string(), "-p".to_string()];
+    arguments.extend(expected.iter().map(|name| format!("/big/{name}")));
+    cluster.dfs_ok(&arguments);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let mut names: Vec<String> = fs::read_dir(mounted.path("big"))
+        .expect("list")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    expected.sort();
+    assert_eq!(names.len(), count);
+    assert_eq!(names, expected);
+    let output = Command::new("ls")
+        .arg("-f")
+        .arg(mounted.path("big"))
+        .output()
+        .expect("ls -f");
+    assert!(output.status.success());
+    // ls -f lists "." and ".." too, unsorted.
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().count(),
+        count + 2
     );
 }

@@ -221,9 +221,7 @@ pub fn call(
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Entry {
     Directory,
-    Symlink {
-        length_bytes: u64,
-    },
+    Symlink { length_bytes: u64 },
     File { size_bytes: u64, block_count: u64 },
 }
 

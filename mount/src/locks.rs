@@ -1,0 +1,195 @@
+//! Locks through the mount: `fcntl` byte-range locks and `flock`, arbitrated
+//! by the master so that they hold across workstations. The mount keeps one
+//! lock session, renewed by a thread of its own within the master's lease;
+//! if the mount dies its locks go with the lease. A lock that must wait
+//! (F_SETLKW, a blocking flock) waits in a thread of its own, asking again
+//! with a growing pause, so the session thread goes on serving.
+//!
+//! The kernel hands flock and fcntl locks alike (whole-file ranges owned by
+//! the open file, for flock), so here they are one kind of lock: a flock
+//! and an fcntl lock on one file exclude each other, which Linux's local
+//! locks do not.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use dfs_client::Client;
+use dfs_engine::msg::{Credentials, LockKind, LockRange};
+use dfs_engine::{Error, Result};
+
+/// The first pause of a waiting lock; it doubles up to the longest.
+const WAIT_FIRST_MS: u64 = 20;
+const WAIT_LONGEST_MS: u64 = 500;
+
+/// The FUSE lock range `start..=end` (end `OFFSET_MAX`: to the end and
+/// beyond) as the master's `start..end`.
+pub fn range(start: u64, end: u64) -> LockRange {
+    let end = if end >= i64::MAX as u64 {
+        u64::MAX
+    } else {
+        end + 1
+    };
+    LockRange { start, end }
+}
+
+/// The master's range as FUSE reports it (end inclusive, OFFSET_MAX).
+pub fn fuse_range(range: LockRange) -> (u64, u64) {
+    let end = if range.end == u64::MAX {
+        i64::MAX as u64
+    } else {
+        range.end.saturating_sub(1)
+    };
+    (range.start, end)
+}
+
+/// A lock type of `fcntl` (F_RDLCK, F_WRLCK, F_UNLCK) as a kind to take,
+/// None to drop; `EINVAL` for anything else.
+pub fn kind(typ: i32) -> std::result::Result<Option<LockKind>, fuser::Errno> {
+    match typ {
+        libc::F_RDLCK => Ok(Some(LockKind::Read)),
+        libc::F_WRLCK => Ok(Some(LockKind::Write)),
+        libc::F_UNLCK => Ok(None),
+        _ => Err(fuser::Errno::EINVAL),
+    }
+}
+
+pub fn fcntl_type(kind: LockKind) -> i32 {
+    match kind {
+        LockKind::Read => libc::F_RDLCK,
+        LockKind::Write => libc::F_WRLCK,
+    }
+}
+
+/// The mount's lock session, kept alive by a renewal thread.
+pub struct LockSession {
+    master: String,
+    credentials: Credentials,
+    id: Arc<AtomicU64>,
+    stopping: Arc<AtomicBool>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+impl LockSession {
+    pub fn open(master: &str, credentials: Credentials) -> Result<LockSession> {
+        let mut client = Client::connect_as(master, credentials.clone())?;
+        let (session, lease) = client.open_lock_session()?;
+        let id = Arc::new(AtomicU64::new(session));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let id = Arc::clone(&id);
+            let stopping = Arc::clone(&stopping);
+            thread::Builder::new()
+                .name("lock-lease".into())
+                .spawn(move || renew(client, &id, &stopping, lease))
+                .map_err(|e| Error::io("start the lock lease thread", e))?
+        };
+        Ok(LockSession {
+            master: master.to_string(),
+            credentials,
+            id,
+            stopping,
+            renewer: Some(renewer),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id.load(Ordering::Relaxed)
+    }
+
+    /// A client for a waiting lock (its own master connection).
+    pub fn client(&self) -> Result<Client> {
+        Client::connect_as(&self.master, self.credentials.clone())
+    }
+
+    pub fn shared_id(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.id)
+    }
+}
+
+impl Drop for LockSession {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+    }
+}
+
+/// Renews the session a third of the lease apart; a session the master no
+/// longer knows (a restart, a long partition) is replaced by a new one, and
+/// the loss of its locks is said. Closes the session when stopping.
+fn renew(mut client: Client, id: &AtomicU64, stopping: &AtomicBool, lease: Duration) {
+    let period = (lease / 3).max(Duration::from_millis(100));
+    let step = Duration::from_millis(50).min(period);
+    let mut waited = Duration::ZERO;
+    while !stopping.load(Ordering::Relaxed) {
+        thread::sleep(step);
+        waited += step;
+        if waited < period {
+            continue;
+        }
+        waited = Duration::ZERO;
+        let session = id.load(Ordering::Relaxed);
+        if let Err(error) = client.renew_lock_session(session) {
+            eprintln!("dfs-mount: locks held through this mount are lost: {error}");
+            match client.open_lock_session() {
+                Ok((fresh, _)) => id.store(fresh, Ordering::Relaxed),
+                Err(error) => eprintln!("dfs-mount: no new lock session yet: {error}"),
+            }
+        }
+    }
+    let _ = client.close_lock_session(id.load(Ordering::Relaxed));
+}
+
+/// Asks for a lock until it is granted; `Err` when the master fails.
+pub fn wait_for_lock(
+    mut client: Client,
+    session: &AtomicU64,
+    inode: u64,
+    owner: u64,
+    kind: LockKind,
+    range: LockRange,
+) -> Result<()> {
+    let mut pause = Duration::from_millis(WAIT_FIRST_MS);
+    loop {
+        let granted = client.lock(
+            session.load(Ordering::Relaxed),
+            inode,
+            owner,
+            Some(kind),
+            range,
+        )?;
+        if granted.is_none() {
+            return Ok(());
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(WAIT_LONGEST_MS));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_ranges_and_master_ranges_convert_both_ways() {
+        let whole = range(0, i64::MAX as u64);
+        assert_eq!(
+            whole,
+            LockRange {
+                start: 0,
+                end: u64::MAX
+            }
+        );
+        assert_eq!(fuse_range(whole), (0, i64::MAX as u64));
+        let some = range(10, 19);
+        assert_eq!(some, LockRange { start: 10, end: 20 });
+        assert_eq!(fuse_range(some), (10, 19));
+        assert_eq!(kind(libc::F_WRLCK), Ok(Some(LockKind::Write)));
+        assert_eq!(kind(libc::F_UNLCK), Ok(None));
+        assert!(kind(77).is_err());
+        assert_eq!(fcntl_type(LockKind::Read), libc::F_RDLCK);
+    }
+}
