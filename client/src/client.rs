@@ -465,10 +465,10 @@ pub fn process_credentials() -> Credentials {
     let user = user_name(
         std::env::var_os("USER"),
         std::env::var_os("LOGNAME"),
-        || account_name(uid, NameDatabase::Users),
+        || crate::accounts::user_name(uid),
         uid,
     );
-    let group = account_name(gid, NameDatabase::Groups).unwrap_or_else(|| gid.to_string());
+    let group = crate::accounts::group_name(gid).unwrap_or_else(|| gid.to_string());
     Credentials {
         user,
         groups: vec![group],
@@ -489,61 +489,6 @@ fn user_name(
         .map(|name| name.to_string_lossy().into_owned())
         .or_else(from_database)
         .unwrap_or_else(|| uid.to_string())
-}
-
-enum NameDatabase {
-    Users,
-    Groups,
-}
-
-/// The name of a uid or gid from the system's databases (files, NSS).
-fn account_name(id: u32, database: NameDatabase) -> Option<String> {
-    // Entries are small; a name that needs more than this is not worth a retry loop.
-    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
-    let name = match database {
-        NameDatabase::Users => {
-            // SAFETY: an all-zero passwd is a valid value for an out-parameter.
-            let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-            let mut found: *mut libc::passwd = std::ptr::null_mut();
-            // SAFETY: every pointer is valid for the call and `buffer.len()` is its size.
-            let status = unsafe {
-                libc::getpwuid_r(
-                    id,
-                    &mut entry,
-                    buffer.as_mut_ptr(),
-                    buffer.len(),
-                    &mut found,
-                )
-            };
-            if status != 0 || found.is_null() || entry.pw_name.is_null() {
-                return None;
-            }
-            // SAFETY: on success pw_name points to a NUL-terminated string inside `buffer`.
-            unsafe { std::ffi::CStr::from_ptr(entry.pw_name) }
-        }
-        NameDatabase::Groups => {
-            // SAFETY: an all-zero group is a valid value for an out-parameter.
-            let mut entry: libc::group = unsafe { std::mem::zeroed() };
-            let mut found: *mut libc::group = std::ptr::null_mut();
-            // SAFETY: every pointer is valid for the call and `buffer.len()` is its size.
-            let status = unsafe {
-                libc::getgrgid_r(
-                    id,
-                    &mut entry,
-                    buffer.as_mut_ptr(),
-                    buffer.len(),
-                    &mut found,
-                )
-            };
-            if status != 0 || found.is_null() || entry.gr_name.is_null() {
-                return None;
-            }
-            // SAFETY: on success gr_name points to a NUL-terminated string inside `buffer`.
-            unsafe { std::ffi::CStr::from_ptr(entry.gr_name) }
-        }
-    };
-    let name = name.to_string_lossy().into_owned();
-    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
@@ -569,14 +514,8 @@ mod tests {
 
     #[test]
     fn the_user_database_names_root() {
-        assert_eq!(
-            account_name(0, NameDatabase::Users).as_deref(),
-            Some("root")
-        );
-        assert_eq!(
-            account_name(0, NameDatabase::Groups).as_deref(),
-            Some("root")
-        );
+        assert_eq!(crate::accounts::user_name(0).as_deref(), Some("root"));
+        assert_eq!(crate::accounts::group_name(0).as_deref(), Some("root"));
     }
 
     fn entry(name: &str) -> EntryStatus {

@@ -5,6 +5,7 @@
 //! Data never passes through the master: a `Client` asks it for names, block
 //! allocations and locations, then streams chunks to and from minions itself.
 
+pub mod accounts;
 pub mod batch;
 pub mod client;
 pub mod config;

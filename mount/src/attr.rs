@@ -4,9 +4,9 @@
 //! databases; a name this machine does not know is `nobody`).
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dfs_client::accounts;
 use dfs_engine::msg::{EntryKind, EntryStatus};
 use fuser::{FileAttr, FileType, INodeNo};
 
@@ -50,7 +50,7 @@ impl Ids {
         let id = name
             .parse()
             .ok()
-            .or_else(|| lookup_user(name))
+            .or_else(|| accounts::user_id(name))
             .unwrap_or(NOBODY);
         self.users.insert(name.to_string(), id);
         id
@@ -63,7 +63,7 @@ impl Ids {
         let id = name
             .parse()
             .ok()
-            .or_else(|| lookup_group(name))
+            .or_else(|| accounts::group_id(name))
             .unwrap_or(NOBODY);
         self.groups.insert(name.to_string(), id);
         id
@@ -73,14 +73,14 @@ impl Ids {
     pub fn user_name(&mut self, uid: u32) -> String {
         self.user_names
             .entry(uid)
-            .or_insert_with(|| user_name(uid).unwrap_or_else(|| uid.to_string()))
+            .or_insert_with(|| accounts::user_name(uid).unwrap_or_else(|| uid.to_string()))
             .clone()
     }
 
     pub fn group_name(&mut self, gid: u32) -> String {
         self.group_names
             .entry(gid)
-            .or_insert_with(|| group_name(gid).unwrap_or_else(|| gid.to_string()))
+            .or_insert_with(|| accounts::group_name(gid).unwrap_or_else(|| gid.to_string()))
             .clone()
     }
 
@@ -110,104 +110,6 @@ impl Ids {
             flags: 0,
         }
     }
-}
-
-/// A buffer for the reentrant lookups, as large as the system suggests.
-fn lookup_buffer(which: libc::c_int) -> Vec<libc::c_char> {
-    // SAFETY: sysconf only reads a configuration value.
-    let suggested = unsafe { libc::sysconf(which) };
-    vec![
-        0;
-        usize::try_from(suggested)
-            .unwrap_or(16 * 1024)
-            .clamp(1024, 1 << 20)
-    ]
-}
-
-fn lookup_user(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    let mut buffer = lookup_buffer(libc::_SC_GETPW_R_SIZE_MAX);
-    // SAFETY: all-zero is a valid passwd (null pointers, zero ids).
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call and the buffer's length
-    // is its own.
-    let status = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    (status == 0 && !found.is_null()).then_some(entry.pw_uid)
-}
-
-fn lookup_group(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    let mut buffer = lookup_buffer(libc::_SC_GETGR_R_SIZE_MAX);
-    // SAFETY: all-zero is a valid group (null pointers, zero id).
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as in lookup_user.
-    let status = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    (status == 0 && !found.is_null()).then_some(entry.gr_gid)
-}
-
-fn user_name(uid: u32) -> Option<String> {
-    let mut buffer = lookup_buffer(libc::_SC_GETPW_R_SIZE_MAX);
-    // SAFETY: as in lookup_user.
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: as in lookup_user.
-    let status = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    if status != 0 || found.is_null() || entry.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: getpwuid_r filled pw_name with a NUL-terminated string in
-    // `buffer`, which is still alive.
-    let name = unsafe { CStr::from_ptr(entry.pw_name) };
-    name.to_str().ok().map(str::to_string)
-}
-
-fn group_name(gid: u32) -> Option<String> {
-    let mut buffer = lookup_buffer(libc::_SC_GETGR_R_SIZE_MAX);
-    // SAFETY: as in lookup_group.
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as in lookup_group.
-    let status = unsafe {
-        libc::getgrgid_r(
-            gid,
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    if status != 0 || found.is_null() || entry.gr_name.is_null() {
-        return None;
-    }
-    // SAFETY: as in user_name.
-    let name = unsafe { CStr::from_ptr(entry.gr_name) };
-    name.to_str().ok().map(str::to_string)
 }
 
 #[cfg(test)]
