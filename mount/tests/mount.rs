@@ -685,3 +685,51 @@ fn a_directory_larger_than_a_listing_page_lists_whole() {
         count + 2
     );
 }
+
+#[test]
+fn a_daemon_mount_returns_once_up_and_ends_with_its_unmount() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        ..ClusterOptions::default()
+    });
+    let mountpoint = cluster.dir().join("daemon-mnt");
+    fs::create_dir_all(&mountpoint).expect("mkdir");
+    // The form mount(8) uses for an fstab line of type fuse.dfs-mount.
+    let output = dfs_testkit::run(
+        Command::new(binary("dfs-mount"))
+            .arg(cluster.master_address())
+            .arg(&mountpoint)
+            .args(["-o", "rw,nosuid,nodev,_netdev,daemon"]),
+        None,
+        dfs_testkit::COMMAND_TIMEOUT,
+    );
+    dfs_testkit::expect_success(&output, "dfs-mount -o daemon");
+    assert!(is_mounted(&mountpoint), "mounted when the command returns");
+    fs::write(mountpoint.join("f"), b"served in the background").expect("write");
+    assert_eq!(
+        fs::read(mountpoint.join("f")).expect("read"),
+        b"served in the background"
+    );
+    let mentioning = || dfs_testkit::processes_mentioning(utf8(&mountpoint));
+    assert!(!mentioning().is_empty(), "the daemon runs");
+    cluster.dfs_ok(["umount", utf8(&mountpoint)]);
+    assert!(!is_mounted(&mountpoint));
+    wait_for(
+        || mentioning().is_empty(),
+        MOUNT_WAIT,
+        "the daemon to end with its unmount",
+    );
+    // A mount that cannot come up fails the command itself.
+    let output = dfs_testkit::run(
+        Command::new(binary("dfs-mount"))
+            .arg("127.0.0.1:1")
+            .arg(&mountpoint)
+            .args(["-o", "daemon"])
+            .env("DFS_MASTER_WAIT", "1s"),
+        None,
+        dfs_testkit::COMMAND_TIMEOUT,
+    );
+    assert!(!output.status.success(), "no master, no mount");
+    assert!(!is_mounted(&mountpoint));
+}
