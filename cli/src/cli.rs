@@ -118,6 +118,9 @@ pub enum Command {
         /// Mount options, comma-separated: allow_other, ro, rw
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Option<String>,
+        /// Return once mounted and serve in the background
+        #[arg(long)]
+        daemon: bool,
     },
     /// Unmount a mounted cluster (as `fusermount3 -u`, or `umount` as root)
     Umount { mountpoint: OsString },
@@ -322,7 +325,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Mount {
             mountpoint,
             options,
-        } => mount(master, &mountpoint, options.as_deref()),
+            daemon,
+        } => mount(master, &mountpoint, options.as_deref(), daemon),
         Command::Umount { mountpoint } => umount(&mountpoint),
         Command::Checksum { paths } => {
             let paths = remote_paths(&paths)?;
@@ -758,7 +762,12 @@ fn ln(master: Option<&str>, symbolic: bool, target: &OsStr, link: &OsStr) -> Res
 }
 
 /// `dfs mount`: the mount program, in this process's place.
-fn mount(master: Option<&str>, mountpoint: &OsStr, options: Option<&str>) -> Result<()> {
+fn mount(
+    master: Option<&str>,
+    mountpoint: &OsStr,
+    options: Option<&str>,
+    daemon: bool,
+) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let program = crate::local::find_program("dfs-mount")?;
     let mut command = std::process::Command::new(&program);
@@ -768,6 +777,9 @@ fn mount(master: Option<&str>, mountpoint: &OsStr, options: Option<&str>) -> Res
     }
     if let Some(options) = options {
         command.args(["-o", options]);
+    }
+    if daemon {
+        command.arg("--daemon");
     }
     let error = command.exec();
     Err(Error::io(format!("run {}", program.display()), error))
