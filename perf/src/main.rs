@@ -19,6 +19,7 @@ pub(crate) fn checksum(path: &Path) -> Result<u32> {
     Ok(common::checksum_file(path)?.1)
 }
 
+mod alternate;
 mod common;
 mod cp;
 mod heal;

@@ -17,16 +17,17 @@
 //!   checksums as it streams.
 //!
 //! Each pair runs `--rounds` rounds of both sides, the order alternating
-//! (mount first, then dfs first, ...). Every step starts from the same
-//! state: the outputs of both sides removed first (a removed file's
-//! replicas gone from the minions' disks), for a mount step a fresh
-//! `dfs-mount` (no names, attributes or pages of the file in the kernel,
-//! no connections in the mount: what a fresh `dfs` process starts from),
-//! `sync`, the page cache dropped, for writes the source read once, then
-//! `common::settle`. The mount is unmounted after its step (SIGTERM, then
-//! `umount -l` if it is still mounted), on error paths too. Every result
-//! is checked by CRC32C against the source: the written files read back
-//! with `dfs get`, the reads' output as it arrives.
+//! (mount first, then dfs first, ...; `alternate` runs the rounds). Every
+//! step starts from the same state: the outputs of both sides removed
+//! first (a removed file's replicas gone from the minions' disks), for a
+//! mount step a fresh `dfs-mount` (no names, attributes or pages of the
+//! file in the kernel, no connections in the mount: what a fresh `dfs`
+//! process starts from), `sync`, the page cache dropped, for writes the
+//! source read once, then `common::settle`. The mount is unmounted after
+//! its step (SIGTERM, then `umount -l` if it is still mounted), on error
+//! paths too. Every result is checked by CRC32C against the source: the
+//! written files read back with `dfs get`, the reads' output as it
+//! arrives.
 //!
 //! Reported: each side's median MiB/s with min-max, the ratio of medians
 //! mount/dfs with the min-max of the per-round ratios, and the median CPU
@@ -44,16 +45,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dfs_engine::units::{format_bytes, parse_bytes};
 
+use crate::alternate::{
+    self, check_rounds, comparison_columns, cpu_cell, head_columns, json_number, json_option,
+    json_pairs, json_string, Measured, Side, StepPair, ROUNDS_DEFAULT,
+};
 use crate::common::{drop_caches, generate, settle, sibling, work_dir, Settled};
 use crate::throughput::process::{process_cpu_seconds, timed_child};
-use crate::throughput::render::{json_number, json_option, json_string};
-use crate::throughput::stats::{compare, spread, Comparison};
 use crate::throughput::{
-    cold, load_average, mib_per_second, per_gib, replica_file_count, verify, warm, Bench, Source,
-    MINION_COUNT, PUT_REMOTE, READ_REMOTE,
+    cold, load_average, replica_file_count, verify, warm, Bench, Source, MINION_COUNT, PUT_REMOTE,
+    READ_REMOTE,
 };
 
-const ROUNDS_DEFAULT: usize = 3;
 const SIZE_BYTES_DEFAULT: u64 = 1 << 30;
 /// Smaller files would measure process start-up, not throughput.
 const SIZE_BYTES_MIN: u64 = 1 << 20;
@@ -72,6 +74,8 @@ const COMMIT_TIMEOUT_MS: u64 = 60_000;
 const COMMIT_POLL_MS: u64 = 5;
 /// Lines of the mount's log quoted when it fails.
 const LOG_TAIL_LINES: usize = 5;
+/// Width of the tables' first column (the pair, the step).
+const NAME_COLUMN_WIDTH: usize = 44;
 
 pub struct Options {
     size_bytes: u64,
@@ -108,9 +112,7 @@ pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> 
     if options.size_bytes < SIZE_BYTES_MIN {
         bail!("--size must be at least {}", format_bytes(SIZE_BYTES_MIN));
     }
-    if options.rounds.is_multiple_of(2) {
-        bail!("--rounds must be odd, so that a median is one round's number");
-    }
+    check_rounds(options.rounds)?;
     Ok(options)
 }
 
@@ -150,8 +152,19 @@ struct Pair {
 }
 
 impl Pair {
-    fn name(self) -> String {
-        format!("{} / {}", self.mount.name(), self.dfs.name())
+    fn step(self, side: Side) -> Step {
+        match side {
+            Side::A => self.mount,
+            Side::B => self.dfs,
+        }
+    }
+}
+
+impl StepPair for Pair {
+    const SIDES: [&'static str; 2] = ["mount", "dfs"];
+
+    fn step_name(self, side: Side) -> &'static str {
+        self.step(side).name()
     }
 }
 
@@ -183,50 +196,40 @@ struct Sample {
     settled: Settled,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Round {
-    mount_first: bool,
-    mount: Sample,
-    dfs: Sample,
-}
-
-/// One side of a round.
-type Side = fn(&Round) -> Sample;
-
-#[derive(Clone, Debug, PartialEq)]
-struct PairReport {
-    pair: Pair,
-    rounds: Vec<Round>,
-}
-
-impl PairReport {
-    fn comparison(&self, size_bytes: u64) -> Option<Comparison> {
-        let rates = |side: Side| -> Vec<f64> {
-            self.rounds
-                .iter()
-                .map(|round| mib_per_second(size_bytes, side(round).seconds))
-                .collect()
-        };
-        compare(&rates(|round| round.mount), &rates(|round| round.dfs))
+impl Measured for Sample {
+    fn seconds(&self) -> f64 {
+        self.seconds
     }
 
-    /// Median CPU seconds per GiB over the rounds of one side.
-    fn cpu_per_gib(&self, size_bytes: u64, cpu: impl Fn(&Round) -> Option<f64>) -> Option<f64> {
-        let values: Vec<f64> = self
-            .rounds
-            .iter()
-            .filter_map(|round| cpu(round).map(|seconds| per_gib(size_bytes, seconds)))
-            .collect();
-        spread(&values).map(|spread| spread.median)
+    fn settled(&self) -> Settled {
+        self.settled
+    }
+
+    fn json_fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("command_seconds", json_number(self.command_seconds)),
+            ("command_cpu_seconds", json_number(self.command_cpu_seconds)),
+            ("mount_cpu_seconds", json_option(self.mount_cpu_seconds)),
+            ("minion_cpu_seconds", json_number(self.minion_cpu_seconds)),
+        ]
+    }
+
+    /// When `cp` and the commit ended, for the mount's write.
+    fn round_note(&self) -> String {
+        if self.seconds > self.command_seconds {
+            format!(
+                " (cp exited at {:.2} s, committed at {:.2} s)",
+                self.command_seconds, self.seconds
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-struct Report {
-    size_bytes: u64,
-    source_crc: u32,
-    pairs: Vec<PairReport>,
-}
+/// Side A is the mount, B `dfs`.
+type PairReport = alternate::PairReport<Pair, Sample>;
+type Report = alternate::SizeReport<Pair, Sample>;
 
 pub fn run(options: Options) -> Result<()> {
     let (dir, _scratch) = work_dir(options.dir.as_deref())?;
@@ -304,12 +307,7 @@ impl MountBench {
     /// Both pairs: the writes, then the reads of a file `dfs put` wrote once;
     /// nothing is left in the cluster afterwards.
     fn measure(&mut self, source: &Source, rounds: usize) -> Result<Report> {
-        println!(
-            "\n{} ({} bytes), source crc32c {:08x}",
-            format_bytes(source.size_bytes),
-            source.size_bytes,
-            source.crc
-        );
+        println!("{}", source.heading());
         let mut pairs = Vec::new();
         for pair in PAIRS.iter().filter(|pair| pair.mount.writes()) {
             pairs.push(self.measure_pair(source, *pair, rounds)?);
@@ -335,43 +333,9 @@ impl MountBench {
     }
 
     fn measure_pair(&mut self, source: &Source, pair: Pair, rounds: usize) -> Result<PairReport> {
-        let mut report = PairReport {
-            pair,
-            rounds: Vec::new(),
-        };
-        for index in 0..rounds {
-            let mount_first = index.is_multiple_of(2);
-            let (mount, dfs) = if mount_first {
-                let mount = self.measure_step(source, pair.mount)?;
-                (mount, self.measure_step(source, pair.dfs)?)
-            } else {
-                let dfs = self.measure_step(source, pair.dfs)?;
-                (self.measure_step(source, pair.mount)?, dfs)
-            };
-            let mut committed = String::new();
-            if mount.seconds > mount.command_seconds {
-                let _ = write!(
-                    committed,
-                    " (cp exited at {:.2} s, committed at {:.2} s)",
-                    mount.command_seconds, mount.seconds
-                );
-            }
-            println!(
-                "  round {}/{rounds} ({} first): {} {:.1} MiB/s{committed}, {} {:.1} MiB/s",
-                index + 1,
-                if mount_first { "mount" } else { "dfs" },
-                pair.mount.name(),
-                mib_per_second(source.size_bytes, mount.seconds),
-                pair.dfs.name(),
-                mib_per_second(source.size_bytes, dfs.seconds),
-            );
-            report.rounds.push(Round {
-                mount_first,
-                mount,
-                dfs,
-            });
-        }
-        Ok(report)
+        alternate::measure_pair(pair, rounds, source.size_bytes, |side| {
+            self.measure_step(source, pair.step(side))
+        })
     }
 
     /// Brings the machine to the common start state, runs `step` timed and
@@ -774,61 +738,39 @@ fn log_tail(log: &Path) -> String {
 
 fn render_table(report: &Report) -> String {
     let size_bytes = report.size_bytes;
-    let rounds = report.pairs.first().map_or(0, |pair| pair.rounds.len());
+    let rounds = report.rounds();
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{}, {rounds} rounds: MiB/s median (min-max); ratio of medians mount/dfs (min-max of per-round ratios)",
         format_bytes(size_bytes)
     );
-    let _ = writeln!(
-        out,
-        "  {:<44} {:>20} {:>20} {:>19}",
-        "mount / dfs", "mount", "dfs", "ratio"
-    );
+    let _ = writeln!(out, "{}", head_columns::<Pair>(NAME_COLUMN_WIDTH));
     for pair_report in &report.pairs {
         let Some(comparison) = pair_report.comparison(size_bytes) else {
             continue;
         };
+        let name = pair_report.pair.name();
         let _ = writeln!(
             out,
-            "  {:<44} {:>20} {:>20} {:>19}",
-            pair_report.pair.name(),
-            format!(
-                "{:.1} ({:.0}-{:.0})",
-                comparison.ours.median, comparison.ours.min, comparison.ours.max
-            ),
-            format!(
-                "{:.1} ({:.0}-{:.0})",
-                comparison.baseline.median, comparison.baseline.min, comparison.baseline.max
-            ),
-            format!(
-                "{:.2}x ({:.2}-{:.2})",
-                comparison.ratio_of_medians,
-                comparison.round_ratios.min,
-                comparison.round_ratios.max
-            ),
+            "{}",
+            comparison_columns(NAME_COLUMN_WIDTH, &name, &comparison)
         );
     }
     let _ = writeln!(
         out,
-        "CPU seconds per GiB, median:\n  {:<44} {:>8} {:>9} {:>8}",
+        "CPU seconds per GiB, median:\n  {:<NAME_COLUMN_WIDTH$} {:>8} {:>9} {:>8}",
         "step", "command", "dfs-mount", "minions"
     );
-    let cpu = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
     for pair_report in &report.pairs {
-        let sides: [(Step, Side); 2] = [
-            (pair_report.pair.mount, |round| round.mount),
-            (pair_report.pair.dfs, |round| round.dfs),
-        ];
-        for (step, side) in sides {
+        for side in [Side::A, Side::B] {
             let per_gib = |value: fn(&Sample) -> Option<f64>| {
-                cpu(pair_report.cpu_per_gib(size_bytes, |round| value(&side(round))))
+                cpu_cell(pair_report.cpu_per_gib(size_bytes, |round| value(round.side(side))))
             };
             let _ = writeln!(
                 out,
-                "  {:<44} {:>8} {:>9} {:>8}",
-                step.name(),
+                "  {:<NAME_COLUMN_WIDTH$} {:>8} {:>9} {:>8}",
+                pair_report.pair.step_name(side),
                 per_gib(|sample| Some(sample.command_cpu_seconds)),
                 per_gib(|sample| sample.mount_cpu_seconds),
                 per_gib(|sample| Some(sample.minion_cpu_seconds)),
@@ -838,59 +780,7 @@ fn render_table(report: &Report) -> String {
     out
 }
 
-fn json_sample(name: &str, size_bytes: u64, sample: &Sample) -> String {
-    format!(
-        "{{\"name\": {}, \"seconds\": {}, \"mib_per_second\": {}, \"command_seconds\": {}, \
-         \"command_cpu_seconds\": {}, \"mount_cpu_seconds\": {}, \"minion_cpu_seconds\": {}, \
-         \"settle_seconds\": {}, \"dirty_bytes_at_start\": {}}}",
-        json_string(name),
-        json_number(sample.seconds),
-        json_number(mib_per_second(size_bytes, sample.seconds)),
-        json_number(sample.command_seconds),
-        json_number(sample.command_cpu_seconds),
-        json_option(sample.mount_cpu_seconds),
-        json_number(sample.minion_cpu_seconds),
-        json_number(sample.settled.waited.as_secs_f64()),
-        sample.settled.dirty_bytes
-    )
-}
-
-fn json_pair(size_bytes: u64, report: &PairReport) -> String {
-    let pair = report.pair;
-    let comparison = report.comparison(size_bytes);
-    let rounds: Vec<String> = report
-        .rounds
-        .iter()
-        .map(|round| {
-            format!(
-                "        {{\"mount_first\": {}, \"mount\": {}, \"dfs\": {}}}",
-                round.mount_first,
-                json_sample(pair.mount.name(), size_bytes, &round.mount),
-                json_sample(pair.dfs.name(), size_bytes, &round.dfs)
-            )
-        })
-        .collect();
-    format!(
-        "    {{\"mount\": {}, \"dfs\": {}, \"mount_median_mib_per_second\": {}, \
-         \"dfs_median_mib_per_second\": {}, \"ratio_of_medians\": {}, \"round_ratio_min\": {}, \
-         \"round_ratio_max\": {},\n      \"rounds\": [\n{}\n      ]}}",
-        json_string(pair.mount.name()),
-        json_string(pair.dfs.name()),
-        json_option(comparison.map(|c| c.ours.median)),
-        json_option(comparison.map(|c| c.baseline.median)),
-        json_option(comparison.map(|c| c.ratio_of_medians)),
-        json_option(comparison.map(|c| c.round_ratios.min)),
-        json_option(comparison.map(|c| c.round_ratios.max)),
-        rounds.join(",\n")
-    )
-}
-
 fn render_json(command: &str, rounds: usize, load: [f64; 2], report: &Report) -> String {
-    let pairs: Vec<String> = report
-        .pairs
-        .iter()
-        .map(|pair| json_pair(report.size_bytes, pair))
-        .collect();
     format!(
         "{{\n  \"command\": {},\n  \"rounds\": {rounds},\n  \"replication\": {REPLICATION},\n  \
          \"size_bytes\": {},\n  \"source_crc32c\": \"{:08x}\",\n  \
@@ -900,7 +790,7 @@ fn render_json(command: &str, rounds: usize, load: [f64; 2], report: &Report) ->
         report.source_crc,
         json_number(load[0]),
         json_number(load[1]),
-        pairs.join(",\n")
+        json_pairs(report.size_bytes, &report.pairs, 4)
     )
 }
 
@@ -925,10 +815,10 @@ mod tests {
     /// 1 GiB: the mount's writes took 2, 4 and 1 s against puts of 4 s; its
     /// reads 1 s against 2 s.
     fn report() -> Report {
-        let round = |mount_first, mount, dfs| Round {
-            mount_first,
-            mount: sample(mount, Some(2.0)),
-            dfs: sample(dfs, None),
+        let round = |mount_first, mount, dfs| alternate::Round {
+            a_first: mount_first,
+            a: sample(mount, Some(2.0)),
+            b: sample(dfs, None),
         };
         Report {
             size_bytes: 1 << 30,

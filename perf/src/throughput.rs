@@ -19,8 +19,9 @@
 //! for writes the source read once (warm source), then `common::settle`
 //! (Dirty + Writeback near zero, bounded, and a pause). Results are the
 //! median of each side, the ratio of the medians and the spread (min-max)
-//! of each side and of the per-round ratios (`stats`), with the median CPU
-//! seconds per GiB of the client and of the minions.
+//! of each side and of the per-round ratios (`alternate`, which runs the
+//! rounds for `mount` too), with the median CPU seconds per GiB of the
+//! client and of the minions.
 //!
 //! A disk check runs `dd ... oflag=direct conv=fsync` and a cold buffered
 //! `dd` read (a sequential reader through the page cache, as `cat` is) at
@@ -33,7 +34,6 @@
 
 pub(crate) mod process;
 pub(crate) mod render;
-pub(crate) mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,21 +42,21 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dfs_engine::units::{format_bytes, parse_bytes};
 
+use crate::alternate::{
+    self, check_rounds, json_number, json_option, mib_per_second, Measured, Side, StepPair,
+    ROUNDS_DEFAULT,
+};
 use crate::common::{
     self, checksum_file, drop_caches, generate, settle, sibling, work_dir, Settled,
 };
 use crate::raw_chain;
 use process::{children, command_name, process_cpu_seconds, self_cpu_seconds, timed_child, Timed};
 use render::{render_disk_checks, render_json, render_table, JsonRun};
-use stats::{compare, spread, Comparison};
 
-const MIB: f64 = (1u64 << 20) as f64;
-const GIB: f64 = (1u64 << 30) as f64;
 /// Minions of the local cluster: a replication-3 pipeline needs three.
 pub(crate) const MINION_COUNT: u32 = 3;
 /// Copies each write baseline makes, as a replication-3 put does.
 const COPY_COUNT: usize = 3;
-const ROUNDS_DEFAULT: usize = 3;
 const SIZE_BYTES_DEFAULT: u64 = 1 << 30;
 /// dd's block size for the disk check (`bs=4M`); also the least `--size`.
 const DISK_CHECK_BLOCK_BYTES: u64 = 4 << 20;
@@ -121,9 +121,7 @@ pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> 
             format_bytes(DISK_CHECK_BLOCK_BYTES)
         );
     }
-    if options.rounds.is_multiple_of(2) {
-        bail!("--rounds must be odd, so that a median is one round's number");
-    }
+    check_rounds(options.rounds)?;
     Ok(options)
 }
 
@@ -178,8 +176,11 @@ struct Pair {
 }
 
 impl Pair {
-    fn name(self) -> String {
-        format!("{} / {}", self.ours.name(), self.baseline.name())
+    fn step(self, side: Side) -> Step {
+        match side {
+            Side::A => self.ours,
+            Side::B => self.baseline,
+        }
     }
 
     /// Bytes the baseline moves to (writes) or from (reads) the disk per
@@ -190,6 +191,18 @@ impl Pair {
         } else {
             1.0
         }
+    }
+}
+
+impl StepPair for Pair {
+    const SIDES: [&'static str; 2] = ["ours", "baseline"];
+
+    fn step_name(self, side: Side) -> &'static str {
+        self.step(side).name()
+    }
+
+    fn json_fields(self) -> Vec<(&'static str, String)> {
+        vec![("target", json_number(self.target))]
     }
 }
 
@@ -227,55 +240,26 @@ struct Sample {
     settled: Settled,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Round {
-    ours_first: bool,
-    ours: Sample,
-    baseline: Sample,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct PairReport {
-    pair: Pair,
-    rounds: Vec<Round>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct SizeReport {
-    size_bytes: u64,
-    source_crc: u32,
-    pairs: Vec<PairReport>,
-}
-
-pub(crate) fn mib_per_second(size_bytes: u64, seconds: f64) -> f64 {
-    size_bytes as f64 / MIB / seconds.max(1e-9)
-}
-
-pub(crate) fn per_gib(size_bytes: u64, seconds: f64) -> f64 {
-    seconds / (size_bytes as f64 / GIB)
-}
-
-impl PairReport {
-    fn comparison(&self, size_bytes: u64) -> Option<Comparison> {
-        let rates = |side: fn(&Round) -> Sample| -> Vec<f64> {
-            self.rounds
-                .iter()
-                .map(|round| mib_per_second(size_bytes, side(round).seconds))
-                .collect()
-        };
-        compare(&rates(|round| round.ours), &rates(|round| round.baseline))
+impl Measured for Sample {
+    fn seconds(&self) -> f64 {
+        self.seconds
     }
 
-    /// Median CPU seconds per GiB over the rounds.
-    fn cpu_per_gib(&self, size_bytes: u64, cpu: impl Fn(&Round) -> Option<f64>) -> Option<f64> {
-        let values: Vec<f64> = self
-            .rounds
-            .iter()
-            .filter_map(|round| cpu(round).map(|seconds| per_gib(size_bytes, seconds)))
-            .collect();
-        spread(&values).map(|spread| spread.median)
+    fn settled(&self) -> Settled {
+        self.settled
+    }
+
+    fn json_fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("client_cpu_seconds", json_number(self.client_cpu_seconds)),
+            ("minion_cpu_seconds", json_option(self.minion_cpu_seconds)),
+        ]
     }
 }
+
+/// Side A is ours, B the baseline.
+type PairReport = alternate::PairReport<Pair, Sample>;
+type SizeReport = alternate::SizeReport<Pair, Sample>;
 
 /// What dd did (a direct write, a cold buffered read), in MiB/s.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -316,6 +300,16 @@ pub(crate) struct Source {
 impl Source {
     pub(crate) fn text(&self) -> Result<&str> {
         text(&self.path)
+    }
+
+    /// Printed before the source's rounds.
+    pub(crate) fn heading(&self) -> String {
+        format!(
+            "\n{} ({} bytes), source crc32c {:08x}",
+            format_bytes(self.size_bytes),
+            self.size_bytes,
+            self.crc
+        )
     }
 }
 
@@ -444,12 +438,7 @@ impl Bench {
     /// Every pair at one size: the writes first, then the reads of a
     /// file written once; nothing of this size is left afterwards.
     fn measure_size(&mut self, source: &Source, rounds: usize) -> Result<SizeReport> {
-        println!(
-            "\n{} ({} bytes), source crc32c {:08x}",
-            format_bytes(source.size_bytes),
-            source.size_bytes,
-            source.crc
-        );
+        println!("{}", source.heading());
         let mut pairs = Vec::new();
         for pair in PAIRS.iter().filter(|pair| pair.ours.writes()) {
             pairs.push(self.measure_pair(source, *pair, rounds)?);
@@ -478,35 +467,9 @@ impl Bench {
     }
 
     fn measure_pair(&mut self, source: &Source, pair: Pair, rounds: usize) -> Result<PairReport> {
-        let mut report = PairReport {
-            pair,
-            rounds: Vec::new(),
-        };
-        for index in 0..rounds {
-            let ours_first = index.is_multiple_of(2);
-            let (ours, baseline) = if ours_first {
-                let ours = self.measure(source, pair.ours)?;
-                (ours, self.measure(source, pair.baseline)?)
-            } else {
-                let baseline = self.measure(source, pair.baseline)?;
-                (self.measure(source, pair.ours)?, baseline)
-            };
-            println!(
-                "  round {}/{rounds} ({} first): {} {:.1} MiB/s, {} {:.1} MiB/s",
-                index + 1,
-                if ours_first { "ours" } else { "baseline" },
-                pair.ours.name(),
-                mib_per_second(source.size_bytes, ours.seconds),
-                pair.baseline.name(),
-                mib_per_second(source.size_bytes, baseline.seconds),
-            );
-            report.rounds.push(Round {
-                ours_first,
-                ours,
-                baseline,
-            });
-        }
-        Ok(report)
+        alternate::measure_pair(pair, rounds, source.size_bytes, |side| {
+            self.measure(source, pair.step(side))
+        })
     }
 
     /// Brings the machine to the common start state, runs `step` timed and
@@ -851,10 +814,10 @@ mod tests {
     /// A 1 GiB report: the first pair's ours ran at 512, 256 and 1024 MiB/s
     /// against a baseline at 256 MiB/s; the reads at `cat_seconds`.
     fn report(cat_seconds: f64) -> SizeReport {
-        let round = |ours_first, ours, baseline| Round {
-            ours_first,
-            ours: sample(ours),
-            baseline: sample(baseline),
+        let round = |ours_first, ours, baseline| alternate::Round {
+            a_first: ours_first,
+            a: sample(ours),
+            b: sample(baseline),
         };
         SizeReport {
             size_bytes: 1 << 30,
@@ -986,10 +949,5 @@ mod tests {
     fn cpu_time_of_this_process_is_read_from_proc() {
         let seconds = process_cpu_seconds(std::process::id()).expect("own stat");
         assert!(seconds >= 0.0);
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(render::json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
     }
 }

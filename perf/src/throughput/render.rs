@@ -5,7 +5,13 @@ use std::fmt::Write as _;
 
 use dfs_engine::units::format_bytes;
 
-use super::{mib_per_second, DiskCheck, DiskRates, PairReport, Sample, SizeReport};
+use super::{DiskCheck, DiskRates, Pair, SizeReport};
+use crate::alternate::{
+    comparison_columns, cpu_cell, head_columns, json_number, json_pairs, json_string, StepPair,
+};
+
+/// Width of the table's first column (the pair).
+const PAIR_COLUMN_WIDTH: usize = 42;
 
 pub(super) fn render_disk_checks(checks: &[DiskCheck]) -> String {
     let mut out = String::from("disk check (a baseline must move at least 1/3 of dd's MiB/s):\n");
@@ -30,7 +36,7 @@ pub(super) fn render_disk_checks(checks: &[DiskCheck]) -> String {
 
 pub(super) fn render_table(report: &SizeReport) -> String {
     let size_bytes = report.size_bytes;
-    let rounds = report.pairs.first().map_or(0, |pair| pair.rounds.len());
+    let rounds = report.rounds();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -39,20 +45,22 @@ pub(super) fn render_table(report: &SizeReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:<42} {:>20} {:>20} {:>19} {:>12} {:>7} {:>7} {:>8}",
-        "ours / baseline", "ours", "baseline", "ratio", "target", "client", "minions", "baseline"
+        "{} {:>12} {:>7} {:>7} {:>8}",
+        head_columns::<Pair>(PAIR_COLUMN_WIDTH),
+        "target",
+        "client",
+        "minions",
+        "baseline"
     );
     for pair_report in &report.pairs {
         let Some(comparison) = pair_report.comparison(size_bytes) else {
             continue;
         };
         let pair = pair_report.pair;
-        let cpu = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
-        let client =
-            pair_report.cpu_per_gib(size_bytes, |round| Some(round.ours.client_cpu_seconds));
-        let minions = pair_report.cpu_per_gib(size_bytes, |round| round.ours.minion_cpu_seconds);
+        let client = pair_report.cpu_per_gib(size_bytes, |round| Some(round.a.client_cpu_seconds));
+        let minions = pair_report.cpu_per_gib(size_bytes, |round| round.a.minion_cpu_seconds);
         let baseline_cpu =
-            pair_report.cpu_per_gib(size_bytes, |round| Some(round.baseline.client_cpu_seconds));
+            pair_report.cpu_per_gib(size_bytes, |round| Some(round.b.client_cpu_seconds));
         let verdict = if comparison.ratio_of_medians >= pair.target {
             "met"
         } else {
@@ -60,44 +68,14 @@ pub(super) fn render_table(report: &SizeReport) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<42} {:>20} {:>20} {:>19} {:>12} {:>7} {:>7} {:>8}",
-            pair.name(),
-            format!(
-                "{:.1} ({:.0}-{:.0})",
-                comparison.ours.median, comparison.ours.min, comparison.ours.max
-            ),
-            format!(
-                "{:.1} ({:.0}-{:.0})",
-                comparison.baseline.median, comparison.baseline.min, comparison.baseline.max
-            ),
-            format!(
-                "{:.2}x ({:.2}-{:.2})",
-                comparison.ratio_of_medians,
-                comparison.round_ratios.min,
-                comparison.round_ratios.max
-            ),
+            "{} {:>12} {:>7} {:>7} {:>8}",
+            comparison_columns(PAIR_COLUMN_WIDTH, &pair.name(), &comparison),
             format!("{:.1}x {verdict}", pair.target),
-            cpu(client),
-            cpu(minions),
-            cpu(baseline_cpu),
+            cpu_cell(client),
+            cpu_cell(minions),
+            cpu_cell(baseline_cpu),
         );
     }
-    out
-}
-
-pub(crate) fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
@@ -112,78 +90,16 @@ pub(super) struct JsonRun<'a> {
     pub(super) checks: &'a [DiskCheck],
 }
 
-pub(crate) fn json_number(value: f64) -> String {
-    if value.is_finite() {
-        format!("{value:.4}")
-    } else {
-        "null".to_string()
-    }
-}
-
-pub(crate) fn json_option(value: Option<f64>) -> String {
-    value.map_or_else(|| "null".to_string(), json_number)
-}
-
-fn json_sample(name: &str, size_bytes: u64, sample: &Sample) -> String {
-    format!(
-        "{{\"name\": {}, \"seconds\": {}, \"mib_per_second\": {}, \"client_cpu_seconds\": {}, \
-         \"minion_cpu_seconds\": {}, \"settle_seconds\": {}, \"dirty_bytes_at_start\": {}}}",
-        json_string(name),
-        json_number(sample.seconds),
-        json_number(mib_per_second(size_bytes, sample.seconds)),
-        json_number(sample.client_cpu_seconds),
-        json_option(sample.minion_cpu_seconds),
-        json_number(sample.settled.waited.as_secs_f64()),
-        sample.settled.dirty_bytes
-    )
-}
-
-fn json_pair(size_bytes: u64, report: &PairReport) -> String {
-    let pair = report.pair;
-    let comparison = report.comparison(size_bytes);
-    let rounds: Vec<String> = report
-        .rounds
-        .iter()
-        .map(|round| {
-            format!(
-                "          {{\"ours_first\": {}, \"ours\": {}, \"baseline\": {}}}",
-                round.ours_first,
-                json_sample(pair.ours.name(), size_bytes, &round.ours),
-                json_sample(pair.baseline.name(), size_bytes, &round.baseline)
-            )
-        })
-        .collect();
-    format!(
-        "      {{\"ours\": {}, \"baseline\": {}, \"target\": {}, \"ours_median_mib_per_second\": {}, \
-         \"baseline_median_mib_per_second\": {}, \"ratio_of_medians\": {}, \"round_ratio_min\": {}, \
-         \"round_ratio_max\": {},\n        \"rounds\": [\n{}\n        ]}}",
-        json_string(pair.ours.name()),
-        json_string(pair.baseline.name()),
-        json_number(pair.target),
-        json_option(comparison.map(|c| c.ours.median)),
-        json_option(comparison.map(|c| c.baseline.median)),
-        json_option(comparison.map(|c| c.ratio_of_medians)),
-        json_option(comparison.map(|c| c.round_ratios.min)),
-        json_option(comparison.map(|c| c.round_ratios.max)),
-        rounds.join(",\n")
-    )
-}
-
 pub(super) fn render_json(run: &JsonRun) -> String {
     let sizes: Vec<String> = run
         .reports
         .iter()
         .map(|report| {
-            let pairs: Vec<String> = report
-                .pairs
-                .iter()
-                .map(|pair| json_pair(report.size_bytes, pair))
-                .collect();
             format!(
                 "    {{\"size_bytes\": {}, \"source_crc32c\": \"{:08x}\", \"pairs\": [\n{}\n    ]}}",
                 report.size_bytes,
                 report.source_crc,
-                pairs.join(",\n")
+                json_pairs(report.size_bytes, &report.pairs, 6)
             )
         })
         .collect();
