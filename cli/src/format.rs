@@ -483,6 +483,7 @@ mod tests {
             accessed_ms: 0,
             changed_ms: 0,
             links: 1,
+            version: 0,
         }
     }
 

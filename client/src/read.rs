@@ -105,8 +105,8 @@ fn fetch_page(
     }
 }
 
-/// A page must be of the file the read started on (the same inode: an
-/// overwrite or rename since would mix two files) and lie where its blocks
+/// A page must be of the file the read started on (the same inode and
+/// contents: an overwrite or rename since would mix two files) and lie where its blocks
 /// are: every block the file's block size but the last, which ends the file.
 fn check_page(
     path: &DfsPath,
@@ -117,7 +117,7 @@ fn check_page(
     more: bool,
 ) -> Result<()> {
     let bad = |why: String| Err(Error::Protocol(format!("block list of {path}: {why}")));
-    if status.inode != file.inode {
+    if status.inode != file.inode || status.version != file.version {
         return Err(Error::Invalid(format!(
             "{path}: the file was replaced while it was read"
         )));
@@ -1192,6 +1192,7 @@ mod tests {
             accessed_ms: 0,
             changed_ms: 0,
             links: 1,
+            version: 0,
         }
     }
 

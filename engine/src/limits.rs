@@ -47,6 +47,9 @@ const _: () = assert!(SESSION_LOCKS_MAX >= 1 && SESSION_LOCKS_MAX <= LOCKS_MAX);
 /// Files one mount writes at once: each has a thread, a master connection
 /// and up to 8 MiB of queued writes; one more is refused (`EMFILE`).
 pub const MOUNT_OPEN_WRITES_MAX: usize = 64;
+/// Largest file a mount writes through a local copy (any offset, read
+/// back, truncated); a larger one is sent as a stream, in order.
+pub const SPOOL_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Lock sessions open at once (one per mount).
 pub const SESSIONS_MAX: usize = 10_000;
 /// How long a lock session lasts unrenewed by default (`--lock-lease`).

@@ -235,6 +235,10 @@ pub struct EntryStatus {
     pub changed_ms: u64,
     /// Names the entry has (hard links); 1 for a directory.
     pub links: u32,
+    /// Which contents a file has: the id of its first block (0 when it has
+    /// none). An overwrite keeps a file's inode but never its blocks, so a
+    /// reader tells that the contents it reads were replaced by this.
+    pub version: u64,
 }
 
 /// One block of a file with the minions that hold it, best first.

@@ -620,6 +620,10 @@ impl Namespace {
             accessed_ms: inode.accessed_ms,
             changed_ms: inode.changed_ms,
             links: inode.links,
+            version: match &inode.node {
+                Node::File { blocks, .. } => blocks.first().map_or(0, |block| block.id.0),
+                Node::Directory { .. } | Node::Symlink { .. } => 0,
+            },
         }
     }
 
@@ -1247,10 +1251,41 @@ impl Namespace {
             .iter()
             .map(|(&block, &generation)| ReplicaId { block, generation })
             .collect();
+        let size_bytes = open.blocks.iter().map(|b| b.length_bytes).sum();
+        if let Some(id) = self
+            .child(parent, name)
+            .filter(|&id| matches!(self.inode(id).node, Node::File { .. }))
+        {
+            // An overwrite of a file changes its contents in place, as a
+            // write with O_TRUNC does: it keeps its inode, names, owner,
+            // group and mode.
+            for (index, block) in open.blocks.iter().enumerate() {
+                self.block_index
+                    .insert(block.id, BlockPlace::File { inode: id, index });
+            }
+            if let Some(inode) = self.inodes.get_mut(&id) {
+                let old = std::mem::replace(
+                    &mut inode.node,
+                    Node::File {
+                        blocks: open.blocks,
+                        size_bytes,
+                        replication: open.replication,
+                        block_bytes: open.block_bytes,
+                    },
+                );
+                if let Node::File { blocks, .. } = old {
+                    freed.extend(blocks.iter().map(BlockMeta::replica));
+                }
+                inode.modified_ms = time_ms;
+                inode.changed_ms = time_ms;
+            }
+            return Ok(Applied {
+                freed_blocks: freed,
+            });
+        }
         if let Some(existing) = self.unlink(parent, name, time_ms) {
             self.drop_name(existing, &mut freed);
         }
-        let size_bytes = open.blocks.iter().map(|b| b.length_bytes).sum();
         let id = self.next_inode;
         self.next_inode += 1;
         for (index, block) in open.blocks.iter().enumerate() {

@@ -146,6 +146,7 @@ mod tests {
             accessed_ms: 1_000,
             changed_ms: 2_000,
             links: 2,
+            version: 0,
         };
         let attr = ids.attr(&status);
         assert_eq!(attr.ino, INodeNo(7));

@@ -1,10 +1,10 @@
 //! The FUSE file system: kernel requests answered with the client library.
 //! Names and attributes come from the master (cached by the kernel for
 //! `ENTRY_TTL`); reads go to the minions through a `FileReader` per open
-//! file; a file opened for writing is written front to back by a
-//! `WriteHandle` and appears, whole, when its last descriptor is closed or
-//! it is fsynced (close-to-open, as NFS: another workstation sees it once
-//! it is closed here).
+//! file; a file opened for writing is written through a local copy
+//! (`cache`; a large one as a stream) and appears, whole, when its last
+//! descriptor is closed or it is fsynced (close-to-open, as NFS: another
+//! workstation sees it once it is closed here).
 //!
 //! Requests are served one at a time (one session thread), under one lock
 //! of the mount's state.
@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use dfs_client::client::AttributeChange;
-use dfs_client::{Client, FileReader, WriteOptions};
+use dfs_client::{Client, FileReader};
 use dfs_engine::limits::MOUNT_OPEN_WRITES_MAX;
 use dfs_engine::msg::{Credentials, EntryKind, EntryStatus, ErrorKind};
 use dfs_engine::path::DfsPath;
@@ -28,11 +28,11 @@ use fuser::{
 };
 
 use crate::attr::{self, Ids};
+use crate::cache::CachedFile;
 use crate::dirs::{DirEntry, Listing, PageSource};
 use crate::inodes::{Inodes, PENDING_INODE_BASE};
 use crate::locks::{self, LockSession};
 use crate::rewrite::Rewrite;
-use crate::writer::WriteHandle;
 
 /// How long the kernel may keep a name or an attribute without asking
 /// again: what another workstation's change may take to show here.
@@ -44,8 +44,9 @@ const STATFS_BLOCK_BYTES: u32 = 4096;
 
 enum Handle {
     Read(Box<FileReader>),
-    /// A new file, or one opened with `O_TRUNC`: written front to back.
-    Write(WriteHandle),
+    /// A file being written (new, truncated, or an existing one of at most
+    /// `SPOOL_BYTES_MAX`), through a local copy (`cache`).
+    Cached(Box<CachedFile>),
     /// An existing file opened for writing without `O_TRUNC`.
     Rewrite(Box<Rewrite>),
 }
@@ -58,8 +59,9 @@ struct State {
     /// Open directories: their paths and the page of entries held.
     directories: HashMap<u64, (DfsPath, Listing)>,
     next_handle: u64,
-    /// Files this mount ever locked: a close of one drops its owner's
-    /// locks (POSIX), a close of another costs no master call.
+    /// Lock keys (`locks::key`) of the files this mount ever locked: a
+    /// close of one drops its owner's locks (POSIX), a close of another
+    /// costs no master call.
     locked: HashSet<u64>,
 }
 
@@ -148,7 +150,7 @@ impl State {
         let writing = self
             .handles
             .values()
-            .filter(|handle| matches!(handle, Handle::Write(_) | Handle::Rewrite(_)))
+            .filter(|handle| matches!(handle, Handle::Cached(_) | Handle::Rewrite(_)))
             .count();
         if writing >= MOUNT_OPEN_WRITES_MAX {
             eprintln!("dfs-mount: {MOUNT_OPEN_WRITES_MAX} files are being written at once already");
@@ -160,28 +162,19 @@ impl State {
     /// True when a file at or under `path` is being written here.
     fn writes_under(&self, path: &DfsPath) -> bool {
         self.handles.values().any(|handle| match handle {
-            Handle::Write(write) => write.path().is_within(path),
+            Handle::Cached(file) => file.path().is_within(path),
             _ => false,
-        })
-    }
-
-    /// The handle writing the new file `inode` (a number of its own).
-    fn pending_handle(&mut self, inode: u64) -> Option<&mut WriteHandle> {
-        let path = self.inodes.path(inode)?;
-        self.handles.values_mut().find_map(|handle| match handle {
-            Handle::Write(write) if write.path() == path => Some(write),
-            _ => None,
         })
     }
 
     /// The attributes of a file being written, from its handle.
     fn pending_attr(&mut self, inode: u64) -> Option<FileAttr> {
         let handle = self.handles.values().find_map(|handle| match handle {
-            Handle::Write(write) if self.inodes.path(inode) == Some(write.path()) => Some(write),
+            Handle::Cached(file) if self.inodes.path(inode) == Some(file.path()) => Some(file),
             _ => None,
         })?;
         let now = SystemTime::now();
-        let size = handle.written_bytes();
+        let size = handle.size();
         Some(FileAttr {
             ino: INodeNo(inode),
             size,
@@ -212,13 +205,18 @@ impl State {
         self.client.stat(path).map_err(|e| errno(&e))
     }
 
-    /// Drops `owner`'s locks on `inode`, if this mount ever locked it.
-    fn release_locks(&mut self, session: u64, inode: u64, owner: u64) {
-        if !self.locked.contains(&inode) {
+    /// Drops `owner`'s locks on the file `inode`, if this mount ever
+    /// locked it.
+    fn release_locks(&mut self, session: u64, inode: INodeNo, owner: u64) {
+        let Some(path) = self.inodes.path(inode.0) else {
+            return;
+        };
+        let key = locks::key(path);
+        if !self.locked.contains(&key) {
             return;
         }
-        if let Err(error) = self.client.release_locks(session, inode, owner) {
-            eprintln!("dfs-mount: release the locks on inode {inode}: {error}");
+        if let Err(error) = self.client.release_locks(session, key, owner) {
+            eprintln!("dfs-mount: release the locks on {path}: {error}");
         }
     }
 }
@@ -275,19 +273,16 @@ impl Filesystem for DfsFs {
             Ok(path) => path,
             Err(error) => return reply.error(error),
         };
-        match state.entry(path.clone()) {
+        // A new file this mount is writing is there for its users under
+        // the number it was created with, also once an fsync committed it
+        // (programs such as SQLite take a changed number for a moved file).
+        let pending = state.inodes.pending_inode(&path);
+        if let Some(attr) = pending.and_then(|inode| state.pending_attr(inode)) {
+            state.inodes.remember(attr.ino.0, path);
+            return reply.entry(&Duration::ZERO, &attr, Generation(0));
+        }
+        match state.entry(path) {
             Ok(attr) => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
-            Err(error) if error == Errno::ENOENT => {
-                // A new file this mount is writing is there for its users.
-                let pending = state.inodes.pending_inode(&path);
-                match pending.and_then(|inode| state.pending_attr(inode)) {
-                    Some(attr) => {
-                        state.inodes.remember(attr.ino.0, path);
-                        reply.entry(&Duration::ZERO, &attr, Generation(0))
-                    }
-                    None => reply.error(error),
-                }
-            }
             Err(error) => reply.error(error),
         }
     }
@@ -306,8 +301,8 @@ impl Filesystem for DfsFs {
             let committed = state.path(ino).and_then(|path| state.stat(&path));
             return match committed {
                 Ok(status) => {
-                    let mut attr = state.ids.attr(&status);
-                    attr.ino = ino;
+                    // The master's number, as a lookup of the path gives.
+                    let attr = state.ids.attr(&status);
                     reply.attr(&Duration::ZERO, &attr)
                 }
                 Err(error) => reply.error(error),
@@ -341,75 +336,8 @@ impl Filesystem for DfsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mut state = self.state();
-        if ino.0 >= PENDING_INODE_BASE {
-            // A file being written: attributes are kept for its commit
-            // (`cp -p`, `tar` set them before they close), and it may grow
-            // (zeros) but not shrink below what was written.
-            let change = AttributeChange {
-                mode: mode.map(|mode| mode & 0o7777),
-                owner: uid.map(|uid| state.ids.user_name(uid)),
-                group: gid.map(|gid| state.ids.group_name(gid)),
-                modified_ms: mtime.map(time_ms),
-                accessed_ms: atime.map(time_ms),
-            };
-            let Some(write) = state.pending_handle(ino.0) else {
-                return reply.error(Errno::ESTALE);
-            };
-            if let Some(size) = size {
-                if size < write.written_bytes() {
-                    return reply.error(Errno::EOPNOTSUPP);
-                }
-                if let Err(error) = write.write(size, &[]) {
-                    return reply.error(errno(&error));
-                }
-            }
-            write.change_after_commit(change);
-            return match state.pending_attr(ino.0) {
-                Some(attr) => reply.attr(&Duration::ZERO, &attr),
-                None => reply.error(Errno::ESTALE),
-            };
-        }
-        let path = match state.path(ino) {
-            Ok(path) => path,
-            Err(error) => return reply.error(error),
-        };
-        let rewrite = fh.and_then(|fh| match state.handles.get_mut(&fh.0) {
-            Some(Handle::Rewrite(rewrite)) => Some(rewrite),
-            _ => None,
-        });
-        if let (Some(size), Some(rewrite)) = (size, rewrite) {
-            if let Err(error) = rewrite.truncate(&self.master, &self.credentials, size) {
-                return reply.error(error);
-            }
-        } else if let Some(size) = size {
-            let status = match state.stat(&path) {
-                Ok(status) => status,
-                Err(error) => return reply.error(error),
-            };
-            let open_writer = fh.is_some_and(|fh| {
-                matches!(state.handles.get(&fh.0), Some(Handle::Write(write)) if write.written_bytes() == size)
-            });
-            if size != status.size_bytes && !open_writer {
-                if size != 0 {
-                    // Other sizes need the extent maps of the namespace.
-                    return reply.error(Errno::EOPNOTSUPP);
-                }
-                // Truncating to nothing: an empty file replaces it.
-                let options = WriteOptions {
-                    overwrite: true,
-                    mode: status.mode,
-                    ..WriteOptions::default()
-                };
-                let emptied = state
-                    .client
-                    .create(&path, options)
-                    .and_then(|writer| writer.finish().map(drop));
-                if let Err(error) = emptied {
-                    return reply.error(errno(&error));
-                }
-            }
-        }
+        let mut guard = self.state();
+        let state = &mut *guard;
         let mut change = AttributeChange {
             mode: mode.map(|mode| mode & 0o7777),
             modified_ms: mtime.map(time_ms),
@@ -422,7 +350,56 @@ impl Filesystem for DfsFs {
         if let Some(gid) = gid {
             change.group = Some(state.ids.group_name(gid));
         }
+        if ino.0 >= PENDING_INODE_BASE {
+            // A file not in the namespace yet: attributes are kept for its
+            // commit (`cp -p` and `tar` set them before they close).
+            let Some(path) = state.inodes.path(ino.0).cloned() else {
+                return reply.error(Errno::ESTALE);
+            };
+            let Some(file) = cached_at(&mut state.handles, &path) else {
+                return reply.error(Errno::ESTALE);
+            };
+            if let Some(size) = size {
+                if let Err(error) = file.truncate(&mut state.client, size) {
+                    return reply.error(error);
+                }
+            }
+            file.change_after_commit(change);
+            return match state.pending_attr(ino.0) {
+                Some(attr) => reply.attr(&Duration::ZERO, &attr),
+                None => reply.error(Errno::ESTALE),
+            };
+        }
+        let path = match state.path(ino) {
+            Ok(path) => path,
+            Err(error) => return reply.error(error),
+        };
+        let mut written_size = None;
+        if let Some(size) = size {
+            let truncated = match fh.and_then(|fh| state.handles.get_mut(&fh.0)) {
+                Some(Handle::Cached(file)) => file
+                    .truncate(&mut state.client, size)
+                    .map(|()| written_size = Some(file.size())),
+                Some(Handle::Rewrite(rewrite)) => rewrite
+                    .truncate(&self.master, &self.credentials, size)
+                    .map(|()| written_size = Some(rewrite.size())),
+                _ => match cached_at(&mut state.handles, &path) {
+                    // truncate(2) of a file open for writing here.
+                    Some(file) => file
+                        .truncate(&mut state.client, size)
+                        .map(|()| written_size = Some(file.size())),
+                    None => self.truncate_path(state, &path, size),
+                },
+            };
+            if let Err(error) = truncated {
+                return reply.error(error);
+            }
+        }
         if change != AttributeChange::default() {
+            if let Some(file) = cached_at(&mut state.handles, &path) {
+                // Kept for the commit, which replaces the file.
+                file.change_after_commit(change.clone());
+            }
             if let Err(error) = state.client.set_attributes(&path, change) {
                 return reply.error(errno(&error));
             }
@@ -432,10 +409,10 @@ impl Filesystem for DfsFs {
             Ok(status) => state.ids.attr(&status),
             Err(error) => return reply.error(error),
         };
-        // A file being rewritten through `fh` has the size it will have.
-        if let Some(Handle::Rewrite(rewrite)) = fh.and_then(|fh| state.handles.get(&fh.0)) {
-            attr.size = rewrite.size();
-            attr.blocks = attr.size.div_ceil(512);
+        // A file being written here has the size it will have.
+        if let Some(size) = written_size {
+            attr.size = size;
+            attr.blocks = size.div_ceil(512);
             return reply.attr(&Duration::ZERO, &attr);
         }
         reply.attr(&ENTRY_TTL, &attr)
@@ -618,26 +595,21 @@ impl Filesystem for DfsFs {
                 Ok(status) => status,
                 Err(error) => return reply.error(error),
             };
-            if flags.0 & libc::O_TRUNC == 0 {
-                // Read as it is until a write starts a rewrite.
-                let keep = self.keep_owner(&status);
-                let rewrite = Rewrite::new(path, status.size_bytes, status.mode, keep);
-                let id = state.handle_id();
-                state.handles.insert(id, Handle::Rewrite(Box::new(rewrite)));
-                return reply.opened(FileHandle(id), FopenFlags::empty());
-            }
-            let options = WriteOptions {
-                overwrite: true,
-                mode: status.mode,
-                ..WriteOptions::default()
-            };
-            match WriteHandle::open(&self.master, self.credentials.clone(), path, options) {
-                Ok(mut write) => {
-                    // The new file keeps the old one's owner and group.
-                    write.change_after_commit(self.keep_owner(&status));
-                    Handle::Write(write)
+            // The new contents keep the old file's owner and group.
+            let keep = self.keep_owner(&status);
+            if flags.0 & libc::O_TRUNC != 0 {
+                match CachedFile::new_file(path, status.mode, true, keep) {
+                    Ok(file) => Handle::Cached(Box::new(file)),
+                    Err(error) => return reply.error(errno(&error)),
                 }
-                Err(error) => return reply.error(errno(&error)),
+            } else if CachedFile::fits(status.size_bytes) {
+                // Read as it is until written.
+                let file = CachedFile::existing(path, status.size_bytes, status.mode, keep);
+                Handle::Cached(Box::new(file))
+            } else {
+                // Too large to copy: rewritten as a stream from its head.
+                let rewrite = Rewrite::new(path, status.size_bytes, status.mode, keep);
+                Handle::Rewrite(Box::new(rewrite))
             }
         } else {
             match state.client.open(&path) {
@@ -668,25 +640,32 @@ impl Filesystem for DfsFs {
         if let Err(error) = state.check_write_room() {
             return reply.error(error);
         }
+        // The file goes to the master at its commit: its directory must be
+        // one now.
+        let parent_is_directory = path
+            .parent()
+            .map(|parent| state.stat(&parent))
+            .map(|status| status.map(|status| status.kind == EntryKind::Directory));
+        match parent_is_directory {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => return reply.error(Errno::ENOTDIR),
+            Some(Err(error)) => return reply.error(error),
+            None => return reply.error(Errno::EINVAL),
+        }
         // Without O_EXCL, a file another workstation made meanwhile is
         // replaced at the commit (as this open would have truncated it).
-        let options = WriteOptions {
-            overwrite: flags & libc::O_EXCL == 0,
-            mode: mode & !umask & 0o7777,
-            ..WriteOptions::default()
-        };
-        let write = match WriteHandle::open(
-            &self.master,
-            self.credentials.clone(),
+        let file = match CachedFile::new_file(
             path.clone(),
-            options,
+            mode & !umask & 0o7777,
+            flags & libc::O_EXCL == 0,
+            AttributeChange::default(),
         ) {
-            Ok(write) => write,
+            Ok(file) => file,
             Err(error) => return reply.error(errno(&error)),
         };
         let inode = state.inodes.pending(path);
         let id = state.handle_id();
-        state.handles.insert(id, Handle::Write(write));
+        state.handles.insert(id, Handle::Cached(Box::new(file)));
         match state.pending_attr(inode) {
             Some(mut attr) => {
                 attr.perm = (mode & !umask & 0o7777) as u16;
@@ -728,8 +707,9 @@ impl Filesystem for DfsFs {
                 Some(Handle::Rewrite(rewrite)) => {
                     rewrite.read_at(&mut state.client, at, &mut buffer[filled..])
                 }
-                // Reading back a file being written needs extent maps.
-                Some(Handle::Write(_)) => Err(Errno::EOPNOTSUPP),
+                Some(Handle::Cached(file)) => {
+                    file.read_at(&mut state.client, at, &mut buffer[filled..])
+                }
                 None => Err(Errno::EBADF),
             };
             match read {
@@ -753,26 +733,24 @@ impl Filesystem for DfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let mut state = self.state();
-        let write = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Write(write)) => write,
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let written = match state.handles.get_mut(&fh.0) {
+            Some(Handle::Cached(file)) => file.write(
+                &mut state.client,
+                &self.master,
+                &self.credentials,
+                offset,
+                data,
+            ),
             Some(Handle::Rewrite(rewrite)) => {
-                return match rewrite.write(&self.master, &self.credentials, offset, data) {
-                    Ok(()) => reply.written(data.len() as u32),
-                    Err(error) => reply.error(error),
-                };
+                rewrite.write(&self.master, &self.credentials, offset, data)
             }
-            _ => return reply.error(Errno::EBADF),
+            _ => Err(Errno::EBADF),
         };
-        if write.is_committed() || offset < write.written_bytes() {
-            // Rewriting what was written needs extent maps; the file is
-            // then abandoned, not committed half-written.
-            write.poison();
-            return reply.error(Errno::EOPNOTSUPP);
-        }
-        match write.write(offset, data) {
+        match written {
             Ok(()) => reply.written(data.len() as u32),
-            Err(error) => reply.error(errno(&error)),
+            Err(error) => reply.error(error),
         }
     }
 
@@ -786,9 +764,9 @@ impl Filesystem for DfsFs {
     ) {
         let mut state = self.state();
         // POSIX: a close drops the process's locks on the file.
-        state.release_locks(self.locks.id(), ino.0, lock_owner.0);
+        state.release_locks(self.locks.id(), ino, lock_owner.0);
         let result = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Write(write)) => write.check(),
+            Some(Handle::Cached(file)) => file.check(),
             Some(Handle::Rewrite(rewrite)) => rewrite.check(),
             _ => Ok(()),
         };
@@ -823,12 +801,12 @@ impl Filesystem for DfsFs {
             let mut state = self.state();
             // A flock goes with the last close of its open file.
             if let Some(owner) = lock_owner {
-                state.release_locks(self.locks.id(), ino.0, owner.0);
+                state.release_locks(self.locks.id(), ino, owner.0);
             }
             state.handles.remove(&fh.0)
         };
         let committed = match handle {
-            Some(Handle::Write(mut write)) => write.commit(),
+            Some(Handle::Cached(mut file)) => file.commit(&mut self.state().client),
             Some(Handle::Rewrite(mut rewrite)) => rewrite.commit(&mut self.state().client),
             _ => Ok(()),
         };
@@ -937,9 +915,13 @@ impl Filesystem for DfsFs {
         };
         let range = locks::range(start, end);
         let mut state = self.state();
+        let key = match state.path(ino) {
+            Ok(path) => locks::key(&path),
+            Err(error) => return reply.error(error),
+        };
         let found = state
             .client
-            .test_lock(self.locks.id(), ino.0, lock_owner.0, kind, range);
+            .test_lock(self.locks.id(), key, lock_owner.0, kind, range);
         match found {
             // The holder may be on another machine: no pid to give.
             Ok(Some(conflict)) => {
@@ -971,12 +953,14 @@ impl Filesystem for DfsFs {
         let range = locks::range(start, end);
         let session = self.locks.id();
         let mut state = self.state();
+        let key = match state.path(ino) {
+            Ok(path) => locks::key(&path),
+            Err(error) => return reply.error(error),
+        };
         if wanted.is_some() {
-            state.locked.insert(ino.0);
+            state.locked.insert(key);
         }
-        let answer = state
-            .client
-            .lock(session, ino.0, lock_owner.0, wanted, range);
+        let answer = state.client.lock(session, key, lock_owner.0, wanted, range);
         match (answer, wanted) {
             (Ok(None), _) => reply.ok(),
             (Ok(Some(_)), Some(kind)) if sleep => {
@@ -993,7 +977,7 @@ impl Filesystem for DfsFs {
                             match locks::wait_for_lock(
                                 client,
                                 &shared,
-                                ino.0,
+                                key,
                                 lock_owner.0,
                                 kind,
                                 range,
@@ -1017,6 +1001,17 @@ impl Filesystem for DfsFs {
     }
 }
 
+/// The file open for writing here at `path`, if one is.
+fn cached_at<'a>(
+    handles: &'a mut HashMap<u64, Handle>,
+    path: &DfsPath,
+) -> Option<&'a mut CachedFile> {
+    handles.values_mut().find_map(|handle| match handle {
+        Handle::Cached(file) if file.path() == path => Some(&mut **file),
+        _ => None,
+    })
+}
+
 /// The master's listing of one directory, a page at a time.
 struct ClientPages<'a> {
     client: &'a mut Client,
@@ -1035,6 +1030,30 @@ impl PageSource for ClientPages<'_> {
 }
 
 impl DfsFs {
+    /// `truncate(2)` of a file no handle here writes: copied, cut or
+    /// grown, and sent back whole (a file larger than the spool only to
+    /// its own size or to nothing).
+    fn truncate_path(&self, state: &mut State, path: &DfsPath, size: u64) -> Result<(), Errno> {
+        let status = state.stat(path)?;
+        if status.kind != EntryKind::File {
+            return Err(Errno::EISDIR);
+        }
+        if size == status.size_bytes {
+            return Ok(());
+        }
+        let keep = self.keep_owner(&status);
+        let mut file = if size == 0 || !CachedFile::fits(status.size_bytes) {
+            if size != 0 {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            CachedFile::new_file(path.clone(), status.mode, true, keep).map_err(|e| errno(&e))?
+        } else {
+            CachedFile::existing(path.clone(), status.size_bytes, status.mode, keep)
+        };
+        file.truncate(&mut state.client, size)?;
+        file.commit(&mut state.client).map_err(|e| errno(&e))
+    }
+
     /// The change that gives a rewritten file its old owner and group back
     /// (none when they are this mount's user's).
     fn keep_owner(&self, status: &EntryStatus) -> AttributeChange {
@@ -1051,7 +1070,7 @@ impl DfsFs {
         let mut guard = self.state();
         let state = &mut *guard;
         let result = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Write(write)) => write.commit(),
+            Some(Handle::Cached(file)) => file.commit(&mut state.client),
             Some(Handle::Rewrite(rewrite)) => rewrite.commit(&mut state.client),
             _ => Ok(()),
         };

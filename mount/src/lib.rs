@@ -8,6 +8,7 @@
 //! master's lock table; the mount answers them with `EOPNOTSUPP`.
 
 pub mod attr;
+pub mod cache;
 pub mod dirs;
 pub mod fs;
 pub mod inodes;

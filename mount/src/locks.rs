@@ -9,6 +9,11 @@
 //! the open file, for flock), so here they are one kind of lock: a flock
 //! and an fcntl lock on one file exclude each other, which Linux's local
 //! locks do not.
+//!
+//! A lock is on a path (`key`), not on an inode number: a file written
+//! through a mount is replaced whole at each commit and gets a new number,
+//! while a database and its lock must stay one file to every workstation.
+//! A rename of a locked file leaves its locks on the old name.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +27,16 @@ use dfs_engine::{Error, Result};
 /// The first pause of a waiting lock; it doubles up to the longest.
 const WAIT_FIRST_MS: u64 = 20;
 const WAIT_LONGEST_MS: u64 = 500;
+
+/// The master's lock-table key of the file at `path`: FNV-1a (64 bits) of
+/// the path, the same on every workstation and build.
+pub fn key(path: &dfs_engine::path::DfsPath) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    path.as_str().bytes().fold(OFFSET_BASIS, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    })
+}
 
 /// The FUSE lock range `start..=end` (end `OFFSET_MAX`: to the end and
 /// beyond) as the master's `start..end`.
@@ -191,5 +206,13 @@ mod tests {
         assert_eq!(kind(libc::F_UNLCK), Ok(None));
         assert!(kind(77).is_err());
         assert_eq!(fcntl_type(LockKind::Read), libc::F_RDLCK);
+    }
+
+    #[test]
+    fn lock_keys_are_fnv1a_of_the_path() {
+        let path = |text: &str| dfs_engine::path::DfsPath::parse(text).expect("path");
+        // FNV-1a 64 of "/a".
+        assert_eq!(key(&path("/a")), 0x07d6_6707_b49c_d92d);
+        assert_ne!(key(&path("/a/db")), key(&path("/a/db-journal")));
     }
 }

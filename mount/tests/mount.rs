@@ -630,19 +630,33 @@ fn an_existing_file_opened_for_writing_is_rewritten_from_its_head() {
         assert_eq!((metadata.uid(), metadata.gid()), (1234, 2345));
     }
 
-    // Writing back into what was written needs extent maps: refused, and
-    // the file stays as it was.
+    // Writing anywhere in a file, as on a local disk.
     fs::write(&path, b"0123456789").expect("write");
-    let result = OpenOptions::new()
+    OpenOptions::new()
         .write(true)
         .open(&path)
         .and_then(|mut file| {
-            file.write_all(b"01234")?;
-            file.seek(SeekFrom::Start(2))?;
-            file.write_all(b"x")
-        });
-    assert_eq!(result.map_err(|e| errno(&e)), Err(libc::EOPNOTSUPP));
-    assert_eq!(fs::read(&path).expect("read"), b"0123456789");
+            file.seek(SeekFrom::Start(6))?;
+            file.write_all(b"xy")?;
+            file.seek(SeekFrom::Start(1))?;
+            file.write_all(b"a")
+        })
+        .expect("write in the middle");
+    assert_eq!(fs::read(&path).expect("read"), b"0a2345xy89");
+    // Read back through the same descriptor before it is closed.
+    {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("r+");
+        file.seek(SeekFrom::Start(3)).expect("seek");
+        file.write_all(b"Q").expect("write");
+        file.seek(SeekFrom::Start(0)).expect("seek");
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("read back");
+        assert_eq!(text, "0a2Q45xy89");
+    }
 }
 
 #[test]
@@ -732,4 +746,81 @@ fn a_daemon_mount_returns_once_up_and_ends_with_its_unmount() {
     );
     assert!(!output.status.success(), "no master, no mount");
     assert!(!is_mounted(&mountpoint));
+}
+
+/// Runs a python3 script with `path` as its argument; its standard output.
+fn python(script: &str, path: &Path) -> String {
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn sqlite_works_in_the_mount_and_its_locks_hold_across_workstations() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 2,
+        replication: Some(2),
+        ..ClusterOptions::default()
+    });
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    let create = "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1])\n\
+         db.execute('create table t (k integer primary key, v text)')\n\
+         db.executemany('insert into t (v) values (?)', [('row %d' % i,) for i in range(500)])\n\
+         db.commit()\n\
+         db.execute('update t set v = ? where k = 250', ('changed',))\n\
+         db.commit()\n\
+         print(db.execute('select count(*) from t').fetchone()[0])\n";
+    assert_eq!(python(create, &here.path("test.db")), "500");
+    wait_for(
+        || there.path("test.db").exists(),
+        Duration::from_secs(10),
+        "the database on the other mount",
+    );
+    let read = "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1])\n\
+         print(db.execute('select count(*), (select v from t where k = 250) from t').fetchone())\n\
+         print(db.execute('pragma integrity_check').fetchone()[0])\n";
+    assert_eq!(python(read, &there.path("test.db")), "(500, 'changed')\nok");
+
+    // A write transaction on one workstation keeps the other's out.
+    let holder = "import sqlite3, sys, time\n\
+         db = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+         db.execute('begin exclusive')\n\
+         print('holding', flush=True)\n\
+         time.sleep(600)\n";
+    let child = Command::new("python3")
+        .args(["-c", holder])
+        .arg(here.path("test.db"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the holder");
+    let mut holder = ChildGuard::new("sqlite holder", child);
+    let stdout = holder.child().stdout.take().expect("stdout");
+    let line = dfs_testkit::read_first_line(stdout, Duration::from_secs(30)).expect("holding");
+    assert_eq!(line.trim(), "holding");
+    let try_write = "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1], timeout=0.2)\n\
+         try:\n    db.execute('insert into t (v) values (1)'); db.commit(); print('wrote')\n\
+         except sqlite3.OperationalError as e:\n    print(e)\n";
+    assert_eq!(
+        python(try_write, &there.path("test.db")),
+        "database is locked"
+    );
+    holder.signal(Signal::Kill);
+    holder.wait_exit(Duration::from_secs(10));
+    wait_for(
+        || python(try_write, &there.path("test.db")) == "wrote",
+        Duration::from_secs(20),
+        "the other workstation to write once the holder is gone",
+    );
 }

@@ -889,7 +889,7 @@ fn a_file_keeps_its_blocks_while_any_name_is_left() {
     assert!(applied.freed_blocks.is_empty());
     assert_eq!(names(&ns, "/a"), ["f", "h"]);
     // Removing names frees nothing until the last one goes, even when a
-    // whole directory goes or a write replaces a name.
+    // whole directory goes.
     let applied = ns
         .apply(&Op::Delete {
             path: "/b".into(),
@@ -898,7 +898,13 @@ fn a_file_keeps_its_blocks_while_any_name_is_left() {
         })
         .expect("rm -r");
     assert!(applied.freed_blocks.is_empty(), "{applied:?}");
-    let applied = write_file(&mut ns, "/a/h", &[1], true).expect("overwrite a name");
+    let applied = ns
+        .apply(&Op::Delete {
+            path: "/a/h".into(),
+            recursive: false,
+            time_ms: 72,
+        })
+        .expect("rm a name");
     assert!(applied.freed_blocks.is_empty(), "{applied:?}");
     assert_eq!(ns.status(&path("/a/f")).expect("stat").links, 1);
     assert_eq!(ns.status(&path("/a/f")).expect("stat").size_bytes, 6);
@@ -907,7 +913,7 @@ fn a_file_keeps_its_blocks_while_any_name_is_left() {
         .apply(&Op::Delete {
             path: "/a/f".into(),
             recursive: false,
-            time_ms: 72,
+            time_ms: 73,
         })
         .expect("rm the last name");
     assert_eq!(freed_ids(&applied), blocks);
@@ -926,4 +932,55 @@ fn names_are_counted_again_when_a_checkpoint_is_read() {
     assert_eq!(loaded, ns);
     assert_eq!(loaded.status(&path("/g")).expect("stat").links, 2);
     loaded.check_invariants().expect("invariants");
+}
+
+#[test]
+fn an_overwrite_changes_a_file_in_place() {
+    let mut ns = Namespace::new(0);
+    write_file(&mut ns, "/f", &[4, 1], false).expect("write");
+    ns.apply(&Op::SetAttributes {
+        path: "/f".into(),
+        mode: Some(0o600),
+        owner: Some("zoe".into()),
+        group: None,
+        modified_ms: None,
+        accessed_ms: None,
+        time_ms: 25,
+    })
+    .expect("chmod");
+    ns.apply(&hard_link("/f", "/g")).expect("link");
+    let before = ns.status(&path("/f")).expect("stat");
+    let old_blocks: Vec<u64> = ns
+        .file_blocks(&path("/f"))
+        .expect("blocks")
+        .1
+        .iter()
+        .map(|b| b.id.0)
+        .collect();
+    let applied = write_file(&mut ns, "/f", &[3], true).expect("overwrite");
+    assert_eq!(
+        freed_ids(&applied),
+        old_blocks,
+        "the old contents are freed"
+    );
+    let after = ns.status(&path("/f")).expect("stat");
+    assert_eq!(after.inode, before.inode, "the same file");
+    assert_ne!(after.version, before.version, "other contents");
+    assert_eq!(
+        (after.size_bytes, after.mode, after.owner.as_str()),
+        (3, 0o600, "zoe")
+    );
+    let other = ns.status(&path("/g")).expect("stat");
+    assert_eq!(
+        (other.size_bytes, other.links),
+        (3, 2),
+        "every name sees it"
+    );
+    ns.check_invariants().expect("invariants");
+    // A symbolic link is replaced by a new file, not written through.
+    ns.apply(&symlink("/l", "f")).expect("symlink");
+    write_file(&mut ns, "/l", &[2], true).expect("over the link");
+    assert_eq!(ns.status(&path("/l")).expect("stat").kind, EntryKind::File);
+    assert_eq!(ns.status(&path("/f")).expect("stat").size_bytes, 3);
+    ns.check_invariants().expect("invariants");
 }
