@@ -1107,8 +1107,9 @@ impl Namespace {
 
     /// One name of `id` is gone (already unlinked from its directory): a
     /// directory goes with everything below it, a file or symbolic link
-    /// when it was its last name. Adds the blocks of files gone to `freed`.
-    fn drop_name(&mut self, id: InodeId, freed: &mut Vec<ReplicaId>) {
+    /// when it was its last name (else its change time moves to `time_ms`).
+    /// Adds the blocks of files gone to `freed`.
+    fn drop_name(&mut self, id: InodeId, time_ms: u64, freed: &mut Vec<ReplicaId>) {
         let mut stack = vec![id];
         while let Some(id) = stack.pop() {
             let Some(inode) = self.inodes.get_mut(&id) else {
@@ -1117,6 +1118,7 @@ impl Namespace {
             };
             if !inode.node.is_directory() && inode.links > 1 {
                 inode.links -= 1;
+                inode.changed_ms = time_ms;
                 continue;
             }
             match self.inodes.remove(&id).map(|inode| inode.node) {
@@ -1153,7 +1155,7 @@ impl Namespace {
         let parent = self.parent_directory(path)?;
         self.unlink(parent, path.name().unwrap_or(""), time_ms);
         let mut freed = Vec::new();
-        self.drop_name(id, &mut freed);
+        self.drop_name(id, time_ms, &mut freed);
         Ok(Applied {
             freed_blocks: freed,
         })
@@ -1218,7 +1220,7 @@ impl Namespace {
         let source_parent = self.parent_directory(source)?;
         if let Some(existing) = replaced {
             self.unlink(target_parent, target_name, time_ms);
-            self.drop_name(existing, &mut freed);
+            self.drop_name(existing, time_ms, &mut freed);
         }
         self.unlink(source_parent, source.name().unwrap_or(""), time_ms);
         self.link(target_parent, target_name, source_id, time_ms);
@@ -1284,7 +1286,7 @@ impl Namespace {
             });
         }
         if let Some(existing) = self.unlink(parent, name, time_ms) {
-            self.drop_name(existing, &mut freed);
+            self.drop_name(existing, time_ms, &mut freed);
         }
         let id = self.next_inode;
         self.next_inode += 1;

@@ -110,6 +110,15 @@ impl CachedFile {
         &self.path
     }
 
+    /// The owner and group the file gets at its commit, if set.
+    pub fn owner(&self) -> Option<&str> {
+        self.after_commit.owner.as_deref()
+    }
+
+    pub fn group(&self) -> Option<&str> {
+        self.after_commit.group.as_deref()
+    }
+
     pub fn mode(&self) -> u32 {
         self.after_commit.mode.unwrap_or(self.mode)
     }

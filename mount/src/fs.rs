@@ -145,6 +145,16 @@ impl State {
         id
     }
 
+    /// Gives `path` the owner and group of `change`, if it names any.
+    fn set_owner(&mut self, path: &DfsPath, change: AttributeChange) -> Result<(), Errno> {
+        if change == AttributeChange::default() {
+            return Ok(());
+        }
+        self.client
+            .set_attributes(path, change)
+            .map_err(|e| errno(&e))
+    }
+
     /// Refuses one more file being written past the mount's bound.
     fn check_write_room(&self) -> Result<(), Errno> {
         let writing = self
@@ -186,8 +196,14 @@ impl State {
             kind: FileType::RegularFile,
             perm: (handle.mode() & 0o7777) as u16,
             nlink: 1,
-            uid: self.ids.uid(&handle_owner(&self.client)),
-            gid: self.ids.gid(&handle_group(&self.client)),
+            uid: match handle.owner() {
+                Some(owner) => self.ids.uid(owner),
+                None => self.ids.uid(&handle_owner(&self.client)),
+            },
+            gid: match handle.group() {
+                Some(group) => self.ids.gid(group),
+                None => self.ids.gid(&handle_group(&self.client)),
+            },
             rdev: 0,
             blksize: 1 << 20,
             flags: 0,
@@ -420,7 +436,7 @@ impl Filesystem for DfsFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -432,8 +448,17 @@ impl Filesystem for DfsFs {
             Ok(path) => path,
             Err(error) => return reply.error(error),
         };
-        if let Err(error) = state.client.mkdir(&path, false, mode & !umask & 0o7777) {
+        let (owner, inherited) = match self.new_entry_owner(&mut state, req, &path) {
+            Ok(found) => found,
+            Err(error) => return reply.error(error),
+        };
+        // A directory in a setgid directory is setgid too.
+        let mode = (mode & !umask & 0o7777) | if inherited { libc::S_ISGID } else { 0 };
+        if let Err(error) = state.client.mkdir(&path, false, mode) {
             return reply.error(errno(&error));
+        }
+        if let Err(error) = state.set_owner(&path, owner) {
+            return reply.error(error);
         }
         match state.entry(path) {
             Ok(attr) => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
@@ -448,7 +473,9 @@ impl Filesystem for DfsFs {
             .and_then(|path| match state.stat(&path)?.kind {
                 EntryKind::Directory => Err(Errno::EISDIR),
                 EntryKind::File | EntryKind::Symlink => {
-                    state.client.delete(&path, false).map_err(|e| errno(&e))
+                    state.client.delete(&path, false).map_err(|e| errno(&e))?;
+                    state.inodes.removed(&path);
+                    Ok(())
                 }
             });
         match result {
@@ -476,7 +503,7 @@ impl Filesystem for DfsFs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &std::path::Path,
@@ -490,8 +517,15 @@ impl Filesystem for DfsFs {
         let Some(target) = target.to_str() else {
             return reply.error(Errno::EINVAL);
         };
+        let owner = match self.new_entry_owner(&mut state, req, &path) {
+            Ok((owner, _)) => owner,
+            Err(error) => return reply.error(error),
+        };
         if let Err(error) = state.client.symlink(&path, target) {
             return reply.error(errno(&error));
+        }
+        if let Err(error) = state.set_owner(&path, owner) {
+            return reply.error(error);
         }
         match state.entry(path) {
             Ok(attr) => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
@@ -574,6 +608,8 @@ impl Filesystem for DfsFs {
         }
         match state.client.rename(&source, &target) {
             Ok(()) => {
+                // What the target named is gone (another name of it stays).
+                state.inodes.removed(&target);
                 state.inodes.renamed(&source, &target);
                 reply.ok()
             }
@@ -624,7 +660,7 @@ impl Filesystem for DfsFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -641,24 +677,18 @@ impl Filesystem for DfsFs {
             return reply.error(error);
         }
         // The file goes to the master at its commit: its directory must be
-        // one now.
-        let parent_is_directory = path
-            .parent()
-            .map(|parent| state.stat(&parent))
-            .map(|status| status.map(|status| status.kind == EntryKind::Directory));
-        match parent_is_directory {
-            Some(Ok(true)) => {}
-            Some(Ok(false)) => return reply.error(Errno::ENOTDIR),
-            Some(Err(error)) => return reply.error(error),
-            None => return reply.error(Errno::EINVAL),
-        }
+        // one now (`new_entry_owner` looks).
+        let owner = match self.new_entry_owner(&mut state, req, &path) {
+            Ok((owner, _)) => owner,
+            Err(error) => return reply.error(error),
+        };
         // Without O_EXCL, a file another workstation made meanwhile is
         // replaced at the commit (as this open would have truncated it).
         let file = match CachedFile::new_file(
             path.clone(),
             mode & !umask & 0o7777,
             flags & libc::O_EXCL == 0,
-            AttributeChange::default(),
+            owner,
         ) {
             Ok(file) => file,
             Err(error) => return reply.error(errno(&error)),
@@ -1030,6 +1060,36 @@ impl PageSource for ClientPages<'_> {
 }
 
 impl DfsFs {
+    /// Who a new entry at `path` belongs to: the caller (as NFS `sec=sys`
+    /// has it), with the group of its directory when that is setgid. As
+    /// the change to make after the master made it as this mount's user
+    /// (empty when nothing differs), and whether the group was inherited.
+    fn new_entry_owner(
+        &self,
+        state: &mut State,
+        req: &Request,
+        path: &DfsPath,
+    ) -> Result<(AttributeChange, bool), Errno> {
+        let parent = path.parent().ok_or(Errno::EINVAL)?;
+        let directory = state.stat(&parent)?;
+        if directory.kind != EntryKind::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        let owner = state.ids.user_name(req.uid());
+        let inherited = directory.mode & libc::S_ISGID != 0;
+        let group = if inherited {
+            directory.group
+        } else {
+            state.ids.group_name(req.gid())
+        };
+        let change = AttributeChange {
+            owner: (owner != self.credentials.user).then_some(owner),
+            group: (Some(&group) != self.credentials.groups.first()).then_some(group),
+            ..AttributeChange::default()
+        };
+        Ok((change, inherited))
+    }
+
     /// `truncate(2)` of a file no handle here writes: copied, cut or
     /// grown, and sent back whole (a file larger than the spool only to
     /// its own size or to nothing).

@@ -94,6 +94,14 @@ impl Inodes {
         }
     }
 
+    /// The name `path` is gone: an inode known by it is forgotten here, so
+    /// that the kernel looks up another of its names (a hard link) rather
+    /// than this one, which names nothing.
+    pub fn removed(&mut self, path: &DfsPath) {
+        self.known
+            .retain(|&inode, known| inode == ROOT_INODE || &known.path != path);
+    }
+
     /// `from` is now at `to`: so is everything under it.
     pub fn renamed(&mut self, from: &DfsPath, to: &DfsPath) {
         let from_text = from.as_str();
@@ -137,6 +145,16 @@ mod tests {
             "a sibling with the prefix"
         );
         assert_eq!(inodes.path(ROOT_INODE), Some(&DfsPath::root()));
+    }
+
+    #[test]
+    fn a_removed_name_is_forgotten_and_others_stay() {
+        let mut inodes = Inodes::new();
+        inodes.remember(2, path("/a"));
+        inodes.remember(3, path("/b"));
+        inodes.removed(&path("/a"));
+        assert_eq!(inodes.path(2), None);
+        assert_eq!(inodes.path(3), Some(&path("/b")));
     }
 
     #[test]

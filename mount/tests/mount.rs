@@ -34,10 +34,10 @@ struct Mounted {
 impl Mounted {
     /// Mounts with `dfs-mount`, or with `via_dfs` through `dfs mount`.
     fn start(cluster: &Cluster, mountpoint: &Path) -> Mounted {
-        Mounted::start_with(cluster, mountpoint, false)
+        Mounted::start_with(cluster, mountpoint, false, &[])
     }
 
-    fn start_with(cluster: &Cluster, mountpoint: &Path, via_dfs: bool) -> Mounted {
+    fn start_with(cluster: &Cluster, mountpoint: &Path, via_dfs: bool, extra: &[&str]) -> Mounted {
         fs::create_dir_all(mountpoint).expect("create the mountpoint");
         let log = File::create(cluster.dir().join(format!(
             "mount-{}.log",
@@ -56,6 +56,7 @@ impl Mounted {
             command
         };
         let child = command
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -110,7 +111,7 @@ fn programs_work_in_the_mounted_cluster_and_a_second_mount_sees_closed_files() {
         ..ClusterOptions::default()
     });
     let mut here = Mounted::start(&cluster, &cluster.dir().join("here"));
-    let there = Mounted::start_with(&cluster, &cluster.dir().join("there"), true);
+    let there = Mounted::start_with(&cluster, &cluster.dir().join("there"), true, &[]);
 
     // Directories, and a file of several blocks written with std::fs.
     fs::create_dir_all(here.path("home/ann/data")).expect("mkdir -p");
@@ -412,6 +413,19 @@ fn symbolic_and_hard_links_work_through_the_mount_and_dfs() {
     assert_eq!(fs::metadata(mounted.path("hard")).expect("stat").nlink(), 1);
     // The symbolic link now dangles.
     assert!(fs::read(mounted.path("d/link")).is_err());
+
+    // Any name that is left still reaches the file.
+    fs::hard_link(mounted.path("hard"), mounted.path("n1")).expect("ln");
+    fs::hard_link(mounted.path("hard"), mounted.path("n2")).expect("ln");
+    fs::remove_file(mounted.path("hard")).expect("rm");
+    fs::remove_file(mounted.path("n2")).expect("rm");
+    assert_eq!(
+        fs::symlink_metadata(mounted.path("n1"))
+            .expect("lstat")
+            .nlink(),
+        1
+    );
+    fs::rename(mounted.path("n1"), mounted.path("hard")).expect("mv back");
 
     // A directory has one name.
     let error = fs::hard_link(mounted.path("d"), mounted.path("d2")).expect_err("ln of a dir");
@@ -822,5 +836,77 @@ fn sqlite_works_in_the_mount_and_its_locks_hold_across_workstations() {
         || python(try_write, &there.path("test.db")) == "wrote",
         Duration::from_secs(20),
         "the other workstation to write once the holder is gone",
+    );
+}
+
+#[test]
+fn new_entries_belong_to_their_caller_and_setgid_directories_pass_their_group_on() {
+    use std::os::unix::fs::MetadataExt;
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        ..ClusterOptions::default()
+    });
+    // Other users reach the mountpoint, and the mount lets them in.
+    fs::set_permissions(cluster.dir(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mounted = Mounted::start_with(
+        &cluster,
+        &cluster.dir().join("mnt"),
+        false,
+        &["-o", "allow_other"],
+    );
+    fs::create_dir(mounted.path("shared")).expect("mkdir");
+    fs::set_permissions(mounted.path("shared"), fs::Permissions::from_mode(0o1777))
+        .expect("chmod 1777");
+    fs::create_dir(mounted.path("team")).expect("mkdir");
+    let status = Command::new("chown")
+        .arg(":4321")
+        .arg(mounted.path("team"))
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    fs::set_permissions(mounted.path("team"), fs::Permissions::from_mode(0o2777))
+        .expect("chmod 2777");
+    // As uid and gid 65534 (nobody).
+    let as_nobody = |script: &str| {
+        let status = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                script,
+            ])
+            .current_dir(&mounted.mountpoint)
+            .status()
+            .expect("run setpriv");
+        assert!(status.success(), "as nobody: {script}");
+    };
+    as_nobody("echo mine > shared/file && mkdir shared/dir && ln -s file shared/link && touch team/file && mkdir team/dir");
+    for name in ["shared/file", "shared/dir"] {
+        let metadata = fs::metadata(mounted.path(name)).expect("stat");
+        assert_eq!((metadata.uid(), metadata.gid()), (65534, 65534), "{name}");
+    }
+    let link = fs::symlink_metadata(mounted.path("shared/link")).expect("lstat");
+    assert_eq!(link.uid(), 65534, "the link is the caller's");
+    // In a setgid directory: the directory's group, and setgid subdirectories.
+    let file = fs::metadata(mounted.path("team/file")).expect("stat");
+    assert_eq!((file.uid(), file.gid()), (65534, 4321));
+    let directory = fs::metadata(mounted.path("team/dir")).expect("stat");
+    assert_eq!(directory.gid(), 4321);
+    assert_ne!(
+        directory.mode() & libc::S_ISGID,
+        0,
+        "setgid passes on to directories"
+    );
+    // The owner may change its file's mode; the kernel checks against it.
+    as_nobody("chmod 600 shared/file && cat shared/file > /dev/null");
+    assert_eq!(
+        fs::metadata(mounted.path("shared/file"))
+            .expect("stat")
+            .mode()
+            & 0o7777,
+        0o600
     );
 }
