@@ -57,6 +57,11 @@ pub struct CachedFile {
     after_commit: AttributeChange,
     /// A write was refused: the file is abandoned, never committed.
     poisoned: bool,
+    /// The kernel's number for the file open here.
+    nodeid: u64,
+    /// Its name was removed while it was open: it lives on here, for
+    /// reads and writes, until its last close, and is never committed.
+    unlinked: bool,
 }
 
 fn spool_error(path: &DfsPath, error: io::Error) -> Error {
@@ -84,6 +89,8 @@ impl CachedFile {
             dirty: true,
             after_commit,
             poisoned: false,
+            nodeid: 0,
+            unlinked: false,
         })
     }
 
@@ -103,11 +110,46 @@ impl CachedFile {
             dirty: false,
             after_commit,
             poisoned: false,
+            nodeid: 0,
+            unlinked: false,
         }
     }
 
     pub fn path(&self) -> &DfsPath {
         &self.path
+    }
+
+    /// Records the kernel's number for the file open here.
+    pub fn set_nodeid(&mut self, nodeid: u64) {
+        self.nodeid = nodeid;
+    }
+
+    pub fn nodeid(&self) -> u64 {
+        self.nodeid
+    }
+
+    pub fn is_unlinked(&self) -> bool {
+        self.unlinked
+    }
+
+    /// The file's name is being removed: its contents stay here (copied
+    /// now if they were not yet) for the descriptors still open, and are
+    /// dropped at the last close. A stream already sent is abandoned.
+    pub fn unlink(&mut self, client: &mut Client) -> Result<()> {
+        if let Contents::Old { size } = self.contents {
+            if !Self::fits(size) {
+                return Err(Error::Invalid(format!(
+                    "{}: open, and too large to keep here once removed",
+                    self.path
+                )));
+            }
+            self.load(client, u64::MAX)?;
+        }
+        if let Contents::Streaming(writer) = &mut self.contents {
+            writer.poison();
+        }
+        self.unlinked = true;
+        Ok(())
     }
 
     /// The owner and group the file gets at its commit, if set.
@@ -180,6 +222,30 @@ impl CachedFile {
             }
             // What was sent is in the cluster, not here.
             Contents::Streaming(_) => Err(Errno::EOPNOTSUPP),
+        }
+    }
+
+    /// The attributes of the file as this handle has it, for a file the
+    /// namespace does not show (new, or removed while open).
+    pub fn attr(&self, owner: u32, group: u32) -> fuser::FileAttr {
+        let now = std::time::SystemTime::now();
+        let size = self.size();
+        fuser::FileAttr {
+            ino: fuser::INodeNo(self.nodeid),
+            size,
+            blocks: size.div_ceil(512),
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            kind: fuser::FileType::RegularFile,
+            perm: (self.mode() & 0o7777) as u16,
+            nlink: u32::from(!self.unlinked),
+            uid: owner,
+            gid: group,
+            rdev: 0,
+            blksize: 1 << 20,
+            flags: 0,
         }
     }
 
@@ -325,6 +391,9 @@ impl CachedFile {
     /// Makes the cluster's file what this handle wrote. A spooled file
     /// stays open to more writes (and commits again); a stream ends.
     pub fn commit(&mut self, client: &mut Client) -> Result<()> {
+        if self.unlinked {
+            return Ok(());
+        }
         if self.poisoned {
             return Err(Error::Invalid(format!(
                 "{}: not written: a write to it was refused, so it is left as it was",

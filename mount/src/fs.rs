@@ -21,10 +21,10 @@ use dfs_engine::msg::{Credentials, EntryKind, EntryStatus, ErrorKind};
 use dfs_engine::path::DfsPath;
 use dfs_engine::Error;
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 
 use crate::attr::{self, Ids};
@@ -155,6 +155,24 @@ impl State {
             .map_err(|e| errno(&e))
     }
 
+    /// The name `path` is being removed: files open here at it keep their
+    /// contents for their descriptors. True when one was open.
+    fn unlink_open(&mut self, path: &DfsPath) -> Result<bool, Errno> {
+        let mut found = false;
+        for handle in self.handles.values_mut() {
+            if let Handle::Cached(file) = handle {
+                if file.path() == path && !file.is_unlinked() {
+                    file.unlink(&mut self.client).map_err(|e| {
+                        eprintln!("dfs-mount: {e}");
+                        Errno::EBUSY
+                    })?;
+                    found = true;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Refuses one more file being written past the mount's bound.
     fn check_write_room(&self) -> Result<(), Errno> {
         let writing = self
@@ -172,42 +190,28 @@ impl State {
     /// True when a file at or under `path` is being written here.
     fn writes_under(&self, path: &DfsPath) -> bool {
         self.handles.values().any(|handle| match handle {
-            Handle::Cached(file) => file.path().is_within(path),
+            Handle::Cached(file) => !file.is_unlinked() && file.path().is_within(path),
             _ => false,
         })
     }
 
-    /// The attributes of a file being written, from its handle.
+    /// The attributes of the file open here as the kernel's `inode`, from
+    /// its handle (a new file, or one removed while open).
     fn pending_attr(&mut self, inode: u64) -> Option<FileAttr> {
         let handle = self.handles.values().find_map(|handle| match handle {
-            Handle::Cached(file) if self.inodes.path(inode) == Some(file.path()) => Some(file),
+            Handle::Cached(file) if file.nodeid() == inode => Some(file),
             _ => None,
         })?;
-        let now = SystemTime::now();
-        let size = handle.size();
-        Some(FileAttr {
-            ino: INodeNo(inode),
-            size,
-            blocks: size.div_ceil(512),
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            kind: FileType::RegularFile,
-            perm: (handle.mode() & 0o7777) as u16,
-            nlink: 1,
-            uid: match handle.owner() {
-                Some(owner) => self.ids.uid(owner),
-                None => self.ids.uid(&handle_owner(&self.client)),
-            },
-            gid: match handle.group() {
-                Some(group) => self.ids.gid(group),
-                None => self.ids.gid(&handle_group(&self.client)),
-            },
-            rdev: 0,
-            blksize: 1 << 20,
-            flags: 0,
-        })
+        let owner = handle
+            .owner()
+            .map(str::to_string)
+            .unwrap_or_else(|| handle_owner(&self.client));
+        let group = handle
+            .group()
+            .map(str::to_string)
+            .unwrap_or_else(|| handle_group(&self.client));
+        let (uid, gid) = (self.ids.uid(&owner), self.ids.gid(&group));
+        Some(handle.attr(uid, gid))
     }
 
     /// Looks `path` up, remembers its inode, and answers its attributes.
@@ -324,6 +328,10 @@ impl Filesystem for DfsFs {
                 Err(error) => reply.error(error),
             };
         }
+        // Removed while open here: what the handle holds.
+        if let Some(attr) = state.pending_attr(ino.0).filter(|attr| attr.nlink == 0) {
+            return reply.attr(&Duration::ZERO, &attr);
+        }
         let result = state.path(ino).and_then(|path| state.stat(&path));
         match result {
             Ok(status) => {
@@ -369,10 +377,11 @@ impl Filesystem for DfsFs {
         if ino.0 >= PENDING_INODE_BASE {
             // A file not in the namespace yet: attributes are kept for its
             // commit (`cp -p` and `tar` set them before they close).
-            let Some(path) = state.inodes.path(ino.0).cloned() else {
-                return reply.error(Errno::ESTALE);
-            };
-            let Some(file) = cached_at(&mut state.handles, &path) else {
+            let found = state.handles.values_mut().find_map(|handle| match handle {
+                Handle::Cached(file) if file.nodeid() == ino.0 => Some(file),
+                _ => None,
+            });
+            let Some(file) = found else {
                 return reply.error(Errno::ESTALE);
             };
             if let Some(size) = size {
@@ -468,16 +477,18 @@ impl Filesystem for DfsFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut state = self.state();
-        let result = state
-            .child(parent, name)
-            .and_then(|path| match state.stat(&path)?.kind {
-                EntryKind::Directory => Err(Errno::EISDIR),
-                EntryKind::File | EntryKind::Symlink => {
-                    state.client.delete(&path, false).map_err(|e| errno(&e))?;
-                    state.inodes.removed(&path);
-                    Ok(())
-                }
-            });
+        let result = state.child(parent, name).and_then(|path| {
+            // Files open here live on in their handles until closed.
+            let open_here = state.unlink_open(&path)?;
+            match state.stat(&path) {
+                Err(Errno::ENOENT) if open_here => {}
+                Err(error) => return Err(error),
+                Ok(status) if status.kind == EntryKind::Directory => return Err(Errno::EISDIR),
+                Ok(_) => state.client.delete(&path, false).map_err(|e| errno(&e))?,
+            }
+            state.inodes.removed(&path);
+            Ok(())
+        });
         match result {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
@@ -635,12 +646,16 @@ impl Filesystem for DfsFs {
             let keep = self.keep_owner(&status);
             if flags.0 & libc::O_TRUNC != 0 {
                 match CachedFile::new_file(path, status.mode, true, keep) {
-                    Ok(file) => Handle::Cached(Box::new(file)),
+                    Ok(mut file) => {
+                        file.set_nodeid(ino.0);
+                        Handle::Cached(Box::new(file))
+                    }
                     Err(error) => return reply.error(errno(&error)),
                 }
             } else if CachedFile::fits(status.size_bytes) {
                 // Read as it is until written.
-                let file = CachedFile::existing(path, status.size_bytes, status.mode, keep);
+                let mut file = CachedFile::existing(path, status.size_bytes, status.mode, keep);
+                file.set_nodeid(ino.0);
                 Handle::Cached(Box::new(file))
             } else {
                 // Too large to copy: rewritten as a stream from its head.
@@ -684,7 +699,7 @@ impl Filesystem for DfsFs {
         };
         // Without O_EXCL, a file another workstation made meanwhile is
         // replaced at the commit (as this open would have truncated it).
-        let file = match CachedFile::new_file(
+        let mut file = match CachedFile::new_file(
             path.clone(),
             mode & !umask & 0o7777,
             flags & libc::O_EXCL == 0,
@@ -694,6 +709,7 @@ impl Filesystem for DfsFs {
             Err(error) => return reply.error(errno(&error)),
         };
         let inode = state.inodes.pending(path);
+        file.set_nodeid(inode);
         let id = state.handle_id();
         state.handles.insert(id, Handle::Cached(Box::new(file)));
         match state.pending_attr(inode) {

@@ -910,3 +910,50 @@ fn new_entries_belong_to_their_caller_and_setgid_directories_pass_their_group_on
         0o600
     );
 }
+
+#[test]
+fn a_file_removed_while_open_lives_on_until_closed() {
+    use std::os::unix::fs::MetadataExt;
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        ..ClusterOptions::default()
+    });
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    // Python's TemporaryFile: created, removed at once, then used.
+    let script = "import tempfile, sys\n\
+         with tempfile.TemporaryFile(dir=sys.argv[1]) as f:\n\
+         \x20   f.write(b'scratch data' * 1000)\n\
+         \x20   f.seek(8)\n\
+         \x20   print(f.read(4).decode())\n";
+    assert_eq!(python(script, &mounted.mountpoint), "data");
+    // An existing file removed while open: still read and written through
+    // the descriptor, gone from the directory, and not back at the close.
+    fs::write(mounted.path("old"), b"old contents").expect("write");
+    {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(mounted.path("old"))
+            .expect("open");
+        fs::remove_file(mounted.path("old")).expect("rm while open");
+        assert!(!mounted.path("old").exists());
+        assert_eq!(file.metadata().expect("fstat").nlink(), 0);
+        file.seek(SeekFrom::End(0)).expect("seek");
+        file.write_all(b", more").expect("write after rm");
+        file.seek(SeekFrom::Start(0)).expect("seek");
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("read after rm");
+        assert_eq!(text, "old contents, more");
+    }
+    assert!(
+        !mounted.path("old").exists(),
+        "not written back at the close"
+    );
+    fs::create_dir(mounted.path("d")).expect("mkdir");
+    {
+        let _open = File::create(mounted.path("d/new")).expect("create");
+        fs::remove_file(mounted.path("d/new")).expect("rm a new file while open");
+        fs::remove_dir(mounted.path("d")).expect("its directory is empty now");
+    }
+}
