@@ -734,7 +734,11 @@ fn stat(master: Option<&str>, raw: &OsStr, out: &mut dyn Write) -> Result<()> {
     let status = client.stat(&path)?;
     let lines = match status.kind {
         EntryKind::File => format::file_stat_lines(path.as_str(), &client.get_blocks(&path)?),
-        EntryKind::Directory => format::stat_lines(path.as_str(), &status, None),
+        EntryKind::Directory
+        | EntryKind::Fifo
+        | EntryKind::Socket
+        | EntryKind::CharDevice
+        | EntryKind::BlockDevice => format::stat_lines(path.as_str(), &status, None),
         EntryKind::Symlink => {
             let mut lines = format::stat_lines(path.as_str(), &status, None);
             lines.push(format!("target: {}", client.read_link(&path)?));

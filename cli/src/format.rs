@@ -75,6 +75,10 @@ pub fn mode_string(kind: EntryKind, mode: u32) -> String {
         EntryKind::Directory => 'd',
         EntryKind::File => '-',
         EntryKind::Symlink => 'l',
+        EntryKind::Fifo => 'p',
+        EntryKind::Socket => 's',
+        EntryKind::CharDevice => 'c',
+        EntryKind::BlockDevice => 'b',
     });
     for shift in [6u32, 3, 0] {
         let bits = (mode >> shift) & 0o7;
@@ -98,7 +102,7 @@ pub fn listed_name(name: &str, kind: EntryKind) -> String {
 pub fn long_line(entry: &EntryStatus, name: &str) -> String {
     let replication = match entry.kind {
         EntryKind::File => entry.replication.to_string(),
-        EntryKind::Directory | EntryKind::Symlink => "-".to_string(),
+        _ => "-".to_string(),
     };
     format!(
         "{} {} {} {:>12} {} {} {}",
@@ -130,6 +134,10 @@ pub fn stat_lines(
         EntryKind::File => "file",
         EntryKind::Directory => "directory",
         EntryKind::Symlink => "symbolic link",
+        EntryKind::Fifo => "fifo",
+        EntryKind::Socket => "socket",
+        EntryKind::CharDevice => "character device",
+        EntryKind::BlockDevice => "block device",
     };
     let mut lines = vec![
         format!("path: {path}"),
@@ -484,6 +492,7 @@ mod tests {
             changed_ms: 0,
             links: 1,
             version: 0,
+            rdev: 0,
         }
     }
 

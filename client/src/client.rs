@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use dfs_engine::limits::{FSCK_BLOCKS_PER_PAGE_MAX, FSCK_FILES_PER_PAGE_MAX, LIST_ENTRIES_MAX};
 use dfs_engine::msg::{
-    BadReplica, Credentials, EntryStatus, FsckFile, LocatedBlock, MasterRequest, MasterResponse,
-    MinionId, MinionReport,
+    BadReplica, Credentials, EntryKind, EntryStatus, FsckFile, LocatedBlock, MasterRequest,
+    MasterResponse, MinionId, MinionReport,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
@@ -209,6 +209,17 @@ impl Client {
             target: target.to_string(),
         };
         self.call_expect_ok("Symlink", request)
+    }
+
+    /// Makes a FIFO, socket or device node (`kind`) at `path`.
+    pub fn mknod(&mut self, path: &DfsPath, kind: EntryKind, mode: u32, rdev: u32) -> Result<()> {
+        let request = MasterRequest::Mknod {
+            path: path.to_string(),
+            kind,
+            mode,
+            rdev,
+        };
+        self.call_expect_ok("Mknod", request)
     }
 
     /// Gives the file or symbolic link at `source` the name `target` too.
@@ -535,6 +546,7 @@ mod tests {
             changed_ms: 0,
             links: 1,
             version: 0,
+            rdev: 0,
         }
     }
 

@@ -1193,6 +1193,7 @@ mod tests {
             changed_ms: 0,
             links: 1,
             version: 0,
+            rdev: 0,
         }
     }
 

@@ -207,6 +207,22 @@ pub enum EntryKind {
     /// A symbolic link: its target (`ReadLink`) is text, resolved by the
     /// reader (the mount's kernel), never by the master.
     Symlink,
+    /// Special files, names only: what they lead to (a pipe, a socket, a
+    /// device) is each workstation's own.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl EntryKind {
+    /// Kinds that are only a name and attributes (no blocks, no entries).
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            EntryKind::Fifo | EntryKind::Socket | EntryKind::CharDevice | EntryKind::BlockDevice
+        )
+    }
 }
 
 /// What `stat` and `ls -l` show of one namespace entry.
@@ -239,6 +255,8 @@ pub struct EntryStatus {
     /// none). An overwrite keeps a file's inode but never its blocks, so a
     /// reader tells that the contents it reads were replaced by this.
     pub version: u64,
+    /// The device number of a character or block device; 0 otherwise.
+    pub rdev: u32,
 }
 
 /// One block of a file with the minions that hold it, best first.
@@ -536,6 +554,14 @@ pub enum MasterRequest {
         session: u64,
         inode: u64,
         owner: u64,
+    },
+    /// Makes a special file (`kind` one of `EntryKind::is_special`) at
+    /// `path` with permission bits `mode` and, for a device, `rdev`.
+    Mknod {
+        path: String,
+        kind: EntryKind,
+        mode: u32,
+        rdev: u32,
     },
 }
 

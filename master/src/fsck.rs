@@ -95,8 +95,8 @@ pub fn page(
             }
             return Ok(page);
         }
-        // A symbolic link has no blocks.
-        Some(Node::Symlink { .. }) | None => return Ok(page),
+        // A symbolic link or special file has no blocks.
+        Some(Node::Symlink { .. } | Node::Special { .. }) | None => return Ok(page),
     };
     while let Some(level) = stack.last_mut() {
         let Some(Node::Directory { children }) =
@@ -151,7 +151,7 @@ pub fn page(
                     return Ok(page);
                 }
             }
-            Some(Node::Symlink { .. }) | None => {}
+            Some(Node::Symlink { .. } | Node::Special { .. }) | None => {}
         }
     }
     Ok(page)

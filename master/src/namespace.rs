@@ -64,6 +64,12 @@ pub enum Node {
     Symlink {
         target: String,
     },
+    /// A FIFO, socket or device: a name and attributes, nothing stored
+    /// (checkpoint version 6). `kind` is one of `EntryKind::is_special`.
+    Special {
+        kind: EntryKind,
+        rdev: u32,
+    },
 }
 
 impl Node {
@@ -210,6 +216,16 @@ pub enum Op {
     Link {
         source: DfsPathString,
         target: DfsPathString,
+        time_ms: u64,
+    },
+    /// Makes a FIFO, socket or device node.
+    Mknod {
+        path: DfsPathString,
+        kind: EntryKind,
+        mode: u32,
+        rdev: u32,
+        owner: String,
+        group: String,
         time_ms: u64,
     },
 }
@@ -460,7 +476,7 @@ impl Namespace {
                     files += 1;
                     blocks += b.len() as u64;
                 }
-                Node::Symlink { .. } => files += 1,
+                Node::Symlink { .. } | Node::Special { .. } => files += 1,
             }
         }
         (files, directories, blocks)
@@ -499,7 +515,7 @@ impl Namespace {
                     replication,
                     ..
                 } => Some((*replication, blocks.get(index)?)),
-                Node::Directory { .. } | Node::Symlink { .. } => None,
+                Node::Directory { .. } | Node::Symlink { .. } | Node::Special { .. } => None,
             },
             BlockPlace::Written { write, index } => {
                 let open = self.writes.get(&write)?;
@@ -554,7 +570,9 @@ impl Namespace {
                 Node::Directory { children } => {
                     current = *children.get(name).ok_or_else(|| not_found(path))?;
                 }
-                Node::File { .. } | Node::Symlink { .. } => return Err(not_found(path)),
+                Node::File { .. } | Node::Symlink { .. } | Node::Special { .. } => {
+                    return Err(not_found(path))
+                }
             }
         }
         Ok(current)
@@ -568,7 +586,7 @@ impl Namespace {
         let id = self.resolve(&parent)?;
         match self.inode(id).node {
             Node::Directory { .. } => Ok(id),
-            Node::File { .. } | Node::Symlink { .. } => Err(error(
+            Node::File { .. } | Node::Symlink { .. } | Node::Special { .. } => Err(error(
                 ErrorKind::NotADirectory,
                 format!("{parent}: not a directory"),
             )),
@@ -578,7 +596,7 @@ impl Namespace {
     fn child(&self, directory: InodeId, name: &str) -> Option<InodeId> {
         match &self.inode(directory).node {
             Node::Directory { children } => children.get(name).copied(),
-            Node::File { .. } | Node::Symlink { .. } => None,
+            Node::File { .. } | Node::Symlink { .. } | Node::Special { .. } => None,
         }
     }
 
@@ -604,6 +622,7 @@ impl Namespace {
                 blocks.len() as u64,
             ),
             Node::Symlink { target } => (EntryKind::Symlink, target.len() as u64, 0, 0, 0),
+            Node::Special { kind, .. } => (*kind, 0, 0, 0, 0),
         };
         EntryStatus {
             name: name.to_string(),
@@ -622,7 +641,11 @@ impl Namespace {
             links: inode.links,
             version: match &inode.node {
                 Node::File { blocks, .. } => blocks.first().map_or(0, |block| block.id.0),
-                Node::Directory { .. } | Node::Symlink { .. } => 0,
+                Node::Directory { .. } | Node::Symlink { .. } | Node::Special { .. } => 0,
+            },
+            rdev: match inode.node {
+                Node::Special { rdev, .. } => rdev,
+                _ => 0,
             },
         }
     }
@@ -652,6 +675,10 @@ impl Namespace {
             Node::Symlink { .. } => Err(error(
                 ErrorKind::InvalidArgument,
                 format!("{path}: is a symbolic link (read its target instead)"),
+            )),
+            Node::Special { .. } => Err(error(
+                ErrorKind::InvalidArgument,
+                format!("{path}: is a special file (it holds no data)"),
             )),
         }
     }
@@ -940,6 +967,15 @@ impl Namespace {
                 target,
                 time_ms,
             } => self.hard_link(&parse(source)?, &parse(target)?, *time_ms),
+            Op::Mknod {
+                path,
+                kind,
+                mode,
+                rdev,
+                owner,
+                group,
+                time_ms,
+            } => self.mknod(&parse(path)?, *kind, *mode, *rdev, owner, group, *time_ms),
         }
     }
 
@@ -990,13 +1026,13 @@ impl Namespace {
                         format!("{path}: is a directory"),
                     ))
                 }
-                Node::File { .. } | Node::Symlink { .. } if !overwrite => {
+                Node::File { .. } | Node::Symlink { .. } | Node::Special { .. } if !overwrite => {
                     return Err(error(
                         ErrorKind::AlreadyExists,
                         format!("{path}: file exists"),
                     ))
                 }
-                Node::File { .. } | Node::Symlink { .. } => {}
+                Node::File { .. } | Node::Symlink { .. } | Node::Special { .. } => {}
             }
         }
         Ok(())
@@ -1023,7 +1059,7 @@ impl Namespace {
                 match self.child(current, name) {
                     Some(id) => match self.inode(id).node {
                         Node::Directory { .. } => current = id,
-                        Node::File { .. } | Node::Symlink { .. } => {
+                        Node::File { .. } | Node::Symlink { .. } | Node::Special { .. } => {
                             let kind = if next == *path {
                                 ErrorKind::AlreadyExists
                             } else {
@@ -1098,7 +1134,7 @@ impl Namespace {
         let inode = self.inodes.get_mut(&directory)?;
         let removed = match &mut inode.node {
             Node::Directory { children } => children.remove(name),
-            Node::File { .. } | Node::Symlink { .. } => None,
+            Node::File { .. } | Node::Symlink { .. } | Node::Special { .. } => None,
         };
         inode.modified_ms = time_ms;
         inode.changed_ms = time_ms;
@@ -1126,7 +1162,7 @@ impl Namespace {
                 Some(Node::File { blocks, .. }) => {
                     freed.extend(blocks.iter().map(BlockMeta::replica))
                 }
-                Some(Node::Symlink { .. }) | None => {}
+                Some(Node::Symlink { .. } | Node::Special { .. }) | None => {}
             }
         }
     }
@@ -1208,13 +1244,13 @@ impl Namespace {
                         format!("{target}: is a directory"),
                     ))
                 }
-                (Node::File { .. } | Node::Symlink { .. }, true) => {
+                (Node::File { .. } | Node::Symlink { .. } | Node::Special { .. }, true) => {
                     return Err(error(
                         ErrorKind::NotADirectory,
                         format!("{target}: not a directory"),
                     ))
                 }
-                (Node::File { .. } | Node::Symlink { .. }, false) => {}
+                (Node::File { .. } | Node::Symlink { .. } | Node::Special { .. }, false) => {}
             }
         }
         let source_parent = self.parent_directory(source)?;
@@ -1371,6 +1407,57 @@ impl Namespace {
         Ok(Applied::default())
     }
 
+    /// A FIFO, socket or device node: a name and attributes.
+    #[allow(clippy::too_many_arguments)]
+    fn mknod(
+        &mut self,
+        path: &DfsPath,
+        kind: EntryKind,
+        mode: u32,
+        rdev: u32,
+        owner: &str,
+        group: &str,
+        time_ms: u64,
+    ) -> Result<Applied, RemoteError> {
+        if !kind.is_special() {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                format!("{path}: mknod makes FIFOs, sockets and devices, not a {kind:?}"),
+            ));
+        }
+        if mode > MODE_BITS_MAX {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                format!("{path}: mode {mode:o} has bits beyond {MODE_BITS_MAX:o}"),
+            ));
+        }
+        check_account_name(path, owner)?;
+        check_account_name(path, group)?;
+        let parent = self.free_name(path)?;
+        let id = self.next_inode;
+        self.next_inode += 1;
+        let rdev = if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
+            rdev
+        } else {
+            0
+        };
+        self.inodes.insert(
+            id,
+            Inode {
+                node: Node::Special { kind, rdev },
+                owner: owner.to_string(),
+                group: group.to_string(),
+                mode,
+                modified_ms: time_ms,
+                accessed_ms: time_ms,
+                changed_ms: time_ms,
+                links: 1,
+            },
+        );
+        self.link(parent, path.name().unwrap_or(""), id, time_ms);
+        Ok(Applied::default())
+    }
+
     /// A hard link: `target` becomes another name of the file or symbolic
     /// link at `source`.
     fn hard_link(
@@ -1446,6 +1533,11 @@ impl Namespace {
                     }
                     if blocks.iter().any(|b| b.id.0 >= self.next_block) {
                         return Err(format!("inode {id}: block id at or past next_block"));
+                    }
+                }
+                Node::Special { kind, .. } => {
+                    if !kind.is_special() {
+                        return Err(format!("inode {id}: a special node of kind {kind:?}"));
                     }
                 }
                 Node::Symlink { target } => {

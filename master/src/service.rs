@@ -1088,6 +1088,23 @@ impl Master {
                 };
                 (MasterResponse::Ok, self.change(state, &op)?)
             }
+            MasterRequest::Mknod {
+                path,
+                kind,
+                mode,
+                rdev,
+            } => {
+                let op = Op::Mknod {
+                    path: parse_path(&path)?.to_string(),
+                    kind,
+                    mode,
+                    rdev,
+                    owner: context.owner.clone(),
+                    group: context.group.clone(),
+                    time_ms,
+                };
+                (MasterResponse::Ok, self.change(state, &op)?)
+            }
             MasterRequest::Link { source, target } => {
                 let op = Op::Link {
                     source: parse_path(&source)?.to_string(),
@@ -1798,6 +1815,7 @@ fn is_client_change(request: &MasterRequest) -> bool {
             | MasterRequest::SetAttributes { .. }
             | MasterRequest::Symlink { .. }
             | MasterRequest::Link { .. }
+            | MasterRequest::Mknod { .. }
     )
 }
 

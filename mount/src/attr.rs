@@ -30,6 +30,10 @@ pub fn file_type(kind: EntryKind) -> FileType {
         EntryKind::Directory => FileType::Directory,
         EntryKind::File => FileType::RegularFile,
         EntryKind::Symlink => FileType::Symlink,
+        EntryKind::Fifo => FileType::NamedPipe,
+        EntryKind::Socket => FileType::Socket,
+        EntryKind::CharDevice => FileType::CharDevice,
+        EntryKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -90,7 +94,7 @@ impl Ids {
         // programs (find) that would count subdirectories from it.
         let (nlink, size) = match status.kind {
             EntryKind::Directory => (1, 0),
-            EntryKind::File | EntryKind::Symlink => (status.links.max(1), status.size_bytes),
+            _ => (status.links.max(1), status.size_bytes),
         };
         FileAttr {
             ino: INodeNo(status.inode),
@@ -105,7 +109,7 @@ impl Ids {
             nlink,
             uid: self.uid(&status.owner),
             gid: self.gid(&status.group),
-            rdev: 0,
+            rdev: status.rdev,
             blksize: PREFERRED_IO_BYTES,
             flags: 0,
         }
@@ -147,6 +151,7 @@ mod tests {
             changed_ms: 2_000,
             links: 2,
             version: 0,
+            rdev: 0,
         };
         let attr = ids.attr(&status);
         assert_eq!(attr.ino, INodeNo(7));

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use dfs_client::client::AttributeChange;
 use dfs_client::{Client, FileReader};
-use dfs_engine::limits::MOUNT_OPEN_WRITES_MAX;
+use dfs_engine::limits::{MOUNT_OPEN_WRITES_MAX, PATH_BYTES_MAX};
 use dfs_engine::msg::{Credentials, EntryKind, EntryStatus, ErrorKind};
 use dfs_engine::path::DfsPath;
 use dfs_engine::Error;
@@ -136,7 +136,12 @@ impl State {
         if name.len() > NAME_BYTES_MAX as usize {
             return Err(Errno::ENAMETOOLONG);
         }
-        self.path(parent)?.join(name).map_err(|_| Errno::EINVAL)
+        let parent = self.path(parent)?;
+        // The cluster's paths are bounded as a system call's are.
+        if parent.as_str().len() + 1 + name.len() > PATH_BYTES_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        parent.join(name).map_err(|_| Errno::EINVAL)
     }
 
     fn handle_id(&mut self) -> u64 {
@@ -500,14 +505,63 @@ impl Filesystem for DfsFs {
         let result = state
             .child(parent, name)
             .and_then(|path| match state.stat(&path)?.kind {
-                EntryKind::File | EntryKind::Symlink => Err(Errno::ENOTDIR),
                 // New files being written here are in it, though the
                 // master does not know them yet.
                 EntryKind::Directory if state.writes_under(&path) => Err(Errno::ENOTEMPTY),
                 EntryKind::Directory => state.client.delete(&path, false).map_err(|e| errno(&e)),
+                _ => Err(Errno::ENOTDIR),
             });
         match result {
             Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFIFO => EntryKind::Fifo,
+            libc::S_IFSOCK => EntryKind::Socket,
+            libc::S_IFCHR => EntryKind::CharDevice,
+            libc::S_IFBLK => EntryKind::BlockDevice,
+            libc::S_IFREG | 0 => EntryKind::File,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let mut state = self.state();
+        let path = match state.child(parent, name) {
+            Ok(path) => path,
+            Err(error) => return reply.error(error),
+        };
+        let owner = match self.new_entry_owner(&mut state, req, &path) {
+            Ok((owner, _)) => owner,
+            Err(error) => return reply.error(error),
+        };
+        let bits = mode & !umask & 0o7777;
+        let made = if kind == EntryKind::File {
+            // mknod of a regular file: an empty one, there at once.
+            CachedFile::new_file(path.clone(), bits, false, owner)
+                .and_then(|mut file| file.commit(&mut state.client))
+                .map_err(|e| errno(&e))
+        } else {
+            state
+                .client
+                .mknod(&path, kind, bits, rdev)
+                .map_err(|e| errno(&e))
+                .and_then(|()| state.set_owner(&path, owner))
+        };
+        if let Err(error) = made {
+            return reply.error(error);
+        }
+        match state.entry(path) {
+            Ok(attr) => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
             Err(error) => reply.error(error),
         }
     }

@@ -957,3 +957,71 @@ fn a_file_removed_while_open_lives_on_until_closed() {
         fs::remove_dir(mounted.path("d")).expect("its directory is empty now");
     }
 }
+
+#[test]
+fn fifos_sockets_and_device_nodes_are_entries_every_workstation_sees() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        ..ClusterOptions::default()
+    });
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    let status = Command::new("mkfifo")
+        .arg(here.path("pipe"))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let status = Command::new("mknod")
+        .arg(here.path("null"))
+        .args(["c", "1", "3"])
+        .status()
+        .expect("mknod");
+    assert!(status.success());
+    let socket = std::os::unix::net::UnixListener::bind(here.path("sock")).expect("bind");
+    drop(socket);
+    wait_for(
+        || there.path("sock").exists() || fs::symlink_metadata(there.path("sock")).is_ok(),
+        Duration::from_secs(10),
+        "the entries on the other mount",
+    );
+    let kinds = |mounted: &Mounted| {
+        let pipe = fs::symlink_metadata(mounted.path("pipe")).expect("stat pipe");
+        let null = fs::symlink_metadata(mounted.path("null")).expect("stat null");
+        let sock = fs::symlink_metadata(mounted.path("sock")).expect("stat sock");
+        (
+            pipe.file_type().is_fifo(),
+            null.file_type().is_char_device(),
+            null.rdev(),
+            sock.file_type().is_socket(),
+        )
+    };
+    let expected_rdev = libc::makedev(1, 3);
+    assert_eq!(kinds(&here), (true, true, expected_rdev, true));
+    assert_eq!(kinds(&there), (true, true, expected_rdev, true));
+    // A FIFO works as one on the machine that opens it.
+    let writer = std::thread::spawn({
+        let pipe = here.path("pipe");
+        move || fs::write(pipe, b"through the pipe").expect("write the fifo")
+    });
+    assert_eq!(
+        fs::read(here.path("pipe")).expect("read the fifo"),
+        b"through the pipe"
+    );
+    writer.join().expect("writer");
+    let listing = cluster.dfs_ok(["ls", "-l", "/"]);
+    assert!(
+        listing
+            .lines()
+            .any(|line| line.starts_with('p') && line.ends_with("pipe")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|line| line.starts_with('c') && line.ends_with("null")),
+        "{listing}"
+    );
+    fs::remove_file(here.path("pipe")).expect("rm");
+}

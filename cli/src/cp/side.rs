@@ -47,6 +47,10 @@ impl Entry {
                 EntryKind::File => Kind::File,
                 EntryKind::Directory => Kind::Directory,
                 EntryKind::Symlink => Kind::Symlink,
+                EntryKind::Fifo
+                | EntryKind::Socket
+                | EntryKind::CharDevice
+                | EntryKind::BlockDevice => Kind::Other,
             },
             size_bytes: status.size_bytes,
             mode: status.mode & 0o7777,

@@ -162,7 +162,7 @@ pub fn cluster_files(cluster: &Cluster, root: &str) -> Vec<(String, u64)> {
                         .to_string();
                     found.push((relative, entry.size_bytes));
                 }
-                EntryKind::Symlink => panic!("{path}: a symbolic link in a copy"),
+                other => panic!("{path}: a {other:?} in a copy"),
             }
         }
     }

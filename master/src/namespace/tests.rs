@@ -926,6 +926,16 @@ fn names_are_counted_again_when_a_checkpoint_is_read() {
     write_file(&mut ns, "/f", &[4], false).expect("write");
     ns.apply(&hard_link("/f", "/g")).expect("link");
     ns.apply(&symlink("/l", "f")).expect("symlink");
+    ns.apply(&Op::Mknod {
+        path: "/fifo".into(),
+        kind: EntryKind::Fifo,
+        mode: 0o644,
+        rdev: 7,
+        owner: "ana".into(),
+        group: "staff".into(),
+        time_ms: 60,
+    })
+    .expect("mkfifo");
     let bytes = postcard::to_stdvec(&NamespaceWriter(&ns)).expect("encode");
     let read: NamespaceRecord = postcard::from_bytes(&bytes).expect("decode");
     let loaded = Namespace::from(read);
@@ -982,5 +992,59 @@ fn an_overwrite_changes_a_file_in_place() {
     write_file(&mut ns, "/l", &[2], true).expect("over the link");
     assert_eq!(ns.status(&path("/l")).expect("stat").kind, EntryKind::File);
     assert_eq!(ns.status(&path("/f")).expect("stat").size_bytes, 3);
+    ns.check_invariants().expect("invariants");
+}
+
+#[test]
+fn special_files_are_names_and_attributes() {
+    let mut ns = Namespace::new(0);
+    let mknod = |at: &str, kind: EntryKind, rdev: u32| Op::Mknod {
+        path: at.into(),
+        kind,
+        mode: 0o640,
+        rdev,
+        owner: "ana".into(),
+        group: "staff".into(),
+        time_ms: 5,
+    };
+    ns.apply(&mknod("/p", EntryKind::Fifo, 9)).expect("mkfifo");
+    ns.apply(&mknod("/c", EntryKind::CharDevice, 0x0103))
+        .expect("mknod c");
+    let fifo = ns.status(&path("/p")).expect("stat");
+    assert_eq!(
+        (fifo.kind, fifo.rdev, fifo.mode, fifo.size_bytes),
+        (EntryKind::Fifo, 0, 0o640, 0)
+    );
+    assert_eq!(ns.status(&path("/c")).expect("stat").rdev, 0x0103);
+    check_error(
+        ns.apply(&mknod("/p", EntryKind::Socket, 0)),
+        ErrorKind::AlreadyExists,
+        "exists",
+    );
+    check_error(
+        ns.apply(&mknod("/f", EntryKind::File, 0)),
+        ErrorKind::InvalidArgument,
+        "mknod",
+    );
+    check_error(
+        ns.apply(&mknod("/p/x", EntryKind::Fifo, 0)),
+        ErrorKind::NotADirectory,
+        "not a directory",
+    );
+    assert!(ns.file_blocks(&path("/p")).is_err());
+    ns.apply(&hard_link("/p", "/q")).expect("ln");
+    ns.apply(&Op::Rename {
+        source: "/q".into(),
+        target: "/r".into(),
+        time_ms: 6,
+    })
+    .expect("mv");
+    ns.apply(&Op::Delete {
+        path: "/p".into(),
+        recursive: false,
+        time_ms: 7,
+    })
+    .expect("rm");
+    assert_eq!(ns.status(&path("/r")).expect("stat").kind, EntryKind::Fifo);
     ns.check_invariants().expect("invariants");
 }

@@ -222,6 +222,8 @@ pub fn call(
 pub enum Entry {
     Directory,
     Symlink { length_bytes: u64 },
+    /// A FIFO, socket or device (its kind as `Debug` shows it).
+    Special(String),
     File { size_bytes: u64, block_count: u64 },
 }
 
@@ -257,6 +259,7 @@ pub fn list(connection: &mut Connection, directory: &str) -> BTreeMap<String, En
                 EntryKind::Symlink => Entry::Symlink {
                     length_bytes: status.size_bytes,
                 },
+                special => Entry::Special(format!("{special:?}")),
             };
             entries.insert(status.name, entry);
         }
