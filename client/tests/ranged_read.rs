@@ -14,32 +14,15 @@ mod support;
 
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 
-use dfs_client::{FileReader, Unseekable, WriteOptions};
+use dfs_client::FileReader;
 use dfs_engine::msg::LocatedBlock;
-use dfs_testkit::{
-    assert_bytes_equal, random_bytes, wait_for, Cluster, ClusterOptions, LIVE_TIMEOUT,
-};
-use support::{connect, connections_to_minions, minion_index, path, patient, CHUNK, MIB};
+use dfs_testkit::{assert_bytes_equal, wait_for, Cluster, ClusterOptions, LIVE_TIMEOUT};
+use support::{connect, connections_to_minions, minion_index, path, patient, put_file, CHUNK, MIB};
 
 /// Four chunks, the last of them 10 bytes.
 const BLOCK: usize = 3 * CHUNK + 10;
 /// What a mount asks for at a time.
 const MOUNT_READ: usize = 128 * 1024;
-
-/// Writes `/f` of `length_bytes` at `block_bytes` and returns its bytes.
-fn put_file(cluster: &Cluster, block_bytes: usize, length_bytes: usize, seed: u64) -> Vec<u8> {
-    let (mut client, warnings) = connect(cluster);
-    let data = random_bytes(seed, length_bytes);
-    let options = WriteOptions {
-        block_bytes: Some(block_bytes as u64),
-        ..WriteOptions::default()
-    };
-    client
-        .put(&path("/f"), options, &mut Unseekable(data.as_slice()))
-        .expect("put /f");
-    assert_eq!(warnings.take(), Vec::<String>::new());
-    data
-}
 
 /// `/f`'s blocks and their replicas in the order a reader tries them, once
 /// every block lists `replicas` (a first full block report may cross a

@@ -15,11 +15,8 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use dfs_client::{Unseekable, WriteOptions};
 use dfs_engine::msg::LocatedBlock;
-use dfs_testkit::{
-    assert_bytes_equal, random_bytes, wait_for, Cluster, ClusterOptions, LIVE_TIMEOUT,
-};
+use dfs_testkit::{assert_bytes_equal, wait_for, Cluster, ClusterOptions, LIVE_TIMEOUT};
 use support::{connect, connections_to_minions, minion_index, path, patient, CHUNK, MIB};
 
 /// Larger than what one read-ahead stream buffers (4 MiB), so a stream
@@ -37,17 +34,7 @@ fn put_file(cluster: &Cluster, seed: u64) -> Vec<u8> {
 }
 
 fn put_blocks(cluster: &Cluster, seed: u64, block_bytes: usize, length_bytes: usize) -> Vec<u8> {
-    let (mut client, warnings) = connect(cluster);
-    let data = random_bytes(seed, length_bytes);
-    let options = WriteOptions {
-        block_bytes: Some(block_bytes as u64),
-        ..WriteOptions::default()
-    };
-    client
-        .put(&path("/f"), options, &mut Unseekable(data.as_slice()))
-        .expect("put /f");
-    assert_eq!(warnings.take(), Vec::<String>::new());
-    data
+    support::put_file(cluster, block_bytes, length_bytes, seed)
 }
 
 /// `/f`'s blocks once each lists its three replicas.

@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 
 use dfs_client::client::AttributeChange;
 use dfs_client::{Client, FileReader, WriteOptions};
-use dfs_engine::limits::SPOOL_BYTES_MAX;
+use dfs_engine::limits::{BLOCK_BYTES_DEFAULT, FILE_BLOCKS_MAX, SPOOL_BYTES_MAX};
 use dfs_engine::msg::Credentials;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
@@ -29,6 +29,9 @@ use fuser::Errno;
 
 use crate::fs::errno;
 use crate::writer::WriteHandle;
+
+/// The largest file the mount writes: the most blocks of the size it uses.
+const FILE_BYTES_MAX: u64 = FILE_BLOCKS_MAX as u64 * BLOCK_BYTES_DEFAULT;
 
 /// Bytes moved between the spool and the cluster at a time.
 const COPY_BYTES: usize = 1 << 20;
@@ -69,6 +72,29 @@ fn spool_error(path: &DfsPath, error: io::Error) -> Error {
         format!("{path}: the local copy of a file being written"),
         error,
     )
+}
+
+/// Hands the spool's first `size` bytes to `sink` in order, a piece at a
+/// time, with the offset of each.
+fn each_piece(
+    path: &DfsPath,
+    spool: &File,
+    size: u64,
+    mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut offset = 0;
+    let mut buffer = vec![0u8; COPY_BYTES];
+    while offset < size {
+        let length = usize::try_from(size - offset)
+            .unwrap_or(usize::MAX)
+            .min(buffer.len());
+        spool
+            .read_exact_at(&mut buffer[..length], offset)
+            .map_err(|e| spool_error(path, e))?;
+        sink(offset, &buffer[..length])?;
+        offset += length as u64;
+    }
+    Ok(())
 }
 
 impl CachedFile {
@@ -297,18 +323,9 @@ impl CachedFile {
         let mut writer =
             WriteHandle::open(master, credentials.clone(), self.path.clone(), options)?;
         writer.change_after_commit(self.after_commit.clone());
-        let mut offset = 0;
-        let mut buffer = vec![0u8; COPY_BYTES];
-        while offset < *size {
-            let length = usize::try_from(*size - offset)
-                .unwrap_or(usize::MAX)
-                .min(buffer.len());
-            spool
-                .read_exact_at(&mut buffer[..length], offset)
-                .map_err(|e| spool_error(&self.path, e))?;
-            writer.write(offset, &buffer[..length])?;
-            offset += length as u64;
-        }
+        each_piece(&self.path, spool, *size, |offset, piece| {
+            writer.write(offset, piece)
+        })?;
         self.contents = Contents::Streaming(writer);
         Ok(())
     }
@@ -356,6 +373,10 @@ impl CachedFile {
     pub fn truncate(&mut self, client: &mut Client, size: u64) -> std::result::Result<(), Errno> {
         if size == self.size() {
             return Ok(());
+        }
+        // Past what a file of the cluster can hold at all.
+        if size > FILE_BYTES_MAX {
+            return Err(Errno::EFBIG);
         }
         if let Contents::Old { .. } = self.contents {
             self.load(client, size).map_err(|e| errno(&e))?;
@@ -412,20 +433,12 @@ impl CachedFile {
                     ..WriteOptions::default()
                 };
                 let mut writer = client.create(&self.path, options)?;
-                let mut offset = 0;
-                let mut buffer = vec![0u8; COPY_BYTES];
-                while offset < *size {
-                    let length = usize::try_from(*size - offset)
-                        .unwrap_or(usize::MAX)
-                        .min(buffer.len());
-                    spool
-                        .read_exact_at(&mut buffer[..length], offset)
-                        .map_err(|e| spool_error(&self.path, e))?;
+                let path = &self.path;
+                each_piece(path, spool, *size, |_, piece| {
                     writer
-                        .write_all(&buffer[..length])
-                        .map_err(|e| Error::io(format!("write {}", self.path), e))?;
-                    offset += length as u64;
-                }
+                        .write_all(piece)
+                        .map_err(|e| Error::io(format!("write {path}"), e))
+                })?;
                 writer.finish()?;
                 // Kept: a later commit replaces the file and sets them again.
                 if self.after_commit != AttributeChange::default() {

@@ -71,6 +71,9 @@ pub struct DfsFs {
     credentials: Credentials,
     state: Mutex<State>,
     locks: LockSession,
+    /// Files whose cached attributes and data the kernel must drop (a
+    /// commit changed them): sent by a thread of their own (`lib::spawn`).
+    stale: std::sync::mpsc::SyncSender<u64>,
 }
 
 /// The errno the kernel gets for `error`.
@@ -98,12 +101,17 @@ fn is_not_found(error: &Error) -> bool {
 }
 
 impl DfsFs {
-    pub fn new(master: &str, credentials: Credentials) -> dfs_engine::Result<DfsFs> {
+    pub fn new(
+        master: &str,
+        credentials: Credentials,
+        stale: std::sync::mpsc::SyncSender<u64>,
+    ) -> dfs_engine::Result<DfsFs> {
         let client = Client::connect_as(master, credentials.clone())?;
         let locks = LockSession::open(master, credentials.clone())?;
         Ok(DfsFs {
             master: master.to_string(),
             locks,
+            stale,
             credentials,
             state: Mutex::new(State {
                 client,
@@ -336,6 +344,22 @@ impl Filesystem for DfsFs {
         // Removed while open here: what the handle holds.
         if let Some(attr) = state.pending_attr(ino.0).filter(|attr| attr.nlink == 0) {
             return reply.attr(&Duration::ZERO, &attr);
+        }
+        // Open for writing here: the size it has as written, not cached.
+        let writing = state.handles.values().find_map(|handle| match handle {
+            Handle::Cached(file) if file.nodeid() == ino.0 => Some(file.size()),
+            _ => None,
+        });
+        if let Some(size) = writing {
+            return match state.path(ino).and_then(|path| state.stat(&path)) {
+                Ok(status) => {
+                    let mut attr = state.ids.attr(&status);
+                    attr.size = size;
+                    attr.blocks = size.div_ceil(512);
+                    reply.attr(&Duration::ZERO, &attr)
+                }
+                Err(error) => reply.error(error),
+            };
         }
         let result = state.path(ino).and_then(|path| state.stat(&path));
         match result {
@@ -879,12 +903,12 @@ impl Filesystem for DfsFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.commit(fh, reply);
+        self.commit(fh, ino, reply);
     }
 
     fn release(
@@ -910,8 +934,10 @@ impl Filesystem for DfsFs {
             Some(Handle::Rewrite(mut rewrite)) => rewrite.commit(&mut self.state().client),
             _ => Ok(()),
         };
-        if let Err(error) = committed {
-            eprintln!("dfs-mount: {error}");
+        match committed {
+            // What the kernel holds of it is old now.
+            Ok(()) => self.invalidate(ino.0),
+            Err(error) => eprintln!("dfs-mount: {error}"),
         }
         reply.ok();
     }
@@ -1130,6 +1156,12 @@ impl PageSource for ClientPages<'_> {
 }
 
 impl DfsFs {
+    /// Has the kernel drop what it caches of the file `inode` (never
+    /// blocks: a full queue means drops are pending anyway).
+    fn invalidate(&self, inode: u64) {
+        let _ = self.stale.try_send(inode);
+    }
+
     /// Who a new entry at `path` belongs to: the caller (as NFS `sec=sys`
     /// has it), with the group of its directory when that is setgid. As
     /// the change to make after the master made it as this mount's user
@@ -1196,7 +1228,7 @@ impl DfsFs {
     }
 
     /// Commits the file written through `fh`, if it is one being written.
-    fn commit(&self, fh: FileHandle, reply: ReplyEmpty) {
+    fn commit(&self, fh: FileHandle, ino: INodeNo, reply: ReplyEmpty) {
         let mut guard = self.state();
         let state = &mut *guard;
         let result = match state.handles.get_mut(&fh.0) {
@@ -1205,7 +1237,10 @@ impl DfsFs {
             _ => Ok(()),
         };
         match result {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.invalidate(ino.0);
+                reply.ok()
+            }
             Err(error) => {
                 eprintln!("dfs-mount: {error}");
                 reply.error(errno(&error))

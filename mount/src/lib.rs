@@ -57,7 +57,24 @@ pub fn fuse_config(options: &MountOptions) -> Config {
 /// Mounts the cluster at `mountpoint` in the background; dropping or
 /// `umount_and_join` of the session unmounts it.
 pub fn spawn(mountpoint: &Path, options: &MountOptions) -> Result<fuser::BackgroundSession> {
-    let filesystem = DfsFs::new(&options.master, options.credentials.clone())?;
-    fuser::spawn_mount(filesystem, mountpoint, &fuse_config(options))
-        .map_err(|e| Error::io(format!("mount at {}", mountpoint.display()), e))
+    let (stale, to_drop) = std::sync::mpsc::sync_channel(STALE_QUEUE_MAX);
+    let filesystem = DfsFs::new(&options.master, options.credentials.clone(), stale)?;
+    let session = fuser::spawn_mount(filesystem, mountpoint, &fuse_config(options))
+        .map_err(|e| Error::io(format!("mount at {}", mountpoint.display()), e))?;
+    // Invalidations go from a thread of their own, never from a request
+    // being answered (the kernel may wait on that answer); the thread ends
+    // with the file system, which holds the sending end.
+    let notifier = session.notifier();
+    std::thread::Builder::new()
+        .name("invalidate".into())
+        .spawn(move || {
+            for inode in to_drop {
+                let _ = notifier.inval_inode(fuser::INodeNo(inode), 0, 0);
+            }
+        })
+        .map_err(|e| Error::io("start the invalidation thread", e))?;
+    Ok(session)
 }
+
+/// Invalidations waiting to be sent.
+const STALE_QUEUE_MAX: usize = 1024;

@@ -99,6 +99,15 @@ impl Drop for Mounted {
     }
 }
 
+/// A cluster of `minions` minions, every file on all of them.
+fn cluster_of(minions: u8) -> Cluster {
+    Cluster::start(ClusterOptions {
+        minions: usize::from(minions),
+        replication: Some(minions),
+        ..ClusterOptions::default()
+    })
+}
+
 fn errno(error: &std::io::Error) -> i32 {
     error.raw_os_error().unwrap_or(0)
 }
@@ -330,11 +339,7 @@ fn programs_work_in_the_mounted_cluster_and_a_second_mount_sees_closed_files() {
 
 #[test]
 fn a_file_being_written_is_there_for_its_writer_before_it_is_closed() {
-    let cluster = Cluster::start(ClusterOptions {
-        minions: 2,
-        replication: Some(2),
-        ..ClusterOptions::default()
-    });
+    let cluster = cluster_of(2);
     let mut mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
     let path = mounted.path("growing");
     let mut file = File::create(&path).expect("create");
@@ -372,11 +377,7 @@ fn a_file_being_written_is_there_for_its_writer_before_it_is_closed() {
 
 #[test]
 fn symbolic_and_hard_links_work_through_the_mount_and_dfs() {
-    let cluster = Cluster::start(ClusterOptions {
-        minions: 2,
-        replication: Some(2),
-        ..ClusterOptions::default()
-    });
+    let cluster = cluster_of(2);
     let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
     fs::create_dir(mounted.path("d")).expect("mkdir");
     fs::write(mounted.path("d/file"), b"contents\n").expect("write");
@@ -576,11 +577,7 @@ fn locks_hold_across_mounts_and_die_with_their_holder() {
 
 #[test]
 fn an_existing_file_opened_for_writing_is_rewritten_from_its_head() {
-    let cluster = Cluster::start(ClusterOptions {
-        minions: 2,
-        replication: Some(2),
-        ..ClusterOptions::default()
-    });
+    let cluster = cluster_of(2);
     let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
     let path = mounted.path("f");
     fs::write(&path, b"0123456789").expect("write");
@@ -675,11 +672,7 @@ fn an_existing_file_opened_for_writing_is_rewritten_from_its_head() {
 
 #[test]
 fn a_directory_larger_than_a_listing_page_lists_whole() {
-    let cluster = Cluster::start(ClusterOptions {
-        minions: 1,
-        replication: Some(1),
-        ..ClusterOptions::default()
-    });
+    let cluster = cluster_of(1);
     // More than two pages of the master's listing (1,000 entries a page).
     let count = 2_345;
     let mut expected: Vec<String> = (0..count).map(|i| format!("d{i:05}")).collect();
@@ -716,11 +709,7 @@ fn a_directory_larger_than_a_listing_page_lists_whole() {
 
 #[test]
 fn a_daemon_mount_returns_once_up_and_ends_with_its_unmount() {
-    let cluster = Cluster::start(ClusterOptions {
-        minions: 1,
-        replication: Some(1),
-        ..ClusterOptions::default()
-    });
+    let cluster = cluster_of(1);
     let mountpoint = cluster.dir().join("daemon-mnt");
     fs::create_dir_all(&mountpoint).expect("mkdir");
     // The form mount(8) uses for an fstab line of type fuse.dfs-mount.
@@ -779,11 +768,7 @@ fn python(script: &str, path: &Path) -> String {
 
 #[test]
 fn sqlite_works_in_the_mount_and_its_locks_hold_across_workstations() {
-    let cluster = Cluster::start(ClusterOptions {
-        minions: 2,
-        replication: Some(2),
-        ..ClusterOptions::default()
-    });
+    let cluster = cluster_of(2);
     let here = Mounted::start(&cluster, &cluster.dir().join("here"));
     let there = Mounted::start(&cluster, &cluster.dir().join("there"));
     let create = "import sqlite3, sys\n\
@@ -842,11 +827,7 @@ fn sqlite_works_in_the_mount_and_its_locks_hold_across_workstations() {
 #[test]
 fn new_entries_belong_to_their_caller_and_setgid_directories_pass_their_group_on() {
     use std::os::unix::fs::MetadataExt;
-    let cluster = Cluster::start(ClusterOptions {
-        minions: 1,
-        replication: Some(1),
-        ..ClusterOptions::default()
-    });
+    let cluster = cluster_of(1);
     // Other users reach the mountpoint, and the mount lets them in.
     fs::set_permissions(cluster.dir(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let mounted = Mounted::start_with(
@@ -914,11 +895,7 @@ fn new_entries_belong_to_their_caller_and_setgid_directories_pass_their_group_on
 #[test]
 fn a_file_removed_while_open_lives_on_until_closed() {
     use std::os::unix::fs::MetadataExt;
-    let cluster = Cluster::start(ClusterOptions {
-        minions: 1,
-        replication: Some(1),
-        ..ClusterOptions::default()
-    });
+    let cluster = cluster_of(1);
     let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
     // Python's TemporaryFile: created, removed at once, then used.
     let script = "import tempfile, sys\n\
@@ -961,11 +938,7 @@ fn a_file_removed_while_open_lives_on_until_closed() {
 #[test]
 fn fifos_sockets_and_device_nodes_are_entries_every_workstation_sees() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let cluster = Cluster::start(ClusterOptions {
-        minions: 1,
-        replication: Some(1),
-        ..ClusterOptions::default()
-    });
+    let cluster = cluster_of(1);
     let here = Mounted::start(&cluster, &cluster.dir().join("here"));
     let there = Mounted::start(&cluster, &cluster.dir().join("there"));
     let status = Command::new("mkfifo")
@@ -1024,4 +997,37 @@ fn fifos_sockets_and_device_nodes_are_entries_every_workstation_sees() {
         "{listing}"
     );
     fs::remove_file(here.path("pipe")).expect("rm");
+}
+
+#[test]
+fn what_was_written_is_what_stat_and_read_show_at_once() {
+    use std::os::unix::fs::MetadataExt;
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let path = mounted.path("f");
+    fs::write(&path, b"x").expect("write");
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 1);
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .expect("open");
+        file.write_all(b"hello").expect("write");
+        assert_eq!(
+            file.metadata().expect("fstat").size(),
+            5,
+            "fstat while written"
+        );
+    }
+    // Right after the close, with the old size cached a moment ago.
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 5);
+    assert_eq!(fs::read(&path).expect("read"), b"hello");
+    // Written, removed, closed: it stays removed.
+    {
+        let mut file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all(b"HELLO").expect("write");
+        fs::remove_file(&path).expect("rm while open");
+    }
+    assert!(!path.exists(), "not back after the close");
 }

@@ -1,13 +1,14 @@
 //! What the write-path and read-path suites share: a library client whose
-//! warnings are kept for the test, the minion behind an address, and which
+//! warnings are kept for the test, a file of random bytes put through it,
+//! the minion behind an address, and which
 //! minions this process holds TCP connections to, read from /proc so a test
 //! can see whom the library is talking to without asking the library.
 
 use std::sync::{Arc, Mutex};
 
-use dfs_client::Client;
+use dfs_client::{Client, Unseekable, WriteOptions};
 use dfs_engine::path::DfsPath;
-use dfs_testkit::{Cluster, ClusterOptions};
+use dfs_testkit::{random_bytes, Cluster, ClusterOptions};
 
 pub const CHUNK: usize = dfs_engine::limits::CHUNK_BYTES as usize;
 pub const MIB: usize = 1 << 20;
@@ -132,4 +133,21 @@ fn own_socket_inodes() -> Vec<u64> {
                 .ok()
         })
         .collect()
+}
+
+/// Writes `/f` of `length_bytes` random bytes (from `seed`) in blocks of
+/// `block_bytes` through the library, with no warning; returns its bytes.
+#[allow(dead_code)]
+pub fn put_file(cluster: &Cluster, block_bytes: usize, length_bytes: usize, seed: u64) -> Vec<u8> {
+    let (mut client, warnings) = connect(cluster);
+    let data = random_bytes(seed, length_bytes);
+    let options = WriteOptions {
+        block_bytes: Some(block_bytes as u64),
+        ..WriteOptions::default()
+    };
+    client
+        .put(&path("/f"), options, &mut Unseekable(data.as_slice()))
+        .expect("put /f");
+    assert_eq!(warnings.take(), Vec::<String>::new());
+    data
 }
