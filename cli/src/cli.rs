@@ -16,6 +16,7 @@ use dfs_engine::msg::{EntryKind, EntryStatus, ErrorKind, MinionId};
 use dfs_engine::path::DfsPath;
 use dfs_engine::{units, Error, IoContext, Result};
 
+use dfs_client::client::AttributeChange;
 use dfs_client::config;
 use dfs_client::write::{check_block_bytes, check_blocks_in_flight, check_replication};
 use dfs_client::{
@@ -85,6 +86,30 @@ pub enum Command {
     },
     /// Rename or move (into TARGET when it is a directory)
     Mv { source: OsString, target: OsString },
+    /// Change permission bits (octal, e.g. 640 or 2775)
+    Chmod {
+        /// Also everything below a directory
+        #[arg(short = 'R')]
+        recursive: bool,
+        mode: String,
+        #[arg(required = true)]
+        paths: Vec<OsString>,
+    },
+    /// Change owner and/or group: OWNER, OWNER:GROUP or :GROUP
+    Chown {
+        /// Also everything below a directory
+        #[arg(short = 'R')]
+        recursive: bool,
+        owner: String,
+        #[arg(required = true)]
+        paths: Vec<OsString>,
+    },
+    /// Cut or extend (with zeros) a file to SIZE (e.g. 0, 4K, 10M)
+    Truncate {
+        #[arg(short = 's', long = "size")]
+        size: String,
+        path: OsString,
+    },
     /// Make a hard link LINK to the file TARGET, or with -s a symbolic
     /// link LINK whose target is the text TARGET
     Ln {
@@ -284,6 +309,26 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             target,
             link,
         } => ln(master, symbolic, &target, &link),
+        Command::Chmod {
+            recursive,
+            mode,
+            paths,
+        } => {
+            let change = AttributeChange {
+                mode: Some(parse_mode(&mode)?),
+                ..AttributeChange::default()
+            };
+            change_attributes(master, &paths, recursive, &change)
+        }
+        Command::Chown {
+            recursive,
+            owner,
+            paths,
+        } => change_attributes(master, &paths, recursive, &parse_owner(&owner)?),
+        Command::Truncate { size, path } => {
+            let size = units::parse_bytes(&size)?;
+            connect(master)?.truncate(&remote_path(&path)?, size)
+        }
         Command::Stat { path } => stat(master, &path, out),
         Command::Df => {
             let report = connect(master)?.cluster_report()?;
@@ -746,6 +791,59 @@ fn stat(master: Option<&str>, raw: &OsStr, out: &mut dyn Write) -> Result<()> {
         }
     };
     print_lines(out, &lines)
+}
+
+/// An octal mode of at most 4 digits (sticky, setgid, setuid included).
+fn parse_mode(text: &str) -> Result<u32> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777 && !text.is_empty() && text.len() <= 4)
+        .ok_or_else(|| Error::Invalid(format!("{text}: not an octal mode (e.g. 644, 2775)")))
+}
+
+/// OWNER, OWNER:GROUP, OWNER: (its group unchanged) or :GROUP.
+fn parse_owner(text: &str) -> Result<AttributeChange> {
+    let (owner, group) = match text.split_once(':') {
+        Some((owner, group)) => (owner, Some(group)),
+        None => (text, None),
+    };
+    let name = |name: &str| (!name.is_empty()).then(|| name.to_string());
+    let change = AttributeChange {
+        owner: name(owner),
+        group: group.and_then(name),
+        ..AttributeChange::default()
+    };
+    if change.owner.is_none() && change.group.is_none() {
+        return Err(Error::Invalid(format!(
+            "{text}: give OWNER, OWNER:GROUP or :GROUP"
+        )));
+    }
+    Ok(change)
+}
+
+/// `chmod` and `chown`: `change` on each path, and with `recursive` on
+/// everything below the directories among them.
+fn change_attributes(
+    master: Option<&str>,
+    raws: &[OsString],
+    recursive: bool,
+    change: &AttributeChange,
+) -> Result<()> {
+    let mut client = connect(master)?;
+    for path in remote_paths(raws)? {
+        let mut pending = vec![path];
+        while let Some(path) = pending.pop() {
+            client.set_attributes(&path, change.clone())?;
+            if !recursive || client.stat(&path)?.kind != EntryKind::Directory {
+                continue;
+            }
+            client.list_each(&path, |entry| {
+                pending.push(path.join(&entry.name)?);
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// `dfs ln [-s] TARGET LINK`.

@@ -80,11 +80,22 @@ pub fn mode_string(kind: EntryKind, mode: u32) -> String {
         EntryKind::CharDevice => 'c',
         EntryKind::BlockDevice => 'b',
     });
-    for shift in [6u32, 3, 0] {
+    // Each class's execute place also shows its special bit, as ls does:
+    // setuid and setgid as s (S without x), sticky as t (T).
+    for (shift, special, marks) in [
+        (6u32, 0o4000, ['s', 'S']),
+        (3, 0o2000, ['s', 'S']),
+        (0, 0o1000, ['t', 'T']),
+    ] {
         let bits = (mode >> shift) & 0o7;
         text.push(if bits & 4 != 0 { 'r' } else { '-' });
         text.push(if bits & 2 != 0 { 'w' } else { '-' });
-        text.push(if bits & 1 != 0 { 'x' } else { '-' });
+        text.push(match (mode & special != 0, bits & 1 != 0) {
+            (true, true) => marks[0],
+            (true, false) => marks[1],
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
     }
     text
 }
@@ -153,6 +164,8 @@ pub fn stat_lines(
         format!("group: {}", status.group),
         format!("mode: {:04o}", status.mode & 0o7777),
         format!("modified: {}", time_to_second(status.modified_ms)),
+        format!("inode: {}", status.inode),
+        format!("links: {}", status.links),
     ];
     for (index, block) in blocks.unwrap_or_default().iter().enumerate() {
         lines.push(block_line(index, block, status.replication));
@@ -462,7 +475,10 @@ mod tests {
         for (kind, mode, want) in [
             (EntryKind::File, 0o644, "-rw-r--r--"),
             (EntryKind::Directory, 0o755, "drwxr-xr-x"),
-            (EntryKind::File, 0o4777, "-rwxrwxrwx"),
+            (EntryKind::File, 0o4777, "-rwsrwxrwx"),
+            (EntryKind::File, 0o4644, "-rwSr--r--"),
+            (EntryKind::Directory, 0o3775, "drwxrwsr-t"),
+            (EntryKind::Directory, 0o1770, "drwxrwx--T"),
             (EntryKind::File, 0, "----------"),
             (EntryKind::Directory, 0o710, "drwx--x---"),
             (EntryKind::Symlink, 0o777, "lrwxrwxrwx"),
@@ -556,6 +572,8 @@ mod tests {
                 "group: staff",
                 "mode: 0644",
                 "modified: 2026-11-25 10:01:02 UTC",
+                "inode: 2",
+                "links: 1",
                 "block 0: blk_0000000000000001 offset=0 length=67108864 replicas=3/3 minions=0000000000000001@127.0.0.1:4001,0000000000000002@127.0.0.1:4002,0000000000000003@127.0.0.1:4003",
                 "block 1: blk_0000000000000002 offset=67108864 length=10 replicas=1/3 minions=0000000000000002@127.0.0.1:4002 (under-replicated)",
             ]
@@ -574,6 +592,8 @@ mod tests {
                 "group: staff",
                 "mode: 0755",
                 "modified: 2026-11-25 10:01:02 UTC",
+                "inode: 2",
+                "links: 1",
             ]
         );
     }

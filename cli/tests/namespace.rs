@@ -260,3 +260,55 @@ fn put_into_an_existing_directory_keeps_the_local_name() {
     cluster.dfs_ok(["get", "/dir/report.bin", utf8(&copy)]);
     assert_files_equal(&copy, &local);
 }
+
+#[test]
+fn chmod_chown_and_truncate() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    cluster.dfs_ok(["mkdir", "-p", "/t/sub"]);
+    put_random(&cluster, "/t/sub/f", 3, 3 * MIB + 5);
+    put_random(&cluster, "/t/g", 4, 100);
+
+    cluster.dfs_ok(["chmod", "-R", "2750", "/t"]);
+    cluster.dfs_ok(["chown", "-R", "ann:lab", "/t"]);
+    cluster.dfs_ok(["chown", ":staff", "/t/g"]);
+    let long = cluster.dfs_ok(["ls", "-l", "-R", "/t"]);
+    for name in ["/t/sub/", "/t/sub/f", "/t/g"] {
+        let line = long
+            .lines()
+            .find(|line| line.ends_with(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("{name} in\n{long}"));
+        let group = if name == "/t/g" { "staff" } else { "lab" };
+        assert!(line.contains(&format!(" ann {group} ")), "{line}");
+        let bits = if name.ends_with('/') {
+            "rwxr-s---"
+        } else {
+            "rwxr-s---"
+        };
+        assert!(line[1..10] == *bits, "setgid, nothing for others: {line}");
+    }
+    assert!(cluster
+        .dfs_err(["chmod", "999", "/t"])
+        .contains("not an octal mode"));
+    assert!(cluster.dfs_err(["chown", ":", "/t"]).contains("OWNER"));
+
+    // Cut, then grown with zeros; the file stays the same inode.
+    let local = cluster.dir().join("source-3");
+    let original = std::fs::read(&local).expect("read the source");
+    let inode = cluster.stat("/t/sub/f").fields.get("inode").cloned();
+    assert!(inode.is_some(), "dfs stat names the inode");
+    cluster.dfs_ok(["truncate", "-s", "1000", "/t/sub/f"]);
+    let copy = cluster.dir().join("copy");
+    cluster.dfs_ok(["get", "/t/sub/f", utf8(&copy)]);
+    assert_eq!(std::fs::read(&copy).expect("read"), &original[..1000]);
+    cluster.dfs_ok(["truncate", "-s", "2M", "/t/sub/f"]);
+    std::fs::remove_file(&copy).expect("rm");
+    cluster.dfs_ok(["get", "/t/sub/f", utf8(&copy)]);
+    let grown = std::fs::read(&copy).expect("read");
+    assert_eq!(grown.len(), 2 * MIB as usize);
+    assert_eq!(&grown[..1000], &original[..1000]);
+    assert!(grown[1000..].iter().all(|&byte| byte == 0));
+    assert_eq!(cluster.stat("/t/sub/f").fields.get("inode").cloned(), inode);
+    assert!(cluster
+        .dfs_err(["truncate", "-s", "1", "/t"])
+        .contains("not a file"));
+}

@@ -331,6 +331,33 @@ impl Client {
         })
     }
 
+    /// Cuts or extends (with zeros) the file at `path` to `size_bytes`, as
+    /// one overwrite: it keeps its inode, names, owner, group and mode, and
+    /// a reader sees the old contents or the new. What is kept is copied.
+    pub fn truncate(&mut self, path: &DfsPath, size_bytes: u64) -> Result<()> {
+        let status = self.stat(path)?;
+        if status.kind != dfs_engine::msg::EntryKind::File {
+            return Err(Error::Invalid(format!("{path}: not a file")));
+        }
+        if size_bytes == status.size_bytes {
+            return Ok(());
+        }
+        let mut reader = self.open(path)?;
+        let options = WriteOptions {
+            replication: Some(status.replication),
+            block_bytes: Some(status.block_bytes),
+            overwrite: true,
+            mode: status.mode,
+            ..WriteOptions::default()
+        };
+        let kept = size_bytes.min(status.size_bytes);
+        let mut writer = self.create(path, options)?;
+        let copied = io::copy(&mut Read::by_ref(&mut reader).take(kept), &mut writer)
+            .and_then(|_| io::copy(&mut io::repeat(0).take(size_bytes - kept), &mut writer));
+        copied.map_err(|e| Error::io(format!("truncate {path}"), e))?;
+        writer.finish().map(drop)
+    }
+
     /// Writes a whole file from `source` and makes it visible. A block whose
     /// pipeline fails is sent to a fresh one if `source` can rewind. A
     /// source read by ranges keeps `options.blocks_in_flight` blocks in
