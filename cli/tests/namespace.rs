@@ -279,12 +279,11 @@ fn chmod_chown_and_truncate() {
             .unwrap_or_else(|| panic!("{name} in\n{long}"));
         let group = if name == "/t/g" { "staff" } else { "lab" };
         assert!(line.contains(&format!(" ann {group} ")), "{line}");
-        let bits = if name.ends_with('/') {
-            "rwxr-s---"
-        } else {
-            "rwxr-s---"
-        };
-        assert!(line[1..10] == *bits, "setgid, nothing for others: {line}");
+        assert_eq!(
+            &line[1..10],
+            "rwxr-s---",
+            "setgid, nothing for others: {line}"
+        );
     }
     assert!(cluster
         .dfs_err(["chmod", "999", "/t"])
