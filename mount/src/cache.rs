@@ -401,11 +401,19 @@ impl CachedFile {
         }
     }
 
-    /// Waits until a stream took every write so far.
-    pub fn check(&mut self) -> Result<()> {
+    /// A `close` of one of the file's descriptors: a spooled file with
+    /// changes is committed now, so that its error reaches the close and
+    /// other workstations see it once the close returns (as NFS does); it
+    /// stays open to more writes, committed again at the next close. A
+    /// stream only waits until it took every write so far (it is committed
+    /// when the last descriptor goes). True when it committed.
+    pub fn flush(&mut self, client: &mut Client) -> Result<bool> {
         match &mut self.contents {
-            Contents::Streaming(writer) => writer.check(),
-            _ => Ok(()),
+            Contents::Streaming(writer) => writer.check().map(|()| false),
+            Contents::Spooled { .. } if self.dirty && !self.unlinked => {
+                self.commit(client).map(|()| true)
+            }
+            _ => Ok(false),
         }
     }
 

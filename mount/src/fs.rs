@@ -889,14 +889,23 @@ impl Filesystem for DfsFs {
         let mut state = self.state();
         // POSIX: a close drops the process's locks on the file.
         state.release_locks(self.locks.id(), ino, lock_owner.0);
+        let state = &mut *state;
         let result = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Cached(file)) => file.check(),
-            Some(Handle::Rewrite(rewrite)) => rewrite.check(),
-            _ => Ok(()),
+            Some(Handle::Cached(file)) => file.flush(&mut state.client),
+            Some(Handle::Rewrite(rewrite)) => rewrite.check().map(|()| false),
+            _ => Ok(false),
         };
         match result {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(&error)),
+            Ok(committed) => {
+                if committed {
+                    self.invalidate(ino.0);
+                }
+                reply.ok()
+            }
+            Err(error) => {
+                eprintln!("dfs-mount: {error}");
+                reply.error(errno(&error))
+            }
         }
     }
 

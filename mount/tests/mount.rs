@@ -132,12 +132,8 @@ fn programs_work_in_the_mounted_cluster_and_a_second_mount_sees_closed_files() {
     assert_eq!(metadata.len(), 3 * 1024 * 1024 + 4321);
     assert!(metadata.is_file());
 
-    // The other workstation sees it, and so does `dfs` itself.
-    wait_for(
-        || there.path("home/ann/data/big").exists(),
-        Duration::from_secs(10),
-        "the copy to reach the other mount",
-    );
+    // The other workstation sees it once the copy's close returned (as
+    // NFS's close-to-open has it), and so does `dfs` itself.
     assert_files_equal(&there.path("home/ann/data/big"), &source);
     let listed = cluster.dfs_ok(["ls", "/home/ann/data"]);
     assert!(listed.contains("big"), "{listed}");
@@ -172,13 +168,6 @@ fn programs_work_in_the_mounted_cluster_and_a_second_mount_sees_closed_files() {
     assert_eq!(
         fs::read_to_string(here.path("home/ann/note")).expect("read the note here"),
         "hello\n"
-    );
-    // Committed when the writer's last descriptor is released, which the
-    // kernel sends just after close returns: the other mount sees it then.
-    wait_for(
-        || there.path("home/ann/note").exists(),
-        Duration::from_secs(10),
-        "the note to reach the other mount",
     );
     assert_eq!(
         fs::read_to_string(there.path("home/ann/note")).expect("read the note there"),
@@ -348,21 +337,28 @@ fn a_file_being_written_is_there_for_its_writer_before_it_is_closed() {
     // By path, through a lookup, while the descriptor is open.
     let metadata = fs::metadata(&path).expect("stat a file being written");
     assert!(metadata.is_file());
-    // Not in the namespace until closed.
-    let output = cluster.dfs(["stat", "/growing"]);
-    assert!(
-        !output.status.success(),
-        "the open file is not committed yet"
-    );
+    // (Not asked of `dfs` here: starting a process closes a copy of every
+    // descriptor, and each close commits what was written, as NFS does.)
+    file.write_all(b"tail").expect("write more");
     drop(file);
-    wait_for(
-        || cluster.dfs(["stat", "/growing"]).status.success(),
-        Duration::from_secs(10),
-        "the closed file to be committed",
-    );
-    assert_eq!(fs::metadata(&path).expect("stat").len(), 100_000);
+    // Committed when the close returned.
+    assert!(cluster.dfs(["stat", "/growing"]).status.success());
+
+    // A commit that fails fails the close: the directory went meanwhile.
+    fs::create_dir(mounted.path("d")).expect("mkdir");
+    let mut file = File::create(mounted.path("d/f")).expect("create");
+    file.write_all(b"lost?").expect("write");
+    cluster.dfs_ok(["rm", "-r", "/d"]);
+    // (Starting `dfs` closed a copy of the descriptor, which committed the
+    // first write: this one comes after the directory went.)
+    file.write_all(b" and more").expect("write");
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+    // SAFETY: `fd` is an open descriptor this test owns and closes once.
+    let closed = unsafe { libc::close(fd) };
+    assert_eq!(closed, -1, "close reports the failed commit");
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 100_004);
     let output = cluster.dfs_ok(["stat", "/growing"]);
-    assert!(output.contains("100000"), "{output}");
+    assert!(output.contains("100004"), "{output}");
 
     // `dfs umount` unmounts, and the mount program then ends by itself.
     cluster.dfs_ok(["umount", utf8(&mounted.mountpoint)]);
