@@ -221,10 +221,15 @@ pub fn call(
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Entry {
     Directory,
-    Symlink { length_bytes: u64 },
+    Symlink {
+        length_bytes: u64,
+    },
     /// A FIFO, socket or device (its kind as `Debug` shows it).
     Special(String),
-    File { size_bytes: u64, block_count: u64 },
+    File {
+        size_bytes: u64,
+        block_count: u64,
+    },
 }
 
 /// Every entry of `directory` (paged), by name.
