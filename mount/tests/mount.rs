@@ -1027,3 +1027,37 @@ fn what_was_written_is_what_stat_and_read_show_at_once() {
     }
     assert!(!path.exists(), "not back after the close");
 }
+
+#[test]
+fn a_compiler_and_git_work_in_the_mount() {
+    let cluster = cluster_of(2);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let run = |script: &str| {
+        let output = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&mounted.mountpoint)
+            .output()
+            .expect("run sh");
+        assert!(
+            output.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The linker writes its output out of order: through the local copy.
+    run("mkdir project && cd project && printf 'int main(void) { return 42; }\\n' > main.c && cc -o main main.c");
+    let status = Command::new(mounted.path("project/main"))
+        .status()
+        .expect("run the program built in the mount");
+    assert_eq!(status.code(), Some(42));
+    // git: objects, an index, lock files renamed into place, a commit.
+    let log = run(
+        "cd project && git init -q && git add main.c && \
+         git -c user.email=ann@lab -c user.name=ann commit -q -m first && \
+         echo '/* two */' >> main.c && git -c user.email=ann@lab -c user.name=ann commit -qam second && \
+         git log --format=%s && git status --porcelain && git fsck --no-progress",
+    );
+    assert_eq!(log, "second\nfirst\n?? main\n");
+}
