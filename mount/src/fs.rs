@@ -91,7 +91,12 @@ pub fn errno(error: &Error) -> Errno {
             ErrorKind::Busy | ErrorKind::Starting => Errno::EAGAIN,
             _ => Errno::EIO,
         },
-        Error::Io { cause, .. } => Errno::from(cause.kind()),
+        // The system's own number when there is one (ENOSPC of a spool on a
+        // full disk, say), else EIO.
+        Error::Io { cause, .. } => cause
+            .raw_os_error()
+            .filter(|&number| number > 0)
+            .map_or(Errno::EIO, Errno::from_i32),
         _ => Errno::EIO,
     }
 }
@@ -1020,12 +1025,12 @@ impl Filesystem for DfsFs {
         let block = u64::from(STATFS_BLOCK_BYTES);
         let capacity: u64 = report.minions.iter().map(|m| m.capacity_bytes).sum();
         let available: u64 = report.minions.iter().map(|m| m.available_bytes).sum();
-        let files = report.file_count + report.directory_count;
+        let files = report.file_count.saturating_add(report.directory_count);
         reply.statfs(
             capacity / block,
             available / block,
             available / block,
-            files + u64::from(u32::MAX),
+            files.saturating_add(u64::from(u32::MAX)),
             u64::from(u32::MAX),
             STATFS_BLOCK_BYTES,
             NAME_BYTES_MAX,
@@ -1255,5 +1260,27 @@ impl DfsFs {
                 reply.error(errno(&error))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfs_engine::msg::RemoteError;
+
+    #[test]
+    fn errors_become_the_errno_a_program_expects() {
+        let remote = |kind| Error::Remote(RemoteError::new(kind, "x"));
+        assert_eq!(errno(&remote(ErrorKind::NotFound)), Errno::ENOENT);
+        assert_eq!(
+            errno(&remote(ErrorKind::DirectoryNotEmpty)),
+            Errno::ENOTEMPTY
+        );
+        assert_eq!(errno(&remote(ErrorKind::NoSpace)), Errno::ENOSPC);
+        assert_eq!(errno(&remote(ErrorKind::Corrupted)), Errno::EIO);
+        let full = Error::io("spool", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(errno(&full), Errno::ENOSPC);
+        let plain = Error::io("x", std::io::Error::other("no number"));
+        assert_eq!(errno(&plain), Errno::EIO);
     }
 }
