@@ -350,6 +350,20 @@ impl Filesystem for DfsFs {
         if let Some(attr) = state.pending_attr(ino.0).filter(|attr| attr.nlink == 0) {
             return reply.attr(&Duration::ZERO, &attr);
         }
+        // Removed while open for reading here: as it was when opened.
+        if state.path(ino).is_err() {
+            let opened = state.handles.values().find_map(|handle| match handle {
+                Handle::Read(reader) if reader.status().inode == ino.0 => {
+                    Some(reader.status().clone())
+                }
+                _ => None,
+            });
+            if let Some(status) = opened {
+                let mut attr = state.ids.attr(&status);
+                attr.nlink = 0;
+                return reply.attr(&Duration::ZERO, &attr);
+            }
+        }
         // Open for writing here: the size it has as written, not cached.
         let writing = state.handles.values().find_map(|handle| match handle {
             Handle::Cached(file) if file.nodeid() == ino.0 => Some(file.size()),

@@ -923,6 +923,19 @@ fn a_file_removed_while_open_lives_on_until_closed() {
         !mounted.path("old").exists(),
         "not written back at the close"
     );
+    // Open for reading only, then removed: still read, and fstat says so.
+    fs::write(mounted.path("kept"), b"still here").expect("write");
+    {
+        let mut file = File::open(mounted.path("kept")).expect("open");
+        fs::remove_file(mounted.path("kept")).expect("rm while open");
+        // (Read at once: the master lets the minions delete the blocks of
+        // a removed file at their next heartbeat; only the mount keeps
+        // what it wrote itself.)
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("read after rm");
+        assert_eq!(text, "still here");
+        assert_eq!(file.metadata().expect("fstat").nlink(), 0);
+    }
     fs::create_dir(mounted.path("d")).expect("mkdir");
     {
         let _open = File::create(mounted.path("d/new")).expect("create");
