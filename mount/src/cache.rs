@@ -158,6 +158,25 @@ impl CachedFile {
         self.unlinked
     }
 
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// A lock was granted on the file: what this mount holds of it may be
+    /// older than what another workstation committed under the lock, so an
+    /// unchanged copy is dropped and the file read again (as NFS does).
+    pub fn refresh(&mut self, client: &mut Client) -> Result<()> {
+        if self.dirty || self.unlinked || matches!(self.contents, Contents::Streaming(_)) {
+            return Ok(());
+        }
+        let status = client.stat(&self.path)?;
+        self.contents = Contents::Old {
+            size: status.size_bytes,
+        };
+        self.reader = None;
+        Ok(())
+    }
+
     /// The file's name is being removed: its contents stay here (copied
     /// now if they were not yet) for the descriptors still open, and are
     /// dropped at the last close. A stream already sent is abandoned.
@@ -341,8 +360,11 @@ impl CachedFile {
         if self.poisoned {
             return Err(Errno::EIO);
         }
-        self.load(client, u64::MAX).map_err(|e| errno(&e))?;
         let end = offset.saturating_add(data.len() as u64);
+        if end > FILE_BYTES_MAX {
+            return Err(Errno::EFBIG);
+        }
+        self.load(client, u64::MAX).map_err(|e| errno(&e))?;
         if end > SPOOL_BYTES_MAX && matches!(self.contents, Contents::Spooled { .. }) {
             self.start_streaming(master, credentials)
                 .map_err(|e| errno(&e))?;

@@ -45,10 +45,18 @@ const STATFS_BLOCK_BYTES: u32 = 4096;
 enum Handle {
     Read(Box<FileReader>),
     /// A file being written (new, truncated, or an existing one of at most
-    /// `SPOOL_BYTES_MAX`), through a local copy (`cache`).
-    Cached(Box<CachedFile>),
+    /// `SPOOL_BYTES_MAX`), through a local copy (`cache`): the kernel's
+    /// number of the file, which every descriptor of it here shares
+    /// (`State::files`).
+    Cached(u64),
     /// An existing file opened for writing without `O_TRUNC`.
     Rewrite(Box<Rewrite>),
+}
+
+/// A file open for writing and its descriptors here.
+struct SharedFile {
+    file: CachedFile,
+    handles: usize,
 }
 
 struct State {
@@ -59,6 +67,11 @@ struct State {
     /// Open directories: their paths and the page of entries held.
     directories: HashMap<u64, (DfsPath, Listing)>,
     next_handle: u64,
+    /// Files open for writing here, by the kernel's number: one copy each,
+    /// shared by all their descriptors (as one inode is), with how many
+    /// descriptors hold it; committed at each close after changes, and
+    /// dropped at the last.
+    files: HashMap<u64, SharedFile>,
     /// Lock keys (`locks::key`) of the files this mount ever locked: a
     /// close of one drops its owner's locks (POSIX), a close of another
     /// costs no master call.
@@ -125,6 +138,7 @@ impl DfsFs {
                 handles: HashMap::new(),
                 directories: HashMap::new(),
                 next_handle: 1,
+                files: HashMap::new(),
                 locked: HashSet::new(),
             }),
         })
@@ -177,27 +191,35 @@ impl State {
     /// contents for their descriptors. True when one was open.
     fn unlink_open(&mut self, path: &DfsPath) -> Result<bool, Errno> {
         let mut found = false;
-        for handle in self.handles.values_mut() {
-            if let Handle::Cached(file) = handle {
-                if file.path() == path && !file.is_unlinked() {
-                    file.unlink(&mut self.client).map_err(|e| {
-                        eprintln!("dfs-mount: {e}");
-                        Errno::EBUSY
-                    })?;
-                    found = true;
-                }
+        for shared in self.files.values_mut() {
+            let file = &mut shared.file;
+            if file.path() == path && !file.is_unlinked() {
+                file.unlink(&mut self.client).map_err(|e| {
+                    eprintln!("dfs-mount: {e}");
+                    Errno::EBUSY
+                })?;
+                found = true;
             }
         }
         Ok(found)
     }
 
+    /// `file`, open here as the kernel's `nodeid`, shared by its first
+    /// descriptor.
+    fn share(&mut self, nodeid: u64, mut file: CachedFile) -> Handle {
+        file.set_nodeid(nodeid);
+        self.files.insert(nodeid, SharedFile { file, handles: 1 });
+        Handle::Cached(nodeid)
+    }
+
     /// Refuses one more file being written past the mount's bound.
     fn check_write_room(&self) -> Result<(), Errno> {
-        let writing = self
+        let rewrites = self
             .handles
             .values()
-            .filter(|handle| matches!(handle, Handle::Cached(_) | Handle::Rewrite(_)))
+            .filter(|handle| matches!(handle, Handle::Rewrite(_)))
             .count();
+        let writing = self.files.len() + rewrites;
         if writing >= MOUNT_OPEN_WRITES_MAX {
             eprintln!("dfs-mount: {MOUNT_OPEN_WRITES_MAX} files are being written at once already");
             return Err(Errno::EMFILE);
@@ -207,19 +229,15 @@ impl State {
 
     /// True when a file at or under `path` is being written here.
     fn writes_under(&self, path: &DfsPath) -> bool {
-        self.handles.values().any(|handle| match handle {
-            Handle::Cached(file) => !file.is_unlinked() && file.path().is_within(path),
-            _ => false,
-        })
+        self.files
+            .values()
+            .any(|shared| !shared.file.is_unlinked() && shared.file.path().is_within(path))
     }
 
     /// The attributes of the file open here as the kernel's `inode`, from
     /// its handle (a new file, or one removed while open).
     fn pending_attr(&mut self, inode: u64) -> Option<FileAttr> {
-        let handle = self.handles.values().find_map(|handle| match handle {
-            Handle::Cached(file) if file.nodeid() == inode => Some(file),
-            _ => None,
-        })?;
+        let handle = &self.files.get(&inode)?.file;
         let owner = handle
             .owner()
             .map(str::to_string)
@@ -365,10 +383,7 @@ impl Filesystem for DfsFs {
             }
         }
         // Open for writing here: the size it has as written, not cached.
-        let writing = state.handles.values().find_map(|handle| match handle {
-            Handle::Cached(file) if file.nodeid() == ino.0 => Some(file.size()),
-            _ => None,
-        });
+        let writing = state.files.get(&ino.0).map(|shared| shared.file.size());
         if let Some(size) = writing {
             return match state.path(ino).and_then(|path| state.stat(&path)) {
                 Ok(status) => {
@@ -425,11 +440,7 @@ impl Filesystem for DfsFs {
         if ino.0 >= PENDING_INODE_BASE {
             // A file not in the namespace yet: attributes are kept for its
             // commit (`cp -p` and `tar` set them before they close).
-            let found = state.handles.values_mut().find_map(|handle| match handle {
-                Handle::Cached(file) if file.nodeid() == ino.0 => Some(file),
-                _ => None,
-            });
-            let Some(file) = found else {
+            let Some(file) = state.files.get_mut(&ino.0).map(|shared| &mut shared.file) else {
                 return reply.error(Errno::ESTALE);
             };
             if let Some(size) = size {
@@ -450,13 +461,17 @@ impl Filesystem for DfsFs {
         let mut written_size = None;
         if let Some(size) = size {
             let truncated = match fh.and_then(|fh| state.handles.get_mut(&fh.0)) {
-                Some(Handle::Cached(file)) => file
-                    .truncate(&mut state.client, size)
-                    .map(|()| written_size = Some(file.size())),
+                Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
+                    Some(shared) => shared
+                        .file
+                        .truncate(&mut state.client, size)
+                        .map(|()| written_size = Some(shared.file.size())),
+                    None => Err(Errno::EBADF),
+                },
                 Some(Handle::Rewrite(rewrite)) => rewrite
                     .truncate(&self.master, &self.credentials, size)
                     .map(|()| written_size = Some(rewrite.size())),
-                _ => match cached_at(&mut state.handles, &path) {
+                _ => match cached_at(&mut state.files, &path) {
                     // truncate(2) of a file open for writing here.
                     Some(file) => file
                         .truncate(&mut state.client, size)
@@ -469,7 +484,7 @@ impl Filesystem for DfsFs {
             }
         }
         if change != AttributeChange::default() {
-            if let Some(file) = cached_at(&mut state.handles, &path) {
+            if let Some(file) = cached_at(&mut state.files, &path) {
                 // Kept for the commit, which replaces the file.
                 file.change_after_commit(change.clone());
             }
@@ -726,11 +741,25 @@ impl Filesystem for DfsFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let path = match state.path(ino) {
             Ok(path) => path,
             Err(error) => return reply.error(error),
         };
+        // A file open for writing here already: one more descriptor of it
+        // (reading or writing), so all of them see one copy.
+        if let Some(shared) = state.files.get_mut(&ino.0) {
+            if flags.0 & libc::O_TRUNC != 0 && is_write(flags) {
+                if let Err(error) = shared.file.truncate(&mut state.client, 0) {
+                    return reply.error(error);
+                }
+            }
+            shared.handles += 1;
+            let id = state.handle_id();
+            state.handles.insert(id, Handle::Cached(ino.0));
+            return reply.opened(FileHandle(id), FopenFlags::empty());
+        }
         let handle = if is_write(flags) {
             if let Err(error) = state.check_write_room() {
                 return reply.error(error);
@@ -743,17 +772,13 @@ impl Filesystem for DfsFs {
             let keep = self.keep_owner(&status);
             if flags.0 & libc::O_TRUNC != 0 {
                 match CachedFile::new_file(path, status.mode, true, keep) {
-                    Ok(mut file) => {
-                        file.set_nodeid(ino.0);
-                        Handle::Cached(Box::new(file))
-                    }
+                    Ok(file) => state.share(ino.0, file),
                     Err(error) => return reply.error(errno(&error)),
                 }
             } else if CachedFile::fits(status.size_bytes) {
                 // Read as it is until written.
-                let mut file = CachedFile::existing(path, status.size_bytes, status.mode, keep);
-                file.set_nodeid(ino.0);
-                Handle::Cached(Box::new(file))
+                let file = CachedFile::existing(path, status.size_bytes, status.mode, keep);
+                state.share(ino.0, file)
             } else {
                 // Too large to copy: rewritten as a stream from its head.
                 let rewrite = Rewrite::new(path, status.size_bytes, status.mode, keep);
@@ -807,8 +832,9 @@ impl Filesystem for DfsFs {
         };
         let inode = state.inodes.pending(path);
         file.set_nodeid(inode);
+        let handle = state.share(inode, file);
         let id = state.handle_id();
-        state.handles.insert(id, Handle::Cached(Box::new(file)));
+        state.handles.insert(id, handle);
         match state.pending_attr(inode) {
             Some(mut attr) => {
                 attr.perm = (mode & !umask & 0o7777) as u16;
@@ -850,9 +876,14 @@ impl Filesystem for DfsFs {
                 Some(Handle::Rewrite(rewrite)) => {
                     rewrite.read_at(&mut state.client, at, &mut buffer[filled..])
                 }
-                Some(Handle::Cached(file)) => {
-                    file.read_at(&mut state.client, at, &mut buffer[filled..])
-                }
+                Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
+                    Some(shared) => {
+                        shared
+                            .file
+                            .read_at(&mut state.client, at, &mut buffer[filled..])
+                    }
+                    None => Err(Errno::EBADF),
+                },
                 None => Err(Errno::EBADF),
             };
             match read {
@@ -879,13 +910,16 @@ impl Filesystem for DfsFs {
         let mut guard = self.state();
         let state = &mut *guard;
         let written = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Cached(file)) => file.write(
-                &mut state.client,
-                &self.master,
-                &self.credentials,
-                offset,
-                data,
-            ),
+            Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
+                Some(shared) => shared.file.write(
+                    &mut state.client,
+                    &self.master,
+                    &self.credentials,
+                    offset,
+                    data,
+                ),
+                None => Err(Errno::EBADF),
+            },
             Some(Handle::Rewrite(rewrite)) => {
                 rewrite.write(&self.master, &self.credentials, offset, data)
             }
@@ -906,14 +940,18 @@ impl Filesystem for DfsFs {
         reply: ReplyEmpty,
     ) {
         let mut state = self.state();
-        // POSIX: a close drops the process's locks on the file.
-        state.release_locks(self.locks.id(), ino, lock_owner.0);
         let state = &mut *state;
         let result = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Cached(file)) => file.flush(&mut state.client),
+            Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
+                Some(shared) => shared.file.flush(&mut state.client),
+                None => Ok(false),
+            },
             Some(Handle::Rewrite(rewrite)) => rewrite.check().map(|()| false),
             _ => Ok(false),
         };
+        // POSIX: a close drops the process's locks on the file, after what
+        // was written under them is committed.
+        state.release_locks(self.locks.id(), ino, lock_owner.0);
         match result {
             Ok(committed) => {
                 if committed {
@@ -949,19 +987,29 @@ impl Filesystem for DfsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let handle = {
-            let mut state = self.state();
-            // A flock goes with the last close of its open file.
-            if let Some(owner) = lock_owner {
-                state.release_locks(self.locks.id(), ino, owner.0);
-            }
-            state.handles.remove(&fh.0)
-        };
-        let committed = match handle {
-            Some(Handle::Cached(mut file)) => file.commit(&mut self.state().client),
-            Some(Handle::Rewrite(mut rewrite)) => rewrite.commit(&mut self.state().client),
+        let mut guard = self.state();
+        let state = &mut *guard;
+        // A flock goes with the last close of its open file.
+        if let Some(owner) = lock_owner {
+            state.release_locks(self.locks.id(), ino, owner.0);
+        }
+        let committed = match state.handles.remove(&fh.0) {
+            // The last descriptor of a shared file: committed, dropped.
+            Some(Handle::Cached(nodeid)) => match state.files.get_mut(&nodeid) {
+                Some(shared) if shared.handles > 1 => {
+                    shared.handles -= 1;
+                    Ok(())
+                }
+                Some(_) => match state.files.remove(&nodeid) {
+                    Some(mut shared) => shared.file.commit(&mut state.client),
+                    None => Ok(()),
+                },
+                None => Ok(()),
+            },
+            Some(Handle::Rewrite(mut rewrite)) => rewrite.commit(&mut state.client),
             _ => Ok(()),
         };
+        drop(guard);
         match committed {
             // What the kernel holds of it is old now.
             Ok(()) => self.invalidate(ino.0),
@@ -1106,7 +1154,8 @@ impl Filesystem for DfsFs {
         };
         let range = locks::range(start, end);
         let session = self.locks.id();
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let key = match state.path(ino) {
             Ok(path) => locks::key(&path),
             Err(error) => return reply.error(error),
@@ -1114,7 +1163,32 @@ impl Filesystem for DfsFs {
         if wanted.is_some() {
             state.locked.insert(key);
         }
+        // Unlocking: what was written under the lock goes first (NFS).
+        if wanted.is_none() {
+            let committed = match state.files.get_mut(&ino.0) {
+                Some(shared) if shared.file.is_dirty() => {
+                    shared.file.commit(&mut state.client).map(|()| true)
+                }
+                _ => Ok(false),
+            };
+            match committed {
+                Ok(true) => self.invalidate(ino.0),
+                Ok(false) => {}
+                Err(error) => {
+                    eprintln!("dfs-mount: {error}");
+                    return reply.error(errno(&error));
+                }
+            }
+        }
         let answer = state.client.lock(session, key, lock_owner.0, wanted, range);
+        // Locked: read again what another workstation may have committed.
+        if wanted.is_some() && matches!(answer, Ok(None)) {
+            if let Some(shared) = state.files.get_mut(&ino.0) {
+                if let Err(error) = shared.file.refresh(&mut state.client) {
+                    eprintln!("dfs-mount: {error}");
+                }
+            }
+        }
         match (answer, wanted) {
             (Ok(None), _) => reply.ok(),
             (Ok(Some(_)), Some(kind)) if sleep => {
@@ -1157,13 +1231,13 @@ impl Filesystem for DfsFs {
 
 /// The file open for writing here at `path`, if one is.
 fn cached_at<'a>(
-    handles: &'a mut HashMap<u64, Handle>,
+    files: &'a mut HashMap<u64, SharedFile>,
     path: &DfsPath,
 ) -> Option<&'a mut CachedFile> {
-    handles.values_mut().find_map(|handle| match handle {
-        Handle::Cached(file) if file.path() == path => Some(&mut **file),
-        _ => None,
-    })
+    files
+        .values_mut()
+        .find(|shared| shared.file.path() == path && !shared.file.is_unlinked())
+        .map(|shared| &mut shared.file)
 }
 
 /// The master's listing of one directory, a page at a time.
@@ -1260,7 +1334,10 @@ impl DfsFs {
         let mut guard = self.state();
         let state = &mut *guard;
         let result = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Cached(file)) => file.commit(&mut state.client),
+            Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
+                Some(shared) => shared.file.commit(&mut state.client),
+                None => Ok(()),
+            },
             Some(Handle::Rewrite(rewrite)) => rewrite.commit(&mut state.client),
             _ => Ok(()),
         };

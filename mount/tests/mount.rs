@@ -1074,3 +1074,36 @@ fn a_compiler_and_git_work_in_the_mount() {
     );
     assert_eq!(log, "second\nfirst\n?? main\n");
 }
+
+#[test]
+fn descriptors_of_one_file_share_its_contents() {
+    let cluster = cluster_of(2);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    // Two descriptors of one process write different places: both stay.
+    let path = here.path("shared");
+    fs::write(&path, b"0123456789012345678901234567890").expect("write");
+    {
+        let mut first = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let mut second = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        first.write_all(b"AAAA").expect("write");
+        second.seek(SeekFrom::Start(20)).expect("seek");
+        second.write_all(b"BBBB").expect("write");
+        // The other descriptor reads what the first wrote.
+        let mut head = [0u8; 4];
+        second.seek(SeekFrom::Start(0)).expect("seek");
+        second.read_exact(&mut head).expect("read");
+        assert_eq!(&head, b"AAAA");
+    }
+    assert_eq!(
+        fs::read(&path).expect("read"),
+        b"AAAA4567890123456789BBBB4567890"
+    );
+}
