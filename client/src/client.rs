@@ -43,6 +43,24 @@ pub struct AttributeChange {
     pub accessed_ms: Option<u64>,
 }
 
+impl AttributeChange {
+    /// Takes in a later change: each field it sets replaces this one's.
+    pub fn merge(&mut self, later: AttributeChange) {
+        let AttributeChange {
+            mode,
+            owner,
+            group,
+            modified_ms,
+            accessed_ms,
+        } = later;
+        self.mode = mode.or(self.mode.take());
+        self.owner = owner.or(self.owner.take());
+        self.group = group.or(self.group.take());
+        self.modified_ms = modified_ms.or(self.modified_ms.take());
+        self.accessed_ms = accessed_ms.or(self.accessed_ms.take());
+    }
+}
+
 /// What an fsck looked at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FsckScanned {
@@ -505,6 +523,31 @@ fn user_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_attribute_change_replaces_only_what_it_sets() {
+        let mut kept = AttributeChange {
+            mode: Some(0o600),
+            owner: Some("ann".into()),
+            modified_ms: Some(1),
+            ..AttributeChange::default()
+        };
+        kept.merge(AttributeChange {
+            owner: Some("bob".into()),
+            group: Some("lab".into()),
+            ..AttributeChange::default()
+        });
+        assert_eq!(
+            kept,
+            AttributeChange {
+                mode: Some(0o600),
+                owner: Some("bob".into()),
+                group: Some("lab".into()),
+                modified_ms: Some(1),
+                accessed_ms: None,
+            }
+        );
+    }
     use dfs_engine::msg::EntryKind;
 
     #[test]

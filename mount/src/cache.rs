@@ -74,6 +74,44 @@ fn spool_error(path: &DfsPath, error: io::Error) -> Error {
     )
 }
 
+/// The reader of the cluster's file at `path`, opened at its first use.
+pub(crate) fn opened<'a>(
+    slot: &'a mut Option<FileReader>,
+    client: &mut Client,
+    path: &DfsPath,
+) -> Result<&'a mut FileReader> {
+    if slot.is_none() {
+        *slot = Some(client.open(path)?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| Error::Invalid(format!("{path}: no reader")))
+}
+
+/// Hands the bytes of `reader` from `from` to `to` to `sink` in order, a
+/// piece at a time, with the offset of each; returns where it stopped
+/// (short of `to` when the file ends first).
+pub(crate) fn each_old_piece(
+    reader: &mut FileReader,
+    from: u64,
+    to: u64,
+    mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut offset = from;
+    let mut buffer = vec![0u8; COPY_BYTES];
+    while offset < to {
+        let want = usize::try_from(to - offset)
+            .unwrap_or(usize::MAX)
+            .min(buffer.len());
+        let read = reader.read_at(offset, &mut buffer[..want])?;
+        if read == 0 {
+            break;
+        }
+        sink(offset, &buffer[..read])?;
+        offset += read as u64;
+    }
+    Ok(offset)
+}
+
 /// Hands the spool's first `size` bytes to `sink` in order, a piece at a
 /// time, with the offset of each.
 fn each_piece(
@@ -221,22 +259,12 @@ impl CachedFile {
     /// Attributes set while the file is open, applied once committed; a
     /// later change of one replaces an earlier.
     pub fn change_after_commit(&mut self, change: AttributeChange) {
-        let kept = &mut self.after_commit;
-        kept.mode = change.mode.or(kept.mode.take());
-        kept.owner = change.owner.or(kept.owner.take());
-        kept.group = change.group.or(kept.group.take());
-        kept.modified_ms = change.modified_ms.or(kept.modified_ms.take());
-        kept.accessed_ms = change.accessed_ms.or(kept.accessed_ms.take());
+        self.after_commit.merge(change);
         self.dirty = true;
     }
 
     fn reader(&mut self, client: &mut Client) -> Result<&mut FileReader> {
-        if self.reader.is_none() {
-            self.reader = Some(client.open(&self.path)?);
-        }
-        self.reader
-            .as_mut()
-            .ok_or_else(|| Error::Invalid(format!("{}: no reader", self.path)))
+        opened(&mut self.reader, client, &self.path)
     }
 
     pub fn read_at(
@@ -301,23 +329,17 @@ impl CachedFile {
         };
         let spool = dfs_client::temporary_spool().map_err(|e| spool_error(&self.path, e))?;
         let end = size.min(keep);
-        let mut offset = 0;
-        let mut buffer = vec![0u8; COPY_BYTES];
-        while offset < end {
-            let want = usize::try_from(end - offset)
-                .unwrap_or(usize::MAX)
-                .min(buffer.len());
-            let read = self.reader(client)?.read_at(offset, &mut buffer[..want])?;
-            if read == 0 {
-                return Err(Error::Invalid(format!(
-                    "{}: ended at {offset} bytes while being copied ({size} expected)",
-                    self.path
-                )));
-            }
+        let path = &self.path;
+        let reader = opened(&mut self.reader, client, path)?;
+        let reached = each_old_piece(reader, 0, end, |offset, piece| {
             spool
-                .write_all_at(&buffer[..read], offset)
-                .map_err(|e| spool_error(&self.path, e))?;
-            offset += read as u64;
+                .write_all_at(piece, offset)
+                .map_err(|e| spool_error(path, e))
+        })?;
+        if reached < end {
+            return Err(Error::Invalid(format!(
+                "{path}: ended at {reached} bytes while being copied ({size} expected)"
+            )));
         }
         self.contents = Contents::Spooled { spool, size: end };
         Ok(())

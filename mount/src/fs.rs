@@ -204,6 +204,16 @@ impl State {
         Ok(found)
     }
 
+    /// The shared file behind the descriptor `fh`, if it is one, with the
+    /// client to use beside it.
+    fn cached(&mut self, fh: FileHandle) -> Option<(&mut CachedFile, &mut Client)> {
+        let Some(Handle::Cached(nodeid)) = self.handles.get(&fh.0) else {
+            return None;
+        };
+        let shared = self.files.get_mut(nodeid)?;
+        Some((&mut shared.file, &mut self.client))
+    }
+
     /// `file`, open here as the kernel's `nodeid`, shared by its first
     /// descriptor.
     fn share(&mut self, nodeid: u64, mut file: CachedFile) -> Handle {
@@ -437,63 +447,61 @@ impl Filesystem for DfsFs {
         if let Some(gid) = gid {
             change.group = Some(state.ids.group_name(gid));
         }
-        if ino.0 >= PENDING_INODE_BASE {
-            // A file not in the namespace yet: attributes are kept for its
-            // commit (`cp -p` and `tar` set them before they close).
-            let Some(file) = state.files.get_mut(&ino.0).map(|shared| &mut shared.file) else {
-                return reply.error(Errno::ESTALE);
-            };
-            if let Some(size) = size {
-                if let Err(error) = file.truncate(&mut state.client, size) {
-                    return reply.error(error);
-                }
-            }
-            file.change_after_commit(change);
-            return match state.pending_attr(ino.0) {
-                Some(attr) => reply.attr(&Duration::ZERO, &attr),
-                None => reply.error(Errno::ESTALE),
-            };
+        // A file not in the namespace yet (made here, not committed) has
+        // only what its open file here holds.
+        let pending = ino.0 >= PENDING_INODE_BASE;
+        if pending && !state.files.contains_key(&ino.0) {
+            return reply.error(Errno::ESTALE);
         }
-        let path = match state.path(ino) {
-            Ok(path) => path,
-            Err(error) => return reply.error(error),
-        };
         let mut written_size = None;
         if let Some(size) = size {
-            let truncated = match fh.and_then(|fh| state.handles.get_mut(&fh.0)) {
-                Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
-                    Some(shared) => shared
-                        .file
-                        .truncate(&mut state.client, size)
-                        .map(|()| written_size = Some(shared.file.size())),
-                    None => Err(Errno::EBADF),
-                },
-                Some(Handle::Rewrite(rewrite)) => rewrite
+            let truncated = if let Some(shared) = state.files.get_mut(&ino.0) {
+                // Open for writing here (through any descriptor).
+                shared
+                    .file
+                    .truncate(&mut state.client, size)
+                    .map(|()| written_size = Some(shared.file.size()))
+            } else if let Some(Handle::Rewrite(rewrite)) =
+                fh.and_then(|fh| state.handles.get_mut(&fh.0))
+            {
+                rewrite
                     .truncate(&self.master, &self.credentials, size)
-                    .map(|()| written_size = Some(rewrite.size())),
-                _ => match cached_at(&mut state.files, &path) {
-                    // truncate(2) of a file open for writing here.
-                    Some(file) => file
-                        .truncate(&mut state.client, size)
-                        .map(|()| written_size = Some(file.size())),
-                    None => self.truncate_path(state, &path, size),
-                },
+                    .map(|()| written_size = Some(rewrite.size()))
+            } else {
+                state
+                    .path(ino)
+                    .and_then(|path| self.truncate_path(state, &path, size))
             };
             if let Err(error) = truncated {
                 return reply.error(error);
             }
         }
         if change != AttributeChange::default() {
-            if let Some(file) = cached_at(&mut state.files, &path) {
-                // Kept for the commit, which replaces the file.
-                file.change_after_commit(change.clone());
+            if let Some(shared) = state.files.get_mut(&ino.0) {
+                // Kept for the commit, which replaces the file (`cp -p` and
+                // `tar` set them before they close).
+                shared.file.change_after_commit(change.clone());
             }
-            if let Err(error) = state.client.set_attributes(&path, change) {
-                return reply.error(errno(&error));
+            if !pending {
+                let set = state.path(ino).and_then(|path| {
+                    state
+                        .client
+                        .set_attributes(&path, change)
+                        .map_err(|e| errno(&e))
+                });
+                if let Err(error) = set {
+                    return reply.error(error);
+                }
             }
         }
+        if pending {
+            return match state.pending_attr(ino.0) {
+                Some(attr) => reply.attr(&Duration::ZERO, &attr),
+                None => reply.error(Errno::ESTALE),
+            };
+        }
         // No lookup comes with this answer: nothing to remember.
-        let mut attr = match state.stat(&path) {
+        let mut attr = match state.path(ino).and_then(|path| state.stat(&path)) {
             Ok(status) => state.ids.attr(&status),
             Err(error) => return reply.error(error),
         };
@@ -821,7 +829,7 @@ impl Filesystem for DfsFs {
         };
         // Without O_EXCL, a file another workstation made meanwhile is
         // replaced at the commit (as this open would have truncated it).
-        let mut file = match CachedFile::new_file(
+        let file = match CachedFile::new_file(
             path.clone(),
             mode & !umask & 0o7777,
             flags & libc::O_EXCL == 0,
@@ -831,7 +839,6 @@ impl Filesystem for DfsFs {
             Err(error) => return reply.error(errno(&error)),
         };
         let inode = state.inodes.pending(path);
-        file.set_nodeid(inode);
         let handle = state.share(inode, file);
         let id = state.handle_id();
         state.handles.insert(id, handle);
@@ -869,22 +876,18 @@ impl Filesystem for DfsFs {
         let mut filled = 0;
         while filled < buffer.len() {
             let at = offset + filled as u64;
-            let read = match state.handles.get_mut(&fh.0) {
-                Some(Handle::Read(reader)) => reader
-                    .read_at(at, &mut buffer[filled..])
-                    .map_err(|e| errno(&e)),
-                Some(Handle::Rewrite(rewrite)) => {
-                    rewrite.read_at(&mut state.client, at, &mut buffer[filled..])
-                }
-                Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
-                    Some(shared) => {
-                        shared
-                            .file
-                            .read_at(&mut state.client, at, &mut buffer[filled..])
+            let read = if let Some((file, client)) = state.cached(fh) {
+                file.read_at(client, at, &mut buffer[filled..])
+            } else {
+                match state.handles.get_mut(&fh.0) {
+                    Some(Handle::Read(reader)) => reader
+                        .read_at(at, &mut buffer[filled..])
+                        .map_err(|e| errno(&e)),
+                    Some(Handle::Rewrite(rewrite)) => {
+                        rewrite.read_at(&mut state.client, at, &mut buffer[filled..])
                     }
-                    None => Err(Errno::EBADF),
-                },
-                None => Err(Errno::EBADF),
+                    _ => Err(Errno::EBADF),
+                }
             };
             match read {
                 Ok(0) => break,
@@ -909,21 +912,12 @@ impl Filesystem for DfsFs {
     ) {
         let mut guard = self.state();
         let state = &mut *guard;
-        let written = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
-                Some(shared) => shared.file.write(
-                    &mut state.client,
-                    &self.master,
-                    &self.credentials,
-                    offset,
-                    data,
-                ),
-                None => Err(Errno::EBADF),
-            },
-            Some(Handle::Rewrite(rewrite)) => {
-                rewrite.write(&self.master, &self.credentials, offset, data)
-            }
-            _ => Err(Errno::EBADF),
+        let written = if let Some((file, client)) = state.cached(fh) {
+            file.write(client, &self.master, &self.credentials, offset, data)
+        } else if let Some(Handle::Rewrite(rewrite)) = state.handles.get_mut(&fh.0) {
+            rewrite.write(&self.master, &self.credentials, offset, data)
+        } else {
+            Err(Errno::EBADF)
         };
         match written {
             Ok(()) => reply.written(data.len() as u32),
@@ -941,13 +935,12 @@ impl Filesystem for DfsFs {
     ) {
         let mut state = self.state();
         let state = &mut *state;
-        let result = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
-                Some(shared) => shared.file.flush(&mut state.client),
-                None => Ok(false),
-            },
-            Some(Handle::Rewrite(rewrite)) => rewrite.check().map(|()| false),
-            _ => Ok(false),
+        let result = if let Some((file, client)) = state.cached(fh) {
+            file.flush(client)
+        } else if let Some(Handle::Rewrite(rewrite)) = state.handles.get_mut(&fh.0) {
+            rewrite.check().map(|()| false)
+        } else {
+            Ok(false)
         };
         // POSIX: a close drops the process's locks on the file, after what
         // was written under them is committed.
@@ -1229,17 +1222,6 @@ impl Filesystem for DfsFs {
     }
 }
 
-/// The file open for writing here at `path`, if one is.
-fn cached_at<'a>(
-    files: &'a mut HashMap<u64, SharedFile>,
-    path: &DfsPath,
-) -> Option<&'a mut CachedFile> {
-    files
-        .values_mut()
-        .find(|shared| shared.file.path() == path && !shared.file.is_unlinked())
-        .map(|shared| &mut shared.file)
-}
-
 /// The master's listing of one directory, a page at a time.
 struct ClientPages<'a> {
     client: &'a mut Client,
@@ -1286,12 +1268,7 @@ impl DfsFs {
         } else {
             state.ids.group_name(req.gid())
         };
-        let change = AttributeChange {
-            owner: (owner != self.credentials.user).then_some(owner),
-            group: (Some(&group) != self.credentials.groups.first()).then_some(group),
-            ..AttributeChange::default()
-        };
-        Ok((change, inherited))
+        Ok((self.owned_by(owner, group), inherited))
     }
 
     /// `truncate(2)` of a file no handle here writes: copied, cut or
@@ -1321,10 +1298,15 @@ impl DfsFs {
     /// The change that gives a rewritten file its old owner and group back
     /// (none when they are this mount's user's).
     fn keep_owner(&self, status: &EntryStatus) -> AttributeChange {
-        let group = self.credentials.groups.first();
+        self.owned_by(status.owner.clone(), status.group.clone())
+    }
+
+    /// The change that makes an entry the master makes as this mount's
+    /// user belong to `owner` and `group` (only what differs).
+    fn owned_by(&self, owner: String, group: String) -> AttributeChange {
         AttributeChange {
-            owner: (status.owner != self.credentials.user).then(|| status.owner.clone()),
-            group: (Some(&status.group) != group).then(|| status.group.clone()),
+            owner: (owner != self.credentials.user).then_some(owner),
+            group: (Some(&group) != self.credentials.groups.first()).then_some(group),
             ..AttributeChange::default()
         }
     }
@@ -1333,13 +1315,12 @@ impl DfsFs {
     fn commit(&self, fh: FileHandle, ino: INodeNo, reply: ReplyEmpty) {
         let mut guard = self.state();
         let state = &mut *guard;
-        let result = match state.handles.get_mut(&fh.0) {
-            Some(Handle::Cached(nodeid)) => match state.files.get_mut(nodeid) {
-                Some(shared) => shared.file.commit(&mut state.client),
-                None => Ok(()),
-            },
-            Some(Handle::Rewrite(rewrite)) => rewrite.commit(&mut state.client),
-            _ => Ok(()),
+        let result = if let Some((file, client)) = state.cached(fh) {
+            file.commit(client)
+        } else if let Some(Handle::Rewrite(rewrite)) = state.handles.get_mut(&fh.0) {
+            rewrite.commit(&mut state.client)
+        } else {
+            Ok(())
         };
         match result {
             Ok(()) => {

@@ -18,10 +18,8 @@ use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
 use fuser::Errno;
 
+use crate::cache::{each_old_piece, opened};
 use crate::writer::WriteHandle;
-
-/// Bytes copied from the old file per read at a commit.
-const TAIL_COPY_BYTES: usize = 1 << 20;
 
 pub struct Rewrite {
     path: DfsPath,
@@ -58,12 +56,7 @@ impl Rewrite {
     }
 
     fn reader(&mut self, client: &mut Client) -> Result<&mut FileReader> {
-        if self.reader.is_none() {
-            self.reader = Some(client.open(&self.path)?);
-        }
-        self.reader
-            .as_mut()
-            .ok_or_else(|| Error::Invalid(format!("{}: no reader", self.path)))
+        opened(&mut self.reader, client, &self.path)
     }
 
     /// Reads the old contents; not once a rewrite started.
@@ -131,23 +124,15 @@ impl Rewrite {
 
     /// Copies the old bytes from what was written up to `end`.
     fn copy_old(&mut self, client: &mut Client, end: u64) -> Result<()> {
-        let mut offset = self.writer.as_ref().map_or(0, WriteHandle::written_bytes);
-        let mut buffer = Vec::new();
-        while offset < end {
-            let want = usize::try_from(end - offset)
-                .unwrap_or(usize::MAX)
-                .min(TAIL_COPY_BYTES);
-            buffer.resize(want, 0);
-            let read = self.reader(client)?.read_at(offset, &mut buffer)?;
-            if read == 0 {
-                break;
-            }
-            if let Some(writer) = &mut self.writer {
-                writer.write(offset, &buffer[..read])?;
-            }
-            offset += read as u64;
-        }
-        Ok(())
+        let Some(writer) = &mut self.writer else {
+            return Ok(());
+        };
+        let from = writer.written_bytes();
+        let reader = opened(&mut self.reader, client, &self.path)?;
+        each_old_piece(reader, from, end, |offset, piece| {
+            writer.write(offset, piece)
+        })
+        .map(drop)
     }
 
     /// `ftruncate`: to the size written so far (nothing: to 0), or to the

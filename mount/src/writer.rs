@@ -121,19 +121,7 @@ impl WriteHandle {
     /// Attributes set while the file is written, applied once committed;
     /// a later change of one replaces an earlier.
     pub fn change_after_commit(&mut self, change: AttributeChange) {
-        let AttributeChange {
-            mode,
-            owner,
-            group,
-            modified_ms,
-            accessed_ms,
-        } = change;
-        let kept = &mut self.after_commit;
-        kept.mode = mode.or(kept.mode.take());
-        kept.owner = owner.or(kept.owner.take());
-        kept.group = group.or(kept.group.take());
-        kept.modified_ms = modified_ms.or(kept.modified_ms.take());
-        kept.accessed_ms = accessed_ms.or(kept.accessed_ms.take());
+        self.after_commit.merge(change);
     }
 
     /// Appends `data`, which the kernel wants at `offset_bytes`.
