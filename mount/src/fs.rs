@@ -237,6 +237,20 @@ impl State {
         Ok(())
     }
 
+    /// The number of a new file open here at `path` (one not in the
+    /// namespace when it was made): looked for among the files open here,
+    /// not the whole inode table, as every lookup asks.
+    fn new_file_at(&self, path: &DfsPath) -> Option<u64> {
+        self.files
+            .iter()
+            .find(|(&nodeid, shared)| {
+                nodeid >= PENDING_INODE_BASE
+                    && !shared.file.is_unlinked()
+                    && shared.file.path() == path
+            })
+            .map(|(&nodeid, _)| nodeid)
+    }
+
     /// True when a file at or under `path` is being written here.
     fn writes_under(&self, path: &DfsPath) -> bool {
         self.files
@@ -342,7 +356,7 @@ impl Filesystem for DfsFs {
         // A new file this mount is writing is there for its users under
         // the number it was created with, also once an fsync committed it
         // (programs such as SQLite take a changed number for a moved file).
-        let pending = state.inodes.pending_inode(&path);
+        let pending = state.new_file_at(&path);
         if let Some(attr) = pending.and_then(|inode| state.pending_attr(inode)) {
             state.inodes.remember(attr.ino.0, path);
             return reply.entry(&Duration::ZERO, &attr, Generation(0));

@@ -73,14 +73,6 @@ impl Inodes {
         inode
     }
 
-    /// The number of a file being written at `path`, if the kernel holds one.
-    pub fn pending_inode(&self, path: &DfsPath) -> Option<u64> {
-        self.known
-            .iter()
-            .find(|(&inode, known)| inode >= PENDING_INODE_BASE && &known.path == path)
-            .map(|(&inode, _)| inode)
-    }
-
     /// The kernel dropped `count` lookups of `inode`.
     pub fn forget(&mut self, inode: u64, count: u64) {
         if inode == ROOT_INODE {
@@ -177,8 +169,6 @@ mod tests {
         let second = inodes.pending(path("/other"));
         assert!(first >= PENDING_INODE_BASE && second > first);
         assert_eq!(inodes.path(first), Some(&path("/new")));
-        assert_eq!(inodes.pending_inode(&path("/other")), Some(second));
-        inodes.remember(5, path("/committed"));
-        assert_eq!(inodes.pending_inode(&path("/committed")), None);
+        assert_eq!(inodes.path(second), Some(&path("/other")));
     }
 }
