@@ -178,14 +178,32 @@ pub fn file_stat_lines(path: &str, file: &FileBlocks) -> Vec<String> {
     stat_lines(path, &file.status, Some(&file.blocks))
 }
 
+/// One piece of a file: a block whole, a part of one (where in the block
+/// it starts, and the block's length), or a hole (zeros stored nowhere:
+/// block id 0, `kind=hole`, no replicas wanted). Every line has the same
+/// `key=value` fields after the id, so scripts read holes and parts too.
 fn block_line(index: usize, block: &LocatedBlock, replication: u8) -> String {
+    if block.is_hole() {
+        return format!(
+            "block {index}: {} offset={} length={} kind=hole replicas=0/0 minions=",
+            block.id, block.offset_bytes, block.length_bytes
+        );
+    }
     let minions: Vec<String> = block
         .locations
         .iter()
         .map(|minion| format!("{}@{}", minion.id, minion.address))
         .collect();
+    let part = if block.is_whole_block() {
+        String::new()
+    } else {
+        format!(
+            " block_offset={} block_length={}",
+            block.block_offset_bytes, block.block_length_bytes
+        )
+    };
     let mut line = format!(
-        "block {index}: {} offset={} length={} replicas={}/{} minions={}",
+        "block {index}: {} offset={} length={}{part} replicas={}/{} minions={}",
         block.id,
         block.offset_bytes,
         block.length_bytes,
@@ -542,6 +560,8 @@ mod tests {
             offset_bytes,
             length_bytes,
             crc32c: 0,
+            block_offset_bytes: 0,
+            block_length_bytes: length_bytes,
             locations: minions
                 .iter()
                 .map(|&m| MinionAddress {
@@ -594,6 +614,35 @@ mod tests {
                 "modified: 2026-11-25 10:01:02 UTC",
                 "inode: 2",
                 "links: 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn stat_of_a_patched_file_shows_parts_of_blocks_and_holes() {
+        let file = EntryStatus {
+            block_count: 3,
+            ..entry("b", EntryKind::File, 1_048_576 + 4096 + 10, 0o644)
+        };
+        // Block id 0, no replicas, no block: a hole.
+        let hole = LocatedBlock {
+            block_length_bytes: 0,
+            ..located(0, 1_048_576, 4096, &[])
+        };
+        let part = LocatedBlock {
+            block_offset_bytes: 100,
+            block_length_bytes: 1_048_576,
+            ..located(7, 1_048_576 + 4096, 10, &[1, 2, 3])
+        };
+        let blocks = [located(5, 0, 1_048_576, &[1, 2, 3]), hole, part];
+        let lines = stat_lines("/a/b", &file, Some(&blocks));
+        assert_eq!(
+            lines[5..6].iter().chain(&lines[12..]).collect::<Vec<_>>(),
+            [
+                "blocks: 3",
+                "block 0: blk_0000000000000005 offset=0 length=1048576 replicas=3/3 minions=0000000000000001@127.0.0.1:4001,0000000000000002@127.0.0.1:4002,0000000000000003@127.0.0.1:4003",
+                "block 1: blk_0000000000000000 offset=1048576 length=4096 kind=hole replicas=0/0 minions=",
+                "block 2: blk_0000000000000007 offset=1052672 length=10 block_offset=100 block_length=1048576 replicas=3/3 minions=0000000000000001@127.0.0.1:4001,0000000000000002@127.0.0.1:4002,0000000000000003@127.0.0.1:4003",
             ]
         );
     }

@@ -68,7 +68,9 @@ pub struct FsckScanned {
     pub blocks: u64,
 }
 
-/// A file's status with its blocks and where they are.
+/// A file's status with its pieces and where they are: its blocks whole
+/// for a file written front to back; parts of blocks and holes after
+/// writes into its middle (`LocatedBlock::is_whole_block`, `is_hole`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileBlocks {
     pub status: EntryStatus,

@@ -1,6 +1,8 @@
 //! The client library of the file system: namespace calls to the master,
-//! pipelined block writes and verified block reads straight from minions.
-//! The `dfs` and `dfs-cp` commands (crate `dfs_cli`) are built on it.
+//! pipelined block writes (closed as a whole file or as a patch of one)
+//! and verified reads of a file's pieces (blocks, parts of blocks, holes)
+//! straight from minions. The `dfs` and `dfs-cp` commands (crate
+//! `dfs_cli`) are built on it.
 //!
 //! Data never passes through the master: a `Client` asks it for names, block
 //! allocations and locations, then streams chunks to and from minions itself.
@@ -17,6 +19,7 @@ pub mod read;
 mod readahead;
 mod transfer;
 pub mod write;
+mod xattrs;
 
 pub use client::{Client, ClusterReport, FileBlocks};
 pub use config::master_address;
@@ -28,4 +31,5 @@ pub use write::{
     WriteStats, WrittenBlock,
 };
 
+pub use dfs_engine::msg::FileRange;
 pub use dfs_engine::{Error, Result};

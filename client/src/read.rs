@@ -1,34 +1,43 @@
-//! Reading a file: its blocks come from the master a page at a time as the
-//! read reaches them (`BlockList`); each block is streamed from the first
-//! replica that works, and no byte is handed out before it is checked
-//! against something the master vouches for. A replica first sends the
-//! CRC32C of each of its chunks; they must combine to the block CRC32C the
-//! master recorded at commit, and only then is that list trusted: every
-//! chunk that follows must match its entry. When a replica fails
-//! (connection, timeout, protocol, checksum, error answer) the read goes on
-//! from the next replica at the first byte not yet handed out; when all
-//! failed, the block's locations are asked for once more (they may have
-//! moved) before the read gives up.
+//! Reading a file: its contents are a list of pieces, each a whole block,
+//! a part of one, or a hole (zeros stored nowhere), which come from the
+//! master a page at a time as the read reaches them (`BlockList`: by the
+//! offset a read lands on, or by a piece's index). A file written front to
+//! back is its blocks whole; a patch (a write into the middle, a truncate)
+//! makes pieces that start anywhere in a block and holes. Each piece of a
+//! block is streamed from the first replica that works: its replica sends
+//! the whole chunks that cover the piece, and the bytes of the block
+//! before and after the piece are dropped. A hole hands out zeros without
+//! asking anyone. No byte is handed out before it is checked against
+//! something the master vouches for. A replica first sends the CRC32C of
+//! each of its block's chunks; they must combine to the whole block's
+//! CRC32C the master recorded at commit, and only then is that list
+//! trusted: every chunk that follows must match its entry. When a replica
+//! fails (connection, timeout, protocol, checksum, error answer) the read
+//! goes on from the next replica at the first byte not yet handed out;
+//! when all failed, the piece's locations are asked for once more (they
+//! may have moved) before the read gives up. Every page must be of the
+//! file as it was opened (the same inode and version): a file changed
+//! since fails the read rather than mix its old and new contents.
 //!
 //! A replica whose bytes or checksums are wrong (or that its minion says is
 //! corrupt) is reported to the master, best effort, so it gets replaced.
 //!
 //! A reader of a whole file reads ahead (`readahead`) once it has handed
-//! out a few MiB in one run: the blocks after the one it hands out stream
-//! meanwhile, each through a one-block reader of its own with these same
+//! out a few MiB in one run: the pieces after the one it hands out stream
+//! meanwhile, each through a one-piece reader of its own with these same
 //! rules.
 //!
 //! A reader also reads at any offset (`FileReader::read_at`, `Seek`): a
 //! move drops the stream and the read-ahead and sets the reader on the
-//! block and byte it lands on, as if every byte before it had been handed
+//! piece and byte it lands on, as if every byte before it had been handed
 //! out; from there the same code streams, checks and falls back as for a
-//! read from the start (a stream starts mid-block as a resume on the next
+//! read from the start (a stream starts mid-piece as a resume on the next
 //! replica does). A `read_at` that lands elsewhere than where the reader
 //! stands asks its replica for the chunks its range covers only; one that
-//! goes on where the last one ended asks for the rest of the block, as a
+//! goes on where the last one ended asks for the rest of the piece, as a
 //! front-to-back read does, and keeps that stream for the calls after it.
 //! Only the bytes handed out in one run (since the last move) start the
-//! read-ahead, so reads here and there never fetch whole blocks ahead.
+//! read-ahead, so reads here and there never fetch whole pieces ahead.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -38,7 +47,8 @@ use std::time::Duration;
 use dfs_engine::block_format;
 use dfs_engine::crc;
 use dfs_engine::limits::{
-    CHUNK_BYTES, CONNECT_TIMEOUT_MS, GET_BLOCKS_PAGE_MAX, READ_AHEAD_AFTER_BYTES,
+    BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, FILE_PIECES_MAX, GET_BLOCKS_PAGE_MAX,
+    READ_AHEAD_AFTER_BYTES,
 };
 use dfs_engine::msg::{
     BadReplica, Credentials, EntryKind, EntryStatus, ErrorKind, LocatedBlock, MasterRequest,
@@ -52,11 +62,11 @@ use dfs_engine::{Error, Result};
 
 use crate::client::{unexpected, Client, FileBlocks};
 use crate::master::{MasterLink, Resend};
-use crate::readahead::{self, Piece, ReadAhead};
+use crate::readahead::{self, ReadAhead, Verified};
 use crate::transfer::{minion_message, receive_answer};
 
 const CHUNK_LENGTH_BYTES: u64 = CHUNK_BYTES as u64;
-/// Pages of block locations a reader keeps: enough for the block being
+/// Pages of piece locations a reader keeps: enough for the piece being
 /// read and the ones a block-parallel copy reads beside it.
 const PAGES_KEPT_MAX: usize = 4;
 
@@ -72,42 +82,114 @@ fn is_corruption(error: &Error) -> bool {
 
 /// One page of `GetBlocks`, checked against the file it must be of.
 struct Page {
-    /// Index of its first block in the file.
+    /// Index of its first piece in the file.
     first: usize,
     blocks: Vec<LocatedBlock>,
 }
 
-/// Asks the master for the page of `path`'s blocks from block `first` on.
+impl Page {
+    /// Piece `index` of the file, if this page holds it.
+    fn by_index(&self, index: usize) -> Option<&LocatedBlock> {
+        index
+            .checked_sub(self.first)
+            .and_then(|offset| self.blocks.get(offset))
+    }
+
+    /// The index and the piece that holds file offset `offset_bytes`, if
+    /// this page holds it (its pieces are contiguous: `check_page`).
+    fn by_offset(&self, offset_bytes: u64) -> Option<(usize, &LocatedBlock)> {
+        let first = self.blocks.first()?;
+        let last = self.blocks.last()?;
+        if offset_bytes < first.offset_bytes
+            || offset_bytes >= last.offset_bytes.saturating_add(last.length_bytes)
+        {
+            return None;
+        }
+        let position = self.blocks.partition_point(|piece| {
+            piece.offset_bytes.saturating_add(piece.length_bytes) <= offset_bytes
+        });
+        self.blocks
+            .get(position)
+            .map(|piece| (self.first + position, piece))
+    }
+}
+
+/// Where a page of `GetBlocks` starts.
+#[derive(Clone, Copy, Debug)]
+enum PageStart {
+    /// At the piece that holds this file offset.
+    Offset(u64),
+    /// At the piece of this index.
+    Index(usize),
+}
+
+/// A page of `GetBlocks` as it came: the file's status, the index of its
+/// first piece, its pieces, and whether more follow.
+struct Answer {
+    status: EntryStatus,
+    first: usize,
+    blocks: Vec<LocatedBlock>,
+    more: bool,
+}
+
+/// Asks the master for the page of `path`'s pieces from `start` on.
 fn fetch_page(
     link: &mut MasterLink,
     path: &DfsPath,
-    first: usize,
-    block_bytes: u64,
+    start: PageStart,
     notice: &dyn Fn(&str),
-) -> Result<(EntryStatus, Vec<LocatedBlock>, bool)> {
+) -> Result<Answer> {
+    let (offset_bytes, first_index) = match start {
+        PageStart::Offset(offset_bytes) => (offset_bytes, None),
+        PageStart::Index(index) => (0, Some(index as u64)),
+    };
     let request = MasterRequest::GetBlocks {
         path: path.to_string(),
-        offset_bytes: (first as u64).saturating_mul(block_bytes),
+        offset_bytes,
         limit: GET_BLOCKS_PAGE_MAX,
+        first_index,
     };
     match crate::client::remote_error(link.call(&request, Resend::Always, notice)?.response)? {
         MasterResponse::Blocks {
             status,
+            first_index,
             blocks,
             more,
         } => {
             if status.kind != EntryKind::File {
                 return Err(Error::Invalid(format!("{path}: is a directory")));
             }
-            Ok((status, blocks, more))
+            let first = usize::try_from(first_index)
+                .ok()
+                .filter(|&first| first <= FILE_PIECES_MAX)
+                .ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "block list of {path}: a page that starts at piece {first_index}"
+                    ))
+                })?;
+            if let PageStart::Index(index) = start {
+                if first != index {
+                    return Err(Error::Protocol(format!(
+                        "block list of {path}: asked for the page from piece {index}, got the one from piece {first}"
+                    )));
+                }
+            }
+            Ok(Answer {
+                status,
+                first,
+                blocks,
+                more,
+            })
         }
         other => Err(unexpected("GetBlocks", &other)),
     }
 }
 
 /// A page must be of the file the read started on (the same inode and
-/// contents: an overwrite or rename since would mix two files) and lie where its blocks
-/// are: every block the file's block size but the last, which ends the file.
+/// contents: a change, overwrite or rename since would mix two files) and
+/// hold pieces that can be: each starts where the one before it ends, has
+/// bytes, lies within its block (a hole is id 0 with no replicas,
+/// checksum or block), and the file's last piece ends at its size.
 fn check_page(
     path: &DfsPath,
     file: &EntryStatus,
@@ -126,34 +208,78 @@ fn check_page(
         return bad("the file changed size while it was read".into());
     }
     if blocks.len() > GET_BLOCKS_PAGE_MAX as usize {
-        return bad(format!("a page of {} blocks", blocks.len()));
+        return bad(format!("a page of {} pieces", blocks.len()));
     }
     let count = usize::try_from(file.block_count).unwrap_or(usize::MAX);
     if first < count && blocks.is_empty() {
-        return bad(format!("no blocks from block {first} on"));
+        return bad(format!("no pieces from piece {first} on"));
     }
-    for (offset, block) in blocks.iter().enumerate() {
+    if first.saturating_add(blocks.len()) > count {
+        return bad(format!(
+            "a page of pieces {first} to {} of a file of {count}",
+            first.saturating_add(blocks.len())
+        ));
+    }
+    let mut expected_offset = (first == 0).then_some(0u64);
+    for (offset, piece) in blocks.iter().enumerate() {
         let index = first + offset;
-        let expected_offset = (index as u64).saturating_mul(file.block_bytes);
-        let expected_length = if index + 1 == count {
-            file.size_bytes.saturating_sub(expected_offset)
-        } else {
-            file.block_bytes
-        };
-        if index >= count
-            || block.offset_bytes != expected_offset
-            || block.length_bytes != expected_length
-            || block.length_bytes == 0
-        {
+        let Some(end_bytes) = piece.offset_bytes.checked_add(piece.length_bytes) else {
             return bad(format!(
-                "block {index} ({}) at offset {} with {} bytes, expected offset {expected_offset} and {expected_length} bytes",
-                block.id, block.offset_bytes, block.length_bytes
+                "piece {index} at offset {} with {} bytes",
+                piece.offset_bytes, piece.length_bytes
+            ));
+        };
+        if piece.length_bytes == 0 {
+            return bad(format!("piece {index} ({}) has no bytes", piece.id));
+        }
+        if let Some(expected) = expected_offset.filter(|&e| e != piece.offset_bytes) {
+            return bad(format!(
+                "piece {index} ({}) starts at offset {}, expected {expected}",
+                piece.id, piece.offset_bytes
             ));
         }
+        let last = index + 1 == count;
+        if last && end_bytes != file.size_bytes || !last && end_bytes >= file.size_bytes {
+            return bad(format!(
+                "piece {index} of {count} ({}) ends at offset {end_bytes} of a file of {} bytes",
+                piece.id, file.size_bytes
+            ));
+        }
+        if piece.is_hole() {
+            if !piece.locations.is_empty()
+                || piece.crc32c != 0
+                || piece.block_offset_bytes != 0
+                || piece.block_length_bytes != 0
+            {
+                return bad(format!(
+                    "hole {index} with {} replicas, CRC32C {:#010x}, block offset {} and block length {}",
+                    piece.locations.len(),
+                    piece.crc32c,
+                    piece.block_offset_bytes,
+                    piece.block_length_bytes
+                ));
+            }
+        } else {
+            let fits = piece
+                .block_offset_bytes
+                .checked_add(piece.length_bytes)
+                .is_some_and(|end| end <= piece.block_length_bytes)
+                && piece.block_length_bytes <= BLOCK_BYTES_MAX;
+            if !fits {
+                return bad(format!(
+                    "piece {index} ({}) is {} bytes at offset {} of a block of {} bytes",
+                    piece.id,
+                    piece.length_bytes,
+                    piece.block_offset_bytes,
+                    piece.block_length_bytes
+                ));
+            }
+        }
+        expected_offset = Some(end_bytes);
     }
     if more != (first + blocks.len() < count) {
         return bad(format!(
-            "a page of blocks {first} to {} of {count} says {} follow",
+            "a page of pieces {first} to {} of {count} says {} follow",
             first + blocks.len(),
             if more { "more" } else { "none" }
         ));
@@ -161,29 +287,25 @@ fn check_page(
     Ok(())
 }
 
-/// A file's size as its blocks make it: they must add up.
+/// A file's size and its number of pieces must go together: none for an
+/// empty file, and at most one per byte (and `FILE_PIECES_MAX`).
 fn check_size(path: &DfsPath, status: &EntryStatus) -> Result<()> {
-    let expected = status
-        .block_count
-        .checked_sub(1)
-        .map_or(0, |full| full.saturating_mul(status.block_bytes));
-    let fits = status.block_count == 0 && status.size_bytes == 0
-        || status.block_count > 0
-            && status.size_bytes > expected
-            && status.size_bytes - expected <= status.block_bytes;
+    let fits = (status.block_count == 0) == (status.size_bytes == 0)
+        && status.block_count <= status.size_bytes
+        && status.block_count <= FILE_PIECES_MAX as u64;
     if fits {
         Ok(())
     } else {
         Err(Error::Protocol(format!(
-            "block list of {path}: {} blocks of {} bytes cannot hold {} bytes",
-            status.block_count, status.block_bytes, status.size_bytes
+            "block list of {path}: {} pieces cannot hold {} bytes",
+            status.block_count, status.size_bytes
         )))
     }
 }
 
-/// The blocks of a file being read, from the master a page at a time as
+/// The pieces of a file being read, from the master a page at a time as
 /// the read reaches them, a few pages kept. Shared by the readers of one
-/// file (a block-parallel copy reads several blocks at once).
+/// file (a block-parallel copy reads several pieces at once).
 pub(crate) struct BlockList {
     path: DfsPath,
     status: EntryStatus,
@@ -204,14 +326,21 @@ impl BlockList {
     /// The first page of `path`, through `client`.
     fn open(client: &mut Client, path: &DfsPath) -> Result<BlockList> {
         let warnings = client.warning_sink();
-        let (status, blocks, more) = {
-            let link = client.master_link();
-            // The block size is not known before the first answer: ask
-            // from offset 0.
-            fetch_page(link, path, 0, 1, &|text: &str| warnings(text))?
-        };
+        let answer = fetch_page(
+            client.master_link(),
+            path,
+            PageStart::Offset(0),
+            &|text: &str| warnings(text),
+        )?;
+        let status = answer.status;
         check_size(path, &status)?;
-        check_page(path, &status, &status, 0, &blocks, more)?;
+        if answer.first != 0 {
+            return Err(Error::Protocol(format!(
+                "block list of {path}: the page from offset 0 starts at piece {}",
+                answer.first
+            )));
+        }
+        check_page(path, &status, &status, 0, &answer.blocks, answer.more)?;
         Ok(BlockList {
             path: path.clone(),
             pages: Mutex::new(Pages {
@@ -219,7 +348,10 @@ impl BlockList {
                 address: client.master_address().to_string(),
                 credentials: client.credentials().clone(),
                 wait: client.master_wait(),
-                kept: VecDeque::from([Page { first: 0, blocks }]),
+                kept: VecDeque::from([Page {
+                    first: 0,
+                    blocks: answer.blocks,
+                }]),
             }),
             status,
         })
@@ -229,68 +361,107 @@ impl BlockList {
         usize::try_from(self.status.block_count).unwrap_or(usize::MAX)
     }
 
-    /// Block `index` and its locations, fetching its page if need be (or
+    /// Piece `index` and its locations, fetching its page if need be (or
     /// again, with `fresh`: the locations kept may be stale).
     fn block(&self, index: usize, fresh: bool) -> Result<LocatedBlock> {
         if index >= self.count() {
             return Err(Error::Invalid(format!(
-                "{}: block {index} is past the last of {}",
+                "{}: piece {index} is past the last of {}",
                 self.path,
                 self.count()
             )));
         }
         let mut pages = sync::lock(&self.pages);
         if !fresh {
-            if let Some(block) = pages.kept.iter().find_map(|page| {
-                index
-                    .checked_sub(page.first)
-                    .and_then(|offset| page.blocks.get(offset))
-            }) {
-                return Ok(block.clone());
+            if let Some(piece) = pages.kept.iter().find_map(|page| page.by_index(index)) {
+                return Ok(piece.clone());
             }
         }
+        let page = self.fetch(&mut pages, PageStart::Index(index))?;
+        page.by_index(index)
+            .cloned()
+            .ok_or_else(|| Error::Protocol(format!("{}: no piece {index}", self.path)))
+    }
+
+    /// The index of the piece that holds file offset `offset_bytes`, and
+    /// the piece, fetching its page if need be.
+    fn locate(&self, offset_bytes: u64) -> Result<(usize, LocatedBlock)> {
+        if offset_bytes >= self.status.size_bytes {
+            return Err(Error::Invalid(format!(
+                "{}: offset {offset_bytes} is past the end of its {} bytes",
+                self.path, self.status.size_bytes
+            )));
+        }
+        let mut pages = sync::lock(&self.pages);
+        if let Some((index, piece)) = pages
+            .kept
+            .iter()
+            .find_map(|page| page.by_offset(offset_bytes))
+        {
+            return Ok((index, piece.clone()));
+        }
+        let page = self.fetch(&mut pages, PageStart::Offset(offset_bytes))?;
+        page.by_offset(offset_bytes)
+            .map(|(index, piece)| (index, piece.clone()))
+            .ok_or_else(|| {
+                Error::Protocol(format!(
+                    "block list of {}: the page from offset {offset_bytes} does not hold it",
+                    self.path
+                ))
+            })
+    }
+
+    /// Fetches, checks and keeps the page from `start`.
+    fn fetch<'p>(&self, pages: &'p mut Pages, start: PageStart) -> Result<&'p Page> {
         let Pages {
             link,
             address,
             credentials,
             wait,
             kept,
-        } = &mut *pages;
+        } = pages;
         let link = link.get_or_insert_with(|| MasterLink::new(address, credentials.clone(), *wait));
-        let (status, blocks, more) = fetch_page(
-            link,
+        let answer = fetch_page(link, &self.path, start, &|text: &str| {
+            eprintln!("dfs: warning: {text}")
+        })?;
+        check_page(
             &self.path,
-            index,
-            self.status.block_bytes,
-            &|text: &str| eprintln!("dfs: warning: {text}"),
+            &self.status,
+            &answer.status,
+            answer.first,
+            &answer.blocks,
+            answer.more,
         )?;
-        check_page(&self.path, &self.status, &status, index, &blocks, more)?;
-        let block = blocks
-            .first()
-            .cloned()
-            .ok_or_else(|| Error::Protocol(format!("{}: no block {index}", self.path)))?;
-        kept.retain(|page| page.first != index);
+        kept.retain(|page| page.first != answer.first);
         if kept.len() >= PAGES_KEPT_MAX {
             kept.pop_front();
         }
         kept.push_back(Page {
-            first: index,
-            blocks,
+            first: answer.first,
+            blocks: answer.blocks,
         });
-        Ok(block)
+        kept.back()
+            .ok_or_else(|| Error::Invalid(format!("{}: no page kept", self.path)))
     }
 }
 
 impl Client {
     /// Opens a file for reading: one `GetBlocks` for the first page of its
-    /// blocks, then data straight from minions.
+    /// pieces, then data straight from minions.
     pub fn open(&mut self, path: &DfsPath) -> Result<FileReader> {
-        let blocks_ahead = readahead::blocks_ahead_from_environment()?;
         let list = Arc::new(BlockList::open(self, path)?);
+        self.reader_of(list)
+    }
+
+    /// A reader of the whole file `list` is of.
+    fn reader_of(&self, list: Arc<BlockList>) -> Result<FileReader> {
+        let blocks_ahead = readahead::blocks_ahead_from_environment()?;
         let end = list.count();
+        let length_bytes = list.status.size_bytes;
         let mut reader = FileReader::new(
             list,
             0..end,
+            0..length_bytes,
             self.credentials().clone(),
             self.minions.io_timeout(),
             self.master_address().to_string(),
@@ -299,11 +470,11 @@ impl Client {
         Ok(reader)
     }
 
-    /// A file's status and all its blocks with their locations, page by
+    /// A file's status and all its pieces with their locations, page by
     /// page; the pages must be of one file and add up to its size.
     pub fn get_blocks(&mut self, path: &DfsPath) -> Result<FileBlocks> {
         let list = BlockList::open(self, path)?;
-        let mut blocks = Vec::with_capacity(list.count());
+        let mut blocks = Vec::with_capacity(list.count().min(GET_BLOCKS_PAGE_MAX as usize));
         for index in 0..list.count() {
             blocks.push(list.block(index, false)?);
         }
@@ -313,8 +484,10 @@ impl Client {
         })
     }
 
-    /// The checksum of a cluster file: the CRC32C of its bytes, from the
-    /// block CRCs the master recorded at commit, without reading a byte.
+    /// The checksum of a cluster file: the CRC32C of its bytes. From the
+    /// block CRCs the master recorded at commit, without reading a byte,
+    /// when every piece is a whole block (a file written front to back);
+    /// otherwise (parts of blocks, holes) by reading the file.
     pub fn file_checksum(&mut self, path: &DfsPath) -> Result<FileChecksum> {
         let list = BlockList::open(self, path)?;
         let mut checksum = FileChecksum {
@@ -322,11 +495,33 @@ impl Client {
             crc32c: 0,
         };
         for index in 0..list.count() {
-            let block = list.block(index, false)?;
-            checksum.crc32c = crc::combine(checksum.crc32c, block.crc32c, block.length_bytes);
-            checksum.length_bytes += block.length_bytes;
+            let piece = list.block(index, false)?;
+            if !piece.is_whole_block() {
+                return self.read_checksum(Arc::new(list));
+            }
+            checksum.crc32c = crc::combine(checksum.crc32c, piece.crc32c, piece.length_bytes);
+            checksum.length_bytes += piece.length_bytes;
         }
         Ok(checksum)
+    }
+
+    /// The checksum of the file `list` is of, from its bytes, read.
+    fn read_checksum(&self, list: Arc<BlockList>) -> Result<FileChecksum> {
+        let path = list.path.clone();
+        let mut reader = self.reader_of(list)?;
+        let mut sink = ChecksumSink::default();
+        reader.copy_to(&mut sink, "the checksum")?;
+        if sink.length_bytes != reader.length_bytes() {
+            return Err(Error::Invalid(format!(
+                "{path}: read {} of its {} bytes",
+                sink.length_bytes,
+                reader.length_bytes()
+            )));
+        }
+        Ok(FileChecksum {
+            length_bytes: sink.length_bytes,
+            crc32c: sink.crc32c,
+        })
     }
 }
 
@@ -357,13 +552,13 @@ impl Write for ChecksumSink {
     }
 }
 
-/// The stream of one block (or of a range of it) from one minion.
+/// The stream of one piece (or of a range of it) from one minion.
 struct BlockStream {
     connection: Connection,
     /// Block offset of the next data frame.
     next_chunk_bytes: u64,
-    /// Block offset where the range asked for ends: a chunk's end or the
-    /// block's. The connection is free for another request from there.
+    /// Block offset where the last chunk asked for ends: a chunk's end or
+    /// the block's. The connection is free for another request from there.
     end_bytes: u64,
     /// The CRC32C of every chunk of the block, as this replica stores
     /// them, checked to combine to the block CRC32C the master recorded.
@@ -375,42 +570,50 @@ struct BlockStream {
 /// to a writer without an extra copy.
 pub struct FileReader {
     list: Arc<BlockList>,
-    /// The blocks this reader reads (the whole file, or one block).
+    /// The pieces this reader reads (the whole file, or one piece).
     first_index: usize,
     end_index: usize,
+    /// The file offsets of this reader's bytes: where its first piece
+    /// starts and its last one ends.
+    start_bytes: u64,
+    end_bytes: u64,
     credentials: Credentials,
-    /// The block being read and its locations.
-    block_index: usize,
+    /// The piece being read, its file offset, and the piece with its
+    /// locations once fetched.
+    piece_index: usize,
+    piece_start_bytes: u64,
     current: Option<LocatedBlock>,
-    /// The current block's locations were asked for again after every
+    /// The current piece's locations were asked for again after every
     /// replica failed.
     refreshed: bool,
-    /// Minions of the current block's replicas that failed: not tried
+    /// Minions of the current piece's replicas that failed: not tried
     /// again when the locations are asked for again.
     tried: Vec<MinionId>,
-    /// Bytes of the current block that passed their checksum: handed out, or
-    /// waiting in `chunk`.
+    /// Bytes of the current piece that passed their checksum: handed out,
+    /// or waiting in `chunk`.
     verified_bytes: u64,
-    /// The last verified chunk; bytes before `chunk_position` were handed out.
-    /// Holds nothing unverified: it is cleared whenever a chunk fails.
+    /// The last verified chunk, cut to the current piece's bytes (it ends
+    /// at piece offset `verified_bytes`); bytes before `chunk_position`
+    /// were handed out. Holds nothing unverified: it is cleared whenever a
+    /// chunk fails.
     chunk: Vec<u8>,
     chunk_position: usize,
     stream: Option<BlockStream>,
-    /// A connection that finished a block, kept for the next block if that
+    /// A connection that finished a piece, kept for the next piece if that
     /// one lives on the same minion.
     idle: Option<Connection>,
-    /// The replica of the current block in use or to try next.
+    /// The replica of the current piece in use or to try next.
     location_index: usize,
-    /// Set once every replica of a block failed; every later read fails.
+    /// Set once every replica of a piece failed; every later read fails.
     failed: Option<String>,
     buffer: Vec<u8>,
     /// Of minion connections: how long a stalled replica holds up the read.
     io_timeout: Duration,
     /// Where corrupt replicas are reported.
     master_address: String,
-    /// Blocks to fetch ahead of the one handed out (0: none).
+    /// Pieces to fetch ahead of the one handed out (0: none).
     blocks_ahead: usize,
-    /// The blocks fetched ahead, once the read went far enough.
+    /// The pieces fetched ahead, once the read went far enough.
     ahead: Option<ReadAhead>,
     /// File offset where the run of reads in progress started (the last
     /// move, or the reader's first byte): read-ahead waits for
@@ -429,20 +632,25 @@ pub struct FileReader {
 }
 
 impl FileReader {
+    /// A reader of pieces `indexes` of `list`'s file, which hold file
+    /// offsets `bytes`.
     fn new(
         list: Arc<BlockList>,
         indexes: std::ops::Range<usize>,
+        bytes: std::ops::Range<u64>,
         credentials: Credentials,
         io_timeout: Duration,
         master_address: String,
     ) -> FileReader {
-        let run_start_bytes = (indexes.start as u64).saturating_mul(list.status.block_bytes);
         FileReader {
             list,
             first_index: indexes.start,
             end_index: indexes.end,
+            start_bytes: bytes.start,
+            end_bytes: bytes.end,
             credentials,
-            block_index: indexes.start,
+            piece_index: indexes.start,
+            piece_start_bytes: bytes.start,
             current: None,
             refreshed: false,
             tried: Vec::new(),
@@ -458,44 +666,68 @@ impl FileReader {
             master_address,
             blocks_ahead: 0,
             ahead: None,
-            run_start_bytes,
+            run_start_bytes: bytes.start,
             range_end_bytes: None,
             past_end_bytes: None,
             started: false,
         }
     }
 
+    /// A reader of piece `index` alone, which is `piece`.
+    fn piece_reader(&self, index: usize, piece: LocatedBlock) -> FileReader {
+        let start_bytes = piece.offset_bytes;
+        let end_bytes = piece.offset_bytes.saturating_add(piece.length_bytes);
+        let mut reader = FileReader::new(
+            Arc::clone(&self.list),
+            index..index + 1,
+            start_bytes..end_bytes,
+            self.credentials.clone(),
+            self.io_timeout,
+            self.master_address.clone(),
+        );
+        reader.current = Some(piece);
+        reader
+    }
+
     pub fn status(&self) -> &EntryStatus {
         &self.list.status
     }
 
-    /// Blocks of the file.
+    /// Pieces of the file: its blocks, for a file written front to back;
+    /// after writes into its middle, parts of blocks and holes too.
     pub fn block_count(&self) -> usize {
         self.list.count()
     }
 
-    /// Offset of block `index` in the file.
-    pub fn block_offset_bytes(&self, index: usize) -> u64 {
-        (index as u64).saturating_mul(self.list.status.block_bytes)
+    /// Offset of piece `index` in the file (the file's length for the
+    /// index past its last piece); may ask the master for the piece's page.
+    pub fn block_offset_bytes(&self, index: usize) -> Result<u64> {
+        if index == self.list.count() {
+            return Ok(self.length_bytes());
+        }
+        Ok(self.list.block(index, false)?.offset_bytes)
+    }
+
+    /// The index of the piece that holds file offset `offset_bytes` (an
+    /// error at or past the end); may ask the master for its page.
+    pub fn block_index_at(&self, offset_bytes: u64) -> Result<usize> {
+        Ok(self.list.locate(offset_bytes)?.0)
     }
 
     pub fn length_bytes(&self) -> u64 {
         self.list.status.size_bytes
     }
 
-    /// A reader of block `index` alone (its bytes only, from the block's
+    /// A reader of piece `index` alone (its bytes only, from the piece's
     /// first byte), with the same replicas and checks, so that several
-    /// blocks of one file can be read at once.
-    pub fn block_reader(&self, index: usize) -> Option<FileReader> {
-        (index < self.list.count()).then(|| {
-            FileReader::new(
-                Arc::clone(&self.list),
-                index..index + 1,
-                self.credentials.clone(),
-                self.io_timeout,
-                self.master_address.clone(),
-            )
-        })
+    /// pieces of one file can be read at once; None past the last piece.
+    /// May ask the master for the piece's page.
+    pub fn block_reader(&self, index: usize) -> Result<Option<FileReader>> {
+        if index >= self.list.count() {
+            return Ok(None);
+        }
+        let piece = self.list.block(index, false)?;
+        Ok(Some(self.piece_reader(index, piece)))
     }
 
     /// Writes the rest of the file to `target` (named `target_name` in
@@ -519,30 +751,30 @@ impl FileReader {
     /// Reads up to `buffer.len()` bytes at file offset `offset_bytes` into
     /// `buffer` and returns how many. It returns fewer than asked only at
     /// the end of the reader's bytes (the file's end; a `block_reader`'s
-    /// block's end), and 0 at or past it or for an empty `buffer`: a range
-    /// across blocks is read whole, and a caller loops only to reach the
+    /// piece's end), and 0 at or past it or for an empty `buffer`: a range
+    /// across pieces is read whole, and a caller loops only to reach the
     /// end. Each byte is checked, and a failing replica left for the next,
     /// exactly as `Read` does.
     ///
     /// A call at the offset where the reader stands (where the last call,
     /// `Read` or `Seek` left it) goes on with the stream open there, to its
-    /// block's end: a run of calls costs one request per block. A call
+    /// piece's end: a run of calls costs one request per piece. A call
     /// elsewhere drops that stream and the read-ahead, and asks a replica
     /// for the chunks its range covers only (bytes of the last chunk
     /// verified are handed out again from memory). Read-ahead starts only
     /// once a run handed out `READ_AHEAD_AFTER_BYTES`.
     ///
     /// An error fails this call (what it put in `buffer` is not to be
-    /// used); the next call tries the block's replicas again. Offsets are
+    /// used); the next call tries the piece's replicas again. Offsets are
     /// of the file, also for a `block_reader`, which refuses one before its
-    /// block.
+    /// piece.
     pub fn read_at(&mut self, offset_bytes: u64, buffer: &mut [u8]) -> Result<usize> {
-        let end_bytes = self.end_bytes();
+        let end_bytes = self.end_bytes;
         if buffer.is_empty() || offset_bytes >= end_bytes {
             return Ok(0);
         }
         if self.started && self.failed.is_none() && offset_bytes == self.position_bytes() {
-            // A run: its stream goes on to its block's end.
+            // A run: its stream goes on to its piece's end.
             self.range_end_bytes = None;
         } else {
             let range_end_bytes = offset_bytes
@@ -567,50 +799,52 @@ impl FileReader {
             return position_bytes;
         }
         let unread_bytes = self.chunk.len().saturating_sub(self.chunk_position) as u64;
-        self.block_offset_bytes(self.block_index)
+        self.piece_start_bytes
             .saturating_add(self.verified_bytes)
             .saturating_sub(unread_bytes)
     }
 
-    /// The file offset where this reader's bytes end.
-    fn end_bytes(&self) -> u64 {
-        if self.end_index >= self.list.count() {
-            self.length_bytes()
-        } else {
-            self.block_offset_bytes(self.end_index)
-        }
-    }
-
     /// Moves the reader to file offset `target_bytes`, with
     /// `range_end_bytes` as the end of the range wanted there (None: read
-    /// on to the block's end). Bytes of the last verified chunk are handed
+    /// on to the piece's end). Bytes of the last verified chunk are handed
     /// out again from memory; otherwise the stream in flight and the
-    /// read-ahead are dropped and the block `target_bytes` is in streams
+    /// read-ahead are dropped and the piece `target_bytes` is in streams
     /// from there when read. A reader that failed tries the replicas of
-    /// its block again.
+    /// its piece again.
     fn move_to(&mut self, target_bytes: u64, range_end_bytes: Option<u64>) -> Result<()> {
-        let start_bytes = self.block_offset_bytes(self.first_index);
-        if target_bytes < start_bytes {
+        if target_bytes < self.start_bytes {
             return Err(Error::Invalid(format!(
-                "{}: offset {target_bytes} is before this reader's first byte, {start_bytes}",
-                self.list.path
+                "{}: offset {target_bytes} is before this reader's first byte, {}",
+                self.list.path, self.start_bytes
             )));
         }
+        let past_end = target_bytes >= self.end_bytes;
+        // The piece the move lands on: the current one, or found in the
+        // list (by its pages, which may be fetched).
+        let within_current = self.current.as_ref().filter(|piece| {
+            self.piece_index < self.end_index
+                && target_bytes >= piece.offset_bytes
+                && target_bytes - piece.offset_bytes < piece.length_bytes
+        });
+        let (index, piece_start_bytes, landed) = if past_end {
+            (self.end_index, self.end_bytes, None)
+        } else if let Some(piece) = within_current {
+            (self.piece_index, piece.offset_bytes, None)
+        } else {
+            let (index, piece) = self.list.locate(target_bytes)?;
+            if !(self.first_index..self.end_index).contains(&index) {
+                return Err(Error::Protocol(format!(
+                    "{}: offset {target_bytes} is in piece {index}, not in this reader's pieces {} to {}",
+                    self.list.path, self.first_index, self.end_index
+                )));
+            }
+            (index, piece.offset_bytes, Some(piece))
+        };
+        let within_bytes = target_bytes.saturating_sub(piece_start_bytes);
         self.started = true;
         self.range_end_bytes = range_end_bytes;
         let retry = self.failed.take().is_some();
-        let past_end = target_bytes >= self.end_bytes();
-        let (index, within_bytes) = if past_end {
-            (self.end_index, 0)
-        } else {
-            // The reader has bytes, so its blocks have a size.
-            let index = target_bytes
-                .checked_div(self.list.status.block_bytes)
-                .and_then(|index| usize::try_from(index).ok())
-                .unwrap_or(self.first_index);
-            (index, target_bytes - self.block_offset_bytes(index))
-        };
-        if !retry && !past_end && index == self.block_index {
+        if !retry && !past_end && index == self.piece_index {
             if let Some(position) =
                 position_in_chunk(self.verified_bytes, self.chunk.len(), within_bytes)
             {
@@ -623,27 +857,39 @@ impl FileReader {
         self.run_start_bytes = target_bytes;
         self.ahead = None;
         self.stream = None;
-        if retry || index != self.block_index {
-            self.current = None;
+        if retry || index != self.piece_index {
+            self.current = landed;
             self.refreshed = false;
             self.tried.clear();
             self.location_index = 0;
         }
-        self.block_index = index;
+        self.piece_index = index;
+        self.piece_start_bytes = piece_start_bytes;
         self.verified_bytes = within_bytes;
         self.chunk.clear();
         self.chunk_position = 0;
         Ok(())
     }
 
-    /// The block being read, fetched from the block list when the read
-    /// reaches it; None past the last block of this reader.
+    /// The piece being read, fetched from the block list when the read
+    /// reaches it; None past the last piece of this reader.
     fn current_block(&mut self) -> Result<Option<LocatedBlock>> {
-        if self.block_index >= self.end_index {
+        if self.piece_index >= self.end_index {
             return Ok(None);
         }
         if self.current.is_none() {
-            self.current = Some(self.list.block(self.block_index, false)?);
+            let piece = self.list.block(self.piece_index, false)?;
+            if piece.offset_bytes != self.piece_start_bytes {
+                return Err(Error::Protocol(format!(
+                    "block list of {}: piece {} ({}) starts at offset {}, the one before it ends at {}",
+                    self.list.path,
+                    self.piece_index,
+                    piece.id,
+                    piece.offset_bytes,
+                    self.piece_start_bytes
+                )));
+            }
+            self.current = Some(piece);
         }
         Ok(self.current.clone())
     }
@@ -667,7 +913,7 @@ impl FileReader {
                 self.range_end_bytes = None;
             }
             self.keep_ahead()?;
-            if self.ahead.as_ref().and_then(ReadAhead::front_index) == Some(self.block_index) {
+            if self.ahead.as_ref().and_then(ReadAhead::front_index) == Some(self.piece_index) {
                 self.take_ahead()?;
                 continue;
             }
@@ -675,13 +921,17 @@ impl FileReader {
                 return Ok(false);
             };
             if self.verified_bytes >= block.length_bytes {
-                self.next_block();
+                self.next_block(block.length_bytes);
+                continue;
+            }
+            if block.is_hole() {
+                self.hand_out_zeros(&block);
                 continue;
             }
             if block.locations.is_empty() && !self.ask_again()? {
                 return Err(self.fail(format!(
                     "{}: block {} ({}) unreadable: no minion holds a replica",
-                    self.list.path, self.block_index, block.id
+                    self.list.path, self.piece_index, block.id
                 )));
             }
             if block.locations.is_empty() {
@@ -699,25 +949,32 @@ impl FileReader {
         }
     }
 
+    /// The next chunk of `hole`: zeros, from no one.
+    fn hand_out_zeros(&mut self, hole: &LocatedBlock) {
+        let zeros = CHUNK_LENGTH_BYTES.min(hole.length_bytes.saturating_sub(self.verified_bytes));
+        self.chunk.clear();
+        self.chunk.resize(zeros as usize, 0);
+        self.chunk_position = 0;
+        self.verified_bytes += zeros;
+    }
+
     /// Starts reading ahead once a run of reads (from the first byte or
     /// the last move) handed out `READ_AHEAD_AFTER_BYTES`, never within a
-    /// range a move asked for, then keeps `blocks_ahead` blocks past the
+    /// range a move asked for, then keeps `blocks_ahead` pieces past the
     /// one handed out streaming.
     fn keep_ahead(&mut self) -> Result<()> {
         if self.ahead.is_none() {
-            let position_bytes = self
-                .block_offset_bytes(self.block_index)
-                .saturating_add(self.verified_bytes);
+            let position_bytes = self.piece_start_bytes.saturating_add(self.verified_bytes);
             if self.blocks_ahead == 0
                 || self.range_end_bytes.is_some()
                 || position_bytes.saturating_sub(self.run_start_bytes) < READ_AHEAD_AFTER_BYTES
-                || self.block_index + 1 >= self.end_index
+                || self.piece_index + 1 >= self.end_index
             {
                 return Ok(());
             }
-            // The block in progress goes on from its own stream.
+            // The piece in progress goes on from its own stream.
             self.ahead = Some(ReadAhead::new(
-                self.block_index + 1,
+                self.piece_index + 1,
                 self.end_index,
                 self.blocks_ahead,
             ));
@@ -730,12 +987,12 @@ impl FileReader {
         started
     }
 
-    /// Starts a stream for every block the window of `ahead` lacks, each on
+    /// Starts a stream for every piece the window of `ahead` lacks, each on
     /// the replica whose minion has the fewest of this reader's streams.
     fn fill_window(&self, ahead: &mut ReadAhead) -> Result<()> {
-        while let Some(index) = ahead.wanted(self.block_index) {
+        while let Some(index) = ahead.wanted(self.piece_index) {
             let mut busy: Vec<MinionId> = ahead.minions().collect();
-            // The block this reader streams itself, if any.
+            // The piece this reader streams itself, if any.
             busy.extend(
                 self.current
                     .as_ref()
@@ -743,35 +1000,22 @@ impl FileReader {
                     .map(|location| location.id),
             );
             let block = readahead::spread(self.list.block(index, false)?, &busy);
-            let reader = self.ahead_reader(index, block.clone());
+            let reader = self.piece_reader(index, block.clone());
             ahead.start(index, &block, reader)?;
         }
         Ok(())
     }
 
-    /// A reader of block `index` alone that tries the replicas of `block`
-    /// (its locations, reordered) in their order.
-    fn ahead_reader(&self, index: usize, block: LocatedBlock) -> FileReader {
-        let mut reader = FileReader::new(
-            Arc::clone(&self.list),
-            index..index + 1,
-            self.credentials.clone(),
-            self.io_timeout,
-            self.master_address.clone(),
-        );
-        reader.current = Some(block);
-        reader
-    }
-
-    /// Hands out the next piece the oldest read-ahead stream verified, or
-    /// moves to the next block once that stream's block was handed out.
+    /// Hands out the next chunk the oldest read-ahead stream verified, or
+    /// moves to the next piece once that stream's piece was handed out.
     fn take_ahead(&mut self) -> Result<()> {
         let Some(ahead) = self.ahead.as_mut() else {
             return Ok(());
         };
-        match ahead.next_piece() {
-            Ok(Some(Piece { bytes, start })) => {
-                // Blocks come from the streams from now on.
+        let length_bytes = ahead.front_length_bytes();
+        match ahead.next_chunk() {
+            Ok(Some(Verified { bytes, start })) => {
+                // Pieces come from the streams from now on.
                 self.idle = None;
                 self.verified_bytes += bytes.len().saturating_sub(start) as u64;
                 let spent = std::mem::replace(&mut self.chunk, bytes);
@@ -782,21 +1026,21 @@ impl FileReader {
                 Ok(())
             }
             Ok(None) => {
-                self.next_block();
+                self.next_block(length_bytes.unwrap_or(0));
                 Ok(())
             }
-            // The stream tried every replica (and asked where the block is
+            // The stream tried every replica (and asked where the piece is
             // again) as this reader would have: its error is final.
             Err(error) => Err(self.fail(error.to_string())),
         }
     }
 
-    /// The next verified piece of this reader, its buffer taken whole so
+    /// The next verified chunk of this reader, its buffer taken whole so
     /// that read-ahead passes it to the reading thread without a copy;
     /// None at the end.
     /// `spare`, a buffer the reading thread is done with, if any, holds the
     /// next chunk.
-    pub(crate) fn take_piece(&mut self, spare: Option<Vec<u8>>) -> Result<Option<Piece>> {
+    pub(crate) fn take_chunk(&mut self, spare: Option<Vec<u8>>) -> Result<Option<Verified>> {
         if !self.fill()? {
             return Ok(None);
         }
@@ -805,7 +1049,7 @@ impl FileReader {
         next.clear();
         let bytes = std::mem::replace(&mut self.chunk, next);
         let start = std::mem::take(&mut self.chunk_position);
-        Ok(Some(Piece { bytes, start }))
+        Ok(Some(Verified { bytes, start }))
     }
 
     /// Drops the current stream (not the replica): the next chunk is asked
@@ -814,10 +1058,13 @@ impl FileReader {
         self.stream = None;
     }
 
-    fn next_block(&mut self) {
+    /// Moves on to the next piece once the current one, of
+    /// `length_bytes`, was handed out.
+    fn next_block(&mut self, length_bytes: u64) {
         // A stream that sent its whole range left its connection in `idle`.
         self.stream = None;
-        self.block_index += 1;
+        self.piece_index += 1;
+        self.piece_start_bytes = self.piece_start_bytes.saturating_add(length_bytes);
         self.current = None;
         self.refreshed = false;
         self.tried.clear();
@@ -825,16 +1072,16 @@ impl FileReader {
         self.location_index = 0;
     }
 
-    /// Asks the master where the current block is once more, after every
+    /// Asks the master where the current piece is once more, after every
     /// replica known failed (or none was known): replicas on other minions
     /// than those tried are tried next. False when it was asked already
-    /// for this block, or it knows no other replica.
+    /// for this piece, or it knows no other replica.
     fn ask_again(&mut self) -> Result<bool> {
         if self.refreshed {
             return Ok(false);
         }
         self.refreshed = true;
-        let mut block = self.list.block(self.block_index, true)?;
+        let mut block = self.list.block(self.piece_index, true)?;
         block
             .locations
             .retain(|location| !self.tried.contains(&location.id));
@@ -891,7 +1138,7 @@ impl FileReader {
         let text = format!(
             "{}: block {} ({}) unreadable: tried {} replicas: {message}",
             self.list.path,
-            self.block_index,
+            self.piece_index,
             block.id,
             self.tried.len()
         );
@@ -903,8 +1150,9 @@ impl FileReader {
         Error::Invalid(message)
     }
 
-    /// Reads the next chunk of `block` from the current replica, starting
-    /// its stream if needed, and checks it against the trusted checksums.
+    /// Reads the next chunk of `block`'s piece from the current replica,
+    /// starting its stream if needed, checks it against the trusted
+    /// checksums, and keeps the piece's bytes of it.
     fn read_chunk(&mut self, block: &LocatedBlock) -> Result<()> {
         if self.stream.is_none() {
             self.stream = Some(self.start_stream(block)?);
@@ -927,11 +1175,21 @@ impl FileReader {
                 other => Err(unexpected("ReadBlock", &other)),
             };
         }
-        let expected_bytes = CHUNK_LENGTH_BYTES.min(block.length_bytes - stream.next_chunk_bytes);
-        if header.kind != FrameKind::Data || u64::from(header.payload_bytes) != expected_bytes {
+        let piece_start_bytes = block.block_offset_bytes;
+        let piece_end_bytes = block.block_offset_bytes + block.length_bytes;
+        let chunk_start_bytes = stream.next_chunk_bytes;
+        let wanted_bytes = piece_start_bytes + self.verified_bytes;
+        let expected_bytes = block
+            .block_length_bytes
+            .saturating_sub(chunk_start_bytes)
+            .min(CHUNK_LENGTH_BYTES);
+        if header.kind != FrameKind::Data
+            || u64::from(header.payload_bytes) != expected_bytes
+            || chunk_start_bytes + expected_bytes <= wanted_bytes
+        {
             return Err(Error::Protocol(format!(
-                "{address} sent a {:?} frame of {} bytes at offset {} of {}, expected {expected_bytes} bytes of data",
-                header.kind, header.payload_bytes, stream.next_chunk_bytes, block.id
+                "{address} sent a {:?} frame of {} bytes at offset {chunk_start_bytes} of {}, expected {expected_bytes} bytes of data from offset {wanted_bytes} on",
+                header.kind, header.payload_bytes, block.id
             )));
         }
         // Read raw and checked here against the trusted list: a mismatch
@@ -943,34 +1201,43 @@ impl FileReader {
             .reader()
             .read_exact(&mut self.chunk)
             .map_err(|error| Error::io(format!("read {} from {address}", block.id), error))?;
-        let index = (stream.next_chunk_bytes / CHUNK_LENGTH_BYTES) as usize;
+        let index = (chunk_start_bytes / CHUNK_LENGTH_BYTES) as usize;
         let trusted = stream.trusted_crcs.get(index).copied();
         let crc = crc32c::crc32c(&self.chunk);
         if trusted != Some(crc) {
             return Err(Error::corrupted(
-                format!(
-                    "chunk at offset {} of {}",
-                    stream.next_chunk_bytes, block.id
-                ),
+                format!("chunk at offset {chunk_start_bytes} of {}", block.id),
                 format!(
                     "CRC32C {crc:#010x}, the block's checksums say {:#010x}",
                     trusted.unwrap_or(0)
                 ),
             ));
         }
-        let chunk_start_bytes = stream.next_chunk_bytes;
         let chunk_end_bytes = chunk_start_bytes + expected_bytes;
+        // Only the piece's bytes are kept: the block's bytes after it and
+        // before it (in the chunk it starts or ends in) go.
+        let kept_end_bytes = chunk_end_bytes.min(piece_end_bytes);
+        let kept_start_bytes = chunk_start_bytes.max(piece_start_bytes);
+        self.chunk.truncate(
+            usize::try_from(kept_end_bytes.saturating_sub(chunk_start_bytes)).unwrap_or(usize::MAX),
+        );
+        if kept_start_bytes > chunk_start_bytes {
+            let before = usize::try_from(kept_start_bytes - chunk_start_bytes)
+                .unwrap_or(usize::MAX)
+                .min(self.chunk.len());
+            self.chunk.drain(..before);
+        }
         // The first chunk after a resume may start before the bytes we need.
-        let skip = usize::try_from(self.verified_bytes - chunk_start_bytes)
+        let skip = usize::try_from(wanted_bytes.saturating_sub(kept_start_bytes))
             .unwrap_or(usize::MAX)
             .min(self.chunk.len());
         stream.next_chunk_bytes = chunk_end_bytes;
         let range_done = chunk_end_bytes >= stream.end_bytes;
         self.chunk_position = skip;
-        self.verified_bytes = chunk_end_bytes;
+        self.verified_bytes = kept_end_bytes.saturating_sub(piece_start_bytes);
         if range_done {
             // Every chunk asked for came: the connection is free for the
-            // next request (the rest of the block, or the next block).
+            // next request (the rest of the piece, or the next piece).
             if let Some(stream) = self.stream.take() {
                 self.idle = Some(stream.connection);
             }
@@ -978,8 +1245,8 @@ impl FileReader {
         Ok(())
     }
 
-    /// Asks the current replica for the rest of `block`, or for the chunks
-    /// up to the end of the range a move asked for.
+    /// Asks the current replica for the rest of `block`'s piece, or for
+    /// the chunks up to the end of the range a move asked for.
     fn start_stream(&mut self, block: &LocatedBlock) -> Result<BlockStream> {
         let Some(minion) = block.locations.get(self.location_index) else {
             return Err(Error::Invalid(format!("{}: no replica left", block.id)));
@@ -1009,19 +1276,14 @@ impl FileReader {
         mut connection: Connection,
         block: &LocatedBlock,
     ) -> Result<BlockStream> {
-        let offset_bytes = self.verified_bytes;
-        let end_bytes =
-            match stream_end_bytes(block.offset_bytes, block.length_bytes, self.range_end_bytes) {
-                end_bytes if end_bytes > offset_bytes => end_bytes,
-                _ => block.length_bytes,
-            };
+        let range = stream_range(block, self.verified_bytes, self.range_end_bytes);
         let request_id = connection.send(
             &self.credentials,
             MinionRequest::ReadBlock {
                 block: block.id,
                 generation: block.generation,
-                offset_bytes,
-                length_bytes: end_bytes - offset_bytes,
+                offset_bytes: range.start_bytes,
+                length_bytes: range.end_bytes - range.start_bytes,
             },
         )?;
         let (block_length_bytes, first_offset_bytes, chunk_crcs) =
@@ -1033,54 +1295,77 @@ impl FileReader {
                 } => (block_length_bytes, first_offset_bytes, chunk_crcs),
                 other => return Err(unexpected("ReadBlock", &other)),
             };
-        if block_length_bytes != block.length_bytes {
+        if block_length_bytes != block.block_length_bytes {
             return Err(Error::corrupted(
                 block.id.to_string(),
                 format!(
                     "the minion holds {block_length_bytes} bytes, the master recorded {}",
-                    block.length_bytes
+                    block.block_length_bytes
                 ),
             ));
         }
         trust_checksums(block, &chunk_crcs)?;
-        let expected_first_bytes = offset_bytes - offset_bytes % CHUNK_LENGTH_BYTES;
+        let expected_first_bytes = range.start_bytes - range.start_bytes % CHUNK_LENGTH_BYTES;
         if first_offset_bytes != expected_first_bytes {
             return Err(Error::Protocol(format!(
-                "read of {} from offset {offset_bytes} starts at {first_offset_bytes}, expected {expected_first_bytes}",
-                block.id
+                "read of {} from offset {} starts at {first_offset_bytes}, expected {expected_first_bytes}",
+                block.id, range.start_bytes
             )));
         }
         Ok(BlockStream {
             connection,
             next_chunk_bytes: first_offset_bytes,
-            end_bytes,
+            end_bytes: range.chunks_end_bytes,
             trusted_crcs: chunk_crcs,
         })
     }
 }
 
-/// Where the stream of a block at file offset `block_offset_bytes` of
-/// `block_length_bytes` ends (a block offset) for a range wanted up to file
-/// offset `range_end_bytes`: at the end of the chunk that holds the range's
-/// last byte in the block, or at the block's end (also with no range, or
-/// one that ends before the block).
-fn stream_end_bytes(
-    block_offset_bytes: u64,
-    block_length_bytes: u64,
+/// What a stream asks a replica for, in block offsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StreamRange {
+    /// The first byte wanted.
+    start_bytes: u64,
+    /// Where the bytes wanted end.
+    end_bytes: u64,
+    /// Where the last chunk that holds them ends: the minion sends whole
+    /// chunks.
+    chunks_end_bytes: u64,
+}
+
+/// The range of `piece`'s block a stream asks for, from the piece's byte
+/// `from_bytes` on, for a range wanted up to file offset `range_end_bytes`:
+/// to the chunk that holds the range's last byte in the piece, or to the
+/// piece's end (also with no range, or one that ends at or before
+/// `from_bytes`).
+fn stream_range(
+    piece: &LocatedBlock,
+    from_bytes: u64,
     range_end_bytes: Option<u64>,
-) -> u64 {
-    match range_end_bytes.and_then(|end_bytes| end_bytes.checked_sub(block_offset_bytes)) {
-        Some(wanted_bytes) if wanted_bytes > 0 => wanted_bytes
-            .div_ceil(CHUNK_LENGTH_BYTES)
-            .saturating_mul(CHUNK_LENGTH_BYTES)
-            .min(block_length_bytes),
-        _ => block_length_bytes,
+) -> StreamRange {
+    let start_bytes = piece.block_offset_bytes.saturating_add(from_bytes);
+    let piece_end_bytes = piece.block_offset_bytes.saturating_add(piece.length_bytes);
+    let end_bytes = match range_end_bytes.and_then(|end| end.checked_sub(piece.offset_bytes)) {
+        Some(wanted_bytes) if wanted_bytes > from_bytes => piece
+            .block_offset_bytes
+            .saturating_add(wanted_bytes)
+            .min(piece_end_bytes),
+        _ => piece_end_bytes,
+    };
+    let chunks_end_bytes = end_bytes
+        .div_ceil(CHUNK_LENGTH_BYTES)
+        .saturating_mul(CHUNK_LENGTH_BYTES)
+        .min(piece.block_length_bytes);
+    StreamRange {
+        start_bytes,
+        end_bytes,
+        chunks_end_bytes,
     }
 }
 
-/// Where block offset `within_bytes` is in the last verified chunk, which
-/// holds `chunk_bytes` and ends at block offset `verified_bytes`; None when
-/// it is not there.
+/// Where piece offset `within_bytes` is in the last verified chunk, which
+/// holds `chunk_bytes` of the piece and ends at piece offset
+/// `verified_bytes`; None when it is not there.
 fn position_in_chunk(verified_bytes: u64, chunk_bytes: usize, within_bytes: u64) -> Option<usize> {
     let start_bytes = verified_bytes.checked_sub(chunk_bytes as u64)?;
     (start_bytes..verified_bytes)
@@ -1100,16 +1385,17 @@ fn seek_target(position: SeekFrom, current_bytes: u64, length_bytes: u64) -> Opt
 }
 
 /// A replica's chunk checksums are trusted only if there is one per chunk
-/// and they combine to the block CRC32C the master recorded at commit.
+/// of the whole block (not only of the piece read) and they combine to the
+/// block CRC32C the master recorded at commit.
 fn trust_checksums(block: &LocatedBlock, chunk_crcs: &[u32]) -> Result<()> {
-    let chunks = block.length_bytes.div_ceil(CHUNK_LENGTH_BYTES);
+    let chunks = block.block_length_bytes.div_ceil(CHUNK_LENGTH_BYTES);
     if chunk_crcs.len() as u64 != chunks {
         return Err(Error::corrupted(
             format!("checksums of {}", block.id),
             format!("{} chunk checksums for {chunks} chunks", chunk_crcs.len()),
         ));
     }
-    let combined = block_format::combine_chunks(chunk_crcs, block.length_bytes, CHUNK_BYTES);
+    let combined = block_format::combine_chunks(chunk_crcs, block.block_length_bytes, CHUNK_BYTES);
     if combined != block.crc32c {
         return Err(Error::corrupted(
             format!("checksums of {}", block.id),
@@ -1136,11 +1422,11 @@ impl Read for FileReader {
 }
 
 /// Offsets are of the file, also for a `block_reader` (which refuses one
-/// before its block). A seek to or past the end is allowed (reads there
+/// before its piece). A seek to or past the end is allowed (reads there
 /// return 0). A seek elsewhere than where the reader stands drops its
 /// stream and read-ahead as `read_at` does, and reads after it stream from
-/// there to their block's end; after a failure, any seek lets the next read
-/// try the replicas of its block again.
+/// there to their piece's end; after a failure, any seek lets the next read
+/// try the replicas of its piece again.
 impl Seek for FileReader {
     fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
         let current_bytes = self.position_bytes();
@@ -1174,7 +1460,7 @@ impl Seek for FileReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dfs_engine::msg::{BlockId, Generation};
+    use dfs_engine::msg::{BlockId, Generation, MinionAddress};
 
     fn status(size_bytes: u64, block_bytes: u64, block_count: u64) -> EntryStatus {
         EntryStatus {
@@ -1197,14 +1483,51 @@ mod tests {
         }
     }
 
+    /// A whole block at file offset `offset_bytes`.
     fn block(offset_bytes: u64, length_bytes: u64) -> LocatedBlock {
+        piece(
+            offset_bytes + 1,
+            offset_bytes,
+            length_bytes,
+            0,
+            length_bytes,
+        )
+    }
+
+    /// `length_bytes` of block `id` (of `block_length_bytes`) from its
+    /// byte `block_offset_bytes`, at file offset `offset_bytes`.
+    fn piece(
+        id: u64,
+        offset_bytes: u64,
+        length_bytes: u64,
+        block_offset_bytes: u64,
+        block_length_bytes: u64,
+    ) -> LocatedBlock {
         LocatedBlock {
-            id: BlockId(offset_bytes + 1),
+            id: BlockId(id),
             generation: Generation(9),
+            offset_bytes,
+            length_bytes,
+            crc32c: 0x1234,
+            locations: vec![MinionAddress {
+                id: MinionId(1),
+                address: "127.0.0.1:1".into(),
+            }],
+            block_offset_bytes,
+            block_length_bytes,
+        }
+    }
+
+    fn hole(offset_bytes: u64, length_bytes: u64) -> LocatedBlock {
+        LocatedBlock {
+            id: BlockId(0),
+            generation: Generation(0),
             offset_bytes,
             length_bytes,
             crc32c: 0,
             locations: vec![],
+            block_offset_bytes: 0,
+            block_length_bytes: 0,
         }
     }
 
@@ -1226,6 +1549,15 @@ mod tests {
             error.to_string().contains("replaced while it was read"),
             "{error}"
         );
+        let changed = EntryStatus {
+            version: 1,
+            ..file.clone()
+        };
+        let error = check_page(&path, &file, &changed, 2, &all[2..], false).expect_err("changed");
+        assert!(
+            error.to_string().contains("replaced while it was read"),
+            "{error}"
+        );
         for (first, blocks, more) in [
             (0, &all[..2], false),
             (0, &all[..], true),
@@ -1238,9 +1570,130 @@ mod tests {
                 "{first} {blocks:?} {more}"
             );
         }
-        assert!(check_size(&path, &status(31, 10, 3)).is_err());
-        assert!(check_size(&path, &status(20, 10, 3)).is_err());
+    }
+
+    #[test]
+    fn pages_of_parts_of_blocks_and_holes_must_be_contiguous_and_within_their_blocks() {
+        let path = DfsPath::parse("/f").expect("path");
+        // Block 1 whole, part of block 2, a hole, another part of block 2,
+        // and the head of block 3: 10 + 5 + 7 + 4 + 4 = 30 bytes.
+        let file = status(30, 10, 5);
+        check_size(&path, &file).expect("fits");
+        let all = [
+            piece(1, 0, 10, 0, 10),
+            piece(2, 10, 5, 3, 10),
+            hole(15, 7),
+            piece(2, 22, 4, 6, 10),
+            piece(3, 26, 4, 0, 10),
+        ];
+        check_page(&path, &file, &file, 0, &all, false).expect("one page");
+        check_page(&path, &file, &file, 0, &all[..3], true).expect("a first page");
+        check_page(&path, &file, &file, 2, &all[2..], false).expect("a page from a hole");
+        check_page(&path, &file, &file, 3, &all[3..4], true).expect("a middle page");
+        let with = |index: usize, replacement: LocatedBlock| {
+            let mut pieces = all.to_vec();
+            pieces[index] = replacement;
+            pieces
+        };
+        let hole_with_replica = LocatedBlock {
+            locations: all[1].locations.clone(),
+            ..hole(15, 7)
+        };
+        let hole_with_crc = LocatedBlock {
+            crc32c: 1,
+            ..hole(15, 7)
+        };
+        let hole_in_a_block = LocatedBlock {
+            block_length_bytes: 10,
+            ..hole(15, 7)
+        };
+        for (why, pieces) in [
+            ("a gap", with(2, hole(16, 6))),
+            ("an overlap", with(2, hole(14, 8))),
+            ("past its block", with(1, piece(2, 10, 5, 6, 10))),
+            (
+                "offsets that overflow",
+                with(1, piece(2, 10, 5, u64::MAX, 10)),
+            ),
+            ("a hole with a replica", with(2, hole_with_replica)),
+            ("a hole with a checksum", with(2, hole_with_crc)),
+            ("a hole in a block", with(2, hole_in_a_block)),
+            (
+                "an empty piece",
+                vec![
+                    all[0].clone(),
+                    piece(2, 10, 0, 3, 10),
+                    piece(2, 10, 5, 3, 10),
+                    hole(15, 11),
+                    all[4].clone(),
+                ],
+            ),
+            ("short of the size", with(4, piece(3, 26, 3, 0, 10))),
+            ("past the size", with(4, piece(3, 26, 5, 0, 10))),
+            ("a first piece not at 0", with(0, piece(1, 1, 9, 0, 10))),
+        ] {
+            let error = check_page(&path, &file, &file, 0, &pieces, false)
+                .expect_err(&format!("{why}: {pieces:?}"));
+            assert!(matches!(error, Error::Protocol(_)), "{why}: {error}");
+        }
+        // A piece that ends the file before its last.
+        let short = status(26, 10, 5);
+        assert!(check_page(&path, &short, &short, 0, &all[..4], true).is_err());
+        // A page past the file's pieces, and `more` that does not fit.
+        assert!(check_page(&path, &file, &file, 3, &all[2..], false).is_err());
+        assert!(check_page(&path, &file, &file, 0, &all[..3], false).is_err());
+        assert!(check_page(&path, &file, &file, 0, &all, true).is_err());
+    }
+
+    #[test]
+    fn a_size_needs_pieces_and_pieces_need_bytes() {
+        let path = DfsPath::parse("/f").expect("path");
         check_size(&path, &status(0, 10, 0)).expect("empty");
+        check_size(&path, &status(31, 10, 3)).expect("three pieces of any length");
+        check_size(&path, &status(3, 10, 3)).expect("three pieces of a byte");
+        check_size(&path, &status(1 << 40, 10, 1)).expect("one long hole");
+        assert!(check_size(&path, &status(5, 10, 0)).is_err());
+        assert!(check_size(&path, &status(0, 10, 1)).is_err());
+        assert!(check_size(&path, &status(3, 10, 4)).is_err());
+        let many = FILE_PIECES_MAX as u64 + 1;
+        assert!(check_size(&path, &status(many * 10, 10, many)).is_err());
+    }
+
+    #[test]
+    fn pages_find_pieces_by_index_and_by_offset() {
+        let page = Page {
+            first: 4,
+            blocks: vec![
+                piece(2, 100, 5, 3, 10),
+                hole(105, 7),
+                piece(2, 112, 4, 6, 10),
+            ],
+        };
+        assert_eq!(page.by_index(3), None);
+        assert_eq!(page.by_index(5), Some(&page.blocks[1]));
+        assert_eq!(page.by_index(7), None);
+        for (offset, expected) in [
+            (99, None),
+            (100, Some(4)),
+            (104, Some(4)),
+            (105, Some(5)),
+            (111, Some(5)),
+            (112, Some(6)),
+            (115, Some(6)),
+            (116, None),
+        ] {
+            assert_eq!(
+                page.by_offset(offset).map(|(index, _)| index),
+                expected,
+                "offset {offset}"
+            );
+        }
+        assert!(Page {
+            first: 0,
+            blocks: vec![]
+        }
+        .by_offset(0)
+        .is_none());
     }
 
     #[test]
@@ -1255,6 +1708,12 @@ mod tests {
             ..block(0, data.len() as u64)
         };
         trust_checksums(&located, &crcs).expect("the replica's own checksums");
+        // A piece of the block: the checksums are still of the whole block.
+        let part = LocatedBlock {
+            crc32c: crc32c::crc32c(&data),
+            ..piece(1, 40, 1000, 70_000, data.len() as u64)
+        };
+        trust_checksums(&part, &crcs).expect("a piece's block");
         let mut rewritten = crcs.clone();
         rewritten[0] ^= 1;
         let error = trust_checksums(&located, &rewritten).expect_err("rewritten");
@@ -1267,38 +1726,66 @@ mod tests {
     }
 
     #[test]
-    fn a_range_streams_the_chunks_that_cover_it_and_no_range_the_rest_of_the_block() {
+    fn a_range_streams_the_chunks_that_cover_it_and_no_range_the_rest_of_the_piece() {
         let chunk = CHUNK_LENGTH_BYTES;
-        let block = 3 * chunk + 10;
-        // Block 1 of a file of such blocks starts at `block`.
-        for (range_end, expected) in [
-            (None, block),
-            (Some(block + 1), chunk),
-            (Some(block + chunk), chunk),
-            (Some(block + chunk + 1), 2 * chunk),
-            (Some(block + 3 * chunk + 1), block),
-            (Some(2 * block + 5), block),
-            // A range that ended before the block asks for all of it.
-            (Some(block), block),
-            (Some(3), block),
+        let length = 3 * chunk + 10;
+        // Piece 1 of a file of whole blocks starts at `length`.
+        let whole = block(length, length);
+        for (from, range_end, expected_end, expected_chunks_end) in [
+            (0, None, length, length),
+            (0, Some(length + 1), 1, chunk),
+            (0, Some(length + chunk), chunk, chunk),
+            (0, Some(length + chunk + 1), chunk + 1, 2 * chunk),
+            (0, Some(length + 3 * chunk + 1), 3 * chunk + 1, length),
+            (0, Some(2 * length + 5), length, length),
+            // A range that ended before the piece asks for all of it.
+            (0, Some(length), length, length),
+            (0, Some(3), length, length),
+            // From the middle: to the range, or all the rest.
+            (chunk + 5, Some(length + chunk + 6), chunk + 6, 2 * chunk),
+            (chunk + 5, Some(length + chunk + 5), length, length),
         ] {
             assert_eq!(
-                stream_end_bytes(block, block, range_end),
-                expected,
-                "range to {range_end:?}"
+                stream_range(&whole, from, range_end),
+                StreamRange {
+                    start_bytes: from,
+                    end_bytes: expected_end,
+                    chunks_end_bytes: expected_chunks_end,
+                },
+                "from {from}, range to {range_end:?}"
+            );
+        }
+        // 100 bytes from block offset chunk - 50, at file offset 1000, of a
+        // block of four chunks: the two chunks it crosses.
+        let part = piece(2, 1000, 100, chunk - 50, 4 * chunk);
+        for (from, range_end, expected) in [
+            (0, None, (chunk - 50, chunk + 50, 2 * chunk)),
+            (0, Some(1010), (chunk - 50, chunk - 40, chunk)),
+            (60, Some(1070), (chunk + 10, chunk + 20, 2 * chunk)),
+            (60, Some(5000), (chunk + 10, chunk + 50, 2 * chunk)),
+        ] {
+            let (start_bytes, end_bytes, chunks_end_bytes) = expected;
+            assert_eq!(
+                stream_range(&part, from, range_end),
+                StreamRange {
+                    start_bytes,
+                    end_bytes,
+                    chunks_end_bytes,
+                },
+                "from {from}, range to {range_end:?}"
             );
         }
     }
 
     #[test]
     fn moves_within_the_last_verified_chunk_are_served_from_memory() {
-        // A chunk of 100 bytes that ends at block offset 300.
+        // A chunk of 100 bytes that ends at piece offset 300.
         assert_eq!(position_in_chunk(300, 100, 200), Some(0));
         assert_eq!(position_in_chunk(300, 100, 299), Some(99));
         assert_eq!(position_in_chunk(300, 100, 300), None);
         assert_eq!(position_in_chunk(300, 100, 199), None);
         assert_eq!(position_in_chunk(300, 0, 299), None, "no chunk");
-        // Left over from the previous block: the new one has 0 bytes verified.
+        // Left over from the previous piece: the new one has 0 bytes verified.
         assert_eq!(position_in_chunk(0, 100, 0), None);
     }
 

@@ -1,12 +1,13 @@
-//! Read-ahead of a sequential read: while a `FileReader` hands out block N,
-//! blocks N+1..N+K are already streaming, each on its own connection and
-//! thread, from the replica whose minion has the fewest of this reader's
-//! streams (so several minions and disks work at once). Each stream is a
-//! one-block `FileReader`, with every check and fallback of the read path:
-//! what it passes on has been verified. It holds at most
+//! Read-ahead of a sequential read: while a `FileReader` hands out piece N
+//! of a file (a block, a part of one, or a hole), pieces N+1..N+K are
+//! already streaming, each on its own connection and thread, from the
+//! replica whose minion has the fewest of this reader's streams (so several
+//! minions and disks work at once); a hole's stream makes its zeros. Each
+//! stream is a one-piece `FileReader`, with every check and fallback of the
+//! read path: what it passes on has been verified. It holds at most
 //! `READ_AHEAD_STREAM_BYTES` of verified chunks; beyond that it stops
 //! reading its socket and TCP flow control stalls its minion, so a reader
-//! holds at most K+1 such buffers whatever the file's size. Blocks are
+//! holds at most K+1 such buffers whatever the file's size. Pieces are
 //! handed out strictly in order: only the oldest stream is drained.
 //!
 //! Read-ahead starts only once a reader has handed out
@@ -29,8 +30,8 @@ use dfs_engine::{Error, Result};
 
 use crate::read::FileReader;
 
-/// The environment variable that sets how many blocks a reader fetches
-/// ahead, e.g. `DFS_READ_AHEAD=0` to read one block at a time.
+/// The environment variable that sets how many blocks (pieces of a file)
+/// a reader fetches ahead, e.g. `DFS_READ_AHEAD=0` to read one at a time.
 pub const READ_AHEAD_VARIABLE: &str = "DFS_READ_AHEAD";
 
 /// Chunks one stream holds, verified, before it stops reading its socket:
@@ -58,31 +59,31 @@ fn parse_blocks_ahead(text: &str) -> Result<usize> {
     }
 }
 
-/// Verified bytes of a block: `bytes[start..]` were not handed out yet
+/// Verified bytes of a piece: `bytes[start..]` were not handed out yet
 /// (a stream resumed on another replica starts at its chunk's first byte).
-pub(crate) struct Piece {
+pub(crate) struct Verified {
     pub bytes: Vec<u8>,
     pub start: usize,
 }
 
-/// One block being fetched by its own thread.
+/// One piece being fetched by its own thread.
 struct Stream {
     index: usize,
     length_bytes: u64,
-    /// Bytes of the block taken from `messages` so far.
+    /// Bytes of the piece taken from `messages` so far.
     received_bytes: u64,
     /// The minion of the replica it started on.
     minion: Option<MinionId>,
     /// In a mutex only so that a reader can be shared (`Sync`) as a
     /// block-parallel copy shares it; only `&mut` reaches it, unlocked.
-    messages: Mutex<Receiver<Result<Vec<Piece>>>>,
-    /// The pieces of the last message not handed out yet.
-    pieces: std::vec::IntoIter<Piece>,
+    messages: Mutex<Receiver<Result<Vec<Verified>>>>,
+    /// The chunks of the last message not handed out yet.
+    chunks: std::vec::IntoIter<Verified>,
 }
 
 /// Chunk buffers the reader is done with, for the streams to fill again,
 /// so that the data path allocates (and faults in) no memory per chunk or
-/// per block. Holds at most what the streams may hold at once.
+/// per piece. Holds at most what the streams may hold at once.
 struct Spares {
     buffers: Mutex<Vec<Vec<u8>>>,
     count_max: usize,
@@ -104,10 +105,10 @@ impl Spares {
     }
 }
 
-/// The streams of one reader, oldest (the block handed out) first.
+/// The streams of one reader, oldest (the piece handed out) first.
 pub(crate) struct ReadAhead {
     blocks_ahead: usize,
-    /// The next block to start, and the end of the reader's blocks.
+    /// The next piece to start, and the end of the reader's pieces.
     next_index: usize,
     end_index: usize,
     streams: VecDeque<Stream>,
@@ -115,8 +116,8 @@ pub(crate) struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Read-ahead of blocks `first_index..end_index`, at most `blocks_ahead`
-    /// past the block being handed out.
+    /// Read-ahead of pieces `first_index..end_index`, at most `blocks_ahead`
+    /// past the piece being handed out.
     pub(crate) fn new(first_index: usize, end_index: usize, blocks_ahead: usize) -> ReadAhead {
         let blocks_ahead = blocks_ahead.min(READ_AHEAD_BLOCKS_MAX);
         ReadAhead {
@@ -131,8 +132,8 @@ impl ReadAhead {
         }
     }
 
-    /// The next block to start while the reader hands out block
-    /// `reading_index`; None while the window is full or every block started.
+    /// The next piece to start while the reader hands out piece
+    /// `reading_index`; None while the window is full or every piece started.
     pub(crate) fn wanted(&self, reading_index: usize) -> Option<usize> {
         let window_end = reading_index
             .saturating_add(self.blocks_ahead)
@@ -146,13 +147,18 @@ impl ReadAhead {
         self.streams.iter().filter_map(|stream| stream.minion)
     }
 
-    /// The block the oldest stream fetches.
+    /// The piece the oldest stream fetches.
     pub(crate) fn front_index(&self) -> Option<usize> {
         self.streams.front().map(|stream| stream.index)
     }
 
-    /// Starts fetching block `index` (the one `wanted` named) with `reader`,
-    /// a reader of that block alone.
+    /// The length of the piece the oldest stream fetches.
+    pub(crate) fn front_length_bytes(&self) -> Option<u64> {
+        self.streams.front().map(|stream| stream.length_bytes)
+    }
+
+    /// Starts fetching piece `index` (the one `wanted` named) with `reader`,
+    /// a reader of that piece alone.
     pub(crate) fn start(
         &mut self,
         index: usize,
@@ -164,14 +170,14 @@ impl ReadAhead {
         std::thread::Builder::new()
             .name(format!("dfs-read-ahead-{index}"))
             .spawn(move || fetch(reader, sender, &spares))
-            .map_err(|error| Error::io(format!("start the read-ahead of block {index}"), error))?;
+            .map_err(|error| Error::io(format!("start the read-ahead of piece {index}"), error))?;
         self.streams.push_back(Stream {
             index,
             length_bytes: block.length_bytes,
             received_bytes: 0,
             minion: block.locations.first().map(|location| location.id),
             messages: Mutex::new(messages),
-            pieces: Vec::new().into_iter(),
+            chunks: Vec::new().into_iter(),
         });
         self.next_index = index + 1;
         Ok(())
@@ -183,9 +189,9 @@ impl ReadAhead {
         self.spares.give(buffer);
     }
 
-    /// The next verified piece of the oldest block, waiting for it; None
-    /// once that block was handed out whole (its stream is then dropped).
-    pub(crate) fn next_piece(&mut self) -> Result<Option<Piece>> {
+    /// The next verified chunk of the oldest piece, waiting for it; None
+    /// once that piece was handed out whole (its stream is then dropped).
+    pub(crate) fn next_chunk(&mut self) -> Result<Option<Verified>> {
         let Some(stream) = self.streams.front_mut() else {
             return Ok(None);
         };
@@ -193,68 +199,68 @@ impl ReadAhead {
             self.streams.pop_front();
             return Ok(None);
         }
-        let piece = match stream.pieces.next() {
-            Some(piece) => piece,
+        let chunk = match stream.chunks.next() {
+            Some(chunk) => chunk,
             None => {
                 let messages = stream
                     .messages
                     .get_mut()
                     .unwrap_or_else(PoisonError::into_inner);
-                let mut pieces = match messages.recv() {
-                    Ok(pieces) => pieces?.into_iter(),
+                let mut chunks = match messages.recv() {
+                    Ok(chunks) => chunks?.into_iter(),
                     // A stream only ends early by failing, and says so
                     // first: this one stopped without a word (its thread
                     // died).
                     Err(RecvError) => {
                         return Err(Error::Invalid(format!(
-                            "the read-ahead of block {} stopped after {} of its {} bytes",
+                            "the read-ahead of piece {} stopped after {} of its {} bytes",
                             stream.index, stream.received_bytes, stream.length_bytes
                         )))
                     }
                 };
-                let first = pieces.next().ok_or_else(|| {
+                let first = chunks.next().ok_or_else(|| {
                     Error::Invalid(format!(
-                        "the read-ahead of block {} passed on an empty message",
+                        "the read-ahead of piece {} passed on an empty message",
                         stream.index
                     ))
                 })?;
-                stream.pieces = pieces;
+                stream.chunks = chunks;
                 first
             }
         };
-        let new_bytes = piece.bytes.len().saturating_sub(piece.start) as u64;
+        let new_bytes = chunk.bytes.len().saturating_sub(chunk.start) as u64;
         if new_bytes == 0 || stream.received_bytes + new_bytes > stream.length_bytes {
             return Err(Error::Invalid(format!(
-                "the read-ahead of block {} passed on {new_bytes} bytes after {} of its {}",
+                "the read-ahead of piece {} passed on {new_bytes} bytes after {} of its {}",
                 stream.index, stream.received_bytes, stream.length_bytes
             )));
         }
         stream.received_bytes += new_bytes;
-        Ok(Some(piece))
+        Ok(Some(chunk))
     }
 }
 
 /// A stream's thread: passes on `reader`'s verified chunks, a few to a
-/// message (one wake-up of the reader for several chunks), until its block
+/// message (one wake-up of the reader for several chunks), until its piece
 /// ends, it fails (the error is passed on last) or the reader is dropped.
 /// A stream that waited long for its turn (its minion may have given up on
-/// it meanwhile) asks for the rest of its block again, from the same
+/// it meanwhile) asks for the rest of its piece again, from the same
 /// replica: waiting is not the replica's failure.
-fn fetch(mut reader: FileReader, sender: SyncSender<Result<Vec<Piece>>>, spares: &Spares) {
+fn fetch(mut reader: FileReader, sender: SyncSender<Result<Vec<Verified>>>, spares: &Spares) {
     let stall = Duration::from_millis(READ_AHEAD_STALL_MS);
-    let mut pieces = Vec::with_capacity(READ_AHEAD_MESSAGE_CHUNKS);
+    let mut chunks = Vec::with_capacity(READ_AHEAD_MESSAGE_CHUNKS);
     loop {
-        let (end, failure) = match reader.take_piece(spares.take()) {
-            Ok(Some(piece)) => {
-                pieces.push(piece);
+        let (end, failure) = match reader.take_chunk(spares.take()) {
+            Ok(Some(chunk)) => {
+                chunks.push(chunk);
                 (false, None)
             }
             Ok(None) => (true, None),
             Err(error) => (true, Some(error)),
         };
-        if pieces.len() >= READ_AHEAD_MESSAGE_CHUNKS || end && !pieces.is_empty() {
+        if chunks.len() >= READ_AHEAD_MESSAGE_CHUNKS || end && !chunks.is_empty() {
             let message =
-                std::mem::replace(&mut pieces, Vec::with_capacity(READ_AHEAD_MESSAGE_CHUNKS));
+                std::mem::replace(&mut chunks, Vec::with_capacity(READ_AHEAD_MESSAGE_CHUNKS));
             let waited = Instant::now();
             if sender.send(Ok(message)).is_err() {
                 return;
@@ -272,9 +278,9 @@ fn fetch(mut reader: FileReader, sender: SyncSender<Result<Vec<Piece>>>, spares:
     }
 }
 
-/// `block` with its replicas in the order a stream tries them: those on
-/// minions with the fewest of `busy` (the reader's other streams) first,
-/// the master's order among equals.
+/// `block` (a piece) with its replicas in the order a stream tries them:
+/// those on minions with the fewest of `busy` (the reader's other streams)
+/// first, the master's order among equals.
 pub(crate) fn spread(mut block: LocatedBlock, busy: &[MinionId]) -> LocatedBlock {
     block
         .locations
@@ -294,6 +300,8 @@ mod tests {
             offset_bytes: 0,
             length_bytes: 10,
             crc32c: 0,
+            block_offset_bytes: 0,
+            block_length_bytes: 10,
             locations: minions
                 .iter()
                 .map(|&id| MinionAddress {
@@ -336,10 +344,10 @@ mod tests {
         let mut ahead = ReadAhead::new(1, 6, 3);
         assert_eq!(ahead.wanted(0), Some(1));
         ahead.next_index = 4;
-        assert_eq!(ahead.wanted(0), None, "blocks 1 to 3 in flight");
+        assert_eq!(ahead.wanted(0), None, "pieces 1 to 3 in flight");
         assert_eq!(ahead.wanted(1), Some(4));
         ahead.next_index = 6;
-        assert_eq!(ahead.wanted(5), None, "past the last block");
+        assert_eq!(ahead.wanted(5), None, "past the last piece");
         assert_eq!(ReadAhead::new(1, 6, 0).wanted(0), None);
     }
 

@@ -23,6 +23,13 @@
 //! flight: a second block under way would need a second spool (a pipe) or
 //! give up the resend of the first chunk (`FileWriter`), for a gain the
 //! callers that need speed (`dfs put FILE`, `dfs-cp`) already get.
+//!
+//! A write can also close as a patch of the file at its path
+//! (`FileWriter::finish_patch`, `PatchWrite`): its bytes, in order, replace
+//! ranges of the file, which then has the size given (cut, or extended by
+//! a hole that reads as zeros), and keeps its inode. The file becomes a
+//! list of pieces (parts of blocks, holes) that readers follow; nothing of
+//! it is read or copied. `Client::truncate` is a patch of nothing.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -30,12 +37,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use dfs_engine::crc::CrcAppender;
 use dfs_engine::limits::{
-    BLOCK_BYTES_MAX, CHUNK_BYTES, REPLICATION_MAX, WRITE_BLOCKS_IN_FLIGHT_DEFAULT,
-    WRITE_BLOCKS_IN_FLIGHT_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
+    BLOCK_BYTES_MAX, CHUNK_BYTES, PATCH_RANGES_MAX, REPLICATION_MAX,
+    WRITE_BLOCKS_IN_FLIGHT_DEFAULT, WRITE_BLOCKS_IN_FLIGHT_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
 };
 use dfs_engine::msg::{
-    AllocatedBlock, BlockCommit, BlockId, Generation, MasterRequest, MasterResponse, MinionAddress,
-    MinionId, MinionRequest, MinionResponse,
+    AllocatedBlock, BlockCommit, BlockId, EntryKind, FileRange, Generation, MasterRequest,
+    MasterResponse, MinionAddress, MinionId, MinionRequest, MinionResponse,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -320,10 +327,12 @@ impl<R: Read> BlockSource for Unseekable<R> {
 
 impl Client {
     /// Starts writing a file; bytes go in through `std::io::Write`, and
-    /// `FileWriter::finish` makes the file visible.
+    /// `FileWriter::finish` makes the file visible (or
+    /// `FileWriter::finish_patch` changes the file at the path with them).
     pub fn create(&mut self, path: &DfsPath, options: WriteOptions) -> Result<FileWriter<'_>> {
         Ok(FileWriter {
             session: Session::open(self, path, options, false)?,
+            written_bytes: 0,
             chunk: Vec::with_capacity(CHUNK_BYTES as usize),
             block_sent_bytes: 0,
             attempts: 0,
@@ -331,18 +340,20 @@ impl Client {
         })
     }
 
-    /// Cuts or extends (with zeros) the file at `path` to `size_bytes`, as
-    /// one overwrite: it keeps its inode, names, owner, group and mode, and
-    /// a reader sees the old contents or the new. What is kept is copied.
+    /// Cuts or extends the file at `path` to `size_bytes`, as one patch of
+    /// nothing (`PatchWrite`): the bytes past the new size go, and an
+    /// extension is a hole that reads as zeros and is stored nowhere. It
+    /// keeps its inode, names, owner, group and mode, and a reader sees the
+    /// old contents or the new (one opened before fails rather than mix
+    /// them). No data is read or copied.
     pub fn truncate(&mut self, path: &DfsPath, size_bytes: u64) -> Result<()> {
         let status = self.stat(path)?;
-        if status.kind != dfs_engine::msg::EntryKind::File {
+        if status.kind != EntryKind::File {
             return Err(Error::Invalid(format!("{path}: not a file")));
         }
         if size_bytes == status.size_bytes {
             return Ok(());
         }
-        let mut reader = self.open(path)?;
         let options = WriteOptions {
             replication: Some(status.replication),
             block_bytes: Some(status.block_bytes),
@@ -350,12 +361,8 @@ impl Client {
             mode: status.mode,
             ..WriteOptions::default()
         };
-        let kept = size_bytes.min(status.size_bytes);
-        let mut writer = self.create(path, options)?;
-        let copied = io::copy(&mut Read::by_ref(&mut reader).take(kept), &mut writer)
-            .and_then(|_| io::copy(&mut io::repeat(0).take(size_bytes - kept), &mut writer));
-        copied.map_err(|e| Error::io(format!("truncate {path}"), e))?;
-        writer.finish().map(drop)
+        let writer = self.create(path, options)?;
+        writer.finish_patch(Vec::new(), size_bytes).map(drop)
     }
 
     /// Writes a whole file from `source` and makes it visible. A block whose
@@ -446,7 +453,7 @@ fn send_blocks(mut session: Session<'_>, source: &mut dyn BlockSource) -> Result
         block_start_bytes += length_bytes;
         source.forget_before(block_start_bytes);
     }
-    session.close()
+    session.close(None)
 }
 
 /// An input whose first byte was read ahead, to learn whether it is empty.
@@ -561,6 +568,8 @@ fn gave_up(attempts: u32, message: String) -> Error {
 /// last of each block, so bytes wait for their chunk to fill.
 pub struct FileWriter<'a> {
     session: Session<'a>,
+    /// Bytes taken through `write`.
+    written_bytes: u64,
     /// Bytes of the current chunk, not yet sent.
     chunk: Vec<u8>,
     /// Bytes of the current block handed to its pipeline.
@@ -574,6 +583,28 @@ pub struct FileWriter<'a> {
 impl FileWriter<'_> {
     /// Sends what is left, commits the last block and makes the file visible.
     pub fn finish(mut self) -> Result<WriteStats> {
+        self.send_rest()?;
+        self.session.close(None)
+    }
+
+    /// Sends what is left, commits the last block and closes the write as
+    /// a patch of the file at its path (`PatchWrite`; the write was opened
+    /// with `overwrite`): the bytes written, in order, replace the file's
+    /// `ranges` (in the order given, each `length_bytes` of what was
+    /// written; they must add up to all of it), and the file then has
+    /// `size_bytes`: cut, or extended by a hole that reads as zeros. No
+    /// file at the path: one is made, with holes where nothing was
+    /// written. At most `PATCH_RANGES_MAX` ranges; ranges that do not add
+    /// up are refused before anything is sent, and the write is aborted.
+    pub fn finish_patch(mut self, ranges: Vec<FileRange>, size_bytes: u64) -> Result<WriteStats> {
+        self.check_failed()?;
+        check_patch(&self.session.path, &ranges, self.written_bytes)?;
+        self.send_rest()?;
+        self.session.close(Some(Patch { ranges, size_bytes }))
+    }
+
+    /// Sends the last chunk and ends the last block.
+    fn send_rest(&mut self) -> Result<()> {
         self.check_failed()?;
         if !self.chunk.is_empty() {
             let chunk = std::mem::take(&mut self.chunk);
@@ -582,7 +613,7 @@ impl FileWriter<'_> {
         if self.block_sent_bytes > 0 {
             self.end_block()?;
         }
-        self.session.close()
+        Ok(())
     }
 
     fn check_failed(&self) -> Result<()> {
@@ -645,6 +676,35 @@ impl FileWriter<'_> {
     }
 }
 
+/// A patch's ranges must be at most `PATCH_RANGES_MAX`, each within the
+/// file offsets, and add up to the `written_bytes` that replace them.
+fn check_patch(path: &DfsPath, ranges: &[FileRange], written_bytes: u64) -> Result<()> {
+    if ranges.len() > PATCH_RANGES_MAX {
+        return Err(Error::Invalid(format!(
+            "{path}: a patch of {} ranges: at most {PATCH_RANGES_MAX} go in one",
+            ranges.len()
+        )));
+    }
+    let mut total_bytes = 0u64;
+    for range in ranges {
+        let end = range.offset_bytes.checked_add(range.length_bytes);
+        let (Some(_), Some(sum)) = (end, total_bytes.checked_add(range.length_bytes)) else {
+            return Err(Error::Invalid(format!(
+                "{path}: a patch's range of {} bytes at offset {} passes the largest offset",
+                range.length_bytes, range.offset_bytes
+            )));
+        };
+        total_bytes = sum;
+    }
+    if total_bytes != written_bytes {
+        return Err(Error::Invalid(format!(
+            "{path}: the patch's {} ranges add up to {total_bytes} bytes, but {written_bytes} bytes were written",
+            ranges.len()
+        )));
+    }
+    Ok(())
+}
+
 fn cannot_resend(message: String) -> Error {
     Error::Invalid(format!(
         "{message}; the block's bytes were already sent and cannot be sent again"
@@ -662,10 +722,12 @@ impl Write for FileWriter<'_> {
             // A whole chunk straight from the caller's buffer, without a copy.
             self.send_chunk(&buffer[..limit])
                 .map_err(io::Error::other)?;
+            self.written_bytes += limit as u64;
             return Ok(limit);
         }
         let taken = buffer.len().min(limit - self.chunk.len());
         self.chunk.extend_from_slice(&buffer[..taken]);
+        self.written_bytes += taken as u64;
         if self.chunk.len() == limit {
             let chunk = std::mem::take(&mut self.chunk);
             let result = self.send_chunk(&chunk);
@@ -918,6 +980,64 @@ impl Client {
             other => Err(unexpected("CloseWrite", &other)),
         }
     }
+
+    /// Closes `write` as a patch of the file at `path` (committing
+    /// `last_block` first), whose blocks were `committed` before. Sent
+    /// again while the master restarts; when an earlier copy may have
+    /// closed it already and this one is refused, the file is looked at:
+    /// the patch was made when its pieces use every block of the write
+    /// (for a write of no blocks, when the file has the patch's size).
+    fn patch_write(
+        &mut self,
+        path: &DfsPath,
+        write: u64,
+        last_block: Option<BlockCommit>,
+        patch: Patch,
+        modified_ms: Option<u64>,
+        committed: &[BlockId],
+    ) -> Result<()> {
+        let mut expected = committed.to_vec();
+        expected.extend(last_block.as_ref().map(|commit| commit.block));
+        let Patch { ranges, size_bytes } = patch;
+        let request = MasterRequest::PatchWrite {
+            write,
+            last_block,
+            ranges,
+            size_bytes,
+            modified_ms,
+        };
+        let answer = self.call_with(request, Resend::Always)?;
+        match answer.response {
+            MasterResponse::Ok => Ok(()),
+            MasterResponse::Error(error) if answer.resent => {
+                let made = if expected.is_empty() {
+                    self.stat(path).is_ok_and(|status| {
+                        status.kind == EntryKind::File && status.size_bytes == size_bytes
+                    })
+                } else {
+                    self.get_blocks(path).is_ok_and(|file| {
+                        let used: std::collections::HashSet<BlockId> =
+                            file.blocks.iter().map(|piece| piece.id).collect();
+                        expected.iter().all(|block| used.contains(block))
+                    })
+                };
+                if made {
+                    Ok(())
+                } else {
+                    Err(Error::Remote(error))
+                }
+            }
+            MasterResponse::Error(error) => Err(Error::Remote(error)),
+            other => Err(unexpected("PatchWrite", &other)),
+        }
+    }
+}
+
+/// How a patch changes a file: the ranges a write's bytes replace, and
+/// the file's size after.
+struct Patch {
+    ranges: Vec<FileRange>,
+    size_bytes: u64,
 }
 
 /// What `OpenWrite` answered, checked.
@@ -1173,8 +1293,9 @@ impl<'a> Session<'a> {
         self.client.abandon_block(self.write, block)
     }
 
-    /// Commits the last block and makes the file visible.
-    fn close(mut self) -> Result<WriteStats> {
+    /// Commits the last block and makes the file visible, or, with
+    /// `patch`, changes the file at the path with the write's bytes.
+    fn close(mut self, patch: Option<Patch>) -> Result<WriteStats> {
         if let Some(first) = self.first_block.take() {
             // Allocated with the open but never needed.
             self.abandon(first.block)?;
@@ -1184,13 +1305,23 @@ impl<'a> Session<'a> {
             None => (None, None),
         };
         let committed: Vec<BlockId> = self.stats.blocks.iter().map(|block| block.id).collect();
-        self.client.close_write(
-            &self.path,
-            self.write,
-            last_block,
-            self.modified_ms,
-            &committed,
-        )?;
+        match patch {
+            None => self.client.close_write(
+                &self.path,
+                self.write,
+                last_block,
+                self.modified_ms,
+                &committed,
+            )?,
+            Some(patch) => self.client.patch_write(
+                &self.path,
+                self.write,
+                last_block,
+                patch,
+                self.modified_ms,
+                &committed,
+            )?,
+        }
         self.closed = true;
         if let Some(written) = written {
             self.note_committed(written);
@@ -1266,6 +1397,29 @@ mod tests {
         };
         assert!(options.validate().is_err());
         assert!(WriteOptions::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_patch_needs_ranges_that_add_up_to_what_was_written() {
+        let path = DfsPath::parse("/f").expect("path");
+        let range = |offset_bytes, length_bytes| FileRange {
+            offset_bytes,
+            length_bytes,
+        };
+        check_patch(&path, &[], 0).expect("a truncate");
+        check_patch(&path, &[range(10, 5), range(0, 7)], 12).expect("two ranges");
+        let error = check_patch(&path, &[range(10, 5), range(0, 7)], 13).expect_err("short");
+        assert_eq!(
+            error.to_string(),
+            "/f: the patch's 2 ranges add up to 12 bytes, but 13 bytes were written"
+        );
+        assert!(check_patch(&path, &[], 1).is_err(), "no ranges for a byte");
+        assert!(check_patch(&path, &[range(u64::MAX, 1)], 1).is_err());
+        assert!(check_patch(&path, &[range(0, u64::MAX), range(0, 1)], 0).is_err());
+        let many = vec![range(0, 1); PATCH_RANGES_MAX + 1];
+        let error = check_patch(&path, &many, many.len() as u64).expect_err("too many");
+        assert!(error.to_string().contains("at most 2048"), "{error}");
+        check_patch(&path, &many[1..], PATCH_RANGES_MAX as u64).expect("as many as allowed");
     }
 
     #[test]

@@ -32,6 +32,20 @@ pub const PATH_DEPTH_MAX: usize = 256;
 pub const LIST_ENTRIES_MAX: u32 = 1000;
 /// Most blocks of one file (a 2 TiB file with 64 MiB blocks is 32,768).
 pub const FILE_BLOCKS_MAX: usize = 1 << 20;
+/// Longest extended attribute name, with its `user.` prefix (as Linux).
+pub const XATTR_NAME_BYTES_MAX: usize = 255;
+/// Largest extended attribute value.
+pub const XATTR_VALUE_BYTES_MAX: usize = 16 * 1024;
+/// Most bytes of names and values one entry's extended attributes hold.
+pub const XATTR_BYTES_PER_ENTRY_MAX: usize = 64 * 1024;
+/// Most pieces (parts of blocks and holes) one file's contents are made of
+/// after writes into its middle; a change that would make more is refused
+/// until the file is rewritten whole (compacted).
+pub const FILE_PIECES_MAX: usize = 1 << 20;
+/// Most ranges one `PatchWrite` replaces: its journal record must stay
+/// within `JOURNAL_RECORD_PAYLOAD_BYTES_MAX` (each range is two varints of
+/// at most 10 bytes).
+pub const PATCH_RANGES_MAX: usize = 2048;
 /// Most replicas one minion reports in one block-report frame.
 pub const BLOCK_REPORT_IDS_MAX: usize = 100_000;
 /// Most minions the master keeps in its registry.
@@ -227,9 +241,9 @@ pub const REPLICA_ID_ENCODED_BYTES_MAX: usize = 20;
 /// page by page.
 pub const GET_BLOCKS_PAGE_MAX: u32 = 512;
 /// Most bytes of one encoded `LocatedBlock`: ids, offsets, lengths and CRC
-/// (50), and its longest list of the longest addresses.
+/// (70), and its longest list of the longest addresses.
 const LOCATED_BLOCK_ENCODED_BYTES_MAX: usize =
-    50 + (REPLICATION_MAX as usize) * (10 + ADDRESS_BYTES_MAX + 2);
+    70 + (REPLICATION_MAX as usize) * (10 + ADDRESS_BYTES_MAX + 2);
 
 // A block report of the most replicas must fit one control frame.
 const _: () = assert!(
@@ -243,6 +257,19 @@ const _: () = assert!(
 );
 // A file's blocks are read in a bounded number of pages.
 const _: () = assert!(FILE_BLOCKS_MAX.div_ceil(GET_BLOCKS_PAGE_MAX as usize) <= 4096);
+const _: () = assert!(FILE_PIECES_MAX >= FILE_BLOCKS_MAX);
+// An extended attribute fits one journal record, beside its path; an
+// entry's fit one control frame.
+const _: () = assert!(
+    XATTR_NAME_BYTES_MAX + XATTR_VALUE_BYTES_MAX + PATH_BYTES_MAX + 64
+        <= JOURNAL_RECORD_PAYLOAD_BYTES_MAX as usize
+);
+const _: () = assert!(XATTR_VALUE_BYTES_MAX <= XATTR_BYTES_PER_ENTRY_MAX);
+const _: () = assert!(XATTR_BYTES_PER_ENTRY_MAX * 2 < CONTROL_FRAME_BYTES_MAX as usize);
+// A patch's ranges fit one journal record, beside its path and ids.
+const _: () = assert!(
+    PATCH_RANGES_MAX * 20 + PATH_BYTES_MAX + 64 <= JOURNAL_RECORD_PAYLOAD_BYTES_MAX as usize
+);
 // A full listing page of the longest names must fit one control frame.
 const _: () = assert!(
     (LIST_ENTRIES_MAX as usize) * (NAME_BYTES_MAX + 128) < CONTROL_FRAME_BYTES_MAX as usize

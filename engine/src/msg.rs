@@ -161,6 +161,9 @@ pub enum ErrorKind {
     /// before it answers where blocks are, or places new ones (its safe
     /// mode); try again shortly.
     Starting,
+    /// The entry has no extended attribute of that name (appended in
+    /// protocol 7).
+    NoAttribute,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,17 +262,26 @@ pub struct EntryStatus {
     pub rdev: u32,
 }
 
-/// One block of a file with the minions that hold it, best first.
+/// One piece of a file (protocol 7): bytes `block_offset_bytes..+length_bytes`
+/// of a block, with the minions that hold it, best first; or a hole
+/// (`id` 0, no locations): `length_bytes` of zeros stored nowhere. A file
+/// written front to back is its blocks whole, one piece each; writes into
+/// the middle and truncation make pieces that use part of a block.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocatedBlock {
     pub id: BlockId,
     pub generation: Generation,
-    /// Offset of the block's first byte in the file.
+    /// Offset of the piece's first byte in the file.
     pub offset_bytes: u64,
+    /// Bytes of the file the piece holds.
     pub length_bytes: u64,
     pub locations: Vec<MinionAddress>,
-    /// CRC32C of the block's bytes, as committed.
+    /// CRC32C of the whole block's bytes, as committed (0 for a hole).
     pub crc32c: u32,
+    /// Where in the block the piece starts.
+    pub block_offset_bytes: u64,
+    /// The whole block's length, as committed (0 for a hole).
+    pub block_length_bytes: u64,
 }
 
 impl LocatedBlock {
@@ -279,6 +291,25 @@ impl LocatedBlock {
             generation: self.generation,
         }
     }
+
+    /// A run of zeros stored nowhere.
+    pub fn is_hole(&self) -> bool {
+        self.id == BlockId(0)
+    }
+
+    /// The piece is its block, whole.
+    pub fn is_whole_block(&self) -> bool {
+        !self.is_hole()
+            && self.block_offset_bytes == 0
+            && self.length_bytes == self.block_length_bytes
+    }
+}
+
+/// Bytes `offset_bytes..offset_bytes + length_bytes` of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRange {
+    pub offset_bytes: u64,
+    pub length_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -419,14 +450,17 @@ pub enum MasterRequest {
     },
 
     // --- from clients: reading and reports ---
-    /// A file's status and a page of its blocks with their locations: the
-    /// blocks from the one holding byte `offset_bytes` on, at most `limit`
-    /// of them (clamped to `limits::GET_BLOCKS_PAGE_MAX`); none when the
-    /// offset is at or past the end of the file.
+    /// A file's status and a page of its pieces with their locations: the
+    /// pieces from the one holding byte `offset_bytes` on (or, when
+    /// `first_index` is set, from that piece on), at most `limit` of them
+    /// (clamped to `limits::GET_BLOCKS_PAGE_MAX`); none when the offset or
+    /// index is at or past the end of the file.
     GetBlocks {
         path: String,
         offset_bytes: u64,
         limit: u32,
+        /// Protocol 7: the page starts at this piece.
+        first_index: Option<u64>,
     },
     ClusterReport,
 
@@ -563,6 +597,56 @@ pub enum MasterRequest {
         mode: u32,
         rdev: u32,
     },
+
+    // --- appended in protocol 7 ---
+    /// Closes a write as a change to the file at its path instead of its
+    /// new contents: the write's bytes, in order, replace the file's
+    /// `ranges` (in the order given, each `length_bytes` of the written
+    /// stream; they must add up to what was written), and the file then
+    /// has `size_bytes` (shorter: cut; longer: a hole reads as zeros). A
+    /// write of nothing with no ranges truncates. No file at the path: one
+    /// is made, holes where nothing was written. Answered as `CloseWrite`.
+    PatchWrite {
+        write: u64,
+        last_block: Option<BlockCommit>,
+        ranges: Vec<FileRange>,
+        size_bytes: u64,
+        modified_ms: Option<u64>,
+    },
+    /// Sets the extended attribute `name` (a `user.` name) of the entry at
+    /// `path` to `value`: `Ok`.
+    SetXattr {
+        path: String,
+        name: String,
+        value: Vec<u8>,
+        how: XattrSet,
+    },
+    /// Removes an extended attribute: `Ok`, or `NoAttribute`.
+    RemoveXattr {
+        path: String,
+        name: String,
+    },
+    /// The value of an extended attribute: `XattrValue`, or `NoAttribute`.
+    GetXattr {
+        path: String,
+        name: String,
+    },
+    /// The names of an entry's extended attributes: `XattrNames`.
+    ListXattrs {
+        path: String,
+    },
+}
+
+/// How `SetXattr` treats an attribute that is there or not (as
+/// `XATTR_CREATE` and `XATTR_REPLACE` of setxattr(2)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XattrSet {
+    /// Made or replaced.
+    Either,
+    /// Made; `AlreadyExists` if it is there.
+    Create,
+    /// Replaced; `NoAttribute` if it is not there.
+    Replace,
 }
 
 /// A lock's kind: shared (read) or exclusive (write).
@@ -769,6 +853,8 @@ pub enum MasterResponse {
     /// A page of `GetBlocks`.
     Blocks {
         status: EntryStatus,
+        /// Index of the page's first piece in the file (protocol 7).
+        first_index: u64,
         blocks: Vec<LocatedBlock>,
         /// Blocks follow the last one of this page.
         more: bool,
@@ -818,6 +904,14 @@ pub enum MasterResponse {
         owner: u64,
         kind: LockKind,
         range: LockRange,
+    },
+    /// Answers `GetXattr` (appended in protocol 7).
+    XattrValue {
+        value: Vec<u8>,
+    },
+    /// Answers `ListXattrs`, in name order.
+    XattrNames {
+        names: Vec<String>,
     },
 }
 

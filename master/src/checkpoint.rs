@@ -15,19 +15,26 @@ use dfs_engine::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, sync_directory};
-use crate::namespace::{Namespace, NamespaceRecord, NamespaceV3, NamespaceV4, NamespaceWriter};
+use crate::namespace::{
+    Namespace, NamespaceRecord, NamespaceV3, NamespaceV4, NamespaceV6, NamespaceWriter,
+};
 use dfs_engine::failpoint;
 
 const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const TEMP_SUFFIX: &str = ".tmp";
 /// "DFSC" read as a little-endian u32.
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DFSC");
-/// Version 6 added symbolic links and several names (hard links) of one
+/// Version 7 added files made of pieces of blocks and holes (extent maps)
+/// and extended attributes;
+/// version 6 added symbolic links and several names (hard links) of one
 /// file; version 5 gave every block its generation (older blocks: 0);
 /// version 4 added the set of decommissioning minions to the namespace.
-const CHECKPOINT_VERSION: u16 = 6;
-/// Older versions, still read. Version 5 is version 6 without symbolic
-/// links or hard links: the same records read it.
+const CHECKPOINT_VERSION: u16 = 7;
+/// Older versions, still read. Versions 5 and 6 are version 7 without
+/// extent maps and extended attributes (and 5 without symbolic links or
+/// hard links): the same records read them, but for the namespace's last
+/// field (`NamespaceV6`).
+const CHECKPOINT_VERSION_6: u16 = 6;
 const CHECKPOINT_VERSION_5: u16 = 5;
 const CHECKPOINT_VERSION_4: u16 = 4;
 const CHECKPOINT_VERSION_3: u16 = 3;
@@ -144,6 +151,7 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
     let version = u16::from_le_bytes([header[4], header[5]]);
     if ![
         CHECKPOINT_VERSION,
+        CHECKPOINT_VERSION_6,
         CHECKPOINT_VERSION_5,
         CHECKPOINT_VERSION_4,
         CHECKPOINT_VERSION_3,
@@ -172,6 +180,10 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
             .upgrade()
     } else if version == CHECKPOINT_VERSION_4 {
         postcard::from_bytes::<CheckpointOf<NamespaceV4>>(payload)
+            .map_err(undecodable)?
+            .upgrade()
+    } else if version == CHECKPOINT_VERSION_5 || version == CHECKPOINT_VERSION_6 {
+        postcard::from_bytes::<CheckpointOf<NamespaceV6>>(payload)
             .map_err(undecodable)?
             .upgrade()
     } else {
@@ -426,7 +438,7 @@ impl DataDir {
 mod tests {
     use super::*;
     use crate::namespace::Op;
-    use dfs_engine::msg::{EntryKind, MinionId};
+    use dfs_engine::msg::{EntryKind, FileRange, Generation, MinionId, XattrSet};
     use dfs_engine::path::DfsPath;
 
     fn sample() -> Namespace {
@@ -655,7 +667,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_6_checkpoint_loads_and_is_written_byte_for_byte() {
+    fn a_version_6_checkpoint_loads() {
         let bytes = include_bytes!("../tests/fixtures/checkpoint-v6-000000000000000c");
         assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 6);
         let loaded = decode(bytes, "fixture").expect("version 6 decodes");
@@ -665,9 +677,82 @@ mod tests {
         assert_eq!(loaded.namespace.status(&file).expect("stat").links, 2);
         let link = DfsPath::parse("/dir/link").expect("path");
         assert_eq!(loaded.namespace.read_link(&link).expect("a link"), "file");
-        // While version 6 is the one written, it is written to the byte.
+        // Written again, it is the current version and reads back the same.
         let again = encode(loaded.cluster, 12, &loaded.namespace).expect("encode");
-        assert!(again == bytes, "checkpoint version 6 changed on disk");
+        assert_eq!(u16::from_le_bytes([again[4], again[5]]), CHECKPOINT_VERSION);
+        assert_eq!(decode(&again, "again").expect("decodes"), loaded);
+    }
+
+    /// The namespace of the version 7 fixture: the version 6 one, then
+    /// /dir/file patched by write 3 (bytes 4..8 replaced by block 4, then
+    /// extended to 20 bytes with a hole), and /dir given the extended
+    /// attribute user.note.
+    fn version_7_namespace() -> Namespace {
+        let mut namespace = version_6_namespace();
+        for op in [
+            Op::OpenWrite {
+                write: 3,
+                path: "/dir/file".into(),
+                replication: 3,
+                block_bytes: 1 << 20,
+                overwrite: true,
+                mode: 0o644,
+                owner: "ann".into(),
+                group: "lab".into(),
+                time_ms: 8,
+            },
+            Op::AllocateBlockStamped {
+                write: 3,
+                block: namespace.next_block_id(),
+                generation: Generation(3),
+            },
+            Op::CommitBlock {
+                write: 3,
+                block: namespace.next_block_id(),
+                length_bytes: 4,
+                crc32c: crc32c::crc32c(b"HELL"),
+            },
+            Op::SetXattr {
+                path: "/dir".into(),
+                name: "user.note".into(),
+                value: b"lab data".to_vec(),
+                how: XattrSet::Create,
+                time_ms: 10,
+            },
+            Op::PatchWrite {
+                write: 3,
+                ranges: vec![FileRange {
+                    offset_bytes: 4,
+                    length_bytes: 4,
+                }],
+                size_bytes: 20,
+                if_version: None,
+                time_ms: 9,
+            },
+        ] {
+            namespace.apply(&op).expect("apply");
+        }
+        namespace
+    }
+
+    #[test]
+    fn a_version_7_checkpoint_loads_and_is_written_byte_for_byte() {
+        let bytes = include_bytes!("../tests/fixtures/checkpoint-v7-000000000000000d");
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 7);
+        let loaded = decode(bytes, "fixture").expect("version 7 decodes");
+        assert_eq!(loaded.last_sequence, 13);
+        assert_eq!(loaded.namespace, version_7_namespace());
+        let file = DfsPath::parse("/dir/hard").expect("path");
+        let status = loaded.namespace.status(&file).expect("stat");
+        assert_eq!((status.size_bytes, status.block_count), (20, 4));
+        let dir = DfsPath::parse("/dir").expect("path");
+        assert_eq!(
+            loaded.namespace.xattr(&dir, "user.note"),
+            Ok(&b"lab data"[..])
+        );
+        // While version 7 is the one written, it is written to the byte.
+        let again = encode(loaded.cluster, 13, &loaded.namespace).expect("encode");
+        assert!(again == bytes, "checkpoint version 7 changed on disk");
     }
 
     #[test]

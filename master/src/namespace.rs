@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use dfs_engine::limits::{
     BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, LINKS_MAX, MINIONS_MAX, NAME_BYTES_MAX, OPEN_WRITES_MAX,
-    REPLICATION_MAX, SYMLINK_TARGET_BYTES_MAX,
+    REPLICATION_MAX, SYMLINK_TARGET_BYTES_MAX, XATTR_BYTES_PER_ENTRY_MAX, XATTR_NAME_BYTES_MAX,
+    XATTR_VALUE_BYTES_MAX,
 };
 use dfs_engine::msg::{
-    BlockId, EntryKind, EntryStatus, ErrorKind, Generation, MinionId, RemoteError, ReplicaId,
-    StoredBlock,
+    BlockId, EntryKind, EntryStatus, ErrorKind, FileRange, Generation, MinionId, RemoteError,
+    ReplicaId, StoredBlock, XattrSet,
 };
 use dfs_engine::path::DfsPath;
 
@@ -55,10 +56,16 @@ pub enum Node {
         children: BTreeMap<String, InodeId>,
     },
     File {
+        /// The blocks the file's bytes are in, each once, in the order of
+        /// their first use.
         blocks: Vec<BlockMeta>,
         size_bytes: u64,
         replication: u8,
         block_bytes: u64,
+        /// None: the blocks, whole, in order (a file written front to
+        /// back). Some after a patch: which parts of which blocks make the
+        /// file (checkpoint version 7).
+        extents: Option<Extents>,
     },
     /// A symbolic link: text the reader resolves (checkpoint version 6).
     Symlink {
@@ -228,6 +235,45 @@ pub enum Op {
         group: String,
         time_ms: u64,
     },
+    /// Closes a write as a change to the file at its path: the write's
+    /// blocks, in order, replace `ranges` of the file, which then has
+    /// `size_bytes` (cut, or extended with a hole). No file there: one is
+    /// made. With `if_version`, refused unless the file's contents are
+    /// still that version (a compaction that lost a race). The contents
+    /// get a new version: the first block when the result is its blocks
+    /// whole and it starts with one of the write's, else a fresh id from
+    /// the block id space (allocated by the op).
+    PatchWrite {
+        write: WriteId,
+        ranges: Vec<FileRange>,
+        size_bytes: u64,
+        if_version: Option<u64>,
+        time_ms: u64,
+    },
+    /// Sets a `user.` extended attribute of the entry at `path`.
+    SetXattr {
+        path: DfsPathString,
+        name: String,
+        value: Vec<u8>,
+        how: XattrSet,
+        time_ms: u64,
+    },
+    /// Removes an extended attribute of the entry at `path`.
+    RemoveXattr {
+        path: DfsPathString,
+        name: String,
+        time_ms: u64,
+    },
+}
+
+/// A page of a file's pieces (`Namespace::file_pieces`).
+#[derive(Debug)]
+pub struct FilePieces {
+    pub status: EntryStatus,
+    pub first_index: u64,
+    /// Each piece with the block it is part of; None: a hole.
+    pub pieces: Vec<(Extent, Option<BlockMeta>)>,
+    pub more: bool,
 }
 
 /// A sealed block and the replication its file asks for.
@@ -276,6 +322,9 @@ pub struct Namespace {
     /// Minions being decommissioned: an administrator's intent, so it is
     /// logged and survives restarts (appended in checkpoint version 4).
     draining: BTreeSet<MinionId>,
+    /// The `user.` extended attributes of inodes that have any (checkpoint
+    /// version 7); they go with their inode.
+    xattrs: BTreeMap<InodeId, BTreeMap<String, Vec<u8>>>,
     /// Where every block a file or an open write refers to is: derived from
     /// the inodes and writes, kept by `apply`, never written (rebuilt after
     /// a checkpoint is read), so that block lookups are not scans.
@@ -302,6 +351,33 @@ fn not_found(path: &DfsPath) -> RemoteError {
         ErrorKind::NotFound,
         format!("{path}: no such file or directory"),
     )
+}
+
+fn no_attribute(path: &DfsPath, name: &str) -> RemoteError {
+    error(
+        ErrorKind::NoAttribute,
+        format!("{path}: no extended attribute {name}"),
+    )
+}
+
+/// An extended attribute name: `user.` and 1 or more bytes after it, at
+/// most `XATTR_NAME_BYTES_MAX` in all, no NUL.
+fn check_xattr_name(path: &DfsPath, name: &str) -> Result<(), RemoteError> {
+    let fits = name.len() <= XATTR_NAME_BYTES_MAX
+        && name
+            .strip_prefix("user.")
+            .is_some_and(|rest| !rest.is_empty())
+        && !name.contains('\0');
+    if fits {
+        Ok(())
+    } else {
+        Err(error(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{path}: extended attribute name {name:?} must be user. and a name, at most {XATTR_NAME_BYTES_MAX} bytes"
+            ),
+        ))
+    }
 }
 
 /// Permission bits an entry may carry: setuid, setgid, sticky and rwx.
@@ -373,6 +449,7 @@ impl Namespace {
             next_block: 1,
             next_write: 1,
             draining: BTreeSet::new(),
+            xattrs: BTreeMap::new(),
             block_index: HashMap::new(),
         }
     }
@@ -614,12 +691,15 @@ impl Namespace {
                 size_bytes,
                 replication,
                 block_bytes,
+                extents,
             } => (
                 EntryKind::File,
                 *size_bytes,
                 *replication,
                 *block_bytes,
-                blocks.len() as u64,
+                extents
+                    .as_ref()
+                    .map_or(blocks.len(), |extents| extents.list.len()) as u64,
             ),
             Node::Symlink { target } => (EntryKind::Symlink, target.len() as u64, 0, 0, 0),
             Node::Special { kind, .. } => (*kind, 0, 0, 0, 0),
@@ -640,6 +720,10 @@ impl Namespace {
             changed_ms: inode.changed_ms,
             links: inode.links,
             version: match &inode.node {
+                Node::File {
+                    extents: Some(extents),
+                    ..
+                } => extents.version,
                 Node::File { blocks, .. } => blocks.first().map_or(0, |block| block.id.0),
                 Node::Directory { .. } | Node::Symlink { .. } | Node::Special { .. } => 0,
             },
@@ -882,6 +966,25 @@ impl Namespace {
                 })
             }
             Op::CloseWrite { write, time_ms } => self.close_write(*write, *time_ms),
+            Op::PatchWrite {
+                write,
+                ranges,
+                size_bytes,
+                if_version,
+                time_ms,
+            } => self.patch_write(*write, ranges, *size_bytes, *if_version, *time_ms),
+            Op::SetXattr {
+                path,
+                name,
+                value,
+                how,
+                time_ms,
+            } => self.set_xattr(&parse(path)?, name, value, *how, *time_ms),
+            Op::RemoveXattr {
+                path,
+                name,
+                time_ms,
+            } => self.remove_xattr(&parse(path)?, name, *time_ms),
             Op::AbortWrite { write } => {
                 let open = self
                     .writes
@@ -1157,6 +1260,7 @@ impl Namespace {
                 inode.changed_ms = time_ms;
                 continue;
             }
+            self.xattrs.remove(&id);
             match self.inodes.remove(&id).map(|inode| inode.node) {
                 Some(Node::Directory { children }) => stack.extend(children.values().copied()),
                 Some(Node::File { blocks, .. }) => {
@@ -1309,6 +1413,7 @@ impl Namespace {
                         size_bytes,
                         replication: open.replication,
                         block_bytes: open.block_bytes,
+                        extents: None,
                     },
                 );
                 if let Node::File { blocks, .. } = old {
@@ -1338,6 +1443,7 @@ impl Namespace {
                     size_bytes,
                     replication: open.replication,
                     block_bytes: open.block_bytes,
+                    extents: None,
                 },
                 owner: open.owner,
                 group: open.group,
@@ -1352,6 +1458,331 @@ impl Namespace {
         Ok(Applied {
             freed_blocks: freed,
         })
+    }
+
+    fn patch_write(
+        &mut self,
+        write: WriteId,
+        ranges: &[FileRange],
+        size_bytes: u64,
+        if_version: Option<u64>,
+        time_ms: u64,
+    ) -> Result<Applied, RemoteError> {
+        let open = self
+            .writes
+            .get(&write)
+            .ok_or_else(|| unknown_write(write))?;
+        let path = parse(&open.path)?;
+        self.check_writable(&path, open.overwrite)?;
+        let parent = self.parent_directory(&path)?;
+        let name = path.name().unwrap_or("");
+        let invalid = |why: String| error(ErrorKind::InvalidArgument, format!("{path}: {why}"));
+        let written_bytes = open.blocks.iter().map(|b| b.length_bytes).sum();
+        extents::check_ranges(ranges, written_bytes, size_bytes).map_err(invalid)?;
+        let existing = self
+            .child(parent, name)
+            .filter(|&id| matches!(self.inode(id).node, Node::File { .. }));
+        if let Some(expected) = if_version {
+            let version = existing.map(|id| self.entry_status("", id).version);
+            if version != Some(expected) {
+                return Err(error(
+                    ErrorKind::AlreadyExists,
+                    format!("{path}: changed since version {expected}; the patch is not applied"),
+                ));
+            }
+        }
+        // A file patched keeps its replication and block size; a new one
+        // has the write's.
+        let (base, base_blocks, replication, block_bytes) =
+            match existing.map(|id| &self.inode(id).node) {
+                Some(Node::File {
+                    blocks,
+                    extents,
+                    replication,
+                    block_bytes,
+                    ..
+                }) => (
+                    extents
+                        .as_ref()
+                        .map_or_else(|| extents::whole(blocks), |extents| extents.list.clone()),
+                    blocks.as_slice(),
+                    *replication,
+                    *block_bytes,
+                ),
+                _ => (Vec::new(), &[][..], open.replication, open.block_bytes),
+            };
+        let list = extents::patch(&base, &open.blocks, ranges, size_bytes).map_err(invalid)?;
+        // Validated: from here on the op changes the namespace.
+        let mut known: BTreeMap<BlockId, BlockMeta> = base_blocks
+            .iter()
+            .chain(&open.blocks)
+            .map(|block| (block.id, block.clone()))
+            .collect();
+        let open = self
+            .writes
+            .remove(&write)
+            .ok_or_else(|| unknown_write(write))?;
+        let blocks: Vec<BlockMeta> = extents::used_blocks(&list)
+            .into_iter()
+            .map(|id| {
+                known
+                    .remove(&id)
+                    .expect("a patch uses only blocks of the file and the write")
+            })
+            .collect();
+        let mut freed: Vec<ReplicaId> = open
+            .pending
+            .iter()
+            .map(|(&block, &generation)| ReplicaId { block, generation })
+            .chain(known.values().map(BlockMeta::replica))
+            .collect();
+        // Blocks whole, in order, starting with a block never seen before:
+        // the layout of a file written front to back, whose version is its
+        // first block.
+        let fresh_start = blocks
+            .first()
+            .is_some_and(|first| open.blocks.iter().any(|block| block.id == first.id));
+        let extents = if fresh_start && extents::is_whole(&list, &blocks, block_bytes) {
+            None
+        } else {
+            let version = self.next_block;
+            self.next_block += 1;
+            Some(Extents { list, version })
+        };
+        let node = Node::File {
+            blocks,
+            size_bytes,
+            replication,
+            block_bytes,
+            extents,
+        };
+        let id = match existing {
+            Some(id) => {
+                let inode = self.inodes.get_mut(&id).expect("the patched file exists");
+                inode.node = node;
+                inode.modified_ms = time_ms;
+                inode.changed_ms = time_ms;
+                id
+            }
+            None => {
+                if let Some(other) = self.unlink(parent, name, time_ms) {
+                    self.drop_name(other, time_ms, &mut freed);
+                }
+                let id = self.next_inode;
+                self.next_inode += 1;
+                self.inodes.insert(
+                    id,
+                    Inode {
+                        node,
+                        owner: open.owner,
+                        group: open.group,
+                        mode: open.mode & 0o7777,
+                        modified_ms: time_ms,
+                        accessed_ms: time_ms,
+                        changed_ms: time_ms,
+                        links: 1,
+                    },
+                );
+                self.link(parent, name, id, time_ms);
+                id
+            }
+        };
+        if let Some(Inode {
+            node: Node::File { blocks, .. },
+            ..
+        }) = self.inodes.get(&id)
+        {
+            for (index, block) in blocks.iter().enumerate() {
+                self.block_index
+                    .insert(block.id, BlockPlace::File { inode: id, index });
+            }
+        }
+        Ok(Applied {
+            freed_blocks: freed,
+        })
+    }
+
+    /// The entry at `path` if it may carry `user.` extended attributes (a
+    /// file or directory, as Linux has it), and `name` if it is one.
+    fn xattr_entry(&self, path: &DfsPath, name: &str) -> Result<InodeId, RemoteError> {
+        let id = self.resolve(path)?;
+        check_xattr_name(path, name)?;
+        match self.inode(id).node {
+            Node::File { .. } | Node::Directory { .. } => Ok(id),
+            Node::Symlink { .. } | Node::Special { .. } => Err(error(
+                ErrorKind::PermissionDenied,
+                format!("{path}: only files and directories have user extended attributes"),
+            )),
+        }
+    }
+
+    fn set_xattr(
+        &mut self,
+        path: &DfsPath,
+        name: &str,
+        value: &[u8],
+        how: XattrSet,
+        time_ms: u64,
+    ) -> Result<Applied, RemoteError> {
+        let id = self.xattr_entry(path, name)?;
+        if value.len() > XATTR_VALUE_BYTES_MAX {
+            return Err(error(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{path}: a value of {} bytes for {name} (at most {XATTR_VALUE_BYTES_MAX})",
+                    value.len()
+                ),
+            ));
+        }
+        let held = self.xattrs.get(&id);
+        let old = held.and_then(|attributes| attributes.get(name));
+        match (how, old) {
+            (XattrSet::Create, Some(_)) => {
+                return Err(error(
+                    ErrorKind::AlreadyExists,
+                    format!("{path}: has the extended attribute {name} already"),
+                ))
+            }
+            (XattrSet::Replace, None) => return Err(no_attribute(path, name)),
+            _ => {}
+        }
+        let others: usize = held.map_or(0, |attributes| {
+            attributes
+                .iter()
+                .filter(|(other, _)| other.as_str() != name)
+                .map(|(other, value)| other.len() + value.len())
+                .sum()
+        });
+        if others + name.len() + value.len() > XATTR_BYTES_PER_ENTRY_MAX {
+            return Err(error(
+                ErrorKind::NoSpace,
+                format!(
+                    "{path}: extended attributes would take more than {XATTR_BYTES_PER_ENTRY_MAX} bytes"
+                ),
+            ));
+        }
+        self.xattrs
+            .entry(id)
+            .or_default()
+            .insert(name.to_string(), value.to_vec());
+        if let Some(inode) = self.inodes.get_mut(&id) {
+            inode.changed_ms = time_ms;
+        }
+        Ok(Applied::default())
+    }
+
+    fn remove_xattr(
+        &mut self,
+        path: &DfsPath,
+        name: &str,
+        time_ms: u64,
+    ) -> Result<Applied, RemoteError> {
+        let id = self.xattr_entry(path, name)?;
+        let attributes = self
+            .xattrs
+            .get_mut(&id)
+            .filter(|attributes| attributes.contains_key(name))
+            .ok_or_else(|| no_attribute(path, name))?;
+        attributes.remove(name);
+        if attributes.is_empty() {
+            self.xattrs.remove(&id);
+        }
+        if let Some(inode) = self.inodes.get_mut(&id) {
+            inode.changed_ms = time_ms;
+        }
+        Ok(Applied::default())
+    }
+
+    /// The value of the extended attribute `name` of the entry at `path`.
+    pub fn xattr(&self, path: &DfsPath, name: &str) -> Result<&[u8], RemoteError> {
+        let id = self.xattr_entry(path, name)?;
+        self.xattrs
+            .get(&id)
+            .and_then(|attributes| attributes.get(name))
+            .map(Vec::as_slice)
+            .ok_or_else(|| no_attribute(path, name))
+    }
+
+    /// The names of the extended attributes of the entry at `path`, in order.
+    pub fn xattr_names(&self, path: &DfsPath) -> Result<Vec<String>, RemoteError> {
+        let id = self.resolve(path)?;
+        Ok(self
+            .xattrs
+            .get(&id)
+            .map(|attributes| attributes.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    /// The pieces of the file at `path` from piece `first` (or, with
+    /// `first` None, from the one holding byte `offset_bytes`), at most
+    /// `limit`: the file's status, the first piece's index, the pieces with
+    /// the blocks they are of (None: a hole), and whether more follow.
+    pub fn file_pieces(
+        &self,
+        path: &DfsPath,
+        first: Option<u64>,
+        offset_bytes: u64,
+        limit: usize,
+    ) -> Result<FilePieces, RemoteError> {
+        let id = self.resolve(path)?;
+        let (status, blocks) = self.file_blocks(path)?;
+        let Node::File { extents, .. } = &self.inode(id).node else {
+            unreachable!("file_blocks answers files only");
+        };
+        let count = status.block_count as usize;
+        let start = match first {
+            Some(index) => usize::try_from(index).map_or(count, |index| index.min(count)),
+            None => match extents {
+                Some(extents) => extents::index_at(&extents.list, offset_bytes),
+                // Every block is the file's block size but the last.
+                None => offset_bytes
+                    .checked_div(status.block_bytes)
+                    .and_then(|index| usize::try_from(index).ok())
+                    .map_or(count, |index| index.min(count)),
+            },
+        };
+        let end = start.saturating_add(limit).min(count);
+        let pieces = match extents {
+            Some(extents) => extents.list[start..end]
+                .iter()
+                .map(|extent| {
+                    let block = (!extent.is_hole()).then(|| self.file_block(id, extent.block));
+                    (*extent, block.flatten())
+                })
+                .collect(),
+            None => {
+                let whole = extents::whole(&blocks[start..end]);
+                let offset_bytes = (start as u64).saturating_mul(status.block_bytes);
+                whole
+                    .into_iter()
+                    .zip(&blocks[start..end])
+                    .map(|(extent, block)| {
+                        let extent = Extent {
+                            offset_bytes: extent.offset_bytes + offset_bytes,
+                            ..extent
+                        };
+                        (extent, Some(block.clone()))
+                    })
+                    .collect()
+            }
+        };
+        Ok(FilePieces {
+            first_index: start as u64,
+            more: end < count,
+            status,
+            pieces,
+        })
+    }
+
+    /// The record of `block` of file `id`.
+    fn file_block(&self, id: InodeId, block: BlockId) -> Option<BlockMeta> {
+        match self.block_index.get(&block) {
+            Some(&BlockPlace::File { inode, index }) if inode == id => match &self.inode(id).node {
+                Node::File { blocks, .. } => blocks.get(index).cloned(),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// The name `path` must be free for a new entry; returns its directory.
@@ -1523,6 +1954,20 @@ impl Namespace {
                     }
                 }
                 Node::File {
+                    blocks,
+                    size_bytes,
+                    extents: Some(extents),
+                    ..
+                } => {
+                    extents::check(&extents.list, *size_bytes, blocks)
+                        .map_err(|why| format!("inode {id}: {why}"))?;
+                    if extents.version >= self.next_block
+                        || blocks.iter().any(|b| b.id.0 >= self.next_block)
+                    {
+                        return Err(format!("inode {id}: block id at or past next_block"));
+                    }
+                }
+                Node::File {
                     blocks, size_bytes, ..
                 } => {
                     let sum: u64 = blocks.iter().map(|b| b.length_bytes).sum();
@@ -1565,6 +2010,26 @@ impl Namespace {
         if self.inodes.keys().any(|&id| id >= self.next_inode) {
             return Err("inode id at or past next_inode".into());
         }
+        for (id, attributes) in &self.xattrs {
+            let Some(inode) = self.inodes.get(id) else {
+                return Err(format!("extended attributes of a missing inode {id}"));
+            };
+            if !matches!(inode.node, Node::File { .. } | Node::Directory { .. }) {
+                return Err(format!(
+                    "extended attributes on inode {id}, not a file or directory"
+                ));
+            }
+            let bytes: usize = attributes.iter().map(|(n, v)| n.len() + v.len()).sum();
+            let names_fit = attributes.iter().all(|(name, value)| {
+                name.len() <= XATTR_NAME_BYTES_MAX
+                    && name.starts_with("user.")
+                    && name.len() > "user.".len()
+                    && value.len() <= XATTR_VALUE_BYTES_MAX
+            });
+            if attributes.is_empty() || !names_fit || bytes > XATTR_BYTES_PER_ENTRY_MAX {
+                return Err(format!("inode {id}: extended attributes out of bounds"));
+            }
+        }
         // Checked in tests; a loaded namespace has just had it rebuilt.
         if cfg!(debug_assertions) && self.block_index != self.built_block_index() {
             return Err("the block index does not match the files and writes".into());
@@ -1590,10 +2055,13 @@ fn unknown_write(write: WriteId) -> RemoteError {
     )
 }
 
+mod extents;
 mod legacy;
 mod records;
+
+pub use extents::{Extent, Extents};
 pub use legacy::{NamespaceV3, NamespaceV4};
-pub use records::{decode_op, encode_op, NamespaceRecord, NamespaceWriter};
+pub use records::{decode_op, encode_op, NamespaceRecord, NamespaceV6, NamespaceWriter};
 
 #[cfg(test)]
 mod tests;

@@ -17,14 +17,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
-use dfs_engine::limits::GET_BLOCKS_PAGE_MAX;
 use dfs_engine::limits::{
     ADDRESS_BYTES_MAX, BAD_REPLICAS_PER_REPORT_MAX, BATCH_REQUESTS_MAX, BLOCK_REPORT_IDS_MAX,
     CHECKPOINTS_KEPT, CONTROL_FRAME_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, LIST_ENTRIES_MAX,
     PATH_BYTES_MAX, REPLICATION_MAX, STORED_BLOCKS_PER_REPORT_MAX,
 };
+use dfs_engine::limits::{GET_BLOCKS_PAGE_MAX, PATCH_RANGES_MAX};
 use dfs_engine::msg::{
-    AllocatedBlock, BadReplica, BlockCommit, ClusterId, Credentials, Encoded, ErrorKind,
+    AllocatedBlock, BadReplica, BlockCommit, BlockId, ClusterId, Credentials, Encoded, ErrorKind,
     Generation, LocatedBlock, MasterRequest, MasterResponse, MinionAddress, MinionId, MinionState,
     RemoteError, ReplicaChange, ReplicaId, StoredBlock,
 };
@@ -789,6 +789,16 @@ impl Master {
                 let target = self.read().namespace.read_link(&path)?.to_string();
                 MasterResponse::LinkTarget { target }
             }
+            MasterRequest::GetXattr { path, name } => {
+                let path = parse_path(&path)?;
+                let value = self.read().namespace.xattr(&path, &name)?.to_vec();
+                MasterResponse::XattrValue { value }
+            }
+            MasterRequest::ListXattrs { path } => {
+                let path = parse_path(&path)?;
+                let names = self.read().namespace.xattr_names(&path)?;
+                MasterResponse::XattrNames { names }
+            }
             MasterRequest::OpenSession => {
                 let drawn = self.new_generation().0;
                 sync::lock(&self.sessions).open(drawn, Instant::now())?
@@ -854,40 +864,55 @@ impl Master {
                 path,
                 offset_bytes,
                 limit,
+                first_index,
             } => {
                 let path = parse_path(&path)?;
                 let state = self.read();
-                let (status, metas) = state.namespace.file_blocks(&path)?;
-                // Every block is the file's block size but the last.
-                let first = offset_bytes
-                    .checked_div(status.block_bytes)
-                    .and_then(|index| usize::try_from(index).ok())
-                    .map_or(metas.len(), |index| index.min(metas.len()));
                 let limit = limit.clamp(1, GET_BLOCKS_PAGE_MAX) as usize;
-                let end = first.saturating_add(limit).min(metas.len());
+                let page = state
+                    .namespace
+                    .file_pieces(&path, first_index, offset_bytes, limit)?;
                 let registry = self.registry();
-                let blocks = metas[first..end]
+                let blocks = page
+                    .pieces
                     .iter()
-                    .enumerate()
-                    .map(|(index, meta)| LocatedBlock {
-                        id: meta.id,
-                        generation: meta.generation,
-                        offset_bytes: (first + index) as u64 * status.block_bytes,
-                        length_bytes: meta.length_bytes,
-                        locations: registry.registry.locations(meta.id, now),
-                        crc32c: meta.crc32c,
+                    .map(|(extent, block)| match block {
+                        Some(meta) => LocatedBlock {
+                            id: meta.id,
+                            generation: meta.generation,
+                            offset_bytes: extent.offset_bytes,
+                            length_bytes: extent.length_bytes,
+                            locations: registry.registry.locations(meta.id, now),
+                            crc32c: meta.crc32c,
+                            block_offset_bytes: extent.block_offset_bytes,
+                            block_length_bytes: meta.length_bytes,
+                        },
+                        None => LocatedBlock {
+                            id: BlockId(0),
+                            generation: Generation(0),
+                            offset_bytes: extent.offset_bytes,
+                            length_bytes: extent.length_bytes,
+                            locations: Vec::new(),
+                            crc32c: 0,
+                            block_offset_bytes: 0,
+                            block_length_bytes: 0,
+                        },
                     })
                     .collect::<Vec<_>>();
                 // A block without a location may only be short of reports.
-                if blocks.iter().any(|block| block.locations.is_empty()) {
+                if blocks
+                    .iter()
+                    .any(|block| !block.is_hole() && block.locations.is_empty())
+                {
                     if let Some(why) = self.starting(now, &state.namespace, &registry.registry) {
                         return Err(RemoteError::new(ErrorKind::Starting, why));
                     }
                 }
                 MasterResponse::Blocks {
-                    status,
+                    status: page.status,
+                    first_index: page.first_index,
                     blocks,
-                    more: end < metas.len(),
+                    more: page.more,
                 }
             }
             MasterRequest::Fsck {
@@ -1113,6 +1138,29 @@ impl Master {
                 };
                 (MasterResponse::Ok, self.change(state, &op)?)
             }
+            MasterRequest::SetXattr {
+                path,
+                name,
+                value,
+                how,
+            } => {
+                let op = Op::SetXattr {
+                    path: parse_path(&path)?.to_string(),
+                    name,
+                    value,
+                    how,
+                    time_ms,
+                };
+                (MasterResponse::Ok, self.change(state, &op)?)
+            }
+            MasterRequest::RemoveXattr { path, name } => {
+                let op = Op::RemoveXattr {
+                    path: parse_path(&path)?.to_string(),
+                    name,
+                    time_ms,
+                };
+                (MasterResponse::Ok, self.change(state, &op)?)
+            }
             MasterRequest::OpenWrite {
                 path,
                 replication,
@@ -1227,6 +1275,53 @@ impl Master {
                     self.commit(state, write, commit)?;
                 }
                 let mut sequence = self.change(state, &Op::CloseWrite { write, time_ms })?;
+                state.write_owners.remove(&write);
+                if let Some(modified_ms) = modified_ms {
+                    let op = Op::SetAttributes {
+                        path,
+                        mode: None,
+                        owner: None,
+                        group: None,
+                        modified_ms: Some(modified_ms),
+                        accessed_ms: None,
+                        time_ms,
+                    };
+                    sequence = self.change(state, &op)?;
+                }
+                (MasterResponse::Ok, sequence)
+            }
+            MasterRequest::PatchWrite {
+                write,
+                last_block,
+                ranges,
+                size_bytes,
+                modified_ms,
+            } => {
+                claim(state, write, connection)?;
+                let path = match state.namespace.write(write) {
+                    Some(open) => open.path.clone(),
+                    None => return Err(not_open(write)),
+                };
+                if ranges.len() > PATCH_RANGES_MAX {
+                    return Err(RemoteError::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "{path}: a patch of {} ranges (at most {PATCH_RANGES_MAX})",
+                            ranges.len()
+                        ),
+                    ));
+                }
+                if let Some(commit) = last_block {
+                    self.commit(state, write, commit)?;
+                }
+                let op = Op::PatchWrite {
+                    write,
+                    ranges,
+                    size_bytes,
+                    if_version: None,
+                    time_ms,
+                };
+                let mut sequence = self.change(state, &op)?;
                 state.write_owners.remove(&write);
                 if let Some(modified_ms) = modified_ms {
                     let op = Op::SetAttributes {
@@ -1811,11 +1906,14 @@ fn is_client_change(request: &MasterRequest) -> bool {
             | MasterRequest::CommitBlock { .. }
             | MasterRequest::AbandonBlock { .. }
             | MasterRequest::CloseWrite { .. }
+            | MasterRequest::PatchWrite { .. }
             | MasterRequest::AbortWrite { .. }
             | MasterRequest::SetAttributes { .. }
             | MasterRequest::Symlink { .. }
             | MasterRequest::Link { .. }
             | MasterRequest::Mknod { .. }
+            | MasterRequest::SetXattr { .. }
+            | MasterRequest::RemoveXattr { .. }
     )
 }
 

@@ -64,6 +64,7 @@ fn try_blocks(cluster: &Cluster, path: &str) -> Option<Vec<LocatedBlock>> {
         path: path.into(),
         offset_bytes: 0,
         limit: u32::MAX,
+        first_index: None,
     };
     match cluster.master_call(request) {
         Ok(MasterResponse::Blocks {

@@ -283,6 +283,7 @@ fn a_minion_registers_heartbeats_reports_its_blocks_and_keeps_its_identity() {
         path: "/f".into(),
         offset_bytes: 0,
         limit: 16,
+        first_index: None,
     });
     match before_report {
         Ok(MasterResponse::Error(error)) if error.kind == ErrorKind::Starting => {}

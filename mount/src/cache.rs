@@ -1,18 +1,25 @@
-//! A file open for writing, kept in a local spool (an unlinked temporary
-//! file) while it is at most `SPOOL_BYTES_MAX`: written anywhere, read
-//! back, truncated and grown as on a local disk, and sent to the cluster
-//! whole when it is committed (its last close, or an fsync), as the file's
-//! new contents in one atomic replace. An existing file is copied into the
-//! spool at its first write or truncation; until then it reads as it is and
-//! a handle that never writes changes nothing.
+//! A file open for writing. Its changes are kept in a local overlay (an
+//! unlinked sparse temporary file at the file's own offsets) with the
+//! ranges they cover; the rest reads from the cluster's file as it was
+//! when this handle last read or committed it (its base). A commit (the
+//! last close, a close after changes, an fsync) sends the changed ranges as
+//! new blocks and makes them part of the file in one atomic patch (the
+//! namespace's extent maps): a write into the middle of a file of any size
+//! costs what was written, nothing is copied to be changed. A truncation
+//! is part of the patch (shorter: cut; longer: a hole). A handle that never
+//! writes changes nothing.
 //!
-//! A file that grows past the bound goes on as a stream instead: what the
-//! spool holds is sent to a `WriteHandle`, and later writes must come in
-//! order from there (gaps read as zeros); a write back into what was sent
-//! abandons the file (`EOPNOTSUPP`), leaving the old one as it was. Random
-//! writes to large files wait for the namespace's extent maps.
+//! A new (or truncated) file holds all its contents here and is committed
+//! whole, replacing what is at its path in one atomic close. Once it grows
+//! past `SPOOL_BYTES_MAX` it goes on as a stream (in order, gaps read as
+//! zeros) so that a large file is never held here; a write back into what
+//! was streamed, or a read of it, commits the stream and goes on as an
+//! existing file. An existing file whose changes pass `SPOOL_BYTES_MAX`
+//! commits them then (write-back), so local space stays bounded.
 //!
-//! Bounds: `SPOOL_BYTES_MAX` of local temporary space per file, and at most
+//! Bounds: about `SPOOL_BYTES_MAX` of local temporary space per file,
+//! `PATCH_RANGES_MAX` ranges per commit (the smallest gaps between changes
+//! are filled from the base when there are more), and at most
 //! `MOUNT_OPEN_WRITES_MAX` files written at once per mount.
 
 use std::fs::File;
@@ -21,27 +28,42 @@ use std::os::unix::fs::FileExt;
 
 use dfs_client::client::AttributeChange;
 use dfs_client::{Client, FileReader, WriteOptions};
-use dfs_engine::limits::{BLOCK_BYTES_DEFAULT, FILE_BLOCKS_MAX, SPOOL_BYTES_MAX};
-use dfs_engine::msg::Credentials;
+use dfs_engine::limits::{BLOCK_BYTES_DEFAULT, FILE_BLOCKS_MAX, PATCH_RANGES_MAX, SPOOL_BYTES_MAX};
+use dfs_engine::msg::{Credentials, FileRange};
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
 use fuser::Errno;
 
 use crate::fs::errno;
+use crate::ranges::Ranges;
 use crate::writer::WriteHandle;
 
 /// The largest file the mount writes: the most blocks of the size it uses.
 const FILE_BYTES_MAX: u64 = FILE_BLOCKS_MAX as u64 * BLOCK_BYTES_DEFAULT;
 
-/// Bytes moved between the spool and the cluster at a time.
+/// Bytes moved between the overlay and the cluster at a time.
 const COPY_BYTES: usize = 1 << 20;
 
+/// The file as this handle has it, held here.
+struct Local {
+    /// The cluster's bytes this builds on: the file's first `base_size`
+    /// bytes (0 for a file held whole here).
+    base_size: u64,
+    /// The whole contents are here (a new or truncated file, or one
+    /// removed while open): committed whole, replacing.
+    whole: bool,
+    /// Changed bytes at their offsets; made at the first change. Bytes
+    /// past its end read as zeros.
+    overlay: Option<File>,
+    /// The ranges the overlay holds (zeros where a truncation cut the base
+    /// and nothing was written since).
+    changed: Ranges,
+    size: u64,
+}
+
 enum Contents {
-    /// Nothing written yet: the existing file (`size` bytes) as it is.
-    Old { size: u64 },
-    /// The whole new contents, in the spool.
-    Spooled { spool: File, size: u64 },
-    /// Past the spool's bound: sent in order.
+    Local(Local),
+    /// A new file past the spool's bound: sent in order.
     Streaming(WriteHandle),
 }
 
@@ -51,7 +73,7 @@ pub struct CachedFile {
     /// Replace a file that appears at the path meanwhile (not `O_EXCL`).
     overwrite: bool,
     contents: Contents,
-    /// Reads the existing file before it is copied.
+    /// Reads the base from the cluster.
     reader: Option<FileReader>,
     /// Changed since the last commit (or since it was opened).
     dirty: bool,
@@ -74,62 +96,174 @@ fn spool_error(path: &DfsPath, error: io::Error) -> Error {
     )
 }
 
-/// The reader of the cluster's file at `path`, opened at its first use.
-pub(crate) fn opened<'a>(
-    slot: &'a mut Option<FileReader>,
-    client: &mut Client,
-    path: &DfsPath,
-) -> Result<&'a mut FileReader> {
-    if slot.is_none() {
-        *slot = Some(client.open(path)?);
+/// Reads `buffer.len()` bytes of `overlay` at `offset`; past its end, zeros.
+fn read_overlay(overlay: Option<&File>, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    if let Some(overlay) = overlay {
+        while filled < buffer.len() {
+            match overlay.read_at(&mut buffer[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(read) => filled += read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
     }
-    slot.as_mut()
-        .ok_or_else(|| Error::Invalid(format!("{path}: no reader")))
+    buffer[filled..].fill(0);
+    Ok(())
 }
 
-/// Hands the bytes of `reader` from `from` to `to` to `sink` in order, a
-/// piece at a time, with the offset of each; returns where it stopped
-/// (short of `to` when the file ends first).
-pub(crate) fn each_old_piece(
-    reader: &mut FileReader,
+impl Local {
+    fn new_file() -> Local {
+        Local {
+            base_size: 0,
+            whole: true,
+            overlay: None,
+            changed: Ranges::default(),
+            size: 0,
+        }
+    }
+
+    fn existing(size: u64) -> Local {
+        Local {
+            base_size: size,
+            whole: false,
+            overlay: None,
+            changed: Ranges::default(),
+            size,
+        }
+    }
+
+    fn overlay(&mut self, path: &DfsPath) -> Result<&File> {
+        if self.overlay.is_none() {
+            self.overlay = Some(dfs_client::temporary_spool().map_err(|e| spool_error(path, e))?);
+        }
+        self.overlay
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("{path}: no local copy")))
+    }
+
+    /// Fills `buffer` with the file's bytes at `offset` (the caller keeps
+    /// the range within the size): changes from the overlay, the rest from
+    /// the base, zeros past it.
+    fn read_exact(
+        &self,
+        reader: &mut Option<FileReader>,
+        mut client: Option<&mut Client>,
+        path: &DfsPath,
+        offset: u64,
+        buffer: &mut [u8],
+    ) -> Result<()> {
+        let end = offset + buffer.len() as u64;
+        for (from, to, changed) in self.changed.segments(offset, end) {
+            let part = &mut buffer[(from - offset) as usize..(to - offset) as usize];
+            if changed || self.whole || from >= self.base_size {
+                // Zeros past the base: a hole the file grew over.
+                let overlay = if changed || self.whole {
+                    self.overlay.as_ref()
+                } else {
+                    None
+                };
+                read_overlay(overlay, from, part).map_err(|e| spool_error(path, e))?;
+                continue;
+            }
+            let stop = to.min(self.base_size);
+            let (base, beyond) = part.split_at_mut((stop - from) as usize);
+            beyond.fill(0);
+            if reader.is_none() {
+                let client = client.as_deref_mut().ok_or_else(|| {
+                    Error::Invalid(format!("{path}: the file's old bytes are not at hand"))
+                })?;
+                *reader = Some(client.open(path)?);
+            }
+            let reader = reader
+                .as_mut()
+                .ok_or_else(|| Error::Invalid(format!("{path}: no reader")))?;
+            let mut filled = 0;
+            while filled < base.len() {
+                let read = reader.read_at(from + filled as u64, &mut base[filled..])?;
+                if read == 0 {
+                    return Err(Error::Invalid(format!(
+                        "{path}: the file ended at {} bytes while it was read ({} expected)",
+                        from + filled as u64,
+                        self.base_size
+                    )));
+                }
+                filled += read;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, path: &DfsPath, offset: u64, data: &[u8]) -> Result<()> {
+        let end = offset + data.len() as u64;
+        self.overlay(path)?
+            .write_all_at(data, offset)
+            .map_err(|e| spool_error(path, e))?;
+        self.changed.insert(offset, end);
+        self.size = self.size.max(end);
+        Ok(())
+    }
+
+    fn truncate(&mut self, path: &DfsPath, size: u64) -> Result<()> {
+        if size < self.size {
+            self.changed.remove(size, u64::MAX);
+            if let Some(overlay) = &self.overlay {
+                overlay.set_len(size).map_err(|e| spool_error(path, e))?;
+            }
+            if !self.whole && size < self.base_size {
+                // The base's bytes past the cut read as zeros if the file
+                // grows again: the overlay holds them so (it ends here).
+                self.changed.insert(size, self.base_size);
+            }
+        }
+        self.size = size;
+        Ok(())
+    }
+
+    /// Bytes of local space the changes take.
+    fn held_bytes(&self) -> u64 {
+        self.changed.covered_bytes(self.size)
+    }
+
+    /// After a commit: the cluster's file is what this handle had.
+    fn committed(&mut self, path: &DfsPath) -> Result<()> {
+        self.base_size = self.size;
+        self.whole = false;
+        self.changed.clear();
+        if let Some(overlay) = &self.overlay {
+            overlay.set_len(0).map_err(|e| spool_error(path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Hands the file's bytes `from..to` to `sink` in order, a piece at a time.
+/// `client` opens the base's reader if need be (None: only the overlay's
+/// bytes are wanted).
+fn each_piece(
+    local: &Local,
+    reader: &mut Option<FileReader>,
+    mut client: Option<&mut Client>,
+    path: &DfsPath,
     from: u64,
     to: u64,
-    mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<u64> {
-    let mut offset = from;
-    let mut buffer = vec![0u8; COPY_BYTES];
-    while offset < to {
-        let want = usize::try_from(to - offset)
-            .unwrap_or(usize::MAX)
-            .min(buffer.len());
-        let read = reader.read_at(offset, &mut buffer[..want])?;
-        if read == 0 {
-            break;
-        }
-        sink(offset, &buffer[..read])?;
-        offset += read as u64;
-    }
-    Ok(offset)
-}
-
-/// Hands the spool's first `size` bytes to `sink` in order, a piece at a
-/// time, with the offset of each.
-fn each_piece(
-    path: &DfsPath,
-    spool: &File,
-    size: u64,
-    mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    let mut offset = 0;
     let mut buffer = vec![0u8; COPY_BYTES];
-    while offset < size {
-        let length = usize::try_from(size - offset)
+    let mut offset = from;
+    while offset < to {
+        let length = usize::try_from(to - offset)
             .unwrap_or(usize::MAX)
             .min(buffer.len());
-        spool
-            .read_exact_at(&mut buffer[..length], offset)
-            .map_err(|e| spool_error(path, e))?;
-        sink(offset, &buffer[..length])?;
+        local.read_exact(
+            reader,
+            client.as_deref_mut(),
+            path,
+            offset,
+            &mut buffer[..length],
+        )?;
+        sink(&buffer[..length])?;
         offset += length as u64;
     }
     Ok(())
@@ -143,12 +277,11 @@ impl CachedFile {
         overwrite: bool,
         after_commit: AttributeChange,
     ) -> Result<CachedFile> {
-        let spool = dfs_client::temporary_spool().map_err(|e| spool_error(&path, e))?;
         Ok(CachedFile {
             path,
             mode,
             overwrite,
-            contents: Contents::Spooled { spool, size: 0 },
+            contents: Contents::Local(Local::new_file()),
             reader: None,
             dirty: true,
             after_commit,
@@ -169,7 +302,7 @@ impl CachedFile {
             path,
             mode,
             overwrite: true,
-            contents: Contents::Old { size },
+            contents: Contents::Local(Local::existing(size)),
             reader: None,
             dirty: false,
             after_commit,
@@ -202,34 +335,64 @@ impl CachedFile {
 
     /// A lock was granted on the file: what this mount holds of it may be
     /// older than what another workstation committed under the lock, so an
-    /// unchanged copy is dropped and the file read again (as NFS does).
+    /// unchanged file is read again (as NFS does).
     pub fn refresh(&mut self, client: &mut Client) -> Result<()> {
         if self.dirty || self.unlinked || matches!(self.contents, Contents::Streaming(_)) {
             return Ok(());
         }
         let status = client.stat(&self.path)?;
-        self.contents = Contents::Old {
-            size: status.size_bytes,
-        };
+        self.contents = Contents::Local(Local::existing(status.size_bytes));
         self.reader = None;
         Ok(())
     }
 
-    /// The file's name is being removed: its contents stay here (copied
-    /// now if they were not yet) for the descriptors still open, and are
-    /// dropped at the last close. A stream already sent is abandoned.
+    /// The file's name is being removed: its contents are held here whole
+    /// (copied now if they were not yet) for the descriptors still open,
+    /// and dropped at the last close. A stream already sent is abandoned.
     pub fn unlink(&mut self, client: &mut Client) -> Result<()> {
-        if let Contents::Old { size } = self.contents {
-            if !Self::fits(size) {
+        if let Contents::Streaming(writer) = &mut self.contents {
+            writer.poison();
+            self.unlinked = true;
+            return Ok(());
+        }
+        let Contents::Local(local) = &mut self.contents else {
+            return Ok(());
+        };
+        if !local.whole {
+            if local.size > SPOOL_BYTES_MAX {
                 return Err(Error::Invalid(format!(
                     "{}: open, and too large to keep here once removed",
                     self.path
                 )));
             }
-            self.load(client, u64::MAX)?;
-        }
-        if let Contents::Streaming(writer) = &mut self.contents {
-            writer.poison();
+            // Copies what the overlay lacks of the base into it.
+            let missing: Vec<(u64, u64)> = local
+                .changed
+                .segments(0, local.base_size.min(local.size))
+                .into_iter()
+                .filter(|(_, _, changed)| !changed)
+                .map(|(from, to, _)| (from, to))
+                .collect();
+            let mut buffer = vec![0u8; COPY_BYTES];
+            for (from, to) in missing {
+                let mut at = from;
+                while at < to {
+                    let length = usize::try_from(to - at)
+                        .unwrap_or(usize::MAX)
+                        .min(COPY_BYTES);
+                    local.read_exact(
+                        &mut self.reader,
+                        Some(&mut *client),
+                        &self.path,
+                        at,
+                        &mut buffer[..length],
+                    )?;
+                    local.write(&self.path, at, &buffer[..length])?;
+                    at += length as u64;
+                }
+            }
+            local.whole = true;
+            local.base_size = 0;
         }
         self.unlinked = true;
         Ok(())
@@ -251,7 +414,7 @@ impl CachedFile {
     /// The size the file has as this handle sees it.
     pub fn size(&self) -> u64 {
         match &self.contents {
-            Contents::Old { size } | Contents::Spooled { size, .. } => *size,
+            Contents::Local(local) => local.size,
             Contents::Streaming(writer) => writer.written_bytes(),
         }
     }
@@ -263,39 +426,34 @@ impl CachedFile {
         self.dirty = true;
     }
 
-    fn reader(&mut self, client: &mut Client) -> Result<&mut FileReader> {
-        opened(&mut self.reader, client, &self.path)
-    }
-
     pub fn read_at(
         &mut self,
         client: &mut Client,
         offset: u64,
         buffer: &mut [u8],
     ) -> std::result::Result<usize, Errno> {
-        match &self.contents {
-            Contents::Old { size } => {
-                let size = *size;
-                if offset >= size {
-                    return Ok(0);
-                }
-                let reader = self.reader(client).map_err(|e| errno(&e))?;
-                reader.read_at(offset, buffer).map_err(|e| errno(&e))
-            }
-            Contents::Spooled { spool, size } => {
-                let end = (*size).min(offset.saturating_add(buffer.len() as u64));
-                if offset >= end {
-                    return Ok(0);
-                }
-                let length = (end - offset) as usize;
-                spool
-                    .read_exact_at(&mut buffer[..length], offset)
-                    .map_err(|e| errno(&spool_error(&self.path, e)))?;
-                Ok(length)
-            }
-            // What was sent is in the cluster, not here.
-            Contents::Streaming(_) => Err(Errno::EOPNOTSUPP),
+        if matches!(self.contents, Contents::Streaming(_)) {
+            // What was sent is in the cluster: committed, then read there.
+            self.settle().map_err(|e| errno(&e))?;
         }
+        let Contents::Local(local) = &self.contents else {
+            return Err(Errno::EIO);
+        };
+        let end = local.size.min(offset.saturating_add(buffer.len() as u64));
+        if offset >= end {
+            return Ok(0);
+        }
+        let length = (end - offset) as usize;
+        local
+            .read_exact(
+                &mut self.reader,
+                Some(client),
+                &self.path,
+                offset,
+                &mut buffer[..length],
+            )
+            .map_err(|e| errno(&e))?;
+        Ok(length)
     }
 
     /// The attributes of the file as this handle has it, for a file the
@@ -322,38 +480,35 @@ impl CachedFile {
         }
     }
 
-    /// Copies the existing file into a new spool (at most `keep` bytes).
-    fn load(&mut self, client: &mut Client, keep: u64) -> Result<()> {
-        let Contents::Old { size } = self.contents else {
+    /// A stream is committed and the file goes on as an existing one, so
+    /// that it can be read back and written anywhere.
+    fn settle(&mut self) -> Result<()> {
+        let Contents::Streaming(writer) = &mut self.contents else {
             return Ok(());
         };
-        let spool = dfs_client::temporary_spool().map_err(|e| spool_error(&self.path, e))?;
-        let end = size.min(keep);
-        let path = &self.path;
-        let reader = opened(&mut self.reader, client, path)?;
-        let reached = each_old_piece(reader, 0, end, |offset, piece| {
-            spool
-                .write_all_at(piece, offset)
-                .map_err(|e| spool_error(path, e))
-        })?;
-        if reached < end {
+        if self.unlinked {
             return Err(Error::Invalid(format!(
-                "{path}: ended at {reached} bytes while being copied ({size} expected)"
+                "{}: removed while open, and streamed to the cluster already",
+                self.path
             )));
         }
-        self.contents = Contents::Spooled { spool, size: end };
+        writer.commit()?;
+        let size = writer.written_bytes();
+        self.contents = Contents::Local(Local::existing(size));
+        self.reader = None;
+        self.overwrite = true;
+        self.dirty = false;
         Ok(())
     }
 
-    /// Whether an existing file of this size is copied to be written; a
-    /// larger one cannot be written here (see `Rewrite`).
-    pub fn fits(size: u64) -> bool {
-        size <= SPOOL_BYTES_MAX
-    }
-
-    /// Sends the spool to a new stream; from now on writes come in order.
-    fn start_streaming(&mut self, master: &str, credentials: &Credentials) -> Result<()> {
-        let Contents::Spooled { spool, size } = &self.contents else {
+    /// Sends what is held to a new stream; from now on writes come in order.
+    fn start_streaming(
+        &mut self,
+        client: &mut Client,
+        master: &str,
+        credentials: &Credentials,
+    ) -> Result<()> {
+        let Contents::Local(local) = &self.contents else {
             return Ok(());
         };
         let options = WriteOptions {
@@ -364,9 +519,20 @@ impl CachedFile {
         let mut writer =
             WriteHandle::open(master, credentials.clone(), self.path.clone(), options)?;
         writer.change_after_commit(self.after_commit.clone());
-        each_piece(&self.path, spool, *size, |offset, piece| {
-            writer.write(offset, piece)
-        })?;
+        let mut offset = 0;
+        each_piece(
+            local,
+            &mut self.reader,
+            Some(client),
+            &self.path,
+            0,
+            local.size,
+            |piece| {
+                writer.write(offset, piece)?;
+                offset += piece.len() as u64;
+                Ok(())
+            },
+        )?;
         self.contents = Contents::Streaming(writer);
         Ok(())
     }
@@ -386,35 +552,41 @@ impl CachedFile {
         if end > FILE_BYTES_MAX {
             return Err(Errno::EFBIG);
         }
-        self.load(client, u64::MAX).map_err(|e| errno(&e))?;
-        if end > SPOOL_BYTES_MAX && matches!(self.contents, Contents::Spooled { .. }) {
-            self.start_streaming(master, credentials)
+        if let Contents::Streaming(writer) = &self.contents {
+            if offset < writer.written_bytes() {
+                // Back into what was sent: committed, then changed in place.
+                self.settle().map_err(|e| errno(&e))?;
+            }
+        }
+        let start_stream = matches!(
+            &self.contents,
+            Contents::Local(local) if local.whole && !self.unlinked && end > SPOOL_BYTES_MAX && offset >= local.size
+        );
+        if start_stream {
+            self.start_streaming(client, master, credentials)
                 .map_err(|e| errno(&e))?;
         }
         self.dirty = true;
-        match &mut self.contents {
-            Contents::Spooled { spool, size } => {
-                spool
-                    .write_all_at(data, offset)
-                    .map_err(|e| errno(&spool_error(&self.path, e)))?;
-                *size = (*size).max(end);
-                Ok(())
-            }
+        let write_back = match &mut self.contents {
             Contents::Streaming(writer) => {
-                if offset < writer.written_bytes() || writer.is_committed() {
-                    // Back into what was sent: the file is abandoned.
-                    writer.poison();
-                    self.poisoned = true;
-                    return Err(Errno::EOPNOTSUPP);
-                }
-                writer.write(offset, data).map_err(|e| errno(&e))
+                return writer.write(offset, data).map_err(|e| errno(&e));
             }
-            Contents::Old { .. } => Err(Errno::EIO),
+            Contents::Local(local) => {
+                local
+                    .write(&self.path, offset, data)
+                    .map_err(|e| errno(&e))?;
+                !local.whole && local.held_bytes() > SPOOL_BYTES_MAX
+            }
+        };
+        if write_back && !self.unlinked {
+            // Local space stays bounded: the changes so far go now.
+            self.commit(client).map_err(|e| errno(&e))?;
         }
+        Ok(())
     }
 
     /// `truncate`/`ftruncate` to `size`, shorter or longer.
-    pub fn truncate(&mut self, client: &mut Client, size: u64) -> std::result::Result<(), Errno> {
+    pub fn truncate(&mut self, size: u64) -> std::result::Result<(), Errno> {
         if size == self.size() {
             return Ok(());
         }
@@ -422,47 +594,41 @@ impl CachedFile {
         if size > FILE_BYTES_MAX {
             return Err(Errno::EFBIG);
         }
-        if let Contents::Old { .. } = self.contents {
-            self.load(client, size).map_err(|e| errno(&e))?;
+        if let Contents::Streaming(writer) = &mut self.contents {
+            if size > writer.written_bytes() {
+                // Longer: zeros follow what was sent.
+                self.dirty = true;
+                return writer.write(size, &[]).map_err(|e| errno(&e));
+            }
+            self.settle().map_err(|e| errno(&e))?;
         }
         self.dirty = true;
         match &mut self.contents {
-            Contents::Spooled {
-                spool,
-                size: current,
-            } if size <= SPOOL_BYTES_MAX => {
-                spool
-                    .set_len(size)
-                    .map_err(|e| errno(&spool_error(&self.path, e)))?;
-                *current = size;
-                Ok(())
-            }
-            // Longer: zeros follow what was sent.
-            Contents::Streaming(writer) if size > writer.written_bytes() => {
-                writer.write(size, &[]).map_err(|e| errno(&e))
-            }
-            _ => Err(Errno::EOPNOTSUPP),
+            Contents::Local(local) => local.truncate(&self.path, size).map_err(|e| errno(&e)),
+            Contents::Streaming(_) => Err(Errno::EIO),
         }
     }
 
-    /// A `close` of one of the file's descriptors: a spooled file with
-    /// changes is committed now, so that its error reaches the close and
-    /// other workstations see it once the close returns (as NFS does); it
-    /// stays open to more writes, committed again at the next close. A
-    /// stream only waits until it took every write so far (it is committed
-    /// when the last descriptor goes). True when it committed.
+    /// A `close` of one of the file's descriptors: a file with changes is
+    /// committed now, so that its error reaches the close and other
+    /// workstations see it once the close returns (as NFS does); it stays
+    /// open to more writes, committed again at the next close. A stream
+    /// only waits until it took every write so far (it is committed when
+    /// the last descriptor goes). True when it committed.
     pub fn flush(&mut self, client: &mut Client) -> Result<bool> {
         match &mut self.contents {
             Contents::Streaming(writer) => writer.check().map(|()| false),
-            Contents::Spooled { .. } if self.dirty && !self.unlinked => {
+            Contents::Local(_) if self.dirty && !self.unlinked => {
                 self.commit(client).map(|()| true)
             }
             _ => Ok(false),
         }
     }
 
-    /// Makes the cluster's file what this handle wrote. A spooled file
-    /// stays open to more writes (and commits again); a stream ends.
+    /// Makes the cluster's file what this handle wrote: whole (a new file,
+    /// or one changed everywhere) or as a patch of the ranges changed. The
+    /// file stays open to more writes (and commits again); a stream ends
+    /// and the file goes on as an existing one.
     pub fn commit(&mut self, client: &mut Client) -> Result<()> {
         if self.unlinked {
             return Ok(());
@@ -476,32 +642,114 @@ impl CachedFile {
         if !self.dirty {
             return Ok(());
         }
-        match &mut self.contents {
-            Contents::Old { .. } => {}
-            Contents::Spooled { spool, size } => {
-                let options = WriteOptions {
-                    overwrite: self.overwrite,
-                    mode: self.mode,
-                    ..WriteOptions::default()
-                };
-                let mut writer = client.create(&self.path, options)?;
-                let path = &self.path;
-                each_piece(path, spool, *size, |_, piece| {
+        if matches!(self.contents, Contents::Streaming(_)) {
+            return self.settle();
+        }
+        let Contents::Local(local) = &mut self.contents else {
+            return Ok(());
+        };
+        let path = &self.path;
+        let options = WriteOptions {
+            overwrite: self.overwrite,
+            mode: self.mode,
+            ..WriteOptions::default()
+        };
+        fill_smallest_gaps(local, &mut self.reader, client, path)?;
+        let ranges: Vec<FileRange> = local
+            .changed
+            .iter()
+            .filter(|&(start, _)| start < local.size)
+            .map(|(start, end)| FileRange {
+                offset_bytes: start,
+                length_bytes: end.min(local.size) - start,
+            })
+            .collect();
+        let everything = local.size > 0
+            && ranges.len() == 1
+            && ranges[0].offset_bytes == 0
+            && ranges[0].length_bytes == local.size;
+        if local.whole || everything {
+            let mut writer = client.create(path, options)?;
+            each_piece(
+                local,
+                &mut self.reader,
+                None,
+                path,
+                0,
+                local.size,
+                |piece| {
                     writer
                         .write_all(piece)
                         .map_err(|e| Error::io(format!("write {path}"), e))
-                })?;
-                writer.finish()?;
-                // Kept: a later commit replaces the file and sets them again.
-                if self.after_commit != AttributeChange::default() {
-                    client.set_attributes(&self.path, self.after_commit.clone())?;
-                }
-                // Once there, the next commit replaces it as any writer would.
-                self.overwrite = true;
+                },
+            )?;
+            writer.finish()?;
+        } else if !ranges.is_empty() || local.size != local.base_size {
+            let mut writer = client.create(path, options)?;
+            for range in &ranges {
+                let end = range.offset_bytes + range.length_bytes;
+                each_piece(
+                    local,
+                    &mut self.reader,
+                    None,
+                    path,
+                    range.offset_bytes,
+                    end,
+                    |piece| {
+                        writer
+                            .write_all(piece)
+                            .map_err(|e| Error::io(format!("write {path}"), e))
+                    },
+                )?;
             }
-            Contents::Streaming(writer) => writer.commit()?,
+            writer.finish_patch(ranges, local.size)?;
         }
+        // Kept: a later commit sets them again.
+        if self.after_commit != AttributeChange::default() {
+            client.set_attributes(path, self.after_commit.clone())?;
+        }
+        local.committed(path)?;
+        // The file's contents changed: read afresh.
+        self.reader = None;
+        // Once there, the next commit changes it as any writer would.
+        self.overwrite = true;
         self.dirty = false;
         Ok(())
     }
+}
+
+/// More changed ranges than one patch carries: the smallest gaps between
+/// them are filled with the bytes there (read from the base), so that the
+/// ranges join.
+fn fill_smallest_gaps(
+    local: &mut Local,
+    reader: &mut Option<FileReader>,
+    client: &mut Client,
+    path: &DfsPath,
+) -> Result<()> {
+    if local.whole || local.changed.len() <= PATCH_RANGES_MAX {
+        return Ok(());
+    }
+    let ends: Vec<(u64, u64)> = local.changed.iter().collect();
+    let mut gaps: Vec<(u64, u64)> = ends
+        .windows(2)
+        .map(|pair| (pair[0].1, pair[1].0))
+        .filter(|&(from, _)| from < local.size)
+        .collect();
+    gaps.sort_by_key(|&(from, to)| (to - from, from));
+    let surplus = local.changed.len() - PATCH_RANGES_MAX;
+    let mut buffer = vec![0u8; COPY_BYTES];
+    for &(from, to) in gaps.iter().take(surplus) {
+        let to = to.min(local.size);
+        let mut at = from;
+        while at < to {
+            let length = usize::try_from(to - at)
+                .unwrap_or(usize::MAX)
+                .min(COPY_BYTES);
+            local.read_exact(reader, Some(&mut *client), path, at, &mut buffer[..length])?;
+            local.write(path, at, &buffer[..length])?;
+            at += length as u64;
+        }
+    }
+    Ok(())
 }

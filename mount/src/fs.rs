@@ -23,8 +23,8 @@ use dfs_engine::Error;
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::attr::{self, Ids};
@@ -32,7 +32,7 @@ use crate::cache::CachedFile;
 use crate::dirs::{DirEntry, Listing, PageSource};
 use crate::inodes::{Inodes, PENDING_INODE_BASE};
 use crate::locks::{self, LockSession};
-use crate::rewrite::Rewrite;
+use crate::xattrs;
 
 /// How long the kernel may keep a name or an attribute without asking
 /// again: what another workstation's change may take to show here.
@@ -44,13 +44,10 @@ const STATFS_BLOCK_BYTES: u32 = 4096;
 
 enum Handle {
     Read(Box<FileReader>),
-    /// A file being written (new, truncated, or an existing one of at most
-    /// `SPOOL_BYTES_MAX`), through a local copy (`cache`): the kernel's
-    /// number of the file, which every descriptor of it here shares
-    /// (`State::files`).
+    /// A file being written (new, truncated, or an existing one), through
+    /// a local overlay of its changes (`cache`): the kernel's number of the
+    /// file, which every descriptor of it here shares (`State::files`).
     Cached(u64),
-    /// An existing file opened for writing without `O_TRUNC`.
-    Rewrite(Box<Rewrite>),
 }
 
 /// A file open for writing and its descriptors here.
@@ -102,6 +99,7 @@ pub fn errno(error: &Error) -> Errno {
             ErrorKind::NoSpace => Errno::ENOSPC,
             ErrorKind::PermissionDenied => Errno::EACCES,
             ErrorKind::Busy | ErrorKind::Starting => Errno::EAGAIN,
+            ErrorKind::NoAttribute => Errno::ENODATA,
             _ => Errno::EIO,
         },
         // The system's own number when there is one (ENOSPC of a spool on a
@@ -224,13 +222,7 @@ impl State {
 
     /// Refuses one more file being written past the mount's bound.
     fn check_write_room(&self) -> Result<(), Errno> {
-        let rewrites = self
-            .handles
-            .values()
-            .filter(|handle| matches!(handle, Handle::Rewrite(_)))
-            .count();
-        let writing = self.files.len() + rewrites;
-        if writing >= MOUNT_OPEN_WRITES_MAX {
+        if self.files.len() >= MOUNT_OPEN_WRITES_MAX {
             eprintln!("dfs-mount: {MOUNT_OPEN_WRITES_MAX} files are being written at once already");
             return Err(Errno::EMFILE);
         }
@@ -440,7 +432,7 @@ impl Filesystem for DfsFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>,
+        _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -473,14 +465,8 @@ impl Filesystem for DfsFs {
                 // Open for writing here (through any descriptor).
                 shared
                     .file
-                    .truncate(&mut state.client, size)
+                    .truncate(size)
                     .map(|()| written_size = Some(shared.file.size()))
-            } else if let Some(Handle::Rewrite(rewrite)) =
-                fh.and_then(|fh| state.handles.get_mut(&fh.0))
-            {
-                rewrite
-                    .truncate(&self.master, &self.credentials, size)
-                    .map(|()| written_size = Some(rewrite.size()))
             } else {
                 state
                     .path(ino)
@@ -689,6 +675,74 @@ impl Filesystem for DfsFs {
         }
     }
 
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let result = state
+            .path(ino)
+            .and_then(|path| xattrs::set(&mut state.client, &path, name, value, flags));
+        match result {
+            Ok(()) => {
+                drop(guard);
+                // The change time moved.
+                self.invalidate(ino.0);
+                reply.ok()
+            }
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let result = state
+            .path(ino)
+            .and_then(|path| xattrs::get(&mut state.client, &path, name, size));
+        match result {
+            Ok(xattrs::Sized::Size(size)) => reply.size(size),
+            Ok(xattrs::Sized::Data(bytes)) => reply.data(&bytes),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let result = state
+            .path(ino)
+            .and_then(|path| xattrs::list(&mut state.client, &path, size));
+        match result {
+            Ok(xattrs::Sized::Size(size)) => reply.size(size),
+            Ok(xattrs::Sized::Data(bytes)) => reply.data(&bytes),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let result = state
+            .path(ino)
+            .and_then(|path| xattrs::remove(&mut state.client, &path, name));
+        match result {
+            Ok(()) => {
+                drop(guard);
+                self.invalidate(ino.0);
+                reply.ok()
+            }
+            Err(error) => reply.error(error),
+        }
+    }
+
     fn link(
         &self,
         _req: &Request,
@@ -773,7 +827,7 @@ impl Filesystem for DfsFs {
         // (reading or writing), so all of them see one copy.
         if let Some(shared) = state.files.get_mut(&ino.0) {
             if flags.0 & libc::O_TRUNC != 0 && is_write(flags) {
-                if let Err(error) = shared.file.truncate(&mut state.client, 0) {
+                if let Err(error) = shared.file.truncate(0) {
                     return reply.error(error);
                 }
             }
@@ -797,14 +851,10 @@ impl Filesystem for DfsFs {
                     Ok(file) => state.share(ino.0, file),
                     Err(error) => return reply.error(errno(&error)),
                 }
-            } else if CachedFile::fits(status.size_bytes) {
-                // Read as it is until written.
+            } else {
+                // Read as it is until written; changes go as a patch.
                 let file = CachedFile::existing(path, status.size_bytes, status.mode, keep);
                 state.share(ino.0, file)
-            } else {
-                // Too large to copy: rewritten as a stream from its head.
-                let rewrite = Rewrite::new(path, status.size_bytes, status.mode, keep);
-                Handle::Rewrite(Box::new(rewrite))
             }
         } else {
             match state.client.open(&path) {
@@ -897,9 +947,6 @@ impl Filesystem for DfsFs {
                     Some(Handle::Read(reader)) => reader
                         .read_at(at, &mut buffer[filled..])
                         .map_err(|e| errno(&e)),
-                    Some(Handle::Rewrite(rewrite)) => {
-                        rewrite.read_at(&mut state.client, at, &mut buffer[filled..])
-                    }
                     _ => Err(Errno::EBADF),
                 }
             };
@@ -928,8 +975,6 @@ impl Filesystem for DfsFs {
         let state = &mut *guard;
         let written = if let Some((file, client)) = state.cached(fh) {
             file.write(client, &self.master, &self.credentials, offset, data)
-        } else if let Some(Handle::Rewrite(rewrite)) = state.handles.get_mut(&fh.0) {
-            rewrite.write(&self.master, &self.credentials, offset, data)
         } else {
             Err(Errno::EBADF)
         };
@@ -951,8 +996,6 @@ impl Filesystem for DfsFs {
         let state = &mut *state;
         let result = if let Some((file, client)) = state.cached(fh) {
             file.flush(client)
-        } else if let Some(Handle::Rewrite(rewrite)) = state.handles.get_mut(&fh.0) {
-            rewrite.check().map(|()| false)
         } else {
             Ok(false)
         };
@@ -1013,7 +1056,6 @@ impl Filesystem for DfsFs {
                 },
                 None => Ok(()),
             },
-            Some(Handle::Rewrite(mut rewrite)) => rewrite.commit(&mut state.client),
             _ => Ok(()),
         };
         drop(guard);
@@ -1285,9 +1327,8 @@ impl DfsFs {
         Ok((self.owned_by(owner, group), inherited))
     }
 
-    /// `truncate(2)` of a file no handle here writes: copied, cut or
-    /// grown, and sent back whole (a file larger than the spool only to
-    /// its own size or to nothing).
+    /// `truncate(2)` of a file no handle here writes: a patch of nothing
+    /// that cuts or grows it (a hole) in the cluster; no byte is copied.
     fn truncate_path(&self, state: &mut State, path: &DfsPath, size: u64) -> Result<(), Errno> {
         let status = state.stat(path)?;
         if status.kind != EntryKind::File {
@@ -1296,17 +1337,7 @@ impl DfsFs {
         if size == status.size_bytes {
             return Ok(());
         }
-        let keep = self.keep_owner(&status);
-        let mut file = if size == 0 || !CachedFile::fits(status.size_bytes) {
-            if size != 0 {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            CachedFile::new_file(path.clone(), status.mode, true, keep).map_err(|e| errno(&e))?
-        } else {
-            CachedFile::existing(path.clone(), status.size_bytes, status.mode, keep)
-        };
-        file.truncate(&mut state.client, size)?;
-        file.commit(&mut state.client).map_err(|e| errno(&e))
+        state.client.truncate(path, size).map_err(|e| errno(&e))
     }
 
     /// The change that gives a rewritten file its old owner and group back
@@ -1331,8 +1362,6 @@ impl DfsFs {
         let state = &mut *guard;
         let result = if let Some((file, client)) = state.cached(fh) {
             file.commit(client)
-        } else if let Some(Handle::Rewrite(rewrite)) = state.handles.get_mut(&fh.0) {
-            rewrite.commit(&mut state.client)
         } else {
             Ok(())
         };

@@ -1,11 +1,10 @@
 //! `dfs mount`: the cluster as a POSIX directory, through FUSE (`fuser`),
 //! on the client library alone. See `fs` for what it serves and how.
 //!
-//! This first mount serves the namespace as it is: directories, files
-//! written front to back and read at any offset, symbolic and hard links,
-//! renames that replace, modes, owners and times. Writing into the middle
-//! of a file and locks wait for the namespace's extent maps and the
-//! master's lock table; the mount answers them with `EOPNOTSUPP`.
+//! It serves directories, files read and written at any offset (changes go
+//! to the cluster as patches of the file's extent map), symbolic and hard
+//! links, special files, renames that replace, modes, owners, times, and
+//! locks the master arbitrates between workstations.
 
 pub mod attr;
 pub mod cache;
@@ -13,8 +12,9 @@ pub mod dirs;
 pub mod fs;
 pub mod inodes;
 pub mod locks;
-pub mod rewrite;
+pub mod ranges;
 pub mod writer;
+pub mod xattrs;
 
 use std::path::Path;
 

@@ -7,8 +7,9 @@
 //! leaves the file open) waits until the writer has taken every write so
 //! far and answers its error, if it had one.
 //!
-//! Writes must come in order: a file is written front to back until it is
-//! committed (random writes need the extent maps of the namespace to come).
+//! Writes must come in order: a stream is written front to back until it
+//! is committed (`cache` commits it when a write goes back into it, and
+//! changes the file from there as a patch).
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};

@@ -1107,3 +1107,195 @@ fn descriptors_of_one_file_share_its_contents() {
         b"AAAA4567890123456789BBBB4567890"
     );
 }
+
+/// The pieces of a cluster file: (block id, bytes of it used), 0 for a hole.
+fn pieces_of(cluster: &Cluster, path: &str) -> Vec<(u64, u64)> {
+    let mut client = dfs_client::Client::connect(cluster.master_address()).expect("connect");
+    let path = dfs_engine::path::DfsPath::parse(path).expect("path");
+    client
+        .get_blocks(&path)
+        .expect("get blocks")
+        .blocks
+        .iter()
+        .map(|piece| (piece.id.0, piece.length_bytes))
+        .collect()
+}
+
+#[test]
+fn writes_into_a_file_send_only_what_changed_as_a_patch() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 2,
+        replication: Some(2),
+        block_size: Some("1M"),
+        ..ClusterOptions::default()
+    });
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let path = mounted.path("data");
+    let size = 6 * 1024 * 1024 + 100;
+    let mut model = random_bytes(61, size);
+    fs::write(&path, &model).expect("write the file");
+    let before = pieces_of(&cluster, "/data");
+    assert_eq!(before.len(), 7, "written front to back: whole blocks");
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&path).expect("stat").ino()
+    };
+
+    // Small writes here and there, and an append, through one descriptor.
+    let edits: [(usize, &[u8]); 4] = [
+        (10, b"head"),
+        (3 * 1024 * 1024 - 2, b"across a block edge"),
+        (5 * 1024 * 1024 + 7, b"late"),
+        (size, b"appended"),
+    ];
+    {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("r+");
+        for (offset, bytes) in edits {
+            file.seek(SeekFrom::Start(offset as u64)).expect("seek");
+            file.write_all(bytes).expect("write");
+            let end = offset + bytes.len();
+            if model.len() < end {
+                model.resize(end, 0);
+            }
+            model[offset..end].copy_from_slice(bytes);
+        }
+        // Read back through the same descriptor before the commit.
+        let mut back = vec![0u8; 19];
+        file.seek(SeekFrom::Start(3 * 1024 * 1024 - 2))
+            .expect("seek");
+        file.read_exact(&mut back).expect("read back");
+        assert_eq!(&back, b"across a block edge");
+    }
+    assert_eq!(
+        fs::read(&path).expect("read"),
+        model,
+        "the mount reads the patched file"
+    );
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(&path).expect("stat").ino(),
+            inode,
+            "the same file"
+        );
+    }
+    // What was sent is what was written: the old blocks stay (in pieces),
+    // new blocks hold only the written bytes.
+    let after = pieces_of(&cluster, "/data");
+    let old: std::collections::HashSet<u64> = before.iter().map(|&(id, _)| id).collect();
+    let new_bytes: u64 = after
+        .iter()
+        .filter(|(id, _)| !old.contains(id))
+        .map(|&(_, length)| length)
+        .sum();
+    let written: usize = edits.iter().map(|(_, bytes)| bytes.len()).sum();
+    assert_eq!(new_bytes, written as u64, "pieces {after:?}");
+    // Another client reads the same bytes.
+    let copy = cluster.dir().join("copy");
+    let status = Command::new(binary("dfs"))
+        .args(["--master", cluster.master_address(), "get", "/data"])
+        .arg(&copy)
+        .status()
+        .expect("run dfs get");
+    assert!(status.success());
+    assert_eq!(fs::read(&copy).expect("read the copy"), model);
+
+    // Cut into the middle of a block, grown again (the gap reads as zeros),
+    // then a sparse extension far past the end holds no data.
+    let cut = 2 * 1024 * 1024 + 5;
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|file| {
+            file.set_len(cut as u64)?;
+            file.set_len(cut as u64 + 1000)
+        })
+        .expect("ftruncate");
+    model.truncate(cut);
+    model.resize(cut + 1000, 0);
+    assert_eq!(fs::read(&path).expect("read"), model);
+    let status = Command::new("truncate")
+        .args(["-s", "1G"])
+        .arg(&path)
+        .status()
+        .expect("run truncate");
+    assert!(status.success());
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 1 << 30);
+    let pieces = pieces_of(&cluster, "/data");
+    let (hole_id, hole_length) = *pieces.last().expect("pieces");
+    assert_eq!(hole_id, 0, "the extension is a hole: {pieces:?}");
+    assert_eq!(hole_length, (1 << 30) - (cut as u64 + 1000));
+    let mut file = File::open(&path).expect("open");
+    let mut tail = vec![1u8; 4096];
+    file.seek(SeekFrom::Start((1 << 30) - 4096)).expect("seek");
+    file.read_exact(&mut tail).expect("read the hole");
+    assert!(tail.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn user_extended_attributes_are_kept_by_the_cluster() {
+    let cluster = cluster_of(1);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    fs::write(here.path("f"), b"data").expect("write");
+    let set = "import os, sys\n\
+        p = sys.argv[1]\n\
+        os.setxattr(p, 'user.origin', b'lab 4')\n\
+        os.setxattr(p, 'user.empty', b'')\n\
+        try:\n    os.setxattr(p, 'user.origin', b'x', os.XATTR_CREATE)\n    print('created twice')\n\
+        except FileExistsError:\n    pass\n\
+        try:\n    os.setxattr(p, 'user.none', b'x', os.XATTR_REPLACE)\n    print('replaced nothing')\n\
+        except OSError as e:\n    assert e.errno == 61, e\n\
+        try:\n    os.setxattr(p, 'trusted.x', b'x')\n    print('set trusted')\n\
+        except OSError as e:\n    assert e.errno == 95, e\n\
+        print('ok')";
+    assert_eq!(python(set, &here.path("f")), "ok");
+    // Another workstation sees them.
+    let get = "import os, sys\n\
+        p = sys.argv[1]\n\
+        print(sorted(os.listxattr(p)), os.getxattr(p, 'user.origin'), os.getxattr(p, 'user.empty'))";
+    assert_eq!(
+        python(get, &there.path("f")),
+        "['user.empty', 'user.origin'] b'lab 4' b''"
+    );
+    // Removed there, gone here; a name never set is ENODATA.
+    let remove = "import os, sys\n\
+        p = sys.argv[1]\n\
+        os.removexattr(p, 'user.empty')\n\
+        try:\n    os.getxattr(p, 'user.empty')\n    print('still there')\n\
+        except OSError as e:\n    assert e.errno == 61, e\n\
+        print(os.listxattr(p))";
+    assert_eq!(python(remove, &there.path("f")), "['user.origin']");
+    assert_eq!(
+        python(
+            "import os, sys\nprint(os.listxattr(sys.argv[1]))",
+            &here.path("f")
+        ),
+        "['user.origin']"
+    );
+    // They go with the file through a rename, and with a directory too.
+    fs::rename(here.path("f"), here.path("g")).expect("rename");
+    assert_eq!(
+        python(
+            "import os, sys\nprint(os.getxattr(sys.argv[1], 'user.origin'))",
+            &there.path("g")
+        ),
+        "b'lab 4'"
+    );
+    fs::create_dir(here.path("d")).expect("mkdir");
+    python(
+        "import os, sys\nos.setxattr(sys.argv[1], 'user.d', b'1')",
+        &here.path("d"),
+    );
+    assert_eq!(
+        python(
+            "import os, sys\nprint(os.listxattr(sys.argv[1]))",
+            &there.path("d")
+        ),
+        "['user.d']"
+    );
+}

@@ -88,6 +88,7 @@ fn located_blocks(master: &str, path: &str) -> Result<Vec<LocatedBlock>> {
             path: path.into(),
             offset_bytes,
             limit: u32::MAX,
+            first_index: None,
         };
         match master_call(master, request)? {
             MasterResponse::Blocks { blocks, more, .. } => {

@@ -505,6 +505,7 @@ impl Cluster {
                 path: path.into(),
                 offset_bytes,
                 limit: u32::MAX,
+                first_index: None,
             };
             match self.master_call(request) {
                 Ok(MasterResponse::Blocks { blocks, more, .. }) => {

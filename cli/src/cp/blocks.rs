@@ -2,16 +2,16 @@
 //! block-parallel writer (`parallel_write`) with as many blocks in flight
 //! as the run's budget gives; its bytes come from a `RangeSource`: a local
 //! file (positional reads) or a cluster file (each range through the
-//! verifying reader of the blocks it covers). Reading: block threads
-//! each stream whole blocks through the verifying reader and write them at
-//! their offsets of the local file.
+//! verifying reader of the pieces it covers). Reading: block threads
+//! each stream whole pieces (blocks, parts of blocks, holes) through the
+//! verifying reader and write them at their offsets of the local file.
 //!
 //! Streams beyond a worker's own come from a `StreamBudget` shared by the
 //! run, so the number of pipelines, and the memory (one chunk each), stays
 //! bounded whatever the mix of files.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -62,7 +62,7 @@ impl StreamBudget {
 }
 
 /// A cluster file as a `RangeSource`: a range is read through a verifying
-/// reader of each block it covers, in turn.
+/// reader of each piece it covers, in turn.
 pub struct ClusterSource<'r> {
     reader: &'r FileReader,
 }
@@ -80,13 +80,11 @@ impl RangeSource for ClusterSource<'_> {
                 "read the input: offset {offset_bytes} is past its end"
             )));
         }
-        let block_bytes = self.reader.status().block_bytes.max(1);
-        let index = usize::try_from(offset_bytes / block_bytes).unwrap_or(usize::MAX);
-        let skip_bytes = offset_bytes - self.reader.block_offset_bytes(index);
+        let index = self.reader.block_index_at(offset_bytes)?;
         Ok(Box::new(ClusterRange {
             reader: self.reader,
             index,
-            skip_bytes,
+            start_bytes: Some(offset_bytes),
             left_bytes: length_bytes,
             current: None,
         }))
@@ -95,10 +93,11 @@ impl RangeSource for ClusterSource<'_> {
 
 struct ClusterRange<'r> {
     reader: &'r FileReader,
-    /// The block read next (or now, with `current`).
+    /// The piece read next (or now, with `current`).
     index: usize,
-    /// Bytes of the block at `index` before the range starts.
-    skip_bytes: u64,
+    /// Where the range starts in the piece at `index`, until its reader
+    /// was moved there.
+    start_bytes: Option<u64>,
     left_bytes: u64,
     current: Option<FileReader>,
 }
@@ -110,14 +109,20 @@ impl Read for ClusterRange<'_> {
                 return Ok(0);
             }
             if self.current.is_none() {
-                let Some(mut block) = self.reader.block_reader(self.index) else {
+                let Some(mut piece) = self
+                    .reader
+                    .block_reader(self.index)
+                    .map_err(io::Error::other)?
+                else {
                     return Ok(0);
                 };
-                // Ranges start on block boundaries when the block sizes
-                // match; otherwise the head of the block is read and dropped.
-                io::copy(&mut (&mut block).take(self.skip_bytes), &mut io::sink())?;
-                self.skip_bytes = 0;
-                self.current = Some(block);
+                // Ranges start on piece boundaries when the block sizes
+                // match and the file was written front to back; otherwise
+                // the piece's reader starts where the range does.
+                if let Some(start_bytes) = self.start_bytes.take() {
+                    piece.seek(SeekFrom::Start(start_bytes))?;
+                }
+                self.current = Some(piece);
             }
             let wanted = usize::try_from(self.left_bytes)
                 .unwrap_or(usize::MAX)
@@ -174,8 +179,8 @@ impl Write for PositionedWriter<'_> {
     }
 }
 
-/// Reads every block of `reader`'s file into `target` at its offset, up to
-/// `streams` blocks at once; returns the bytes written.
+/// Reads every piece of `reader`'s file into `target` at its offset, up to
+/// `streams` pieces at once; returns the bytes written.
 pub fn get_parallel(
     reader: &FileReader,
     target: &File,
@@ -199,14 +204,17 @@ pub fn get_parallel(
                 if failed || index >= block_count {
                     return;
                 }
-                let Some(mut block_reader) = reader.block_reader(index) else {
-                    return;
-                };
-                let mut writer = PositionedWriter {
-                    file: target,
-                    offset_bytes: reader.block_offset_bytes(index),
-                };
-                if let Err(error) = block_reader.copy_to(&mut writer, target_name) {
+                let copied = reader.block_reader(index).and_then(|piece_reader| {
+                    let Some(mut piece_reader) = piece_reader else {
+                        return Ok(0);
+                    };
+                    let mut writer = PositionedWriter {
+                        file: target,
+                        offset_bytes: reader.block_offset_bytes(index)?,
+                    };
+                    piece_reader.copy_to(&mut writer, target_name)
+                });
+                if let Err(error) = copied {
                     if let Ok(mut failure) = failure.lock() {
                         failure.get_or_insert(error);
                     }

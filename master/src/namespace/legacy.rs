@@ -109,6 +109,7 @@ impl From<InodeV4> for Inode {
                 size_bytes,
                 replication,
                 block_bytes,
+                extents: None,
             },
         };
         Inode {
@@ -163,6 +164,7 @@ impl From<NamespaceV4> for Namespace {
             next_block: old.next_block,
             next_write: old.next_write,
             draining: old.draining.into_iter().map(MinionId).collect(),
+            xattrs: BTreeMap::new(),
             block_index: HashMap::new(),
         };
         namespace.rebuild_derived();

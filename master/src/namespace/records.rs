@@ -1,5 +1,6 @@
 //! The namespace as it is written: journal op records (journal version 2)
-//! and the namespace of a checkpoint (checkpoint versions 5 and 6: 6
+//! and the namespace of a checkpoint (checkpoint versions 5 to 7: 7 appended
+//! files made of pieces of blocks (extent maps), 6
 //! appended symbolic links and allows several names of one file), as record
 //! types of their own, apart from the in-memory `Op`, `Inode`, `OpenWrite`
 //! and `Namespace`. Postcard is not self-describing: the order of fields
@@ -17,10 +18,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use dfs_engine::msg::{BlockId, EntryKind, Generation, MinionId};
+use dfs_engine::msg::{BlockId, EntryKind, FileRange, Generation, MinionId, XattrSet};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
+use super::extents::{Extent, Extents, HOLE};
 use super::{BlockMeta, Inode, InodeId, Namespace, Node, Op, OpenWrite, WriteId};
 
 /// One journaled change of the namespace (journal version 2).
@@ -121,6 +123,58 @@ pub enum OpRecord {
         group: String,
         time_ms: u64,
     },
+    PatchWrite {
+        write: u64,
+        ranges: Vec<RangeRecord>,
+        size_bytes: u64,
+        if_version: Option<u64>,
+        time_ms: u64,
+    },
+    SetXattr {
+        path: String,
+        name: String,
+        value: Vec<u8>,
+        how: XattrSetRecord,
+        time_ms: u64,
+    },
+    RemoveXattr {
+        path: String,
+        name: String,
+        time_ms: u64,
+    },
+}
+
+/// How a `SetXattr` treats an attribute that is there or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XattrSetRecord {
+    Either,
+    Create,
+    Replace,
+}
+
+impl XattrSetRecord {
+    fn of(how: XattrSet) -> XattrSetRecord {
+        match how {
+            XattrSet::Either => XattrSetRecord::Either,
+            XattrSet::Create => XattrSetRecord::Create,
+            XattrSet::Replace => XattrSetRecord::Replace,
+        }
+    }
+
+    fn how(self) -> XattrSet {
+        match self {
+            XattrSetRecord::Either => XattrSet::Either,
+            XattrSetRecord::Create => XattrSet::Create,
+            XattrSetRecord::Replace => XattrSet::Replace,
+        }
+    }
+}
+
+/// Bytes `offset_bytes..offset_bytes + length_bytes` of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRecord {
+    offset_bytes: u64,
+    length_bytes: u64,
 }
 
 /// The kind of a special file as written (an unknown one does not decode).
@@ -306,6 +360,47 @@ impl From<&Op> for OpRecord {
                 group,
                 time_ms,
             },
+            Op::PatchWrite {
+                write,
+                ranges,
+                size_bytes,
+                if_version,
+                time_ms,
+            } => OpRecord::PatchWrite {
+                if_version,
+                write,
+                ranges: ranges
+                    .iter()
+                    .map(|range| RangeRecord {
+                        offset_bytes: range.offset_bytes,
+                        length_bytes: range.length_bytes,
+                    })
+                    .collect(),
+                size_bytes,
+                time_ms,
+            },
+            Op::SetXattr {
+                path,
+                name,
+                value,
+                how,
+                time_ms,
+            } => OpRecord::SetXattr {
+                path,
+                name,
+                value,
+                how: XattrSetRecord::of(how),
+                time_ms,
+            },
+            Op::RemoveXattr {
+                path,
+                name,
+                time_ms,
+            } => OpRecord::RemoveXattr {
+                path,
+                name,
+                time_ms,
+            },
         }
     }
 }
@@ -466,6 +561,47 @@ impl From<OpRecord> for Op {
                 group,
                 time_ms,
             },
+            OpRecord::PatchWrite {
+                write,
+                ranges,
+                size_bytes,
+                if_version,
+                time_ms,
+            } => Op::PatchWrite {
+                if_version,
+                write,
+                ranges: ranges
+                    .iter()
+                    .map(|range| FileRange {
+                        offset_bytes: range.offset_bytes,
+                        length_bytes: range.length_bytes,
+                    })
+                    .collect(),
+                size_bytes,
+                time_ms,
+            },
+            OpRecord::SetXattr {
+                path,
+                name,
+                value,
+                how,
+                time_ms,
+            } => Op::SetXattr {
+                path,
+                name,
+                value,
+                how: how.how(),
+                time_ms,
+            },
+            OpRecord::RemoveXattr {
+                path,
+                name,
+                time_ms,
+            } => Op::RemoveXattr {
+                path,
+                name,
+                time_ms,
+            },
         }
     }
 }
@@ -543,6 +679,26 @@ enum NodeRecord {
         kind: SpecialRecord,
         rdev: u32,
     },
+    /// A file made of parts of blocks and holes (appended in checkpoint
+    /// version 7): `blocks` are those its extents use, in the order of
+    /// their first use.
+    Pieces {
+        blocks: Vec<BlockRecord>,
+        extents: Vec<ExtentRecord>,
+        version: u64,
+        size_bytes: u64,
+        replication: u8,
+        block_bytes: u64,
+    },
+}
+
+/// One extent of a file, after the one before it: `length_bytes` of block
+/// `block` from `block_offset_bytes` on, or zeros for block 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ExtentRecord {
+    length_bytes: u64,
+    block: u64,
+    block_offset_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -567,6 +723,29 @@ impl From<&Inode> for InodeRecord {
                 size_bytes,
                 replication,
                 block_bytes,
+                extents: Some(extents),
+            } => NodeRecord::Pieces {
+                blocks: block_records(blocks),
+                extents: extents
+                    .list
+                    .iter()
+                    .map(|extent| ExtentRecord {
+                        length_bytes: extent.length_bytes,
+                        block: extent.block.0,
+                        block_offset_bytes: extent.block_offset_bytes,
+                    })
+                    .collect(),
+                version: extents.version,
+                size_bytes: *size_bytes,
+                replication: *replication,
+                block_bytes: *block_bytes,
+            },
+            Node::File {
+                blocks,
+                size_bytes,
+                replication,
+                block_bytes,
+                extents: None,
             } => NodeRecord::File {
                 blocks: block_records(blocks),
                 size_bytes: *size_bytes,
@@ -607,7 +786,43 @@ impl From<InodeRecord> for Inode {
                 size_bytes,
                 replication,
                 block_bytes,
+                extents: None,
             },
+            NodeRecord::Pieces {
+                blocks,
+                extents,
+                version,
+                size_bytes,
+                replication,
+                block_bytes,
+            } => {
+                let mut offset_bytes = 0u64;
+                let list = extents
+                    .into_iter()
+                    .map(|record| {
+                        let extent = Extent {
+                            offset_bytes,
+                            length_bytes: record.length_bytes,
+                            block: if record.block == 0 {
+                                HOLE
+                            } else {
+                                BlockId(record.block)
+                            },
+                            block_offset_bytes: record.block_offset_bytes,
+                        };
+                        // Checked against the size by the invariants.
+                        offset_bytes = offset_bytes.saturating_add(record.length_bytes);
+                        extent
+                    })
+                    .collect();
+                Node::File {
+                    blocks: block_metas(blocks),
+                    size_bytes,
+                    replication,
+                    block_bytes,
+                    extents: Some(Extents { list, version }),
+                }
+            }
             NodeRecord::Symlink { target } => Node::Symlink { target },
             NodeRecord::Special { kind, rdev } => Node::Special {
                 kind: kind.kind(),
@@ -685,7 +900,7 @@ impl From<OpenWriteRecord> for OpenWrite {
     }
 }
 
-/// The namespace of checkpoint versions 5 and 6, as read. Written by
+/// The namespace of checkpoint version 7, as read. Written by
 /// `NamespaceWriter`, which produces the same bytes from a live namespace
 /// one entry at a time.
 #[derive(Debug, Deserialize)]
@@ -696,6 +911,37 @@ pub struct NamespaceRecord {
     next_block: u64,
     next_write: u64,
     draining: BTreeSet<u64>,
+    /// Appended in version 7: the extended attributes of each inode that
+    /// has any.
+    xattrs: BTreeMap<u64, BTreeMap<String, Vec<u8>>>,
+}
+
+/// The namespace of checkpoint versions 5 and 6: version 7 without
+/// extended attributes (and without extent maps, which are a node variant
+/// of their own, so the same records read them).
+#[derive(Debug, Deserialize)]
+pub struct NamespaceV6 {
+    inodes: BTreeMap<u64, InodeRecord>,
+    writes: BTreeMap<u64, OpenWriteRecord>,
+    next_inode: u64,
+    next_block: u64,
+    next_write: u64,
+    draining: BTreeSet<u64>,
+}
+
+impl From<NamespaceV6> for Namespace {
+    fn from(old: NamespaceV6) -> Namespace {
+        NamespaceRecord {
+            inodes: old.inodes,
+            writes: old.writes,
+            next_inode: old.next_inode,
+            next_block: old.next_block,
+            next_write: old.next_write,
+            draining: old.draining,
+            xattrs: BTreeMap::new(),
+        }
+        .into()
+    }
 }
 
 impl From<NamespaceRecord> for Namespace {
@@ -715,6 +961,7 @@ impl From<NamespaceRecord> for Namespace {
             next_block: record.next_block,
             next_write: record.next_write,
             draining: record.draining.into_iter().map(MinionId).collect(),
+            xattrs: record.xattrs,
             block_index: HashMap::new(),
         };
         namespace.rebuild_derived();
@@ -740,7 +987,7 @@ impl Serialize for NamespaceWriter<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let namespace = self.0;
         let draining: BTreeSet<u64> = namespace.draining.iter().map(|m| m.0).collect();
-        let mut record = serializer.serialize_struct("NamespaceRecord", 6)?;
+        let mut record = serializer.serialize_struct("NamespaceRecord", 7)?;
         record.serialize_field(
             "inodes",
             &ConvertedMap(&namespace.inodes, |inode| InodeRecord::from(inode)),
@@ -753,6 +1000,7 @@ impl Serialize for NamespaceWriter<'_> {
         record.serialize_field("next_block", &namespace.next_block)?;
         record.serialize_field("next_write", &namespace.next_write)?;
         record.serialize_field("draining", &draining)?;
+        record.serialize_field("xattrs", &namespace.xattrs)?;
         record.end()
     }
 }
@@ -787,10 +1035,13 @@ mod tests {
             Op::Symlink { .. } => "Symlink",
             Op::Link { .. } => "Link",
             Op::Mknod { .. } => "Mknod",
+            Op::PatchWrite { .. } => "PatchWrite",
+            Op::SetXattr { .. } => "SetXattr",
+            Op::RemoveXattr { .. } => "RemoveXattr",
         }
     }
 
-    const VARIANTS: usize = 17;
+    const VARIANTS: usize = 20;
 
     /// Every op once, with the bytes journal version 2 stores for it.
     fn golden_ops() -> Vec<(Op, &'static str)> {
@@ -936,6 +1187,43 @@ mod tests {
                 },
                 "10022f70028003830203616e6e036c61620f",
             ),
+            (
+                Op::PatchWrite {
+                    write: 7,
+                    ranges: vec![
+                        FileRange {
+                            offset_bytes: 4,
+                            length_bytes: 4096,
+                        },
+                        FileRange {
+                            offset_bytes: 8192,
+                            length_bytes: 1,
+                        },
+                    ],
+                    size_bytes: 9000,
+                    if_version: Some(300),
+                    time_ms: 16,
+                },
+                "110702048020804001a84601ac0210",
+            ),
+            (
+                Op::SetXattr {
+                    path: "/f".into(),
+                    name: "user.k".into(),
+                    value: vec![0, 0xff],
+                    how: XattrSet::Replace,
+                    time_ms: 17,
+                },
+                "12022f6606757365722e6b0200ff0211",
+            ),
+            (
+                Op::RemoveXattr {
+                    path: "/f".into(),
+                    name: "user.k".into(),
+                    time_ms: 18,
+                },
+                "13022f6606757365722e6b12",
+            ),
         ]
     }
 
@@ -966,7 +1254,7 @@ mod tests {
     }
 
     /// A namespace with a directory, a file and an open write, and the bytes
-    /// checkpoint version 5 stores for it.
+    /// checkpoint versions 5 and 6 store for it.
     fn golden_namespace() -> (Namespace, &'static str) {
         let mut namespace = Namespace::new(100);
         let ops = [
@@ -1034,15 +1322,20 @@ mod tests {
     }
 
     #[test]
-    fn the_namespace_has_the_bytes_checkpoint_version_5_stores() {
+    fn the_namespace_has_the_bytes_checkpoint_versions_5_to_7_store() {
         let (namespace, bytes) = golden_namespace();
         let written = postcard::to_stdvec(&NamespaceWriter(&namespace)).expect("encode");
+        // Version 7 appended the extended attributes: none here.
         assert_eq!(
             hex(&written),
-            bytes,
+            format!("{bytes}00"),
             "the checkpoint's namespace changed on disk"
         );
         let read: NamespaceRecord = postcard::from_bytes(&written).expect("decode");
         assert_eq!(Namespace::from(read), namespace);
+        // Versions 5 and 6 read as version 7 without the last field.
+        let old: NamespaceV6 =
+            postcard::from_bytes(&written[..written.len() - 1]).expect("decode as version 6");
+        assert_eq!(Namespace::from(old), namespace);
     }
 }

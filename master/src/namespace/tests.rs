@@ -1048,3 +1048,324 @@ fn special_files_are_names_and_attributes() {
     assert_eq!(ns.status(&path("/r")).expect("stat").kind, EntryKind::Fifo);
     ns.check_invariants().expect("invariants");
 }
+
+/// Opens a write of `at` (an overwrite), commits blocks of `lengths` and
+/// closes it as a patch of `ranges` to `size_bytes`.
+fn patch_file(
+    ns: &mut Namespace,
+    at: &str,
+    lengths: &[u64],
+    ranges: &[(u64, u64)],
+    size_bytes: u64,
+) -> Result<Applied, RemoteError> {
+    let write = ns.next_write_id();
+    ns.apply(&Op::OpenWrite {
+        write,
+        path: at.into(),
+        replication: 3,
+        block_bytes: 4,
+        overwrite: true,
+        mode: 0o640,
+        owner: "bo".into(),
+        group: "staff".into(),
+        time_ms: 40,
+    })?;
+    for &length_bytes in lengths {
+        let block = ns.next_block_id();
+        ns.apply(&allocate(write, block))?;
+        ns.apply(&Op::CommitBlock {
+            write,
+            block,
+            length_bytes,
+            crc32c: 0,
+        })?;
+    }
+    ns.apply(&Op::PatchWrite {
+        write,
+        ranges: ranges
+            .iter()
+            .map(|&(offset_bytes, length_bytes)| FileRange {
+                offset_bytes,
+                length_bytes,
+            })
+            .collect(),
+        size_bytes,
+        if_version: None,
+        time_ms: 50,
+    })
+}
+
+/// (block id or 0, block offset, length) of every piece of `at`.
+fn pieces(ns: &Namespace, at: &str) -> Vec<(u64, u64, u64)> {
+    let page = ns
+        .file_pieces(&path(at), Some(0), 0, usize::MAX)
+        .expect("pieces");
+    assert!(!page.more);
+    page.pieces
+        .iter()
+        .map(|(extent, block)| {
+            assert_eq!(extent.is_hole(), block.is_none());
+            (
+                extent.block.0,
+                extent.block_offset_bytes,
+                extent.length_bytes,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_patch_changes_part_of_a_file_and_frees_what_no_piece_uses() {
+    let mut ns = Namespace::new(0);
+    write_file(&mut ns, "/f", &[4, 4, 2], false).expect("write");
+    let before = ns.status(&path("/f")).expect("stat");
+    let (_, blocks) = ns.file_blocks(&path("/f")).expect("file");
+    let old: Vec<u64> = blocks.iter().map(|b| b.id.0).collect();
+    // Bytes 3..9 replaced: block 2 of the file (bytes 4..8) is no longer used.
+    let applied = patch_file(&mut ns, "/f", &[4, 2], &[(3, 6)], 10).expect("patch");
+    let new = ns.next_block_id().0 - 3; // two blocks and the version
+    assert_eq!(freed_ids(&applied), vec![old[1]]);
+    assert_eq!(
+        pieces(&ns, "/f"),
+        vec![(old[0], 0, 3), (new, 0, 4), (new + 1, 0, 2), (old[2], 1, 1)]
+    );
+    let after = ns.status(&path("/f")).expect("stat");
+    assert_eq!(
+        (after.inode, after.size_bytes, after.block_count),
+        (before.inode, 10, 4)
+    );
+    assert_ne!(after.version, before.version, "a reader tells the change");
+    // The file keeps its owner and mode; the write's are not the file's.
+    assert_eq!((after.owner.as_str(), after.mode), ("ana", 0o644));
+    assert!(ns.block_target(BlockId(new)).is_some());
+    assert!(!ns.is_block_referenced(BlockId(old[1])));
+    // Cut to 2 bytes, then grown to 6 with a hole: only block 1 is left.
+    let applied = patch_file(&mut ns, "/f", &[], &[], 2).expect("truncate");
+    let mut freed = freed_ids(&applied);
+    freed.sort_unstable();
+    assert_eq!(freed, vec![old[2], new, new + 1]);
+    patch_file(&mut ns, "/f", &[], &[], 6).expect("grow");
+    assert_eq!(pieces(&ns, "/f"), vec![(old[0], 0, 2), (0, 0, 4)]);
+    // By offset: the page starts at the piece holding the byte.
+    let page = ns.file_pieces(&path("/f"), None, 3, 10).expect("by offset");
+    assert_eq!((page.first_index, page.pieces.len()), (1, 1));
+    ns.check_invariants().expect("invariants");
+    let mut rebuilt = ns.clone();
+    rebuilt.rebuild_derived();
+    assert_eq!(rebuilt, ns);
+}
+
+#[test]
+fn a_patch_makes_a_missing_file_and_refuses_bad_ranges_changing_nothing() {
+    let mut ns = Namespace::new(0);
+    ns.apply(&mkdir("/d", false)).expect("mkdir");
+    patch_file(&mut ns, "/d/new", &[3], &[(5, 3)], 8).expect("patch of nothing");
+    let block = ns.next_block_id().0 - 2;
+    assert_eq!(pieces(&ns, "/d/new"), vec![(0, 0, 5), (block, 0, 3)]);
+    let status = ns.status(&path("/d/new")).expect("stat");
+    assert_eq!((status.owner.as_str(), status.mode), ("bo", 0o640));
+    let before = ns.clone();
+    let bad = patch_file(&mut ns, "/d/new", &[3], &[(0, 2)], 8);
+    check_error(
+        bad,
+        ErrorKind::InvalidArgument,
+        "the ranges cover 2 bytes but 3 were written",
+    );
+    // The refused close left the write open: nothing else changed.
+    let write = ns.next_write_id() - 1;
+    ns.apply(&Op::AbortWrite { write }).expect("abort");
+    assert_eq!(
+        pieces(&ns, "/d/new"),
+        pieces(&before, "/d/new"),
+        "the file is as it was"
+    );
+    let bad = patch_file(&mut ns, "/d/new", &[2], &[(7, 2)], 8);
+    check_error(
+        bad,
+        ErrorKind::InvalidArgument,
+        "past the file's new size 8",
+    );
+    let bad = patch_file(&mut ns, "/d", &[], &[], 0);
+    check_error(bad, ErrorKind::IsADirectory, "is a directory");
+    ns.check_invariants().expect("invariants");
+}
+
+fn set_xattr(at: &str, name: &str, value: &[u8], how: XattrSet) -> Op {
+    Op::SetXattr {
+        path: at.into(),
+        name: name.into(),
+        value: value.to_vec(),
+        how,
+        time_ms: 60,
+    }
+}
+
+#[test]
+fn user_extended_attributes_are_set_listed_removed_and_go_with_their_inode() {
+    let mut ns = Namespace::new(0);
+    write_file(&mut ns, "/f", &[1], false).expect("write");
+    ns.apply(&set_xattr("/f", "user.b", b"2", XattrSet::Create))
+        .expect("create");
+    ns.apply(&set_xattr("/f", "user.a", b"1", XattrSet::Either))
+        .expect("set");
+    assert_eq!(ns.status(&path("/f")).expect("stat").changed_ms, 60);
+    check_error(
+        ns.apply(&set_xattr("/f", "user.a", b"x", XattrSet::Create)),
+        ErrorKind::AlreadyExists,
+        "user.a already",
+    );
+    check_error(
+        ns.apply(&set_xattr("/f", "user.c", b"x", XattrSet::Replace)),
+        ErrorKind::NoAttribute,
+        "no extended attribute user.c",
+    );
+    ns.apply(&set_xattr("/f", "user.a", b"11", XattrSet::Replace))
+        .expect("replace");
+    assert_eq!(ns.xattr(&path("/f"), "user.a"), Ok(&b"11"[..]));
+    assert_eq!(
+        ns.xattr_names(&path("/f")).expect("list"),
+        vec!["user.a".to_string(), "user.b".to_string()]
+    );
+    for bad in [
+        "trusted.a",
+        "user.",
+        "user.a\0b",
+        &format!("user.{}", "n".repeat(251)),
+    ] {
+        check_error(
+            ns.apply(&set_xattr("/f", bad, b"", XattrSet::Either)),
+            ErrorKind::InvalidArgument,
+            "must be user.",
+        );
+    }
+    let big = vec![7u8; XATTR_VALUE_BYTES_MAX + 1];
+    check_error(
+        ns.apply(&set_xattr("/f", "user.big", &big, XattrSet::Either)),
+        ErrorKind::InvalidArgument,
+        "at most",
+    );
+    for i in 0..3 {
+        ns.apply(&set_xattr(
+            "/f",
+            &format!("user.fill{i}"),
+            &vec![1u8; XATTR_VALUE_BYTES_MAX],
+            XattrSet::Either,
+        ))
+        .expect("fill");
+    }
+    check_error(
+        ns.apply(&set_xattr(
+            "/f",
+            "user.more",
+            &vec![1u8; XATTR_VALUE_BYTES_MAX],
+            XattrSet::Either,
+        )),
+        ErrorKind::NoSpace,
+        "more than",
+    );
+    ns.apply(&symlink("/l", "f")).expect("symlink");
+    check_error(
+        ns.apply(&set_xattr("/l", "user.a", b"1", XattrSet::Either)),
+        ErrorKind::PermissionDenied,
+        "only files and directories",
+    );
+    ns.apply(&Op::RemoveXattr {
+        path: "/f".into(),
+        name: "user.b".into(),
+        time_ms: 61,
+    })
+    .expect("remove");
+    check_error(
+        ns.apply(&Op::RemoveXattr {
+            path: "/f".into(),
+            name: "user.b".into(),
+            time_ms: 62,
+        }),
+        ErrorKind::NoAttribute,
+        "user.b",
+    );
+    ns.check_invariants().expect("invariants");
+    // A rename keeps them (same inode); the inode's end takes them along.
+    ns.apply(&Op::Rename {
+        source: "/f".into(),
+        target: "/g".into(),
+        time_ms: 63,
+    })
+    .expect("rename");
+    assert_eq!(ns.xattr(&path("/g"), "user.a"), Ok(&b"11"[..]));
+    ns.apply(&Op::Delete {
+        path: "/g".into(),
+        recursive: false,
+        time_ms: 64,
+    })
+    .expect("delete");
+    write_file(&mut ns, "/g", &[1], false).expect("a new /g");
+    assert_eq!(
+        ns.xattr_names(&path("/g")).expect("list"),
+        Vec::<String>::new()
+    );
+    ns.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_conditional_patch_applies_only_to_the_version_it_read_and_whole_blocks_need_no_map() {
+    let mut ns = Namespace::new(0);
+    write_file(&mut ns, "/f", &[4, 4, 2], false).expect("write");
+    patch_file(&mut ns, "/f", &[1], &[(5, 1)], 10).expect("fragment it");
+    let fragmented = ns.status(&path("/f")).expect("stat");
+    assert_eq!(fragmented.block_count, 5);
+    // A compaction read version `fragmented.version`: all data rewritten
+    // as whole blocks of the file's block size (4).
+    let compact = |ns: &mut Namespace, if_version: u64| {
+        let write = ns.next_write_id();
+        ns.apply(&Op::OpenWrite {
+            write,
+            path: "/f".into(),
+            replication: 3,
+            block_bytes: 4,
+            overwrite: true,
+            mode: 0o644,
+            owner: "ana".into(),
+            group: "staff".into(),
+            time_ms: 70,
+        })?;
+        for length_bytes in [4, 4, 2] {
+            let block = ns.next_block_id();
+            ns.apply(&allocate(write, block))?;
+            ns.apply(&Op::CommitBlock {
+                write,
+                block,
+                length_bytes,
+                crc32c: 0,
+            })?;
+        }
+        let applied = ns.apply(&Op::PatchWrite {
+            write,
+            ranges: vec![FileRange {
+                offset_bytes: 0,
+                length_bytes: 10,
+            }],
+            size_bytes: 10,
+            if_version: Some(if_version),
+            time_ms: 71,
+        });
+        if applied.is_err() {
+            ns.apply(&Op::AbortWrite { write })?;
+        }
+        applied
+    };
+    check_error(
+        compact(&mut ns, fragmented.version + 1),
+        ErrorKind::AlreadyExists,
+        "changed since version",
+    );
+    assert_eq!(ns.status(&path("/f")).expect("stat"), fragmented, "nothing changed");
+    let applied = compact(&mut ns, fragmented.version).expect("compact");
+    assert_eq!(applied.freed_blocks.len(), 4, "every old block freed");
+    let after = ns.status(&path("/f")).expect("stat");
+    let (_, blocks) = ns.file_blocks(&path("/f")).expect("file");
+    assert_eq!(after.block_count, 3);
+    assert_eq!(after.version, blocks[0].id.0, "whole blocks: no extent map");
+    assert_ne!(after.version, fragmented.version);
+    ns.check_invariants().expect("invariants");
+}
