@@ -20,7 +20,7 @@ use dfs_client::client::AttributeChange;
 use dfs_client::config;
 use dfs_client::write::{check_block_bytes, check_blocks_in_flight, check_replication};
 use dfs_client::{
-    temporary_spool, BlockSource, Client, LocalFile, Spooled, Unseekable, WriteOptions,
+    temporary_spool, BlockSource, Client, Compacted, LocalFile, Spooled, Unseekable, WriteOptions,
 };
 
 use crate::format;
@@ -109,6 +109,15 @@ pub enum Command {
         #[arg(short = 's', long = "size")]
         size: String,
         path: OsString,
+    },
+    /// Write fragmented files again as whole blocks (files that many
+    /// writes into their middle cut into small pieces); holes stay holes
+    Compact {
+        /// Whatever their pieces
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        paths: Vec<OsString>,
     },
     /// Make a hard link LINK to the file TARGET, or with -s a symbolic
     /// link LINK whose target is the text TARGET
@@ -328,6 +337,23 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Truncate { size, path } => {
             let size = units::parse_bytes(&size)?;
             connect(master)?.truncate(&remote_path(&path)?, size)
+        }
+        Command::Compact { force, paths } => {
+            let mut client = connect(master)?;
+            for path in &paths {
+                let path = remote_path(path)?;
+                let line = match client.compact(&path, force)? {
+                    Compacted::Done { before, after } => {
+                        format!("{path}: {before} pieces written again as {after}")
+                    }
+                    Compacted::NotNeeded { pieces } => {
+                        format!("{path}: {pieces} pieces, not fragmented")
+                    }
+                    Compacted::Raced => format!("{path}: changed meanwhile, left as it is"),
+                };
+                print_lines(out, &[line])?;
+            }
+            Ok(())
         }
         Command::Stat { path } => stat(master, &path, out),
         Command::Df => {

@@ -310,4 +310,15 @@ fn chmod_chown_and_truncate() {
     assert!(cluster
         .dfs_err(["truncate", "-s", "1", "/t"])
         .contains("not a file"));
+
+    // Two pieces (1000 bytes of a block and a hole): not fragmented, but
+    // written again when forced; the bytes stay.
+    let said = cluster.dfs_ok(["compact", "/t/sub/f"]);
+    assert_eq!(said.trim(), "/t/sub/f: 2 pieces, not fragmented");
+    let said = cluster.dfs_ok(["compact", "-f", "/t/sub/f"]);
+    assert_eq!(said.trim(), "/t/sub/f: 2 pieces written again as 2");
+    std::fs::remove_file(&copy).expect("rm");
+    cluster.dfs_ok(["get", "/t/sub/f", utf8(&copy)]);
+    assert_eq!(std::fs::read(&copy).expect("read"), grown);
+    assert!(cluster.dfs_err(["compact", "/t"]).contains("/t"));
 }

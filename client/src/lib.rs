@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod batch;
 pub mod client;
+pub mod compact;
 pub mod config;
 pub mod locks;
 pub mod master;
@@ -22,6 +23,7 @@ pub mod write;
 mod xattrs;
 
 pub use client::{Client, ClusterReport, FileBlocks};
+pub use compact::Compacted;
 pub use config::master_address;
 pub use locks::LockConflict;
 pub use parallel_write::{put_parallel, LocalFile, RangeSource};

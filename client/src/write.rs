@@ -596,11 +596,26 @@ impl FileWriter<'_> {
     /// file at the path: one is made, with holes where nothing was
     /// written. At most `PATCH_RANGES_MAX` ranges; ranges that do not add
     /// up are refused before anything is sent, and the write is aborted.
-    pub fn finish_patch(mut self, ranges: Vec<FileRange>, size_bytes: u64) -> Result<WriteStats> {
+    pub fn finish_patch(self, ranges: Vec<FileRange>, size_bytes: u64) -> Result<WriteStats> {
+        self.finish_patch_of(ranges, size_bytes, None)
+    }
+
+    /// `finish_patch` that applies only while the file's contents are
+    /// still `if_version` (`AlreadyExists` otherwise; see `PatchWrite`).
+    pub fn finish_patch_of(
+        mut self,
+        ranges: Vec<FileRange>,
+        size_bytes: u64,
+        if_version: Option<u64>,
+    ) -> Result<WriteStats> {
         self.check_failed()?;
         check_patch(&self.session.path, &ranges, self.written_bytes)?;
         self.send_rest()?;
-        self.session.close(Some(Patch { ranges, size_bytes }))
+        self.session.close(Some(Patch {
+            ranges,
+            size_bytes,
+            if_version,
+        }))
     }
 
     /// Sends the last chunk and ends the last block.
@@ -998,13 +1013,18 @@ impl Client {
     ) -> Result<()> {
         let mut expected = committed.to_vec();
         expected.extend(last_block.as_ref().map(|commit| commit.block));
-        let Patch { ranges, size_bytes } = patch;
+        let Patch {
+            ranges,
+            size_bytes,
+            if_version,
+        } = patch;
         let request = MasterRequest::PatchWrite {
             write,
             last_block,
             ranges,
             size_bytes,
             modified_ms,
+            if_version,
         };
         let answer = self.call_with(request, Resend::Always)?;
         match answer.response {
@@ -1038,6 +1058,7 @@ impl Client {
 struct Patch {
     ranges: Vec<FileRange>,
     size_bytes: u64,
+    if_version: Option<u64>,
 }
 
 /// What `OpenWrite` answered, checked.

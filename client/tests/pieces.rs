@@ -500,3 +500,50 @@ fn a_reader_opened_before_a_patch_fails_rather_than_mix_contents() {
         .expect_err("a read of the old version's last page");
     assert!(error.to_string().contains("replaced"), "{error}");
 }
+
+#[test]
+fn compaction_writes_a_fragmented_file_again_as_whole_blocks_and_keeps_its_holes() {
+    let cluster = cluster();
+    let size = 4 * MIB;
+    let mut model = put_file(&cluster, MIB, size, 20);
+    let (mut client, _) = connect(&cluster);
+    // Not fragmented: left alone unless forced.
+    assert_eq!(
+        client.compact(&path("/f"), false).expect("compact"),
+        dfs_client::Compacted::NotNeeded { pieces: 4 }
+    );
+    // 300 single bytes: some 600 pieces; then a hole past the end.
+    let ranges: Vec<FileRange> = (0..300).map(|index| range(index * 9000 + 5, 1)).collect();
+    let written = patch(&mut client, "/f", MIB, &ranges, size, 21);
+    apply(&mut model, &ranges, &written, size);
+    let grown = size + 2 * MIB + 7;
+    client.truncate(&path("/f"), grown as u64).expect("grow");
+    model.resize(grown, 0);
+    let (before, _) = pieces(&mut client, "/f");
+    assert!(before.block_count > 600, "{} pieces", before.block_count);
+
+    let outcome = client.compact(&path("/f"), false).expect("compact");
+    assert_eq!(
+        outcome,
+        dfs_client::Compacted::Done {
+            before: before.block_count,
+            after: 5
+        },
+        "4 whole blocks and the hole"
+    );
+    let (after, located) = pieces(&mut client, "/f");
+    assert!(located[..4].iter().all(|piece| piece.is_whole_block()));
+    assert!(located[4].is_hole());
+    assert_eq!(
+        (after.inode, after.size_bytes, after.modified_ms, after.mode),
+        (
+            before.inode,
+            before.size_bytes,
+            before.modified_ms,
+            before.mode
+        ),
+        "the same file, the same bytes and times"
+    );
+    assert_ne!(after.version, before.version);
+    check_file(&mut client, "/f", &model, "compacted");
+}

@@ -42,6 +42,9 @@ pub const XATTR_BYTES_PER_ENTRY_MAX: usize = 64 * 1024;
 /// after writes into its middle; a change that would make more is refused
 /// until the file is rewritten whole (compacted).
 pub const FILE_PIECES_MAX: usize = 1 << 20;
+/// Fewest pieces a file has before it is compacted (written again as whole
+/// blocks) when it has more than twice the pieces whole blocks need.
+pub const COMPACT_PIECES_MIN: u64 = 256;
 /// Most ranges one `PatchWrite` replaces: its journal record must stay
 /// within `JOURNAL_RECORD_PAYLOAD_BYTES_MAX` (each range is two varints of
 /// at most 10 bytes).

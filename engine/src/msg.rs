@@ -612,6 +612,10 @@ pub enum MasterRequest {
         ranges: Vec<FileRange>,
         size_bytes: u64,
         modified_ms: Option<u64>,
+        /// Refused (`AlreadyExists`) unless the file's contents are still
+        /// this version: a rewrite that read them (a compaction) loses a
+        /// race with a writer rather than undoing its change.
+        if_version: Option<u64>,
     },
     /// Sets the extended attribute `name` (a `user.` name) of the entry at
     /// `path` to `value`: `Ok`.

@@ -1296,6 +1296,7 @@ impl Master {
                 ranges,
                 size_bytes,
                 modified_ms,
+                if_version,
             } => {
                 claim(state, write, connection)?;
                 let path = match state.namespace.write(write) {
@@ -1318,7 +1319,7 @@ impl Master {
                     write,
                     ranges,
                     size_bytes,
-                    if_version: None,
+                    if_version,
                     time_ms,
                 };
                 let mut sequence = self.change(state, &op)?;

@@ -34,6 +34,7 @@ use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
 use fuser::Errno;
 
+use crate::compactor::Compactor;
 use crate::fs::errno;
 use crate::ranges::Ranges;
 use crate::writer::WriteHandle;
@@ -87,6 +88,8 @@ pub struct CachedFile {
     /// Its name was removed while it was open: it lives on here, for
     /// reads and writes, until its last close, and is never committed.
     unlinked: bool,
+    /// Where a file a patch left fragmented is sent to be compacted.
+    compactor: Option<Compactor>,
 }
 
 fn spool_error(path: &DfsPath, error: io::Error) -> Error {
@@ -288,6 +291,7 @@ impl CachedFile {
             poisoned: false,
             nodeid: 0,
             unlinked: false,
+            compactor: None,
         })
     }
 
@@ -309,6 +313,7 @@ impl CachedFile {
             poisoned: false,
             nodeid: 0,
             unlinked: false,
+            compactor: None,
         }
     }
 
@@ -319,6 +324,10 @@ impl CachedFile {
     /// Records the kernel's number for the file open here.
     pub fn set_nodeid(&mut self, nodeid: u64) {
         self.nodeid = nodeid;
+    }
+
+    pub fn set_compactor(&mut self, compactor: Compactor) {
+        self.compactor = Some(compactor);
     }
 
     pub fn nodeid(&self) -> u64 {
@@ -703,6 +712,13 @@ impl CachedFile {
                 )?;
             }
             writer.finish_patch(ranges, local.size)?;
+            if let Some(compactor) = &self.compactor {
+                let status = client.stat(path)?;
+                let whole_blocks = status.size_bytes / status.block_bytes.max(1) + 1;
+                if dfs_client::compact::is_fragmented(status.block_count, whole_blocks) {
+                    compactor.offer(path.clone());
+                }
+            }
         }
         // Kept: a later commit sets them again.
         if self.after_commit != AttributeChange::default() {

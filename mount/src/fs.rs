@@ -29,6 +29,7 @@ use fuser::{
 
 use crate::attr::{self, Ids};
 use crate::cache::CachedFile;
+use crate::compactor::Compactor;
 use crate::dirs::{DirEntry, Listing, PageSource};
 use crate::inodes::{Inodes, PENDING_INODE_BASE};
 use crate::locks::{self, LockSession};
@@ -73,6 +74,8 @@ struct State {
     /// close of one drops its owner's locks (POSIX), a close of another
     /// costs no master call.
     locked: HashSet<u64>,
+    /// Compacts files commits left fragmented, in the background.
+    compactor: Compactor,
 }
 
 /// The mounted cluster.
@@ -124,6 +127,7 @@ impl DfsFs {
     ) -> dfs_engine::Result<DfsFs> {
         let client = Client::connect_as(master, credentials.clone())?;
         let locks = LockSession::open(master, credentials.clone())?;
+        let compactor = Compactor::start(master, credentials.clone())?;
         Ok(DfsFs {
             master: master.to_string(),
             locks,
@@ -138,6 +142,7 @@ impl DfsFs {
                 next_handle: 1,
                 files: HashMap::new(),
                 locked: HashSet::new(),
+                compactor,
             }),
         })
     }
@@ -216,8 +221,35 @@ impl State {
     /// descriptor.
     fn share(&mut self, nodeid: u64, mut file: CachedFile) -> Handle {
         file.set_nodeid(nodeid);
+        file.set_compactor(self.compactor.clone());
         self.files.insert(nodeid, SharedFile { file, handles: 1 });
         Handle::Cached(nodeid)
+    }
+
+    /// A read through `fh` failed with `error`: the file may have changed
+    /// under its reader (another workstation's commit, a compaction freed
+    /// the blocks it read), so it is opened again as it is now and read
+    /// once more, if the path still names the same file (as a new open
+    /// would see it, close-to-open).
+    fn reread(
+        &mut self,
+        fh: FileHandle,
+        ino: INodeNo,
+        inode: u64,
+        error: dfs_engine::Error,
+        at: u64,
+        buffer: &mut [u8],
+    ) -> Result<usize, Errno> {
+        let fresh = self
+            .path(ino)
+            .ok()
+            .and_then(|path| self.client.open(&path).ok())
+            .filter(|fresh| fresh.status().inode == inode);
+        let (Some(fresh), Some(Handle::Read(reader))) = (fresh, self.handles.get_mut(&fh.0)) else {
+            return Err(errno(&error));
+        };
+        **reader = fresh;
+        reader.read_at(at, buffer).map_err(|e| errno(&e))
     }
 
     /// Refuses one more file being written past the mount's bound.
@@ -926,7 +958,7 @@ impl Filesystem for DfsFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -944,9 +976,13 @@ impl Filesystem for DfsFs {
                 file.read_at(client, at, &mut buffer[filled..])
             } else {
                 match state.handles.get_mut(&fh.0) {
-                    Some(Handle::Read(reader)) => reader
-                        .read_at(at, &mut buffer[filled..])
-                        .map_err(|e| errno(&e)),
+                    Some(Handle::Read(reader)) => match reader.read_at(at, &mut buffer[filled..]) {
+                        Ok(read) => Ok(read),
+                        Err(error) => {
+                            let inode = reader.status().inode;
+                            state.reread(fh, ino, inode, error, at, &mut buffer[filled..])
+                        }
+                    },
                     _ => Err(Errno::EBADF),
                 }
             };

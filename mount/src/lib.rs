@@ -8,6 +8,7 @@
 
 pub mod attr;
 pub mod cache;
+pub mod compactor;
 pub mod dirs;
 pub mod fs;
 pub mod inodes;

@@ -1299,3 +1299,40 @@ fn user_extended_attributes_are_kept_by_the_cluster() {
         "['user.d']"
     );
 }
+
+#[test]
+fn a_file_a_commit_cut_into_many_pieces_is_compacted_in_the_background() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        block_size: Some("1M"),
+        ..ClusterOptions::default()
+    });
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let path = mounted.path("f");
+    let mut model = random_bytes(71, 4 << 20);
+    fs::write(&path, &model).expect("write");
+    // 200 one-byte changes here and there, committed by one close.
+    let script = "import sys\n\
+        with open(sys.argv[1], 'r+b') as f:\n    for i in range(200):\n        f.seek(i * 9000 + 5)\n        f.write(b'#')\n\
+        print('ok')";
+    assert_eq!(python(script, &path), "ok");
+    for i in 0..200 {
+        model[i * 9000 + 5] = b'#';
+    }
+    // Cut into some 400 pieces, then written again as four whole blocks.
+    wait_for(
+        || pieces_of(&cluster, "/f").len() == 4,
+        Duration::from_secs(60),
+        "the file to be compacted",
+    );
+    assert!(pieces_of(&cluster, "/f")
+        .iter()
+        .all(|&(_, length)| length == 1 << 20));
+    assert_eq!(fs::read(&path).expect("read"), model);
+    let log = fs::read_to_string(cluster.dir().join("mount-mnt.log")).expect("the mount's log");
+    assert!(
+        log.contains("compacted /f: ") && log.contains("pieces written again as 4"),
+        "{log}"
+    );
+}

@@ -241,12 +241,16 @@ pub fn patch(
 /// needs no extent map.
 pub fn is_whole(list: &[Extent], blocks: &[BlockMeta], block_bytes: u64) -> bool {
     list.len() == blocks.len()
-        && list.iter().zip(blocks).enumerate().all(|(index, (extent, block))| {
-            extent.block == block.id
-                && extent.block_offset_bytes == 0
-                && extent.length_bytes == block.length_bytes
-                && (index + 1 == blocks.len() || block.length_bytes == block_bytes)
-        })
+        && list
+            .iter()
+            .zip(blocks)
+            .enumerate()
+            .all(|(index, (extent, block))| {
+                extent.block == block.id
+                    && extent.block_offset_bytes == 0
+                    && extent.length_bytes == block.length_bytes
+                    && (index + 1 == blocks.len() || block.length_bytes == block_bytes)
+            })
 }
 
 /// The blocks `list` uses, each once, in the order of their first use.

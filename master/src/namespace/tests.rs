@@ -1359,7 +1359,11 @@ fn a_conditional_patch_applies_only_to_the_version_it_read_and_whole_blocks_need
         ErrorKind::AlreadyExists,
         "changed since version",
     );
-    assert_eq!(ns.status(&path("/f")).expect("stat"), fragmented, "nothing changed");
+    assert_eq!(
+        ns.status(&path("/f")).expect("stat"),
+        fragmented,
+        "nothing changed"
+    );
     let applied = compact(&mut ns, fragmented.version).expect("compact");
     assert_eq!(applied.freed_blocks.len(), 4, "every old block freed");
     let after = ns.status(&path("/f")).expect("stat");
