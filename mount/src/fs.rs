@@ -76,6 +76,9 @@ struct State {
     locked: HashSet<u64>,
     /// Compacts files commits left fragmented, in the background.
     compactor: Compactor,
+    /// What each locked file was (version, size, modification time) when
+    /// this mount last locked it, by the kernel's number.
+    locked_seen: HashMap<u64, (u64, u64, u64)>,
 }
 
 /// The mounted cluster.
@@ -86,8 +89,35 @@ pub struct DfsFs {
     locks: LockSession,
     /// Files whose cached attributes and data the kernel must drop (a
     /// commit changed them): sent by a thread of their own (`lib::spawn`).
-    stale: std::sync::mpsc::SyncSender<u64>,
+    stale: std::sync::mpsc::SyncSender<Stale>,
 }
+
+/// A file whose cached attributes and pages the kernel must drop, and who
+/// waits until it did.
+pub struct Stale {
+    pub inode: u64,
+    pub done: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// How long a lock waits for the kernel to drop a file's cached pages.
+const INVALIDATE_WAIT: Duration = Duration::from_secs(2);
+
+/// Has the kernel drop what it caches of `inode` and waits until it did
+/// (at most `INVALIDATE_WAIT`: a read of the file in flight may hold the
+/// kernel up until this session answers it).
+fn invalidate_and_wait(stale: &std::sync::mpsc::SyncSender<Stale>, inode: u64) {
+    let (done, dropped) = std::sync::mpsc::sync_channel(1);
+    let sent = stale.try_send(Stale {
+        inode,
+        done: Some(done),
+    });
+    if sent.is_ok() {
+        let _ = dropped.recv_timeout(INVALIDATE_WAIT);
+    }
+}
+
+/// Most files whose state at their last lock a mount remembers.
+const LOCKED_SEEN_MAX: usize = 4096;
 
 /// The errno the kernel gets for `error`.
 pub fn errno(error: &Error) -> Errno {
@@ -123,7 +153,7 @@ impl DfsFs {
     pub fn new(
         master: &str,
         credentials: Credentials,
-        stale: std::sync::mpsc::SyncSender<u64>,
+        stale: std::sync::mpsc::SyncSender<Stale>,
     ) -> dfs_engine::Result<DfsFs> {
         let client = Client::connect_as(master, credentials.clone())?;
         let locks = LockSession::open(master, credentials.clone())?;
@@ -143,6 +173,7 @@ impl DfsFs {
                 files: HashMap::new(),
                 locked: HashSet::new(),
                 compactor,
+                locked_seen: HashMap::new(),
             }),
         })
     }
@@ -250,6 +281,20 @@ impl State {
         };
         **reader = fresh;
         reader.read_at(at, buffer).map_err(|e| errno(&e))
+    }
+
+    /// True when the file at `path` (the kernel's `nodeid`) changed since
+    /// this mount last locked it, or was never locked here (or cannot be
+    /// looked at: then it may have).
+    fn changed_since_locked(&mut self, nodeid: u64, path: &DfsPath) -> bool {
+        let Ok(status) = self.client.stat(path) else {
+            return true;
+        };
+        let now = (status.version, status.size_bytes, status.modified_ms);
+        if self.locked_seen.len() >= LOCKED_SEEN_MAX {
+            self.locked_seen.clear();
+        }
+        self.locked_seen.insert(nodeid, now) != Some(now)
     }
 
     /// Refuses one more file being written past the mount's bound.
@@ -1241,10 +1286,11 @@ impl Filesystem for DfsFs {
         let session = self.locks.id();
         let mut guard = self.state();
         let state = &mut *guard;
-        let key = match state.path(ino) {
-            Ok(path) => locks::key(&path),
+        let path = match state.path(ino) {
+            Ok(path) => path,
             Err(error) => return reply.error(error),
         };
+        let key = locks::key(&path);
         if wanted.is_some() {
             state.locked.insert(key);
         }
@@ -1273,6 +1319,15 @@ impl Filesystem for DfsFs {
                     eprintln!("dfs-mount: {error}");
                 }
             }
+            // Pages the kernel cached before another workstation's commit
+            // must go before the lock's holder reads (as NFS does at a
+            // lock): dropped, and waited for, when the file changed since
+            // this mount last locked it.
+            if state.changed_since_locked(ino.0, &path) {
+                drop(guard);
+                invalidate_and_wait(&self.stale, ino.0);
+                return reply.ok();
+            }
         }
         match (answer, wanted) {
             (Ok(None), _) => reply.ok(),
@@ -1283,6 +1338,7 @@ impl Filesystem for DfsFs {
                     Err(error) => return reply.error(errno(&error)),
                 };
                 let shared = self.locks.shared_id();
+                let stale = self.stale.clone();
                 let spawned =
                     std::thread::Builder::new()
                         .name("lock-wait".into())
@@ -1295,7 +1351,12 @@ impl Filesystem for DfsFs {
                                 kind,
                                 range,
                             ) {
-                                Ok(()) => reply.ok(),
+                                Ok(()) => {
+                                    // It waited for another holder, who may
+                                    // have changed the file.
+                                    invalidate_and_wait(&stale, ino.0);
+                                    reply.ok()
+                                }
                                 Err(error) => reply.error(errno(&error)),
                             }
                         });
@@ -1335,7 +1396,7 @@ impl DfsFs {
     /// Has the kernel drop what it caches of the file `inode` (never
     /// blocks: a full queue means drops are pending anyway).
     fn invalidate(&self, inode: u64) {
-        let _ = self.stale.try_send(inode);
+        let _ = self.stale.try_send(Stale { inode, done: None });
     }
 
     /// Who a new entry at `path` belongs to: the caller (as NFS `sec=sys`

@@ -69,8 +69,11 @@ pub fn spawn(mountpoint: &Path, options: &MountOptions) -> Result<fuser::Backgro
     std::thread::Builder::new()
         .name("invalidate".into())
         .spawn(move || {
-            for inode in to_drop {
+            for fs::Stale { inode, done } in to_drop {
                 let _ = notifier.inval_inode(fuser::INodeNo(inode), 0, 0);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
         })
         .map_err(|e| Error::io("start the invalidation thread", e))?;

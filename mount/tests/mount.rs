@@ -821,6 +821,54 @@ fn sqlite_works_in_the_mount_and_its_locks_hold_across_workstations() {
 }
 
 #[test]
+fn sqlite_connections_kept_open_on_two_workstations_see_each_others_rows() {
+    let cluster = cluster_of(1);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    let create = "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1])\n\
+         db.execute('create table t (k integer primary key, who text, seen integer)')\n\
+         db.commit()\n\
+         print('made')";
+    assert_eq!(python(create, &here.path("shared.db")), "made");
+    // Each workstation keeps one connection open and adds 15 rows, each in
+    // a transaction that counts the rows it sees first: a connection that
+    // read stale pages would lose the other's rows or count wrong.
+    let writer = "import sqlite3, sys, time\n\
+         db = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)\n\
+         for i in range(15):\n\
+         \x20   db.execute('begin immediate')\n\
+         \x20   seen = db.execute('select count(*) from t').fetchone()[0]\n\
+         \x20   db.execute('insert into t (who, seen) values (?, ?)', (sys.argv[2], seen))\n\
+         \x20   db.execute('commit')\n\
+         \x20   time.sleep(0.02)\n\
+         print('done')";
+    let start = |mounted: &Mounted, who: &str| {
+        let child = Command::new("python3")
+            .args(["-c", writer])
+            .arg(mounted.path("shared.db"))
+            .arg(who)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a writer");
+        ChildGuard::new("sqlite writer", child)
+    };
+    let mut writers = [start(&here, "here"), start(&there, "there")];
+    for writer in &mut writers {
+        let status = writer.wait_exit(Duration::from_secs(120));
+        assert!(status.success(), "a writer failed");
+    }
+    let check = "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1])\n\
+         rows = db.execute('select seen from t order by k').fetchall()\n\
+         print(len(rows), [s for (s,) in rows] == list(range(len(rows))))\n\
+         print(db.execute('pragma integrity_check').fetchone()[0])";
+    assert_eq!(python(check, &there.path("shared.db")), "30 True\nok");
+    assert_eq!(python(check, &here.path("shared.db")), "30 True\nok");
+}
+
+#[test]
 fn new_entries_belong_to_their_caller_and_setgid_directories_pass_their_group_on() {
     use std::os::unix::fs::MetadataExt;
     let cluster = cluster_of(1);
