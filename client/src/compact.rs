@@ -13,7 +13,7 @@ use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
 
 use crate::client::Client;
-use crate::write::WriteOptions;
+use crate::write::{PatchTarget, WriteOptions};
 
 /// What `Client::compact` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +108,11 @@ impl Client {
                 at += read as u64;
             }
         }
-        match writer.finish_patch_of(runs, status.size_bytes, Some(status.version)) {
+        let target = PatchTarget {
+            if_version: Some(status.version),
+            inode: None,
+        };
+        match writer.finish_patch_of(runs, status.size_bytes, target) {
             Ok(_) => {}
             Err(Error::Remote(error)) if error.kind == ErrorKind::AlreadyExists => {
                 return Ok(Compacted::Raced)

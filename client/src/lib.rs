@@ -29,8 +29,8 @@ pub use locks::LockConflict;
 pub use parallel_write::{put_parallel, LocalFile, RangeSource};
 pub use read::{ChecksumSink, FileChecksum, FileReader};
 pub use write::{
-    temporary_spool, BlockSource, FileWriter, Seekable, Spooled, Unseekable, WriteOptions,
-    WriteStats, WrittenBlock,
+    temporary_spool, BlockSource, FileWriter, PatchTarget, Seekable, Spooled, Unseekable,
+    WriteOptions, WriteStats, WrittenBlock,
 };
 
 pub use dfs_engine::msg::FileRange;

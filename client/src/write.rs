@@ -597,16 +597,17 @@ impl FileWriter<'_> {
     /// written. At most `PATCH_RANGES_MAX` ranges; ranges that do not add
     /// up are refused before anything is sent, and the write is aborted.
     pub fn finish_patch(self, ranges: Vec<FileRange>, size_bytes: u64) -> Result<WriteStats> {
-        self.finish_patch_of(ranges, size_bytes, None)
+        self.finish_patch_of(ranges, size_bytes, PatchTarget::default())
     }
 
-    /// `finish_patch` that applies only while the file's contents are
-    /// still `if_version` (`AlreadyExists` otherwise; see `PatchWrite`).
+    /// `finish_patch` of the file `target` names, on its condition
+    /// (`AlreadyExists` when the version is not the one given, `NotFound`
+    /// when the inode is gone; see `PatchWrite`).
     pub fn finish_patch_of(
         mut self,
         ranges: Vec<FileRange>,
         size_bytes: u64,
-        if_version: Option<u64>,
+        target: PatchTarget,
     ) -> Result<WriteStats> {
         self.check_failed()?;
         check_patch(&self.session.path, &ranges, self.written_bytes)?;
@@ -614,7 +615,8 @@ impl FileWriter<'_> {
         self.session.close(Some(Patch {
             ranges,
             size_bytes,
-            if_version,
+            if_version: target.if_version,
+            inode: target.inode,
         }))
     }
 
@@ -1017,6 +1019,7 @@ impl Client {
             ranges,
             size_bytes,
             if_version,
+            inode,
         } = patch;
         let request = MasterRequest::PatchWrite {
             write,
@@ -1025,6 +1028,7 @@ impl Client {
             size_bytes,
             modified_ms,
             if_version,
+            inode,
         };
         let answer = self.call_with(request, Resend::Always)?;
         match answer.response {
@@ -1059,6 +1063,17 @@ struct Patch {
     ranges: Vec<FileRange>,
     size_bytes: u64,
     if_version: Option<u64>,
+    inode: Option<u64>,
+}
+
+/// Which file a patch changes, and on what condition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PatchTarget {
+    /// Only while its contents are this version (see `PatchWrite`).
+    pub if_version: Option<u64>,
+    /// The file with this inode, whatever its names are now; None: the one
+    /// at the write's path.
+    pub inode: Option<u64>,
 }
 
 /// What `OpenWrite` answered, checked.

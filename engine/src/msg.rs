@@ -616,6 +616,9 @@ pub enum MasterRequest {
         /// this version: a rewrite that read them (a compaction) loses a
         /// race with a writer rather than undoing its change.
         if_version: Option<u64>,
+        /// The file with this inode, whatever its names are now, instead
+        /// of the one at the write's path (`NotFound` once it has none).
+        inode: Option<u64>,
     },
     /// Sets the extended attribute `name` (a `user.` name) of the entry at
     /// `path` to `value`: `Ok`.

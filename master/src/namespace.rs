@@ -250,6 +250,17 @@ pub enum Op {
         if_version: Option<u64>,
         time_ms: u64,
     },
+    /// `PatchWrite` of the file with inode `inode`, whatever its names
+    /// are now (it may have been renamed, or have lost the name the write
+    /// was opened at to another link).
+    PatchInode {
+        write: WriteId,
+        inode: InodeId,
+        ranges: Vec<FileRange>,
+        size_bytes: u64,
+        if_version: Option<u64>,
+        time_ms: u64,
+    },
     /// Sets a `user.` extended attribute of the entry at `path`.
     SetXattr {
         path: DfsPathString,
@@ -972,7 +983,22 @@ impl Namespace {
                 size_bytes,
                 if_version,
                 time_ms,
-            } => self.patch_write(*write, ranges, *size_bytes, *if_version, *time_ms),
+            } => self.patch_write(*write, None, ranges, *size_bytes, *if_version, *time_ms),
+            Op::PatchInode {
+                write,
+                inode,
+                ranges,
+                size_bytes,
+                if_version,
+                time_ms,
+            } => self.patch_write(
+                *write,
+                Some(*inode),
+                ranges,
+                *size_bytes,
+                *if_version,
+                *time_ms,
+            ),
             Op::SetXattr {
                 path,
                 name,
@@ -1460,9 +1486,12 @@ impl Namespace {
         })
     }
 
+    /// A patch of the file at the write's path, or with `target` of the
+    /// file with that inode, whatever its names are now.
     fn patch_write(
         &mut self,
         write: WriteId,
+        target: Option<InodeId>,
         ranges: &[FileRange],
         size_bytes: u64,
         if_version: Option<u64>,
@@ -1473,15 +1502,39 @@ impl Namespace {
             .get(&write)
             .ok_or_else(|| unknown_write(write))?;
         let path = parse(&open.path)?;
-        self.check_writable(&path, open.overwrite)?;
-        let parent = self.parent_directory(&path)?;
-        let name = path.name().unwrap_or("");
         let invalid = |why: String| error(ErrorKind::InvalidArgument, format!("{path}: {why}"));
         let written_bytes = open.blocks.iter().map(|b| b.length_bytes).sum();
         extents::check_ranges(ranges, written_bytes, size_bytes).map_err(invalid)?;
-        let existing = self
-            .child(parent, name)
-            .filter(|&id| matches!(self.inode(id).node, Node::File { .. }));
+        // Where a new file goes: the write's path (a patch by inode makes none).
+        let (existing, place) = match target {
+            Some(id) => match self.inodes.get(&id).map(|inode| &inode.node) {
+                Some(Node::File { .. }) => (Some(id), None),
+                Some(Node::Directory { .. }) => {
+                    return Err(error(
+                        ErrorKind::IsADirectory,
+                        format!("{path}: inode {id} is a directory"),
+                    ))
+                }
+                Some(Node::Symlink { .. } | Node::Special { .. }) => {
+                    return Err(invalid(format!("inode {id} is not a file")))
+                }
+                None => {
+                    return Err(error(
+                        ErrorKind::NotFound,
+                        format!("{path}: inode {id} is gone (every name of it was removed)"),
+                    ))
+                }
+            },
+            None => {
+                self.check_writable(&path, open.overwrite)?;
+                let parent = self.parent_directory(&path)?;
+                let name = path.name().unwrap_or("");
+                let existing = self
+                    .child(parent, name)
+                    .filter(|&id| matches!(self.inode(id).node, Node::File { .. }));
+                (existing, Some((parent, name.to_string())))
+            }
+        };
         if let Some(expected) = if_version {
             let version = existing.map(|id| self.entry_status("", id).version);
             if version != Some(expected) {
@@ -1556,15 +1609,17 @@ impl Namespace {
             block_bytes,
             extents,
         };
-        let id = match existing {
-            Some(id) => {
+        let id = match (existing, place) {
+            (Some(id), _) => {
                 let inode = self.inodes.get_mut(&id).expect("the patched file exists");
                 inode.node = node;
                 inode.modified_ms = time_ms;
                 inode.changed_ms = time_ms;
                 id
             }
-            None => {
+            (None, None) => unreachable!("a patch by inode has its file"),
+            (None, Some((parent, name))) => {
+                let name = name.as_str();
                 if let Some(other) = self.unlink(parent, name, time_ms) {
                     self.drop_name(other, time_ms, &mut freed);
                 }

@@ -1297,12 +1297,19 @@ impl Master {
                 size_bytes,
                 modified_ms,
                 if_version,
+                inode,
             } => {
                 claim(state, write, connection)?;
                 let path = match state.namespace.write(write) {
                     Some(open) => open.path.clone(),
                     None => return Err(not_open(write)),
                 };
+                if inode.is_some() && modified_ms.is_some() {
+                    return Err(RemoteError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("{path}: a patch by inode sets no modification time"),
+                    ));
+                }
                 if ranges.len() > PATCH_RANGES_MAX {
                     return Err(RemoteError::new(
                         ErrorKind::InvalidArgument,
@@ -1315,12 +1322,22 @@ impl Master {
                 if let Some(commit) = last_block {
                     self.commit(state, write, commit)?;
                 }
-                let op = Op::PatchWrite {
-                    write,
-                    ranges,
-                    size_bytes,
-                    if_version,
-                    time_ms,
+                let op = match inode {
+                    Some(inode) => Op::PatchInode {
+                        write,
+                        inode,
+                        ranges,
+                        size_bytes,
+                        if_version,
+                        time_ms,
+                    },
+                    None => Op::PatchWrite {
+                        write,
+                        ranges,
+                        size_bytes,
+                        if_version,
+                        time_ms,
+                    },
                 };
                 let mut sequence = self.change(state, &op)?;
                 state.write_owners.remove(&write);

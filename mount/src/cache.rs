@@ -27,7 +27,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
 use dfs_client::client::AttributeChange;
-use dfs_client::{Client, FileReader, WriteOptions};
+use dfs_client::{Client, FileReader, PatchTarget, WriteOptions};
 use dfs_engine::limits::{BLOCK_BYTES_DEFAULT, FILE_BLOCKS_MAX, PATCH_RANGES_MAX, SPOOL_BYTES_MAX};
 use dfs_engine::msg::{Credentials, FileRange};
 use dfs_engine::path::DfsPath;
@@ -90,6 +90,10 @@ pub struct CachedFile {
     unlinked: bool,
     /// Where a file a patch left fragmented is sent to be compacted.
     compactor: Option<Compactor>,
+    /// The file's inode in the namespace, once known (an existing file; a
+    /// new one after its first commit): commits change that file whatever
+    /// its names are by then (renamed, or one of several names removed).
+    inode: Option<u64>,
 }
 
 fn spool_error(path: &DfsPath, error: io::Error) -> Error {
@@ -292,6 +296,7 @@ impl CachedFile {
             nodeid: 0,
             unlinked: false,
             compactor: None,
+            inode: None,
         })
     }
 
@@ -314,6 +319,7 @@ impl CachedFile {
             nodeid: 0,
             unlinked: false,
             compactor: None,
+            inode: None,
         }
     }
 
@@ -321,9 +327,31 @@ impl CachedFile {
         &self.path
     }
 
+    /// The file was renamed: it commits to its new path.
+    pub fn set_path(&mut self, path: DfsPath) {
+        self.path = path;
+    }
+
+    /// A removal that `unlink` prepared for did not happen: the file, held
+    /// here whole, is committed at its path again (a stream `unlink`
+    /// abandoned stays abandoned).
+    pub fn relink(&mut self) {
+        self.unlinked = false;
+        self.dirty = true;
+    }
+
     /// Records the kernel's number for the file open here.
     pub fn set_nodeid(&mut self, nodeid: u64) {
         self.nodeid = nodeid;
+    }
+
+    /// The file's inode in the namespace: commits go to it.
+    pub fn set_inode(&mut self, inode: u64) {
+        self.inode = Some(inode);
+    }
+
+    pub fn inode(&self) -> Option<u64> {
+        self.inode
     }
 
     pub fn set_compactor(&mut self, compactor: Compactor) {
@@ -677,7 +705,9 @@ impl CachedFile {
             && ranges.len() == 1
             && ranges[0].offset_bytes == 0
             && ranges[0].length_bytes == local.size;
-        if local.whole || everything {
+        let whole = local.whole || everything;
+        if whole && self.inode.is_none() {
+            // A new file: made at its path, as a whole.
             let mut writer = client.create(path, options)?;
             each_piece(
                 local,
@@ -693,7 +723,18 @@ impl CachedFile {
                 },
             )?;
             writer.finish()?;
-        } else if !ranges.is_empty() || local.size != local.base_size {
+            self.inode = client.stat(path).ok().map(|status| status.inode);
+        } else if whole || !ranges.is_empty() || local.size != local.base_size {
+            let ranges = if whole && local.size > 0 {
+                vec![FileRange {
+                    offset_bytes: 0,
+                    length_bytes: local.size,
+                }]
+            } else if whole {
+                Vec::new()
+            } else {
+                ranges
+            };
             let mut writer = client.create(path, options)?;
             for range in &ranges {
                 let end = range.offset_bytes + range.length_bytes;
@@ -711,18 +752,30 @@ impl CachedFile {
                     },
                 )?;
             }
-            writer.finish_patch(ranges, local.size)?;
+            let target = PatchTarget {
+                if_version: None,
+                inode: self.inode,
+            };
+            writer.finish_patch_of(ranges, local.size, target)?;
             if let Some(compactor) = &self.compactor {
                 let status = client.stat(path)?;
                 let whole_blocks = status.size_bytes / status.block_bytes.max(1) + 1;
-                if dfs_client::compact::is_fragmented(status.block_count, whole_blocks) {
+                let here = self.inode.is_none_or(|inode| inode == status.inode);
+                if here && dfs_client::compact::is_fragmented(status.block_count, whole_blocks) {
                     compactor.offer(path.clone());
                 }
             }
         }
-        // Kept: a later commit sets them again.
+        // Kept: a later commit sets them again. Only while the path still
+        // names this file (it may have been renamed or removed elsewhere).
         if self.after_commit != AttributeChange::default() {
-            client.set_attributes(path, self.after_commit.clone())?;
+            let here = match self.inode {
+                None => true,
+                Some(inode) => client.stat(path).is_ok_and(|status| status.inode == inode),
+            };
+            if here {
+                client.set_attributes(path, self.after_commit.clone())?;
+            }
         }
         local.committed(path)?;
         // The file's contents changed: read afresh.

@@ -223,11 +223,23 @@ impl State {
 
     /// The name `path` is being removed: files open here at it keep their
     /// contents for their descriptors. True when one was open.
+    /// A file with other names left lives on in the namespace: its
+    /// descriptors here go on changing it (commits go by inode).
     fn unlink_open(&mut self, path: &DfsPath) -> Result<bool, Errno> {
         let mut found = false;
+        let linked_elsewhere = self
+            .client
+            .stat(path)
+            .ok()
+            .filter(|status| status.links > 1)
+            .map(|status| status.inode);
         for shared in self.files.values_mut() {
             let file = &mut shared.file;
             if file.path() == path && !file.is_unlinked() {
+                if linked_elsewhere.is_some() && file.inode() == linked_elsewhere {
+                    found = true;
+                    continue;
+                }
                 file.unlink(&mut self.client).map_err(|e| {
                     eprintln!("dfs-mount: {e}");
                     Errno::EBUSY
@@ -325,6 +337,44 @@ impl State {
         self.files
             .values()
             .any(|shared| !shared.file.is_unlinked() && shared.file.path().is_within(path))
+    }
+
+    /// Commits the files open for writing at or under `path` that have
+    /// changes (a new file appears in the namespace).
+    fn commit_under(&mut self, path: &DfsPath) -> Result<(), Errno> {
+        for shared in self.files.values_mut() {
+            let file = &mut shared.file;
+            if !file.is_unlinked() && file.is_dirty() && file.path().is_within(path) {
+                file.commit(&mut self.client).map_err(|e| {
+                    eprintln!("dfs-mount: {e}");
+                    errno(&e)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `from` was renamed to `to`: files open for writing under it commit
+    /// to their new paths.
+    fn moved_open_files(&mut self, from: &DfsPath, to: &DfsPath) {
+        for shared in self.files.values_mut() {
+            if shared.file.is_unlinked() {
+                continue;
+            }
+            if let Some(path) = crate::inodes::moved(shared.file.path(), from, to) {
+                shared.file.set_path(path);
+            }
+        }
+    }
+
+    /// A rename onto `path` failed after the files open at it were made
+    /// ready to be removed: they are at their path again.
+    fn relink_open(&mut self, path: &DfsPath) {
+        for shared in self.files.values_mut() {
+            if shared.file.path() == path && shared.file.is_unlinked() {
+                shared.file.relink();
+            }
+        }
     }
 
     /// The attributes of the file open here as the kernel's `inode`, from
@@ -871,9 +921,8 @@ impl Filesystem for DfsFs {
         if flags.bits() & libc::RENAME_EXCHANGE != 0 {
             return reply.error(Errno::EINVAL);
         }
-        // A file being written commits to the path it was opened at.
-        if state.writes_under(&source) {
-            return reply.error(Errno::EBUSY);
+        if source == target {
+            return reply.ok();
         }
         if flags.bits() & libc::RENAME_NOREPLACE != 0 {
             match state.client.stat(&target) {
@@ -882,14 +931,31 @@ impl Filesystem for DfsFs {
                 Err(error) => return reply.error(errno(&error)),
             }
         }
+        // Files being written under the source are in the namespace first
+        // (a new one is committed), so that they move with it.
+        if let Err(error) = state.commit_under(&source) {
+            return reply.error(error);
+        }
+        // A file open for writing at the target is replaced: held here
+        // whole for its descriptors, as a removed one is.
+        let replaced = match state.unlink_open(&target) {
+            Ok(replaced) => replaced,
+            Err(error) => return reply.error(error),
+        };
         match state.client.rename(&source, &target) {
             Ok(()) => {
                 // What the target named is gone (another name of it stays).
                 state.inodes.removed(&target);
                 state.inodes.renamed(&source, &target);
+                state.moved_open_files(&source, &target);
                 reply.ok()
             }
-            Err(error) => reply.error(errno(&error)),
+            Err(error) => {
+                if replaced {
+                    state.relink_open(&target);
+                }
+                reply.error(errno(&error))
+            }
         }
     }
 
@@ -923,16 +989,17 @@ impl Filesystem for DfsFs {
             };
             // The new contents keep the old file's owner and group.
             let keep = self.keep_owner(&status);
-            if flags.0 & libc::O_TRUNC != 0 {
+            let mut file = if flags.0 & libc::O_TRUNC != 0 {
                 match CachedFile::new_file(path, status.mode, true, keep) {
-                    Ok(file) => state.share(ino.0, file),
+                    Ok(file) => file,
                     Err(error) => return reply.error(errno(&error)),
                 }
             } else {
                 // Read as it is until written; changes go as a patch.
-                let file = CachedFile::existing(path, status.size_bytes, status.mode, keep);
-                state.share(ino.0, file)
-            }
+                CachedFile::existing(path, status.size_bytes, status.mode, keep)
+            };
+            file.set_inode(status.inode);
+            state.share(ino.0, file)
         } else {
             match state.client.open(&path) {
                 Ok(reader) => Handle::Read(Box::new(reader)),

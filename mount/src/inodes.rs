@@ -96,22 +96,26 @@ impl Inodes {
 
     /// `from` is now at `to`: so is everything under it.
     pub fn renamed(&mut self, from: &DfsPath, to: &DfsPath) {
-        let from_text = from.as_str();
         for known in self.known.values_mut() {
-            let text = known.path.as_str();
-            let rest = if text == from_text {
-                Some("")
-            } else {
-                text.strip_prefix(from_text)
-                    .filter(|rest| rest.starts_with('/') || from_text == "/")
-            };
-            let Some(rest) = rest else { continue };
-            let moved = format!("{}{rest}", to.as_str());
-            if let Ok(path) = DfsPath::parse(&moved) {
+            if let Some(path) = moved(&known.path, from, to) {
                 known.path = path;
             }
         }
     }
+}
+
+/// Where `path` is once `from` was renamed to `to`: None when it is not
+/// `from` or under it.
+pub fn moved(path: &DfsPath, from: &DfsPath, to: &DfsPath) -> Option<DfsPath> {
+    let from_text = from.as_str();
+    let text = path.as_str();
+    let rest = if text == from_text {
+        ""
+    } else {
+        text.strip_prefix(from_text)
+            .filter(|rest| rest.starts_with('/') || from_text == "/")?
+    };
+    DfsPath::parse(&format!("{}{rest}", to.as_str())).ok()
 }
 
 #[cfg(test)]

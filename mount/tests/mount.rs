@@ -1384,3 +1384,100 @@ fn a_file_a_commit_cut_into_many_pieces_is_compacted_in_the_background() {
         "{log}"
     );
 }
+
+#[test]
+fn files_open_for_writing_move_with_a_rename_and_one_renamed_over_lives_on() {
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    fs::create_dir(mounted.path("d")).expect("mkdir");
+    // A new file, never closed, moves with its directory and commits there.
+    let mut new = File::create(mounted.path("d/new")).expect("create");
+    new.write_all(b"first ").expect("write");
+    fs::rename(mounted.path("d"), mounted.path("e")).expect("rename the directory");
+    new.write_all(b"second").expect("write after the rename");
+    drop(new);
+    assert_eq!(
+        fs::read(mounted.path("e/new")).expect("read"),
+        b"first second"
+    );
+    assert!(!mounted.path("d").exists());
+
+    // A file open for writing, renamed (as a log is rotated), goes on.
+    fs::write(mounted.path("log"), b"0123456789").expect("write");
+    let mut log = OpenOptions::new()
+        .append(true)
+        .open(mounted.path("log"))
+        .expect("open");
+    log.write_all(b"ab").expect("append");
+    fs::rename(mounted.path("log"), mounted.path("log.1")).expect("rotate");
+    log.write_all(b"cd").expect("append after the rename");
+    drop(log);
+    assert_eq!(
+        fs::read(mounted.path("log.1")).expect("read"),
+        b"0123456789abcd"
+    );
+    assert!(!mounted.path("log").exists());
+
+    // A file renamed over one open for writing: the open one lives on for
+    // its descriptor and never overwrites what replaced it.
+    fs::write(mounted.path("target"), b"old contents").expect("write");
+    fs::write(mounted.path("incoming"), b"replacement").expect("write");
+    let mut open = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mounted.path("target"))
+        .expect("open");
+    open.write_all(b"OLD").expect("write");
+    fs::rename(mounted.path("incoming"), mounted.path("target")).expect("rename over");
+    open.seek(SeekFrom::Start(0)).expect("seek");
+    let mut text = String::new();
+    open.read_to_string(&mut text).expect("read the open one");
+    assert_eq!(text, "OLD contents");
+    open.write_all(b"!").expect("write more");
+    drop(open);
+    assert_eq!(
+        fs::read(mounted.path("target")).expect("read"),
+        b"replacement"
+    );
+}
+
+#[test]
+fn commits_follow_the_file_not_its_name() {
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    // One of two names removed while the file is open for writing: the
+    // writes land in the file, seen through the other name.
+    fs::write(mounted.path("a"), b"0123456789").expect("write");
+    fs::hard_link(mounted.path("a"), mounted.path("b")).expect("link");
+    let mut open = OpenOptions::new()
+        .write(true)
+        .open(mounted.path("a"))
+        .expect("open");
+    open.write_all(b"xy").expect("write");
+    fs::remove_file(mounted.path("a")).expect("rm a");
+    open.write_all(b"z").expect("write after the rm");
+    drop(open);
+    assert_eq!(fs::read(mounted.path("b")).expect("read b"), b"xyz3456789");
+    assert!(!mounted.path("a").exists());
+
+    // Renamed by another client while open here: the commit changes the
+    // file at its new name and makes nothing at the old one.
+    fs::write(mounted.path("c"), b"abcdef").expect("write");
+    let mut open = OpenOptions::new()
+        .write(true)
+        .open(mounted.path("c"))
+        .expect("open");
+    open.write_all(b"AB").expect("write");
+    cluster.dfs_ok(["mv", "/c", "/moved"]);
+    drop(open);
+    let mut client = dfs_client::Client::connect(cluster.master_address()).expect("connect");
+    let moved = dfs_engine::path::DfsPath::parse("/moved").expect("path");
+    let mut bytes = Vec::new();
+    client
+        .open(&moved)
+        .expect("open /moved")
+        .read_to_end(&mut bytes)
+        .expect("read /moved");
+    assert_eq!(bytes, b"ABcdef");
+    assert!(cluster.dfs_err(["stat", "/c"]).contains("no such file"));
+}

@@ -142,6 +142,34 @@ pub enum OpRecord {
         name: String,
         time_ms: u64,
     },
+    PatchInode {
+        write: u64,
+        inode: u64,
+        ranges: Vec<RangeRecord>,
+        size_bytes: u64,
+        if_version: Option<u64>,
+        time_ms: u64,
+    },
+}
+
+fn range_records(ranges: &[FileRange]) -> Vec<RangeRecord> {
+    ranges
+        .iter()
+        .map(|range| RangeRecord {
+            offset_bytes: range.offset_bytes,
+            length_bytes: range.length_bytes,
+        })
+        .collect()
+}
+
+fn file_ranges(records: &[RangeRecord]) -> Vec<FileRange> {
+    records
+        .iter()
+        .map(|range| FileRange {
+            offset_bytes: range.offset_bytes,
+            length_bytes: range.length_bytes,
+        })
+        .collect()
 }
 
 /// How a `SetXattr` treats an attribute that is there or not.
@@ -369,13 +397,7 @@ impl From<&Op> for OpRecord {
             } => OpRecord::PatchWrite {
                 if_version,
                 write,
-                ranges: ranges
-                    .iter()
-                    .map(|range| RangeRecord {
-                        offset_bytes: range.offset_bytes,
-                        length_bytes: range.length_bytes,
-                    })
-                    .collect(),
+                ranges: range_records(&ranges),
                 size_bytes,
                 time_ms,
             },
@@ -399,6 +421,21 @@ impl From<&Op> for OpRecord {
             } => OpRecord::RemoveXattr {
                 path,
                 name,
+                time_ms,
+            },
+            Op::PatchInode {
+                write,
+                inode,
+                ranges,
+                size_bytes,
+                if_version,
+                time_ms,
+            } => OpRecord::PatchInode {
+                write,
+                inode,
+                ranges: range_records(&ranges),
+                size_bytes,
+                if_version,
                 time_ms,
             },
         }
@@ -570,13 +607,7 @@ impl From<OpRecord> for Op {
             } => Op::PatchWrite {
                 if_version,
                 write,
-                ranges: ranges
-                    .iter()
-                    .map(|range| FileRange {
-                        offset_bytes: range.offset_bytes,
-                        length_bytes: range.length_bytes,
-                    })
-                    .collect(),
+                ranges: file_ranges(&ranges),
                 size_bytes,
                 time_ms,
             },
@@ -600,6 +631,21 @@ impl From<OpRecord> for Op {
             } => Op::RemoveXattr {
                 path,
                 name,
+                time_ms,
+            },
+            OpRecord::PatchInode {
+                write,
+                inode,
+                ranges,
+                size_bytes,
+                if_version,
+                time_ms,
+            } => Op::PatchInode {
+                write,
+                inode,
+                ranges: file_ranges(&ranges),
+                size_bytes,
+                if_version,
                 time_ms,
             },
         }
@@ -1038,10 +1084,11 @@ mod tests {
             Op::PatchWrite { .. } => "PatchWrite",
             Op::SetXattr { .. } => "SetXattr",
             Op::RemoveXattr { .. } => "RemoveXattr",
+            Op::PatchInode { .. } => "PatchInode",
         }
     }
 
-    const VARIANTS: usize = 20;
+    const VARIANTS: usize = 21;
 
     /// Every op once, with the bytes journal version 2 stores for it.
     fn golden_ops() -> Vec<(Op, &'static str)> {
@@ -1223,6 +1270,20 @@ mod tests {
                     time_ms: 18,
                 },
                 "13022f6606757365722e6b12",
+            ),
+            (
+                Op::PatchInode {
+                    write: 7,
+                    inode: 300,
+                    ranges: vec![FileRange {
+                        offset_bytes: 1,
+                        length_bytes: 2,
+                    }],
+                    size_bytes: 3,
+                    if_version: None,
+                    time_ms: 19,
+                },
+                "1407ac02010102030013",
             ),
         ]
     }
