@@ -65,6 +65,23 @@ impl Client {
         }
     }
 
+    /// Says that `session` has the file `inode` open: the master keeps it,
+    /// also once its last name is removed, until `release_file`.
+    pub fn hold_file(&mut self, session: u64, inode: u64) -> Result<()> {
+        match self.call_read_only(MasterRequest::Hold { session, inode })? {
+            MasterResponse::Ok => Ok(()),
+            other => Err(unexpected("Hold", &other)),
+        }
+    }
+
+    /// Says that `session` closed the file `inode`.
+    pub fn release_file(&mut self, session: u64, inode: u64) -> Result<()> {
+        match self.call_read_only(MasterRequest::Release { session, inode })? {
+            MasterResponse::Ok => Ok(()),
+            other => Err(unexpected("Release", &other)),
+        }
+    }
+
     /// Takes (`kind` Some) or drops (None) a lock of `owner` on the file
     /// `inode`; `Some(conflict)` when another owner's lock is in the way.
     pub fn lock(

@@ -132,10 +132,12 @@ struct Answer {
     more: bool,
 }
 
-/// Asks the master for the page of `path`'s pieces from `start` on.
+/// Asks the master for the page of `path`'s pieces from `start` on (with
+/// `inode`, of the file with that inode, whatever its names are now).
 fn fetch_page(
     link: &mut MasterLink,
     path: &DfsPath,
+    inode: Option<u64>,
     start: PageStart,
     notice: &dyn Fn(&str),
 ) -> Result<Answer> {
@@ -148,6 +150,7 @@ fn fetch_page(
         offset_bytes,
         limit: GET_BLOCKS_PAGE_MAX,
         first_index,
+        inode,
     };
     match crate::client::remote_error(link.call(&request, Resend::Always, notice)?.response)? {
         MasterResponse::Blocks {
@@ -324,11 +327,12 @@ struct Pages {
 
 impl BlockList {
     /// The first page of `path`, through `client`.
-    fn open(client: &mut Client, path: &DfsPath) -> Result<BlockList> {
+    fn open(client: &mut Client, path: &DfsPath, inode: Option<u64>) -> Result<BlockList> {
         let warnings = client.warning_sink();
         let answer = fetch_page(
             client.master_link(),
             path,
+            inode,
             PageStart::Offset(0),
             &|text: &str| warnings(text),
         )?;
@@ -421,7 +425,9 @@ impl BlockList {
             kept,
         } = pages;
         let link = link.get_or_insert_with(|| MasterLink::new(address, credentials.clone(), *wait));
-        let answer = fetch_page(link, &self.path, start, &|text: &str| {
+        // The file opened, also once renamed or removed while held open.
+        let inode = Some(self.status.inode);
+        let answer = fetch_page(link, &self.path, inode, start, &|text: &str| {
             eprintln!("dfs: warning: {text}")
         })?;
         check_page(
@@ -449,7 +455,15 @@ impl Client {
     /// Opens a file for reading: one `GetBlocks` for the first page of its
     /// pieces, then data straight from minions.
     pub fn open(&mut self, path: &DfsPath) -> Result<FileReader> {
-        let list = Arc::new(BlockList::open(self, path)?);
+        let list = Arc::new(BlockList::open(self, path, None)?);
+        self.reader_of(list)
+    }
+
+    /// Opens the file with inode `inode` for reading, whatever its names are
+    /// now (`path` is what errors call it): also one renamed, or removed
+    /// while a session holds it open (`hold_file`).
+    pub fn open_inode(&mut self, path: &DfsPath, inode: u64) -> Result<FileReader> {
+        let list = Arc::new(BlockList::open(self, path, Some(inode))?);
         self.reader_of(list)
     }
 
@@ -473,7 +487,7 @@ impl Client {
     /// A file's status and all its pieces with their locations, page by
     /// page; the pages must be of one file and add up to its size.
     pub fn get_blocks(&mut self, path: &DfsPath) -> Result<FileBlocks> {
-        let list = BlockList::open(self, path)?;
+        let list = BlockList::open(self, path, None)?;
         let mut blocks = Vec::with_capacity(list.count().min(GET_BLOCKS_PAGE_MAX as usize));
         for index in 0..list.count() {
             blocks.push(list.block(index, false)?);
@@ -489,7 +503,7 @@ impl Client {
     /// when every piece is a whole block (a file written front to back);
     /// otherwise (parts of blocks, holes) by reading the file.
     pub fn file_checksum(&mut self, path: &DfsPath) -> Result<FileChecksum> {
-        let list = BlockList::open(self, path)?;
+        let list = BlockList::open(self, path, None)?;
         let mut checksum = FileChecksum {
             length_bytes: 0,
             crc32c: 0,

@@ -69,6 +69,8 @@ pub const MOUNT_OPEN_WRITES_MAX: usize = 64;
 pub const SPOOL_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Lock sessions open at once (one per mount).
 pub const SESSIONS_MAX: usize = 10_000;
+/// Most files one session (a mount) holds open at once in the master.
+pub const HOLDS_PER_SESSION_MAX: usize = 1 << 16;
 /// How long a lock session lasts unrenewed by default (`--lock-lease`).
 pub const LOCK_LEASE_MS_DEFAULT: u64 = 30_000;
 /// Most connections a daemon serves at once; further ones are refused.

@@ -461,6 +461,10 @@ pub enum MasterRequest {
         limit: u32,
         /// Protocol 7: the page starts at this piece.
         first_index: Option<u64>,
+        /// Protocol 7: the file with this inode, whatever its names are now
+        /// (a reader goes on with the file it opened, also once it was
+        /// renamed, or removed while a session holds it open).
+        inode: Option<u64>,
     },
     ClusterReport,
 
@@ -641,6 +645,18 @@ pub enum MasterRequest {
     /// The names of an entry's extended attributes: `XattrNames`.
     ListXattrs {
         path: String,
+    },
+    /// The lock session `session` has the file `inode` open: it outlives
+    /// its last name until released (`Ok`).
+    Hold {
+        session: u64,
+        inode: u64,
+    },
+    /// The session closed the file (`Ok`); a file without names goes with
+    /// its last holder.
+    Release {
+        session: u64,
+        inode: u64,
     },
 }
 

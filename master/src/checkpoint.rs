@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, sync_directory};
 use crate::namespace::{
-    Namespace, NamespaceRecord, NamespaceV3, NamespaceV4, NamespaceV6, NamespaceWriter,
+    Namespace, NamespaceRecord, NamespaceV3, NamespaceV4, NamespaceV6, NamespaceV7, NamespaceWriter,
 };
 use dfs_engine::failpoint;
 
@@ -24,16 +24,18 @@ const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const TEMP_SUFFIX: &str = ".tmp";
 /// "DFSC" read as a little-endian u32.
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DFSC");
-/// Version 7 added files made of pieces of blocks and holes (extent maps)
-/// and extended attributes;
+/// Version 8 added the files kept while open somewhere; version 7 files
+/// made of pieces of blocks and holes (extent maps) and extended
+/// attributes;
 /// version 6 added symbolic links and several names (hard links) of one
 /// file; version 5 gave every block its generation (older blocks: 0);
 /// version 4 added the set of decommissioning minions to the namespace.
-const CHECKPOINT_VERSION: u16 = 7;
+const CHECKPOINT_VERSION: u16 = 8;
 /// Older versions, still read. Versions 5 and 6 are version 7 without
 /// extent maps and extended attributes (and 5 without symbolic links or
 /// hard links): the same records read them, but for the namespace's last
 /// field (`NamespaceV6`).
+const CHECKPOINT_VERSION_7: u16 = 7;
 const CHECKPOINT_VERSION_6: u16 = 6;
 const CHECKPOINT_VERSION_5: u16 = 5;
 const CHECKPOINT_VERSION_4: u16 = 4;
@@ -151,6 +153,7 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
     let version = u16::from_le_bytes([header[4], header[5]]);
     if ![
         CHECKPOINT_VERSION,
+        CHECKPOINT_VERSION_7,
         CHECKPOINT_VERSION_6,
         CHECKPOINT_VERSION_5,
         CHECKPOINT_VERSION_4,
@@ -180,6 +183,10 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
             .upgrade()
     } else if version == CHECKPOINT_VERSION_4 {
         postcard::from_bytes::<CheckpointOf<NamespaceV4>>(payload)
+            .map_err(undecodable)?
+            .upgrade()
+    } else if version == CHECKPOINT_VERSION_7 {
+        postcard::from_bytes::<CheckpointOf<NamespaceV7>>(payload)
             .map_err(undecodable)?
             .upgrade()
     } else if version == CHECKPOINT_VERSION_5 || version == CHECKPOINT_VERSION_6 {
@@ -735,8 +742,47 @@ mod tests {
         namespace
     }
 
+    /// The namespace of the version 8 fixture: the version 7 one, with
+    /// /dir/file kept open and then removed by both its names (it stays,
+    /// nameless, with its blocks).
+    fn version_8_namespace() -> Namespace {
+        let mut namespace = version_7_namespace();
+        let file = DfsPath::parse("/dir/file").expect("path");
+        let inode = namespace.status(&file).expect("stat").inode;
+        for op in [
+            Op::Sustain { inode },
+            Op::Delete {
+                path: "/dir/file".into(),
+                recursive: false,
+                time_ms: 11,
+            },
+            Op::Delete {
+                path: "/dir/hard".into(),
+                recursive: false,
+                time_ms: 12,
+            },
+        ] {
+            namespace.apply(&op).expect("apply");
+        }
+        namespace
+    }
+
     #[test]
-    fn a_version_7_checkpoint_loads_and_is_written_byte_for_byte() {
+    fn a_version_8_checkpoint_loads_and_is_written_byte_for_byte() {
+        let bytes = include_bytes!("../tests/fixtures/checkpoint-v8-0000000000000010");
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 8);
+        let loaded = decode(bytes, "fixture").expect("version 8 decodes");
+        assert_eq!(loaded.last_sequence, 16);
+        assert_eq!(loaded.namespace, version_8_namespace());
+        let (files, _, _) = loaded.namespace.counts();
+        assert_eq!(files, 2, "the nameless file and the symbolic link");
+        // While version 8 is the one written, it is written to the byte.
+        let again = encode(loaded.cluster, 16, &loaded.namespace).expect("encode");
+        assert!(again == bytes, "checkpoint version 8 changed on disk");
+    }
+
+    #[test]
+    fn a_version_7_checkpoint_loads() {
         let bytes = include_bytes!("../tests/fixtures/checkpoint-v7-000000000000000d");
         assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 7);
         let loaded = decode(bytes, "fixture").expect("version 7 decodes");
@@ -750,9 +796,10 @@ mod tests {
             loaded.namespace.xattr(&dir, "user.note"),
             Ok(&b"lab data"[..])
         );
-        // While version 7 is the one written, it is written to the byte.
+        // Written again, it is the current version and reads back the same.
         let again = encode(loaded.cluster, 13, &loaded.namespace).expect("encode");
-        assert!(again == bytes, "checkpoint version 7 changed on disk");
+        assert_eq!(u16::from_le_bytes([again[4], again[5]]), CHECKPOINT_VERSION);
+        assert_eq!(decode(&again, "again").expect("decodes"), loaded);
     }
 
     #[test]

@@ -261,6 +261,15 @@ pub enum Op {
         if_version: Option<u64>,
         time_ms: u64,
     },
+    /// Keeps the file `inode` while it is open somewhere: it outlives its
+    /// last name until `Unsustain`. Already kept: no change.
+    Sustain {
+        inode: InodeId,
+    },
+    /// Ends `Sustain`: a file without names goes, its blocks freed.
+    Unsustain {
+        inode: InodeId,
+    },
     /// Sets a `user.` extended attribute of the entry at `path`.
     SetXattr {
         path: DfsPathString,
@@ -336,6 +345,10 @@ pub struct Namespace {
     /// The `user.` extended attributes of inodes that have any (checkpoint
     /// version 7); they go with their inode.
     xattrs: BTreeMap<InodeId, BTreeMap<String, Vec<u8>>>,
+    /// Files kept while they are open somewhere (checkpoint version 8): one
+    /// that loses its last name stays, nameless, with its blocks, until
+    /// `Unsustain` (the last holder closed it, or its session ended).
+    sustained: BTreeSet<InodeId>,
     /// Where every block a file or an open write refers to is: derived from
     /// the inodes and writes, kept by `apply`, never written (rebuilt after
     /// a checkpoint is read), so that block lookups are not scans.
@@ -461,6 +474,7 @@ impl Namespace {
             next_write: 1,
             draining: BTreeSet::new(),
             xattrs: BTreeMap::new(),
+            sustained: BTreeSet::new(),
             block_index: HashMap::new(),
         }
     }
@@ -573,6 +587,35 @@ impl Namespace {
     /// True when a file or an open write refers to `block`.
     pub fn is_block_referenced(&self, block: BlockId) -> bool {
         self.block_index.contains_key(&block)
+    }
+
+    /// True when the file `inode` is kept while open (`Sustain`).
+    pub fn is_sustained(&self, inode: InodeId) -> bool {
+        self.sustained.contains(&inode)
+    }
+
+    /// The files kept while open.
+    pub fn sustained(&self) -> impl Iterator<Item = InodeId> + '_ {
+        self.sustained.iter().copied()
+    }
+
+    /// The inodes of the files at or under `path` (none if there is
+    /// nothing there): the files a delete of it, or a rename onto it, may
+    /// take the last name of.
+    pub fn files_at_or_under(&self, path: &DfsPath) -> Vec<InodeId> {
+        let Ok(id) = self.resolve(path) else {
+            return Vec::new();
+        };
+        let mut files = Vec::new();
+        let mut stack = vec![id];
+        while let Some(id) = stack.pop() {
+            match self.inodes.get(&id).map(|entry| &entry.node) {
+                Some(Node::Directory { children }) => stack.extend(children.values().copied()),
+                Some(Node::File { .. }) => files.push(id),
+                _ => {}
+            }
+        }
+        files
     }
 
     /// True when an open write holds `block` (allocated or committed).
@@ -999,6 +1042,45 @@ impl Namespace {
                 *if_version,
                 *time_ms,
             ),
+            Op::Sustain { inode } => {
+                match self.inodes.get(inode).map(|entry| &entry.node) {
+                    Some(Node::File { .. }) => {}
+                    Some(_) => {
+                        return Err(error(
+                            ErrorKind::InvalidArgument,
+                            format!("inode {inode}: not a file"),
+                        ))
+                    }
+                    None => {
+                        return Err(error(
+                            ErrorKind::NotFound,
+                            format!("inode {inode}: no such file"),
+                        ))
+                    }
+                }
+                self.sustained.insert(*inode);
+                Ok(Applied::default())
+            }
+            Op::Unsustain { inode } => {
+                if !self.sustained.remove(inode) {
+                    return Err(error(
+                        ErrorKind::NotFound,
+                        format!("inode {inode}: not kept open"),
+                    ));
+                }
+                let mut freed = Vec::new();
+                if self.inodes.get(inode).is_some_and(|entry| entry.links == 0) {
+                    self.xattrs.remove(inode);
+                    if let Some(Node::File { blocks, .. }) =
+                        self.inodes.remove(inode).map(|entry| entry.node)
+                    {
+                        freed.extend(blocks.iter().map(BlockMeta::replica));
+                    }
+                }
+                Ok(Applied {
+                    freed_blocks: freed,
+                })
+            }
             Op::SetXattr {
                 path,
                 name,
@@ -1283,6 +1365,12 @@ impl Namespace {
             };
             if !inode.node.is_directory() && inode.links > 1 {
                 inode.links -= 1;
+                inode.changed_ms = time_ms;
+                continue;
+            }
+            if self.sustained.contains(&id) && matches!(inode.node, Node::File { .. }) {
+                // Open somewhere: it lives on without a name until released.
+                inode.links = 0;
                 inode.changed_ms = time_ms;
                 continue;
             }
@@ -1772,17 +1860,41 @@ impl Namespace {
     /// `first` None, from the one holding byte `offset_bytes`), at most
     /// `limit`: the file's status, the first piece's index, the pieces with
     /// the blocks they are of (None: a hole), and whether more follow.
+    ///
+    /// With `inode`, of the file with that inode whatever its names are now
+    /// (also one kept open after its last name went): a reader goes on with
+    /// the file it opened.
     pub fn file_pieces(
         &self,
         path: &DfsPath,
+        inode: Option<InodeId>,
         first: Option<u64>,
         offset_bytes: u64,
         limit: usize,
     ) -> Result<FilePieces, RemoteError> {
-        let id = self.resolve(path)?;
-        let (status, blocks) = self.file_blocks(path)?;
-        let Node::File { extents, .. } = &self.inode(id).node else {
-            unreachable!("file_blocks answers files only");
+        let id = match inode {
+            Some(id) => id,
+            None => self.resolve(path)?,
+        };
+        let (status, blocks, extents) = match self.inodes.get(&id).map(|entry| &entry.node) {
+            Some(Node::File {
+                blocks, extents, ..
+            }) => (
+                self.entry_status(path.name().unwrap_or(""), id),
+                blocks.as_slice(),
+                extents,
+            ),
+            Some(_) if inode.is_none() => {
+                // The reasons `file_blocks` gives for what is not a file.
+                self.file_blocks(path)?;
+                return Err(not_found(path));
+            }
+            _ => {
+                return Err(error(
+                    ErrorKind::NotFound,
+                    format!("{path}: the file (inode {id}) is gone"),
+                ))
+            }
         };
         let count = status.block_count as usize;
         let start = match first {
@@ -2056,11 +2168,23 @@ impl Namespace {
         ) {
             return Err("root is not a directory".into());
         }
-        if seen.len() != self.inodes.len() {
-            return Err(format!(
-                "{} inodes unreachable from the root",
-                self.inodes.len() - seen.len()
-            ));
+        // Unreachable: only files kept open after their last name went.
+        for (id, inode) in &self.inodes {
+            if seen.contains(id) {
+                continue;
+            }
+            let nameless_file = matches!(inode.node, Node::File { .. }) && inode.links == 0;
+            if !nameless_file || !self.sustained.contains(id) {
+                return Err(format!("inode {id} unreachable from the root"));
+            }
+        }
+        for id in &self.sustained {
+            if !matches!(
+                self.inodes.get(id).map(|i| &i.node),
+                Some(Node::File { .. })
+            ) {
+                return Err(format!("kept open inode {id} is not a file"));
+            }
         }
         if self.inodes.keys().any(|&id| id >= self.next_inode) {
             return Err("inode id at or past next_inode".into());
@@ -2116,7 +2240,9 @@ mod records;
 
 pub use extents::{Extent, Extents};
 pub use legacy::{NamespaceV3, NamespaceV4};
-pub use records::{decode_op, encode_op, NamespaceRecord, NamespaceV6, NamespaceWriter};
+pub use records::{
+    decode_op, encode_op, NamespaceRecord, NamespaceV6, NamespaceV7, NamespaceWriter,
+};
 
 #[cfg(test)]
 mod tests;

@@ -221,9 +221,13 @@ pub struct Master {
     /// another of the master's locks is taken.
     frees: Mutex<DurableGate>,
     safe_mode: SafeMode,
-    /// Lock sessions and the lock table: soft state, taken alone (never
-    /// with another of the master's locks).
+    /// Lock sessions, the lock table and the files sessions hold open:
+    /// soft state, taken alone or inside the namespace lock (a delete asks
+    /// which files are held), never around another of the master's locks.
     sessions: Mutex<Sessions>,
+    /// Until then, files kept open in the namespace with no holder are
+    /// kept: mounts of the last run hold theirs again in new sessions.
+    sustain_grace_until: Instant,
 }
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
@@ -310,6 +314,7 @@ impl Master {
         // The wait for block reports starts once the namespace is loaded.
         let safe_mode = SafeMode::new(Instant::now(), config.safe_mode_timeout);
         let sessions = Mutex::new(Sessions::new(config.lock_lease));
+        let sustain_grace_until = Instant::now() + 2 * config.lock_lease;
         Ok(Master {
             cluster: recovered.cluster,
             namespace: RwLock::new(NamespaceState {
@@ -336,6 +341,7 @@ impl Master {
             replan: (Mutex::new(false), Condvar::new()),
             frees: Mutex::new(DurableGate::default()),
             safe_mode,
+            sustain_grace_until,
             sessions,
         })
     }
@@ -542,6 +548,7 @@ impl Master {
                     return;
                 }
                 master.abort_expired_orphans(Instant::now());
+                master.release_unheld(Instant::now());
                 master.release_durable();
                 let due = {
                     let checkpoints = master.checkpoints();
@@ -562,6 +569,55 @@ impl Master {
                 }
             })
             .context("spawn maintenance thread")?;
+        Ok(())
+    }
+
+    /// Ends `Sustain` of the files no session holds open any more (closed,
+    /// or their sessions expired), once the start-up grace is over: a file
+    /// without names goes, its blocks freed.
+    fn release_unheld(&self, now: Instant) {
+        if now < self.sustain_grace_until {
+            return;
+        }
+        let kept: Vec<u64> = self.read().namespace.sustained().collect();
+        if kept.is_empty() {
+            return;
+        }
+        let held = sync::lock(&self.sessions).held(now);
+        let unheld: Vec<u64> = kept.into_iter().filter(|i| !held.contains(i)).collect();
+        if unheld.is_empty() {
+            return;
+        }
+        let mut state = self.write();
+        for inode in unheld {
+            if !state.namespace.is_sustained(inode) {
+                continue;
+            }
+            if let Err(e) = self.change(&mut state, &Op::Unsustain { inode }) {
+                tracing::warn!("release file {inode} kept open: {e}");
+            }
+        }
+    }
+
+    /// Files at `paths` (or under them) that a session holds open are kept
+    /// (`Sustain`) before a change that may take their last name.
+    fn sustain_held(
+        &self,
+        state: &mut NamespaceState,
+        paths: &[&DfsPath],
+    ) -> Result<(), RemoteError> {
+        let held = sync::lock(&self.sessions).held(Instant::now());
+        if held.is_empty() {
+            return Ok(());
+        }
+        let files: Vec<u64> = paths
+            .iter()
+            .flat_map(|path| state.namespace.files_at_or_under(path))
+            .filter(|inode| held.contains(inode) && !state.namespace.is_sustained(*inode))
+            .collect();
+        for inode in files {
+            self.change(state, &Op::Sustain { inode })?;
+        }
         Ok(())
     }
 
@@ -811,6 +867,16 @@ impl Master {
                 sync::lock(&self.sessions).close(session);
                 MasterResponse::Ok
             }
+            MasterRequest::Hold { session, inode } => {
+                sync::lock(&self.sessions).hold(session, inode, Instant::now())?;
+                MasterResponse::Ok
+            }
+            MasterRequest::Release { session, inode } => {
+                // A file kept open that nobody holds now goes with the
+                // next maintenance round (`release_unheld`).
+                sync::lock(&self.sessions).unhold(session, inode, Instant::now());
+                MasterResponse::Ok
+            }
             MasterRequest::Lock {
                 session,
                 inode,
@@ -865,13 +931,15 @@ impl Master {
                 offset_bytes,
                 limit,
                 first_index,
+                inode,
             } => {
                 let path = parse_path(&path)?;
                 let state = self.read();
                 let limit = limit.clamp(1, GET_BLOCKS_PAGE_MAX) as usize;
-                let page = state
-                    .namespace
-                    .file_pieces(&path, first_index, offset_bytes, limit)?;
+                let page =
+                    state
+                        .namespace
+                        .file_pieces(&path, inode, first_index, offset_bytes, limit)?;
                 let registry = self.registry();
                 let blocks = page
                     .pieces
@@ -1088,17 +1156,23 @@ impl Master {
                 (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::Delete { path, recursive } => {
+                let path = parse_path(&path)?;
+                self.sustain_held(state, &[&path])?;
                 let op = Op::Delete {
-                    path: parse_path(&path)?.to_string(),
+                    path: path.to_string(),
                     recursive,
                     time_ms,
                 };
                 (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::Rename { source, target } => {
+                let target = parse_path(&target)?;
+                if source != target.as_str() {
+                    self.sustain_held(state, &[&target])?;
+                }
                 let op = Op::Rename {
                     source: parse_path(&source)?.to_string(),
-                    target: parse_path(&target)?.to_string(),
+                    target: target.to_string(),
                     time_ms,
                 };
                 (MasterResponse::Ok, self.change(state, &op)?)

@@ -5,14 +5,19 @@
 //! lock table it owns: a master that restarts starts with no sessions, and
 //! a mount finds out at its next renewal (its locks were lost; it says so).
 //!
+//! A session also holds the files its mount has open (`hold`): such a file
+//! outlives its last name (the namespace keeps it, `Op::Sustain`) until no
+//! session holds it; the holds are soft state too, and a mount holds its
+//! open files again in a new session after a master restart.
+//!
 //! Pure apart from the ids it is handed: time comes in as `now`, so expiry
 //! is tested without sleeping. Expired sessions are swept by every call
 //! that could meet their locks; sessions are few (one per mount).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use dfs_engine::limits::SESSIONS_MAX;
+use dfs_engine::limits::{HOLDS_PER_SESSION_MAX, SESSIONS_MAX};
 use dfs_engine::msg::{ErrorKind, LockKind as WireKind, LockRange, MasterResponse, RemoteError};
 
 use crate::locks::{ByteRange, Flavor, LockError, LockKind, LockOwner, LockTable, SessionId};
@@ -23,6 +28,8 @@ pub struct Sessions {
     /// When each session was opened or last renewed.
     renewed: HashMap<SessionId, Instant>,
     table: LockTable,
+    /// The files (inodes) each session holds open.
+    holds: HashMap<SessionId, HashSet<u64>>,
 }
 
 fn kind(wire: WireKind) -> LockKind {
@@ -59,6 +66,7 @@ impl Sessions {
             lease,
             renewed: HashMap::new(),
             table: LockTable::new(),
+            holds: HashMap::new(),
         }
     }
 
@@ -77,11 +85,13 @@ impl Sessions {
             .collect();
         for session in gone {
             self.renewed.remove(&session);
+            let held = self.holds.remove(&session).map_or(0, |held| held.len());
             let locks = self.table.release_session(session);
             tracing::info!(
                 session = format!("{session:016x}"),
                 locks,
-                "lock session expired: its locks are released"
+                held,
+                "lock session expired: its locks and open files are released"
             );
         }
     }
@@ -122,6 +132,50 @@ impl Sessions {
         if self.renewed.remove(&session).is_some() {
             self.table.release_session(session);
         }
+        self.holds.remove(&session);
+    }
+
+    /// `session` has the file `inode` open.
+    pub fn hold(
+        &mut self,
+        session: SessionId,
+        inode: u64,
+        now: Instant,
+    ) -> Result<(), RemoteError> {
+        self.check_open(session, now)?;
+        let held = self.holds.entry(session).or_default();
+        if held.len() >= HOLDS_PER_SESSION_MAX && !held.contains(&inode) {
+            return Err(RemoteError::new(
+                ErrorKind::Busy,
+                format!("session {session:016x} holds {HOLDS_PER_SESSION_MAX} files open already"),
+            ));
+        }
+        held.insert(inode);
+        Ok(())
+    }
+
+    /// `session` closed the file `inode`. A session gone already held
+    /// nothing: not an error.
+    pub fn unhold(&mut self, session: SessionId, inode: u64, now: Instant) {
+        self.sweep(now);
+        if let Some(held) = self.holds.get_mut(&session) {
+            held.remove(&inode);
+            if held.is_empty() {
+                self.holds.remove(&session);
+            }
+        }
+    }
+
+    /// True when a live session holds the file `inode` open.
+    pub fn is_held(&mut self, inode: u64, now: Instant) -> bool {
+        self.sweep(now);
+        self.holds.values().any(|held| held.contains(&inode))
+    }
+
+    /// Every file a live session holds open.
+    pub fn held(&mut self, now: Instant) -> HashSet<u64> {
+        self.sweep(now);
+        self.holds.values().flatten().copied().collect()
     }
 
     /// Takes or (with `kind` None) drops a lock: `Ok`, or `LockConflict`.

@@ -65,6 +65,7 @@ fn try_blocks(cluster: &Cluster, path: &str) -> Option<Vec<LocatedBlock>> {
         offset_bytes: 0,
         limit: u32::MAX,
         first_index: None,
+        inode: None,
     };
     match cluster.master_call(request) {
         Ok(MasterResponse::Blocks {

@@ -284,6 +284,7 @@ fn a_minion_registers_heartbeats_reports_its_blocks_and_keeps_its_identity() {
         offset_bytes: 0,
         limit: 16,
         first_index: None,
+        inode: None,
     });
     match before_report {
         Ok(MasterResponse::Error(error)) if error.kind == ErrorKind::Starting => {}

@@ -60,6 +60,8 @@ struct Local {
     /// and nothing was written since).
     changed: Ranges,
     size: u64,
+    /// The base's inode, when known: read by it, whatever its names are.
+    inode: Option<u64>,
 }
 
 enum Contents {
@@ -88,6 +90,9 @@ pub struct CachedFile {
     /// Its name was removed while it was open: it lives on here, for
     /// reads and writes, until its last close, and is never committed.
     unlinked: bool,
+    /// Its last name was removed while the master keeps it for this mount:
+    /// it has no links, and goes on by inode.
+    nameless: bool,
     /// Where a file a patch left fragmented is sent to be compacted.
     compactor: Option<Compactor>,
     /// The file's inode in the namespace, once known (an existing file; a
@@ -128,6 +133,7 @@ impl Local {
             overlay: None,
             changed: Ranges::default(),
             size: 0,
+            inode: None,
         }
     }
 
@@ -138,6 +144,7 @@ impl Local {
             overlay: None,
             changed: Ranges::default(),
             size,
+            inode: None,
         }
     }
 
@@ -181,7 +188,10 @@ impl Local {
                 let client = client.as_deref_mut().ok_or_else(|| {
                     Error::Invalid(format!("{path}: the file's old bytes are not at hand"))
                 })?;
-                *reader = Some(client.open(path)?);
+                *reader = Some(match self.inode {
+                    Some(inode) => client.open_inode(path, inode)?,
+                    None => client.open(path)?,
+                });
             }
             let reader = reader
                 .as_mut()
@@ -295,6 +305,7 @@ impl CachedFile {
             poisoned: false,
             nodeid: 0,
             unlinked: false,
+            nameless: false,
             compactor: None,
             inode: None,
         })
@@ -318,6 +329,7 @@ impl CachedFile {
             poisoned: false,
             nodeid: 0,
             unlinked: false,
+            nameless: false,
             compactor: None,
             inode: None,
         }
@@ -348,6 +360,15 @@ impl CachedFile {
     /// The file's inode in the namespace: commits go to it.
     pub fn set_inode(&mut self, inode: u64) {
         self.inode = Some(inode);
+        if let Contents::Local(local) = &mut self.contents {
+            local.inode = Some(inode);
+        }
+    }
+
+    /// Its last name was removed elsewhere or here while it is held open:
+    /// the master keeps it, and it goes on by inode (see `LockSession::hold`).
+    pub fn set_nameless(&mut self) {
+        self.nameless = true;
     }
 
     pub fn inode(&self) -> Option<u64> {
@@ -508,7 +529,7 @@ impl CachedFile {
             crtime: now,
             kind: fuser::FileType::RegularFile,
             perm: (self.mode() & 0o7777) as u16,
-            nlink: u32::from(!self.unlinked),
+            nlink: u32::from(!self.unlinked && !self.nameless),
             uid: owner,
             gid: group,
             rdev: 0,
@@ -757,8 +778,8 @@ impl CachedFile {
                 inode: self.inode,
             };
             writer.finish_patch_of(ranges, local.size, target)?;
-            if let Some(compactor) = &self.compactor {
-                let status = client.stat(path)?;
+            // Compacted by path: only while the path names this file.
+            if let (Some(compactor), Ok(status)) = (&self.compactor, client.stat(path)) {
                 let whole_blocks = status.size_bytes / status.block_bytes.max(1) + 1;
                 let here = self.inode.is_none_or(|inode| inode == status.inode);
                 if here && dfs_client::compact::is_fragmented(status.block_count, whole_blocks) {

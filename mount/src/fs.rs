@@ -55,6 +55,8 @@ enum Handle {
 struct SharedFile {
     file: CachedFile,
     handles: usize,
+    /// The inode held open in the master for it (`LockSession::hold`).
+    held: Option<u64>,
 }
 
 struct State {
@@ -240,6 +242,13 @@ impl State {
                     found = true;
                     continue;
                 }
+                if shared.held.is_some() && file.inode() == shared.held {
+                    // Kept by the master while held open here: it goes on
+                    // by inode, nameless.
+                    file.set_nameless();
+                    found = true;
+                    continue;
+                }
                 file.unlink(&mut self.client).map_err(|e| {
                     eprintln!("dfs-mount: {e}");
                     Errno::EBUSY
@@ -265,7 +274,14 @@ impl State {
     fn share(&mut self, nodeid: u64, mut file: CachedFile) -> Handle {
         file.set_nodeid(nodeid);
         file.set_compactor(self.compactor.clone());
-        self.files.insert(nodeid, SharedFile { file, handles: 1 });
+        self.files.insert(
+            nodeid,
+            SharedFile {
+                file,
+                handles: 1,
+                held: None,
+            },
+        );
         Handle::Cached(nodeid)
     }
 
@@ -307,6 +323,23 @@ impl State {
             self.locked_seen.clear();
         }
         self.locked_seen.insert(nodeid, now) != Some(now)
+    }
+
+    /// The attributes of the file `inode` from what is open here, with no
+    /// links: for one removed while open (the master keeps it).
+    fn open_here_attr(&mut self, inode: u64) -> Option<FileAttr> {
+        if self.files.contains_key(&inode) {
+            let mut attr = self.pending_attr(inode)?;
+            attr.nlink = 0;
+            return Some(attr);
+        }
+        let status = self.handles.values().find_map(|handle| match handle {
+            Handle::Read(reader) if reader.status().inode == inode => Some(reader.status().clone()),
+            _ => None,
+        })?;
+        let mut attr = self.ids.attr(&status);
+        attr.nlink = 0;
+        Some(attr)
     }
 
     /// Refuses one more file being written past the mount's bound.
@@ -511,40 +544,36 @@ impl Filesystem for DfsFs {
         if let Some(attr) = state.pending_attr(ino.0).filter(|attr| attr.nlink == 0) {
             return reply.attr(&Duration::ZERO, &attr);
         }
-        // Removed while open for reading here: as it was when opened.
-        if state.path(ino).is_err() {
-            let opened = state.handles.values().find_map(|handle| match handle {
-                Handle::Read(reader) if reader.status().inode == ino.0 => {
-                    Some(reader.status().clone())
+        // The file the number names, if its path still names it.
+        let result = state
+            .path(ino)
+            .and_then(|path| state.stat(&path))
+            .and_then(|status| {
+                if status.inode == ino.0 {
+                    Ok(status)
+                } else {
+                    Err(Errno::ENOENT)
                 }
-                _ => None,
             });
-            if let Some(status) = opened {
-                let mut attr = state.ids.attr(&status);
-                attr.nlink = 0;
-                return reply.attr(&Duration::ZERO, &attr);
-            }
-        }
         // Open for writing here: the size it has as written, not cached.
         let writing = state.files.get(&ino.0).map(|shared| shared.file.size());
-        if let Some(size) = writing {
-            return match state.path(ino).and_then(|path| state.stat(&path)) {
-                Ok(status) => {
-                    let mut attr = state.ids.attr(&status);
-                    attr.size = size;
-                    attr.blocks = size.div_ceil(512);
-                    reply.attr(&Duration::ZERO, &attr)
-                }
-                Err(error) => reply.error(error),
-            };
-        }
-        let result = state.path(ino).and_then(|path| state.stat(&path));
-        match result {
-            Ok(status) => {
+        match (result, writing) {
+            (Ok(status), Some(size)) => {
+                let mut attr = state.ids.attr(&status);
+                attr.size = size;
+                attr.blocks = size.div_ceil(512);
+                reply.attr(&Duration::ZERO, &attr)
+            }
+            (Ok(status), None) => {
                 let attr = state.ids.attr(&status);
                 reply.attr(&ENTRY_TTL, &attr)
             }
-            Err(error) => reply.error(error),
+            // Removed (here or elsewhere) while open here: as the handle
+            // has it, without names.
+            (Err(error), _) => match state.open_here_attr(ino.0) {
+                Some(attr) => reply.attr(&Duration::ZERO, &attr),
+                None => reply.error(error),
+            },
         }
     }
 
@@ -999,10 +1028,19 @@ impl Filesystem for DfsFs {
                 CachedFile::existing(path, status.size_bytes, status.mode, keep)
             };
             file.set_inode(status.inode);
-            state.share(ino.0, file)
+            let handle = state.share(ino.0, file);
+            // Kept by the master while open here, also once removed.
+            self.locks.hold(&mut state.client, status.inode);
+            if let Some(shared) = state.files.get_mut(&ino.0) {
+                shared.held = Some(status.inode);
+            }
+            handle
         } else {
             match state.client.open(&path) {
-                Ok(reader) => Handle::Read(Box::new(reader)),
+                Ok(reader) => {
+                    self.locks.hold(&mut state.client, reader.status().inode);
+                    Handle::Read(Box::new(reader))
+                }
                 Err(error) => return reply.error(errno(&error)),
             }
         };
@@ -1199,11 +1237,21 @@ impl Filesystem for DfsFs {
                     Ok(())
                 }
                 Some(_) => match state.files.remove(&nodeid) {
-                    Some(mut shared) => shared.file.commit(&mut state.client),
+                    Some(mut shared) => {
+                        let committed = shared.file.commit(&mut state.client);
+                        if let Some(inode) = shared.held {
+                            self.locks.release(&mut state.client, inode);
+                        }
+                        committed
+                    }
                     None => Ok(()),
                 },
                 None => Ok(()),
             },
+            Some(Handle::Read(reader)) => {
+                self.locks.release(&mut state.client, reader.status().inode);
+                Ok(())
+            }
             _ => Ok(()),
         };
         drop(guard);

@@ -15,8 +15,9 @@
 //! while a database and its lock must stay one file to every workstation.
 //! A rename of a locked file leaves its locks on the old name.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -77,11 +78,18 @@ pub fn fcntl_type(kind: LockKind) -> i32 {
     }
 }
 
-/// The mount's lock session, kept alive by a renewal thread.
+/// The files the mount holds open in the master, by inode, with how many
+/// open files here hold each.
+type Holds = Arc<Mutex<HashMap<u64, usize>>>;
+
+/// The mount's lock session, kept alive by a renewal thread. It also holds
+/// the files open here, so that the master keeps one removed elsewhere (or
+/// here) until it is closed here.
 pub struct LockSession {
     master: String,
     credentials: Credentials,
     id: Arc<AtomicU64>,
+    holds: Holds,
     stopping: Arc<AtomicBool>,
     renewer: Option<JoinHandle<()>>,
 }
@@ -92,18 +100,21 @@ impl LockSession {
         let (session, lease) = client.open_lock_session()?;
         let id = Arc::new(AtomicU64::new(session));
         let stopping = Arc::new(AtomicBool::new(false));
+        let holds: Holds = Arc::default();
         let renewer = {
             let id = Arc::clone(&id);
             let stopping = Arc::clone(&stopping);
+            let holds = Arc::clone(&holds);
             thread::Builder::new()
                 .name("lock-lease".into())
-                .spawn(move || renew(client, &id, &stopping, lease))
+                .spawn(move || renew(client, &id, &holds, &stopping, lease))
                 .map_err(|e| Error::io("start the lock lease thread", e))?
         };
         Ok(LockSession {
             master: master.to_string(),
             credentials,
             id,
+            holds,
             stopping,
             renewer: Some(renewer),
         })
@@ -121,6 +132,36 @@ impl LockSession {
     pub fn shared_id(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.id)
     }
+
+    /// A file (`inode`) is opened here: the master is told at its first
+    /// open here. Best effort: a file not held is only not kept once
+    /// removed elsewhere.
+    pub fn hold(&self, client: &mut Client, inode: u64) {
+        let mut holds = dfs_engine::sync::lock(&self.holds);
+        let count = holds.entry(inode).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            if let Err(error) = client.hold_file(self.id(), inode) {
+                eprintln!("dfs-mount: hold file {inode} open: {error}");
+            }
+        }
+    }
+
+    /// A file opened here with `hold` is closed: the master is told at its
+    /// last close here.
+    pub fn release(&self, client: &mut Client, inode: u64) {
+        let mut holds = dfs_engine::sync::lock(&self.holds);
+        let Some(count) = holds.get_mut(&inode) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            holds.remove(&inode);
+            if let Err(error) = client.release_file(self.id(), inode) {
+                eprintln!("dfs-mount: release file {inode}: {error}");
+            }
+        }
+    }
 }
 
 impl Drop for LockSession {
@@ -135,7 +176,13 @@ impl Drop for LockSession {
 /// Renews the session a third of the lease apart; a session the master no
 /// longer knows (a restart, a long partition) is replaced by a new one, and
 /// the loss of its locks is said. Closes the session when stopping.
-fn renew(mut client: Client, id: &AtomicU64, stopping: &AtomicBool, lease: Duration) {
+fn renew(
+    mut client: Client,
+    id: &AtomicU64,
+    holds: &Mutex<HashMap<u64, usize>>,
+    stopping: &AtomicBool,
+    lease: Duration,
+) {
     let period = (lease / 3).max(Duration::from_millis(100));
     let step = Duration::from_millis(50).min(period);
     let mut waited = Duration::ZERO;
@@ -150,7 +197,18 @@ fn renew(mut client: Client, id: &AtomicU64, stopping: &AtomicBool, lease: Durat
         if let Err(error) = client.renew_lock_session(session) {
             eprintln!("dfs-mount: locks held through this mount are lost: {error}");
             match client.open_lock_session() {
-                Ok((fresh, _)) => id.store(fresh, Ordering::Relaxed),
+                Ok((fresh, _)) => {
+                    id.store(fresh, Ordering::Relaxed);
+                    // The files open here are held again in the new session
+                    // (the master keeps removed ones a while after a restart
+                    // for this).
+                    let held: Vec<u64> = dfs_engine::sync::lock(holds).keys().copied().collect();
+                    for inode in held {
+                        if let Err(error) = client.hold_file(fresh, inode) {
+                            eprintln!("dfs-mount: hold file {inode} open again: {error}");
+                        }
+                    }
+                }
                 Err(error) => eprintln!("dfs-mount: no new lock session yet: {error}"),
             }
         }

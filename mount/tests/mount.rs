@@ -1481,3 +1481,86 @@ fn commits_follow_the_file_not_its_name() {
     assert_eq!(bytes, b"ABcdef");
     assert!(cluster.dfs_err(["stat", "/c"]).contains("no such file"));
 }
+
+/// Files the namespace counts (also those kept open without a name).
+fn file_count(cluster: &Cluster) -> u64 {
+    match cluster
+        .master_call(dfs_engine::msg::MasterRequest::ClusterReport)
+        .expect("cluster report")
+    {
+        dfs_engine::msg::MasterResponse::Cluster { file_count, .. } => file_count,
+        other => panic!("cluster report: {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_removed_on_one_workstation_stays_readable_and_writable_where_it_is_open() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        block_size: Some("1M"),
+        master_arguments: vec!["--lock-lease", "2s"],
+        ..ClusterOptions::default()
+    });
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    let data = random_bytes(81, 3 * (1 << 20) + 17);
+    fs::write(here.path("read"), &data).expect("write");
+    fs::write(here.path("write"), b"0123456789").expect("write");
+    let files = file_count(&cluster);
+
+    let mut reader = File::open(here.path("read")).expect("open for reading");
+    let mut head = vec![0u8; 1000];
+    reader.read_exact(&mut head).expect("read the head");
+    let mut writer = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(here.path("write"))
+        .expect("open for writing");
+    writer.write_all(b"ab").expect("write");
+    // Removed on the other workstation: gone from every directory...
+    fs::remove_file(there.path("read")).expect("rm there");
+    fs::remove_file(there.path("write")).expect("rm there");
+    wait_for(
+        || !here.path("read").exists() && !here.path("write").exists(),
+        Duration::from_secs(10),
+        "the names to go here too",
+    );
+    // ... but open here: read to the end, written and read back.
+    let mut rest = Vec::new();
+    reader
+        .read_to_end(&mut rest)
+        .expect("read the rest of the removed file");
+    head.extend_from_slice(&rest);
+    assert!(head == data, "the removed file reads whole");
+    writer.write_all(b"cd").expect("write more");
+    writer.flush().expect("flush");
+    writer.sync_all().expect("fsync commits the nameless file");
+    writer.seek(SeekFrom::Start(0)).expect("seek");
+    let mut text = String::new();
+    writer.read_to_string(&mut text).expect("read back");
+    assert_eq!(text, "abcd456789");
+    assert_eq!(file_count(&cluster), files, "both kept while open");
+
+    // A master restart: the mount holds its open files again in a new
+    // session, and the master keeps them meanwhile.
+    cluster.stop_master_gracefully();
+    cluster.start_master();
+    cluster.wait_for_live_minions(1);
+    std::thread::sleep(Duration::from_secs(6));
+    reader.seek(SeekFrom::Start(1 << 20)).expect("seek");
+    let mut again = vec![0u8; 4096];
+    reader
+        .read_exact(&mut again)
+        .expect("read after the restart");
+    assert!(again[..] == data[1 << 20..(1 << 20) + 4096]);
+
+    // Closed: both go, with their blocks.
+    drop(reader);
+    drop(writer);
+    wait_for(
+        || file_count(&cluster) == files - 2,
+        Duration::from_secs(20),
+        "the removed files to go once closed",
+    );
+}

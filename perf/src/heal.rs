@@ -89,6 +89,7 @@ fn located_blocks(master: &str, path: &str) -> Result<Vec<LocatedBlock>> {
             offset_bytes,
             limit: u32::MAX,
             first_index: None,
+            inode: None,
         };
         match master_call(master, request)? {
             MasterResponse::Blocks { blocks, more, .. } => {

@@ -506,6 +506,7 @@ impl Cluster {
                 offset_bytes,
                 limit: u32::MAX,
                 first_index: None,
+                inode: None,
             };
             match self.master_call(request) {
                 Ok(MasterResponse::Blocks { blocks, more, .. }) => {

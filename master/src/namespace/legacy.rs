@@ -165,6 +165,7 @@ impl From<NamespaceV4> for Namespace {
             next_write: old.next_write,
             draining: old.draining.into_iter().map(MinionId).collect(),
             xattrs: BTreeMap::new(),
+            sustained: BTreeSet::new(),
             block_index: HashMap::new(),
         };
         namespace.rebuild_derived();

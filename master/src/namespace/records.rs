@@ -1,7 +1,7 @@
 //! The namespace as it is written: journal op records (journal version 2)
-//! and the namespace of a checkpoint (checkpoint versions 5 to 7: 7 appended
-//! files made of pieces of blocks (extent maps), 6
-//! appended symbolic links and allows several names of one file), as record
+//! and the namespace of a checkpoint (checkpoint versions 5 to 8: 8 appended
+//! the files kept while open, 7 extent maps and extended attributes, 6
+//! symbolic links and several names of one file), as record
 //! types of their own, apart from the in-memory `Op`, `Inode`, `OpenWrite`
 //! and `Namespace`. Postcard is not self-describing: the order of fields
 //! and variants and the integer types *are* the format, so the in-memory
@@ -149,6 +149,12 @@ pub enum OpRecord {
         size_bytes: u64,
         if_version: Option<u64>,
         time_ms: u64,
+    },
+    Sustain {
+        inode: u64,
+    },
+    Unsustain {
+        inode: u64,
     },
 }
 
@@ -438,6 +444,8 @@ impl From<&Op> for OpRecord {
                 if_version,
                 time_ms,
             },
+            Op::Sustain { inode } => OpRecord::Sustain { inode },
+            Op::Unsustain { inode } => OpRecord::Unsustain { inode },
         }
     }
 }
@@ -648,6 +656,8 @@ impl From<OpRecord> for Op {
                 if_version,
                 time_ms,
             },
+            OpRecord::Sustain { inode } => Op::Sustain { inode },
+            OpRecord::Unsustain { inode } => Op::Unsustain { inode },
         }
     }
 }
@@ -946,7 +956,7 @@ impl From<OpenWriteRecord> for OpenWrite {
     }
 }
 
-/// The namespace of checkpoint version 7, as read. Written by
+/// The namespace of checkpoint version 8, as read. Written by
 /// `NamespaceWriter`, which produces the same bytes from a live namespace
 /// one entry at a time.
 #[derive(Debug, Deserialize)]
@@ -960,6 +970,37 @@ pub struct NamespaceRecord {
     /// Appended in version 7: the extended attributes of each inode that
     /// has any.
     xattrs: BTreeMap<u64, BTreeMap<String, Vec<u8>>>,
+    /// Appended in version 8: files kept while open somewhere.
+    sustained: BTreeSet<u64>,
+}
+
+/// The namespace of checkpoint version 7: version 8 without the files kept
+/// open.
+#[derive(Debug, Deserialize)]
+pub struct NamespaceV7 {
+    inodes: BTreeMap<u64, InodeRecord>,
+    writes: BTreeMap<u64, OpenWriteRecord>,
+    next_inode: u64,
+    next_block: u64,
+    next_write: u64,
+    draining: BTreeSet<u64>,
+    xattrs: BTreeMap<u64, BTreeMap<String, Vec<u8>>>,
+}
+
+impl From<NamespaceV7> for Namespace {
+    fn from(old: NamespaceV7) -> Namespace {
+        NamespaceRecord {
+            inodes: old.inodes,
+            writes: old.writes,
+            next_inode: old.next_inode,
+            next_block: old.next_block,
+            next_write: old.next_write,
+            draining: old.draining,
+            xattrs: old.xattrs,
+            sustained: BTreeSet::new(),
+        }
+        .into()
+    }
 }
 
 /// The namespace of checkpoint versions 5 and 6: version 7 without
@@ -985,6 +1026,7 @@ impl From<NamespaceV6> for Namespace {
             next_write: old.next_write,
             draining: old.draining,
             xattrs: BTreeMap::new(),
+            sustained: BTreeSet::new(),
         }
         .into()
     }
@@ -1008,6 +1050,7 @@ impl From<NamespaceRecord> for Namespace {
             next_write: record.next_write,
             draining: record.draining.into_iter().map(MinionId).collect(),
             xattrs: record.xattrs,
+            sustained: record.sustained,
             block_index: HashMap::new(),
         };
         namespace.rebuild_derived();
@@ -1033,7 +1076,7 @@ impl Serialize for NamespaceWriter<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let namespace = self.0;
         let draining: BTreeSet<u64> = namespace.draining.iter().map(|m| m.0).collect();
-        let mut record = serializer.serialize_struct("NamespaceRecord", 7)?;
+        let mut record = serializer.serialize_struct("NamespaceRecord", 8)?;
         record.serialize_field(
             "inodes",
             &ConvertedMap(&namespace.inodes, |inode| InodeRecord::from(inode)),
@@ -1047,6 +1090,7 @@ impl Serialize for NamespaceWriter<'_> {
         record.serialize_field("next_write", &namespace.next_write)?;
         record.serialize_field("draining", &draining)?;
         record.serialize_field("xattrs", &namespace.xattrs)?;
+        record.serialize_field("sustained", &namespace.sustained)?;
         record.end()
     }
 }
@@ -1085,10 +1129,12 @@ mod tests {
             Op::SetXattr { .. } => "SetXattr",
             Op::RemoveXattr { .. } => "RemoveXattr",
             Op::PatchInode { .. } => "PatchInode",
+            Op::Sustain { .. } => "Sustain",
+            Op::Unsustain { .. } => "Unsustain",
         }
     }
 
-    const VARIANTS: usize = 21;
+    const VARIANTS: usize = 23;
 
     /// Every op once, with the bytes journal version 2 stores for it.
     fn golden_ops() -> Vec<(Op, &'static str)> {
@@ -1285,6 +1331,8 @@ mod tests {
                 },
                 "1407ac02010102030013",
             ),
+            (Op::Sustain { inode: 300 }, "15ac02"),
+            (Op::Unsustain { inode: 1 }, "1601"),
         ]
     }
 
@@ -1383,20 +1431,25 @@ mod tests {
     }
 
     #[test]
-    fn the_namespace_has_the_bytes_checkpoint_versions_5_to_7_store() {
+    fn the_namespace_has_the_bytes_checkpoint_versions_5_to_8_store() {
         let (namespace, bytes) = golden_namespace();
         let written = postcard::to_stdvec(&NamespaceWriter(&namespace)).expect("encode");
-        // Version 7 appended the extended attributes: none here.
+        // Version 7 appended the extended attributes and version 8 the
+        // files kept open: none here.
         assert_eq!(
             hex(&written),
-            format!("{bytes}00"),
+            format!("{bytes}0000"),
             "the checkpoint's namespace changed on disk"
         );
         let read: NamespaceRecord = postcard::from_bytes(&written).expect("decode");
         assert_eq!(Namespace::from(read), namespace);
-        // Versions 5 and 6 read as version 7 without the last field.
+        // Version 7 reads as version 8 without the last field, versions 5
+        // and 6 without the last two.
+        let old: NamespaceV7 =
+            postcard::from_bytes(&written[..written.len() - 1]).expect("decode as version 7");
+        assert_eq!(Namespace::from(old), namespace);
         let old: NamespaceV6 =
-            postcard::from_bytes(&written[..written.len() - 1]).expect("decode as version 6");
+            postcard::from_bytes(&written[..written.len() - 2]).expect("decode as version 6");
         assert_eq!(Namespace::from(old), namespace);
     }
 }

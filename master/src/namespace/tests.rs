@@ -1098,7 +1098,7 @@ fn patch_file(
 /// (block id or 0, block offset, length) of every piece of `at`.
 fn pieces(ns: &Namespace, at: &str) -> Vec<(u64, u64, u64)> {
     let page = ns
-        .file_pieces(&path(at), Some(0), 0, usize::MAX)
+        .file_pieces(&path(at), None, Some(0), 0, usize::MAX)
         .expect("pieces");
     assert!(!page.more);
     page.pieces
@@ -1147,7 +1147,9 @@ fn a_patch_changes_part_of_a_file_and_frees_what_no_piece_uses() {
     patch_file(&mut ns, "/f", &[], &[], 6).expect("grow");
     assert_eq!(pieces(&ns, "/f"), vec![(old[0], 0, 2), (0, 0, 4)]);
     // By offset: the page starts at the piece holding the byte.
-    let page = ns.file_pieces(&path("/f"), None, 3, 10).expect("by offset");
+    let page = ns
+        .file_pieces(&path("/f"), None, None, 3, 10)
+        .expect("by offset");
     assert_eq!((page.first_index, page.pieces.len()), (1, 1));
     ns.check_invariants().expect("invariants");
     let mut rebuilt = ns.clone();
@@ -1372,4 +1374,88 @@ fn a_conditional_patch_applies_only_to_the_version_it_read_and_whole_blocks_need
     assert_eq!(after.version, blocks[0].id.0, "whole blocks: no extent map");
     assert_ne!(after.version, fragmented.version);
     ns.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_file_kept_open_outlives_its_last_name_until_released() {
+    let mut ns = Namespace::new(0);
+    ns.apply(&mkdir("/d", false)).expect("mkdir");
+    write_file(&mut ns, "/d/f", &[4, 2], false).expect("write");
+    let status = ns.status(&path("/d/f")).expect("stat");
+    let (_, blocks) = ns.file_blocks(&path("/d/f")).expect("file");
+    let ids: Vec<BlockId> = blocks.iter().map(|b| b.id).collect();
+    check_error(
+        ns.apply(&Op::Sustain { inode: 1 }),
+        ErrorKind::InvalidArgument,
+        "not a file",
+    );
+    ns.apply(&Op::Sustain {
+        inode: status.inode,
+    })
+    .expect("sustain");
+    // Its directory removed whole: the file stays, nameless, blocks kept.
+    let applied = ns
+        .apply(&Op::Delete {
+            path: "/d".into(),
+            recursive: true,
+            time_ms: 90,
+        })
+        .expect("delete");
+    assert!(applied.freed_blocks.is_empty());
+    assert!(ids.iter().all(|id| ns.is_block_referenced(*id)));
+    let page = ns
+        .file_pieces(&path("/d/f"), Some(status.inode), None, 0, 10)
+        .expect("read by inode");
+    assert_eq!(page.status.size_bytes, 6);
+    assert_eq!(page.status.links, 0);
+    assert!(ns.status(&path("/d/f")).is_err(), "no name");
+    // Written to by inode while nameless.
+    let write = ns.next_write_id();
+    ns.apply(&Op::OpenWrite {
+        write,
+        path: "/g".into(),
+        replication: 3,
+        block_bytes: 4,
+        overwrite: true,
+        mode: 0o644,
+        owner: "ana".into(),
+        group: "staff".into(),
+        time_ms: 91,
+    })
+    .expect("open");
+    ns.apply(&Op::PatchInode {
+        write,
+        inode: status.inode,
+        ranges: vec![],
+        size_bytes: 1,
+        if_version: None,
+        time_ms: 92,
+    })
+    .expect("patch the nameless file");
+    ns.check_invariants().expect("invariants");
+    let mut rebuilt = ns.clone();
+    rebuilt.rebuild_derived();
+    assert_eq!(rebuilt, ns);
+    // Released: gone with its blocks.
+    let applied = ns
+        .apply(&Op::Unsustain {
+            inode: status.inode,
+        })
+        .expect("unsustain");
+    assert_eq!(applied.freed_blocks.len(), 1, "what the cut left");
+    assert!(ids.iter().all(|id| !ns.is_block_referenced(*id)));
+    check_error(
+        ns.apply(&Op::Unsustain {
+            inode: status.inode,
+        }),
+        ErrorKind::NotFound,
+        "not kept open",
+    );
+    ns.check_invariants().expect("invariants");
+    // Kept but never unnamed: released, it simply stays.
+    write_file(&mut ns, "/h", &[1], false).expect("write");
+    let inode = ns.status(&path("/h")).expect("stat").inode;
+    ns.apply(&Op::Sustain { inode }).expect("sustain");
+    ns.apply(&Op::Unsustain { inode }).expect("unsustain");
+    assert!(ns.status(&path("/h")).is_ok());
 }
