@@ -102,6 +102,26 @@ impl Client {
         conflict_or_none("Lock", self.call_read_only(request)?)
     }
 
+    /// Takes again a lock held before the master restarted (see
+    /// `ReclaimLock`); `Some(conflict)` when another owner has it now.
+    pub fn reclaim_lock(
+        &mut self,
+        session: u64,
+        inode: u64,
+        owner: u64,
+        kind: LockKind,
+        range: LockRange,
+    ) -> Result<Option<LockConflict>> {
+        let request = MasterRequest::ReclaimLock {
+            session,
+            inode,
+            owner,
+            kind,
+            range,
+        };
+        conflict_or_none("ReclaimLock", self.call_read_only(request)?)
+    }
+
     /// The lock that would be in the way of `lock`, if one is.
     pub fn test_lock(
         &mut self,

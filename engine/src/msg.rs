@@ -658,6 +658,15 @@ pub enum MasterRequest {
         session: u64,
         inode: u64,
     },
+    /// `Lock` of a lock the mount held before the master restarted: taken
+    /// also in the grace after a restart, when `Lock` waits (`Starting`).
+    ReclaimLock {
+        session: u64,
+        inode: u64,
+        owner: u64,
+        kind: LockKind,
+        range: LockRange,
+    },
 }
 
 /// How `SetXattr` treats an attribute that is there or not (as

@@ -313,7 +313,12 @@ impl Master {
         }
         // The wait for block reports starts once the namespace is loaded.
         let safe_mode = SafeMode::new(Instant::now(), config.safe_mode_timeout);
-        let sessions = Mutex::new(Sessions::new(config.lock_lease));
+        let mut sessions = Sessions::new(config.lock_lease);
+        if recovered.last_sequence > 0 {
+            // A restart: mounts take their locks again first.
+            sessions.start_grace(Instant::now() + config.lock_lease);
+        }
+        let sessions = Mutex::new(sessions);
         let sustain_grace_until = Instant::now() + 2 * config.lock_lease;
         Ok(Master {
             cluster: recovered.cluster,
@@ -884,6 +889,20 @@ impl Master {
                 kind,
                 range,
             } => sync::lock(&self.sessions).lock(
+                session,
+                inode,
+                owner,
+                kind,
+                range,
+                Instant::now(),
+            )?,
+            MasterRequest::ReclaimLock {
+                session,
+                inode,
+                owner,
+                kind,
+                range,
+            } => sync::lock(&self.sessions).reclaim(
                 session,
                 inode,
                 owner,

@@ -3,7 +3,9 @@
 //! (its mount died, its workstation lost the network) expires and its
 //! locks go, so a dead holder never blocks the living. Soft state, like the
 //! lock table it owns: a master that restarts starts with no sessions, and
-//! a mount finds out at its next renewal (its locks were lost; it says so).
+//! a mount finds out at its next renewal and takes its locks again in a new
+//! session (`reclaim`); for a lease after a restart only such reclaims are
+//! granted, so no one else takes a lock its holder has yet to reclaim.
 //!
 //! A session also holds the files its mount has open (`hold`): such a file
 //! outlives its last name (the namespace keeps it, `Op::Sustain`) until no
@@ -30,6 +32,10 @@ pub struct Sessions {
     table: LockTable,
     /// The files (inodes) each session holds open.
     holds: HashMap<SessionId, HashSet<u64>>,
+    /// After a restart, until then only locks held before are taken again
+    /// (`reclaim`): a new lock could take one its holder has not reclaimed
+    /// yet.
+    grace_until: Option<Instant>,
 }
 
 fn kind(wire: WireKind) -> LockKind {
@@ -67,11 +73,17 @@ impl Sessions {
             renewed: HashMap::new(),
             table: LockTable::new(),
             holds: HashMap::new(),
+            grace_until: None,
         }
     }
 
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// A restart: until `until`, locks are only reclaimed.
+    pub fn start_grace(&mut self, until: Instant) {
+        self.grace_until = Some(until);
     }
 
     /// Drops sessions not renewed within the lease, with their locks.
@@ -195,6 +207,40 @@ impl Sessions {
                 .unlock(inode, holder, Flavor::Posix, range(wire_range));
             return Ok(MasterResponse::Ok);
         };
+        if let Some(until) = self.grace_until.filter(|until| now < *until) {
+            return Err(RemoteError::new(
+                ErrorKind::Starting,
+                format!(
+                    "the master restarted: locks held before are being taken again for {} ms more; new ones wait",
+                    until.saturating_duration_since(now).as_millis()
+                ),
+            ));
+        }
+        self.take(inode, holder, wanted, wire_range)
+    }
+
+    /// Takes again a lock held before the master restarted (allowed in the
+    /// grace after the restart, and an ordinary lock after it).
+    pub fn reclaim(
+        &mut self,
+        session: SessionId,
+        inode: u64,
+        owner: u64,
+        wanted: WireKind,
+        wire_range: LockRange,
+        now: Instant,
+    ) -> Result<MasterResponse, RemoteError> {
+        self.check_open(session, now)?;
+        self.take(inode, LockOwner { session, owner }, wanted, wire_range)
+    }
+
+    fn take(
+        &mut self,
+        inode: u64,
+        holder: LockOwner,
+        wanted: WireKind,
+        wire_range: LockRange,
+    ) -> Result<MasterResponse, RemoteError> {
         match self.table.lock(
             inode,
             holder,
@@ -374,5 +420,38 @@ mod tests {
             .lock(b, 9, 1, Some(WireKind::Write), backwards, now)
             .expect_err("invalid");
         assert_eq!(error.kind, ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn after_a_restart_only_reclaims_lock_until_the_grace_ends() {
+        let start = Instant::now();
+        let lease = Duration::from_secs(10);
+        let mut sessions = Sessions::new(lease);
+        sessions.start_grace(start + lease);
+        let a = session_of(sessions.open(7, start).expect("open"));
+        let b = session_of(sessions.open(8, start).expect("open"));
+        let write = Some(WireKind::Write);
+        let refused = sessions
+            .lock(b, 5, 1, write, WHOLE, start)
+            .expect_err("in grace");
+        assert_eq!(refused.kind, ErrorKind::Starting);
+        assert!(refused.message.contains("restarted"), "{}", refused.message);
+        assert_eq!(
+            sessions.reclaim(a, 5, 1, WireKind::Write, WHOLE, start),
+            Ok(MasterResponse::Ok)
+        );
+        // Unlocking is never held up.
+        assert_eq!(
+            sessions.lock(b, 6, 1, None, WHOLE, start),
+            Ok(MasterResponse::Ok)
+        );
+        // After the grace, a new lock meets the reclaimed one.
+        let after = start + lease + Duration::from_millis(1);
+        sessions.renew(a, start + lease / 2).expect("renew");
+        sessions.renew(b, start + lease / 2).expect("renew");
+        assert!(matches!(
+            sessions.lock(b, 5, 1, write, WHOLE, after),
+            Ok(MasterResponse::LockConflict { session, .. }) if session == a
+        ));
     }
 }

@@ -439,7 +439,7 @@ impl State {
 
     /// Drops `owner`'s locks on the file `inode`, if this mount ever
     /// locked it.
-    fn release_locks(&mut self, session: u64, inode: INodeNo, owner: u64) {
+    fn release_locks(&mut self, session: &LockSession, inode: INodeNo, owner: u64) {
         let Some(path) = self.inodes.path(inode.0) else {
             return;
         };
@@ -447,7 +447,8 @@ impl State {
         if !self.locked.contains(&key) {
             return;
         }
-        if let Err(error) = self.client.release_locks(session, key, owner) {
+        dfs_engine::sync::lock(&session.held_locks()).forget(key, owner);
+        if let Err(error) = self.client.release_locks(session.id(), key, owner) {
             eprintln!("dfs-mount: release the locks on {path}: {error}");
         }
     }
@@ -1187,7 +1188,7 @@ impl Filesystem for DfsFs {
         };
         // POSIX: a close drops the process's locks on the file, after what
         // was written under them is committed.
-        state.release_locks(self.locks.id(), ino, lock_owner.0);
+        state.release_locks(&self.locks, ino, lock_owner.0);
         match result {
             Ok(committed) => {
                 if committed {
@@ -1227,7 +1228,7 @@ impl Filesystem for DfsFs {
         let state = &mut *guard;
         // A flock goes with the last close of its open file.
         if let Some(owner) = lock_owner {
-            state.release_locks(self.locks.id(), ino, owner.0);
+            state.release_locks(&self.locks, ino, owner.0);
         }
         let committed = match state.handles.remove(&fh.0) {
             // The last descriptor of a shared file: committed, dropped.
@@ -1427,6 +1428,15 @@ impl Filesystem for DfsFs {
             }
         }
         let answer = state.client.lock(session, key, lock_owner.0, wanted, range);
+        if matches!(answer, Ok(None)) {
+            // Taken again after a master restart.
+            dfs_engine::sync::lock(&self.locks.held_locks()).record(
+                key,
+                lock_owner.0,
+                wanted,
+                range,
+            );
+        }
         // Locked: read again what another workstation may have committed.
         if wanted.is_some() && matches!(answer, Ok(None)) {
             if let Some(shared) = state.files.get_mut(&ino.0) {
@@ -1454,6 +1464,7 @@ impl Filesystem for DfsFs {
                 };
                 let shared = self.locks.shared_id();
                 let stale = self.stale.clone();
+                let held = self.locks.held_locks();
                 let spawned =
                     std::thread::Builder::new()
                         .name("lock-wait".into())
@@ -1467,6 +1478,12 @@ impl Filesystem for DfsFs {
                                 range,
                             ) {
                                 Ok(()) => {
+                                    dfs_engine::sync::lock(&held).record(
+                                        key,
+                                        lock_owner.0,
+                                        Some(kind),
+                                        range,
+                                    );
                                     // It waited for another holder, who may
                                     // have changed the file.
                                     invalidate_and_wait(&stale, ino.0);

@@ -1,7 +1,10 @@
 //! Locks through the mount: `fcntl` byte-range locks and `flock`, arbitrated
 //! by the master so that they hold across workstations. The mount keeps one
 //! lock session, renewed by a thread of its own within the master's lease;
-//! if the mount dies its locks go with the lease. A lock that must wait
+//! if the mount dies its locks go with the lease. The mount records the
+//! locks granted through it (`HeldLocks`) and takes them again in a new
+//! session when the master restarted (its grace lets only such reclaims
+//! through). A lock that must wait
 //! (F_SETLKW, a blocking flock) waits in a thread of its own, asking again
 //! with a growing pause, so the session thread goes on serving.
 //!
@@ -22,7 +25,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use dfs_client::Client;
-use dfs_engine::msg::{Credentials, LockKind, LockRange};
+use dfs_engine::msg::{Credentials, ErrorKind, LockKind, LockRange};
 use dfs_engine::{Error, Result};
 
 /// The first pause of a waiting lock; it doubles up to the longest.
@@ -82,6 +85,78 @@ pub fn fcntl_type(kind: LockKind) -> i32 {
 /// open files here hold each.
 type Holds = Arc<Mutex<HashMap<u64, usize>>>;
 
+/// The locks granted through this mount, by lock key and owner, as POSIX
+/// has them for one owner (a new lock replaces what it overlaps, an unlock
+/// cuts): what the mount takes again after a master restart.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HeldLocks {
+    held: HashMap<(u64, u64), Vec<(LockKind, LockRange)>>,
+}
+
+/// `range` without `cut`: up to two pieces.
+fn without(range: LockRange, cut: LockRange) -> Vec<LockRange> {
+    if cut.end <= range.start || range.end <= cut.start {
+        return vec![range];
+    }
+    let mut left = Vec::new();
+    if range.start < cut.start {
+        left.push(LockRange {
+            start: range.start,
+            end: cut.start,
+        });
+    }
+    if cut.end < range.end {
+        left.push(LockRange {
+            start: cut.end,
+            end: range.end,
+        });
+    }
+    left
+}
+
+impl HeldLocks {
+    /// A lock (`kind` Some) was granted, or a range unlocked (None).
+    pub fn record(&mut self, key: u64, owner: u64, kind: Option<LockKind>, range: LockRange) {
+        let entry = self.held.entry((key, owner)).or_default();
+        let mut kept: Vec<(LockKind, LockRange)> = entry
+            .iter()
+            .flat_map(|&(held_kind, held)| {
+                without(held, range)
+                    .into_iter()
+                    .map(move |piece| (held_kind, piece))
+            })
+            .collect();
+        if let Some(kind) = kind {
+            kept.push((kind, range));
+        }
+        if kept.is_empty() {
+            self.held.remove(&(key, owner));
+        } else {
+            *entry = kept;
+        }
+    }
+
+    /// Every lock of `owner` on `key` went (a close).
+    pub fn forget(&mut self, key: u64, owner: u64) {
+        self.held.remove(&(key, owner));
+    }
+
+    /// Every lock held: (key, owner, kind, range).
+    pub fn all(&self) -> Vec<(u64, u64, LockKind, LockRange)> {
+        let mut all: Vec<_> = self
+            .held
+            .iter()
+            .flat_map(|(&(key, owner), ranges)| {
+                ranges
+                    .iter()
+                    .map(move |&(kind, range)| (key, owner, kind, range))
+            })
+            .collect();
+        all.sort_by_key(|&(key, owner, _, range)| (key, owner, range.start));
+        all
+    }
+}
+
 /// The mount's lock session, kept alive by a renewal thread. It also holds
 /// the files open here, so that the master keeps one removed elsewhere (or
 /// here) until it is closed here.
@@ -90,6 +165,7 @@ pub struct LockSession {
     credentials: Credentials,
     id: Arc<AtomicU64>,
     holds: Holds,
+    locks: Arc<Mutex<HeldLocks>>,
     stopping: Arc<AtomicBool>,
     renewer: Option<JoinHandle<()>>,
 }
@@ -101,13 +177,15 @@ impl LockSession {
         let id = Arc::new(AtomicU64::new(session));
         let stopping = Arc::new(AtomicBool::new(false));
         let holds: Holds = Arc::default();
+        let locks: Arc<Mutex<HeldLocks>> = Arc::default();
         let renewer = {
             let id = Arc::clone(&id);
             let stopping = Arc::clone(&stopping);
             let holds = Arc::clone(&holds);
+            let locks = Arc::clone(&locks);
             thread::Builder::new()
                 .name("lock-lease".into())
-                .spawn(move || renew(client, &id, &holds, &stopping, lease))
+                .spawn(move || renew(client, &id, &holds, &locks, &stopping, lease))
                 .map_err(|e| Error::io("start the lock lease thread", e))?
         };
         Ok(LockSession {
@@ -115,6 +193,7 @@ impl LockSession {
             credentials,
             id,
             holds,
+            locks,
             stopping,
             renewer: Some(renewer),
         })
@@ -131,6 +210,11 @@ impl LockSession {
 
     pub fn shared_id(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.id)
+    }
+
+    /// The record of the locks granted through this mount.
+    pub fn held_locks(&self) -> Arc<Mutex<HeldLocks>> {
+        Arc::clone(&self.locks)
     }
 
     /// A file (`inode`) is opened here: the master is told at its first
@@ -180,6 +264,7 @@ fn renew(
     mut client: Client,
     id: &AtomicU64,
     holds: &Mutex<HashMap<u64, usize>>,
+    locks: &Mutex<HeldLocks>,
     stopping: &AtomicBool,
     lease: Duration,
 ) {
@@ -208,6 +293,22 @@ fn renew(
                             eprintln!("dfs-mount: hold file {inode} open again: {error}");
                         }
                     }
+                    // And the locks taken through it, as the master allows
+                    // in its grace after a restart.
+                    let all = dfs_engine::sync::lock(locks).all();
+                    let mut taken = 0;
+                    for (key, owner, kind, range) in all {
+                        match client.reclaim_lock(fresh, key, owner, kind, range) {
+                            Ok(None) => taken += 1,
+                            Ok(Some(_)) => eprintln!(
+                                "dfs-mount: a lock held through this mount was taken by another meanwhile: it is lost"
+                            ),
+                            Err(error) => eprintln!("dfs-mount: take a lock again: {error}"),
+                        }
+                    }
+                    if taken > 0 {
+                        eprintln!("dfs-mount: {taken} locks taken again in a new session");
+                    }
                 }
                 Err(error) => eprintln!("dfs-mount: no new lock session yet: {error}"),
             }
@@ -227,13 +328,18 @@ pub fn wait_for_lock(
 ) -> Result<()> {
     let mut pause = Duration::from_millis(WAIT_FIRST_MS);
     loop {
-        let granted = client.lock(
+        let granted = match client.lock(
             session.load(Ordering::Relaxed),
             inode,
             owner,
             Some(kind),
             range,
-        )?;
+        ) {
+            Ok(granted) => granted.map(|_| ()),
+            // The master restarted and its holders take their locks first.
+            Err(Error::Remote(error)) if error.kind == ErrorKind::Starting => Some(()),
+            Err(error) => return Err(error),
+        };
         if granted.is_none() {
             return Ok(());
         }
@@ -272,5 +378,30 @@ mod tests {
         // FNV-1a 64 of "/a".
         assert_eq!(key(&path("/a")), 0x07d6_6707_b49c_d92d);
         assert_ne!(key(&path("/a/db")), key(&path("/a/db-journal")));
+    }
+
+    fn r(start: u64, end: u64) -> LockRange {
+        LockRange { start, end }
+    }
+
+    #[test]
+    fn held_locks_follow_posix_for_one_owner() {
+        let mut held = HeldLocks::default();
+        held.record(1, 7, Some(LockKind::Write), r(0, 100));
+        held.record(1, 7, Some(LockKind::Read), r(40, 60));
+        held.record(1, 7, None, r(90, u64::MAX));
+        held.record(2, 8, Some(LockKind::Write), r(0, u64::MAX));
+        assert_eq!(
+            held.all(),
+            vec![
+                (1, 7, LockKind::Write, r(0, 40)),
+                (1, 7, LockKind::Read, r(40, 60)),
+                (1, 7, LockKind::Write, r(60, 90)),
+                (2, 8, LockKind::Write, r(0, u64::MAX)),
+            ]
+        );
+        held.forget(2, 8);
+        held.record(1, 7, None, r(0, u64::MAX));
+        assert_eq!(held, HeldLocks::default());
     }
 }

@@ -1564,3 +1564,39 @@ fn a_file_removed_on_one_workstation_stays_readable_and_writable_where_it_is_ope
         "the removed files to go once closed",
     );
 }
+
+#[test]
+fn locks_held_through_a_master_restart_are_taken_again_before_anyone_else_gets_them() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        master_arguments: vec!["--lock-lease", "2s"],
+        ..ClusterOptions::default()
+    });
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    fs::write(here.path("db"), b"database").expect("write");
+    let mut holder = lock_holder(&here.path("db"), "lockf");
+    assert!(!try_lock(&there.path("db"), "lockf"));
+
+    cluster.stop_master_gracefully();
+    cluster.start_master();
+    cluster.wait_for_live_minions(1);
+    // In the grace after the restart and after it: the holder's mount took
+    // its lock again, so the other workstation never gets it.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        assert!(
+            !try_lock(&there.path("db"), "lockf"),
+            "the lock stayed with its holder through the restart"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    holder.signal(Signal::Kill);
+    holder.wait_exit(Duration::from_secs(10));
+    wait_for(
+        || try_lock(&there.path("db"), "lockf"),
+        Duration::from_secs(20),
+        "the lock to be free once its holder exited",
+    );
+}
