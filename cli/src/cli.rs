@@ -532,7 +532,7 @@ pub fn write_options(args: &PutArgs) -> Result<WriteOptions> {
         overwrite: args.force,
         sync: !args.no_sync,
         mode: FILE_MODE,
-        modified_ms: None,
+        modified_ns: None,
         blocks_in_flight: match args.blocks_in_flight {
             Some(blocks) => check_blocks_in_flight(blocks)?,
             None => WriteOptions::default().blocks_in_flight,
@@ -973,7 +973,7 @@ mod tests {
                 overwrite: true,
                 sync: false,
                 mode: 0o644,
-                modified_ms: None,
+                modified_ns: None,
                 blocks_in_flight: 2,
             }
         );

@@ -51,8 +51,8 @@ fn civil_time(unix_ms: u64) -> CivilTime {
 }
 
 /// "2026-11-25 10:01" in UTC, as `ls -l` shows times.
-pub fn time_to_minute(unix_ms: u64) -> String {
-    let t = civil_time(unix_ms);
+pub fn time_to_minute(unix_ns: u64) -> String {
+    let t = civil_time(unix_ns / 1_000_000);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}",
         t.year, t.month, t.day, t.hour, t.minute
@@ -60,8 +60,8 @@ pub fn time_to_minute(unix_ms: u64) -> String {
 }
 
 /// "2026-11-25 10:01:02 UTC", as `stat` shows times.
-pub fn time_to_second(unix_ms: u64) -> String {
-    let t = civil_time(unix_ms);
+pub fn time_to_second(unix_ns: u64) -> String {
+    let t = civil_time(unix_ns / 1_000_000);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
         t.year, t.month, t.day, t.hour, t.minute, t.second
@@ -122,7 +122,7 @@ pub fn long_line(entry: &EntryStatus, name: &str) -> String {
         or_dash(&entry.group),
         entry.size_bytes,
         replication,
-        time_to_minute(entry.modified_ms),
+        time_to_minute(entry.modified_ns),
         name
     )
 }
@@ -163,7 +163,7 @@ pub fn stat_lines(
         format!("owner: {}", status.owner),
         format!("group: {}", status.group),
         format!("mode: {:04o}", status.mode & 0o7777),
-        format!("modified: {}", time_to_second(status.modified_ms)),
+        format!("modified: {}", time_to_second(status.modified_ns)),
         format!("inode: {}", status.inode),
         format!("links: {}", status.links),
     ];
@@ -483,8 +483,9 @@ mod tests {
                 "2023-12-31 23:59:59 UTC",
             ),
         ] {
-            assert_eq!(time_to_minute(unix_ms), minute, "{unix_ms}");
-            assert_eq!(time_to_second(unix_ms), second, "{unix_ms}");
+            let unix_ns = unix_ms * 1_000_000;
+            assert_eq!(time_to_minute(unix_ns), minute, "{unix_ms}");
+            assert_eq!(time_to_second(unix_ns), second, "{unix_ms}");
         }
     }
 
@@ -521,9 +522,9 @@ mod tests {
             owner: "ana".into(),
             group: "staff".into(),
             mode,
-            modified_ms: 1_795_600_862_999,
-            accessed_ms: 0,
-            changed_ms: 0,
+            modified_ns: 1_795_600_862_999_000_000,
+            accessed_ns: 0,
+            changed_ns: 0,
             links: 1,
             version: 0,
             rdev: 0,

@@ -199,15 +199,16 @@ fn preserve_keeps_mode_and_mtime_on_batched_files() {
         let path = source.join(&name);
         std::fs::create_dir_all(&source).expect("mkdir");
         write_random_file(&path, i, i * 50);
-        let modified_ms = 1_500_000_000_123 + i * 1_001;
+        // Nanoseconds: kept to the nanosecond both ways.
+        let modified_ns = 1_500_000_000_123_456_789 + i * 1_001;
         std::fs::File::options()
             .write(true)
             .open(&path)
-            .and_then(|file| file.set_modified(UNIX_EPOCH + Duration::from_millis(modified_ms)))
+            .and_then(|file| file.set_modified(UNIX_EPOCH + Duration::from_nanos(modified_ns)))
             .expect("set mtime");
         let mode = modes[i as usize % modes.len()];
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-        expected.push((name, mode, modified_ms));
+        expected.push((name, mode, modified_ns));
     }
     let json = cp_ok(
         &cluster,
@@ -215,22 +216,22 @@ fn preserve_keeps_mode_and_mtime_on_batched_files() {
     );
     assert_eq!(summary_field(&json, "files"), 40.0, "{json}");
     let mut client = Client::connect(cluster.master_address()).expect("connect");
-    for (name, mode, modified_ms) in &expected {
+    for (name, mode, modified_ns) in &expected {
         let path = DfsPath::parse(&format!("/kept/{name}")).expect("path");
         let status = client.stat(&path).expect("stat");
         assert_eq!(status.mode & 0o7777, *mode, "{name}");
-        assert_eq!(status.modified_ms, *modified_ms, "{name}");
+        assert_eq!(status.modified_ns, *modified_ns, "{name}");
     }
     // And back out with -p: the local copies have them too.
     let back = cluster.dir().join("back");
     cp_ok(&cluster, ["-q", "-p", "dfs:///kept/", utf8(&back)]);
     assert_trees_equal(&back, &source);
-    for (name, mode, modified_ms) in &expected {
+    for (name, mode, modified_ns) in &expected {
         let metadata = std::fs::metadata(back.join(name)).expect("stat");
         assert_eq!(metadata.permissions().mode() & 0o7777, *mode, "{name}");
         assert_eq!(
             metadata.modified().expect("mtime"),
-            UNIX_EPOCH + Duration::from_millis(*modified_ms),
+            UNIX_EPOCH + Duration::from_nanos(*modified_ns),
             "{name}"
         );
     }
@@ -242,7 +243,7 @@ fn small_file(path: &str, data: Vec<u8>, overwrite: bool) -> SmallFile {
         data,
         overwrite,
         mode: 0o644,
-        modified_ms: None,
+        modified_ns: None,
     }
 }
 

@@ -52,7 +52,7 @@ pub struct SmallFile {
     pub mode: u32,
     /// The new file's modification time (ms since the epoch); None: the
     /// time it is closed.
-    pub modified_ms: Option<u64>,
+    pub modified_ns: Option<u64>,
 }
 
 impl Client {
@@ -299,7 +299,7 @@ impl Client {
                 Step::Ready { write, last_block } => requests.push(MasterRequest::CloseWrite {
                     write: *write,
                     last_block: last_block.clone(),
-                    modified_ms: file.modified_ms,
+                    modified_ns: file.modified_ns,
                 }),
                 Step::Abort { write, .. } => {
                     requests.push(MasterRequest::AbortWrite { write: *write })
@@ -701,7 +701,7 @@ mod tests {
             data: vec![7u8; length],
             overwrite: false,
             mode: 0o644,
-            modified_ms: None,
+            modified_ns: None,
         }
     }
 
@@ -1126,7 +1126,7 @@ mod tests {
             file("/b", 10),
         ];
         files[0].data = b"hello".to_vec();
-        files[3].modified_ms = Some(1234);
+        files[3].modified_ns = Some(1234);
         files
     }
 
@@ -1182,17 +1182,17 @@ mod tests {
                 MasterRequest::CloseWrite {
                     write: 1,
                     last_block: Some(commit(101, b"hello")),
-                    modified_ms: None,
+                    modified_ns: None,
                 },
                 MasterRequest::CloseWrite {
                     write: 2,
                     last_block: None,
-                    modified_ms: None,
+                    modified_ns: None,
                 },
                 MasterRequest::CloseWrite {
                     write: 3,
                     last_block: Some(commit(103, &[7u8; 10])),
-                    modified_ms: Some(1234),
+                    modified_ns: Some(1234),
                 },
             ]
         );
@@ -1221,7 +1221,7 @@ mod tests {
                 MasterRequest::CloseWrite {
                     write: 2,
                     last_block: None,
-                    modified_ms: None,
+                    modified_ns: None,
                 },
                 MasterRequest::AbortWrite { write: 3 },
             ]

@@ -39,8 +39,8 @@ pub struct AttributeChange {
     pub owner: Option<String>,
     pub group: Option<String>,
     /// Milliseconds since the Unix epoch.
-    pub modified_ms: Option<u64>,
-    pub accessed_ms: Option<u64>,
+    pub modified_ns: Option<u64>,
+    pub accessed_ns: Option<u64>,
 }
 
 impl AttributeChange {
@@ -50,14 +50,14 @@ impl AttributeChange {
             mode,
             owner,
             group,
-            modified_ms,
-            accessed_ms,
+            modified_ns,
+            accessed_ns,
         } = later;
         self.mode = mode.or(self.mode.take());
         self.owner = owner.or(self.owner.take());
         self.group = group.or(self.group.take());
-        self.modified_ms = modified_ms.or(self.modified_ms.take());
-        self.accessed_ms = accessed_ms.or(self.accessed_ms.take());
+        self.modified_ns = modified_ns.or(self.modified_ns.take());
+        self.accessed_ns = accessed_ns.or(self.accessed_ns.take());
     }
 }
 
@@ -269,8 +269,8 @@ impl Client {
             mode: change.mode,
             owner: change.owner,
             group: change.group,
-            modified_ms: change.modified_ms,
-            accessed_ms: change.accessed_ms,
+            modified_ns: change.modified_ns,
+            accessed_ns: change.accessed_ns,
         };
         self.call_expect_ok("SetAttributes", request)
     }
@@ -531,7 +531,7 @@ mod tests {
         let mut kept = AttributeChange {
             mode: Some(0o600),
             owner: Some("ann".into()),
-            modified_ms: Some(1),
+            modified_ns: Some(1),
             ..AttributeChange::default()
         };
         kept.merge(AttributeChange {
@@ -545,8 +545,8 @@ mod tests {
                 mode: Some(0o600),
                 owner: Some("bob".into()),
                 group: Some("lab".into()),
-                modified_ms: Some(1),
-                accessed_ms: None,
+                modified_ns: Some(1),
+                accessed_ns: None,
             }
         );
     }
@@ -586,9 +586,9 @@ mod tests {
             owner: "ana".into(),
             group: "staff".into(),
             mode: 0o644,
-            modified_ms: 0,
-            accessed_ms: 0,
-            changed_ms: 0,
+            modified_ns: 0,
+            accessed_ns: 0,
+            changed_ns: 0,
             links: 1,
             version: 0,
             rdev: 0,

@@ -84,7 +84,7 @@ impl Client {
             block_bytes: Some(status.block_bytes),
             overwrite: true,
             mode: status.mode,
-            modified_ms: Some(status.modified_ms),
+            modified_ns: Some(status.modified_ns),
             ..WriteOptions::default()
         };
         let mut writer = self.create(path, options)?;

@@ -209,7 +209,7 @@ pub(crate) fn put_opened(
         }
         finished
     })?;
-    open.close(options.modified_ms, finished)
+    open.close(options.modified_ns, finished)
 }
 
 /// How block threads talk to minions.
@@ -331,7 +331,7 @@ impl OpenWrite<'_> {
     }
 
     /// Commits the last block with the close and makes the file visible.
-    fn close(mut self, modified_ms: Option<u64>, finished: Finished) -> Result<WriteStats> {
+    fn close(mut self, modified_ns: Option<u64>, finished: Finished) -> Result<WriteStats> {
         if let Some(first) = self.first_block.take() {
             // Allocated with the open but never needed (the input is empty).
             self.abandon(first.block)?;
@@ -346,7 +346,7 @@ impl OpenWrite<'_> {
             None => (None, None),
         };
         self.client
-            .close_write(self.path, self.write, last_commit, modified_ms, &committed)?;
+            .close_write(self.path, self.write, last_commit, modified_ns, &committed)?;
         self.closed = true;
         if let Some(written) = last_written {
             stats.length_bytes += written.length_bytes;

@@ -70,7 +70,7 @@ pub struct WriteOptions {
     pub mode: u32,
     /// The new file's modification time (ms since the epoch); None: the
     /// time it is closed.
-    pub modified_ms: Option<u64>,
+    pub modified_ns: Option<u64>,
     /// Blocks `Client::put` streams at once, each through its own pipeline,
     /// when the input can be read at any offset (`BlockSource::ranges`);
     /// 1 to `WRITE_BLOCKS_IN_FLIGHT_MAX`. Other inputs send one at a time.
@@ -85,7 +85,7 @@ impl Default for WriteOptions {
             overwrite: false,
             sync: true,
             mode: 0o644,
-            modified_ms: None,
+            modified_ns: None,
             blocks_in_flight: WRITE_BLOCKS_IN_FLIGHT_DEFAULT,
         }
     }
@@ -826,7 +826,7 @@ struct Session<'a> {
     /// Sealed, not committed yet: the next block's start or the close
     /// commits it.
     uncommitted: Option<(BlockCommit, WrittenBlock)>,
-    modified_ms: Option<u64>,
+    modified_ns: Option<u64>,
     stats: WriteStats,
     closed: bool,
     buffer: Vec<u8>,
@@ -967,7 +967,7 @@ impl Client {
         path: &DfsPath,
         write: u64,
         last_block: Option<BlockCommit>,
-        modified_ms: Option<u64>,
+        modified_ns: Option<u64>,
         committed: &[BlockId],
     ) -> Result<()> {
         let mut expected = committed.to_vec();
@@ -975,7 +975,7 @@ impl Client {
         let request = MasterRequest::CloseWrite {
             write,
             last_block,
-            modified_ms,
+            modified_ns,
         };
         let answer = self.call_with(request, Resend::Always)?;
         match answer.response {
@@ -1010,7 +1010,7 @@ impl Client {
         write: u64,
         last_block: Option<BlockCommit>,
         patch: Patch,
-        modified_ms: Option<u64>,
+        modified_ns: Option<u64>,
         committed: &[BlockId],
     ) -> Result<()> {
         let mut expected = committed.to_vec();
@@ -1026,7 +1026,7 @@ impl Client {
             last_block,
             ranges,
             size_bytes,
-            modified_ms,
+            modified_ns,
             if_version,
             inode,
         };
@@ -1116,7 +1116,7 @@ impl<'a> Session<'a> {
             current: None,
             first_block,
             uncommitted: None,
-            modified_ms: options.modified_ms,
+            modified_ns: options.modified_ns,
             stats: WriteStats::default(),
             closed: false,
             buffer: Vec::new(),
@@ -1346,7 +1346,7 @@ impl<'a> Session<'a> {
                 &self.path,
                 self.write,
                 last_block,
-                self.modified_ms,
+                self.modified_ns,
                 &committed,
             )?,
             Some(patch) => self.client.patch_write(
@@ -1354,7 +1354,7 @@ impl<'a> Session<'a> {
                 self.write,
                 last_block,
                 patch,
-                self.modified_ms,
+                self.modified_ns,
                 &committed,
             )?,
         }

@@ -535,11 +535,11 @@ fn compaction_writes_a_fragmented_file_again_as_whole_blocks_and_keeps_its_holes
     assert!(located[..4].iter().all(|piece| piece.is_whole_block()));
     assert!(located[4].is_hole());
     assert_eq!(
-        (after.inode, after.size_bytes, after.modified_ms, after.mode),
+        (after.inode, after.size_bytes, after.modified_ns, after.mode),
         (
             before.inode,
             before.size_bytes,
-            before.modified_ms,
+            before.modified_ns,
             before.mode
         ),
         "the same file, the same bytes and times"

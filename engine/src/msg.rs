@@ -248,10 +248,10 @@ pub struct EntryStatus {
     pub group: String,
     /// Permission bits, as in POSIX (0o755).
     pub mode: u32,
-    /// Milliseconds since the Unix epoch.
-    pub modified_ms: u64,
-    pub accessed_ms: u64,
-    pub changed_ms: u64,
+    /// Nanoseconds since the Unix epoch (protocol 7).
+    pub modified_ns: u64,
+    pub accessed_ns: u64,
+    pub changed_ns: u64,
     /// Names the entry has (hard links); 1 for a directory.
     pub links: u32,
     /// Which contents a file has: the id of its first block (0 when it has
@@ -442,7 +442,7 @@ pub enum MasterRequest {
         /// for the last block of a file.
         last_block: Option<BlockCommit>,
         /// The file's modification time (ms since the epoch); None: now.
-        modified_ms: Option<u64>,
+        modified_ns: Option<u64>,
     },
     /// Gives up a write; its blocks are collected.
     AbortWrite {
@@ -485,8 +485,8 @@ pub enum MasterRequest {
         mode: Option<u32>,
         owner: Option<String>,
         group: Option<String>,
-        modified_ms: Option<u64>,
-        accessed_ms: Option<u64>,
+        modified_ns: Option<u64>,
+        accessed_ns: Option<u64>,
     },
     /// The health of the blocks of the files at or under `path`, a page at a
     /// time: files in path order after `start_after`, at most `limit` files
@@ -615,7 +615,7 @@ pub enum MasterRequest {
         last_block: Option<BlockCommit>,
         ranges: Vec<FileRange>,
         size_bytes: u64,
-        modified_ms: Option<u64>,
+        modified_ns: Option<u64>,
         /// Refused (`AlreadyExists`) unless the file's contents are still
         /// this version: a rewrite that read them (a compaction) loses a
         /// race with a writer rather than undoing its change.

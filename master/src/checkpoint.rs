@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, sync_directory};
 use crate::namespace::{
-    Namespace, NamespaceRecord, NamespaceV3, NamespaceV4, NamespaceV6, NamespaceV7, NamespaceWriter,
+    Namespace, NamespaceRecord, NamespaceV3, NamespaceV4, NamespaceV6, NamespaceV7, NamespaceV8,
+    NamespaceWriter,
 };
 use dfs_engine::failpoint;
 
@@ -24,17 +25,20 @@ const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const TEMP_SUFFIX: &str = ".tmp";
 /// "DFSC" read as a little-endian u32.
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DFSC");
-/// Version 8 added the files kept while open somewhere; version 7 files
+/// Version 9 keeps inode times in nanoseconds; version 8 added the files
+/// kept while open somewhere; version 7 files
 /// made of pieces of blocks and holes (extent maps) and extended
 /// attributes;
 /// version 6 added symbolic links and several names (hard links) of one
 /// file; version 5 gave every block its generation (older blocks: 0);
 /// version 4 added the set of decommissioning minions to the namespace.
-const CHECKPOINT_VERSION: u16 = 8;
-/// Older versions, still read. Versions 5 and 6 are version 7 without
-/// extent maps and extended attributes (and 5 without symbolic links or
-/// hard links): the same records read them, but for the namespace's last
-/// field (`NamespaceV6`).
+const CHECKPOINT_VERSION: u16 = 9;
+/// Older versions, still read, with the same records but for their last
+/// namespace fields and their times in milliseconds (scaled as read):
+/// version 8 is version 9 in milliseconds (`NamespaceV8`), 7 is 8 without
+/// the files kept open (`NamespaceV7`), 5 and 6 are 7 without extended
+/// attributes (`NamespaceV6`; 5 without symbolic links or hard links).
+const CHECKPOINT_VERSION_8: u16 = 8;
 const CHECKPOINT_VERSION_7: u16 = 7;
 const CHECKPOINT_VERSION_6: u16 = 6;
 const CHECKPOINT_VERSION_5: u16 = 5;
@@ -153,6 +157,7 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
     let version = u16::from_le_bytes([header[4], header[5]]);
     if ![
         CHECKPOINT_VERSION,
+        CHECKPOINT_VERSION_8,
         CHECKPOINT_VERSION_7,
         CHECKPOINT_VERSION_6,
         CHECKPOINT_VERSION_5,
@@ -183,6 +188,10 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
             .upgrade()
     } else if version == CHECKPOINT_VERSION_4 {
         postcard::from_bytes::<CheckpointOf<NamespaceV4>>(payload)
+            .map_err(undecodable)?
+            .upgrade()
+    } else if version == CHECKPOINT_VERSION_8 {
+        postcard::from_bytes::<CheckpointOf<NamespaceV8>>(payload)
             .map_err(undecodable)?
             .upgrade()
     } else if version == CHECKPOINT_VERSION_7 {
@@ -768,7 +777,23 @@ mod tests {
     }
 
     #[test]
-    fn a_version_8_checkpoint_loads_and_is_written_byte_for_byte() {
+    fn a_version_9_checkpoint_loads_and_is_written_byte_for_byte() {
+        let bytes = include_bytes!("../tests/fixtures/checkpoint-v9-0000000000000010");
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 9);
+        let loaded = decode(bytes, "fixture").expect("version 9 decodes");
+        assert_eq!(loaded.namespace, version_8_namespace());
+        let dir = DfsPath::parse("/dir").expect("path");
+        assert_eq!(
+            loaded.namespace.status(&dir).expect("stat").modified_ns % 1_000_000,
+            0
+        );
+        // While version 9 is the one written, it is written to the byte.
+        let again = encode(loaded.cluster, 16, &loaded.namespace).expect("encode");
+        assert!(again == bytes, "checkpoint version 9 changed on disk");
+    }
+
+    #[test]
+    fn a_version_8_checkpoint_loads() {
         let bytes = include_bytes!("../tests/fixtures/checkpoint-v8-0000000000000010");
         assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 8);
         let loaded = decode(bytes, "fixture").expect("version 8 decodes");
@@ -776,9 +801,11 @@ mod tests {
         assert_eq!(loaded.namespace, version_8_namespace());
         let (files, _, _) = loaded.namespace.counts();
         assert_eq!(files, 2, "the nameless file and the symbolic link");
-        // While version 8 is the one written, it is written to the byte.
+        // Its millisecond times read as nanoseconds; written again, it is the
+        // current version and reads back the same.
         let again = encode(loaded.cluster, 16, &loaded.namespace).expect("encode");
-        assert!(again == bytes, "checkpoint version 8 changed on disk");
+        assert_eq!(u16::from_le_bytes([again[4], again[5]]), CHECKPOINT_VERSION);
+        assert_eq!(decode(&again, "again").expect("decodes"), loaded);
     }
 
     #[test]

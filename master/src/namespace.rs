@@ -91,9 +91,11 @@ pub struct Inode {
     pub owner: String,
     pub group: String,
     pub mode: u32,
-    pub modified_ms: u64,
-    pub accessed_ms: u64,
-    pub changed_ms: u64,
+    /// Times in nanoseconds since the Unix epoch (checkpoint version 9; a
+    /// time the master gives is its clock's millisecond).
+    pub modified_ns: u64,
+    pub accessed_ns: u64,
+    pub changed_ns: u64,
     /// The names the inode has: more than one for a file or symbolic link
     /// with hard links, always one for a directory. Derived from the
     /// directories (never written; counted again after a checkpoint is
@@ -175,15 +177,16 @@ pub enum Op {
     AbortWrite {
         write: WriteId,
     },
-    /// Changes attributes of an entry; None leaves one as it is. Every
-    /// change moves the entry's change time to `time_ms`.
+    /// Changes attributes of an entry; None leaves one as it is (times in
+    /// nanoseconds; journaled in milliseconds before checkpoint version 9).
+    /// Every change moves the entry's change time to `time_ms`.
     SetAttributes {
         path: DfsPathString,
         mode: Option<u32>,
         owner: Option<String>,
         group: Option<String>,
-        modified_ms: Option<u64>,
-        accessed_ms: Option<u64>,
+        modified_ns: Option<u64>,
+        accessed_ns: Option<u64>,
         time_ms: u64,
     },
     /// Starts draining a minion: it gets no new blocks and its replicas stop
@@ -404,6 +407,11 @@ fn check_xattr_name(path: &DfsPath, name: &str) -> Result<(), RemoteError> {
     }
 }
 
+/// Nanoseconds since the epoch of `ms` milliseconds (an op's time).
+fn ns(ms: u64) -> u64 {
+    ms.saturating_mul(1_000_000)
+}
+
 /// Permission bits an entry may carry: setuid, setgid, sticky and rwx.
 pub const MODE_BITS_MAX: u32 = 0o7777;
 
@@ -461,9 +469,9 @@ impl Namespace {
             owner: "root".into(),
             group: "root".into(),
             mode: 0o755,
-            modified_ms: time_ms,
-            accessed_ms: time_ms,
-            changed_ms: time_ms,
+            modified_ns: ns(time_ms),
+            accessed_ns: ns(time_ms),
+            changed_ns: ns(time_ms),
             links: 1,
         };
         Namespace {
@@ -769,9 +777,9 @@ impl Namespace {
             owner: inode.owner.clone(),
             group: inode.group.clone(),
             mode: inode.mode,
-            modified_ms: inode.modified_ms,
-            accessed_ms: inode.accessed_ms,
-            changed_ms: inode.changed_ms,
+            modified_ns: inode.modified_ns,
+            accessed_ns: inode.accessed_ns,
+            changed_ns: inode.changed_ns,
             links: inode.links,
             version: match &inode.node {
                 Node::File {
@@ -1114,8 +1122,8 @@ impl Namespace {
                 mode,
                 owner,
                 group,
-                modified_ms,
-                accessed_ms,
+                modified_ns,
+                accessed_ns,
                 time_ms,
             } => {
                 let path = parse(path)?;
@@ -1143,13 +1151,13 @@ impl Namespace {
                 if let Some(group) = group {
                     inode.group.clone_from(group);
                 }
-                if let Some(modified_ms) = modified_ms {
-                    inode.modified_ms = *modified_ms;
+                if let Some(modified_ns) = modified_ns {
+                    inode.modified_ns = *modified_ns;
                 }
-                if let Some(accessed_ms) = accessed_ms {
-                    inode.accessed_ms = *accessed_ms;
+                if let Some(accessed_ns) = accessed_ns {
+                    inode.accessed_ns = *accessed_ns;
                 }
-                inode.changed_ms = *time_ms;
+                inode.changed_ns = ns(*time_ms);
                 Ok(Applied::default())
             }
             Op::Decommission { minion } => {
@@ -1316,9 +1324,9 @@ impl Namespace {
                     owner: owner.to_string(),
                     group: group.to_string(),
                     mode: mode & 0o7777,
-                    modified_ms: time_ms,
-                    accessed_ms: time_ms,
-                    changed_ms: time_ms,
+                    modified_ns: ns(time_ms),
+                    accessed_ns: ns(time_ms),
+                    changed_ns: ns(time_ms),
                     links: 1,
                 },
             );
@@ -1336,8 +1344,8 @@ impl Namespace {
                 let previous = children.insert(name.to_string(), child);
                 debug_assert!(previous.is_none(), "link over an existing entry");
             }
-            inode.modified_ms = time_ms;
-            inode.changed_ms = time_ms;
+            inode.modified_ns = ns(time_ms);
+            inode.changed_ns = ns(time_ms);
         }
     }
 
@@ -1347,8 +1355,8 @@ impl Namespace {
             Node::Directory { children } => children.remove(name),
             Node::File { .. } | Node::Symlink { .. } | Node::Special { .. } => None,
         };
-        inode.modified_ms = time_ms;
-        inode.changed_ms = time_ms;
+        inode.modified_ns = ns(time_ms);
+        inode.changed_ns = ns(time_ms);
         removed
     }
 
@@ -1365,13 +1373,13 @@ impl Namespace {
             };
             if !inode.node.is_directory() && inode.links > 1 {
                 inode.links -= 1;
-                inode.changed_ms = time_ms;
+                inode.changed_ns = ns(time_ms);
                 continue;
             }
             if self.sustained.contains(&id) && matches!(inode.node, Node::File { .. }) {
                 // Open somewhere: it lives on without a name until released.
                 inode.links = 0;
-                inode.changed_ms = time_ms;
+                inode.changed_ns = ns(time_ms);
                 continue;
             }
             self.xattrs.remove(&id);
@@ -1479,7 +1487,7 @@ impl Namespace {
         self.unlink(source_parent, source.name().unwrap_or(""), time_ms);
         self.link(target_parent, target_name, source_id, time_ms);
         if let Some(inode) = self.inodes.get_mut(&source_id) {
-            inode.changed_ms = time_ms;
+            inode.changed_ns = ns(time_ms);
         }
         Ok(Applied {
             freed_blocks: freed,
@@ -1533,8 +1541,8 @@ impl Namespace {
                 if let Node::File { blocks, .. } = old {
                     freed.extend(blocks.iter().map(BlockMeta::replica));
                 }
-                inode.modified_ms = time_ms;
-                inode.changed_ms = time_ms;
+                inode.modified_ns = ns(time_ms);
+                inode.changed_ns = ns(time_ms);
             }
             return Ok(Applied {
                 freed_blocks: freed,
@@ -1562,9 +1570,9 @@ impl Namespace {
                 owner: open.owner,
                 group: open.group,
                 mode: open.mode & 0o7777,
-                modified_ms: time_ms,
-                accessed_ms: time_ms,
-                changed_ms: time_ms,
+                modified_ns: ns(time_ms),
+                accessed_ns: ns(time_ms),
+                changed_ns: ns(time_ms),
                 links: 1,
             },
         );
@@ -1701,8 +1709,8 @@ impl Namespace {
             (Some(id), _) => {
                 let inode = self.inodes.get_mut(&id).expect("the patched file exists");
                 inode.node = node;
-                inode.modified_ms = time_ms;
-                inode.changed_ms = time_ms;
+                inode.modified_ns = ns(time_ms);
+                inode.changed_ns = ns(time_ms);
                 id
             }
             (None, None) => unreachable!("a patch by inode has its file"),
@@ -1720,9 +1728,9 @@ impl Namespace {
                         owner: open.owner,
                         group: open.group,
                         mode: open.mode & 0o7777,
-                        modified_ms: time_ms,
-                        accessed_ms: time_ms,
-                        changed_ms: time_ms,
+                        modified_ns: ns(time_ms),
+                        accessed_ns: ns(time_ms),
+                        changed_ns: ns(time_ms),
                         links: 1,
                     },
                 );
@@ -1809,7 +1817,7 @@ impl Namespace {
             .or_default()
             .insert(name.to_string(), value.to_vec());
         if let Some(inode) = self.inodes.get_mut(&id) {
-            inode.changed_ms = time_ms;
+            inode.changed_ns = ns(time_ms);
         }
         Ok(Applied::default())
     }
@@ -1831,7 +1839,7 @@ impl Namespace {
             self.xattrs.remove(&id);
         }
         if let Some(inode) = self.inodes.get_mut(&id) {
-            inode.changed_ms = time_ms;
+            inode.changed_ns = ns(time_ms);
         }
         Ok(Applied::default())
     }
@@ -1995,9 +2003,9 @@ impl Namespace {
                 owner: owner.to_string(),
                 group: group.to_string(),
                 mode: 0o777,
-                modified_ms: time_ms,
-                accessed_ms: time_ms,
-                changed_ms: time_ms,
+                modified_ns: ns(time_ms),
+                accessed_ns: ns(time_ms),
+                changed_ns: ns(time_ms),
                 links: 1,
             },
         );
@@ -2046,9 +2054,9 @@ impl Namespace {
                 owner: owner.to_string(),
                 group: group.to_string(),
                 mode,
-                modified_ms: time_ms,
-                accessed_ms: time_ms,
-                changed_ms: time_ms,
+                modified_ns: ns(time_ms),
+                accessed_ns: ns(time_ms),
+                changed_ns: ns(time_ms),
                 links: 1,
             },
         );
@@ -2081,7 +2089,7 @@ impl Namespace {
         let parent = self.free_name(target)?;
         if let Some(inode) = self.inodes.get_mut(&id) {
             inode.links += 1;
-            inode.changed_ms = time_ms;
+            inode.changed_ns = ns(time_ms);
         }
         self.link(parent, target.name().unwrap_or(""), id, time_ms);
         Ok(Applied::default())
@@ -2241,7 +2249,7 @@ mod records;
 pub use extents::{Extent, Extents};
 pub use legacy::{NamespaceV3, NamespaceV4};
 pub use records::{
-    decode_op, encode_op, NamespaceRecord, NamespaceV6, NamespaceV7, NamespaceWriter,
+    decode_op, encode_op, NamespaceRecord, NamespaceV6, NamespaceV7, NamespaceV8, NamespaceWriter,
 };
 
 #[cfg(test)]

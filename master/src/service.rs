@@ -1357,7 +1357,7 @@ impl Master {
             MasterRequest::CloseWrite {
                 write,
                 last_block,
-                modified_ms,
+                modified_ns,
             } => {
                 claim(state, write, connection)?;
                 let path = match state.namespace.write(write) {
@@ -1369,14 +1369,14 @@ impl Master {
                 }
                 let mut sequence = self.change(state, &Op::CloseWrite { write, time_ms })?;
                 state.write_owners.remove(&write);
-                if let Some(modified_ms) = modified_ms {
+                if let Some(modified_ns) = modified_ns {
                     let op = Op::SetAttributes {
                         path,
                         mode: None,
                         owner: None,
                         group: None,
-                        modified_ms: Some(modified_ms),
-                        accessed_ms: None,
+                        modified_ns: Some(modified_ns),
+                        accessed_ns: None,
                         time_ms,
                     };
                     sequence = self.change(state, &op)?;
@@ -1388,7 +1388,7 @@ impl Master {
                 last_block,
                 ranges,
                 size_bytes,
-                modified_ms,
+                modified_ns,
                 if_version,
                 inode,
             } => {
@@ -1397,7 +1397,7 @@ impl Master {
                     Some(open) => open.path.clone(),
                     None => return Err(not_open(write)),
                 };
-                if inode.is_some() && modified_ms.is_some() {
+                if inode.is_some() && modified_ns.is_some() {
                     return Err(RemoteError::new(
                         ErrorKind::InvalidArgument,
                         format!("{path}: a patch by inode sets no modification time"),
@@ -1434,14 +1434,14 @@ impl Master {
                 };
                 let mut sequence = self.change(state, &op)?;
                 state.write_owners.remove(&write);
-                if let Some(modified_ms) = modified_ms {
+                if let Some(modified_ns) = modified_ns {
                     let op = Op::SetAttributes {
                         path,
                         mode: None,
                         owner: None,
                         group: None,
-                        modified_ms: Some(modified_ms),
-                        accessed_ms: None,
+                        modified_ns: Some(modified_ns),
+                        accessed_ns: None,
                         time_ms,
                     };
                     sequence = self.change(state, &op)?;
@@ -1453,16 +1453,16 @@ impl Master {
                 mode,
                 owner,
                 group,
-                modified_ms,
-                accessed_ms,
+                modified_ns,
+                accessed_ns,
             } => {
                 let op = Op::SetAttributes {
                     path: parse_path(&path)?.to_string(),
                     mode,
                     owner,
                     group,
-                    modified_ms,
-                    accessed_ms,
+                    modified_ns,
+                    accessed_ns,
                     time_ms,
                 };
                 (MasterResponse::Ok, self.change(state, &op)?)
@@ -2576,7 +2576,7 @@ mod tests {
                     replicas: block.targets.iter().map(|t| t.id).collect(),
                     crc32c: 0,
                 }),
-                modified_ms: None,
+                modified_ns: None,
             };
         let stolen = batch(&master, OTHER, vec![close(f, &f_block, 5)], false);
         assert_eq!(error_kind(&stolen[0]), Some(ErrorKind::PermissionDenied));

@@ -10,15 +10,15 @@ fn set(
     path: &str,
     mode: Option<u32>,
     owner: Option<&str>,
-    modified_ms: Option<u64>,
+    modified_ns: Option<u64>,
 ) -> dfs_engine::Result<MasterResponse> {
     cluster.master_call(MasterRequest::SetAttributes {
         path: path.into(),
         mode,
         owner: owner.map(str::to_string),
         group: owner.map(|owner| format!("{owner}-group")),
-        modified_ms,
-        accessed_ms: modified_ms,
+        modified_ns,
+        accessed_ns: modified_ns,
     })
 }
 
@@ -34,9 +34,9 @@ fn attribute_changes_are_checked_and_survive_a_crash() {
     cluster.dfs_ok(["put", dfs_testkit::utf8(&source), "/dir/file"]);
 
     // 2017-07-14 02:40:00 UTC
-    let modified_ms = 1_500_000_000_000;
+    let modified_ns = 1_500_000_000_000_000_000;
     for path in ["/dir", "/dir/file"] {
-        let answer = set(&cluster, path, Some(0o700), Some("ana"), Some(modified_ms));
+        let answer = set(&cluster, path, Some(0o700), Some("ana"), Some(modified_ns));
         assert!(
             matches!(answer, Ok(MasterResponse::Ok)),
             "{path}: {answer:?}"

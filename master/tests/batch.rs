@@ -191,7 +191,7 @@ fn close(write: u64, last_block: &AllocatedBlock, length_bytes: u64) -> MasterRe
     MasterRequest::CloseWrite {
         write,
         last_block: Some(commit(last_block, length_bytes)),
-        modified_ms: None,
+        modified_ns: None,
     }
 }
 
@@ -323,7 +323,7 @@ fn files_closed_by_a_batch_survive_a_kill_of_the_master() {
         },
         other => panic!("expected a second block, got {other:?}"),
     };
-    let modified_ms = 1_500_000_000_000;
+    let modified_ns = 1_500_000_000_123_456_789;
     let (one, one_block) = &writes[1];
     let (stamped, stamped_block) = &writes[2];
     let closed = batch(
@@ -334,7 +334,7 @@ fn files_closed_by_a_batch_survive_a_kill_of_the_master() {
             MasterRequest::CloseWrite {
                 write: *stamped,
                 last_block: Some(commit(stamped_block, BLOCK_BYTES)),
-                modified_ms: Some(modified_ms),
+                modified_ns: Some(modified_ns),
             },
         ],
         false,
@@ -368,7 +368,7 @@ fn files_closed_by_a_batch_survive_a_kill_of_the_master() {
         },
     );
     match stamped {
-        Ok(MasterResponse::Status(status)) => assert_eq!(status.modified_ms, modified_ms),
+        Ok(MasterResponse::Status(status)) => assert_eq!(status.modified_ns, modified_ns),
         other => panic!("stat /dir/stamped: {other:?}"),
     }
     master.stop();

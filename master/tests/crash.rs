@@ -238,7 +238,7 @@ impl Worker {
                     MasterRequest::CloseWrite {
                         write,
                         last_block: None,
-                        modified_ms: None,
+                        modified_ns: None,
                     },
                 )
                 .map_err(|e| (e, true))?;

@@ -324,7 +324,7 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
         MasterRequest::CloseWrite {
             write: kept,
             last_block: None,
-            modified_ms: None,
+            modified_ns: None,
         },
     );
     assert!(matches!(closed, Ok(MasterResponse::Ok)), "{closed:?}");
@@ -346,7 +346,7 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
         MasterRequest::CloseWrite {
             write: left,
             last_block: None,
-            modified_ms: None,
+            modified_ns: None,
         },
     );
     assert!(

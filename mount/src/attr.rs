@@ -15,13 +15,15 @@ pub const NOBODY: u32 = 65534;
 /// `st_blksize`: what `cp` and friends read and write at a time.
 const PREFERRED_IO_BYTES: u32 = 1 << 20;
 
-pub fn system_time(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+/// The time `ns` nanoseconds after the Unix epoch.
+pub fn system_time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
-pub fn millis(time: SystemTime) -> u64 {
+/// Nanoseconds since the Unix epoch (0 before it).
+pub fn nanos(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
     })
 }
 
@@ -100,10 +102,10 @@ impl Ids {
             ino: INodeNo(status.inode),
             size,
             blocks: size.div_ceil(512),
-            atime: system_time(status.accessed_ms),
-            mtime: system_time(status.modified_ms),
-            ctime: system_time(status.changed_ms),
-            crtime: system_time(status.changed_ms),
+            atime: system_time(status.accessed_ns),
+            mtime: system_time(status.modified_ns),
+            ctime: system_time(status.changed_ns),
+            crtime: system_time(status.changed_ns),
             kind: file_type(status.kind),
             perm: (status.mode & 0o7777) as u16,
             nlink,
@@ -146,9 +148,9 @@ mod tests {
             owner: "root".into(),
             group: "root".into(),
             mode: 0o4755,
-            modified_ms: 1_500,
-            accessed_ms: 1_000,
-            changed_ms: 2_000,
+            modified_ns: 1_500,
+            accessed_ns: 1_000,
+            changed_ns: 2_000,
             links: 2,
             version: 0,
             rdev: 0,
@@ -158,7 +160,7 @@ mod tests {
         assert_eq!((attr.size, attr.blocks), (1025, 3));
         assert_eq!(attr.perm, 0o4755);
         assert_eq!(attr.kind, FileType::RegularFile);
-        assert_eq!(millis(attr.mtime), 1_500);
+        assert_eq!(nanos(attr.mtime), 1_500);
         assert_eq!((attr.uid, attr.gid, attr.nlink), (0, 0, 2));
     }
 }

@@ -318,7 +318,7 @@ impl State {
         let Ok(status) = self.client.stat(path) else {
             return true;
         };
-        let now = (status.version, status.size_bytes, status.modified_ms);
+        let now = (status.version, status.size_bytes, status.modified_ns);
         if self.locked_seen.len() >= LOCKED_SEEN_MAX {
             self.locked_seen.clear();
         }
@@ -467,10 +467,10 @@ fn handle_group(client: &Client) -> String {
         .unwrap_or_else(|| client.credentials().user.clone())
 }
 
-fn time_ms(time: TimeOrNow) -> u64 {
+fn time_ns(time: TimeOrNow) -> u64 {
     match time {
-        TimeOrNow::SpecificTime(time) => attr::millis(time),
-        TimeOrNow::Now => attr::millis(SystemTime::now()),
+        TimeOrNow::SpecificTime(time) => attr::nanos(time),
+        TimeOrNow::Now => attr::nanos(SystemTime::now()),
     }
 }
 
@@ -600,8 +600,8 @@ impl Filesystem for DfsFs {
         let state = &mut *guard;
         let mut change = AttributeChange {
             mode: mode.map(|mode| mode & 0o7777),
-            modified_ms: mtime.map(time_ms),
-            accessed_ms: atime.map(time_ms),
+            modified_ns: mtime.map(time_ns),
+            accessed_ns: atime.map(time_ns),
             ..AttributeChange::default()
         };
         if let Some(uid) = uid {

@@ -1600,3 +1600,37 @@ fn locks_held_through_a_master_restart_are_taken_again_before_anyone_else_gets_t
         "the lock to be free once its holder exited",
     );
 }
+
+#[test]
+fn times_are_kept_to_the_nanosecond() {
+    let cluster = cluster_of(1);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    fs::write(here.path("f"), b"data").expect("write");
+    let status = Command::new("touch")
+        .args(["-m", "-d", "2020-01-02 03:04:05.123456789 UTC"])
+        .arg(here.path("f"))
+        .status()
+        .expect("run touch");
+    assert!(status.success());
+    let mtime = |path: &Path| {
+        let output = Command::new("stat")
+            .args(["-c", "%.9Y"])
+            .arg(path)
+            .output()
+            .expect("run stat");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(mtime(&here.path("f")), "1577934245.123456789");
+    assert_eq!(mtime(&there.path("f")), "1577934245.123456789");
+    // cp -p out of the mount keeps it too.
+    let copy = cluster.dir().join("copy");
+    let status = Command::new("cp")
+        .arg("-p")
+        .arg(there.path("f"))
+        .arg(&copy)
+        .status()
+        .expect("run cp");
+    assert!(status.success());
+    assert_eq!(mtime(&copy), "1577934245.123456789");
+}

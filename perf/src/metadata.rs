@@ -149,7 +149,7 @@ pub fn run(options: Options) -> Result<()> {
                 MasterRequest::CloseWrite {
                     write,
                     last_block: None,
-                    modified_ms: None,
+                    modified_ns: None,
                 },
             )?)
         },

@@ -415,7 +415,7 @@ mod tests {
                 kind,
                 size_bytes: 0,
                 mode: 0o644,
-                modified_ms: 0,
+                modified_ns: 0,
             },
             contents: path.ends_with('/') || path.ends_with("/."),
         }

@@ -37,7 +37,7 @@ pub struct Entry {
     /// Permission bits (0o7777 at most).
     pub mode: u32,
     /// Milliseconds since the Unix epoch.
-    pub modified_ms: u64,
+    pub modified_ns: u64,
 }
 
 impl Entry {
@@ -54,7 +54,7 @@ impl Entry {
             },
             size_bytes: status.size_bytes,
             mode: status.mode & 0o7777,
-            modified_ms: status.modified_ms,
+            modified_ns: status.modified_ns,
         }
     }
 
@@ -69,18 +69,18 @@ impl Entry {
         } else {
             Kind::Other
         };
-        let modified_ms = metadata
+        let modified_ns = metadata
             .modified()
             .ok()
             .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |since| {
-                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
             });
         Entry {
             kind,
             size_bytes: metadata.len(),
             mode: metadata.mode() & 0o7777,
-            modified_ms,
+            modified_ns,
         }
     }
 }

@@ -96,7 +96,7 @@ pub fn decide(
 ) -> Result<Decision> {
     let same_size = source.size_bytes == target.size_bytes;
     if existing == Existing::Update && !compare_content && mtime_comparable {
-        return Ok(if same_size && source.modified_ms == target.modified_ms {
+        return Ok(if same_size && source.modified_ns == target.modified_ns {
             Decision::Skip("same size and modification time")
         } else {
             Decision::Overwrite
@@ -271,7 +271,7 @@ impl<'a> Worker<'a> {
                 data,
                 overwrite: false,
                 mode: write_options.mode,
-                modified_ms: write_options.modified_ms,
+                modified_ns: write_options.modified_ns,
             });
             written_jobs.push(index);
         }
@@ -470,7 +470,7 @@ impl<'a> Worker<'a> {
             overwrite,
             sync: self.options.sync,
             mode: preserve.map_or(CLUSTER_FILE_MODE, |entry| entry.mode),
-            modified_ms: preserve.map(|entry| entry.modified_ms),
+            modified_ns: preserve.map(|entry| entry.modified_ns),
             // Blocks of large files share the run's stream budget
             // (`put_in_parallel`); other inputs go one block at a time.
             blocks_in_flight: 1,
@@ -518,7 +518,7 @@ fn finish_local(file: File, path: &Path, sync: bool, preserve: Option<&Entry>) -
     if let Some(entry) = preserve {
         file.set_permissions(fs::Permissions::from_mode(entry.mode))
             .with_context(|| format!("set the mode of {}", path.display()))?;
-        file.set_modified(UNIX_EPOCH + Duration::from_millis(entry.modified_ms))
+        file.set_modified(UNIX_EPOCH + Duration::from_nanos(entry.modified_ns))
             .with_context(|| format!("set the modification time of {}", path.display()))?;
     }
     if sync {
@@ -559,11 +559,11 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let entry = |size_bytes, modified_ms| Entry {
+        let entry = |size_bytes, modified_ns| Entry {
             kind: Kind::File,
             size_bytes,
             mode: 0o644,
-            modified_ms,
+            modified_ns,
         };
         use Decision::{Overwrite, Refuse, Skip};
         use Existing::{Force, Refuse as Keep, Update};

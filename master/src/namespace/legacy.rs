@@ -117,9 +117,9 @@ impl From<InodeV4> for Inode {
             owner: old.owner,
             group: old.group,
             mode: old.mode,
-            modified_ms: old.modified_ms,
-            accessed_ms: old.accessed_ms,
-            changed_ms: old.changed_ms,
+            modified_ns: old.modified_ms.saturating_mul(1_000_000),
+            accessed_ns: old.accessed_ms.saturating_mul(1_000_000),
+            changed_ns: old.changed_ms.saturating_mul(1_000_000),
             // Counted by `rebuild_derived`.
             links: 0,
         }

@@ -78,6 +78,8 @@ pub enum OpRecord {
     AbortWrite {
         write: u64,
     },
+    /// Times in milliseconds: written before checkpoint version 9, read
+    /// only (`SetAttributesNs` is written now).
     SetAttributes {
         path: String,
         mode: Option<u32>,
@@ -156,6 +158,20 @@ pub enum OpRecord {
     Unsustain {
         inode: u64,
     },
+    SetAttributesNs {
+        path: String,
+        mode: Option<u32>,
+        owner: Option<String>,
+        group: Option<String>,
+        modified_ns: Option<u64>,
+        accessed_ns: Option<u64>,
+        time_ms: u64,
+    },
+}
+
+/// Nanoseconds of a time journaled or checkpointed in milliseconds.
+fn ms_to_ns(ms: u64) -> u64 {
+    ms.saturating_mul(1_000_000)
 }
 
 fn range_records(ranges: &[FileRange]) -> Vec<RangeRecord> {
@@ -325,16 +341,16 @@ impl From<&Op> for OpRecord {
                 mode,
                 owner,
                 group,
-                modified_ms,
-                accessed_ms,
+                modified_ns,
+                accessed_ns,
                 time_ms,
-            } => OpRecord::SetAttributes {
+            } => OpRecord::SetAttributesNs {
                 path,
                 mode,
                 owner,
                 group,
-                modified_ms,
-                accessed_ms,
+                modified_ns,
+                accessed_ns,
                 time_ms,
             },
             Op::Decommission { minion } => OpRecord::Decommission { minion: minion.0 },
@@ -541,8 +557,25 @@ impl From<OpRecord> for Op {
                 mode,
                 owner,
                 group,
-                modified_ms,
-                accessed_ms,
+                modified_ns: modified_ms.map(ms_to_ns),
+                accessed_ns: accessed_ms.map(ms_to_ns),
+                time_ms,
+            },
+            OpRecord::SetAttributesNs {
+                path,
+                mode,
+                owner,
+                group,
+                modified_ns,
+                accessed_ns,
+                time_ms,
+            } => Op::SetAttributes {
+                path,
+                mode,
+                owner,
+                group,
+                modified_ns,
+                accessed_ns,
                 time_ms,
             },
             OpRecord::Decommission { minion } => Op::Decommission {
@@ -757,15 +790,28 @@ struct ExtentRecord {
     block_offset_bytes: u64,
 }
 
+/// An inode: its times in nanoseconds since checkpoint version 9, in
+/// milliseconds before (the same layout: `NamespaceV8` and older scale
+/// them as they are read).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct InodeRecord {
     node: NodeRecord,
     owner: String,
     group: String,
     mode: u32,
-    modified_ms: u64,
-    accessed_ms: u64,
-    changed_ms: u64,
+    modified_ns: u64,
+    accessed_ns: u64,
+    changed_ns: u64,
+}
+
+impl InodeRecord {
+    /// Read from a version whose times were milliseconds.
+    fn scaled_from_ms(mut self) -> InodeRecord {
+        self.modified_ns = ms_to_ns(self.modified_ns);
+        self.accessed_ns = ms_to_ns(self.accessed_ns);
+        self.changed_ns = ms_to_ns(self.changed_ns);
+        self
+    }
 }
 
 impl From<&Inode> for InodeRecord {
@@ -821,9 +867,9 @@ impl From<&Inode> for InodeRecord {
             owner: inode.owner.clone(),
             group: inode.group.clone(),
             mode: inode.mode,
-            modified_ms: inode.modified_ms,
-            accessed_ms: inode.accessed_ms,
-            changed_ms: inode.changed_ms,
+            modified_ns: inode.modified_ns,
+            accessed_ns: inode.accessed_ns,
+            changed_ns: inode.changed_ns,
         }
     }
 }
@@ -890,9 +936,9 @@ impl From<InodeRecord> for Inode {
             owner: record.owner,
             group: record.group,
             mode: record.mode,
-            modified_ms: record.modified_ms,
-            accessed_ms: record.accessed_ms,
-            changed_ms: record.changed_ms,
+            modified_ns: record.modified_ns,
+            accessed_ns: record.accessed_ns,
+            changed_ns: record.changed_ns,
             // Counted by `rebuild_derived`: names are the directories'.
             links: 0,
         }
@@ -956,7 +1002,7 @@ impl From<OpenWriteRecord> for OpenWrite {
     }
 }
 
-/// The namespace of checkpoint version 8, as read. Written by
+/// The namespace of checkpoint version 9, as read. Written by
 /// `NamespaceWriter`, which produces the same bytes from a live namespace
 /// one entry at a time.
 #[derive(Debug, Deserialize)]
@@ -972,6 +1018,30 @@ pub struct NamespaceRecord {
     xattrs: BTreeMap<u64, BTreeMap<String, Vec<u8>>>,
     /// Appended in version 8: files kept while open somewhere.
     sustained: BTreeSet<u64>,
+}
+
+/// The namespace of checkpoint version 8: version 9 with inode times in
+/// milliseconds.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct NamespaceV8(NamespaceRecord);
+
+impl NamespaceRecord {
+    /// Read from a version whose inode times were milliseconds.
+    fn scaled_from_ms(mut self) -> NamespaceRecord {
+        self.inodes = self
+            .inodes
+            .into_iter()
+            .map(|(id, inode)| (id, inode.scaled_from_ms()))
+            .collect();
+        self
+    }
+}
+
+impl From<NamespaceV8> for Namespace {
+    fn from(old: NamespaceV8) -> Namespace {
+        old.0.scaled_from_ms().into()
+    }
 }
 
 /// The namespace of checkpoint version 7: version 8 without the files kept
@@ -999,6 +1069,7 @@ impl From<NamespaceV7> for Namespace {
             xattrs: old.xattrs,
             sustained: BTreeSet::new(),
         }
+        .scaled_from_ms()
         .into()
     }
 }
@@ -1028,6 +1099,7 @@ impl From<NamespaceV6> for Namespace {
             xattrs: BTreeMap::new(),
             sustained: BTreeSet::new(),
         }
+        .scaled_from_ms()
         .into()
     }
 }
@@ -1217,11 +1289,11 @@ mod tests {
                     mode: Some(0o600),
                     owner: None,
                     group: Some("staff".into()),
-                    modified_ms: Some(11),
-                    accessed_ms: None,
+                    modified_ns: Some(11),
+                    accessed_ns: None,
                     time_ms: 12,
                 },
-                "09022f660180030001057374616666010b000c",
+                "17022f660180030001057374616666010b000c",
             ),
             (
                 Op::Decommission {
@@ -1352,11 +1424,32 @@ mod tests {
     }
 
     #[test]
+    fn set_attributes_of_journals_before_nanoseconds_read_as_milliseconds() {
+        let old = [
+            0x09, 0x02, b'/', b'f', 0x01, 0x80, 0x03, 0x00, 0x01, 0x05, b's', b't', b'a', b'f',
+            b'f', 0x01, 0x0b, 0x00, 0x0c,
+        ];
+        assert_eq!(
+            decode_op(&old),
+            Ok(Op::SetAttributes {
+                path: "/f".into(),
+                mode: Some(0o600),
+                owner: None,
+                group: Some("staff".into()),
+                modified_ns: Some(11_000_000),
+                accessed_ns: None,
+                time_ms: 12,
+            })
+        );
+    }
+
+    #[test]
     fn trailing_or_unknown_bytes_are_refused() {
         let mut encoded = encode_op(&Op::AbortWrite { write: 8 }).expect("encode");
         encoded.push(0);
         assert_eq!(decode_op(&encoded), Err("1 bytes after the op".into()));
-        let unknown = [VARIANTS as u8, 0];
+        // One record variant more than ops: SetAttributes in milliseconds.
+        let unknown = [VARIANTS as u8 + 1, 0];
         assert!(decode_op(&unknown)
             .expect_err("an unknown variant")
             .contains("undecodable"));
@@ -1431,25 +1524,32 @@ mod tests {
     }
 
     #[test]
-    fn the_namespace_has_the_bytes_checkpoint_versions_5_to_8_store() {
-        let (namespace, bytes) = golden_namespace();
+    fn the_bytes_checkpoint_versions_5_to_8_store_read_as_the_namespace() {
+        let (namespace, golden) = golden_namespace();
+        let bytes: Vec<u8> = (0..golden.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&golden[at..at + 2], 16).expect("hex"))
+            .collect();
+        // Versions 5 and 6 as they are; version 7 appended the extended
+        // attributes and version 8 the files kept open (none here). Their
+        // times are milliseconds.
+        let old: NamespaceV6 = postcard::from_bytes(&bytes).expect("decode as version 6");
+        assert_eq!(Namespace::from(old), namespace);
+        let seven = [bytes.as_slice(), &[0]].concat();
+        let old: NamespaceV7 = postcard::from_bytes(&seven).expect("decode as version 7");
+        assert_eq!(Namespace::from(old), namespace);
+        let eight = [bytes.as_slice(), &[0, 0]].concat();
+        let old: NamespaceV8 = postcard::from_bytes(&eight).expect("decode as version 8");
+        assert_eq!(Namespace::from(old), namespace);
+        // Version 9 is the same layout with times in nanoseconds (its bytes
+        // are pinned by the checkpoint fixture).
         let written = postcard::to_stdvec(&NamespaceWriter(&namespace)).expect("encode");
-        // Version 7 appended the extended attributes and version 8 the
-        // files kept open: none here.
         assert_eq!(
-            hex(&written),
-            format!("{bytes}0000"),
-            "the checkpoint's namespace changed on disk"
+            written.len(),
+            eight.len() + 3 * 3 * 3,
+            "three longer times per inode"
         );
         let read: NamespaceRecord = postcard::from_bytes(&written).expect("decode");
         assert_eq!(Namespace::from(read), namespace);
-        // Version 7 reads as version 8 without the last field, versions 5
-        // and 6 without the last two.
-        let old: NamespaceV7 =
-            postcard::from_bytes(&written[..written.len() - 1]).expect("decode as version 7");
-        assert_eq!(Namespace::from(old), namespace);
-        let old: NamespaceV6 =
-            postcard::from_bytes(&written[..written.len() - 2]).expect("decode as version 6");
-        assert_eq!(Namespace::from(old), namespace);
     }
 }

@@ -953,8 +953,8 @@ fn an_overwrite_changes_a_file_in_place() {
         mode: Some(0o600),
         owner: Some("zoe".into()),
         group: None,
-        modified_ms: None,
-        accessed_ms: None,
+        modified_ns: None,
+        accessed_ns: None,
         time_ms: 25,
     })
     .expect("chmod");
@@ -1210,7 +1210,7 @@ fn user_extended_attributes_are_set_listed_removed_and_go_with_their_inode() {
         .expect("create");
     ns.apply(&set_xattr("/f", "user.a", b"1", XattrSet::Either))
         .expect("set");
-    assert_eq!(ns.status(&path("/f")).expect("stat").changed_ms, 60);
+    assert_eq!(ns.status(&path("/f")).expect("stat").changed_ns, 60_000_000);
     check_error(
         ns.apply(&set_xattr("/f", "user.a", b"x", XattrSet::Create)),
         ErrorKind::AlreadyExists,
