@@ -118,6 +118,28 @@ impl Ids {
     }
 }
 
+/// Attributes with only the number and type set: for "." and ".." in a
+/// `readdirplus`, whose attributes the kernel does not use.
+pub fn bare(inode: u64, kind: FileType) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(inode),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind,
+        perm: 0o755,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: PREFERRED_IO_BYTES,
+        flags: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

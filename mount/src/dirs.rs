@@ -4,10 +4,13 @@
 //! directory of millions of entries takes one page of memory. A seek back
 //! before the page starts the listing again from its first page.
 
+use dfs_engine::msg::EntryStatus;
 use fuser::FileType;
 
-/// One entry as `readdir` gives it: inode number, type, name.
-pub type DirEntry = (u64, FileType, String);
+/// One entry as `readdir` gives it: inode number, type, name, and the
+/// entry's status as the listing had it (for `readdirplus`; none for "."
+/// and "..").
+pub type DirEntry = (u64, FileType, String, Option<Box<EntryStatus>>);
 
 /// Where the next page comes from: the entries after a name (from the
 /// first without), and whether more follow.
@@ -31,8 +34,8 @@ impl Listing {
     pub fn new(inode: u64, parent: u64) -> Listing {
         Listing {
             dots: [
-                (inode, FileType::Directory, ".".to_string()),
-                (parent, FileType::Directory, "..".to_string()),
+                (inode, FileType::Directory, ".".to_string(), None),
+                (parent, FileType::Directory, "..".to_string(), None),
             ],
             page: Vec::new(),
             base: 0,
@@ -81,7 +84,7 @@ impl Listing {
             if !self.more {
                 return Ok(());
             }
-            let after = self.page.last().map(|(_, _, name)| name.clone());
+            let after = self.page.last().map(|(_, _, name, _)| name.clone());
             let Some(after) = after else {
                 return Ok(());
             };
@@ -124,6 +127,7 @@ mod tests {
                         (start + i) as u64 + 100,
                         FileType::RegularFile,
                         name.clone(),
+                        None,
                     )
                 })
                 .collect();
@@ -146,7 +150,7 @@ mod tests {
         loop {
             let mut got = 0;
             listing
-                .fill(source, offset, |next, (_, _, name)| {
+                .fill(source, offset, |next, (_, _, name, _)| {
                     names.push(name.clone());
                     offset = next;
                     got += 1;
@@ -189,7 +193,7 @@ mod tests {
         read_all(&mut listing, &mut source, 100);
         let mut again = Vec::new();
         listing
-            .fill(&mut source, 4, |_, (_, _, name)| {
+            .fill(&mut source, 4, |_, (_, _, name, _)| {
                 again.push(name.clone());
                 again.len() == 2
             })

@@ -495,6 +495,9 @@ impl Filesystem for DfsFs {
         {
             eprintln!("dfs-mount: the kernel keeps locks local: they hold on this machine only");
         }
+        // Listings carry attributes: `ls -l` needs no lookup per entry.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         // The kernel's largest writes: fewer, larger pieces for the writer.
         let _ = config.set_max_write(1 << 20);
         Ok(())
@@ -1303,13 +1306,75 @@ impl Filesystem for DfsFs {
             client: &mut state.client,
             path,
         };
-        let filled = listing.fill(&mut source, offset, |next, (inode, kind, name)| {
+        let filled = listing.fill(&mut source, offset, |next, (inode, kind, name, _)| {
             reply.add(INodeNo(*inode), next, *kind, name)
         });
         match filled {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(errno(&error)),
         }
+    }
+
+    /// `readdir` with each entry's attributes, from the master's listing
+    /// pages (one request for many entries): `ls -l` of a large directory
+    /// costs no lookup per entry. Each entry given counts as a lookup.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let Some((path, listing)) = state.directories.get_mut(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        let mut source = ClientPages {
+            client: &mut state.client,
+            path,
+        };
+        let mut given: Vec<(u64, String)> = Vec::new();
+        let ids = &mut state.ids;
+        let files = &state.files;
+        let filled = listing.fill(&mut source, offset, |next, (inode, kind, name, status)| {
+            let Some(status) = status else {
+                // "." and "..": the kernel takes no attributes from them.
+                let attr = attr::bare(*inode, *kind);
+                return reply.add(
+                    INodeNo(*inode),
+                    next,
+                    name,
+                    &Duration::ZERO,
+                    &attr,
+                    Generation(0),
+                );
+            };
+            let mut attr = ids.attr(status);
+            let mut ttl = ENTRY_TTL;
+            if let Some(shared) = files.get(inode) {
+                // Open for writing here: the size it has as written.
+                attr.size = shared.file.size();
+                attr.blocks = attr.size.div_ceil(512);
+                ttl = Duration::ZERO;
+            }
+            let full = reply.add(INodeNo(*inode), next, name, &ttl, &attr, Generation(0));
+            if !full {
+                given.push((*inode, name.clone()));
+            }
+            full
+        });
+        if let Err(error) = filled {
+            return reply.error(errno(&error));
+        }
+        let parent = path.clone();
+        for (inode, name) in given {
+            if let Ok(child) = parent.join(&name) {
+                state.inodes.remember(inode, child);
+            }
+        }
+        reply.ok()
     }
 
     fn releasedir(
@@ -1518,7 +1583,11 @@ impl PageSource for ClientPages<'_> {
         let (entries, more) = self.client.list_page(self.path, after)?;
         let page = entries
             .into_iter()
-            .map(|entry| (entry.inode, attr::file_type(entry.kind), entry.name))
+            .map(|entry| {
+                let (inode, kind, name) =
+                    (entry.inode, attr::file_type(entry.kind), entry.name.clone());
+                (inode, kind, name, Some(Box::new(entry)))
+            })
             .collect();
         Ok((page, more))
     }

@@ -1634,3 +1634,47 @@ fn times_are_kept_to_the_nanosecond() {
     assert!(status.success());
     assert_eq!(mtime(&copy), "1577934245.123456789");
 }
+
+#[test]
+fn a_long_listing_shows_each_entry_as_it_is() {
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    fs::create_dir(mounted.path("d")).expect("mkdir");
+    for i in 0..50u64 {
+        fs::write(
+            mounted.path(&format!("d/f{i:02}")),
+            vec![b'x'; (i * 37) as usize],
+        )
+        .expect("write");
+    }
+    // One being written here: the listing shows the size as written.
+    let mut open = File::create(mounted.path("d/open")).expect("create");
+    open.write_all(&[1u8; 1234]).expect("write");
+    open.sync_all().expect("fsync");
+    open.write_all(&[2u8; 100]).expect("write more");
+    let listing = Command::new("ls")
+        .args(["-ln"])
+        .arg(mounted.path("d"))
+        .output()
+        .expect("run ls");
+    let text = String::from_utf8_lossy(&listing.stdout);
+    let sizes: std::collections::BTreeMap<String, u64> = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() >= 9).then(|| (fields[8].to_string(), fields[4].parse().unwrap_or(0)))
+        })
+        .collect();
+    for i in 0..50u64 {
+        assert_eq!(sizes.get(&format!("f{i:02}")), Some(&(i * 37)), "{text}");
+    }
+    assert_eq!(sizes.get("open"), Some(&1334), "{text}");
+    drop(open);
+    // Another workstation's change shows once the attribute cache (1 s) ran out.
+    cluster.dfs_ok(["truncate", "-s", "5", "/d/f10"]);
+    wait_for(
+        || fs::metadata(mounted.path("d/f10")).is_ok_and(|m| m.len() == 5),
+        Duration::from_secs(5),
+        "the new size",
+    );
+}
