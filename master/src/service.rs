@@ -577,6 +577,34 @@ impl Master {
         Ok(())
     }
 
+    /// After a write was closed (whole or as a patch) as journal sequence
+    /// `sequence`: its owner is forgotten and the modification time asked
+    /// for is set; returns the sequence to wait for.
+    fn closed(
+        &self,
+        state: &mut NamespaceState,
+        write: WriteId,
+        path: String,
+        modified_ns: Option<u64>,
+        time_ms: u64,
+        sequence: u64,
+    ) -> Result<u64, RemoteError> {
+        state.write_owners.remove(&write);
+        let Some(modified_ns) = modified_ns else {
+            return Ok(sequence);
+        };
+        let op = Op::SetAttributes {
+            path,
+            mode: None,
+            owner: None,
+            group: None,
+            modified_ns: Some(modified_ns),
+            accessed_ns: None,
+            time_ms,
+        };
+        self.change(state, &op)
+    }
+
     /// Ends `Sustain` of the files no session holds open any more (closed,
     /// or their sessions expired), once the start-up grace is over: a file
     /// without names goes, its blocks freed.
@@ -1367,20 +1395,8 @@ impl Master {
                 if let Some(commit) = last_block {
                     self.commit(state, write, commit)?;
                 }
-                let mut sequence = self.change(state, &Op::CloseWrite { write, time_ms })?;
-                state.write_owners.remove(&write);
-                if let Some(modified_ns) = modified_ns {
-                    let op = Op::SetAttributes {
-                        path,
-                        mode: None,
-                        owner: None,
-                        group: None,
-                        modified_ns: Some(modified_ns),
-                        accessed_ns: None,
-                        time_ms,
-                    };
-                    sequence = self.change(state, &op)?;
-                }
+                let sequence = self.change(state, &Op::CloseWrite { write, time_ms })?;
+                let sequence = self.closed(state, write, path, modified_ns, time_ms, sequence)?;
                 (MasterResponse::Ok, sequence)
             }
             MasterRequest::PatchWrite {
@@ -1432,20 +1448,8 @@ impl Master {
                         time_ms,
                     },
                 };
-                let mut sequence = self.change(state, &op)?;
-                state.write_owners.remove(&write);
-                if let Some(modified_ns) = modified_ns {
-                    let op = Op::SetAttributes {
-                        path,
-                        mode: None,
-                        owner: None,
-                        group: None,
-                        modified_ns: Some(modified_ns),
-                        accessed_ns: None,
-                        time_ms,
-                    };
-                    sequence = self.change(state, &op)?;
-                }
+                let sequence = self.change(state, &op)?;
+                let sequence = self.closed(state, write, path, modified_ns, time_ms, sequence)?;
                 (MasterResponse::Ok, sequence)
             }
             MasterRequest::SetAttributes {

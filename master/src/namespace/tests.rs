@@ -35,13 +35,15 @@ fn path(text: &str) -> DfsPath {
     DfsPath::parse(text).expect("valid path")
 }
 
-/// Writes a file of `lengths` blocks through the ops a client causes.
-fn write_file(
+/// Opens a write of `at` (blocks of 4 bytes, replication 3) as `owner`
+/// with `mode` and commits blocks of `lengths` to it.
+fn open_with_blocks(
     ns: &mut Namespace,
     at: &str,
     lengths: &[u64],
     overwrite: bool,
-) -> Result<Applied, RemoteError> {
+    (owner, mode): (&str, u32),
+) -> Result<WriteId, RemoteError> {
     let write = ns.next_write_id();
     ns.apply(&Op::OpenWrite {
         write,
@@ -49,8 +51,8 @@ fn write_file(
         replication: 3,
         block_bytes: 4,
         overwrite,
-        mode: 0o644,
-        owner: "ana".into(),
+        mode,
+        owner: owner.into(),
         group: "staff".into(),
         time_ms: 20,
     })?;
@@ -64,6 +66,17 @@ fn write_file(
             crc32c: 0,
         })?;
     }
+    Ok(write)
+}
+
+/// Writes a file of `lengths` blocks through the ops a client causes.
+fn write_file(
+    ns: &mut Namespace,
+    at: &str,
+    lengths: &[u64],
+    overwrite: bool,
+) -> Result<Applied, RemoteError> {
+    let write = open_with_blocks(ns, at, lengths, overwrite, ("ana", 0o644))?;
     ns.apply(&Op::CloseWrite { write, time_ms: 30 })
 }
 
@@ -1058,28 +1071,7 @@ fn patch_file(
     ranges: &[(u64, u64)],
     size_bytes: u64,
 ) -> Result<Applied, RemoteError> {
-    let write = ns.next_write_id();
-    ns.apply(&Op::OpenWrite {
-        write,
-        path: at.into(),
-        replication: 3,
-        block_bytes: 4,
-        overwrite: true,
-        mode: 0o640,
-        owner: "bo".into(),
-        group: "staff".into(),
-        time_ms: 40,
-    })?;
-    for &length_bytes in lengths {
-        let block = ns.next_block_id();
-        ns.apply(&allocate(write, block))?;
-        ns.apply(&Op::CommitBlock {
-            write,
-            block,
-            length_bytes,
-            crc32c: 0,
-        })?;
-    }
+    let write = open_with_blocks(ns, at, lengths, true, ("bo", 0o640))?;
     ns.apply(&Op::PatchWrite {
         write,
         ranges: ranges
@@ -1319,28 +1311,7 @@ fn a_conditional_patch_applies_only_to_the_version_it_read_and_whole_blocks_need
     // A compaction read version `fragmented.version`: all data rewritten
     // as whole blocks of the file's block size (4).
     let compact = |ns: &mut Namespace, if_version: u64| {
-        let write = ns.next_write_id();
-        ns.apply(&Op::OpenWrite {
-            write,
-            path: "/f".into(),
-            replication: 3,
-            block_bytes: 4,
-            overwrite: true,
-            mode: 0o644,
-            owner: "ana".into(),
-            group: "staff".into(),
-            time_ms: 70,
-        })?;
-        for length_bytes in [4, 4, 2] {
-            let block = ns.next_block_id();
-            ns.apply(&allocate(write, block))?;
-            ns.apply(&Op::CommitBlock {
-                write,
-                block,
-                length_bytes,
-                crc32c: 0,
-            })?;
-        }
+        let write = open_with_blocks(ns, "/f", &[4, 4, 2], true, ("ana", 0o644))?;
         let applied = ns.apply(&Op::PatchWrite {
             write,
             ranges: vec![FileRange {
