@@ -15,102 +15,9 @@ use dfs_testkit::{
     Cluster, ClusterOptions, Signal,
 };
 
-const MOUNT_WAIT: Duration = Duration::from_secs(20);
+mod support;
 
-fn is_mounted(mountpoint: &Path) -> bool {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let wanted = mountpoint.to_string_lossy();
-    mounts
-        .lines()
-        .any(|line| line.split(' ').nth(1) == Some(wanted.as_ref()))
-}
-
-/// A running `dfs-mount`; unmounts (lazily, if it must) when dropped.
-struct Mounted {
-    mountpoint: PathBuf,
-    process: Option<ChildGuard>,
-}
-
-impl Mounted {
-    /// Mounts with `dfs-mount`, or with `via_dfs` through `dfs mount`.
-    fn start(cluster: &Cluster, mountpoint: &Path) -> Mounted {
-        Mounted::start_with(cluster, mountpoint, false, &[])
-    }
-
-    fn start_with(cluster: &Cluster, mountpoint: &Path, via_dfs: bool, extra: &[&str]) -> Mounted {
-        fs::create_dir_all(mountpoint).expect("create the mountpoint");
-        let log = File::create(cluster.dir().join(format!(
-            "mount-{}.log",
-            mountpoint.file_name().map_or("x".into(), |n| n.to_string_lossy())
-        )))
-        .expect("create the mount log");
-        let mut command = if via_dfs {
-            let mut command = Command::new(binary("dfs"));
-            command.args(["--master", cluster.master_address(), "mount"]);
-            command.arg(mountpoint);
-            command
-        } else {
-            let mut command = Command::new(binary("dfs-mount"));
-            command.arg(mountpoint);
-            command.args(["--master", cluster.master_address()]);
-            command
-        };
-        let child = command
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start dfs-mount");
-        let mounted = Mounted {
-            mountpoint: mountpoint.to_path_buf(),
-            process: Some(ChildGuard::new("dfs-mount", child)),
-        };
-        wait_for(|| is_mounted(mountpoint), MOUNT_WAIT, "the mount to appear");
-        mounted
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.mountpoint.join(relative)
-    }
-
-    /// Stops the mount with SIGTERM; returns whether it exited cleanly.
-    fn terminate(&mut self) -> bool {
-        let Some(mut process) = self.process.take() else {
-            return true;
-        };
-        process.signal(Signal::Terminate);
-        process.wait_exit(MOUNT_WAIT).success()
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.signal(Signal::Terminate);
-            let _ = dfs_testkit::wait_exit(process.child(), MOUNT_WAIT);
-        }
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mountpoint)
-                .status();
-        }
-    }
-}
-
-/// A cluster of `minions` minions, every file on all of them.
-fn cluster_of(minions: u8) -> Cluster {
-    Cluster::start(ClusterOptions {
-        minions: usize::from(minions),
-        replication: Some(minions),
-        ..ClusterOptions::default()
-    })
-}
-
-fn errno(error: &std::io::Error) -> i32 {
-    error.raw_os_error().unwrap_or(0)
-}
+use support::{cluster_of, errno, is_mounted, python, Mounted, MOUNT_WAIT};
 
 #[test]
 fn programs_work_in_the_mounted_cluster_and_a_second_mount_sees_closed_files() {
@@ -748,19 +655,6 @@ fn a_daemon_mount_returns_once_up_and_ends_with_its_unmount() {
 }
 
 /// Runs a python3 script with `path` as its argument; its standard output.
-fn python(script: &str, path: &Path) -> String {
-    let output = Command::new("python3")
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .expect("run python3");
-    assert!(
-        output.status.success(),
-        "python3 failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 #[test]
 fn sqlite_works_in_the_mount_and_its_locks_hold_across_workstations() {

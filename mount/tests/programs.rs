@@ -15,71 +15,14 @@ use std::process::{ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dfs_testkit::{
-    binary, random_bytes, utf8, wait_for, ChildGuard, Cluster, ClusterOptions, Signal,
-};
+use dfs_testkit::{random_bytes, utf8, wait_for, ChildGuard, Cluster, ClusterOptions, Signal};
 
-const MOUNT_WAIT: Duration = Duration::from_secs(20);
+mod support;
+
+use support::{is_mounted, Mounted, MOUNT_WAIT};
+
 /// How long a program run in the mount (rsync of the whole tree, make) may take.
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn is_mounted(mountpoint: &Path) -> bool {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let wanted = mountpoint.to_string_lossy();
-    mounts
-        .lines()
-        .any(|line| line.split(' ').nth(1) == Some(wanted.as_ref()))
-}
-
-/// A running `dfs-mount`; unmounts (lazily, if it must) when dropped.
-struct Mounted {
-    mountpoint: PathBuf,
-    process: Option<ChildGuard>,
-}
-
-impl Mounted {
-    fn start(cluster: &Cluster, mountpoint: &Path) -> Mounted {
-        fs::create_dir_all(mountpoint).expect("create the mountpoint");
-        let log = File::create(cluster.dir().join(format!(
-            "mount-{}.log",
-            mountpoint.file_name().map_or("x".into(), |n| n.to_string_lossy())
-        )))
-        .expect("create the mount log");
-        let child = Command::new(binary("dfs-mount"))
-            .arg(mountpoint)
-            .args(["--master", cluster.master_address()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start dfs-mount");
-        let mounted = Mounted {
-            mountpoint: mountpoint.to_path_buf(),
-            process: Some(ChildGuard::new("dfs-mount", child)),
-        };
-        wait_for(|| is_mounted(mountpoint), MOUNT_WAIT, "the mount to appear");
-        mounted
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.mountpoint.join(relative)
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.signal(Signal::Terminate);
-            let _ = dfs_testkit::wait_exit(process.child(), MOUNT_WAIT);
-        }
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mountpoint)
-                .status();
-        }
-    }
-}
 
 /// Runs `command` (at most `PROGRAM_TIMEOUT`), asserts it succeeded and
 /// returns its standard output.
