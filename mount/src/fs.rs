@@ -518,7 +518,16 @@ impl Filesystem for DfsFs {
             return reply.entry(&Duration::ZERO, &attr, Generation(0));
         }
         match state.entry(path) {
-            Ok(attr) => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
+            Ok(mut attr) => match state.files.get(&attr.ino.0) {
+                // Open for writing here: the size it has as written, not
+                // cached (the master has the last commit's).
+                Some(shared) => {
+                    attr.size = shared.file.size();
+                    attr.blocks = attr.size.div_ceil(512);
+                    reply.entry(&Duration::ZERO, &attr, Generation(0))
+                }
+                None => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
+            },
             Err(error) => reply.error(error),
         }
     }
@@ -661,9 +670,23 @@ impl Filesystem for DfsFs {
             };
         }
         // No lookup comes with this answer: nothing to remember.
-        let mut attr = match state.path(ino).and_then(|path| state.stat(&path)) {
+        let found = state
+            .path(ino)
+            .and_then(|path| state.stat(&path))
+            .and_then(|status| {
+                if status.inode == ino.0 {
+                    Ok(status)
+                } else {
+                    Err(Errno::ENOENT)
+                }
+            });
+        let mut attr = match found {
             Ok(status) => state.ids.attr(&status),
-            Err(error) => return reply.error(error),
+            // Removed while open here: as the handle has it.
+            Err(error) => match state.open_here_attr(ino.0) {
+                Some(attr) => return reply.attr(&Duration::ZERO, &attr),
+                None => return reply.error(error),
+            },
         };
         // A file being written here has the size it will have.
         if let Some(size) = written_size {
@@ -1035,8 +1058,23 @@ impl Filesystem for DfsFs {
             let handle = state.share(ino.0, file);
             // Kept by the master while open here, also once removed.
             self.locks.hold(&mut state.client, status.inode);
+            // Descriptors that read the file here already read this copy
+            // from now on, so they see what is written through the new one.
+            let readers: Vec<u64> = state
+                .handles
+                .iter()
+                .filter(|(_, handle)| {
+                    matches!(handle, Handle::Read(reader) if reader.status().inode == status.inode)
+                })
+                .map(|(&id, _)| id)
+                .collect();
+            for id in &readers {
+                state.handles.insert(*id, Handle::Cached(ino.0));
+                self.locks.release(&mut state.client, status.inode);
+            }
             if let Some(shared) = state.files.get_mut(&ino.0) {
                 shared.held = Some(status.inode);
+                shared.handles += readers.len();
             }
             handle
         } else {

@@ -85,6 +85,9 @@ impl Ranges {
     /// `start..end` cut into consecutive pieces, each (start, end, inside).
     pub fn segments(&self, start: u64, end: u64) -> Vec<(u64, u64, bool)> {
         let mut pieces = Vec::new();
+        if start >= end {
+            return pieces;
+        }
         let mut at = start;
         let first = self
             .map
@@ -157,7 +160,12 @@ mod tests {
                 let count = model[..limit as usize].iter().filter(|&&b| b).count() as u64;
                 assert_eq!(ranges.covered_bytes(limit), count);
                 let (s, e) = (next(64), next(65));
-                if s < e {
+                if s >= e {
+                    assert!(
+                        ranges.segments(s, e).is_empty(),
+                        "an empty range has no pieces"
+                    );
+                } else {
                     let mut at = s;
                     for (from, to, inside) in ranges.segments(s, e) {
                         assert_eq!(from, at);

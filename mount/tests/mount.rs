@@ -1572,3 +1572,53 @@ fn a_long_listing_shows_each_entry_as_it_is() {
         "the new size",
     );
 }
+
+#[test]
+fn descriptors_on_one_workstation_see_each_others_writes_at_once() {
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let path = mounted.path("f");
+    fs::write(&path, b"0123456789").expect("write");
+    // A reader opened before the writer reads what the writer writes.
+    let mut reader = File::open(&path).expect("open for reading");
+    let mut first = [0u8; 2];
+    reader.read_exact(&mut first).expect("read");
+    assert_eq!(&first, b"01");
+    let mut writer = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open for writing");
+    writer.write_all(b"ab").expect("write");
+    writer.seek(SeekFrom::Start(10)).expect("seek");
+    writer.write_all(b"XYZ").expect("extend");
+    let mut all = String::new();
+    reader.seek(SeekFrom::Start(0)).expect("seek");
+    reader.read_to_string(&mut all).expect("read again");
+    assert_eq!(all, "ab23456789XYZ", "the reader sees the writer's bytes");
+    // A fresh lookup of the name answers the size as written, also once
+    // the kernel's entry has expired.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 13);
+    drop(writer);
+    drop(reader);
+
+    // A new file committed, cut to nothing and removed while still open:
+    // no crash, and the mount goes on.
+    let mut empty = File::create(mounted.path("empty")).expect("create");
+    empty.write_all(b"abc").expect("write");
+    empty.sync_all().expect("fsync commits it");
+    empty.set_len(0).expect("cut to nothing");
+    fs::remove_file(mounted.path("empty")).expect("rm while open");
+    empty.write_all(b"late").expect("write after the rm");
+    empty
+        .set_len(2)
+        .expect("ftruncate of a file removed while open");
+    assert_eq!(empty.metadata().expect("fstat").len(), 2);
+    drop(empty);
+    assert!(!mounted.path("empty").exists());
+    fs::write(mounted.path("after"), b"still serving").expect("the mount goes on");
+    assert_eq!(
+        fs::read(mounted.path("after")).expect("read"),
+        b"still serving"
+    );
+}
