@@ -164,6 +164,9 @@ pub enum ErrorKind {
     /// The entry has no extended attribute of that name (appended in
     /// protocol 7).
     NoAttribute,
+    /// The lock session is not open (expired, closed, or the master
+    /// restarted): open a new one (appended in protocol 7).
+    NoSession,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

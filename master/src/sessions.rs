@@ -61,7 +61,7 @@ fn range(wire: LockRange) -> ByteRange {
 
 fn expired(session: SessionId) -> RemoteError {
     RemoteError::new(
-        ErrorKind::InvalidArgument,
+        ErrorKind::NoSession,
         format!("lock session {session:016x} is not open (expired, closed, or the master restarted): its locks are gone"),
     )
 }

@@ -135,6 +135,8 @@ pub fn errno(error: &Error) -> Errno {
             ErrorKind::PermissionDenied => Errno::EACCES,
             ErrorKind::Busy | ErrorKind::Starting => Errno::EAGAIN,
             ErrorKind::NoAttribute => Errno::ENODATA,
+            // The master restarted and the mount opens a new session: try again.
+            ErrorKind::NoSession => Errno::EAGAIN,
             _ => Errno::EIO,
         },
         // The system's own number when there is one (ENOSPC of a spool on a
@@ -145,6 +147,10 @@ pub fn errno(error: &Error) -> Errno {
             .map_or(Errno::EIO, Errno::from_i32),
         _ => Errno::EIO,
     }
+}
+
+fn is_no_session<T>(answer: &dfs_engine::Result<T>) -> bool {
+    matches!(answer, Err(Error::Remote(remote)) if remote.kind == ErrorKind::NoSession)
 }
 
 fn is_not_found(error: &Error) -> bool {
@@ -363,6 +369,29 @@ impl State {
                     && shared.file.path() == path
             })
             .map(|(&nodeid, _)| nodeid)
+    }
+
+    /// The new files being written here in the directory open as `fh`:
+    /// number, name and attributes.
+    fn new_files_listed(&mut self, fh: FileHandle) -> Vec<(u64, String, FileAttr)> {
+        let Some((directory, _)) = self.directories.get(&fh.0) else {
+            return Vec::new();
+        };
+        let directory = directory.clone();
+        let found: Vec<(u64, String)> = self
+            .files
+            .iter()
+            .filter(|(&nodeid, shared)| {
+                nodeid >= PENDING_INODE_BASE
+                    && !shared.file.is_unlinked()
+                    && shared.file.path().parent().as_ref() == Some(&directory)
+            })
+            .filter_map(|(&nodeid, shared)| Some((nodeid, shared.file.path().name()?.to_string())))
+            .collect();
+        found
+            .into_iter()
+            .filter_map(|(nodeid, name)| Some((nodeid, name, self.pending_attr(nodeid)?)))
+            .collect()
     }
 
     /// True when a file at or under `path` is being written here.
@@ -1337,12 +1366,17 @@ impl Filesystem for DfsFs {
     ) {
         let mut guard = self.state();
         let state = &mut *guard;
+        let extra = state.new_files_listed(fh);
         let Some((path, listing)) = state.directories.get_mut(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
         let mut source = ClientPages {
             client: &mut state.client,
             path,
+            extra: extra
+                .into_iter()
+                .map(|(inode, name, _)| (inode, name))
+                .collect(),
         };
         let filled = listing.fill(&mut source, offset, |next, (inode, kind, name, _)| {
             reply.add(INodeNo(*inode), next, *kind, name)
@@ -1366,18 +1400,42 @@ impl Filesystem for DfsFs {
     ) {
         let mut guard = self.state();
         let state = &mut *guard;
+        let extra = state.new_files_listed(fh);
+        let pending: HashMap<u64, FileAttr> = extra
+            .iter()
+            .map(|(inode, _, attr)| (*inode, *attr))
+            .collect();
         let Some((path, listing)) = state.directories.get_mut(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
         let mut source = ClientPages {
             client: &mut state.client,
             path,
+            extra: extra
+                .into_iter()
+                .map(|(inode, name, _)| (inode, name))
+                .collect(),
         };
         let mut given: Vec<(u64, String)> = Vec::new();
         let ids = &mut state.ids;
         let files = &state.files;
         let filled = listing.fill(&mut source, offset, |next, (inode, kind, name, status)| {
             let Some(status) = status else {
+                if let Some(attr) = pending.get(inode) {
+                    // A new file being written here, not in the master yet.
+                    let full = reply.add(
+                        INodeNo(*inode),
+                        next,
+                        name,
+                        &Duration::ZERO,
+                        attr,
+                        Generation(0),
+                    );
+                    if !full {
+                        given.push((*inode, name.clone()));
+                    }
+                    return full;
+                }
                 // "." and "..": the kernel takes no attributes from them.
                 let attr = attr::bare(*inode, *kind);
                 return reply.add(
@@ -1530,7 +1588,14 @@ impl Filesystem for DfsFs {
                 }
             }
         }
-        let answer = state.client.lock(session, key, lock_owner.0, wanted, range);
+        let mut answer = state.client.lock(session, key, lock_owner.0, wanted, range);
+        if is_no_session(&answer) {
+            // The master restarted: once the lease thread opened a new
+            // session (and took this mount's locks again), once more.
+            if let Some(fresh) = self.locks.wait_for_new_session(session) {
+                answer = state.client.lock(fresh, key, lock_owner.0, wanted, range);
+            }
+        }
         if matches!(answer, Ok(None)) {
             // Taken again after a master restart.
             dfs_engine::sync::lock(&self.locks.held_locks()).record(
@@ -1614,12 +1679,15 @@ impl Filesystem for DfsFs {
 struct ClientPages<'a> {
     client: &'a mut Client,
     path: &'a DfsPath,
+    /// New files being written here in this directory (number, name):
+    /// listed after the master's entries, those it does not have yet.
+    extra: Vec<(u64, String)>,
 }
 
 impl PageSource for ClientPages<'_> {
     fn page(&mut self, after: Option<&str>) -> dfs_engine::Result<(Vec<DirEntry>, bool)> {
         let (entries, more) = self.client.list_page(self.path, after)?;
-        let page = entries
+        let mut page: Vec<DirEntry> = entries
             .into_iter()
             .map(|entry| {
                 let (inode, kind, name) =
@@ -1627,6 +1695,20 @@ impl PageSource for ClientPages<'_> {
                 (inode, kind, name, Some(Box::new(entry)))
             })
             .collect();
+        if !more {
+            // After the master's last entry: new files being written here
+            // that it does not have yet (a name it has is listed as its).
+            for (inode, name) in std::mem::take(&mut self.extra) {
+                let listed = self
+                    .path
+                    .join(&name)
+                    .map(|path| self.client.stat(&path).is_ok())
+                    .unwrap_or(true);
+                if !listed {
+                    page.push((inode, fuser::FileType::RegularFile, name, None));
+                }
+            }
+        }
         Ok((page, more))
     }
 }

@@ -167,6 +167,9 @@ pub struct LockSession {
     holds: Holds,
     locks: Arc<Mutex<HeldLocks>>,
     stopping: Arc<AtomicBool>,
+    /// Set when a call found the session gone: renew (and so replace it)
+    /// now rather than at the next period.
+    urgent: Arc<AtomicBool>,
     renewer: Option<JoinHandle<()>>,
 }
 
@@ -176,16 +179,18 @@ impl LockSession {
         let (session, lease) = client.open_lock_session()?;
         let id = Arc::new(AtomicU64::new(session));
         let stopping = Arc::new(AtomicBool::new(false));
+        let urgent = Arc::new(AtomicBool::new(false));
         let holds: Holds = Arc::default();
         let locks: Arc<Mutex<HeldLocks>> = Arc::default();
         let renewer = {
             let id = Arc::clone(&id);
             let stopping = Arc::clone(&stopping);
+            let urgent = Arc::clone(&urgent);
             let holds = Arc::clone(&holds);
             let locks = Arc::clone(&locks);
             thread::Builder::new()
                 .name("lock-lease".into())
-                .spawn(move || renew(client, &id, &holds, &locks, &stopping, lease))
+                .spawn(move || renew(client, &id, &holds, &locks, (&stopping, &urgent), lease))
                 .map_err(|e| Error::io("start the lock lease thread", e))?
         };
         Ok(LockSession {
@@ -195,6 +200,7 @@ impl LockSession {
             holds,
             locks,
             stopping,
+            urgent,
             renewer: Some(renewer),
         })
     }
@@ -210,6 +216,21 @@ impl LockSession {
 
     pub fn shared_id(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.id)
+    }
+
+    /// Waits (a few seconds at most) until the lease thread replaced the
+    /// session `stale` the master no longer knows; the new one.
+    pub fn wait_for_new_session(&self, stale: u64) -> Option<u64> {
+        self.urgent.store(true, Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let current = self.id();
+            if current != stale {
+                return Some(current);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// The record of the locks granted through this mount.
@@ -265,7 +286,7 @@ fn renew(
     id: &AtomicU64,
     holds: &Mutex<HashMap<u64, usize>>,
     locks: &Mutex<HeldLocks>,
-    stopping: &AtomicBool,
+    (stopping, urgent): (&AtomicBool, &AtomicBool),
     lease: Duration,
 ) {
     let period = (lease / 3).max(Duration::from_millis(100));
@@ -274,7 +295,7 @@ fn renew(
     while !stopping.load(Ordering::Relaxed) {
         thread::sleep(step);
         waited += step;
-        if waited < period {
+        if waited < period && !urgent.swap(false, Ordering::Relaxed) {
             continue;
         }
         waited = Duration::ZERO;
@@ -336,8 +357,13 @@ pub fn wait_for_lock(
             range,
         ) {
             Ok(granted) => granted.map(|_| ()),
-            // The master restarted and its holders take their locks first.
-            Err(Error::Remote(error)) if error.kind == ErrorKind::Starting => Some(()),
+            // The master restarted: its holders take their locks first, and
+            // the lease thread opens a new session.
+            Err(Error::Remote(error))
+                if matches!(error.kind, ErrorKind::Starting | ErrorKind::NoSession) =>
+            {
+                Some(())
+            }
             Err(error) => return Err(error),
         };
         if granted.is_none() {

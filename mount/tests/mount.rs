@@ -1622,3 +1622,48 @@ fn descriptors_on_one_workstation_see_each_others_writes_at_once() {
         b"still serving"
     );
 }
+
+#[test]
+fn a_new_file_still_being_written_is_listed_where_it_is_written() {
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    fs::create_dir(mounted.path("logs")).expect("mkdir");
+    fs::write(mounted.path("logs/old"), b"closed").expect("write");
+    let mut log = File::create(mounted.path("logs/new.log")).expect("create");
+    log.write_all(b"still open").expect("write");
+    let mut names: Vec<String> = fs::read_dir(mounted.path("logs"))
+        .expect("list")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["new.log", "old"]);
+    let listing = Command::new("ls")
+        .args(["-ln"])
+        .arg(mounted.path("logs"))
+        .output()
+        .expect("run ls");
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        text.lines()
+            .any(|line| line.ends_with(" new.log") && line.contains(" 10 ")),
+        "{text}"
+    );
+    drop(log);
+    let names: Vec<String> = fs::read_dir(mounted.path("logs"))
+        .expect("list")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names.len(), 2, "listed once when committed: {names:?}");
+}
