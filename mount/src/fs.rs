@@ -1016,6 +1016,16 @@ impl Filesystem for DfsFs {
                 Err(error) => return reply.error(errno(&error)),
             }
         }
+        // A directory holding new files being written here is not empty,
+        // though the master does not know them yet.
+        let pending_under_target = state.files.values().any(|shared| {
+            !shared.file.is_unlinked()
+                && shared.file.path() != &target
+                && shared.file.path().is_within(&target)
+        });
+        if pending_under_target {
+            return reply.error(Errno::ENOTEMPTY);
+        }
         // Files being written under the source are in the namespace first
         // (a new one is committed), so that they move with it.
         if let Err(error) = state.commit_under(&source) {
