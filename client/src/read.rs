@@ -139,6 +139,7 @@ fn fetch_page(
     path: &DfsPath,
     inode: Option<u64>,
     start: PageStart,
+    limit: u32,
     notice: &dyn Fn(&str),
 ) -> Result<Answer> {
     let (offset_bytes, first_index) = match start {
@@ -148,7 +149,7 @@ fn fetch_page(
     let request = MasterRequest::GetBlocks {
         path: path.to_string(),
         offset_bytes,
-        limit: GET_BLOCKS_PAGE_MAX,
+        limit,
         first_index,
         inode,
     };
@@ -334,6 +335,7 @@ impl BlockList {
             path,
             inode,
             PageStart::Offset(0),
+            GET_BLOCKS_PAGE_MAX,
             &|text: &str| warnings(text),
         )?;
         let status = answer.status;
@@ -427,9 +429,14 @@ impl BlockList {
         let link = link.get_or_insert_with(|| MasterLink::new(address, credentials.clone(), *wait));
         // The file opened, also once renamed or removed while held open.
         let inode = Some(self.status.inode);
-        let answer = fetch_page(link, &self.path, inode, start, &|text: &str| {
-            eprintln!("dfs: warning: {text}")
-        })?;
+        let answer = fetch_page(
+            link,
+            &self.path,
+            inode,
+            start,
+            GET_BLOCKS_PAGE_MAX,
+            &|text: &str| eprintln!("dfs: warning: {text}"),
+        )?;
         check_page(
             &self.path,
             &self.status,
@@ -465,6 +472,23 @@ impl Client {
     pub fn open_inode(&mut self, path: &DfsPath, inode: u64) -> Result<FileReader> {
         let list = Arc::new(BlockList::open(self, path, Some(inode))?);
         self.reader_of(list)
+    }
+
+    /// The status of the file with inode `inode`, whatever its names are
+    /// now (`path` is what errors call it): its link count, size and times
+    /// also once the name it was known by was removed or renamed. One
+    /// `GetBlocks` of a single piece.
+    pub fn stat_inode(&mut self, path: &DfsPath, inode: u64) -> Result<EntryStatus> {
+        let warnings = self.warning_sink();
+        let answer = fetch_page(
+            self.master_link(),
+            path,
+            Some(inode),
+            PageStart::Offset(0),
+            1,
+            &|text: &str| warnings(text),
+        )?;
+        Ok(answer.status)
     }
 
     /// A reader of the whole file `list` is of.

@@ -93,6 +93,9 @@ pub struct CachedFile {
     /// Its last name was removed while the master keeps it for this mount:
     /// it has no links, and goes on by inode.
     nameless: bool,
+    /// The name it was opened by (`path`) was removed or taken by another
+    /// file; it goes on by inode (under other names, or none).
+    path_gone: bool,
     /// Where a file a patch left fragmented is sent to be compacted.
     compactor: Option<Compactor>,
     /// The file's inode in the namespace, once known (an existing file; a
@@ -306,6 +309,7 @@ impl CachedFile {
             nodeid: 0,
             unlinked: false,
             nameless: false,
+            path_gone: false,
             compactor: None,
             inode: None,
         })
@@ -330,6 +334,7 @@ impl CachedFile {
             nodeid: 0,
             unlinked: false,
             nameless: false,
+            path_gone: false,
             compactor: None,
             inode: None,
         }
@@ -339,17 +344,39 @@ impl CachedFile {
         &self.path
     }
 
+    /// The path the file is at here, while a name of it is that path:
+    /// none once that name was removed (also when other names are left).
+    pub fn named(&self) -> Option<&DfsPath> {
+        (!self.unlinked && !self.nameless && !self.path_gone).then_some(&self.path)
+    }
+
     /// The file was renamed: it commits to its new path.
     pub fn set_path(&mut self, path: DfsPath) {
         self.path = path;
     }
 
-    /// A removal that `unlink` prepared for did not happen: the file, held
-    /// here whole, is committed at its path again (a stream `unlink`
-    /// abandoned stays abandoned).
+    /// The name it was opened by was removed while other names of it are
+    /// left: it goes on by inode.
+    pub fn lose_path(&mut self) {
+        self.path_gone = true;
+    }
+
+    /// True when the removal of its name was prepared for (`unlink`,
+    /// `set_nameless`, `lose_path`).
+    pub fn lost_name(&self) -> bool {
+        self.unlinked || self.nameless || self.path_gone
+    }
+
+    /// A removal prepared for did not happen: the file is at its path
+    /// again; one held here whole is committed there again (a stream
+    /// `unlink` abandoned stays abandoned).
     pub fn relink(&mut self) {
-        self.unlinked = false;
-        self.dirty = true;
+        if self.unlinked {
+            self.unlinked = false;
+            self.dirty = true;
+        }
+        self.nameless = false;
+        self.path_gone = false;
     }
 
     /// Records the kernel's number for the file open here.

@@ -243,8 +243,9 @@ impl State {
             .map(|status| status.inode);
         for shared in self.files.values_mut() {
             let file = &mut shared.file;
-            if file.path() == path && !file.is_unlinked() {
+            if file.named() == Some(path) {
                 if linked_elsewhere.is_some() && file.inode() == linked_elsewhere {
+                    file.lose_path();
                     found = true;
                     continue;
                 }
@@ -348,6 +349,30 @@ impl State {
         Some(attr)
     }
 
+    /// The file `inode` changed through its path: the descriptors that
+    /// read it here read it as it is now (as on a local disk), not as it
+    /// was when they opened it. One that cannot be reopened goes on as it
+    /// was (its reads fail if the old pieces are gone).
+    fn reopen_readers(&mut self, path: &DfsPath, inode: u64) {
+        for handle in self.handles.values_mut() {
+            if let Handle::Read(reader) = handle {
+                if reader.status().inode == inode {
+                    if let Ok(fresh) = self.client.open_inode(path, inode) {
+                        **reader = fresh;
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when a descriptor here has the file `inode` open.
+    fn is_open_here(&self, inode: u64) -> bool {
+        self.files.contains_key(&inode)
+            || self.handles.values().any(
+                |handle| matches!(handle, Handle::Read(reader) if reader.status().inode == inode),
+            )
+    }
+
     /// Refuses one more file being written past the mount's bound.
     fn check_write_room(&self) -> Result<(), Errno> {
         if self.files.len() >= MOUNT_OPEN_WRITES_MAX {
@@ -364,9 +389,7 @@ impl State {
         self.files
             .iter()
             .find(|(&nodeid, shared)| {
-                nodeid >= PENDING_INODE_BASE
-                    && !shared.file.is_unlinked()
-                    && shared.file.path() == path
+                nodeid >= PENDING_INODE_BASE && shared.file.named() == Some(path)
             })
             .map(|(&nodeid, _)| nodeid)
     }
@@ -381,12 +404,12 @@ impl State {
         let found: Vec<(u64, String)> = self
             .files
             .iter()
-            .filter(|(&nodeid, shared)| {
-                nodeid >= PENDING_INODE_BASE
-                    && !shared.file.is_unlinked()
-                    && shared.file.path().parent().as_ref() == Some(&directory)
+            .filter(|(&nodeid, _)| nodeid >= PENDING_INODE_BASE)
+            .filter_map(|(&nodeid, shared)| {
+                let path = shared.file.named()?;
+                (path.parent().as_ref() == Some(&directory))
+                    .then(|| Some((nodeid, path.name()?.to_string())))?
             })
-            .filter_map(|(&nodeid, shared)| Some((nodeid, shared.file.path().name()?.to_string())))
             .collect();
         found
             .into_iter()
@@ -398,7 +421,7 @@ impl State {
     fn writes_under(&self, path: &DfsPath) -> bool {
         self.files
             .values()
-            .any(|shared| !shared.file.is_unlinked() && shared.file.path().is_within(path))
+            .any(|shared| shared.file.named().is_some_and(|at| at.is_within(path)))
     }
 
     /// Commits the files open for writing at or under `path` that have
@@ -406,7 +429,7 @@ impl State {
     fn commit_under(&mut self, path: &DfsPath) -> Result<(), Errno> {
         for shared in self.files.values_mut() {
             let file = &mut shared.file;
-            if !file.is_unlinked() && file.is_dirty() && file.path().is_within(path) {
+            if file.is_dirty() && file.named().is_some_and(|at| at.is_within(path)) {
                 file.commit(&mut self.client).map_err(|e| {
                     eprintln!("dfs-mount: {e}");
                     errno(&e)
@@ -420,10 +443,10 @@ impl State {
     /// to their new paths.
     fn moved_open_files(&mut self, from: &DfsPath, to: &DfsPath) {
         for shared in self.files.values_mut() {
-            if shared.file.is_unlinked() {
+            let Some(at) = shared.file.named() else {
                 continue;
-            }
-            if let Some(path) = crate::inodes::moved(shared.file.path(), from, to) {
+            };
+            if let Some(path) = crate::inodes::moved(at, from, to) {
                 shared.file.set_path(path);
             }
         }
@@ -433,7 +456,7 @@ impl State {
     /// ready to be removed: they are at their path again.
     fn relink_open(&mut self, path: &DfsPath) {
         for shared in self.files.values_mut() {
-            if shared.file.path() == path && shared.file.is_unlinked() {
+            if shared.file.path() == path && shared.file.lost_name() {
                 shared.file.relink();
             }
         }
@@ -453,6 +476,20 @@ impl State {
             .unwrap_or_else(|| handle_group(&self.client));
         let (uid, gid) = (self.ids.uid(&owner), self.ids.gid(&group));
         Some(handle.attr(uid, gid))
+    }
+
+    /// A file open for writing here has the size it has as written, not
+    /// the master's (the last commit's), and is not cached: answers how
+    /// long the kernel may keep `attr`.
+    fn as_written(&self, attr: &mut FileAttr) -> Duration {
+        match self.files.get(&attr.ino.0) {
+            Some(shared) => {
+                attr.size = shared.file.size();
+                attr.blocks = attr.size.div_ceil(512);
+                Duration::ZERO
+            }
+            None => ENTRY_TTL,
+        }
     }
 
     /// Looks `path` up, remembers its inode, and answers its attributes.
@@ -547,16 +584,10 @@ impl Filesystem for DfsFs {
             return reply.entry(&Duration::ZERO, &attr, Generation(0));
         }
         match state.entry(path) {
-            Ok(mut attr) => match state.files.get(&attr.ino.0) {
-                // Open for writing here: the size it has as written, not
-                // cached (the master has the last commit's).
-                Some(shared) => {
-                    attr.size = shared.file.size();
-                    attr.blocks = attr.size.div_ceil(512);
-                    reply.entry(&Duration::ZERO, &attr, Generation(0))
-                }
-                None => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
-            },
+            Ok(mut attr) => {
+                let ttl = state.as_written(&mut attr);
+                reply.entry(&ttl, &attr, Generation(0))
+            }
             Err(error) => reply.error(error),
         }
     }
@@ -596,6 +627,25 @@ impl Filesystem for DfsFs {
                 } else {
                     Err(Errno::ENOENT)
                 }
+            })
+            .or_else(|error| {
+                // Open here by a name removed since: the file by its
+                // number, with the names it has left.
+                if !state.is_open_here(ino.0) {
+                    return Err(error);
+                }
+                let path = state.path(ino).unwrap_or_else(|_| DfsPath::root());
+                state
+                    .client
+                    .stat_inode(&path, ino.0)
+                    .map_err(|e| errno(&e))
+                    .and_then(|status| {
+                        if status.links > 0 {
+                            Ok(status)
+                        } else {
+                            Err(error)
+                        }
+                    })
             });
         // Open for writing here: the size it has as written, not cached.
         let writing = state.files.get(&ino.0).map(|shared| shared.file.size());
@@ -666,9 +716,11 @@ impl Filesystem for DfsFs {
                     .truncate(size)
                     .map(|()| written_size = Some(shared.file.size()))
             } else {
-                state
-                    .path(ino)
-                    .and_then(|path| self.truncate_path(state, &path, size))
+                state.path(ino).and_then(|path| {
+                    self.truncate_path(state, &path, size)?;
+                    state.reopen_readers(&path, ino.0);
+                    Ok(())
+                })
             };
             if let Err(error) = truncated {
                 return reply.error(error);
@@ -980,7 +1032,10 @@ impl Filesystem for DfsFs {
             return reply.error(errno);
         }
         match state.entry(target) {
-            Ok(attr) => reply.entry(&ENTRY_TTL, &attr, Generation(0)),
+            Ok(mut attr) => {
+                let ttl = state.as_written(&mut attr);
+                reply.entry(&ttl, &attr, Generation(0))
+            }
             Err(error) => reply.error(error),
         }
     }
@@ -1019,9 +1074,10 @@ impl Filesystem for DfsFs {
         // A directory holding new files being written here is not empty,
         // though the master does not know them yet.
         let pending_under_target = state.files.values().any(|shared| {
-            !shared.file.is_unlinked()
-                && shared.file.path() != &target
-                && shared.file.path().is_within(&target)
+            shared
+                .file
+                .named()
+                .is_some_and(|at| at != &target && at.is_within(&target))
         });
         if pending_under_target {
             return reply.error(Errno::ENOTEMPTY);
@@ -1700,23 +1756,23 @@ impl PageSource for ClientPages<'_> {
         let mut page: Vec<DirEntry> = entries
             .into_iter()
             .map(|entry| {
+                // A name this mount is writing a new file at is that file
+                // here, under the number it was created with, also once a
+                // commit put it in the master (as a lookup answers).
+                if let Some(at) = self.extra.iter().position(|(_, name)| *name == entry.name) {
+                    let (inode, name) = self.extra.swap_remove(at);
+                    return (inode, fuser::FileType::RegularFile, name, None);
+                }
                 let (inode, kind, name) =
                     (entry.inode, attr::file_type(entry.kind), entry.name.clone());
                 (inode, kind, name, Some(Box::new(entry)))
             })
             .collect();
         if !more {
-            // After the master's last entry: new files being written here
-            // that it does not have yet (a name it has is listed as its).
+            // After the master's last entry: the new files being written
+            // here that it does not have yet.
             for (inode, name) in std::mem::take(&mut self.extra) {
-                let listed = self
-                    .path
-                    .join(&name)
-                    .map(|path| self.client.stat(&path).is_ok())
-                    .unwrap_or(true);
-                if !listed {
-                    page.push((inode, fuser::FileType::RegularFile, name, None));
-                }
+                page.push((inode, fuser::FileType::RegularFile, name, None));
             }
         }
         Ok((page, more))

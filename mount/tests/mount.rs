@@ -1667,3 +1667,87 @@ fn a_new_file_still_being_written_is_listed_where_it_is_written() {
         .collect();
     assert_eq!(names.len(), 2, "listed once when committed: {names:?}");
 }
+
+/// What the random-operation model test found, each as one case: a
+/// listing after a new file's first commit names it by the number the
+/// kernel knows it by (a later open joins its copy); a hard link made
+/// while a file is being written keeps the size as written; a truncate by
+/// path is seen by a descriptor that only reads; a directory whose file
+/// open here was removed is empty for rmdir; and fstat of a file whose
+/// name was removed while other names are left counts those names.
+#[test]
+fn descriptors_follow_the_file_through_links_listings_and_truncates() {
+    use std::os::unix::fs::MetadataExt;
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    fs::create_dir(mounted.path("d")).expect("mkdir");
+
+    // A new file, committed by fsync, listed, then opened again by name.
+    let mut first = File::create(mounted.path("d/new")).expect("create");
+    first.write_all(&[1u8; 5000]).expect("write");
+    first.sync_all().expect("fsync");
+    let listed: Vec<_> = fs::read_dir(mounted.path("d"))
+        .expect("list")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(listed, ["new"]);
+    let second = OpenOptions::new()
+        .write(true)
+        .open(mounted.path("d/new"))
+        .expect("open again");
+    first.set_len(0).expect("ftruncate");
+    assert_eq!(second.metadata().expect("fstat").len(), 0, "one copy");
+    drop(first);
+    assert_eq!(second.metadata().expect("fstat").len(), 0);
+    drop(second);
+    assert_eq!(fs::metadata(mounted.path("d/new")).expect("stat").len(), 0);
+
+    // A link while written: the size as written, two links.
+    fs::write(mounted.path("d/linked"), b"committed").expect("write");
+    let mut writer = OpenOptions::new()
+        .write(true)
+        .open(mounted.path("d/linked"))
+        .expect("open");
+    writer.write_all(&[2u8; 70_000]).expect("write");
+    fs::hard_link(mounted.path("d/linked"), mounted.path("d/other")).expect("link");
+    let status = writer.metadata().expect("fstat");
+    assert_eq!((status.len(), status.nlink()), (70_000, 2));
+    // The name it was opened by goes; the other is left and counted.
+    fs::remove_file(mounted.path("d/linked")).expect("rm");
+    let status = writer.metadata().expect("fstat");
+    assert_eq!((status.len(), status.nlink()), (70_000, 1));
+    drop(writer);
+    assert_eq!(
+        fs::read(mounted.path("d/other")).expect("read"),
+        [2u8; 70_000]
+    );
+
+    // A reader sees a truncate made by path.
+    fs::write(mounted.path("d/grown"), b"short").expect("write");
+    let reader = File::open(mounted.path("d/grown")).expect("open");
+    let status = Command::new("truncate")
+        .args(["-s", "20000"])
+        .arg(mounted.path("d/grown"))
+        .status()
+        .expect("run truncate");
+    assert!(status.success());
+    let mut buffer = vec![9u8; 100];
+    let read = std::os::unix::fs::FileExt::read_at(&reader, &mut buffer, 10_000).expect("pread");
+    assert_eq!((read, buffer == [0u8; 100]), (100, true));
+    drop(reader);
+
+    // A directory whose only file was removed while open here is empty.
+    fs::create_dir(mounted.path("e")).expect("mkdir");
+    fs::write(mounted.path("e/held"), b"held").expect("write");
+    let held = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mounted.path("e/held"))
+        .expect("open");
+    fs::remove_file(mounted.path("e/held")).expect("rm");
+    fs::remove_dir(mounted.path("e")).expect("rmdir of the emptied directory");
+    assert_eq!(held.metadata().expect("fstat").nlink(), 0);
+    drop(held);
+    drop(mounted);
+    cluster.assert_clean_logs();
+}

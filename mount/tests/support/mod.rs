@@ -58,6 +58,17 @@ impl Mounted {
             command.args(["--master", cluster.master_address()]);
             command
         };
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
+        // memory of the parent: the mount dies with the thread that started
+        // it, also when a fault through a mapping kills the test (SIGBUS).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = command
             .args(extra)
             .stdin(Stdio::null())
