@@ -487,9 +487,14 @@ fn check_page(
     Ok(())
 }
 
+/// Supplementary groups sent with a request, at most (the master checks
+/// permissions against them; more would only grow every request).
+const CALLER_GROUPS_MAX: usize = 64;
+
 /// Who this process runs as: `$USER`, else `$LOGNAME`, else the name the
-/// user database gives the uid, else the numeric uid; the group is the
-/// primary group's name (or number).
+/// user database gives the uid, else the numeric uid; the groups are the
+/// primary group's name (or number) first, then the supplementary groups
+/// (at most `CALLER_GROUPS_MAX`).
 pub fn process_credentials() -> Credentials {
     // SAFETY: getuid and getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -499,11 +504,37 @@ pub fn process_credentials() -> Credentials {
         || crate::accounts::user_name(uid),
         uid,
     );
-    let group = crate::accounts::group_name(gid).unwrap_or_else(|| gid.to_string());
+    let name_of =
+        |gid: libc::gid_t| crate::accounts::group_name(gid).unwrap_or_else(|| gid.to_string());
+    let mut groups = vec![name_of(gid)];
+    for other in supplementary_groups() {
+        if other != gid && groups.len() < CALLER_GROUPS_MAX {
+            groups.push(name_of(other));
+        }
+    }
     Credentials {
         user,
-        groups: vec![group],
+        groups,
         token: Vec::new(),
+    }
+}
+
+/// The process's supplementary group ids (none if they cannot be read).
+fn supplementary_groups() -> Vec<libc::gid_t> {
+    // SAFETY: getgroups(0, NULL) only counts the groups.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let Ok(count) = usize::try_from(count) else {
+        return Vec::new();
+    };
+    let mut groups = vec![0; count];
+    // SAFETY: `groups` has room for `count` ids, the length passed.
+    let filled = unsafe { libc::getgroups(count as libc::c_int, groups.as_mut_ptr()) };
+    match usize::try_from(filled) {
+        Ok(filled) => {
+            groups.truncate(filled);
+            groups
+        }
+        Err(_) => Vec::new(),
     }
 }
 

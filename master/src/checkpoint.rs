@@ -570,7 +570,8 @@ mod tests {
     /// committed 4-byte block 2 and an allocated block 3, and minion abc
     /// decommissioning.
     fn version_5_namespace() -> Namespace {
-        let mut namespace = Namespace::new(1);
+        // Made before a new root was open to all.
+        let mut namespace = Namespace::new(1).with_root_mode(0o755);
         let ops = [
             Op::Mkdir {
                 path: "/dir".into(),

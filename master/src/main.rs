@@ -16,7 +16,7 @@ use dfs_engine::limits::{
 use dfs_engine::units::{parse_bytes, parse_duration};
 use dfs_master::safe_mode::SAFE_MODE_TIMEOUT_DEFAULT;
 use dfs_master::server::ServerConfig;
-use dfs_master::service::{Master, MasterConfig};
+use dfs_master::service::{Master, MasterConfig, ADMIN_GROUP_DEFAULT};
 use dfs_master::timing::TimingFlags;
 
 #[derive(Parser)]
@@ -90,6 +90,10 @@ struct Args {
     /// connection to admit a new one.
     #[arg(long, value_parser = parse_positive_time)]
     idle_timeout: Option<Duration>,
+    /// The cluster's admin group: its members (and root) pass every
+    /// permission check and may run `dfs admin` commands.
+    #[arg(long, default_value = ADMIN_GROUP_DEFAULT)]
+    admin_group: String,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -166,6 +170,7 @@ fn run() -> anyhow::Result<()> {
         lock_lease: args
             .lock_lease
             .unwrap_or(Duration::from_millis(LOCK_LEASE_MS_DEFAULT)),
+        admin_group: args.admin_group,
     };
     let server_config = ServerConfig {
         frame_deadline: args

@@ -20,6 +20,8 @@ use dfs_engine::path::DfsPath;
 pub type InodeId = u64;
 pub type WriteId = u64;
 pub const ROOT_INODE: InodeId = 1;
+/// The mode of a new cluster's root directory.
+pub const ROOT_MODE: u32 = 0o1777;
 
 /// A sealed block of a file: what a replica must match to be one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -460,7 +462,20 @@ impl Default for Namespace {
 }
 
 impl Namespace {
-    /// An empty namespace: only the root directory, made at `time_ms`.
+    /// This namespace with its root directory's mode `mode`, as a cluster
+    /// made before `ROOT_MODE` has it (for fixtures of old versions).
+    #[cfg(test)]
+    pub(crate) fn with_root_mode(mut self, mode: u32) -> Namespace {
+        if let Some(root) = self.inodes.get_mut(&ROOT_INODE) {
+            root.mode = mode;
+        }
+        self
+    }
+
+    /// An empty namespace: only the root directory, made at `time_ms`,
+    /// root's and open to all as `/tmp` is (mode 1777: anyone makes entries
+    /// in it, only their owners remove them; `dfs chmod 755 /` keeps it to
+    /// root, and the admin makes each user a directory).
     pub fn new(time_ms: u64) -> Namespace {
         let root = Inode {
             node: Node::Directory {
@@ -468,7 +483,7 @@ impl Namespace {
             },
             owner: "root".into(),
             group: "root".into(),
-            mode: 0o755,
+            mode: ROOT_MODE,
             modified_ns: ns(time_ms),
             accessed_ns: ns(time_ms),
             changed_ns: ns(time_ms),
@@ -2242,10 +2257,12 @@ fn unknown_write(write: WriteId) -> RemoteError {
     )
 }
 
+pub mod access;
 mod extents;
 mod legacy;
 mod records;
 
+pub use access::Caller;
 pub use extents::{Extent, Extents};
 pub use legacy::{NamespaceV3, NamespaceV4};
 pub use records::{

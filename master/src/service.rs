@@ -36,7 +36,8 @@ use crate::checkpoint::{self, DataDir};
 use crate::fsck::{self, PageLimits};
 use crate::journal::{self, Journal, JournalConfig, Stop};
 use crate::namespace::{
-    check_file_parameters, Applied, BlockRecord, BlockTarget, Namespace, Op, WriteId,
+    access::{self, AttributeWish},
+    check_file_parameters, Applied, BlockRecord, BlockTarget, Caller, Namespace, Op, WriteId,
 };
 use crate::recovery::{self, decode_op, encode_op, RecoveryOptions};
 use crate::registry::{cut, place, Capacity, Liveness, Marked, Minion, Registry};
@@ -71,7 +72,13 @@ pub struct MasterConfig {
     pub safe_mode_timeout: Duration,
     /// How long a lock session lasts unrenewed (`sessions`).
     pub lock_lease: Duration,
+    /// Members of this group (and `root`) are the superuser: every
+    /// permission check passes, and `dfs admin` commands are theirs.
+    pub admin_group: String,
 }
+
+/// The cluster's admin group when `--admin-group` does not name one.
+pub const ADMIN_GROUP_DEFAULT: &str = "dfsadmin";
 
 /// How long the master waits to see whether a minion's old address still
 /// answers before it lets a restarted minion take over its id.
@@ -118,15 +125,22 @@ struct ChangeContext {
     connection: ConnectionId,
     owner: String,
     group: String,
+    /// Who the change is made for, for the permission checks.
+    caller: Caller,
     now: Instant,
     time_ms: u64,
 }
 
 impl ChangeContext {
-    fn new(connection: ConnectionId, credentials: &Credentials) -> ChangeContext {
+    fn new(
+        connection: ConnectionId,
+        credentials: &Credentials,
+        admin_group: &str,
+    ) -> ChangeContext {
         let (owner, group) = owner_and_group(credentials);
         ChangeContext {
             connection,
+            caller: caller_of(credentials, admin_group),
             owner,
             group,
             now: Instant::now(),
@@ -232,6 +246,29 @@ pub struct Master {
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
     DfsPath::parse(path).map_err(|e| RemoteError::new(ErrorKind::InvalidArgument, e.to_string()))
+}
+
+/// Refuses what only the superuser may do to anyone else.
+fn check_superuser(caller: &Caller, what: &str) -> Result<(), RemoteError> {
+    if caller.superuser {
+        return Ok(());
+    }
+    Err(RemoteError::new(
+        ErrorKind::PermissionDenied,
+        format!(
+            "{}: may not {what}: that is for root and the cluster's admin group",
+            caller.user
+        ),
+    ))
+}
+
+/// The user `credentials` name, with their groups (the first is the
+/// primary one, which new entries get).
+fn caller_of(credentials: &Credentials, admin_group: &str) -> Caller {
+    let (owner, group) = owner_and_group(credentials);
+    let mut groups = vec![group];
+    groups.extend(credentials.groups.iter().skip(1).cloned());
+    Caller::new(&owner, &groups, admin_group)
 }
 
 fn owner_and_group(credentials: &Credentials) -> (String, String) {
@@ -747,7 +784,7 @@ impl Master {
             }
             durable.and(outcome)
         } else {
-            self.dispatch_lookup(request)
+            self.dispatch_lookup(credentials, request)
         };
         match outcome {
             Ok(response) => response,
@@ -804,8 +841,13 @@ impl Master {
     }
 
     /// Requests that change no namespace state: the read lock at most.
-    fn dispatch_lookup(&self, request: MasterRequest) -> Result<MasterResponse, RemoteError> {
+    fn dispatch_lookup(
+        &self,
+        credentials: &Credentials,
+        request: MasterRequest,
+    ) -> Result<MasterResponse, RemoteError> {
         let now = Instant::now();
+        let caller = caller_of(credentials, &self.config.admin_group);
         let response = match request {
             MasterRequest::Heartbeat {
                 minion,
@@ -871,21 +913,29 @@ impl Master {
             }
             MasterRequest::Stat { path } => {
                 let path = parse_path(&path)?;
-                MasterResponse::Status(self.read().namespace.status(&path)?)
+                let state = self.read();
+                state.namespace.check_lookup(&caller, &path)?;
+                MasterResponse::Status(state.namespace.status(&path)?)
             }
             MasterRequest::ReadLink { path } => {
                 let path = parse_path(&path)?;
-                let target = self.read().namespace.read_link(&path)?.to_string();
+                let state = self.read();
+                state.namespace.check_lookup(&caller, &path)?;
+                let target = state.namespace.read_link(&path)?.to_string();
                 MasterResponse::LinkTarget { target }
             }
             MasterRequest::GetXattr { path, name } => {
                 let path = parse_path(&path)?;
-                let value = self.read().namespace.xattr(&path, &name)?.to_vec();
+                let state = self.read();
+                state.namespace.check_entry(&caller, &path, access::READ)?;
+                let value = state.namespace.xattr(&path, &name)?.to_vec();
                 MasterResponse::XattrValue { value }
             }
             MasterRequest::ListXattrs { path } => {
                 let path = parse_path(&path)?;
-                let names = self.read().namespace.xattr_names(&path)?;
+                let state = self.read();
+                state.namespace.check_entry(&caller, &path, access::READ)?;
+                let names = state.namespace.xattr_names(&path)?;
                 MasterResponse::XattrNames { names }
             }
             MasterRequest::OpenSession => {
@@ -967,10 +1017,9 @@ impl Master {
             } => {
                 let path = parse_path(&path)?;
                 let limit = limit.clamp(1, LIST_ENTRIES_MAX) as usize;
-                let (entries, more) =
-                    self.read()
-                        .namespace
-                        .list(&path, start_after.as_deref(), limit)?;
+                let state = self.read();
+                state.namespace.check_list(&caller, &path)?;
+                let (entries, more) = state.namespace.list(&path, start_after.as_deref(), limit)?;
                 MasterResponse::Listing { entries, more }
             }
             MasterRequest::GetBlocks {
@@ -982,6 +1031,14 @@ impl Master {
             } => {
                 let path = parse_path(&path)?;
                 let state = self.read();
+                match inode {
+                    Some(inode) => {
+                        state
+                            .namespace
+                            .check_inode(&caller, &path, inode, access::READ)?
+                    }
+                    None => state.namespace.check_entry(&caller, &path, access::READ)?,
+                }
                 let limit = limit.clamp(1, GET_BLOCKS_PAGE_MAX) as usize;
                 let page =
                     state
@@ -1114,7 +1171,7 @@ impl Master {
         credentials: &Credentials,
         request: MasterRequest,
     ) -> Result<(MasterResponse, u64), RemoteError> {
-        let context = ChangeContext::new(connection, credentials);
+        let context = ChangeContext::new(connection, credentials, &self.config.admin_group);
         if let MasterRequest::Batch {
             requests,
             same_pipeline,
@@ -1192,8 +1249,12 @@ impl Master {
                 parents,
                 mode,
             } => {
+                let path = parse_path(&path)?;
+                state
+                    .namespace
+                    .check_create(&context.caller, &path, parents)?;
                 let op = Op::Mkdir {
-                    path: parse_path(&path)?.to_string(),
+                    path: path.to_string(),
                     parents,
                     mode,
                     owner: context.owner.clone(),
@@ -1204,6 +1265,9 @@ impl Master {
             }
             MasterRequest::Delete { path, recursive } => {
                 let path = parse_path(&path)?;
+                state
+                    .namespace
+                    .check_remove(&context.caller, &path, recursive)?;
                 self.sustain_held(state, &[&path])?;
                 let op = Op::Delete {
                     path: path.to_string(),
@@ -1214,6 +1278,9 @@ impl Master {
             }
             MasterRequest::Rename { source, target } => {
                 let target = parse_path(&target)?;
+                state
+                    .namespace
+                    .check_rename(&context.caller, &parse_path(&source)?, &target)?;
                 if source != target.as_str() {
                     self.sustain_held(state, &[&target])?;
                 }
@@ -1225,8 +1292,12 @@ impl Master {
                 (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::Symlink { path, target } => {
+                let path = parse_path(&path)?;
+                state
+                    .namespace
+                    .check_create(&context.caller, &path, false)?;
                 let op = Op::Symlink {
-                    path: parse_path(&path)?.to_string(),
+                    path: path.to_string(),
                     target,
                     owner: context.owner.clone(),
                     group: context.group.clone(),
@@ -1240,8 +1311,12 @@ impl Master {
                 mode,
                 rdev,
             } => {
+                let path = parse_path(&path)?;
+                state
+                    .namespace
+                    .check_create(&context.caller, &path, false)?;
                 let op = Op::Mknod {
-                    path: parse_path(&path)?.to_string(),
+                    path: path.to_string(),
                     kind,
                     mode,
                     rdev,
@@ -1252,9 +1327,14 @@ impl Master {
                 (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::Link { source, target } => {
+                let (source, target) = (parse_path(&source)?, parse_path(&target)?);
+                state.namespace.check_lookup(&context.caller, &source)?;
+                state
+                    .namespace
+                    .check_create(&context.caller, &target, false)?;
                 let op = Op::Link {
-                    source: parse_path(&source)?.to_string(),
-                    target: parse_path(&target)?.to_string(),
+                    source: source.to_string(),
+                    target: target.to_string(),
                     time_ms,
                 };
                 (MasterResponse::Ok, self.change(state, &op)?)
@@ -1265,8 +1345,12 @@ impl Master {
                 value,
                 how,
             } => {
+                let path = parse_path(&path)?;
+                state
+                    .namespace
+                    .check_entry(&context.caller, &path, access::WRITE)?;
                 let op = Op::SetXattr {
-                    path: parse_path(&path)?.to_string(),
+                    path: path.to_string(),
                     name,
                     value,
                     how,
@@ -1275,8 +1359,12 @@ impl Master {
                 (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::RemoveXattr { path, name } => {
+                let path = parse_path(&path)?;
+                state
+                    .namespace
+                    .check_entry(&context.caller, &path, access::WRITE)?;
                 let op = Op::RemoveXattr {
-                    path: parse_path(&path)?.to_string(),
+                    path: path.to_string(),
                     name,
                     time_ms,
                 };
@@ -1293,10 +1381,17 @@ impl Master {
                 let replication = replication.unwrap_or(self.config.default_replication);
                 let block_bytes = block_bytes.unwrap_or(self.config.default_block_bytes);
                 check_file_parameters(replication, block_bytes)?;
+                let path = parse_path(&path)?;
+                state
+                    .namespace
+                    .check_create(&context.caller, &path, false)?;
+                state
+                    .namespace
+                    .check_entry(&context.caller, &path, access::WRITE)?;
                 let write = state.namespace.next_write_id();
                 let op = Op::OpenWrite {
                     write,
-                    path: parse_path(&path)?.to_string(),
+                    path: path.to_string(),
                     replication,
                     block_bytes,
                     overwrite,
@@ -1428,6 +1523,12 @@ impl Master {
                         ),
                     ));
                 }
+                if let Some(inode) = inode {
+                    let path = parse_path(&path)?;
+                    state
+                        .namespace
+                        .check_inode(&context.caller, &path, inode, access::WRITE)?;
+                }
                 if let Some(commit) = last_block {
                     self.commit(state, write, commit)?;
                 }
@@ -1460,8 +1561,18 @@ impl Master {
                 modified_ns,
                 accessed_ns,
             } => {
+                let path = parse_path(&path)?;
+                let wish = AttributeWish {
+                    mode: mode.is_some(),
+                    owner: owner.as_deref(),
+                    group: group.as_deref(),
+                    times: modified_ns.is_some() || accessed_ns.is_some(),
+                };
+                state
+                    .namespace
+                    .check_set_attributes(&context.caller, &path, wish)?;
                 let op = Op::SetAttributes {
-                    path: parse_path(&path)?.to_string(),
+                    path: path.to_string(),
                     mode,
                     owner,
                     group,
@@ -1478,6 +1589,7 @@ impl Master {
                 (MasterResponse::Ok, sequence)
             }
             MasterRequest::Decommission { minion } => {
+                check_superuser(&context.caller, "decommission a minion")?;
                 if state.namespace.is_draining(minion) {
                     // Already asked: the answer waits for that op's flush.
                     (MasterResponse::Ok, self.journal.appended_sequence())
@@ -1494,6 +1606,7 @@ impl Master {
                 }
             }
             MasterRequest::Recommission { minion } => {
+                check_superuser(&context.caller, "recommission a minion")?;
                 if state.namespace.is_draining(minion) {
                     let sequence = self.change(state, &Op::Recommission { minion })?;
                     tracing::info!(%minion, "recommissioned: back in service");
@@ -2224,6 +2337,7 @@ mod tests {
             replication_timeout: Duration::from_secs(120),
             safe_mode_timeout: Duration::ZERO,
             lock_lease: Duration::from_secs(30),
+            admin_group: ADMIN_GROUP_DEFAULT.to_string(),
         }
     }
 

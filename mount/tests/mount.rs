@@ -1751,3 +1751,71 @@ fn descriptors_follow_the_file_through_links_listings_and_truncates() {
     drop(mounted);
     cluster.assert_clean_logs();
 }
+
+/// Two users on one workstation: the second cannot read, change or remove
+/// the first's private file through the mount (the kernel's checks), nor
+/// through `dfs` as that user (the master's, which agree with them).
+#[test]
+fn a_second_user_on_the_workstation_cannot_read_the_first_users_private_file() {
+    let cluster = cluster_of(1);
+    fs::set_permissions(cluster.dir(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mounted = Mounted::start_with(
+        &cluster,
+        &cluster.dir().join("mnt"),
+        false,
+        &["-o", "allow_other"],
+    );
+    let as_user = |uid: u32, script: &str| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "sh",
+                "-c",
+                script,
+            ])
+            .current_dir(&mounted.mountpoint)
+            .output()
+            .expect("run setpriv")
+    };
+    // The cluster's root is open to all (sticky): user 4001 makes a file
+    // only they may read.
+    let made = as_user(4001, "echo private > diary && chmod 600 diary && cat diary");
+    assert!(made.status.success(), "{made:?}");
+    assert_eq!(String::from_utf8_lossy(&made.stdout), "private\n");
+    for script in [
+        "cat diary",
+        "echo more >> diary",
+        "rm -f diary",
+        "chmod 644 diary",
+    ] {
+        let refused = as_user(4002, script);
+        assert!(!refused.status.success(), "user 4002: {script} must fail");
+        let text = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            text.contains("Permission denied") || text.contains("Operation not permitted"),
+            "user 4002: {script}: {text}"
+        );
+    }
+    // The master says the same to `dfs` as that user (the mount names
+    // users without an account by their number).
+    let mut command = cluster.dfs_command();
+    command
+        .args(["cat", "/diary"])
+        .env("USER", "4002")
+        .env_remove("LOGNAME");
+    let output = command.output().expect("run dfs");
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("/diary: permission denied"), "{text}");
+    let mut command = cluster.dfs_command();
+    command
+        .args(["cat", "/diary"])
+        .env("USER", "4001")
+        .env_remove("LOGNAME");
+    let output = command.output().expect("run dfs");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "private\n");
+    drop(mounted);
+    cluster.assert_clean_logs();
+}

@@ -1458,7 +1458,8 @@ mod tests {
     /// A namespace with a directory, a file and an open write, and the bytes
     /// checkpoint versions 5 and 6 store for it.
     fn golden_namespace() -> (Namespace, &'static str) {
-        let mut namespace = Namespace::new(100);
+        // Made before a new root was open to all.
+        let mut namespace = Namespace::new(100).with_root_mode(0o755);
         let ops = [
             Op::Mkdir {
                 path: "/d".into(),

@@ -1,0 +1,159 @@
+//! The master checks POSIX permissions for every request against the user
+//! the request names (its credentials, as NFS `sec=sys`): through `dfs`
+//! and `dfs-cp` as two users, with root (the superuser) allowed
+//! everything. Real processes; the users are `$USER` of each command.
+
+use std::process::{Command, Output};
+
+use dfs_testkit::{binary, utf8, Cluster, ClusterOptions};
+
+fn as_user(mut command: Command, user: &str) -> Output {
+    command
+        .env("USER", user)
+        .env_remove("LOGNAME")
+        .output()
+        .expect("run a command")
+}
+
+/// `dfs ARGS` as `user`.
+fn dfs_as(cluster: &Cluster, user: &str, args: &[&str]) -> Output {
+    let mut command = cluster.dfs_command();
+    command.args(args);
+    as_user(command, user)
+}
+
+fn ok(output: &Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The one line a refused command prints, checked to say permission denied.
+fn denied(output: &Output, what: &str) -> String {
+    assert!(!output.status.success(), "{what}: should be refused");
+    let text = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    assert!(
+        text.contains("permission denied"),
+        "{what}: expected a permission refusal, got {text:?}"
+    );
+    assert_eq!(text.lines().count(), 1, "{what}: one line: {text:?}");
+    text
+}
+
+#[test]
+fn users_get_what_the_mode_bits_give_them_and_root_gets_everything() {
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        ..ClusterOptions::default()
+    });
+    let source = cluster.dir().join("source");
+    std::fs::write(&source, b"ann's words").expect("write");
+    let source = utf8(&source);
+
+    // A new cluster's root is open to all, as /tmp: ann makes her own
+    // directory there, with a private and a shared file.
+    ok(&dfs_as(&cluster, "ann", &["mkdir", "/ann"]), "ann mkdir");
+    ok(
+        &dfs_as(&cluster, "ann", &["put", source, "/ann/secret"]),
+        "ann put",
+    );
+    ok(
+        &dfs_as(&cluster, "ann", &["chmod", "600", "/ann/secret"]),
+        "ann chmod",
+    );
+    ok(
+        &dfs_as(&cluster, "ann", &["put", source, "/ann/shared"]),
+        "ann put shared",
+    );
+    let listing = ok(&dfs_as(&cluster, "ann", &["ls", "/ann"]), "ann ls");
+    assert!(listing.contains("secret"), "{listing}");
+
+    // Bob reads what others may read, and nothing else.
+    let line = denied(
+        &dfs_as(&cluster, "bob", &["cat", "/ann/secret"]),
+        "bob cat secret",
+    );
+    assert!(line.contains("/ann/secret"), "{line}");
+    assert_eq!(
+        ok(&dfs_as(&cluster, "bob", &["cat", "/ann/shared"]), "bob cat"),
+        "ann's words"
+    );
+    denied(
+        &dfs_as(&cluster, "bob", &["put", source, "/ann/bobs"]),
+        "bob put into ann's directory",
+    );
+    denied(
+        &dfs_as(&cluster, "bob", &["rm", "/ann/shared"]),
+        "bob rm in ann's directory",
+    );
+    denied(
+        &dfs_as(&cluster, "bob", &["chmod", "666", "/ann/shared"]),
+        "bob chmod",
+    );
+    denied(
+        &dfs_as(&cluster, "bob", &["chown", "bob", "/ann/shared"]),
+        "bob chown",
+    );
+    // The root directory is sticky: bob may not move or remove ann's
+    // entries in it, only his own.
+    denied(
+        &dfs_as(&cluster, "bob", &["mv", "/ann", "/mine"]),
+        "bob mv of ann's directory",
+    );
+    denied(&dfs_as(&cluster, "bob", &["rm", "-r", "/ann"]), "bob rm -r");
+    ok(&dfs_as(&cluster, "bob", &["mkdir", "/bob"]), "bob mkdir");
+    ok(&dfs_as(&cluster, "bob", &["mv", "/bob", "/bob2"]), "bob mv");
+
+    // dfs-cp as bob is refused the same way, and copies nothing there.
+    let mut copy = Command::new(binary("dfs-cp"));
+    copy.args([
+        "--master",
+        cluster.master_address(),
+        source,
+        "dfs:///ann/copied",
+    ]);
+    let output = as_user(copy, "bob");
+    assert!(!output.status.success(), "dfs-cp into ann's directory");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("permission denied"), "{text}");
+    let listing = ok(&dfs_as(&cluster, "ann", &["ls", "/ann"]), "ann ls");
+    assert!(
+        !listing.contains("copied") && !listing.contains("bobs"),
+        "{listing}"
+    );
+
+    // A directory that may not be searched hides what is in it.
+    ok(
+        &dfs_as(&cluster, "ann", &["chmod", "700", "/ann"]),
+        "ann chmod dir",
+    );
+    denied(
+        &dfs_as(&cluster, "bob", &["cat", "/ann/shared"]),
+        "bob cat through a closed directory",
+    );
+    denied(
+        &dfs_as(&cluster, "bob", &["stat", "/ann/shared"]),
+        "bob stat through a closed directory",
+    );
+
+    // Root (the superuser) may do anything, and gives files away.
+    assert_eq!(
+        ok(
+            &dfs_as(&cluster, "root", &["cat", "/ann/secret"]),
+            "root cat"
+        ),
+        "ann's words"
+    );
+    ok(
+        &dfs_as(&cluster, "root", &["chown", "bob", "/ann/shared"]),
+        "root chown",
+    );
+    ok(
+        &dfs_as(&cluster, "root", &["rm", "-r", "/ann"]),
+        "root rm -r",
+    );
+    cluster.assert_clean_logs();
+}
