@@ -188,6 +188,9 @@ pub enum AdminCommand {
     Decommission { minion: String },
     /// Put a decommissioning or decommissioned minion back in service
     Recommission { minion: String },
+    /// Write a new cluster key to FILE (mode 0600; never overwrites): give
+    /// it to `dfs-master --key` and to every `dfs-minion --key`
+    Keygen { file: std::path::PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -437,6 +440,15 @@ fn fsck(master: Option<&str>, path: Option<&OsStr>, out: &mut dyn Write) -> Resu
 }
 
 fn admin(master: Option<&str>, command: AdminCommand, out: &mut dyn Write) -> Result<()> {
+    if let AdminCommand::Keygen { file } = &command {
+        dfs_engine::auth::ClusterKey::create(file)?;
+        return writeln!(
+            out,
+            "{}: a new cluster key; copy it (mode 0600) to the master and every minion",
+            file.display()
+        )
+        .context("write standard output");
+    }
     let mut client = connect(master)?;
     match command {
         AdminCommand::Report => {
@@ -457,6 +469,7 @@ fn admin(master: Option<&str>, command: AdminCommand, out: &mut dyn Write) -> Re
             client.recommission(id)?;
             writeln!(out, "minion {id}: back in service").context("write standard output")
         }
+        AdminCommand::Keygen { .. } => Ok(()),
     }
 }
 

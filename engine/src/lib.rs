@@ -2,6 +2,7 @@
 //! messages, block files, cluster paths, sizes, limits and the error type.
 //! Nothing here knows about a namespace or a pipeline.
 
+pub mod auth;
 pub mod block_format;
 pub mod block_store;
 pub mod crc;

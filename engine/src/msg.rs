@@ -670,6 +670,20 @@ pub enum MasterRequest {
         kind: LockKind,
         range: LockRange,
     },
+
+    // --- appended in protocol 8 ---
+    /// A minion starts proving on this connection that it holds the cluster
+    /// key (`auth`): `nonce` is its fresh random `NONCE_BYTES`. Answered by
+    /// `Challenge`.
+    Authenticate {
+        minion: MinionId,
+        nonce: Vec<u8>,
+    },
+    /// The minion's proof, answering the master's `Challenge`; `Ok` binds
+    /// the connection to the minion.
+    ProveMember {
+        proof: Vec<u8>,
+    },
 }
 
 /// How `SetXattr` treats an attribute that is there or not (as
@@ -947,6 +961,12 @@ pub enum MasterResponse {
     /// Answers `ListXattrs`, in name order.
     XattrNames {
         names: Vec<String>,
+    },
+    /// Answers `Authenticate` (appended in protocol 8): the master's nonce
+    /// and its own proof of the key, which the minion checks first.
+    Challenge {
+        nonce: Vec<u8>,
+        proof: Vec<u8>,
     },
 }
 

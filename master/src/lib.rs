@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod fsck;
 pub mod journal;
 pub mod locks;
+pub mod members;
 pub mod namespace;
 pub mod recovery;
 pub mod registry;

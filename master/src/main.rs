@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use dfs_engine::auth::ClusterKey;
 use dfs_engine::limits::{
     CHECKPOINT_JOURNAL_BYTES_DEFAULT, FRAME_DEADLINE_MS_DEFAULT, JOURNAL_SEGMENT_BYTES_DEFAULT,
     JOURNAL_SEGMENT_BYTES_MAX, JOURNAL_SEGMENT_BYTES_MIN, LOCK_LEASE_MS_DEFAULT,
@@ -94,6 +95,11 @@ struct Args {
     /// permission check and may run `dfs admin` commands.
     #[arg(long, default_value = ADMIN_GROUP_DEFAULT)]
     admin_group: String,
+    /// The cluster key file (`dfs admin keygen FILE`; mode 0600): minions
+    /// must prove they hold it before they register, heartbeat or report.
+    /// Without it any peer may speak for any minion.
+    #[arg(long)]
+    key: Option<PathBuf>,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -171,6 +177,10 @@ fn run() -> anyhow::Result<()> {
             .lock_lease
             .unwrap_or(Duration::from_millis(LOCK_LEASE_MS_DEFAULT)),
         admin_group: args.admin_group,
+        cluster_key: match &args.key {
+            Some(path) => Some(ClusterKey::load(path).context("--key")?),
+            None => None,
+        },
     };
     let server_config = ServerConfig {
         frame_deadline: args

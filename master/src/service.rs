@@ -35,6 +35,7 @@ use dfs_engine::{Error, IoContext, Result};
 use crate::checkpoint::{self, DataDir};
 use crate::fsck::{self, PageLimits};
 use crate::journal::{self, Journal, JournalConfig, Stop};
+use crate::members::{self, Members};
 use crate::namespace::{
     access::{self, AttributeWish},
     check_file_parameters, Applied, BlockRecord, BlockTarget, Caller, Namespace, Op, WriteId,
@@ -75,6 +76,9 @@ pub struct MasterConfig {
     /// Members of this group (and `root`) are the superuser: every
     /// permission check passes, and `dfs admin` commands are theirs.
     pub admin_group: String,
+    /// The cluster key minions must prove (`members`); None: any
+    /// connection may speak for any minion (an insecure cluster).
+    pub cluster_key: Option<dfs_engine::auth::ClusterKey>,
 }
 
 /// The cluster's admin group when `--admin-group` does not name one.
@@ -242,6 +246,8 @@ pub struct Master {
     /// Until then, files kept open in the namespace with no holder are
     /// kept: mounts of the last run hold theirs again in new sessions.
     sustain_grace_until: Instant,
+    /// Which connection speaks for which minion: taken alone.
+    members: Mutex<Members>,
 }
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
@@ -357,6 +363,7 @@ impl Master {
         }
         let sessions = Mutex::new(sessions);
         let sustain_grace_until = Instant::now() + 2 * config.lock_lease;
+        let members = Mutex::new(Members::new(config.cluster_key.clone()));
         Ok(Master {
             cluster: recovered.cluster,
             namespace: RwLock::new(NamespaceState {
@@ -385,6 +392,7 @@ impl Master {
             safe_mode,
             sustain_grace_until,
             sessions,
+            members,
         })
     }
 
@@ -728,6 +736,7 @@ impl Master {
 
     /// Ends the writes a closed connection left open.
     pub fn connection_closed(&self, connection: ConnectionId) {
+        sync::lock(&self.members).closed(connection);
         let mut state = self.write();
         let orphaned: Vec<WriteId> = state
             .write_owners
@@ -751,6 +760,28 @@ impl Master {
         credentials: &Credentials,
         request: MasterRequest,
     ) -> MasterResponse {
+        match request {
+            MasterRequest::Authenticate { minion, nonce } => {
+                return sync::lock(&self.members)
+                    .challenge(connection, minion, &nonce)
+                    .unwrap_or_else(MasterResponse::Error);
+            }
+            MasterRequest::ProveMember { proof } => {
+                return match sync::lock(&self.members).prove(connection, &proof) {
+                    Ok(minion) => {
+                        tracing::info!(%minion, "minion proved the cluster key on connection {connection}");
+                        MasterResponse::Ok
+                    }
+                    Err(e) => MasterResponse::Error(e),
+                };
+            }
+            _ => {}
+        }
+        if let Some(minion) = members::speaks_for(&request) {
+            if let Err(e) = sync::lock(&self.members).check(connection, minion) {
+                return MasterResponse::Error(e);
+            }
+        }
         if let MasterRequest::Register {
             minion,
             cluster,
@@ -2338,6 +2369,7 @@ mod tests {
             safe_mode_timeout: Duration::ZERO,
             lock_lease: Duration::from_secs(30),
             admin_group: ADMIN_GROUP_DEFAULT.to_string(),
+            cluster_key: None,
         }
     }
 

@@ -67,6 +67,11 @@ struct Arguments {
     /// closed.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive)]
     idle_timeout: Duration,
+    /// The cluster key file (`dfs admin keygen FILE`, mode 0600): this
+    /// minion proves it to the master on every connection, and checks the
+    /// master's proof of it. Needed when the master has `--key`.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
 }
 
 /// How many cores serve data.
@@ -145,6 +150,8 @@ pub struct Config {
     pub pipeline_timeout: Duration,
     pub frame_deadline: Duration,
     pub idle_timeout: Duration,
+    /// The cluster key file, loaded at start.
+    pub key: Option<PathBuf>,
 }
 
 impl Config {
@@ -175,6 +182,7 @@ impl Config {
             pipeline_timeout: arguments.pipeline_timeout,
             frame_deadline: arguments.frame_deadline,
             idle_timeout: arguments.idle_timeout,
+            key: arguments.key,
         };
         Ok((config, arguments.cores))
     }
@@ -253,12 +261,13 @@ mod tests {
                 pipeline_timeout: PIPELINE_TIMEOUT_DEFAULT,
                 frame_deadline: Duration::from_millis(FRAME_DEADLINE_MS_DEFAULT),
                 idle_timeout: Duration::from_millis(MINION_IDLE_TIMEOUT_MS_DEFAULT),
+                key: None,
             }
         );
         let config = parse(
             "dfs-minion --master m:1 --data /a --listen [::1]:4000 --advertise h:4000 \
              --heartbeat-interval 250ms --scrub-period 10s --pipeline-timeout 2s \
-             --frame-deadline 1s --idle-timeout 3s",
+             --frame-deadline 1s --idle-timeout 3s --key /etc/dfs/cluster.key",
         )
         .expect("full");
         assert_eq!(config.advertise.as_deref(), Some("h:4000"));
@@ -270,6 +279,7 @@ mod tests {
         assert_eq!(config.pipeline_timeout, Duration::from_secs(2));
         assert_eq!(config.frame_deadline, Duration::from_secs(1));
         assert_eq!(config.idle_timeout, Duration::from_secs(3));
+        assert_eq!(config.key, Some(PathBuf::from("/etc/dfs/cluster.key")));
         let config = parse("dfs-minion --master m:1 --data /a --listen h:1 --scrub-period off")
             .expect("off");
         assert_eq!(config.scrub_period, ScrubPeriod::Off);

@@ -23,10 +23,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use dfs_engine::auth::{random_bytes, ClusterKey, NONCE_BYTES};
 use dfs_engine::limits::{
     BAD_REPLICAS_PER_REPORT_MAX, BLOCK_REPORT_IDS_MAX, STORED_BLOCKS_PER_REPORT_MAX,
 };
-use dfs_engine::msg::{self, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand};
+use dfs_engine::msg::{
+    self, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand, MinionId,
+};
 use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
@@ -82,6 +85,9 @@ pub struct HeartbeatConfig {
     pub advertised: String,
     /// Time between heartbeats, and between attempts to reach the master.
     pub interval: Duration,
+    /// The cluster key this minion proves on each connection to the
+    /// master (and checks the master's proof of).
+    pub key: Option<ClusterKey>,
 }
 
 /// Why a round with the master failed.
@@ -527,11 +533,68 @@ impl Heartbeat {
         }
         let connection = match &mut self.connection {
             Some(connection) => connection,
-            None => self
-                .connection
-                .insert(Connection::open(&self.config.master)?),
+            None => {
+                let mut connection = Connection::open(&self.config.master)?;
+                if let Some(key) = &self.config.key {
+                    prove_membership(
+                        &mut connection,
+                        &self.credentials,
+                        key,
+                        self.identity.minion(),
+                    )?;
+                }
+                self.connection.insert(connection)
+            }
         };
         connection.call(&self.credentials, request)
+    }
+}
+
+/// Proves on `connection` that this minion holds the cluster key, after
+/// checking the master's proof that it does (`dfs_engine::auth`).
+fn prove_membership(
+    connection: &mut Connection,
+    credentials: &Credentials,
+    key: &ClusterKey,
+    minion: MinionId,
+) -> Result<()> {
+    let nonce: [u8; NONCE_BYTES] = random_bytes()?;
+    let challenge = connection.call(
+        credentials,
+        MasterRequest::Authenticate {
+            minion,
+            nonce: nonce.to_vec(),
+        },
+    )?;
+    let (master_nonce, proof) = match challenge {
+        MasterResponse::Challenge { nonce, proof } => (nonce, proof),
+        MasterResponse::Error(error) => return Err(Error::Remote(error)),
+        other => {
+            return Err(Error::Protocol(format!(
+                "the master answered Authenticate with {other:?}"
+            )))
+        }
+    };
+    if master_nonce.len() != NONCE_BYTES
+        || !key.is_master_proof(&proof, minion, &nonce, &master_nonce)
+    {
+        return Err(Error::Invalid(format!(
+            "the master at {} does not prove this cluster's key: refusing to serve it",
+            connection.address()
+        )));
+    }
+    let answer = connection.call(
+        credentials,
+        MasterRequest::ProveMember {
+            proof: key.minion_proof(minion, &nonce, &master_nonce).to_vec(),
+        },
+    )?;
+    match answer {
+        MasterResponse::Ok => Ok(()),
+        MasterResponse::Error(error) => Err(Error::Remote(error)),
+        other => Err(Error::Protocol(format!(
+            "the master answered ProveMember with {other:?}"
+        ))),
     }
 }
 

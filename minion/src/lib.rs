@@ -95,11 +95,16 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
     };
     scrub::spawn(Arc::clone(service.store()), ScrubConfig { period })?;
     let stop = StopSignal::new();
+    let key = match &config.key {
+        Some(path) => Some(dfs_engine::auth::ClusterKey::load(path)?),
+        None => None,
+    };
     let heartbeat = heartbeat::spawn(
         HeartbeatConfig {
             master: config.master.clone(),
             advertised: service.minion_address().address.clone(),
             interval: config.heartbeat_interval,
+            key,
         },
         identity,
         Arc::clone(service.store()),

@@ -1,0 +1,255 @@
+//! Cluster membership: a secret key the master and its minions share, and
+//! the challenge-response that proves it on a connection without ever
+//! sending it.
+//!
+//! Why HMAC challenge-response rather than mutual TLS: it needs no
+//! certificate authority, no clock and no handshake library on the
+//! minions' io_uring path, one 32-byte key file is all an admin copies to a
+//! workstation, and it proves exactly what membership needs (this peer
+//! holds the cluster key) on the control connection a minion already
+//! keeps. It does not hide traffic; TLS for that is a separate layer.
+//!
+//! The exchange, on a minion's connection to the master:
+//! 1. minion → `Authenticate { minion, nonce: m }` (fresh random `m`);
+//! 2. master → `Challenge { nonce: s, proof: HMAC(key, "master" | minion | m | s) }`;
+//!    the minion checks the proof, so a master without the key is refused;
+//! 3. minion → `ProveMember { proof: HMAC(key, "minion" | minion | s | m) }`;
+//!    the master checks it and binds the connection to `minion`: from then
+//!    on, and only on it, requests speak for that minion.
+//!
+//! Each side's nonce makes every proof fresh, and the labels keep one
+//! side's proof from passing as the other's. Proofs are compared in
+//! constant time.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::error::{Error, Result};
+use crate::msg::MinionId;
+
+/// Bytes of the cluster key.
+pub const KEY_BYTES: usize = 32;
+/// Bytes of each side's nonce.
+pub const NONCE_BYTES: usize = 32;
+/// Bytes of a proof (HMAC-SHA256).
+pub const PROOF_BYTES: usize = 32;
+
+const MASTER_LABEL: &[u8] = b"dfs cluster membership v1: master";
+const MINION_LABEL: &[u8] = b"dfs cluster membership v1: minion";
+
+/// The cluster's shared secret.
+#[derive(Clone)]
+pub struct ClusterKey([u8; KEY_BYTES]);
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(..)")
+    }
+}
+
+/// `N` random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(|e| Error::io("read /dev/urandom", e))?;
+    Ok(bytes)
+}
+
+impl ClusterKey {
+    /// A new random key.
+    pub fn generate() -> Result<ClusterKey> {
+        Ok(ClusterKey(random_bytes()?))
+    }
+
+    /// Writes a new random key to `path` (which must not exist), readable
+    /// by its owner only, as one line of hex.
+    pub fn create(path: &Path) -> Result<ClusterKey> {
+        let key = ClusterKey::generate()?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(format!("create the key file {}", path.display()), e))?;
+        let text = format!("{}\n", hex(&key.0));
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(format!("write the key file {}", path.display()), e))?;
+        Ok(key)
+    }
+
+    /// Reads the key at `path`: one line of 64 hex digits, in a file no
+    /// one but its owner may read or write.
+    pub fn load(path: &Path) -> Result<ClusterKey> {
+        let shown = path.display();
+        let metadata = std::fs::metadata(path)
+            .map_err(|e| Error::io(format!("read the key file {shown}"), e))?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::Invalid(format!(
+                "the key file {shown} has mode {mode:03o}: others may read it; chmod 600 it"
+            )));
+        }
+        let mut text = String::new();
+        File::open(path)
+            .and_then(|file| file.take(256).read_to_string(&mut text))
+            .map_err(|e| Error::io(format!("read the key file {shown}"), e))?;
+        ClusterKey::parse(text.trim()).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the key file {shown} does not hold a key of {KEY_BYTES} bytes in hex"
+            ))
+        })
+    }
+
+    fn parse(text: &str) -> Option<ClusterKey> {
+        if text.len() != KEY_BYTES * 2 {
+            return None;
+        }
+        let mut key = [0u8; KEY_BYTES];
+        for (index, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
+        }
+        Some(ClusterKey(key))
+    }
+
+    fn proof(
+        &self,
+        label: &[u8],
+        minion: MinionId,
+        first: &[u8],
+        second: &[u8],
+    ) -> [u8; PROOF_BYTES] {
+        self.mac(label, minion, first, second)
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    fn mac(&self, label: &[u8], minion: MinionId, first: &[u8], second: &[u8]) -> Hmac<Sha256> {
+        // Invariant: HMAC takes a key of any length.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of every length");
+        mac.update(label);
+        mac.update(&minion.0.to_le_bytes());
+        mac.update(&(first.len() as u64).to_le_bytes());
+        mac.update(first);
+        mac.update(second);
+        mac
+    }
+
+    /// The master's proof for `minion`, whose nonce is `minion_nonce`.
+    pub fn master_proof(
+        &self,
+        minion: MinionId,
+        minion_nonce: &[u8],
+        master_nonce: &[u8],
+    ) -> [u8; PROOF_BYTES] {
+        self.proof(MASTER_LABEL, minion, minion_nonce, master_nonce)
+    }
+
+    /// The minion's proof, answering the master's nonce.
+    pub fn minion_proof(
+        &self,
+        minion: MinionId,
+        minion_nonce: &[u8],
+        master_nonce: &[u8],
+    ) -> [u8; PROOF_BYTES] {
+        self.proof(MINION_LABEL, minion, master_nonce, minion_nonce)
+    }
+
+    /// True when `proof` is the master's proof (compared in constant time).
+    pub fn is_master_proof(
+        &self,
+        proof: &[u8],
+        minion: MinionId,
+        minion_nonce: &[u8],
+        master_nonce: &[u8],
+    ) -> bool {
+        self.mac(MASTER_LABEL, minion, minion_nonce, master_nonce)
+            .verify_slice(proof)
+            .is_ok()
+    }
+
+    /// True when `proof` is the minion's proof (compared in constant time).
+    pub fn is_minion_proof(
+        &self,
+        proof: &[u8],
+        minion: MinionId,
+        minion_nonce: &[u8],
+        master_nonce: &[u8],
+    ) -> bool {
+        self.mac(MINION_LABEL, minion, master_nonce, minion_nonce)
+            .verify_slice(proof)
+            .is_ok()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proofs_pass_only_with_the_key_the_minion_and_both_nonces() {
+        let key = ClusterKey::generate().expect("key");
+        let other = ClusterKey::generate().expect("key");
+        let minion = MinionId(7);
+        let (m, s) = ([1u8; NONCE_BYTES], [2u8; NONCE_BYTES]);
+        let proof = key.minion_proof(minion, &m, &s);
+        assert!(key.is_minion_proof(&proof, minion, &m, &s));
+        assert!(
+            !other.is_minion_proof(&proof, minion, &m, &s),
+            "another key"
+        );
+        assert!(
+            !key.is_minion_proof(&proof, MinionId(8), &m, &s),
+            "another minion"
+        );
+        assert!(
+            !key.is_minion_proof(&proof, minion, &s, &m),
+            "nonces swapped"
+        );
+        assert!(
+            !key.is_minion_proof(&proof[..31], minion, &m, &s),
+            "cut short"
+        );
+        // One side's proof never passes as the other's.
+        assert!(!key.is_master_proof(&proof, minion, &m, &s));
+        let master = key.master_proof(minion, &m, &s);
+        assert!(key.is_master_proof(&master, minion, &m, &s));
+        assert!(!key.is_minion_proof(&master, minion, &m, &s));
+    }
+
+    #[test]
+    fn a_key_file_is_private_hex_and_anything_else_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cluster.key");
+        let key = ClusterKey::create(&path).expect("create");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let loaded = ClusterKey::load(&path).expect("load");
+        assert_eq!(loaded.0, key.0);
+        assert!(ClusterKey::create(&path).is_err(), "never overwritten");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = ClusterKey::load(&path).expect_err("readable by others");
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+
+        let bad = dir.path().join("bad.key");
+        for text in ["", "zz", &"ab".repeat(31), &"g".repeat(64)] {
+            std::fs::write(&bad, text).expect("write");
+            std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            let error = ClusterKey::load(&bad).expect_err("not a key");
+            assert!(error.to_string().contains("bad.key"), "{error}");
+        }
+    }
+}

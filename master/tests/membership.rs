@@ -1,0 +1,227 @@
+//! Cluster membership with a key (`dfs admin keygen`, `--key` on the
+//! master and every minion): the attacks an unauthenticated peer could
+//! make on the master's view of its minions are refused, nothing is
+//! changed by them, and honest clients go on being served. Real
+//! processes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use dfs_engine::auth::{random_bytes, ClusterKey, NONCE_BYTES};
+use dfs_engine::msg::{
+    BadReplica, BlockId, Credentials, ErrorKind, Generation, MasterRequest, MasterResponse,
+    MinionId, StoredBlock,
+};
+use dfs_engine::rpc::Connection;
+use dfs_testkit::{binary, utf8, Cluster, ClusterOptions};
+
+/// `dfs admin keygen PATH`.
+fn keygen(path: &Path) {
+    let output = std::process::Command::new(binary("dfs"))
+        .args(["admin", "keygen"])
+        .arg(path)
+        .output()
+        .expect("run dfs admin keygen");
+    assert!(
+        output.status.success(),
+        "keygen: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A path as a `'static` argument for `ClusterOptions`.
+fn leaked(path: &Path) -> &'static str {
+    Box::leak(utf8(path).to_string().into_boxed_str())
+}
+
+/// `request` on its own new connection, as a peer without the key sends it.
+fn anonymous(cluster: &Cluster, request: MasterRequest) -> MasterResponse {
+    let mut connection = Connection::open(cluster.master_address()).expect("connect");
+    connection
+        .call(&Credentials::default(), request)
+        .expect("an answer")
+}
+
+fn assert_refused(response: MasterResponse, what: &str) {
+    match response {
+        MasterResponse::Error(error) => {
+            assert_eq!(error.kind, ErrorKind::PermissionDenied, "{what}: {error:?}");
+        }
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn without_the_key_no_one_speaks_for_a_minion() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_path = keys.path().join("cluster.key");
+    keygen(&key_path);
+    let key = leaked(&key_path);
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 2,
+        replication: Some(2),
+        master_arguments: vec!["--key", key],
+        minion_arguments: vec!["--key", key],
+        ..ClusterOptions::default()
+    });
+    let source = cluster.dir().join("data");
+    std::fs::write(&source, vec![7u8; 300_000]).expect("write");
+    cluster.dfs_ok(["put", utf8(&source), "/data"]);
+    let minions = cluster.cluster_report();
+    assert_eq!(minions.len(), 2, "both keyed minions joined");
+    let real = minions[0].id;
+
+    // Fake minions cannot register (with a fresh id or a live one's).
+    for (id, address) in [(MinionId(0xbad), "127.0.0.1:1"), (real, "127.0.0.1:2")] {
+        let answer = anonymous(
+            &cluster,
+            MasterRequest::Register {
+                minion: id,
+                cluster: None,
+                address: address.into(),
+                capacity_bytes: 1 << 40,
+                used_bytes: 0,
+                available_bytes: 1 << 40,
+            },
+        );
+        assert_refused(answer, "register");
+    }
+    // Nor heartbeat as a real one (and take its commands), report blocks
+    // for it, report its replicas bad, or fail its directories.
+    let attacks = [
+        MasterRequest::Heartbeat {
+            minion: real,
+            capacity_bytes: 1,
+            used_bytes: 0,
+            available_bytes: 1,
+            block_count: 0,
+        },
+        MasterRequest::BlockReport {
+            minion: real,
+            blocks: (1..1000)
+                .map(|id| StoredBlock {
+                    block: BlockId(id),
+                    generation: Generation(1),
+                    length_bytes: 1,
+                    crc32c: 0,
+                })
+                .collect(),
+            first: true,
+            last: true,
+        },
+        MasterRequest::ReportBadReplicas {
+            reporter: Some(real),
+            replicas: vec![BadReplica {
+                block: BlockId(1),
+                generation: Generation(1),
+                minion: real,
+                reason: "forged".into(),
+            }],
+        },
+        MasterRequest::DataDirectoryFailed {
+            minion: real,
+            directory: "/".into(),
+            reason: "forged".into(),
+        },
+    ];
+    for attack in attacks {
+        let what = format!("{attack:?}").chars().take(40).collect::<String>();
+        assert_refused(anonymous(&cluster, attack), &what);
+    }
+    // A wrong key's proof is refused, and leaves the connection unproven.
+    let mut connection = Connection::open(cluster.master_address()).expect("connect");
+    let nonce: [u8; NONCE_BYTES] = random_bytes().expect("nonce");
+    let credentials = Credentials::default();
+    let answer = connection
+        .call(
+            &credentials,
+            MasterRequest::Authenticate {
+                minion: real,
+                nonce: nonce.to_vec(),
+            },
+        )
+        .expect("challenge");
+    let MasterResponse::Challenge {
+        nonce: master_nonce,
+        proof,
+    } = answer
+    else {
+        panic!("expected a challenge, got {answer:?}");
+    };
+    let right = ClusterKey::load(&key_path).expect("load");
+    assert!(right.is_master_proof(&proof, real, &nonce, &master_nonce));
+    let wrong = ClusterKey::generate().expect("key");
+    let answer = connection
+        .call(
+            &credentials,
+            MasterRequest::ProveMember {
+                proof: wrong.minion_proof(real, &nonce, &master_nonce).to_vec(),
+            },
+        )
+        .expect("answer");
+    assert_refused(answer, "a wrong proof");
+    let answer = connection
+        .call(
+            &credentials,
+            MasterRequest::Heartbeat {
+                minion: real,
+                capacity_bytes: 1,
+                used_bytes: 0,
+                available_bytes: 1,
+                block_count: 0,
+            },
+        )
+        .expect("answer");
+    assert_refused(answer, "a heartbeat after a wrong proof");
+
+    // A rogue minion with another key, and one with none, never join.
+    let rogue_key = keys.path().join("rogue.key");
+    keygen(&rogue_key);
+    let mut rogues = Vec::new();
+    for (index, key) in [Some(&rogue_key), None].into_iter().enumerate() {
+        let data = cluster.dir().join(format!("rogue-{index}"));
+        let mut command = std::process::Command::new(binary("dfs-minion"));
+        command
+            .args([
+                "--master",
+                cluster.master_address(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data")
+            .arg(&data)
+            .args(["--heartbeat-interval", "200ms"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(data.with_extension("log")).expect("log"));
+        if let Some(key) = key {
+            command.arg("--key").arg(key);
+        }
+        rogues.push(dfs_testkit::ChildGuard::new(
+            "rogue minion",
+            command.spawn().expect("start a rogue minion"),
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(cluster.cluster_report().len(), 2, "no rogue joined");
+    drop(rogues);
+    // Each was told why (and the keyed one refused the master first).
+    let log = |index: usize| {
+        std::fs::read_to_string(cluster.dir().join(format!("rogue-{index}.log"))).expect("log")
+    };
+    assert!(
+        log(0).contains("does not prove this cluster's key"),
+        "{}",
+        log(0)
+    );
+    assert!(log(1).contains("not a proven member"), "{}", log(1));
+
+    // Nothing changed: the data is whole on both replicas, and served.
+    assert_eq!(cluster.dfs_ok(["cat", "/data"]).len(), 300_000);
+    let fsck = cluster.dfs(["fsck", "/"]);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    cluster.assert_clean_logs();
+}
