@@ -226,6 +226,10 @@ pub struct LocalArgs {
     /// Host the daemons listen on
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Listen on a host other machines reach although the cluster has no
+    /// key (the daemons refuse to otherwise)
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Runs the command line of this process and returns its exit status.
@@ -374,6 +378,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 dir: args.dir,
                 minions: args.minions,
                 host: args.host,
+                insecure: args.insecure,
             };
             local::run(&options, out)
         }

@@ -32,6 +32,9 @@ pub struct LocalOptions {
     pub minions: usize,
     /// Host the daemons listen on (port 0: the system picks).
     pub host: String,
+    /// Let the daemons listen where other machines reach them without a
+    /// cluster key.
+    pub insecure: bool,
 }
 
 /// Runs the cluster until SIGINT/SIGTERM; prints `DFS_MASTER=<address>` to
@@ -52,12 +55,17 @@ pub fn run(options: &LocalOptions, out: &mut dyn Write) -> Result<()> {
     };
 
     let master_dir = options.dir.join("master");
+    let insecure: &[&std::ffi::OsStr] = if options.insecure {
+        &["--insecure".as_ref()]
+    } else {
+        &[]
+    };
     let master_arguments = [
-        "--data".as_ref(),
-        master_dir.as_os_str(),
-        "--listen".as_ref(),
-        listen.as_ref(),
-    ];
+        ["--data".as_ref(), master_dir.as_os_str()].as_slice(),
+        &["--listen".as_ref(), listen.as_ref()],
+        insecure,
+    ]
+    .concat();
     let Some(master_address) = daemons.start(
         "master",
         &master_program,
@@ -71,13 +79,12 @@ pub fn run(options: &LocalOptions, out: &mut dyn Write) -> Result<()> {
     for index in 0..options.minions {
         let minion_dir = options.dir.join(format!("minion-{index}"));
         let arguments = [
-            "--master".as_ref(),
-            master_address.as_ref(),
-            "--data".as_ref(),
-            minion_dir.as_os_str(),
-            "--listen".as_ref(),
-            listen.as_ref(),
-        ];
+            ["--master".as_ref(), master_address.as_ref()].as_slice(),
+            &["--data".as_ref(), minion_dir.as_os_str()],
+            &["--listen".as_ref(), listen.as_ref()],
+            insecure,
+        ]
+        .concat();
         let name = format!("minion-{index}");
         if daemons
             .start(&name, &minion_program, &minion_dir, &arguments, deadline)?

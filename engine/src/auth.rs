@@ -190,6 +190,32 @@ impl ClusterKey {
     }
 }
 
+/// A daemon about to listen on `listen` (HOST:PORT): refused when other
+/// machines could reach it and the cluster has no key (`keyed`), unless
+/// `insecure` says to run open. A host that does not resolve passes here
+/// and fails at the bind.
+pub fn check_exposure(listen: &str, keyed: bool, insecure: bool) -> Result<()> {
+    if keyed || insecure || is_loopback(listen) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "--listen {listen} is reachable from other machines and this cluster has no key: \
+         give --key FILE (made by `dfs admin keygen FILE`), or --insecure to run without one"
+    )))
+}
+
+/// True when every address `listen` resolves to is a loopback one (or it
+/// does not resolve).
+fn is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addresses) => addresses
+            .into_iter()
+            .all(|address| address.ip().is_loopback()),
+        Err(_) => true,
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -227,6 +253,23 @@ mod tests {
         let master = key.master_proof(minion, &m, &s);
         assert!(key.is_master_proof(&master, minion, &m, &s));
         assert!(!key.is_minion_proof(&master, minion, &m, &s));
+    }
+
+    #[test]
+    fn only_loopback_listens_open_without_a_key() {
+        for open in ["127.0.0.1:7070", "[::1]:0", "localhost:7070", "127.0.0.2:1"] {
+            check_exposure(open, false, false).expect(open);
+        }
+        for exposed in ["0.0.0.0:7070", "[::]:7070", "10.1.2.3:7070"] {
+            let error = check_exposure(exposed, false, false).expect_err(exposed);
+            let text = error.to_string();
+            assert!(
+                text.contains("--insecure") && text.contains("--key"),
+                "{text}"
+            );
+            check_exposure(exposed, true, false).expect("keyed");
+            check_exposure(exposed, false, true).expect("insecure");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ struct Args {
     #[arg(long)]
     recover: bool,
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "0.0.0.0:7070")]
+    #[arg(long, default_value = "127.0.0.1:7070")]
     listen: String,
     /// Default block size of new files (e.g. 64M).
     #[arg(long, default_value = "64M", value_parser = parse_size)]
@@ -100,6 +100,10 @@ struct Args {
     /// Without it any peer may speak for any minion.
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Listen on an address other machines reach without a cluster key
+    /// (anyone there may then act as any minion).
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -138,6 +142,7 @@ fn run() -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         std::process::exit(if report.ok { 0 } else { 1 });
     }
+    dfs_engine::auth::check_exposure(&args.listen, args.key.is_some(), args.insecure)?;
     let journal_segment_bytes = args
         .journal_segment_size
         .unwrap_or(JOURNAL_SEGMENT_BYTES_DEFAULT);

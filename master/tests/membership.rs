@@ -225,3 +225,56 @@ fn without_the_key_no_one_speaks_for_a_minion() {
     );
     cluster.assert_clean_logs();
 }
+
+/// A daemon asked to listen where other machines reach it, with no key,
+/// refuses to start and names the two ways on; `--insecure` is one.
+#[test]
+fn daemons_refuse_to_listen_openly_without_a_key_unless_told_insecure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |program: &str, extra: &[&str]| {
+        let mut command = std::process::Command::new(binary(program));
+        command
+            .arg("--data")
+            .arg(dir.path().join(program))
+            .args(["--listen", "0.0.0.0:0"])
+            .args(extra);
+        let output = dfs_testkit::run(&mut command, None, Duration::from_secs(20));
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    for (program, extra) in [
+        ("dfs-master", &[][..]),
+        ("dfs-minion", &["--master", "127.0.0.1:9"][..]),
+    ] {
+        let (success, text) = run(program, extra);
+        assert!(!success, "{program} started listening openly");
+        assert!(
+            text.contains("--listen 0.0.0.0:0 is reachable from other machines")
+                && text.contains("--insecure")
+                && text.contains("--key"),
+            "{program}: {text}"
+        );
+        assert_eq!(
+            text.trim().lines().count(),
+            1,
+            "{program}: one line: {text}"
+        );
+    }
+    // With --insecure the master starts (and is stopped at once).
+    let mut master = std::process::Command::new(binary("dfs-master"))
+        .arg("--data")
+        .arg(dir.path().join("open-master"))
+        .args(["--listen", "0.0.0.0:0", "--insecure"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start dfs-master");
+    let stdout = master.stdout.take().expect("piped");
+    let line = dfs_testkit::read_first_line(stdout, Duration::from_secs(20));
+    let _ = master.kill();
+    let _ = master.wait();
+    let line = line.unwrap_or_else(|_| panic!("no listening line"));
+    assert!(line.starts_with("listening on"), "{line}");
+}

@@ -46,7 +46,11 @@ fn a_partitioned_minion_is_healed_around_and_rejoins() {
         .args(["netns", "exec", namespace.name()])
         .arg(binary("dfs-minion"))
         .args(["--master", cluster.master_address()])
-        .args(["--listen", &format!("{}:0", namespace.inside_ip())])
+        .args([
+            "--listen",
+            &format!("{}:0", namespace.inside_ip()),
+            "--insecure",
+        ])
         .args(["--heartbeat-interval", "200ms", "--data"])
         .arg(&data)
         .stdin(Stdio::null())

@@ -72,6 +72,10 @@ struct Arguments {
     /// master's proof of it. Needed when the master has `--key`.
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Listen on an address other machines reach without a cluster key
+    /// (anyone there may then speak for this minion's cluster).
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// How many cores serve data.
@@ -152,6 +156,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// The cluster key file, loaded at start.
     pub key: Option<PathBuf>,
+    /// May listen where other machines reach it without a key.
+    pub insecure: bool,
 }
 
 impl Config {
@@ -183,6 +189,7 @@ impl Config {
             frame_deadline: arguments.frame_deadline,
             idle_timeout: arguments.idle_timeout,
             key: arguments.key,
+            insecure: arguments.insecure,
         };
         Ok((config, arguments.cores))
     }
@@ -262,6 +269,7 @@ mod tests {
                 frame_deadline: Duration::from_millis(FRAME_DEADLINE_MS_DEFAULT),
                 idle_timeout: Duration::from_millis(MINION_IDLE_TIMEOUT_MS_DEFAULT),
                 key: None,
+                insecure: false,
             }
         );
         let config = parse(

@@ -72,6 +72,7 @@ pub fn start(config: Config) -> Result<RunningMinion> {
 /// `start`, serving data on `cores` cores.
 pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
     config.validate()?;
+    dfs_engine::auth::check_exposure(&config.listen, config.key.is_some(), config.insecure)?;
     // The identity check comes first: it refuses another minion's directory
     // before the store touches anything in it.
     let identity = Identity::load_or_create(&config.data_dirs)?;

@@ -148,6 +148,10 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
+        // Tests on other addresses (network namespaces) run keyless.
+        if !is_loopback_host(&self.host) {
+            command.arg("--insecure");
+        }
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
         // memory of the parent; it makes the daemon die with the thread that
         // started it, so a test process killed from outside leaks nothing.
@@ -826,4 +830,13 @@ pub fn admin_credentials() -> Credentials {
         groups: vec!["root".into()],
         token: Vec::new(),
     }
+}
+
+/// True for a host only this machine reaches.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
