@@ -570,6 +570,7 @@ mod tests {
                     address: format!("127.0.0.1:{}", 4000 + m),
                 })
                 .collect(),
+            token: Vec::new(),
         }
     }
 

@@ -139,6 +139,7 @@ mod tests {
             crc32c: 0,
             block_offset_bytes: 0,
             block_length_bytes: if id == 0 { 0 } else { length_bytes },
+            token: Vec::new(),
         }
     }
 

@@ -1315,8 +1315,13 @@ impl FileReader {
         block: &LocatedBlock,
     ) -> Result<BlockStream> {
         let range = stream_range(block, self.verified_bytes, self.range_end_bytes);
+        // The block's access token, when the master gave one.
+        let credentials = Credentials {
+            token: block.token.clone(),
+            ..self.credentials.clone()
+        };
         let request_id = connection.send(
-            &self.credentials,
+            &credentials,
             MinionRequest::ReadBlock {
                 block: block.id,
                 generation: block.generation,
@@ -1553,6 +1558,7 @@ mod tests {
             }],
             block_offset_bytes,
             block_length_bytes,
+            token: Vec::new(),
         }
     }
 
@@ -1566,6 +1572,7 @@ mod tests {
             locations: vec![],
             block_offset_bytes: 0,
             block_length_bytes: 0,
+            token: Vec::new(),
         }
     }
 

@@ -309,6 +309,7 @@ mod tests {
                     address: format!("127.0.0.1:{id}"),
                 })
                 .collect(),
+            token: Vec::new(),
         }
     }
 

@@ -143,6 +143,17 @@ impl ClusterKey {
         mac
     }
 
+    /// A key for another use (`label`) and period (`epoch`), derived from
+    /// this one: knowing it tells nothing of the cluster key.
+    pub fn derive(&self, label: &[u8], epoch: u64) -> [u8; KEY_BYTES] {
+        // Invariant: HMAC takes a key of any length.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of every length");
+        mac.update(label);
+        mac.update(&epoch.to_le_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The master's proof for `minion`, whose nonce is `minion_nonce`.
     pub fn master_proof(
         &self,

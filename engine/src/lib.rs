@@ -15,6 +15,7 @@ pub mod path;
 pub mod rlimit;
 pub mod rpc;
 pub mod sync;
+pub mod token;
 pub mod units;
 pub mod wire;
 

@@ -285,6 +285,9 @@ pub struct LocatedBlock {
     pub block_offset_bytes: u64,
     /// The whole block's length, as committed (0 for a hole).
     pub block_length_bytes: u64,
+    /// Protocol 9: the block access token a minion wants for reading the
+    /// block (`token`), when the cluster has a key; empty otherwise.
+    pub token: Vec<u8>,
 }
 
 impl LocatedBlock {

@@ -21,7 +21,7 @@ use crate::limits::{
 
 /// "DFSW" read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"DFSW");
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 pub const FRAME_HEADER_BYTES: usize = 32;
 /// The request id of an answer to a connection as a whole, sent before any
 /// request on it was read (a `Busy` refusal when it was accepted). Requests
@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn bad_headers_are_rejected_before_allocation() {
         check_rejected(|b| b[0] = b'X', false, "bad frame magic");
-        check_rejected(|b| b[4] = 9, true, "unsupported protocol version 9");
+        check_rejected(|b| b[4] = 99, true, "unsupported protocol version 99");
         check_rejected(|b| b[6] = 99, true, "unknown frame kind 99");
         check_rejected(|b| b[10] ^= 1, false, "header checksum mismatch");
         check_rejected(

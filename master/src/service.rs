@@ -30,6 +30,7 @@ use dfs_engine::msg::{
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
+use dfs_engine::token::{Access, TokenKeys};
 use dfs_engine::{Error, IoContext, Result};
 
 use crate::checkpoint::{self, DataDir};
@@ -248,6 +249,8 @@ pub struct Master {
     sustain_grace_until: Instant,
     /// Which connection speaks for which minion: taken alone.
     members: Mutex<Members>,
+    /// Mints block access tokens, when the cluster has a key.
+    tokens: Option<TokenKeys>,
 }
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
@@ -364,6 +367,7 @@ impl Master {
         let sessions = Mutex::new(sessions);
         let sustain_grace_until = Instant::now() + 2 * config.lock_lease;
         let members = Mutex::new(Members::new(config.cluster_key.clone()));
+        let tokens = config.cluster_key.clone().map(TokenKeys::new);
         Ok(Master {
             cluster: recovered.cluster,
             namespace: RwLock::new(NamespaceState {
@@ -393,6 +397,7 @@ impl Master {
             sustain_grace_until,
             sessions,
             members,
+            tokens,
         })
     }
 
@@ -1075,6 +1080,7 @@ impl Master {
                     state
                         .namespace
                         .file_pieces(&path, inode, first_index, offset_bytes, limit)?;
+                let minted_ms = now_ms();
                 let registry = self.registry();
                 let blocks = page
                     .pieces
@@ -1089,6 +1095,15 @@ impl Master {
                             crc32c: meta.crc32c,
                             block_offset_bytes: extent.block_offset_bytes,
                             block_length_bytes: meta.length_bytes,
+                            token: self.tokens.as_ref().map_or_else(Vec::new, |keys| {
+                                keys.mint(
+                                    &caller.user,
+                                    meta.id,
+                                    meta.generation,
+                                    Access::Read,
+                                    minted_ms,
+                                )
+                            }),
                         },
                         None => LocatedBlock {
                             id: BlockId(0),
@@ -1099,6 +1114,7 @@ impl Master {
                             crc32c: 0,
                             block_offset_bytes: 0,
                             block_length_bytes: 0,
+                            token: Vec::new(),
                         },
                     })
                     .collect::<Vec<_>>();

@@ -278,3 +278,96 @@ fn daemons_refuse_to_listen_openly_without_a_key_unless_told_insecure() {
     let line = line.unwrap_or_else(|_| panic!("no listening line"));
     assert!(line.starts_with("listening on"), "{line}");
 }
+
+/// With a key, a minion serves a block only to a read with the block
+/// access token the master handed out with its location: none, another
+/// block's, another user's, an expired or a tampered one is refused.
+#[test]
+fn a_block_is_read_only_with_its_own_fresh_token() {
+    use dfs_engine::msg::{MinionRequest, MinionResponse};
+    use dfs_engine::token::{Access, TokenKeys, TOKEN_LIFETIME_MS};
+    let keys_dir = tempfile::tempdir().expect("tempdir");
+    let key_path = keys_dir.path().join("cluster.key");
+    keygen(&key_path);
+    let key = leaked(&key_path);
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        block_size: Some("1M"),
+        master_arguments: vec!["--key", key],
+        minion_arguments: vec!["--key", key],
+        ..ClusterOptions::default()
+    });
+    let source = cluster.dir().join("data");
+    std::fs::write(&source, vec![5u8; 1_500_000]).expect("write");
+    cluster.dfs_ok(["put", utf8(&source), "/two-blocks"]);
+    assert_eq!(cluster.dfs_ok(["cat", "/two-blocks"]).len(), 1_500_000);
+    // The locations as root asked for them, each with its token.
+    let blocks = cluster.located_blocks("/two-blocks");
+    assert_eq!(blocks.len(), 2);
+    assert!(blocks.iter().all(|block| !block.token.is_empty()));
+    let (first, second) = (&blocks[0], &blocks[1]);
+    let address = first.locations[0].address.clone();
+    let read = |user: &str, token: Vec<u8>, block: &dfs_engine::msg::LocatedBlock| {
+        let mut connection = Connection::open(&address).expect("connect to the minion");
+        let credentials = Credentials {
+            user: user.into(),
+            groups: vec![user.into()],
+            token,
+        };
+        connection
+            .call::<_, MinionResponse>(
+                &credentials,
+                MinionRequest::ReadBlock {
+                    block: block.id,
+                    generation: block.generation,
+                    offset_bytes: 0,
+                    length_bytes: 4096,
+                },
+            )
+            .expect("an answer")
+    };
+    let refused = |answer: MinionResponse, what: &str, wanted: &str| match answer {
+        MinionResponse::Error(error) => {
+            assert_eq!(error.kind, ErrorKind::PermissionDenied, "{what}: {error:?}");
+            assert!(error.message.contains(wanted), "{what}: {}", error.message);
+        }
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    };
+    assert!(matches!(
+        read("root", first.token.clone(), first),
+        MinionResponse::ReadStarted { .. }
+    ));
+    refused(
+        read("root", Vec::new(), first),
+        "no token",
+        "no block access token",
+    );
+    refused(
+        read("root", first.token.clone(), second),
+        "another block's",
+        "is for",
+    );
+    refused(
+        read("mallory", first.token.clone(), first),
+        "another user's",
+        "for user root",
+    );
+    let mut tampered = first.token.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x80;
+    refused(read("root", tampered, first), "tampered", "forged");
+    let keys = TokenKeys::new(ClusterKey::load(&key_path).expect("load"));
+    let long_ago = dfs_engine::rpc::now_ms() - 2 * TOKEN_LIFETIME_MS;
+    let expired = keys.mint("root", first.id, first.generation, Access::Read, long_ago);
+    refused(read("root", expired, first), "expired", "expired");
+    let foreign = TokenKeys::new(ClusterKey::generate().expect("key")).mint(
+        "root",
+        first.id,
+        first.generation,
+        Access::Read,
+        dfs_engine::rpc::now_ms(),
+    );
+    refused(read("root", foreign, first), "another cluster's", "forged");
+    cluster.assert_clean_logs();
+}

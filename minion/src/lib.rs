@@ -78,6 +78,10 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
     let identity = Identity::load_or_create(&config.data_dirs)?;
     let store = BlockStore::open(&config.data_dirs)?;
     log_open_report(&store);
+    let key = match &config.key {
+        Some(path) => Some(dfs_engine::auth::ClusterKey::load(path)?),
+        None => None,
+    };
     let service = server::serve(
         ServeConfig {
             advertise: config.advertise.clone(),
@@ -85,6 +89,7 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
             pipeline_timeout: config.pipeline_timeout,
             frame_deadline: config.frame_deadline,
             idle_timeout: config.idle_timeout,
+            tokens: key.clone().map(dfs_engine::token::TokenKeys::new),
             ..ServeConfig::new(config.listen.clone(), identity.minion())
         },
         store,
@@ -96,10 +101,6 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
     };
     scrub::spawn(Arc::clone(service.store()), ScrubConfig { period })?;
     let stop = StopSignal::new();
-    let key = match &config.key {
-        Some(path) => Some(dfs_engine::auth::ClusterKey::load(path)?),
-        None => None,
-    };
     let heartbeat = heartbeat::spawn(
         HeartbeatConfig {
             master: config.master.clone(),

@@ -40,6 +40,7 @@ use dfs_engine::msg::{
     Envelope, ErrorKind, MinionAddress, MinionId, MinionRequest, MinionResponse, RemoteError,
     ReplicaId,
 };
+use dfs_engine::token::{self, Access, TokenKeys};
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
 
@@ -101,6 +102,9 @@ pub struct ServeConfig {
     pub frame_deadline: Duration,
     /// How long a connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// Checks block access tokens, when the cluster has a key: a read
+    /// without a good one is refused.
+    pub tokens: Option<TokenKeys>,
 }
 
 impl ServeConfig {
@@ -115,6 +119,7 @@ impl ServeConfig {
             peer_connections_max: PEER_CONNECTIONS_MAX,
             frame_deadline: Duration::from_millis(FRAME_DEADLINE_MS_DEFAULT),
             idle_timeout: Duration::from_millis(MINION_IDLE_TIMEOUT_MS_DEFAULT),
+            tokens: None,
         }
     }
 }
@@ -144,6 +149,7 @@ pub(crate) struct Context {
     frame_deadline: Duration,
     idle_timeout: Duration,
     stopping: AtomicBool,
+    tokens: Option<TokenKeys>,
 }
 
 impl Context {
@@ -202,6 +208,7 @@ pub fn serve_store(config: ServeConfig, store: Arc<Store>) -> Result<DataService
         frame_deadline: config.frame_deadline.max(Duration::from_millis(1)),
         idle_timeout: config.idle_timeout.max(Duration::from_millis(1)),
         stopping: AtomicBool::new(false),
+        tokens: config.tokens.clone(),
     });
     let (closed_sender, closed) = mpsc::channel();
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -681,6 +688,25 @@ impl Session {
                 offset_bytes,
                 length_bytes,
             } => {
+                if let Some(keys) = &self.context.tokens {
+                    let user = token::user_named(&envelope.credentials.user);
+                    let now = dfs_engine::rpc::now_ms();
+                    let checked = keys.check(
+                        &envelope.credentials.token,
+                        user,
+                        block,
+                        generation,
+                        Access::Read,
+                        now,
+                    );
+                    if let Err(refused) = checked {
+                        tracing::debug!("{}: refused a read: {refused}", self.peer);
+                        let error =
+                            RemoteError::new(ErrorKind::PermissionDenied, refused.to_string());
+                        self.respond_error(request_id, error).await?;
+                        return Ok(Next::Continue);
+                    }
+                }
                 let _busy = self.context.store.activity.begin();
                 let replica = ReplicaId { block, generation };
                 read::read_block(self, request_id, replica, offset_bytes, length_bytes).await
