@@ -26,10 +26,20 @@ use dfs_client::{
 use crate::format;
 use crate::local::{self, LocalOptions};
 
-/// Permission bits of directories made by `mkdir`.
-const DIRECTORY_MODE: u32 = 0o755;
-/// Permission bits of files written by `put`.
-const FILE_MODE: u32 = 0o644;
+/// Permission bits of directories made by `mkdir`, before the umask.
+const DIRECTORY_MODE: u32 = 0o777;
+/// Permission bits of files written by `put`, before the umask.
+const FILE_MODE: u32 = 0o666;
+
+/// This process's umask (as `mkdir` and `cp` apply it).
+fn umask() -> u32 {
+    // SAFETY: umask cannot fail; it is set back at once to what it was.
+    unsafe {
+        let mask = libc::umask(0o022);
+        libc::umask(mask);
+        mask as u32
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,6 +111,15 @@ pub enum Command {
         #[arg(short = 'R')]
         recursive: bool,
         owner: String,
+        #[arg(required = true)]
+        paths: Vec<OsString>,
+    },
+    /// Change the group (as `chown :GROUP`)
+    Chgrp {
+        /// Also everything below a directory
+        #[arg(short = 'R')]
+        recursive: bool,
+        group: String,
         #[arg(required = true)]
         paths: Vec<OsString>,
     },
@@ -305,7 +324,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let mut client = connect(master)?;
             paths
                 .iter()
-                .try_for_each(|path| client.mkdir(path, parents, DIRECTORY_MODE))
+                .try_for_each(|path| client.mkdir(path, parents, DIRECTORY_MODE & !umask()))
         }
         Command::Rm { recursive, paths } => {
             let paths = remote_paths(&paths)?;
@@ -341,6 +360,14 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             owner,
             paths,
         } => change_attributes(master, &paths, recursive, &parse_owner(&owner)?),
+        Command::Chgrp {
+            recursive,
+            group,
+            paths,
+        } => {
+            let change = parse_owner(&format!(":{group}"))?;
+            change_attributes(master, &paths, recursive, &change)
+        }
         Command::Truncate { size, path } => {
             let size = units::parse_bytes(&size)?;
             connect(master)?.truncate(&remote_path(&path)?, size)
@@ -549,7 +576,7 @@ pub fn write_options(args: &PutArgs) -> Result<WriteOptions> {
         block_bytes,
         overwrite: args.force,
         sync: !args.no_sync,
-        mode: FILE_MODE,
+        mode: FILE_MODE & !umask(),
         modified_ns: None,
         blocks_in_flight: match args.blocks_in_flight {
             Some(blocks) => check_blocks_in_flight(blocks)?,

@@ -139,6 +139,36 @@ fn users_get_what_the_mode_bits_give_them_and_root_gets_everything() {
         "bob stat through a closed directory",
     );
 
+    // chgrp: the owner, to a group of their own (here the process's).
+    let own_group = {
+        let text = ok(&dfs_as(&cluster, "ann", &["stat", "/ann/shared"]), "stat");
+        text.lines()
+            .find_map(|line| line.strip_prefix("group:"))
+            .map(|group| group.trim().to_string())
+            .expect("a group line")
+    };
+    ok(
+        &dfs_as(&cluster, "ann", &["chgrp", "-R", &own_group, "/ann"]),
+        "ann chgrp to her group",
+    );
+    denied(
+        &dfs_as(&cluster, "ann", &["chgrp", "no-such-group", "/ann/shared"]),
+        "ann chgrp to a group not hers",
+    );
+    // put and mkdir honour the umask.
+    let mut command = std::process::Command::new("sh");
+    command.arg("-c").arg(format!(
+        "umask 077 && {dfs} --master {master} put {source} /ann/private && \
+         {dfs} --master {master} mkdir /ann/closed",
+        dfs = utf8(&binary("dfs")),
+        master = cluster.master_address(),
+    ));
+    ok(&as_user(command, "ann"), "put and mkdir under umask 077");
+    for (path, mode) in [("/ann/private", "0600"), ("/ann/closed", "0700")] {
+        let text = ok(&dfs_as(&cluster, "ann", &["stat", path]), "stat");
+        assert!(text.contains(&format!("mode: {mode}")), "{path}: {text}");
+    }
+
     // Root (the superuser) may do anything, and gives files away.
     assert_eq!(
         ok(
