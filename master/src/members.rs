@@ -9,7 +9,9 @@
 //! Soft state: each connection's binding goes with the connection. Pure:
 //! no I/O, no clock; the service owns one behind a lock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use dfs_engine::auth::{random_bytes, ClusterKey, NONCE_BYTES, PROOF_BYTES};
 use dfs_engine::msg::{ErrorKind, MasterRequest, MasterResponse, MinionId, RemoteError};
@@ -174,6 +176,53 @@ impl Members {
     }
 }
 
+/// Failed proofs of the cluster key an address may make in
+/// `AUTH_FAILURE_WINDOW` before its new connections are refused.
+pub const AUTH_FAILURES_MAX: usize = 10;
+/// The window failed proofs are counted in.
+pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses whose failures are remembered at most (the oldest go first).
+const AUTH_FAILURE_ADDRESSES_MAX: usize = 4096;
+
+/// Failed proofs per address, so that guessing at the key from one
+/// address is slowed to `AUTH_FAILURES_MAX` a minute. Bounded.
+#[derive(Default)]
+pub struct AuthFailures {
+    recent: HashMap<IpAddr, VecDeque<Instant>>,
+    /// Addresses in the order of their first remembered failure.
+    order: VecDeque<IpAddr>,
+}
+
+impl AuthFailures {
+    /// `address` failed a proof at `now`.
+    pub fn record(&mut self, address: IpAddr, now: Instant) {
+        if !self.recent.contains_key(&address) {
+            if self.order.len() >= AUTH_FAILURE_ADDRESSES_MAX {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.recent.remove(&oldest);
+                }
+            }
+            self.order.push_back(address);
+        }
+        let times = self.recent.entry(address).or_default();
+        times.push_back(now);
+        while times.len() > AUTH_FAILURES_MAX {
+            times.pop_front();
+        }
+    }
+
+    /// True when `address` failed `AUTH_FAILURES_MAX` proofs within the
+    /// window before `now`.
+    pub fn is_limited(&self, address: IpAddr, now: Instant) -> bool {
+        self.recent.get(&address).is_some_and(|times| {
+            times.len() >= AUTH_FAILURES_MAX
+                && times.front().is_some_and(|first| {
+                    now.saturating_duration_since(*first) < AUTH_FAILURE_WINDOW
+                })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +280,33 @@ mod tests {
         members
             .check(1, minion)
             .expect_err("gone with the connection");
+    }
+
+    #[test]
+    fn an_address_that_keeps_failing_is_held_off_for_the_window() {
+        let mut failures = AuthFailures::default();
+        let (guesser, other) = (
+            "10.0.0.9".parse().expect("ip"),
+            "10.0.0.8".parse().expect("ip"),
+        );
+        let start = Instant::now();
+        for second in 0..AUTH_FAILURES_MAX as u64 {
+            assert!(!failures.is_limited(guesser, start));
+            failures.record(guesser, start + Duration::from_secs(second));
+        }
+        let last = start + Duration::from_secs(AUTH_FAILURES_MAX as u64);
+        assert!(failures.is_limited(guesser, last));
+        assert!(!failures.is_limited(other, last), "only that address");
+        assert!(
+            !failures.is_limited(guesser, start + AUTH_FAILURE_WINDOW),
+            "free again once the first failure is a window old"
+        );
+        // Bounded: the oldest addresses are forgotten first.
+        for index in 0..AUTH_FAILURE_ADDRESSES_MAX as u32 {
+            failures.record(IpAddr::from(index.to_be_bytes()), last);
+        }
+        assert!(!failures.is_limited(guesser, last));
+        assert!(failures.recent.len() <= AUTH_FAILURE_ADDRESSES_MAX);
     }
 
     #[test]

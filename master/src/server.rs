@@ -36,6 +36,7 @@ use dfs_engine::sync::lock;
 use dfs_engine::wire::{self, FrameKind, CONNECTION_REQUEST_ID, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
 
+use crate::members::{AuthFailures, AUTH_FAILURES_MAX, AUTH_FAILURE_WINDOW};
 use crate::service::{ConnectionId, Master};
 
 /// Bytes of a connection's read and write buffers.
@@ -70,6 +71,8 @@ struct Server {
     peers: Mutex<Peers>,
     /// Refused connections being answered `Busy` now.
     busy_answers: AtomicUsize,
+    /// Failed proofs of the cluster key, per address.
+    auth_failures: Mutex<AuthFailures>,
 }
 
 /// The connections being served, by id and by peer address.
@@ -132,6 +135,7 @@ pub fn serve(master: Arc<Master>, listener: TcpListener, config: ServerConfig) -
         config,
         peers: Mutex::new(Peers::default()),
         busy_answers: AtomicUsize::new(0),
+        auth_failures: Mutex::new(AuthFailures::default()),
     });
     let next_connection = AtomicU64::new(1);
     for stream in listener.incoming() {
@@ -177,6 +181,11 @@ impl Server {
         let socket = stream
             .try_clone()
             .map_err(|e| format!("master cannot serve a connection now: {e}"))?;
+        if lock(&self.auth_failures).is_limited(address, Instant::now()) {
+            return Err(format!(
+                "refused: {address} failed to prove the cluster key {AUTH_FAILURES_MAX} times within {AUTH_FAILURE_WINDOW:?}"
+            ));
+        }
         let mut peers = lock(&self.peers);
         let held = peers.per_address.get(&address).copied().unwrap_or(0);
         if held >= PEER_CONNECTIONS_MAX {
@@ -230,14 +239,19 @@ impl Server {
     }
 
     fn run_connection(&self, connection: ConnectionId, stream: TcpStream, peer: SocketAddr) {
-        if let Err(e) = self.serve_connection(connection, stream) {
+        if let Err(e) = self.serve_connection(connection, stream, peer.ip()) {
             tracing::warn!(%peer, "connection closed: {e}");
         }
         lock(&self.peers).remove(connection);
         self.master.connection_closed(connection);
     }
 
-    fn serve_connection(&self, connection: ConnectionId, stream: TcpStream) -> Result<()> {
+    fn serve_connection(
+        &self,
+        connection: ConnectionId,
+        stream: TcpStream,
+        peer: IpAddr,
+    ) -> Result<()> {
         stream
             .set_write_timeout(Some(Duration::from_millis(IO_TIMEOUT_MS)))
             .context("set write timeout")?;
@@ -258,9 +272,13 @@ impl Server {
                     return Err(reply_protocol_error(&mut writer, request_id, e))
                 }
             };
+            let proving = matches!(envelope.body, MasterRequest::ProveMember { .. });
             let response = self
                 .master
                 .handle(connection, &envelope.credentials, envelope.body);
+            if proving && matches!(response, MasterResponse::Error(_)) {
+                lock(&self.auth_failures).record(peer, Instant::now());
+            }
             wire::write_message(&mut writer, FrameKind::Response, request_id, &response)?;
             // A client that sent several requests at once gets their answers in
             // one send; otherwise each answer goes out at once.

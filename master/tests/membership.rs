@@ -371,3 +371,72 @@ fn a_block_is_read_only_with_its_own_fresh_token() {
     refused(read("root", foreign, first), "another cluster's", "forged");
     cluster.assert_clean_logs();
 }
+
+/// Guessing at the key from one address is held off: after
+/// `AUTH_FAILURES_MAX` wrong proofs in a minute its new connections are
+/// refused, while connections already open go on being served.
+#[test]
+fn guessing_at_the_key_from_one_address_is_held_off() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_path = keys.path().join("cluster.key");
+    keygen(&key_path);
+    let key = leaked(&key_path);
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        master_arguments: vec!["--key", key],
+        minion_arguments: vec!["--key", key],
+        ..ClusterOptions::default()
+    });
+    let credentials = Credentials::default();
+    let mut kept = Connection::open(cluster.master_address()).expect("connect");
+    let wrong = ClusterKey::generate().expect("key");
+    for _ in 0..10 {
+        let mut connection = Connection::open(cluster.master_address()).expect("connect");
+        let nonce: [u8; NONCE_BYTES] = random_bytes().expect("nonce");
+        let answer = connection
+            .call(
+                &credentials,
+                MasterRequest::Authenticate {
+                    minion: MinionId(0x600d),
+                    nonce: nonce.to_vec(),
+                },
+            )
+            .expect("challenge");
+        let MasterResponse::Challenge {
+            nonce: master_nonce,
+            ..
+        } = answer
+        else {
+            panic!("expected a challenge, got {answer:?}");
+        };
+        let proof = wrong.minion_proof(MinionId(0x600d), &nonce, &master_nonce);
+        let answer = connection
+            .call(
+                &credentials,
+                MasterRequest::ProveMember {
+                    proof: proof.to_vec(),
+                },
+            )
+            .expect("answer");
+        assert_refused(answer, "a guess");
+    }
+    let refusal = Connection::open(cluster.master_address())
+        .and_then(|mut connection| {
+            connection.call::<_, MasterResponse>(&credentials, MasterRequest::ClusterReport)
+        })
+        .map(|answer| format!("{answer:?}"))
+        .unwrap_or_else(|error| error.to_string());
+    assert!(
+        refusal.contains("failed to prove the cluster key"),
+        "{refusal}"
+    );
+    // The connection opened before goes on; so does the minion's.
+    let answer = kept
+        .call::<_, MasterResponse>(&credentials, MasterRequest::ClusterReport)
+        .expect("served");
+    assert!(
+        matches!(&answer, MasterResponse::Cluster { minions, .. } if minions.len() == 1),
+        "{answer:?}"
+    );
+}
