@@ -1147,8 +1147,13 @@ impl FileReader {
         // A report must not hold up the read for long.
         let _ = Connection::open_with_timeouts(&self.master_address, timeout, timeout).and_then(
             |mut connection| {
+                // With the block's token: a keyed cluster wants it.
+                let credentials = Credentials {
+                    token: block.token.clone(),
+                    ..self.credentials.clone()
+                };
                 connection.call::<_, MasterResponse>(
-                    &self.credentials,
+                    &credentials,
                     MasterRequest::ReportBadReplicas {
                         reporter: None,
                         replicas,

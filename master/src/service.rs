@@ -828,6 +828,41 @@ impl Master {
         }
     }
 
+    /// With a cluster key, a client reports a bad replica only of a block it
+    /// was given to read: one replica, with that block's access token.
+    fn check_client_report(
+        &self,
+        credentials: &Credentials,
+        replicas: &[BadReplica],
+    ) -> Result<(), RemoteError> {
+        let Some(keys) = &self.tokens else {
+            return Ok(());
+        };
+        let [replica] = replicas else {
+            return Err(RemoteError::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "a client reports one bad replica at a time, with its block's access token ({} given)",
+                    replicas.len()
+                ),
+            ));
+        };
+        keys.check(
+            &credentials.token,
+            dfs_engine::token::user_named(&credentials.user),
+            replica.block,
+            replica.generation,
+            Access::Read,
+            now_ms(),
+        )
+        .map_err(|refused| {
+            RemoteError::new(
+                ErrorKind::PermissionDenied,
+                format!("a report of a bad replica: {refused}"),
+            )
+        })
+    }
+
     /// Registers a minion. An id that a live minion at another address holds
     /// is refused, unless that address no longer answers: then it is the same
     /// minion restarted on a new port, not a copied data directory.
@@ -1162,6 +1197,9 @@ impl Master {
                 }
             }
             MasterRequest::ReportBadReplicas { reporter, replicas } => {
+                if reporter.is_none() {
+                    self.check_client_report(credentials, &replicas)?;
+                }
                 self.bad_replicas(reporter, &replicas)?;
                 MasterResponse::Ok
             }

@@ -369,6 +369,36 @@ fn a_block_is_read_only_with_its_own_fresh_token() {
         dfs_engine::rpc::now_ms(),
     );
     refused(read("root", foreign, first), "another cluster's", "forged");
+
+    // A client's report of a bad replica needs that block's token too.
+    let report = |token: Vec<u8>| {
+        let mut connection = Connection::open(cluster.master_address()).expect("connect");
+        let credentials = Credentials {
+            user: "root".into(),
+            groups: vec!["root".into()],
+            token,
+        };
+        connection
+            .call::<_, MasterResponse>(
+                &credentials,
+                MasterRequest::ReportBadReplicas {
+                    reporter: None,
+                    replicas: vec![BadReplica {
+                        block: first.id,
+                        generation: first.generation,
+                        minion: first.locations[0].id,
+                        reason: "forged".into(),
+                    }],
+                },
+            )
+            .expect("an answer")
+    };
+    assert_refused(report(Vec::new()), "a report without a token");
+    assert_refused(
+        report(second.token.clone()),
+        "a report with another block's token",
+    );
+    assert_eq!(cluster.dfs_ok(["cat", "/two-blocks"]).len(), 1_500_000);
     cluster.assert_clean_logs();
 }
 
