@@ -25,6 +25,7 @@ mod cp;
 mod heal;
 mod metadata;
 mod mount;
+mod mount_small;
 mod nemesis;
 mod raw_chain;
 mod throughput;
@@ -75,8 +76,21 @@ fn main() -> Result<()> {
         Some("cp") => cp::run(cp::parse_options(args)?),
         Some("heal") => heal::run(heal::parse_options(args)?),
         Some("nemesis") => nemesis::run(nemesis::parse_options(args)?),
-        Some("mount") => mount::run(mount::parse_options(args)?),
-        _ => bail!("{}\n{}\n{}", usage(), throughput::usage(), mount::usage()),
+        Some("mount") => {
+            let args: Vec<String> = args.collect();
+            if mount_small::selected(&args) {
+                mount_small::run(mount_small::parse_options(args.into_iter())?)
+            } else {
+                mount::run(mount::parse_options(args.into_iter())?)
+            }
+        }
+        _ => bail!(
+            "{}\n{}\n{}\n{}",
+            usage(),
+            throughput::usage(),
+            mount::usage(),
+            mount_small::usage()
+        ),
     }
 }
 

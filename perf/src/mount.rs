@@ -526,7 +526,7 @@ fn stat_field(output: &str, name: &str) -> Option<u64> {
 }
 
 /// A running `dfs-mount`, unmounted when stopped or dropped.
-struct Mount {
+pub(crate) struct Mount {
     child: Child,
     mountpoint: PathBuf,
     log: PathBuf,
@@ -537,7 +537,7 @@ struct Mount {
 impl Mount {
     /// Starts `dfs-mount` (found beside this program) at `mountpoint`, its
     /// standard error appended to `log`, and waits until it is mounted.
-    fn start(master: &str, mountpoint: &Path, log: &Path) -> Result<Mount> {
+    pub(crate) fn start(master: &str, mountpoint: &Path, log: &Path) -> Result<Mount> {
         if is_mounted(mountpoint)? {
             bail!("{} is mounted already", mountpoint.display());
         }
@@ -585,7 +585,7 @@ impl Mount {
     }
 
     /// User + system CPU seconds of `dfs-mount` so far.
-    fn cpu_seconds(&self) -> Result<f64> {
+    pub(crate) fn cpu_seconds(&self) -> Result<f64> {
         process_cpu_seconds(self.child.id())
     }
 
@@ -601,7 +601,7 @@ impl Mount {
     /// Unmounts: SIGTERM and a clean exit, else `umount -l` (and SIGKILL if
     /// even that does not end it). Fails when anything but the clean exit
     /// was needed.
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         self.shutdown()
     }
 
@@ -680,7 +680,7 @@ fn wait_exit(child: &mut Child) -> Result<Option<ExitStatus>> {
     }
 }
 
-fn is_mounted(mountpoint: &Path) -> Result<bool> {
+pub(crate) fn is_mounted(mountpoint: &Path) -> Result<bool> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").context("read /proc/self/mounts")?;
     Ok(mounted_in(&mounts, mountpoint))
 }
