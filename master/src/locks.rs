@@ -1585,22 +1585,8 @@ mod tests {
         table.check_consistent();
     }
 
-    /// Seeded splitmix64: deterministic runs without a dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    // Seeded: deterministic runs.
+    use dfs_testkit::seeded::SplitMix64 as Rng;
 
     /// The model's file: bytes 0..64, and one more cell standing for
     /// 64..u64::MAX, so a range to the end of the file is its own thing.

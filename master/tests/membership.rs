@@ -34,6 +34,21 @@ fn leaked(path: &Path) -> &'static str {
     Box::leak(utf8(path).to_string().into_boxed_str())
 }
 
+/// A cluster of `options` whose master and minions share a new key, with
+/// the directory that holds it (`cluster.key`).
+fn keyed_cluster(options: ClusterOptions) -> (tempfile::TempDir, Cluster) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_path = keys.path().join("cluster.key");
+    keygen(&key_path);
+    let key = leaked(&key_path);
+    let cluster = Cluster::start(ClusterOptions {
+        master_arguments: vec!["--key", key],
+        minion_arguments: vec!["--key", key],
+        ..options
+    });
+    (keys, cluster)
+}
+
 /// `request` on its own new connection, as a peer without the key sends it.
 fn anonymous(cluster: &Cluster, request: MasterRequest) -> MasterResponse {
     let mut connection = Connection::open(cluster.master_address()).expect("connect");
@@ -53,17 +68,12 @@ fn assert_refused(response: MasterResponse, what: &str) {
 
 #[test]
 fn without_the_key_no_one_speaks_for_a_minion() {
-    let keys = tempfile::tempdir().expect("tempdir");
-    let key_path = keys.path().join("cluster.key");
-    keygen(&key_path);
-    let key = leaked(&key_path);
-    let cluster = Cluster::start(ClusterOptions {
+    let (keys, cluster) = keyed_cluster(ClusterOptions {
         minions: 2,
         replication: Some(2),
-        master_arguments: vec!["--key", key],
-        minion_arguments: vec!["--key", key],
         ..ClusterOptions::default()
     });
+    let key_path = keys.path().join("cluster.key");
     let source = cluster.dir().join("data");
     std::fs::write(&source, vec![7u8; 300_000]).expect("write");
     cluster.dfs_ok(["put", utf8(&source), "/data"]);
@@ -286,18 +296,13 @@ fn daemons_refuse_to_listen_openly_without_a_key_unless_told_insecure() {
 fn a_block_is_read_only_with_its_own_fresh_token() {
     use dfs_engine::msg::{MinionRequest, MinionResponse};
     use dfs_engine::token::{Access, TokenKeys, TOKEN_LIFETIME_MS};
-    let keys_dir = tempfile::tempdir().expect("tempdir");
-    let key_path = keys_dir.path().join("cluster.key");
-    keygen(&key_path);
-    let key = leaked(&key_path);
-    let cluster = Cluster::start(ClusterOptions {
+    let (keys, cluster) = keyed_cluster(ClusterOptions {
         minions: 1,
         replication: Some(1),
         block_size: Some("1M"),
-        master_arguments: vec!["--key", key],
-        minion_arguments: vec!["--key", key],
         ..ClusterOptions::default()
     });
+    let key_path = keys.path().join("cluster.key");
     let source = cluster.dir().join("data");
     std::fs::write(&source, vec![5u8; 1_500_000]).expect("write");
     cluster.dfs_ok(["put", utf8(&source), "/two-blocks"]);
@@ -407,15 +412,9 @@ fn a_block_is_read_only_with_its_own_fresh_token() {
 /// refused, while connections already open go on being served.
 #[test]
 fn guessing_at_the_key_from_one_address_is_held_off() {
-    let keys = tempfile::tempdir().expect("tempdir");
-    let key_path = keys.path().join("cluster.key");
-    keygen(&key_path);
-    let key = leaked(&key_path);
-    let cluster = Cluster::start(ClusterOptions {
+    let (_keys, cluster) = keyed_cluster(ClusterOptions {
         minions: 1,
         replication: Some(1),
-        master_arguments: vec!["--key", key],
-        minion_arguments: vec!["--key", key],
         ..ClusterOptions::default()
     });
     let credentials = Credentials::default();

@@ -31,6 +31,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use dfs_testkit::seeded::SplitMix64;
 use dfs_testkit::{Cluster, ClusterOptions};
 
 mod support;
@@ -70,25 +71,17 @@ fn env_number(name: &str, default: u64) -> u64 {
     }
 }
 
-/// SplitMix64: small, seeded, the same sequence everywhere.
-struct Rng(u64);
+/// The run's choices, from its seed.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in 0..n (0 when n is 0).
     fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
+        self.0.below(n)
     }
 
     /// A number in low..=high.
@@ -1195,7 +1188,7 @@ fn random_operations_on_the_mount_match_a_local_directory() {
         op: String::new(),
         result: String::new(),
         history: Vec::new(),
-        rng: Rng(seed),
+        rng: Rng(SplitMix64(seed)),
         mount_root: mounted.mountpoint.clone(),
         local_root,
         open: Vec::new(),

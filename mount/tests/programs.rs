@@ -73,23 +73,6 @@ impl Lines {
 
 // --- rsync ---
 
-/// A small deterministic generator (splitmix64) for the tree's shape.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
-
 /// Sets a path's modification time (not following a symbolic link) to
 /// `seconds` since the epoch, as `touch -h -d @SECONDS` does.
 fn set_mtime(path: &Path, seconds: u64) {
@@ -130,7 +113,8 @@ fn make_tree(root: &Path) {
     ];
     // Group-writable ones too, which a umask of 022 would change.
     let modes = [0o600, 0o640, 0o644, 0o664, 0o755, 0o775];
-    let mut dice = Dice(20_240_601);
+    // The tree's shape, from a fixed seed.
+    let mut dice = dfs_testkit::seeded::SplitMix64(20_240_601);
     for directory in directories {
         fs::create_dir_all(root.join(directory)).expect("create a source directory");
     }

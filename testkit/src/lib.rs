@@ -13,6 +13,7 @@ mod mount;
 pub mod nemesis;
 mod netns;
 mod process;
+pub mod seeded;
 pub mod slow_peer;
 mod stat;
 

@@ -261,20 +261,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 // --- a seeded generator ---
 
-/// splitmix64: small, and every seed (zero too) is a good one.
-struct Rng(u64);
+/// The nemesis's choices, from a seed (`seeded::SplitMix64`).
+struct Rng(crate::seeded::SplitMix64);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(crate::seeded::SplitMix64(seed))
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// In `low..high` (`low` when the range is empty).
