@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use dfs_engine::limits::{FSCK_BLOCKS_PER_PAGE_MAX, FSCK_FILES_PER_PAGE_MAX, LIST_ENTRIES_MAX};
 use dfs_engine::msg::{
-    BadReplica, Credentials, EntryKind, EntryStatus, FsckFile, LocatedBlock, MasterRequest,
-    MasterResponse, MinionId, MinionReport,
+    BadReplica, Credentials, EntryKind, EntryStatus, ErrorKind, FsckFile, LocatedBlock,
+    MasterRequest, MasterResponse, MinionId, MinionReport,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
@@ -197,13 +197,32 @@ impl Client {
         Ok((entries, more))
     }
 
+    /// Makes a directory (with `parents`, the missing ones on the way; an
+    /// existing directory is no error then). Sent again while the master is
+    /// down or restarting, also after a connection broke once it was sent:
+    /// a copy sent again that finds the directory there finds what the
+    /// first copy made.
     pub fn mkdir(&mut self, path: &DfsPath, parents: bool, mode: u32) -> Result<()> {
         let request = MasterRequest::Mkdir {
             path: path.to_string(),
             parents,
             mode,
         };
-        self.call_expect_ok("Mkdir", request)
+        let answer = self.call_with(request, Resend::Always)?;
+        match answer.response {
+            MasterResponse::Ok => Ok(()),
+            MasterResponse::Error(error)
+                if answer.resent
+                    && error.kind == ErrorKind::AlreadyExists
+                    && self
+                        .stat(path)
+                        .is_ok_and(|status| status.kind == EntryKind::Directory) =>
+            {
+                Ok(())
+            }
+            MasterResponse::Error(error) => Err(Error::Remote(error)),
+            other => Err(unexpected("Mkdir", &other)),
+        }
     }
 
     pub fn delete(&mut self, path: &DfsPath, recursive: bool) -> Result<()> {

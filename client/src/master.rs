@@ -182,8 +182,10 @@ impl MasterLink {
                     self.connection = None;
                     let error = master_error(&self.address, error);
                     if resend == Resend::UntilSent {
+                        let shown = format!("{request:?}");
+                        let name = shown.split([' ', '(', '{']).next().unwrap_or_default();
                         return Err(Error::Invalid(format!(
-                            "{error}; the connection broke after the request was sent, so it is not known whether it was applied"
+                            "{error}; the connection broke after {name} was sent, so it is not known whether it was applied"
                         )));
                     }
                     sent_before = true;
