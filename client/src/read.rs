@@ -1133,6 +1133,16 @@ impl FileReader {
 
     /// Tells the master that the current replica of `block` is corrupt.
     /// Best effort: the read goes on whatever happens here.
+    /// Our credentials with `block`'s access token (when the master gave
+    /// one): a minion of a keyed cluster reads the block only with it, and
+    /// the master takes a report of a bad replica of it only with it.
+    fn credentials_for(&self, block: &LocatedBlock) -> Credentials {
+        Credentials {
+            token: block.token.clone(),
+            ..self.credentials.clone()
+        }
+    }
+
     fn report_bad_replica(&mut self, block: &LocatedBlock, error: &Error) {
         let Some(minion) = block.locations.get(self.location_index) else {
             return;
@@ -1147,13 +1157,8 @@ impl FileReader {
         // A report must not hold up the read for long.
         let _ = Connection::open_with_timeouts(&self.master_address, timeout, timeout).and_then(
             |mut connection| {
-                // With the block's token: a keyed cluster wants it.
-                let credentials = Credentials {
-                    token: block.token.clone(),
-                    ..self.credentials.clone()
-                };
                 connection.call::<_, MasterResponse>(
-                    &credentials,
+                    &self.credentials_for(block),
                     MasterRequest::ReportBadReplicas {
                         reporter: None,
                         replicas,
@@ -1320,13 +1325,8 @@ impl FileReader {
         block: &LocatedBlock,
     ) -> Result<BlockStream> {
         let range = stream_range(block, self.verified_bytes, self.range_end_bytes);
-        // The block's access token, when the master gave one.
-        let credentials = Credentials {
-            token: block.token.clone(),
-            ..self.credentials.clone()
-        };
         let request_id = connection.send(
-            &credentials,
+            &self.credentials_for(block),
             MinionRequest::ReadBlock {
                 block: block.id,
                 generation: block.generation,

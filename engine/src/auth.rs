@@ -215,9 +215,9 @@ pub fn check_exposure(listen: &str, keyed: bool, insecure: bool) -> Result<()> {
     )))
 }
 
-/// True when every address `listen` resolves to is a loopback one (or it
-/// does not resolve).
-fn is_loopback(listen: &str) -> bool {
+/// True when every address `listen` (HOST:PORT) resolves to is a loopback
+/// one (or it does not resolve).
+pub fn is_loopback(listen: &str) -> bool {
     use std::net::ToSocketAddrs;
     match listen.to_socket_addrs() {
         Ok(addresses) => addresses

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::auth::ClusterKey;
-use crate::msg::{BlockId, Generation};
+use crate::msg::{BlockId, Credentials, Generation};
 
 /// How long a token is good for.
 pub const TOKEN_LIFETIME_MS: u64 = 10 * 60 * 60 * 1000;
@@ -76,7 +76,7 @@ pub enum TokenError {
 
 /// The user a request's credentials name, as the master names it in a
 /// token: `nobody` for none.
-pub fn user_named(user: &str) -> &str {
+fn user_named(user: &str) -> &str {
     if user.is_empty() {
         "nobody"
     } else {
@@ -127,6 +127,20 @@ impl TokenKeys {
         let mac = self.mac(&claims).finalize().into_bytes().to_vec();
         // Invariant: our own token always encodes.
         postcard::to_allocvec(&Token { claims, mac }).expect("token encodes")
+    }
+
+    /// Checks that the token in `credentials` lets the user they name
+    /// `access` the replica `block` of `generation` at `now_ms`.
+    pub fn check_request(
+        &self,
+        credentials: &Credentials,
+        block: BlockId,
+        generation: Generation,
+        access: Access,
+        now_ms: u64,
+    ) -> Result<(), TokenError> {
+        let user = user_named(&credentials.user);
+        self.check(&credentials.token, user, block, generation, access, now_ms)
     }
 
     /// Checks that `token` lets `user` `access` the replica `block` of

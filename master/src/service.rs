@@ -142,12 +142,12 @@ impl ChangeContext {
         credentials: &Credentials,
         admin_group: &str,
     ) -> ChangeContext {
-        let (owner, group) = owner_and_group(credentials);
+        let caller = caller_of(credentials, admin_group);
         ChangeContext {
             connection,
-            caller: caller_of(credentials, admin_group),
-            owner,
-            group,
+            owner: caller.user.clone(),
+            group: caller.primary_group().to_string(),
+            caller,
             now: Instant::now(),
             time_ms: now_ms(),
         }
@@ -847,9 +847,8 @@ impl Master {
                 ),
             ));
         };
-        keys.check(
-            &credentials.token,
-            dfs_engine::token::user_named(&credentials.user),
+        keys.check_request(
+            credentials,
             replica.block,
             replica.generation,
             Access::Read,
@@ -918,7 +917,8 @@ impl Master {
         request: MasterRequest,
     ) -> Result<MasterResponse, RemoteError> {
         let now = Instant::now();
-        let caller = caller_of(credentials, &self.config.admin_group);
+        // Only the lookups that check permissions need it.
+        let caller = || caller_of(credentials, &self.config.admin_group);
         let response = match request {
             MasterRequest::Heartbeat {
                 minion,
@@ -985,27 +985,31 @@ impl Master {
             MasterRequest::Stat { path } => {
                 let path = parse_path(&path)?;
                 let state = self.read();
-                state.namespace.check_lookup(&caller, &path)?;
+                state.namespace.check_lookup(&caller(), &path)?;
                 MasterResponse::Status(state.namespace.status(&path)?)
             }
             MasterRequest::ReadLink { path } => {
                 let path = parse_path(&path)?;
                 let state = self.read();
-                state.namespace.check_lookup(&caller, &path)?;
+                state.namespace.check_lookup(&caller(), &path)?;
                 let target = state.namespace.read_link(&path)?.to_string();
                 MasterResponse::LinkTarget { target }
             }
             MasterRequest::GetXattr { path, name } => {
                 let path = parse_path(&path)?;
                 let state = self.read();
-                state.namespace.check_entry(&caller, &path, access::READ)?;
+                state
+                    .namespace
+                    .check_entry(&caller(), &path, access::READ)?;
                 let value = state.namespace.xattr(&path, &name)?.to_vec();
                 MasterResponse::XattrValue { value }
             }
             MasterRequest::ListXattrs { path } => {
                 let path = parse_path(&path)?;
                 let state = self.read();
-                state.namespace.check_entry(&caller, &path, access::READ)?;
+                state
+                    .namespace
+                    .check_entry(&caller(), &path, access::READ)?;
                 let names = state.namespace.xattr_names(&path)?;
                 MasterResponse::XattrNames { names }
             }
@@ -1089,7 +1093,7 @@ impl Master {
                 let path = parse_path(&path)?;
                 let limit = limit.clamp(1, LIST_ENTRIES_MAX) as usize;
                 let state = self.read();
-                state.namespace.check_list(&caller, &path)?;
+                state.namespace.check_list(&caller(), &path)?;
                 let (entries, more) = state.namespace.list(&path, start_after.as_deref(), limit)?;
                 MasterResponse::Listing { entries, more }
             }
@@ -1101,6 +1105,7 @@ impl Master {
                 inode,
             } => {
                 let path = parse_path(&path)?;
+                let caller = caller();
                 let state = self.read();
                 match inode {
                     Some(inode) => {

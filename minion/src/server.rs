@@ -40,7 +40,7 @@ use dfs_engine::msg::{
     Envelope, ErrorKind, MinionAddress, MinionId, MinionRequest, MinionResponse, RemoteError,
     ReplicaId,
 };
-use dfs_engine::token::{self, Access, TokenKeys};
+use dfs_engine::token::{Access, TokenKeys};
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
 
@@ -689,15 +689,12 @@ impl Session {
                 length_bytes,
             } => {
                 if let Some(keys) = &self.context.tokens {
-                    let user = token::user_named(&envelope.credentials.user);
-                    let now = dfs_engine::rpc::now_ms();
-                    let checked = keys.check(
-                        &envelope.credentials.token,
-                        user,
+                    let checked = keys.check_request(
+                        &envelope.credentials,
                         block,
                         generation,
                         Access::Read,
-                        now,
+                        dfs_engine::rpc::now_ms(),
                     );
                     if let Err(refused) = checked {
                         tracing::debug!("{}: refused a read: {refused}", self.peer);

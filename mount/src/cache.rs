@@ -410,10 +410,6 @@ impl CachedFile {
         self.nodeid
     }
 
-    pub fn is_unlinked(&self) -> bool {
-        self.unlinked
-    }
-
     pub fn is_dirty(&self) -> bool {
         self.dirty
     }

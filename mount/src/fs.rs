@@ -478,20 +478,6 @@ impl State {
         Some(handle.attr(uid, gid))
     }
 
-    /// A file open for writing here has the size it has as written, not
-    /// the master's (the last commit's), and is not cached: answers how
-    /// long the kernel may keep `attr`.
-    fn as_written(&self, attr: &mut FileAttr) -> Duration {
-        match self.files.get(&attr.ino.0) {
-            Some(shared) => {
-                attr.size = shared.file.size();
-                attr.blocks = attr.size.div_ceil(512);
-                Duration::ZERO
-            }
-            None => ENTRY_TTL,
-        }
-    }
-
     /// Looks `path` up, remembers its inode, and answers its attributes.
     fn entry(&mut self, path: DfsPath) -> Result<FileAttr, Errno> {
         let status = self.client.stat(&path).map_err(|e| errno(&e))?;
@@ -517,6 +503,20 @@ impl State {
         if let Err(error) = self.client.release_locks(session.id(), key, owner) {
             eprintln!("dfs-mount: release the locks on {path}: {error}");
         }
+    }
+}
+
+/// A file open for writing here (in `files`) has the size it has as
+/// written, not the master's (the last commit's), and is not cached:
+/// answers how long the kernel may keep `attr`.
+fn as_written(files: &HashMap<u64, SharedFile>, attr: &mut FileAttr) -> Duration {
+    match files.get(&attr.ino.0) {
+        Some(shared) => {
+            attr.size = shared.file.size();
+            attr.blocks = attr.size.div_ceil(512);
+            Duration::ZERO
+        }
+        None => ENTRY_TTL,
     }
 }
 
@@ -585,7 +585,7 @@ impl Filesystem for DfsFs {
         }
         match state.entry(path) {
             Ok(mut attr) => {
-                let ttl = state.as_written(&mut attr);
+                let ttl = as_written(&state.files, &mut attr);
                 reply.entry(&ttl, &attr, Generation(0))
             }
             Err(error) => reply.error(error),
@@ -647,22 +647,15 @@ impl Filesystem for DfsFs {
                         }
                     })
             });
-        // Open for writing here: the size it has as written, not cached.
-        let writing = state.files.get(&ino.0).map(|shared| shared.file.size());
-        match (result, writing) {
-            (Ok(status), Some(size)) => {
+        match result {
+            Ok(status) => {
                 let mut attr = state.ids.attr(&status);
-                attr.size = size;
-                attr.blocks = size.div_ceil(512);
-                reply.attr(&Duration::ZERO, &attr)
-            }
-            (Ok(status), None) => {
-                let attr = state.ids.attr(&status);
-                reply.attr(&ENTRY_TTL, &attr)
+                let ttl = as_written(&state.files, &mut attr);
+                reply.attr(&ttl, &attr)
             }
             // Removed (here or elsewhere) while open here: as the handle
             // has it, without names.
-            (Err(error), _) => match state.open_here_attr(ino.0) {
+            Err(error) => match state.open_here_attr(ino.0) {
                 Some(attr) => reply.attr(&Duration::ZERO, &attr),
                 None => reply.error(error),
             },
@@ -1033,7 +1026,7 @@ impl Filesystem for DfsFs {
         }
         match state.entry(target) {
             Ok(mut attr) => {
-                let ttl = state.as_written(&mut attr);
+                let ttl = as_written(&state.files, &mut attr);
                 reply.entry(&ttl, &attr, Generation(0))
             }
             Err(error) => reply.error(error),
@@ -1514,13 +1507,7 @@ impl Filesystem for DfsFs {
                 );
             };
             let mut attr = ids.attr(status);
-            let mut ttl = ENTRY_TTL;
-            if let Some(shared) = files.get(inode) {
-                // Open for writing here: the size it has as written.
-                attr.size = shared.file.size();
-                attr.blocks = attr.size.div_ceil(512);
-                ttl = Duration::ZERO;
-            }
+            let ttl = as_written(files, &mut attr);
             let full = reply.add(INodeNo(*inode), next, name, &ttl, &attr, Generation(0));
             if !full {
                 given.push((*inode, name.clone()));

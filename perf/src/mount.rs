@@ -615,7 +615,11 @@ impl Mount {
                 let pid = libc::pid_t::try_from(self.child.id()).context("dfs-mount pid")?;
                 // SAFETY: kill(2) on our own, unreaped child; no memory is involved.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
-                match wait_exit(&mut self.child)? {
+                match wait_exit(
+                    &mut self.child,
+                    "dfs-mount",
+                    Duration::from_millis(MOUNT_TIMEOUT_MS),
+                )? {
                     Some(status) if status.success() => {}
                     Some(status) => problems.push(format!("exited with {status} after SIGTERM")),
                     None => {
@@ -624,38 +628,57 @@ impl Mount {
                 }
             }
         }
-        if is_mounted(&self.mountpoint)? {
-            problems.push("still mounted: unmounted with umount -l".to_string());
-            let status = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mountpoint)
-                .status()
-                .context("run umount -l")?;
-            if !status.success() {
-                problems.push(format!("umount -l failed: {status}"));
-            }
-        }
-        if self
-            .child
-            .try_wait()
-            .context("wait for dfs-mount")?
-            .is_none()
-            && wait_exit(&mut self.child)?.is_none()
-        {
-            problems.push("killed".to_string());
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if !problems.is_empty() {
-            bail!(
-                "dfs-mount at {}: {}{}",
-                self.mountpoint.display(),
-                problems.join("; "),
-                log_tail(&self.log)
-            );
-        }
-        Ok(())
+        finish_stop(
+            &mut self.child,
+            &self.mountpoint,
+            "dfs-mount",
+            &log_tail(&self.log),
+            Duration::from_millis(MOUNT_TIMEOUT_MS),
+            problems,
+        )
     }
+}
+
+/// The end of stopping a mount process (`what`) that was asked to stop:
+/// unmounted lazily if it is still mounted, killed if it is still running
+/// `timeout` later; fails with `problems` and what this needed (and
+/// `log_tail`) when anything but a clean exit was needed.
+pub(crate) fn finish_stop(
+    child: &mut Child,
+    mountpoint: &Path,
+    what: &str,
+    log_tail: &str,
+    timeout: Duration,
+    mut problems: Vec<String>,
+) -> Result<()> {
+    if is_mounted(mountpoint)? {
+        problems.push("still mounted: unmounted with umount -l".to_string());
+        let status = Command::new("umount")
+            .arg("-l")
+            .arg(mountpoint)
+            .status()
+            .context("run umount -l")?;
+        if !status.success() {
+            problems.push(format!("umount -l failed: {status}"));
+        }
+    }
+    let running = child
+        .try_wait()
+        .with_context(|| format!("wait for {what}"))?
+        .is_none();
+    if running && wait_exit(child, what, timeout)?.is_none() {
+        problems.push("killed".to_string());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{what} at {}: {}{log_tail}",
+            mountpoint.display(),
+            problems.join("; ")
+        );
+    }
+    Ok(())
 }
 
 impl Drop for Mount {
@@ -666,14 +689,21 @@ impl Drop for Mount {
     }
 }
 
-/// Waits up to `MOUNT_TIMEOUT_MS` for `child` to exit; None if it did not.
-fn wait_exit(child: &mut Child) -> Result<Option<ExitStatus>> {
+/// Waits up to `timeout` for `child` (`what`) to exit; None if it did not.
+pub(crate) fn wait_exit(
+    child: &mut Child,
+    what: &str,
+    timeout: Duration,
+) -> Result<Option<ExitStatus>> {
     let started = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().context("wait for dfs-mount")? {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("wait for {what}"))?
+        {
             return Ok(Some(status));
         }
-        if started.elapsed() >= Duration::from_millis(MOUNT_TIMEOUT_MS) {
+        if started.elapsed() >= timeout {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(MOUNT_POLL_MS));
@@ -724,6 +754,12 @@ fn unescape_octal(field: &str) -> Vec<u8> {
 /// The last lines of the mount's log, to quote in an error (the scratch
 /// directory goes with the run).
 fn log_tail(log: &Path) -> String {
+    quote_log(log, &"dfs-mount")
+}
+
+/// The last `LOG_TAIL_LINES` lines of `log`, as "; WHO said:" and the
+/// lines, to quote in an error; nothing for an empty or unreadable log.
+pub(crate) fn quote_log(log: &Path, who: &dyn std::fmt::Display) -> String {
     let Ok(text) = std::fs::read_to_string(log) else {
         return String::new();
     };
@@ -732,7 +768,7 @@ fn log_tail(log: &Path) -> String {
     if tail.is_empty() {
         String::new()
     } else {
-        format!("; dfs-mount said:\n  {}", tail.join("\n  "))
+        format!("; {who} said:\n  {}", tail.join("\n  "))
     }
 }
 

@@ -149,7 +149,7 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(log);
         // Tests on other addresses (network namespaces) run keyless.
-        if !is_loopback_host(&self.host) {
+        if !dfs_engine::auth::is_loopback(&format!("{}:{}", self.host, self.port)) {
             command.arg("--insecure");
         }
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
@@ -830,13 +830,4 @@ pub fn admin_credentials() -> Credentials {
         groups: vec!["root".into()],
         token: Vec::new(),
     }
-}
-
-/// True for a host only this machine reaches.
-fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare == "localhost"
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|address| address.is_loopback())
 }

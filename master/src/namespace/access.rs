@@ -54,6 +54,11 @@ impl Caller {
         }
     }
 
+    /// The group new entries get: the first of the caller's.
+    pub fn primary_group(&self) -> &str {
+        self.groups.first().map_or(&self.user, |group| group)
+    }
+
     /// True when the caller owns `inode` (or is the superuser).
     fn owns(&self, inode: &Inode) -> bool {
         self.superuser || inode.owner == self.user
@@ -89,6 +94,15 @@ fn denied(path: &DfsPath, what: &str) -> RemoteError {
     )
 }
 
+/// `caller` may search `directory`, on the way to `path`.
+fn check_search(caller: &Caller, path: &DfsPath, directory: &Inode) -> Result<(), RemoteError> {
+    if permits(caller, directory, SEARCH) {
+        Ok(())
+    } else {
+        Err(denied(path, "a directory on the way may not be searched"))
+    }
+}
+
 /// What an attribute change sets, for its check.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AttributeWish<'a> {
@@ -109,9 +123,7 @@ impl Namespace {
             let Node::Directory { children } = &directory.node else {
                 return Ok(None);
             };
-            if !permits(caller, directory, SEARCH) {
-                return Err(denied(path, "a directory on the way may not be searched"));
-            }
+            check_search(caller, path, directory)?;
             match children.get(name) {
                 Some(&child) => current = child,
                 None => return Ok(None),
@@ -192,14 +204,12 @@ impl Namespace {
             let last = index + 1 == components.len();
             match children.get(*name) {
                 Some(&child) if !last => {
-                    if !permits(caller, directory, SEARCH) {
-                        return Err(denied(path, "a directory on the way may not be searched"));
-                    }
+                    check_search(caller, path, directory)?;
                     current = child;
                 }
                 // Exists: the op answers (or, for an overwrite, the file is
                 // checked for writing).
-                Some(_) => return self.check_search(caller, path, directory),
+                Some(_) => return check_search(caller, path, directory),
                 None if last || parents => {
                     return if permits(caller, directory, WRITE | SEARCH) {
                         Ok(())
@@ -211,19 +221,6 @@ impl Namespace {
             }
         }
         Ok(())
-    }
-
-    fn check_search(
-        &self,
-        caller: &Caller,
-        path: &DfsPath,
-        directory: &Inode,
-    ) -> Result<(), RemoteError> {
-        if permits(caller, directory, SEARCH) {
-            Ok(())
-        } else {
-            Err(denied(path, "a directory on the way may not be searched"))
-        }
     }
 
     /// `caller` may remove the name `path` (delete, or the old or replaced

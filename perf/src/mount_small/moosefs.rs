@@ -73,8 +73,6 @@ const CHUNKSERVER_REGISTERED: &str = "chunkserver register end";
 /// step runs; it stays in the root directory, outside every step's tree.
 const PROBE_NAME: &str = ".probe";
 const PROBE_BYTES: usize = 4096;
-/// Lines of a log quoted in an error.
-const LOG_TAIL_LINES: usize = 5;
 
 /// Fails with the packages to install unless every program is there.
 pub(super) fn check_installed() -> Result<()> {
@@ -520,16 +518,7 @@ fn wait_for_log(
 
 /// The last lines of a log, to quote in an error.
 fn log_tail(log: &Path) -> String {
-    let Ok(text) = std::fs::read_to_string(log) else {
-        return String::new();
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!("; {} said:\n  {}", log.display(), tail.join("\n  "))
-    }
+    crate::mount::quote_log(log, &log.display())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! unmounted with `umount` when stopped or dropped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use super::{
     log_tail, Namespace, ADDRESS, MASTER_PORTS, POLL_MS, START_TIMEOUT_MS, STOP_TIMEOUT_MS,
 };
-use crate::mount::is_mounted;
+use crate::mount::{finish_stop, is_mounted, wait_exit};
 use crate::throughput::process::process_cpu_seconds;
 
 /// An `mfsmount` that takes longer than this to exit is reported.
@@ -108,7 +108,11 @@ impl Mount {
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
             let started = Instant::now();
-            match wait_exit(&mut self.child)? {
+            match wait_exit(
+                &mut self.child,
+                "mfsmount",
+                Duration::from_millis(STOP_TIMEOUT_MS),
+            )? {
                 Some(status) if status.success() => {}
                 Some(status) => problems.push(format!("exited with {status}")),
                 None => problems.push(format!("still running {STOP_TIMEOUT_MS} ms after umount")),
@@ -122,36 +126,14 @@ impl Mount {
                 );
             }
         }
-        if is_mounted(&self.mountpoint)? {
-            problems.push("still mounted: unmounted with umount -l".to_string());
-            let status = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mountpoint)
-                .status()
-                .context("run umount -l")?;
-            if !status.success() {
-                problems.push(format!("umount -l failed: {status}"));
-            }
-        }
-        if self
-            .child
-            .try_wait()
-            .context("wait for mfsmount")?
-            .is_none()
-        {
-            problems.push("killed".to_string());
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if !problems.is_empty() {
-            bail!(
-                "mfsmount at {}: {}{}",
-                self.mountpoint.display(),
-                problems.join("; "),
-                log_tail(&self.log)
-            );
-        }
-        Ok(())
+        finish_stop(
+            &mut self.child,
+            &self.mountpoint,
+            "mfsmount",
+            &log_tail(&self.log),
+            Duration::from_millis(STOP_TIMEOUT_MS),
+            problems,
+        )
     }
 }
 
@@ -160,19 +142,5 @@ impl Drop for Mount {
         if let Err(error) = self.shutdown() {
             eprintln!("{error:#}");
         }
-    }
-}
-
-/// Waits up to `STOP_TIMEOUT_MS` for `child` to exit; None if it did not.
-fn wait_exit(child: &mut Child) -> Result<Option<ExitStatus>> {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().context("wait for mfsmount")? {
-            return Ok(Some(status));
-        }
-        if started.elapsed() >= Duration::from_millis(STOP_TIMEOUT_MS) {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(POLL_MS));
     }
 }
