@@ -60,8 +60,12 @@ pub fn run(options: &LocalOptions, out: &mut dyn Write) -> Result<()> {
     } else {
         &[]
     };
+    // A local cluster is its own: not configured by the machine's
+    // /etc/dfs/*.toml.
+    let no_config: &[&std::ffi::OsStr] = &["--config".as_ref(), "/dev/null".as_ref()];
     let master_arguments = [
-        ["--data".as_ref(), master_dir.as_os_str()].as_slice(),
+        no_config,
+        &["--data".as_ref(), master_dir.as_os_str()],
         &["--listen".as_ref(), listen.as_ref()],
         insecure,
     ]
@@ -79,7 +83,8 @@ pub fn run(options: &LocalOptions, out: &mut dyn Write) -> Result<()> {
     for index in 0..options.minions {
         let minion_dir = options.dir.join(format!("minion-{index}"));
         let arguments = [
-            ["--master".as_ref(), master_address.as_ref()].as_slice(),
+            no_config,
+            &["--master".as_ref(), master_address.as_ref()],
             &["--data".as_ref(), minion_dir.as_os_str()],
             &["--listen".as_ref(), listen.as_ref()],
             insecure,

@@ -5,6 +5,8 @@
 pub mod auth;
 pub mod block_format;
 pub mod block_store;
+#[cfg(feature = "config-file")]
+pub mod config_file;
 pub mod crc;
 pub mod dir_lock;
 pub mod error;

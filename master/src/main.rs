@@ -1,13 +1,14 @@
 //! `dfs-master`: serves the namespace of one cluster.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use dfs_engine::auth::ClusterKey;
+use dfs_engine::config_file::{self, Invocation};
 use dfs_engine::limits::{
     CHECKPOINT_JOURNAL_BYTES_DEFAULT, FRAME_DEADLINE_MS_DEFAULT, JOURNAL_SEGMENT_BYTES_DEFAULT,
     JOURNAL_SEGMENT_BYTES_MAX, JOURNAL_SEGMENT_BYTES_MIN, LOCK_LEASE_MS_DEFAULT,
@@ -20,7 +21,11 @@ use dfs_master::server::ServerConfig;
 use dfs_master::service::{Master, MasterConfig, ADMIN_GROUP_DEFAULT};
 use dfs_master::timing::TimingFlags;
 
-#[derive(Parser)]
+/// The config file read when `--config` names none (absent: built-in
+/// defaults).
+const CONFIG_FILE_DEFAULT: &str = "/etc/dfs/master.toml";
+
+#[derive(Debug, PartialEq, Parser)]
 #[command(
     name = "dfs-master",
     version,
@@ -122,6 +127,20 @@ fn parse_positive_time(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Parses the command line and the config file (`--config`, else
+/// `default_file` when it exists) into the settings or the text of
+/// `--print-config`.
+fn parse_command_line<I, A>(
+    args: I,
+    default_file: Option<&Path>,
+) -> Result<Invocation<Args>, clap::Error>
+where
+    I: IntoIterator<Item = A>,
+    A: Into<std::ffi::OsString> + Clone,
+{
+    config_file::parse(default_file, args)
+}
+
 fn main() {
     dfs_engine::sync::abort_on_panic();
     if let Err(e) = run() {
@@ -131,7 +150,17 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = match parse_command_line(std::env::args_os(), Some(Path::new(CONFIG_FILE_DEFAULT)))
+        .unwrap_or_else(|error| error.exit())
+    {
+        Invocation::Run(args) => args,
+        Invocation::PrintConfig(text) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+            return Ok(());
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -231,4 +260,176 @@ fn run() -> anyhow::Result<()> {
         .context("write checkpoint on shutdown")?;
     tracing::info!("checkpoint written; exiting");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// A config file named master.toml in a fresh directory.
+    fn config(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("master.toml");
+        std::fs::write(&path, text).expect("write the config file");
+        let path = path.to_str().expect("UTF-8 temporary path").to_string();
+        (dir, path)
+    }
+
+    /// Parses `dfs-master ARGS...` with no default config file.
+    fn parse(args: &[&str]) -> Result<Invocation<Args>, String> {
+        let line = std::iter::once("dfs-master").chain(args.iter().copied());
+        parse_command_line(line, None).map_err(|error| error.to_string())
+    }
+
+    fn run_args(args: &[&str]) -> Args {
+        match parse(args) {
+            Ok(Invocation::Run(parsed)) => parsed,
+            other => panic!("{args:?} did not parse to settings: {other:?}"),
+        }
+    }
+
+    fn printed(args: &[&str]) -> String {
+        match parse(args) {
+            Ok(Invocation::PrintConfig(text)) => text,
+            other => panic!("{args:?} printed nothing: {other:?}"),
+        }
+    }
+
+    /// A value for every config key, other than its default.
+    const SAMPLES: [(&str, &str); 20] = [
+        ("data", "\"/elsewhere\""),
+        ("check", "true"),
+        ("recover", "true"),
+        ("listen", "\"0.0.0.0:7171\""),
+        ("block-size", "\"1M\""),
+        ("replication", "2"),
+        ("heartbeat-interval", "\"1s\""),
+        ("stale-after", "\"5s\""),
+        ("dead-after", "\"1m\""),
+        ("safe-mode-timeout", "\"0s\""),
+        ("lock-lease", "\"10s\""),
+        ("journal-segment-size", "\"8M\""),
+        ("checkpoint-after", "\"16M\""),
+        ("orphaned-write-timeout", "\"1h\""),
+        ("orphan-grace", "\"2s\""),
+        ("frame-deadline", "\"1s\""),
+        ("idle-timeout", "\"1m\""),
+        ("admin-group", "\"wheel\""),
+        ("key", "\"/etc/dfs/cluster.key\""),
+        ("insecure", "true"),
+    ];
+
+    #[test]
+    fn config_print_of_the_defaults_loads_back_to_the_defaults() {
+        let defaults_text = printed(&["--print-config"]);
+        assert!(
+            defaults_text.contains("\n# data = ...\n"),
+            "--data has no default:\n{defaults_text}"
+        );
+        assert!(defaults_text.contains("\nblock-size = \"64M\"\n"));
+        let (_dir, path) = config(&defaults_text);
+        assert_eq!(
+            run_args(&["--config", &path, "--data", "/d"]),
+            run_args(&["--data", "/d"])
+        );
+        assert_eq!(
+            printed(&["--config", &path, "--print-config"]),
+            defaults_text
+        );
+    }
+
+    #[test]
+    fn config_print_shows_file_and_flags() {
+        let (_dir, path) = config("replication = 2\nlisten = \"0.0.0.0:1\"\ninsecure = true\n");
+        let text = printed(&["--print-config", "--config", &path, "--listen", "[::1]:2"]);
+        for line in [
+            "\nreplication = 2\n",
+            "\nlisten = \"[::1]:2\"\n",
+            "\ninsecure = true\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing:\n{text}");
+        }
+        let (_dir, reloaded) = config(&text);
+        assert_eq!(
+            run_args(&["--config", &reloaded, "--data", "/d"]),
+            run_args(&[
+                "--data",
+                "/d",
+                "--replication",
+                "2",
+                "--listen",
+                "[::1]:2",
+                "--insecure"
+            ])
+        );
+    }
+
+    #[test]
+    fn config_has_a_key_for_every_flag() {
+        let mut command = Args::command();
+        command.build();
+        let keys: Vec<&str> = config_file::settable(&command)
+            .filter_map(|arg| arg.get_long())
+            .collect();
+        let sampled: Vec<&str> = SAMPLES.iter().map(|(key, _)| *key).collect();
+        assert_eq!(keys, sampled, "SAMPLES must list every flag, in order");
+        let baseline = run_args(&["--data", "/d"]);
+        for (key, value) in SAMPLES {
+            let (_dir, path) = config(&format!("{key} = {value}\n"));
+            let mut line = vec!["--config", path.as_str()];
+            if key != "data" {
+                line.extend(["--data", "/d"]);
+            }
+            assert_ne!(run_args(&line), baseline, "{key} = {value} changed nothing");
+        }
+    }
+
+    #[test]
+    fn config_flags_override_the_file() {
+        let (_dir, path) = config("data = \"/file\"\nlisten = \"0.0.0.0:1\"\nreplication = 1\n");
+        let parsed = run_args(&["--listen", "127.0.0.1:9", "--config", &path, "--data=/flag"]);
+        assert_eq!(parsed.listen, "127.0.0.1:9");
+        assert_eq!(parsed.data, PathBuf::from("/flag"));
+        assert_eq!(parsed.replication, 1);
+    }
+
+    #[test]
+    fn config_errors_name_the_file_and_key() {
+        for (text, expected) in [
+            (
+                "block-size = \"lots\"",
+                "master.toml: block-size: \"lots\": invalid size",
+            ),
+            (
+                "heartbeat-intervall = \"1s\"",
+                "master.toml: unknown key heartbeat-intervall (did you mean heartbeat-interval?)",
+            ),
+            (
+                "insecure = 1",
+                "master.toml: insecure: expected true or false, found an integer",
+            ),
+            (
+                "replication = [2]",
+                "master.toml: replication: expected a string or an integer, found an array",
+            ),
+            (
+                "frame-deadline = \"0s\"",
+                "master.toml: frame-deadline: invalid value \"0s\"",
+            ),
+        ] {
+            let (_dir, path) = config(text);
+            let error = parse(&["--config", &path, "--data", "/d"]).expect_err(text);
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        let error = parse(&["--config", "/nonexistent/master.toml", "--data", "/d"])
+            .expect_err("a missing --config file");
+        assert!(error.contains("/nonexistent/master.toml"), "{error}");
+        let missing = Path::new("/nonexistent/default.toml");
+        let parsed = parse_command_line(["dfs-master", "--data", "/d"], Some(missing));
+        assert!(
+            matches!(parsed, Ok(Invocation::Run(_))),
+            "a missing default file is no error"
+        );
+    }
 }

@@ -1,10 +1,11 @@
 //! The minion's command line and the configuration built from it.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use dfs_engine::config_file::{self, Invocation};
 use dfs_engine::limits::ADDRESS_BYTES_MAX;
 use dfs_engine::{units, Error, Result};
 
@@ -15,6 +16,9 @@ pub const SCRUB_PERIOD_DEFAULT: Duration = Duration::from_secs(14 * 24 * 3600);
 /// How long a pipeline member waits for the next one to make progress when
 /// nobody says otherwise.
 pub const PIPELINE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// The config file read when `--config` names none (absent: built-in
+/// defaults).
+pub const CONFIG_FILE_DEFAULT: &str = "/etc/dfs/minion.toml";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -142,6 +146,15 @@ fn parse_positive(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// What a minion's command line asks for.
+#[derive(Debug)]
+pub enum Startup {
+    /// Start with this configuration and this many cores.
+    Run(Config, Cores),
+    /// `--print-config`: print this text and exit 0.
+    PrintConfig(String),
+}
+
 /// Everything a minion needs to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -172,12 +185,38 @@ impl Config {
     }
 
     /// `from_args`, with the `--cores` choice beside the configuration.
+    /// The command line alone: no config file is read.
     pub fn from_args_with_cores<I, T>(args: I) -> Result<(Config, Cores), clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let arguments = Arguments::try_parse_from(args)?;
+        Arguments::try_parse_from(args).map(Config::from_arguments)
+    }
+
+    /// Parses a command line together with its config file: `--config
+    /// FILE`, else `default_file` when it exists (`CONFIG_FILE_DEFAULT` for
+    /// the daemon). Flags override the file's keys.
+    pub fn from_command_line<I, T>(
+        args: I,
+        default_file: Option<&Path>,
+    ) -> Result<Startup, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Ok(
+            match config_file::parse::<Arguments, _, _>(default_file, args)? {
+                Invocation::Run(arguments) => {
+                    let (config, cores) = Config::from_arguments(arguments);
+                    Startup::Run(config, cores)
+                }
+                Invocation::PrintConfig(text) => Startup::PrintConfig(text),
+            },
+        )
+    }
+
+    fn from_arguments(arguments: Arguments) -> (Config, Cores) {
         let config = Config {
             master: arguments.master,
             data_dirs: arguments.data,
@@ -191,7 +230,7 @@ impl Config {
             key: arguments.key,
             insecure: arguments.insecure,
         };
-        Ok((config, arguments.cores))
+        (config, arguments.cores)
     }
 
     /// Checks what the parser can't: no empty directory names, addresses of a
@@ -291,6 +330,168 @@ mod tests {
         let config = parse("dfs-minion --master m:1 --data /a --listen h:1 --scrub-period off")
             .expect("off");
         assert_eq!(config.scrub_period, ScrubPeriod::Off);
+    }
+
+    /// The required flags, by key, for a command line that starts.
+    const REQUIRED: [(&str, &str); 3] = [("master", "m:1"), ("data", "/a"), ("listen", "h:1")];
+
+    /// A value for every config key, other than its default.
+    const SAMPLES: [(&str, &str); 12] = [
+        ("master", "\"m:2\""),
+        ("data", "[\"/x\", \"/y\"]"),
+        ("listen", "\"[::1]:0\""),
+        ("advertise", "\"h:3\""),
+        ("heartbeat-interval", "\"1s\""),
+        ("cores", "2"),
+        ("scrub-period", "\"off\""),
+        ("pipeline-timeout", "\"5s\""),
+        ("frame-deadline", "\"5s\""),
+        ("idle-timeout", "\"5s\""),
+        ("key", "\"/etc/dfs/cluster.key\""),
+        ("insecure", "true"),
+    ];
+
+    /// A config file named minion.toml in a fresh directory.
+    fn config_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("minion.toml");
+        std::fs::write(&path, text).expect("write the config file");
+        let path = path.to_str().expect("UTF-8 temporary path").to_string();
+        (dir, path)
+    }
+
+    /// `dfs-minion ARGS...` with no default config file.
+    fn startup(args: &[&str]) -> Result<Startup, String> {
+        let line = std::iter::once("dfs-minion").chain(args.iter().copied());
+        Config::from_command_line(line, None).map_err(|e| e.to_string())
+    }
+
+    fn run_config(args: &[&str]) -> (Config, Cores) {
+        match startup(args) {
+            Ok(Startup::Run(config, cores)) => (config, cores),
+            other => panic!("{args:?} did not parse to a configuration: {other:?}"),
+        }
+    }
+
+    fn printed(args: &[&str]) -> String {
+        match startup(args) {
+            Ok(Startup::PrintConfig(text)) => text,
+            other => panic!("{args:?} printed nothing: {other:?}"),
+        }
+    }
+
+    /// The required flags except the one keyed `except`.
+    fn required_except(except: &str) -> Vec<String> {
+        REQUIRED
+            .iter()
+            .filter(|(key, _)| *key != except)
+            .flat_map(|(key, value)| [format!("--{key}"), value.to_string()])
+            .collect()
+    }
+
+    #[test]
+    fn config_print_of_the_defaults_loads_back_to_the_defaults() {
+        let defaults_text = printed(&["--print-config"]);
+        for line in [
+            "\n# master = ...\n",
+            "\n# data = ...\n",
+            "\ncores = \"all\"\n",
+        ] {
+            assert!(
+                defaults_text.contains(line),
+                "{line:?} missing:\n{defaults_text}"
+            );
+        }
+        let (_dir, path) = config_file(&defaults_text);
+        let required = required_except("");
+        let mut with_file = vec!["--config", path.as_str()];
+        with_file.extend(required.iter().map(String::as_str));
+        let flags_only: Vec<&str> = required.iter().map(String::as_str).collect();
+        assert_eq!(run_config(&with_file), run_config(&flags_only));
+        assert_eq!(
+            printed(&["--config", &path, "--print-config"]),
+            defaults_text
+        );
+    }
+
+    #[test]
+    fn config_has_a_key_for_every_flag() {
+        use clap::CommandFactory;
+        let mut command = Arguments::command();
+        command.build();
+        let keys: Vec<&str> = config_file::settable(&command)
+            .filter_map(|arg| arg.get_long())
+            .collect();
+        let sampled: Vec<&str> = SAMPLES.iter().map(|(key, _)| *key).collect();
+        assert_eq!(keys, sampled, "SAMPLES must list every flag, in order");
+        let baseline_line = required_except("");
+        let baseline_line: Vec<&str> = baseline_line.iter().map(String::as_str).collect();
+        let baseline = run_config(&baseline_line);
+        for (key, value) in SAMPLES {
+            let (_dir, path) = config_file(&format!("{key} = {value}\n"));
+            let required = required_except(key);
+            let mut line = vec!["--config", path.as_str()];
+            line.extend(required.iter().map(String::as_str));
+            assert_ne!(
+                run_config(&line),
+                baseline,
+                "{key} = {value} changed nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn config_file_alone_starts_and_flags_override_it() {
+        let (_dir, path) = config_file(
+            "master = \"m:1\"\ndata = [\"/a\", \"/b\"]\nlisten = \"h:1\"\ncores = 3\n\
+             scrub-period = \"off\"\n",
+        );
+        let (config, cores) = run_config(&["--config", &path]);
+        assert_eq!(config.data_dirs, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(cores, Cores::Count(3));
+        assert_eq!(config.scrub_period, ScrubPeriod::Off);
+        let (config, cores) = run_config(&[
+            "--config",
+            &path,
+            "--data",
+            "/c",
+            "--data",
+            "/d,/e",
+            "--cores=all",
+        ]);
+        assert_eq!(
+            config.data_dirs,
+            [
+                PathBuf::from("/c"),
+                PathBuf::from("/d"),
+                PathBuf::from("/e")
+            ]
+        );
+        assert_eq!(cores, Cores::All);
+        assert_eq!(config.master, "m:1");
+    }
+
+    #[test]
+    fn config_errors_name_the_file_and_key() {
+        let required = required_except("");
+        for (text, expected) in [
+            ("cores = 0", "minion.toml: cores: invalid value \"0\": expected \"all\""),
+            (
+                "scrub-period = \"never\"",
+                "minion.toml: scrub-period: \"never\": invalid",
+            ),
+            ("datta = \"/a\"", "minion.toml: unknown key datta (did you mean data?)"),
+            ("data = [1.5]", "minion.toml: data: expected an array of strings or integers, found a float in the array"),
+            ("insecure = \"yes\"", "minion.toml: insecure: expected true or false, found a string"),
+        ] {
+            let (_dir, path) = config_file(text);
+            let mut line = vec!["--config", path.as_str()];
+            line.extend(required.iter().map(String::as_str));
+            let error = startup(&line).expect_err(text);
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        let error = startup(&["--config", "/nonexistent/minion.toml"]).expect_err("missing file");
+        assert!(error.contains("/nonexistent/minion.toml"), "{error}");
     }
 
     #[test]

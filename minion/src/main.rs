@@ -1,13 +1,14 @@
-//! `dfs-minion`: parses the command line, sets up logging and signals, and
-//! runs the minion library until SIGINT/SIGTERM (exit 0) or a fatal refusal
-//! by the master (exit 1).
+//! `dfs-minion`: parses the command line (and its config file), sets up
+//! logging and signals, and runs the minion library until SIGINT/SIGTERM
+//! (exit 0) or a fatal refusal by the master (exit 1).
 
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use dfs_minion::config::Config;
+use dfs_minion::config::{Config, Startup, CONFIG_FILE_DEFAULT};
 
 fn main() {
     dfs_engine::sync::abort_on_panic();
@@ -24,8 +25,20 @@ fn run() -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop_requested))
             .context("install signal handlers")?;
     }
-    let (config, cores) =
-        Config::from_args_with_cores(std::env::args_os()).unwrap_or_else(|error| error.exit());
+    let startup =
+        Config::from_command_line(std::env::args_os(), Some(Path::new(CONFIG_FILE_DEFAULT)))
+            .unwrap_or_else(|error| error.exit());
+    let (config, cores) = match startup {
+        Startup::Run(config, cores) => (config, cores),
+        Startup::PrintConfig(text) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .context("print the configuration")?;
+            return Ok(());
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

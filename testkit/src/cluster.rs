@@ -293,7 +293,10 @@ impl Cluster {
             .expect("create a temporary directory");
         let master_dir = dir.path().join("master");
         std::fs::create_dir_all(&master_dir).expect("create the master directory");
+        // `--config /dev/null`: the machine's /etc/dfs/*.toml is not the test's.
         let mut master_arguments: Vec<OsString> = vec![
+            "--config".into(),
+            "/dev/null".into(),
             "--data".into(),
             master_dir.into(),
             "--heartbeat-interval".into(),
@@ -339,6 +342,8 @@ impl Cluster {
             std::fs::create_dir_all(&data_dir).expect("create a minion directory");
             let name = format!("minion-{index}");
             let mut arguments: Vec<OsString> = vec![
+                "--config".into(),
+                "/dev/null".into(),
                 "--master".into(),
                 cluster.master.address.clone().into(),
                 "--data".into(),

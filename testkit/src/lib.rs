@@ -117,6 +117,7 @@ impl MinionProcess {
             .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
         let mut command = std::process::Command::new(binary("dfs-minion"));
         command
+            .args(["--config", "/dev/null"])
             .args(["--master", master, "--data", &data.join(",")])
             .args(["--listen", listen, "--heartbeat-interval", "200ms"])
             .args(extra)
