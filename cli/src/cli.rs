@@ -24,6 +24,7 @@ use dfs_client::{
 };
 
 use crate::format;
+use crate::issue;
 use crate::local::{self, LocalOptions};
 
 /// Permission bits of directories made by `mkdir`, before the umask.
@@ -210,6 +211,53 @@ pub enum AdminCommand {
     /// Write a new cluster key to FILE (mode 0600; never overwrites): give
     /// it to `dfs-master --key` and to every `dfs-minion --key`
     Keygen { file: std::path::PathBuf },
+    /// Issue identities to users (run where the cluster key is)
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Issue identities to trusted hosts (run where the cluster key is)
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Issue user NAME an identity: every request it proves is made as
+    /// NAME with the groups issued. Written to the user's
+    /// ~/.config/dfs/identity (mode 0600, theirs) when they have an account
+    /// here, else to --out
+    Add {
+        name: String,
+        /// Their groups, primary first (default: their groups on this
+        /// machine, or NAME alone)
+        #[arg(long, value_delimiter = ',', value_name = "GROUP,...")]
+        groups: Option<Vec<String>>,
+        /// The cluster key
+        #[arg(long, value_name = "FILE", default_value = issue::CLUSTER_KEY_DEFAULT)]
+        key: PathBuf,
+        /// Where to write the identity (never overwritten)
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Issue host NAME an identity: a client running as root there (a
+    /// mount) asserts its callers' users and groups, as NFS sec=sys does.
+    /// Copy it to that host's /etc/dfs/host.identity (mode 0600, root's)
+    Add {
+        name: String,
+        /// The cluster key
+        #[arg(long, value_name = "FILE", default_value = issue::CLUSTER_KEY_DEFAULT)]
+        key: PathBuf,
+        /// Where to write the identity (never overwritten)
+        #[arg(long, value_name = "FILE", default_value = dfs_client::config::HOST_IDENTITY_FILE)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -472,15 +520,64 @@ fn fsck(master: Option<&str>, path: Option<&OsStr>, out: &mut dyn Write) -> Resu
 }
 
 fn admin(master: Option<&str>, command: AdminCommand, out: &mut dyn Write) -> Result<()> {
-    if let AdminCommand::Keygen { file } = &command {
-        dfs_engine::auth::ClusterKey::create(file)?;
-        return writeln!(
-            out,
-            "{}: a new cluster key; copy it (mode 0600) to the master and every minion",
-            file.display()
-        )
-        .context("write standard output");
+    let issue::Issued { identity, path } = match command {
+        AdminCommand::Keygen { file } => {
+            dfs_engine::auth::ClusterKey::create(&file)?;
+            return writeln!(
+                out,
+                "{}: a new cluster key; copy it (mode 0600) to the master and every minion",
+                file.display()
+            )
+            .context("write standard output");
+        }
+        AdminCommand::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    groups,
+                    key,
+                    out: file,
+                },
+        } => issue::add_user(&key, &name, groups, file)?,
+        AdminCommand::Host {
+            command:
+                HostCommand::Add {
+                    name,
+                    key,
+                    out: file,
+                },
+        } => issue::add_host(&key, &name, file)?,
+        other => {
+            return admin_of_cluster(master, other, out);
+        }
+    };
+    writeln!(
+        out,
+        "{}: the identity of {}",
+        path.display(),
+        describe(identity.principal())
+    )
+    .context("write standard output")
+}
+
+/// How `dfs admin user/host add` names what it issued.
+fn describe(principal: &dfs_engine::msg::ClientPrincipal) -> String {
+    use dfs_engine::msg::ClientPrincipal;
+    match principal {
+        ClientPrincipal::Member => "the cluster (member)".into(),
+        ClientPrincipal::Host { name, .. } => format!("host {name}"),
+        ClientPrincipal::User { name, groups, .. } => {
+            format!("user {name} (groups {})", groups.join(","))
+        }
     }
+}
+
+/// The `dfs admin` commands the master answers.
+fn admin_of_cluster(
+    master: Option<&str>,
+    command: AdminCommand,
+    out: &mut dyn Write,
+) -> Result<()> {
     let mut client = connect(master)?;
     match command {
         AdminCommand::Report => {
@@ -501,7 +598,9 @@ fn admin(master: Option<&str>, command: AdminCommand, out: &mut dyn Write) -> Re
             client.recommission(id)?;
             writeln!(out, "minion {id}: back in service").context("write standard output")
         }
-        AdminCommand::Keygen { .. } => Ok(()),
+        AdminCommand::Keygen { .. } | AdminCommand::User { .. } | AdminCommand::Host { .. } => {
+            Ok(())
+        }
     }
 }
 

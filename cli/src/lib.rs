@@ -7,4 +7,5 @@
 pub mod cli;
 pub mod cp;
 pub mod format;
+pub mod issue;
 pub mod local;

@@ -3,7 +3,8 @@
 //! names itself with them, and a mount maps the owners the master keeps to
 //! local ids (as NFS `sec=sys` does).
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
 
 /// A buffer for the reentrant lookups, as large as the system suggests.
 fn lookup_buffer(which: libc::c_int) -> Vec<libc::c_char> {
@@ -127,4 +128,60 @@ mod tests {
         assert_eq!(user_id("no-such-user-here"), None);
         assert_eq!(user_id("bad\0name"), None);
     }
+}
+
+/// A user of this machine, as its user database has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
+}
+
+/// The user `name`'s ids and home directory.
+pub fn account(name: &str) -> Option<Account> {
+    let name = CString::new(name).ok()?;
+    let mut buffer = lookup_buffer(libc::_SC_GETPW_R_SIZE_MAX);
+    // SAFETY: as in user_name.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: as in user_name; `name` is NUL-terminated.
+    let status = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if status != 0 || found.is_null() || entry.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: the lookup left a NUL-terminated string in `buffer`.
+    let home = unsafe { CStr::from_ptr(entry.pw_dir) };
+    Some(Account {
+        uid: entry.pw_uid,
+        gid: entry.pw_gid,
+        home: std::path::PathBuf::from(OsStr::from_bytes(home.to_bytes())),
+    })
+}
+
+/// The groups of the user `name` whose primary group is `gid`: `gid`
+/// first, then the others the group database gives them (at most 256).
+pub fn user_groups(name: &str, gid: u32) -> Vec<u32> {
+    let Ok(name) = CString::new(name) else {
+        return vec![gid];
+    };
+    let mut groups: Vec<libc::gid_t> = vec![0; 256];
+    let mut count = groups.len() as libc::c_int;
+    // SAFETY: `groups` has room for `count` ids; `name` is NUL-terminated.
+    let status = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
+    if status < 0 {
+        return vec![gid];
+    }
+    groups.truncate(usize::try_from(count).unwrap_or(0));
+    let mut ordered = vec![gid];
+    ordered.extend(groups.into_iter().filter(|&group| group != gid));
+    ordered
 }

@@ -211,27 +211,29 @@ impl Client {
                 }
             }
         }
-        let blocks: Vec<(ReplicaId, &[u8])> = sent
+        let blocks: Vec<Batched> = sent
             .iter()
             .filter_map(|&index| match &steps[index] {
                 Step::Opened {
                     block: Some(block), ..
-                } => Some((
-                    ReplicaId {
+                } => Some(Batched {
+                    replica: ReplicaId {
                         block: block.block,
                         generation: block.generation,
                     },
-                    files[index].data.as_slice(),
-                )),
+                    token: block.token.clone(),
+                    data: files[index].data.as_slice(),
+                }),
                 _ => None,
             })
             .collect();
         match self.write_blocks(&targets, &blocks, sync) {
             Ok(sealed) => {
-                for ((&index, sealed), (replica, _)) in sent.iter().zip(sealed).zip(&blocks) {
+                for ((&index, sealed), batched) in sent.iter().zip(sealed).zip(&blocks) {
                     let step = &mut steps[index];
                     if let Step::Opened { write, .. } = *step {
-                        *step = self.sealed_step(files[index], write, replica.generation, sealed);
+                        let generation = batched.replica.generation;
+                        *step = self.sealed_step(files[index], write, generation, sealed);
                     }
                 }
             }
@@ -417,7 +419,7 @@ impl Client {
     fn write_blocks(
         &mut self,
         targets: &[MinionAddress],
-        blocks: &[(ReplicaId, &[u8])],
+        blocks: &[Batched],
         sync: bool,
     ) -> Result<Vec<SealedBlock>> {
         let Some(first) = targets.first() else {
@@ -430,10 +432,11 @@ impl Client {
         let request = MinionRequest::WriteBlocks {
             blocks: blocks
                 .iter()
-                .map(|(replica, data)| BatchBlock {
-                    block: replica.block,
-                    generation: replica.generation,
-                    length_bytes: data.len() as u64,
+                .map(|batched| BatchBlock {
+                    block: batched.replica.block,
+                    generation: batched.replica.generation,
+                    length_bytes: batched.data.len() as u64,
+                    token: batched.token.clone(),
                 })
                 .collect(),
             downstream: targets[1..].to_vec(),
@@ -443,7 +446,7 @@ impl Client {
         let answered = connection
             .send(self.credentials(), request)
             .and_then(|request_id| {
-                for (_, data) in blocks {
+                for Batched { data, .. } in blocks {
                     connection.send_data(data, crc32c::crc32c(data))?;
                 }
                 receive_answer(&mut connection, &[request_id], &mut buffer)
@@ -466,6 +469,14 @@ impl Client {
         self.minions.keep(connection);
         Ok(sealed)
     }
+}
+
+/// One file's block in a `WriteBlocks` exchange.
+struct Batched<'a> {
+    replica: ReplicaId,
+    /// Its write token, from the master's allocation.
+    token: Vec<u8>,
+    data: &'a [u8],
 }
 
 /// Where one file of a batch is.
@@ -608,13 +619,9 @@ fn close_error(file: &SmallFile, answer: Option<Answer>) -> Error {
 }
 
 /// A pipeline's answer must name every block sent, in order.
-fn check_sealed(
-    first: &MinionAddress,
-    sent: &[(ReplicaId, &[u8])],
-    sealed: &[SealedBlock],
-) -> Result<()> {
+fn check_sealed(first: &MinionAddress, sent: &[Batched], sealed: &[SealedBlock]) -> Result<()> {
     let answered: Vec<BlockId> = sealed.iter().map(|block| block.block).collect();
-    let expected: Vec<BlockId> = sent.iter().map(|(replica, _)| replica.block).collect();
+    let expected: Vec<BlockId> = sent.iter().map(|batched| batched.replica.block).collect();
     if answered == expected {
         return Ok(());
     }
@@ -756,6 +763,7 @@ mod tests {
                     address: format!("127.0.0.1:{id}"),
                 })
                 .collect(),
+            token: Vec::new(),
         }
     }
 
@@ -904,11 +912,15 @@ mod tests {
                 .collect()
         };
         let data = [1u8];
-        let replica = |id: u64| ReplicaId {
-            block: BlockId(id),
-            generation: Generation(id + 1000),
+        let batched = |id: u64| Batched {
+            replica: ReplicaId {
+                block: BlockId(id),
+                generation: Generation(id + 1000),
+            },
+            token: Vec::new(),
+            data: &data[..],
         };
-        let sent = [(replica(1), &data[..]), (replica(2), &data[..])];
+        let sent = [batched(1), batched(2)];
         assert!(check_sealed(&first, &sent, &sealed(&[1, 2])).is_ok());
         for wrong in [&[2u64, 1][..], &[1], &[1, 2, 3], &[]] {
             assert!(
@@ -1011,6 +1023,7 @@ mod tests {
                                                 block: BlockId(100 + write),
                                                 generation: Generation(1100 + write),
                                                 targets: vec![minion.clone()],
+                                                token: Vec::new(),
                                             }),
                                         )
                                     }

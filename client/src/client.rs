@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::sync::Arc;
 
+use dfs_engine::identity::Identity;
 use dfs_engine::limits::{FSCK_BLOCKS_PER_PAGE_MAX, FSCK_FILES_PER_PAGE_MAX, LIST_ENTRIES_MAX};
 use dfs_engine::msg::{
     BadReplica, Credentials, EntryKind, EntryStatus, ErrorKind, FsckFile, LocatedBlock,
@@ -94,12 +95,31 @@ impl Client {
     }
 
     /// Connects to the master with the given credentials, waiting for it
-    /// as long as `DFS_MASTER_WAIT` says when it is down or starting.
+    /// as long as `DFS_MASTER_WAIT` says when it is down or starting, and
+    /// proving the identity this process has (`config::identity`).
     pub fn connect_as(master_address: &str, credentials: Credentials) -> Result<Client> {
+        let identity = crate::config::identity_from_environment()?;
+        Client::connect_with(master_address, credentials, identity)
+    }
+
+    /// `connect_as` proving `identity` (none: as an anonymous client, which
+    /// only a master without a key or run `--insecure` serves). A user
+    /// identity's requests are made as that user, whatever `credentials`
+    /// say.
+    pub fn connect_with(
+        master_address: &str,
+        credentials: Credentials,
+        identity: Option<Identity>,
+    ) -> Result<Client> {
         let io_timeout = pool::io_timeout_from_environment()?;
         let wait = master::master_wait_from_environment()?;
+        let credentials = match &identity {
+            Some(identity) => identity.credentials(credentials),
+            None => credentials,
+        };
+        let identity = identity.map(Arc::new);
         let mut client = Client {
-            master: MasterLink::new(master_address, credentials, wait),
+            master: MasterLink::new(master_address, credentials, identity, wait),
             warnings: Arc::new(|message: &str| eprintln!("dfs: warning: {message}")),
             minions: MinionConnections::new(io_timeout),
         };
@@ -114,6 +134,11 @@ impl Client {
 
     pub fn credentials(&self) -> &Credentials {
         self.master.credentials()
+    }
+
+    /// The identity proved on each connection to the master, if any.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.master.identity()
     }
 
     /// How long calls wait for a master that is down or starting.

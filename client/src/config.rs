@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use dfs_engine::identity::Identity;
 use dfs_engine::{Error, Result};
 
 /// The config file below the home directory when `DFS_CONFIG` is not set.
@@ -107,6 +108,76 @@ fn read_bounded(path: &Path) -> std::io::Result<String> {
         )));
     }
     Ok(text)
+}
+
+/// The identity file below the home directory when `DFS_IDENTITY` is not
+/// set.
+pub const IDENTITY_FILE_IN_HOME: &str = ".config/dfs/identity";
+/// A trusted host's identity (`dfs admin host add`), root's only.
+pub const HOST_IDENTITY_FILE: &str = "/etc/dfs/host.identity";
+
+/// Where this process's identity comes from, separated from the process
+/// environment so the precedence can be tested.
+#[derive(Clone, Debug, Default)]
+pub struct IdentitySources {
+    /// `DFS_IDENTITY`: a file that must then load, or `none`.
+    pub explicit: Option<PathBuf>,
+    /// `HOME`, for the user's identity, which may be absent.
+    pub home: Option<PathBuf>,
+    /// The host's identity file, used when present and readable.
+    pub host_file: Option<PathBuf>,
+}
+
+impl IdentitySources {
+    pub fn from_process() -> IdentitySources {
+        let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        IdentitySources {
+            explicit: non_empty("DFS_IDENTITY").map(PathBuf::from),
+            home: non_empty("HOME").map(PathBuf::from),
+            host_file: Some(PathBuf::from(HOST_IDENTITY_FILE)),
+        }
+    }
+}
+
+/// The identity this process proves to a keyed master: `DFS_IDENTITY`
+/// (`none`: no identity), else the user's `~/.config/dfs/identity`, else
+/// the host's `/etc/dfs/host.identity` when this process may read it, else
+/// none. A file that is there but unusable (readable by others, damaged)
+/// is an error naming it.
+pub fn identity(sources: &IdentitySources) -> Result<Option<Identity>> {
+    if let Some(path) = &sources.explicit {
+        if path.as_os_str() == "none" {
+            return Ok(None);
+        }
+        return Identity::load(path).map(Some);
+    }
+    let candidates = sources
+        .home
+        .iter()
+        .map(|home| home.join(IDENTITY_FILE_IN_HOME))
+        .chain(sources.host_file.iter().cloned());
+    for path in candidates {
+        match std::fs::File::open(&path) {
+            Ok(_) => return Identity::load(&path).map(Some),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) => {}
+            Err(error) => {
+                return Err(Error::io(
+                    format!("read the identity file {}", path.display()),
+                    error,
+                ))
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `identity` of this process's environment.
+pub fn identity_from_environment() -> Result<Option<Identity>> {
+    identity(&IdentitySources::from_process())
 }
 
 #[cfg(test)]
@@ -222,5 +293,64 @@ mod tests {
             home_file: Some("master = \"home:1\"\n"),
             ..NONE
         });
+    }
+
+    #[test]
+    fn the_identity_comes_from_dfs_identity_then_home_then_the_host() {
+        use dfs_engine::auth::ClusterKey;
+        use dfs_engine::msg::ClientPrincipal;
+        use std::os::unix::fs::PermissionsExt;
+        let directory = tempfile::tempdir().expect("temp dir");
+        let cluster = ClusterKey::generate().expect("key");
+        let write = |path: &Path, principal: ClientPrincipal| {
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            Identity::issue(&cluster, principal)
+                .expect("issue")
+                .save(path)
+                .expect("save");
+        };
+        let home = directory.path().join("home");
+        let host_file = directory.path().join("host.identity");
+        let explicit = directory.path().join("explicit.identity");
+        let user = |name: &str| ClientPrincipal::User {
+            name: name.into(),
+            groups: Vec::new(),
+            issued_s: 0,
+        };
+        write(&home.join(IDENTITY_FILE_IN_HOME), user("ann"));
+        write(
+            &host_file,
+            ClientPrincipal::Host {
+                name: "ws".into(),
+                issued_s: 0,
+            },
+        );
+        write(&explicit, user("bob"));
+        let found = |explicit: Option<&Path>, home: Option<&Path>| {
+            identity(&IdentitySources {
+                explicit: explicit.map(Path::to_path_buf),
+                home: home.map(Path::to_path_buf),
+                host_file: Some(host_file.clone()),
+            })
+            .map(|found| found.map(|identity| identity.principal().clone()))
+        };
+        assert_eq!(
+            found(Some(&explicit), Some(&home)).expect("explicit"),
+            Some(user("bob"))
+        );
+        assert_eq!(
+            found(Some(Path::new("none")), Some(&home)).expect("none"),
+            None
+        );
+        assert_eq!(found(None, Some(&home)).expect("home"), Some(user("ann")));
+        assert!(matches!(
+            found(None, Some(directory.path())).expect("host"),
+            Some(ClientPrincipal::Host { .. })
+        ));
+        // A named file must load; a readable one is refused.
+        found(Some(&directory.path().join("missing")), None).expect_err("missing");
+        std::fs::set_permissions(&explicit, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = found(Some(&explicit), None).expect_err("readable by others");
+        assert!(error.to_string().contains("chmod 600"), "{error}");
     }
 }

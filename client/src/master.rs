@@ -8,9 +8,11 @@
 //! master applies once however often they come); otherwise the error says
 //! it is not known whether the change was made.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dfs_engine::msg::{Credentials, ErrorKind, MasterRequest, MasterResponse};
+use dfs_engine::identity::Identity;
+use dfs_engine::msg::{Credentials, ErrorKind, MasterRequest, MasterResponse, RemoteError};
 use dfs_engine::rpc::Connection;
 use dfs_engine::{units, Error, Result};
 
@@ -61,6 +63,8 @@ pub(crate) struct Answer {
 pub(crate) struct MasterLink {
     address: String,
     credentials: Credentials,
+    /// Proved on every connection opened, when the client has one.
+    identity: Option<Arc<Identity>>,
     connection: Option<Connection>,
     wait: Duration,
     /// Told once per link: the client is waiting for the master.
@@ -68,10 +72,16 @@ pub(crate) struct MasterLink {
 }
 
 impl MasterLink {
-    pub(crate) fn new(address: &str, credentials: Credentials, wait: Duration) -> MasterLink {
+    pub(crate) fn new(
+        address: &str,
+        credentials: Credentials,
+        identity: Option<Arc<Identity>>,
+        wait: Duration,
+    ) -> MasterLink {
         MasterLink {
             address: address.to_string(),
             credentials,
+            identity,
             connection: None,
             wait,
             waited_notice: false,
@@ -84,6 +94,10 @@ impl MasterLink {
 
     pub(crate) fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    pub(crate) fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
     }
 
     /// How long calls wait for a master that is down or starting.
@@ -105,6 +119,7 @@ impl MasterLink {
         loop {
             match self.open() {
                 Ok(()) => return Ok(()),
+                Err(error) if !is_worth_waiting(&error) => return Err(error),
                 Err(error) => {
                     self.pause_or_fail(started, self.wait, &mut pause, error, notice)?;
                 }
@@ -121,8 +136,7 @@ impl MasterLink {
             }
             self.connection = None;
         }
-        let connection =
-            Connection::open(&self.address).map_err(|error| master_error(&self.address, error))?;
+        let connection = open_master(&self.address, self.identity.as_deref())?;
         self.connection = Some(connection);
         Ok(())
     }
@@ -160,6 +174,9 @@ impl MasterLink {
         let mut sent_before = false;
         loop {
             if let Err(error) = self.open() {
+                if !is_worth_waiting(&error) {
+                    return Err(error);
+                }
                 self.pause_or_fail(started, wait, &mut pause, error, notice)?;
                 continue;
             }
@@ -227,6 +244,57 @@ fn is_transient(kind: ErrorKind) -> bool {
     matches!(kind, ErrorKind::Starting | ErrorKind::Busy)
 }
 
+/// True for a failure to open a connection that waiting may cure (the
+/// master down, restarting or busy), false for a refusal (of the
+/// client's identity) that it will not.
+fn is_worth_waiting(error: &Error) -> bool {
+    match error {
+        Error::Remote(remote) => is_transient(remote.kind),
+        other => other.is_connection_error(),
+    }
+}
+
+/// Opens a connection to the master at `address` and proves `identity` on
+/// it, if the client has one.
+pub(crate) fn open_master(address: &str, identity: Option<&Identity>) -> Result<Connection> {
+    let connection = Connection::open(address).map_err(|error| master_error(address, error))?;
+    prove_identity(connection, address, identity)
+}
+
+/// `open_master` with the given connect and I/O timeouts.
+pub(crate) fn open_master_with_timeouts(
+    address: &str,
+    identity: Option<&Identity>,
+    timeout: Duration,
+) -> Result<Connection> {
+    let connection = Connection::open_with_timeouts(address, timeout, timeout)
+        .map_err(|error| master_error(address, error))?;
+    prove_identity(connection, address, identity)
+}
+
+fn prove_identity(
+    mut connection: Connection,
+    address: &str,
+    identity: Option<&Identity>,
+) -> Result<Connection> {
+    let Some(identity) = identity else {
+        return Ok(connection);
+    };
+    match identity.authenticate(&mut connection, address) {
+        Ok(()) => Ok(connection),
+        Err(Error::Remote(refused)) if !is_transient(refused.kind) => {
+            Err(Error::Remote(RemoteError::new(
+                refused.kind,
+                format!(
+                    "the master at {address} refused this client's identity: {}",
+                    refused.message
+                ),
+            )))
+        }
+        Err(error) => Err(master_error(address, error)),
+    }
+}
+
 /// Names the master in errors of the connection to it, so that "connection
 /// refused" says what refused.
 pub(crate) fn master_error(address: &str, error: Error) -> Error {
@@ -255,7 +323,7 @@ mod tests {
         let address = listener.local_addr().expect("address").to_string();
         drop(listener);
         let wait = Duration::from_millis(400);
-        let mut link = MasterLink::new(&address, Credentials::default(), wait);
+        let mut link = MasterLink::new(&address, Credentials::default(), None, wait);
         let notices = std::cell::RefCell::new(Vec::new());
         let started = Instant::now();
         let error = link
@@ -272,7 +340,7 @@ mod tests {
             error.to_string().contains("connect to the master at"),
             "{error}"
         );
-        let mut immediate = MasterLink::new(&address, Credentials::default(), Duration::ZERO);
+        let mut immediate = MasterLink::new(&address, Credentials::default(), None, Duration::ZERO);
         let started = Instant::now();
         assert!(immediate
             .call(&MasterRequest::ClusterReport, Resend::Always, &|_: &str| {})
@@ -334,7 +402,12 @@ mod tests {
             .expect("answer");
             served.flush().expect("flush");
         });
-        let mut link = MasterLink::new(&address, Credentials::default(), Duration::from_secs(10));
+        let mut link = MasterLink::new(
+            &address,
+            Credentials::default(),
+            None,
+            Duration::from_secs(10),
+        );
         let answer = link
             .call(&MasterRequest::ClusterReport, Resend::Always, &|_: &str| {})
             .expect("answered on the second connection");
@@ -344,7 +417,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         let master = std::thread::spawn(move || refuse_as_busy(&listener));
-        let mut impatient = MasterLink::new(&address, Credentials::default(), Duration::ZERO);
+        let mut impatient = MasterLink::new(&address, Credentials::default(), None, Duration::ZERO);
         let error = impatient
             .call(&MasterRequest::ClusterReport, Resend::Always, &|_: &str| {})
             .err()

@@ -261,6 +261,8 @@ struct Task {
     index: usize,
     replica: ReplicaId,
     targets: Vec<MinionAddress>,
+    /// The block's write token, from the master's allocation.
+    token: Vec<u8>,
     offset_bytes: u64,
     length_bytes: u64,
 }
@@ -461,6 +463,7 @@ impl Plan {
                 generation: allocated.generation,
             },
             targets: allocated.targets,
+            token: allocated.token,
             offset_bytes,
             length_bytes: self.block_bytes.min(self.length_bytes - offset_bytes),
         }
@@ -517,7 +520,10 @@ fn send_block(
         .map_err(BlockFailure::Fatal)?;
     let write_request_id = connection
         .send(
-            &settings.credentials,
+            &Credentials {
+                token: task.token.clone(),
+                ..settings.credentials.clone()
+            },
             MinionRequest::WriteBlock {
                 block: task.replica.block,
                 generation: task.replica.generation,

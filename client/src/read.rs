@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use dfs_engine::block_format;
 use dfs_engine::crc;
+use dfs_engine::identity::Identity;
 use dfs_engine::limits::{
     BLOCK_BYTES_MAX, CHUNK_BYTES, CONNECT_TIMEOUT_MS, FILE_PIECES_MAX, GET_BLOCKS_PAGE_MAX,
     READ_AHEAD_AFTER_BYTES,
@@ -61,7 +62,7 @@ use dfs_engine::wire::{self, FrameKind};
 use dfs_engine::{Error, Result};
 
 use crate::client::{unexpected, Client, FileBlocks};
-use crate::master::{MasterLink, Resend};
+use crate::master::{open_master_with_timeouts, MasterLink, Resend};
 use crate::readahead::{self, ReadAhead, Verified};
 use crate::transfer::{minion_message, receive_answer};
 
@@ -321,6 +322,7 @@ struct Pages {
     link: Option<MasterLink>,
     address: String,
     credentials: Credentials,
+    identity: Option<Arc<Identity>>,
     wait: Duration,
     /// Newest last, at most `PAGES_KEPT_MAX`.
     kept: VecDeque<Page>,
@@ -353,6 +355,7 @@ impl BlockList {
                 link: None,
                 address: client.master_address().to_string(),
                 credentials: client.credentials().clone(),
+                identity: client.identity().cloned(),
                 wait: client.master_wait(),
                 kept: VecDeque::from([Page {
                     first: 0,
@@ -423,10 +426,13 @@ impl BlockList {
             link,
             address,
             credentials,
+            identity,
             wait,
             kept,
         } = pages;
-        let link = link.get_or_insert_with(|| MasterLink::new(address, credentials.clone(), *wait));
+        let link = link.get_or_insert_with(|| {
+            MasterLink::new(address, credentials.clone(), identity.clone(), *wait)
+        });
         // The file opened, also once renamed or removed while held open.
         let inode = Some(self.status.inode);
         let answer = fetch_page(
@@ -502,7 +508,10 @@ impl Client {
             0..length_bytes,
             self.credentials().clone(),
             self.minions.io_timeout(),
-            self.master_address().to_string(),
+            MasterContact {
+                address: self.master_address().to_string(),
+                identity: self.identity().cloned(),
+            },
         );
         reader.blocks_ahead = blocks_ahead;
         Ok(reader)
@@ -603,6 +612,14 @@ struct BlockStream {
     trusted_crcs: Vec<u32>,
 }
 
+/// Where and as whom a reader reaches the master on its own (to report a
+/// corrupt replica).
+#[derive(Clone, Debug)]
+struct MasterContact {
+    address: String,
+    identity: Option<Arc<Identity>>,
+}
+
 /// A file being read; implements `std::io::Read` and `std::io::Seek`,
 /// `read_at` reads at any offset, and `copy_to` writes the rest of the file
 /// to a writer without an extra copy.
@@ -648,7 +665,7 @@ pub struct FileReader {
     /// Of minion connections: how long a stalled replica holds up the read.
     io_timeout: Duration,
     /// Where corrupt replicas are reported.
-    master_address: String,
+    master: MasterContact,
     /// Pieces to fetch ahead of the one handed out (0: none).
     blocks_ahead: usize,
     /// The pieces fetched ahead, once the read went far enough.
@@ -678,7 +695,7 @@ impl FileReader {
         bytes: std::ops::Range<u64>,
         credentials: Credentials,
         io_timeout: Duration,
-        master_address: String,
+        master: MasterContact,
     ) -> FileReader {
         FileReader {
             list,
@@ -701,7 +718,7 @@ impl FileReader {
             failed: None,
             buffer: Vec::new(),
             io_timeout,
-            master_address,
+            master,
             blocks_ahead: 0,
             ahead: None,
             run_start_bytes: bytes.start,
@@ -721,7 +738,7 @@ impl FileReader {
             start_bytes..end_bytes,
             self.credentials.clone(),
             self.io_timeout,
-            self.master_address.clone(),
+            self.master.clone(),
         );
         reader.current = Some(piece);
         reader
@@ -1155,7 +1172,8 @@ impl FileReader {
         }];
         let timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
         // A report must not hold up the read for long.
-        let _ = Connection::open_with_timeouts(&self.master_address, timeout, timeout).and_then(
+        let identity = self.master.identity.as_deref();
+        let _ = open_master_with_timeouts(&self.master.address, identity, timeout).and_then(
             |mut connection| {
                 connection.call::<_, MasterResponse>(
                     &self.credentials_for(block),

@@ -41,8 +41,8 @@ use dfs_engine::limits::{
     WRITE_BLOCKS_IN_FLIGHT_DEFAULT, WRITE_BLOCKS_IN_FLIGHT_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
 };
 use dfs_engine::msg::{
-    AllocatedBlock, BlockCommit, BlockId, EntryKind, FileRange, Generation, MasterRequest,
-    MasterResponse, MinionAddress, MinionId, MinionRequest, MinionResponse,
+    AllocatedBlock, BlockCommit, BlockId, Credentials, EntryKind, FileRange, Generation,
+    MasterRequest, MasterResponse, MinionAddress, MinionId, MinionRequest, MinionResponse,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -914,10 +914,12 @@ impl Client {
                 block,
                 generation,
                 targets,
+                token,
             } => AllocatedBlock {
                 block,
                 generation,
                 targets,
+                token,
             },
             other => return Err(unexpected("AllocateBlock", &other)),
         };
@@ -1149,6 +1151,7 @@ impl<'a> Session<'a> {
             block,
             generation,
             targets,
+            token,
         } = match self.first_block.take() {
             Some(allocated) => allocated,
             None => self
@@ -1165,8 +1168,12 @@ impl<'a> Session<'a> {
             .minions
             .connect_pipeline(&first.address, targets.len())
             .and_then(|mut connection| {
+                let credentials = Credentials {
+                    token,
+                    ..self.client.credentials().clone()
+                };
                 let write_request_id = connection.send(
-                    self.client.credentials(),
+                    &credentials,
                     MinionRequest::WriteBlock {
                         block,
                         generation,

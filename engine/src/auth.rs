@@ -107,7 +107,8 @@ impl ClusterKey {
         })
     }
 
-    fn parse(text: &str) -> Option<ClusterKey> {
+    /// A key from its 64 hex digits.
+    pub(crate) fn parse(text: &str) -> Option<ClusterKey> {
         if text.len() != KEY_BYTES * 2 {
             return None;
         }
@@ -151,6 +152,18 @@ impl ClusterKey {
             .expect("HMAC accepts keys of every length");
         mac.update(label);
         mac.update(&epoch.to_le_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A key for another use (`label`) and subject (`subject`, e.g. an
+    /// encoded client principal), derived from this one.
+    pub fn derive_with(&self, label: &[u8], subject: &[u8]) -> [u8; KEY_BYTES] {
+        // Invariant: HMAC takes a key of any length.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of every length");
+        mac.update(label);
+        mac.update(&(subject.len() as u64).to_le_bytes());
+        mac.update(subject);
         mac.finalize().into_bytes().into()
     }
 

@@ -11,6 +11,7 @@ pub mod crc;
 pub mod dir_lock;
 pub mod error;
 pub mod failpoint;
+pub mod identity;
 pub mod limits;
 pub mod msg;
 pub mod path;

@@ -246,9 +246,10 @@ pub const REPLICA_ID_ENCODED_BYTES_MAX: usize = 20;
 /// page by page.
 pub const GET_BLOCKS_PAGE_MAX: u32 = 512;
 /// Most bytes of one encoded `LocatedBlock`: ids, offsets, lengths and CRC
-/// (70), and its longest list of the longest addresses.
+/// (70), its longest list of the longest addresses, and its read token (a
+/// user name of at most 255 bytes, the replica, times and a MAC: 512).
 const LOCATED_BLOCK_ENCODED_BYTES_MAX: usize =
-    70 + (REPLICATION_MAX as usize) * (10 + ADDRESS_BYTES_MAX + 2);
+    70 + (REPLICATION_MAX as usize) * (10 + ADDRESS_BYTES_MAX + 2) + 512;
 
 // A block report of the most replicas must fit one control frame.
 const _: () = assert!(

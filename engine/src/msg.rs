@@ -687,6 +687,33 @@ pub enum MasterRequest {
     ProveMember {
         proof: Vec<u8>,
     },
+    /// A client starts proving its identity (`identity`) on this
+    /// connection (appended in protocol 10): `nonce` is its fresh random
+    /// `NONCE_BYTES`. Answered by `Challenge`.
+    AuthenticateClient {
+        principal: ClientPrincipal,
+        nonce: Vec<u8>,
+    },
+    /// The client's proof, answering the master's `Challenge`; `Ok` binds
+    /// the connection to the principal.
+    ProveClient {
+        proof: Vec<u8>,
+    },
+}
+
+/// Who a client proves to be (`identity`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientPrincipal {
+    /// Holds the cluster key; asserts any user, as a host does.
+    Member,
+    /// A trusted host: asserts its callers' users and groups.
+    Host { name: String, issued_s: u64 },
+    /// One user: every request is made as `name`, with `groups`.
+    User {
+        name: String,
+        groups: Vec<String>,
+        issued_s: u64,
+    },
 }
 
 /// How `SetXattr` treats an attribute that is there or not (as
@@ -732,6 +759,10 @@ pub struct AllocatedBlock {
     pub block: BlockId,
     pub generation: Generation,
     pub targets: Vec<MinionAddress>,
+    /// Protocol 10: the block access token the pipeline's members want for
+    /// storing the block and forwarding it to the rest of `targets`, when
+    /// the cluster has a key; empty otherwise.
+    pub token: Vec<u8>,
 }
 
 /// One replica that failed verification.
@@ -901,6 +932,8 @@ pub enum MasterResponse {
         /// The pipeline, in order. May be shorter than the replication when
         /// fewer minions are live.
         targets: Vec<MinionAddress>,
+        /// As `AllocatedBlock::token` (protocol 10).
+        token: Vec<u8>,
     },
     /// A page of `GetBlocks`.
     Blocks {
@@ -979,7 +1012,8 @@ pub enum MinionRequest {
     /// Starts a pipeline write of a new block. The receiver forwards this to
     /// `downstream[0]` with the rest of the list, then receives `Data` frames
     /// (chunks, in order), each stored and forwarded as it arrives, and finally
-    /// a `SealBlock` request.
+    /// a `SealBlock` request. With a cluster key, `Credentials::token` holds
+    /// the block's write token, which names this member and `downstream`.
     WriteBlock {
         block: BlockId,
         generation: Generation,
@@ -1017,11 +1051,23 @@ pub enum MinionRequest {
 }
 
 /// A block of a `WriteBlocks` batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchBlock {
     pub block: BlockId,
     pub generation: Generation,
     pub length_bytes: u64,
+    /// Protocol 10: the block's write token (`AllocatedBlock::token`);
+    /// the request's `Credentials::token` is not used.
+    pub token: Vec<u8>,
+}
+
+impl BatchBlock {
+    pub fn replica(&self) -> ReplicaId {
+        ReplicaId {
+            block: self.block,
+            generation: self.generation,
+        }
+    }
 }
 
 /// Who stored one block of a batch, and who failed.

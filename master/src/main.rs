@@ -106,7 +106,8 @@ struct Args {
     #[arg(long)]
     key: Option<PathBuf>,
     /// Listen on an address other machines reach without a cluster key
-    /// (anyone there may then act as any minion).
+    /// (anyone there may then act as any minion); with a key, serve
+    /// clients that prove no identity, as the users they say they are.
     #[arg(long)]
     insecure: bool,
 }
@@ -215,6 +216,7 @@ fn run() -> anyhow::Result<()> {
             Some(path) => Some(ClusterKey::load(path).context("--key")?),
             None => None,
         },
+        anonymous_clients: args.insecure,
     };
     let server_config = ServerConfig {
         frame_deadline: args

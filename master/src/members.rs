@@ -1,10 +1,14 @@
-//! Which connections speak for which minion. With a cluster key
-//! (`dfs_engine::auth`), a request that speaks for a minion (registers it,
-//! heartbeats, reports its blocks, bad replicas or failed directories) is
-//! answered only on a connection where that minion proved the key, so no
-//! one else can add minions, report blocks for them, take their commands
-//! or speak for a live one. Without a key every connection may, as before
-//! (an insecure cluster, for tests and `dfs local`).
+//! Which connections speak for which minion, and for which client. With a
+//! cluster key (`dfs_engine::auth`), a request that speaks for a minion
+//! (registers it, heartbeats, reports its blocks, bad replicas or failed
+//! directories) is answered only on a connection where that minion proved
+//! the key, so no one else can add minions, report blocks for them, take
+//! their commands or speak for a live one. Every other request is answered
+//! only on a connection where a client proved an identity
+//! (`dfs_engine::identity`): a member or a host asserts its callers' users,
+//! a user identity's requests are made as that user. Without a key every
+//! connection may do anything, as may anonymous clients of a keyed master
+//! run `--insecure`.
 //!
 //! Soft state: each connection's binding goes with the connection. Pure:
 //! no I/O, no clock; the service owns one behind a lock.
@@ -13,8 +17,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use dfs_engine::auth::{random_bytes, ClusterKey, NONCE_BYTES, PROOF_BYTES};
-use dfs_engine::msg::{ErrorKind, MasterRequest, MasterResponse, MinionId, RemoteError};
+use std::borrow::Cow;
+
+use dfs_engine::auth::{random_bytes, ClusterKey, KEY_BYTES, NONCE_BYTES, PROOF_BYTES};
+use dfs_engine::identity;
+use dfs_engine::msg::{
+    ClientPrincipal, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionId, RemoteError,
+};
 
 use crate::service::ConnectionId;
 
@@ -25,10 +34,23 @@ struct Pending {
     master_nonce: [u8; NONCE_BYTES],
 }
 
+/// A client's challenge, waiting for its proof.
+struct PendingClient {
+    principal: ClientPrincipal,
+    key: [u8; KEY_BYTES],
+    client_nonce: Vec<u8>,
+    master_nonce: [u8; NONCE_BYTES],
+}
+
 pub struct Members {
     key: Option<ClusterKey>,
+    /// Clients that proved no identity are served as they assert
+    /// (`--insecure` with a key).
+    anonymous_allowed: bool,
     pending: HashMap<ConnectionId, Pending>,
     bound: HashMap<ConnectionId, MinionId>,
+    pending_clients: HashMap<ConnectionId, PendingClient>,
+    clients: HashMap<ConnectionId, ClientPrincipal>,
     /// Minions a refusal was logged for: once each, not once per
     /// connection a refused minion retries on (at most
     /// `WARNED_MINIONS_MAX`; then the set starts again).
@@ -37,6 +59,20 @@ pub struct Members {
 
 /// Minions whose refusals are remembered as logged.
 const WARNED_MINIONS_MAX: usize = 1024;
+
+/// Why a keyed master refuses a client that proved no identity.
+pub const NO_IDENTITY_MESSAGE: &str = "this cluster serves only clients that prove an identity: \
+     give this client an identity file ($DFS_IDENTITY, ~/.config/dfs/identity, \
+     or /etc/dfs/host.identity for root) made by `dfs admin user add` or `dfs admin host add`";
+
+/// How refusals and logs name a client principal.
+pub fn principal_name(principal: &ClientPrincipal) -> String {
+    match principal {
+        ClientPrincipal::Member => "the cluster key".into(),
+        ClientPrincipal::Host { name, .. } => format!("host {name}"),
+        ClientPrincipal::User { name, .. } => format!("user {name}"),
+    }
+}
 
 /// The minion `request` speaks for, if it is one only a member may send.
 pub fn speaks_for(request: &MasterRequest) -> Option<MinionId> {
@@ -56,11 +92,16 @@ fn refused(message: String) -> RemoteError {
 }
 
 impl Members {
-    pub fn new(key: Option<ClusterKey>) -> Members {
+    /// Members of the cluster of `key` (none: an insecure cluster);
+    /// `anonymous_allowed` serves clients that prove no identity.
+    pub fn new(key: Option<ClusterKey>, anonymous_allowed: bool) -> Members {
         Members {
+            anonymous_allowed: anonymous_allowed || key.is_none(),
             key,
             pending: HashMap::new(),
             bound: HashMap::new(),
+            pending_clients: HashMap::new(),
+            clients: HashMap::new(),
             warned: HashSet::new(),
         }
     }
@@ -142,6 +183,103 @@ impl Members {
         Ok(pending.minion)
     }
 
+    /// `AuthenticateClient` for `principal` with its `nonce` on
+    /// `connection`: the master's nonce and proof, to be answered by
+    /// `ProveClient`.
+    pub fn challenge_client(
+        &mut self,
+        connection: ConnectionId,
+        principal: ClientPrincipal,
+        nonce: &[u8],
+    ) -> Result<MasterResponse, RemoteError> {
+        let Some(cluster) = &self.key else {
+            return Err(refused(
+                "this master has no cluster key (--key): it issued no identities; run the client without one (unset DFS_IDENTITY)".into(),
+            ));
+        };
+        if nonce.len() != NONCE_BYTES {
+            return Err(RemoteError::new(
+                ErrorKind::InvalidArgument,
+                format!("a nonce of {} bytes (must be {NONCE_BYTES})", nonce.len()),
+            ));
+        }
+        identity::check_principal(&principal)
+            .map_err(|why| RemoteError::new(ErrorKind::InvalidArgument, why))?;
+        let master_nonce: [u8; NONCE_BYTES] =
+            random_bytes().map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))?;
+        let key = identity::principal_key(cluster, &principal);
+        let proof = identity::master_proof(&key, nonce, &master_nonce);
+        self.clients.remove(&connection);
+        self.pending_clients.insert(
+            connection,
+            PendingClient {
+                principal,
+                key,
+                client_nonce: nonce.to_vec(),
+                master_nonce,
+            },
+        );
+        Ok(MasterResponse::Challenge {
+            nonce: master_nonce.to_vec(),
+            proof: proof.to_vec(),
+        })
+    }
+
+    /// `ProveClient` on `connection`: binds it to the principal challenged
+    /// there when `proof` is right. A challenge is answered once.
+    pub fn prove_client(
+        &mut self,
+        connection: ConnectionId,
+        proof: &[u8],
+    ) -> Result<ClientPrincipal, RemoteError> {
+        let Some(pending) = self.pending_clients.remove(&connection) else {
+            return Err(refused(
+                "a proof with no challenge on this connection: send AuthenticateClient first"
+                    .into(),
+            ));
+        };
+        let right = proof.len() == PROOF_BYTES
+            && identity::is_client_proof(
+                &pending.key,
+                proof,
+                &pending.client_nonce,
+                &pending.master_nonce,
+            );
+        if !right {
+            return Err(refused(format!(
+                "{}: wrong proof of the identity (was it issued by this cluster's key, and is it the identity file as issued?)",
+                principal_name(&pending.principal)
+            )));
+        }
+        self.clients.insert(connection, pending.principal.clone());
+        Ok(pending.principal)
+    }
+
+    /// The credentials a client's request on `connection` is served with:
+    /// as asserted for a member, a host, a proven minion or (when allowed)
+    /// an anonymous client; a user identity's own name and groups; refused
+    /// for anyone else.
+    pub fn credentials<'a>(
+        &self,
+        connection: ConnectionId,
+        asserted: &'a Credentials,
+    ) -> Result<Cow<'a, Credentials>, RemoteError> {
+        match self.clients.get(&connection) {
+            Some(ClientPrincipal::User { name, groups, .. }) => Ok(Cow::Owned(Credentials {
+                user: name.clone(),
+                groups: groups.clone(),
+                token: asserted.token.clone(),
+            })),
+            Some(ClientPrincipal::Member | ClientPrincipal::Host { .. }) => {
+                Ok(Cow::Borrowed(asserted))
+            }
+            None if self.anonymous_allowed || self.bound.contains_key(&connection) => {
+                Ok(Cow::Borrowed(asserted))
+            }
+            None => Err(refused(NO_IDENTITY_MESSAGE.into())),
+        }
+    }
+
     /// May a request on `connection` speak for `minion`?
     pub fn check(&mut self, connection: ConnectionId, minion: MinionId) -> Result<(), RemoteError> {
         if self.key.is_none() || self.bound.get(&connection) == Some(&minion) {
@@ -173,6 +311,8 @@ impl Members {
     pub fn closed(&mut self, connection: ConnectionId) {
         self.pending.remove(&connection);
         self.bound.remove(&connection);
+        self.pending_clients.remove(&connection);
+        self.clients.remove(&connection);
     }
 }
 
@@ -240,7 +380,7 @@ mod tests {
     #[test]
     fn only_a_connection_that_proved_the_key_speaks_for_its_minion() {
         let key = ClusterKey::generate().expect("key");
-        let mut members = Members::new(Some(key.clone()));
+        let mut members = Members::new(Some(key.clone()), false);
         let minion = MinionId(5);
         assert_eq!(speaks_for(&register(5)), Some(minion));
         let error = members.check(1, minion).expect_err("not proven");
@@ -310,8 +450,95 @@ mod tests {
     }
 
     #[test]
+    fn a_client_is_served_as_the_identity_it_proved_and_only_then() {
+        use dfs_engine::identity::Identity;
+        let key = ClusterKey::generate().expect("key");
+        let mut members = Members::new(Some(key.clone()), false);
+        let asserted = Credentials {
+            user: "root".into(),
+            groups: vec!["root".into()],
+            token: vec![1],
+        };
+        let error = members.credentials(1, &asserted).expect_err("anonymous");
+        assert!(
+            error.message.contains("prove an identity"),
+            "{}",
+            error.message
+        );
+
+        let ann = ClientPrincipal::User {
+            name: "ann".into(),
+            groups: vec!["staff".into()],
+            issued_s: 1,
+        };
+        let identity = Identity::issue(&key, ann.clone()).expect("issue");
+        let prove = |members: &mut Members, identity: &Identity, wrong: bool| {
+            let nonce = [4u8; NONCE_BYTES];
+            let Ok(MasterResponse::Challenge {
+                nonce: master_nonce,
+                proof,
+            }) = members.challenge_client(1, identity.principal().clone(), &nonce)
+            else {
+                panic!("a challenge");
+            };
+            assert!(identity.is_master_proof(&proof, &nonce, &master_nonce));
+            let mut answer = identity.client_proof(&nonce, &master_nonce);
+            if wrong {
+                answer[0] ^= 1;
+            }
+            members.prove_client(1, &answer)
+        };
+        prove(&mut members, &identity, true).expect_err("a wrong proof");
+        members
+            .credentials(1, &asserted)
+            .expect_err("still anonymous");
+        members
+            .prove_client(1, &[0; PROOF_BYTES])
+            .expect_err("the challenge is spent");
+        assert_eq!(prove(&mut members, &identity, false).expect("proved"), ann);
+        let served = members.credentials(1, &asserted).expect("ann");
+        assert_eq!(
+            (
+                served.user.as_str(),
+                served.groups.as_slice(),
+                served.token.as_slice()
+            ),
+            ("ann", &["staff".to_string()][..], &[1u8][..])
+        );
+        members
+            .credentials(2, &asserted)
+            .expect_err("only on its connection");
+        // A host asserts its callers; the binding goes with the connection.
+        let host = ClientPrincipal::Host {
+            name: "ws1".into(),
+            issued_s: 1,
+        };
+        let identity = Identity::issue(&key, host).expect("issue");
+        prove(&mut members, &identity, false).expect("proved");
+        assert_eq!(*members.credentials(1, &asserted).expect("host"), asserted);
+        members.closed(1);
+        members.credentials(1, &asserted).expect_err("closed");
+        // Bad principals are refused before anything is derived.
+        let bad = ClientPrincipal::User {
+            name: "a b".into(),
+            groups: Vec::new(),
+            issued_s: 0,
+        };
+        let error = members
+            .challenge_client(3, bad, &[0u8; NONCE_BYTES])
+            .expect_err("a name with a space");
+        assert_eq!(error.kind, ErrorKind::InvalidArgument);
+        // `--insecure` serves anonymous clients as they say.
+        let insecure = Members::new(Some(key), true);
+        assert_eq!(
+            *insecure.credentials(1, &asserted).expect("served"),
+            asserted
+        );
+    }
+
+    #[test]
     fn without_a_key_everyone_may_and_no_one_can_authenticate() {
-        let mut members = Members::new(None);
+        let mut members = Members::new(None, false);
         assert!(!members.required());
         members.check(1, MinionId(5)).expect("insecure cluster");
         members

@@ -272,7 +272,10 @@ impl Server {
                     return Err(reply_protocol_error(&mut writer, request_id, e))
                 }
             };
-            let proving = matches!(envelope.body, MasterRequest::ProveMember { .. });
+            let proving = matches!(
+                envelope.body,
+                MasterRequest::ProveMember { .. } | MasterRequest::ProveClient { .. }
+            );
             let response = self
                 .master
                 .handle(connection, &envelope.credentials, envelope.body);

@@ -30,7 +30,7 @@ use dfs_engine::msg::{
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
-use dfs_engine::token::{Access, TokenKeys};
+use dfs_engine::token::TokenKeys;
 use dfs_engine::{Error, IoContext, Result};
 
 use crate::checkpoint::{self, DataDir};
@@ -80,6 +80,9 @@ pub struct MasterConfig {
     /// The cluster key minions must prove (`members`); None: any
     /// connection may speak for any minion (an insecure cluster).
     pub cluster_key: Option<dfs_engine::auth::ClusterKey>,
+    /// With a key, serve clients that prove no identity as they assert
+    /// (`--insecure`); without a key every client is.
+    pub anonymous_clients: bool,
 }
 
 /// The cluster's admin group when `--admin-group` does not name one.
@@ -109,8 +112,8 @@ const BATCH_ENTRY_PREFIX_BYTES_MAX: usize = 4;
 
 // The answer to a full batch fits one control frame: every entry an error
 // of the longest message, or a first block with the longest pipeline of the
-// longest addresses (plus slack for ids and lengths), each behind its
-// entry's length prefix.
+// longest addresses and its write token (plus slack for ids and lengths),
+// each behind its entry's length prefix.
 const _: () = assert!(
     BATCH_REQUESTS_MAX * (ERROR_MESSAGE_BYTES_MAX + 16 + BATCH_ENTRY_PREFIX_BYTES_MAX)
         < CONTROL_FRAME_BYTES_MAX as usize
@@ -118,6 +121,7 @@ const _: () = assert!(
 const _: () = assert!(
     BATCH_REQUESTS_MAX
         * ((REPLICATION_MAX as usize) * (ADDRESS_BYTES_MAX + 16)
+            + dfs_engine::token::TOKEN_BYTES_MAX
             + 64
             + BATCH_ENTRY_PREFIX_BYTES_MAX)
         < CONTROL_FRAME_BYTES_MAX as usize
@@ -366,7 +370,10 @@ impl Master {
         }
         let sessions = Mutex::new(sessions);
         let sustain_grace_until = Instant::now() + 2 * config.lock_lease;
-        let members = Mutex::new(Members::new(config.cluster_key.clone()));
+        let members = Mutex::new(Members::new(
+            config.cluster_key.clone(),
+            config.anonymous_clients,
+        ));
         let tokens = config.cluster_key.clone().map(TokenKeys::new);
         Ok(Master {
             cluster: recovered.cluster,
@@ -780,13 +787,43 @@ impl Master {
                     Err(e) => MasterResponse::Error(e),
                 };
             }
+            MasterRequest::AuthenticateClient { principal, nonce } => {
+                return sync::lock(&self.members)
+                    .challenge_client(connection, principal, &nonce)
+                    .unwrap_or_else(MasterResponse::Error);
+            }
+            MasterRequest::ProveClient { proof } => {
+                return match sync::lock(&self.members).prove_client(connection, &proof) {
+                    Ok(principal) => {
+                        tracing::debug!(
+                            "{} proved its identity on connection {connection}",
+                            members::principal_name(&principal)
+                        );
+                        MasterResponse::Ok
+                    }
+                    Err(e) => {
+                        tracing::debug!(
+                            "refused an identity on connection {connection}: {}",
+                            e.message
+                        );
+                        MasterResponse::Error(e)
+                    }
+                };
+            }
             _ => {}
         }
-        if let Some(minion) = members::speaks_for(&request) {
+        let credentials = if let Some(minion) = members::speaks_for(&request) {
             if let Err(e) = sync::lock(&self.members).check(connection, minion) {
                 return MasterResponse::Error(e);
             }
-        }
+            std::borrow::Cow::Borrowed(credentials)
+        } else {
+            match sync::lock(&self.members).credentials(connection, credentials) {
+                Ok(credentials) => credentials,
+                Err(e) => return MasterResponse::Error(e),
+            }
+        };
+        let credentials = credentials.as_ref();
         if let MasterRequest::Register {
             minion,
             cluster,
@@ -847,19 +884,17 @@ impl Master {
                 ),
             ));
         };
-        keys.check_request(
-            credentials,
-            replica.block,
-            replica.generation,
-            Access::Read,
-            now_ms(),
-        )
-        .map_err(|refused| {
-            RemoteError::new(
-                ErrorKind::PermissionDenied,
-                format!("a report of a bad replica: {refused}"),
-            )
-        })
+        let replica = ReplicaId {
+            block: replica.block,
+            generation: replica.generation,
+        };
+        keys.check_read(credentials, replica, now_ms())
+            .map_err(|refused| {
+                RemoteError::new(
+                    ErrorKind::PermissionDenied,
+                    format!("a report of a bad replica: {refused}"),
+                )
+            })
     }
 
     /// Registers a minion. An id that a live minion at another address holds
@@ -1136,13 +1171,11 @@ impl Master {
                             block_offset_bytes: extent.block_offset_bytes,
                             block_length_bytes: meta.length_bytes,
                             token: self.tokens.as_ref().map_or_else(Vec::new, |keys| {
-                                keys.mint(
-                                    &caller.user,
-                                    meta.id,
-                                    meta.generation,
-                                    Access::Read,
-                                    minted_ms,
-                                )
+                                let replica = ReplicaId {
+                                    block: meta.id,
+                                    generation: meta.generation,
+                                };
+                                keys.mint_read(&caller.user, replica, minted_ms)
                             }),
                         },
                         None => LocatedBlock {
@@ -1329,7 +1362,6 @@ impl Master {
     ) -> Result<(MasterResponse, u64), RemoteError> {
         let ChangeContext {
             connection,
-            now,
             time_ms,
             ..
         } = *context;
@@ -1500,7 +1532,7 @@ impl Master {
                         .as_deref()
                         .and_then(|shared| shared.targets_for(replication));
                     let (allocated, allocated_sequence) =
-                        self.allocate(state, write, &[], now, reuse)?;
+                        self.allocate(state, write, &[], context, reuse)?;
                     if let Some(shared) = shared {
                         shared.remember(replication, &allocated.targets);
                     }
@@ -1518,19 +1550,21 @@ impl Master {
                 (response, sequence)
             }
             MasterRequest::AllocateBlock { write, excluded } => {
-                claim(state, write, connection)?;
+                claim(state, write, context)?;
                 let (
                     AllocatedBlock {
                         block,
                         generation,
                         targets,
+                        token,
                     },
                     sequence,
-                ) = self.allocate(state, write, &excluded, now, None)?;
+                ) = self.allocate(state, write, &excluded, context, None)?;
                 let response = MasterResponse::BlockAllocated {
                     block,
                     generation,
                     targets,
+                    token,
                 };
                 (response, sequence)
             }
@@ -1542,7 +1576,7 @@ impl Master {
                 replicas,
                 crc32c,
             } => {
-                claim(state, write, connection)?;
+                claim(state, write, context)?;
                 let commit = BlockCommit {
                     block,
                     generation,
@@ -1553,7 +1587,7 @@ impl Master {
                 (MasterResponse::Ok, self.commit(state, write, commit)?)
             }
             MasterRequest::AbandonBlock { write, block } => {
-                claim(state, write, connection)?;
+                claim(state, write, context)?;
                 let gone = state.namespace.write(write).is_some_and(|open| {
                     !open.pending.contains_key(&block)
                         && !open.blocks.iter().any(|meta| meta.id == block)
@@ -1572,7 +1606,7 @@ impl Master {
                 last_block,
                 modified_ns,
             } => {
-                claim(state, write, connection)?;
+                claim(state, write, context)?;
                 let path = match state.namespace.write(write) {
                     Some(open) => open.path.clone(),
                     None => return Err(not_open(write)),
@@ -1593,7 +1627,7 @@ impl Master {
                 if_version,
                 inode,
             } => {
-                claim(state, write, connection)?;
+                claim(state, write, context)?;
                 let path = match state.namespace.write(write) {
                     Some(open) => open.path.clone(),
                     None => return Err(not_open(write)),
@@ -1673,7 +1707,7 @@ impl Master {
                 (MasterResponse::Ok, self.change(state, &op)?)
             }
             MasterRequest::AbortWrite { write } => {
-                claim(state, write, connection)?;
+                claim(state, write, context)?;
                 let sequence = self.change(state, &Op::AbortWrite { write })?;
                 state.write_owners.remove(&write);
                 (MasterResponse::Ok, sequence)
@@ -1730,9 +1764,10 @@ impl Master {
         state: &mut NamespaceState,
         write: WriteId,
         excluded: &[MinionId],
-        now: Instant,
+        context: &ChangeContext,
         reuse: Option<&[MinionAddress]>,
     ) -> Result<(AllocatedBlock, u64), RemoteError> {
+        let now = context.now;
         let (replication, block_bytes) = match state.namespace.write(write) {
             Some(open) => (open.replication, open.block_bytes),
             None => return Err(not_open(write)),
@@ -1771,11 +1806,16 @@ impl Master {
             generation,
         };
         let sequence = self.change(state, &op)?;
+        let token = self.tokens.as_ref().map_or_else(Vec::new, |keys| {
+            let replica = ReplicaId { block, generation };
+            keys.mint_write(&context.caller.user, replica, &targets, now_ms())
+        });
         Ok((
             AllocatedBlock {
                 block,
                 generation,
                 targets,
+                token,
             },
             sequence,
         ))
@@ -2328,18 +2368,35 @@ fn not_open(write: WriteId) -> RemoteError {
 
 /// Only the connection that opened a write may add to it; a write the
 /// previous run left open is taken up by the first connection that names it.
+///
+/// A write left open by the previous run is taken up only by the user who
+/// opened it (or the superuser): write ids are sequential, and another
+/// user must not finish, or fill, someone else's file.
 fn claim(
     state: &mut NamespaceState,
     write: WriteId,
-    connection: ConnectionId,
+    context: &ChangeContext,
 ) -> Result<(), RemoteError> {
+    let connection = context.connection;
     match state.write_owners.get(&write) {
         Some(owner) if *owner == connection => Ok(()),
         Some(_) => Err(RemoteError::new(
             ErrorKind::PermissionDenied,
             format!("write {write} belongs to another connection"),
         )),
-        None if state.orphans.remove(&write).is_some() => {
+        None if state.orphans.contains_key(&write) => {
+            let opener = state.namespace.write(write).map(|open| open.owner.as_str());
+            if opener != Some(context.caller.user.as_str()) && !context.caller.superuser {
+                return Err(RemoteError::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "write {write} was opened by {}, not by {}",
+                        opener.unwrap_or("nobody"),
+                        context.caller.user
+                    ),
+                ));
+            }
+            state.orphans.remove(&write);
             tracing::info!(
                 write,
                 connection,
@@ -2429,6 +2486,7 @@ mod tests {
             lock_lease: Duration::from_secs(30),
             admin_group: ADMIN_GROUP_DEFAULT.to_string(),
             cluster_key: None,
+            anonymous_clients: false,
         }
     }
 
@@ -2623,8 +2681,9 @@ mod tests {
                 address: "127.0.0.1:20002".into(),
             },
         ];
+        let context = ChangeContext::new(1, &Credentials::default(), "dfsadmin");
         let (kept, _) = master
-            .allocate(&mut guard, a, &[], Instant::now(), Some(&reuse))
+            .allocate(&mut guard, a, &[], &context, Some(&reuse))
             .expect("allocate");
         assert_eq!(kept.targets, reuse);
         let mut gone = reuse.clone();
@@ -2633,7 +2692,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
         });
         let (fresh, _) = master
-            .allocate(&mut guard, b, &[], Instant::now(), Some(&gone))
+            .allocate(&mut guard, b, &[], &context, Some(&gone))
             .expect("allocate");
         assert_eq!(fresh.targets.len(), 3);
         assert!(

@@ -316,10 +316,12 @@ fn files_closed_by_a_batch_survive_a_kill_of_the_master() {
             block,
             generation,
             targets,
+            token,
         } => AllocatedBlock {
             generation: *generation,
             block: *block,
             targets: targets.clone(),
+            token: token.clone(),
         },
         other => panic!("expected a second block, got {other:?}"),
     };

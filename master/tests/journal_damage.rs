@@ -317,6 +317,34 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
         list(&mut connection, "/").is_empty(),
         "open writes are invisible"
     );
+    // Write ids are sequential: another user may not take up, fill or
+    // close someone else's write.
+    let mut mallory = restarted.connect();
+    let mallory_credentials = dfs_engine::msg::Credentials {
+        user: "mallory".into(),
+        groups: vec!["mallory".into()],
+        token: Vec::new(),
+    };
+    for request in [
+        MasterRequest::AllocateBlock {
+            write: kept,
+            excluded: Vec::new(),
+        },
+        MasterRequest::CloseWrite {
+            write: kept,
+            last_block: None,
+            modified_ns: None,
+        },
+    ] {
+        let taken = mallory
+            .call::<_, MasterResponse>(&mallory_credentials, request)
+            .expect("an answer");
+        assert!(
+            matches!(&taken, MasterResponse::Error(e) if e.message.contains("not by mallory")),
+            "{taken:?}"
+        );
+    }
+    drop(mallory);
     // The client that had /kept open goes on where it was.
     add_block(&mut connection, kept, 40);
     let closed = call(

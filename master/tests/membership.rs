@@ -4,7 +4,6 @@
 //! changed by them, and honest clients go on being served. Real
 //! processes.
 
-use std::path::Path;
 use std::time::Duration;
 
 use dfs_engine::auth::{random_bytes, ClusterKey, NONCE_BYTES};
@@ -13,40 +12,18 @@ use dfs_engine::msg::{
     MinionId, StoredBlock,
 };
 use dfs_engine::rpc::Connection;
+use dfs_testkit::keys::{keyed_cluster, keygen};
 use dfs_testkit::{binary, utf8, Cluster, ClusterOptions};
 
-/// `dfs admin keygen PATH`.
-fn keygen(path: &Path) {
-    let output = std::process::Command::new(binary("dfs"))
-        .args(["admin", "keygen"])
-        .arg(path)
-        .output()
-        .expect("run dfs admin keygen");
-    assert!(
-        output.status.success(),
-        "keygen: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A path as a `'static` argument for `ClusterOptions`.
-fn leaked(path: &Path) -> &'static str {
-    Box::leak(utf8(path).to_string().into_boxed_str())
-}
-
-/// A cluster of `options` whose master and minions share a new key, with
-/// the directory that holds it (`cluster.key`).
-fn keyed_cluster(options: ClusterOptions) -> (tempfile::TempDir, Cluster) {
-    let keys = tempfile::tempdir().expect("tempdir");
-    let key_path = keys.path().join("cluster.key");
-    keygen(&key_path);
-    let key = leaked(&key_path);
-    let cluster = Cluster::start(ClusterOptions {
-        master_arguments: vec!["--key", key],
-        minion_arguments: vec!["--key", key],
-        ..options
-    });
-    (keys, cluster)
+/// A connection to the master that proved the cluster key at `key_path`
+/// as its identity (the member identity: it asserts any user).
+fn member_connection(cluster: &Cluster, key_path: &std::path::Path) -> Connection {
+    let mut connection = Connection::open(cluster.master_address()).expect("connect");
+    dfs_engine::identity::Identity::load(key_path)
+        .expect("load the member identity")
+        .authenticate(&mut connection, cluster.master_address())
+        .expect("prove the member identity");
+    connection
 }
 
 /// `request` on its own new connection, as a peer without the key sends it.
@@ -294,8 +271,9 @@ fn daemons_refuse_to_listen_openly_without_a_key_unless_told_insecure() {
 /// block's, another user's, an expired or a tampered one is refused.
 #[test]
 fn a_block_is_read_only_with_its_own_fresh_token() {
+    use dfs_engine::msg::ReplicaId;
     use dfs_engine::msg::{MinionRequest, MinionResponse};
-    use dfs_engine::token::{Access, TokenKeys, TOKEN_LIFETIME_MS};
+    use dfs_engine::token::{TokenKeys, TOKEN_LIFETIME_MS};
     let (keys, cluster) = keyed_cluster(ClusterOptions {
         minions: 1,
         replication: Some(1),
@@ -364,20 +342,22 @@ fn a_block_is_read_only_with_its_own_fresh_token() {
     refused(read("root", tampered, first), "tampered", "forged");
     let keys = TokenKeys::new(ClusterKey::load(&key_path).expect("load"));
     let long_ago = dfs_engine::rpc::now_ms() - 2 * TOKEN_LIFETIME_MS;
-    let expired = keys.mint("root", first.id, first.generation, Access::Read, long_ago);
+    let replica = ReplicaId {
+        block: first.id,
+        generation: first.generation,
+    };
+    let expired = keys.mint_read("root", replica, long_ago);
     refused(read("root", expired, first), "expired", "expired");
-    let foreign = TokenKeys::new(ClusterKey::generate().expect("key")).mint(
+    let foreign = TokenKeys::new(ClusterKey::generate().expect("key")).mint_read(
         "root",
-        first.id,
-        first.generation,
-        Access::Read,
+        replica,
         dfs_engine::rpc::now_ms(),
     );
     refused(read("root", foreign, first), "another cluster's", "forged");
 
     // A client's report of a bad replica needs that block's token too.
     let report = |token: Vec<u8>| {
-        let mut connection = Connection::open(cluster.master_address()).expect("connect");
+        let mut connection = member_connection(&cluster, &key_path);
         let credentials = Credentials {
             user: "root".into(),
             groups: vec!["root".into()],
@@ -407,18 +387,236 @@ fn a_block_is_read_only_with_its_own_fresh_token() {
     cluster.assert_clean_logs();
 }
 
+/// With a key, a minion stores a block only for a write that carries the
+/// token the master minted for that block and pipeline, and forwards it
+/// only to the members the token names after it: no token, a read token,
+/// another user's, or a real write token sent down another pipeline (an
+/// address the client made up, a member it does not name) is refused, and
+/// nothing is connected to or stored. Honest writes and the minions' own
+/// copies (healing after a minion dies) go on.
+#[test]
+fn a_block_is_written_only_down_the_pipeline_its_token_names() {
+    use dfs_engine::limits::CHUNK_BYTES;
+    use dfs_engine::msg::{
+        AllocatedBlock, BatchBlock, MinionAddress, MinionRequest, MinionResponse,
+    };
+    let (keys, mut cluster) = keyed_cluster(ClusterOptions {
+        minions: 3,
+        replication: Some(2),
+        block_size: Some("1M"),
+        stale_after: Some("1s"),
+        dead_after: Some("2s"),
+        ..ClusterOptions::default()
+    });
+    let source = cluster.dir().join("data");
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&source, &data).expect("write");
+    cluster.dfs_ok(["put", utf8(&source), "/honest"]);
+    let read_token = cluster.located_blocks("/honest")[0].clone();
+
+    // A real write token, as the master hands it to root for a new file.
+    let root = Credentials {
+        user: "root".into(),
+        groups: vec!["root".into()],
+        token: Vec::new(),
+    };
+    let mut master = member_connection(&cluster, &keys.path().join("cluster.key"));
+    let opened = master
+        .call::<_, MasterResponse>(
+            &root,
+            MasterRequest::OpenWrite {
+                path: "/stolen".into(),
+                replication: Some(2),
+                block_bytes: None,
+                overwrite: false,
+                mode: 0o644,
+                allocate_first_block: true,
+            },
+        )
+        .expect("open");
+    let MasterResponse::WriteOpened {
+        first_block:
+            Some(AllocatedBlock {
+                block,
+                generation,
+                targets,
+                token,
+            }),
+        ..
+    } = opened
+    else {
+        panic!("expected an opened write with its first block, got {opened:?}");
+    };
+    assert_eq!(targets.len(), 2);
+    assert!(!token.is_empty(), "a keyed master mints write tokens");
+    let bystander = (0..3)
+        .map(|index| cluster.minion_address(index).to_string())
+        .find(|address| targets.iter().all(|target| target.address != *address))
+        .expect("a minion outside the pipeline");
+    // Where a forged downstream would send the block: nothing may connect.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    sink.set_nonblocking(true).expect("nonblocking");
+    let made_up = MinionAddress {
+        id: targets[1].id,
+        address: sink.local_addr().expect("address").to_string(),
+    };
+
+    let write = |address: &str, user: &str, token: Vec<u8>, request: MinionRequest| {
+        let mut connection = Connection::open(address).expect("connect to a minion");
+        let credentials = Credentials {
+            user: user.into(),
+            groups: vec![user.into()],
+            token,
+        };
+        let request_id = connection.send(&credentials, request).expect("send");
+        let chunk = vec![0x66u8; CHUNK_BYTES as usize];
+        // The data may meet a closed connection: the answer is what counts.
+        let _ = connection.send_data(&chunk, crc32c::crc32c(&chunk));
+        let _ = connection.flush();
+        connection
+            .receive::<MinionResponse>(request_id)
+            .map(|answer| format!("{answer:?}"))
+            .unwrap_or_else(|error| format!("no answer: {error}"))
+    };
+    let write_block = |downstream: Vec<MinionAddress>| MinionRequest::WriteBlock {
+        block,
+        generation,
+        downstream,
+        sync: false,
+    };
+    let first = targets[0].address.clone();
+    let rest = targets[1..].to_vec();
+    let attacks = [
+        (
+            "no token",
+            write(&first, "root", Vec::new(), write_block(rest.clone())),
+            "no block access token",
+        ),
+        (
+            "a forged downstream",
+            write(
+                &first,
+                "root",
+                token.clone(),
+                write_block(vec![made_up.clone()]),
+            ),
+            "names another pipeline",
+        ),
+        (
+            "a longer pipeline",
+            write(
+                &first,
+                "root",
+                token.clone(),
+                write_block(vec![targets[1].clone(), made_up.clone()]),
+            ),
+            "names another pipeline",
+        ),
+        (
+            "a member the token does not name",
+            write(&bystander, "root", token.clone(), write_block(Vec::new())),
+            "names another pipeline",
+        ),
+        (
+            "another user",
+            write(&first, "mallory", token.clone(), write_block(rest.clone())),
+            "for user root",
+        ),
+        (
+            "a read token",
+            write(
+                &read_token.locations[0].address,
+                "root",
+                read_token.token.clone(),
+                MinionRequest::WriteBlock {
+                    block: read_token.id,
+                    generation: read_token.generation,
+                    downstream: Vec::new(),
+                    sync: false,
+                },
+            ),
+            "does not allow this operation",
+        ),
+        (
+            "a batch without tokens",
+            write(
+                &first,
+                "root",
+                token.clone(),
+                MinionRequest::WriteBlocks {
+                    blocks: vec![BatchBlock {
+                        block,
+                        generation,
+                        length_bytes: 1,
+                        token: Vec::new(),
+                    }],
+                    downstream: rest.clone(),
+                    sync: false,
+                },
+            ),
+            "no block access token",
+        ),
+    ];
+    for (what, answer, wanted) in attacks {
+        assert!(
+            answer.contains("PermissionDenied") && answer.contains(wanted),
+            "{what}: {answer}"
+        );
+    }
+    assert!(
+        matches!(sink.accept(), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock),
+        "a minion connected to an address no token names"
+    );
+    // Nothing of the refused writes is stored anywhere.
+    for index in 0..3 {
+        let named = cluster.block_file_of(index, &block.to_string());
+        assert!(named.is_none(), "minion {index} stored {named:?}");
+    }
+    drop(master);
+
+    // The minions' own copies carry their tokens: a dead minion's
+    // replicas are copied back to two live ones.
+    let holder = cluster
+        .located_blocks("/honest")
+        .iter()
+        .flat_map(|block| block.locations.iter().map(|l| l.address.clone()))
+        .next()
+        .expect("a holder");
+    let index = (0..3)
+        .find(|&index| cluster.minion_address(index) == holder)
+        .expect("the holder's index");
+    cluster.kill_minion(index);
+    cluster.wait_for(
+        || {
+            cluster.located_blocks("/honest").iter().all(|block| {
+                block.locations.len() == 2 && block.locations.iter().all(|l| l.address != holder)
+            })
+        },
+        Duration::from_secs(60),
+        "every block of /honest back to two live replicas",
+    );
+    let read = cluster.dfs(["cat", "/honest"]);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert!(read.stdout == data, "/honest reads back as written");
+    cluster.assert_clean_logs();
+}
+
 /// Guessing at the key from one address is held off: after
 /// `AUTH_FAILURES_MAX` wrong proofs in a minute its new connections are
 /// refused, while connections already open go on being served.
 #[test]
 fn guessing_at_the_key_from_one_address_is_held_off() {
-    let (_keys, cluster) = keyed_cluster(ClusterOptions {
+    let (keys, cluster) = keyed_cluster(ClusterOptions {
         minions: 1,
         replication: Some(1),
         ..ClusterOptions::default()
     });
     let credentials = Credentials::default();
-    let mut kept = Connection::open(cluster.master_address()).expect("connect");
+    let mut kept = member_connection(&cluster, &keys.path().join("cluster.key"));
     let wrong = ClusterKey::generate().expect("key");
     for _ in 0..10 {
         let mut connection = Connection::open(cluster.master_address()).expect("connect");

@@ -377,6 +377,7 @@ mod tests {
             block: dfs_engine::msg::BlockId(id),
             generation: dfs_engine::msg::Generation(id + 1),
             length_bytes,
+            token: Vec::new(),
         }
     }
 

@@ -31,10 +31,11 @@ use dfs_engine::msg::{
     self, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand, MinionId,
 };
 use dfs_engine::rpc::Connection;
+use dfs_engine::token::TokenKeys;
 use dfs_engine::{Error, Result};
 
 use crate::identity::Identity;
-use crate::replicate::{CopyJob, Replicator};
+use crate::replicate::{CopyJob, Replicator, REPLICATION_USER};
 use crate::store::{BadReport, ChangeReport, FailedDirectory, QuarantinedReplica, Store};
 
 /// Connection failures in a row after which another warning is logged;
@@ -425,7 +426,21 @@ impl Heartbeat {
                 );
             }
             MinionCommand::Replicate { replica, targets } => {
-                self.replicator.submit(CopyJob { replica, targets });
+                // The master named the pipeline over a connection that
+                // proved the cluster key; the token says so to its members.
+                let token = self.config.key.clone().map_or_else(Vec::new, |key| {
+                    TokenKeys::new(key).mint_write(
+                        REPLICATION_USER,
+                        replica.replica(),
+                        &targets,
+                        dfs_engine::rpc::now_ms(),
+                    )
+                });
+                self.replicator.submit(CopyJob {
+                    replica,
+                    targets,
+                    token,
+                });
             }
         }
     }

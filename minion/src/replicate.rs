@@ -49,6 +49,9 @@ pub struct CopyJob {
     /// The replica as the master recorded it.
     pub replica: StoredBlock,
     pub targets: Vec<MinionAddress>,
+    /// The write token for `targets`, minted here under the cluster key
+    /// (empty without one).
+    pub token: Vec<u8>,
 }
 
 /// The queue in front of the copy workers. Dropping it ends the workers
@@ -173,7 +176,8 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
     }
     let credentials = Credentials {
         user: REPLICATION_USER.into(),
-        ..Credentials::default()
+        groups: Vec::new(),
+        token: job.token.clone(),
     };
     let mut connection = Connection::open(&first.address)?;
     let write_id = connection.send(

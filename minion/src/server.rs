@@ -40,7 +40,7 @@ use dfs_engine::msg::{
     Envelope, ErrorKind, MinionAddress, MinionId, MinionRequest, MinionResponse, RemoteError,
     ReplicaId,
 };
-use dfs_engine::token::{Access, TokenKeys};
+use dfs_engine::token::{TokenError, TokenKeys};
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
 
@@ -667,6 +667,23 @@ impl Session {
                 downstream,
                 sync,
             } => {
+                let replica = ReplicaId { block, generation };
+                if let Some(keys) = &self.context.tokens {
+                    let credentials = &envelope.credentials;
+                    let checked = keys.check_write(
+                        &credentials.token,
+                        credentials,
+                        replica,
+                        self.context.me.id,
+                        &downstream,
+                        dfs_engine::rpc::now_ms(),
+                    );
+                    if let Err(refused) = checked {
+                        return self
+                            .refuse(request_id, "a write", refused, Next::Close)
+                            .await;
+                    }
+                }
                 // Copies between minions are background work, not clients.
                 let _busy = (envelope.credentials.user != REPLICATION_USER)
                     .then(|| self.context.store.activity.begin());
@@ -675,7 +692,7 @@ impl Session {
                     pipeline::WriteRequest {
                         request_id,
                         credentials: envelope.credentials,
-                        replica: ReplicaId { block, generation },
+                        replica,
                         downstream,
                         sync,
                     },
@@ -688,24 +705,17 @@ impl Session {
                 offset_bytes,
                 length_bytes,
             } => {
+                let replica = ReplicaId { block, generation };
                 if let Some(keys) = &self.context.tokens {
-                    let checked = keys.check_request(
-                        &envelope.credentials,
-                        block,
-                        generation,
-                        Access::Read,
-                        dfs_engine::rpc::now_ms(),
-                    );
+                    let checked =
+                        keys.check_read(&envelope.credentials, replica, dfs_engine::rpc::now_ms());
                     if let Err(refused) = checked {
-                        tracing::debug!("{}: refused a read: {refused}", self.peer);
-                        let error =
-                            RemoteError::new(ErrorKind::PermissionDenied, refused.to_string());
-                        self.respond_error(request_id, error).await?;
-                        return Ok(Next::Continue);
+                        return self
+                            .refuse(request_id, "a read", refused, Next::Continue)
+                            .await;
                     }
                 }
                 let _busy = self.context.store.activity.begin();
-                let replica = ReplicaId { block, generation };
                 read::read_block(self, request_id, replica, offset_bytes, length_bytes).await
             }
             MinionRequest::WriteBlocks {
@@ -713,6 +723,24 @@ impl Session {
                 downstream,
                 sync,
             } => {
+                if let Some(keys) = &self.context.tokens {
+                    let now_ms = dfs_engine::rpc::now_ms();
+                    let checked = blocks.iter().try_for_each(|batched| {
+                        keys.check_write(
+                            &batched.token,
+                            &envelope.credentials,
+                            batched.replica(),
+                            self.context.me.id,
+                            &downstream,
+                            now_ms,
+                        )
+                    });
+                    if let Err(refused) = checked {
+                        return self
+                            .refuse(request_id, "a batch write", refused, Next::Close)
+                            .await;
+                    }
+                }
                 let _busy = (envelope.credentials.user != REPLICATION_USER)
                     .then(|| self.context.store.activity.begin());
                 batch::write_blocks(
@@ -731,6 +759,22 @@ impl Session {
                 "SealBlock of {block} without a WriteBlock before it"
             ))),
         }
+    }
+
+    /// Answers a request whose block access token was refused, and goes on
+    /// as `then` says: a read's connection goes on, a write's closes (its
+    /// data frames follow).
+    async fn refuse(
+        &mut self,
+        request_id: u64,
+        what: &str,
+        refused: TokenError,
+        then: Next,
+    ) -> Result<Next> {
+        tracing::debug!("{}: refused {what}: {refused}", self.peer);
+        let error = RemoteError::new(ErrorKind::PermissionDenied, refused.to_string());
+        self.respond_error(request_id, error).await?;
+        Ok(then)
     }
 
     /// Waits for the first bytes of the next request. `Ok(false)`: the

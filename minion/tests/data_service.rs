@@ -715,6 +715,7 @@ fn write_blocks(
                 block: *block,
                 generation: generation(*block),
                 length_bytes: data.len() as u64,
+                token: Vec::new(),
             })
             .collect(),
         downstream: targets[1..].to_vec(),

@@ -1758,12 +1758,41 @@ fn descriptors_follow_the_file_through_links_listings_and_truncates() {
 #[test]
 fn a_second_user_on_the_workstation_cannot_read_the_first_users_private_file() {
     let cluster = cluster_of(1);
+    two_users_on_one_workstation(&cluster, &cluster.identity_env());
+}
+
+/// The same on a cluster with a key, the mount proving the workstation's
+/// host identity (`dfs admin host add`): it asserts its callers' users.
+#[test]
+fn a_trusted_host_mounts_for_its_users_on_a_keyed_cluster() {
+    let (keys, cluster) = dfs_testkit::keys::keyed_cluster(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        ..ClusterOptions::default()
+    });
+    let host = keys.path().join("host.identity");
+    let issued = cluster
+        .dfs_command()
+        .args(["admin", "host", "add", "ws1", "--key"])
+        .arg(keys.path().join("cluster.key"))
+        .arg("--out")
+        .arg(&host)
+        .output()
+        .expect("run dfs admin host add");
+    assert!(issued.status.success(), "{issued:?}");
+    two_users_on_one_workstation(&cluster, host.as_os_str());
+    // The files the users made are theirs in the master's namespace.
+    assert_eq!(cluster.stat("/diary").field("owner"), "4001");
+}
+
+fn two_users_on_one_workstation(cluster: &Cluster, identity: &std::ffi::OsStr) {
     fs::set_permissions(cluster.dir(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mounted = Mounted::start_with(
-        &cluster,
+    let mounted = Mounted::start_proving(
+        cluster,
         &cluster.dir().join("mnt"),
         false,
         &["-o", "allow_other"],
+        identity,
     );
     let as_user = |uid: u32, script: &str| {
         Command::new("setpriv")

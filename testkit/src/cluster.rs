@@ -276,6 +276,9 @@ pub struct Cluster {
     minions: Vec<Daemon>,
     minion_data_dirs: Vec<PathBuf>,
     allowed_errors: Vec<String>,
+    /// The master's `--key`, which clients of the test prove as their
+    /// identity (the member identity); None: an open cluster.
+    identity: Option<PathBuf>,
     /// Set once `shut_down` has stopped everything and handed its problems
     /// over: `Drop` has nothing left to check.
     stopped: bool,
@@ -323,11 +326,17 @@ impl Cluster {
             dir.path().join("master.log"),
         );
         master.host.clone_from(&options.listen_host);
+        let identity = options
+            .master_arguments
+            .windows(2)
+            .find(|pair| pair[0] == "--key")
+            .map(|pair| PathBuf::from(pair[1]));
         let mut cluster = Cluster {
             master,
             minions: Vec::new(),
             minion_data_dirs: Vec::new(),
             allowed_errors: Vec::new(),
+            identity,
             stopped: false,
             dir,
         };
@@ -423,9 +432,18 @@ impl Cluster {
         let mut command = Command::new(binary("dfs"));
         command
             .env_remove("DFS_MASTER")
+            .env("DFS_IDENTITY", self.identity_env())
             .arg("--master")
             .arg(self.master_address());
         command
+    }
+
+    /// What `DFS_IDENTITY` is for clients of this cluster: the master's
+    /// key file, or `none` (a developer's own identity is not the test's).
+    pub fn identity_env(&self) -> OsString {
+        self.identity
+            .as_ref()
+            .map_or_else(|| "none".into(), |path| path.clone().into_os_string())
     }
 
     /// Runs `dfs ARGS` against the cluster and returns what it did.
@@ -484,6 +502,10 @@ impl Cluster {
     /// Sends one request to the master on a fresh connection.
     pub fn master_call(&self, request: MasterRequest) -> dfs_engine::Result<MasterResponse> {
         let mut connection = Connection::open(self.master_address())?;
+        if let Some(path) = &self.identity {
+            dfs_engine::identity::Identity::load(path)?
+                .authenticate(&mut connection, self.master_address())?;
+        }
         connection.call(&admin_credentials(), request)
     }
 

@@ -9,6 +9,7 @@
 pub mod bad_wire;
 mod cluster;
 mod data;
+pub mod keys;
 mod mount;
 pub mod nemesis;
 mod netns;

@@ -41,6 +41,18 @@ impl Mounted {
         via_dfs: bool,
         extra: &[&str],
     ) -> Mounted {
+        Mounted::start_proving(cluster, mountpoint, via_dfs, extra, &cluster.identity_env())
+    }
+
+    /// `start_with`, the mount proving the identity `identity` (a file, or
+    /// `none`).
+    pub fn start_proving(
+        cluster: &Cluster,
+        mountpoint: &Path,
+        via_dfs: bool,
+        extra: &[&str],
+        identity: &std::ffi::OsStr,
+    ) -> Mounted {
         fs::create_dir_all(mountpoint).expect("create the mountpoint");
         let log = File::create(cluster.dir().join(format!(
             "mount-{}.log",
@@ -71,6 +83,7 @@ impl Mounted {
         }
         let child = command
             .args(extra)
+            .env("DFS_IDENTITY", identity)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
