@@ -377,6 +377,9 @@ fn put_and_get_through_the_units(work: &TempDir, user: &DfsUser) {
     let dfs = |args: &[&str]| {
         run(
             Command::new("/usr/bin/dfs")
+                // The admin on the master's machine: the cluster key is
+                // the member identity a keyed master wants.
+                .env("DFS_IDENTITY", &key)
                 .arg("--master")
                 .arg(&master_address)
                 .args(args),
