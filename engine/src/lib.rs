@@ -13,6 +13,8 @@ pub mod error;
 pub mod failpoint;
 pub mod identity;
 pub mod limits;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod msg;
 pub mod path;
 pub mod rlimit;

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use dfs_engine::limits::{
     JOURNAL_RECORD_PAYLOAD_BYTES_MAX, JOURNAL_SEGMENT_BYTES_MAX, JOURNAL_SEGMENT_BYTES_MIN,
@@ -33,6 +34,8 @@ use dfs_engine::{Error, IoContext, Result};
 use memmap2::MmapRaw;
 
 use dfs_engine::failpoint;
+
+use crate::metrics::FlushMetrics;
 
 /// "DFSJ" read as a little-endian u32.
 pub const SEGMENT_MAGIC: u32 = u32::from_le_bytes(*b"DFSJ");
@@ -597,6 +600,8 @@ pub struct Journal {
     appended_bytes: AtomicU64,
     /// Flushes done, to show how many records one flush covers.
     flushes: AtomicU64,
+    /// Each flush's time and records, for the master's metrics.
+    flush_metrics: FlushMetrics,
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -674,6 +679,7 @@ impl Journal {
             poisoned: AtomicBool::new(false),
             appended_bytes: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            flush_metrics: FlushMetrics::default(),
             flusher: Mutex::new(None),
         });
         let flusher_journal = Arc::clone(&journal);
@@ -862,6 +868,11 @@ impl Journal {
         self.flushes.load(Ordering::Relaxed)
     }
 
+    /// The histograms each flush is recorded in.
+    pub fn flush_metrics(&self) -> &FlushMetrics {
+        &self.flush_metrics
+    }
+
     /// The first sequence of the segment being appended to.
     pub fn active_segment_first(&self) -> u64 {
         lock(&self.progress).durable_segment
@@ -892,10 +903,13 @@ impl Journal {
                 continue;
             };
             let target = progress.appended;
+            let records = target.saturating_sub(progress.durable);
             drop(progress);
             failpoint::hit("journal-before-flush");
+            let started = Instant::now();
             let result = dirty.segment.sync(dirty.start, dirty.end);
             self.flushes.fetch_add(1, Ordering::Relaxed);
+            self.flush_metrics.observe(started.elapsed(), records);
             progress = lock(&self.progress);
             if let Err(e) = result {
                 // Never retried: after a failed fsync the page cache may

@@ -2,13 +2,17 @@
 //! and checkpoints, the minion registry and block map (soft state),
 //! placement, re-replication and garbage collection (`replication`),
 //! `fsck`, file locks and their sessions (soft state: `locks`,
-//! `sessions`), and the TCP service.
+//! `sessions`), the TCP service, and its metrics (`metrics`); the web
+//! status page and JSON API (`http`, on the snapshots of `status`).
 
 pub mod checkpoint;
+pub mod events;
 pub mod fsck;
+pub mod http;
 pub mod journal;
 pub mod locks;
 pub mod members;
+pub mod metrics;
 pub mod namespace;
 pub mod recovery;
 pub mod registry;
@@ -18,4 +22,5 @@ pub mod safe_mode;
 pub mod server;
 pub mod service;
 pub mod sessions;
+pub mod status;
 pub mod timing;

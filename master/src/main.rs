@@ -46,6 +46,12 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: String,
+    /// Serve the status page, file browser and JSON API on this address
+    /// (port 0 picks a free port; off unless given). As with --listen, an
+    /// address other machines reach needs --key or --insecure; with a key,
+    /// only loopback peers are answered unless --insecure.
+    #[arg(long)]
+    http: Option<String>,
     /// Default block size of new files (e.g. 64M).
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     block_size: u64,
@@ -173,6 +179,10 @@ fn run() -> anyhow::Result<()> {
         std::process::exit(if report.ok { 0 } else { 1 });
     }
     dfs_engine::auth::check_exposure(&args.listen, args.key.is_some(), args.insecure)?;
+    if let Some(http) = &args.http {
+        dfs_master::http::check_exposure(http, args.key.is_some(), args.insecure)?;
+    }
+    let http_access = dfs_master::http::Access::for_master(args.key.is_some(), args.insecure);
     let journal_segment_bytes = args
         .journal_segment_size
         .unwrap_or(JOURNAL_SEGMENT_BYTES_DEFAULT);
@@ -233,6 +243,16 @@ fn run() -> anyhow::Result<()> {
     Master::spawn_maintenance(&master)?;
     Master::spawn_replication_monitor(&master)?;
     let (listener, address) = dfs_master::server::bind(&args.listen)?;
+    let http_address = match &args.http {
+        Some(http) => {
+            let (http_listener, http_address) = dfs_master::http::bind(http).context("--http")?;
+            dfs_master::http::spawn(Arc::clone(&master), http_listener, http_access)?;
+            // Logged before `listening on` is printed: tests read it then.
+            tracing::info!("status page: http on {http_address}");
+            Some(http_address)
+        }
+        None => None,
+    };
     // Signals first, so a SIGINT right after the address is printed is handled.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -242,6 +262,9 @@ fn run() -> anyhow::Result<()> {
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {address}")?;
+        if let Some(http_address) = http_address {
+            writeln!(stdout, "http on {http_address}")?;
+        }
         stdout.flush()?;
     }
     tracing::info!(%address, cluster = %master.cluster(), "master listening");
@@ -299,11 +322,12 @@ mod tests {
     }
 
     /// A value for every config key, other than its default.
-    const SAMPLES: [(&str, &str); 20] = [
+    const SAMPLES: [(&str, &str); 21] = [
         ("data", "\"/elsewhere\""),
         ("check", "true"),
         ("recover", "true"),
         ("listen", "\"0.0.0.0:7171\""),
+        ("http", "\"127.0.0.1:7180\""),
         ("block-size", "\"1M\""),
         ("replication", "2"),
         ("heartbeat-interval", "\"1s\""),

@@ -687,6 +687,11 @@ impl Registry {
         self.locations.len()
     }
 
+    /// Blocks with at least one replica reported corrupt (status page).
+    pub(crate) fn corrupt_block_count(&self) -> usize {
+        self.corrupt.len()
+    }
+
     /// Live minions whose full block report is in, and those whose is not.
     pub fn report_counts(&self, now: Instant) -> (usize, usize) {
         let live = self

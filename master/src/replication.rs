@@ -115,6 +115,10 @@ pub struct Healer {
     strays: HashMap<BlockId, BTreeSet<MinionId>>,
     replication_timeout: Duration,
     orphan_grace: Duration,
+    /// Copies that landed on every target since start (`progress`).
+    copies_done: u64,
+    /// What the last `plan` found (`progress`).
+    last_plan: PlanSummary,
 }
 
 impl Healer {
@@ -129,6 +133,8 @@ impl Healer {
             strays: HashMap::new(),
             replication_timeout,
             orphan_grace,
+            copies_done: 0,
+            last_plan: PlanSummary::default(),
         }
     }
 
@@ -245,6 +251,7 @@ impl Healer {
         flight.targets.retain(|&target| target != minion);
         if flight.targets.is_empty() {
             self.in_flight.remove(&block);
+            self.copies_done += 1;
             return true;
         }
         false
@@ -579,7 +586,22 @@ impl Healer {
         summary.in_flight = self.in_flight.len();
         summary.watched = watch.len();
         self.watch = watch;
+        self.last_plan = summary;
         summary
+    }
+
+    /// Where healing stands, for the status page: copies waiting for their
+    /// source's heartbeat, copies handed out and not landed everywhere yet,
+    /// copies done since start, and the last plan's counts.
+    pub(crate) fn progress(&self) -> crate::status::HealingProgress {
+        let queued: usize = self.replications.values().map(VecDeque::len).sum();
+        crate::status::HealingProgress {
+            copies_queued: queued as u64,
+            copies_in_flight: self.in_flight.len().saturating_sub(queued) as u64,
+            copies_done: self.copies_done,
+            under_replicated_blocks: self.last_plan.under_replicated as u64,
+            missing_blocks: self.last_plan.missing as u64,
+        }
     }
 
     /// Deletes `minion`'s corrupt replica: no longer a location, no longer

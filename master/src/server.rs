@@ -37,6 +37,7 @@ use dfs_engine::wire::{self, FrameKind, CONNECTION_REQUEST_ID, FRAME_HEADER_BYTE
 use dfs_engine::{Error, IoContext, Result};
 
 use crate::members::{AuthFailures, AUTH_FAILURES_MAX, AUTH_FAILURE_WINDOW};
+use crate::metrics::Refusal;
 use crate::service::{ConnectionId, Master};
 
 /// Bytes of a connection's read and write buffers.
@@ -178,10 +179,14 @@ impl Server {
         address: IpAddr,
         stream: &TcpStream,
     ) -> std::result::Result<(), String> {
-        let socket = stream
-            .try_clone()
-            .map_err(|e| format!("master cannot serve a connection now: {e}"))?;
+        let socket = stream.try_clone().map_err(|e| {
+            self.master.metrics().connection_refused(Refusal::Busy);
+            format!("master cannot serve a connection now: {e}")
+        })?;
         if lock(&self.auth_failures).is_limited(address, Instant::now()) {
+            self.master
+                .metrics()
+                .connection_refused(Refusal::AuthLimited);
             return Err(format!(
                 "refused: {address} failed to prove the cluster key {AUTH_FAILURES_MAX} times within {AUTH_FAILURE_WINDOW:?}"
             ));
@@ -189,11 +194,13 @@ impl Server {
         let mut peers = lock(&self.peers);
         let held = peers.per_address.get(&address).copied().unwrap_or(0);
         if held >= PEER_CONNECTIONS_MAX {
+            self.master.metrics().connection_refused(Refusal::Busy);
             return Err(format!(
                 "master busy: {address} holds its limit of {PEER_CONNECTIONS_MAX} connections"
             ));
         }
         if peers.connections.len() >= CONNECTIONS_MAX && !self.close_longest_idle(&mut peers) {
+            self.master.metrics().connection_refused(Refusal::Busy);
             return Err(format!(
                 "master busy: {CONNECTIONS_MAX} connections open, none of them idle"
             ));
@@ -239,11 +246,13 @@ impl Server {
     }
 
     fn run_connection(&self, connection: ConnectionId, stream: TcpStream, peer: SocketAddr) {
+        self.master.metrics().connection_opened();
         if let Err(e) = self.serve_connection(connection, stream, peer.ip()) {
             tracing::warn!(%peer, "connection closed: {e}");
         }
         lock(&self.peers).remove(connection);
         self.master.connection_closed(connection);
+        self.master.metrics().connection_closed();
     }
 
     fn serve_connection(
@@ -281,6 +290,7 @@ impl Server {
                 .handle(connection, &envelope.credentials, envelope.body);
             if proving && matches!(response, MasterResponse::Error(_)) {
                 lock(&self.auth_failures).record(peer, Instant::now());
+                self.master.metrics().auth_failed();
             }
             wire::write_message(&mut writer, FrameKind::Response, request_id, &response)?;
             // A client that sent several requests at once gets their answers in

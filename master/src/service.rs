@@ -37,6 +37,7 @@ use crate::checkpoint::{self, DataDir};
 use crate::fsck::{self, PageLimits};
 use crate::journal::{self, Journal, JournalConfig, Stop};
 use crate::members::{self, Members};
+use crate::metrics::{self, Metrics};
 use crate::namespace::{
     access::{self, AttributeWish},
     check_file_parameters, Applied, BlockRecord, BlockTarget, Caller, Namespace, Op, WriteId,
@@ -255,6 +256,8 @@ pub struct Master {
     members: Mutex<Members>,
     /// Mints block access tokens, when the cluster has a key.
     tokens: Option<TokenKeys>,
+    /// Counters and histograms for `/metrics` (`render_metrics`).
+    metrics: Metrics,
 }
 
 fn parse_path(path: &str) -> Result<DfsPath, RemoteError> {
@@ -387,6 +390,7 @@ impl Master {
                 random_state: dfs_engine::rpc::random_u64()? | 1,
                 healer: Healer::new(config.replication_timeout, config.orphan_grace),
             }),
+            metrics: Metrics::new(journal.flush_metrics().clone()),
             journal,
             checkpoints: Mutex::new(Checkpoints {
                 newest_sequence: recovered.checkpoint_sequence,
@@ -428,6 +432,18 @@ impl Master {
 
     pub fn cluster(&self) -> ClusterId {
         self.cluster
+    }
+
+    /// The master's metrics, for the server to count connections.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every metric in the text exposition format, the minion counts taken
+    /// from the registry now (one short hold of its lock).
+    pub fn render_metrics(&self) -> String {
+        let minions = self.registry().registry.reports(Instant::now());
+        self.metrics.render_with(&minions)
     }
 
     /// Why the master is still in safe mode (`safe_mode`), if it is; the
@@ -531,6 +547,7 @@ impl Master {
                     &state.namespace,
                 )?;
                 checkpoints.newest_sequence = sequence;
+                self.metrics.checkpoint_written();
             }
             checkpoint::remove_obsolete(
                 self.data_dir.path(),
@@ -579,6 +596,7 @@ impl Master {
         let mut base = checkpoint::load(&newest.1)?;
         replay_durable(dir, &mut base.namespace, base.last_sequence, target)?;
         checkpoint::store(dir, self.cluster, target, &base.namespace)?;
+        self.metrics.checkpoint_written();
         checkpoints.newest_sequence = target;
         checkpoints.journal_bytes_mark = mark;
         checkpoints.retry_at = None;
@@ -766,7 +784,22 @@ impl Master {
         }
     }
 
+    /// Answers one request on `connection`, counted and timed by kind in
+    /// the metrics.
     pub fn handle(
+        &self,
+        connection: ConnectionId,
+        credentials: &Credentials,
+        request: MasterRequest,
+    ) -> MasterResponse {
+        let op = metrics::op_name(&request);
+        let started = Instant::now();
+        let response = self.handle_request(connection, credentials, request);
+        self.metrics.request_done(op, started.elapsed(), &response);
+        response
+    }
+
+    fn handle_request(
         &self,
         connection: ConnectionId,
         credentials: &Credentials,
@@ -1950,7 +1983,10 @@ impl Master {
                         == Judged::Replica
                     {
                         registry.registry.add_location(stored.block, minion);
-                        landed |= registry.healer.landed(stored.block, minion);
+                        if registry.healer.landed(stored.block, minion) {
+                            self.metrics.copy_finished();
+                            landed = true;
+                        }
                     }
                 }
                 ReplicaChange::Deleted(replica) => {
@@ -2111,7 +2147,9 @@ impl Master {
             .filter_map(|block| state.namespace.block_target(block))
             .collect();
         drop(state);
-        healer.plan(now, &targets, registry, || next_random(random_state))
+        let summary = healer.plan(now, &targets, registry, || next_random(random_state));
+        self.metrics.planned(&summary);
+        summary
     }
 
     /// Starts the replication monitor: a round every heartbeat interval, or
@@ -2180,6 +2218,59 @@ impl Master {
             .iter()
             .filter(|m| m.state == MinionState::Live)
             .count()
+    }
+
+    // Read-only views for the status page (`status`): each takes one lock
+    // briefly, and the closures copy what they need out of it.
+
+    /// Runs `view` on the namespace under its read lock.
+    pub(crate) fn view_namespace<R>(&self, view: impl FnOnce(&Namespace) -> R) -> R {
+        view(&self.read().namespace)
+    }
+
+    /// Runs `view` on the registry and the healer under their lock.
+    pub(crate) fn view_registry<R>(&self, view: impl FnOnce(&Registry, &Healer) -> R) -> R {
+        let state = self.registry();
+        view(&state.registry, &state.healer)
+    }
+
+    /// The journal's and the checkpoints' counters. A background
+    /// checkpoint holds the checkpoints' lock while it writes (seconds, on
+    /// a large namespace): then their part is None rather than waited for.
+    pub(crate) fn journal_view(&self) -> crate::status::JournalView {
+        let checkpoint = match self.checkpoints.try_lock() {
+            Ok(checkpoints) => Some(crate::status::CheckpointView {
+                sequence: checkpoints.newest_sequence,
+                bytes_since: self
+                    .journal_bytes()
+                    .saturating_sub(checkpoints.journal_bytes_mark),
+            }),
+            Err(_) => None,
+        };
+        crate::status::JournalView {
+            appended_sequence: self.journal.appended_sequence(),
+            durable_sequence: self.journal.durable_sequence(),
+            checkpoint,
+            flushes: self.journal.flushes(),
+        }
+    }
+
+    /// Why the master is still starting (safe mode), or None once it is
+    /// over (which this may find, as a lookup would).
+    pub(crate) fn starting_reason(&self) -> Option<String> {
+        let state = self.read();
+        let registry = self.registry();
+        self.starting(Instant::now(), &state.namespace, &registry.registry)
+    }
+
+    /// The data directory (where the checkpoints are).
+    pub(crate) fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// The settings the master runs with.
+    pub(crate) fn settings(&self) -> &MasterConfig {
+        &self.config
     }
 }
 

@@ -221,6 +221,12 @@ async fn store_and_forward(
     let remote = forward(&context.me, request, forwarded, context.pipeline_timeout);
     let (stored_here, downstream) = uring::join(local, remote).await;
     session.return_input(input);
+    if downstream.sealed.is_some() {
+        // Counted once the next member answered for the batch (a send that
+        // broke may or may not have delivered it).
+        let block_bytes: u64 = request.blocks.iter().map(|block| block.length_bytes).sum();
+        context.store.metrics.forwarded_bytes.inc_by(block_bytes);
+    }
     let mut answer = Vec::with_capacity(request.blocks.len());
     for (index, (block, stored)) in request.blocks.iter().zip(stored_here).enumerate() {
         let mut sealed = SealedBlock {

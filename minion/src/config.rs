@@ -80,6 +80,11 @@ struct Arguments {
     /// (anyone there may then speak for this minion's cluster).
     #[arg(long)]
     insecure: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks
+    /// a free port); off when not given. An address other machines reach
+    /// needs --key or --insecure, as --listen does.
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
 }
 
 /// How many cores serve data.
@@ -149,8 +154,9 @@ fn parse_positive(text: &str) -> Result<Duration, String> {
 /// What a minion's command line asks for.
 #[derive(Debug)]
 pub enum Startup {
-    /// Start with this configuration and this many cores.
-    Run(Config, Cores),
+    /// Start with this configuration (boxed: it is far larger than the
+    /// text) and this many cores.
+    Run(Box<Config>, Cores),
     /// `--print-config`: print this text and exit 0.
     PrintConfig(String),
 }
@@ -171,6 +177,8 @@ pub struct Config {
     pub key: Option<PathBuf>,
     /// May listen where other machines reach it without a key.
     pub insecure: bool,
+    /// Where to serve `/metrics` over HTTP, if anywhere.
+    pub http: Option<String>,
 }
 
 impl Config {
@@ -209,7 +217,7 @@ impl Config {
             match config_file::parse::<Arguments, _, _>(default_file, args)? {
                 Invocation::Run(arguments) => {
                     let (config, cores) = Config::from_arguments(arguments);
-                    Startup::Run(config, cores)
+                    Startup::Run(Box::new(config), cores)
                 }
                 Invocation::PrintConfig(text) => Startup::PrintConfig(text),
             },
@@ -229,6 +237,7 @@ impl Config {
             idle_timeout: arguments.idle_timeout,
             key: arguments.key,
             insecure: arguments.insecure,
+            http: arguments.http,
         };
         (config, arguments.cores)
     }
@@ -260,6 +269,9 @@ impl Config {
         check_address("--listen", &self.listen)?;
         if let Some(advertise) = &self.advertise {
             check_address("--advertise", advertise)?;
+        }
+        if let Some(http) = &self.http {
+            check_address("--http", http)?;
         }
         Ok(())
     }
@@ -309,14 +321,17 @@ mod tests {
                 idle_timeout: Duration::from_millis(MINION_IDLE_TIMEOUT_MS_DEFAULT),
                 key: None,
                 insecure: false,
+                http: None,
             }
         );
         let config = parse(
             "dfs-minion --master m:1 --data /a --listen [::1]:4000 --advertise h:4000 \
              --heartbeat-interval 250ms --scrub-period 10s --pipeline-timeout 2s \
-             --frame-deadline 1s --idle-timeout 3s --key /etc/dfs/cluster.key",
+             --frame-deadline 1s --idle-timeout 3s --key /etc/dfs/cluster.key \
+             --http 127.0.0.1:9100",
         )
         .expect("full");
+        assert_eq!(config.http.as_deref(), Some("127.0.0.1:9100"));
         assert_eq!(config.advertise.as_deref(), Some("h:4000"));
         assert_eq!(config.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(
@@ -336,7 +351,7 @@ mod tests {
     const REQUIRED: [(&str, &str); 3] = [("master", "m:1"), ("data", "/a"), ("listen", "h:1")];
 
     /// A value for every config key, other than its default.
-    const SAMPLES: [(&str, &str); 12] = [
+    const SAMPLES: [(&str, &str); 13] = [
         ("master", "\"m:2\""),
         ("data", "[\"/x\", \"/y\"]"),
         ("listen", "\"[::1]:0\""),
@@ -349,6 +364,7 @@ mod tests {
         ("idle-timeout", "\"5s\""),
         ("key", "\"/etc/dfs/cluster.key\""),
         ("insecure", "true"),
+        ("http", "\"127.0.0.1:9100\""),
     ];
 
     /// A config file named minion.toml in a fresh directory.
@@ -368,7 +384,7 @@ mod tests {
 
     fn run_config(args: &[&str]) -> (Config, Cores) {
         match startup(args) {
-            Ok(Startup::Run(config, cores)) => (config, cores),
+            Ok(Startup::Run(config, cores)) => (*config, cores),
             other => panic!("{args:?} did not parse to a configuration: {other:?}"),
         }
     }
@@ -527,6 +543,10 @@ mod tests {
             (
                 "dfs-minion --master m:1 --data /a --listen h:1 --advertise :1",
                 "--advertise",
+            ),
+            (
+                "dfs-minion --master m:1 --data /a --listen h:1 --http 9100",
+                "--http",
             ),
             (
                 "dfs-minion --master m:1 --data /a --listen h:1 --heartbeat-interval 0",

@@ -9,7 +9,8 @@
 //! its blocks (`scrub`, yielding to clients as `health` tells), and the
 //! master conversation (`heartbeat`), which reports sealed blocks, bad
 //! replicas and failed directories and carries out the master's commands:
-//! deletions, and copies to other minions (`replicate`).
+//! deletions, and copies to other minions (`replicate`). Every part counts
+//! what it does in `metrics`, which `http` serves with `--http`.
 //!
 //! A data directory that fails is taken out of service while the minion
 //! runs on with the others. When every one has failed, the minion stays up
@@ -24,7 +25,9 @@ pub mod config;
 mod group_sync;
 mod health;
 pub mod heartbeat;
+pub mod http;
 pub mod identity;
+mod metrics;
 mod pipeline;
 mod read;
 pub mod replicate;
@@ -60,6 +63,8 @@ pub struct RunningMinion {
     service: DataService,
     heartbeat: Option<JoinHandle<Result<()>>>,
     stop: StopSignal,
+    /// Serves `/metrics` with `--http`; stops when dropped.
+    http: Option<http::MetricsServer>,
 }
 
 /// Checks the data directories, opens the store, starts serving on every
@@ -73,6 +78,9 @@ pub fn start(config: Config) -> Result<RunningMinion> {
 pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
     config.validate()?;
     dfs_engine::auth::check_exposure(&config.listen, config.key.is_some(), config.insecure)?;
+    if let Some(address) = &config.http {
+        http::check_exposure(address, config.key.is_some(), config.insecure)?;
+    }
     // The identity check comes first: it refuses another minion's directory
     // before the store touches anything in it.
     let identity = Identity::load_or_create(&config.data_dirs)?;
@@ -100,6 +108,10 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
         ScrubPeriod::Off => None,
     };
     scrub::spawn(Arc::clone(service.store()), ScrubConfig { period })?;
+    let http = match &config.http {
+        Some(address) => Some(http::serve(address, Arc::downgrade(service.store()))?),
+        None => None,
+    };
     let stop = StopSignal::new();
     let heartbeat = heartbeat::spawn(
         HeartbeatConfig {
@@ -116,6 +128,7 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
         service,
         heartbeat: Some(heartbeat),
         stop,
+        http,
     })
 }
 
@@ -153,6 +166,11 @@ impl RunningMinion {
     /// This minion's id and advertised address.
     pub fn minion_address(&self) -> &MinionAddress {
         self.service.minion_address()
+    }
+
+    /// The address `/metrics` is served on, with `--http`.
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(http::MetricsServer::local_address)
     }
 
     /// Runs until `stop_requested` is set (`Ok`) or the master refuses this

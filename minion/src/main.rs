@@ -29,7 +29,7 @@ fn run() -> anyhow::Result<()> {
         Config::from_command_line(std::env::args_os(), Some(Path::new(CONFIG_FILE_DEFAULT)))
             .unwrap_or_else(|error| error.exit());
     let (config, cores) = match startup {
-        Startup::Run(config, cores) => (config, cores),
+        Startup::Run(config, cores) => (*config, cores),
         Startup::PrintConfig(text) => {
             let mut stdout = std::io::stdout().lock();
             stdout
@@ -53,8 +53,15 @@ fn run() -> anyhow::Result<()> {
         .map_err(|e| anyhow!("start the minion: {e}"))?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", minion.local_address())
+        .and_then(|()| match minion.http_address() {
+            Some(http) => writeln!(stdout, "http on {http}"),
+            None => Ok(()),
+        })
         .and_then(|()| stdout.flush())
         .context("print the listening address")?;
+    if let Some(http) = minion.http_address() {
+        tracing::info!("serving metrics at http://{http}/metrics");
+    }
     drop(stdout);
     minion
         .run_until(&stop_requested)

@@ -579,6 +579,7 @@ impl Pipeline {
     ) {
         let block = self.block;
         self.batches += 1;
+        let data_bytes: u64 = batch.payloads.iter().map(|range| range.len() as u64).sum();
         let input = session.lend_input();
         let local_pieces = SharedPieces {
             bytes: Rc::clone(&input),
@@ -642,8 +643,19 @@ impl Pipeline {
         if let Some(Err(error)) = stored {
             self.fail_locally(&error);
         }
-        if let Some(Err(error)) = forwarded {
-            self.lose_downstream(ErrorKind::Io, &format!("forward {block}: {error}"));
+        match forwarded {
+            Some(Ok(())) => {
+                session
+                    .context
+                    .store
+                    .metrics
+                    .forwarded_bytes
+                    .inc_by(data_bytes);
+            }
+            Some(Err(error)) => {
+                self.lose_downstream(ErrorKind::Io, &format!("forward {block}: {error}"))
+            }
+            None => {}
         }
     }
 

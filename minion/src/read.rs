@@ -26,6 +26,7 @@ use dfs_engine::msg::{BlockId, ErrorKind, MinionResponse, RemoteError, ReplicaId
 use dfs_engine::wire::{FrameHeader, FrameKind};
 use dfs_engine::{Error, Result};
 
+use crate::metrics::CheckedBy;
 use crate::server::{Next, Session};
 use crate::store::Store;
 use crate::uring::{self, FrameBatch, UringFile};
@@ -57,6 +58,7 @@ pub(crate) async fn read_block(
                 (ErrorKind::Corrupted, format!("{name}: {error}"))
             } else if matches!(error, Error::Corrupted { .. }) {
                 tracing::error!("{}: read {block}: {error}", session.peer);
+                store.metrics.checksum_failed(CheckedBy::Read);
                 store.suspect(block);
                 (ErrorKind::Corrupted, format!("{name}: {error}"))
             } else {
@@ -146,7 +148,10 @@ fn rotten_first_chunk(reader: &BlockReader, chunk_crcs: &mut [u32]) -> Option<u3
 /// verify, an I/O error to the judgement of its data directory.
 fn note_failure(store: &Store, directory: Option<usize>, block: BlockId, error: &Error) {
     match (error, directory) {
-        (Error::Corrupted { .. }, _) => store.suspect(block),
+        (Error::Corrupted { .. }, _) => {
+            store.metrics.checksum_failed(CheckedBy::Read);
+            store.suspect(block)
+        }
         (_, Some(index)) => store.note_io_error(index, error),
         (_, None) => store.note_block_io_error(block, error),
     }
@@ -317,6 +322,13 @@ async fn send_chunks(
         let (sent, next) =
             uring::join(session.stream.write_vectored_all(batch, wait), next_read).await;
         let batch = sent.map_err(|e| Error::io(format!("send to {}", session.peer), e))?;
+        let sent_bytes: usize = batch.ranges.iter().map(|range| range.len()).sum();
+        session
+            .context
+            .store
+            .metrics
+            .read_bytes
+            .inc_by(sent_bytes as u64);
         if let Some(error) = failed {
             // The good chunks before it went out.
             corrupt(session, &error);

@@ -37,6 +37,7 @@ use dfs_engine::rpc::Connection;
 use dfs_engine::wire::{self, FrameKind};
 use dfs_engine::{Error, Result};
 
+use crate::metrics::{CheckedBy, Metrics};
 use crate::store::Store;
 
 /// The user copies between minions are sent as: their writes are
@@ -58,6 +59,8 @@ pub struct CopyJob {
 /// once they finish their current copy.
 pub struct Replicator {
     queue: SyncSender<CopyJob>,
+    /// Counts the queue's length.
+    metrics: Arc<Metrics>,
     /// Set when a copy ended (either way): the heartbeat goes early to
     /// fetch the next one.
     finished: Arc<AtomicBool>,
@@ -78,7 +81,11 @@ impl Replicator {
                 .spawn(move || work(&store, &jobs, &finished))
                 .map_err(|e| Error::io("start a replication worker", e))?;
         }
-        Ok(Replicator { queue, finished })
+        Ok(Replicator {
+            queue,
+            metrics: Arc::clone(&store.metrics),
+            finished,
+        })
     }
 
     /// True once after a copy ended.
@@ -89,7 +96,13 @@ impl Replicator {
     /// Queues a copy; false when the queue is full (the master plans it
     /// again later).
     pub fn submit(&self, job: CopyJob) -> bool {
-        match self.queue.try_send(job) {
+        // Counted first: a worker may take the job before `try_send` returns.
+        self.metrics.copy_queued();
+        let sent = self.queue.try_send(job);
+        if sent.is_err() {
+            self.metrics.copy_dequeued();
+        }
+        match sent {
             Ok(()) => true,
             Err(TrySendError::Full(job)) => {
                 tracing::warn!(block = %job.replica.block, "replication queue full; copy dropped");
@@ -107,8 +120,11 @@ fn work(store: &Store, jobs: &Mutex<Receiver<CopyJob>>, finished: &AtomicBool) {
             Ok(job) => job,
             Err(_) => return,
         };
+        store.metrics.copy_dequeued();
         let started = std::time::Instant::now();
-        match copy_block(store, &job) {
+        let copied = copy_block(store, &job);
+        store.metrics.copy_ended(copied.is_ok());
+        match copied {
             Ok(length_bytes) => tracing::info!(
                 block = %job.replica.block,
                 length_bytes,
@@ -142,6 +158,7 @@ fn note_read_failure(store: &Store, block: BlockId, error: &Error) {
         return;
     }
     if matches!(error, Error::Corrupted { .. }) {
+        store.metrics.checksum_failed(CheckedBy::Copy);
         store.suspect(block);
     } else {
         store.note_block_io_error(block, error);
@@ -197,6 +214,7 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
             .read_chunk(index, &mut chunk)
             .inspect_err(|error| note_read_failure(store, block, error))?;
         connection.send_data(&chunk, crc)?;
+        store.metrics.copied_bytes.inc_by(chunk.len() as u64);
         store.activity.yield_after(started.elapsed());
     }
     let length_bytes = reader.length_bytes();

@@ -53,6 +53,7 @@ use dfs_engine::msg::{BlockId, ReplicaId};
 use dfs_engine::rpc::now_ms;
 use dfs_engine::{Error, Result};
 
+use crate::metrics::CheckedBy;
 use crate::store::Store;
 
 /// How often a keeper checks its directory.
@@ -334,6 +335,7 @@ impl Keeper {
             return false;
         }
         if matches!(error, Error::Corrupted { .. }) {
+            self.store.metrics.checksum_failed(CheckedBy::Scrub);
             return self.store.condemn(replica, None, &error.to_string());
         }
         tracing::warn!("verify {block}: {error}");
@@ -346,6 +348,7 @@ impl Keeper {
     fn judge_read_error(&self, reader: &BlockReader, inode: u64, error: Error) -> bool {
         let block = reader.block();
         if matches!(error, Error::Corrupted { .. }) {
+            self.store.metrics.checksum_failed(CheckedBy::Scrub);
             return self
                 .store
                 .condemn(reader.name().replica(), Some(inode), &error.to_string());
@@ -457,6 +460,7 @@ impl Keeper {
             drop_cached(&verifying.reader);
             pass.blocks_verified += 1;
             pass.bytes_verified += verifying.file_bytes;
+            self.store.metrics.block_scrubbed();
             pass.last_done = Some(block);
             pass.current = None;
             return Some(0);
@@ -527,6 +531,7 @@ impl Keeper {
             pass.bad
         );
         self.write_cursor(pass.cursor());
+        self.store.metrics.scrub_pass_done(self.index);
         self.next_pass = pass.started + self.period.unwrap_or_default();
     }
 

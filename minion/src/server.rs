@@ -44,6 +44,7 @@ use dfs_engine::token::{TokenError, TokenKeys};
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
 
+use crate::metrics::{Refusal, RequestKind};
 use crate::replicate::REPLICATION_USER;
 use crate::store::Store;
 use crate::uring::{self, Either, Listener, Stream};
@@ -416,6 +417,7 @@ struct ActiveSlot {
 
 impl Drop for ActiveSlot {
     fn drop(&mut self) {
+        self.context.store.metrics.connection_closed();
         release_peer(&self.context, self.address);
         self.context.active.fetch_sub(1, Ordering::SeqCst);
         self.connections
@@ -476,15 +478,18 @@ async fn accept_loop(listener: &Listener, context: &Arc<Context>, connections: &
                 context.name(),
                 context.connections_max
             );
+            context.store.metrics.connection_refused(Refusal::Busy);
             refuse(stream, context, reason);
             continue;
         }
         if let Err(reason) = claim_peer(context, peer.ip()) {
             context.active.fetch_sub(1, Ordering::SeqCst);
+            context.store.metrics.connection_refused(Refusal::PeerLimit);
             refuse(stream, context, reason);
             continue;
         }
         connections.set(connections.get() + 1);
+        context.store.metrics.connection_opened();
         let slot = ActiveSlot {
             context: Arc::clone(context),
             connections: Rc::clone(connections),
@@ -660,6 +665,12 @@ impl Session {
         };
         let request_id = header.request_id;
         let envelope = self.read_request(&header).await?;
+        // Counted with its latency when this request is done.
+        let _timer = self
+            .context
+            .store
+            .metrics
+            .time_request(RequestKind::of(&envelope.body));
         match envelope.body {
             MinionRequest::WriteBlock {
                 block,
@@ -687,6 +698,7 @@ impl Session {
                 // Copies between minions are background work, not clients.
                 let _busy = (envelope.credentials.user != REPLICATION_USER)
                     .then(|| self.context.store.activity.begin());
+                let _writing = self.context.store.metrics.pipeline_write();
                 pipeline::write_block(
                     self,
                     pipeline::WriteRequest {
@@ -743,6 +755,7 @@ impl Session {
                 }
                 let _busy = (envelope.credentials.user != REPLICATION_USER)
                     .then(|| self.context.store.activity.begin());
+                let _writing = self.context.store.metrics.pipeline_write();
                 batch::write_blocks(
                     self,
                     batch::BatchRequest {

@@ -31,6 +31,7 @@ use dfs_engine::{Error, Result};
 
 use crate::group_sync::GroupSync;
 use crate::health::{classify, Activity, Doorbell, Fault};
+use crate::metrics::Metrics;
 use crate::uring::{self, SharedPieces, UringFile};
 
 /// A durable block's data is handed to the disk every this many bytes as it
@@ -68,6 +69,8 @@ pub struct Store {
     pub(crate) doorbell: Doorbell,
     /// Shared flushes for small durable blocks, per data directory.
     group_sync: GroupSync,
+    /// What every part of the minion counts, for `/metrics`.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// News for the next report to the master (blocks stored, replicas gone
@@ -144,6 +147,7 @@ impl Store {
     pub fn new(store: BlockStore) -> Store {
         let check_requested = store.dirs().map(|_| AtomicBool::new(false)).collect();
         let group_sync = GroupSync::new(store.dirs());
+        let metrics = Arc::new(Metrics::new(store.dirs()));
         Store {
             store,
             changes: Mutex::new(ReportQueue::default()),
@@ -154,6 +158,7 @@ impl Store {
             activity: Arc::new(Activity::new()),
             doorbell: Doorbell::default(),
             group_sync,
+            metrics,
         }
     }
 
@@ -229,6 +234,7 @@ impl Store {
                 tracing::warn!(
                     "{replica}: {reason}; quarantined: the replica is never served again and is reported to the master"
                 );
+                self.metrics.quarantined();
                 self.note_bad(replica, reason);
                 true
             }
@@ -347,7 +353,11 @@ impl Store {
     /// full directory gets no new blocks for a while, a failed one is taken
     /// out of service, anything unexpected gets its directory checked.
     pub fn note_io_error(&self, index: usize, error: &Error) {
-        match classify(error) {
+        let fault = classify(error);
+        if fault != Fault::NotTheDisk {
+            self.metrics.directory_io_error(index);
+        }
+        match fault {
             Fault::Full => self.store.note_full(index),
             Fault::Failed => {
                 self.fail_directory(index, &error.to_string());
@@ -561,6 +571,10 @@ impl UringBlockWriter {
             }
         }
         let length_bytes = self.chunks.length_bytes();
+        self.store
+            .metrics
+            .written_bytes
+            .inc_by(length_bytes - offset);
         let pending_bytes = length_bytes - self.written_back_bytes;
         if let (true, Some(file)) = (
             self.durable && pending_bytes >= WRITEBACK_STEP_BYTES,

@@ -389,6 +389,22 @@ impl Cluster {
         &self.master.address
     }
 
+    /// The address of the master's status page (`--http`), from the last
+    /// `http on HOST:PORT` its log shows (logged before it printed its
+    /// `listening on` line, so there once the master started).
+    pub fn master_http_address(&self) -> String {
+        let log = std::fs::read_to_string(&self.master.log_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", self.master.log_path.display()));
+        log.lines()
+            .rev()
+            .find_map(|line| {
+                line.rsplit_once("http on ")
+                    .map(|(_, address)| address.trim())
+            })
+            .unwrap_or_else(|| panic!("the master logged no 'http on' line (run it with --http)"))
+            .to_string()
+    }
+
     pub fn master_pid(&self) -> u32 {
         self.master.pid()
     }

@@ -10,6 +10,7 @@ pub mod bad_wire;
 mod cluster;
 mod data;
 pub mod keys;
+pub mod metrics;
 mod mount;
 pub mod nemesis;
 mod netns;
