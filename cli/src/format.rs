@@ -5,50 +5,9 @@
 use dfs_engine::msg::{
     EntryKind, EntryStatus, FsckBlock, FsckFile, LocatedBlock, MinionReport, MinionState,
 };
-use dfs_engine::units::format_bytes;
+use dfs_engine::units::{civil_time, format_bytes};
 
 use dfs_client::{ClusterReport, FileBlocks};
-
-/// A calendar time in UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct CivilTime {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-}
-
-/// Milliseconds since the Unix epoch as a calendar time (proleptic
-/// Gregorian, after Howard Hinnant's `civil_from_days`).
-fn civil_time(unix_ms: u64) -> CivilTime {
-    let seconds = unix_ms / 1000;
-    let days = (seconds / 86_400) as i64;
-    let second_of_day = seconds % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    CivilTime {
-        year,
-        month,
-        day,
-        hour: (second_of_day / 3600) as u32,
-        minute: (second_of_day / 60 % 60) as u32,
-        second: (second_of_day % 60) as u32,
-    }
-}
 
 /// "2026-11-25 10:01" in UTC, as `ls -l` shows times.
 pub fn time_to_minute(unix_ns: u64) -> String {
@@ -232,23 +191,12 @@ fn minion_columns(minion: &MinionReport) -> Vec<String> {
     vec![
         minion.id.to_string(),
         minion.address.clone(),
-        state_name(minion.state).to_string(),
+        minion.state.name().to_string(),
         minion.capacity_bytes.to_string(),
         minion.used_bytes.to_string(),
         minion.available_bytes.to_string(),
         minion.block_count.to_string(),
     ]
-}
-
-fn state_name(state: MinionState) -> &'static str {
-    match state {
-        MinionState::Live => "live",
-        MinionState::Stale => "stale",
-        MinionState::Dead => "dead",
-        MinionState::Decommissioning => "decommissioning",
-        MinionState::Decommissioned => "decommissioned",
-        MinionState::Joining => "joining",
-    }
 }
 
 /// The `df` report: totals over live, joining and stale minions, then a table of
@@ -740,6 +688,7 @@ mod tests {
             block_count: 16,
             last_heartbeat_age_ms: age_ms,
             failed_directories: failed.iter().map(|f| f.to_string()).collect(),
+            rates: Default::default(),
         };
         let report = ClusterReport {
             minions: vec![
@@ -786,6 +735,7 @@ mod tests {
             block_count: used_bytes / 1024,
             last_heartbeat_age_ms: 0,
             failed_directories: Vec::new(),
+            rates: Default::default(),
         };
         let report = ClusterReport {
             minions: vec![

@@ -333,6 +333,20 @@ pub enum MinionState {
     Joining,
 }
 
+impl MinionState {
+    /// The state's name, as commands, pages and metrics show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MinionState::Live => "live",
+            MinionState::Stale => "stale",
+            MinionState::Dead => "dead",
+            MinionState::Decommissioning => "decommissioning",
+            MinionState::Decommissioned => "decommissioned",
+            MinionState::Joining => "joining",
+        }
+    }
+}
+
 /// One line of `dfs df`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MinionReport {
@@ -347,6 +361,31 @@ pub struct MinionReport {
     pub last_heartbeat_age_ms: u64,
     /// Data directories taken out of service, with why.
     pub failed_directories: Vec<String>,
+    /// Its traffic between its last two heartbeats (protocol 10).
+    pub rates: TrafficRates,
+}
+
+/// A minion's byte counters since it started, sent with each heartbeat
+/// (protocol 10): the master turns them into rates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinionTraffic {
+    /// Block bytes sent to readers.
+    pub read_bytes: u64,
+    /// Block bytes stored (client writes, batches and copies that arrive).
+    pub written_bytes: u64,
+    /// Block bytes passed to the next pipeline member.
+    pub forwarded_bytes: u64,
+    /// Block bytes sent as copies the master asked for.
+    pub copied_bytes: u64,
+}
+
+/// A minion's traffic in bytes per second, as the master last measured it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficRates {
+    pub read_bytes_per_s: u64,
+    pub written_bytes_per_s: u64,
+    pub forwarded_bytes_per_s: u64,
+    pub copied_bytes_per_s: u64,
 }
 
 /// Requests to the master, from clients and from minions.
@@ -368,6 +407,8 @@ pub enum MasterRequest {
         used_bytes: u64,
         available_bytes: u64,
         block_count: u64,
+        /// Its byte counters (protocol 10).
+        traffic: MinionTraffic,
     },
     /// The blocks a minion holds. A report may span several frames: the first
     /// has `first` set (the master forgets what it knew of that minion), the

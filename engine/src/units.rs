@@ -72,6 +72,47 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
+/// A calendar time in UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CivilTime {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+/// Milliseconds since the Unix epoch as a calendar time (proleptic
+/// Gregorian, after Howard Hinnant's `civil_from_days`).
+pub fn civil_time(unix_ms: u64) -> CivilTime {
+    let seconds = unix_ms / 1000;
+    let days = (seconds / 86_400) as i64;
+    let second_of_day = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    CivilTime {
+        year,
+        month,
+        day,
+        hour: (second_of_day / 3600) as u32,
+        minute: (second_of_day / 60 % 60) as u32,
+        second: (second_of_day % 60) as u32,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

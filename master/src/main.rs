@@ -15,6 +15,7 @@ use dfs_engine::limits::{
     MASTER_IDLE_TIMEOUT_MS_DEFAULT, ORPHANED_WRITE_TIMEOUT_MS, ORPHAN_GRACE_MS_DEFAULT,
     REPLICATION_DEFAULT, REPLICATION_TIMEOUT_MS,
 };
+use dfs_engine::logging::LogFormat;
 use dfs_engine::units::{parse_bytes, parse_duration};
 use dfs_master::safe_mode::SAFE_MODE_TIMEOUT_DEFAULT;
 use dfs_master::server::ServerConfig;
@@ -116,6 +117,11 @@ struct Args {
     /// clients that prove no identity, as the users they say they are.
     #[arg(long)]
     insecure: bool,
+    /// How log lines are written to stderr: text, or json (one object per
+    /// line, for collectors). RUST_LOG filters them (default info; e.g.
+    /// warn,dfs_master::replication=debug).
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -168,10 +174,7 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    dfs_engine::logging::init(args.log_format).map_err(anyhow::Error::msg)?;
     if args.check {
         let report = dfs_master::recovery::check(&args.data).context("check data directory")?;
         print!("{}", report.text);
@@ -322,7 +325,7 @@ mod tests {
     }
 
     /// A value for every config key, other than its default.
-    const SAMPLES: [(&str, &str); 21] = [
+    const SAMPLES: [(&str, &str); 22] = [
         ("data", "\"/elsewhere\""),
         ("check", "true"),
         ("recover", "true"),
@@ -344,6 +347,7 @@ mod tests {
         ("admin-group", "\"wheel\""),
         ("key", "\"/etc/dfs/cluster.key\""),
         ("insecure", "true"),
+        ("log-format", "\"json\""),
     ];
 
     #[test]

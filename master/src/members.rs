@@ -374,6 +374,7 @@ mod tests {
             used_bytes: 0,
             available_bytes: 0,
             block_count: 0,
+            traffic: Default::default(),
         }
     }
 

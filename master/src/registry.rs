@@ -13,8 +13,8 @@ use dfs_engine::limits::{
     FAILED_DIRECTORY_TEXT_BYTES_MAX, MINIONS_MAX,
 };
 use dfs_engine::msg::{
-    BlockId, ClusterId, ErrorKind, MinionAddress, MinionId, MinionReport, MinionState, RemoteError,
-    StoredBlock,
+    BlockId, ClusterId, ErrorKind, MinionAddress, MinionId, MinionReport, MinionState,
+    MinionTraffic, RemoteError, StoredBlock, TrafficRates,
 };
 
 /// Reports of replicas of blocks not committed yet kept until their
@@ -50,6 +50,10 @@ pub struct Minion {
     /// When it last registered: work it had in hand before (copies it
     /// sent or received) died with its previous run.
     pub registered_at: Instant,
+    /// Its byte counters at its last heartbeat, and when.
+    pub traffic: Option<(MinionTraffic, Instant)>,
+    /// Its traffic between its last two heartbeats.
+    pub rates: TrafficRates,
 }
 
 impl Minion {
@@ -319,6 +323,8 @@ impl Registry {
                 failed_directories: Vec::new(),
                 reported: false,
                 registered_at: now,
+                traffic: None,
+                rates: TrafficRates::default(),
             },
         );
         Ok(())
@@ -340,6 +346,7 @@ impl Registry {
         &mut self,
         id: MinionId,
         capacity: Capacity,
+        traffic: MinionTraffic,
         now: Instant,
     ) -> Result<(), RemoteError> {
         let minion = self.minions.get_mut(&id).ok_or_else(|| Self::unknown(id))?;
@@ -347,6 +354,11 @@ impl Registry {
         minion.used_bytes = capacity.used_bytes;
         minion.available_bytes = capacity.available_bytes;
         minion.last_heartbeat = now;
+        minion.rates = match minion.traffic {
+            Some(before) => rates_between(before, (traffic, now)),
+            None => TrafficRates::default(),
+        };
+        minion.traffic = Some((traffic, now));
         Ok(())
     }
 
@@ -722,10 +734,33 @@ impl Registry {
                 last_heartbeat_age_ms: now.saturating_duration_since(m.last_heartbeat).as_millis()
                     as u64,
                 failed_directories: m.failed_directories.clone(),
+                rates: m.rates,
             })
             .collect();
         reports.sort_by(|a, b| a.address.cmp(&b.address).then(a.id.cmp(&b.id)));
         reports
+    }
+}
+
+/// A minion's traffic between two heartbeats' counters, in bytes per
+/// second: 0 for a counter that went back (the minion restarted) and over
+/// no time.
+fn rates_between(
+    (before, then): (MinionTraffic, Instant),
+    (after, now): (MinionTraffic, Instant),
+) -> TrafficRates {
+    let seconds = now.saturating_duration_since(then).as_secs_f64();
+    let rate = |before: u64, after: u64| {
+        if seconds <= 0.0 {
+            return 0;
+        }
+        (after.saturating_sub(before) as f64 / seconds) as u64
+    };
+    TrafficRates {
+        read_bytes_per_s: rate(before.read_bytes, after.read_bytes),
+        written_bytes_per_s: rate(before.written_bytes, after.written_bytes),
+        forwarded_bytes_per_s: rate(before.forwarded_bytes, after.forwarded_bytes),
+        copied_bytes_per_s: rate(before.copied_bytes, after.copied_bytes),
     }
 }
 
@@ -847,7 +882,7 @@ mod tests {
             .expect_err("address");
         assert_eq!(bad.kind, ErrorKind::InvalidArgument);
         let unknown = r
-            .heartbeat(MinionId(5), capacity(1), now)
+            .heartbeat(MinionId(5), capacity(1), Default::default(), now)
             .expect_err("unknown");
         assert_eq!(unknown.kind, ErrorKind::UnknownMinion);
         // Once the old holder of the id is dead, the id may move.
@@ -1150,5 +1185,38 @@ mod tests {
         );
         let excluded = r.candidates(1 << 20, &[MinionId(1)], now);
         assert_eq!(excluded.len(), 1);
+    }
+
+    #[test]
+    fn rates_are_the_counters_growth_over_the_time_between_heartbeats() {
+        let then = Instant::now();
+        let before = MinionTraffic {
+            read_bytes: 100,
+            written_bytes: 1_000,
+            forwarded_bytes: 0,
+            copied_bytes: 50,
+        };
+        let after = MinionTraffic {
+            read_bytes: 100 + 2_000,
+            written_bytes: 1_000 + 4_000,
+            forwarded_bytes: 0,
+            copied_bytes: 10,
+        };
+        let rates = rates_between((before, then), (after, then + Duration::from_secs(2)));
+        assert_eq!(
+            rates,
+            TrafficRates {
+                read_bytes_per_s: 1_000,
+                written_bytes_per_s: 2_000,
+                forwarded_bytes_per_s: 0,
+                // A counter that went back: the minion restarted.
+                copied_bytes_per_s: 0,
+            }
+        );
+        assert_eq!(
+            rates_between((before, then), (after, then)),
+            TrafficRates::default(),
+            "no time, no rate"
+        );
     }
 }

@@ -841,7 +841,7 @@ mod tests {
         // Keep 1 and 2 (and the spare minions 4, 5) beating; 3 goes quiet.
         for id in [1, 2, 4, 5] {
             registry
-                .heartbeat(MinionId(id), roomy(), later)
+                .heartbeat(MinionId(id), roomy(), Default::default(), later)
                 .expect("beat");
         }
         let mut healer = healer();
@@ -850,7 +850,7 @@ mod tests {
         let much_later = start + DEAD_AFTER + Duration::from_secs(1);
         for id in [1, 2, 4, 5] {
             registry
-                .heartbeat(MinionId(id), roomy(), much_later)
+                .heartbeat(MinionId(id), roomy(), Default::default(), much_later)
                 .expect("beat");
         }
         let dead = healer.plan(much_later, &blocks, &mut registry, counter());
@@ -899,7 +899,7 @@ mod tests {
         let after = start + Duration::from_secs(31);
         for id in 1..=3 {
             registry
-                .heartbeat(MinionId(id), roomy(), after)
+                .heartbeat(MinionId(id), roomy(), Default::default(), after)
                 .expect("beat");
         }
         assert_eq!(
@@ -1156,7 +1156,7 @@ mod tests {
         let later = start + STALE_AFTER + Duration::from_secs(1);
         for id in [1, 2] {
             registry
-                .heartbeat(MinionId(id), roomy(), later)
+                .heartbeat(MinionId(id), roomy(), Default::default(), later)
                 .expect("beat");
         }
         let (looked, summary) = round(&mut planner, &mut registry, &targets, later);
@@ -1164,7 +1164,7 @@ mod tests {
         let much_later = start + DEAD_AFTER + Duration::from_secs(1);
         for id in [1, 2] {
             registry
-                .heartbeat(MinionId(id), roomy(), much_later)
+                .heartbeat(MinionId(id), roomy(), Default::default(), much_later)
                 .expect("beat");
         }
         let (looked, summary) = round(&mut planner, &mut registry, &targets, much_later);

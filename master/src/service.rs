@@ -34,6 +34,7 @@ use dfs_engine::token::TokenKeys;
 use dfs_engine::{Error, IoContext, Result};
 
 use crate::checkpoint::{self, DataDir};
+use crate::events::{Event, EventLog};
 use crate::fsck::{self, PageLimits};
 use crate::journal::{self, Journal, JournalConfig, Stop};
 use crate::members::{self, Members};
@@ -95,6 +96,9 @@ const TAKEOVER_PROBE_TIMEOUT_MS: u64 = 1000;
 /// How often the maintenance thread looks at the journal size and at
 /// orphaned writes.
 const MAINTENANCE_INTERVAL_MS: u64 = 100;
+/// Every how many maintenance rounds the events (`events`) are looked for:
+/// once a second.
+const EVENT_ROUNDS: u64 = 10;
 
 /// Least time between two rounds of the replication monitor when landed
 /// copies wake it early: a round takes the locks for a while.
@@ -617,6 +621,8 @@ impl Master {
     /// orphaned writes whose time is up. It ends with the master.
     pub fn spawn_maintenance(master: &Arc<Master>) -> Result<()> {
         let weak: Weak<Master> = Arc::downgrade(master);
+        let mut events = EventLog::default();
+        let mut rounds: u64 = 0;
         std::thread::Builder::new()
             .name("maintenance".into())
             .spawn(move || loop {
@@ -626,6 +632,10 @@ impl Master {
                 };
                 if master.stopping.load(Ordering::Acquire) {
                     return;
+                }
+                rounds += 1;
+                if rounds.is_multiple_of(EVENT_ROUNDS) {
+                    master.log_events(&mut events, Instant::now());
                 }
                 master.abort_expired_orphans(Instant::now());
                 master.release_unheld(Instant::now());
@@ -650,6 +660,28 @@ impl Master {
             })
             .context("spawn maintenance thread")?;
         Ok(())
+    }
+
+    /// Logs the minions' state changes since the last look (`events`):
+    /// going stale, dead or back. (Healing's start and end are logged by
+    /// the replication monitor, from every round.)
+    fn log_events(&self, events: &mut EventLog, now: Instant) {
+        let minions: Vec<(MinionId, String, MinionState)> = self
+            .registry()
+            .registry
+            .reports(now)
+            .into_iter()
+            .map(|report| (report.id, report.address, report.state))
+            .collect();
+        for event in events.minions(&minions) {
+            match &event {
+                Event::Minion {
+                    to: MinionState::Dead | MinionState::Stale,
+                    ..
+                } => tracing::warn!("{event}"),
+                _ => tracing::info!("{event}"),
+            }
+        }
     }
 
     /// After a write was closed (whole or as a patch) as journal sequence
@@ -994,6 +1026,7 @@ impl Master {
                 used_bytes,
                 available_bytes,
                 block_count: _,
+                traffic,
             } => {
                 let capacity = Capacity {
                     capacity_bytes,
@@ -1001,7 +1034,9 @@ impl Master {
                     available_bytes,
                 };
                 let mut registry = self.registry();
-                registry.registry.heartbeat(minion, capacity, now)?;
+                registry
+                    .registry
+                    .heartbeat(minion, capacity, traffic, now)?;
                 let commands = registry.healer.take_commands(minion, now);
                 MasterResponse::HeartbeatAck { commands }
             }
@@ -2165,6 +2200,8 @@ impl Master {
             .name("replication".into())
             .spawn(move || {
                 let mut last = PlanSummary::default();
+                // Healing's start and end, from every round's counts.
+                let mut events = EventLog::default();
                 std::thread::sleep(settle);
                 loop {
                     let Some(master) = weak.upgrade() else {
@@ -2200,6 +2237,16 @@ impl Master {
                             draining = summary.draining,
                             "replication monitor"
                         );
+                    }
+                    let copies_done = master.registry().healer.progress().copies_done;
+                    let healing = events.healing(
+                        summary.under_replicated as u64,
+                        summary.missing as u64,
+                        copies_done,
+                        Instant::now(),
+                    );
+                    if let Some(event) = healing {
+                        tracing::info!("{event}");
                     }
                     last = summary;
                     drop(master);
@@ -2550,15 +2597,12 @@ fn replay_durable(dir: &Path, namespace: &mut Namespace, after: u64, until: u64)
     Ok(())
 }
 
+/// A master for unit tests, here and in other modules.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixture {
     use dfs_engine::limits::{BLOCK_BYTES_DEFAULT, REPLICATION_DEFAULT};
-    use dfs_engine::msg::{BlockId, EntryStatus};
 
     use super::*;
-
-    const ONE: ConnectionId = 1;
-    const OTHER: ConnectionId = 2;
 
     fn config() -> MasterConfig {
         MasterConfig {
@@ -2583,7 +2627,7 @@ mod tests {
 
     /// A master on a fresh data directory with `minions` registered ones
     /// that exist only on paper (nothing here contacts them).
-    fn master(minions: u64) -> (tempfile::TempDir, Master) {
+    pub(crate) fn master(minions: u64) -> (tempfile::TempDir, Master) {
         let dir = tempfile::tempdir().expect("tempdir");
         let master = Master::open(&dir.path().join("master"), config()).expect("open master");
         for id in 1..=minions {
@@ -2618,6 +2662,17 @@ mod tests {
         }
         (dir, master)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use dfs_engine::msg::{BlockId, EntryStatus};
+
+    use super::fixture::master;
+    use super::*;
+
+    const ONE: ConnectionId = 1;
+    const OTHER: ConnectionId = 2;
 
     fn open(path: &str, replication: u8) -> MasterRequest {
         MasterRequest::OpenWrite {
@@ -2837,6 +2892,7 @@ mod tests {
                     used_bytes: 0,
                     available_bytes: 1,
                     block_count: 0,
+                    traffic: Default::default(),
                 },
                 "Heartbeat",
             ),

@@ -178,6 +178,11 @@ pub struct MinionStatus {
     pub blocks: u64,
     pub last_heartbeat_age_ms: u64,
     pub failed_directories: Vec<String>,
+    /// Its traffic between its last two heartbeats.
+    pub read_bytes_per_s: u64,
+    pub written_bytes_per_s: u64,
+    pub forwarded_bytes_per_s: u64,
+    pub copied_bytes_per_s: u64,
 }
 
 /// `/api/v1/minions`.
@@ -186,29 +191,21 @@ pub struct MinionList {
     pub minions: Vec<MinionStatus>,
 }
 
-/// The name of a minion state, as the `dfs` commands print it.
-pub fn state_name(state: MinionState) -> &'static str {
-    match state {
-        MinionState::Live => "live",
-        MinionState::Stale => "stale",
-        MinionState::Dead => "dead",
-        MinionState::Decommissioning => "decommissioning",
-        MinionState::Decommissioned => "decommissioned",
-        MinionState::Joining => "joining",
-    }
-}
-
 fn minion_status(report: &MinionReport) -> MinionStatus {
     MinionStatus {
         id: report.id.to_string(),
         address: report.address.clone(),
-        state: state_name(report.state),
+        state: report.state.name(),
         capacity_bytes: report.capacity_bytes,
         used_bytes: report.used_bytes,
         available_bytes: report.available_bytes,
         blocks: report.block_count,
         last_heartbeat_age_ms: report.last_heartbeat_age_ms,
         failed_directories: report.failed_directories.clone(),
+        read_bytes_per_s: report.rates.read_bytes_per_s,
+        written_bytes_per_s: report.rates.written_bytes_per_s,
+        forwarded_bytes_per_s: report.rates.forwarded_bytes_per_s,
+        copied_bytes_per_s: report.rates.copied_bytes_per_s,
     }
 }
 

@@ -82,6 +82,7 @@ fn without_the_key_no_one_speaks_for_a_minion() {
             used_bytes: 0,
             available_bytes: 1,
             block_count: 0,
+            traffic: Default::default(),
         },
         MasterRequest::BlockReport {
             minion: real,
@@ -156,6 +157,7 @@ fn without_the_key_no_one_speaks_for_a_minion() {
                 used_bytes: 0,
                 available_bytes: 1,
                 block_count: 0,
+                traffic: Default::default(),
             },
         )
         .expect("answer");

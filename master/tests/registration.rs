@@ -105,6 +105,7 @@ fn a_heartbeat_from_an_unknown_minion_is_refused() {
             used_bytes: 0,
             available_bytes: 1 << 30,
             block_count: 0,
+            traffic: Default::default(),
         })
         .expect("the master answers");
     match response {

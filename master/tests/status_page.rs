@@ -133,30 +133,25 @@ fn number(value: &Value, pointer: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number at {pointer} in {value}"))
 }
 
-/// The state `/api/v1/minions` gives the minion at `address`.
-fn minion_state(http: &str, address: &str) -> String {
+/// The text field `field` `/api/v1/minions` gives the minion at `address`.
+fn minion_field(http: &str, address: &str, field: &str) -> String {
     let minions = get_json(http, "/api/v1/minions");
     minions["minions"]
         .as_array()
         .expect("a minion list")
         .iter()
         .find(|minion| minion["address"] == address)
-        .and_then(|minion| minion["state"].as_str())
-        .unwrap_or_else(|| panic!("{address} is not listed: {minions}"))
+        .and_then(|minion| minion[field].as_str())
+        .unwrap_or_else(|| panic!("{address} is not listed with a {field}: {minions}"))
         .to_string()
 }
 
-/// The id `/api/v1/minions` gives the minion at `address`.
+fn minion_state(http: &str, address: &str) -> String {
+    minion_field(http, address, "state")
+}
+
 fn minion_id(http: &str, address: &str) -> String {
-    let minions = get_json(http, "/api/v1/minions");
-    minions["minions"]
-        .as_array()
-        .expect("a minion list")
-        .iter()
-        .find(|minion| minion["address"] == address)
-        .and_then(|minion| minion["id"].as_str())
-        .unwrap_or_else(|| panic!("{address} is not listed: {minions}"))
-        .to_string()
+    minion_field(http, address, "id")
 }
 
 /// Sum of a per-minion number over every minion.
@@ -311,6 +306,54 @@ fn the_json_api_follows_writes_a_minion_dying_and_healing() {
         Duration::from_secs(30),
         "history points with namespace changes and copies",
     );
+}
+
+/// The minions' read, write and copy rates (from the byte counters in
+/// their heartbeats) show while data moves, and go back to 0 after.
+#[test]
+fn minion_rates_follow_the_traffic() {
+    let cluster = Cluster::start(options(2));
+    let http = cluster.master_http_address();
+    let local = cluster.dir().join("large");
+    write_random_file(&local, 11, 48 * MIB);
+    let mut put = cluster.dfs_command();
+    put.args(["put", "-r", "2", utf8(&local), "/large"]);
+    let mut running = put.spawn().expect("start dfs put");
+    let mut seen_writing = false;
+    while running.try_wait().expect("wait for dfs put").is_none() {
+        seen_writing |= minions_total(&http, "written_bytes_per_s") > 0;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(running.wait().expect("dfs put").success());
+    seen_writing |= minions_total(&http, "written_bytes_per_s") > 0;
+    assert!(
+        seen_writing,
+        "a minion showed a write rate while the put ran"
+    );
+    let mut reader = cluster.dfs_command();
+    reader
+        .args(["cat", "/large"])
+        .stdout(std::process::Stdio::null());
+    let mut reading = reader.spawn().expect("start dfs cat");
+    let mut seen_reading = false;
+    while reading.try_wait().expect("wait for dfs cat").is_none() {
+        seen_reading |= minions_total(&http, "read_bytes_per_s") > 0;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    seen_reading |= minions_total(&http, "read_bytes_per_s") > 0;
+    assert!(
+        seen_reading,
+        "a minion showed a read rate while the cat ran"
+    );
+    cluster.wait_for(
+        || {
+            minions_total(&http, "written_bytes_per_s") == 0
+                && minions_total(&http, "read_bytes_per_s") == 0
+        },
+        HEAL_TIMEOUT,
+        "the rates back to 0 once the cluster is idle",
+    );
+    cluster.assert_clean_logs();
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use dfs_engine::config_file::{self, Invocation};
 use dfs_engine::limits::ADDRESS_BYTES_MAX;
+use dfs_engine::logging::LogFormat;
 use dfs_engine::{units, Error, Result};
 
 /// How often a minion reports to the master when nobody says otherwise.
@@ -85,6 +86,11 @@ struct Arguments {
     /// needs --key or --insecure, as --listen does.
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
+    /// How log lines are written to stderr: text, or json (one object per
+    /// line, for collectors). RUST_LOG filters them (default info; e.g.
+    /// warn,dfs_minion::scrub=debug).
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// How many cores serve data.
@@ -179,6 +185,8 @@ pub struct Config {
     pub insecure: bool,
     /// Where to serve `/metrics` over HTTP, if anywhere.
     pub http: Option<String>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -238,6 +246,7 @@ impl Config {
             key: arguments.key,
             insecure: arguments.insecure,
             http: arguments.http,
+            log_format: arguments.log_format,
         };
         (config, arguments.cores)
     }
@@ -322,6 +331,7 @@ mod tests {
                 key: None,
                 insecure: false,
                 http: None,
+                log_format: LogFormat::Text,
             }
         );
         let config = parse(
@@ -351,7 +361,7 @@ mod tests {
     const REQUIRED: [(&str, &str); 3] = [("master", "m:1"), ("data", "/a"), ("listen", "h:1")];
 
     /// A value for every config key, other than its default.
-    const SAMPLES: [(&str, &str); 13] = [
+    const SAMPLES: [(&str, &str); 14] = [
         ("master", "\"m:2\""),
         ("data", "[\"/x\", \"/y\"]"),
         ("listen", "\"[::1]:0\""),
@@ -365,6 +375,7 @@ mod tests {
         ("key", "\"/etc/dfs/cluster.key\""),
         ("insecure", "true"),
         ("http", "\"127.0.0.1:9100\""),
+        ("log-format", "\"json\""),
     ];
 
     /// A config file named minion.toml in a fresh directory.

@@ -234,6 +234,7 @@ impl Heartbeat {
             used_bytes: usage.used_bytes,
             available_bytes: usage.available_bytes,
             block_count: usage.block_count,
+            traffic: self.store.metrics.traffic(),
         };
         match self.call(request)? {
             MasterResponse::Ok => Ok(()),

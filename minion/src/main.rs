@@ -2,7 +2,7 @@
 //! logging and signals, and runs the minion library until SIGINT/SIGTERM
 //! (exit 0) or a fatal refusal by the master (exit 1).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -39,11 +39,7 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_max_level(tracing::Level::INFO)
-        .init();
+    dfs_engine::logging::init(config.log_format).map_err(anyhow::Error::msg)?;
     if let Err(e) = dfs_engine::rlimit::raise_open_file_limit() {
         tracing::warn!("raise the open file limit: {e}");
     }

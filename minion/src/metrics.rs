@@ -186,6 +186,17 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The byte counters the heartbeat sends the master, which turns
+    /// them into rates for its status page.
+    pub(crate) fn traffic(&self) -> dfs_engine::msg::MinionTraffic {
+        dfs_engine::msg::MinionTraffic {
+            read_bytes: self.read_bytes.get(),
+            written_bytes: self.written_bytes.get(),
+            forwarded_bytes: self.forwarded_bytes.get(),
+            copied_bytes: self.copied_bytes.get(),
+        }
+    }
+
     /// Registers every metric, with series for each of `directories`.
     pub fn new<'a>(directories: impl Iterator<Item = &'a Path>) -> Metrics {
         let mut registry = Registry::with_prefix("dfs_minion");

@@ -28,7 +28,7 @@ const STARTING_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Lines of each daemon log shown when a test fails.
 const LOG_TAIL_LINES: usize = 40;
 /// Log lines that fail a test unless allowed.
-const BAD_LOG_MARKERS: [&str; 2] = [" ERROR ", "panicked at"];
+const BAD_LOG_MARKERS: [&str; 3] = [" ERROR ", "\"level\":\"ERROR\"", "panicked at"];
 
 /// How to start a cluster. `ClusterOptions::default()` is three minions,
 /// the master's default block size and replication, heartbeats every 200 ms.
@@ -142,6 +142,9 @@ impl Daemon {
         };
         command
             .args(&self.arguments)
+            // The daemons log at their default level unless a test says
+            // otherwise: the caller's RUST_LOG is not the test's.
+            .env_remove("RUST_LOG")
             .envs(self.environment.iter().map(|(name, value)| (name, value)))
             .arg("--listen")
             .arg(format!("{}:{}", self.host, self.port))

@@ -216,7 +216,7 @@ fn blocks_are_classified_by_their_replicas() {
     let later = now + STALE_AFTER + Duration::from_secs(1);
     for id in 3..=6 {
         registry
-            .heartbeat(MinionId(id), Capacity::default(), later)
+            .heartbeat(MinionId(id), Capacity::default(), Default::default(), later)
             .expect("beat");
     }
     let stale = super::page(
@@ -235,7 +235,12 @@ fn blocks_are_classified_by_their_replicas() {
     let much_later = now + DEAD_AFTER + Duration::from_secs(1);
     for id in 3..=6 {
         registry
-            .heartbeat(MinionId(id), Capacity::default(), much_later)
+            .heartbeat(
+                MinionId(id),
+                Capacity::default(),
+                Default::default(),
+                much_later,
+            )
             .expect("beat");
     }
     let dead = super::page(

@@ -211,35 +211,11 @@ pub fn format_age_ms(ms: u64) -> String {
 
 /// Milliseconds since the Unix epoch as a UTC date and time.
 pub fn format_utc_ms(ms: u64) -> String {
-    let seconds = ms / 1000;
-    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
-    let second_of_day = seconds % 86_400;
+    let t = dfs_engine::units::civil_time(ms);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
-}
-
-/// The proleptic Gregorian date of a day number (days since 1970-01-01),
-/// after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Permission bits as `ls -l` shows them, after the kind's letter.
@@ -496,10 +472,10 @@ fn charts(series: &HistorySeries) -> String {
 
 fn minion_table(minions: &MinionList) -> String {
     let mut table = String::from(
-        r#"<section class="card" id="minions"><h2>Minions</h2><div class="table"><table><thead><tr><th>Address</th><th>State</th><th class="num">Capacity</th><th>Used</th><th class="num">Blocks</th><th class="num">Heartbeat</th><th>Failed directories</th><th>Id</th></tr></thead><tbody>"#,
+        r#"<section class="card" id="minions"><h2>Minions</h2><div class="table"><table><thead><tr><th>Address</th><th>State</th><th class="num">Capacity</th><th>Used</th><th class="num">Blocks</th><th class="num">Read/s</th><th class="num">Written/s</th><th class="num">Copied/s</th><th class="num">Heartbeat</th><th>Failed directories</th><th>Id</th></tr></thead><tbody>"#,
     );
     if minions.minions.is_empty() {
-        table.push_str(r#"<tr><td colspan="8">no minion has registered</td></tr>"#);
+        table.push_str(r#"<tr><td colspan="11">no minion has registered</td></tr>"#);
     }
     for minion in &minions.minions {
         let failed = if minion.failed_directories.is_empty() {
@@ -514,7 +490,7 @@ fn minion_table(minions: &MinionList) -> String {
         };
         let _ = write!(
             table,
-            r#"<tr id="minion-{id}" class="minion"><td>{address}</td><td class="state state-{state}">{state}</td><td class="num">{capacity}</td><td>{bar}<span class="note">{used}</span></td><td class="num">{blocks}</td><td class="num">{age} ago</td><td class="wrap">{failed}</td><td><code>{id}</code></td></tr>"#,
+            r#"<tr id="minion-{id}" class="minion"><td>{address}</td><td class="state state-{state}">{state}</td><td class="num">{capacity}</td><td>{bar}<span class="note">{used}</span></td><td class="num">{blocks}</td><td class="num read-rate">{read}</td><td class="num write-rate">{written}</td><td class="num copy-rate">{copied}</td><td class="num">{age} ago</td><td class="wrap">{failed}</td><td><code>{id}</code></td></tr>"#,
             id = escape(&minion.id),
             address = escape(&minion.address),
             state = minion.state,
@@ -522,6 +498,9 @@ fn minion_table(minions: &MinionList) -> String {
             bar = bar(minion.used_bytes, minion.capacity_bytes),
             used = bytes_cell(minion.used_bytes),
             blocks = minion.blocks,
+            read = bytes_cell(minion.read_bytes_per_s),
+            written = bytes_cell(minion.written_bytes_per_s),
+            copied = bytes_cell(minion.copied_bytes_per_s),
             age = format_age_ms(minion.last_heartbeat_age_ms),
         );
     }
