@@ -275,7 +275,7 @@ pub struct PutArgs {
     #[arg(long = "no-sync")]
     pub no_sync: bool,
     /// Blocks of a local file sent at once, each through its own pipeline
-    /// (1 to 16; default 4)
+    /// (1 to 16; default 1)
     #[arg(long = "blocks-in-flight", value_name = "N")]
     pub blocks_in_flight: Option<u64>,
     pub local: OsString,

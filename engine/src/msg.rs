@@ -361,7 +361,7 @@ pub struct MinionReport {
     pub last_heartbeat_age_ms: u64,
     /// Data directories taken out of service, with why.
     pub failed_directories: Vec<String>,
-    /// Its traffic between its last two heartbeats (protocol 10).
+    /// Its traffic over its heartbeats of about the last 2 s (protocol 10).
     pub rates: TrafficRates,
 }
 

@@ -5,7 +5,7 @@
 //! again) and the minions being decommissioned (mirrored from the
 //! namespace, where that intent is logged).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use dfs_engine::limits::{
@@ -50,9 +50,10 @@ pub struct Minion {
     /// When it last registered: work it had in hand before (copies it
     /// sent or received) died with its previous run.
     pub registered_at: Instant,
-    /// Its byte counters at its last heartbeat, and when.
-    pub traffic: Option<(MinionTraffic, Instant)>,
-    /// Its traffic between its last two heartbeats.
+    /// Its byte counters at its recent heartbeats, and when: the newest
+    /// last, the first the newest one at least `RATE_WINDOW` old.
+    pub traffic: VecDeque<(MinionTraffic, Instant)>,
+    /// Its traffic over the last `RATE_WINDOW` or so.
     pub rates: TrafficRates,
 }
 
@@ -323,7 +324,7 @@ impl Registry {
                 failed_directories: Vec::new(),
                 reported: false,
                 registered_at: now,
-                traffic: None,
+                traffic: VecDeque::new(),
                 rates: TrafficRates::default(),
             },
         );
@@ -354,11 +355,26 @@ impl Registry {
         minion.used_bytes = capacity.used_bytes;
         minion.available_bytes = capacity.available_bytes;
         minion.last_heartbeat = now;
-        minion.rates = match minion.traffic {
-            Some(before) => rates_between(before, (traffic, now)),
-            None => TrafficRates::default(),
+        let samples = &mut minion.traffic;
+        if samples
+            .back()
+            .is_some_and(|(last, _)| went_back(last, &traffic))
+        {
+            // Counters start again with a restarted minion.
+            samples.clear();
+        }
+        samples.push_back((traffic, now));
+        while samples.len() > TRAFFIC_SAMPLES_MAX
+            || samples
+                .get(1)
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= RATE_WINDOW)
+        {
+            samples.pop_front();
+        }
+        minion.rates = match (samples.front(), samples.back()) {
+            (Some(first), Some(last)) => rates_between(*first, *last),
+            _ => TrafficRates::default(),
         };
-        minion.traffic = Some((traffic, now));
         Ok(())
     }
 
@@ -740,6 +756,20 @@ impl Registry {
         reports.sort_by(|a, b| a.address.cmp(&b.address).then(a.id.cmp(&b.id)));
         reports
     }
+}
+
+/// How far back a minion's rates look: long enough that a burst shows
+/// for a while on the status page, short enough to follow the traffic.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+/// Heartbeats' counters kept per minion at most.
+const TRAFFIC_SAMPLES_MAX: usize = 64;
+
+/// True when a counter of `after` is below the same one of `before`.
+fn went_back(before: &MinionTraffic, after: &MinionTraffic) -> bool {
+    after.read_bytes < before.read_bytes
+        || after.written_bytes < before.written_bytes
+        || after.forwarded_bytes < before.forwarded_bytes
+        || after.copied_bytes < before.copied_bytes
 }
 
 /// A minion's traffic between two heartbeats' counters, in bytes per
@@ -1218,5 +1248,36 @@ mod tests {
             TrafficRates::default(),
             "no time, no rate"
         );
+    }
+
+    #[test]
+    fn rates_look_back_over_the_window_and_start_again_after_a_restart() {
+        let mut registry = registry();
+        let start = Instant::now();
+        registry
+            .register(MinionId(5), None, "h:1", capacity(1), false, start)
+            .expect("register");
+        let beat = |registry: &mut Registry, read_bytes: u64, ms: u64| {
+            let traffic = MinionTraffic {
+                read_bytes,
+                ..MinionTraffic::default()
+            };
+            let at = start + Duration::from_millis(ms);
+            registry
+                .heartbeat(MinionId(5), capacity(1), traffic, at)
+                .expect("heartbeat");
+            registry.reports(at)[0].rates.read_bytes_per_s
+        };
+        assert_eq!(beat(&mut registry, 0, 0), 0, "one sample, no rate");
+        assert_eq!(beat(&mut registry, 1_000, 500), 2_000);
+        // A burst stays in the rate for the window, then leaves it.
+        assert_eq!(beat(&mut registry, 1_000, 1_000), 1_000);
+        assert_eq!(beat(&mut registry, 1_000, 2_000), 500);
+        assert_eq!(beat(&mut registry, 1_000, 2_500), 0);
+        // A restarted minion's counters begin again: no rate from before.
+        assert_eq!(beat(&mut registry, 10, 3_000), 0);
+        assert_eq!(beat(&mut registry, 110, 3_100), 1_000);
+        let samples = registry.minion(MinionId(5)).expect("known").traffic.len();
+        assert!(samples <= TRAFFIC_SAMPLES_MAX);
     }
 }

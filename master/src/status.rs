@@ -178,7 +178,7 @@ pub struct MinionStatus {
     pub blocks: u64,
     pub last_heartbeat_age_ms: u64,
     pub failed_directories: Vec<String>,
-    /// Its traffic between its last two heartbeats.
+    /// Its traffic over its heartbeats of about the last 2 s.
     pub read_bytes_per_s: u64,
     pub written_bytes_per_s: u64,
     pub forwarded_bytes_per_s: u64,

@@ -308,6 +308,29 @@ fn the_json_api_follows_writes_a_minion_dying_and_healing() {
     );
 }
 
+/// True when some minion's `rate` was above 0 while `command` ran or in
+/// the heartbeats just after it (a rate is measured between two
+/// heartbeats, so traffic shows at the heartbeat after it); `command`
+/// must succeed.
+fn seen_while(mut command: std::process::Child, http: &str, rate: &str) -> bool {
+    let mut seen = false;
+    let mut ended: Option<std::time::Instant> = None;
+    while !seen && ended.is_none_or(|at| at.elapsed() < std::time::Duration::from_secs(5)) {
+        seen = minions_total(http, rate) > 0;
+        if ended.is_none() {
+            if let Some(status) = command.try_wait().expect("wait for the command") {
+                assert!(status.success(), "{status}");
+                ended = Some(std::time::Instant::now());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if ended.is_none() {
+        assert!(command.wait().expect("wait for the command").success());
+    }
+    seen
+}
+
 /// The minions' read, write and copy rates (from the byte counters in
 /// their heartbeats) show while data moves, and go back to 0 after.
 #[test]
@@ -318,32 +341,19 @@ fn minion_rates_follow_the_traffic() {
     write_random_file(&local, 11, 48 * MIB);
     let mut put = cluster.dfs_command();
     put.args(["put", "-r", "2", utf8(&local), "/large"]);
-    let mut running = put.spawn().expect("start dfs put");
-    let mut seen_writing = false;
-    while running.try_wait().expect("wait for dfs put").is_none() {
-        seen_writing |= minions_total(&http, "written_bytes_per_s") > 0;
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(running.wait().expect("dfs put").success());
-    seen_writing |= minions_total(&http, "written_bytes_per_s") > 0;
+    let running = put.spawn().expect("start dfs put");
     assert!(
-        seen_writing,
-        "a minion showed a write rate while the put ran"
+        seen_while(running, &http, "written_bytes_per_s"),
+        "a minion showed a write rate for the put"
     );
     let mut reader = cluster.dfs_command();
     reader
         .args(["cat", "/large"])
         .stdout(std::process::Stdio::null());
-    let mut reading = reader.spawn().expect("start dfs cat");
-    let mut seen_reading = false;
-    while reading.try_wait().expect("wait for dfs cat").is_none() {
-        seen_reading |= minions_total(&http, "read_bytes_per_s") > 0;
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    seen_reading |= minions_total(&http, "read_bytes_per_s") > 0;
+    let reading = reader.spawn().expect("start dfs cat");
     assert!(
-        seen_reading,
-        "a minion showed a read rate while the cat ran"
+        seen_while(reading, &http, "read_bytes_per_s"),
+        "a minion showed a read rate for the cat"
     );
     cluster.wait_for(
         || {
