@@ -735,6 +735,22 @@ impl Registry {
         })
     }
 
+    /// The minions' byte counters at their last heartbeats, added up (a
+    /// minion that restarted counts from 0 again).
+    pub fn traffic_totals(&self) -> MinionTraffic {
+        self.minions
+            .values()
+            .filter_map(|minion| minion.traffic.back())
+            .fold(MinionTraffic::default(), |sum, (traffic, _)| {
+                MinionTraffic {
+                    read_bytes: sum.read_bytes.saturating_add(traffic.read_bytes),
+                    written_bytes: sum.written_bytes.saturating_add(traffic.written_bytes),
+                    forwarded_bytes: sum.forwarded_bytes.saturating_add(traffic.forwarded_bytes),
+                    copied_bytes: sum.copied_bytes.saturating_add(traffic.copied_bytes),
+                }
+            })
+    }
+
     pub fn reports(&self, now: Instant) -> Vec<MinionReport> {
         let mut reports: Vec<MinionReport> = self
             .minions

@@ -91,7 +91,16 @@ pub struct ClusterStatus {
     pub health: HealthCounts,
     pub healing: HealingStatus,
     pub journal: JournalStatus,
+    pub throughput: ThroughputStatus,
     pub defaults: Defaults,
+}
+
+/// Block bytes the minions read and wrote per second over the last
+/// minute (null until there is a sample to measure from).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct ThroughputStatus {
+    pub read_bytes_per_second: Option<f64>,
+    pub written_bytes_per_second: Option<f64>,
 }
 
 /// Totals over minions that are live, joining or stale (as `dfs df`).
@@ -267,11 +276,12 @@ pub fn cluster(master: &Master, history: &Mutex<History>) -> ClusterStatus {
     let starting_reason = master.starting_reason();
     // One lock at a time: the namespace's, the registry's, the checkpoints'.
     let (files, directories, blocks) = master.view_namespace(|namespace| namespace.counts());
-    let (reports, progress, corrupt_blocks) = master.view_registry(|registry, healer| {
+    let (reports, progress, corrupt_blocks, traffic) = master.view_registry(|registry, healer| {
         (
             registry.reports(now),
             healer.progress(),
             registry.corrupt_block_count() as u64,
+            registry.traffic_totals(),
         )
     });
     let journal = master.journal_view();
@@ -280,6 +290,8 @@ pub fn cluster(master: &Master, history: &Mutex<History>) -> ClusterStatus {
         time_ms: now_ms(),
         namespace_ops: journal.appended_sequence,
         copies_done: progress.copies_done,
+        read_bytes: traffic.read_bytes,
+        written_bytes: traffic.written_bytes,
     };
     let rates = sync::lock(history).rates_to(&current, RATE_WINDOW);
     let settings = master.settings();
@@ -318,6 +330,10 @@ pub fn cluster(master: &Master, history: &Mutex<History>) -> ClusterStatus {
             flushes: journal.flushes,
             namespace_ops_per_second: rates.map(|rates| rates.namespace_ops_per_second),
         },
+        throughput: ThroughputStatus {
+            read_bytes_per_second: rates.map(|rates| rates.read_bytes_per_second),
+            written_bytes_per_second: rates.map(|rates| rates.written_bytes_per_second),
+        },
         defaults: Defaults {
             replication: settings.default_replication,
             block_bytes: settings.default_block_bytes,
@@ -336,6 +352,10 @@ pub struct Sample {
     /// Journal records appended (the last sequence).
     pub namespace_ops: u64,
     pub copies_done: u64,
+    /// Block bytes the minions sent to readers and stored, as their last
+    /// heartbeats counted them.
+    pub read_bytes: u64,
+    pub written_bytes: u64,
 }
 
 /// Rates between two samples.
@@ -343,6 +363,8 @@ pub struct Sample {
 pub struct Rates {
     pub namespace_ops_per_second: f64,
     pub copies_per_second: f64,
+    pub read_bytes_per_second: f64,
+    pub written_bytes_per_second: f64,
 }
 
 fn rates_between(from: &Sample, to: &Sample) -> Option<Rates> {
@@ -354,6 +376,8 @@ fn rates_between(from: &Sample, to: &Sample) -> Option<Rates> {
     Some(Rates {
         namespace_ops_per_second: per_second(from.namespace_ops, to.namespace_ops),
         copies_per_second: per_second(from.copies_done, to.copies_done),
+        read_bytes_per_second: per_second(from.read_bytes, to.read_bytes),
+        written_bytes_per_second: per_second(from.written_bytes, to.written_bytes),
     })
 }
 
@@ -364,6 +388,8 @@ pub struct HistoryPoint {
     pub time_ms: u64,
     pub namespace_ops_per_second: f64,
     pub copies_per_second: f64,
+    pub read_bytes_per_second: f64,
+    pub written_bytes_per_second: f64,
 }
 
 /// `/api/v1/history`: the charts' series, oldest point first.
@@ -410,6 +436,8 @@ impl History {
                     time_ms: to.time_ms,
                     namespace_ops_per_second: rates.namespace_ops_per_second,
                     copies_per_second: rates.copies_per_second,
+                    read_bytes_per_second: rates.read_bytes_per_second,
+                    written_bytes_per_second: rates.written_bytes_per_second,
                 })
             })
             .collect();
@@ -435,12 +463,16 @@ impl History {
 
 /// The master's totals now (the registry's lock, briefly).
 pub fn sample(master: &Master) -> Sample {
-    let copies_done = master.view_registry(|_, healer| healer.progress().copies_done);
+    let (copies_done, traffic) = master.view_registry(|registry, healer| {
+        (healer.progress().copies_done, registry.traffic_totals())
+    });
     Sample {
         at: Instant::now(),
         time_ms: now_ms(),
         namespace_ops: master.journal_view().appended_sequence,
         copies_done,
+        read_bytes: traffic.read_bytes,
+        written_bytes: traffic.written_bytes,
     }
 }
 
@@ -698,6 +730,8 @@ mod tests {
             time_ms: seconds * 1000,
             namespace_ops: ops,
             copies_done: copies,
+            read_bytes: ops * 1000,
+            written_bytes: copies * 1000,
         }
     }
 

@@ -355,6 +355,16 @@ fn minion_rates_follow_the_traffic() {
         seen_while(reading, &http, "read_bytes_per_s"),
         "a minion showed a read rate for the cat"
     );
+    // The cluster's throughput over the last minute counts both.
+    cluster.wait_for(
+        || {
+            let status = get_json(&http, "/api/v1/cluster");
+            let rate = |name: &str| status["throughput"][name].as_f64().unwrap_or(0.0);
+            rate("written_bytes_per_second") > 0.0 && rate("read_bytes_per_second") > 0.0
+        },
+        HEAL_TIMEOUT,
+        "the cluster's throughput to show the put and the cat",
+    );
     cluster.wait_for(
         || {
             minions_total(&http, "written_bytes_per_s") == 0

@@ -465,8 +465,17 @@ fn charts(series: &HistorySeries) -> String {
         series.window_ms,
         series.time_ms,
     );
+    let throughput = line_chart(
+        "Data read and written, MiB per second",
+        "MiB/s",
+        &points(|point| {
+            (point.read_bytes_per_second + point.written_bytes_per_second) / (1024.0 * 1024.0)
+        }),
+        series.window_ms,
+        series.time_ms,
+    );
     format!(
-        r#"<div class="cards"><section class="card" id="ops-chart"><h2>Namespace changes per second</h2>{ops}</section><section class="card" id="copies-chart"><h2>Block copies per second</h2>{copies}</section></div>"#
+        r#"<div class="cards"><section class="card" id="throughput-chart"><h2>Data read and written, MiB/s</h2>{throughput}</section><section class="card" id="ops-chart"><h2>Namespace changes per second</h2>{ops}</section><section class="card" id="copies-chart"><h2>Block copies per second</h2>{copies}</section></div>"#
     )
 }
 
