@@ -77,22 +77,7 @@ pub fn group_name(gid: u32) -> Option<String> {
 
 /// The uid of the user `name`.
 pub fn user_id(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    let mut buffer = lookup_buffer(libc::_SC_GETPW_R_SIZE_MAX);
-    // SAFETY: as in user_name.
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: as in user_name; `name` is NUL-terminated.
-    let status = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    (status == 0 && !found.is_null()).then_some(entry.pw_uid)
+    account(name).map(|account| account.uid)
 }
 
 /// The gid of the group `name`.

@@ -40,7 +40,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -270,10 +270,17 @@ impl Identity {
         Ok(Identity { principal, key })
     }
 
-    /// Reads the identity at `path`, a file no one but its owner may read.
+    /// Reads the identity at `path`, a file no one but its owner may read,
+    /// owned by this process's user or root (a host identity another user
+    /// owns would let them act as anyone); root reads any owner's (the
+    /// cluster key is the daemons' user's).
     pub fn load(path: &Path) -> Result<Identity> {
         let shown = path.display();
-        let metadata = std::fs::metadata(path)
+        let file = File::open(path)
+            .map_err(|e| Error::io(format!("read the identity file {shown}"), e))?;
+        // The file opened, not the path again: it cannot change between.
+        let metadata = file
+            .metadata()
             .map_err(|e| Error::io(format!("read the identity file {shown}"), e))?;
         let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -281,9 +288,17 @@ impl Identity {
                 "the identity file {shown} has mode {mode:03o}: others may read it; chmod 600 it"
             )));
         }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if me != 0 && metadata.uid() != me && metadata.uid() != 0 {
+            return Err(Error::Invalid(format!(
+                "the identity file {shown} belongs to uid {}, not to this user ({me}) or root",
+                metadata.uid()
+            )));
+        }
         let mut text = String::new();
-        File::open(path)
-            .and_then(|file| file.take(IDENTITY_FILE_BYTES_MAX).read_to_string(&mut text))
+        file.take(IDENTITY_FILE_BYTES_MAX)
+            .read_to_string(&mut text)
             .map_err(|e| Error::io(format!("read the identity file {shown}"), e))?;
         Identity::parse(&text)
             .map_err(|why| Error::Invalid(format!("the identity file {shown}: {why}")))

@@ -11,6 +11,8 @@ pub mod crc;
 pub mod dir_lock;
 pub mod error;
 pub mod failpoint;
+#[cfg(feature = "http")]
+pub mod http_listener;
 pub mod identity;
 pub mod limits;
 #[cfg(feature = "logging")]

@@ -55,6 +55,8 @@ pub struct Members {
     /// connection a refused minion retries on (at most
     /// `WARNED_MINIONS_MAX`; then the set starts again).
     warned: HashSet<MinionId>,
+    /// Client principals a wrong proof was logged for, the same way.
+    warned_clients: HashSet<String>,
 }
 
 /// Minions whose refusals are remembered as logged.
@@ -103,6 +105,7 @@ impl Members {
             pending_clients: HashMap::new(),
             clients: HashMap::new(),
             warned: HashSet::new(),
+            warned_clients: HashSet::new(),
         }
     }
 
@@ -156,8 +159,10 @@ impl Members {
         proof: &[u8],
     ) -> Result<MinionId, RemoteError> {
         let (Some(key), Some(pending)) = (&self.key, self.pending.remove(&connection)) else {
-            return Err(refused(
-                "a proof with no challenge on this connection: send Authenticate first".into(),
+            // Not a guess at the key: not counted against the address.
+            return Err(RemoteError::new(
+                ErrorKind::InvalidArgument,
+                "a proof with no challenge on this connection: send Authenticate first",
             ));
         };
         let right = proof.len() == PROOF_BYTES
@@ -233,9 +238,10 @@ impl Members {
         proof: &[u8],
     ) -> Result<ClientPrincipal, RemoteError> {
         let Some(pending) = self.pending_clients.remove(&connection) else {
-            return Err(refused(
-                "a proof with no challenge on this connection: send AuthenticateClient first"
-                    .into(),
+            // Not a guess at a key: not counted against the address.
+            return Err(RemoteError::new(
+                ErrorKind::InvalidArgument,
+                "a proof with no challenge on this connection: send AuthenticateClient first",
             ));
         };
         let right = proof.len() == PROOF_BYTES
@@ -246,9 +252,17 @@ impl Members {
                 &pending.master_nonce,
             );
         if !right {
+            let name = principal_name(&pending.principal);
+            if self.warned_clients.len() >= WARNED_MINIONS_MAX {
+                self.warned_clients.clear();
+            }
+            if self.warned_clients.insert(name.clone()) {
+                tracing::warn!(
+                    "refused a client on connection {connection}: a wrong proof of the identity of {name} (logged once)"
+                );
+            }
             return Err(refused(format!(
-                "{}: wrong proof of the identity (was it issued by this cluster's key, and is it the identity file as issued?)",
-                principal_name(&pending.principal)
+                "{name}: wrong proof of the identity (was it issued by this cluster's key, and is it the identity file as issued?)"
             )));
         }
         self.clients.insert(connection, pending.principal.clone());
@@ -278,6 +292,14 @@ impl Members {
             }
             None => Err(refused(NO_IDENTITY_MESSAGE.into())),
         }
+    }
+
+    /// How the identity proved on `connection` is named (empty without
+    /// one): lock sessions belong to it.
+    pub fn principal_of(&self, connection: ConnectionId) -> String {
+        self.clients
+            .get(&connection)
+            .map_or_else(String::new, principal_name)
     }
 
     /// May a request on `connection` speak for `minion`?

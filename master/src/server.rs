@@ -288,7 +288,10 @@ impl Server {
             let response = self
                 .master
                 .handle(connection, &envelope.credentials, envelope.body);
-            if proving && matches!(response, MasterResponse::Error(_)) {
+            // Only a wrong proof of a challenge counts as a guess.
+            if proving
+                && matches!(&response, MasterResponse::Error(e) if e.kind == ErrorKind::PermissionDenied)
+            {
                 lock(&self.auth_failures).record(peer, Instant::now());
                 self.master.metrics().auth_failed();
             }

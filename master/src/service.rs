@@ -922,7 +922,8 @@ impl Master {
             }
             durable.and(outcome)
         } else {
-            self.dispatch_lookup(credentials, request)
+            let who = sync::lock(&self.members).principal_of(connection);
+            self.dispatch_lookup(credentials, &who, request)
         };
         match outcome {
             Ok(response) => response,
@@ -1011,9 +1012,12 @@ impl Master {
     }
 
     /// Requests that change no namespace state: the read lock at most.
+    /// `who` names the connection's proven identity (empty without one),
+    /// which owns the lock sessions it opens.
     fn dispatch_lookup(
         &self,
         credentials: &Credentials,
+        who: &str,
         request: MasterRequest,
     ) -> Result<MasterResponse, RemoteError> {
         let now = Instant::now();
@@ -1117,22 +1121,30 @@ impl Master {
                 MasterResponse::XattrNames { names }
             }
             MasterRequest::OpenSession => {
-                let drawn = self.new_generation().0;
-                sync::lock(&self.sessions).open(drawn, Instant::now())?
+                // Unpredictable: a session's id is all its requests carry.
+                let drawn = u64::from_le_bytes(
+                    dfs_engine::auth::random_bytes()
+                        .map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))?,
+                );
+                sync::lock(&self.sessions).open(drawn, who.to_string(), Instant::now())?
             }
             MasterRequest::RenewSession { session } => {
+                sync::lock(&self.sessions).check_owner(session, who)?;
                 sync::lock(&self.sessions).renew(session, Instant::now())?;
                 MasterResponse::Ok
             }
             MasterRequest::CloseSession { session } => {
+                sync::lock(&self.sessions).check_owner(session, who)?;
                 sync::lock(&self.sessions).close(session);
                 MasterResponse::Ok
             }
             MasterRequest::Hold { session, inode } => {
+                sync::lock(&self.sessions).check_owner(session, who)?;
                 sync::lock(&self.sessions).hold(session, inode, Instant::now())?;
                 MasterResponse::Ok
             }
             MasterRequest::Release { session, inode } => {
+                sync::lock(&self.sessions).check_owner(session, who)?;
                 // A file kept open that nobody holds now goes with the
                 // next maintenance round (`release_unheld`).
                 sync::lock(&self.sessions).unhold(session, inode, Instant::now());
@@ -1144,47 +1156,39 @@ impl Master {
                 owner,
                 kind,
                 range,
-            } => sync::lock(&self.sessions).lock(
-                session,
-                inode,
-                owner,
-                kind,
-                range,
-                Instant::now(),
-            )?,
+            } => {
+                let mut sessions = sync::lock(&self.sessions);
+                sessions.check_owner(session, who)?;
+                sessions.lock(session, inode, owner, kind, range, Instant::now())?
+            }
             MasterRequest::ReclaimLock {
                 session,
                 inode,
                 owner,
                 kind,
                 range,
-            } => sync::lock(&self.sessions).reclaim(
-                session,
-                inode,
-                owner,
-                kind,
-                range,
-                Instant::now(),
-            )?,
+            } => {
+                let mut sessions = sync::lock(&self.sessions);
+                sessions.check_owner(session, who)?;
+                sessions.reclaim(session, inode, owner, kind, range, Instant::now())?
+            }
             MasterRequest::TestLock {
                 session,
                 inode,
                 owner,
                 kind,
                 range,
-            } => sync::lock(&self.sessions).test(
-                session,
-                inode,
-                owner,
-                kind,
-                range,
-                Instant::now(),
-            )?,
+            } => {
+                let mut sessions = sync::lock(&self.sessions);
+                sessions.check_owner(session, who)?;
+                sessions.test(session, inode, owner, kind, range, Instant::now())?
+            }
             MasterRequest::ReleaseLocks {
                 session,
                 inode,
                 owner,
             } => {
+                sync::lock(&self.sessions).check_owner(session, who)?;
                 sync::lock(&self.sessions).release(session, inode, owner, Instant::now())?;
                 MasterResponse::Ok
             }

@@ -29,6 +29,9 @@ pub struct Sessions {
     lease: Duration,
     /// When each session was opened or last renewed.
     renewed: HashMap<SessionId, Instant>,
+    /// Who opened each session (`members::principal_name` of its
+    /// connection's identity, empty without one): only they use it.
+    owners: HashMap<SessionId, String>,
     table: LockTable,
     /// The files (inodes) each session holds open.
     holds: HashMap<SessionId, HashSet<u64>>,
@@ -36,6 +39,15 @@ pub struct Sessions {
     /// (`reclaim`): a new lock could take one its holder has not reclaimed
     /// yet.
     grace_until: Option<Instant>,
+}
+
+/// How a session's owner is named in a refusal.
+fn shown(owner: &str) -> &str {
+    if owner.is_empty() {
+        "an anonymous client"
+    } else {
+        owner
+    }
 }
 
 fn kind(wire: WireKind) -> LockKind {
@@ -71,6 +83,7 @@ impl Sessions {
         Sessions {
             lease,
             renewed: HashMap::new(),
+            owners: HashMap::new(),
             table: LockTable::new(),
             holds: HashMap::new(),
             grace_until: None,
@@ -97,6 +110,7 @@ impl Sessions {
             .collect();
         for session in gone {
             self.renewed.remove(&session);
+            self.owners.remove(&session);
             let held = self.holds.remove(&session).map_or(0, |held| held.len());
             let locks = self.table.release_session(session);
             tracing::info!(
@@ -117,8 +131,30 @@ impl Sessions {
         }
     }
 
-    /// Opens a session with the id `drawn` (random, never 0).
-    pub fn open(&mut self, drawn: SessionId, now: Instant) -> Result<MasterResponse, RemoteError> {
+    /// Refuses `who` a session another identity opened (a session's id is
+    /// all its requests carry). An unknown session passes here: the
+    /// request itself says it expired.
+    pub fn check_owner(&self, session: SessionId, who: &str) -> Result<(), RemoteError> {
+        match self.owners.get(&session) {
+            Some(owner) if owner != who => Err(RemoteError::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "lock session {session:016x} is {}'s, not {}'s",
+                    shown(owner),
+                    shown(who)
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens a session for `owner` with the id `drawn` (random, never 0).
+    pub fn open(
+        &mut self,
+        drawn: SessionId,
+        owner: String,
+        now: Instant,
+    ) -> Result<MasterResponse, RemoteError> {
         self.sweep(now);
         if self.renewed.len() >= SESSIONS_MAX {
             return Err(RemoteError::new(
@@ -128,6 +164,7 @@ impl Sessions {
         }
         let session = drawn.max(1);
         self.renewed.insert(session, now);
+        self.owners.insert(session, owner);
         Ok(MasterResponse::Session {
             session,
             lease_ms: u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX),
@@ -141,6 +178,7 @@ impl Sessions {
     }
 
     pub fn close(&mut self, session: SessionId) {
+        self.owners.remove(&session);
         if self.renewed.remove(&session).is_some() {
             self.table.release_session(session);
         }
@@ -342,8 +380,8 @@ mod tests {
         let start = Instant::now();
         let lease = Duration::from_secs(10);
         let mut sessions = Sessions::new(lease);
-        let a = session_of(sessions.open(7, start).expect("open"));
-        let b = session_of(sessions.open(8, start).expect("open"));
+        let a = session_of(sessions.open(7, String::new(), start).expect("open"));
+        let b = session_of(sessions.open(8, String::new(), start).expect("open"));
         let write = Some(WireKind::Write);
         assert_eq!(
             sessions.lock(a, 5, 1, write, WHOLE, start),
@@ -371,8 +409,8 @@ mod tests {
     fn tests_unlocks_releases_and_closes() {
         let now = Instant::now();
         let mut sessions = Sessions::new(Duration::from_secs(10));
-        let a = session_of(sessions.open(1, now).expect("open"));
-        let b = session_of(sessions.open(2, now).expect("open"));
+        let a = session_of(sessions.open(1, String::new(), now).expect("open"));
+        let b = session_of(sessions.open(2, String::new(), now).expect("open"));
         let head = LockRange { start: 0, end: 100 };
         let tail = LockRange {
             start: 100,
@@ -428,8 +466,8 @@ mod tests {
         let lease = Duration::from_secs(10);
         let mut sessions = Sessions::new(lease);
         sessions.start_grace(start + lease);
-        let a = session_of(sessions.open(7, start).expect("open"));
-        let b = session_of(sessions.open(8, start).expect("open"));
+        let a = session_of(sessions.open(7, String::new(), start).expect("open"));
+        let b = session_of(sessions.open(8, String::new(), start).expect("open"));
         let write = Some(WireKind::Write);
         let refused = sessions
             .lock(b, 5, 1, write, WHOLE, start)
@@ -453,5 +491,25 @@ mod tests {
             sessions.lock(b, 5, 1, write, WHOLE, after),
             Ok(MasterResponse::LockConflict { session, .. }) if session == a
         ));
+    }
+
+    #[test]
+    fn a_session_is_used_only_by_the_identity_that_opened_it() {
+        let mut sessions = Sessions::new(Duration::from_secs(30));
+        let now = Instant::now();
+        let session = session_of(sessions.open(9, "host ws1".to_string(), now).expect("open"));
+        sessions.check_owner(session, "host ws1").expect("its own");
+        let error = sessions
+            .check_owner(session, "user mallory")
+            .expect_err("another identity");
+        assert_eq!(error.kind, ErrorKind::PermissionDenied);
+        assert!(error.message.contains("host ws1"), "{}", error.message);
+        sessions
+            .check_owner(session, "")
+            .expect_err("an anonymous client");
+        sessions.close(session);
+        sessions
+            .check_owner(session, "user mallory")
+            .expect("closed: the request itself says so");
     }
 }

@@ -5,7 +5,10 @@
 //! its own, away from the io_uring cores: a scrape never waits behind
 //! block traffic, and block traffic never behind a scrape. It holds the
 //! store weakly, so a stopped minion lets its data directories go even if
-//! a scrape is under way; it stops accepting when the minion stops.
+//! a scrape is under way; it stops accepting when the minion stops. At most
+//! `CONNECTIONS_MAX` connections, each closed after `CONNECTION_LIFETIME`
+//! (`dfs_engine::http_listener`), so idle peers cannot hold the minion's
+//! descriptors.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +28,11 @@ use crate::store::Store;
 
 /// The content type of the OpenMetrics text format, which Prometheus reads.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Most connections served at once (a scraper or two, and a person).
+const CONNECTIONS_MAX: usize = 16;
+/// How long a connection lives at most, from its accept.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The running metrics server; it stops when this is dropped.
 pub struct MetricsServer {
@@ -57,8 +65,9 @@ pub fn check_exposure(http: &str, keyed: bool, insecure: bool) -> Result<()> {
     )))
 }
 
-/// Binds `address` and serves `/metrics` of `store` from a thread of its own.
-pub fn serve(address: &str, store: Weak<Store>) -> Result<MetricsServer> {
+/// Binds `address` and serves `/metrics` of `store` from a thread of its
+/// own, to loopback peers only when `loopback_only`.
+pub fn serve(address: &str, store: Weak<Store>, loopback_only: bool) -> Result<MetricsServer> {
     let listener = std::net::TcpListener::bind(address)
         .with_context(|| format!("listen for HTTP on {address}"))?;
     let local_address = listener
@@ -69,6 +78,7 @@ pub fn serve(address: &str, store: Weak<Store>) -> Result<MetricsServer> {
         .context("make the HTTP listener non-blocking")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .context("start the HTTP runtime")?;
     let shutdown = Arc::new(Shutdown::default());
@@ -84,6 +94,12 @@ pub fn serve(address: &str, store: Weak<Store>) -> Result<MetricsServer> {
                         return;
                     }
                 };
+                let listener = dfs_engine::http_listener::BoundedListener::new(
+                    listener,
+                    CONNECTIONS_MAX,
+                    CONNECTION_LIFETIME,
+                    loopback_only,
+                );
                 let router = Router::new()
                     .route("/metrics", get(metrics))
                     .with_state(store);

@@ -109,7 +109,12 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
     };
     scrub::spawn(Arc::clone(service.store()), ScrubConfig { period })?;
     let http = match &config.http {
-        Some(address) => Some(http::serve(address, Arc::downgrade(service.store()))?),
+        Some(address) => Some(http::serve(
+            address,
+            Arc::downgrade(service.store()),
+            // Counters and directory names only: any scraper may read them.
+            false,
+        )?),
         None => None,
     };
     let stop = StopSignal::new();

@@ -25,7 +25,6 @@
 
 mod api;
 mod chart;
-mod listener;
 mod pages;
 
 use std::net::SocketAddr;
@@ -43,7 +42,7 @@ use tokio::sync::Semaphore;
 use crate::service::Master;
 use crate::status::{self, History};
 
-pub use listener::{BoundedListener, Peer};
+pub use dfs_engine::http_listener::{BoundedListener, Peer};
 
 /// Most connections served at once.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -157,7 +156,12 @@ pub fn spawn(master: Arc<Master>, listener: std::net::TcpListener, access: Acces
     let app = router(AppState::new(master, history))
         .layer(middleware::from_fn_with_state(access, check_peer))
         .into_make_service_with_connect_info::<Peer>();
-    let listener = BoundedListener::new(listener, CONNECTIONS_MAX, CONNECTION_LIFETIME);
+    let listener = BoundedListener::new(
+        listener,
+        CONNECTIONS_MAX,
+        CONNECTION_LIFETIME,
+        access.loopback_only,
+    );
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {

@@ -1,7 +1,10 @@
-//! The web front's listener: at most a fixed number of connections at once
-//! (the next is accepted only when a slot is free; the rest wait in the
-//! kernel's backlog), each closed once its lifetime is over, whatever it
-//! is doing, so slow or idle peers cannot hold the slots.
+//! The daemons' HTTP listener (the master's web front, a minion's
+//! metrics): at most a fixed number of connections at once (the next is
+//! accepted only when a slot is free; the rest wait in the kernel's
+//! backlog), each closed once its lifetime is over, whatever it is doing,
+//! so slow or idle peers cannot hold the slots; and, when asked, only
+//! peers on loopback: others are closed at once, before they take a slot
+//! for longer than their accept.
 
 use std::future::Future;
 use std::io;
@@ -26,14 +29,24 @@ pub struct BoundedListener {
     listener: TcpListener,
     slots: Arc<Semaphore>,
     lifetime: Duration,
+    loopback_only: bool,
 }
 
 impl BoundedListener {
-    pub fn new(listener: TcpListener, connections_max: usize, lifetime: Duration) -> Self {
+    /// Serves at most `connections_max` connections of `lifetime` each,
+    /// from loopback peers only when `loopback_only`. The runtime needs
+    /// time enabled.
+    pub fn new(
+        listener: TcpListener,
+        connections_max: usize,
+        lifetime: Duration,
+        loopback_only: bool,
+    ) -> Self {
         BoundedListener {
             listener,
-            slots: Arc::new(Semaphore::new(connections_max)),
+            slots: Arc::new(Semaphore::new(connections_max.max(1))),
             lifetime,
+            loopback_only,
         }
     }
 }
@@ -50,6 +63,10 @@ impl Listener for BoundedListener {
                 continue;
             };
             match self.listener.accept().await {
+                Ok((stream, peer)) if self.loopback_only && !peer.ip().is_loopback() => {
+                    // Closed unanswered: it may not be served at all.
+                    drop((stream, slot));
+                }
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let deadline = Box::pin(tokio::time::sleep(self.lifetime));
@@ -62,8 +79,9 @@ impl Listener for BoundedListener {
                         peer,
                     );
                 }
-                Err(e) => {
-                    tracing::debug!("http accept failed: {e}");
+                Err(_) => {
+                    // Out of descriptors, or a connection reset before it
+                    // was accepted: try again shortly.
                     drop(slot);
                     tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
                 }
@@ -181,7 +199,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let address = listener.local_addr().expect("the bound address");
             let lifetime = Duration::from_millis(300);
-            let mut bounded = BoundedListener::new(listener, 1, lifetime);
+            let mut bounded = BoundedListener::new(listener, 1, lifetime, false);
             let _first_client = std::net::TcpStream::connect(address).expect("connect");
             let _second_client = std::net::TcpStream::connect(address).expect("connect");
             let started = Instant::now();
