@@ -1012,6 +1012,34 @@ impl Master {
     }
 
     /// Requests that change no namespace state: the read lock at most.
+    /// `caller` may hold or test a lock on `inode`: it may read or write
+    /// it (as it did when it opened it).
+    fn check_open_inode(
+        &self,
+        caller: &Caller,
+        inode: u64,
+        wants: &[u32],
+    ) -> Result<(), RemoteError> {
+        self.read().namespace.check_open_inode(caller, inode, wants)
+    }
+
+    /// `caller` may take a lock of `kind` on `inode`: read access for a
+    /// shared lock, write access for an exclusive one (as fcntl wants a
+    /// descriptor open for them); dropping one needs neither.
+    fn check_lock(
+        &self,
+        caller: &Caller,
+        inode: u64,
+        kind: Option<dfs_engine::msg::LockKind>,
+    ) -> Result<(), RemoteError> {
+        use dfs_engine::msg::LockKind;
+        match kind {
+            Some(LockKind::Read) => self.check_open_inode(caller, inode, &[access::READ]),
+            Some(LockKind::Write) => self.check_open_inode(caller, inode, &[access::WRITE]),
+            None => Ok(()),
+        }
+    }
+
     /// `who` names the connection's proven identity (empty without one),
     /// which owns the lock sessions it opens.
     fn dispatch_lookup(
@@ -1139,6 +1167,7 @@ impl Master {
                 MasterResponse::Ok
             }
             MasterRequest::Hold { session, inode } => {
+                self.check_open_inode(&caller(), inode, &[access::READ, access::WRITE])?;
                 sync::lock(&self.sessions).check_owner(session, who)?;
                 sync::lock(&self.sessions).hold(session, inode, Instant::now())?;
                 MasterResponse::Ok
@@ -1157,6 +1186,7 @@ impl Master {
                 kind,
                 range,
             } => {
+                self.check_lock(&caller(), inode, kind)?;
                 let mut sessions = sync::lock(&self.sessions);
                 sessions.check_owner(session, who)?;
                 sessions.lock(session, inode, owner, kind, range, Instant::now())?
@@ -1168,6 +1198,7 @@ impl Master {
                 kind,
                 range,
             } => {
+                self.check_lock(&caller(), inode, Some(kind))?;
                 let mut sessions = sync::lock(&self.sessions);
                 sessions.check_owner(session, who)?;
                 sessions.reclaim(session, inode, owner, kind, range, Instant::now())?
@@ -1179,6 +1210,7 @@ impl Master {
                 kind,
                 range,
             } => {
+                self.check_open_inode(&caller(), inode, &[access::READ, access::WRITE])?;
                 let mut sessions = sync::lock(&self.sessions);
                 sessions.check_owner(session, who)?;
                 sessions.test(session, inode, owner, kind, range, Instant::now())?

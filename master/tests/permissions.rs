@@ -187,3 +187,76 @@ fn users_get_what_the_mode_bits_give_them_and_root_gets_everything() {
     );
     cluster.assert_clean_logs();
 }
+
+/// A lock session holds open and locks only files its user may read or
+/// write: another user cannot keep a private file alive after its removal
+/// (`Hold`) or lock it against its owner by its inode number.
+#[test]
+fn another_user_cannot_hold_or_lock_a_private_file_by_its_inode() {
+    use dfs_engine::msg::{Credentials, LockKind, LockRange, MasterRequest, MasterResponse};
+    use dfs_engine::rpc::Connection;
+    let cluster = Cluster::start(ClusterOptions {
+        minions: 1,
+        replication: Some(1),
+        ..ClusterOptions::default()
+    });
+    let source = cluster.dir().join("diary");
+    std::fs::write(&source, b"private").expect("write");
+    ok(
+        &dfs_as(&cluster, "ann", &["put", utf8(&source), "/diary"]),
+        "ann put",
+    );
+    ok(
+        &dfs_as(&cluster, "ann", &["chmod", "600", "/diary"]),
+        "ann chmod",
+    );
+    let inode: u64 = cluster
+        .stat("/diary")
+        .field("inode")
+        .parse()
+        .expect("an inode number");
+    let as_user = |user: &str| {
+        let mut connection = Connection::open(cluster.master_address()).expect("connect");
+        let credentials = Credentials {
+            user: user.into(),
+            groups: vec![user.into()],
+            token: Vec::new(),
+        };
+        let answer: MasterResponse = connection
+            .call(&credentials, MasterRequest::OpenSession)
+            .expect("a session");
+        let MasterResponse::Session { session, .. } = answer else {
+            panic!("expected a session, got {answer:?}");
+        };
+        let hold = connection
+            .call::<_, MasterResponse>(&credentials, MasterRequest::Hold { session, inode })
+            .expect("an answer");
+        let lock = connection
+            .call::<_, MasterResponse>(
+                &credentials,
+                MasterRequest::Lock {
+                    session,
+                    inode,
+                    owner: 1,
+                    kind: Some(LockKind::Write),
+                    range: LockRange {
+                        start: 0,
+                        end: u64::MAX,
+                    },
+                },
+            )
+            .expect("an answer");
+        (hold, lock)
+    };
+    let (hold, lock) = as_user("bob");
+    for (what, answer) in [("hold", hold), ("lock", lock)] {
+        assert!(
+            matches!(&answer, MasterResponse::Error(e) if e.message.contains("permission denied")),
+            "bob's {what}: {answer:?}"
+        );
+    }
+    let (hold, lock) = as_user("ann");
+    assert_eq!(hold, MasterResponse::Ok, "ann holds her file");
+    assert_eq!(lock, MasterResponse::Ok, "ann locks her file");
+    cluster.assert_clean_logs();
+}

@@ -185,6 +185,33 @@ impl Namespace {
         }
     }
 
+    /// `caller` may use the file `inode`, which it holds open or locks, for
+    /// one of `wants` (a file opened for reading or writing); an inode
+    /// that is gone passes here (the request says it is not there).
+    pub fn check_open_inode(
+        &self,
+        caller: &Caller,
+        inode: InodeId,
+        wants: &[u32],
+    ) -> Result<(), RemoteError> {
+        match self.inodes.get(&inode) {
+            Some(found) if !wants.iter().any(|&want| permits(caller, found, want)) => {
+                Err(RemoteError::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "inode {inode}: permission denied ({})",
+                        wants
+                            .iter()
+                            .map(|&want| access_name(want))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// `caller` may make an entry at `path`: the directory it goes in may
     /// be written and searched. With `parents`, the first directory on the
     /// way that is missing is made in the last one there.
