@@ -338,45 +338,62 @@ impl Members {
     }
 }
 
-/// Failed proofs of the cluster key an address may make in
-/// `AUTH_FAILURE_WINDOW` before its new connections are refused.
+/// Failed proofs of one identity (a minion's membership, a client's
+/// principal) an address may make in `AUTH_FAILURE_WINDOW` before it may
+/// not try that identity again until the window has passed.
 pub const AUTH_FAILURES_MAX: usize = 10;
 /// The window failed proofs are counted in.
 pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses whose failures are remembered at most (the oldest go first).
-const AUTH_FAILURE_ADDRESSES_MAX: usize = 4096;
+/// Provers whose failures are remembered at most (the oldest go first).
+const AUTH_FAILURE_PROVERS_MAX: usize = 4096;
 
-/// Failed proofs per address, so that guessing at the key from one
-/// address is slowed to `AUTH_FAILURES_MAX` a minute. Bounded.
+/// Who tries to prove an identity: the address and the identity it claims
+/// (`prover_name`). Counting by both means a user who keeps failing on a
+/// shared workstation holds off only their own tries, not its other users
+/// or its mount.
+pub type Prover = (IpAddr, String);
+
+/// The identity `request` starts proving, as failures are counted by it.
+pub fn prover_name(request: &MasterRequest) -> Option<String> {
+    match request {
+        MasterRequest::Authenticate { minion, .. } => Some(format!("minion {minion}")),
+        MasterRequest::AuthenticateClient { principal, .. } => Some(principal_name(principal)),
+        _ => None,
+    }
+}
+
+/// Failed proofs per prover, so that guessing at a key is slowed to
+/// `AUTH_FAILURES_MAX` a minute for each identity from each address.
+/// Bounded.
 #[derive(Default)]
 pub struct AuthFailures {
-    recent: HashMap<IpAddr, VecDeque<Instant>>,
-    /// Addresses in the order of their first remembered failure.
-    order: VecDeque<IpAddr>,
+    recent: HashMap<Prover, VecDeque<Instant>>,
+    /// Provers in the order of their first remembered failure.
+    order: VecDeque<Prover>,
 }
 
 impl AuthFailures {
-    /// `address` failed a proof at `now`.
-    pub fn record(&mut self, address: IpAddr, now: Instant) {
-        if !self.recent.contains_key(&address) {
-            if self.order.len() >= AUTH_FAILURE_ADDRESSES_MAX {
+    /// `prover` failed a proof at `now`.
+    pub fn record(&mut self, prover: Prover, now: Instant) {
+        if !self.recent.contains_key(&prover) {
+            if self.order.len() >= AUTH_FAILURE_PROVERS_MAX {
                 if let Some(oldest) = self.order.pop_front() {
                     self.recent.remove(&oldest);
                 }
             }
-            self.order.push_back(address);
+            self.order.push_back(prover.clone());
         }
-        let times = self.recent.entry(address).or_default();
+        let times = self.recent.entry(prover).or_default();
         times.push_back(now);
         while times.len() > AUTH_FAILURES_MAX {
             times.pop_front();
         }
     }
 
-    /// True when `address` failed `AUTH_FAILURES_MAX` proofs within the
+    /// True when `prover` failed `AUTH_FAILURES_MAX` proofs within the
     /// window before `now`.
-    pub fn is_limited(&self, address: IpAddr, now: Instant) -> bool {
-        self.recent.get(&address).is_some_and(|times| {
+    pub fn is_limited(&self, prover: &Prover, now: Instant) -> bool {
+        self.recent.get(prover).is_some_and(|times| {
             times.len() >= AUTH_FAILURES_MAX
                 && times.front().is_some_and(|first| {
                     now.saturating_duration_since(*first) < AUTH_FAILURE_WINDOW
@@ -446,30 +463,34 @@ mod tests {
     }
 
     #[test]
-    fn an_address_that_keeps_failing_is_held_off_for_the_window() {
+    fn a_prover_that_keeps_failing_is_held_off_for_the_window() {
         let mut failures = AuthFailures::default();
-        let (guesser, other) = (
-            "10.0.0.9".parse().expect("ip"),
-            "10.0.0.8".parse().expect("ip"),
-        );
+        let workstation: IpAddr = "10.0.0.9".parse().expect("ip");
+        let guesser: Prover = (workstation, "user mallory".into());
+        let same_address: Prover = (workstation, "host ws9".into());
+        let elsewhere: Prover = ("10.0.0.8".parse().expect("ip"), "user mallory".into());
         let start = Instant::now();
         for second in 0..AUTH_FAILURES_MAX as u64 {
-            assert!(!failures.is_limited(guesser, start));
-            failures.record(guesser, start + Duration::from_secs(second));
+            assert!(!failures.is_limited(&guesser, start));
+            failures.record(guesser.clone(), start + Duration::from_secs(second));
         }
         let last = start + Duration::from_secs(AUTH_FAILURES_MAX as u64);
-        assert!(failures.is_limited(guesser, last));
-        assert!(!failures.is_limited(other, last), "only that address");
+        assert!(failures.is_limited(&guesser, last));
         assert!(
-            !failures.is_limited(guesser, start + AUTH_FAILURE_WINDOW),
+            !failures.is_limited(&same_address, last),
+            "other identities from that address go on"
+        );
+        assert!(!failures.is_limited(&elsewhere, last), "only that address");
+        assert!(
+            !failures.is_limited(&guesser, start + AUTH_FAILURE_WINDOW),
             "free again once the first failure is a window old"
         );
-        // Bounded: the oldest addresses are forgotten first.
-        for index in 0..AUTH_FAILURE_ADDRESSES_MAX as u32 {
-            failures.record(IpAddr::from(index.to_be_bytes()), last);
+        // Bounded: the oldest provers are forgotten first.
+        for index in 0..AUTH_FAILURE_PROVERS_MAX as u32 {
+            failures.record((IpAddr::from(index.to_be_bytes()), String::new()), last);
         }
-        assert!(!failures.is_limited(guesser, last));
-        assert!(failures.recent.len() <= AUTH_FAILURE_ADDRESSES_MAX);
+        assert!(!failures.is_limited(&guesser, last));
+        assert!(failures.recent.len() <= AUTH_FAILURE_PROVERS_MAX);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use dfs_engine::sync::lock;
 use dfs_engine::wire::{self, FrameKind, CONNECTION_REQUEST_ID, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
 
-use crate::members::{AuthFailures, AUTH_FAILURES_MAX, AUTH_FAILURE_WINDOW};
+use crate::members::{self, AuthFailures, AUTH_FAILURES_MAX, AUTH_FAILURE_WINDOW};
 use crate::metrics::Refusal;
 use crate::service::{ConnectionId, Master};
 
@@ -183,14 +183,6 @@ impl Server {
             self.master.metrics().connection_refused(Refusal::Busy);
             format!("master cannot serve a connection now: {e}")
         })?;
-        if lock(&self.auth_failures).is_limited(address, Instant::now()) {
-            self.master
-                .metrics()
-                .connection_refused(Refusal::AuthLimited);
-            return Err(format!(
-                "refused: {address} failed to prove the cluster key {AUTH_FAILURES_MAX} times within {AUTH_FAILURE_WINDOW:?}"
-            ));
-        }
         let mut peers = lock(&self.peers);
         let held = peers.per_address.get(&address).copied().unwrap_or(0);
         if held >= PEER_CONNECTIONS_MAX {
@@ -269,6 +261,9 @@ impl Server {
         let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, paced);
         let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, stream);
         let mut buffer = Vec::new();
+        // The identity this connection last started to prove, which its
+        // proof's failure counts against (with the peer's address).
+        let mut proving_as: Option<String> = None;
         loop {
             if !self.wait_for_request(connection, &mut reader)? {
                 return Ok(());
@@ -285,14 +280,38 @@ impl Server {
                 envelope.body,
                 MasterRequest::ProveMember { .. } | MasterRequest::ProveClient { .. }
             );
-            let response = self
-                .master
-                .handle(connection, &envelope.credentials, envelope.body);
+            // A challenge for an identity this address keeps failing to
+            // prove is refused; it is counted by its last challenge.
+            let claimed = members::prover_name(&envelope.body);
+            if let Some(name) = &claimed {
+                proving_as = Some(name.clone());
+            }
+            let held_off = claimed.filter(|name| {
+                lock(&self.auth_failures).is_limited(&(peer, name.clone()), Instant::now())
+            });
+            let response = match held_off {
+                Some(name) => {
+                    self.master
+                        .metrics()
+                        .connection_refused(Refusal::AuthLimited);
+                    MasterResponse::Error(RemoteError::new(
+                        ErrorKind::PermissionDenied,
+                        format!(
+                            "{name} failed to prove its key {AUTH_FAILURES_MAX} times within {AUTH_FAILURE_WINDOW:?} from {peer}: held off until the first failure is that old"
+                        ),
+                    ))
+                }
+                _ => self
+                    .master
+                    .handle(connection, &envelope.credentials, envelope.body),
+            };
             // Only a wrong proof of a challenge counts as a guess.
             if proving
                 && matches!(&response, MasterResponse::Error(e) if e.kind == ErrorKind::PermissionDenied)
             {
-                lock(&self.auth_failures).record(peer, Instant::now());
+                if let Some(name) = &proving_as {
+                    lock(&self.auth_failures).record((peer, name.clone()), Instant::now());
+                }
                 self.master.metrics().auth_failed();
             }
             wire::write_message(&mut writer, FrameKind::Response, request_id, &response)?;

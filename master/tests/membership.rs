@@ -607,9 +607,10 @@ fn a_block_is_written_only_down_the_pipeline_its_token_names() {
     cluster.assert_clean_logs();
 }
 
-/// Guessing at the key from one address is held off: after
-/// `AUTH_FAILURES_MAX` wrong proofs in a minute its new connections are
-/// refused, while connections already open go on being served.
+/// Guessing at a key from one address is held off: after
+/// `AUTH_FAILURES_MAX` wrong proofs of one identity in a minute, that
+/// identity may not be tried again from there for a while, while other
+/// identities from the same address and connections already open go on.
 #[test]
 fn guessing_at_the_key_from_one_address_is_held_off() {
     let (keys, cluster) = keyed_cluster(ClusterOptions {
@@ -650,16 +651,29 @@ fn guessing_at_the_key_from_one_address_is_held_off() {
             .expect("answer");
         assert_refused(answer, "a guess");
     }
-    let refusal = Connection::open(cluster.master_address())
-        .and_then(|mut connection| {
-            connection.call::<_, MasterResponse>(&credentials, MasterRequest::ClusterReport)
-        })
+    // That identity may not try again from this address for a while...
+    let mut connection = Connection::open(cluster.master_address()).expect("connect");
+    let refusal = connection
+        .call::<_, MasterResponse>(
+            &credentials,
+            MasterRequest::Authenticate {
+                minion: MinionId(0x600d),
+                nonce: random_bytes::<NONCE_BYTES>().expect("nonce").to_vec(),
+            },
+        )
         .map(|answer| format!("{answer:?}"))
         .unwrap_or_else(|error| error.to_string());
     assert!(
-        refusal.contains("failed to prove the cluster key"),
+        refusal.contains("failed to prove its key 10 times") && refusal.contains("held off"),
         "{refusal}"
     );
+    // ...but other identities from the same address go on: a guesser on a
+    // shared workstation does not lock its other users out.
+    let mut other = member_connection(&cluster, &keys.path().join("cluster.key"));
+    let answer = other
+        .call::<_, MasterResponse>(&credentials, MasterRequest::ClusterReport)
+        .expect("served");
+    assert!(matches!(answer, MasterResponse::Cluster { .. }), "{answer:?}");
     // The connection opened before goes on; so does the minion's.
     let answer = kept
         .call::<_, MasterResponse>(&credentials, MasterRequest::ClusterReport)
