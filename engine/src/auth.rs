@@ -23,7 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -71,52 +71,25 @@ impl ClusterKey {
     /// by its owner only, as one line of hex.
     pub fn create(path: &Path) -> Result<ClusterKey> {
         let key = ClusterKey::generate()?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(format!("create the key file {}", path.display()), e))?;
-        let text = format!("{}\n", hex(&key.0));
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(format!("write the key file {}", path.display()), e))?;
+        write_private(path, "key file", &format!("{}\n", hex(&key.0)))?;
         Ok(key)
     }
 
     /// Reads the key at `path`: one line of 64 hex digits, in a file no
     /// one but its owner may read or write.
     pub fn load(path: &Path) -> Result<ClusterKey> {
-        let shown = path.display();
-        let metadata = std::fs::metadata(path)
-            .map_err(|e| Error::io(format!("read the key file {shown}"), e))?;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::Invalid(format!(
-                "the key file {shown} has mode {mode:03o}: others may read it; chmod 600 it"
-            )));
-        }
-        let mut text = String::new();
-        File::open(path)
-            .and_then(|file| file.take(256).read_to_string(&mut text))
-            .map_err(|e| Error::io(format!("read the key file {shown}"), e))?;
+        let (text, _) = read_private(path, "key file", 256)?;
         ClusterKey::parse(text.trim()).ok_or_else(|| {
             Error::Invalid(format!(
-                "the key file {shown} does not hold a key of {KEY_BYTES} bytes in hex"
+                "the key file {} does not hold a key of {KEY_BYTES} bytes in hex",
+                path.display()
             ))
         })
     }
 
     /// A key from its 64 hex digits.
     pub(crate) fn parse(text: &str) -> Option<ClusterKey> {
-        if text.len() != KEY_BYTES * 2 {
-            return None;
-        }
-        let mut key = [0u8; KEY_BYTES];
-        for (index, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
-        }
-        Some(ClusterKey(key))
+        parse_key_hex(text).map(ClusterKey)
     }
 
     fn proof(
@@ -240,8 +213,58 @@ pub fn is_loopback(listen: &str) -> bool {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lower-case hex, as key files hold them.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A key from exactly `KEY_BYTES * 2` hex digits.
+pub(crate) fn parse_key_hex(text: &str) -> Option<[u8; KEY_BYTES]> {
+    if text.len() != KEY_BYTES * 2 {
+        return None;
+    }
+    let mut key = [0u8; KEY_BYTES];
+    for (index, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// Writes `text` to a new file at `path` (which must not exist) that only
+/// its owner may read; `what` names it in errors ("key file").
+pub(crate) fn write_private(path: &Path, what: &str, text: &str) -> Result<()> {
+    let shown = path.display();
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("create the {what} {shown}"), e))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(format!("write the {what} {shown}"), e))
+}
+
+/// At most `bytes_max` of the file at `path`, which no one but its owner
+/// may read or write, with its owner's uid; `what` names it in errors.
+/// The mode is checked on the file opened, not on the path again.
+pub(crate) fn read_private(path: &Path, what: &str, bytes_max: u64) -> Result<(String, u32)> {
+    let shown = path.display();
+    let file = File::open(path).map_err(|e| Error::io(format!("read the {what} {shown}"), e))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| Error::io(format!("read the {what} {shown}"), e))?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Invalid(format!(
+            "the {what} {shown} has mode {mode:03o}: others may read it; chmod 600 it"
+        )));
+    }
+    let mut text = String::new();
+    file.take(bytes_max)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(format!("read the {what} {shown}"), e))?;
+    Ok((text, metadata.uid()))
 }
 
 #[cfg(test)]

@@ -38,15 +38,15 @@
 //! (`groups` only for users.) A cluster key file (one line of 64 hex
 //! digits) is read as the member identity.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::auth::{random_bytes, ClusterKey, KEY_BYTES, NONCE_BYTES, PROOF_BYTES};
+use crate::auth::{
+    hex, parse_key_hex, random_bytes, read_private, write_private, ClusterKey, KEY_BYTES,
+    NONCE_BYTES, PROOF_BYTES,
+};
 use crate::error::{Error, Result};
 use crate::limits::NAME_BYTES_MAX;
 use crate::msg::{ClientPrincipal, Credentials, MasterRequest, MasterResponse};
@@ -241,7 +241,7 @@ impl Identity {
             }
         }
         let key = key
-            .and_then(parse_key)
+            .and_then(parse_key_hex)
             .ok_or_else(|| format!("no key line of {} hex digits", KEY_BYTES * 2))?;
         let name = || name.map(str::to_string).ok_or("no name line");
         let issued_s = || {
@@ -276,30 +276,14 @@ impl Identity {
     /// cluster key is the daemons' user's).
     pub fn load(path: &Path) -> Result<Identity> {
         let shown = path.display();
-        let file = File::open(path)
-            .map_err(|e| Error::io(format!("read the identity file {shown}"), e))?;
-        // The file opened, not the path again: it cannot change between.
-        let metadata = file
-            .metadata()
-            .map_err(|e| Error::io(format!("read the identity file {shown}"), e))?;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::Invalid(format!(
-                "the identity file {shown} has mode {mode:03o}: others may read it; chmod 600 it"
-            )));
-        }
+        let (text, owner) = read_private(path, "identity file", IDENTITY_FILE_BYTES_MAX)?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };
-        if me != 0 && metadata.uid() != me && metadata.uid() != 0 {
+        if me != 0 && owner != me && owner != 0 {
             return Err(Error::Invalid(format!(
-                "the identity file {shown} belongs to uid {}, not to this user ({me}) or root",
-                metadata.uid()
+                "the identity file {shown} belongs to uid {owner}, not to this user ({me}) or root"
             )));
         }
-        let mut text = String::new();
-        file.take(IDENTITY_FILE_BYTES_MAX)
-            .read_to_string(&mut text)
-            .map_err(|e| Error::io(format!("read the identity file {shown}"), e))?;
         Identity::parse(&text)
             .map_err(|why| Error::Invalid(format!("the identity file {shown}: {why}")))
     }
@@ -307,16 +291,7 @@ impl Identity {
     /// Writes the identity to `path` (which must not exist), readable by
     /// its owner only.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let shown = path.display();
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(format!("create the identity file {shown}"), e))?;
-        file.write_all(self.to_text().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(format!("write the identity file {shown}"), e))
+        write_private(path, "identity file", &self.to_text())
     }
 
     /// Proves this identity on `connection` to the master at `address`
@@ -363,23 +338,10 @@ impl Identity {
     }
 }
 
-fn parse_key(text: &str) -> Option<[u8; KEY_BYTES]> {
-    if text.len() != KEY_BYTES * 2 {
-        return None;
-    }
-    let mut key = [0u8; KEY_BYTES];
-    for (index, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
-    }
-    Some(key)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn ann() -> ClientPrincipal {
