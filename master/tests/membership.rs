@@ -673,7 +673,10 @@ fn guessing_at_the_key_from_one_address_is_held_off() {
     let answer = other
         .call::<_, MasterResponse>(&credentials, MasterRequest::ClusterReport)
         .expect("served");
-    assert!(matches!(answer, MasterResponse::Cluster { .. }), "{answer:?}");
+    assert!(
+        matches!(answer, MasterResponse::Cluster { .. }),
+        "{answer:?}"
+    );
     // The connection opened before goes on; so does the minion's.
     let answer = kept
         .call::<_, MasterResponse>(&credentials, MasterRequest::ClusterReport)

@@ -31,9 +31,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use dfs_engine::{Error, IoContext, Result};
@@ -42,7 +39,7 @@ use tokio::sync::Semaphore;
 use crate::service::Master;
 use crate::status::{self, History};
 
-pub use dfs_engine::http_listener::{BoundedListener, Peer};
+pub use dfs_engine::http_listener::BoundedListener;
 
 /// Most connections served at once.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -105,19 +102,6 @@ impl Access {
     }
 }
 
-/// Refuses peers `access` does not allow, before any route runs.
-async fn check_peer(
-    State(access): State<Access>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if access.loopback_only && !peer.0.ip().is_loopback() {
-        return pages::forbidden(request.uri().path());
-    }
-    next.run(request).await
-}
-
 /// Refuses an `--http` address other machines reach when the cluster has no
 /// key, unless `insecure` (as `--listen`).
 pub fn check_exposure(address: &str, keyed: bool, insecure: bool) -> Result<()> {
@@ -153,9 +137,8 @@ pub fn spawn(master: Arc<Master>, listener: std::net::TcpListener, access: Acces
     };
     let history = Arc::new(Mutex::new(History::default()));
     status::spawn_sampler(&master, Arc::clone(&history)).context("spawn the history sampler")?;
-    let app = router(AppState::new(master, history))
-        .layer(middleware::from_fn_with_state(access, check_peer))
-        .into_make_service_with_connect_info::<Peer>();
+    // Peers `access` does not allow are closed at accept.
+    let app = router(AppState::new(master, history)).into_make_service();
     let listener = BoundedListener::new(
         listener,
         CONNECTIONS_MAX,

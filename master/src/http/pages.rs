@@ -142,17 +142,6 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// The answer to a peer that is not on loopback when only loopback is.
-pub fn forbidden(path: &str) -> Response {
-    let message = "this master has a cluster key: its status page answers only on loopback \
-         (run it --insecure to serve other machines)";
-    if path.starts_with("/api/") {
-        api::error(StatusCode::FORBIDDEN, message)
-    } else {
-        error_page(StatusCode::FORBIDDEN, message)
-    }
-}
-
 /// Any path no route has.
 pub async fn not_found(uri: Uri) -> Response {
     let message = format!("no page at {}", uri.path());
