@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dfs_engine::identity::Identity;
+use dfs_engine::limits::{CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS};
 use dfs_engine::msg::{Credentials, ErrorKind, MasterRequest, MasterResponse, RemoteError};
 use dfs_engine::rpc::Connection;
 use dfs_engine::{units, Error, Result};
@@ -255,20 +256,25 @@ fn is_worth_waiting(error: &Error) -> bool {
 }
 
 /// Opens a connection to the master at `address` and proves `identity` on
-/// it, if the client has one.
+/// it, if the client has one: then over TLS (`dfs_engine::tls`), which the
+/// proof covers.
 pub(crate) fn open_master(address: &str, identity: Option<&Identity>) -> Result<Connection> {
-    let connection = Connection::open(address).map_err(|error| master_error(address, error))?;
-    prove_identity(connection, address, identity)
+    open_master_with_timeouts(address, identity, Duration::from_millis(IO_TIMEOUT_MS))
 }
 
-/// `open_master` with the given connect and I/O timeouts.
+/// `open_master` with the given I/O timeout (connecting takes at most the
+/// shorter of it and `CONNECT_TIMEOUT_MS`).
 pub(crate) fn open_master_with_timeouts(
     address: &str,
     identity: Option<&Identity>,
     timeout: Duration,
 ) -> Result<Connection> {
-    let connection = Connection::open_with_timeouts(address, timeout, timeout)
-        .map_err(|error| master_error(address, error))?;
+    let connect_timeout = timeout.min(Duration::from_millis(CONNECT_TIMEOUT_MS));
+    let connection = match identity {
+        Some(_) => Connection::open_tls(address, connect_timeout, timeout),
+        None => Connection::open_with_timeouts(address, connect_timeout, timeout),
+    }
+    .map_err(|error| master_error(address, error))?;
     prove_identity(connection, address, identity)
 }
 

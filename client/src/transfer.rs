@@ -43,7 +43,7 @@ pub(crate) fn explain_send_failure(connection: &mut Connection, error: Error) ->
     if connection
         .reader()
         .get_ref()
-        .set_read_timeout(Some(wait))
+        .with_stream(|stream| stream.set_read_timeout(Some(wait)))
         .is_err()
     {
         return error;

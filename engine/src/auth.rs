@@ -20,6 +20,13 @@
 //! Each side's nonce makes every proof fresh, and the labels keep one
 //! side's proof from passing as the other's. Proofs are compared in
 //! constant time.
+//!
+//! The exchange runs only over TLS (`tls`), and in both proofs the
+//! master's nonce `s` stands for `bound_nonce(s, binding)`: the nonce and
+//! the TLS session's channel binding. A proof is then good on its own TLS
+//! session only, so a meddler who ends TLS on each side can relay neither
+//! side's proof, and a connection the proofs authenticated is the one that
+//! carries the traffic after them.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -31,6 +38,7 @@ use sha2::Sha256;
 
 use crate::error::{Error, Result};
 use crate::msg::MinionId;
+use crate::tls::BINDING_BYTES;
 
 /// Bytes of the cluster key.
 pub const KEY_BYTES: usize = 32;
@@ -186,6 +194,16 @@ impl ClusterKey {
             .is_ok()
     }
 }
+
+/// The master's nonce as both sides' proofs cover it: the nonce, then the
+/// channel binding of the TLS session the proofs travel on.
+pub fn bound_nonce(master_nonce: &[u8], binding: &[u8; BINDING_BYTES]) -> Vec<u8> {
+    [master_nonce, binding.as_slice()].concat()
+}
+
+/// Why a proof cannot be made or taken on a connection without TLS.
+pub const PROOF_NEEDS_TLS: &str = "proofs of a key are taken only over TLS; \
+     clients and minions of protocol 11 or later connect to a keyed master with TLS";
 
 /// A daemon about to listen on `listen` (HOST:PORT): refused when other
 /// machines could reach it and the cluster has no key (`keyed`), unless

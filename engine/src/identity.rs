@@ -39,16 +39,17 @@
 //! digits) is read as the member identity.
 
 use std::path::Path;
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::auth::{
-    hex, parse_key_hex, random_bytes, read_private, write_private, ClusterKey, KEY_BYTES,
-    NONCE_BYTES, PROOF_BYTES,
+    bound_nonce, hex, parse_key_hex, random_bytes, read_private, write_private, ClusterKey,
+    KEY_BYTES, NONCE_BYTES, PROOF_BYTES, PROOF_NEEDS_TLS,
 };
 use crate::error::{Error, Result};
-use crate::limits::NAME_BYTES_MAX;
+use crate::limits::{CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS, NAME_BYTES_MAX};
 use crate::msg::{ClientPrincipal, Credentials, MasterRequest, MasterResponse};
 use crate::rpc::Connection;
 
@@ -294,6 +295,18 @@ impl Identity {
         write_private(path, "identity file", &self.to_text())
     }
 
+    /// A new TLS connection to the master at `address` with this identity
+    /// proved on it.
+    pub fn connect(&self, address: &str) -> Result<Connection> {
+        let mut connection = Connection::open_tls(
+            address,
+            Duration::from_millis(CONNECT_TIMEOUT_MS),
+            Duration::from_millis(IO_TIMEOUT_MS),
+        )?;
+        self.authenticate(&mut connection, address)?;
+        Ok(connection)
+    }
+
     /// Proves this identity on `connection` to the master at `address`
     /// (named in errors). Afterwards the connection's requests are made as
     /// the principal.
@@ -316,8 +329,17 @@ impl Identity {
                 )))
             }
         };
-        if master_nonce.len() != NONCE_BYTES || !self.is_master_proof(&proof, &nonce, &master_nonce)
-        {
+        let binding = connection
+            .binding()
+            .ok_or_else(|| Error::Invalid(PROOF_NEEDS_TLS.into()))?;
+        if master_nonce.len() != NONCE_BYTES {
+            return Err(Error::Protocol(format!(
+                "the master at {address} sent a nonce of {} bytes",
+                master_nonce.len()
+            )));
+        }
+        let master_nonce = bound_nonce(&master_nonce, &binding);
+        if !self.is_master_proof(&proof, &nonce, &master_nonce) {
             return Err(Error::Invalid(format!(
                 "the master at {address} does not prove the key this identity was issued with: the identity is another cluster's, or damaged"
             )));

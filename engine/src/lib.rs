@@ -22,6 +22,7 @@ pub mod path;
 pub mod rlimit;
 pub mod rpc;
 pub mod sync;
+pub mod tls;
 pub mod token;
 pub mod units;
 pub mod wire;

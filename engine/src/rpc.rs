@@ -1,5 +1,6 @@
 //! Blocking request/response connections over TCP, as clients and minions use
-//! them to talk to the master and to minions.
+//! them to talk to the master and to minions; plain, or TLS (`tls`) for a
+//! client or minion that has key material to prove to the master.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -11,6 +12,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::limits::{CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS};
 use crate::msg::{Credentials, Envelope};
+use crate::tls::{self, Half, BINDING_BYTES};
 use crate::wire::{self, FrameKind};
 
 /// Resolves `address` and connects with a timeout, trying each resolved address.
@@ -56,8 +58,8 @@ pub fn is_socket_quiet(socket: &impl AsRawFd) -> bool {
 /// One connection to a daemon; requests are answered in order.
 pub struct Connection {
     address: String,
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    reader: BufReader<Half<TcpStream>>,
+    writer: BufWriter<Half<TcpStream>>,
     next_request_id: u64,
     buffer: Vec<u8>,
 }
@@ -80,25 +82,46 @@ impl Connection {
         Connection::from_stream(address, stream, io_timeout)
     }
 
+    /// A connection with TLS (to the master of a cluster with a key), its
+    /// handshake done within `io_timeout`.
+    pub fn open_tls(
+        address: &str,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Result<Connection> {
+        let stream = connect(address, connect_timeout)?;
+        set_timeouts(&stream, io_timeout)?;
+        let (reader, writer) = tls::connect(stream).map_err(|error| match error {
+            Error::Io { context, cause } => Error::io(format!("{context} at {address}"), cause),
+            other => other,
+        })?;
+        Ok(Connection::from_halves(address, reader, writer))
+    }
+
     pub fn from_stream(
         address: &str,
         stream: TcpStream,
         io_timeout: Duration,
     ) -> Result<Connection> {
-        stream
-            .set_read_timeout(Some(io_timeout))
-            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
-            .context("set socket timeouts")?;
-        let reader =
-            BufReader::with_capacity(256 * 1024, stream.try_clone().context("clone socket")?);
-        let writer = BufWriter::with_capacity(256 * 1024, stream);
-        Ok(Connection {
+        set_timeouts(&stream, io_timeout)?;
+        let (reader, writer) = tls::plain(stream);
+        Ok(Connection::from_halves(address, reader, writer))
+    }
+
+    fn from_halves(address: &str, reader: Half<TcpStream>, writer: Half<TcpStream>) -> Connection {
+        Connection {
             address: address.to_string(),
-            reader,
-            writer,
+            reader: BufReader::with_capacity(256 * 1024, reader),
+            writer: BufWriter::with_capacity(256 * 1024, writer),
             next_request_id: 1,
             buffer: Vec::new(),
-        })
+        }
+    }
+
+    /// The TLS session's channel binding (`tls`), or `None` on a plain
+    /// connection: proofs made on this connection cover it.
+    pub fn binding(&self) -> Option<[u8; BINDING_BYTES]> {
+        self.reader.get_ref().binding()
     }
 
     pub fn address(&self) -> &str {
@@ -108,11 +131,16 @@ impl Connection {
     /// Changes how long a send or a receive may block.
     pub fn set_io_timeout(&mut self, io_timeout: Duration) -> Result<()> {
         // The reader and the writer share one socket: one setting covers both.
-        let stream = self.reader.get_ref();
-        stream
-            .set_read_timeout(Some(io_timeout))
-            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
-            .with_context(|| format!("set the timeouts of the connection to {}", self.address))
+        self.reader
+            .get_ref()
+            .with_stream(|stream| set_timeouts(stream, io_timeout))
+            .map_err(|error| match error {
+                Error::Io { cause, .. } => Error::io(
+                    format!("set the timeouts of the connection to {}", self.address),
+                    cause,
+                ),
+                other => other,
+            })
     }
 
     /// True when nothing is waiting to be read and the peer has not closed
@@ -122,7 +150,8 @@ impl Connection {
         if !self.reader.buffer().is_empty() || !self.writer.buffer().is_empty() {
             return false;
         }
-        is_socket_quiet(self.reader.get_ref())
+        let half = self.reader.get_ref();
+        half.nothing_buffered() && half.with_stream(|stream| is_socket_quiet(stream))
     }
 
     /// Sends a request without waiting for its answer (it is buffered until
@@ -180,9 +209,16 @@ impl Connection {
     }
 
     /// The buffered reader, for callers that read data frames after a response.
-    pub fn reader(&mut self) -> &mut BufReader<TcpStream> {
+    pub fn reader(&mut self) -> &mut BufReader<Half<TcpStream>> {
         &mut self.reader
     }
+}
+
+fn set_timeouts(stream: &TcpStream, io_timeout: Duration) -> Result<()> {
+    stream
+        .set_read_timeout(Some(io_timeout))
+        .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
+        .context("set socket timeouts")
 }
 
 /// 64 random bits from the operating system, for ids.

@@ -19,11 +19,14 @@ use std::time::{Duration, Instant};
 
 use std::borrow::Cow;
 
-use dfs_engine::auth::{random_bytes, ClusterKey, KEY_BYTES, NONCE_BYTES, PROOF_BYTES};
+use dfs_engine::auth::{
+    bound_nonce, random_bytes, ClusterKey, KEY_BYTES, NONCE_BYTES, PROOF_BYTES, PROOF_NEEDS_TLS,
+};
 use dfs_engine::identity;
 use dfs_engine::msg::{
     ClientPrincipal, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionId, RemoteError,
 };
+use dfs_engine::tls::BINDING_BYTES;
 
 use crate::service::ConnectionId;
 
@@ -31,7 +34,8 @@ use crate::service::ConnectionId;
 struct Pending {
     minion: MinionId,
     minion_nonce: Vec<u8>,
-    master_nonce: [u8; NONCE_BYTES],
+    /// The master's nonce bound to the connection's TLS session.
+    master_nonce: Vec<u8>,
 }
 
 /// A client's challenge, waiting for its proof.
@@ -39,7 +43,8 @@ struct PendingClient {
     principal: ClientPrincipal,
     key: [u8; KEY_BYTES],
     client_nonce: Vec<u8>,
-    master_nonce: [u8; NONCE_BYTES],
+    /// The master's nonce bound to the connection's TLS session.
+    master_nonce: Vec<u8>,
 }
 
 pub struct Members {
@@ -47,6 +52,8 @@ pub struct Members {
     /// Clients that proved no identity are served as they assert
     /// (`--insecure` with a key).
     anonymous_allowed: bool,
+    /// The channel binding of each connection that runs TLS.
+    channels: HashMap<ConnectionId, [u8; BINDING_BYTES]>,
     pending: HashMap<ConnectionId, Pending>,
     bound: HashMap<ConnectionId, MinionId>,
     pending_clients: HashMap<ConnectionId, PendingClient>,
@@ -100,6 +107,7 @@ impl Members {
         Members {
             anonymous_allowed: anonymous_allowed || key.is_none(),
             key,
+            channels: HashMap::new(),
             pending: HashMap::new(),
             bound: HashMap::new(),
             pending_clients: HashMap::new(),
@@ -107,6 +115,26 @@ impl Members {
             warned: HashSet::new(),
             warned_clients: HashSet::new(),
         }
+    }
+
+    /// `connection` runs TLS with this channel binding: proofs on it must
+    /// cover it.
+    pub fn channel_opened(&mut self, connection: ConnectionId, binding: [u8; BINDING_BYTES]) {
+        self.channels.insert(connection, binding);
+    }
+
+    /// A fresh nonce for a challenge on `connection`, and that nonce bound
+    /// to its TLS session (refused on a connection without TLS).
+    fn fresh_nonce(
+        &self,
+        connection: ConnectionId,
+    ) -> Result<([u8; NONCE_BYTES], Vec<u8>), RemoteError> {
+        let Some(binding) = self.channels.get(&connection) else {
+            return Err(refused(PROOF_NEEDS_TLS.into()));
+        };
+        let nonce: [u8; NONCE_BYTES] =
+            random_bytes().map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))?;
+        Ok((nonce, bound_nonce(&nonce, binding)))
     }
 
     /// True when minions must prove the cluster key.
@@ -133,8 +161,7 @@ impl Members {
                 format!("a nonce of {} bytes (must be {NONCE_BYTES})", nonce.len()),
             ));
         }
-        let master_nonce: [u8; NONCE_BYTES] =
-            random_bytes().map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))?;
+        let (sent_nonce, master_nonce) = self.fresh_nonce(connection)?;
         let proof = key.master_proof(minion, nonce, &master_nonce);
         self.bound.remove(&connection);
         self.pending.insert(
@@ -146,7 +173,7 @@ impl Members {
             },
         );
         Ok(MasterResponse::Challenge {
-            nonce: master_nonce.to_vec(),
+            nonce: sent_nonce.to_vec(),
             proof: proof.to_vec(),
         })
     }
@@ -210,8 +237,7 @@ impl Members {
         }
         identity::check_principal(&principal)
             .map_err(|why| RemoteError::new(ErrorKind::InvalidArgument, why))?;
-        let master_nonce: [u8; NONCE_BYTES] =
-            random_bytes().map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))?;
+        let (sent_nonce, master_nonce) = self.fresh_nonce(connection)?;
         let key = identity::principal_key(cluster, &principal);
         let proof = identity::master_proof(&key, nonce, &master_nonce);
         self.clients.remove(&connection);
@@ -225,7 +251,7 @@ impl Members {
             },
         );
         Ok(MasterResponse::Challenge {
-            nonce: master_nonce.to_vec(),
+            nonce: sent_nonce.to_vec(),
             proof: proof.to_vec(),
         })
     }
@@ -331,6 +357,7 @@ impl Members {
 
     /// The connection closed: what it proved goes with it.
     pub fn closed(&mut self, connection: ConnectionId) {
+        self.channels.remove(&connection);
         self.pending.remove(&connection);
         self.bound.remove(&connection);
         self.pending_clients.remove(&connection);
@@ -406,6 +433,9 @@ impl AuthFailures {
 mod tests {
     use super::*;
 
+    /// The channel binding of connection 1's TLS session in these tests.
+    const BINDING: [u8; BINDING_BYTES] = [3; BINDING_BYTES];
+
     fn register(minion: u64) -> MasterRequest {
         MasterRequest::Heartbeat {
             minion: MinionId(minion),
@@ -428,6 +458,12 @@ mod tests {
         assert!(error.message.contains("--key"), "{}", error.message);
 
         let nonce = [9u8; NONCE_BYTES];
+        let error = members
+            .challenge(1, minion, &nonce)
+            .expect_err("no TLS on the connection");
+        assert_eq!(error.kind, ErrorKind::PermissionDenied);
+        assert!(error.message.contains("only over TLS"), "{}", error.message);
+        members.channel_opened(1, BINDING);
         let Ok(MasterResponse::Challenge {
             nonce: master_nonce,
             proof,
@@ -435,6 +471,7 @@ mod tests {
         else {
             panic!("a challenge");
         };
+        let master_nonce = bound_nonce(&master_nonce, &BINDING);
         assert!(key.is_master_proof(&proof, minion, &nonce, &master_nonce));
         // A wrong proof is refused, and the challenge is spent.
         let other = ClusterKey::generate().expect("key");
@@ -443,6 +480,7 @@ mod tests {
         let right = key.minion_proof(minion, &nonce, &master_nonce);
         members.prove(1, &right).expect_err("spent");
 
+        // A proof made on another TLS session (a meddler's) is refused.
         let Ok(MasterResponse::Challenge {
             nonce: master_nonce,
             ..
@@ -450,7 +488,19 @@ mod tests {
         else {
             panic!("a challenge");
         };
-        let right = key.minion_proof(minion, &nonce, &master_nonce);
+        let relayed = key.minion_proof(minion, &nonce, &bound_nonce(&master_nonce, &[7; 32]));
+        members
+            .prove(1, &relayed)
+            .expect_err("another session's proof");
+
+        let Ok(MasterResponse::Challenge {
+            nonce: master_nonce,
+            ..
+        }) = members.challenge(1, minion, &nonce)
+        else {
+            panic!("a challenge");
+        };
+        let right = key.minion_proof(minion, &nonce, &bound_nonce(&master_nonce, &BINDING));
         assert_eq!(members.prove(1, &right).expect("proved"), minion);
         members.check(1, minion).expect("bound");
         // Not for another minion, nor on another connection.
@@ -516,6 +566,7 @@ mod tests {
             issued_s: 1,
         };
         let identity = Identity::issue(&key, ann.clone()).expect("issue");
+        members.channel_opened(1, BINDING);
         let prove = |members: &mut Members, identity: &Identity, wrong: bool| {
             let nonce = [4u8; NONCE_BYTES];
             let Ok(MasterResponse::Challenge {
@@ -525,6 +576,7 @@ mod tests {
             else {
                 panic!("a challenge");
             };
+            let master_nonce = bound_nonce(&master_nonce, &BINDING);
             assert!(identity.is_master_proof(&proof, &nonce, &master_nonce));
             let mut answer = identity.client_proof(&nonce, &master_nonce);
             if wrong {

@@ -17,6 +17,11 @@
 //!
 //! A refused connection is answered `Busy` on the connection as a whole
 //! (`wire::CONNECTION_REQUEST_ID`), which clients take as "master busy".
+//!
+//! A connection whose first byte opens a TLS handshake runs TLS
+//! (`dfs_engine::tls`) with a certificate made when the server starts;
+//! others run plain. Proofs of a key are taken only on TLS connections
+//! (`members`), so with a key everything past them is encrypted.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -33,6 +38,7 @@ use dfs_engine::limits::{
 use dfs_engine::msg::{Envelope, ErrorKind, MasterRequest, MasterResponse, RemoteError};
 use dfs_engine::rpc::is_socket_quiet;
 use dfs_engine::sync::lock;
+use dfs_engine::tls::{self, Half, ServerTls};
 use dfs_engine::wire::{self, FrameKind, CONNECTION_REQUEST_ID, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
 
@@ -74,6 +80,8 @@ struct Server {
     busy_answers: AtomicUsize,
     /// Failed proofs of the cluster key, per address.
     auth_failures: Mutex<AuthFailures>,
+    /// The certificate TLS connections are served with.
+    tls: ServerTls,
 }
 
 /// The connections being served, by id and by peer address.
@@ -137,6 +145,7 @@ pub fn serve(master: Arc<Master>, listener: TcpListener, config: ServerConfig) -
         peers: Mutex::new(Peers::default()),
         busy_answers: AtomicUsize::new(0),
         auth_failures: Mutex::new(AuthFailures::default()),
+        tls: ServerTls::self_signed()?,
     });
     let next_connection = AtomicU64::new(1);
     for stream in listener.incoming() {
@@ -257,9 +266,23 @@ impl Server {
             .set_write_timeout(Some(Duration::from_millis(IO_TIMEOUT_MS)))
             .context("set write timeout")?;
         let _ = stream.set_nodelay(true);
-        let paced = Paced::new(stream.try_clone().context("clone socket")?);
-        let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, paced);
-        let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, stream);
+        let Some(first) = self.wait_for_first_byte(connection, &stream)? else {
+            return Ok(());
+        };
+        let mut paced = Paced::new(stream);
+        let (reader, writer) = if first == tls::HANDSHAKE_RECORD {
+            // The handshake must be done as a small frame would be.
+            paced.deadline = Instant::now() + self.config.frame_deadline;
+            let (reader, writer) = self.tls.accept(paced)?;
+            if let Some(binding) = reader.binding() {
+                self.master.channel_opened(connection, binding);
+            }
+            (reader, writer)
+        } else {
+            tls::plain(paced)
+        };
+        let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
+        let mut writer = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, writer);
         let mut buffer = Vec::new();
         // The identity this connection last started to prove, which its
         // proof's failure counts against (with the peer's address).
@@ -328,20 +351,43 @@ impl Server {
         }
     }
 
+    /// The connection's first byte, which tells TLS from plain, once it is
+    /// here; `Ok(None)`: the peer closed the connection, or sent nothing
+    /// for the idle timeout.
+    fn wait_for_first_byte(
+        &self,
+        connection: ConnectionId,
+        stream: &TcpStream,
+    ) -> Result<Option<u8>> {
+        lock(&self.peers).mark_idle(connection, Instant::now());
+        stream
+            .set_read_timeout(Some(self.config.idle_timeout))
+            .context("set read timeout")?;
+        let mut first = [0u8; 1];
+        let outcome = match stream.peek(&mut first) {
+            Ok(0) => Ok(None),
+            Ok(_) => Ok(Some(first[0])),
+            Err(e) if is_timeout(&e) => Ok(None),
+            Err(e) => Err(Error::io("wait for a first request", e)),
+        };
+        lock(&self.peers).mark_busy(connection);
+        outcome
+    }
+
     /// Waits until the first byte of the next request is here. `Ok(false)`:
     /// the peer closed the connection, or it was idle too long (and owns
     /// no open write).
     fn wait_for_request(
         &self,
         connection: ConnectionId,
-        reader: &mut BufReader<Paced>,
+        reader: &mut BufReader<Half<Paced>>,
     ) -> Result<bool> {
         if !reader.buffer().is_empty() {
             return Ok(true);
         }
         lock(&self.peers).mark_idle(connection, Instant::now());
         let outcome = loop {
-            reader.get_mut().deadline = Instant::now() + self.config.idle_timeout;
+            set_deadline(reader, Instant::now() + self.config.idle_timeout);
             match reader.fill_buf() {
                 Ok(bytes) => break Ok(!bytes.is_empty()),
                 Err(e) if is_timeout(&e) => {
@@ -365,12 +411,11 @@ impl Server {
     /// error comes with the request id to answer it under.
     fn read_request(
         &self,
-        reader: &mut BufReader<Paced>,
+        reader: &mut BufReader<Half<Paced>>,
         started: Instant,
         buffer: &mut Vec<u8>,
     ) -> std::result::Result<(u64, Envelope<MasterRequest>), (u64, Error)> {
-        let deadline = self.frame_deadline(started, 0);
-        reader.get_mut().deadline = deadline;
+        set_deadline(reader, self.frame_deadline(started, 0));
         let header = match wire::read_header(reader) {
             Ok(Some(header)) => header,
             Ok(None) => {
@@ -384,7 +429,7 @@ impl Server {
             let e = Error::Protocol(format!("expected a Request frame, got {:?}", header.kind));
             return Err((request_id, e));
         }
-        reader.get_mut().deadline = self.frame_deadline(started, header.payload_bytes);
+        set_deadline(reader, self.frame_deadline(started, header.payload_bytes));
         if let Err(e) = wire::read_payload(reader, &header, buffer) {
             return Err((request_id, self.late(reader, header.payload_bytes, e)));
         }
@@ -401,8 +446,11 @@ impl Server {
     }
 
     /// `error`, or what it means when the frame's deadline passed.
-    fn late(&self, reader: &BufReader<Paced>, payload_bytes: u32, error: Error) -> Error {
-        if !reader.get_ref().deadline_passed() {
+    fn late(&self, reader: &BufReader<Half<Paced>>, payload_bytes: u32, error: Error) -> Error {
+        if !reader
+            .get_ref()
+            .with_stream(|paced| paced.deadline_passed())
+        {
             return error;
         }
         let frame_bytes = FRAME_HEADER_BYTES + payload_bytes as usize;
@@ -411,6 +459,12 @@ impl Server {
             wire::frame_deadline(self.config.frame_deadline, frame_bytes)
         ))
     }
+}
+
+fn set_deadline(reader: &BufReader<Half<Paced>>, deadline: Instant) {
+    reader
+        .get_ref()
+        .with_stream(|paced| paced.deadline = deadline);
 }
 
 fn is_timeout(error: &io::Error) -> bool {
@@ -452,6 +506,17 @@ impl Read for Paced {
         }
         self.stream.set_read_timeout(Some(left))?;
         self.stream.read(buffer)
+    }
+}
+
+/// Writes are bounded by the socket's write timeout.
+impl Write for Paced {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        self.stream.write(buffer)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -512,7 +577,7 @@ fn answer_busy(mut stream: TcpStream, reason: String) {
 }
 
 /// Tells the peer what was wrong (best effort) and returns the error to log.
-fn reply_protocol_error(writer: &mut BufWriter<TcpStream>, request_id: u64, error: Error) -> Error {
+fn reply_protocol_error(writer: &mut impl Write, request_id: u64, error: Error) -> Error {
     if matches!(error, Error::Protocol(_)) {
         let response =
             MasterResponse::Error(RemoteError::new(ErrorKind::Protocol, error.to_string()));

@@ -30,6 +30,7 @@ use dfs_engine::msg::{
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
+use dfs_engine::tls::BINDING_BYTES;
 use dfs_engine::token::TokenKeys;
 use dfs_engine::{Error, IoContext, Result};
 
@@ -794,6 +795,11 @@ impl Master {
             .write_owners
             .values()
             .any(|owner| *owner == connection)
+    }
+
+    /// `connection` runs TLS with this channel binding (`members`).
+    pub fn channel_opened(&self, connection: ConnectionId, binding: [u8; BINDING_BYTES]) {
+        sync::lock(&self.members).channel_opened(connection, binding);
     }
 
     /// Ends the writes a closed connection left open.

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use dfs_engine::auth::{random_bytes, ClusterKey, NONCE_BYTES};
+use dfs_engine::auth::{bound_nonce, random_bytes, ClusterKey, NONCE_BYTES};
 use dfs_engine::msg::{
     BadReplica, BlockId, Credentials, ErrorKind, Generation, MasterRequest, MasterResponse,
     MinionId, StoredBlock,
@@ -18,12 +18,20 @@ use dfs_testkit::{binary, utf8, Cluster, ClusterOptions};
 /// A connection to the master that proved the cluster key at `key_path`
 /// as its identity (the member identity: it asserts any user).
 fn member_connection(cluster: &Cluster, key_path: &std::path::Path) -> Connection {
-    let mut connection = Connection::open(cluster.master_address()).expect("connect");
     dfs_engine::identity::Identity::load(key_path)
         .expect("load the member identity")
-        .authenticate(&mut connection, cluster.master_address())
-        .expect("prove the member identity");
-    connection
+        .connect(cluster.master_address())
+        .expect("prove the member identity")
+}
+
+/// A new TLS connection to the master, nothing proved on it.
+fn tls_connection(cluster: &Cluster) -> Connection {
+    Connection::open_tls(
+        cluster.master_address(),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .expect("connect with TLS")
 }
 
 /// `request` on its own new connection, as a peer without the key sends it.
@@ -116,10 +124,23 @@ fn without_the_key_no_one_speaks_for_a_minion() {
         let what = format!("{attack:?}").chars().take(40).collect::<String>();
         assert_refused(anonymous(&cluster, attack), &what);
     }
-    // A wrong key's proof is refused, and leaves the connection unproven.
-    let mut connection = Connection::open(cluster.master_address()).expect("connect");
+    // No challenge on a connection without TLS: a proof there would not
+    // protect what follows it.
+    let mut plain = Connection::open(cluster.master_address()).expect("connect");
     let nonce: [u8; NONCE_BYTES] = random_bytes().expect("nonce");
     let credentials = Credentials::default();
+    let answer = plain
+        .call(
+            &credentials,
+            MasterRequest::Authenticate {
+                minion: real,
+                nonce: nonce.to_vec(),
+            },
+        )
+        .expect("an answer");
+    assert_refused(answer, "a challenge without TLS");
+    // A wrong key's proof is refused, and leaves the connection unproven.
+    let mut connection = tls_connection(&cluster);
     let answer = connection
         .call(
             &credentials,
@@ -136,6 +157,7 @@ fn without_the_key_no_one_speaks_for_a_minion() {
     else {
         panic!("expected a challenge, got {answer:?}");
     };
+    let master_nonce = bound_nonce(&master_nonce, &connection.binding().expect("TLS"));
     let right = ClusterKey::load(&key_path).expect("load");
     assert!(right.is_master_proof(&proof, real, &nonce, &master_nonce));
     let wrong = ClusterKey::generate().expect("key");
@@ -622,7 +644,7 @@ fn guessing_at_the_key_from_one_address_is_held_off() {
     let mut kept = member_connection(&cluster, &keys.path().join("cluster.key"));
     let wrong = ClusterKey::generate().expect("key");
     for _ in 0..10 {
-        let mut connection = Connection::open(cluster.master_address()).expect("connect");
+        let mut connection = tls_connection(&cluster);
         let nonce: [u8; NONCE_BYTES] = random_bytes().expect("nonce");
         let answer = connection
             .call(
@@ -640,6 +662,7 @@ fn guessing_at_the_key_from_one_address_is_held_off() {
         else {
             panic!("expected a challenge, got {answer:?}");
         };
+        let master_nonce = bound_nonce(&master_nonce, &connection.binding().expect("TLS"));
         let proof = wrong.minion_proof(MinionId(0x600d), &nonce, &master_nonce);
         let answer = connection
             .call(
@@ -652,7 +675,7 @@ fn guessing_at_the_key_from_one_address_is_held_off() {
         assert_refused(answer, "a guess");
     }
     // That identity may not try again from this address for a while...
-    let mut connection = Connection::open(cluster.master_address()).expect("connect");
+    let mut connection = tls_connection(&cluster);
     let refusal = connection
         .call::<_, MasterResponse>(
             &credentials,

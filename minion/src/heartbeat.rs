@@ -23,9 +23,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use dfs_engine::auth::{random_bytes, ClusterKey, NONCE_BYTES};
+use dfs_engine::auth::{bound_nonce, random_bytes, ClusterKey, NONCE_BYTES, PROOF_NEEDS_TLS};
 use dfs_engine::limits::{
-    BAD_REPLICAS_PER_REPORT_MAX, BLOCK_REPORT_IDS_MAX, STORED_BLOCKS_PER_REPORT_MAX,
+    BAD_REPLICAS_PER_REPORT_MAX, BLOCK_REPORT_IDS_MAX, CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS,
+    STORED_BLOCKS_PER_REPORT_MAX,
 };
 use dfs_engine::msg::{
     self, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand, MinionId,
@@ -550,7 +551,15 @@ impl Heartbeat {
         let connection = match &mut self.connection {
             Some(connection) => connection,
             None => {
-                let mut connection = Connection::open(&self.config.master)?;
+                let mut connection = match &self.config.key {
+                    // With a key, the proofs and all after them go over TLS.
+                    Some(_) => Connection::open_tls(
+                        &self.config.master,
+                        Duration::from_millis(CONNECT_TIMEOUT_MS),
+                        Duration::from_millis(IO_TIMEOUT_MS),
+                    )?,
+                    None => Connection::open(&self.config.master)?,
+                };
                 if let Some(key) = &self.config.key {
                     prove_membership(
                         &mut connection,
@@ -591,9 +600,17 @@ fn prove_membership(
             )))
         }
     };
-    if master_nonce.len() != NONCE_BYTES
-        || !key.is_master_proof(&proof, minion, &nonce, &master_nonce)
-    {
+    let binding = connection
+        .binding()
+        .ok_or_else(|| Error::Invalid(PROOF_NEEDS_TLS.into()))?;
+    if master_nonce.len() != NONCE_BYTES {
+        return Err(Error::Protocol(format!(
+            "the master sent a nonce of {} bytes",
+            master_nonce.len()
+        )));
+    }
+    let master_nonce = bound_nonce(&master_nonce, &binding);
+    if !key.is_master_proof(&proof, minion, &nonce, &master_nonce) {
         return Err(Error::Invalid(format!(
             "the master at {} does not prove this cluster's key: refusing to serve it",
             connection.address()

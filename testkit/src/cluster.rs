@@ -520,11 +520,12 @@ impl Cluster {
 
     /// Sends one request to the master on a fresh connection.
     pub fn master_call(&self, request: MasterRequest) -> dfs_engine::Result<MasterResponse> {
-        let mut connection = Connection::open(self.master_address())?;
-        if let Some(path) = &self.identity {
-            dfs_engine::identity::Identity::load(path)?
-                .authenticate(&mut connection, self.master_address())?;
-        }
+        let mut connection = match &self.identity {
+            Some(path) => {
+                dfs_engine::identity::Identity::load(path)?.connect(self.master_address())?
+            }
+            None => Connection::open(self.master_address())?,
+        };
         connection.call(&admin_credentials(), request)
     }
 
