@@ -209,6 +209,12 @@ pub const REPLICATION_TIMEOUT_MS: u64 = 120_000;
 pub const ORPHAN_GRACE_MS_DEFAULT: u64 = 3_600_000;
 /// Most blocks the master keeps watching as possible orphans.
 pub const ORPHAN_CANDIDATES_MAX: usize = 1_000_000;
+/// Most of them one minion's reports may fill, so a minion that reports a
+/// flood of blocks nobody references (a bug, a rogue member, a restored
+/// old disk) leaves room for the others'; the rest are noted again at its
+/// next full report, once some are collected.
+pub const ORPHAN_CANDIDATES_PER_MINION_MAX: usize = 262_144;
+const _: () = assert!(ORPHAN_CANDIDATES_PER_MINION_MAX * 2 <= ORPHAN_CANDIDATES_MAX);
 
 /// Most replicas one `ReportBadReplicas` names.
 pub const BAD_REPLICAS_PER_REPORT_MAX: usize = 1024;

@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 
 use dfs_engine::limits::{
     DELETES_QUEUED_PER_MINION_MAX, DELETE_BLOCKS_PER_COMMAND_MAX, HEARTBEAT_COMMANDS_MAX,
-    ORPHAN_CANDIDATES_MAX, REPLICATIONS_PER_SOURCE_MAX, REPLICATIONS_PER_TARGET_MAX,
+    ORPHAN_CANDIDATES_MAX, ORPHAN_CANDIDATES_PER_MINION_MAX, REPLICATIONS_PER_SOURCE_MAX,
+    REPLICATIONS_PER_TARGET_MAX,
 };
 use dfs_engine::msg::{
     BlockId, Generation, MinionCommand, MinionId, MinionState, ReplicaId, StoredBlock,
@@ -108,6 +109,9 @@ pub struct Healer {
     /// Reported replicas no file or write references (or not as those
     /// replicas), when they may be deleted, and what was reported.
     orphan_candidates: HashMap<(MinionId, ReplicaId), (Instant, StoredBlock)>,
+    /// How many of `orphan_candidates` each minion reported (no zeros),
+    /// bounded by `ORPHAN_CANDIDATES_PER_MINION_MAX`.
+    orphans_per_minion: HashMap<MinionId, usize>,
     /// The minions holding a file of a block that is no replica the master
     /// counts (a candidate orphan, until its deletion is confirmed or it
     /// turns out referenced): no copy target for that block, since the
@@ -130,6 +134,7 @@ impl Healer {
             unconfirmed: HashMap::new(),
             in_flight: HashMap::new(),
             orphan_candidates: HashMap::new(),
+            orphans_per_minion: HashMap::new(),
             strays: HashMap::new(),
             replication_timeout,
             orphan_grace,
@@ -180,8 +185,25 @@ impl Healer {
                 self.deletes.remove(&minion);
             }
         }
-        self.orphan_candidates.remove(&(minion, replica));
+        self.forget_candidate(minion, replica);
         self.forget_stray(minion, replica.block);
+    }
+
+    /// Forgets a candidate orphan; what it was, if it was one.
+    fn forget_candidate(
+        &mut self,
+        minion: MinionId,
+        replica: ReplicaId,
+    ) -> Option<(Instant, StoredBlock)> {
+        let candidate = self.orphan_candidates.remove(&(minion, replica))?;
+        match self.orphans_per_minion.get_mut(&minion) {
+            Some(count) if *count > 1 => *count -= 1,
+            Some(_) => {
+                self.orphans_per_minion.remove(&minion);
+            }
+            None => unreachable!("a candidate orphan of {minion} was not counted"),
+        }
+        Some(candidate)
     }
 
     fn forget_stray(&mut self, minion: MinionId, block: BlockId) {
@@ -291,7 +313,14 @@ impl Healer {
         mismatch: bool,
         now: Instant,
     ) {
-        if self.orphan_candidates.len() >= ORPHAN_CANDIDATES_MAX {
+        let key = (minion, stored.replica());
+        if self.orphan_candidates.contains_key(&key) {
+            return;
+        }
+        let reported = self.orphans_per_minion.get(&minion).copied().unwrap_or(0);
+        if self.orphan_candidates.len() >= ORPHAN_CANDIDATES_MAX
+            || reported >= ORPHAN_CANDIDATES_PER_MINION_MAX
+        {
             return;
         }
         let due = if mismatch {
@@ -299,9 +328,8 @@ impl Healer {
         } else {
             now + self.orphan_grace
         };
-        self.orphan_candidates
-            .entry((minion, stored.replica()))
-            .or_insert((due, stored));
+        self.orphan_candidates.insert(key, (due, stored));
+        self.orphans_per_minion.insert(minion, reported + 1);
         self.strays.entry(stored.block).or_default().insert(minion);
     }
 
@@ -321,7 +349,7 @@ impl Healer {
             .collect();
         let mut orphans = Vec::new();
         for key in due {
-            if let Some((_, stored)) = self.orphan_candidates.remove(&key) {
+            if let Some((_, stored)) = self.forget_candidate(key.0, key.1) {
                 if referenced(&stored) {
                     // A replica after all: its minion is a holder.
                     self.forget_stray(key.0, key.1.block);
@@ -1178,6 +1206,31 @@ mod tests {
         registry.set_draining(MinionId(4), true);
         let (looked, summary) = round(&mut planner, &mut registry, &[target(7, 1)], start);
         assert_eq!((looked, summary.replications_started), (vec![7], 1));
+    }
+
+    #[test]
+    fn one_minion_fills_only_its_share_of_the_orphan_candidates() {
+        let start = Instant::now();
+        let mut healer = healer();
+        let flood = ORPHAN_CANDIDATES_PER_MINION_MAX as u64 + 10;
+        for block in 0..flood {
+            healer.note_unreferenced(MinionId(1), target(block, 1).stored, true, start);
+        }
+        assert_eq!(
+            healer.orphan_candidates.len(),
+            ORPHAN_CANDIDATES_PER_MINION_MAX
+        );
+        // Another minion's are still watched.
+        healer.note_unreferenced(MinionId(2), target(flood, 1).stored, true, start);
+        assert_eq!(healer.orphans_per_minion.get(&MinionId(2)), Some(&1));
+        // Once some are collected, the first may report more.
+        let collected = healer.collect_orphans(start, |stored| stored.block.0 % 2 == 0);
+        // The odd blocks; the even ones (minion 2's too) turned out referenced.
+        assert_eq!(collected.len(), ORPHAN_CANDIDATES_PER_MINION_MAX / 2);
+        assert!(healer.orphan_candidates.is_empty());
+        assert!(healer.orphans_per_minion.is_empty());
+        healer.note_unreferenced(MinionId(1), target(flood + 1, 1).stored, true, start);
+        assert_eq!(healer.orphans_per_minion.get(&MinionId(1)), Some(&1));
     }
 
     #[test]
