@@ -32,8 +32,8 @@ use dfs_engine::limits::{
     CHUNK_BYTES, CONNECT_TIMEOUT_MS, WRITE_BLOCKS_IN_FLIGHT_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
 };
 use dfs_engine::msg::{
-    AllocatedBlock, BlockCommit, BlockId, Credentials, MinionAddress, MinionId, MinionRequest,
-    MinionResponse, ReplicaFailure, ReplicaId,
+    AllocatedBlock, BlockCommit, BlockId, Credentials, ErrorKind, MinionAddress, MinionId,
+    MinionRequest, MinionResponse, ReplicaFailure, ReplicaId,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -389,7 +389,7 @@ fn coordinate(
                 }
                 None => break,
             };
-            let task = plan.task(index, open.allocate(&excluded)?);
+            let task = plan.task(index, allocate_despite_blame(open, &mut excluded)?);
             tasks
                 .send(task)
                 .map_err(|_| Error::Invalid("block threads ended early".into()))?;
@@ -467,6 +467,31 @@ impl Plan {
             offset_bytes,
             length_bytes: self.block_bytes.min(self.length_bytes - offset_bytes),
         }
+    }
+}
+
+/// The next block's pipeline, without the members this write blamed; if
+/// they are all the minions there are, asked again without them. With
+/// several blocks in flight, a member held up by a stalled one behind it
+/// can miss the client's deadline first and be blamed too, until every
+/// minion is; a member that is really gone fails again, or is no longer
+/// live by then.
+fn allocate_despite_blame(
+    open: &mut OpenWrite<'_>,
+    excluded: &mut Vec<MinionId>,
+) -> Result<AllocatedBlock> {
+    match open.allocate(excluded) {
+        Err(Error::Remote(refused))
+            if refused.kind == ErrorKind::NoSpace && !excluded.is_empty() =>
+        {
+            open.client.warn(&format!(
+                "{}: every minion was blamed for a failed block ({}); asking the master again without the blame",
+                open.path, refused.message
+            ));
+            excluded.clear();
+            open.allocate(excluded)
+        }
+        other => other,
     }
 }
 

@@ -172,7 +172,18 @@ fn a_put_completes_while_a_minion_is_stopped_mid_write() {
         let mut command = cluster.dfs_command();
         // Longer than the first member may wait on the two behind it.
         command.env("DFS_IO_TIMEOUT", "10s");
-        command.args(["put", "--block-size", "1M", utf8(&local), "/big"]);
+        // Four blocks in flight: members held up behind the stopped one
+        // get blamed too, and the put must go on (it ran out of pipelines
+        // about one run in seven before the client asked again).
+        command.args([
+            "put",
+            "--blocks-in-flight",
+            "4",
+            "--block-size",
+            "1M",
+            utf8(&local),
+            "/big",
+        ]);
         thread::spawn(move || dfs_testkit::run(&mut command, None, dfs_testkit::COMMAND_TIMEOUT))
     };
     // Stop the victim once the write reached it.
