@@ -67,7 +67,22 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> {
     Ok(options)
 }
 
+/// Every command's usage.
+fn all_usage() -> String {
+    format!(
+        "{}\n{}\n{}\n{}",
+        usage(),
+        throughput::usage(),
+        mount::usage(),
+        mount_small::usage()
+    )
+}
+
 fn main() -> Result<()> {
+    if std::env::args().any(|arg| arg == "-h" || arg == "--help") {
+        println!("{}", all_usage());
+        return Ok(());
+    }
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("roundtrip") => roundtrip(parse_options(args)?),
@@ -84,13 +99,7 @@ fn main() -> Result<()> {
                 mount::run(mount::parse_options(args.into_iter())?)
             }
         }
-        _ => bail!(
-            "{}\n{}\n{}\n{}",
-            usage(),
-            throughput::usage(),
-            mount::usage(),
-            mount_small::usage()
-        ),
+        _ => bail!("{}", all_usage()),
     }
 }
 
