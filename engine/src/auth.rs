@@ -201,6 +201,24 @@ pub fn bound_nonce(master_nonce: &[u8], binding: &[u8; BINDING_BYTES]) -> Vec<u8
     [master_nonce, binding.as_slice()].concat()
 }
 
+/// The nonce of a master's `Challenge` (from `master`, for errors) bound
+/// to the TLS session it came on (`binding`): refused on a connection
+/// without TLS, or when the nonce is not `NONCE_BYTES` long.
+pub fn bind_challenge(
+    master_nonce: &[u8],
+    binding: Option<[u8; BINDING_BYTES]>,
+    master: &str,
+) -> Result<Vec<u8>> {
+    let binding = binding.ok_or_else(|| Error::Invalid(PROOF_NEEDS_TLS.into()))?;
+    if master_nonce.len() != NONCE_BYTES {
+        return Err(Error::Protocol(format!(
+            "the master at {master} sent a nonce of {} bytes",
+            master_nonce.len()
+        )));
+    }
+    Ok(bound_nonce(master_nonce, &binding))
+}
+
 /// Why a proof cannot be made or taken on a connection without TLS.
 pub const PROOF_NEEDS_TLS: &str = "proofs of a key are taken only over TLS; \
      clients and minions of protocol 11 or later connect to a keyed master with TLS";

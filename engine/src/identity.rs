@@ -45,8 +45,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::auth::{
-    bound_nonce, hex, parse_key_hex, random_bytes, read_private, write_private, ClusterKey,
-    KEY_BYTES, NONCE_BYTES, PROOF_BYTES, PROOF_NEEDS_TLS,
+    bind_challenge, hex, parse_key_hex, random_bytes, read_private, write_private, ClusterKey,
+    KEY_BYTES, NONCE_BYTES, PROOF_BYTES,
 };
 use crate::error::{Error, Result};
 use crate::limits::{CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS, NAME_BYTES_MAX};
@@ -329,16 +329,7 @@ impl Identity {
                 )))
             }
         };
-        let binding = connection
-            .binding()
-            .ok_or_else(|| Error::Invalid(PROOF_NEEDS_TLS.into()))?;
-        if master_nonce.len() != NONCE_BYTES {
-            return Err(Error::Protocol(format!(
-                "the master at {address} sent a nonce of {} bytes",
-                master_nonce.len()
-            )));
-        }
-        let master_nonce = bound_nonce(&master_nonce, &binding);
+        let master_nonce = bind_challenge(&master_nonce, connection.binding(), address)?;
         if !self.is_master_proof(&proof, &nonce, &master_nonce) {
             return Err(Error::Invalid(format!(
                 "the master at {address} does not prove the key this identity was issued with: the identity is another cluster's, or damaged"

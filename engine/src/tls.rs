@@ -98,12 +98,7 @@ impl ServerTls {
     pub fn accept<S: Read + Write>(&self, mut stream: S) -> Result<(Half<S>, Half<S>)> {
         let mut session = ServerConnection::new(Arc::clone(&self.config))
             .map_err(|e| tls_error("start a TLS session", e))?;
-        while session.is_handshaking() {
-            session
-                .complete_io(&mut stream)
-                .map_err(|e| Error::io("TLS handshake with a client", e))?;
-        }
-        let binding = export_binding(&session)?;
+        let binding = handshake(&mut session, &mut stream, "a client")?;
         Ok(halves(
             stream,
             Session::Server(Box::new(session)),
@@ -138,12 +133,7 @@ pub fn connect<S: Read + Write>(mut stream: S) -> Result<(Half<S>, Half<S>)> {
         .map_err(|e| Error::Invalid(format!("TLS server name: {e}")))?;
     let mut session = ClientConnection::new(client_config()?, name)
         .map_err(|e| tls_error("start a TLS session", e))?;
-    while session.is_handshaking() {
-        session
-            .complete_io(&mut stream)
-            .map_err(|e| Error::io("TLS handshake with the master", e))?;
-    }
-    let binding = export_binding(&session)?;
+    let binding = handshake(&mut session, &mut stream, "the master")?;
     Ok(halves(
         stream,
         Session::Client(Box::new(session)),
@@ -156,7 +146,18 @@ pub fn plain<S>(stream: S) -> (Half<S>, Half<S>) {
     halves(stream, Session::Plain, None)
 }
 
-fn export_binding<D>(session: &rustls::ConnectionCommon<D>) -> Result<[u8; BINDING_BYTES]> {
+/// Runs the handshake with `peer` on `stream` to its end; the session's
+/// channel binding.
+fn handshake<D, S: Read + Write>(
+    session: &mut rustls::ConnectionCommon<D>,
+    stream: &mut S,
+    peer: &str,
+) -> Result<[u8; BINDING_BYTES]> {
+    while session.is_handshaking() {
+        session
+            .complete_io(stream)
+            .map_err(|e| Error::io(format!("TLS handshake with {peer}"), e))?;
+    }
     session
         .export_keying_material([0u8; BINDING_BYTES], EXPORTER_LABEL, None)
         .map_err(|e| tls_error("TLS channel binding", e))

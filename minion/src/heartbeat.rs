@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use dfs_engine::auth::{bound_nonce, random_bytes, ClusterKey, NONCE_BYTES, PROOF_NEEDS_TLS};
+use dfs_engine::auth::{bind_challenge, random_bytes, ClusterKey, NONCE_BYTES};
 use dfs_engine::limits::{
     BAD_REPLICAS_PER_REPORT_MAX, BLOCK_REPORT_IDS_MAX, CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS,
     STORED_BLOCKS_PER_REPORT_MAX,
@@ -600,16 +600,7 @@ fn prove_membership(
             )))
         }
     };
-    let binding = connection
-        .binding()
-        .ok_or_else(|| Error::Invalid(PROOF_NEEDS_TLS.into()))?;
-    if master_nonce.len() != NONCE_BYTES {
-        return Err(Error::Protocol(format!(
-            "the master sent a nonce of {} bytes",
-            master_nonce.len()
-        )));
-    }
-    let master_nonce = bound_nonce(&master_nonce, &binding);
+    let master_nonce = bind_challenge(&master_nonce, connection.binding(), connection.address())?;
     if !key.is_master_proof(&proof, minion, &nonce, &master_nonce) {
         return Err(Error::Invalid(format!(
             "the master at {} does not prove this cluster's key: refusing to serve it",
