@@ -12,6 +12,7 @@ use dfs_engine::msg::{
     MasterRequest, MasterResponse, MinionId, MinionReport,
 };
 use dfs_engine::path::DfsPath;
+use dfs_engine::tls::DataTrust;
 use dfs_engine::{Error, Result};
 
 use crate::master::{self, Answer, MasterLink, Resend};
@@ -125,7 +126,34 @@ impl Client {
         };
         let warnings = Arc::clone(&client.warnings);
         client.master.connect(&|text: &str| warnings(text))?;
+        if client.identity().is_some() {
+            client.learn_data_trust()?;
+        }
         Ok(client)
+    }
+
+    /// Asks the master how block data travels (`DataTrust`): over TLS to
+    /// minions its data authority vouches for, when the cluster says so.
+    fn learn_data_trust(&mut self) -> Result<()> {
+        match self.call_read_only(MasterRequest::DataTrust)? {
+            MasterResponse::DataTrust {
+                authority,
+                required: true,
+            } => {
+                let trust = DataTrust::new(&authority).map_err(|error| {
+                    Error::Invalid(format!(
+                        "the master at {} sent a data authority certificate that is no good: {error}",
+                        self.master_address()
+                    ))
+                })?;
+                self.minions.use_tls(trust);
+                Ok(())
+            }
+            MasterResponse::DataTrust {
+                required: false, ..
+            } => Ok(()),
+            other => Err(unexpected("DataTrust", &other)),
+        }
     }
 
     pub fn master_address(&self) -> &str {

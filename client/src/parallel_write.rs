@@ -25,22 +25,18 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use dfs_engine::crc::CrcAppender;
-use dfs_engine::limits::{
-    CHUNK_BYTES, CONNECT_TIMEOUT_MS, WRITE_BLOCKS_IN_FLIGHT_MAX, WRITE_BLOCK_ATTEMPTS_MAX,
-};
+use dfs_engine::limits::{CHUNK_BYTES, WRITE_BLOCKS_IN_FLIGHT_MAX, WRITE_BLOCK_ATTEMPTS_MAX};
 use dfs_engine::msg::{
     AllocatedBlock, BlockCommit, BlockId, Credentials, ErrorKind, MinionAddress, MinionId,
     MinionRequest, MinionResponse, ReplicaFailure, ReplicaId,
 };
 use dfs_engine::path::DfsPath;
-use dfs_engine::rpc::Connection;
 use dfs_engine::{Error, Result};
 
 use crate::client::{unexpected, Client};
-use crate::pool::pipeline_wait;
+use crate::pool::{pipeline_wait, DataLink};
 use crate::transfer::{explain_send_failure, minion_message, receive_answer};
 use crate::write::{BlockSource, OpenedWrite, WriteOptions, WriteStats, WrittenBlock};
 
@@ -174,7 +170,7 @@ pub(crate) fn put_opened(
     let settings = StreamSettings {
         credentials: client.credentials().clone(),
         sync: options.sync,
-        io_timeout: client.minions.io_timeout(),
+        link: client.minions.link().clone(),
     };
     let mut open = OpenWrite {
         client,
@@ -216,7 +212,7 @@ pub(crate) fn put_opened(
 struct StreamSettings {
     credentials: Credentials,
     sync: bool,
-    io_timeout: Duration,
+    link: DataLink,
 }
 
 /// The shape of one write.
@@ -534,12 +530,13 @@ fn send_block(
         error: Error::Invalid(minion_message(first, &error)),
         excluded: vec![first.id],
     };
-    let mut connection = Connection::open_with_timeouts(
-        &first.address,
-        Duration::from_millis(CONNECT_TIMEOUT_MS),
-        pipeline_wait(settings.io_timeout, task.targets.len()),
-    )
-    .map_err(minion_failed)?;
+    let mut connection = settings
+        .link
+        .open(
+            &first.address,
+            pipeline_wait(settings.link.io_timeout, task.targets.len()),
+        )
+        .map_err(minion_failed)?;
     let mut range = source
         .open_range(task.offset_bytes, task.length_bytes)
         .map_err(BlockFailure::Fatal)?;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use dfs_engine::limits::{CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS};
 use dfs_engine::rpc::Connection;
+use dfs_engine::tls::DataTrust;
 use dfs_engine::{units, Error, Result};
 
 use crate::client::Client;
@@ -51,29 +52,60 @@ pub(crate) fn pipeline_wait(io_timeout: Duration, members: usize) -> Duration {
     io_timeout.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX))
 }
 
+/// How connections to minions are made: how long a stalled minion holds
+/// a call up, and TLS checked by `trust` when the cluster wants block
+/// data encrypted (the master's `DataTrust`).
+#[derive(Clone, Debug)]
+pub(crate) struct DataLink {
+    pub(crate) io_timeout: Duration,
+    pub(crate) trust: Option<DataTrust>,
+}
+
+impl DataLink {
+    /// A new connection to the minion at `address` that waits `io_timeout`
+    /// for each send and answer.
+    pub(crate) fn open(&self, address: &str, io_timeout: Duration) -> Result<Connection> {
+        Connection::open_data(
+            address,
+            Duration::from_millis(CONNECT_TIMEOUT_MS),
+            io_timeout,
+            self.trust.as_ref(),
+        )
+    }
+}
+
 /// Idle connections to minions, newest last.
 pub(crate) struct MinionConnections {
     idle: Vec<(Connection, Instant)>,
-    io_timeout: Duration,
+    link: DataLink,
 }
 
 impl MinionConnections {
     pub(crate) fn new(io_timeout: Duration) -> MinionConnections {
         MinionConnections {
             idle: Vec::new(),
-            io_timeout,
+            link: DataLink {
+                io_timeout,
+                trust: None,
+            },
         }
     }
 
-    pub(crate) fn io_timeout(&self) -> Duration {
-        self.io_timeout
+    pub(crate) fn link(&self) -> &DataLink {
+        &self.link
+    }
+
+    /// From now on, block data goes over TLS checked by `trust`.
+    pub(crate) fn use_tls(&mut self, trust: DataTrust) {
+        self.idle.clear();
+        self.link.trust = Some(trust);
     }
 
     /// A connection to the first member of a pipeline of `members`, that
     /// waits `pipeline_wait` for each answer.
     pub(crate) fn connect_pipeline(&mut self, address: &str, members: usize) -> Result<Connection> {
         let mut connection = self.connect(address)?;
-        connection.set_io_timeout(pipeline_wait(self.io_timeout, members))?;
+        connection.set_io_timeout(pipeline_wait(self.link.io_timeout, members))?;
         Ok(connection)
     }
 
@@ -94,11 +126,7 @@ impl MinionConnections {
                 return Ok(connection);
             }
         }
-        Connection::open_with_timeouts(
-            address,
-            Duration::from_millis(CONNECT_TIMEOUT_MS),
-            self.io_timeout,
-        )
+        self.link.open(address, self.link.io_timeout)
     }
 
     /// Keeps a connection whose exchanges are all complete.

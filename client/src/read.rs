@@ -63,6 +63,7 @@ use dfs_engine::{Error, Result};
 
 use crate::client::{unexpected, Client, FileBlocks};
 use crate::master::{open_master_with_timeouts, MasterLink, Resend};
+use crate::pool::DataLink;
 use crate::readahead::{self, ReadAhead, Verified};
 use crate::transfer::{minion_message, receive_answer};
 
@@ -507,7 +508,7 @@ impl Client {
             0..end,
             0..length_bytes,
             self.credentials().clone(),
-            self.minions.io_timeout(),
+            self.minions.link().clone(),
             MasterContact {
                 address: self.master_address().to_string(),
                 identity: self.identity().cloned(),
@@ -662,8 +663,9 @@ pub struct FileReader {
     /// Set once every replica of a piece failed; every later read fails.
     failed: Option<String>,
     buffer: Vec<u8>,
-    /// Of minion connections: how long a stalled replica holds up the read.
-    io_timeout: Duration,
+    /// How minion connections are made (how long a stalled replica holds
+    /// up the read, and TLS).
+    link: DataLink,
     /// Where corrupt replicas are reported.
     master: MasterContact,
     /// Pieces to fetch ahead of the one handed out (0: none).
@@ -694,7 +696,7 @@ impl FileReader {
         indexes: std::ops::Range<usize>,
         bytes: std::ops::Range<u64>,
         credentials: Credentials,
-        io_timeout: Duration,
+        link: DataLink,
         master: MasterContact,
     ) -> FileReader {
         FileReader {
@@ -717,7 +719,7 @@ impl FileReader {
             location_index: 0,
             failed: None,
             buffer: Vec::new(),
-            io_timeout,
+            link,
             master,
             blocks_ahead: 0,
             ahead: None,
@@ -737,7 +739,7 @@ impl FileReader {
             index..index + 1,
             start_bytes..end_bytes,
             self.credentials.clone(),
-            self.io_timeout,
+            self.link.clone(),
             self.master.clone(),
         );
         reader.current = Some(piece);
@@ -1329,11 +1331,7 @@ impl FileReader {
                 }
             }
         }
-        let connection = Connection::open_with_timeouts(
-            &address,
-            Duration::from_millis(CONNECT_TIMEOUT_MS),
-            self.io_timeout,
-        )?;
+        let connection = self.link.open(&address, self.link.io_timeout)?;
         self.request_range(connection, block)
     }
 

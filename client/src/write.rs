@@ -43,6 +43,7 @@ use dfs_engine::limits::{
 use dfs_engine::msg::{
     AllocatedBlock, BlockCommit, BlockId, Credentials, EntryKind, FileRange, Generation,
     MasterRequest, MasterResponse, MinionAddress, MinionId, MinionRequest, MinionResponse,
+    RemoteError,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -420,14 +421,16 @@ fn send_blocks(mut session: Session<'_>, source: &mut dyn BlockSource) -> Result
             break;
         }
         let mut attempts = 0u32;
+        let mut last_failure: Option<String> = None;
         let length_bytes = loop {
             attempts += 1;
             let failure = match send_block(&mut session, source, &mut chunk) {
                 Ok(length_bytes) => break length_bytes,
-                Err(BlockError::Fatal(error)) => return Err(error),
+                Err(BlockError::Fatal(error)) => return Err(after_failure(error, last_failure)),
                 Err(BlockError::Minion(failure)) => failure,
             };
             let message = session.failure_message(&failure);
+            last_failure = Some(message.clone());
             session.exclude(&failure.excluded);
             if attempts >= WRITE_BLOCK_ATTEMPTS_MAX {
                 return Err(gave_up(attempts, message));
@@ -559,6 +562,19 @@ fn fill_chunk(source: &mut dyn BlockSource, chunk: &mut Vec<u8>, length_bytes: u
 
 fn gave_up(attempts: u32, message: String) -> Error {
     Error::Invalid(format!("{message} (gave up after {attempts} pipelines)"))
+}
+
+/// `error`, which ended a write after a block failed as `last_failure`
+/// says, with that said too: "no live minion can take a new block" alone
+/// hides why the minions were passed over.
+fn after_failure(error: Error, last_failure: Option<String>) -> Error {
+    match (error, last_failure) {
+        (Error::Remote(refused), Some(failure)) => Error::Remote(RemoteError::new(
+            refused.kind,
+            format!("{} (after {failure})", refused.message),
+        )),
+        (error, _) => error,
+    }
 }
 
 /// A file being written through `std::io::Write`. `finish` makes it visible;

@@ -740,6 +740,11 @@ pub enum MasterRequest {
     ProveClient {
         proof: Vec<u8>,
     },
+
+    // --- appended in protocol 11 ---
+    /// How to reach the minions' block data (`tls`): answered by
+    /// `DataTrust`.
+    DataTrust,
 }
 
 /// Who a client proves to be (`identity`).
@@ -1044,6 +1049,14 @@ pub enum MasterResponse {
     Challenge {
         nonce: Vec<u8>,
         proof: Vec<u8>,
+    },
+    /// Answers `DataTrust` (appended in protocol 11): the certificate of
+    /// the cluster's data authority (DER; empty without a key), which the
+    /// minions' certificates are signed by, and whether block data must
+    /// travel over TLS (`--tls-data`).
+    DataTrust {
+        authority: Vec<u8>,
+        required: bool,
     },
 }
 

@@ -12,7 +12,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::limits::{CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS};
 use crate::msg::{Credentials, Envelope};
-use crate::tls::{self, Half, BINDING_BYTES};
+use crate::tls::{self, DataTrust, Half, BINDING_BYTES};
 use crate::wire::{self, FrameKind};
 
 /// Resolves `address` and connects with a timeout, trying each resolved address.
@@ -91,10 +91,8 @@ impl Connection {
     ) -> Result<Connection> {
         let stream = connect(address, connect_timeout)?;
         set_timeouts(&stream, io_timeout)?;
-        let (reader, writer) = tls::connect(stream).map_err(|error| match error {
-            Error::Io { context, cause } => Error::io(format!("{context} at {address}"), cause),
-            other => other,
-        })?;
+        let (reader, writer) =
+            tls::connect(stream).map_err(|error| handshake_error(error, address))?;
         Ok(Connection::from_halves(address, reader, writer))
     }
 
@@ -116,6 +114,25 @@ impl Connection {
             next_request_id: 1,
             buffer: Vec::new(),
         }
+    }
+
+    /// A connection to a minion: TLS checked by `trust` when there is one
+    /// (`--tls-data`), plain otherwise.
+    pub fn open_data(
+        address: &str,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+        trust: Option<&DataTrust>,
+    ) -> Result<Connection> {
+        let Some(trust) = trust else {
+            return Connection::open_with_timeouts(address, connect_timeout, io_timeout);
+        };
+        let stream = connect(address, connect_timeout)?;
+        set_timeouts(&stream, io_timeout)?;
+        let (reader, writer) = trust
+            .connect(stream)
+            .map_err(|error| handshake_error(error, address))?;
+        Ok(Connection::from_halves(address, reader, writer))
     }
 
     /// The TLS session's channel binding (`tls`), or `None` on a plain
@@ -211,6 +228,14 @@ impl Connection {
     /// The buffered reader, for callers that read data frames after a response.
     pub fn reader(&mut self) -> &mut BufReader<Half<TcpStream>> {
         &mut self.reader
+    }
+}
+
+/// A failed TLS handshake, naming the peer's address.
+fn handshake_error(error: Error, address: &str) -> Error {
+    match error {
+        Error::Io { context, cause } => Error::io(format!("{context} at {address}"), cause),
+        other => other,
     }
 }
 

@@ -20,6 +20,17 @@
 //! A stream is wrapped as two halves (`Half`) that share it, one to read
 //! and one to write, as the blocking code buffers each direction on its
 //! own; a plain stream is wrapped the same way, so callers do not care.
+//!
+//! Block data (`--tls-data`) is different: clients hold no key that could
+//! prove a minion, so minions carry ordinary certificates, made at start,
+//! for the name `dfs-minion`, signed by the cluster's data authority
+//! (`DataAuthority`): an Ed25519 key derived from the cluster key, which
+//! every member can derive and no one else can. Clients trust exactly that
+//! authority's certificate (`DataTrust`), which the master hands them on
+//! the control connection their identity proved (`MasterRequest::DataTrust`);
+//! minions derive it themselves. A meddler without the cluster key cannot
+//! make a certificate a client accepts, so block data and the tokens that
+//! travel with it are readable by the two ends only.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -45,6 +56,18 @@ pub const HANDSHAKE_RECORD: u8 = 0x16;
 const SERVER_NAME: &str = "dfs-master";
 /// RFC 5705 exporter label of the channel binding.
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-dfs-channel-binding";
+/// The name minions' certificates carry and data connections ask for.
+const MINION_NAME: &str = "dfs-minion";
+/// Derivation label of the data authority's key (`ClusterKey::derive`).
+#[cfg(feature = "tls-server")]
+const DATA_AUTHORITY_LABEL: &[u8] = b"dfs data authority v1";
+/// A PKCS#8 v1 Ed25519 private key is this prefix and the 32-byte seed.
+#[cfg(feature = "tls-server")]
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// Most bytes of a data authority certificate a client takes.
+pub const AUTHORITY_CERTIFICATE_BYTES_MAX: usize = 4096;
 
 /// The *ring* provider: rustls deprecates it for having no post-quantum
 /// key exchange (traffic recorded now could be read by a future quantum
@@ -94,6 +117,12 @@ impl ServerTls {
         ServerTls::new(made.cert.der().clone(), made.signing_key.serialize_der())
     }
 
+    /// A new server session, for callers that move the bytes themselves.
+    pub fn session(&self) -> Result<ServerConnection> {
+        ServerConnection::new(Arc::clone(&self.config))
+            .map_err(|e| tls_error("start a TLS session", e))
+    }
+
     /// The server side of TLS on `stream`, handshake done.
     pub fn accept<S: Read + Write>(&self, mut stream: S) -> Result<(Half<S>, Half<S>)> {
         let mut session = ServerConnection::new(Arc::clone(&self.config))
@@ -102,6 +131,121 @@ impl ServerTls {
         Ok(halves(
             stream,
             Session::Server(Box::new(session)),
+            Some(binding),
+        ))
+    }
+}
+
+/// The cluster's data authority: signs the minions' certificates.
+#[cfg(feature = "tls-server")]
+pub struct DataAuthority {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+#[cfg(feature = "tls-server")]
+impl DataAuthority {
+    /// The authority of the cluster whose key is `key`: the same key for
+    /// every member that derives it.
+    pub fn derive(key: &crate::auth::ClusterKey) -> Result<DataAuthority> {
+        let failed = |e: rcgen::Error| Error::Invalid(format!("the data authority: {e}"));
+        let seed = key.derive(DATA_AUTHORITY_LABEL, 0);
+        let pkcs8 = rustls::pki_types::PrivatePkcs8KeyDer::from(
+            [&ED25519_PKCS8_PREFIX[..], &seed].concat(),
+        );
+        let signing_key =
+            rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)
+                .map_err(failed)?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "dfs data authority");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, signing_key).map_err(failed)?;
+        Ok(DataAuthority { issuer })
+    }
+
+    /// The authority's certificate, which clients trust minions by.
+    pub fn certificate(&self) -> Vec<u8> {
+        self.issuer.der().to_vec()
+    }
+
+    /// A minion's TLS server: a new key and a certificate for `dfs-minion`
+    /// signed by this authority.
+    pub fn minion_server(&self) -> Result<ServerTls> {
+        let failed = |e: rcgen::Error| Error::Invalid(format!("a minion certificate: {e}"));
+        let key = rcgen::KeyPair::generate().map_err(failed)?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![MINION_NAME.to_string()]).map_err(failed)?;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let certificate = params.signed_by(&key, &self.issuer).map_err(failed)?;
+        ServerTls::new(certificate.der().clone(), key.serialize_der())
+    }
+
+    /// How a minion checks the minions it connects to.
+    pub fn trust(&self) -> Result<DataTrust> {
+        DataTrust::new(&self.certificate())
+    }
+}
+
+/// A client's side of data connections: TLS to minions whose certificate
+/// the cluster's data authority signed.
+#[derive(Clone)]
+pub struct DataTrust {
+    config: Arc<ClientConfig>,
+}
+
+impl fmt::Debug for DataTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataTrust(..)")
+    }
+}
+
+impl DataTrust {
+    /// Trust in the minions of the authority whose certificate (DER) is
+    /// `authority`, as the master handed it out.
+    pub fn new(authority: &[u8]) -> Result<DataTrust> {
+        if authority.len() > AUTHORITY_CERTIFICATE_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "a data authority certificate of {} bytes (at most {AUTHORITY_CERTIFICATE_BYTES_MAX})",
+                authority.len()
+            )));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(authority.to_vec()))
+            .map_err(|e| tls_error("the data authority certificate", e))?;
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| tls_error("TLS client settings", e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(DataTrust {
+            config: Arc::new(config),
+        })
+    }
+
+    /// A new client session to a minion, for callers that move the bytes
+    /// themselves.
+    pub fn session(&self) -> Result<ClientConnection> {
+        let name = ServerName::try_from(MINION_NAME)
+            .map_err(|e| Error::Invalid(format!("TLS server name: {e}")))?;
+        ClientConnection::new(Arc::clone(&self.config), name)
+            .map_err(|e| tls_error("start a TLS session", e))
+    }
+
+    /// The client side of TLS to a minion on `stream`, handshake done (and
+    /// the minion's certificate checked).
+    pub fn connect<S: Read + Write>(&self, mut stream: S) -> Result<(Half<S>, Half<S>)> {
+        let mut session = self.session()?;
+        let binding = handshake(&mut session, &mut stream, "a minion")?;
+        Ok(halves(
+            stream,
+            Session::Client(Box::new(session)),
             Some(binding),
         ))
     }
@@ -375,6 +519,45 @@ mod tests {
         assert_eq!(reader.binding(), meddler_client_side);
         assert_eq!(server_binding, meddler_server_side);
         assert_ne!(reader.binding(), server_binding);
+    }
+
+    /// A minion of `serving` answers a client that trusts `trusted`; what
+    /// the client's handshake said.
+    fn data_handshake(serving: &DataAuthority, trusted: &[u8]) -> Result<()> {
+        let (client, server) = pair();
+        let tls = serving.minion_server().expect("minion certificate");
+        let served = thread::spawn(move || tls.accept(server).map(|_| ()));
+        let outcome = DataTrust::new(trusted)?.connect(client).map(|_| ());
+        let _ = served.join();
+        outcome
+    }
+
+    #[test]
+    fn clients_trust_the_minions_of_their_cluster_only() {
+        let key = crate::auth::ClusterKey::generate().expect("key");
+        // The master and each minion derive the authority on their own.
+        let at_master = DataAuthority::derive(&key).expect("authority");
+        let at_minion = DataAuthority::derive(&key).expect("authority");
+        data_handshake(&at_minion, &at_master.certificate()).expect("a minion of the cluster");
+        let other = crate::auth::ClusterKey::generate().expect("key");
+        let elsewhere = DataAuthority::derive(&other).expect("authority");
+        let refused = data_handshake(&elsewhere, &at_master.certificate())
+            .expect_err("a minion of another cluster");
+        assert!(
+            refused.to_string().contains("TLS handshake with a minion"),
+            "{refused}"
+        );
+        // The master's own certificate is no minion's either.
+        let (client, server) = pair();
+        let master = ServerTls::self_signed().expect("certificate");
+        let served = thread::spawn(move || master.accept(server).map(|_| ()));
+        DataTrust::new(&at_master.certificate())
+            .expect("trust")
+            .connect(client)
+            .map(|_| ())
+            .expect_err("a self-signed certificate");
+        let _ = served.join();
+        assert!(DataTrust::new(&[0u8; 40]).is_err(), "not a certificate");
     }
 
     #[test]

@@ -117,6 +117,11 @@ struct Args {
     /// clients that prove no identity, as the users they say they are.
     #[arg(long)]
     insecure: bool,
+    /// Tell clients that block data travels only over TLS: run every
+    /// minion with --tls-data too. Needs --key (the minions' certificates
+    /// are signed by an authority derived from it).
+    #[arg(long)]
+    tls_data: bool,
     /// How log lines are written to stderr: text, or json (one object per
     /// line, for collectors). RUST_LOG filters them (default info; e.g.
     /// warn,dfs_master::replication=debug).
@@ -182,6 +187,10 @@ fn run() -> anyhow::Result<()> {
         std::process::exit(if report.ok { 0 } else { 1 });
     }
     dfs_engine::auth::check_exposure(&args.listen, args.key.is_some(), args.insecure)?;
+    anyhow::ensure!(
+        !args.tls_data || args.key.is_some(),
+        "--tls-data needs --key: the minions' certificates are signed by an authority derived from the cluster key"
+    );
     if let Some(http) = &args.http {
         dfs_master::http::check_exposure(http, args.key.is_some(), args.insecure)?;
     }
@@ -230,6 +239,7 @@ fn run() -> anyhow::Result<()> {
             None => None,
         },
         anonymous_clients: args.insecure,
+        tls_data: args.tls_data,
     };
     let server_config = ServerConfig {
         frame_deadline: args
@@ -325,7 +335,7 @@ mod tests {
     }
 
     /// A value for every config key, other than its default.
-    const SAMPLES: [(&str, &str); 22] = [
+    const SAMPLES: [(&str, &str); 23] = [
         ("data", "\"/elsewhere\""),
         ("check", "true"),
         ("recover", "true"),
@@ -347,6 +357,7 @@ mod tests {
         ("admin-group", "\"wheel\""),
         ("key", "\"/etc/dfs/cluster.key\""),
         ("insecure", "true"),
+        ("tls-data", "true"),
         ("log-format", "\"json\""),
     ];
 

@@ -422,6 +422,7 @@ pub fn op_name(request: &MasterRequest) -> &'static str {
         MasterRequest::ProveMember { .. } => "ProveMember",
         MasterRequest::AuthenticateClient { .. } => "AuthenticateClient",
         MasterRequest::ProveClient { .. } => "ProveClient",
+        MasterRequest::DataTrust => "DataTrust",
     }
 }
 

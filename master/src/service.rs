@@ -30,7 +30,7 @@ use dfs_engine::msg::{
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::now_ms;
-use dfs_engine::tls::BINDING_BYTES;
+use dfs_engine::tls::{DataAuthority, BINDING_BYTES};
 use dfs_engine::token::TokenKeys;
 use dfs_engine::{Error, IoContext, Result};
 
@@ -86,6 +86,8 @@ pub struct MasterConfig {
     /// With a key, serve clients that prove no identity as they assert
     /// (`--insecure`); without a key every client is.
     pub anonymous_clients: bool,
+    /// Clients send block data only over TLS (`--tls-data`; needs a key).
+    pub tls_data: bool,
 }
 
 /// The cluster's admin group when `--admin-group` does not name one.
@@ -259,6 +261,9 @@ pub struct Master {
     sustain_grace_until: Instant,
     /// Which connection speaks for which minion: taken alone.
     members: Mutex<Members>,
+    /// The authority the minions' certificates are signed by (with a
+    /// key), whose certificate clients ask for (`DataTrust`).
+    data_authority: Option<DataAuthority>,
     /// Mints block access tokens, when the cluster has a key.
     tokens: Option<TokenKeys>,
     /// Counters and histograms for `/metrics` (`render_metrics`).
@@ -383,6 +388,11 @@ impl Master {
             config.anonymous_clients,
         ));
         let tokens = config.cluster_key.clone().map(TokenKeys::new);
+        let data_authority = config
+            .cluster_key
+            .as_ref()
+            .map(DataAuthority::derive)
+            .transpose()?;
         Ok(Master {
             cluster: recovered.cluster,
             namespace: RwLock::new(NamespaceState {
@@ -413,6 +423,7 @@ impl Master {
             sustain_grace_until,
             sessions,
             members,
+            data_authority,
             tokens,
         })
     }
@@ -862,6 +873,16 @@ impl Master {
                 return sync::lock(&self.members)
                     .challenge_client(connection, principal, &nonce)
                     .unwrap_or_else(MasterResponse::Error);
+            }
+            MasterRequest::DataTrust => {
+                return MasterResponse::DataTrust {
+                    authority: self
+                        .data_authority
+                        .as_ref()
+                        .map(|authority| authority.certificate())
+                        .unwrap_or_default(),
+                    required: self.data_authority.is_some() && self.config.tls_data,
+                };
             }
             MasterRequest::ProveClient { proof } => {
                 return match sync::lock(&self.members).prove_client(connection, &proof) {
@@ -2664,6 +2685,7 @@ pub(crate) mod fixture {
             admin_group: ADMIN_GROUP_DEFAULT.to_string(),
             cluster_key: None,
             anonymous_clients: false,
+            tls_data: false,
         }
     }
 

@@ -1,8 +1,10 @@
 //! TLS on the connections to the master (`dfs_engine::tls`): with a key,
 //! what a client says to the master cannot be read on the way, and a
 //! meddler who ends TLS on each side is found out by the proofs, which
-//! cover each session's channel binding. Real processes; the observer and
-//! the meddler are TCP relays in the test.
+//! cover each session's channel binding. With `--tls-data`, block data to
+//! and between minions is encrypted too, and only minions whose
+//! certificate the cluster's data authority signed are trusted. Real
+//! processes; the observers and meddlers are TCP relays in the test.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,10 +12,12 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use dfs_engine::tls::{self, ServerTls, HANDSHAKE_RECORD};
+use dfs_engine::msg::{BlockId, Credentials, Generation, MinionRequest, MinionResponse};
+use dfs_engine::rpc::Connection;
+use dfs_engine::tls::{self, DataAuthority, ServerTls, HANDSHAKE_RECORD};
 use dfs_engine::wire::{FrameHeader, FRAME_HEADER_BYTES};
 use dfs_testkit::keys::keyed_cluster;
-use dfs_testkit::{binary, Cluster, ClusterOptions};
+use dfs_testkit::{binary, utf8, Cluster, ClusterOptions, MinionProcess};
 
 fn one_minion() -> ClusterOptions {
     ClusterOptions {
@@ -70,17 +74,17 @@ impl Seen {
     }
 }
 
-/// A relay to `master` that records what clients send through it; its
+/// A relay to `target` that records what clients send through it; its
 /// address.
-fn observer(master: &str) -> (String, Seen) {
+fn observer(target: &str) -> (String, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address").to_string();
     let seen = Seen::default();
     let recorder = seen.clone();
-    let master = master.to_string();
+    let target = target.to_string();
     thread::spawn(move || {
         for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(&master) else {
+            let Ok(server) = TcpStream::connect(&target) else {
                 continue;
             };
             let index = {
@@ -96,11 +100,16 @@ fn observer(master: &str) -> (String, Seen) {
             thread::spawn(move || {
                 let mut buffer = [0u8; 16 * 1024];
                 while let Ok(read) = client_in.read(&mut buffer) {
-                    if read == 0 || server_out.write_all(&buffer[..read]).is_err() {
+                    if read == 0 {
                         break;
                     }
+                    // Recorded before it goes on, so all of it is seen by
+                    // the time the other side answers.
                     record.connections.lock().expect("seen")[index]
                         .extend_from_slice(&buffer[..read]);
+                    if server_out.write_all(&buffer[..read]).is_err() {
+                        break;
+                    }
                 }
                 let _ = server_out.shutdown(std::net::Shutdown::Write);
             });
@@ -223,5 +232,236 @@ fn a_meddler_that_ends_tls_on_each_side_is_found_out_by_the_client() {
     succeeded(
         &dfs_via(&cluster, cluster.master_address(), &["ls", "/"]),
         "ls",
+    );
+}
+
+/// A free loopback port's address (free when asked).
+fn free_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+/// A keyed cluster of one minion that the master and clients reach
+/// through `relay(minion's address)`, which gives the address to
+/// advertise; `tls_data` runs master and minion with `--tls-data`.
+fn one_relayed_minion(
+    tls_data: bool,
+    relay: impl FnOnce(&str) -> String,
+) -> (tempfile::TempDir, Cluster, MinionProcess) {
+    let master_arguments: &[&'static str] = if tls_data { &["--tls-data"] } else { &[] };
+    let (keys, cluster) = keyed_cluster(ClusterOptions {
+        minions: 0,
+        replication: Some(1),
+        master_arguments: master_arguments.to_vec(),
+        ..ClusterOptions::default()
+    });
+    let listen = free_address();
+    let advertised = relay(&listen);
+    let key = keys.path().join("cluster.key");
+    let mut extra = vec!["--key", utf8(&key), "--advertise", &advertised];
+    if tls_data {
+        extra.push("--tls-data");
+    }
+    let minion = MinionProcess::start(
+        cluster.master_address(),
+        &[cluster.dir().join("relayed-minion")],
+        &listen,
+        &extra,
+        &cluster.dir().join("relayed-minion.log"),
+    );
+    cluster.wait_for_live_minions(1);
+    (keys, cluster, minion)
+}
+
+/// A file whose every 64 bytes say something an observer could find.
+fn telltale_file(dir: &std::path::Path) -> (std::path::PathBuf, &'static [u8]) {
+    const LINE: &[u8] = b"quarterly numbers nobody outside may read, line after line....\n";
+    let path = dir.join("telltale");
+    std::fs::write(&path, LINE.repeat(64 * 1024)).expect("write the file");
+    (path, LINE)
+}
+
+#[test]
+fn with_tls_data_an_observer_of_a_minion_sees_no_block_data() {
+    let seen = Arc::new(Mutex::new(None));
+    let keep = Arc::clone(&seen);
+    let (_keys, cluster, _minion) = one_relayed_minion(true, |listen| {
+        let (address, recorded) = observer(listen);
+        *keep.lock().expect("seen") = Some(recorded);
+        address
+    });
+    let seen = seen.lock().expect("seen").take().expect("the observer");
+    let (local, line) = telltale_file(cluster.dir());
+    let master = cluster.master_address();
+    succeeded(
+        &dfs_via(&cluster, master, &["put", utf8(&local), "/telltale"]),
+        "put",
+    );
+    let copy = cluster.dir().join("copy");
+    succeeded(
+        &dfs_via(&cluster, master, &["get", "/telltale", utf8(&copy)]),
+        "get",
+    );
+    assert_eq!(
+        std::fs::read(&copy).expect("read the copy"),
+        std::fs::read(&local).expect("read the file")
+    );
+    let sent: usize = seen
+        .connections
+        .lock()
+        .expect("seen")
+        .iter()
+        .map(Vec::len)
+        .sum();
+    let length = std::fs::metadata(&local).expect("stat").len() as usize;
+    assert!(
+        sent > length,
+        "the block went through the observer ({sent} bytes)"
+    );
+    assert!(seen
+        .first_bytes()
+        .iter()
+        .all(|byte| *byte == HANDSHAKE_RECORD));
+    assert!(!seen.contains(line), "the observer read the file");
+}
+
+#[test]
+fn without_tls_data_the_same_observer_reads_block_data() {
+    let seen = Arc::new(Mutex::new(None));
+    let keep = Arc::clone(&seen);
+    let (_keys, cluster, _minion) = one_relayed_minion(false, |listen| {
+        let (address, recorded) = observer(listen);
+        *keep.lock().expect("seen") = Some(recorded);
+        address
+    });
+    let seen = seen.lock().expect("seen").take().expect("the observer");
+    let (local, line) = telltale_file(cluster.dir());
+    let master = cluster.master_address();
+    succeeded(
+        &dfs_via(&cluster, master, &["put", utf8(&local), "/telltale"]),
+        "put",
+    );
+    assert!(seen.contains(line), "the observer sees plain block data");
+}
+
+#[test]
+fn a_minion_without_the_cluster_authority_is_not_trusted_with_data() {
+    // A meddler in front of the minion with a certificate of its own (a
+    // self-signed one, as the master's, and one of another cluster's
+    // authority): the client refuses to send it a byte of data.
+    for other_cluster in [false, true] {
+        let (_keys, cluster, _minion) = one_relayed_minion(true, |listen| {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let address = listener.local_addr().expect("address").to_string();
+            let minion = listen.to_string();
+            thread::spawn(move || {
+                let certificate = if other_cluster {
+                    let key = dfs_engine::auth::ClusterKey::generate().expect("key");
+                    DataAuthority::derive(&key)
+                        .and_then(|authority| authority.minion_server())
+                        .expect("another cluster's minion certificate")
+                } else {
+                    ServerTls::self_signed().expect("a certificate")
+                };
+                for client in listener.incoming().flatten() {
+                    let Ok((mut from_client, mut to_client)) = certificate.accept(client) else {
+                        continue;
+                    };
+                    let Ok(server) = TcpStream::connect(&minion) else {
+                        continue;
+                    };
+                    let mut to_minion = server.try_clone().expect("clone");
+                    let mut from_minion = server;
+                    while relay_frame(&mut from_client, &mut to_minion)
+                        && relay_frame(&mut from_minion, &mut to_client)
+                    {}
+                }
+            });
+            address
+        });
+        let (local, _) = telltale_file(cluster.dir());
+        let put = dfs_via(
+            &cluster,
+            cluster.master_address(),
+            &["put", utf8(&local), "/x"],
+        );
+        let stderr = String::from_utf8_lossy(&put.stderr);
+        assert!(!put.status.success(), "data went to a meddler");
+        assert!(
+            stderr.contains("TLS handshake with a minion") && stderr.contains("certificate"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_plain_connection_to_a_tls_data_minion_is_told_why_it_is_refused() {
+    let (_keys, _cluster, minion) = one_relayed_minion(true, |listen| listen.to_string());
+    let mut connection = Connection::open(minion.address()).expect("connect");
+    let answer = connection
+        .call::<_, MinionResponse>(
+            &Credentials::default(),
+            MinionRequest::ReadBlock {
+                block: BlockId(1),
+                generation: Generation(1),
+                offset_bytes: 0,
+                length_bytes: 1,
+            },
+        )
+        .map(|answer| format!("{answer:?}"))
+        .unwrap_or_else(|error| error.to_string());
+    assert!(
+        answer.contains("PermissionDenied") && answer.contains("only over TLS (--tls-data)"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn with_tls_data_pipelines_and_healing_run_over_tls() {
+    // Every minion refuses plain connections, so a block forwarded or
+    // copied in the clear would be missing a replica.
+    let (_keys, mut cluster) = keyed_cluster(ClusterOptions {
+        minions: 4,
+        replication: Some(3),
+        block_size: Some("1M"),
+        stale_after: Some("1s"),
+        dead_after: Some("3s"),
+        master_arguments: vec!["--tls-data"],
+        minion_arguments: vec!["--tls-data"],
+        ..ClusterOptions::default()
+    });
+    let (local, _) = telltale_file(cluster.dir());
+    let master = cluster.master_address().to_string();
+    succeeded(
+        &dfs_via(&cluster, &master, &["put", utf8(&local), "/t"]),
+        "put",
+    );
+    let blocks = cluster.located_blocks("/t");
+    assert_eq!(blocks.len(), 4);
+    assert!(
+        blocks.iter().all(|block| block.locations.len() == 3),
+        "every block stored down its whole pipeline: {blocks:?}"
+    );
+    // A minion dies: its replicas are copied to the one left over.
+    let dead = cluster.minion_address(0).to_string();
+    cluster.kill_minion(0);
+    cluster.wait_for(
+        || {
+            cluster.located_blocks("/t").iter().all(|block| {
+                block.locations.len() == 3
+                    && block.locations.iter().all(|minion| minion.address != dead)
+            })
+        },
+        std::time::Duration::from_secs(60),
+        "every block back to 3 replicas, copied over TLS",
+    );
+    let copy = cluster.dir().join("copy");
+    succeeded(
+        &dfs_via(&cluster, &master, &["get", "/t", utf8(&copy)]),
+        "get",
+    );
+    assert_eq!(
+        std::fs::read(&copy).expect("read the copy"),
+        std::fs::read(&local).expect("read the file")
     );
 }

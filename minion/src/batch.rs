@@ -25,11 +25,12 @@ use dfs_engine::msg::{
     BatchBlock, Credentials, ErrorKind, MinionAddress, MinionRequest, MinionResponse, RemoteError,
     ReplicaFailure, ReplicaId, SealedBlock,
 };
+use dfs_engine::tls::DataTrust;
 use dfs_engine::wire::{FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, Result};
 
 use crate::pipeline::{connect_downstream, idle_links, local_failure, stalled};
-use crate::server::{Next, Session, INPUT_BUFFER_BYTES};
+use crate::server::{DataTls, Next, Session, INPUT_BUFFER_BYTES};
 use crate::store::Store;
 use crate::uring::{self, Framed, SharedPieces};
 
@@ -218,7 +219,13 @@ async fn store_and_forward(
         bytes: Rc::clone(&input),
         ranges: std::iter::once(frames).collect(),
     };
-    let remote = forward(&context.me, request, forwarded, context.pipeline_timeout);
+    let remote = forward(
+        &context.me,
+        request,
+        forwarded,
+        context.pipeline_timeout,
+        DataTls::outgoing(context.data_tls.as_ref()),
+    );
     let (stored_here, downstream) = uring::join(local, remote).await;
     session.return_input(input);
     if downstream.sealed.is_some() {
@@ -270,6 +277,7 @@ async fn forward(
     request: &BatchRequest,
     frames: SharedPieces,
     pipeline_timeout: std::time::Duration,
+    trust: Option<&DataTrust>,
 ) -> DownstreamAnswer {
     let what = format!("a batch of {} blocks", request.blocks.len());
     let (connected, mut failed) = connect_downstream(
@@ -278,6 +286,7 @@ async fn forward(
         &request.credentials,
         &request.downstream,
         pipeline_timeout,
+        trust,
         |rest| MinionRequest::WriteBlocks {
             blocks: request.blocks.clone(),
             downstream: rest,

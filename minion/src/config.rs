@@ -81,6 +81,13 @@ struct Arguments {
     /// (anyone there may then speak for this minion's cluster).
     #[arg(long)]
     insecure: bool,
+    /// Take block data only over TLS, and send it to other minions over
+    /// TLS (with a certificate signed by an authority derived from the
+    /// cluster key; clients learn to trust it from the master, which needs
+    /// --tls-data too). Needs --key. Without it a minion with a key serves
+    /// TLS and plain connections alike.
+    #[arg(long)]
+    tls_data: bool,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks
     /// a free port); off when not given. An address other machines reach
     /// needs --key or --insecure, as --listen does.
@@ -183,6 +190,8 @@ pub struct Config {
     pub key: Option<PathBuf>,
     /// May listen where other machines reach it without a key.
     pub insecure: bool,
+    /// Block data only over TLS (`--tls-data`).
+    pub tls_data: bool,
     /// Where to serve `/metrics` over HTTP, if anywhere.
     pub http: Option<String>,
     /// How log lines are written.
@@ -245,6 +254,7 @@ impl Config {
             idle_timeout: arguments.idle_timeout,
             key: arguments.key,
             insecure: arguments.insecure,
+            tls_data: arguments.tls_data,
             http: arguments.http,
             log_format: arguments.log_format,
         };
@@ -273,6 +283,11 @@ impl Config {
             if duration.is_zero() {
                 return Err(Error::Invalid(format!("{option} must be more than zero")));
             }
+        }
+        if self.tls_data && self.key.is_none() {
+            return Err(Error::Invalid(
+                "--tls-data needs --key: this minion's certificate is signed by an authority derived from the cluster key".into(),
+            ));
         }
         check_address("--master", &self.master)?;
         check_address("--listen", &self.listen)?;
@@ -330,6 +345,7 @@ mod tests {
                 idle_timeout: Duration::from_millis(MINION_IDLE_TIMEOUT_MS_DEFAULT),
                 key: None,
                 insecure: false,
+                tls_data: false,
                 http: None,
                 log_format: LogFormat::Text,
             }
@@ -361,7 +377,7 @@ mod tests {
     const REQUIRED: [(&str, &str); 3] = [("master", "m:1"), ("data", "/a"), ("listen", "h:1")];
 
     /// A value for every config key, other than its default.
-    const SAMPLES: [(&str, &str); 14] = [
+    const SAMPLES: [(&str, &str); 15] = [
         ("master", "\"m:2\""),
         ("data", "[\"/x\", \"/y\"]"),
         ("listen", "\"[::1]:0\""),
@@ -374,6 +390,7 @@ mod tests {
         ("idle-timeout", "\"5s\""),
         ("key", "\"/etc/dfs/cluster.key\""),
         ("insecure", "true"),
+        ("tls-data", "true"),
         ("http", "\"127.0.0.1:9100\""),
         ("log-format", "\"json\""),
     ];

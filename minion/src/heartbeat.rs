@@ -32,6 +32,7 @@ use dfs_engine::msg::{
     self, Credentials, ErrorKind, MasterRequest, MasterResponse, MinionCommand, MinionId,
 };
 use dfs_engine::rpc::Connection;
+use dfs_engine::tls::DataTrust;
 use dfs_engine::token::TokenKeys;
 use dfs_engine::{Error, Result};
 
@@ -90,6 +91,8 @@ pub struct HeartbeatConfig {
     /// The cluster key this minion proves on each connection to the
     /// master (and checks the master's proof of).
     pub key: Option<ClusterKey>,
+    /// How copies to other minions check them, when they go over TLS.
+    pub data_trust: Option<DataTrust>,
 }
 
 /// Why a round with the master failed.
@@ -115,7 +118,7 @@ pub fn spawn(
     store: Arc<Store>,
     stop: StopSignal,
 ) -> Result<JoinHandle<Result<()>>> {
-    let replicator = Replicator::start(Arc::clone(&store))?;
+    let replicator = Replicator::start(Arc::clone(&store), config.data_trust.clone())?;
     let mut heartbeat = Heartbeat {
         replicator,
         interval: config.interval,

@@ -90,6 +90,10 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
         Some(path) => Some(dfs_engine::auth::ClusterKey::load(path)?),
         None => None,
     };
+    let data_tls = key
+        .as_ref()
+        .map(|key| server::DataTls::new(key, config.tls_data))
+        .transpose()?;
     let service = server::serve(
         ServeConfig {
             advertise: config.advertise.clone(),
@@ -98,6 +102,7 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
             frame_deadline: config.frame_deadline,
             idle_timeout: config.idle_timeout,
             tokens: key.clone().map(dfs_engine::token::TokenKeys::new),
+            data_tls: data_tls.clone(),
             ..ServeConfig::new(config.listen.clone(), identity.minion())
         },
         store,
@@ -124,6 +129,7 @@ pub fn start_with_cores(config: Config, cores: Cores) -> Result<RunningMinion> {
             advertised: service.minion_address().address.clone(),
             interval: config.heartbeat_interval,
             key,
+            data_trust: server::DataTls::outgoing(data_tls.as_ref()).cloned(),
         },
         identity,
         Arc::clone(service.store()),

@@ -36,10 +36,11 @@ use dfs_engine::msg::{
     BlockId, Credentials, Envelope, ErrorKind, Generation, MinionAddress, MinionRequest,
     MinionResponse, RemoteError, ReplicaFailure, ReplicaId, NOT_REACHED_PREFIX,
 };
+use dfs_engine::tls::DataTrust;
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, Result};
 
-use crate::server::{minion_name, Next, Session};
+use crate::server::{minion_name, DataTls, Next, Session};
 use crate::store::UringBlockWriter;
 use crate::uring::{self, Framed, SharedPieces, Stream};
 
@@ -380,6 +381,7 @@ pub(crate) async fn connect_downstream(
     credentials: &Credentials,
     members: &[MinionAddress],
     pipeline_timeout: Duration,
+    trust: Option<&DataTrust>,
     request: impl Fn(Vec<MinionAddress>) -> MinionRequest,
 ) -> (Option<Downstream>, Vec<ReplicaFailure>) {
     let mut failures = Vec::new();
@@ -387,9 +389,14 @@ pub(crate) async fn connect_downstream(
         let behind = members.len() - index;
         let stream = match idle_links::take(&member.address) {
             Some(stream) => Ok(stream),
-            None => Stream::connect(&member.address, Duration::from_millis(CONNECT_TIMEOUT_MS))
-                .await
-                .map_err(|e| Error::io(format!("connect to {}", member.address), e)),
+            None => {
+                let wait = Duration::from_millis(CONNECT_TIMEOUT_MS);
+                match trust {
+                    Some(trust) => Stream::connect_tls(&member.address, wait, trust).await,
+                    None => Stream::connect(&member.address, wait).await,
+                }
+                .map_err(|e| Error::io(format!("connect to {}", member.address), e))
+            }
         };
         let opened = stream.and_then(|stream| {
             let mut downstream = Downstream {
@@ -487,6 +494,7 @@ impl Pipeline {
                 &request.credentials,
                 &request.downstream,
                 context.pipeline_timeout,
+                DataTls::outgoing(context.data_tls.as_ref()),
             ),
         )
         .await;
@@ -502,6 +510,7 @@ impl Pipeline {
         credentials: &Credentials,
         members: &[MinionAddress],
         pipeline_timeout: Duration,
+        trust: Option<&DataTrust>,
     ) {
         let (block, generation, sync) = (self.block, self.generation, self.sync);
         let (downstream, failures) = connect_downstream(
@@ -510,6 +519,7 @@ impl Pipeline {
             credentials,
             members,
             pipeline_timeout,
+            trust,
             |rest| MinionRequest::WriteBlock {
                 block,
                 generation,

@@ -27,13 +27,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use dfs_engine::block_store;
-use dfs_engine::limits::{REPLICATIONS_PER_SOURCE_MAX, REPLICATIONS_QUEUED_MAX};
+use dfs_engine::limits::{
+    CONNECT_TIMEOUT_MS, IO_TIMEOUT_MS, REPLICATIONS_PER_SOURCE_MAX, REPLICATIONS_QUEUED_MAX,
+};
 use dfs_engine::msg::{
     BlockId, Credentials, MinionAddress, MinionRequest, MinionResponse, RemoteError, StoredBlock,
 };
 use dfs_engine::rpc::Connection;
+use dfs_engine::tls::DataTrust;
 use dfs_engine::wire::{self, FrameKind};
 use dfs_engine::{Error, Result};
 
@@ -67,8 +71,9 @@ pub struct Replicator {
 }
 
 impl Replicator {
-    /// Starts `REPLICATIONS_PER_SOURCE_MAX` workers copying from `store`.
-    pub fn start(store: Arc<Store>) -> Result<Replicator> {
+    /// Starts `REPLICATIONS_PER_SOURCE_MAX` workers copying from `store`,
+    /// over TLS checked by `trust` when there is one (`--tls-data`).
+    pub fn start(store: Arc<Store>, trust: Option<DataTrust>) -> Result<Replicator> {
         let (queue, jobs) = mpsc::sync_channel::<CopyJob>(REPLICATIONS_QUEUED_MAX);
         let jobs = Arc::new(Mutex::new(jobs));
         let finished = Arc::new(AtomicBool::new(false));
@@ -76,9 +81,10 @@ impl Replicator {
             let jobs = Arc::clone(&jobs);
             let store = Arc::clone(&store);
             let finished = Arc::clone(&finished);
+            let trust = trust.clone();
             thread::Builder::new()
                 .name(format!("replicate-{index}"))
-                .spawn(move || work(&store, &jobs, &finished))
+                .spawn(move || work(&store, &jobs, &finished, trust.as_ref()))
                 .map_err(|e| Error::io("start a replication worker", e))?;
         }
         Ok(Replicator {
@@ -113,7 +119,12 @@ impl Replicator {
     }
 }
 
-fn work(store: &Store, jobs: &Mutex<Receiver<CopyJob>>, finished: &AtomicBool) {
+fn work(
+    store: &Store,
+    jobs: &Mutex<Receiver<CopyJob>>,
+    finished: &AtomicBool,
+    trust: Option<&DataTrust>,
+) {
     loop {
         // The lock is held only while waiting for the next job.
         let job = match sync::lock(jobs).recv() {
@@ -122,7 +133,7 @@ fn work(store: &Store, jobs: &Mutex<Receiver<CopyJob>>, finished: &AtomicBool) {
         };
         store.metrics.copy_dequeued();
         let started = std::time::Instant::now();
-        let copied = copy_block(store, &job);
+        let copied = copy_block(store, &job, trust);
         store.metrics.copy_ended(copied.is_ok());
         match copied {
             Ok(length_bytes) => tracing::info!(
@@ -167,7 +178,7 @@ fn note_read_failure(store: &Store, block: BlockId, error: &Error) {
 
 /// Pushes the sealed block through a pipeline of `job.targets`; returns its
 /// length once every target answered the seal with the block stored.
-pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
+pub fn copy_block(store: &Store, job: &CopyJob, trust: Option<&DataTrust>) -> Result<u64> {
     let wanted = job.replica;
     let block = wanted.block;
     let Some(first) = job.targets.first() else {
@@ -196,7 +207,12 @@ pub fn copy_block(store: &Store, job: &CopyJob) -> Result<u64> {
         groups: Vec::new(),
         token: job.token.clone(),
     };
-    let mut connection = Connection::open(&first.address)?;
+    let mut connection = Connection::open_data(
+        &first.address,
+        Duration::from_millis(CONNECT_TIMEOUT_MS),
+        Duration::from_millis(IO_TIMEOUT_MS),
+        trust,
+    )?;
     let write_id = connection.send(
         &credentials,
         MinionRequest::WriteBlock {

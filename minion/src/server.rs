@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use dfs_engine::auth::ClusterKey;
 use dfs_engine::block_store::BlockStore;
 use dfs_engine::limits::{
     BUSY_ANSWERS_MAX, BUSY_ANSWER_TIMEOUT_MS, CHUNK_BYTES, CONNECTIONS_MAX,
@@ -40,6 +41,7 @@ use dfs_engine::msg::{
     Envelope, ErrorKind, MinionAddress, MinionId, MinionRequest, MinionResponse, RemoteError,
     ReplicaId,
 };
+use dfs_engine::tls::{DataAuthority, DataTrust, ServerTls};
 use dfs_engine::token::{TokenError, TokenKeys};
 use dfs_engine::wire::{self, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use dfs_engine::{Error, IoContext, Result};
@@ -106,6 +108,37 @@ pub struct ServeConfig {
     /// Checks block access tokens, when the cluster has a key: a read
     /// without a good one is refused.
     pub tokens: Option<TokenKeys>,
+    /// TLS for block data, when the cluster has a key.
+    pub data_tls: Option<DataTls>,
+}
+
+/// TLS for block data (`dfs_engine::tls`).
+#[derive(Clone, Debug)]
+pub struct DataTls {
+    /// This minion's certificate, for connections that open with TLS.
+    pub server: ServerTls,
+    /// How this minion checks the minions it sends data to.
+    pub trust: DataTrust,
+    /// `--tls-data`: plain connections are refused, and data to other
+    /// minions goes over TLS.
+    pub required: bool,
+}
+
+impl DataTls {
+    /// TLS for the minions of the cluster of `key`.
+    pub fn new(key: &ClusterKey, required: bool) -> Result<DataTls> {
+        let authority = DataAuthority::derive(key)?;
+        Ok(DataTls {
+            server: authority.minion_server()?,
+            trust: authority.trust()?,
+            required,
+        })
+    }
+
+    /// How to check the minions this one connects to, when it must.
+    pub(crate) fn outgoing(tls: Option<&DataTls>) -> Option<&DataTrust> {
+        tls.filter(|tls| tls.required).map(|tls| &tls.trust)
+    }
 }
 
 impl ServeConfig {
@@ -121,6 +154,7 @@ impl ServeConfig {
             frame_deadline: Duration::from_millis(FRAME_DEADLINE_MS_DEFAULT),
             idle_timeout: Duration::from_millis(MINION_IDLE_TIMEOUT_MS_DEFAULT),
             tokens: None,
+            data_tls: None,
         }
     }
 }
@@ -151,6 +185,7 @@ pub(crate) struct Context {
     idle_timeout: Duration,
     stopping: AtomicBool,
     tokens: Option<TokenKeys>,
+    pub(crate) data_tls: Option<DataTls>,
 }
 
 impl Context {
@@ -210,6 +245,7 @@ pub fn serve_store(config: ServeConfig, store: Arc<Store>) -> Result<DataService
         idle_timeout: config.idle_timeout.max(Duration::from_millis(1)),
         stopping: AtomicBool::new(false),
         tokens: config.tokens.clone(),
+        data_tls: config.data_tls.clone(),
     });
     let (closed_sender, closed) = mpsc::channel();
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -623,6 +659,18 @@ pub(crate) struct Session {
 
 impl Session {
     async fn run(stream: Stream, peer: String, context: Arc<Context>) {
+        let server = context.data_tls.as_ref().map(|tls| &tls.server);
+        let stream = match stream.accept_layer(server, context.idle_timeout).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!("{peer}: closed before its first request: {error}");
+                return;
+            }
+        };
+        let refused_plain = context
+            .data_tls
+            .as_ref()
+            .is_some_and(|tls| tls.required && !stream.is_tls());
         let mut session = Session {
             context,
             peer,
@@ -635,6 +683,11 @@ impl Session {
             reads: 0,
         };
         tracing::debug!("{}: connected", session.peer);
+        if refused_plain {
+            session.refuse_plain().await;
+            spare::give_back(std::mem::take(&mut session.input));
+            return;
+        }
         loop {
             match session.serve_one().await {
                 Ok(Next::Continue) => {}
@@ -652,6 +705,32 @@ impl Session {
         }
         tracing::debug!("{}: connection closed", session.peer);
         spare::give_back(std::mem::take(&mut session.input));
+    }
+
+    /// Answers the first request of a plain connection to a minion that
+    /// takes block data only over TLS, then closes.
+    async fn refuse_plain(&mut self) {
+        let error = RemoteError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{} takes block data only over TLS (--tls-data): the client must learn so from the master, which needs --tls-data too",
+                self.context.name()
+            ),
+        );
+        let answered = async {
+            if !self.wait_for_request().await? {
+                return Ok(());
+            }
+            match self.next_header().await? {
+                Some(header) => self.respond_error(header.request_id, error).await,
+                None => Ok(()),
+            }
+        }
+        .await;
+        if let Err(error) = answered {
+            tracing::debug!("{}: refusing a plain connection: {error}", self.peer);
+        }
+        self.stream.shutdown_write().await;
     }
 
     /// Reads and runs one request. `Close` on a clean end of the stream.

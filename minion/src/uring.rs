@@ -9,8 +9,9 @@
 //! get a buffer back only from a finished operation and allocate a fresh one
 //! otherwise.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
@@ -22,9 +23,23 @@ use std::time::Duration;
 
 use compio::buf::{BufResult, IntoInner, IoBuf, IoVectoredBuf};
 use compio::io::{AsyncRead, AsyncReadAtExt, AsyncWrite, AsyncWriteAtExt, AsyncWriteExt};
+use dfs_engine::tls::{DataTrust, ServerTls, HANDSHAKE_RECORD};
 
-/// A connection's socket.
-pub(crate) struct Stream(compio::net::TcpStream);
+/// A connection's socket, plain or TLS (`--tls-data`). TLS runs here on
+/// buffers (rustls moves no bytes itself): records are read and written
+/// with the socket's own operations.
+pub(crate) struct Stream {
+    socket: compio::net::TcpStream,
+    layer: Layer,
+}
+
+enum Layer {
+    /// `pushback`: bytes read to tell TLS from plain, handed out first.
+    Plain {
+        pushback: RefCell<Vec<u8>>,
+    },
+    Tls(Box<RefCell<TlsState>>),
+}
 
 /// A listening socket owned by one core.
 pub(crate) struct Listener(compio::net::TcpListener);
@@ -148,11 +163,20 @@ impl Listener {
     pub(crate) async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
         let (stream, peer) = self.0.accept().await?;
         stream.set_nodelay(true)?;
-        Ok((Stream(stream), peer))
+        Ok((Stream::plain(stream), peer))
     }
 }
 
 impl Stream {
+    fn plain(socket: compio::net::TcpStream) -> Stream {
+        Stream {
+            socket,
+            layer: Layer::Plain {
+                pushback: RefCell::new(Vec::new()),
+            },
+        }
+    }
+
     /// Connects to the first address `address` resolves to that answers.
     pub(crate) async fn connect(address: &str, wait: Duration) -> io::Result<Stream> {
         // Resolution is std's: addresses here are IP:port in practice, so it
@@ -162,7 +186,7 @@ impl Stream {
             match timeout(wait, compio::net::TcpStream::connect(socket_address)).await {
                 Some(Ok(stream)) => {
                     stream.set_nodelay(true)?;
-                    return Ok(Stream(stream));
+                    return Ok(Stream::plain(stream));
                 }
                 Some(Err(error)) => last_error = Some(error),
                 None => last_error = Some(timed_out(&format!("connect to {socket_address}"))),
@@ -171,26 +195,133 @@ impl Stream {
         Err(last_error.unwrap_or_else(|| io::Error::other("address resolved to nothing")))
     }
 
+    /// `connect`, then TLS to a minion `trust` accepts (`--tls-data`).
+    pub(crate) async fn connect_tls(
+        address: &str,
+        wait: Duration,
+        trust: &DataTrust,
+    ) -> io::Result<Stream> {
+        let stream = Stream::connect(address, wait).await?;
+        let session = trust.session().map_err(io::Error::other)?;
+        stream
+            .into_tls(rustls::Connection::Client(session), Vec::new(), wait)
+            .await
+    }
+
+    /// Reads the connection's first bytes and tells TLS (a handshake
+    /// record) from plain; TLS is run with `server` when there is one.
+    /// Waits `wait` for the bytes.
+    pub(crate) async fn accept_layer(
+        self,
+        server: Option<&ServerTls>,
+        wait: Duration,
+    ) -> io::Result<Stream> {
+        let first = vec![0u8; FIRST_READ_BYTES];
+        let (count, mut first) = self.read_socket(first, 0..FIRST_READ_BYTES, wait).await?;
+        first.truncate(count);
+        match (first.first(), server) {
+            (None, _) => Ok(self),
+            (Some(&HANDSHAKE_RECORD), Some(server)) => {
+                let session = server.session().map_err(io::Error::other)?;
+                self.into_tls(rustls::Connection::Server(session), first, wait)
+                    .await
+            }
+            (Some(&HANDSHAKE_RECORD), None) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a TLS handshake, but this minion has no cluster key (--key) to serve TLS with",
+            )),
+            (Some(_), _) => {
+                if let Layer::Plain { pushback } = &self.layer {
+                    *pushback.borrow_mut() = first;
+                }
+                Ok(self)
+            }
+        }
+    }
+
+    /// Runs the handshake of `session` on this connection; `received`:
+    /// bytes of it read already.
+    async fn into_tls(
+        self,
+        mut session: rustls::Connection,
+        received: Vec<u8>,
+        wait: Duration,
+    ) -> io::Result<Stream> {
+        session.set_buffer_limit(None);
+        let stream = Stream {
+            socket: self.socket,
+            layer: Layer::Tls(Box::new(RefCell::new(TlsState {
+                session,
+                incoming: received,
+                closed: false,
+            }))),
+        };
+        loop {
+            stream.send_tls(wait).await?;
+            if !stream.with_tls(|tls| tls.session.is_handshaking()) {
+                return Ok(stream);
+            }
+            if !stream.receive_tls(wait).await? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection during the TLS handshake",
+                ));
+            }
+        }
+    }
+
+    /// True when TLS protects the connection.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.layer, Layer::Tls(_))
+    }
+
     /// True when nothing is waiting to be read and the peer has not closed
     /// the connection, as far as the socket knows now: an idle connection
     /// that may carry the next request.
     pub(crate) fn is_quiet(&self) -> bool {
-        dfs_engine::rpc::is_socket_quiet(&self.0)
+        let nothing_held = match &self.layer {
+            Layer::Plain { pushback } => pushback.borrow().is_empty(),
+            Layer::Tls(tls) => {
+                let tls = tls.borrow();
+                tls.incoming.is_empty() && tls.session.wants_read()
+            }
+        };
+        nothing_held && dfs_engine::rpc::is_socket_quiet(&self.socket)
     }
 
     /// Reads what is available into `buffer[range]` (at least one byte, or
     /// 0 at the end of the stream). The buffer is lost on error or timeout.
     pub(crate) async fn read_into(
         &self,
-        buffer: Vec<u8>,
+        mut buffer: Vec<u8>,
         range: Range<usize>,
         wait: Duration,
     ) -> io::Result<(usize, Vec<u8>)> {
-        let mut reader = &self.0;
-        let BufResult(result, slice) = timeout(wait, reader.read(buffer.slice(range)))
-            .await
-            .ok_or_else(|| timed_out("read"))?;
-        Ok((result?, slice.into_inner()))
+        match &self.layer {
+            Layer::Plain { pushback } => {
+                let held = std::mem::take(&mut *pushback.borrow_mut());
+                if held.is_empty() {
+                    return self.read_socket(buffer, range, wait).await;
+                }
+                let target = buffer.get_mut(range).unwrap_or_default();
+                let count = held.len().min(target.len());
+                target[..count].copy_from_slice(&held[..count]);
+                *pushback.borrow_mut() = held[count..].to_vec();
+                Ok((count, buffer))
+            }
+            Layer::Tls(_) => loop {
+                let target = buffer.get_mut(range.clone()).unwrap_or_default();
+                if <[u8]>::is_empty(target) {
+                    return Ok((0, buffer));
+                }
+                if let Some(count) = self.with_tls(|tls| tls.plaintext(target))? {
+                    return Ok((count, buffer));
+                }
+                if !self.receive_tls(wait).await? {
+                    self.with_tls(|tls| tls.closed = true);
+                }
+            },
+        }
     }
 
     /// Reads exactly `length` bytes into a new buffer.
@@ -210,7 +341,12 @@ impl Stream {
 
     /// Writes all of `buffer`.
     pub(crate) async fn write_all<T: IoBuf>(&self, buffer: T, wait: Duration) -> io::Result<T> {
-        let mut writer = &self.0;
+        if let Layer::Tls(_) = &self.layer {
+            self.with_tls(|tls| tls.session.writer().write_all(buffer.as_init()))?;
+            self.send_tls(wait).await?;
+            return Ok(buffer);
+        }
+        let mut writer = &self.socket;
         let BufResult(result, buffer) = timeout(wait, writer.write_all(buffer))
             .await
             .ok_or_else(|| timed_out("write"))?;
@@ -223,7 +359,19 @@ impl Stream {
         buffer: T,
         wait: Duration,
     ) -> io::Result<T> {
-        let mut writer = &self.0;
+        if let Layer::Tls(_) = &self.layer {
+            // Encrypted a chunk or so at a time, so the ciphertext held
+            // stays small.
+            for piece in buffer.iter_slice() {
+                self.with_tls(|tls| tls.session.writer().write_all(piece))?;
+                if self.with_tls(|tls| tls.session.wants_write()) {
+                    self.send_tls(wait).await?;
+                }
+            }
+            self.send_tls(wait).await?;
+            return Ok(buffer);
+        }
+        let mut writer = &self.socket;
         let BufResult(result, buffer) = timeout(wait, writer.write_vectored_all(buffer))
             .await
             .ok_or_else(|| timed_out("write"))?;
@@ -233,8 +381,130 @@ impl Stream {
     /// Ends our direction of the connection, so an answer written before is
     /// not destroyed by a reset when we close.
     pub(crate) async fn shutdown_write(&self) {
-        let mut writer = &self.0;
+        if let Layer::Tls(_) = &self.layer {
+            self.with_tls(|tls| tls.session.send_close_notify());
+            let _ = self
+                .send_tls(Duration::from_millis(dfs_engine::limits::IO_TIMEOUT_MS))
+                .await;
+        }
+        let mut writer = &self.socket;
         let _ = writer.shutdown().await;
+    }
+
+    async fn read_socket(
+        &self,
+        buffer: Vec<u8>,
+        range: Range<usize>,
+        wait: Duration,
+    ) -> io::Result<(usize, Vec<u8>)> {
+        let mut reader = &self.socket;
+        let BufResult(result, slice) = timeout(wait, reader.read(buffer.slice(range)))
+            .await
+            .ok_or_else(|| timed_out("read"))?;
+        Ok((result?, slice.into_inner()))
+    }
+
+    /// Runs `f` on the TLS state (never across an await).
+    fn with_tls<R>(&self, f: impl FnOnce(&mut TlsState) -> R) -> R {
+        match &self.layer {
+            Layer::Tls(tls) => f(&mut tls.borrow_mut()),
+            // Invariant: only called on TLS connections.
+            Layer::Plain { .. } => unreachable!("a TLS operation on a plain connection"),
+        }
+    }
+
+    /// Sends all the TLS records the session has ready.
+    async fn send_tls(&self, wait: Duration) -> io::Result<()> {
+        loop {
+            let records = self.with_tls(TlsState::records)?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            let mut writer = &self.socket;
+            let BufResult(result, _) = timeout(wait, writer.write_all(records))
+                .await
+                .ok_or_else(|| timed_out("write"))?;
+            result?;
+        }
+    }
+
+    /// Reads more TLS records from the socket and processes what came;
+    /// false when the peer closed its side.
+    async fn receive_tls(&self, wait: Duration) -> io::Result<bool> {
+        let held = self.with_tls(|tls| !tls.incoming.is_empty());
+        if !held {
+            let buffer = vec![0u8; TLS_READ_BYTES];
+            let (count, mut buffer) = self.read_socket(buffer, 0..TLS_READ_BYTES, wait).await?;
+            if count == 0 {
+                return Ok(false);
+            }
+            buffer.truncate(count);
+            self.with_tls(|tls| tls.incoming = buffer);
+        }
+        self.with_tls(TlsState::process)?;
+        // Answers the protocol itself asks for (an alert, a key update).
+        self.send_tls(wait).await?;
+        Ok(true)
+    }
+}
+
+/// Bytes of the first read of an accepted connection (TLS or plain?).
+const FIRST_READ_BYTES: usize = 4096;
+/// Bytes of each read of TLS records.
+const TLS_READ_BYTES: usize = 64 * 1024;
+
+/// A TLS session and the records read for it and not yet taken.
+struct TlsState {
+    session: rustls::Connection,
+    incoming: Vec<u8>,
+    /// The peer closed the socket.
+    closed: bool,
+}
+
+impl TlsState {
+    /// Plaintext into `target`: `Some(count)` (0 at the end of the stream),
+    /// or `None` when more records must be read first.
+    fn plaintext(&mut self, target: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.session.reader().read(target) {
+            Ok(count) => Ok(Some(count)),
+            // A close without TLS's own end is an end like any other:
+            // frames carry their lengths, so a cut frame is caught above.
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                Ok((self.closed && self.incoming.is_empty()).then_some(0))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Feeds the held records to the session, as much as it takes now.
+    fn process(&mut self) -> io::Result<()> {
+        let mut records = self.incoming.as_slice();
+        while !records.is_empty() {
+            let taken = self.session.read_tls(&mut records)?;
+            self.session
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if taken == 0 {
+                break;
+            }
+            // Plaintext waiting to be read: take the rest after it.
+            if !self.session.wants_read() {
+                break;
+            }
+        }
+        let left = records.len();
+        let used = self.incoming.len() - left;
+        self.incoming.drain(..used);
+        Ok(())
+    }
+
+    /// The records ready to send.
+    fn records(&mut self) -> io::Result<Vec<u8>> {
+        let mut records = Vec::new();
+        while self.session.wants_write() {
+            self.session.write_tls(&mut records)?;
+        }
+        Ok(records)
     }
 }
 
