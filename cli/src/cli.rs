@@ -297,6 +297,15 @@ pub struct LocalArgs {
     /// key (the daemons refuse to otherwise)
     #[arg(long)]
     pub insecure: bool,
+    /// Run the cluster with a key (DIR/cluster.key, made when missing):
+    /// minions prove it, clients must prove an identity (the key itself
+    /// serves: DFS_IDENTITY=DIR/cluster.key, printed after DFS_MASTER),
+    /// and connections to the master run TLS
+    #[arg(long)]
+    pub key: bool,
+    /// As --key, and block data travels over TLS too
+    #[arg(long)]
+    pub tls_data: bool,
 }
 
 /// Runs the command line of this process and returns its exit status.
@@ -454,6 +463,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 minions: args.minions,
                 host: args.host,
                 insecure: args.insecure,
+                key: args.key || args.tls_data,
+                tls_data: args.tls_data,
             };
             local::run(&options, out)
         }

@@ -35,10 +35,15 @@ pub struct LocalOptions {
     /// Let the daemons listen where other machines reach them without a
     /// cluster key.
     pub insecure: bool,
+    /// Run with a key, DIR/cluster.key (made when missing).
+    pub key: bool,
+    /// Block data over TLS too (needs `key`).
+    pub tls_data: bool,
 }
 
 /// Runs the cluster until SIGINT/SIGTERM; prints `DFS_MASTER=<address>` to
-/// `out` once every minion has registered.
+/// `out` once every minion has registered (and, with a key,
+/// `DFS_IDENTITY=<key file>`, which clients prove as their identity).
 pub fn run(options: &LocalOptions, out: &mut dyn Write) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -60,6 +65,24 @@ pub fn run(options: &LocalOptions, out: &mut dyn Write) -> Result<()> {
     } else {
         &[]
     };
+    let key_path = options.dir.join("cluster.key");
+    let identity = if options.key {
+        std::fs::create_dir_all(&options.dir)
+            .with_context(|| format!("create {}", options.dir.display()))?;
+        if !key_path.exists() {
+            dfs_engine::auth::ClusterKey::create(&key_path)?;
+        }
+        Some(dfs_engine::identity::Identity::load(&key_path)?)
+    } else {
+        None
+    };
+    let mut keyed: Vec<&std::ffi::OsStr> = Vec::new();
+    if options.key {
+        keyed.extend(["--key".as_ref(), key_path.as_os_str()]);
+    }
+    if options.tls_data {
+        keyed.push("--tls-data".as_ref());
+    }
     // A local cluster is its own: not configured by the machine's
     // /etc/dfs/*.toml.
     let no_config: &[&std::ffi::OsStr] = &["--config".as_ref(), "/dev/null".as_ref()];
@@ -68,6 +91,7 @@ pub fn run(options: &LocalOptions, out: &mut dyn Write) -> Result<()> {
         &["--data".as_ref(), master_dir.as_os_str()],
         &["--listen".as_ref(), listen.as_ref()],
         insecure,
+        &keyed,
     ]
     .concat();
     let Some(master_address) = daemons.start(
@@ -88,6 +112,7 @@ pub fn run(options: &LocalOptions, out: &mut dyn Write) -> Result<()> {
             &["--data".as_ref(), minion_dir.as_os_str()],
             &["--listen".as_ref(), listen.as_ref()],
             insecure,
+            &keyed,
         ]
         .concat();
         let name = format!("minion-{index}");
@@ -98,11 +123,16 @@ pub fn run(options: &LocalOptions, out: &mut dyn Write) -> Result<()> {
             return daemons.stop_all();
         }
     }
-    if !daemons.wait_registered(&master_address, options.minions, deadline)? {
+    if !daemons.wait_registered(&master_address, identity, options.minions, deadline)? {
         return daemons.stop_all();
     }
     writeln!(out, "DFS_MASTER={master_address}")
-        .and_then(|()| out.flush())
+        .and_then(|()| {
+            if options.key {
+                writeln!(out, "DFS_IDENTITY={}", key_path.display())?;
+            }
+            out.flush()
+        })
         .context("write standard output")?;
 
     while !stop.load(Ordering::SeqCst) {
@@ -265,7 +295,13 @@ impl Daemons {
 
     /// Polls the master until `count` minions are live. False: a signal
     /// asked us to stop meanwhile.
-    fn wait_registered(&mut self, master: &str, count: usize, deadline: Instant) -> Result<bool> {
+    fn wait_registered(
+        &mut self,
+        master: &str,
+        identity: Option<dfs_engine::identity::Identity>,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<bool> {
         let mut client: Option<Client> = None;
         let mut live = 0;
         loop {
@@ -276,7 +312,15 @@ impl Daemons {
                 return Err(Error::Invalid(format!("{name} exited: {status}")));
             }
             if client.is_none() {
-                client = Client::connect(master).ok();
+                client = match &identity {
+                    Some(identity) => Client::connect_with(
+                        master,
+                        dfs_client::client::process_credentials(),
+                        Some(identity.clone()),
+                    )
+                    .ok(),
+                    None => Client::connect(master).ok(),
+                };
             }
             if let Some(connected) = client.as_mut() {
                 match connected.cluster_report() {

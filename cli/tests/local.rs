@@ -145,3 +145,96 @@ fn check_local_cluster(stop: Signal) {
         problems.join("\n")
     );
 }
+
+/// `dfs local --tls-data`: a keyed cluster whose block data travels over
+/// TLS; it prints the identity clients prove after the master's address,
+/// serves a client that proves it and refuses one that does not.
+#[test]
+fn a_local_cluster_with_tls_data_serves_clients_with_its_identity() {
+    use std::io::BufRead;
+    let work = tempfile::tempdir().expect("temp dir");
+    let cluster_dir = work.path().join("cluster");
+    let stderr_path = work.path().join("local.stderr");
+    let _leftovers = Leftovers(utf8(&cluster_dir).to_string());
+    let child = Command::new(binary("dfs"))
+        .env_remove("DFS_MASTER")
+        .args([
+            "local",
+            "--dir",
+            utf8(&cluster_dir),
+            "--minions",
+            "2",
+            "--tls-data",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"))
+        .spawn()
+        .expect("spawn dfs local");
+    let mut local = ChildGuard::new("dfs local", child);
+    let stdout = local.child().stdout.take().expect("stdout is piped");
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let lines: Vec<String> = std::io::BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .map_while(Result::ok)
+            .collect();
+        let _ = sender.send(lines);
+    });
+    let lines = lines
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|e| {
+            panic!(
+                "dfs local printed no lines ({e:?}); stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            )
+        });
+    let [master, identity] = [("DFS_MASTER=", 0), ("DFS_IDENTITY=", 1)].map(|(prefix, index)| {
+        lines
+            .get(index)
+            .and_then(|line| line.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("line {index} should start with {prefix}: {lines:?}"))
+            .to_string()
+    });
+    let source = work.path().join("source");
+    let copy = work.path().join("copy");
+    write_random_file(&source, 12, 2 * 1024 * 1024 + 5);
+    for args in [
+        vec![
+            "put",
+            "-r",
+            "2",
+            "--block-size",
+            "1M",
+            utf8(&source),
+            "/file",
+        ],
+        vec!["get", "/file", utf8(&copy)],
+    ] {
+        let mut command = Command::new(binary("dfs"));
+        command
+            .env("DFS_MASTER", &master)
+            .env("DFS_IDENTITY", &identity)
+            .args(&args);
+        let output = run(&mut command, None, COMMAND_TIMEOUT);
+        expect_success(&output, &format!("dfs {}", args.join(" ")));
+    }
+    assert_files_equal(&copy, &source);
+    let mut anonymous = Command::new(binary("dfs"));
+    anonymous
+        .env("DFS_MASTER", &master)
+        .env("DFS_IDENTITY", "none")
+        .args(["ls", "/"]);
+    let refused = run(&mut anonymous, None, COMMAND_TIMEOUT);
+    assert!(!refused.status.success(), "an anonymous client was served");
+    local.signal(Signal::Interrupt);
+    let status = local.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "dfs local after SIGINT: {status}");
+    let problems = log_problems(&cluster_dir, &stderr_path);
+    assert!(
+        problems.is_empty(),
+        "unexpected log lines:\n{}",
+        problems.join("\n")
+    );
+}

@@ -67,22 +67,31 @@ pub fn work_dir(dir: Option<&Path>) -> Result<(PathBuf, Option<TempDir>)> {
 pub struct LocalCluster {
     pub child: Child,
     pub master: String,
+    /// What clients prove, for a cluster with a key (`DFS_IDENTITY`).
+    pub identity: Option<String>,
 }
 
 impl LocalCluster {
     pub fn start(dir: &Path, minions: u32) -> Result<LocalCluster> {
+        LocalCluster::start_with(dir, minions, &[])
+    }
+
+    /// `dfs local` with `flags` too (`--key`, `--tls-data`).
+    pub fn start_with(dir: &Path, minions: u32, flags: &[&str]) -> Result<LocalCluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let log = dir.join("cluster.log");
         let mut child = Command::new(sibling("dfs")?)
             .args(["local", "--minions", &minions.to_string(), "--dir"])
             .arg(dir)
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(File::create(&log).context("create cluster.log")?)
             .spawn()
             .context("start dfs local")?;
         let stdout = child.stdout.take().context("dfs local stdout")?;
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .context("read dfs local output")?;
         let Some(master) = line.trim().strip_prefix("DFS_MASTER=") else {
@@ -92,7 +101,44 @@ impl LocalCluster {
             bail!("dfs local said {line:?}; see {}", log.display());
         };
         let master = master.to_string();
-        Ok(LocalCluster { child, master })
+        let keyed = flags
+            .iter()
+            .any(|flag| ["--key", "--tls-data"].contains(flag));
+        let identity = if keyed {
+            let mut line = String::new();
+            stdout
+                .read_line(&mut line)
+                .context("read dfs local output")?;
+            let identity = line
+                .trim()
+                .strip_prefix("DFS_IDENTITY=")
+                .map(str::to_string);
+            if identity.is_none() {
+                // SAFETY: kill(2) on our own child's pid; no memory is involved.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+                let _ = child.wait();
+                bail!("dfs local said {line:?} where its identity belongs");
+            }
+            identity
+        } else {
+            None
+        };
+        Ok(LocalCluster {
+            child,
+            master,
+            identity,
+        })
+    }
+
+    /// `dfs --master MASTER` for this cluster, proving its identity (none
+    /// without a key, whatever this process's environment says).
+    pub fn dfs_command(&self) -> Result<Command> {
+        let mut command = Command::new(sibling("dfs")?);
+        command
+            .env("DFS_IDENTITY", self.identity.as_deref().unwrap_or("none"))
+            .arg("--master")
+            .arg(&self.master);
+        Ok(command)
     }
 }
 

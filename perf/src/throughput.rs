@@ -34,6 +34,7 @@
 
 pub(crate) mod process;
 pub(crate) mod render;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,9 +47,7 @@ use crate::alternate::{
     self, check_rounds, json_number, json_option, mib_per_second, Measured, Side, StepPair,
     ROUNDS_DEFAULT,
 };
-use crate::common::{
-    self, checksum_file, drop_caches, generate, settle, sibling, work_dir, Settled,
-};
+use crate::common::{self, checksum_file, drop_caches, generate, settle, work_dir, Settled};
 use crate::raw_chain;
 use process::{children, command_name, process_cpu_seconds, self_cpu_seconds, timed_child, Timed};
 use render::{render_disk_checks, render_json, render_table, JsonRun};
@@ -81,11 +80,14 @@ pub struct Options {
     rounds: usize,
     dir: Option<PathBuf>,
     json: Option<PathBuf>,
+    /// Compare a cluster with `--tls-data` against one without (`tls`).
+    tls: bool,
 }
 
 pub fn usage() -> &'static str {
-    "usage: dfs-perf throughput [--size SIZE ...] [--rounds N] [--dir DIR] [--json PATH]\n  \
-     --size may repeat (default 1G); --rounds is odd (default 3)"
+    "usage: dfs-perf throughput [--size SIZE ...] [--rounds N] [--dir DIR] [--json PATH] [--tls]\n  \
+     --size may repeat (default 1G); --rounds is odd (default 3); --tls compares put and get \
+     with block data over TLS against plain (both clusters with a key)"
 }
 
 pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> {
@@ -94,6 +96,7 @@ pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> 
         rounds: ROUNDS_DEFAULT,
         dir: None,
         json: None,
+        tls: false,
     };
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -105,6 +108,7 @@ pub fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> 
             "--rounds" => options.rounds = value()?.parse().context("--rounds")?,
             "--dir" => options.dir = Some(PathBuf::from(value()?)),
             "--json" => options.json = Some(PathBuf::from(value()?)),
+            "--tls" => options.tls = true,
             other => bail!("unknown option {other}\n{}", usage()),
         }
     }
@@ -314,6 +318,9 @@ impl Source {
 }
 
 pub fn run(options: Options) -> Result<()> {
+    if options.tls {
+        return tls::run(options);
+    }
     let (dir, _scratch) = work_dir(options.dir.as_deref())?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     println!(
@@ -427,9 +434,14 @@ pub(crate) struct Bench {
 
 impl Bench {
     pub(crate) fn start(dir: &Path) -> Result<Bench> {
+        Bench::start_with(dir, "cluster", &[])
+    }
+
+    /// A bench whose cluster is `dfs local FLAGS` in `dir/name`.
+    pub(crate) fn start_with(dir: &Path, name: &str, flags: &[&str]) -> Result<Bench> {
         Ok(Bench {
             dir: dir.to_path_buf(),
-            cluster: LocalCluster::start(&dir.join("cluster"))?,
+            cluster: LocalCluster::start(&dir.join(name), flags)?,
             put_written: false,
             replica_files_kept: 0,
         })
@@ -576,11 +588,8 @@ impl Bench {
     /// Runs one `dfs` command, timed; with `checksum_stdout` its standard
     /// output is checksummed as it arrives.
     pub(crate) fn dfs(&self, args: &[&str], checksum_stdout: bool) -> Result<Timed> {
-        let mut command = Command::new(sibling("dfs")?);
-        command
-            .arg("--master")
-            .arg(&self.cluster.local.master)
-            .args(args);
+        let mut command = self.cluster.local.dfs_command()?;
+        command.args(args);
         timed_child(command, checksum_stdout).with_context(|| format!("dfs {}", args.join(" ")))
     }
 }
@@ -672,8 +681,9 @@ pub(crate) struct LocalCluster {
 }
 
 impl LocalCluster {
-    fn start(dir: &Path) -> Result<LocalCluster> {
-        let local = common::LocalCluster::start(dir, MINION_COUNT)?;
+    /// `dfs local` in `dir` with `flags` (`--tls-data`, say).
+    fn start(dir: &Path, flags: &[&str]) -> Result<LocalCluster> {
+        let local = common::LocalCluster::start_with(dir, MINION_COUNT, flags)?;
         let minion_pids: Vec<u32> = children(local.child.id())?
             .into_iter()
             .filter(|&pid| command_name(pid).is_some_and(|name| name == "dfs-minion"))
@@ -849,6 +859,8 @@ mod tests {
         let defaults = parse("").expect("defaults");
         assert_eq!(defaults.sizes_bytes, vec![1 << 30]);
         assert_eq!(defaults.rounds, 3);
+        assert!(!defaults.tls);
+        assert!(parse("--tls --rounds 1").expect("--tls").tls);
         for bad in [
             "--size",
             "--size 0",
