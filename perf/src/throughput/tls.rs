@@ -1,11 +1,13 @@
-//! `dfs-perf throughput --tls`: what encrypting block data costs. Two local
-//! clusters with a key run side by side, one with `--tls-data` (every
-//! connection encrypted) and one without (connections to the master
-//! encrypted, block data plain), and the same steps alternate between
-//! them from the same state as in `throughput`: a durable `put -r 3` and
-//! a cold `get`. The ratio is TLS over plain, of the median MiB/s; the
-//! CPU seconds per GiB of the client and the minions say where the cost
-//! goes. Every result is checked by CRC32C.
+//! `dfs-perf throughput --tls`: what TLS costs. Three local clusters run
+//! side by side: one without a key (nothing encrypted), one with a key
+//! (connections to the master encrypted, block data plain) and one with a
+//! key and `--tls-data` (everything encrypted). The same steps, a durable
+//! `put -r 3` and a cold `get`, alternate between two of them from the
+//! same state as in `throughput`: keyed against open gives the cost of
+//! TLS to the master (with the proofs and tokens a key brings), tls-data
+//! against keyed the cost of encrypting block data. The ratio is of the
+//! median MiB/s, TLS over plain; the CPU seconds per GiB of the client and
+//! the minions say where the cost goes. Every result is checked by CRC32C.
 
 use anyhow::{Context, Result};
 use dfs_engine::units::format_bytes;
@@ -17,48 +19,89 @@ use crate::common::{drop_caches, generate, work_dir};
 
 use super::{load_average, replica_file_count, Bench, Options, Sample, Source, Step, READ_REMOTE};
 
-/// One step, run on the TLS cluster (A) and on the plain one (B).
+/// Which TLS a pair measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layer {
+    /// The keyed cluster (A) against the open one (B).
+    Control,
+    /// The `--tls-data` cluster (A) against the keyed one (B).
+    Data,
+}
+
+/// One step, run with a layer of TLS (A) and without it (B).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct TlsPair {
+    layer: Layer,
     step: Step,
+}
+
+impl TlsPair {
+    fn name(self) -> &'static str {
+        match (self.layer, self.step) {
+            (Layer::Control, Step::PutDurable) => "to master: put r=3",
+            (Layer::Control, _) => "to master: get cold",
+            (Layer::Data, Step::PutDurable) => "block data: put r=3",
+            (Layer::Data, _) => "block data: get cold",
+        }
+    }
 }
 
 impl StepPair for TlsPair {
     const SIDES: [&'static str; 2] = ["tls", "plain"];
 
     fn step_name(self, _side: Side) -> &'static str {
-        self.step.name()
+        self.name()
     }
 }
 
-const PAIRS: [TlsPair; 2] = [
+const PAIRS: [TlsPair; 4] = [
     TlsPair {
+        layer: Layer::Control,
         step: Step::PutDurable,
     },
-    TlsPair { step: Step::Get },
+    TlsPair {
+        layer: Layer::Data,
+        step: Step::PutDurable,
+    },
+    TlsPair {
+        layer: Layer::Control,
+        step: Step::Get,
+    },
+    TlsPair {
+        layer: Layer::Data,
+        step: Step::Get,
+    },
 ];
 
 type PairReport = alternate::PairReport<TlsPair, Sample>;
 
-/// The two clusters.
+/// The three clusters: open, keyed, keyed with `--tls-data`.
 struct Benches {
-    tls: Bench,
-    plain: Bench,
+    open: Bench,
+    keyed: Bench,
+    tls_data: Bench,
 }
 
 impl Benches {
-    fn side(&mut self, side: Side) -> &mut Bench {
-        match side {
-            Side::A => &mut self.tls,
-            Side::B => &mut self.plain,
+    fn all(&mut self) -> [&mut Bench; 3] {
+        [&mut self.open, &mut self.keyed, &mut self.tls_data]
+    }
+
+    fn side(&mut self, layer: Layer, side: Side) -> &mut Bench {
+        match (layer, side) {
+            (Layer::Control, Side::A) | (Layer::Data, Side::B) => &mut self.keyed,
+            (Layer::Control, Side::B) => &mut self.open,
+            (Layer::Data, Side::A) => &mut self.tls_data,
         }
     }
 
-    /// Both clusters back to their start state, then `step` on `side`'s.
-    fn measure(&mut self, source: &Source, side: Side, step: Step) -> Result<Sample> {
-        self.tls.remove_outputs()?;
-        self.plain.remove_outputs()?;
-        self.side(side).measure(source, step)
+    /// Every cluster back to its start state, then `pair`'s step on
+    /// `side`'s.
+    fn measure(&mut self, source: &Source, pair: TlsPair, side: Side) -> Result<Sample> {
+        for bench in self.all() {
+            bench.remove_outputs()?;
+        }
+        self.side(pair.layer, side).measure(source, pair.step)
     }
 
     /// Every pair at one size: the puts, then the gets of a file written
@@ -69,8 +112,7 @@ impl Benches {
         for pair in PAIRS.iter().filter(|pair| pair.step.writes()) {
             reports.push(self.measure_pair(source, *pair, rounds)?);
         }
-        for side in [Side::A, Side::B] {
-            let bench = self.side(side);
+        for bench in self.all() {
             bench.remove_outputs()?;
             bench.dfs(&["put", "-r", "3", source.text()?, READ_REMOTE], false)?;
             bench.replica_files_kept = replica_file_count(&bench.cluster.dir)?;
@@ -78,8 +120,7 @@ impl Benches {
         for pair in PAIRS.iter().filter(|pair| !pair.step.writes()) {
             reports.push(self.measure_pair(source, *pair, rounds)?);
         }
-        for side in [Side::A, Side::B] {
-            let bench = self.side(side);
+        for bench in self.all() {
             bench.dfs(&["rm", READ_REMOTE], false)?;
             bench.replica_files_kept = 0;
             bench.wait_for_replica_files()?;
@@ -94,7 +135,7 @@ impl Benches {
         rounds: usize,
     ) -> Result<PairReport> {
         alternate::measure_pair(pair, rounds, source.size_bytes, |side| {
-            self.measure(source, side, pair.step)
+            self.measure(source, pair, side)
         })
     }
 }
@@ -107,8 +148,8 @@ pub(super) fn run(options: Options) -> Result<()> {
     let (dir, _scratch) = work_dir(options.dir.as_deref())?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     println!(
-        "throughput --tls: {} in {}; two clusters of 1 master and {} minions on 127.0.0.1, \
-         both with a key, one with --tls-data; {} rounds, order alternating",
+        "throughput --tls: {} in {}; three clusters of 1 master and {} minions on 127.0.0.1 \
+         (no key; a key; a key and --tls-data); {} rounds, order alternating",
         options
             .sizes_bytes
             .iter()
@@ -124,8 +165,9 @@ pub(super) fn run(options: Options) -> Result<()> {
     }
     let load_before = load_average();
     let mut benches = Benches {
-        tls: Bench::start_with(&dir, "tls", &["--tls-data"])?,
-        plain: Bench::start_with(&dir, "plain", &["--key"])?,
+        open: Bench::start_with(&dir, "open", &[])?,
+        keyed: Bench::start_with(&dir, "keyed", &["--key"])?,
+        tls_data: Bench::start_with(&dir, "tls-data", &["--tls-data"])?,
     };
     let mut results = Vec::new();
     for (index, &size_bytes) in options.sizes_bytes.iter().enumerate() {
@@ -153,7 +195,7 @@ pub(super) fn run(options: Options) -> Result<()> {
     Ok(())
 }
 
-const NAME_WIDTH: usize = 18;
+const NAME_WIDTH: usize = 20;
 
 /// One size's table: medians, spreads and the ratio, then the median CPU
 /// seconds per GiB of each side (tls | plain).
@@ -181,7 +223,7 @@ fn render(size_bytes: u64, reports: &[PairReport]) -> String {
             (cells(Side::A), cells(Side::B));
         text.push_str(&format!(
             "{}  {:>13} {:>13}\n",
-            comparison_columns(NAME_WIDTH, report.pair.step.name(), &comparison),
+            comparison_columns(NAME_WIDTH, report.pair.name(), &comparison),
             format!("{tls_client} | {plain_client}"),
             format!("{tls_minions} | {plain_minions}"),
         ));
