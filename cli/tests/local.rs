@@ -53,6 +53,20 @@ fn log_problems(dir: &std::path::Path, stderr_path: &std::path::Path) -> Vec<Str
     problems
 }
 
+/// `dfs local --dir DIR ARGS`, its standard error to `stderr_path`.
+fn spawn_local(dir: &std::path::Path, stderr_path: &std::path::Path, args: &[&str]) -> ChildGuard {
+    let child = Command::new(binary("dfs"))
+        .env_remove("DFS_MASTER")
+        .args(["local", "--dir", utf8(dir)])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr_path).expect("create stderr file"))
+        .spawn()
+        .expect("spawn dfs local");
+    ChildGuard::new("dfs local", child)
+}
+
 #[test]
 fn local_cluster_serves_and_stops_cleanly_on_sigint() {
     check_local_cluster(Signal::Interrupt);
@@ -69,15 +83,7 @@ fn check_local_cluster(stop: Signal) {
     let stderr_path = work.path().join("local.stderr");
     let _leftovers = Leftovers(utf8(&cluster_dir).to_string());
 
-    let child = Command::new(binary("dfs"))
-        .env_remove("DFS_MASTER")
-        .args(["local", "--dir", utf8(&cluster_dir), "--minions", "3"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"))
-        .spawn()
-        .expect("spawn dfs local");
-    let mut local = ChildGuard::new("dfs local", child);
+    let mut local = spawn_local(&cluster_dir, &stderr_path, &["--minions", "3"]);
     let stdout = local.child().stdout.take().expect("stdout is piped");
     let line = read_first_line(stdout, Duration::from_secs(60)).unwrap_or_else(|e| {
         panic!(
@@ -156,22 +162,11 @@ fn a_local_cluster_with_tls_data_serves_clients_with_its_identity() {
     let cluster_dir = work.path().join("cluster");
     let stderr_path = work.path().join("local.stderr");
     let _leftovers = Leftovers(utf8(&cluster_dir).to_string());
-    let child = Command::new(binary("dfs"))
-        .env_remove("DFS_MASTER")
-        .args([
-            "local",
-            "--dir",
-            utf8(&cluster_dir),
-            "--minions",
-            "2",
-            "--tls-data",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"))
-        .spawn()
-        .expect("spawn dfs local");
-    let mut local = ChildGuard::new("dfs local", child);
+    let mut local = spawn_local(
+        &cluster_dir,
+        &stderr_path,
+        &["--minions", "2", "--tls-data"],
+    );
     let stdout = local.child().stdout.take().expect("stdout is piped");
     let (sender, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -273,7 +273,18 @@ fn one_relayed_minion(
     (keys, cluster, minion)
 }
 
-/// A file whose every 64 bytes say something an observer could find.
+/// `one_relayed_minion` with an observer as the relay, and what it sees.
+fn observed_minion(tls_data: bool) -> (tempfile::TempDir, Cluster, MinionProcess, Seen) {
+    let mut seen = None;
+    let (keys, cluster, minion) = one_relayed_minion(tls_data, |listen| {
+        let (address, recorded) = observer(listen);
+        seen = Some(recorded);
+        address
+    });
+    (keys, cluster, minion, seen.expect("the observer"))
+}
+
+/// A file whose every 63 bytes say something an observer could find.
 fn telltale_file(dir: &std::path::Path) -> (std::path::PathBuf, &'static [u8]) {
     const LINE: &[u8] = b"quarterly numbers nobody outside may read, line after line....\n";
     let path = dir.join("telltale");
@@ -283,14 +294,7 @@ fn telltale_file(dir: &std::path::Path) -> (std::path::PathBuf, &'static [u8]) {
 
 #[test]
 fn with_tls_data_an_observer_of_a_minion_sees_no_block_data() {
-    let seen = Arc::new(Mutex::new(None));
-    let keep = Arc::clone(&seen);
-    let (_keys, cluster, _minion) = one_relayed_minion(true, |listen| {
-        let (address, recorded) = observer(listen);
-        *keep.lock().expect("seen") = Some(recorded);
-        address
-    });
-    let seen = seen.lock().expect("seen").take().expect("the observer");
+    let (_keys, cluster, _minion, seen) = observed_minion(true);
     let (local, line) = telltale_file(cluster.dir());
     let master = cluster.master_address();
     succeeded(
@@ -327,14 +331,7 @@ fn with_tls_data_an_observer_of_a_minion_sees_no_block_data() {
 
 #[test]
 fn without_tls_data_the_same_observer_reads_block_data() {
-    let seen = Arc::new(Mutex::new(None));
-    let keep = Arc::clone(&seen);
-    let (_keys, cluster, _minion) = one_relayed_minion(false, |listen| {
-        let (address, recorded) = observer(listen);
-        *keep.lock().expect("seen") = Some(recorded);
-        address
-    });
-    let seen = seen.lock().expect("seen").take().expect("the observer");
+    let (_keys, cluster, _minion, seen) = observed_minion(false);
     let (local, line) = telltale_file(cluster.dir());
     let master = cluster.master_address();
     succeeded(

@@ -84,6 +84,17 @@ pub struct Options {
     tls: bool,
 }
 
+impl Options {
+    /// The sizes, as the run's first line says them.
+    fn sizes_text(&self) -> String {
+        self.sizes_bytes
+            .iter()
+            .map(|&size| format_bytes(size))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 pub fn usage() -> &'static str {
     "usage: dfs-perf throughput [--size SIZE ...] [--rounds N] [--dir DIR] [--json PATH] [--tls]\n  \
      --size may repeat (default 1G); --rounds is odd (default 3); --tls compares put and get \
@@ -325,12 +336,7 @@ pub fn run(options: Options) -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     println!(
         "throughput: {} in {}; 1 master, {MINION_COUNT} minions on 127.0.0.1; {} rounds, order alternating",
-        options
-            .sizes_bytes
-            .iter()
-            .map(|&size| format_bytes(size))
-            .collect::<Vec<_>>()
-            .join(", "),
+        options.sizes_text(),
         dir.display(),
         options.rounds
     );

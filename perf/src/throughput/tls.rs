@@ -150,12 +150,7 @@ pub(super) fn run(options: Options) -> Result<()> {
     println!(
         "throughput --tls: {} in {}; three clusters of 1 master and {} minions on 127.0.0.1 \
          (no key; a key; a key and --tls-data); {} rounds, order alternating",
-        options
-            .sizes_bytes
-            .iter()
-            .map(|&size| format_bytes(size))
-            .collect::<Vec<_>>()
-            .join(", "),
+        options.sizes_text(),
         dir.display(),
         super::MINION_COUNT,
         options.rounds
