@@ -358,6 +358,10 @@ pub struct Namespace {
     /// the inodes and writes, kept by `apply`, never written (rebuilt after
     /// a checkpoint is read), so that block lookups are not scans.
     block_index: HashMap<BlockId, BlockPlace>,
+    /// How many subdirectories each directory that has any holds: what
+    /// its link count reports (2 + these, as "." and each ".." are links).
+    /// Derived like `block_index`, kept by `link` and `unlink`.
+    subdirectories: HashMap<InodeId, u32>,
 }
 
 /// Where a referenced block is.
@@ -499,17 +503,41 @@ impl Namespace {
             xattrs: BTreeMap::new(),
             sustained: BTreeSet::new(),
             block_index: HashMap::new(),
+            subdirectories: HashMap::new(),
         }
     }
 
     /// Rebuilds what is derived, not written, after a load: the block
-    /// index and every inode's count of names.
+    /// index, every inode's count of names and every directory's count of
+    /// subdirectories.
     pub fn rebuild_derived(&mut self) {
         self.block_index = self.built_block_index();
         let counted = self.counted_links();
         for (id, inode) in &mut self.inodes {
             inode.links = counted.get(id).copied().unwrap_or(0);
         }
+        self.subdirectories = self.counted_subdirectories();
+    }
+
+    /// How many subdirectories each directory holds (none: absent).
+    fn counted_subdirectories(&self) -> HashMap<InodeId, u32> {
+        let mut counted = HashMap::new();
+        for (id, inode) in &self.inodes {
+            if let Node::Directory { children } = &inode.node {
+                let subdirectories = children
+                    .values()
+                    .filter(|child| {
+                        self.inodes
+                            .get(child)
+                            .is_some_and(|c| c.node.is_directory())
+                    })
+                    .count() as u32;
+                if subdirectories > 0 {
+                    counted.insert(*id, subdirectories);
+                }
+            }
+        }
+        counted
     }
 
     /// How many directory entries name each inode (the root: one).
@@ -795,7 +823,11 @@ impl Namespace {
             modified_ns: inode.modified_ns,
             accessed_ns: inode.accessed_ns,
             changed_ns: inode.changed_ns,
-            links: inode.links,
+            links: match &inode.node {
+                // Its name, its own "." and each subdirectory's "..".
+                Node::Directory { .. } => 2 + self.subdirectories.get(&id).copied().unwrap_or(0),
+                _ => inode.links,
+            },
             version: match &inode.node {
                 Node::File {
                     extents: Some(extents),
@@ -1352,6 +1384,13 @@ impl Namespace {
     }
 
     fn link(&mut self, directory: InodeId, name: &str, child: InodeId, time_ms: u64) {
+        if self
+            .inodes
+            .get(&child)
+            .is_some_and(|c| c.node.is_directory())
+        {
+            *self.subdirectories.entry(directory).or_insert(0) += 1;
+        }
         let inode = self.inodes.get_mut(&directory);
         debug_assert!(inode.is_some());
         if let Some(inode) = inode {
@@ -1372,6 +1411,21 @@ impl Namespace {
         };
         inode.modified_ns = ns(time_ms);
         inode.changed_ns = ns(time_ms);
+        if let Some(child) = removed {
+            if self
+                .inodes
+                .get(&child)
+                .is_some_and(|c| c.node.is_directory())
+            {
+                match self.subdirectories.get_mut(&directory) {
+                    Some(count) if *count > 1 => *count -= 1,
+                    Some(_) => {
+                        self.subdirectories.remove(&directory);
+                    }
+                    None => debug_assert!(false, "an uncounted subdirectory of {directory}"),
+                }
+            }
+        }
         removed
     }
 
@@ -1398,6 +1452,7 @@ impl Namespace {
                 continue;
             }
             self.xattrs.remove(&id);
+            self.subdirectories.remove(&id);
             match self.inodes.remove(&id).map(|inode| inode.node) {
                 Some(Node::Directory { children }) => stack.extend(children.values().copied()),
                 Some(Node::File { blocks, .. }) => {
@@ -2115,6 +2170,9 @@ impl Namespace {
         let mut seen = BTreeSet::new();
         let mut stack = vec![ROOT_INODE];
         let counted = self.counted_links();
+        if self.subdirectories != self.counted_subdirectories() {
+            return Err("the kept subdirectory counts differ from the directories".into());
+        }
         while let Some(id) = stack.pop() {
             let inode = self
                 .inodes

@@ -92,10 +92,10 @@ impl Ids {
 
     /// The kernel's view of `status`.
     pub fn attr(&mut self, status: &EntryStatus) -> FileAttr {
-        // A directory reports one link, as btrfs does: "unknown" to
-        // programs (find) that would count subdirectories from it.
+        // A directory's links are its name, "." and each subdirectory's
+        // "..", as the master counts them.
         let (nlink, size) = match status.kind {
-            EntryKind::Directory => (1, 0),
+            EntryKind::Directory => (status.links.max(2), 0),
             _ => (status.links.max(1), status.size_bytes),
         };
         FileAttr {

@@ -277,14 +277,22 @@ fn outcome<T>(result: io::Result<T>) -> Outcome<T> {
 /// change them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
-    Directory,
-    File { size: u64, links: u64 },
+    /// `links`: its name, "." and each subdirectory's "..".
+    Directory {
+        links: u64,
+    },
+    File {
+        size: u64,
+        links: u64,
+    },
     Other,
 }
 
 fn kind_of(metadata: &fs::Metadata) -> Kind {
     if metadata.is_dir() {
-        Kind::Directory
+        Kind::Directory {
+            links: metadata.nlink(),
+        }
     } else if metadata.is_file() {
         Kind::File {
             size: metadata.len(),
@@ -423,7 +431,7 @@ impl Model {
             Ok(tree) => tree
                 .iter()
                 .map(|(name, (kind, _))| match kind {
-                    Kind::Directory => format!("{name}/"),
+                    Kind::Directory { links } => format!("{name}/ ({links} links)"),
                     Kind::File { size, links } => format!("{name} ({size} bytes, {links} links)"),
                     Kind::Other => format!("{name} (?)"),
                 })

@@ -167,6 +167,7 @@ impl From<NamespaceV4> for Namespace {
             xattrs: BTreeMap::new(),
             sustained: BTreeSet::new(),
             block_index: HashMap::new(),
+            subdirectories: HashMap::new(),
         };
         namespace.rebuild_derived();
         namespace

@@ -1124,6 +1124,7 @@ impl From<NamespaceRecord> for Namespace {
             xattrs: record.xattrs,
             sustained: record.sustained,
             block_index: HashMap::new(),
+            subdirectories: HashMap::new(),
         };
         namespace.rebuild_derived();
         namespace

@@ -1430,3 +1430,47 @@ fn a_file_kept_open_outlives_its_last_name_until_released() {
     ns.apply(&Op::Unsustain { inode }).expect("unsustain");
     assert!(ns.status(&path("/h")).is_ok());
 }
+
+#[test]
+fn a_directory_links_its_name_itself_and_each_subdirectory() {
+    let mut ns = Namespace::new(0);
+    let links = |ns: &Namespace, dir: &str| ns.status(&path(dir)).expect("stat").links;
+    assert_eq!(links(&ns, "/"), 2);
+    for dir in ["/a", "/a/b", "/a/c", "/a/b/deep"] {
+        ns.apply(&mkdir(dir, false)).expect("mkdir");
+    }
+    write_file(&mut ns, "/a/f", &[3], false).expect("write");
+    assert_eq!((links(&ns, "/"), links(&ns, "/a")), (3, 4));
+    assert_eq!((links(&ns, "/a/b"), links(&ns, "/a/c")), (3, 2));
+    // A directory moved elsewhere takes its ".." along.
+    ns.apply(&Op::Rename {
+        source: "/a/b".into(),
+        target: "/b".into(),
+        time_ms: 20,
+    })
+    .expect("move a directory");
+    assert_eq!((links(&ns, "/"), links(&ns, "/a")), (4, 3));
+    // Over an empty directory: the replaced one's ".." goes.
+    ns.apply(&Op::Rename {
+        source: "/b".into(),
+        target: "/a/c".into(),
+        time_ms: 21,
+    })
+    .expect("move over an empty directory");
+    assert_eq!((links(&ns, "/"), links(&ns, "/a")), (3, 3));
+    assert_eq!(links(&ns, "/a/c"), 3);
+    ns.check_invariants().expect("invariants");
+    // A subtree removed whole takes its counts with it.
+    ns.apply(&Op::Delete {
+        path: "/a/c".into(),
+        recursive: true,
+        time_ms: 22,
+    })
+    .expect("rm -r");
+    assert_eq!(links(&ns, "/a"), 2);
+    ns.check_invariants().expect("invariants");
+    // Counted again from the directories after a load.
+    let mut rebuilt = ns.clone();
+    rebuilt.rebuild_derived();
+    assert_eq!(rebuilt, ns);
+}
