@@ -239,9 +239,20 @@ impl Stream {
         }
     }
 
-    /// Runs the handshake of `session` on this connection; `received`:
-    /// bytes of it read already.
+    /// Runs the handshake of `session` on this connection, all of it within
+    /// `wait`; `received`: bytes of it read already.
     async fn into_tls(
+        self,
+        session: rustls::Connection,
+        received: Vec<u8>,
+        wait: Duration,
+    ) -> io::Result<Stream> {
+        timeout(wait, self.handshake(session, received, wait))
+            .await
+            .ok_or_else(|| timed_out("TLS handshake"))?
+    }
+
+    async fn handshake(
         self,
         mut session: rustls::Connection,
         received: Vec<u8>,
