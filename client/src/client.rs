@@ -334,6 +334,16 @@ impl Client {
         }
     }
 
+    /// Tells the master the file `inode` was opened for reading: its
+    /// access time moves to now when `relatime` says so.
+    pub fn mark_accessed(&mut self, inode: u64) -> Result<()> {
+        self.call_expect_ok_with(
+            "MarkAccessed",
+            MasterRequest::MarkAccessed { inode },
+            Resend::Always,
+        )
+    }
+
     /// Changes an entry's attributes; a field left `None` stays as it is.
     pub fn set_attributes(&mut self, path: &DfsPath, change: AttributeChange) -> Result<()> {
         let request = MasterRequest::SetAttributes {

@@ -745,6 +745,13 @@ pub enum MasterRequest {
     /// How to reach the minions' block data (`tls`): answered by
     /// `DataTrust`.
     DataTrust,
+    /// The file `inode` was opened for reading: the master moves its
+    /// access time to now when `relatime` says so (the access time is not
+    /// after the modification and change times, or is a day old), for a
+    /// caller that may read it. Answered `Ok`.
+    MarkAccessed {
+        inode: u64,
+    },
 }
 
 /// Who a client proves to be (`identity`).

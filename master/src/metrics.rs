@@ -423,6 +423,7 @@ pub fn op_name(request: &MasterRequest) -> &'static str {
         MasterRequest::AuthenticateClient { .. } => "AuthenticateClient",
         MasterRequest::ProveClient { .. } => "ProveClient",
         MasterRequest::DataTrust => "DataTrust",
+        MasterRequest::MarkAccessed { .. } => "MarkAccessed",
     }
 }
 

@@ -289,6 +289,12 @@ pub enum Op {
         name: String,
         time_ms: u64,
     },
+    /// The file `inode` was read (`relatime`): its access time becomes
+    /// `accessed_ns`, and nothing else changes, its change time neither.
+    Accessed {
+        inode: InodeId,
+        accessed_ns: u64,
+    },
 }
 
 /// A page of a file's pieces (`Namespace::file_pieces`).
@@ -335,6 +341,10 @@ pub struct Applied {
     /// minions, once the op is durable.
     pub freed_blocks: Vec<ReplicaId>,
 }
+
+/// How old an access time may get before a read moves it anyway (a day,
+/// as Linux's `relatime`).
+pub const RELATIME_REFRESH_NS: u64 = 24 * 3600 * 1_000_000_000;
 
 /// The whole namespace; the unit of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -737,6 +747,19 @@ impl Namespace {
     pub fn committed_block_count(&self) -> usize {
         let pending: usize = self.writes.values().map(|open| open.pending.len()).sum();
         self.block_index.len().saturating_sub(pending)
+    }
+
+    /// Whether a read of `inode` at `now_ns` moves its access time, as
+    /// `relatime` has it: when the access time is not after the
+    /// modification and change times, or is `RELATIME_REFRESH_NS` old.
+    pub fn access_due(&self, inode: InodeId, now_ns: u64) -> Result<bool, RemoteError> {
+        let entry = self
+            .inodes
+            .get(&inode)
+            .ok_or_else(|| error(ErrorKind::NotFound, format!("inode {inode}: no such entry")))?;
+        Ok(entry.accessed_ns <= entry.modified_ns
+            || entry.accessed_ns <= entry.changed_ns
+            || now_ns.saturating_sub(entry.accessed_ns) >= RELATIME_REFRESH_NS)
     }
 
     fn inode(&self, id: InodeId) -> &Inode {
@@ -1148,6 +1171,13 @@ impl Namespace {
                 name,
                 time_ms,
             } => self.remove_xattr(&parse(path)?, name, *time_ms),
+            Op::Accessed { inode, accessed_ns } => {
+                let entry = self.inodes.get_mut(inode).ok_or_else(|| {
+                    error(ErrorKind::NotFound, format!("inode {inode}: no such entry"))
+                })?;
+                entry.accessed_ns = *accessed_ns;
+                Ok(Applied::default())
+            }
             Op::AbortWrite { write } => {
                 let open = self
                     .writes

@@ -1611,6 +1611,20 @@ impl Master {
                 };
                 (MasterResponse::Ok, self.change(state, &op)?)
             }
+            MasterRequest::MarkAccessed { inode } => {
+                state
+                    .namespace
+                    .check_open_inode(&context.caller, inode, &[access::READ])?;
+                let accessed_ns = time_ms.saturating_mul(1_000_000);
+                if state.namespace.access_due(inode, accessed_ns)? {
+                    let op = Op::Accessed { inode, accessed_ns };
+                    (MasterResponse::Ok, self.change(state, &op)?)
+                } else {
+                    // Nothing to change: answered once what came before
+                    // is durable, as any answer.
+                    (MasterResponse::Ok, self.journal.appended_sequence())
+                }
+            }
             MasterRequest::RemoveXattr { path, name } => {
                 let path = parse_path(&path)?;
                 state
@@ -2473,6 +2487,7 @@ fn is_client_change(request: &MasterRequest) -> bool {
             | MasterRequest::Mknod { .. }
             | MasterRequest::SetXattr { .. }
             | MasterRequest::RemoveXattr { .. }
+            | MasterRequest::MarkAccessed { .. }
     )
 }
 

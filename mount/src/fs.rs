@@ -87,6 +87,8 @@ struct State {
 pub struct DfsFs {
     master: String,
     credentials: Credentials,
+    /// A file opened for reading has its access time moved (`relatime`).
+    access_times: bool,
     state: Mutex<State>,
     locks: LockSession,
     /// Files whose cached attributes and data the kernel must drop (a
@@ -168,6 +170,7 @@ impl DfsFs {
         let compactor = Compactor::start(master, credentials.clone())?;
         Ok(DfsFs {
             master: master.to_string(),
+            access_times: false,
             locks,
             stale,
             credentials,
@@ -184,6 +187,14 @@ impl DfsFs {
                 locked_seen: HashMap::new(),
             }),
         })
+    }
+
+    /// `self`, moving access times when a file is opened for reading
+    /// (`relatime`: when the access time is not after the modification and
+    /// change times, or is a day old), or not.
+    pub fn marking_access_times(mut self, on: bool) -> DfsFs {
+        self.access_times = on;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -539,6 +550,21 @@ fn time_ns(time: TimeOrNow) -> u64 {
         TimeOrNow::Now => attr::nanos(SystemTime::now()),
     }
 }
+
+/// Whether opening the file of `status` to read moves its access time, as
+/// `relatime` has it (the master decides again on its own copy).
+fn access_due(status: &EntryStatus) -> bool {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    status.accessed_ns <= status.modified_ns
+        || status.accessed_ns <= status.changed_ns
+        || now_ns.saturating_sub(status.accessed_ns) >= RELATIME_REFRESH_NS
+}
+
+/// How old an access time may get before a read moves it anyway (a day,
+/// as Linux's `relatime`).
+const RELATIME_REFRESH_NS: u64 = 24 * 3600 * 1_000_000_000;
 
 fn is_write(flags: OpenFlags) -> bool {
     (flags.0 & libc::O_ACCMODE) != libc::O_RDONLY
@@ -1168,7 +1194,14 @@ impl Filesystem for DfsFs {
         } else {
             match state.client.open(&path) {
                 Ok(reader) => {
-                    self.locks.hold(&mut state.client, reader.status().inode);
+                    let status = reader.status();
+                    self.locks.hold(&mut state.client, status.inode);
+                    if self.access_times && access_due(status) {
+                        // The read goes on whether or not the time moved.
+                        if let Err(error) = state.client.mark_accessed(status.inode) {
+                            eprintln!("dfs-mount: mark {path} read: {error}");
+                        }
+                    }
                     Handle::Read(Box::new(reader))
                 }
                 Err(error) => return reply.error(errno(&error)),

@@ -33,6 +33,9 @@ pub struct MountOptions {
     /// Let other users than the one mounting in (`-o allow_other`).
     pub allow_other: bool,
     pub read_only: bool,
+    /// Opening a file to read moves its access time as `relatime` does
+    /// (off with `-o noatime`, and on a read-only mount).
+    pub access_times: bool,
 }
 
 /// The FUSE configuration of a mount: the kernel checks permissions
@@ -59,7 +62,8 @@ pub fn fuse_config(options: &MountOptions) -> Config {
 /// `umount_and_join` of the session unmounts it.
 pub fn spawn(mountpoint: &Path, options: &MountOptions) -> Result<fuser::BackgroundSession> {
     let (stale, to_drop) = std::sync::mpsc::sync_channel(STALE_QUEUE_MAX);
-    let filesystem = DfsFs::new(&options.master, options.credentials.clone(), stale)?;
+    let filesystem = DfsFs::new(&options.master, options.credentials.clone(), stale)?
+        .marking_access_times(options.access_times && !options.read_only);
     let session = fuser::spawn_mount(filesystem, mountpoint, &fuse_config(options))
         .map_err(|e| Error::io(format!("mount at {}", mountpoint.display()), e))?;
     // Invalidations go from a thread of their own, never from a request

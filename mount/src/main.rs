@@ -27,24 +27,8 @@ const USAGE: &str = "usage: dfs-mount [HOST:PORT] MOUNTPOINT [--master HOST:PORT
 /// Options mount(8) and mount.fuse3 pass that change nothing here (the
 /// mount is always nodev and nosuid).
 const IGNORED_OPTIONS: &[&str] = &[
-    "defaults",
-    "_netdev",
-    "auto",
-    "noauto",
-    "user",
-    "nouser",
-    "users",
-    "dev",
-    "nodev",
-    "suid",
-    "nosuid",
-    "exec",
-    "noexec",
-    "atime",
-    "noatime",
-    "relatime",
-    "strictatime",
-    "nofail",
+    "defaults", "_netdev", "auto", "noauto", "user", "nouser", "users", "dev", "nodev", "suid",
+    "nosuid", "exec", "noexec", "nofail",
 ];
 
 /// The command line, parsed.
@@ -54,6 +38,9 @@ struct Arguments {
     master: Option<String>,
     allow_other: bool,
     read_only: bool,
+    /// `relatime` (the default, also for `atime` and `strictatime`), or
+    /// `noatime`.
+    access_times: bool,
     daemon: bool,
 }
 
@@ -104,6 +91,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Arguments> {
         master,
         allow_other: false,
         read_only: false,
+        access_times: true,
         daemon,
     };
     for option in &options {
@@ -111,11 +99,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Arguments> {
             "allow_other" => parsed.allow_other = true,
             "ro" => parsed.read_only = true,
             "rw" => parsed.read_only = false,
+            "relatime" | "atime" | "strictatime" => parsed.access_times = true,
+            "noatime" => parsed.access_times = false,
             "daemon" => parsed.daemon = true,
             ignored if IGNORED_OPTIONS.contains(&ignored) => {}
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown mount option {other} (allow_other, ro, rw, daemon, and the generic ones: {})",
+                    "unknown mount option {other} (allow_other, ro, rw, relatime, noatime, daemon, and the generic ones: {})",
                     IGNORED_OPTIONS.join(", ")
                 )))
             }
@@ -132,6 +122,7 @@ fn serve(arguments: &Arguments, ready: Option<OwnedFd>) -> Result<()> {
         credentials: dfs_client::client::process_credentials(),
         allow_other: arguments.allow_other,
         read_only: arguments.read_only,
+        access_times: arguments.access_times,
     };
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| Error::io("handle SIGINT and SIGTERM", e))?;
@@ -288,8 +279,19 @@ mod tests {
                 master: Some("h:1".into()),
                 allow_other: true,
                 read_only: false,
+                access_times: true,
                 daemon: false,
             }
+        );
+        assert!(
+            !parsed(&["/mnt", "-o", "noatime"])
+                .expect("parses")
+                .access_times
+        );
+        assert!(
+            parsed(&["/mnt", "-o", "noatime,relatime"])
+                .expect("parses")
+                .access_times
         );
         // What mount.fuse3 runs for an fstab line.
         let fstab =

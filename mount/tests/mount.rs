@@ -1848,3 +1848,60 @@ fn two_users_on_one_workstation(cluster: &Cluster, identity: &std::ffi::OsStr) {
     drop(mounted);
     cluster.assert_clean_logs();
 }
+
+/// The master's access, modification and change times of `path`.
+fn times_of(client: &mut dfs_client::Client, path: &str) -> (u64, u64, u64) {
+    let status = client
+        .stat(&dfs_engine::path::DfsPath::parse(path).expect("a path"))
+        .expect("stat");
+    (status.accessed_ns, status.modified_ns, status.changed_ns)
+}
+
+#[test]
+fn opening_a_file_to_read_moves_its_access_time_as_relatime_does() {
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let quiet = Mounted::start_with(
+        &cluster,
+        &cluster.dir().join("quiet"),
+        false,
+        &["-o", "noatime"],
+    );
+    fs::write(mounted.path("f"), b"hello").expect("write");
+    let mut client = dfs_client::Client::connect_with(
+        cluster.master_address(),
+        dfs_client::client::process_credentials(),
+        None,
+    )
+    .expect("connect");
+    let (accessed, modified, changed) = times_of(&mut client, "/f");
+    std::thread::sleep(Duration::from_millis(20));
+    // Through a noatime mount a read moves nothing.
+    assert_eq!(fs::read(quiet.path("f")).expect("read"), b"hello");
+    assert_eq!(times_of(&mut client, "/f"), (accessed, modified, changed));
+    // The first read after a write moves the access time past the
+    // modification time, and moves neither of the others.
+    assert_eq!(fs::read(mounted.path("f")).expect("read"), b"hello");
+    let (read_at, after_modified, after_changed) = times_of(&mut client, "/f");
+    assert!(
+        read_at > accessed && read_at > modified,
+        "{read_at} after {accessed}, {modified}"
+    );
+    assert_eq!((after_modified, after_changed), (modified, changed));
+    // Read again within a day: it stays.
+    std::thread::sleep(Duration::from_millis(20));
+    fs::read(mounted.path("f")).expect("read");
+    assert_eq!(times_of(&mut client, "/f").0, read_at);
+    // Written again: the next read moves it again.
+    std::thread::sleep(Duration::from_millis(20));
+    OpenOptions::new()
+        .append(true)
+        .open(mounted.path("f"))
+        .and_then(|mut file| file.write_all(b"!"))
+        .expect("append");
+    let (_, rewritten, _) = times_of(&mut client, "/f");
+    assert!(rewritten > read_at);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(fs::read(mounted.path("f")).expect("read"), b"hello!");
+    assert!(times_of(&mut client, "/f").0 > rewritten);
+}

@@ -167,6 +167,10 @@ pub enum OpRecord {
         accessed_ns: Option<u64>,
         time_ms: u64,
     },
+    Accessed {
+        inode: u64,
+        accessed_ns: u64,
+    },
 }
 
 /// Nanoseconds of a time journaled or checkpointed in milliseconds.
@@ -462,6 +466,7 @@ impl From<&Op> for OpRecord {
             },
             Op::Sustain { inode } => OpRecord::Sustain { inode },
             Op::Unsustain { inode } => OpRecord::Unsustain { inode },
+            Op::Accessed { inode, accessed_ns } => OpRecord::Accessed { inode, accessed_ns },
         }
     }
 }
@@ -691,6 +696,7 @@ impl From<OpRecord> for Op {
             },
             OpRecord::Sustain { inode } => Op::Sustain { inode },
             OpRecord::Unsustain { inode } => Op::Unsustain { inode },
+            OpRecord::Accessed { inode, accessed_ns } => Op::Accessed { inode, accessed_ns },
         }
     }
 }
@@ -1204,10 +1210,11 @@ mod tests {
             Op::PatchInode { .. } => "PatchInode",
             Op::Sustain { .. } => "Sustain",
             Op::Unsustain { .. } => "Unsustain",
+            Op::Accessed { .. } => "Accessed",
         }
     }
 
-    const VARIANTS: usize = 23;
+    const VARIANTS: usize = 24;
 
     /// Every op once, with the bytes journal version 2 stores for it.
     fn golden_ops() -> Vec<(Op, &'static str)> {
@@ -1406,6 +1413,13 @@ mod tests {
             ),
             (Op::Sustain { inode: 300 }, "15ac02"),
             (Op::Unsustain { inode: 1 }, "1601"),
+            (
+                Op::Accessed {
+                    inode: 300,
+                    accessed_ns: 1,
+                },
+                "18ac0201",
+            ),
         ]
     }
 
