@@ -216,6 +216,30 @@ fn a_local_cluster_with_tls_data_serves_clients_with_its_identity() {
         expect_success(&output, &format!("dfs {}", args.join(" ")));
     }
     assert_files_equal(&copy, &source);
+    // Small files travel in batches (WriteBlocks), over TLS as well.
+    let small = work.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir");
+    for index in 0..40u64 {
+        write_random_file(&small.join(format!("f{index}")), 100 + index, 1000 + index);
+    }
+    let mut cp = Command::new(binary("dfs-cp"));
+    cp.env("DFS_MASTER", &master)
+        .env("DFS_IDENTITY", &identity)
+        .args(["-q", utf8(&small), "dfs:///small"]);
+    expect_success(
+        &run(&mut cp, None, COMMAND_TIMEOUT),
+        "dfs-cp of small files",
+    );
+    let back = work.path().join("back");
+    let mut get = Command::new(binary("dfs"));
+    get.env("DFS_MASTER", &master)
+        .env("DFS_IDENTITY", &identity)
+        .args(["get", "/small/small/f39", utf8(&back)]);
+    expect_success(
+        &run(&mut get, None, COMMAND_TIMEOUT),
+        "dfs get of a small file",
+    );
+    assert_files_equal(&back, &small.join("f39"));
     let mut anonymous = Command::new(binary("dfs"));
     anonymous
         .env("DFS_MASTER", &master)
