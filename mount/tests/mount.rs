@@ -1867,6 +1867,7 @@ fn opening_a_file_to_read_moves_its_access_time_as_relatime_does() {
         false,
         &["-o", "noatime"],
     );
+    let read_only = Mounted::start_with(&cluster, &cluster.dir().join("ro"), false, &["-o", "ro"]);
     fs::write(mounted.path("f"), b"hello").expect("write");
     let mut client = dfs_client::Client::connect_with(
         cluster.master_address(),
@@ -1876,8 +1877,9 @@ fn opening_a_file_to_read_moves_its_access_time_as_relatime_does() {
     .expect("connect");
     let (accessed, modified, changed) = times_of(&mut client, "/f");
     std::thread::sleep(Duration::from_millis(20));
-    // Through a noatime mount a read moves nothing.
+    // Through a noatime or a read-only mount a read moves nothing.
     assert_eq!(fs::read(quiet.path("f")).expect("read"), b"hello");
+    assert_eq!(fs::read(read_only.path("f")).expect("read"), b"hello");
     assert_eq!(times_of(&mut client, "/f"), (accessed, modified, changed));
     // The first read after a write moves the access time past the
     // modification time, and moves neither of the others.
