@@ -231,6 +231,19 @@ impl EntryKind {
     }
 }
 
+/// How old an access time may get before a read moves it anyway (a day,
+/// as Linux's `relatime`).
+pub const RELATIME_REFRESH_NS: u64 = 24 * 3600 * 1_000_000_000;
+
+/// Whether a read at `now_ns` moves an access time, as `relatime` has it:
+/// when it is not after the modification and change times, or is
+/// `RELATIME_REFRESH_NS` old.
+pub fn relatime_due(accessed_ns: u64, modified_ns: u64, changed_ns: u64, now_ns: u64) -> bool {
+    accessed_ns <= modified_ns
+        || accessed_ns <= changed_ns
+        || now_ns.saturating_sub(accessed_ns) >= RELATIME_REFRESH_NS
+}
+
 /// What `stat` and `ls -l` show of one namespace entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryStatus {

@@ -89,10 +89,21 @@ impl Connection {
         connect_timeout: Duration,
         io_timeout: Duration,
     ) -> Result<Connection> {
+        Connection::open_secured(address, connect_timeout, io_timeout, tls::connect)
+    }
+
+    /// Connects, then runs `handshake` (TLS of some kind) on the stream
+    /// with its timeouts set.
+    fn open_secured(
+        address: &str,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+        handshake: impl FnOnce(TcpStream) -> Result<(Half<TcpStream>, Half<TcpStream>)>,
+    ) -> Result<Connection> {
         let stream = connect(address, connect_timeout)?;
         set_timeouts(&stream, io_timeout)?;
         let (reader, writer) =
-            tls::connect(stream).map_err(|error| handshake_error(error, address))?;
+            handshake(stream).map_err(|error| handshake_error(error, address))?;
         Ok(Connection::from_halves(address, reader, writer))
     }
 
@@ -127,12 +138,9 @@ impl Connection {
         let Some(trust) = trust else {
             return Connection::open_with_timeouts(address, connect_timeout, io_timeout);
         };
-        let stream = connect(address, connect_timeout)?;
-        set_timeouts(&stream, io_timeout)?;
-        let (reader, writer) = trust
-            .connect(stream)
-            .map_err(|error| handshake_error(error, address))?;
-        Ok(Connection::from_halves(address, reader, writer))
+        Connection::open_secured(address, connect_timeout, io_timeout, |stream| {
+            trust.connect(stream)
+        })
     }
 
     /// The TLS session's channel binding (`tls`), or `None` on a plain

@@ -12,8 +12,8 @@ use dfs_engine::limits::{
     XATTR_VALUE_BYTES_MAX,
 };
 use dfs_engine::msg::{
-    BlockId, EntryKind, EntryStatus, ErrorKind, FileRange, Generation, MinionId, RemoteError,
-    ReplicaId, StoredBlock, XattrSet,
+    relatime_due, BlockId, EntryKind, EntryStatus, ErrorKind, FileRange, Generation, MinionId,
+    RemoteError, ReplicaId, StoredBlock, XattrSet,
 };
 use dfs_engine::path::DfsPath;
 
@@ -341,10 +341,6 @@ pub struct Applied {
     /// minions, once the op is durable.
     pub freed_blocks: Vec<ReplicaId>,
 }
-
-/// How old an access time may get before a read moves it anyway (a day,
-/// as Linux's `relatime`).
-pub const RELATIME_REFRESH_NS: u64 = 24 * 3600 * 1_000_000_000;
 
 /// The whole namespace; the unit of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -749,17 +745,19 @@ impl Namespace {
         self.block_index.len().saturating_sub(pending)
     }
 
-    /// Whether a read of `inode` at `now_ns` moves its access time, as
-    /// `relatime` has it: when the access time is not after the
-    /// modification and change times, or is `RELATIME_REFRESH_NS` old.
+    /// Whether a read of `inode` at `now_ns` moves its access time
+    /// (`relatime_due`).
     pub fn access_due(&self, inode: InodeId, now_ns: u64) -> Result<bool, RemoteError> {
         let entry = self
             .inodes
             .get(&inode)
             .ok_or_else(|| error(ErrorKind::NotFound, format!("inode {inode}: no such entry")))?;
-        Ok(entry.accessed_ns <= entry.modified_ns
-            || entry.accessed_ns <= entry.changed_ns
-            || now_ns.saturating_sub(entry.accessed_ns) >= RELATIME_REFRESH_NS)
+        Ok(relatime_due(
+            entry.accessed_ns,
+            entry.modified_ns,
+            entry.changed_ns,
+            now_ns,
+        ))
     }
 
     fn inode(&self, id: InodeId) -> &Inode {

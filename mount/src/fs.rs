@@ -551,20 +551,19 @@ fn time_ns(time: TimeOrNow) -> u64 {
     }
 }
 
-/// Whether opening the file of `status` to read moves its access time, as
-/// `relatime` has it (the master decides again on its own copy).
+/// Whether opening the file of `status` to read moves its access time
+/// (`relatime_due`; the master decides again on its own copy).
 fn access_due(status: &EntryStatus) -> bool {
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as u64);
-    status.accessed_ns <= status.modified_ns
-        || status.accessed_ns <= status.changed_ns
-        || now_ns.saturating_sub(status.accessed_ns) >= RELATIME_REFRESH_NS
+    dfs_engine::msg::relatime_due(
+        status.accessed_ns,
+        status.modified_ns,
+        status.changed_ns,
+        now_ns,
+    )
 }
-
-/// How old an access time may get before a read moves it anyway (a day,
-/// as Linux's `relatime`).
-const RELATIME_REFRESH_NS: u64 = 24 * 3600 * 1_000_000_000;
 
 fn is_write(flags: OpenFlags) -> bool {
     (flags.0 & libc::O_ACCMODE) != libc::O_RDONLY
