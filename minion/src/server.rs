@@ -21,6 +21,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -624,6 +625,24 @@ fn decode_header(bytes: &[u8]) -> Result<FrameHeader> {
     FrameHeader::decode(array)
 }
 
+/// `future`'s output, or `None` once the service is stopping: a connection
+/// waiting for a peer (its first bytes, its next request) does not keep a
+/// stopping minion, and the lock on its directories, alive.
+async fn unless_stopping<A: Future + Unpin>(
+    context: &Context,
+    future: &mut A,
+) -> Option<A::Output> {
+    let stopping = async {
+        while !context.stopping.load(Ordering::SeqCst) {
+            uring::sleep(Duration::from_millis(STOP_POLL_INTERVAL_MS)).await;
+        }
+    };
+    match uring::race(future, stopping).await {
+        Either::First(output) => Some(output),
+        Either::Second(()) => None,
+    }
+}
+
 /// What to do with a connection after a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Next {
@@ -659,13 +678,18 @@ pub(crate) struct Session {
 
 impl Session {
     async fn run(stream: Stream, peer: String, context: Arc<Context>) {
-        let server = context.data_tls.as_ref().map(|tls| &tls.server);
-        let stream = match stream.accept_layer(server, context.idle_timeout).await {
-            Ok(stream) => stream,
-            Err(error) => {
+        let layered = {
+            let server = context.data_tls.as_ref().map(|tls| &tls.server);
+            let mut layered = Box::pin(stream.accept_layer(server, context.idle_timeout));
+            unless_stopping(&context, &mut layered).await
+        };
+        let stream = match layered {
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => {
                 tracing::debug!("{peer}: closed before its first request: {error}");
                 return;
             }
+            None => return,
         };
         let refused_plain = context
             .data_tls
@@ -878,19 +902,10 @@ impl Session {
         }
         let capacity = self.input.len();
         let buffer = std::mem::take(&mut self.input);
-        let outcome = {
-            let idle_timeout = self.context.idle_timeout;
-            let mut read = Box::pin(self.stream.read_into(buffer, 0..capacity, idle_timeout));
-            let context = &self.context;
-            let stopping = async {
-                while !context.stopping.load(Ordering::SeqCst) {
-                    uring::sleep(Duration::from_millis(STOP_POLL_INTERVAL_MS)).await;
-                }
-            };
-            uring::race(&mut read, stopping).await
-        };
-        match outcome {
-            Either::First(read) => {
+        let idle_timeout = self.context.idle_timeout;
+        let mut read = Box::pin(self.stream.read_into(buffer, 0..capacity, idle_timeout));
+        match unless_stopping(&self.context, &mut read).await {
+            Some(read) => {
                 let (count_read, buffer) =
                     read.map_err(|e| Error::io(format!("receive from {}", self.peer), e))?;
                 self.input = buffer;
@@ -901,7 +916,7 @@ impl Session {
                 Ok(count_read > 0)
             }
             // The cancelled read keeps the buffer; the connection closes.
-            Either::Second(()) => Ok(false),
+            None => Ok(false),
         }
     }
 
@@ -1209,6 +1224,25 @@ mod tests {
         assert!(
             error.to_string().contains("listen on 256.0.0.1:0"),
             "{error}"
+        );
+    }
+
+    /// A peer that connects and says nothing (not even whether it speaks
+    /// TLS) does not hold a stopping minion up.
+    #[test]
+    fn a_silent_connection_does_not_hold_up_the_stop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(&[dir.path().to_path_buf()]).expect("open store");
+        let service = serve(ServeConfig::new("127.0.0.1:0", MinionId(7)), store).expect("serve");
+        let _silent = std::net::TcpStream::connect(service.local_address()).expect("connect");
+        // Accepted and waiting for its first bytes.
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        service.stop();
+        assert!(
+            started.elapsed() < Duration::from_millis(STOP_TIMEOUT_MS / 2),
+            "the stop took {:?}",
+            started.elapsed()
         );
     }
 
