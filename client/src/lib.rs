@@ -12,6 +12,7 @@ pub mod batch;
 pub mod client;
 pub mod compact;
 pub mod config;
+mod durable;
 pub mod locks;
 pub mod master;
 pub mod parallel_write;
@@ -30,7 +31,7 @@ pub use parallel_write::{put_parallel, LocalFile, RangeSource};
 pub use read::{ChecksumSink, FileChecksum, FileReader};
 pub use write::{
     temporary_spool, BlockSource, FileWriter, PatchTarget, Seekable, Spooled, Unseekable,
-    WriteOptions, WriteStats, WrittenBlock,
+    UnsyncedReplica, WriteOptions, WriteStats, WrittenBlock,
 };
 
 pub use dfs_engine::msg::FileRange;

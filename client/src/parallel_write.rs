@@ -402,6 +402,7 @@ fn coordinate(
                     id: result.replica.block,
                     length_bytes: result.length_bytes,
                     replica_count: block.stored.len(),
+                    unsynced: None,
                 };
                 let commit = BlockCommit {
                     block: result.replica.block,

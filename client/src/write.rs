@@ -43,7 +43,7 @@ use dfs_engine::limits::{
 use dfs_engine::msg::{
     AllocatedBlock, BlockCommit, BlockId, Credentials, EntryKind, FileRange, Generation,
     MasterRequest, MasterResponse, MinionAddress, MinionId, MinionRequest, MinionResponse,
-    RemoteError,
+    RemoteError, ReplicaId,
 };
 use dfs_engine::path::DfsPath;
 use dfs_engine::rpc::Connection;
@@ -148,6 +148,18 @@ pub struct WrittenBlock {
     pub length_bytes: u64,
     /// Minions that stored the block.
     pub replica_count: usize,
+    /// A `FileWriter`'s block written without `sync`: its replica and the
+    /// members that stored it, for `Client::make_durable`. None for a
+    /// durable block (and for `put`'s block-parallel writes, which keep no
+    /// such record).
+    pub unsynced: Option<UnsyncedReplica>,
+}
+
+/// A block stored without `sync`, and the minions that hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsyncedReplica {
+    pub replica: ReplicaId,
+    pub members: Vec<MinionAddress>,
 }
 
 /// What a finished write stored.
@@ -331,8 +343,28 @@ impl Client {
     /// `FileWriter::finish` makes the file visible (or
     /// `FileWriter::finish_patch` changes the file at the path with them).
     pub fn create(&mut self, path: &DfsPath, options: WriteOptions) -> Result<FileWriter<'_>> {
+        self.create_writer(path, options, false)
+    }
+
+    /// `create` for a writer that has bytes to write: the first block is
+    /// allocated with the open, one master round trip fewer (a write that
+    /// then ends empty gives it back at its close).
+    pub fn create_with_data(
+        &mut self,
+        path: &DfsPath,
+        options: WriteOptions,
+    ) -> Result<FileWriter<'_>> {
+        self.create_writer(path, options, true)
+    }
+
+    fn create_writer(
+        &mut self,
+        path: &DfsPath,
+        options: WriteOptions,
+        allocate_first_block: bool,
+    ) -> Result<FileWriter<'_>> {
         Ok(FileWriter {
-            session: Session::open(self, path, options, false)?,
+            session: Session::open(self, path, options, allocate_first_block)?,
             written_bytes: 0,
             chunk: Vec::with_capacity(CHUNK_BYTES as usize),
             block_sent_bytes: 0,
@@ -819,6 +851,8 @@ struct OpenBlock {
     block: BlockId,
     generation: Generation,
     first: MinionAddress,
+    /// The whole pipeline, `first` at its head.
+    targets: Vec<MinionAddress>,
     connection: Connection,
     write_request_id: u64,
     sent_bytes: u64,
@@ -1205,6 +1239,7 @@ impl<'a> Session<'a> {
                     block,
                     generation,
                     first,
+                    targets,
                     connection,
                     write_request_id,
                     sent_bytes: 0,
@@ -1303,10 +1338,23 @@ impl<'a> Session<'a> {
                 minion_message(&failure.minion, &error)
             ));
         }
+        let unsynced = (!self.sync).then(|| UnsyncedReplica {
+            replica: ReplicaId {
+                block: open.block,
+                generation: open.generation,
+            },
+            members: open
+                .targets
+                .iter()
+                .filter(|member| stored.contains(&member.id))
+                .cloned()
+                .collect(),
+        });
         let written = WrittenBlock {
             id: open.block,
             length_bytes: open.sent_bytes,
             replica_count: stored.len(),
+            unsynced,
         };
         let commit = BlockCommit {
             block: open.block,

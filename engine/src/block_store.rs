@@ -880,6 +880,32 @@ impl BlockStore {
     /// the catalog (`take_vanished` tells who lost it).
     pub fn open_block(&self, replica: ReplicaId) -> Result<BlockReader> {
         let block = replica.block;
+        let held = self.sealed(replica)?;
+        let path = self.sealed_file(&held)?;
+        match File::open(&path) {
+            Ok(file) => BlockReader::open(file, held.name, path),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                self.forget_vanished(&held);
+                Err(not_found(format!(
+                    "open {block}: its file {} vanished",
+                    path.display()
+                )))
+            }
+            Err(error) => Err(Error::io(format!("open {}", path.display()), error)),
+        }
+    }
+
+    /// The file of the sealed `replica`, found as `open_block` finds it
+    /// (the same errors), without opening or checking it.
+    pub fn sealed_path(&self, replica: ReplicaId) -> Result<PathBuf> {
+        let held = self.sealed(replica)?;
+        self.sealed_file(&held)
+    }
+
+    /// The catalog's entry of the sealed `replica`: not found when another
+    /// generation or none is sealed here, corrupted when it is quarantined.
+    fn sealed(&self, replica: ReplicaId) -> Result<Held> {
+        let block = replica.block;
         let held = self.shared.catalog().sealed.get(&block).copied();
         let Some(held) = held.filter(|held| held.name.generation == replica.generation) else {
             if self.is_quarantined(block) && held.is_none() {
@@ -893,18 +919,7 @@ impl BlockStore {
                 None => format!("open {block}: no such block"),
             }));
         };
-        let path = self.sealed_file(&held)?;
-        match File::open(&path) {
-            Ok(file) => BlockReader::open(file, held.name, path),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                self.forget_vanished(&held);
-                Err(not_found(format!(
-                    "open {block}: its file {} vanished",
-                    path.display()
-                )))
-            }
-            Err(error) => Err(Error::io(format!("open {}", path.display()), error)),
-        }
+        Ok(held)
     }
 
     /// Drops a replica whose file is gone from the catalog.

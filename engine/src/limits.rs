@@ -135,6 +135,8 @@ const _: () = assert!(
 pub const BATCH_REQUESTS_MAX: usize = 256;
 /// Blocks in one `WriteBlocks` batch.
 pub const WRITE_BATCH_BLOCKS_MAX: usize = 128;
+/// Replicas one `SyncReplicas` request makes durable.
+pub const SYNC_REPLICAS_MAX: usize = 1024;
 /// Bytes of all the blocks of one `WriteBlocks` batch.
 pub const WRITE_BATCH_BYTES_MAX: u64 = 512 * 1024;
 /// Most pipelines a client tries for one block of a write (fresh allocations

@@ -1122,6 +1122,13 @@ pub enum MinionRequest {
         /// Acknowledge only once the blocks are on stable storage.
         sync: bool,
     },
+    /// Protocol 12: makes replicas sealed here without `sync` durable (each
+    /// file's data and its name), as a `sync` write would have before its
+    /// answer: a client's `fsync` after writes it let return early.
+    /// Answered `Durable` once all it holds are (listing those it does not
+    /// hold: freed since, or lost), or an error naming the first that could
+    /// not be flushed. At most `limits::SYNC_REPLICAS_MAX` replicas.
+    SyncReplicas { replicas: Vec<ReplicaId> },
 }
 
 /// A block of a `WriteBlocks` batch.
@@ -1193,6 +1200,11 @@ pub enum MinionResponse {
     /// The answer to `WriteBlocks`: every block of the batch, in its order.
     BatchSealed {
         blocks: Vec<SealedBlock>,
+    },
+    /// The answer to `SyncReplicas`: every replica named is on stable
+    /// storage but those listed, which this minion does not hold.
+    Durable {
+        not_held: Vec<ReplicaId>,
     },
 }
 

@@ -38,14 +38,16 @@ pub(crate) enum RequestKind {
     WriteBlocks,
     /// A `SealBlock` outside a write: refused.
     SealBlock,
+    SyncReplicas,
 }
 
 impl RequestKind {
-    const ALL: [RequestKind; 4] = [
+    const ALL: [RequestKind; 5] = [
         RequestKind::WriteBlock,
         RequestKind::ReadBlock,
         RequestKind::WriteBlocks,
         RequestKind::SealBlock,
+        RequestKind::SyncReplicas,
     ];
 
     pub(crate) fn of(request: &MinionRequest) -> RequestKind {
@@ -54,6 +56,7 @@ impl RequestKind {
             MinionRequest::ReadBlock { .. } => RequestKind::ReadBlock,
             MinionRequest::WriteBlocks { .. } => RequestKind::WriteBlocks,
             MinionRequest::SealBlock { .. } => RequestKind::SealBlock,
+            MinionRequest::SyncReplicas { .. } => RequestKind::SyncReplicas,
         }
     }
 
@@ -63,6 +66,7 @@ impl RequestKind {
             RequestKind::ReadBlock => "ReadBlock",
             RequestKind::WriteBlocks => "WriteBlocks",
             RequestKind::SealBlock => "SealBlock",
+            RequestKind::SyncReplicas => "SyncReplicas",
         }
     }
 

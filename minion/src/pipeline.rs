@@ -729,12 +729,14 @@ impl Pipeline {
             Some(Ok(MinionResponse::Error(error))) => {
                 self.lose_downstream(error.kind, &error.message)
             }
-            Some(Ok(MinionResponse::ReadStarted { .. } | MinionResponse::BatchSealed { .. })) => {
-                self.lose_downstream(
-                    ErrorKind::Protocol,
-                    &format!("answered SealBlock of {block} with another answer than Sealed"),
-                )
-            }
+            Some(Ok(
+                MinionResponse::ReadStarted { .. }
+                | MinionResponse::BatchSealed { .. }
+                | MinionResponse::Durable { .. },
+            )) => self.lose_downstream(
+                ErrorKind::Protocol,
+                &format!("answered SealBlock of {block} with another answer than Sealed"),
+            ),
             Some(Err(error)) => {
                 self.lose_downstream(ErrorKind::Io, &format!("seal {block}: {error}"))
             }

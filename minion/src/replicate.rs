@@ -274,10 +274,10 @@ pub fn copy_block(store: &Store, job: &CopyJob, trust: Option<&DataTrust>) -> Re
             Ok(length_bytes)
         }
         MinionResponse::Error(error) => Err(Error::Remote(error)),
-        MinionResponse::ReadStarted { .. } | MinionResponse::BatchSealed { .. } => {
-            Err(Error::Protocol(format!(
-                "{address} answered SealBlock with another answer than Sealed"
-            )))
-        }
+        MinionResponse::ReadStarted { .. }
+        | MinionResponse::BatchSealed { .. }
+        | MinionResponse::Durable { .. } => Err(Error::Protocol(format!(
+            "{address} answered SealBlock with another answer than Sealed"
+        ))),
     }
 }

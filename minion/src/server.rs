@@ -37,6 +37,7 @@ use dfs_engine::block_store::BlockStore;
 use dfs_engine::limits::{
     BUSY_ANSWERS_MAX, BUSY_ANSWER_TIMEOUT_MS, CHUNK_BYTES, CONNECTIONS_MAX,
     FRAME_DEADLINE_MS_DEFAULT, IO_TIMEOUT_MS, MINION_IDLE_TIMEOUT_MS_DEFAULT, PEER_CONNECTIONS_MAX,
+    SYNC_REPLICAS_MAX,
 };
 use dfs_engine::msg::{
     Envelope, ErrorKind, MinionAddress, MinionId, MinionRequest, MinionResponse, RemoteError,
@@ -874,7 +875,46 @@ impl Session {
             MinionRequest::SealBlock { block, .. } => Err(Error::Protocol(format!(
                 "SealBlock of {block} without a WriteBlock before it"
             ))),
+            MinionRequest::SyncReplicas { replicas } => {
+                self.make_durable(request_id, &replicas).await
+            }
         }
+    }
+
+    /// Answers `SyncReplicas`. No token is asked for: flushing what is
+    /// stored changes nothing and reveals nothing a flush by time would
+    /// not, and the count is bounded.
+    async fn make_durable(&mut self, request_id: u64, replicas: &[ReplicaId]) -> Result<Next> {
+        let name = self.context.name();
+        if replicas.len() > SYNC_REPLICAS_MAX {
+            let error = RemoteError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{name}: SyncReplicas names {} replicas, more than {SYNC_REPLICAS_MAX}",
+                    replicas.len()
+                ),
+            );
+            self.respond_error(request_id, error).await?;
+            return Ok(Next::Continue);
+        }
+        let _busy = self.context.store.activity.begin();
+        match self.context.store.make_durable(replicas).await {
+            Ok(not_held) => {
+                self.respond(request_id, &MinionResponse::Durable { not_held })
+                    .await?;
+            }
+            Err(error) => {
+                let kind = if matches!(error, Error::Corrupted { .. }) {
+                    ErrorKind::Corrupted
+                } else {
+                    ErrorKind::Io
+                };
+                tracing::debug!("{}: SyncReplicas: {error}", self.peer);
+                let error = RemoteError::new(kind, format!("{name}: {error}"));
+                self.respond_error(request_id, error).await?;
+            }
+        }
+        Ok(Next::Continue)
     }
 
     /// Answers a request whose block access token was refused, and goes on

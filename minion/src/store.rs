@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dfs_engine::block_format::{self, ChunkSequence};
-use dfs_engine::block_store::{BlockStore, Claim, Usage};
+use dfs_engine::block_store::{self, BlockStore, Claim, Usage};
 use dfs_engine::limits::STORED_BLOCKS_QUEUED_MAX;
 use dfs_engine::msg::{BlockId, ReplicaChange, ReplicaId, StoredBlock};
 use dfs_engine::{Error, Result};
@@ -445,6 +445,69 @@ impl Store {
         &self.store
     }
 
+    /// Makes sealed replicas durable as a `sync` write would have: each
+    /// file's data (`fdatasync`, which also reports a writeback error of
+    /// its pages that no flush reported yet) and then each directory that
+    /// holds one of their names. For more than one, their data directories
+    /// are flushed first (a shared `syncfs`, `group_sync`), so that each
+    /// file's own flush finds little left to write. Returns the replicas
+    /// not held here (freed since, or lost). The first replica not flushed
+    /// fails the whole; an I/O error also counts against its directory.
+    pub(crate) async fn make_durable(&self, replicas: &[ReplicaId]) -> Result<Vec<ReplicaId>> {
+        let mut not_held = Vec::new();
+        let mut held = Vec::new();
+        for &replica in replicas {
+            match self.store.sealed_path(replica) {
+                Ok(path) => held.push((replica, path)),
+                Err(error) if block_store::is_not_found(&error) => not_held.push(replica),
+                Err(error) => return Err(error),
+            }
+        }
+        if held.len() > 1 {
+            let mut indexes: Vec<usize> = held
+                .iter()
+                .filter_map(|(_, path)| self.store.directory_of(path))
+                .collect();
+            indexes.sort_unstable();
+            indexes.dedup();
+            for index in indexes {
+                // Only a head start: each file's own flush below decides.
+                let _ = self.group_sync.flush(index).await;
+            }
+        }
+        let mut directories: Vec<PathBuf> = Vec::new();
+        for (replica, path) in held {
+            let flushed = match UringFile::open(&path).await {
+                Ok(file) => file.sync_data().await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = flushed {
+                let error = Error::io(format!("flush {replica} in {}", path.display()), error);
+                self.note_block_io_error(replica.block, &error);
+                return Err(error);
+            }
+            if let Some(directory) = path.parent() {
+                if !directories.iter().any(|known| known == directory) {
+                    directories.push(directory.to_path_buf());
+                }
+            }
+        }
+        for directory in directories {
+            let flushed = match UringFile::open(&directory).await {
+                Ok(file) => file.sync_all().await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = flushed {
+                let error = Error::io(format!("sync directory {}", directory.display()), error);
+                if let Some(index) = self.store.directory_of(&directory) {
+                    self.note_io_error(index, &error);
+                }
+                return Err(error);
+            }
+        }
+        Ok(not_held)
+    }
+
     /// Space and blocks of the directories in service.
     pub fn usage(&self) -> Result<Usage> {
         self.store.usage()
@@ -809,6 +872,34 @@ mod tests {
             data.extend_from_slice(&chunk);
         }
         data
+    }
+
+    #[test]
+    fn replicas_written_without_sync_are_made_durable_later_and_missing_ones_listed() {
+        let (_dir, store) = open_store();
+        let made = uring::run_core(async {
+            write(&store, BlockId(0x51), &pattern(1000, 1), 1, false).await?;
+            write(&store, BlockId(0x52), &pattern(3 * CHUNK, 2), 2, false).await?;
+            // One, two (with the shared flush first), and one never written.
+            let one = store.make_durable(&[rid(0x51)]).await?;
+            let all = store
+                .make_durable(&[rid(0x51), rid(0x52), rid(0x53)])
+                .await?;
+            Ok::<_, Error>((one, all))
+        })
+        .expect("runtime")
+        .expect("made durable");
+        assert_eq!(made, (Vec::new(), vec![rid(0x53)]));
+        // Another generation of a block held here is not held either.
+        let other = ReplicaId {
+            block: BlockId(0x51),
+            generation: Generation(7),
+        };
+        let missing = uring::run_core(store.make_durable(&[other]))
+            .expect("runtime")
+            .expect("answered");
+        assert_eq!(missing, vec![other]);
+        assert_eq!(read_back(&store, BlockId(0x52)), pattern(3 * CHUNK, 2));
     }
 
     #[test]

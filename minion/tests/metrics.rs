@@ -17,14 +17,9 @@ const MIB: u64 = 1 << 20;
 /// blocks, or to verify and quarantine a bad replica.
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Where minion `index` serves `/metrics`, from its log (its stdout, which
-/// also says it, is the testkit's); the latest start's.
+/// Where minion `index` serves `/metrics`, from its log; the latest start's.
 fn http_address(cluster: &Cluster, index: usize) -> Option<String> {
-    const MARK: &str = "serving metrics at http://";
-    let log = std::fs::read_to_string(cluster.log_path(&format!("minion-{index}"))).ok()?;
-    let start = log.rfind(MARK)? + MARK.len();
-    let rest = &log[start..];
-    Some(rest[..rest.find("/metrics")?].to_string())
+    cluster.minion_http_address(index)
 }
 
 /// Sums `name` over the minions `indexes`.

@@ -37,6 +37,7 @@ use fuser::Errno;
 use crate::compactor::Compactor;
 use crate::fs::errno;
 use crate::ranges::Ranges;
+use crate::unsynced::{self, Unsynced};
 use crate::writer::WriteHandle;
 
 /// The largest file the mount writes: the most blocks of the size it uses.
@@ -98,6 +99,8 @@ pub struct CachedFile {
     path_gone: bool,
     /// Where a file a patch left fragmented is sent to be compacted.
     compactor: Option<Compactor>,
+    /// Where its commits list the blocks they wrote without `sync`.
+    unsynced: Option<Unsynced>,
     /// The file's inode in the namespace, once known (an existing file; a
     /// new one after its first commit): commits change that file whatever
     /// its names are by then (renamed, or one of several names removed).
@@ -311,6 +314,7 @@ impl CachedFile {
             nameless: false,
             path_gone: false,
             compactor: None,
+            unsynced: None,
             inode: None,
         })
     }
@@ -336,6 +340,7 @@ impl CachedFile {
             nameless: false,
             path_gone: false,
             compactor: None,
+            unsynced: None,
             inode: None,
         }
     }
@@ -404,6 +409,10 @@ impl CachedFile {
 
     pub fn set_compactor(&mut self, compactor: Compactor) {
         self.compactor = Some(compactor);
+    }
+
+    pub fn set_unsynced(&mut self, unsynced: Unsynced) {
+        self.unsynced = Some(unsynced);
     }
 
     pub fn nodeid(&self) -> u64 {
@@ -573,7 +582,10 @@ impl CachedFile {
                 self.path
             )));
         }
-        writer.commit()?;
+        let inode = writer.commit()?;
+        if self.inode.is_none() {
+            self.inode = inode;
+        }
         let size = writer.written_bytes();
         self.contents = Contents::Local(Local::existing(size));
         self.reader = None;
@@ -592,13 +604,20 @@ impl CachedFile {
         let Contents::Local(local) = &self.contents else {
             return Ok(());
         };
+        // As a commit here: durable at fsync (`unsynced`).
         let options = WriteOptions {
             overwrite: self.overwrite,
             mode: self.mode,
+            sync: false,
             ..WriteOptions::default()
         };
-        let mut writer =
-            WriteHandle::open(master, credentials.clone(), self.path.clone(), options)?;
+        let mut writer = WriteHandle::open(
+            master,
+            credentials.clone(),
+            self.path.clone(),
+            options,
+            self.unsynced.clone(),
+        )?;
         writer.change_after_commit(self.after_commit.clone());
         let mut offset = 0;
         each_piece(
@@ -730,9 +749,11 @@ impl CachedFile {
             return Ok(());
         };
         let path = &self.path;
+        // Visible everywhere once committed, durable at fsync (`unsynced`).
         let options = WriteOptions {
             overwrite: self.overwrite,
             mode: self.mode,
+            sync: false,
             ..WriteOptions::default()
         };
         fill_smallest_gaps(local, &mut self.reader, client, path)?;
@@ -752,7 +773,11 @@ impl CachedFile {
         let whole = local.whole || everything;
         if whole && self.inode.is_none() {
             // A new file: made at its path, as a whole.
-            let mut writer = client.create(path, options)?;
+            let mut writer = if local.size > 0 {
+                client.create_with_data(path, options)?
+            } else {
+                client.create(path, options)?
+            };
             each_piece(
                 local,
                 &mut self.reader,
@@ -766,8 +791,9 @@ impl CachedFile {
                         .map_err(|e| Error::io(format!("write {path}"), e))
                 },
             )?;
-            writer.finish()?;
+            let stats = writer.finish()?;
             self.inode = client.stat(path).ok().map(|status| status.inode);
+            unsynced::record(self.unsynced.as_ref(), self.inode, client, stats)?;
         } else if whole || !ranges.is_empty() || local.size != local.base_size {
             let ranges = if whole && local.size > 0 {
                 vec![FileRange {
@@ -779,7 +805,11 @@ impl CachedFile {
             } else {
                 ranges
             };
-            let mut writer = client.create(path, options)?;
+            let mut writer = if ranges.iter().any(|range| range.length_bytes > 0) {
+                client.create_with_data(path, options)?
+            } else {
+                client.create(path, options)?
+            };
             for range in &ranges {
                 let end = range.offset_bytes + range.length_bytes;
                 each_piece(
@@ -800,7 +830,8 @@ impl CachedFile {
                 if_version: None,
                 inode: self.inode,
             };
-            writer.finish_patch_of(ranges, local.size, target)?;
+            let stats = writer.finish_patch_of(ranges, local.size, target)?;
+            unsynced::record(self.unsynced.as_ref(), self.inode, client, stats)?;
             // Compacted by path: only while the path names this file.
             if let (Some(compactor), Ok(status)) = (&self.compactor, client.stat(path)) {
                 let whole_blocks = status.size_bytes / status.block_bytes.max(1) + 1;

@@ -33,6 +33,7 @@ use crate::compactor::Compactor;
 use crate::dirs::{DirEntry, Listing, PageSource};
 use crate::inodes::{Inodes, PENDING_INODE_BASE};
 use crate::locks::{self, LockSession};
+use crate::unsynced::Unsynced;
 use crate::xattrs;
 
 /// How long the kernel may keep a name or an attribute without asking
@@ -78,6 +79,9 @@ struct State {
     locked: HashSet<u64>,
     /// Compacts files commits left fragmented, in the background.
     compactor: Compactor,
+    /// Blocks committed without `sync`, which the files' `fsync` makes
+    /// durable.
+    unsynced: Unsynced,
     /// What each locked file was (version, size, modification time) when
     /// this mount last locked it, by the kernel's number.
     locked_seen: HashMap<u64, (u64, u64, u64)>,
@@ -184,6 +188,7 @@ impl DfsFs {
                 files: HashMap::new(),
                 locked: HashSet::new(),
                 compactor,
+                unsynced: Unsynced::default(),
                 locked_seen: HashMap::new(),
             }),
         })
@@ -292,6 +297,7 @@ impl State {
     fn share(&mut self, nodeid: u64, mut file: CachedFile) -> Handle {
         file.set_nodeid(nodeid);
         file.set_compactor(self.compactor.clone());
+        file.set_unsynced(self.unsynced.clone());
         self.files.insert(
             nodeid,
             SharedFile {
@@ -1859,15 +1865,24 @@ impl DfsFs {
         }
     }
 
-    /// Commits the file written through `fh`, if it is one being written.
+    /// `fsync`: commits the file written through `fh`, if it is one being
+    /// written, and makes every block this mount wrote to it durable.
     fn commit(&self, fh: FileHandle, ino: INodeNo, reply: ReplyEmpty) {
         let mut guard = self.state();
         let state = &mut *guard;
-        let result = if let Some((file, client)) = state.cached(fh) {
-            file.commit(client)
+        let committed = if let Some((file, client)) = state.cached(fh) {
+            file.commit(client).map(|()| file.inode())
         } else {
-            Ok(())
+            Ok(match state.handles.get(&fh.0) {
+                Some(Handle::Read(reader)) => Some(reader.status().inode),
+                _ => None,
+            })
         };
+        // A file known to the master has its number as the kernel's.
+        let result = committed.and_then(|inode| {
+            let inode = inode.unwrap_or(ino.0);
+            state.unsynced.make_durable(&mut state.client, inode)
+        });
         match result {
             Ok(()) => {
                 self.invalidate(ino.0);

@@ -14,6 +14,7 @@ pub mod fs;
 pub mod inodes;
 pub mod locks;
 pub mod ranges;
+pub mod unsynced;
 pub mod writer;
 pub mod xattrs;
 

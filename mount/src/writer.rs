@@ -3,7 +3,8 @@
 //! the mount's) and a `FileWriter`, fed the kernel's writes through a
 //! bounded channel. The file appears in the namespace, whole, when it is
 //! committed: when its last descriptor is closed (`release`) or at
-//! `fsync`. A `flush` (every `close`, also of a duplicate descriptor that
+//! `fsync`; its blocks are written without `sync` and listed for the
+//! file's `fsync` (`unsynced`). A `flush` (every `close`, also of a duplicate descriptor that
 //! leaves the file open) waits until the writer has taken every write so
 //! far and answers its error, if it had one.
 //!
@@ -20,6 +21,8 @@ use dfs_engine::msg::Credentials;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
 
+use crate::unsynced::{self, Unsynced};
+
 /// Writes queued for a file's thread: with the kernel's writes of at most
 /// 1 MiB (`max_write`), 8 MiB at most per open file.
 const QUEUED_WRITES_MAX: usize = 8;
@@ -30,8 +33,9 @@ enum Command {
     Data(Vec<u8>),
     /// Answers once every write before it was taken: the first error, if any.
     Check(SyncSender<std::result::Result<(), String>>),
-    /// Commits, then applies the attribute change (if it changes any).
-    Commit(AttributeChange, SyncSender<Result<()>>),
+    /// Commits, then applies the attribute change (if it changes any);
+    /// answers the file's inode when it could tell.
+    Commit(AttributeChange, SyncSender<Result<Option<u64>>>),
 }
 
 /// An open file being written.
@@ -58,6 +62,7 @@ impl WriteHandle {
         credentials: Credentials,
         path: DfsPath,
         options: WriteOptions,
+        unsynced: Option<Unsynced>,
     ) -> Result<WriteHandle> {
         let (commands, inbox) = mpsc::sync_channel(QUEUED_WRITES_MAX);
         let (opened_tx, opened) = mpsc::sync_channel(1);
@@ -72,6 +77,7 @@ impl WriteHandle {
                     credentials,
                     &thread_path,
                     options,
+                    unsynced,
                     opened_tx,
                     inbox,
                 )
@@ -159,7 +165,7 @@ impl WriteHandle {
         if !matches!(sent, Some(Ok(()))) {
             // The thread stopped: its error comes with the commit.
             self.done = true;
-            return self.commit();
+            return self.commit().map(drop);
         }
         self.written_bytes += length;
         Ok(())
@@ -180,15 +186,15 @@ impl WriteHandle {
             Some(Ok(())) => Ok(()),
             Some(Err(message)) => Err(Error::Invalid(message)),
             // The thread stopped: its error comes with the commit.
-            None => self.commit(),
+            None => self.commit().map(drop),
         }
     }
 
-    /// Commits the file: its blocks sealed, the file in the namespace.
-    /// Committing again does nothing.
-    pub fn commit(&mut self) -> Result<()> {
+    /// Commits the file: its blocks sealed, the file in the namespace;
+    /// its inode when the writer could tell. Committing again does nothing.
+    pub fn commit(&mut self) -> Result<Option<u64>> {
         let Some(commands) = self.commands.take() else {
-            return Ok(());
+            return Ok(None);
         };
         self.done = true;
         if self.poisoned {
@@ -241,6 +247,7 @@ fn write_file(
     credentials: Credentials,
     path: &DfsPath,
     options: WriteOptions,
+    unsynced: Option<Unsynced>,
     opened: SyncSender<Result<()>>,
     inbox: Receiver<Command>,
 ) {
@@ -286,13 +293,17 @@ fn write_file(
             drop(writer);
             Err(error)
         }
-        None => writer.finish().map(drop),
+        // Blocks written without `sync` are listed for the file's fsync.
+        None => writer.finish().and_then(|stats| {
+            let inode = client.stat(path).ok().map(|status| status.inode);
+            unsynced::record(unsynced.as_ref(), inode, &mut client, stats).map(|()| inode)
+        }),
     };
-    let result = result.and_then(|()| {
+    let result = result.and_then(|inode| {
         if change == AttributeChange::default() {
-            Ok(())
+            Ok(inode)
         } else {
-            client.set_attributes(path, change)
+            client.set_attributes(path, change).map(|()| inode)
         }
     });
     let _ = answer.send(result);

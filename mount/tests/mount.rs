@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use dfs_engine::limits::SPOOL_BYTES_MAX;
 use dfs_testkit::{
     assert_files_equal, binary, random_bytes, utf8, wait_for, write_random_file, ChildGuard,
     Cluster, ClusterOptions, Signal,
@@ -1906,4 +1907,109 @@ fn opening_a_file_to_read_moves_its_access_time_as_relatime_does() {
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(fs::read(mounted.path("f")).expect("read"), b"hello!");
     assert!(times_of(&mut client, "/f").0 > rewritten);
+}
+
+/// `SyncReplicas` requests the minions `indexes` of `cluster` served, from
+/// their `/metrics`.
+fn replica_syncs_on(cluster: &Cluster, indexes: &[usize]) -> f64 {
+    indexes
+        .iter()
+        .map(|&index| {
+            cluster
+                .minion_http_address(index)
+                .expect("a metrics address")
+        })
+        .map(|address| {
+            dfs_testkit::metrics::scrape(&address)
+                .value("dfs_minion_requests_total", &[("kind", "SyncReplicas")])
+                .expect("a SyncReplicas count")
+        })
+        .sum()
+}
+
+fn replica_syncs(cluster: &Cluster) -> f64 {
+    replica_syncs_on(cluster, &[0, 1, 2])
+}
+
+#[test]
+fn a_close_makes_a_file_visible_everywhere_and_fsync_makes_it_durable_on_every_member() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        minions: 3,
+        replication: Some(3),
+        minion_arguments: vec!["--http", "127.0.0.1:0"],
+        ..ClusterOptions::default()
+    });
+    wait_for(
+        || (0..3).all(|index| cluster.minion_http_address(index).is_some()),
+        MOUNT_WAIT,
+        "the minions' metrics addresses",
+    );
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let local = cluster.dir().join("local");
+    let got = cluster.dir().join("got");
+
+    // Closed: another client sees it whole at once, and no member was
+    // asked to flush it yet (its blocks wait in their memory, as HDFS's
+    // and MooseFS's do at a close).
+    let first = random_bytes(0x5c, 300_000);
+    fs::write(mounted.path("a"), &first).expect("write a");
+    fs::write(&local, &first).expect("write the local copy");
+    cluster.dfs_ok(["get", "/a", &got.to_string_lossy()]);
+    assert_files_equal(&local, &got);
+    assert_eq!(replica_syncs(&cluster), 0.0);
+
+    // fsync through a new read-only descriptor after the writer closed:
+    // each of the three members flushes the block.
+    File::open(mounted.path("a"))
+        .expect("open a")
+        .sync_all()
+        .expect("fsync a");
+    assert_eq!(replica_syncs(&cluster), 3.0);
+    // Nothing is left to flush for it.
+    File::open(mounted.path("a"))
+        .expect("open a")
+        .sync_all()
+        .expect("fsync a again");
+    assert_eq!(replica_syncs(&cluster), 3.0);
+
+    // fsync through the descriptor that writes: committed and flushed; its
+    // close after that flushes nothing more.
+    {
+        let mut file = File::create(mounted.path("b")).expect("create b");
+        file.write_all(&first).expect("write b");
+        file.sync_all().expect("fsync b");
+        assert_eq!(replica_syncs(&cluster), 6.0);
+    }
+    assert_eq!(replica_syncs(&cluster), 6.0);
+
+    // A file past what the mount holds locally goes on as a stream; its
+    // fsync flushes every block of it, one request per member.
+    {
+        let large = random_bytes(0x5d, (SPOOL_BYTES_MAX + (1 << 20)) as usize);
+        let mut file = File::create(mounted.path("large")).expect("create large");
+        file.write_all(&large).expect("write large");
+        file.sync_all().expect("fsync large");
+        assert_eq!(replica_syncs(&cluster), 9.0);
+    }
+
+    // Rewritten twice since its last fsync: the first rewrite's blocks are
+    // freed, which the members answer as nothing to flush.
+    fs::write(mounted.path("a"), b"second").expect("rewrite a");
+    fs::write(mounted.path("a"), b"third").expect("rewrite a again");
+    File::open(mounted.path("a"))
+        .expect("open a")
+        .sync_all()
+        .expect("fsync a after rewrites");
+    assert_eq!(fs::read(mounted.path("a")).expect("read a"), b"third");
+
+    // A member gone since the close: the others flush it and fsync
+    // succeeds (the lost copy is healing's).
+    fs::write(mounted.path("c"), &first).expect("write c");
+    cluster.kill_minion(2);
+    let before = replica_syncs_on(&cluster, &[0, 1]);
+    File::open(mounted.path("c"))
+        .expect("open c")
+        .sync_all()
+        .expect("fsync c with a member down");
+    assert_eq!(replica_syncs_on(&cluster, &[0, 1]) - before, 2.0);
 }

@@ -408,6 +408,16 @@ impl Cluster {
             .to_string()
     }
 
+    /// Where minion `index` serves `/metrics` (`--http`), from its log;
+    /// the latest start's. None until it logged it.
+    pub fn minion_http_address(&self, index: usize) -> Option<String> {
+        const MARK: &str = "serving metrics at http://";
+        let log = std::fs::read_to_string(self.log_path(&format!("minion-{index}"))).ok()?;
+        let start = log.rfind(MARK)? + MARK.len();
+        let rest = &log[start..];
+        Some(rest[..rest.find("/metrics")?].to_string())
+    }
+
     pub fn master_pid(&self) -> u32 {
         self.master.pid()
     }
