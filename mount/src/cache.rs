@@ -604,11 +604,12 @@ impl CachedFile {
         let Contents::Local(local) = &self.contents else {
             return Ok(());
         };
-        // As a commit here: durable at fsync (`unsynced`).
+        // Unlike a commit from here, durable as it is written: a large
+        // file's data left for its fsync would all reach the disks then,
+        // where written as it arrives it overlaps the transfer.
         let options = WriteOptions {
             overwrite: self.overwrite,
             mode: self.mode,
-            sync: false,
             ..WriteOptions::default()
         };
         let mut writer = WriteHandle::open(

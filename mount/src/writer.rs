@@ -3,9 +3,10 @@
 //! the mount's) and a `FileWriter`, fed the kernel's writes through a
 //! bounded channel. The file appears in the namespace, whole, when it is
 //! committed: when its last descriptor is closed (`release`) or at
-//! `fsync`; its blocks are written without `sync` and listed for the
-//! file's `fsync` (`unsynced`). A `flush` (every `close`, also of a duplicate descriptor that
-//! leaves the file open) waits until the writer has taken every write so
+//! `fsync`. `cache` asks for durable blocks, each flushed as it is
+//! written; blocks written without `sync` would be listed for the file's
+//! `fsync` (`unsynced`). A `flush` (every `close`, also of a duplicate
+//! descriptor that leaves the file open) waits until the writer has taken every write so
 //! far and answers its error, if it had one.
 //!
 //! Writes must come in order: a stream is written front to back until it

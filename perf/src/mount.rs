@@ -4,14 +4,15 @@
 //! It starts `dfs local` (1 master, 3 minions on 127.0.0.1, replication 3)
 //! and compares two pairs (mount, dfs), as `throughput` does its pairs:
 //!
-//! - write: `cp SOURCE MOUNT/mount.bin` against `dfs put -r 3 SOURCE
-//!   /put.bin`, both durable (the mount writes with the cluster's default
-//!   replication, checked to be 3). The mount commits a file when the
-//!   kernel releases its last descriptor, which the kernel sends just after
-//!   `close` returned: `cp` exits before the file exists. The mount's time
-//!   therefore runs from the start of `cp` until `dfs stat` first shows the
-//!   file whole, polled every `COMMIT_POLL_MS` (late by at most one poll and
-//!   one `dfs stat`); `cp`'s own time is reported beside it.
+//! - write: `dd if=SOURCE of=MOUNT/mount.bin bs=1M conv=fsync` against
+//!   `dfs put -r 3 SOURCE /put.bin`, both durable (a close through the
+//!   mount makes a file visible, its `fsync` durable, so the copy fsyncs
+//!   before it closes; the mount writes with the cluster's default
+//!   replication, checked to be 3). The mount's time runs from the start
+//!   of `dd` until `dfs stat` first shows the file whole, polled every
+//!   `COMMIT_POLL_MS` (late by at most one poll and one `dfs stat`; the
+//!   fsync committed it, so the first poll sees it); `dd`'s own time is
+//!   reported beside it.
 //! - cold read: `cat MOUNT/read.bin` against `dfs cat /read.bin`, of one
 //!   file `dfs put` wrote, each into a pipe this harness counts and
 //!   checksums as it streams.
@@ -31,7 +32,7 @@
 //!
 //! Reported: each side's median MiB/s with min-max, the ratio of medians
 //! mount/dfs with the min-max of the per-round ratios, and the median CPU
-//! seconds per GiB of the command (`cp`, `cat`, `dfs`; wait4), of the
+//! seconds per GiB of the command (`dd`, `cat`, `dfs`; wait4), of the
 //! `dfs-mount` process and of the minions (both from /proc/PID/stat).
 //! `--json PATH` writes every round's raw numbers.
 
@@ -61,13 +62,13 @@ const SIZE_BYTES_DEFAULT: u64 = 1 << 30;
 const SIZE_BYTES_MIN: u64 = 1 << 20;
 /// Replicas per block on both sides.
 const REPLICATION: u8 = 3;
-/// The cluster file `cp` writes through the mount.
+/// The cluster file `dd` writes through the mount.
 const MOUNT_REMOTE: &str = "/mount.bin";
 /// Longest wait for a started `dfs-mount` to show in /proc/self/mounts, and
 /// for one to exit after SIGTERM or after `umount -l`.
 const MOUNT_TIMEOUT_MS: u64 = 20_000;
 const MOUNT_POLL_MS: u64 = 20;
-/// Longest wait, after `cp` exited, for the mount to commit the file.
+/// Longest wait, after `dd` exited, for the mount to commit the file.
 const COMMIT_TIMEOUT_MS: u64 = 60_000;
 /// How often `dfs stat` asks for the committed file: the mount's write time
 /// is late by at most this and one `dfs stat`.
@@ -128,7 +129,7 @@ enum Step {
 impl Step {
     fn name(self) -> &'static str {
         match self {
-            Step::MountWrite => "cp to mount, committed",
+            Step::MountWrite => "dd conv=fsync to mount",
             Step::Put => "dfs put r=3 durable",
             Step::MountRead => "cat from mount cold",
             Step::DfsCat => "dfs cat cold",
@@ -185,9 +186,9 @@ struct Sample {
     /// Until the step's result was there: for the mount's write, until the
     /// file was committed.
     seconds: f64,
-    /// The command's own run (`cp` exits before the mount commits).
+    /// The command's own run (`dd`, which fsyncs: the mount commits before it exits).
     command_seconds: f64,
-    /// CPU seconds of the command (`cp`, `cat`, `dfs`).
+    /// CPU seconds of the command (`dd`, `cat`, `dfs`).
     command_cpu_seconds: f64,
     /// CPU seconds of `dfs-mount`; None for the `dfs` side.
     mount_cpu_seconds: Option<f64>,
@@ -214,11 +215,11 @@ impl Measured for Sample {
         ]
     }
 
-    /// When `cp` and the commit ended, for the mount's write.
+    /// When `dd` and the commit ended, for the mount's write.
     fn round_note(&self) -> String {
         if self.seconds > self.command_seconds {
             format!(
-                " (cp exited at {:.2} s, committed at {:.2} s)",
+                " (dd exited at {:.2} s, committed at {:.2} s)",
                 self.command_seconds, self.seconds
             )
         } else {
@@ -383,15 +384,18 @@ impl MountBench {
             Step::MountWrite => {
                 let mount = mount.context("the mount's write needs a mount")?;
                 self.mount_written = true;
-                let mut command = Command::new("cp");
-                command.arg(&source.path).arg(self.in_mount(MOUNT_REMOTE));
-                let cp = timed_child(command, false)?;
+                let mut command = Command::new("dd");
+                command
+                    .arg(format!("if={}", source.path.display()))
+                    .arg(format!("of={}", self.in_mount(MOUNT_REMOTE).display()))
+                    .args(["bs=1M", "conv=fsync", "status=none"]);
+                let dd = timed_child(command, false)?;
                 let command_elapsed = started.elapsed();
                 self.wait_for_commit(source, mount)?;
                 return Ok(Ran {
                     elapsed: started.elapsed(),
                     command_elapsed,
-                    command_cpu_seconds: cp.cpu_seconds,
+                    command_cpu_seconds: dd.cpu_seconds,
                     read: None,
                 });
             }
@@ -443,7 +447,7 @@ impl MountBench {
             }
             if started.elapsed() >= Duration::from_millis(COMMIT_TIMEOUT_MS) {
                 bail!(
-                    "{MOUNT_REMOTE} not committed {COMMIT_TIMEOUT_MS} ms after cp exited \
+                    "{MOUNT_REMOTE} not committed {COMMIT_TIMEOUT_MS} ms after dd exited \
                      (dfs stat: {}){}",
                     String::from_utf8_lossy(&output.stderr).trim(),
                     log_tail(&self.log)

@@ -6,13 +6,14 @@
 //! Small files: a tree of N files of `--file-size` random bytes (default 4
 //! KiB) in directories of 200, made once, is copied into each mount with
 //! `cp -r`, and unpacked into it from a tar archive of it with `tar -x`.
-//! Reported in files per second, durable as each side promises by default:
-//! ours commits each file when it is closed (`cp` and `tar` wait for each
-//! close), with every block fsynced on 3 minions; `mfsmount` sends a file's
-//! data to the chunkservers before its last close returns (its default
-//! `mfsfsyncmintime=0`), where the chunkservers keep it in their page
-//! cache (their default `HDD_FSYNC_BEFORE_CLOSE = 0`) — a weaker promise
-//! than ours, which favours MooseFS. Right after the command exits, a
+//! Reported in files per second, as each side promises at a close by
+//! default (neither program fsyncs): ours commits each file when it is
+//! closed (`cp` and `tar` wait for each close), with its blocks in the
+//! memory of 3 minions and the change journaled (fsynced) by the master;
+//! `mfsmount` sends a file's data to the chunkservers before its last
+//! close returns (its default `mfsfsyncmintime=0`), where the chunkservers
+//! keep it in their page cache (their default `HDD_FSYNC_BEFORE_CLOSE =
+//! 0`). Right after the command exits, a
 //! second client that asks the cluster, not the mount (`dfs ls -R -l`;
 //! `mfsdirinfo`), must see every file whole with its replication: the
 //! time is the command's when it does; when it does not, the second client
