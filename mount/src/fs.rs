@@ -246,40 +246,42 @@ impl State {
     }
 
     /// The name `path` is being removed: files open here at it keep their
-    /// contents for their descriptors. True when one was open.
+    /// contents for their descriptors. Returns the kernel's numbers of
+    /// those files (for `relink_open` if the removal fails).
     /// A file with other names left lives on in the namespace: its
     /// descriptors here go on changing it (commits go by inode).
-    fn unlink_open(&mut self, path: &DfsPath) -> Result<bool, Errno> {
-        let mut found = false;
+    fn unlink_open(&mut self, path: &DfsPath) -> Result<Vec<u64>, Errno> {
+        let mut marked = Vec::new();
         let linked_elsewhere = self
             .client
             .stat(path)
             .ok()
             .filter(|status| status.links > 1)
             .map(|status| status.inode);
-        for shared in self.files.values_mut() {
+        let mut failed = None;
+        for (&nodeid, shared) in self.files.iter_mut() {
             let file = &mut shared.file;
-            if file.named() == Some(path) {
-                if linked_elsewhere.is_some() && file.inode() == linked_elsewhere {
-                    file.lose_path();
-                    found = true;
-                    continue;
-                }
-                if shared.held.is_some() && file.inode() == shared.held {
-                    // Kept by the master while held open here: it goes on
-                    // by inode, nameless.
-                    file.set_nameless();
-                    found = true;
-                    continue;
-                }
-                file.unlink(&mut self.client).map_err(|e| {
-                    eprintln!("dfs-mount: {e}");
-                    Errno::EBUSY
-                })?;
-                found = true;
+            if file.named() != Some(path) {
+                continue;
             }
+            if linked_elsewhere.is_some() && file.inode() == linked_elsewhere {
+                file.lose_path();
+            } else if shared.held.is_some() && file.inode() == shared.held {
+                // Kept by the master while held open here: it goes on
+                // by inode, nameless.
+                file.set_nameless();
+            } else if let Err(error) = file.unlink(&mut self.client) {
+                eprintln!("dfs-mount: {error}");
+                failed = Some(Errno::EBUSY);
+                break;
+            }
+            marked.push(nodeid);
         }
-        Ok(found)
+        if let Some(error) = failed {
+            self.relink_open(&marked);
+            return Err(error);
+        }
+        Ok(marked)
     }
 
     /// The shared file behind the descriptor `fh`, if it is one, with the
@@ -469,11 +471,12 @@ impl State {
         }
     }
 
-    /// A rename onto `path` failed after the files open at it were made
-    /// ready to be removed: they are at their path again.
-    fn relink_open(&mut self, path: &DfsPath) {
-        for shared in self.files.values_mut() {
-            if shared.file.path() == path && shared.file.lost_name() {
+    /// A removal failed after `unlink_open` made the files open at the
+    /// name ready for it (`marked`): they are at their path again. Files
+    /// that lost that name earlier stay as they are.
+    fn relink_open(&mut self, marked: &[u64]) {
+        for nodeid in marked {
+            if let Some(shared) = self.files.get_mut(nodeid) {
                 shared.file.relink();
             }
         }
@@ -838,12 +841,17 @@ impl Filesystem for DfsFs {
         let mut state = self.state();
         let result = state.child(parent, name).and_then(|path| {
             // Files open here live on in their handles until closed.
-            let open_here = state.unlink_open(&path)?;
-            match state.stat(&path) {
-                Err(Errno::ENOENT) if open_here => {}
-                Err(error) => return Err(error),
-                Ok(status) if status.kind == EntryKind::Directory => return Err(Errno::EISDIR),
-                Ok(_) => state.client.delete(&path, false).map_err(|e| errno(&e))?,
+            let marked = state.unlink_open(&path)?;
+            let removed = match state.stat(&path) {
+                Err(Errno::ENOENT) if !marked.is_empty() => Ok(()),
+                Err(error) => Err(error),
+                Ok(status) if status.kind == EntryKind::Directory => Err(Errno::EISDIR),
+                Ok(_) => state.client.delete(&path, false).map_err(|e| errno(&e)),
+            };
+            if let Err(error) = removed {
+                // Not removed: the files open at it keep their name.
+                state.relink_open(&marked);
+                return Err(error);
             }
             state.inodes.removed(&path);
             Ok(())
@@ -1126,9 +1134,7 @@ impl Filesystem for DfsFs {
                 reply.ok()
             }
             Err(error) => {
-                if replaced {
-                    state.relink_open(&target);
-                }
+                state.relink_open(&replaced);
                 reply.error(errno(&error))
             }
         }

@@ -2014,3 +2014,31 @@ fn a_close_makes_a_file_visible_everywhere_and_fsync_makes_it_durable_on_every_m
         .expect("fsync c with a member down");
     assert_eq!(replica_syncs_on(&cluster, &[0, 1]) - before, 2.0);
 }
+
+#[test]
+fn a_rename_the_master_refuses_gives_back_only_the_names_it_took() {
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    // x is written at p and removed while open: its close commits nothing.
+    let mut x = File::create(mounted.path("p")).expect("create x");
+    x.write_all(b"removed while open").expect("write x");
+    fs::remove_file(mounted.path("p")).expect("remove x");
+    // y is written at p after it, and still open.
+    let mut y = File::create(mounted.path("p")).expect("create y");
+    y.write_all(b"the file at p").expect("write y");
+    // A rename onto p whose source another workstation removed after
+    // this one looked it up: the master refuses it, and y keeps its name.
+    fs::write(mounted.path("s"), b"source").expect("write s");
+    fs::metadata(mounted.path("s")).expect("stat s");
+    cluster.dfs_ok(["rm", "/s"]);
+    let refused = fs::rename(mounted.path("s"), mounted.path("p")).expect_err("s is gone");
+    assert_eq!(errno(&refused), libc::ENOENT);
+    drop(y);
+    drop(x);
+    // x lost its name before the rename: it stays nameless, so its close
+    // does not write it over y.
+    assert_eq!(
+        fs::read(mounted.path("p")).expect("read p"),
+        b"the file at p"
+    );
+}
