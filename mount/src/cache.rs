@@ -38,7 +38,7 @@ use crate::compactor::Compactor;
 use crate::fs::errno;
 use crate::ranges::Ranges;
 use crate::unsynced::{self, Unsynced};
-use crate::writer::WriteHandle;
+use crate::writer::{StreamTarget, WriteHandle};
 
 /// The largest file the mount writes: the most blocks of the size it uses.
 const FILE_BYTES_MAX: u64 = FILE_BLOCKS_MAX as u64 * BLOCK_BYTES_DEFAULT;
@@ -252,7 +252,11 @@ impl Local {
     /// After a commit: the cluster's file is what this handle had.
     fn committed(&mut self, path: &DfsPath) -> Result<()> {
         self.base_size = self.size;
-        self.whole = false;
+        // An empty file stays whole: what is written next is all of it,
+        // so a large file can still go on as a stream (a program that
+        // closed a duplicate descriptor right after the create, as `dd`
+        // does, committed it empty first).
+        self.whole = self.size == 0;
         self.changed.clear();
         if let Some(overlay) = &self.overlay {
             overlay.set_len(0).map_err(|e| spool_error(path, e))?;
@@ -617,7 +621,10 @@ impl CachedFile {
             credentials.clone(),
             self.path.clone(),
             options,
-            self.unsynced.clone(),
+            StreamTarget {
+                inode: self.inode,
+                unsynced: self.unsynced.clone(),
+            },
         )?;
         writer.change_after_commit(self.after_commit.clone());
         let mut offset = 0;

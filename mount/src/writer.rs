@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
 
 use dfs_client::client::AttributeChange;
-use dfs_client::{Client, WriteOptions};
+use dfs_client::{Client, FileRange, PatchTarget, WriteOptions};
 use dfs_engine::msg::Credentials;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
@@ -63,7 +63,7 @@ impl WriteHandle {
         credentials: Credentials,
         path: DfsPath,
         options: WriteOptions,
-        unsynced: Option<Unsynced>,
+        target: StreamTarget,
     ) -> Result<WriteHandle> {
         let (commands, inbox) = mpsc::sync_channel(QUEUED_WRITES_MAX);
         let (opened_tx, opened) = mpsc::sync_channel(1);
@@ -78,7 +78,7 @@ impl WriteHandle {
                     credentials,
                     &thread_path,
                     options,
-                    unsynced,
+                    target,
                     opened_tx,
                     inbox,
                 )
@@ -241,6 +241,17 @@ impl Drop for WriteHandle {
     }
 }
 
+/// What a stream's commit makes of the file.
+pub struct StreamTarget {
+    /// The file's inode when it has one (it was committed before, empty:
+    /// a descriptor of it closed before anything was written): the stream
+    /// replaces its contents as a patch of that file, whatever its names
+    /// are now, keeping its inode. None: a new file at the path.
+    pub inode: Option<u64>,
+    /// Where blocks written without `sync` are listed.
+    pub unsynced: Option<Unsynced>,
+}
+
 /// The writer thread: opens the file, appends what arrives, commits on
 /// request. A failed append is kept and answered at the commit.
 fn write_file(
@@ -248,7 +259,7 @@ fn write_file(
     credentials: Credentials,
     path: &DfsPath,
     options: WriteOptions,
-    unsynced: Option<Unsynced>,
+    target: StreamTarget,
     opened: SyncSender<Result<()>>,
     inbox: Receiver<Command>,
 ) {
@@ -270,6 +281,7 @@ fn write_file(
         return;
     }
     let mut failed: Option<Error> = None;
+    let mut written_bytes: u64 = 0;
     let (change, answer) = loop {
         let Ok(command) = inbox.recv() else {
             // The handle went without committing: the write is abandoned.
@@ -278,8 +290,9 @@ fn write_file(
         match command {
             Command::Data(data) => {
                 if failed.is_none() {
-                    if let Err(error) = std::io::Write::write_all(&mut writer, &data) {
-                        failed = Some(Error::io(format!("write {path}"), error));
+                    match std::io::Write::write_all(&mut writer, &data) {
+                        Ok(()) => written_bytes += data.len() as u64,
+                        Err(error) => failed = Some(Error::io(format!("write {path}"), error)),
                     }
                 }
             }
@@ -294,11 +307,36 @@ fn write_file(
             drop(writer);
             Err(error)
         }
-        // Blocks written without `sync` are listed for the file's fsync.
-        None => writer.finish().and_then(|stats| {
-            let inode = client.stat(path).ok().map(|status| status.inode);
-            unsynced::record(unsynced.as_ref(), inode, &mut client, stats).map(|()| inode)
-        }),
+        None => {
+            let finished = match target.inode {
+                Some(inode) => {
+                    let ranges = if written_bytes > 0 {
+                        vec![FileRange {
+                            offset_bytes: 0,
+                            length_bytes: written_bytes,
+                        }]
+                    } else {
+                        Vec::new()
+                    };
+                    let file = PatchTarget {
+                        if_version: None,
+                        inode: Some(inode),
+                    };
+                    writer
+                        .finish_patch_of(ranges, written_bytes, file)
+                        .map(|stats| (stats, Some(inode)))
+                }
+                None => writer.finish().map(|stats| {
+                    let inode = client.stat(path).ok().map(|status| status.inode);
+                    (stats, inode)
+                }),
+            };
+            // Blocks written without `sync` are listed for the file's fsync.
+            finished.and_then(|(stats, inode)| {
+                unsynced::record(target.unsynced.as_ref(), inode, &mut client, stats)
+                    .map(|()| inode)
+            })
+        }
     };
     let result = result.and_then(|inode| {
         if change == AttributeChange::default() {

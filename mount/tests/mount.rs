@@ -2042,3 +2042,43 @@ fn a_rename_the_master_refuses_gives_back_only_the_names_it_took() {
         b"the file at p"
     );
 }
+
+#[test]
+fn a_large_file_whose_first_descriptor_closed_empty_still_streams_into_whole_blocks() {
+    use std::os::unix::fs::MetadataExt;
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    // As `dd` opens its output: create, duplicate, close the first
+    // descriptor (which commits the file, empty), write through the copy.
+    let created = File::create(mounted.path("big")).expect("create");
+    let copy = created.try_clone().expect("dup");
+    drop(created);
+    let mut client = dfs_client::Client::connect(cluster.master_address()).expect("connect");
+    let big = dfs_engine::path::DfsPath::parse("/big").expect("path");
+    let empty = client.stat(&big).expect("stat /big");
+    assert_eq!(empty.size_bytes, 0);
+    let data = random_bytes(0x5e, (SPOOL_BYTES_MAX + (6 << 20)) as usize);
+    let mut copy = copy;
+    copy.write_all(&data).expect("write");
+    copy.sync_all().expect("fsync");
+    drop(copy);
+    // Streamed: whole blocks of the default size in order, then the rest;
+    // held locally instead, it would have been committed a part at a time
+    // past 64 MiB, leaving a short piece in the middle.
+    let status = client.stat(&big).expect("stat /big");
+    let block = status.block_bytes;
+    let pieces = pieces_of(&cluster, "/big");
+    let (last, whole) = pieces.split_last().expect("pieces");
+    assert!(
+        whole.iter().all(|&(_, length)| length == block),
+        "{pieces:?}"
+    );
+    assert_eq!(whole.len() as u64 * block + last.1, data.len() as u64);
+    // The same file (its inode kept), whole.
+    assert_eq!(status.inode, empty.inode);
+    assert_eq!(
+        fs::metadata(mounted.path("big")).expect("stat").ino(),
+        empty.inode
+    );
+    assert!(fs::read(mounted.path("big")).expect("read") == data);
+}
