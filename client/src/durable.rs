@@ -5,7 +5,7 @@
 //! block a member no longer holds (freed since, or lost, which healing
 //! repairs) needs nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use dfs_engine::limits::SYNC_REPLICAS_MAX;
 use dfs_engine::msg::{MinionAddress, MinionRequest, MinionResponse, ReplicaId};
@@ -33,13 +33,13 @@ impl Client {
                     .push(block.replica);
             }
         }
-        let mut durable: Vec<ReplicaId> = Vec::new();
+        let mut durable: BTreeSet<ReplicaId> = BTreeSet::new();
         let mut failures: Vec<String> = Vec::new();
         for (member, replicas) in by_member.into_values() {
             for group in replicas.chunks(SYNC_REPLICAS_MAX) {
                 match self.sync_on(member, group) {
-                    // Not held: nothing of it to flush there.
-                    Ok(()) => durable.extend_from_slice(group),
+                    // Flushed there, or not held there (nothing to flush).
+                    Ok(()) => durable.extend(group.iter().copied()),
                     Err(error) => {
                         let message = minion_message(member, &error);
                         self.warn(&format!("fsync: {message}"));
@@ -48,17 +48,24 @@ impl Client {
                 }
             }
         }
-        let lost: Vec<String> = blocks
+        let lost: Vec<ReplicaId> = blocks
             .iter()
-            .filter(|block| !durable.contains(&block.replica))
-            .map(|block| block.replica.to_string())
+            .map(|block| block.replica)
+            .filter(|replica| !durable.contains(replica))
             .collect();
         if lost.is_empty() {
             return Ok(());
         }
+        // Named up to a few; the members' reasons are one per member.
+        const NAMED: usize = 3;
+        let mut named: Vec<String> = lost.iter().take(NAMED).map(|r| r.to_string()).collect();
+        if lost.len() > NAMED {
+            named.push(format!("{} more", lost.len() - NAMED));
+        }
+        failures.truncate(NAMED);
         Err(Error::Invalid(format!(
             "no member made {} durable: {}",
-            lost.join(", "),
+            named.join(", "),
             failures.join("; ")
         )))
     }
