@@ -479,6 +479,12 @@ impl Store {
         for (replica, path) in held {
             let flushed = match UringFile::open(&path).await {
                 Ok(file) => file.sync_data().await,
+                // Removed since it was looked up (a deletion the master
+                // ordered runs beside this), or lost: not held.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    not_held.push(replica);
+                    continue;
+                }
                 Err(error) => Err(error),
             };
             if let Err(error) = flushed {
@@ -495,6 +501,8 @@ impl Store {
         for directory in directories {
             let flushed = match UringFile::open(&directory).await {
                 Ok(file) => file.sync_all().await,
+                // Gone with every name in it: nothing left to flush.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
                 Err(error) => Err(error),
             };
             if let Err(error) = flushed {
@@ -900,6 +908,14 @@ mod tests {
             .expect("answered");
         assert_eq!(missing, vec![other]);
         assert_eq!(read_back(&store, BlockId(0x52)), pattern(3 * CHUNK, 2));
+        // A file removed after the lookup (a deletion the master ordered
+        // runs beside a flush): not held, not an error.
+        let path = store.block_store().sealed_path(rid(0x51)).expect("held");
+        std::fs::remove_file(&path).expect("remove the file");
+        let missing = uring::run_core(store.make_durable(&[rid(0x51), rid(0x52)]))
+            .expect("runtime")
+            .expect("answered");
+        assert_eq!(missing, vec![rid(0x51)]);
     }
 
     #[test]
