@@ -55,6 +55,8 @@ const BLOCK_BYTES: u64 = 1 << 20;
 const PAGE_BYTES: u64 = 4096;
 /// Operations shown before a failure.
 const HISTORY_SHOWN: usize = 60;
+/// Lines of the mount's log a failure shows.
+const MOUNT_LOG_SHOWN: usize = 20;
 
 /// Directory names (the last is absent at first) and file names in each.
 const DIRECTORIES: [&str; 3] = ["a", "b", "c"];
@@ -439,14 +441,27 @@ impl Model {
                 .join(", "),
             Err(error) => error,
         };
+        // What the mount said about it (its errors go to its log).
+        let mount_log = self
+            .mount_root
+            .parent()
+            .map(|dir| dir.join("mount-mnt.log"))
+            .and_then(|log| fs::read_to_string(log).ok())
+            .map(|text| {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(MOUNT_LOG_SHOWN)..].join("\n")
+            })
+            .unwrap_or_else(|| "(no log)".to_string());
         panic!(
             "model test seed {seed} (DFS_MODEL_SEED={seed} DFS_MODEL_STEPS={steps}), step {step}, \
              operation `{op}`: {what}: {detail}\nthe operations before it (step: operation):\n{}\n\
-             descriptors open:\n{}\nthe model's tree: {}\nthe mount's tree: {}",
+             descriptors open:\n{}\nthe model's tree: {}\nthe mount's tree: {}\n\
+             the mount's log, last lines:\n{}",
             history.join("\n"),
             open.join("\n"),
             tree(&self.local_root),
             tree(&self.mount_root),
+            mount_log,
             seed = self.seed,
             steps = self.steps,
             step = self.step,
