@@ -343,28 +343,20 @@ impl Client {
     /// `FileWriter::finish` makes the file visible (or
     /// `FileWriter::finish_patch` changes the file at the path with them).
     pub fn create(&mut self, path: &DfsPath, options: WriteOptions) -> Result<FileWriter<'_>> {
-        self.create_writer(path, options, false)
+        self.create_for(path, options, false)
     }
 
-    /// `create` for a writer that has bytes to write: the first block is
-    /// allocated with the open, one master round trip fewer (a write that
-    /// then ends empty gives it back at its close).
-    pub fn create_with_data(
+    /// `create` for a writer that knows whether it `has_data`: if so, the
+    /// first block is allocated with the open, one master round trip fewer
+    /// (a write that then ends empty gives it back at its close).
+    pub fn create_for(
         &mut self,
         path: &DfsPath,
         options: WriteOptions,
-    ) -> Result<FileWriter<'_>> {
-        self.create_writer(path, options, true)
-    }
-
-    fn create_writer(
-        &mut self,
-        path: &DfsPath,
-        options: WriteOptions,
-        allocate_first_block: bool,
+        has_data: bool,
     ) -> Result<FileWriter<'_>> {
         Ok(FileWriter {
-            session: Session::open(self, path, options, allocate_first_block)?,
+            session: Session::open(self, path, options, has_data)?,
             written_bytes: 0,
             chunk: Vec::with_capacity(CHUNK_BYTES as usize),
             block_sent_bytes: 0,

@@ -292,15 +292,26 @@ fn telltale_file(dir: &std::path::Path) -> (std::path::PathBuf, &'static [u8]) {
     (path, LINE)
 }
 
+/// `telltale_file` put into the cluster at `remote` with `dfs put`, which
+/// must succeed.
+fn put_telltale(cluster: &Cluster, remote: &str) -> (std::path::PathBuf, &'static [u8]) {
+    let (local, line) = telltale_file(cluster.dir());
+    succeeded(
+        &dfs_via(
+            cluster,
+            cluster.master_address(),
+            &["put", utf8(&local), remote],
+        ),
+        "put",
+    );
+    (local, line)
+}
+
 #[test]
 fn with_tls_data_an_observer_of_a_minion_sees_no_block_data() {
     let (_keys, cluster, _minion, seen) = observed_minion(true);
-    let (local, line) = telltale_file(cluster.dir());
+    let (local, line) = put_telltale(&cluster, "/telltale");
     let master = cluster.master_address();
-    succeeded(
-        &dfs_via(&cluster, master, &["put", utf8(&local), "/telltale"]),
-        "put",
-    );
     let copy = cluster.dir().join("copy");
     succeeded(
         &dfs_via(&cluster, master, &["get", "/telltale", utf8(&copy)]),
@@ -332,12 +343,7 @@ fn with_tls_data_an_observer_of_a_minion_sees_no_block_data() {
 #[test]
 fn without_tls_data_the_same_observer_reads_block_data() {
     let (_keys, cluster, _minion, seen) = observed_minion(false);
-    let (local, line) = telltale_file(cluster.dir());
-    let master = cluster.master_address();
-    succeeded(
-        &dfs_via(&cluster, master, &["put", utf8(&local), "/telltale"]),
-        "put",
-    );
+    let (_, line) = put_telltale(&cluster, "/telltale");
     assert!(seen.contains(line), "the observer sees plain block data");
 }
 
@@ -427,12 +433,8 @@ fn with_tls_data_pipelines_and_healing_run_over_tls() {
         minion_arguments: vec!["--tls-data"],
         ..ClusterOptions::default()
     });
-    let (local, _) = telltale_file(cluster.dir());
+    let (local, _) = put_telltale(&cluster, "/t");
     let master = cluster.master_address().to_string();
-    succeeded(
-        &dfs_via(&cluster, &master, &["put", utf8(&local), "/t"]),
-        "put",
-    );
     let blocks = cluster.located_blocks("/t");
     assert_eq!(blocks.len(), 4);
     assert!(

@@ -38,7 +38,7 @@ use crate::compactor::Compactor;
 use crate::fs::errno;
 use crate::ranges::Ranges;
 use crate::unsynced::{self, Unsynced};
-use crate::writer::{StreamTarget, WriteHandle};
+use crate::writer::WriteHandle;
 
 /// The largest file the mount writes: the most blocks of the size it uses.
 const FILE_BYTES_MAX: u64 = FILE_BLOCKS_MAX as u64 * BLOCK_BYTES_DEFAULT;
@@ -621,10 +621,7 @@ impl CachedFile {
             credentials.clone(),
             self.path.clone(),
             options,
-            StreamTarget {
-                inode: self.inode,
-                unsynced: self.unsynced.clone(),
-            },
+            self.inode,
         )?;
         writer.change_after_commit(self.after_commit.clone());
         let mut offset = 0;
@@ -781,11 +778,7 @@ impl CachedFile {
         let whole = local.whole || everything;
         if whole && self.inode.is_none() {
             // A new file: made at its path, as a whole.
-            let mut writer = if local.size > 0 {
-                client.create_with_data(path, options)?
-            } else {
-                client.create(path, options)?
-            };
+            let mut writer = client.create_for(path, options, local.size > 0)?;
             each_piece(
                 local,
                 &mut self.reader,
@@ -813,11 +806,8 @@ impl CachedFile {
             } else {
                 ranges
             };
-            let mut writer = if ranges.iter().any(|range| range.length_bytes > 0) {
-                client.create_with_data(path, options)?
-            } else {
-                client.create(path, options)?
-            };
+            let has_data = ranges.iter().any(|range| range.length_bytes > 0);
+            let mut writer = client.create_for(path, options, has_data)?;
             for range in &ranges {
                 let end = range.offset_bytes + range.length_bytes;
                 each_piece(

@@ -3,11 +3,10 @@
 //! the mount's) and a `FileWriter`, fed the kernel's writes through a
 //! bounded channel. The file appears in the namespace, whole, when it is
 //! committed: when its last descriptor is closed (`release`) or at
-//! `fsync`. `cache` asks for durable blocks, each flushed as it is
-//! written; blocks written without `sync` would be listed for the file's
-//! `fsync` (`unsynced`). A `flush` (every `close`, also of a duplicate
-//! descriptor that leaves the file open) waits until the writer has taken every write so
-//! far and answers its error, if it had one.
+//! `fsync`; its blocks are durable as they are written. A `flush` (every
+//! `close`, also of a duplicate descriptor that leaves the file open)
+//! waits until the writer has taken every write so far and answers its
+//! error, if it had one.
 //!
 //! Writes must come in order: a stream is written front to back until it
 //! is committed (`cache` commits it when a write goes back into it, and
@@ -21,8 +20,6 @@ use dfs_client::{Client, FileRange, PatchTarget, WriteOptions};
 use dfs_engine::msg::Credentials;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
-
-use crate::unsynced::{self, Unsynced};
 
 /// Writes queued for a file's thread: with the kernel's writes of at most
 /// 1 MiB (`max_write`), 8 MiB at most per open file.
@@ -63,7 +60,7 @@ impl WriteHandle {
         credentials: Credentials,
         path: DfsPath,
         options: WriteOptions,
-        target: StreamTarget,
+        inode: Option<u64>,
     ) -> Result<WriteHandle> {
         let (commands, inbox) = mpsc::sync_channel(QUEUED_WRITES_MAX);
         let (opened_tx, opened) = mpsc::sync_channel(1);
@@ -78,7 +75,7 @@ impl WriteHandle {
                     credentials,
                     &thread_path,
                     options,
-                    target,
+                    inode,
                     opened_tx,
                     inbox,
                 )
@@ -241,25 +238,18 @@ impl Drop for WriteHandle {
     }
 }
 
-/// What a stream's commit makes of the file.
-pub struct StreamTarget {
-    /// The file's inode when it has one (it was committed before, empty:
-    /// a descriptor of it closed before anything was written): the stream
-    /// replaces its contents as a patch of that file, whatever its names
-    /// are now, keeping its inode. None: a new file at the path.
-    pub inode: Option<u64>,
-    /// Where blocks written without `sync` are listed.
-    pub unsynced: Option<Unsynced>,
-}
-
 /// The writer thread: opens the file, appends what arrives, commits on
-/// request. A failed append is kept and answered at the commit.
+/// request. A failed append is kept and answered at the commit. With the
+/// file's `inode` (it was committed before, empty: a descriptor of it
+/// closed before anything was written), the stream replaces its contents
+/// as a patch of that file, whatever its names are now, keeping its inode;
+/// without, it is a new file at the path.
 fn write_file(
     master: &str,
     credentials: Credentials,
     path: &DfsPath,
     options: WriteOptions,
-    target: StreamTarget,
+    inode: Option<u64>,
     opened: SyncSender<Result<()>>,
     inbox: Receiver<Command>,
 ) {
@@ -307,36 +297,28 @@ fn write_file(
             drop(writer);
             Err(error)
         }
-        None => {
-            let finished = match target.inode {
-                Some(inode) => {
-                    let ranges = if written_bytes > 0 {
-                        vec![FileRange {
-                            offset_bytes: 0,
-                            length_bytes: written_bytes,
-                        }]
-                    } else {
-                        Vec::new()
-                    };
-                    let file = PatchTarget {
-                        if_version: None,
-                        inode: Some(inode),
-                    };
-                    writer
-                        .finish_patch_of(ranges, written_bytes, file)
-                        .map(|stats| (stats, Some(inode)))
-                }
-                None => writer.finish().map(|stats| {
-                    let inode = client.stat(path).ok().map(|status| status.inode);
-                    (stats, inode)
-                }),
-            };
-            // Blocks written without `sync` are listed for the file's fsync.
-            finished.and_then(|(stats, inode)| {
-                unsynced::record(target.unsynced.as_ref(), inode, &mut client, stats)
-                    .map(|()| inode)
-            })
-        }
+        None => match inode {
+            Some(inode) => {
+                let ranges = if written_bytes > 0 {
+                    vec![FileRange {
+                        offset_bytes: 0,
+                        length_bytes: written_bytes,
+                    }]
+                } else {
+                    Vec::new()
+                };
+                let file = PatchTarget {
+                    if_version: None,
+                    inode: Some(inode),
+                };
+                writer
+                    .finish_patch_of(ranges, written_bytes, file)
+                    .map(|_| Some(inode))
+            }
+            None => writer
+                .finish()
+                .map(|_| client.stat(path).ok().map(|status| status.inode)),
+        },
     };
     let result = result.and_then(|inode| {
         if change == AttributeChange::default() {
