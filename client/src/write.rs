@@ -355,14 +355,26 @@ impl Client {
         options: WriteOptions,
         has_data: bool,
     ) -> Result<FileWriter<'_>> {
-        Ok(FileWriter {
-            session: Session::open(self, path, options, has_data)?,
-            written_bytes: 0,
-            chunk: Vec::with_capacity(CHUNK_BYTES as usize),
-            block_sent_bytes: 0,
-            attempts: 0,
-            failed: None,
-        })
+        let session = Session::open(self, path, None, options, has_data)?;
+        Ok(FileWriter::new(session))
+    }
+
+    /// `create_for` of the file `inode`, whatever its names are now (also
+    /// none, while a session holds it open; `path` is the name the caller
+    /// knows it by, for messages), with its replication and block size
+    /// unless `options` set others (`OpenInodeWrite`): `finish` replaces
+    /// its contents with what was written and `finish_patch` changes them.
+    /// Nothing at any path is looked at, so the write commits whatever
+    /// became of the name it was opened by. Sets no modification time.
+    pub fn write_to(
+        &mut self,
+        inode: u64,
+        path: &DfsPath,
+        options: WriteOptions,
+        has_data: bool,
+    ) -> Result<FileWriter<'_>> {
+        let session = Session::open(self, path, Some(inode), options, has_data)?;
+        Ok(FileWriter::new(session))
     }
 
     /// Cuts or extends the file at `path` to `size_bytes`, as one patch of
@@ -409,7 +421,7 @@ impl Client {
                 // needs no block, any other gets its first block with the open.
                 let mut probe = Probed::new(source)?;
                 let allocate_first_block = probe.has_data();
-                let session = Session::open(self, path, options, allocate_first_block)?;
+                let session = Session::open(self, path, None, options, allocate_first_block)?;
                 return send_blocks(session, &mut probe);
             }
         };
@@ -620,7 +632,18 @@ pub struct FileWriter<'a> {
     failed: Option<String>,
 }
 
-impl FileWriter<'_> {
+impl<'a> FileWriter<'a> {
+    fn new(session: Session<'a>) -> FileWriter<'a> {
+        FileWriter {
+            session,
+            written_bytes: 0,
+            chunk: Vec::with_capacity(CHUNK_BYTES as usize),
+            block_sent_bytes: 0,
+            attempts: 0,
+            failed: None,
+        }
+    }
+
     /// Sends what is left, commits the last block and makes the file visible.
     pub fn finish(mut self) -> Result<WriteStats> {
         self.send_rest()?;
@@ -886,14 +909,34 @@ impl Client {
         options: &WriteOptions,
         allocate_first_block: bool,
     ) -> Result<OpenedWrite> {
+        self.open_write_of(path, None, options, allocate_first_block)
+    }
+
+    /// `open_write`, of the file `inode` when given (`OpenInodeWrite`).
+    pub(crate) fn open_write_of(
+        &mut self,
+        path: &DfsPath,
+        inode: Option<u64>,
+        options: &WriteOptions,
+        allocate_first_block: bool,
+    ) -> Result<OpenedWrite> {
         options.validate()?;
-        let request = MasterRequest::OpenWrite {
-            path: path.to_string(),
-            replication: options.replication,
-            block_bytes: options.block_bytes,
-            overwrite: options.overwrite,
-            mode: options.mode,
-            allocate_first_block,
+        let request = match inode {
+            None => MasterRequest::OpenWrite {
+                path: path.to_string(),
+                replication: options.replication,
+                block_bytes: options.block_bytes,
+                overwrite: options.overwrite,
+                mode: options.mode,
+                allocate_first_block,
+            },
+            Some(inode) => MasterRequest::OpenInodeWrite {
+                inode,
+                path: path.to_string(),
+                replication: options.replication,
+                block_bytes: options.block_bytes,
+                allocate_first_block,
+            },
         };
         // A second open after a lost answer leaves an extra write open,
         // which the master aborts in time: harmless.
@@ -1131,10 +1174,11 @@ impl<'a> Session<'a> {
     fn open(
         client: &'a mut Client,
         path: &DfsPath,
+        inode: Option<u64>,
         options: WriteOptions,
         allocate_first_block: bool,
     ) -> Result<Session<'a>> {
-        let opened = client.open_write(path, &options, allocate_first_block)?;
+        let opened = client.open_write_of(path, inode, &options, allocate_first_block)?;
         Ok(Session::with_opened(client, path, options, opened))
     }
 

@@ -765,6 +765,24 @@ pub enum MasterRequest {
     MarkAccessed {
         inode: u64,
     },
+
+    // --- appended in protocol 13 ---
+    /// Starts a write whose commit changes the file `inode`, whatever its
+    /// names are now (also none, while a session holds it open): answered
+    /// as `OpenWrite`. Nothing at any path is checked or changed; `path` is
+    /// the name the caller knows the file by, for messages only. Its
+    /// `CloseWrite` replaces the file's contents with what was written and
+    /// its `PatchWrite` changes them (as with `inode` set); neither sets a
+    /// modification time.
+    OpenInodeWrite {
+        inode: u64,
+        path: String,
+        /// None: the cluster default.
+        replication: Option<u8>,
+        /// None: the cluster default.
+        block_bytes: Option<u64>,
+        allocate_first_block: bool,
+    },
 }
 
 /// Who a client proves to be (`identity`).

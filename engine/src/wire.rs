@@ -21,7 +21,7 @@ use crate::limits::{
 
 /// "DFSW" read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"DFSW");
-pub const PROTOCOL_VERSION: u16 = 12;
+pub const PROTOCOL_VERSION: u16 = 13;
 pub const FRAME_HEADER_BYTES: usize = 32;
 /// The request id of an answer to a connection as a whole, sent before any
 /// request on it was read (a `Busy` refusal when it was accepted). Requests

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::journal::{self, sync_directory};
 use crate::namespace::{
     Namespace, NamespaceRecord, NamespaceV3, NamespaceV4, NamespaceV6, NamespaceV7, NamespaceV8,
-    NamespaceWriter,
+    NamespaceV9, NamespaceWriter,
 };
 use dfs_engine::failpoint;
 
@@ -25,19 +25,23 @@ const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const TEMP_SUFFIX: &str = ".tmp";
 /// "DFSC" read as a little-endian u32.
 const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DFSC");
-/// Version 9 keeps inode times in nanoseconds; version 8 added the files
+/// Version 10 records which open writes were opened by inode (a mount's
+/// write of a file whatever its names are); version 9 keeps inode times in
+/// nanoseconds; version 8 added the files
 /// kept while open somewhere; version 7 files
 /// made of pieces of blocks and holes (extent maps) and extended
 /// attributes;
 /// version 6 added symbolic links and several names (hard links) of one
 /// file; version 5 gave every block its generation (older blocks: 0);
 /// version 4 added the set of decommissioning minions to the namespace.
-const CHECKPOINT_VERSION: u16 = 9;
+const CHECKPOINT_VERSION: u16 = 10;
 /// Older versions, still read, with the same records but for their last
 /// namespace fields and their times in milliseconds (scaled as read):
+/// version 9 is version 10 without the inodes of writes (`NamespaceV9`),
 /// version 8 is version 9 in milliseconds (`NamespaceV8`), 7 is 8 without
 /// the files kept open (`NamespaceV7`), 5 and 6 are 7 without extended
 /// attributes (`NamespaceV6`; 5 without symbolic links or hard links).
+const CHECKPOINT_VERSION_9: u16 = 9;
 const CHECKPOINT_VERSION_8: u16 = 8;
 const CHECKPOINT_VERSION_7: u16 = 7;
 const CHECKPOINT_VERSION_6: u16 = 6;
@@ -157,6 +161,7 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
     let version = u16::from_le_bytes([header[4], header[5]]);
     if ![
         CHECKPOINT_VERSION,
+        CHECKPOINT_VERSION_9,
         CHECKPOINT_VERSION_8,
         CHECKPOINT_VERSION_7,
         CHECKPOINT_VERSION_6,
@@ -188,6 +193,10 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Checkpoint> {
             .upgrade()
     } else if version == CHECKPOINT_VERSION_4 {
         postcard::from_bytes::<CheckpointOf<NamespaceV4>>(payload)
+            .map_err(undecodable)?
+            .upgrade()
+    } else if version == CHECKPOINT_VERSION_9 {
+        postcard::from_bytes::<CheckpointOf<NamespaceV9>>(payload)
             .map_err(undecodable)?
             .upgrade()
     } else if version == CHECKPOINT_VERSION_8 {
@@ -777,20 +786,75 @@ mod tests {
         namespace
     }
 
+    /// The namespace of the version 10 fixture: the version 8 one, with a
+    /// write opened by inode of its nameless file (write 4), one block of
+    /// it committed.
+    fn version_10_namespace() -> Namespace {
+        let mut namespace = version_8_namespace();
+        let inode = *namespace
+            .sustained()
+            .collect::<Vec<_>>()
+            .first()
+            .expect("kept");
+        for op in [
+            Op::OpenInodeWrite {
+                write: 4,
+                inode,
+                path: "/dir/file".into(),
+                replication: 3,
+                block_bytes: 1 << 20,
+                owner: "ann".into(),
+                group: "lab".into(),
+                time_ms: 13,
+            },
+            Op::AllocateBlockStamped {
+                write: 4,
+                block: namespace.next_block_id(),
+                generation: Generation(4),
+            },
+            Op::CommitBlock {
+                write: 4,
+                block: namespace.next_block_id(),
+                length_bytes: 2,
+                crc32c: crc32c::crc32c(b"HI"),
+            },
+        ] {
+            namespace.apply(&op).expect("apply");
+        }
+        namespace
+    }
+
     #[test]
-    fn a_version_9_checkpoint_loads_and_is_written_byte_for_byte() {
+    fn a_version_10_checkpoint_loads_and_is_written_byte_for_byte() {
+        let bytes = include_bytes!("../tests/fixtures/checkpoint-v10-0000000000000013");
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 10);
+        let loaded = decode(bytes, "fixture").expect("version 10 decodes");
+        assert_eq!(loaded.last_sequence, 19);
+        assert_eq!(loaded.namespace, version_10_namespace());
+        let kept = loaded.namespace.sustained().collect::<Vec<_>>();
+        let open = loaded.namespace.write(4).expect("the write by inode");
+        assert_eq!((open.inode, open.blocks.len()), (kept.first().copied(), 1));
+        // While version 10 is the one written, it is written to the byte.
+        let again = encode(loaded.cluster, 19, &loaded.namespace).expect("encode");
+        assert!(again == bytes, "checkpoint version 10 changed on disk");
+    }
+
+    #[test]
+    fn a_version_9_checkpoint_loads() {
         let bytes = include_bytes!("../tests/fixtures/checkpoint-v9-0000000000000010");
         assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 9);
         let loaded = decode(bytes, "fixture").expect("version 9 decodes");
+        assert_eq!(loaded.last_sequence, 16);
         assert_eq!(loaded.namespace, version_8_namespace());
         let dir = DfsPath::parse("/dir").expect("path");
         assert_eq!(
             loaded.namespace.status(&dir).expect("stat").modified_ns % 1_000_000,
             0
         );
-        // While version 9 is the one written, it is written to the byte.
+        // Written again, it is the current version and reads back the same.
         let again = encode(loaded.cluster, 16, &loaded.namespace).expect("encode");
-        assert!(again == bytes, "checkpoint version 9 changed on disk");
+        assert_eq!(u16::from_le_bytes([again[4], again[5]]), CHECKPOINT_VERSION);
+        assert_eq!(decode(&again, "again").expect("decodes"), loaded);
     }
 
     #[test]

@@ -424,6 +424,7 @@ pub fn op_name(request: &MasterRequest) -> &'static str {
         MasterRequest::ProveClient { .. } => "ProveClient",
         MasterRequest::DataTrust => "DataTrust",
         MasterRequest::MarkAccessed { .. } => "MarkAccessed",
+        MasterRequest::OpenInodeWrite { .. } => "OpenInodeWrite",
     }
 }
 

@@ -108,7 +108,12 @@ pub struct Inode {
 /// A file being written: invisible until closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenWrite {
+    /// Where the file goes; for a write of `inode`, the name its writer
+    /// knew it by when it opened (for messages only).
     pub path: DfsPathString,
+    /// A write of this file, whatever its names are now (`OpenInodeWrite`):
+    /// its commit changes the file, never anything at `path`.
+    pub inode: Option<InodeId>,
     pub replication: u8,
     pub block_bytes: u64,
     pub overwrite: bool,
@@ -294,6 +299,19 @@ pub enum Op {
     Accessed {
         inode: InodeId,
         accessed_ns: u64,
+    },
+    /// `OpenWrite` of the file `inode`, whatever its names are now: no path
+    /// is checked (`path` is for messages), and its commit is a patch of
+    /// that file (`CloseWrite` replaces its contents).
+    OpenInodeWrite {
+        write: WriteId,
+        inode: InodeId,
+        path: DfsPathString,
+        replication: u8,
+        block_bytes: u64,
+        owner: String,
+        group: String,
+        time_ms: u64,
     },
 }
 
@@ -973,21 +991,11 @@ impl Namespace {
             } => {
                 let path = parse(path)?;
                 self.check_writable(&path, *overwrite)?;
-                check_file_parameters(*replication, *block_bytes)?;
-                if self.writes.len() >= OPEN_WRITES_MAX {
-                    return Err(error(ErrorKind::Busy, "too many files open for writing"));
-                }
-                if *write != self.next_write {
-                    return Err(error(
-                        ErrorKind::Internal,
-                        format!("write id {write} out of sequence"),
-                    ));
-                }
-                self.next_write += 1;
-                self.writes.insert(
+                self.open_write(
                     *write,
                     OpenWrite {
                         path: path.to_string(),
+                        inode: None,
                         replication: *replication,
                         block_bytes: *block_bytes,
                         overwrite: *overwrite,
@@ -998,8 +1006,36 @@ impl Namespace {
                         pending: BTreeMap::new(),
                         opened_ms: *time_ms,
                     },
-                );
-                Ok(Applied::default())
+                )
+            }
+            Op::OpenInodeWrite {
+                write,
+                inode,
+                path,
+                replication,
+                block_bytes,
+                owner,
+                group,
+                time_ms,
+            } => {
+                let path = parse(path)?;
+                self.file_of_inode(&path, *inode)?;
+                self.open_write(
+                    *write,
+                    OpenWrite {
+                        path: path.to_string(),
+                        inode: Some(*inode),
+                        replication: *replication,
+                        block_bytes: *block_bytes,
+                        overwrite: true,
+                        mode: 0,
+                        owner: owner.clone(),
+                        group: group.clone(),
+                        blocks: Vec::new(),
+                        pending: BTreeMap::new(),
+                        opened_ms: *time_ms,
+                    },
+                )
             }
             Op::AllocateBlock { write, block } => self.allocate(*write, *block, Generation::LEGACY),
             Op::AllocateBlockStamped {
@@ -1592,11 +1628,62 @@ impl Namespace {
         })
     }
 
+    /// Records the write `write` opened (the next id, within the limits).
+    fn open_write(&mut self, write: WriteId, open: OpenWrite) -> Result<Applied, RemoteError> {
+        check_file_parameters(open.replication, open.block_bytes)?;
+        if self.writes.len() >= OPEN_WRITES_MAX {
+            return Err(error(ErrorKind::Busy, "too many files open for writing"));
+        }
+        if write != self.next_write {
+            return Err(error(
+                ErrorKind::Internal,
+                format!("write id {write} out of sequence"),
+            ));
+        }
+        self.next_write += 1;
+        self.writes.insert(write, open);
+        Ok(Applied::default())
+    }
+
+    /// The file `id` is there (named or kept open), so a write may change
+    /// it: its replication and block size. `path` names it in the error.
+    pub fn file_of_inode(&self, path: &DfsPath, id: InodeId) -> Result<(u8, u64), RemoteError> {
+        match self.inodes.get(&id).map(|inode| &inode.node) {
+            Some(Node::File {
+                replication,
+                block_bytes,
+                ..
+            }) => Ok((*replication, *block_bytes)),
+            Some(Node::Directory { .. }) => Err(error(
+                ErrorKind::IsADirectory,
+                format!("{path}: inode {id} is a directory"),
+            )),
+            Some(Node::Symlink { .. } | Node::Special { .. }) => Err(error(
+                ErrorKind::InvalidArgument,
+                format!("{path}: inode {id} is not a file"),
+            )),
+            None => Err(error(
+                ErrorKind::NotFound,
+                format!("{path}: inode {id} is gone (every name of it was removed)"),
+            )),
+        }
+    }
+
     fn close_write(&mut self, write: WriteId, time_ms: u64) -> Result<Applied, RemoteError> {
         let open = self
             .writes
             .get(&write)
             .ok_or_else(|| unknown_write(write))?;
+        if open.inode.is_some() {
+            // A write of a file: what was written replaces its contents.
+            let written_bytes: u64 = open.blocks.iter().map(|b| b.length_bytes).sum();
+            let whole = FileRange {
+                offset_bytes: 0,
+                length_bytes: written_bytes,
+            };
+            let ranges: &[FileRange] = if written_bytes > 0 { &[whole] } else { &[] };
+            return self.patch_write(write, None, ranges, written_bytes, None, time_ms);
+        }
         let path = parse(&open.path)?;
         // The namespace may have changed since the write opened.
         self.check_writable(&path, open.overwrite)?;
@@ -1699,26 +1786,20 @@ impl Namespace {
         let invalid = |why: String| error(ErrorKind::InvalidArgument, format!("{path}: {why}"));
         let written_bytes = open.blocks.iter().map(|b| b.length_bytes).sum();
         extents::check_ranges(ranges, written_bytes, size_bytes).map_err(invalid)?;
+        let target = match (target, open.inode) {
+            (Some(asked), Some(opened)) if asked != opened => {
+                return Err(invalid(format!(
+                    "a write opened for inode {opened} cannot change inode {asked}"
+                )))
+            }
+            (asked, opened) => asked.or(opened),
+        };
         // Where a new file goes: the write's path (a patch by inode makes none).
         let (existing, place) = match target {
-            Some(id) => match self.inodes.get(&id).map(|inode| &inode.node) {
-                Some(Node::File { .. }) => (Some(id), None),
-                Some(Node::Directory { .. }) => {
-                    return Err(error(
-                        ErrorKind::IsADirectory,
-                        format!("{path}: inode {id} is a directory"),
-                    ))
-                }
-                Some(Node::Symlink { .. } | Node::Special { .. }) => {
-                    return Err(invalid(format!("inode {id} is not a file")))
-                }
-                None => {
-                    return Err(error(
-                        ErrorKind::NotFound,
-                        format!("{path}: inode {id} is gone (every name of it was removed)"),
-                    ))
-                }
-            },
+            Some(id) => {
+                self.file_of_inode(&path, id)?;
+                (Some(id), None)
+            }
             None => {
                 self.check_writable(&path, open.overwrite)?;
                 let parent = self.parent_directory(&path)?;
@@ -2352,7 +2433,8 @@ pub use access::Caller;
 pub use extents::{Extent, Extents};
 pub use legacy::{NamespaceV3, NamespaceV4};
 pub use records::{
-    decode_op, encode_op, NamespaceRecord, NamespaceV6, NamespaceV7, NamespaceV8, NamespaceWriter,
+    decode_op, encode_op, NamespaceRecord, NamespaceV6, NamespaceV7, NamespaceV8, NamespaceV9,
+    NamespaceWriter,
 };
 
 #[cfg(test)]

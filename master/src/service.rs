@@ -724,6 +724,61 @@ impl Master {
         self.change(state, &op)
     }
 
+    /// Journals `op`, which opens a write (`Op::OpenWrite` or
+    /// `Op::OpenInodeWrite`), for the connection of `context`, and with
+    /// `first_block` allocates the write's first block (to the pipeline a
+    /// `same_pipeline` batch remembers): answered `WriteOpened`.
+    fn open_write(
+        &self,
+        state: &mut NamespaceState,
+        context: &ChangeContext,
+        op: &Op,
+        first_block: Option<Option<&mut SharedPipeline>>,
+    ) -> Result<(MasterResponse, u64), RemoteError> {
+        let (Op::OpenWrite {
+            write,
+            replication,
+            block_bytes,
+            ..
+        }
+        | Op::OpenInodeWrite {
+            write,
+            replication,
+            block_bytes,
+            ..
+        }) = *op
+        else {
+            panic!("open_write of an op that opens no write: {op:?}");
+        };
+        let mut sequence = self.change(state, op)?;
+        state.write_owners.insert(write, context.connection);
+        let first_block = match first_block {
+            Some(shared) => {
+                // The write stays open when no minion can take the block:
+                // the client may retry or abort it, as after a failed
+                // `AllocateBlock`.
+                let reuse = shared
+                    .as_deref()
+                    .and_then(|shared| shared.targets_for(replication));
+                let (allocated, allocated_sequence) =
+                    self.allocate(state, write, &[], context, reuse)?;
+                if let Some(shared) = shared {
+                    shared.remember(replication, &allocated.targets);
+                }
+                sequence = allocated_sequence;
+                Some(allocated)
+            }
+            None => None,
+        };
+        let response = MasterResponse::WriteOpened {
+            write,
+            replication,
+            block_bytes,
+            first_block,
+        };
+        Ok((response, sequence))
+    }
+
     /// Ends `Sustain` of the files no session holds open any more (closed,
     /// or their sessions expired), once the start-up grace is over: a file
     /// without names goes, its blocks freed.
@@ -1491,11 +1546,7 @@ impl Master {
         request: MasterRequest,
         shared: Option<&mut SharedPipeline>,
     ) -> Result<(MasterResponse, u64), RemoteError> {
-        let ChangeContext {
-            connection,
-            time_ms,
-            ..
-        } = *context;
+        let time_ms = context.time_ms;
         let outcome = match request {
             MasterRequest::Mkdir {
                 path,
@@ -1667,32 +1718,39 @@ impl Master {
                     group: context.group.clone(),
                     time_ms,
                 };
-                let mut sequence = self.change(state, &op)?;
-                state.write_owners.insert(write, connection);
-                let first_block = if allocate_first_block {
-                    // The write stays open when no minion can take the
-                    // block: the client may retry or abort it, as after a
-                    // failed `AllocateBlock`.
-                    let reuse = shared
-                        .as_deref()
-                        .and_then(|shared| shared.targets_for(replication));
-                    let (allocated, allocated_sequence) =
-                        self.allocate(state, write, &[], context, reuse)?;
-                    if let Some(shared) = shared {
-                        shared.remember(replication, &allocated.targets);
-                    }
-                    sequence = allocated_sequence;
-                    Some(allocated)
-                } else {
-                    None
-                };
-                let response = MasterResponse::WriteOpened {
+                let first_block = allocate_first_block.then_some(shared);
+                self.open_write(state, context, &op, first_block)?
+            }
+            MasterRequest::OpenInodeWrite {
+                inode,
+                path,
+                replication,
+                block_bytes,
+                allocate_first_block,
+            } => {
+                let path = parse_path(&path)?;
+                // By default, the file's own replication and block size.
+                let (file_replication, file_block_bytes) =
+                    state.namespace.file_of_inode(&path, inode)?;
+                let replication = replication.unwrap_or(file_replication);
+                let block_bytes = block_bytes.unwrap_or(file_block_bytes);
+                check_file_parameters(replication, block_bytes)?;
+                state
+                    .namespace
+                    .check_inode(&context.caller, &path, inode, access::WRITE)?;
+                let write = state.namespace.next_write_id();
+                let op = Op::OpenInodeWrite {
                     write,
+                    inode,
+                    path: path.to_string(),
                     replication,
                     block_bytes,
-                    first_block,
+                    owner: context.owner.clone(),
+                    group: context.group.clone(),
+                    time_ms,
                 };
-                (response, sequence)
+                let first_block = allocate_first_block.then_some(shared);
+                self.open_write(state, context, &op, first_block)?
             }
             MasterRequest::AllocateBlock { write, excluded } => {
                 claim(state, write, context)?;
@@ -1752,10 +1810,16 @@ impl Master {
                 modified_ns,
             } => {
                 claim(state, write, context)?;
-                let path = match state.namespace.write(write) {
-                    Some(open) => open.path.clone(),
+                let (path, inode) = match state.namespace.write(write) {
+                    Some(open) => (open.path.clone(), open.inode),
                     None => return Err(not_open(write)),
                 };
+                if inode.is_some() && modified_ns.is_some() {
+                    return Err(RemoteError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("{path}: a write by inode sets no modification time"),
+                    ));
+                }
                 if let Some(commit) = last_block {
                     self.commit(state, write, commit)?;
                 }
@@ -1773,10 +1837,13 @@ impl Master {
                 inode,
             } => {
                 claim(state, write, context)?;
-                let path = match state.namespace.write(write) {
-                    Some(open) => open.path.clone(),
+                let (path, opened_inode) = match state.namespace.write(write) {
+                    Some(open) => (open.path.clone(), open.inode),
                     None => return Err(not_open(write)),
                 };
+                // A write opened by inode changes that file (the namespace
+                // refuses another inode).
+                let inode = inode.or(opened_inode);
                 if inode.is_some() && modified_ns.is_some() {
                     return Err(RemoteError::new(
                         ErrorKind::InvalidArgument,
@@ -2488,6 +2555,7 @@ fn is_client_change(request: &MasterRequest) -> bool {
             | MasterRequest::SetXattr { .. }
             | MasterRequest::RemoveXattr { .. }
             | MasterRequest::MarkAccessed { .. }
+            | MasterRequest::OpenInodeWrite { .. }
     )
 }
 

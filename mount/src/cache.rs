@@ -807,7 +807,12 @@ impl CachedFile {
                 ranges
             };
             let has_data = ranges.iter().any(|range| range.length_bytes > 0);
-            let mut writer = client.create_for(path, options, has_data)?;
+            // A file that has an inode is changed as that file, whatever
+            // its names are by now.
+            let mut writer = match self.inode {
+                Some(inode) => client.write_to(inode, path, options, has_data)?,
+                None => client.create_for(path, options, has_data)?,
+            };
             for range in &ranges {
                 let end = range.offset_bytes + range.length_bytes;
                 each_piece(

@@ -260,7 +260,12 @@ fn write_file(
             return;
         }
     };
-    let mut writer = match client.create(path, options) {
+    // A file that has an inode is written as that file, whatever its
+    // names are by the time it commits.
+    let mut writer = match match inode {
+        Some(inode) => client.write_to(inode, path, options, false),
+        None => client.create(path, options),
+    } {
         Ok(writer) => writer,
         Err(error) => {
             let _ = opened.send(Err(error));

@@ -17,12 +17,9 @@
 //! steps around and why) and `DFS_MODEL_UNGUARD=TEXT` the guards whose
 //! name holds TEXT.
 //!
-//! Two remain, both from the way a file is made and committed here: a new
-//! file has a number of the mount's own until it is committed, so a hard
-//! link to it while it is still open here is skipped; and a commit opens
-//! its write at the path the file was opened by, so making a directory
-//! there, or removing the directory it was in, while the file (its name
-//! gone) is still open for writing here is skipped.
+//! One remains, from the way a file is made here: a new file has a number
+//! of the mount's own until it is committed, so a hard link to it while it
+//! is still open here is skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -320,12 +317,9 @@ struct Open {
     shared: bool,
     /// The file lost one of its names while open here.
     lost_name: bool,
-    /// The name at `path` was removed (or taken by another file) while
-    /// open here: the mount's copy no longer follows renames.
-    path_gone: bool,
-    /// The path the mount commits it to: the one it was opened by (for a
-    /// `shared` descriptor, the one the copy was first opened by), moved by
-    /// renames of it or of a directory above it.
+    /// The path it was opened by (for a `shared` descriptor, the one the
+    /// copy was first opened by), moved by renames of it or of a directory
+    /// above it.
     path: String,
 }
 
@@ -411,7 +405,7 @@ impl Model {
             .iter()
             .map(|open| {
                 format!(
-                    "  {}: model inode {}, committed as {}{}{}{}",
+                    "  {}: model inode {}, opened as {}{}{}",
                     open.name(),
                     open.inode,
                     open.path,
@@ -421,11 +415,6 @@ impl Model {
                         ", a reader"
                     },
                     if open.lost_name { ", lost a name" } else { "" },
-                    if open.path_gone {
-                        ", its name gone"
-                    } else {
-                        ""
-                    },
                 )
             })
             .collect();
@@ -544,57 +533,12 @@ impl Model {
     }
 
     /// A name of the file `inode` was removed.
-    fn lost_name(&mut self, inode: u64, path: &str) {
+    fn lost_name(&mut self, inode: u64) {
         for open in &mut self.open {
             if open.inode == inode {
                 open.lost_name = true;
-                open.path_gone |= open.shared && open.path == path;
             }
         }
-    }
-
-    /// KNOWN (mount limit): a file open for writing here that lost the
-    /// name it was opened by (unlink, or a rename over it) commits by
-    /// inode, but opens that write at the old path (also when it has other
-    /// names, or none): once a directory is there, every commit of it
-    /// (fsync, msync, close) fails with EISDIR and its writes are lost.
-    /// True when making a directory at `to` (`from`: the directory renamed
-    /// there, none for mkdir) puts one at such a path (and the guard is on).
-    fn directory_over_removed_name(&mut self, from: Option<&str>, to: &str) -> bool {
-        let lands = self.open.iter().any(|open| {
-            if !open.shared || !open.path_gone {
-                return false;
-            }
-            let Some(rest) = open.path.strip_prefix(to) else {
-                return false;
-            };
-            if !rest.is_empty() && !rest.starts_with('/') {
-                return false;
-            }
-            match from {
-                None => rest.is_empty(),
-                Some(from) => self.local_root.join(format!("{from}{rest}")).is_dir(),
-            }
-        });
-        lands && self.guard("a directory made where a file open here lost its name")
-    }
-
-    /// KNOWN (mount limit): a file open for writing here that lost the
-    /// name it was opened by (unlink, or a rename over it) commits by
-    /// inode, but opens that write at the old path: once the directory
-    /// that path was in is removed or renamed away, every commit of it
-    /// (fsync, msync, close) fails with ENOENT. True when `directory`
-    /// holds the old path of such a file (and the guard is on).
-    fn lost_name_under(&mut self, directory: &str) -> bool {
-        let inside = self.open.iter().any(|open| {
-            open.shared
-                && open.path_gone
-                && open
-                    .path
-                    .strip_prefix(directory)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        });
-        inside && self.guard("the directory of a file open here that lost its name removed")
     }
 
     /// Keeps the operation just done, with the model's result.
@@ -732,9 +676,9 @@ impl Model {
                     .open
                     .iter()
                     .find(|open| open.shared && open.inode == inode)
-                    .map(|open| (open.path.clone(), open.lost_name, open.path_gone));
+                    .map(|open| (open.path.clone(), open.lost_name));
                 let shared = writable || !existed || group.is_some();
-                let (path, lost_name, path_gone) = group.unwrap_or((path, false, false));
+                let (path, lost_name) = group.unwrap_or((path, false));
                 if shared {
                     // The mount's readers of the file join the copy the
                     // first writer here opens: they see its writes, and
@@ -743,7 +687,6 @@ impl Model {
                         open.shared = true;
                         open.path.clone_from(&path);
                         open.lost_name = lost_name;
-                        open.path_gone = path_gone;
                     }
                 }
                 self.open.push(Open {
@@ -755,7 +698,6 @@ impl Model {
                     inode,
                     shared,
                     lost_name,
-                    path_gone,
                     path,
                 });
             }
@@ -982,27 +924,18 @@ impl Model {
         self.begin("rename", format!("rename {from} {to}"));
         let (mount_from, local_from) = self.both(&from);
         let (mount_to, local_to) = self.both(&to);
-        if local_from.is_dir() && self.directory_over_removed_name(Some(&from), &to) {
-            self.result = "skipped (KNOWN)".to_string();
-            return;
-        }
-        if local_from.is_dir() && self.lost_name_under(&from) {
-            self.result = "skipped (KNOWN)".to_string();
-            return;
-        }
         let moved = fs::symlink_metadata(&local_from).map_or(0, |m| m.ino());
         let replaced = fs::symlink_metadata(&local_to).map_or(0, |m| m.ino());
         let mount = outcome(fs::rename(mount_from, mount_to));
         let local = outcome(fs::rename(local_from, local_to));
         self.same("rename", &mount, &local);
         if local.is_ok() && replaced != moved {
-            self.lost_name(replaced, &to);
+            self.lost_name(replaced);
         }
         if local.is_ok() && moved != replaced {
             // As the mount moves the files open under `from` (a rename
-            // between two names of one file does nothing), not those whose
-            // name is gone.
-            for open in self.open.iter_mut().filter(|open| !open.path_gone) {
+            // between two names of one file does nothing).
+            for open in &mut self.open {
                 if let Some(rest) = open.path.strip_prefix(&from) {
                     if rest.is_empty() || rest.starts_with('/') {
                         open.path = format!("{to}{rest}");
@@ -1046,7 +979,7 @@ impl Model {
         let local = outcome(fs::remove_file(local_path));
         self.same("unlink", &mount, &local);
         if local.is_ok() {
-            self.lost_name(removed, &path);
+            self.lost_name(removed);
         }
     }
 
@@ -1054,10 +987,6 @@ impl Model {
         let path = *self.rng.pick(&DIRECTORIES);
         self.begin("mkdir", format!("mkdir {path}"));
         let (mount_path, local_path) = self.both(path);
-        if !local_path.exists() && self.directory_over_removed_name(None, path) {
-            self.result = "skipped (KNOWN)".to_string();
-            return;
-        }
         let mount = outcome(fs::create_dir(mount_path));
         let local = outcome(fs::create_dir(local_path));
         self.same("mkdir", &mount, &local);
@@ -1067,10 +996,6 @@ impl Model {
         let path = self.any_path();
         self.begin("rmdir", format!("rmdir {path}"));
         let (mount_path, local_path) = self.both(&path);
-        if self.lost_name_under(&path) {
-            self.result = "skipped (KNOWN)".to_string();
-            return;
-        }
         let mount = outcome(fs::remove_dir(mount_path));
         let local = outcome(fs::remove_dir(local_path));
         self.same("rmdir", &mount, &local);

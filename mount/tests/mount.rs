@@ -2082,3 +2082,52 @@ fn a_large_file_whose_first_descriptor_closed_empty_still_streams_into_whole_blo
     );
     assert!(fs::read(mounted.path("big")).expect("read") == data);
 }
+
+#[test]
+fn a_file_open_for_writing_commits_whatever_became_of_the_name_it_was_opened_by() {
+    use std::os::unix::fs::FileExt;
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    fs::create_dir(mounted.path("d")).expect("mkdir d");
+    fs::write(mounted.path("d/f"), b"first ").expect("write d/f");
+    // Written through a descriptor opened as d/f.
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(mounted.path("d/f"))
+        .expect("open d/f");
+    // Its name moves to another directory, and a directory takes d/f.
+    fs::hard_link(mounted.path("d/f"), mounted.path("kept")).expect("link");
+    fs::remove_file(mounted.path("d/f")).expect("unlink d/f");
+    fs::create_dir(mounted.path("d/f")).expect("a directory where it was");
+    f.write_all(b"second").expect("write");
+    f.sync_all()
+        .expect("fsync once a directory has the name it was opened by");
+    // Then the directory it was opened in goes too.
+    fs::remove_dir(mounted.path("d/f")).expect("rmdir d/f");
+    fs::remove_dir(mounted.path("d")).expect("rmdir d");
+    f.write_all(b" third").expect("write");
+    drop(f);
+    assert_eq!(
+        fs::read(mounted.path("kept")).expect("read kept"),
+        b"first second third"
+    );
+    assert_eq!(cluster.dfs_ok(["cat", "/kept"]), "first second third");
+
+    // A file with no name left at all is still written while open here.
+    let g = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mounted.path("g"))
+        .expect("create g");
+    g.write_all_at(b"nameless", 0).expect("write");
+    g.sync_all().expect("fsync");
+    fs::remove_file(mounted.path("g")).expect("unlink g");
+    fs::create_dir(mounted.path("g")).expect("a directory where it was");
+    g.write_all_at(b"NAME", 0).expect("write");
+    g.sync_all().expect("fsync of a file without a name");
+    let mut read = [0u8; 8];
+    g.read_exact_at(&mut read, 0).expect("read back");
+    assert_eq!(&read, b"NAMEless");
+}

@@ -130,6 +130,7 @@ impl From<OpenWriteV4> for OpenWrite {
     fn from(old: OpenWriteV4) -> OpenWrite {
         OpenWrite {
             path: old.path,
+            inode: None,
             replication: old.replication,
             block_bytes: old.block_bytes,
             overwrite: old.overwrite,

@@ -171,6 +171,16 @@ pub enum OpRecord {
         inode: u64,
         accessed_ns: u64,
     },
+    OpenInodeWrite {
+        write: u64,
+        inode: u64,
+        path: String,
+        replication: u8,
+        block_bytes: u64,
+        owner: String,
+        group: String,
+        time_ms: u64,
+    },
 }
 
 /// Nanoseconds of a time journaled or checkpointed in milliseconds.
@@ -467,6 +477,25 @@ impl From<&Op> for OpRecord {
             Op::Sustain { inode } => OpRecord::Sustain { inode },
             Op::Unsustain { inode } => OpRecord::Unsustain { inode },
             Op::Accessed { inode, accessed_ns } => OpRecord::Accessed { inode, accessed_ns },
+            Op::OpenInodeWrite {
+                write,
+                inode,
+                path,
+                replication,
+                block_bytes,
+                owner,
+                group,
+                time_ms,
+            } => OpRecord::OpenInodeWrite {
+                write,
+                inode,
+                path,
+                replication,
+                block_bytes,
+                owner,
+                group,
+                time_ms,
+            },
         }
     }
 }
@@ -697,6 +726,25 @@ impl From<OpRecord> for Op {
             OpRecord::Sustain { inode } => Op::Sustain { inode },
             OpRecord::Unsustain { inode } => Op::Unsustain { inode },
             OpRecord::Accessed { inode, accessed_ns } => Op::Accessed { inode, accessed_ns },
+            OpRecord::OpenInodeWrite {
+                write,
+                inode,
+                path,
+                replication,
+                block_bytes,
+                owner,
+                group,
+                time_ms,
+            } => Op::OpenInodeWrite {
+                write,
+                inode,
+                path,
+                replication,
+                block_bytes,
+                owner,
+                group,
+                time_ms,
+            },
         }
     }
 }
@@ -991,6 +1039,7 @@ impl From<OpenWriteRecord> for OpenWrite {
     fn from(record: OpenWriteRecord) -> OpenWrite {
         OpenWrite {
             path: record.path,
+            inode: None,
             replication: record.replication,
             block_bytes: record.block_bytes,
             overwrite: record.overwrite,
@@ -1008,11 +1057,20 @@ impl From<OpenWriteRecord> for OpenWrite {
     }
 }
 
-/// The namespace of checkpoint version 9, as read. Written by
-/// `NamespaceWriter`, which produces the same bytes from a live namespace
-/// one entry at a time.
+/// The namespace of checkpoint version 10, as read: version 9 with the
+/// inode of each write opened by inode (write id to inode) appended. Written
+/// by `NamespaceWriter`, which produces the same bytes from a live
+/// namespace one entry at a time (postcard writes a struct's fields one
+/// after the other, so the nested version 9 is no more than its fields).
 #[derive(Debug, Deserialize)]
 pub struct NamespaceRecord {
+    v9: NamespaceV9,
+    write_inodes: BTreeMap<u64, u64>,
+}
+
+/// The namespace of checkpoint version 9.
+#[derive(Debug, Deserialize)]
+pub struct NamespaceV9 {
     inodes: BTreeMap<u64, InodeRecord>,
     writes: BTreeMap<u64, OpenWriteRecord>,
     next_inode: u64,
@@ -1030,11 +1088,11 @@ pub struct NamespaceRecord {
 /// milliseconds.
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-pub struct NamespaceV8(NamespaceRecord);
+pub struct NamespaceV8(NamespaceV9);
 
-impl NamespaceRecord {
+impl NamespaceV9 {
     /// Read from a version whose inode times were milliseconds.
-    fn scaled_from_ms(mut self) -> NamespaceRecord {
+    fn scaled_from_ms(mut self) -> NamespaceV9 {
         self.inodes = self
             .inodes
             .into_iter()
@@ -1065,7 +1123,7 @@ pub struct NamespaceV7 {
 
 impl From<NamespaceV7> for Namespace {
     fn from(old: NamespaceV7) -> Namespace {
-        NamespaceRecord {
+        NamespaceV9 {
             inodes: old.inodes,
             writes: old.writes,
             next_inode: old.next_inode,
@@ -1095,7 +1153,7 @@ pub struct NamespaceV6 {
 
 impl From<NamespaceV6> for Namespace {
     fn from(old: NamespaceV6) -> Namespace {
-        NamespaceRecord {
+        NamespaceV9 {
             inodes: old.inodes,
             writes: old.writes,
             next_inode: old.next_inode,
@@ -1112,6 +1170,20 @@ impl From<NamespaceV6> for Namespace {
 
 impl From<NamespaceRecord> for Namespace {
     fn from(record: NamespaceRecord) -> Namespace {
+        let mut namespace = Namespace::from(record.v9);
+        for (write, inode) in record.write_inodes {
+            // One of a write that is not there changes nothing: the
+            // namespace checks its invariants after this.
+            if let Some(open) = namespace.writes.get_mut(&(write as WriteId)) {
+                open.inode = Some(inode as InodeId);
+            }
+        }
+        namespace
+    }
+}
+
+impl From<NamespaceV9> for Namespace {
+    fn from(record: NamespaceV9) -> Namespace {
         let mut namespace = Namespace {
             inodes: record
                 .inodes
@@ -1155,7 +1227,12 @@ impl Serialize for NamespaceWriter<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let namespace = self.0;
         let draining: BTreeSet<u64> = namespace.draining.iter().map(|m| m.0).collect();
-        let mut record = serializer.serialize_struct("NamespaceRecord", 8)?;
+        let write_inodes: BTreeMap<u64, u64> = namespace
+            .writes
+            .iter()
+            .filter_map(|(&write, open)| Some((write, open.inode?)))
+            .collect();
+        let mut record = serializer.serialize_struct("NamespaceRecord", 9)?;
         record.serialize_field(
             "inodes",
             &ConvertedMap(&namespace.inodes, |inode| InodeRecord::from(inode)),
@@ -1170,6 +1247,7 @@ impl Serialize for NamespaceWriter<'_> {
         record.serialize_field("draining", &draining)?;
         record.serialize_field("xattrs", &namespace.xattrs)?;
         record.serialize_field("sustained", &namespace.sustained)?;
+        record.serialize_field("write_inodes", &write_inodes)?;
         record.end()
     }
 }
@@ -1211,10 +1289,11 @@ mod tests {
             Op::Sustain { .. } => "Sustain",
             Op::Unsustain { .. } => "Unsustain",
             Op::Accessed { .. } => "Accessed",
+            Op::OpenInodeWrite { .. } => "OpenInodeWrite",
         }
     }
 
-    const VARIANTS: usize = 24;
+    const VARIANTS: usize = 25;
 
     /// Every op once, with the bytes journal version 2 stores for it.
     fn golden_ops() -> Vec<(Op, &'static str)> {
@@ -1420,6 +1499,19 @@ mod tests {
                 },
                 "18ac0201",
             ),
+            (
+                Op::OpenInodeWrite {
+                    write: 7,
+                    inode: 300,
+                    path: "/f".into(),
+                    replication: 3,
+                    block_bytes: 1024,
+                    owner: "ann".into(),
+                    group: "lab".into(),
+                    time_ms: 20,
+                },
+                "1907ac02022f6603800803616e6e036c616214",
+            ),
         ]
     }
 
@@ -1540,7 +1632,7 @@ mod tests {
     }
 
     #[test]
-    fn the_bytes_checkpoint_versions_5_to_8_store_read_as_the_namespace() {
+    fn the_bytes_checkpoint_versions_5_to_9_store_read_as_the_namespace() {
         let (namespace, golden) = golden_namespace();
         let bytes: Vec<u8> = (0..golden.len())
             .step_by(2)
@@ -1557,14 +1649,18 @@ mod tests {
         let eight = [bytes.as_slice(), &[0, 0]].concat();
         let old: NamespaceV8 = postcard::from_bytes(&eight).expect("decode as version 8");
         assert_eq!(Namespace::from(old), namespace);
-        // Version 9 is the same layout with times in nanoseconds (its bytes
-        // are pinned by the checkpoint fixture).
+        // Version 9 is the same layout with times in nanoseconds, and 10
+        // appends the inodes of writes opened by inode (none here; their
+        // bytes are pinned by the checkpoint fixtures).
         let written = postcard::to_stdvec(&NamespaceWriter(&namespace)).expect("encode");
         assert_eq!(
             written.len(),
-            eight.len() + 3 * 3 * 3,
-            "three longer times per inode"
+            eight.len() + 3 * 3 * 3 + 1,
+            "three longer times per inode, and no write by inode"
         );
+        let nine = &written[..written.len() - 1];
+        let old: NamespaceV9 = postcard::from_bytes(nine).expect("decode as version 9");
+        assert_eq!(Namespace::from(old), namespace);
         let read: NamespaceRecord = postcard::from_bytes(&written).expect("decode");
         assert_eq!(Namespace::from(read), namespace);
     }

@@ -1474,3 +1474,144 @@ fn a_directory_links_its_name_itself_and_each_subdirectory() {
     rebuilt.rebuild_derived();
     assert_eq!(rebuilt, ns);
 }
+
+/// Opens a write of the file `inode` (as the mount does), known by `at`,
+/// and commits blocks of `lengths` to it.
+fn open_inode_with_blocks(
+    ns: &mut Namespace,
+    inode: InodeId,
+    at: &str,
+    lengths: &[u64],
+) -> Result<WriteId, RemoteError> {
+    let write = ns.next_write_id();
+    ns.apply(&Op::OpenInodeWrite {
+        write,
+        inode,
+        path: at.into(),
+        replication: 3,
+        block_bytes: 4,
+        owner: "ana".into(),
+        group: "staff".into(),
+        time_ms: 40,
+    })?;
+    for &length_bytes in lengths {
+        let block = ns.next_block_id();
+        ns.apply(&allocate(write, block))?;
+        ns.apply(&Op::CommitBlock {
+            write,
+            block,
+            length_bytes,
+            crc32c: 0,
+        })?;
+    }
+    Ok(write)
+}
+
+#[test]
+fn a_write_by_inode_changes_that_file_whatever_became_of_its_names() {
+    let mut ns = Namespace::new(0);
+    ns.apply(&mkdir("/d", false)).expect("mkdir");
+    write_file(&mut ns, "/d/f", &[4, 2], false).expect("write");
+    let inode = ns.status(&path("/d/f")).expect("stat").inode;
+    let old_blocks: Vec<BlockId> = ns
+        .file_blocks(&path("/d/f"))
+        .expect("blocks")
+        .1
+        .iter()
+        .map(|block| block.id)
+        .collect();
+    // Opened, then its name moves away and a directory takes the old one,
+    // inside a directory that is renamed too: the commit does not care.
+    let write = open_inode_with_blocks(&mut ns, inode, "/d/f", &[3]).expect("open");
+    ns.apply(&Op::Rename {
+        source: "/d/f".into(),
+        target: "/g".into(),
+        time_ms: 41,
+    })
+    .expect("rename");
+    ns.apply(&mkdir("/d/f", false))
+        .expect("a directory at the old name");
+    ns.apply(&Op::Rename {
+        source: "/d".into(),
+        target: "/e".into(),
+        time_ms: 42,
+    })
+    .expect("rename the directory");
+    let applied = ns
+        .apply(&Op::CloseWrite { write, time_ms: 43 })
+        .expect("close");
+    // The close replaced the file's contents: its old blocks are freed.
+    let mut freed: Vec<BlockId> = applied.freed_blocks.iter().map(|r| r.block).collect();
+    freed.sort_unstable();
+    assert_eq!(freed, old_blocks);
+    let status = ns.status(&path("/g")).expect("stat");
+    assert_eq!((status.inode, status.size_bytes), (inode, 3));
+    assert!(ns.status(&path("/e/f")).expect("stat").kind == EntryKind::Directory);
+    ns.check_invariants().expect("invariants");
+
+    // A patch of it by inode, opened while it had no name at all.
+    ns.apply(&Op::Sustain { inode }).expect("sustain");
+    ns.apply(&Op::Delete {
+        path: "/g".into(),
+        recursive: false,
+        time_ms: 44,
+    })
+    .expect("delete");
+    let write = open_inode_with_blocks(&mut ns, inode, "/g", &[1]).expect("open nameless");
+    // Another file's inode is refused for a write opened for this one.
+    write_file(&mut ns, "/other", &[1], false).expect("write");
+    let other = ns.status(&path("/other")).expect("stat").inode;
+    let patch_of = |target: InodeId| Op::PatchInode {
+        write,
+        inode: target,
+        ranges: vec![FileRange {
+            offset_bytes: 1,
+            length_bytes: 1,
+        }],
+        size_bytes: 5,
+        if_version: None,
+        time_ms: 45,
+    };
+    check_error(
+        ns.apply(&patch_of(other)),
+        ErrorKind::InvalidArgument,
+        &format!("opened for inode {inode} cannot change inode {other}"),
+    );
+    ns.apply(&Op::PatchWrite {
+        write,
+        ranges: vec![FileRange {
+            offset_bytes: 1,
+            length_bytes: 1,
+        }],
+        size_bytes: 5,
+        if_version: None,
+        time_ms: 45,
+    })
+    .expect("a patch with no inode changes the one opened");
+    let page = ns
+        .file_pieces(&path("/g"), Some(inode), None, 0, 10)
+        .expect("read by inode");
+    assert_eq!((page.status.size_bytes, page.status.links), (5, 0));
+    ns.check_invariants().expect("invariants");
+    let mut rebuilt = ns.clone();
+    rebuilt.rebuild_derived();
+    assert_eq!(rebuilt, ns);
+}
+
+#[test]
+fn a_write_by_inode_opens_only_of_a_file_that_is_there() {
+    let mut ns = Namespace::new(0);
+    ns.apply(&mkdir("/d", false)).expect("mkdir");
+    let directory = ns.status(&path("/d")).expect("stat").inode;
+    check_error(
+        open_inode_with_blocks(&mut ns, directory, "/d", &[]).map(|_| Applied::default()),
+        ErrorKind::IsADirectory,
+        &format!("/d: inode {directory} is a directory"),
+    );
+    check_error(
+        open_inode_with_blocks(&mut ns, 999, "/x", &[]).map(|_| Applied::default()),
+        ErrorKind::NotFound,
+        "/x: inode 999 is gone",
+    );
+    assert_eq!(ns.open_writes().count(), 0, "nothing opened");
+}
