@@ -341,7 +341,7 @@ impl Client {
                 Step::Done(result) => result,
                 Step::Unknown(error) => Err(error),
                 Step::Ready { write, .. } => match answers.next() {
-                    Some(Ok(MasterResponse::Ok)) => Ok(file.data.len() as u64),
+                    Some(Ok(MasterResponse::Closed { .. })) => Ok(file.data.len() as u64),
                     answer => {
                         refused_closes.push(MasterRequest::AbortWrite { write });
                         Err(close_error(file, answer))
@@ -604,7 +604,7 @@ fn may_have_left_a_write_open(file: &SmallFile, step: &Step) -> bool {
         )
 }
 
-/// The error of a file whose `CloseWrite` was not answered `Ok`.
+/// The error of a file whose `CloseWrite` was not answered `Closed`.
 fn close_error(file: &SmallFile, answer: Option<Answer>) -> Error {
     match answer {
         Some(Ok(MasterResponse::Error(error))) => Error::Remote(error),
@@ -1034,6 +1034,11 @@ mod tests {
                                             ErrorKind::InvalidArgument,
                                             format!("write {write}: refused"),
                                         ))
+                                    }
+                                    MasterRequest::CloseWrite { write, .. } => {
+                                        MasterResponse::Closed {
+                                            inode: 1000 + write,
+                                        }
                                     }
                                     _ => MasterResponse::Ok,
                                 };

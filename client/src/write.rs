@@ -167,6 +167,9 @@ pub struct UnsyncedReplica {
 pub struct WriteStats {
     pub length_bytes: u64,
     pub blocks: Vec<WrittenBlock>,
+    /// The inode of the file committed, as the master answered the commit;
+    /// None when a commit sent again was found done by an earlier copy.
+    pub inode: Option<u64>,
 }
 
 /// The input of `Client::put`: bytes read in order, and, when the input can,
@@ -1056,7 +1059,7 @@ impl Client {
         last_block: Option<BlockCommit>,
         modified_ns: Option<u64>,
         committed: &[BlockId],
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let mut expected = committed.to_vec();
         expected.extend(last_block.as_ref().map(|commit| commit.block));
         let request = MasterRequest::CloseWrite {
@@ -1066,7 +1069,7 @@ impl Client {
         };
         let answer = self.call_with(request, Resend::Always)?;
         match answer.response {
-            MasterResponse::Ok => Ok(()),
+            MasterResponse::Closed { inode } => Ok(Some(inode)),
             MasterResponse::Error(error) if answer.resent => {
                 let closed = self.get_blocks(path).is_ok_and(|file| {
                     file.blocks
@@ -1075,7 +1078,7 @@ impl Client {
                         .eq(expected.iter().copied())
                 });
                 if closed {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(Error::Remote(error))
                 }
@@ -1099,7 +1102,7 @@ impl Client {
         patch: Patch,
         modified_ns: Option<u64>,
         committed: &[BlockId],
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let mut expected = committed.to_vec();
         expected.extend(last_block.as_ref().map(|commit| commit.block));
         let Patch {
@@ -1119,7 +1122,7 @@ impl Client {
         };
         let answer = self.call_with(request, Resend::Always)?;
         match answer.response {
-            MasterResponse::Ok => Ok(()),
+            MasterResponse::Closed { inode } => Ok(Some(inode)),
             MasterResponse::Error(error) if answer.resent => {
                 let made = if expected.is_empty() {
                     self.stat(path).is_ok_and(|status| {
@@ -1133,7 +1136,7 @@ impl Client {
                     })
                 };
                 if made {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(Error::Remote(error))
                 }
@@ -1448,7 +1451,7 @@ impl<'a> Session<'a> {
             None => (None, None),
         };
         let committed: Vec<BlockId> = self.stats.blocks.iter().map(|block| block.id).collect();
-        match patch {
+        self.stats.inode = match patch {
             None => self.client.close_write(
                 &self.path,
                 self.write,
@@ -1464,7 +1467,7 @@ impl<'a> Session<'a> {
                 self.modified_ns,
                 &committed,
             )?,
-        }
+        };
         self.closed = true;
         if let Some(written) = written {
             self.note_committed(written);

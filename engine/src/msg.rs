@@ -1096,6 +1096,12 @@ pub enum MasterResponse {
         authority: Vec<u8>,
         required: bool,
     },
+    /// Answers `CloseWrite` and `PatchWrite` (protocol 13): the inode of
+    /// the file the write made or changed, so a writer need not look it up
+    /// (and cannot find another file that took the path since).
+    Closed {
+        inode: u64,
+    },
 }
 
 /// Requests to a minion, from clients and from the minion before it in a pipeline.

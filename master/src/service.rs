@@ -1824,8 +1824,9 @@ impl Master {
                     self.commit(state, write, commit)?;
                 }
                 let sequence = self.change(state, &Op::CloseWrite { write, time_ms })?;
+                let inode = committed_inode(state, inode, &path)?;
                 let sequence = self.closed(state, write, path, modified_ns, time_ms, sequence)?;
-                (MasterResponse::Ok, sequence)
+                (MasterResponse::Closed { inode }, sequence)
             }
             MasterRequest::PatchWrite {
                 write,
@@ -1886,8 +1887,9 @@ impl Master {
                     },
                 };
                 let sequence = self.change(state, &op)?;
+                let inode = committed_inode(state, inode, &path)?;
                 let sequence = self.closed(state, write, path, modified_ns, time_ms, sequence)?;
-                (MasterResponse::Ok, sequence)
+                (MasterResponse::Closed { inode }, sequence)
             }
             MasterRequest::SetAttributes {
                 path,
@@ -2521,6 +2523,19 @@ fn note_reported(
     judged
 }
 
+/// The inode of the file a write just committed: `inode` for a write of
+/// a file by inode, else the one now at the write's `path`.
+fn committed_inode(
+    state: &NamespaceState,
+    inode: Option<u64>,
+    path: &str,
+) -> Result<u64, RemoteError> {
+    match inode {
+        Some(inode) => Ok(inode),
+        None => state.namespace.resolve(&parse_path(path)?),
+    }
+}
+
 /// True for requests that change the namespace (and so are journaled).
 fn is_change(request: &MasterRequest) -> bool {
     is_client_change(request)
@@ -3148,7 +3163,13 @@ mod tests {
             vec![close(f, &f_block, 5), close(g, &g_block, 7)],
             false,
         );
-        assert_eq!(closed, vec![MasterResponse::Ok, MasterResponse::Ok]);
+        assert!(
+            matches!(
+                closed[..],
+                [MasterResponse::Closed { inode: f }, MasterResponse::Closed { inode: g }] if f != g
+            ),
+            "{closed:?}"
+        );
         assert_eq!(
             master.journal.durable_sequence(),
             master.journal.appended_sequence(),

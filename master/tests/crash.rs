@@ -242,7 +242,10 @@ impl Worker {
                     },
                 )
                 .map_err(|e| (e, true))?;
-                expect_ok(closed);
+                assert!(
+                    matches!(closed, MasterResponse::Closed { .. }),
+                    "{change:?}: {closed:?}"
+                );
             }
         }
         Ok(())

@@ -355,7 +355,10 @@ fn writes_left_open_by_a_crash_can_be_taken_up_or_are_aborted() {
             modified_ns: None,
         },
     );
-    assert!(matches!(closed, Ok(MasterResponse::Ok)), "{closed:?}");
+    assert!(
+        matches!(closed, Ok(MasterResponse::Closed { .. })),
+        "{closed:?}"
+    );
     assert_eq!(
         list(&mut connection, "/").get("kept"),
         Some(&Entry::File {

@@ -793,7 +793,12 @@ impl CachedFile {
                 },
             )?;
             let stats = writer.finish()?;
-            self.inode = client.stat(path).ok().map(|status| status.inode);
+            // As the master answered the commit (looked up only when a
+            // commit sent again found it done).
+            self.inode = match stats.inode {
+                Some(inode) => Some(inode),
+                None => client.stat(path).ok().map(|status| status.inode),
+            };
             unsynced::record(self.unsynced.as_ref(), self.inode, client, stats)?;
         } else if whole || !ranges.is_empty() || local.size != local.base_size {
             let ranges = if whole && local.size > 0 {

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use dfs_client::client::AttributeChange;
 use dfs_client::{Client, FileReader};
@@ -33,6 +33,7 @@ use crate::compactor::Compactor;
 use crate::dirs::{DirEntry, Listing, PageSource};
 use crate::inodes::{Inodes, PENDING_INODE_BASE};
 use crate::locks::{self, LockSession};
+use crate::parents::{Parent, Parents};
 use crate::unsynced::Unsynced;
 use crate::xattrs;
 
@@ -85,6 +86,8 @@ struct State {
     /// What each locked file was (version, size, modification time) when
     /// this mount last locked it, by the kernel's number.
     locked_seen: HashMap<u64, (u64, u64, u64)>,
+    /// The directories entries were made in lately (`new_entry_owner`).
+    parents: Parents,
 }
 
 /// The mounted cluster.
@@ -190,6 +193,7 @@ impl DfsFs {
                 compactor,
                 unsynced: Unsynced::default(),
                 locked_seen: HashMap::new(),
+                parents: Parents::new(ENTRY_TTL),
             }),
         })
     }
@@ -716,6 +720,8 @@ impl Filesystem for DfsFs {
     ) {
         let mut guard = self.state();
         let state = &mut *guard;
+        // It may be a directory whose mode or group new entries take.
+        state.parents.forget_all();
         let mut change = AttributeChange {
             mode: mode.map(|mode| mode & 0o7777),
             modified_ns: mtime.map(time_ns),
@@ -864,6 +870,7 @@ impl Filesystem for DfsFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut state = self.state();
+        state.parents.forget_all();
         let result = state
             .child(parent, name)
             .and_then(|path| match state.stat(&path)?.kind {
@@ -1083,6 +1090,8 @@ impl Filesystem for DfsFs {
         reply: ReplyEmpty,
     ) {
         let mut state = self.state();
+        // Directories may move, or be replaced.
+        state.parents.forget_all();
         let paths = state
             .child(parent, name)
             .and_then(|source| Ok((source, state.child(newparent, newname)?)));
@@ -1828,10 +1837,22 @@ impl DfsFs {
         path: &DfsPath,
     ) -> Result<(AttributeChange, bool), Errno> {
         let parent = path.parent().ok_or(Errno::EINVAL)?;
-        let directory = state.stat(&parent)?;
-        if directory.kind != EntryKind::Directory {
-            return Err(Errno::ENOTDIR);
-        }
+        let now = Instant::now();
+        let directory = match state.parents.get(&parent, now) {
+            Some(directory) => directory.clone(),
+            None => {
+                let status = state.stat(&parent)?;
+                if status.kind != EntryKind::Directory {
+                    return Err(Errno::ENOTDIR);
+                }
+                let directory = Parent {
+                    mode: status.mode,
+                    group: status.group,
+                };
+                state.parents.put(parent, directory.clone(), now);
+                directory
+            }
+        };
         let owner = state.ids.user_name(req.uid());
         let inherited = directory.mode & libc::S_ISGID != 0;
         let group = if inherited {

@@ -320,9 +320,11 @@ fn write_file(
                     .finish_patch_of(ranges, written_bytes, file)
                     .map(|_| Some(inode))
             }
-            None => writer
-                .finish()
-                .map(|_| client.stat(path).ok().map(|status| status.inode)),
+            None => writer.finish().map(|stats| {
+                stats
+                    .inode
+                    .or_else(|| client.stat(path).ok().map(|status| status.inode))
+            }),
         },
     };
     let result = result.and_then(|inode| {
