@@ -343,8 +343,13 @@ impl OpenWrite<'_> {
             Some((commit, written)) => (Some(commit), Some(written)),
             None => (None, None),
         };
-        self.client
-            .close_write(self.path, self.write, last_commit, modified_ns, &committed)?;
+        stats.inode = self.client.close_write(
+            (self.path, None),
+            self.write,
+            last_commit,
+            modified_ns,
+            &committed,
+        )?;
         self.closed = true;
         if let Some(written) = last_written {
             stats.length_bytes += written.length_bytes;

@@ -521,7 +521,17 @@ impl Client {
     /// A file's status and all its pieces with their locations, page by
     /// page; the pages must be of one file and add up to its size.
     pub fn get_blocks(&mut self, path: &DfsPath) -> Result<FileBlocks> {
-        let list = BlockList::open(self, path, None)?;
+        self.get_blocks_of(path, None)
+    }
+
+    /// `get_blocks`, of the file with inode `inode` when given (whatever
+    /// its names are now; `path` is what errors call it).
+    pub(crate) fn get_blocks_of(
+        &mut self,
+        path: &DfsPath,
+        inode: Option<u64>,
+    ) -> Result<FileBlocks> {
+        let list = BlockList::open(self, path, inode)?;
         let mut blocks = Vec::with_capacity(list.count().min(GET_BLOCKS_PAGE_MAX as usize));
         for index in 0..list.count() {
             blocks.push(list.block(index, false)?);

@@ -167,8 +167,9 @@ pub struct UnsyncedReplica {
 pub struct WriteStats {
     pub length_bytes: u64,
     pub blocks: Vec<WrittenBlock>,
-    /// The inode of the file committed, as the master answered the commit;
-    /// None when a commit sent again was found done by an earlier copy.
+    /// The inode of the file committed (as the master answered the
+    /// commit, or as found when a commit sent again was done by an earlier
+    /// copy); None before the commit.
     pub inode: Option<u64>,
 }
 
@@ -884,6 +885,8 @@ struct Session<'a> {
     client: &'a mut Client,
     path: DfsPath,
     write: u64,
+    /// The file written, for a write by inode.
+    inode: Option<u64>,
     block_bytes: u64,
     sync: bool,
     /// Minions that failed this write; never chosen again for it.
@@ -924,6 +927,11 @@ impl Client {
         allocate_first_block: bool,
     ) -> Result<OpenedWrite> {
         options.validate()?;
+        if inode.is_some() && options.modified_ns.is_some() {
+            return Err(Error::Invalid(format!(
+                "{path}: a write by inode sets no modification time"
+            )));
+        }
         let request = match inode {
             None => MasterRequest::OpenWrite {
                 path: path.to_string(),
@@ -976,6 +984,7 @@ impl Client {
                 }
                 Ok(OpenedWrite {
                     write,
+                    inode,
                     block_bytes,
                     first_block,
                 })
@@ -1047,14 +1056,15 @@ impl Client {
         self.call_expect_ok_with("AbandonBlock", request, Resend::Always)
     }
 
-    /// Closes `write` of the file at `path` (committing `last_block`
-    /// first), whose blocks were `committed` before. Sent again while the
-    /// master restarts; when an earlier copy may have closed it already
-    /// and this one is refused, the file is looked at: holding exactly
-    /// these blocks, it was closed.
+    /// Closes `write` of the file at `path` (of the file `inode`, for a
+    /// write by inode), committing `last_block` first, whose blocks were
+    /// `committed` before: the file's inode. Sent again while the master
+    /// restarts; when an earlier copy may have closed it already and this
+    /// one is refused, the file is looked at: holding exactly these
+    /// blocks, it was closed.
     pub(crate) fn close_write(
         &mut self,
-        path: &DfsPath,
+        (path, inode): (&DfsPath, Option<u64>),
         write: u64,
         last_block: Option<BlockCommit>,
         modified_ns: Option<u64>,
@@ -1071,16 +1081,15 @@ impl Client {
         match answer.response {
             MasterResponse::Closed { inode } => Ok(Some(inode)),
             MasterResponse::Error(error) if answer.resent => {
-                let closed = self.get_blocks(path).is_ok_and(|file| {
+                let closed = self.get_blocks_of(path, inode).ok().filter(|file| {
                     file.blocks
                         .iter()
                         .map(|block| block.id)
                         .eq(expected.iter().copied())
                 });
-                if closed {
-                    Ok(None)
-                } else {
-                    Err(Error::Remote(error))
+                match closed {
+                    Some(file) => Ok(Some(file.status.inode)),
+                    None => Err(Error::Remote(error)),
                 }
             }
             MasterResponse::Error(error) => Err(Error::Remote(error)),
@@ -1088,15 +1097,17 @@ impl Client {
         }
     }
 
-    /// Closes `write` as a patch of the file at `path` (committing
-    /// `last_block` first), whose blocks were `committed` before. Sent
-    /// again while the master restarts; when an earlier copy may have
-    /// closed it already and this one is refused, the file is looked at:
-    /// the patch was made when its pieces use every block of the write
-    /// (for a write of no blocks, when the file has the patch's size).
+    /// Closes `write` as a patch of the file at `path` (of the file the
+    /// patch names, or `opened` for a write by inode), committing
+    /// `last_block` first, whose blocks were `committed` before: the
+    /// file's inode. Sent again while the master restarts; when an earlier
+    /// copy may have closed it already and this one is refused, the file
+    /// is looked at: the patch was made when its pieces use every block of
+    /// the write (for a write of no blocks, when the file has the patch's
+    /// size).
     fn patch_write(
         &mut self,
-        path: &DfsPath,
+        (path, opened): (&DfsPath, Option<u64>),
         write: u64,
         last_block: Option<BlockCommit>,
         patch: Patch,
@@ -1111,6 +1122,7 @@ impl Client {
             if_version,
             inode,
         } = patch;
+        let file = inode.or(opened);
         let request = MasterRequest::PatchWrite {
             write,
             last_block,
@@ -1125,20 +1137,26 @@ impl Client {
             MasterResponse::Closed { inode } => Ok(Some(inode)),
             MasterResponse::Error(error) if answer.resent => {
                 let made = if expected.is_empty() {
-                    self.stat(path).is_ok_and(|status| {
+                    let status = match file {
+                        Some(inode) => self.stat_inode(path, inode),
+                        None => self.stat(path),
+                    };
+                    status.ok().filter(|status| {
                         status.kind == EntryKind::File && status.size_bytes == size_bytes
                     })
                 } else {
-                    self.get_blocks(path).is_ok_and(|file| {
+                    self.get_blocks_of(path, file).ok().and_then(|found| {
                         let used: std::collections::HashSet<BlockId> =
-                            file.blocks.iter().map(|piece| piece.id).collect();
-                        expected.iter().all(|block| used.contains(block))
+                            found.blocks.iter().map(|piece| piece.id).collect();
+                        expected
+                            .iter()
+                            .all(|block| used.contains(block))
+                            .then_some(found.status)
                     })
                 };
-                if made {
-                    Ok(None)
-                } else {
-                    Err(Error::Remote(error))
+                match made {
+                    Some(status) => Ok(Some(status.inode)),
+                    None => Err(Error::Remote(error)),
                 }
             }
             MasterResponse::Error(error) => Err(Error::Remote(error)),
@@ -1169,6 +1187,8 @@ pub struct PatchTarget {
 /// What `OpenWrite` answered, checked.
 pub(crate) struct OpenedWrite {
     pub(crate) write: u64,
+    /// The file written, for a write by inode (`OpenInodeWrite`).
+    pub(crate) inode: Option<u64>,
     pub(crate) block_bytes: u64,
     pub(crate) first_block: Option<AllocatedBlock>,
 }
@@ -1194,6 +1214,7 @@ impl<'a> Session<'a> {
     ) -> Session<'a> {
         let OpenedWrite {
             write,
+            inode,
             block_bytes,
             first_block,
         } = opened;
@@ -1201,6 +1222,7 @@ impl<'a> Session<'a> {
             client,
             path: path.clone(),
             write,
+            inode,
             block_bytes,
             sync: options.sync,
             excluded: Vec::new(),
@@ -1453,14 +1475,14 @@ impl<'a> Session<'a> {
         let committed: Vec<BlockId> = self.stats.blocks.iter().map(|block| block.id).collect();
         self.stats.inode = match patch {
             None => self.client.close_write(
-                &self.path,
+                (&self.path, self.inode),
                 self.write,
                 last_block,
                 self.modified_ns,
                 &committed,
             )?,
             Some(patch) => self.client.patch_write(
-                &self.path,
+                (&self.path, self.inode),
                 self.write,
                 last_block,
                 patch,

@@ -1729,15 +1729,15 @@ impl Master {
                 allocate_first_block,
             } => {
                 let path = parse_path(&path)?;
+                state
+                    .namespace
+                    .check_inode(&context.caller, &path, inode, access::WRITE)?;
                 // By default, the file's own replication and block size.
                 let (file_replication, file_block_bytes) =
                     state.namespace.file_of_inode(&path, inode)?;
                 let replication = replication.unwrap_or(file_replication);
                 let block_bytes = block_bytes.unwrap_or(file_block_bytes);
                 check_file_parameters(replication, block_bytes)?;
-                state
-                    .namespace
-                    .check_inode(&context.caller, &path, inode, access::WRITE)?;
                 let write = state.namespace.next_write_id();
                 let op = Op::OpenInodeWrite {
                     write,
@@ -1814,19 +1814,28 @@ impl Master {
                     Some(open) => (open.path.clone(), open.inode),
                     None => return Err(not_open(write)),
                 };
-                if inode.is_some() && modified_ns.is_some() {
-                    return Err(RemoteError::new(
-                        ErrorKind::InvalidArgument,
-                        format!("{path}: a write by inode sets no modification time"),
-                    ));
+                if let Some(inode) = inode {
+                    if modified_ns.is_some() {
+                        return Err(RemoteError::new(
+                            ErrorKind::InvalidArgument,
+                            format!("{path}: a write by inode sets no modification time"),
+                        ));
+                    }
+                    // As `PatchWrite` by inode: the file may be written.
+                    state.namespace.check_inode(
+                        &context.caller,
+                        &parse_path(&path)?,
+                        inode,
+                        access::WRITE,
+                    )?;
                 }
                 if let Some(commit) = last_block {
                     self.commit(state, write, commit)?;
                 }
                 let sequence = self.change(state, &Op::CloseWrite { write, time_ms })?;
-                let inode = committed_inode(state, inode, &path)?;
+                let committed = committed_inode(state, inode, &path);
                 let sequence = self.closed(state, write, path, modified_ns, time_ms, sequence)?;
-                (MasterResponse::Closed { inode }, sequence)
+                (MasterResponse::Closed { inode: committed? }, sequence)
             }
             MasterRequest::PatchWrite {
                 write,
@@ -1887,9 +1896,9 @@ impl Master {
                     },
                 };
                 let sequence = self.change(state, &op)?;
-                let inode = committed_inode(state, inode, &path)?;
+                let committed = committed_inode(state, inode, &path);
                 let sequence = self.closed(state, write, path, modified_ns, time_ms, sequence)?;
-                (MasterResponse::Closed { inode }, sequence)
+                (MasterResponse::Closed { inode: committed? }, sequence)
             }
             MasterRequest::SetAttributes {
                 path,
@@ -2828,7 +2837,7 @@ pub(crate) mod fixture {
 
 #[cfg(test)]
 mod tests {
-    use dfs_engine::msg::{BlockId, EntryStatus};
+    use dfs_engine::msg::{BlockId, EntryKind, EntryStatus};
 
     use super::fixture::master;
     use super::*;
@@ -3177,5 +3186,92 @@ mod tests {
         );
         assert_eq!(stat(&master, "/f").expect("stat /f").size_bytes, 5);
         assert_eq!(stat(&master, "/g").expect("stat /g").size_bytes, 7);
+    }
+    #[test]
+    fn a_write_by_inode_is_checked_as_its_file_and_changes_it_whatever_its_names() {
+        let (_dir, master) = master(3);
+        let user = |name: &str| Credentials {
+            user: name.into(),
+            groups: vec!["staff".into()],
+            token: Vec::new(),
+        };
+        let (ann, bob) = (user("ann"), user("bob"));
+        let opened = master.handle(
+            ONE,
+            &ann,
+            MasterRequest::OpenWrite {
+                path: "/f".into(),
+                replication: Some(3),
+                block_bytes: None,
+                overwrite: false,
+                mode: 0o644,
+                allocate_first_block: false,
+            },
+        );
+        let MasterResponse::WriteOpened { write, .. } = opened else {
+            panic!("open /f: {opened:?}");
+        };
+        let close = |write: u64, modified_ns: Option<u64>| MasterRequest::CloseWrite {
+            write,
+            last_block: None,
+            modified_ns,
+        };
+        let MasterResponse::Closed { inode } = master.handle(ONE, &ann, close(write, None)) else {
+            panic!("close /f");
+        };
+        let open_inode = |inode: u64| MasterRequest::OpenInodeWrite {
+            inode,
+            path: "/f".into(),
+            replication: None,
+            block_bytes: None,
+            allocate_first_block: false,
+        };
+        // Another user may not write ann's 0644 file, by inode either; a
+        // number that names nothing, or a directory, is no file to write.
+        let refused = master.handle(OTHER, &bob, open_inode(inode));
+        assert_eq!(error_kind(&refused), Some(ErrorKind::PermissionDenied));
+        let missing = master.handle(ONE, &ann, open_inode(inode + 1000));
+        assert_eq!(error_kind(&missing), Some(ErrorKind::NotFound));
+        let root = stat(&master, "/").expect("stat /").inode;
+        let directory = master.handle(ONE, &Credentials::default(), open_inode(root));
+        assert_eq!(error_kind(&directory), Some(ErrorKind::IsADirectory));
+        // Renamed, with a directory at its old name: ann's write by inode
+        // still changes it, and takes no modification time.
+        for request in [
+            MasterRequest::Rename {
+                source: "/f".into(),
+                target: "/g".into(),
+            },
+            mkdir("/f"),
+        ] {
+            let answer = master.handle(ONE, &ann, request);
+            assert!(matches!(answer, MasterResponse::Ok), "{answer:?}");
+        }
+        let opened = master.handle(ONE, &ann, open_inode(inode));
+        let MasterResponse::WriteOpened { write, .. } = opened else {
+            panic!("open by inode: {opened:?}");
+        };
+        let timed = master.handle(ONE, &ann, close(write, Some(5)));
+        assert_eq!(error_kind(&timed), Some(ErrorKind::InvalidArgument));
+        let patched = master.handle(
+            ONE,
+            &ann,
+            MasterRequest::PatchWrite {
+                write,
+                last_block: None,
+                ranges: Vec::new(),
+                size_bytes: 10,
+                modified_ns: None,
+                if_version: None,
+                inode: None,
+            },
+        );
+        assert_eq!(patched, MasterResponse::Closed { inode });
+        let status = stat(&master, "/g").expect("stat /g");
+        assert_eq!((status.inode, status.size_bytes), (inode, 10));
+        assert_eq!(
+            stat(&master, "/f").expect("stat /f").kind,
+            EntryKind::Directory
+        );
     }
 }

@@ -831,6 +831,7 @@ impl Filesystem for DfsFs {
         };
         // A directory in a setgid directory is setgid too.
         let mode = (mode & !umask & 0o7777) | if inherited { libc::S_ISGID } else { 0 };
+        state.parents.forget(&path);
         if let Err(error) = state.client.mkdir(&path, false, mode) {
             return reply.error(errno(&error));
         }
@@ -1251,7 +1252,7 @@ impl Filesystem for DfsFs {
             return reply.error(error);
         }
         // The file goes to the master at its commit: its directory must be
-        // one now (`new_entry_owner` looks).
+        // one (`new_entry_owner` looks, or saw so within the entry TTL).
         let owner = match self.new_entry_owner(&mut state, req, &path) {
             Ok((owner, _)) => owner,
             Err(error) => return reply.error(error),

@@ -57,6 +57,12 @@ impl Parents {
         self.seen.insert(path, (status, now));
     }
 
+    /// This mount made a directory at `path`: what was seen there before
+    /// (one removed elsewhere since) is not used again.
+    pub fn forget(&mut self, path: &DfsPath) {
+        self.seen.remove(path);
+    }
+
     /// This mount changed a directory: nothing remembered is used again.
     pub fn forget_all(&mut self) {
         self.seen.clear();
@@ -89,8 +95,16 @@ mod tests {
         assert!(parents
             .get(&DfsPath::parse("/e").expect("path"), start)
             .is_none());
-        parents.forget_all();
+        parents.put(DfsPath::parse("/e").expect("path"), directory("lab"), start);
+        parents.forget(&d);
         assert!(parents.get(&d, start).is_none());
+        assert!(parents
+            .get(&DfsPath::parse("/e").expect("path"), start)
+            .is_some());
+        parents.forget_all();
+        assert!(parents
+            .get(&DfsPath::parse("/e").expect("path"), start)
+            .is_none());
     }
 
     #[test]

@@ -327,11 +327,23 @@ fn write_file(
             }),
         },
     };
-    let result = result.and_then(|inode| {
+    let by_inode = inode.is_some();
+    let result = result.and_then(|committed| {
         if change == AttributeChange::default() {
-            Ok(inode)
+            return Ok(committed);
+        }
+        // A file written by inode may have another name by now, or none:
+        // its attributes go by the path only while that still names it.
+        let here = !by_inode
+            || committed.is_some_and(|committed| {
+                client
+                    .stat(path)
+                    .is_ok_and(|status| status.inode == committed)
+            });
+        if here {
+            client.set_attributes(path, change).map(|()| committed)
         } else {
-            client.set_attributes(path, change).map(|()| inode)
+            Ok(committed)
         }
     });
     let _ = answer.send(result);

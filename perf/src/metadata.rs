@@ -144,14 +144,18 @@ pub fn run(options: Options) -> Result<()> {
             let MasterResponse::WriteOpened { write, .. } = opened else {
                 bail!("OpenWrite answered {opened:?}");
             };
-            expect_ok(connection.call(
+            let closed = connection.call(
                 &Credentials::default(),
                 MasterRequest::CloseWrite {
                     write,
                     last_block: None,
                     modified_ns: None,
                 },
-            )?)
+            )?;
+            match closed {
+                MasterResponse::Closed { .. } => Ok(()),
+                other => bail!("CloseWrite answered {other:?}"),
+            }
         },
     )?;
     durable_rates.push((
