@@ -591,7 +591,10 @@ impl CachedFile {
             self.inode = inode;
         }
         let size = writer.written_bytes();
-        self.contents = Contents::Local(Local::existing(size));
+        // Read back by inode, whatever the path names by then.
+        let mut local = Local::existing(size);
+        local.inode = self.inode;
+        self.contents = Contents::Local(local);
         self.reader = None;
         self.overwrite = true;
         self.dirty = false;
@@ -799,6 +802,9 @@ impl CachedFile {
                 Some(inode) => Some(inode),
                 None => client.stat(path).ok().map(|status| status.inode),
             };
+            // What is not changed here is read from this file from now on,
+            // by inode: the path may name another file by then.
+            local.inode = self.inode;
             unsynced::record(self.unsynced.as_ref(), self.inode, client, stats)?;
         } else if whole || !ranges.is_empty() || local.size != local.base_size {
             let ranges = if whole && local.size > 0 {

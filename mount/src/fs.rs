@@ -1348,6 +1348,8 @@ impl Filesystem for DfsFs {
         } else {
             Err(Errno::EBADF)
         };
+        // A write may have committed what came before (past the local bound).
+        self.hold_committed(state, fh);
         match written {
             Ok(()) => reply.written(data.len() as u32),
             Err(error) => reply.error(error),
@@ -1893,13 +1895,33 @@ impl DfsFs {
         }
     }
 
+    /// A new file created here, once committed while it stays open (at
+    /// `fsync`, or written back past the local bound), is held by the
+    /// master as an opened file is: it outlives its names while open here,
+    /// and its descriptors go on reading it, not what took its name. (A
+    /// commit at a close is followed by the release, and holds nothing.)
+    fn hold_committed(&self, state: &mut State, fh: FileHandle) {
+        let Some(Handle::Cached(nodeid)) = state.handles.get(&fh.0) else {
+            return;
+        };
+        let Some(shared) = state.files.get_mut(nodeid) else {
+            return;
+        };
+        if let (None, Some(inode)) = (shared.held, shared.file.inode()) {
+            self.locks.hold(&mut state.client, inode);
+            shared.held = Some(inode);
+        }
+    }
+
     /// `fsync`: commits the file written through `fh`, if it is one being
     /// written, and makes every block this mount wrote to it durable.
     fn commit(&self, fh: FileHandle, ino: INodeNo, reply: ReplyEmpty) {
         let mut guard = self.state();
         let state = &mut *guard;
         let committed = if let Some((file, client)) = state.cached(fh) {
-            file.commit(client).map(|()| file.inode())
+            let committed = file.commit(client).map(|()| file.inode());
+            self.hold_committed(state, fh);
+            committed
         } else {
             Ok(match state.handles.get(&fh.0) {
                 Some(Handle::Read(reader)) => Some(reader.status().inode),

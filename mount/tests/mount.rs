@@ -2131,3 +2131,31 @@ fn a_file_open_for_writing_commits_whatever_became_of_the_name_it_was_opened_by(
     g.read_exact_at(&mut read, 0).expect("read back");
     assert_eq!(&read, b"NAMEless");
 }
+
+#[test]
+fn a_new_file_reads_its_own_bytes_after_another_workstation_takes_its_name() {
+    use std::os::unix::fs::FileExt;
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    // Created here and committed (fsync): its bytes are in the cluster now,
+    // and a read goes there for them.
+    let mine = random_bytes(0xa1, 2 << 20);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mounted.path("f"))
+        .expect("create f");
+    file.write_all_at(&mine, 0).expect("write");
+    file.sync_all().expect("fsync");
+    // Another workstation puts a file of its own at the name.
+    let theirs = cluster.dir().join("theirs");
+    fs::write(&theirs, random_bytes(0xb2, 2 << 20)).expect("write theirs");
+    cluster.dfs_ok(["put", utf8(&theirs), "/other"]);
+    cluster.dfs_ok(["mv", "/other", "/f"]);
+    // This descriptor still reads its own file, not the one at the name.
+    let mut read = vec![0u8; mine.len()];
+    file.read_exact_at(&mut read, 0).expect("read back");
+    assert!(read == mine, "the descriptor read another file's bytes");
+}
