@@ -417,6 +417,22 @@ impl State {
             .map(|(&nodeid, _)| nodeid)
     }
 
+    /// The attributes of the new file `nodeid` created here: as written,
+    /// with the link count the master has once it was committed (a hard
+    /// link may have been made since; none once it is gone there).
+    fn new_file_attr(&mut self, nodeid: u64) -> Option<FileAttr> {
+        let mut attr = self.pending_attr(nodeid)?;
+        let shared = self.files.get(&nodeid)?;
+        if let Some(inode) = shared.file.inode() {
+            let path = shared.file.path().clone();
+            attr.nlink = self
+                .client
+                .stat_inode(&path, inode)
+                .map_or(0, |status| status.links);
+        }
+        Some(attr)
+    }
+
     /// The new files being written here in the directory open as `fh`:
     /// number, name and attributes.
     fn new_files_listed(&mut self, fh: FileHandle) -> Vec<(u64, String, FileAttr)> {
@@ -505,8 +521,10 @@ impl State {
     /// Looks `path` up, remembers its inode, and answers its attributes.
     fn entry(&mut self, path: DfsPath) -> Result<FileAttr, Errno> {
         let status = self.client.stat(&path).map_err(|e| errno(&e))?;
-        self.inodes.remember(status.inode, path);
-        Ok(self.ids.attr(&status))
+        let mut attr = self.ids.attr(&status);
+        attr.ino = INodeNo(kernel_number(&self.files, status.inode));
+        self.inodes.remember(attr.ino.0, path);
+        Ok(attr)
     }
 
     fn stat(&mut self, path: &DfsPath) -> Result<EntryStatus, Errno> {
@@ -528,6 +546,20 @@ impl State {
             eprintln!("dfs-mount: release the locks on {path}: {error}");
         }
     }
+}
+
+/// The number the kernel is given for the master's inode `inode`: a new
+/// file created here has a number of the mount's own (`pending`), and once
+/// committed the master's number of it is the same file, so every name of
+/// it (a hard link made since) answers the mount's number while it is open
+/// here: all its names are one inode to the kernel, sharing one copy.
+fn kernel_number(files: &HashMap<u64, SharedFile>, inode: u64) -> u64 {
+    files
+        .iter()
+        .find(|(&nodeid, shared)| {
+            nodeid >= PENDING_INODE_BASE && shared.file.inode() == Some(inode)
+        })
+        .map_or(inode, |(&nodeid, _)| nodeid)
 }
 
 /// A file open for writing here (in `files`) has the size it has as
@@ -617,7 +649,7 @@ impl Filesystem for DfsFs {
         // the number it was created with, also once an fsync committed it
         // (programs such as SQLite take a changed number for a moved file).
         let pending = state.new_file_at(&path);
-        if let Some(attr) = pending.and_then(|inode| state.pending_attr(inode)) {
+        if let Some(attr) = pending.and_then(|inode| state.new_file_attr(inode)) {
             state.inodes.remember(attr.ino.0, path);
             return reply.entry(&Duration::ZERO, &attr, Generation(0));
         }
@@ -637,7 +669,7 @@ impl Filesystem for DfsFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let mut state = self.state();
         if ino.0 >= PENDING_INODE_BASE {
-            if let Some(attr) = state.pending_attr(ino.0) {
+            if let Some(attr) = state.new_file_attr(ino.0) {
                 return reply.attr(&Duration::ZERO, &attr);
             }
             // Committed since: the file under the number the kernel holds.
@@ -1055,7 +1087,8 @@ impl Filesystem for DfsFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let paths = state
             .path(ino)
             .and_then(|source| Ok((source, state.child(newparent, newname)?)));
@@ -1063,6 +1096,20 @@ impl Filesystem for DfsFs {
             Ok(paths) => paths,
             Err(error) => return reply.error(error),
         };
+        // A new file created here is in the namespace first (committed, as
+        // an fsync does, and held), so that the master can give it a
+        // second name, which its own may not outlive.
+        if let Some(shared) = state.files.get_mut(&ino.0) {
+            if shared.file.inode().is_none() {
+                if let Err(error) = shared.file.commit(&mut state.client) {
+                    return reply.error(errno(&error));
+                }
+            }
+            if let (None, Some(inode)) = (shared.held, shared.file.inode()) {
+                self.locks.hold(&mut state.client, inode);
+                shared.held = Some(inode);
+            }
+        }
         if let Err(error) = state.client.link(&source, &target) {
             // A directory has one name: link(2) answers EPERM.
             let errno = match &error {
@@ -1563,10 +1610,11 @@ impl Filesystem for DfsFs {
                 );
             };
             let mut attr = ids.attr(status);
+            attr.ino = INodeNo(kernel_number(files, *inode));
             let ttl = as_written(files, &mut attr);
-            let full = reply.add(INodeNo(*inode), next, name, &ttl, &attr, Generation(0));
+            let full = reply.add(attr.ino, next, name, &ttl, &attr, Generation(0));
             if !full {
-                given.push((*inode, name.clone()));
+                given.push((attr.ino.0, name.clone()));
             }
             full
         });

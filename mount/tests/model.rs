@@ -12,14 +12,10 @@
 //! `DFS_MODEL_SEED` picks the sequence (every failure names its seed and
 //! step), `DFS_MODEL_STEPS` how many operations run, `DFS_MODEL_TRACE=1`
 //! prints each operation as it runs, `DFS_MODEL_KEEP=1` keeps the
-//! cluster's directory (logs, both trees), `DFS_MODEL_STRICT=1` turns off
-//! the guards around the mount's KNOWN bugs and limits (each names what it
-//! steps around and why) and `DFS_MODEL_UNGUARD=TEXT` the guards whose
-//! name holds TEXT.
-//!
-//! One remains, from the way a file is made here: a new file has a number
-//! of the mount's own until it is committed, so a hard link to it while it
-//! is still open here is skipped.
+//! cluster's directory (logs, both trees). No operation is stepped around:
+//! the guards this test once had around the mount's known limits (a
+//! commit of a file whose name was taken, a hard link to a new file still
+//! open here) went with the limits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -383,13 +379,6 @@ struct Model {
     next_serial: u64,
     trace: bool,
     counts: BTreeMap<&'static str, u64>,
-    /// How often each KNOWN mount bug was stepped around.
-    known: BTreeMap<&'static str, u64>,
-    /// `DFS_MODEL_STRICT=1`: no KNOWN bug is stepped around.
-    strict: bool,
-    /// The model's files (inode numbers) created by an open of this run
-    /// and open ever since.
-    created: BTreeSet<u64>,
 }
 
 impl Model {
@@ -494,17 +483,6 @@ impl Model {
             }
             _ => {}
         }
-    }
-
-    /// Whether to step around the KNOWN mount bug `bug` (not when strict);
-    /// counts it when so.
-    fn guard(&mut self, bug: &'static str) -> bool {
-        let unguarded = std::env::var("DFS_MODEL_UNGUARD").unwrap_or_default();
-        if self.strict || (!unguarded.is_empty() && bug.contains(unguarded.as_str())) {
-            return false;
-        }
-        *self.known.entry(bug).or_default() += 1;
-        true
     }
 
     /// After every operation: each file open here has the same size
@@ -667,9 +645,6 @@ impl Model {
             (Ok(mount), Ok(local)) => {
                 let inode = local.metadata().map_or(0, |metadata| metadata.ino());
                 self.result = format!("Ok (model inode {inode})");
-                if !existed {
-                    self.created.insert(inode);
-                }
                 // One more descriptor of a copy the mount shares: it has
                 // that copy's path and history.
                 let group = self
@@ -710,9 +685,6 @@ impl Model {
 
     fn do_close(&mut self, i: usize) {
         let open = self.open.remove(i);
-        if !self.open.iter().any(|other| other.inode == open.inode) {
-            self.created.remove(&open.inode);
-        }
         self.begin("close", format!("close {}", open.name()));
         let mount = outcome(sys::close(open.mount));
         let local = outcome(sys::close(open.local));
@@ -951,20 +923,6 @@ impl Model {
         self.begin("link", format!("link {from} {to}"));
         let (mount_from, local_from) = self.both(&from);
         let (mount_to, local_to) = self.both(&to);
-        // KNOWN (mount bugs): a file created
-        // through the mount and open there ever since cannot be linked
-        // before its first commit (ENOENT: the master does not have it
-        // yet); after one (fsync) the link is made, but the old name keeps
-        // the mount's number for the file and one link, the new name gets
-        // the master's number, and descriptors opened through the two
-        // names keep two copies that do not see each other's writes. Not
-        // done.
-        let new_here = fs::symlink_metadata(&local_from)
-            .is_ok_and(|metadata| metadata.is_file() && self.created.contains(&metadata.ino()));
-        if new_here && self.guard("a link of a file created here and still open") {
-            self.result = "skipped (KNOWN)".to_string();
-            return;
-        }
         let mount = outcome(fs::hard_link(mount_from, mount_to));
         let local = outcome(fs::hard_link(local_from, local_to));
         self.same("link", &mount, &local);
@@ -1109,7 +1067,6 @@ fn random_operations_on_the_mount_match_a_local_directory() {
     let steps = env_number("DFS_MODEL_STEPS", DEFAULT_STEPS);
     let flag = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
     let trace = flag("DFS_MODEL_TRACE");
-    let strict = flag("DFS_MODEL_STRICT");
     eprintln!("model test: seed {seed}, {steps} steps (DFS_MODEL_SEED, DFS_MODEL_STEPS)");
     let mut cluster = Cluster::start(ClusterOptions {
         minions: 2,
@@ -1143,9 +1100,6 @@ fn random_operations_on_the_mount_match_a_local_directory() {
         next_serial: 0,
         trace,
         counts: BTreeMap::new(),
-        known: BTreeMap::new(),
-        strict,
-        created: BTreeSet::new(),
     };
     let started = Instant::now();
     for step in 0..steps {
@@ -1165,10 +1119,9 @@ fn random_operations_on_the_mount_match_a_local_directory() {
     }
     model.compare_trees("all closed, at the end");
     eprintln!(
-        "model test: seed {seed}, {steps} steps in {:.1?}; operations: {:?}; known mount bugs stepped around: {:?}",
+        "model test: seed {seed}, {steps} steps in {:.1?}; operations: {:?}",
         started.elapsed(),
-        model.counts,
-        model.known
+        model.counts
     );
     drop(mounted);
     cluster.assert_clean_logs();

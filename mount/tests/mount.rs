@@ -2159,3 +2159,51 @@ fn a_new_file_reads_its_own_bytes_after_another_workstation_takes_its_name() {
     file.read_exact_at(&mut read, 0).expect("read back");
     assert!(read == mine, "the descriptor read another file's bytes");
 }
+
+#[test]
+fn a_new_file_still_open_here_takes_a_hard_link_and_stays_one_file() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let first = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mounted.path("new"))
+        .expect("create new");
+    first
+        .write_all_at(b"written before the link", 0)
+        .expect("write");
+    // Linked before anything committed it.
+    fs::hard_link(mounted.path("new"), mounted.path("linked")).expect("link a new open file");
+    let (new, linked) = (
+        fs::metadata(mounted.path("new")).expect("stat new"),
+        fs::metadata(mounted.path("linked")).expect("stat linked"),
+    );
+    assert_eq!(new.ino(), linked.ino(), "two names of one file");
+    assert_eq!((new.nlink(), linked.nlink()), (2, 2));
+    // A descriptor opened by the new name writes the same file.
+    let second = OpenOptions::new()
+        .write(true)
+        .open(mounted.path("linked"))
+        .expect("open linked");
+    second.write_all_at(b"WRITTEN", 0).expect("write");
+    let mut read = [0u8; 23];
+    first.read_exact_at(&mut read, 0).expect("read");
+    assert_eq!(&read, b"WRITTEN before the link");
+    // The first name can go; the file stays, by the other.
+    fs::remove_file(mounted.path("new")).expect("unlink new");
+    first.write_all_at(b"K", 22).expect("write");
+    assert_eq!(first.metadata().expect("fstat").nlink(), 1);
+    drop(first);
+    drop(second);
+    assert_eq!(
+        fs::read(mounted.path("linked")).expect("read linked"),
+        b"WRITTEN before the linK"
+    );
+    assert_eq!(
+        cluster.dfs_ok(["cat", "/linked"]),
+        "WRITTEN before the linK"
+    );
+}
