@@ -56,6 +56,12 @@ fn open_with_blocks(
         group: "staff".into(),
         time_ms: 20,
     })?;
+    commit_blocks(ns, write, lengths)?;
+    Ok(write)
+}
+
+/// Allocates and commits blocks of `lengths` to the open `write`.
+fn commit_blocks(ns: &mut Namespace, write: WriteId, lengths: &[u64]) -> Result<(), RemoteError> {
     for &length_bytes in lengths {
         let block = ns.next_block_id();
         ns.apply(&allocate(write, block))?;
@@ -66,7 +72,7 @@ fn open_with_blocks(
             crc32c: 0,
         })?;
     }
-    Ok(write)
+    Ok(())
 }
 
 /// Writes a file of `lengths` blocks through the ops a client causes.
@@ -1494,16 +1500,7 @@ fn open_inode_with_blocks(
         group: "staff".into(),
         time_ms: 40,
     })?;
-    for &length_bytes in lengths {
-        let block = ns.next_block_id();
-        ns.apply(&allocate(write, block))?;
-        ns.apply(&Op::CommitBlock {
-            write,
-            block,
-            length_bytes,
-            crc32c: 0,
-        })?;
-    }
+    commit_blocks(ns, write, lengths)?;
     Ok(write)
 }
 
