@@ -1418,6 +1418,17 @@ impl Filesystem for DfsFs {
         } else {
             Ok(false)
         };
+        // Another descriptor keeps the file open past this close.
+        let kept_open = match state.handles.get(&fh.0) {
+            Some(Handle::Cached(nodeid)) => state
+                .files
+                .get(nodeid)
+                .is_some_and(|shared| shared.handles > 1),
+            _ => false,
+        };
+        if kept_open {
+            self.hold_committed(state, fh);
+        }
         // POSIX: a close drops the process's locks on the file, after what
         // was written under them is committed.
         state.release_locks(&self.locks, ino, lock_owner.0);
@@ -1944,10 +1955,11 @@ impl DfsFs {
     }
 
     /// A new file created here, once committed while it stays open (at
-    /// `fsync`, or written back past the local bound), is held by the
-    /// master as an opened file is: it outlives its names while open here,
-    /// and its descriptors go on reading it, not what took its name. (A
-    /// commit at a close is followed by the release, and holds nothing.)
+    /// `fsync`, written back past the local bound, or at the close of one
+    /// descriptor while another is open), is held by the master as an
+    /// opened file is: it outlives its names while open here, and its
+    /// descriptors go on reading it, not what took its name. (A commit at
+    /// its last close is followed by the release, and holds nothing.)
     fn hold_committed(&self, state: &mut State, fh: FileHandle) {
         let Some(Handle::Cached(nodeid)) = state.handles.get(&fh.0) else {
             return;

@@ -2207,3 +2207,28 @@ fn a_new_file_still_open_here_takes_a_hard_link_and_stays_one_file() {
         "WRITTEN before the linK"
     );
 }
+
+#[test]
+fn a_new_file_committed_by_one_close_is_kept_for_its_other_descriptor() {
+    use std::os::unix::fs::FileExt;
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let mine = random_bytes(0xc3, 2 << 20);
+    let writer = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mounted.path("f"))
+        .expect("create f");
+    let reader = File::open(mounted.path("f")).expect("open f again");
+    writer.write_all_at(&mine, 0).expect("write");
+    // The writer's close commits the file; the reader keeps it open.
+    drop(writer);
+    let theirs = cluster.dir().join("theirs");
+    fs::write(&theirs, random_bytes(0xd4, 2 << 20)).expect("write theirs");
+    cluster.dfs_ok(["put", utf8(&theirs), "/other"]);
+    cluster.dfs_ok(["mv", "/other", "/f"]);
+    let mut read = vec![0u8; mine.len()];
+    reader.read_exact_at(&mut read, 0).expect("read back");
+    assert!(read == mine, "the descriptor read another file's bytes");
+}
