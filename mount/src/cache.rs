@@ -27,7 +27,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
 use dfs_client::client::AttributeChange;
-use dfs_client::{Client, FileReader, PatchTarget, WriteOptions};
+use dfs_client::{Client, FileReader, WriteOptions};
 use dfs_engine::limits::{BLOCK_BYTES_DEFAULT, FILE_BLOCKS_MAX, PATCH_RANGES_MAX, SPOOL_BYTES_MAX};
 use dfs_engine::msg::{Credentials, FileRange};
 use dfs_engine::path::DfsPath;
@@ -840,11 +840,8 @@ impl CachedFile {
                     },
                 )?;
             }
-            let target = PatchTarget {
-                if_version: None,
-                inode: self.inode,
-            };
-            let stats = writer.finish_patch_of(ranges, local.size, target)?;
+            // The writer was opened for the file's inode, when it has one.
+            let stats = writer.finish_patch(ranges, local.size)?;
             unsynced::record(self.unsynced.as_ref(), self.inode, client, stats)?;
             // Compacted by path: only while the path names this file.
             if let (Some(compactor), Ok(status)) = (&self.compactor, client.stat(path)) {

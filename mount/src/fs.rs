@@ -59,6 +59,9 @@ struct SharedFile {
     handles: usize,
     /// The inode held open in the master for it (`LockSession::hold`).
     held: Option<u64>,
+    /// A new file created here that was given another name here: its
+    /// link count is the master's, not what its own name says.
+    linked: bool,
 }
 
 struct State {
@@ -291,11 +294,18 @@ impl State {
     /// The shared file behind the descriptor `fh`, if it is one, with the
     /// client to use beside it.
     fn cached(&mut self, fh: FileHandle) -> Option<(&mut CachedFile, &mut Client)> {
-        let Some(Handle::Cached(nodeid)) = self.handles.get(&fh.0) else {
-            return None;
-        };
-        let shared = self.files.get_mut(nodeid)?;
+        let nodeid = self.shared_nodeid(fh)?;
+        let shared = self.files.get_mut(&nodeid)?;
         Some((&mut shared.file, &mut self.client))
+    }
+
+    /// The kernel's number of the shared file behind the descriptor `fh`,
+    /// if it is one.
+    fn shared_nodeid(&self, fh: FileHandle) -> Option<u64> {
+        match self.handles.get(&fh.0) {
+            Some(Handle::Cached(nodeid)) => Some(*nodeid),
+            _ => None,
+        }
     }
 
     /// `file`, open here as the kernel's `nodeid`, shared by its first
@@ -310,6 +320,7 @@ impl State {
                 file,
                 handles: 1,
                 held: None,
+                linked: false,
             },
         );
         Handle::Cached(nodeid)
@@ -418,12 +429,13 @@ impl State {
     }
 
     /// The attributes of the new file `nodeid` created here: as written,
-    /// with the link count the master has once it was committed (a hard
-    /// link may have been made since; none once it is gone there).
+    /// with the link count the master has once a hard link to it was made
+    /// here (none once it is gone there). Only then does a stat of it ask
+    /// the master.
     fn new_file_attr(&mut self, nodeid: u64) -> Option<FileAttr> {
         let mut attr = self.pending_attr(nodeid)?;
         let shared = self.files.get(&nodeid)?;
-        if let Some(inode) = shared.file.inode() {
+        if let (true, Some(inode)) = (shared.linked, shared.file.inode()) {
             let path = shared.file.path().clone();
             attr.nlink = self
                 .client
@@ -752,8 +764,11 @@ impl Filesystem for DfsFs {
     ) {
         let mut guard = self.state();
         let state = &mut *guard;
-        // It may be a directory whose mode or group new entries take.
-        state.parents.forget_all();
+        // It may be a directory whose mode or group new entries take (a
+        // file's change touches no directory).
+        if let Some(path) = state.inodes.path(ino.0) {
+            state.parents.forget(path);
+        }
         let mut change = AttributeChange {
             mode: mode.map(|mode| mode & 0o7777),
             modified_ns: mtime.map(time_ns),
@@ -1105,10 +1120,7 @@ impl Filesystem for DfsFs {
                     return reply.error(errno(&error));
                 }
             }
-            if let (None, Some(inode)) = (shared.held, shared.file.inode()) {
-                self.locks.hold(&mut state.client, inode);
-                shared.held = Some(inode);
-            }
+            self.hold_committed(state, ino.0);
         }
         if let Err(error) = state.client.link(&source, &target) {
             // A directory has one name: link(2) answers EPERM.
@@ -1117,6 +1129,9 @@ impl Filesystem for DfsFs {
                 other => errno(other),
             };
             return reply.error(errno);
+        }
+        if let Some(shared) = state.files.get_mut(&ino.0) {
+            shared.linked = true;
         }
         match state.entry(target) {
             Ok(mut attr) => {
@@ -1396,7 +1411,9 @@ impl Filesystem for DfsFs {
             Err(Errno::EBADF)
         };
         // A write may have committed what came before (past the local bound).
-        self.hold_committed(state, fh);
+        if let Some(nodeid) = state.shared_nodeid(fh) {
+            self.hold_committed(state, nodeid);
+        }
         match written {
             Ok(()) => reply.written(data.len() as u32),
             Err(error) => reply.error(error),
@@ -1419,15 +1436,14 @@ impl Filesystem for DfsFs {
             Ok(false)
         };
         // Another descriptor keeps the file open past this close.
-        let kept_open = match state.handles.get(&fh.0) {
-            Some(Handle::Cached(nodeid)) => state
+        if let Some(nodeid) = state.shared_nodeid(fh) {
+            if state
                 .files
-                .get(nodeid)
-                .is_some_and(|shared| shared.handles > 1),
-            _ => false,
-        };
-        if kept_open {
-            self.hold_committed(state, fh);
+                .get(&nodeid)
+                .is_some_and(|shared| shared.handles > 1)
+            {
+                self.hold_committed(state, nodeid);
+            }
         }
         // POSIX: a close drops the process's locks on the file, after what
         // was written under them is committed.
@@ -1960,11 +1976,8 @@ impl DfsFs {
     /// opened file is: it outlives its names while open here, and its
     /// descriptors go on reading it, not what took its name. (A commit at
     /// its last close is followed by the release, and holds nothing.)
-    fn hold_committed(&self, state: &mut State, fh: FileHandle) {
-        let Some(Handle::Cached(nodeid)) = state.handles.get(&fh.0) else {
-            return;
-        };
-        let Some(shared) = state.files.get_mut(nodeid) else {
+    fn hold_committed(&self, state: &mut State, nodeid: u64) {
+        let Some(shared) = state.files.get_mut(&nodeid) else {
             return;
         };
         if let (None, Some(inode)) = (shared.held, shared.file.inode()) {
@@ -1980,7 +1993,9 @@ impl DfsFs {
         let state = &mut *guard;
         let committed = if let Some((file, client)) = state.cached(fh) {
             let committed = file.commit(client).map(|()| file.inode());
-            self.hold_committed(state, fh);
+            if let Some(nodeid) = state.shared_nodeid(fh) {
+                self.hold_committed(state, nodeid);
+            }
             committed
         } else {
             Ok(match state.handles.get(&fh.0) {

@@ -16,7 +16,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
 
 use dfs_client::client::AttributeChange;
-use dfs_client::{Client, FileRange, PatchTarget, WriteOptions};
+use dfs_client::{Client, WriteOptions};
 use dfs_engine::msg::Credentials;
 use dfs_engine::path::DfsPath;
 use dfs_engine::{Error, Result};
@@ -276,7 +276,6 @@ fn write_file(
         return;
     }
     let mut failed: Option<Error> = None;
-    let mut written_bytes: u64 = 0;
     let (change, answer) = loop {
         let Ok(command) = inbox.recv() else {
             // The handle went without committing: the write is abandoned.
@@ -285,9 +284,8 @@ fn write_file(
         match command {
             Command::Data(data) => {
                 if failed.is_none() {
-                    match std::io::Write::write_all(&mut writer, &data) {
-                        Ok(()) => written_bytes += data.len() as u64,
-                        Err(error) => failed = Some(Error::io(format!("write {path}"), error)),
+                    if let Err(error) = std::io::Write::write_all(&mut writer, &data) {
+                        failed = Some(Error::io(format!("write {path}"), error));
                     }
                 }
             }
@@ -302,30 +300,12 @@ fn write_file(
             drop(writer);
             Err(error)
         }
-        None => match inode {
-            Some(inode) => {
-                let ranges = if written_bytes > 0 {
-                    vec![FileRange {
-                        offset_bytes: 0,
-                        length_bytes: written_bytes,
-                    }]
-                } else {
-                    Vec::new()
-                };
-                let file = PatchTarget {
-                    if_version: None,
-                    inode: Some(inode),
-                };
-                writer
-                    .finish_patch_of(ranges, written_bytes, file)
-                    .map(|_| Some(inode))
-            }
-            None => writer.finish().map(|stats| {
-                stats
-                    .inode
-                    .or_else(|| client.stat(path).ok().map(|status| status.inode))
-            }),
-        },
+        // A write by inode replaces that file's contents at its close.
+        None => writer.finish().map(|stats| {
+            stats
+                .inode
+                .or_else(|| client.stat(path).ok().map(|status| status.inode))
+        }),
     };
     let by_inode = inode.is_some();
     let result = result.and_then(|committed| {
