@@ -1821,13 +1821,7 @@ impl Master {
                             format!("{path}: a write by inode sets no modification time"),
                         ));
                     }
-                    // As `PatchWrite` by inode: the file may be written.
-                    state.namespace.check_inode(
-                        &context.caller,
-                        &parse_path(&path)?,
-                        inode,
-                        access::WRITE,
-                    )?;
+                    check_writes_inode(state, context, &path, inode)?;
                 }
                 if let Some(commit) = last_block {
                     self.commit(state, write, commit)?;
@@ -1870,10 +1864,7 @@ impl Master {
                     ));
                 }
                 if let Some(inode) = inode {
-                    let path = parse_path(&path)?;
-                    state
-                        .namespace
-                        .check_inode(&context.caller, &path, inode, access::WRITE)?;
+                    check_writes_inode(state, context, &path, inode)?;
                 }
                 if let Some(commit) = last_block {
                     self.commit(state, write, commit)?;
@@ -2530,6 +2521,19 @@ fn note_reported(
         }
     }
     judged
+}
+
+/// The caller of a commit by inode (its write's `path` names it in the
+/// error) may write the file `inode`.
+fn check_writes_inode(
+    state: &NamespaceState,
+    context: &ChangeContext,
+    path: &str,
+    inode: u64,
+) -> Result<(), RemoteError> {
+    state
+        .namespace
+        .check_inode(&context.caller, &parse_path(path)?, inode, access::WRITE)
 }
 
 /// The inode of the file a write just committed: `inode` for a write of

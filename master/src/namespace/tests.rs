@@ -86,6 +86,15 @@ fn write_file(
     ns.apply(&Op::CloseWrite { write, time_ms: 30 })
 }
 
+/// The namespace keeps its invariants, and what it derives (indexes, link
+/// counts) is what a rebuild from its inodes alone gives, as after a load.
+fn assert_rebuilds(ns: &Namespace) {
+    ns.check_invariants().expect("invariants");
+    let mut rebuilt = ns.clone();
+    rebuilt.rebuild_derived();
+    assert_eq!(&rebuilt, ns);
+}
+
 fn names(ns: &Namespace, dir: &str) -> Vec<String> {
     let (entries, more) = ns.list(&path(dir), None, 1000).expect("list");
     assert!(!more);
@@ -770,9 +779,7 @@ fn the_block_index_follows_every_op() {
     assert!(!ns.is_block_referenced(pending));
     ns.check_invariants().expect("invariants");
     // What is left matches an index built from scratch.
-    let mut rebuilt = ns.clone();
-    rebuilt.rebuild_derived();
-    assert_eq!(rebuilt, ns);
+    assert_rebuilds(&ns);
 }
 
 fn symlink(at: &str, target: &str) -> Op {
@@ -1149,10 +1156,7 @@ fn a_patch_changes_part_of_a_file_and_frees_what_no_piece_uses() {
         .file_pieces(&path("/f"), None, None, 3, 10)
         .expect("by offset");
     assert_eq!((page.first_index, page.pieces.len()), (1, 1));
-    ns.check_invariants().expect("invariants");
-    let mut rebuilt = ns.clone();
-    rebuilt.rebuild_derived();
-    assert_eq!(rebuilt, ns);
+    assert_rebuilds(&ns);
 }
 
 #[test]
@@ -1409,10 +1413,7 @@ fn a_file_kept_open_outlives_its_last_name_until_released() {
         time_ms: 92,
     })
     .expect("patch the nameless file");
-    ns.check_invariants().expect("invariants");
-    let mut rebuilt = ns.clone();
-    rebuilt.rebuild_derived();
-    assert_eq!(rebuilt, ns);
+    assert_rebuilds(&ns);
     // Released: gone with its blocks.
     let applied = ns
         .apply(&Op::Unsustain {
@@ -1476,9 +1477,7 @@ fn a_directory_links_its_name_itself_and_each_subdirectory() {
     assert_eq!(links(&ns, "/a"), 2);
     ns.check_invariants().expect("invariants");
     // Counted again from the directories after a load.
-    let mut rebuilt = ns.clone();
-    rebuilt.rebuild_derived();
-    assert_eq!(rebuilt, ns);
+    assert_rebuilds(&ns);
 }
 
 /// Opens a write of the file `inode` (as the mount does), known by `at`,
@@ -1589,10 +1588,7 @@ fn a_write_by_inode_changes_that_file_whatever_became_of_its_names() {
         .file_pieces(&path("/g"), Some(inode), None, 0, 10)
         .expect("read by inode");
     assert_eq!((page.status.size_bytes, page.status.links), (5, 0));
-    ns.check_invariants().expect("invariants");
-    let mut rebuilt = ns.clone();
-    rebuilt.rebuild_derived();
-    assert_eq!(rebuilt, ns);
+    assert_rebuilds(&ns);
 }
 
 #[test]
