@@ -62,6 +62,29 @@ struct SharedFile {
     /// A new file created here that was given another name here: its
     /// link count is the master's, not what its own name says.
     linked: bool,
+    /// Its descriptors bypass the kernel's page cache (`FOPEN_DIRECT_IO`),
+    /// all of them, so no cached page can go stale under a write of
+    /// another (`opening`).
+    direct: bool,
+}
+
+/// How the kernel is told to open a descriptor of `shared`.
+fn opening(shared: &SharedFile) -> FopenFlags {
+    if shared.direct {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+/// A file opened write-only where no descriptor of it is open here yet is
+/// written around the kernel's page cache: the data goes from the
+/// writer's buffer to this process in one copy, instead of first into
+/// new cache pages that nothing reads (`cp`, `dd`, `tar -x`, a compiler's
+/// output). Descriptors opened while it stays open are direct too
+/// (`opening`).
+fn writes_direct(flags: i32) -> bool {
+    flags & libc::O_ACCMODE == libc::O_WRONLY
 }
 
 struct State {
@@ -310,7 +333,7 @@ impl State {
 
     /// `file`, open here as the kernel's `nodeid`, shared by its first
     /// descriptor.
-    fn share(&mut self, nodeid: u64, mut file: CachedFile) -> Handle {
+    fn share(&mut self, nodeid: u64, mut file: CachedFile, direct: bool) -> Handle {
         file.set_nodeid(nodeid);
         file.set_compactor(self.compactor.clone());
         file.set_unsynced(self.unsynced.clone());
@@ -321,6 +344,7 @@ impl State {
                 handles: 1,
                 held: None,
                 linked: false,
+                direct,
             },
         );
         Handle::Cached(nodeid)
@@ -648,6 +672,10 @@ impl Filesystem for DfsFs {
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         // The kernel's largest writes: fewer, larger pieces for the writer.
         let _ = config.set_max_write(1 << 20);
+        // A file that another descriptor writes around the page cache
+        // (`writes_direct`) can still be mapped shared through this one;
+        // the kernel drops the mapped pages a direct write covers.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         Ok(())
     }
 
@@ -1228,9 +1256,10 @@ impl Filesystem for DfsFs {
                 }
             }
             shared.handles += 1;
+            let opened = opening(shared);
             let id = state.handle_id();
             state.handles.insert(id, Handle::Cached(ino.0));
-            return reply.opened(FileHandle(id), FopenFlags::empty());
+            return reply.opened(FileHandle(id), opened);
         }
         let handle = if is_write(flags) {
             if let Err(error) = state.check_write_room() {
@@ -1252,9 +1281,6 @@ impl Filesystem for DfsFs {
                 CachedFile::existing(path, status.size_bytes, status.mode, keep)
             };
             file.set_inode(status.inode);
-            let handle = state.share(ino.0, file);
-            // Kept by the master while open here, also once removed.
-            self.locks.hold(&mut state.client, status.inode);
             // Descriptors that read the file here already read this copy
             // from now on, so they see what is written through the new one.
             let readers: Vec<u64> = state
@@ -1265,6 +1291,11 @@ impl Filesystem for DfsFs {
                 })
                 .map(|(&id, _)| id)
                 .collect();
+            // They read through the page cache: the writes go through it too.
+            let direct = writes_direct(flags.0) && readers.is_empty();
+            let handle = state.share(ino.0, file, direct);
+            // Kept by the master while open here, also once removed.
+            self.locks.hold(&mut state.client, status.inode);
             for id in &readers {
                 state.handles.insert(*id, Handle::Cached(ino.0));
                 self.locks.release(&mut state.client, status.inode);
@@ -1331,7 +1362,8 @@ impl Filesystem for DfsFs {
             Err(error) => return reply.error(errno(&error)),
         };
         let inode = state.inodes.pending(path);
-        let handle = state.share(inode, file);
+        let direct = writes_direct(flags);
+        let handle = state.share(inode, file, direct);
         let id = state.handle_id();
         state.handles.insert(id, handle);
         match state.pending_attr(inode) {
@@ -1344,7 +1376,11 @@ impl Filesystem for DfsFs {
                     &attr,
                     Generation(0),
                     FileHandle(id),
-                    FopenFlags::empty(),
+                    if direct {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::empty()
+                    },
                 )
             }
             None => reply.error(Errno::EIO),

@@ -2232,3 +2232,110 @@ fn a_new_file_committed_by_one_close_is_kept_for_its_other_descriptor() {
     reader.read_exact_at(&mut read, 0).expect("read back");
     assert!(read == mine, "the descriptor read another file's bytes");
 }
+
+/// A shared, writable mapping of `length` bytes of `file`.
+struct Mapping {
+    address: *mut libc::c_void,
+    length: usize,
+}
+
+impl Mapping {
+    fn shared(file: &File, length: usize) -> std::io::Result<Mapping> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh mapping of an open descriptor; it is only read
+        // and written through `bytes`/`bytes_mut` within `length`, and
+        // unmapped once, at drop.
+        let address = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                length,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if address == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping { address, length })
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        // SAFETY: `length` bytes mapped at `address` (see `shared`).
+        unsafe { std::slice::from_raw_parts(self.address as *const u8, self.length) }.to_vec()
+    }
+
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        assert!(offset + data.len() <= self.length);
+        // SAFETY: within the mapping (asserted), which is writable.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                (self.address as *mut u8).add(offset),
+                data.len(),
+            );
+        }
+        // SAFETY: the whole mapping, synced before it is read elsewhere.
+        let synced = unsafe { libc::msync(self.address, self.length, libc::MS_SYNC) };
+        assert_eq!(synced, 0, "msync: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: mapped by `shared`, unmapped only here.
+        unsafe { libc::munmap(self.address, self.length) };
+    }
+}
+
+#[test]
+fn a_file_written_write_only_stays_one_file_for_its_other_descriptors_and_mappings() {
+    use std::os::unix::fs::FileExt;
+    let cluster = cluster_of(1);
+    let mounted = Mounted::start(&cluster, &cluster.dir().join("mnt"));
+    let length = 256 << 10;
+    let first = random_bytes(0x51, length);
+    // Write-only: written around the page cache.
+    let writer = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mounted.path("f"))
+        .expect("create f");
+    writer.write_all_at(&first, 0).expect("write");
+    // A second descriptor, mapped shared while the first one writes on.
+    let other = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mounted.path("f"))
+        .expect("open f again");
+    let mut mapping = Mapping::shared(&other, length).expect("map f shared");
+    assert!(mapping.bytes() == first, "the mapping shows other bytes");
+    let second = random_bytes(0x52, 64 << 10);
+    writer.write_all_at(&second, 100_000).expect("write again");
+    let mut expected = first.clone();
+    expected[100_000..100_000 + second.len()].copy_from_slice(&second);
+    assert!(
+        mapping.bytes() == expected,
+        "the mapping kept bytes the writer replaced"
+    );
+    let mut read = vec![0u8; length];
+    other.read_exact_at(&mut read, 0).expect("read");
+    assert!(read == expected, "the other descriptor read stale bytes");
+    // And the other way: what the mapping writes, the writer's file has.
+    let third = random_bytes(0x53, 5000);
+    mapping.write(7, &third);
+    expected[7..7 + third.len()].copy_from_slice(&third);
+    other.read_exact_at(&mut read, 0).expect("read after msync");
+    assert!(read == expected, "a descriptor missed the mapping's write");
+    drop(mapping);
+    drop(other);
+    drop(writer);
+    let local = cluster.dir().join("f.got");
+    cluster.dfs_ok(["get", "/f", utf8(&local)]);
+    assert!(
+        fs::read(&local).expect("read got") == expected,
+        "the cluster has other bytes"
+    );
+}
