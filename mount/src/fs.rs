@@ -114,6 +114,10 @@ struct State {
     locked_seen: HashMap<u64, (u64, u64, u64)>,
     /// The directories entries were made in lately (`new_entry_owner`).
     parents: Parents,
+    /// The bytes of the read being answered, kept for the next one: a
+    /// read is at most `max_read` (1 MiB), and zeroing a new buffer for
+    /// each cost as much as copying the data into it.
+    read_buffer: Vec<u8>,
 }
 
 /// The mounted cluster.
@@ -220,6 +224,7 @@ impl DfsFs {
                 unsynced: Unsynced::default(),
                 locked_seen: HashMap::new(),
                 parents: Parents::new(ENTRY_TTL),
+                read_buffer: Vec::new(),
             }),
         })
     }
@@ -1400,7 +1405,9 @@ impl Filesystem for DfsFs {
     ) {
         let mut guard = self.state();
         let state = &mut *guard;
-        let mut buffer = vec![0u8; size as usize];
+        let mut buffer = std::mem::take(&mut state.read_buffer);
+        // Zeroes only what the buffer grows by; only bytes read are sent.
+        buffer.resize(size as usize, 0);
         let mut filled = 0;
         while filled < buffer.len() {
             let at = offset + filled as u64;
@@ -1421,10 +1428,14 @@ impl Filesystem for DfsFs {
             match read {
                 Ok(0) => break,
                 Ok(read) => filled += read,
-                Err(error) => return reply.error(error),
+                Err(error) => {
+                    state.read_buffer = buffer;
+                    return reply.error(error);
+                }
             }
         }
         reply.data(&buffer[..filled]);
+        state.read_buffer = buffer;
     }
 
     fn write(
