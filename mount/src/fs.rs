@@ -33,6 +33,7 @@ use crate::compactor::Compactor;
 use crate::dirs::{DirEntry, Listing, PageSource};
 use crate::inodes::{Inodes, PENDING_INODE_BASE};
 use crate::locks::{self, LockSession};
+use crate::pages::{Contents, Pages};
 use crate::parents::{Parent, Parents};
 use crate::unsynced::Unsynced;
 use crate::xattrs;
@@ -118,6 +119,8 @@ struct State {
     /// read is at most `max_read` (1 MiB), and zeroing a new buffer for
     /// each cost as much as copying the data into it.
     read_buffer: Vec<u8>,
+    /// Which contents the kernel's page cache holds for each file.
+    pages: Pages,
 }
 
 /// The mounted cluster.
@@ -225,6 +228,7 @@ impl DfsFs {
                 locked_seen: HashMap::new(),
                 parents: Parents::new(ENTRY_TTL),
                 read_buffer: Vec::new(),
+                pages: Pages::new(),
             }),
         })
     }
@@ -339,6 +343,8 @@ impl State {
     /// `file`, open here as the kernel's `nodeid`, shared by its first
     /// descriptor.
     fn share(&mut self, nodeid: u64, mut file: CachedFile, direct: bool) -> Handle {
+        // Written here from now on, through the page cache or around it.
+        self.pages.forget(nodeid);
         file.set_nodeid(nodeid);
         file.set_compactor(self.compactor.clone());
         file.set_unsynced(self.unsynced.clone());
@@ -378,6 +384,8 @@ impl State {
             return Err(errno(&error));
         };
         **reader = fresh;
+        // Its pages so far were of the contents it read before.
+        self.pages.forget(ino.0);
         reader.read_at(at, buffer).map_err(|e| errno(&e))
     }
 
@@ -417,6 +425,7 @@ impl State {
     /// was when they opened it. One that cannot be reopened goes on as it
     /// was (its reads fail if the old pieces are gone).
     fn reopen_readers(&mut self, path: &DfsPath, inode: u64) {
+        self.pages.forget(inode);
         for handle in self.handles.values_mut() {
             if let Handle::Read(reader) = handle {
                 if reader.status().inode == inode {
@@ -1266,6 +1275,7 @@ impl Filesystem for DfsFs {
             state.handles.insert(id, Handle::Cached(ino.0));
             return reply.opened(FileHandle(id), opened);
         }
+        let mut opened = FopenFlags::empty();
         let handle = if is_write(flags) {
             if let Err(error) = state.check_write_room() {
                 return reply.error(error);
@@ -1314,6 +1324,19 @@ impl Filesystem for DfsFs {
             match state.client.open(&path) {
                 Ok(reader) => {
                     let status = reader.status();
+                    let reading: Vec<Contents> = state
+                        .handles
+                        .values()
+                        .filter_map(|handle| match handle {
+                            Handle::Read(other) if other.status().inode == status.inode => {
+                                Some(Contents::of(other.status()))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if state.pages.opened(ino.0, Contents::of(status), &reading) {
+                        opened = FopenFlags::FOPEN_KEEP_CACHE;
+                    }
                     self.locks.hold(&mut state.client, status.inode);
                     if self.access_times && access_due(status) {
                         // The read goes on whether or not the time moved.
@@ -1328,7 +1351,7 @@ impl Filesystem for DfsFs {
         };
         let id = state.handle_id();
         state.handles.insert(id, handle);
-        reply.opened(FileHandle(id), FopenFlags::empty());
+        reply.opened(FileHandle(id), opened);
     }
 
     fn create(
@@ -1536,12 +1559,13 @@ impl Filesystem for DfsFs {
         if let Some(owner) = lock_owner {
             state.release_locks(&self.locks, ino, owner.0);
         }
+        // Whether the last descriptor of a shared file was committed.
         let committed = match state.handles.remove(&fh.0) {
             // The last descriptor of a shared file: committed, dropped.
             Some(Handle::Cached(nodeid)) => match state.files.get_mut(&nodeid) {
                 Some(shared) if shared.handles > 1 => {
                     shared.handles -= 1;
-                    Ok(())
+                    Ok(false)
                 }
                 Some(_) => match state.files.remove(&nodeid) {
                     Some(mut shared) => {
@@ -1549,22 +1573,24 @@ impl Filesystem for DfsFs {
                         if let Some(inode) = shared.held {
                             self.locks.release(&mut state.client, inode);
                         }
-                        committed
+                        committed.map(|()| true)
                     }
-                    None => Ok(()),
+                    None => Ok(false),
                 },
-                None => Ok(()),
+                None => Ok(false),
             },
             Some(Handle::Read(reader)) => {
                 self.locks.release(&mut state.client, reader.status().inode);
-                Ok(())
+                Ok(false)
             }
-            _ => Ok(()),
+            _ => Ok(false),
         };
         drop(guard);
         match committed {
-            // What the kernel holds of it is old now.
-            Ok(()) => self.invalidate(ino.0),
+            // What the kernel holds of it is old now. A descriptor that
+            // only read leaves the pages (`pages`) to the next open.
+            Ok(true) => self.invalidate(ino.0),
+            Ok(false) => {}
             Err(error) => eprintln!("dfs-mount: {error}"),
         }
         reply.ok();

@@ -13,6 +13,7 @@ pub mod dirs;
 pub mod fs;
 pub mod inodes;
 pub mod locks;
+pub mod pages;
 pub mod parents;
 pub mod ranges;
 pub mod unsynced;

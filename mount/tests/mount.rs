@@ -2339,3 +2339,77 @@ fn a_file_written_write_only_stays_one_file_for_its_other_descriptors_and_mappin
         "the cluster has other bytes"
     );
 }
+
+/// How many of the first `length` bytes' pages of `file` the kernel's page
+/// cache holds (mincore of a read-only mapping, which reads nothing).
+fn resident_pages(file: &File, length: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh read-only mapping, only passed to mincore and
+    // unmapped before returning.
+    let address = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            length,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert!(
+        address != libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    let pages = length.div_ceil(4096);
+    let mut vector = vec![0u8; pages];
+    // SAFETY: `vector` has one byte per page of the mapping.
+    let checked = unsafe { libc::mincore(address, length, vector.as_mut_ptr()) };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: mapped above, unmapped once.
+    unsafe { libc::munmap(address, length) };
+    assert_eq!(checked, 0, "mincore: {error}");
+    vector.iter().filter(|byte| *byte & 1 == 1).count()
+}
+
+#[test]
+fn an_unchanged_file_keeps_its_cached_pages_across_opens_and_a_changed_one_is_read_anew() {
+    let cluster = cluster_of(1);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    let length = 1 << 20;
+    let first = random_bytes(0x61, length);
+    fs::write(there.path("f"), &first).expect("write f there");
+    assert!(fs::read(here.path("f")).expect("read f") == first);
+    // Opened again, unchanged: what the first read cached is still there.
+    let again = File::open(here.path("f")).expect("open f again");
+    assert_eq!(
+        resident_pages(&again, length),
+        length / 4096,
+        "the open dropped the pages of an unchanged file"
+    );
+    drop(again);
+    // Another workstation rewrites it, same size: the next open reads the
+    // new contents, not the pages of the old ones.
+    let second = random_bytes(0x62, length);
+    fs::write(there.path("f"), &second).expect("rewrite f there");
+    assert!(
+        fs::read(here.path("f")).expect("read f anew") == second,
+        "read the old contents from the page cache"
+    );
+    // And a change made here, through the mount, as well.
+    let third = random_bytes(0x63, length);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(here.path("f"))
+            .expect("open f for writing");
+        file.write_all_at(&third[..4096], 0).expect("write here");
+    }
+    let mut expected = second.clone();
+    expected[..4096].copy_from_slice(&third[..4096]);
+    assert!(fs::read(here.path("f")).expect("read f") == expected);
+    assert!(fs::read(there.path("f")).expect("read f there") == expected);
+}
