@@ -69,23 +69,14 @@ struct SharedFile {
     direct: bool,
 }
 
-/// How the kernel is told to open a descriptor of `shared`.
-fn opening(shared: &SharedFile) -> FopenFlags {
-    if shared.direct {
+/// How the kernel is told to open a descriptor of a shared file that is
+/// written around the page cache (`direct`) or through it.
+fn opening(direct: bool) -> FopenFlags {
+    if direct {
         FopenFlags::FOPEN_DIRECT_IO
     } else {
         FopenFlags::empty()
     }
-}
-
-/// A file opened write-only where no descriptor of it is open here yet is
-/// written around the kernel's page cache: the data goes from the
-/// writer's buffer to this process in one copy, instead of first into
-/// new cache pages that nothing reads (`cp`, `dd`, `tar -x`, a compiler's
-/// output). Descriptors opened while it stays open are direct too
-/// (`opening`).
-fn writes_direct(flags: i32) -> bool {
-    flags & libc::O_ACCMODE == libc::O_WRONLY
 }
 
 struct State {
@@ -134,12 +125,17 @@ pub struct DfsFs {
     /// Files whose cached attributes and data the kernel must drop (a
     /// commit changed them): sent by a thread of their own (`lib::spawn`).
     stale: std::sync::mpsc::SyncSender<Stale>,
+    /// The kernel maps files opened with `FOPEN_DIRECT_IO` shared (it
+    /// granted `FUSE_DIRECT_IO_ALLOW_MMAP`, Linux 6.6 and later): only
+    /// then are files written around the page cache (`writes_direct`).
+    direct_writes: bool,
 }
 
-/// A file whose cached attributes and pages the kernel must drop, and who
-/// waits until it did.
+/// A file whose cached attributes (and, with `pages`, its cached pages)
+/// the kernel must drop, and who waits until it did.
 pub struct Stale {
     pub inode: u64,
+    pub pages: bool,
     pub done: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
@@ -153,6 +149,7 @@ fn invalidate_and_wait(stale: &std::sync::mpsc::SyncSender<Stale>, inode: u64) {
     let (done, dropped) = std::sync::mpsc::sync_channel(1);
     let sent = stale.try_send(Stale {
         inode,
+        pages: true,
         done: Some(done),
     });
     if sent.is_ok() {
@@ -211,6 +208,7 @@ impl DfsFs {
         Ok(DfsFs {
             master: master.to_string(),
             access_times: false,
+            direct_writes: false,
             locks,
             stale,
             credentials,
@@ -688,8 +686,11 @@ impl Filesystem for DfsFs {
         let _ = config.set_max_write(1 << 20);
         // A file that another descriptor writes around the page cache
         // (`writes_direct`) can still be mapped shared through this one;
-        // the kernel drops the mapped pages a direct write covers.
-        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // the kernel drops the mapped pages a direct write covers. Without
+        // it, such a mapping would fail: files go through the page cache.
+        self.direct_writes = config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_ok();
         Ok(())
     }
 
@@ -1270,7 +1271,7 @@ impl Filesystem for DfsFs {
                 }
             }
             shared.handles += 1;
-            let opened = opening(shared);
+            let opened = opening(shared.direct);
             let id = state.handle_id();
             state.handles.insert(id, Handle::Cached(ino.0));
             return reply.opened(FileHandle(id), opened);
@@ -1307,7 +1308,7 @@ impl Filesystem for DfsFs {
                 .map(|(&id, _)| id)
                 .collect();
             // They read through the page cache: the writes go through it too.
-            let direct = writes_direct(flags.0) && readers.is_empty();
+            let direct = self.writes_direct(flags.0) && readers.is_empty();
             let handle = state.share(ino.0, file, direct);
             // Kept by the master while open here, also once removed.
             self.locks.hold(&mut state.client, status.inode);
@@ -1334,7 +1335,12 @@ impl Filesystem for DfsFs {
                             _ => None,
                         })
                         .collect();
-                    if state.pages.opened(ino.0, Contents::of(status), &reading) {
+                    // The pages are of the kernel's number: of this file
+                    // only if the path still names the file that number is
+                    // (another workstation may have put another there).
+                    if status.inode != ino.0 {
+                        state.pages.forget(ino.0);
+                    } else if state.pages.opened(ino.0, Contents::of(status), &reading) {
                         opened = FopenFlags::FOPEN_KEEP_CACHE;
                     }
                     self.locks.hold(&mut state.client, status.inode);
@@ -1390,7 +1396,7 @@ impl Filesystem for DfsFs {
             Err(error) => return reply.error(errno(&error)),
         };
         let inode = state.inodes.pending(path);
-        let direct = writes_direct(flags);
+        let direct = self.writes_direct(flags);
         let handle = state.share(inode, file, direct);
         let id = state.handle_id();
         state.handles.insert(id, handle);
@@ -1404,11 +1410,7 @@ impl Filesystem for DfsFs {
                     &attr,
                     Generation(0),
                     FileHandle(id),
-                    if direct {
-                        FopenFlags::FOPEN_DIRECT_IO
-                    } else {
-                        FopenFlags::empty()
-                    },
+                    opening(direct),
                 )
             }
             None => reply.error(Errno::EIO),
@@ -1590,7 +1592,7 @@ impl Filesystem for DfsFs {
             // What the kernel holds of it is old now. A descriptor that
             // only read leaves the pages (`pages`) to the next open.
             Ok(true) => self.invalidate(ino.0),
-            Ok(false) => {}
+            Ok(false) => self.invalidate_attributes(ino.0),
             Err(error) => eprintln!("dfs-mount: {error}"),
         }
         reply.ok();
@@ -1973,8 +1975,36 @@ impl PageSource for ClientPages<'_> {
 impl DfsFs {
     /// Has the kernel drop what it caches of the file `inode` (never
     /// blocks: a full queue means drops are pending anyway).
+    /// A file opened write-only where no descriptor of it is open here yet
+    /// is written around the kernel's page cache: the data goes from the
+    /// writer's buffer to this process in one copy, instead of first into
+    /// new cache pages that nothing reads (`cp`, `dd`, `tar -x`, a
+    /// compiler's output). Descriptors opened while it stays open are
+    /// direct too (`opening`).
+    fn writes_direct(&self, flags: i32) -> bool {
+        self.direct_writes && flags & libc::O_ACCMODE == libc::O_WRONLY
+    }
+
     fn invalidate(&self, inode: u64) {
-        let _ = self.stale.try_send(Stale { inode, done: None });
+        let _ = self.stale.try_send(Stale {
+            inode,
+            pages: true,
+            done: None,
+        });
+    }
+
+    /// Has the kernel drop the attributes it caches of the file `inode`,
+    /// not its pages (never blocks). After a close, the next open here
+    /// then learns the file's size anew, as the master has it: a reread
+    /// sees what another workstation appended meanwhile, and an append
+    /// here goes after it (close-to-open), while the pages stay for
+    /// `pages` to keep.
+    fn invalidate_attributes(&self, inode: u64) {
+        let _ = self.stale.try_send(Stale {
+            inode,
+            pages: false,
+            done: None,
+        });
     }
 
     /// Who a new entry at `path` belongs to: the caller (as NFS `sec=sys`

@@ -76,8 +76,10 @@ pub fn spawn(mountpoint: &Path, options: &MountOptions) -> Result<fuser::Backgro
     std::thread::Builder::new()
         .name("invalidate".into())
         .spawn(move || {
-            for fs::Stale { inode, done } in to_drop {
-                let _ = notifier.inval_inode(fuser::INodeNo(inode), 0, 0);
+            for fs::Stale { inode, pages, done } in to_drop {
+                // A negative offset drops the attributes alone.
+                let offset = if pages { 0 } else { -1 };
+                let _ = notifier.inval_inode(fuser::INodeNo(inode), offset, 0);
                 if let Some(done) = done {
                     let _ = done.send(());
                 }

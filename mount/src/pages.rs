@@ -56,16 +56,16 @@ impl Pages {
     /// here read `open` (the contents each of them reads): true when the
     /// pages the kernel holds for it are of `now` and may be kept.
     pub fn opened(&mut self, nodeid: u64, now: Contents, open: &[Contents]) -> bool {
-        let keep = self.known.get(&nodeid) == Some(&now);
         if open.iter().any(|contents| *contents != now) {
             // Another descriptor goes on filling pages from other contents.
             self.known.remove(&nodeid);
-        } else {
-            if self.known.len() >= PAGES_KNOWN_MAX {
-                self.known.clear();
-            }
-            self.known.insert(nodeid, now);
+            return false;
         }
+        let keep = self.known.get(&nodeid) == Some(&now);
+        if self.known.len() >= PAGES_KNOWN_MAX {
+            self.known.clear();
+        }
+        self.known.insert(nodeid, now);
         keep
     }
 

@@ -2413,3 +2413,64 @@ fn an_unchanged_file_keeps_its_cached_pages_across_opens_and_a_changed_one_is_re
     assert!(fs::read(here.path("f")).expect("read f") == expected);
     assert!(fs::read(there.path("f")).expect("read f there") == expected);
 }
+
+#[test]
+fn a_file_another_workstation_appended_to_is_read_and_appended_to_whole_right_after_a_read_here() {
+    let cluster = cluster_of(1);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    let append = |mounted: &Mounted, bytes: &[u8]| {
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(mounted.path("f"))
+            .expect("open f to append");
+        file.write_all(bytes).expect("append");
+    };
+    fs::write(there.path("f"), [b'x'; 100]).expect("write f there");
+    // Read here and closed; the other workstation appends; a new open
+    // here, within the kernel's attribute lifetime, sees all of it.
+    assert_eq!(fs::read(here.path("f")).expect("read f").len(), 100);
+    append(&there, &[b'y'; 100]);
+    let read = fs::read(here.path("f")).expect("read f again");
+    assert_eq!(read.len(), 200, "the reread stopped at the old end");
+    // And an append here goes after what the other one appended.
+    append(&there, &[b'z'; 100]);
+    append(&here, &[b'w'; 50]);
+    let mut expected = vec![b'x'; 100];
+    expected.extend([b'y'; 100]);
+    expected.extend([b'z'; 100]);
+    expected.extend([b'w'; 50]);
+    let local = cluster.dir().join("f.got");
+    cluster.dfs_ok(["get", "/f", utf8(&local)]);
+    assert!(
+        fs::read(&local).expect("read got") == expected,
+        "an append here overwrote the other workstation's"
+    );
+}
+
+#[test]
+fn pages_of_a_file_are_not_kept_for_another_file_that_took_its_name_elsewhere() {
+    use std::os::unix::fs::FileExt;
+    let cluster = cluster_of(1);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    let old = vec![b'O'; 64 << 10];
+    let new = vec![b'N'; 64 << 10];
+    fs::write(there.path("x"), &old).expect("write x there");
+    // Looked up here: the kernel's entry for x names the old file for a
+    // while (the entry lifetime), also once x is another file.
+    let reader = File::open(here.path("x")).expect("open the old x");
+    fs::rename(there.path("x"), there.path("z")).expect("mv x z there");
+    fs::write(there.path("x"), &new).expect("write a new x there");
+    // Opened here through the old entry: the new file is read, under the
+    // old file's kernel number...
+    drop(File::open(here.path("x")).expect("open x"));
+    // ...whose pages the old file's reader fills.
+    let mut read = vec![0u8; old.len()];
+    reader.read_exact_at(&mut read, 0).expect("read the old x");
+    assert!(read == old, "the old descriptor read other bytes");
+    assert!(
+        fs::read(here.path("x")).expect("read x") == new,
+        "read the old file's pages for the new file"
+    );
+}
