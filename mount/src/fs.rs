@@ -142,14 +142,16 @@ pub struct Stale {
 /// How long a lock waits for the kernel to drop a file's cached pages.
 const INVALIDATE_WAIT: Duration = Duration::from_secs(2);
 
-/// Has the kernel drop what it caches of `inode` and waits until it did
-/// (at most `INVALIDATE_WAIT`: a read of the file in flight may hold the
-/// kernel up until this session answers it).
-fn invalidate_and_wait(stale: &std::sync::mpsc::SyncSender<Stale>, inode: u64) {
+/// Has the kernel drop what it caches of `inode` (its attributes, and
+/// with `pages` its pages) and waits until it did (at most
+/// `INVALIDATE_WAIT`: a read of the file in flight may hold the kernel up
+/// until this session answers it, when pages are dropped; attributes
+/// alone wait for nothing).
+fn invalidate_and_wait(stale: &std::sync::mpsc::SyncSender<Stale>, inode: u64, pages: bool) {
     let (done, dropped) = std::sync::mpsc::sync_channel(1);
     let sent = stale.try_send(Stale {
         inode,
-        pages: true,
+        pages,
         done: Some(done),
     });
     if sent.is_ok() {
@@ -1357,6 +1359,15 @@ impl Filesystem for DfsFs {
         };
         let id = state.handle_id();
         state.handles.insert(id, handle);
+        drop(guard);
+        // Close-to-open, as NFS's revalidation at open: the size the kernel
+        // cached (a stat within the attribute lifetime) may be older than
+        // what this open found, and reads stop at it and appends start at
+        // it. Dropped, and waited for, unless the contents are the ones the
+        // kernel's pages and attributes were last taken from.
+        if !opened.contains(FopenFlags::FOPEN_KEEP_CACHE) {
+            invalidate_and_wait(&self.stale, ino.0, false);
+        }
         reply.opened(FileHandle(id), opened);
     }
 
@@ -1877,7 +1888,7 @@ impl Filesystem for DfsFs {
             // this mount last locked it.
             if state.changed_since_locked(ino.0, &path) {
                 drop(guard);
-                invalidate_and_wait(&self.stale, ino.0);
+                invalidate_and_wait(&self.stale, ino.0, true);
                 return reply.ok();
             }
         }
@@ -1913,7 +1924,7 @@ impl Filesystem for DfsFs {
                                     );
                                     // It waited for another holder, who may
                                     // have changed the file.
-                                    invalidate_and_wait(&stale, ino.0);
+                                    invalidate_and_wait(&stale, ino.0, true);
                                     reply.ok()
                                 }
                                 Err(error) => reply.error(errno(&error)),

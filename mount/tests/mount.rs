@@ -2474,3 +2474,41 @@ fn pages_of_a_file_are_not_kept_for_another_file_that_took_its_name_elsewhere() 
         "read the old file's pages for the new file"
     );
 }
+
+#[test]
+fn an_open_sees_the_size_another_workstation_gave_a_file_after_a_stat_here() {
+    let cluster = cluster_of(1);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    let append = |mounted: &Mounted, bytes: &[u8]| {
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(mounted.path("f"))
+            .expect("open f to append");
+        file.write_all(bytes).expect("append");
+    };
+    fs::write(there.path("f"), [b'x'; 100]).expect("write f there");
+    // The kernel here caches the size for the attribute lifetime...
+    assert_eq!(fs::metadata(here.path("f")).expect("stat f").len(), 100);
+    append(&there, &[b'y'; 100]);
+    // ...and an open after the other workstation's close reads it whole.
+    let read = fs::read(here.path("f")).expect("read f");
+    assert_eq!(
+        read.len(),
+        200,
+        "the read stopped at the size a stat cached"
+    );
+    assert_eq!(fs::metadata(here.path("f")).expect("stat f").len(), 200);
+    append(&there, &[b'z'; 100]);
+    append(&here, &[b'w'; 50]);
+    let mut expected = vec![b'x'; 100];
+    expected.extend([b'y'; 100]);
+    expected.extend([b'z'; 100]);
+    expected.extend([b'w'; 50]);
+    let local = cluster.dir().join("f.got");
+    cluster.dfs_ok(["get", "/f", utf8(&local)]);
+    assert!(
+        fs::read(&local).expect("read got") == expected,
+        "an append here overwrote the other workstation's"
+    );
+}
