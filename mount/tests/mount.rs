@@ -2415,40 +2415,6 @@ fn an_unchanged_file_keeps_its_cached_pages_across_opens_and_a_changed_one_is_re
 }
 
 #[test]
-fn a_file_another_workstation_appended_to_is_read_and_appended_to_whole_right_after_a_read_here() {
-    let cluster = cluster_of(1);
-    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
-    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
-    let append = |mounted: &Mounted, bytes: &[u8]| {
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(mounted.path("f"))
-            .expect("open f to append");
-        file.write_all(bytes).expect("append");
-    };
-    fs::write(there.path("f"), [b'x'; 100]).expect("write f there");
-    // Read here and closed; the other workstation appends; a new open
-    // here, within the kernel's attribute lifetime, sees all of it.
-    assert_eq!(fs::read(here.path("f")).expect("read f").len(), 100);
-    append(&there, &[b'y'; 100]);
-    let read = fs::read(here.path("f")).expect("read f again");
-    assert_eq!(read.len(), 200, "the reread stopped at the old end");
-    // And an append here goes after what the other one appended.
-    append(&there, &[b'z'; 100]);
-    append(&here, &[b'w'; 50]);
-    let mut expected = vec![b'x'; 100];
-    expected.extend([b'y'; 100]);
-    expected.extend([b'z'; 100]);
-    expected.extend([b'w'; 50]);
-    let local = cluster.dir().join("f.got");
-    cluster.dfs_ok(["get", "/f", utf8(&local)]);
-    assert!(
-        fs::read(&local).expect("read got") == expected,
-        "an append here overwrote the other workstation's"
-    );
-}
-
-#[test]
 fn pages_of_a_file_are_not_kept_for_another_file_that_took_its_name_elsewhere() {
     use std::os::unix::fs::FileExt;
     let cluster = cluster_of(1);
@@ -2475,40 +2441,57 @@ fn pages_of_a_file_are_not_kept_for_another_file_that_took_its_name_elsewhere() 
     );
 }
 
+/// Something that has the kernel cache a file's size.
+type CacheSize = fn(&Path);
+
+/// Appends `bytes` to the file `name` through `mounted`.
+fn append_to(mounted: &Mounted, name: &str, bytes: &[u8]) {
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(mounted.path(name))
+        .unwrap_or_else(|e| panic!("open {name} to append: {e}"));
+    file.write_all(bytes).expect("append");
+}
+
 #[test]
-fn an_open_sees_the_size_another_workstation_gave_a_file_after_a_stat_here() {
+fn an_open_sees_what_another_workstation_appended_whatever_cached_the_old_size_here() {
     let cluster = cluster_of(1);
     let here = Mounted::start(&cluster, &cluster.dir().join("here"));
     let there = Mounted::start(&cluster, &cluster.dir().join("there"));
-    let append = |mounted: &Mounted, bytes: &[u8]| {
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(mounted.path("f"))
-            .expect("open f to append");
-        file.write_all(bytes).expect("append");
-    };
-    fs::write(there.path("f"), [b'x'; 100]).expect("write f there");
-    // The kernel here caches the size for the attribute lifetime...
-    assert_eq!(fs::metadata(here.path("f")).expect("stat f").len(), 100);
-    append(&there, &[b'y'; 100]);
-    // ...and an open after the other workstation's close reads it whole.
-    let read = fs::read(here.path("f")).expect("read f");
-    assert_eq!(
-        read.len(),
-        200,
-        "the read stopped at the size a stat cached"
-    );
-    assert_eq!(fs::metadata(here.path("f")).expect("stat f").len(), 200);
-    append(&there, &[b'z'; 100]);
-    append(&here, &[b'w'; 50]);
-    let mut expected = vec![b'x'; 100];
-    expected.extend([b'y'; 100]);
-    expected.extend([b'z'; 100]);
-    expected.extend([b'w'; 50]);
-    let local = cluster.dir().join("f.got");
-    cluster.dfs_ok(["get", "/f", utf8(&local)]);
-    assert!(
-        fs::read(&local).expect("read got") == expected,
-        "an append here overwrote the other workstation's"
-    );
+    // The kernel here caches a file's size for the attribute lifetime,
+    // from a read (and its close) as from a stat.
+    let ways: [(&str, CacheSize); 2] = [
+        ("a read", |path| {
+            assert!(!fs::read(path).expect("read").is_empty())
+        }),
+        ("a stat", |path| {
+            assert!(fs::metadata(path).expect("stat").len() > 0)
+        }),
+    ];
+    for (name, (how, cache_size)) in ["f", "g"].into_iter().zip(ways) {
+        fs::write(there.path(name), [b'x'; 100]).expect("write there");
+        cache_size(&here.path(name));
+        append_to(&there, name, &[b'y'; 100]);
+        // An open after the other workstation's close reads all of it...
+        let read = fs::read(here.path(name)).expect("read");
+        assert_eq!(
+            read.len(),
+            200,
+            "after {how}: the read stopped at the old end"
+        );
+        // ...and an append here goes after what the other one appended.
+        cache_size(&here.path(name));
+        append_to(&there, name, &[b'z'; 100]);
+        append_to(&here, name, &[b'w'; 50]);
+        let mut expected = vec![b'x'; 100];
+        expected.extend([b'y'; 100]);
+        expected.extend([b'z'; 100]);
+        expected.extend([b'w'; 50]);
+        let local = cluster.dir().join(format!("{name}.got"));
+        cluster.dfs_ok(["get", &format!("/{name}"), utf8(&local)]);
+        assert!(
+            fs::read(&local).expect("read got") == expected,
+            "after {how}: an append here overwrote the other workstation's"
+        );
+    }
 }
