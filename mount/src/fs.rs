@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use dfs_client::client::AttributeChange;
@@ -129,29 +129,28 @@ pub struct DfsFs {
     /// granted `FUSE_DIRECT_IO_ALLOW_MMAP`, Linux 6.6 and later): only
     /// then are files written around the page cache (`writes_direct`).
     direct_writes: bool,
+    /// Notifications to the kernel sent from a request being answered
+    /// (`invalidate_attributes`); set once the session is up (`lib::spawn`).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
-/// A file whose cached attributes (and, with `pages`, its cached pages)
-/// the kernel must drop, and who waits until it did.
+/// A file whose cached attributes and pages the kernel must drop, and who
+/// waits until it did.
 pub struct Stale {
     pub inode: u64,
-    pub pages: bool,
     pub done: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 /// How long a lock waits for the kernel to drop a file's cached pages.
 const INVALIDATE_WAIT: Duration = Duration::from_secs(2);
 
-/// Has the kernel drop what it caches of `inode` (its attributes, and
-/// with `pages` its pages) and waits until it did (at most
-/// `INVALIDATE_WAIT`: a read of the file in flight may hold the kernel up
-/// until this session answers it, when pages are dropped; attributes
-/// alone wait for nothing).
-fn invalidate_and_wait(stale: &std::sync::mpsc::SyncSender<Stale>, inode: u64, pages: bool) {
+/// Has the kernel drop what it caches of `inode` and waits until it did
+/// (at most `INVALIDATE_WAIT`: a read of the file in flight may hold the
+/// kernel up until this session answers it).
+fn invalidate_and_wait(stale: &std::sync::mpsc::SyncSender<Stale>, inode: u64) {
     let (done, dropped) = std::sync::mpsc::sync_channel(1);
     let sent = stale.try_send(Stale {
         inode,
-        pages,
         done: Some(done),
     });
     if sent.is_ok() {
@@ -211,6 +210,7 @@ impl DfsFs {
             master: master.to_string(),
             access_times: false,
             direct_writes: false,
+            notifier: Arc::new(OnceLock::new()),
             locks,
             stale,
             credentials,
@@ -1362,11 +1362,12 @@ impl Filesystem for DfsFs {
         drop(guard);
         // Close-to-open, as NFS's revalidation at open: the size the kernel
         // cached (a stat within the attribute lifetime) may be older than
-        // what this open found, and reads stop at it and appends start at
-        // it. Dropped, and waited for, unless the contents are the ones the
-        // kernel's pages and attributes were last taken from.
+        // what this open found, and reads stop at it. Dropped, unless the
+        // contents are the ones the kernel's pages and attributes were last
+        // taken from. (Appends do not ask the kernel's size again: `write`
+        // puts them at the end of the file as this open found it.)
         if !opened.contains(FopenFlags::FOPEN_KEEP_CACHE) {
-            invalidate_and_wait(&self.stale, ino.0, false);
+            self.invalidate_attributes(ino.0);
         }
         reply.opened(FileHandle(id), opened);
     }
@@ -1482,12 +1483,13 @@ impl Filesystem for DfsFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let mut guard = self.state();
         let state = &mut *guard;
+        let offset = Self::write_offset(state, fh, offset, flags);
         let written = if let Some((file, client)) = state.cached(fh) {
             file.write(client, &self.master, &self.credentials, offset, data)
         } else {
@@ -1888,7 +1890,7 @@ impl Filesystem for DfsFs {
             // this mount last locked it.
             if state.changed_since_locked(ino.0, &path) {
                 drop(guard);
-                invalidate_and_wait(&self.stale, ino.0, true);
+                invalidate_and_wait(&self.stale, ino.0);
                 return reply.ok();
             }
         }
@@ -1924,7 +1926,7 @@ impl Filesystem for DfsFs {
                                     );
                                     // It waited for another holder, who may
                                     // have changed the file.
-                                    invalidate_and_wait(&stale, ino.0, true);
+                                    invalidate_and_wait(&stale, ino.0);
                                     reply.ok()
                                 }
                                 Err(error) => reply.error(errno(&error)),
@@ -1991,31 +1993,54 @@ impl DfsFs {
     /// writer's buffer to this process in one copy, instead of first into
     /// new cache pages that nothing reads (`cp`, `dd`, `tar -x`, a
     /// compiler's output). Descriptors opened while it stays open are
-    /// direct too (`opening`).
+    /// direct too (`opening`). So is a file opened to append: the kernel
+    /// puts an append at the size it cached, which may be older than the
+    /// file this open found (another workstation appended since a stat
+    /// here); `write` puts it at the end instead, and no cached page may
+    /// hold it where the kernel thought it went.
     fn writes_direct(&self, flags: i32) -> bool {
-        self.direct_writes && flags & libc::O_ACCMODE == libc::O_WRONLY
+        self.direct_writes
+            && (flags & libc::O_ACCMODE == libc::O_WRONLY || flags & libc::O_APPEND != 0)
+    }
+
+    /// Where a write of `fh` at `offset` goes: an append to a file written
+    /// around the page cache goes at the end of the file as this mount has
+    /// it (`writes_direct`), whatever size the kernel thought it had.
+    fn write_offset(state: &mut State, fh: FileHandle, offset: u64, flags: OpenFlags) -> u64 {
+        if flags.0 & libc::O_APPEND == 0 {
+            return offset;
+        }
+        let direct = state
+            .shared_nodeid(fh)
+            .and_then(|nodeid| state.files.get(&nodeid))
+            .filter(|shared| shared.direct);
+        match direct {
+            Some(shared) => shared.file.size(),
+            None => offset,
+        }
+    }
+
+    /// Where notifications sent from requests go, to be set once the
+    /// session is up.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
+        Arc::clone(&self.notifier)
     }
 
     fn invalidate(&self, inode: u64) {
-        let _ = self.stale.try_send(Stale {
-            inode,
-            pages: true,
-            done: None,
-        });
+        let _ = self.stale.try_send(Stale { inode, done: None });
     }
 
     /// Has the kernel drop the attributes it caches of the file `inode`,
-    /// not its pages (never blocks). After a close, the next open here
-    /// then learns the file's size anew, as the master has it: a reread
-    /// sees what another workstation appended meanwhile, and an append
-    /// here goes after it (close-to-open), while the pages stay for
-    /// `pages` to keep.
+    /// not its pages: its next look at the size asks this mount. Sent from
+    /// the request being answered: dropping attributes takes no page lock
+    /// and waits for no answer of this session, and it is done when the
+    /// notification's write returns (before the session is up, nothing is
+    /// cached to drop).
     fn invalidate_attributes(&self, inode: u64) {
-        let _ = self.stale.try_send(Stale {
-            inode,
-            pages: false,
-            done: None,
-        });
+        if let Some(notifier) = self.notifier.get() {
+            // A negative offset leaves the pages alone.
+            let _ = notifier.inval_inode(INodeNo(inode), -1, 0);
+        }
     }
 
     /// Who a new entry at `path` belongs to: the caller (as NFS `sec=sys`

@@ -67,19 +67,19 @@ pub fn spawn(mountpoint: &Path, options: &MountOptions) -> Result<fuser::Backgro
     let (stale, to_drop) = std::sync::mpsc::sync_channel(STALE_QUEUE_MAX);
     let filesystem = DfsFs::new(&options.master, options.credentials.clone(), stale)?
         .marking_access_times(options.access_times && !options.read_only);
+    let requests_notifier = filesystem.notifier_slot();
     let session = fuser::spawn_mount(filesystem, mountpoint, &fuse_config(options))
         .map_err(|e| Error::io(format!("mount at {}", mountpoint.display()), e))?;
-    // Invalidations go from a thread of their own, never from a request
-    // being answered (the kernel may wait on that answer); the thread ends
-    // with the file system, which holds the sending end.
+    let _ = requests_notifier.set(session.notifier());
+    // Invalidations of pages go from a thread of their own, never from a
+    // request being answered (the kernel may wait on that answer); the
+    // thread ends with the file system, which holds the sending end.
     let notifier = session.notifier();
     std::thread::Builder::new()
         .name("invalidate".into())
         .spawn(move || {
-            for fs::Stale { inode, pages, done } in to_drop {
-                // A negative offset drops the attributes alone.
-                let offset = if pages { 0 } else { -1 };
-                let _ = notifier.inval_inode(fuser::INodeNo(inode), offset, 0);
+            for fs::Stale { inode, done } in to_drop {
+                let _ = notifier.inval_inode(fuser::INodeNo(inode), 0, 0);
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
