@@ -427,17 +427,24 @@ impl CachedFile {
         self.dirty
     }
 
-    /// A lock was granted on the file: what this mount holds of it may be
-    /// older than what another workstation committed under the lock, so an
-    /// unchanged file is read again (as NFS does).
-    pub fn refresh(&mut self, client: &mut Client) -> Result<()> {
+    /// What this mount holds of the file may be older than what another
+    /// workstation committed since (a lock was granted on it, or it is
+    /// opened once more, close-to-open): a file with no changes of this
+    /// mount's own is read again, by its inode, as NFS does. True when it
+    /// was (the kernel's pages of it may be old then).
+    pub fn refresh(&mut self, client: &mut Client) -> Result<bool> {
         if self.dirty || self.unlinked || matches!(self.contents, Contents::Streaming(_)) {
-            return Ok(());
+            return Ok(false);
         }
-        let status = client.stat(&self.path)?;
-        self.contents = Contents::Local(Local::existing(status.size_bytes));
+        let status = match self.inode {
+            Some(inode) => client.stat_inode(&self.path, inode)?,
+            None => client.stat(&self.path)?,
+        };
+        let mut local = Local::existing(status.size_bytes);
+        local.inode = self.inode;
+        self.contents = Contents::Local(local);
         self.reader = None;
-        Ok(())
+        Ok(true)
     }
 
     /// The file's name is being removed: its contents are held here whole

@@ -1271,6 +1271,15 @@ impl Filesystem for DfsFs {
                 if let Err(error) = shared.file.truncate(0) {
                     return reply.error(error);
                 }
+            } else {
+                // Close-to-open: the copy may be older than what another
+                // workstation committed since it was taken (a reader kept
+                // it open after the writer here closed). Read again unless
+                // it holds changes of this mount's own; the kernel drops
+                // the file's cached pages at this open (no KEEP_CACHE).
+                if let Err(error) = shared.file.refresh(&mut state.client) {
+                    eprintln!("dfs-mount: {error}");
+                }
             }
             shared.handles += 1;
             let opened = opening(shared.direct);
@@ -1489,15 +1498,20 @@ impl Filesystem for DfsFs {
     ) {
         let mut guard = self.state();
         let state = &mut *guard;
-        let offset = Self::write_offset(state, fh, offset, flags);
+        let at = Self::write_offset(state, fh, offset, flags);
         let written = if let Some((file, client)) = state.cached(fh) {
-            file.write(client, &self.master, &self.credentials, offset, data)
+            file.write(client, &self.master, &self.credentials, at, data)
         } else {
             Err(Errno::EBADF)
         };
         // A write may have committed what came before (past the local bound).
         if let Some(nodeid) = state.shared_nodeid(fh) {
             self.hold_committed(state, nodeid);
+            if at != offset {
+                // Through the page cache, the kernel put this append where
+                // it thought the end was: those pages are wrong.
+                self.invalidate(nodeid);
+            }
         }
         match written {
             Ok(()) => reply.written(data.len() as u32),
@@ -2003,21 +2017,18 @@ impl DfsFs {
             && (flags & libc::O_ACCMODE == libc::O_WRONLY || flags & libc::O_APPEND != 0)
     }
 
-    /// Where a write of `fh` at `offset` goes: an append to a file written
-    /// around the page cache goes at the end of the file as this mount has
-    /// it (`writes_direct`), whatever size the kernel thought it had.
+    /// Where a write of `fh` at `offset` goes: an append goes at the end of
+    /// the file as this mount has it, whatever size the kernel thought it
+    /// had (it puts an append at the size it cached, which may be older
+    /// than the file the open found).
     fn write_offset(state: &mut State, fh: FileHandle, offset: u64, flags: OpenFlags) -> u64 {
         if flags.0 & libc::O_APPEND == 0 {
             return offset;
         }
-        let direct = state
+        state
             .shared_nodeid(fh)
             .and_then(|nodeid| state.files.get(&nodeid))
-            .filter(|shared| shared.direct);
-        match direct {
-            Some(shared) => shared.file.size(),
-            None => offset,
-        }
+            .map_or(offset, |shared| shared.file.size())
     }
 
     /// Where notifications sent from requests go, to be set once the

@@ -2498,3 +2498,30 @@ fn an_open_sees_what_another_workstation_appended_whatever_cached_the_old_size_h
         );
     }
 }
+
+#[test]
+fn an_open_here_joins_what_another_workstation_committed_while_a_reader_kept_the_file_open() {
+    let cluster = cluster_of(1);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    fs::write(there.path("log"), b"start\n").expect("write log there");
+    // A reader here (as tail -f) keeps the file open throughout.
+    let reader = File::open(here.path("log")).expect("open log");
+    append_to(&here, "log", b"here 1\n");
+    append_to(&there, "log", b"there 1\n");
+    append_to(&here, "log", b"here 2\n");
+    let mut read = String::new();
+    File::open(here.path("log"))
+        .expect("open log again")
+        .read_to_string(&mut read)
+        .expect("read log");
+    drop(reader);
+    assert_eq!(read, "start\nhere 1\nthere 1\nhere 2\n");
+    let local = cluster.dir().join("log.got");
+    cluster.dfs_ok(["get", "/log", utf8(&local)]);
+    assert_eq!(
+        fs::read_to_string(&local).expect("read got"),
+        "start\nhere 1\nthere 1\nhere 2\n",
+        "an append here went into an old copy of the file"
+    );
+}
