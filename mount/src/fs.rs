@@ -1276,9 +1276,12 @@ impl Filesystem for DfsFs {
                 // workstation committed since it was taken (a reader kept
                 // it open after the writer here closed). Read again unless
                 // it holds changes of this mount's own; the kernel drops
-                // the file's cached pages at this open (no KEEP_CACHE).
-                if let Err(error) = shared.file.refresh(&mut state.client) {
-                    eprintln!("dfs-mount: {error}");
+                // the file's cached pages at this open (no KEEP_CACHE), and
+                // the size it cached goes too.
+                match shared.file.refresh(&mut state.client) {
+                    Ok(true) => self.invalidate_attributes(ino.0),
+                    Ok(false) => {}
+                    Err(error) => eprintln!("dfs-mount: {error}"),
                 }
             }
             shared.handles += 1;
