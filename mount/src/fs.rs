@@ -1267,21 +1267,21 @@ impl Filesystem for DfsFs {
         // A file open for writing here already: one more descriptor of it
         // (reading or writing), so all of them see one copy.
         if let Some(shared) = state.files.get_mut(&ino.0) {
+            // Close-to-open: the copy may be older than what another
+            // workstation committed since it was taken (a reader kept it
+            // open after the writer here closed). Read again unless it
+            // holds changes of this mount's own (also before a truncation,
+            // which must then cut what is there now); the kernel drops the
+            // file's cached pages at this open (no KEEP_CACHE), and the
+            // size it cached goes too.
+            match shared.file.refresh(&mut state.client) {
+                Ok(true) => self.invalidate_attributes(ino.0),
+                Ok(false) => {}
+                Err(error) => eprintln!("dfs-mount: {error}"),
+            }
             if flags.0 & libc::O_TRUNC != 0 && is_write(flags) {
                 if let Err(error) = shared.file.truncate(0) {
                     return reply.error(error);
-                }
-            } else {
-                // Close-to-open: the copy may be older than what another
-                // workstation committed since it was taken (a reader kept
-                // it open after the writer here closed). Read again unless
-                // it holds changes of this mount's own; the kernel drops
-                // the file's cached pages at this open (no KEEP_CACHE), and
-                // the size it cached goes too.
-                match shared.file.refresh(&mut state.client) {
-                    Ok(true) => self.invalidate_attributes(ino.0),
-                    Ok(false) => {}
-                    Err(error) => eprintln!("dfs-mount: {error}"),
                 }
             }
             shared.handles += 1;

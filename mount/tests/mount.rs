@@ -2525,3 +2525,22 @@ fn an_open_here_joins_what_another_workstation_committed_while_a_reader_kept_the
         "an append here went into an old copy of the file"
     );
 }
+
+#[test]
+fn a_truncating_open_that_joins_a_file_open_here_cuts_what_another_workstation_wrote() {
+    let cluster = cluster_of(1);
+    let here = Mounted::start(&cluster, &cluster.dir().join("here"));
+    let there = Mounted::start(&cluster, &cluster.dir().join("there"));
+    fs::write(there.path("f"), b"").expect("write an empty f there");
+    // Open here, empty, for the whole test.
+    let kept = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(here.path("f"))
+        .expect("open f here");
+    fs::write(there.path("f"), b"written there").expect("write f there");
+    // `: > f` here: the file is empty afterwards, everywhere.
+    drop(File::create(here.path("f")).expect("truncate f here"));
+    drop(kept);
+    assert_eq!(fs::read(there.path("f")).expect("read f there"), b"");
+}
