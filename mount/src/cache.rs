@@ -143,14 +143,16 @@ impl Local {
         }
     }
 
-    fn existing(size: u64) -> Local {
+    /// The file of `size` bytes in the cluster, read from it until
+    /// written (by `inode` when known).
+    fn existing(size: u64, inode: Option<u64>) -> Local {
         Local {
             base_size: size,
             whole: false,
             overlay: None,
             changed: Ranges::default(),
             size,
-            inode: None,
+            inode,
         }
     }
 
@@ -334,7 +336,7 @@ impl CachedFile {
             path,
             mode,
             overwrite: true,
-            contents: Contents::Local(Local::existing(size)),
+            contents: Contents::Local(Local::existing(size, None)),
             reader: None,
             dirty: false,
             after_commit,
@@ -440,9 +442,7 @@ impl CachedFile {
             Some(inode) => client.stat_inode(&self.path, inode)?,
             None => client.stat(&self.path)?,
         };
-        let mut local = Local::existing(status.size_bytes);
-        local.inode = self.inode;
-        self.contents = Contents::Local(local);
+        self.contents = Contents::Local(Local::existing(status.size_bytes, self.inode));
         self.reader = None;
         Ok(true)
     }
@@ -599,9 +599,7 @@ impl CachedFile {
         }
         let size = writer.written_bytes();
         // Read back by inode, whatever the path names by then.
-        let mut local = Local::existing(size);
-        local.inode = self.inode;
-        self.contents = Contents::Local(local);
+        self.contents = Contents::Local(Local::existing(size, self.inode));
         self.reader = None;
         self.overwrite = true;
         self.dirty = false;

@@ -1349,12 +1349,7 @@ impl Filesystem for DfsFs {
                             _ => None,
                         })
                         .collect();
-                    // The pages are of the kernel's number: of this file
-                    // only if the path still names the file that number is
-                    // (another workstation may have put another there).
-                    if status.inode != ino.0 {
-                        state.pages.forget(ino.0);
-                    } else if state.pages.opened(ino.0, Contents::of(status), &reading) {
+                    if state.pages.opened(ino.0, Contents::of(status), &reading) {
                         opened = FopenFlags::FOPEN_KEEP_CACHE;
                     }
                     self.locks.hold(&mut state.client, status.inode);
@@ -1501,20 +1496,30 @@ impl Filesystem for DfsFs {
     ) {
         let mut guard = self.state();
         let state = &mut *guard;
-        let at = Self::write_offset(state, fh, offset, flags);
-        let written = if let Some((file, client)) = state.cached(fh) {
-            file.write(client, &self.master, &self.credentials, at, data)
-        } else {
-            Err(Errno::EBADF)
+        let Some((nodeid, shared)) = state
+            .shared_nodeid(fh)
+            .and_then(|nodeid| Some((nodeid, state.files.get_mut(&nodeid)?)))
+        else {
+            return reply.error(Errno::EBADF);
         };
+        // An append goes at the end of the file as this mount has it,
+        // whatever size the kernel thought it had (it puts an append at the
+        // size it cached, which may be older than the file the open found).
+        let at = if flags.0 & libc::O_APPEND != 0 {
+            shared.file.size()
+        } else {
+            offset
+        };
+        let written =
+            shared
+                .file
+                .write(&mut state.client, &self.master, &self.credentials, at, data);
         // A write may have committed what came before (past the local bound).
-        if let Some(nodeid) = state.shared_nodeid(fh) {
-            self.hold_committed(state, nodeid);
-            if at != offset {
-                // Through the page cache, the kernel put this append where
-                // it thought the end was: those pages are wrong.
-                self.invalidate(nodeid);
-            }
+        self.hold_committed(state, nodeid);
+        if at != offset {
+            // Through the page cache, the kernel put this append where it
+            // thought the end was: those pages are wrong.
+            self.invalidate(nodeid);
         }
         match written {
             Ok(()) => reply.written(data.len() as u32),
@@ -2003,8 +2008,6 @@ impl PageSource for ClientPages<'_> {
 }
 
 impl DfsFs {
-    /// Has the kernel drop what it caches of the file `inode` (never
-    /// blocks: a full queue means drops are pending anyway).
     /// A file opened write-only where no descriptor of it is open here yet
     /// is written around the kernel's page cache: the data goes from the
     /// writer's buffer to this process in one copy, instead of first into
@@ -2020,26 +2023,14 @@ impl DfsFs {
             && (flags & libc::O_ACCMODE == libc::O_WRONLY || flags & libc::O_APPEND != 0)
     }
 
-    /// Where a write of `fh` at `offset` goes: an append goes at the end of
-    /// the file as this mount has it, whatever size the kernel thought it
-    /// had (it puts an append at the size it cached, which may be older
-    /// than the file the open found).
-    fn write_offset(state: &mut State, fh: FileHandle, offset: u64, flags: OpenFlags) -> u64 {
-        if flags.0 & libc::O_APPEND == 0 {
-            return offset;
-        }
-        state
-            .shared_nodeid(fh)
-            .and_then(|nodeid| state.files.get(&nodeid))
-            .map_or(offset, |shared| shared.file.size())
-    }
-
     /// Where notifications sent from requests go, to be set once the
     /// session is up.
     pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
         Arc::clone(&self.notifier)
     }
 
+    /// Has the kernel drop what it caches of the file `inode` (never
+    /// blocks: a full queue means drops are pending anyway).
     fn invalidate(&self, inode: u64) {
         let _ = self.stale.try_send(Stale { inode, done: None });
     }

@@ -56,8 +56,11 @@ impl Pages {
     /// here read `open` (the contents each of them reads): true when the
     /// pages the kernel holds for it are of `now` and may be kept.
     pub fn opened(&mut self, nodeid: u64, now: Contents, open: &[Contents]) -> bool {
-        if open.iter().any(|contents| *contents != now) {
-            // Another descriptor goes on filling pages from other contents.
+        // The pages are of the kernel's number: of this file only if the
+        // path still names the file that number is (another workstation
+        // may have put another there). And another descriptor may go on
+        // filling them from other contents.
+        if now.inode != nodeid || open.iter().any(|contents| *contents != now) {
             self.known.remove(&nodeid);
             return false;
         }
@@ -92,41 +95,53 @@ mod tests {
     #[test]
     fn pages_are_kept_only_for_the_contents_they_were_read_from() {
         let mut pages = Pages::new();
-        assert!(!pages.opened(1, contents(1), &[]), "never read: dropped");
-        assert!(pages.opened(1, contents(1), &[]));
-        assert!(pages.opened(1, contents(1), &[contents(1)]));
-        assert!(!pages.opened(2, contents(1), &[]), "another file");
-        assert!(!pages.opened(1, contents(2), &[]), "changed elsewhere");
-        assert!(pages.opened(1, contents(2), &[]));
+        assert!(!pages.opened(7, contents(1), &[]), "never read: dropped");
+        assert!(pages.opened(7, contents(1), &[]));
+        assert!(pages.opened(7, contents(1), &[contents(1)]));
+        // The kernel's number 2, whose path now names the file 7.
+        let two = Contents {
+            inode: 2,
+            ..contents(1)
+        };
+        pages.opened(2, two, &[]);
+        assert!(!pages.opened(2, contents(1), &[]), "another file's pages");
+        assert!(!pages.opened(2, two, &[]), "forgotten with it");
+        assert!(!pages.opened(7, contents(2), &[]), "changed elsewhere");
+        assert!(pages.opened(7, contents(2), &[]));
         let resized = Contents {
             size_bytes: 50,
             ..contents(2)
         };
-        assert!(!pages.opened(1, resized, &[]));
-        pages.forget(1);
-        assert!(!pages.opened(1, resized, &[]), "written here: dropped");
+        assert!(!pages.opened(7, resized, &[]));
+        pages.forget(7);
+        assert!(!pages.opened(7, resized, &[]), "written here: dropped");
     }
 
     #[test]
     fn a_descriptor_reading_other_contents_leaves_the_pages_unknown() {
         let mut pages = Pages::new();
-        pages.opened(1, contents(1), &[]);
+        pages.opened(7, contents(1), &[]);
         // Changed elsewhere while the first descriptor still reads version 1.
-        assert!(!pages.opened(1, contents(2), &[contents(1)]));
+        assert!(!pages.opened(7, contents(2), &[contents(1)]));
         assert!(
-            !pages.opened(1, contents(2), &[contents(2)]),
+            !pages.opened(7, contents(2), &[contents(2)]),
             "the old reader may have filled pages meanwhile"
         );
-        assert!(pages.opened(1, contents(2), &[]));
+        assert!(pages.opened(7, contents(2), &[]));
     }
 
     #[test]
     fn it_holds_a_bounded_number() {
         let mut pages = Pages::new();
+        let of = |inode: u64| Contents {
+            inode,
+            ..contents(1)
+        };
         for nodeid in 0..(PAGES_KNOWN_MAX as u64) * 2 {
-            pages.opened(nodeid, contents(1), &[]);
+            pages.opened(nodeid, of(nodeid), &[]);
             assert!(pages.known.len() <= PAGES_KNOWN_MAX);
         }
-        assert!(pages.opened(PAGES_KNOWN_MAX as u64 * 2 - 1, contents(1), &[]));
+        let last = PAGES_KNOWN_MAX as u64 * 2 - 1;
+        assert!(pages.opened(last, of(last), &[]));
     }
 }

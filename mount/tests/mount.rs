@@ -2132,6 +2132,15 @@ fn a_file_open_for_writing_commits_whatever_became_of_the_name_it_was_opened_by(
     assert_eq!(&read, b"NAMEless");
 }
 
+/// Another workstation writes a file of 2 MiB (random, from `seed`) and
+/// renames it to `path`, over whatever was there.
+fn another_workstation_puts_its_own_file_at(cluster: &Cluster, path: &str, seed: u64) {
+    let theirs = cluster.dir().join("theirs");
+    fs::write(&theirs, random_bytes(seed, 2 << 20)).expect("write theirs");
+    cluster.dfs_ok(["put", utf8(&theirs), "/other"]);
+    cluster.dfs_ok(["mv", "/other", path]);
+}
+
 #[test]
 fn a_new_file_reads_its_own_bytes_after_another_workstation_takes_its_name() {
     use std::os::unix::fs::FileExt;
@@ -2149,11 +2158,7 @@ fn a_new_file_reads_its_own_bytes_after_another_workstation_takes_its_name() {
         .expect("create f");
     file.write_all_at(&mine, 0).expect("write");
     file.sync_all().expect("fsync");
-    // Another workstation puts a file of its own at the name.
-    let theirs = cluster.dir().join("theirs");
-    fs::write(&theirs, random_bytes(0xb2, 2 << 20)).expect("write theirs");
-    cluster.dfs_ok(["put", utf8(&theirs), "/other"]);
-    cluster.dfs_ok(["mv", "/other", "/f"]);
+    another_workstation_puts_its_own_file_at(&cluster, "/f", 0xb2);
     // This descriptor still reads its own file, not the one at the name.
     let mut read = vec![0u8; mine.len()];
     file.read_exact_at(&mut read, 0).expect("read back");
@@ -2224,10 +2229,7 @@ fn a_new_file_committed_by_one_close_is_kept_for_its_other_descriptor() {
     writer.write_all_at(&mine, 0).expect("write");
     // The writer's close commits the file; the reader keeps it open.
     drop(writer);
-    let theirs = cluster.dir().join("theirs");
-    fs::write(&theirs, random_bytes(0xd4, 2 << 20)).expect("write theirs");
-    cluster.dfs_ok(["put", utf8(&theirs), "/other"]);
-    cluster.dfs_ok(["mv", "/other", "/f"]);
+    another_workstation_puts_its_own_file_at(&cluster, "/f", 0xd4);
     let mut read = vec![0u8; mine.len()];
     reader.read_exact_at(&mut read, 0).expect("read back");
     assert!(read == mine, "the descriptor read another file's bytes");
